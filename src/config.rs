@@ -1,0 +1,197 @@
+//! Settings shared by several subcommands, parsed once by clap and validated into types; defaults are named constants.
+
+use crate::secret::Secret;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default broker: the local RabbitMQ every developer and CI machine runs.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default API base: ZEGOCLOUD's global endpoint; regional hosts are configuration.
+pub const DEFAULT_API_URL: &str = "https://rtc-api.zego.im";
+/// Default calls per second per AppId: the vendor's documented limit for KickoutUser.
+pub const DEFAULT_RATE: u32 = 50;
+/// Default queue-name prefix.
+pub const DEFAULT_NAMESPACE: &str = "kickq";
+/// Environment variable holding the ServerSecret.
+pub const SECRET_ENV: &str = "ZEGO_SERVER_SECRET";
+/// Environment variable naming a file that holds the ServerSecret.
+pub const SECRET_FILE_ENV: &str = "ZEGO_SERVER_SECRET_FILE";
+
+/// A setting that is missing or invalid. `Display` is the one line the process
+/// prints before exiting non-zero; it names the setting and never its value
+/// when the setting is a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required setting is absent.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// A setting is present but unusable.
+    #[error("{name} is invalid: {why}")]
+    Invalid {
+        /// The setting (env var name).
+        name: &'static str,
+        /// What is wrong, without the value if it is a secret.
+        why: String,
+    },
+}
+
+/// The AppId and where its secret comes from. The secret is read from the
+/// environment or a file only: argv is visible to every user through `ps`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ZegoArgs {
+    /// ZEGOCLOUD AppId (uint32). The ServerSecret is read from the environment
+    /// variable ZEGO_SERVER_SECRET, or from the file named by
+    /// ZEGO_SERVER_SECRET_FILE; never from the command line.
+    #[arg(long = "app-id", env = "ZEGO_APP_ID", value_name = "APP_ID")]
+    pub app_id: Option<String>,
+}
+
+/// The validated AppId and its secret.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The AppId all calls are signed for.
+    pub app_id: u32,
+    /// Its ServerSecret.
+    pub secret: Secret,
+}
+
+impl ZegoArgs {
+    /// Validates the AppId and reads the secret from env or file.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let raw = self.app_id.as_deref().ok_or(ConfigError::Missing("ZEGO_APP_ID"))?;
+        let app_id = parse_app_id(raw)?;
+        let secret = read_secret(std::env::var(SECRET_ENV).ok(), std::env::var_os(SECRET_FILE_ENV).map(PathBuf::from))?;
+        Ok(Credentials { app_id, secret })
+    }
+}
+
+/// Parses an AppId: a non-zero uint32.
+pub fn parse_app_id(raw: &str) -> Result<u32, ConfigError> {
+    match raw.trim().parse::<u32>() {
+        Ok(0) => Err(ConfigError::Invalid {
+            name: "ZEGO_APP_ID",
+            why: "must not be 0".into(),
+        }),
+        Ok(id) => Ok(id),
+        Err(_) => Err(ConfigError::Invalid {
+            name: "ZEGO_APP_ID",
+            why: format!("{raw:?} is not a uint32"),
+        }),
+    }
+}
+
+/// Picks the secret from the env value or the file; exactly one may be set.
+/// A trailing newline in the file is dropped (editors add one).
+pub fn read_secret(env_value: Option<String>, file: Option<PathBuf>) -> Result<Secret, ConfigError> {
+    let value = match (env_value, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                name: SECRET_ENV,
+                why: format!("set either {SECRET_ENV} or {SECRET_FILE_ENV}, not both"),
+            })
+        }
+        (Some(v), None) => v,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::Invalid {
+                name: SECRET_FILE_ENV,
+                why: format!("cannot read {}: {e}", path.display()),
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, None) => return Err(ConfigError::Missing("ZEGO_SERVER_SECRET or ZEGO_SERVER_SECRET_FILE")),
+    };
+    if value.is_empty() {
+        return Err(ConfigError::Invalid {
+            name: SECRET_ENV,
+            why: "is empty".into(),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ConfigError::Invalid {
+            name: SECRET_ENV,
+            why: "holds a control character".into(),
+        });
+    }
+    Ok(Secret::new(value))
+}
+
+/// Parses durations written as `250ms`, `10s`, `5m`, `2h`, `90d`, or a bare
+/// number of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("{raw:?} is not a duration like 500ms, 10s, 5m, 2h or 90d"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("{raw:?} has an unknown unit (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{raw:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Removes the password from an AMQP URL so the URL can be logged.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("[redacted]"));
+            }
+            u.to_string()
+        }
+        Err(_) => "[unparseable url]".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_id_table() {
+        assert_eq!(parse_app_id("1234567890").unwrap(), 1234567890);
+        assert_eq!(parse_app_id(" 42 ").unwrap(), 42);
+        for bad in ["", "0", "-1", "4294967296", "abc", "1.5"] {
+            let err = parse_app_id(bad).unwrap_err().to_string();
+            assert!(err.starts_with("ZEGO_APP_ID is invalid"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn secret_sources() {
+        assert_eq!(read_secret(Some("s3".into()), None).unwrap().expose(), "s3");
+        assert!(read_secret(None, None).unwrap_err().to_string().contains("ZEGO_SERVER_SECRET"));
+        assert!(read_secret(Some(String::new()), None).is_err());
+        let dir = std::env::temp_dir().join(format!("kickq-secret-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").unwrap();
+        assert_eq!(read_secret(None, Some(dir.clone())).unwrap().expose(), "from-file");
+        let both = read_secret(Some("x".into()), Some(dir.clone())).unwrap_err().to_string();
+        assert!(both.contains("not both"), "{both}");
+        std::fs::remove_file(&dir).unwrap();
+        let missing = read_secret(None, Some(dir)).unwrap_err().to_string();
+        assert!(missing.contains("ZEGO_SERVER_SECRET_FILE"), "{missing}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86400));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        let r = redact_url("amqp://guest:hunter2@127.0.0.1:5672/%2f");
+        assert!(!r.contains("hunter2"), "{r}");
+        assert!(r.contains("guest"), "{r}");
+    }
+}
