@@ -9,10 +9,12 @@
 //! secret.rs     the credential wrapper whose Debug prints [redacted]
 //! config.rs     shared settings, validated into types
 //! job.rs        KickRequest and its validation (worker, enqueue, producer API)
-//! zego/         signature, HTTP client, return-code classifier
-//! mock_zego/    the strict stand-in for the real API
+//! ratelimit.rs  per-AppId sliding-window budget, slow-down, halt, chunk size
+//! coalesce/     pure grouping state and policy; driver.rs is its async loop
 //! ```
 
+pub mod coalesce;
 pub mod config;
 pub mod job;
+pub mod ratelimit;
 pub mod secret;

@@ -1,0 +1,279 @@
+//! kickq's message headers: their names, how they are written on retries and dead letters, and how they are read
+//! back (pure functions over `FieldTable`).
+//!
+//! None start with `x-`: that prefix belongs to the broker.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+/// Dead letters: why (`validation`, `permanent`, `retries_exhausted`, `unknown_app`).
+pub const ERROR: &str = "kickq-error";
+/// Dead letters: the API's code, when it answered one.
+pub const CODE: &str = "kickq-code";
+/// Dead letters: human-readable detail.
+pub const DETAIL: &str = "kickq-detail";
+/// API attempts made so far for the users in the body.
+pub const ATTEMPTS: &str = "kickq-attempts";
+/// The job id.
+pub const JOB_ID: &str = "kickq-job-id";
+/// Dead letters: when (RFC 3339).
+pub const FAILED_AT: &str = "kickq-failed-at";
+/// Retries: when the first attempt was made (RFC 3339); the retry budget's clock.
+pub const FIRST_ATTEMPT_AT: &str = "kickq-first-attempt-at";
+/// Retries: the last API code (absent after a transport failure).
+pub const LAST_CODE: &str = "kickq-last-code";
+/// Retries: set when a halt deferred these users.
+pub const HALTED: &str = "kickq-halted";
+/// Replays: the dead-letter history of the message, one entry per replay.
+pub const DLQ_HISTORY: &str = "kickq-dlq-history";
+
+/// Why a letter is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadError {
+    /// The message could not be used (JSON, types, limits).
+    Validation,
+    /// The API said no for good (e.g. code 2).
+    Permanent,
+    /// Retries ran out; `kickq-code` holds the last code.
+    RetriesExhausted,
+    /// The message names an AppId this worker has no secret for.
+    UnknownApp,
+    /// The broker dead-lettered it after too many deliveries (a poison message).
+    DeliveryLimit,
+}
+
+impl DeadError {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadError::Validation => "validation",
+            DeadError::Permanent => "permanent",
+            DeadError::RetriesExhausted => "retries_exhausted",
+            DeadError::UnknownApp => "unknown_app",
+            DeadError::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// What a dead letter says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Why.
+    pub error: DeadError,
+    /// The API's code, if any.
+    pub code: Option<i64>,
+    /// Human-readable detail.
+    pub detail: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The job id, if known.
+    pub job_id: Option<String>,
+    /// When.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// The headers of a dead letter, on top of `keep` (the original's headers
+/// minus any stale kickq ones).
+pub fn dead_letter(keep: Option<&FieldTable>, dl: &DeadLetter) -> FieldTable {
+    let mut t = strip_kickq(keep);
+    put_str(&mut t, ERROR, dl.error.as_str());
+    if let Some(code) = dl.code {
+        t.insert(CODE.into(), AMQPValue::LongLongInt(code));
+    }
+    put_str(&mut t, DETAIL, &truncate(&dl.detail, 1024));
+    t.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(dl.attempts.into()));
+    if let Some(job_id) = &dl.job_id {
+        put_str(&mut t, JOB_ID, job_id);
+    }
+    put_str(&mut t, FAILED_AT, &rfc3339(dl.failed_at));
+    t
+}
+
+/// The headers of a retry message.
+pub fn retry(attempts: u32, first_attempt_at: Option<DateTime<Utc>>, last_code: Option<i64>, halted: bool, job_id: &str) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(attempts.into()));
+    if let Some(at) = first_attempt_at {
+        put_str(&mut t, FIRST_ATTEMPT_AT, &rfc3339(at));
+    }
+    if let Some(code) = last_code {
+        t.insert(LAST_CODE.into(), AMQPValue::LongLongInt(code));
+    }
+    if halted {
+        t.insert(HALTED.into(), AMQPValue::Boolean(true));
+    }
+    put_str(&mut t, JOB_ID, job_id);
+    t
+}
+
+fn strip_kickq(keep: Option<&FieldTable>) -> FieldTable {
+    let mut t = FieldTable::default();
+    if let Some(keep) = keep {
+        for (k, v) in keep.inner() {
+            let name = k.as_str();
+            let ours = name.starts_with("kickq-") && name != DLQ_HISTORY;
+            if !ours {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    t
+}
+
+fn put_str(t: &mut FieldTable, name: &str, value: &str) {
+    t.insert(ShortString::from(name), AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())));
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Reads an integer header written by any client (AMQP has eight integer types,
+/// and some clients send numbers as strings).
+pub fn get_i64(headers: Option<&FieldTable>, name: &str) -> Option<i64> {
+    let v = headers?.inner().get(name)?;
+    match v {
+        AMQPValue::ShortShortInt(n) => Some((*n).into()),
+        AMQPValue::ShortShortUInt(n) => Some((*n).into()),
+        AMQPValue::ShortInt(n) => Some((*n).into()),
+        AMQPValue::ShortUInt(n) => Some((*n).into()),
+        AMQPValue::LongInt(n) => Some((*n).into()),
+        AMQPValue::LongUInt(n) => Some((*n).into()),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.trim().parse().ok(),
+        AMQPValue::ShortString(s) => s.as_str().trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Reads a string header.
+pub fn get_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(name)? {
+        AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Reads a boolean header.
+pub fn get_bool(headers: Option<&FieldTable>, name: &str) -> bool {
+    matches!(headers.and_then(|h| h.inner().get(name)), Some(AMQPValue::Boolean(true)))
+}
+
+/// Reads an RFC 3339 time header.
+pub fn get_time(headers: Option<&FieldTable>, name: &str) -> Option<DateTime<Utc>> {
+    let s = get_str(headers, name)?;
+    DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// The quorum queue's delivery count (`x-delivery-count`): how often the
+/// broker delivered this message before.
+pub fn delivery_count(headers: Option<&FieldTable>) -> u32 {
+    get_i64(headers, "x-delivery-count").and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
+}
+
+/// Reads a dead letter's own description. A letter the broker dead-lettered
+/// itself (delivery limit) has no kickq headers; its `x-first-death-reason`
+/// says why.
+pub fn read_dead_letter(headers: Option<&FieldTable>) -> DeadLetter {
+    let error = match get_str(headers, ERROR).as_deref() {
+        Some("validation") => DeadError::Validation,
+        Some("permanent") => DeadError::Permanent,
+        Some("retries_exhausted") => DeadError::RetriesExhausted,
+        Some("unknown_app") => DeadError::UnknownApp,
+        Some("delivery_limit") => DeadError::DeliveryLimit,
+        _ => DeadError::DeliveryLimit,
+    };
+    let detail = get_str(headers, DETAIL).unwrap_or_else(|| match get_str(headers, "x-first-death-reason") {
+        Some(reason) => format!("dead-lettered by the broker: {reason}"),
+        None => "dead-lettered by the broker".into(),
+    });
+    DeadLetter {
+        error,
+        code: get_i64(headers, CODE),
+        detail,
+        attempts: get_i64(headers, ATTEMPTS).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        job_id: get_str(headers, JOB_ID),
+        failed_at: get_time(headers, FAILED_AT).unwrap_or_else(Utc::now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_headers_round_trip_and_drop_stale_ones() {
+        let mut original = FieldTable::default();
+        original.insert("kickq-error".into(), AMQPValue::LongString("stale".into()));
+        original.insert("trace-id".into(), AMQPValue::LongString("t1".into()));
+        let at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00.123Z").unwrap().with_timezone(&Utc);
+        let dl = DeadLetter {
+            error: DeadError::RetriesExhausted,
+            code: Some(1),
+            detail: "server busy".into(),
+            attempts: 8,
+            job_id: Some("j1".into()),
+            failed_at: at,
+        };
+        let t = dead_letter(Some(&original), &dl);
+        assert_eq!(get_str(Some(&t), "trace-id").as_deref(), Some("t1"), "foreign headers are kept");
+        assert_eq!(get_str(Some(&t), FAILED_AT).as_deref(), Some("2026-11-25T10:00:00.123Z"));
+        assert!(t.inner().keys().all(|k| !k.as_str().starts_with("x-")));
+        assert_eq!(read_dead_letter(Some(&t)), dl);
+    }
+
+    #[test]
+    fn integers_of_every_width_and_strings_read_as_numbers() {
+        let mut t = FieldTable::default();
+        t.insert("a".into(), AMQPValue::ShortShortUInt(3));
+        t.insert("b".into(), AMQPValue::LongInt(-4));
+        t.insert("c".into(), AMQPValue::LongString("17".into()));
+        t.insert("d".into(), AMQPValue::Boolean(true));
+        assert_eq!(get_i64(Some(&t), "a"), Some(3));
+        assert_eq!(get_i64(Some(&t), "b"), Some(-4));
+        assert_eq!(get_i64(Some(&t), "c"), Some(17));
+        assert_eq!(get_i64(Some(&t), "d"), None);
+        assert_eq!(get_i64(None, "a"), None);
+        assert!(get_bool(Some(&t), "d"));
+    }
+
+    #[test]
+    fn broker_dead_letters_read_as_delivery_limit() {
+        let mut t = FieldTable::default();
+        t.insert("x-first-death-reason".into(), AMQPValue::LongString("delivery_limit".into()));
+        let dl = read_dead_letter(Some(&t));
+        assert_eq!(dl.error, DeadError::DeliveryLimit);
+        assert!(dl.detail.contains("delivery_limit"));
+    }
+
+    #[test]
+    fn retry_headers_carry_the_budget() {
+        let at = Utc::now();
+        let t = retry(3, Some(at), Some(1), true, "j");
+        assert_eq!(get_i64(Some(&t), ATTEMPTS), Some(3));
+        assert_eq!(get_i64(Some(&t), LAST_CODE), Some(1));
+        assert!(get_bool(Some(&t), HALTED));
+        assert_eq!(get_time(Some(&t), FIRST_ATTEMPT_AT).map(|t| t.timestamp_millis()), Some(at.timestamp_millis()));
+    }
+
+    #[test]
+    fn long_detail_is_cut_on_a_char_boundary() {
+        let s = "é".repeat(1000);
+        let t = truncate(&s, 1023);
+        assert!(t.len() <= 1023 + "…".len());
+    }
+}

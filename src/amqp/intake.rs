@@ -1,0 +1,257 @@
+//! Intake: consume from `{ns}.requests`, decode and validate each delivery, register it with the router, and
+//! hand its users to the coalescer. Unusable input goes straight to the router for dead-lettering.
+
+use crate::amqp::delivery::Delivery;
+use crate::amqp::headers;
+use crate::health::Health;
+use crate::job::{self, Limits};
+use crate::ledger::Ledger;
+use crate::stage::{Job, JobIn, RouterInput, Unusable};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use lapin::options::BasicCancelOptions;
+use lapin::{BasicProperties, Channel, Consumer};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What intake needs to judge a message.
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    /// The configured AppId; a message naming another is `unknown_app`.
+    pub app_id: u32,
+    /// Validation limits.
+    pub limits: Limits,
+}
+
+/// Why intake stopped.
+#[derive(Debug)]
+pub enum IntakeEnd {
+    /// Asked to stop (shutdown); the consumer was cancelled.
+    Stopped,
+    /// The broker cancelled the consumer (queue deleted, node down).
+    Cancelled,
+    /// The channel or connection failed.
+    Broker(lapin::Error),
+    /// A later stage is gone.
+    DownstreamClosed,
+}
+
+/// Decodes a delivery into a [`Job`], or says why it cannot be used (with
+/// whatever job id and attempt count could be read, for the dead letter).
+pub fn decode(
+    body: &[u8],
+    props: &BasicProperties,
+    redelivered: bool,
+    cfg: &IntakeConfig,
+    id: u64,
+    now: DateTime<Utc>,
+) -> Result<Job, (Unusable, Option<String>, u32)> {
+    let h = props.headers().as_ref();
+    let attempts = headers::get_i64(h, headers::ATTEMPTS)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
+    let message_id = props
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
+        .filter(|m| !m.is_empty() && m.len() <= job::MAX_JOB_ID_BYTES && !m.chars().any(char::is_control));
+    let mut request = match job::parse(body, &cfg.limits) {
+        Ok(r) => r,
+        Err(e) => {
+            let job_id = headers::get_str(h, headers::JOB_ID).or(message_id);
+            return Err((Unusable::Validation(e.to_string()), job_id, attempts));
+        }
+    };
+    if request.job_id.is_none() {
+        request.job_id = Some(message_id.unwrap_or_else(job::generate_job_id));
+    }
+    let app_id = request.app_id.unwrap_or(cfg.app_id);
+    if app_id != cfg.app_id {
+        return Err((Unusable::UnknownApp(app_id), request.job_id, attempts));
+    }
+    Ok(Job {
+        id,
+        app_id,
+        attempts,
+        first_attempt_at: headers::get_time(h, headers::FIRST_ATTEMPT_AT),
+        redelivered: redelivered || headers::delivery_count(h) > 0,
+        halted_before: headers::get_bool(h, headers::HALTED),
+        received_at: now,
+        request,
+    })
+}
+
+/// Delay between ledger lookups while PostgreSQL is away.
+const LEDGER_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs intake until the consumer ends, the broker fails, or `stop` fires.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    channel: Channel,
+    mut consumer: Consumer,
+    cfg: IntakeConfig,
+    ledger: Option<Ledger>,
+    to_coalescer: mpsc::Sender<JobIn>,
+    to_router: mpsc::Sender<RouterInput>,
+    ids: Arc<AtomicU64>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> IntakeEnd {
+    health.set_consuming(true);
+    let end = loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                // Stop the broker pushing more; what lapin already buffered is
+                // returned to the queue when the channel closes.
+                let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                break IntakeEnd::Stopped;
+            }
+            next = consumer.next() => next,
+        };
+        let delivery = match next {
+            None => break IntakeEnd::Cancelled,
+            Some(Err(e)) => break IntakeEnd::Broker(e),
+            Some(Ok(d)) => d,
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let handle = Delivery::new(id, delivery.acker.clone());
+        let decoded = decode(&delivery.data, &delivery.properties, delivery.redelivered, &cfg, id, Utc::now());
+        let job = match decoded {
+            Ok(job) => job,
+            Err((why, job_id, attempts)) => {
+                crate::metrics::message_consumed(false);
+                tracing::warn!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), reason = ?why, "unusable message; dead-lettering it verbatim");
+                let input = RouterInput::Unusable {
+                    delivery: handle,
+                    body: delivery.data,
+                    why,
+                    job_id,
+                    attempts,
+                };
+                if to_router.send(input).await.is_err() {
+                    break IntakeEnd::DownstreamClosed;
+                }
+                continue;
+            }
+        };
+        crate::metrics::message_consumed(true);
+        if job.redelivered {
+            crate::metrics::redelivery();
+        }
+        let skipped = match (&ledger, job.redelivered || job.attempts > 0) {
+            (Some(ledger), true) => match already_kicked(ledger, &job, &stop).await {
+                Some(s) => s,
+                None => break IntakeEnd::Stopped,
+            },
+            _ => Vec::new(),
+        };
+        let users: Vec<Arc<str>> = job
+            .request
+            .user_ids
+            .iter()
+            .filter(|u| !skipped.contains(u))
+            .map(|u| Arc::from(u.as_str()))
+            .collect();
+        let job = Arc::new(job);
+        tracing::debug!(delivery = id, job_id = job.job_id(), room = %job.request.room_id, users = users.len(), skipped = skipped.len(), attempts = job.attempts, "job received");
+        let received = RouterInput::Received {
+            delivery: handle,
+            job: job.clone(),
+            skipped,
+        };
+        if to_router.send(received).await.is_err() {
+            break IntakeEnd::DownstreamClosed;
+        }
+        if !users.is_empty() && to_coalescer.send(JobIn { job, users }).await.is_err() {
+            break IntakeEnd::DownstreamClosed;
+        }
+    };
+    health.set_consuming(false);
+    end
+}
+
+/// Users of a redelivered or retried job that the ledger shows as done.
+/// Waits (backpressure) while PostgreSQL is away; `None` if stopped meanwhile.
+async fn already_kicked(ledger: &Ledger, job: &Job, stop: &CancellationToken) -> Option<Vec<String>> {
+    loop {
+        match ledger
+            .kicked_users(job.job_id(), &job.request.room_id, &job.request.user_ids)
+            .await
+        {
+            Ok(done) => {
+                return Some(job.request.user_ids.iter().filter(|u| done.contains(*u)).cloned().collect());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger unreachable; intake waits for it");
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(LEDGER_RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{AMQPValue, FieldTable};
+
+    fn cfg() -> IntakeConfig {
+        IntakeConfig {
+            app_id: 42,
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn job_id_comes_from_body_then_message_id_then_is_generated() {
+        let props = BasicProperties::default().with_message_id("m-1".into());
+        let j = decode(br#"{"room_id":"r","user_ids":["a"],"job_id":"j"}"#, &props, false, &cfg(), 1, Utc::now()).unwrap();
+        assert_eq!(j.job_id(), "j");
+        let j = decode(br#"{"room_id":"r","user_ids":["a"]}"#, &props, false, &cfg(), 1, Utc::now()).unwrap();
+        assert_eq!(j.job_id(), "m-1");
+        let j = decode(br#"{"room_id":"r","user_ids":["a"]}"#, &BasicProperties::default(), false, &cfg(), 1, Utc::now()).unwrap();
+        assert_eq!(j.job_id().len(), 32);
+        assert_eq!(j.app_id, 42);
+    }
+
+    #[test]
+    fn unusable_table() {
+        let props = BasicProperties::default();
+        let cases: Vec<(&[u8], Unusable)> = vec![
+            (b"nope", Unusable::Validation("not a job message: expected ident at line 1 column 2".into())),
+            (br#"{"room_id":"r","user_ids":["a"],"app_id":7}"#, Unusable::UnknownApp(7)),
+        ];
+        for (body, want) in cases {
+            let (got, _, _) = decode(body, &props, false, &cfg(), 1, Utc::now()).unwrap_err();
+            assert_eq!(got, want);
+        }
+        let ok = decode(br#"{"room_id":"r","user_ids":["a"],"app_id":42}"#, &props, false, &cfg(), 1, Utc::now());
+        assert!(ok.is_ok(), "the configured AppId named explicitly is fine");
+    }
+
+    #[test]
+    fn retry_headers_and_redelivery_are_read() {
+        let mut h = FieldTable::default();
+        h.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(3));
+        h.insert(headers::HALTED.into(), AMQPValue::Boolean(true));
+        h.insert("x-delivery-count".into(), AMQPValue::LongLongInt(1));
+        let props = BasicProperties::default().with_headers(h);
+        let j = decode(br#"{"room_id":"r","user_ids":["a"]}"#, &props, false, &cfg(), 1, Utc::now()).unwrap();
+        assert_eq!(j.attempts, 3);
+        assert!(j.halted_before);
+        assert!(j.redelivered, "x-delivery-count > 0 means redelivered");
+    }
+
+    #[test]
+    fn job_id_of_an_unusable_message_is_kept_when_readable() {
+        let props = BasicProperties::default().with_message_id("m-9".into());
+        let (_, job_id, _) = decode(b"{", &props, false, &cfg(), 1, Utc::now()).unwrap_err();
+        assert_eq!(job_id.as_deref(), Some("m-9"));
+    }
+}

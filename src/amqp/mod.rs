@@ -1,0 +1,9 @@
+//! Everything that talks AMQP: connecting, the queue topology, consuming, publishing with confirms, the
+//! delivery handle and kickq's headers.
+
+pub mod connect;
+pub mod delivery;
+pub mod headers;
+pub mod intake;
+pub mod publish;
+pub mod topology;

@@ -1,0 +1,102 @@
+//! Publishing with publisher confirms, for every sender (retries, dead letters, enqueue, replay, the producer
+//! API): a message counts as published only once the broker confirmed it and did not return it.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+
+/// Why a publish did not become durable.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The channel or connection failed.
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker refused it (e.g. a queue at its length limit with reject-publish).
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    /// No queue of that name: the message was returned, not stored.
+    #[error("no queue named {0:?}: the message was returned")]
+    Unroutable(String),
+}
+
+/// A channel in confirm mode. Publishes are mandatory, so a message to a
+/// missing queue comes back as an error instead of a silent confirm.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+/// A publish on its way; [`Pending::confirmed`] waits for the broker's word.
+pub struct Pending {
+    confirm: PublisherConfirm,
+    routing_key: String,
+}
+
+impl Publisher {
+    /// Opens a channel in confirm mode.
+    pub async fn open(conn: &Connection) -> Result<Self, lapin::Error> {
+        let channel = conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { channel })
+    }
+
+    /// The underlying channel (for declaring queues on the same one).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Sends one message to the default exchange; await the returned
+    /// [`Pending`] to know it is durable. Sending several before awaiting
+    /// any pipelines them.
+    pub async fn send(&self, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<Pending, PublishError> {
+        let confirm = self
+            .channel
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(routing_key),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                props,
+            )
+            .await?;
+        Ok(Pending {
+            confirm,
+            routing_key: routing_key.to_owned(),
+        })
+    }
+
+    /// Sends and waits for the confirm.
+    pub async fn publish(&self, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<(), PublishError> {
+        self.send(routing_key, body, props).await?.confirmed().await
+    }
+}
+
+impl Pending {
+    /// Waits for the broker's confirm.
+    pub async fn confirmed(self) -> Result<(), PublishError> {
+        match self.confirm.await? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable(self.routing_key)),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            Confirmation::NotRequested => {
+                unreachable!("Publisher::open always puts the channel in confirm mode")
+            }
+        }
+    }
+}
+
+/// Properties of every kickq message: persistent JSON with a message id.
+pub fn persistent_json(message_id: Option<&str>, headers: FieldTable) -> BasicProperties {
+    let mut p = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_headers(headers);
+    if let Some(id) = message_id {
+        p = p.with_message_id(id.into());
+    }
+    p
+}

@@ -1,0 +1,201 @@
+//! The queue topology: names under a namespace, and declaring every queue with every argument set explicitly
+//! (RabbitMQ 3.x and 4.x differ in their defaults, and arguments cannot change once a queue exists).
+//!
+//! ```text
+//! producers ──> {ns}.requests ──(worker)──> API
+//!                  │   ▲    └─ delivery limit exceeded ──> {ns}.dead
+//!                  │   └──── TTL expiry ── {ns}.retry.<delay> <── worker (retries, halts)
+//!                  └─ worker (validation, permanent, retries exhausted) ──> {ns}.dead
+//! ```
+
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::Channel;
+use std::time::Duration;
+
+/// Deliveries of one message before the broker dead-letters it as poison.
+/// Above the redeliveries a crash loop or a long broker outage can cause
+/// (each kill or lost channel adds one), and the same as RabbitMQ 4's default.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
+/// The dead-letter queue's own limit: effectively none, so that `kickq dlq
+/// list`, which returns what it reads, can never wear a letter out.
+pub const DEAD_DELIVERY_LIMIT: u32 = 1_000_000;
+/// Default retry delays, one delay queue each: attempt n waits the n-th delay
+/// (the last repeats). About 9 minutes over 8 attempts.
+pub const DEFAULT_RETRY_DELAYS: &[Duration] = &[
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(120),
+    Duration::from_secs(300),
+];
+
+/// Every queue name of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The namespace.
+    pub namespace: String,
+    /// Where producers publish jobs.
+    pub requests: String,
+    /// Dead letters.
+    pub dead: String,
+    /// Delay queues, shortest first, each with its delay; expired messages
+    /// return to `requests`.
+    pub retry: Vec<(Duration, String)>,
+}
+
+impl Names {
+    /// Names for a namespace and a set of retry delays. The delay is part of
+    /// the name because a queue's TTL cannot change once declared.
+    pub fn new(namespace: &str, retry_delays: &[Duration]) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            requests: format!("{namespace}.requests"),
+            dead: format!("{namespace}.dead"),
+            retry: retry_delays
+                .iter()
+                .map(|d| (*d, format!("{namespace}.retry.{}", delay_label(*d))))
+                .collect(),
+        }
+    }
+
+    /// The delay queue for the attempt that just failed (1-based); the last
+    /// delay repeats.
+    pub fn retry_for(&self, failed_attempt: u32) -> &(Duration, String) {
+        let i = (failed_attempt.max(1) as usize - 1).min(self.retry.len() - 1);
+        &self.retry[i]
+    }
+
+    /// Every queue name.
+    pub fn all(&self) -> Vec<&str> {
+        let mut v = vec![self.requests.as_str(), self.dead.as_str()];
+        v.extend(self.retry.iter().map(|(_, n)| n.as_str()));
+        v
+    }
+}
+
+fn delay_label(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn s(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()))
+}
+
+/// Arguments of `{ns}.requests`.
+pub fn requests_args(names: &Names, delivery_limit: u32) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), s("quorum"));
+    t.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(delivery_limit.into()));
+    t.insert("x-dead-letter-exchange".into(), s(""));
+    t.insert("x-dead-letter-routing-key".into(), s(&names.dead));
+    // At-least-once dead-lettering needs reject-publish overflow; without it
+    // the broker may drop a poison message on its way to the dead queue.
+    t.insert("x-dead-letter-strategy".into(), s("at-least-once"));
+    t.insert("x-overflow".into(), s("reject-publish"));
+    // Two workers must never double an AppId's rate.
+    t.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    t
+}
+
+/// Arguments of `{ns}.dead`.
+pub fn dead_args() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), s("quorum"));
+    t.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DEAD_DELIVERY_LIMIT.into()));
+    t.insert("x-overflow".into(), s("reject-publish"));
+    t
+}
+
+/// Arguments of a delay queue: nobody consumes it; messages expire back into
+/// `{ns}.requests`.
+pub fn retry_args(names: &Names, delay: Duration) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), s("quorum"));
+    t.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
+    t.insert("x-dead-letter-exchange".into(), s(""));
+    t.insert("x-dead-letter-routing-key".into(), s(&names.requests));
+    t.insert("x-dead-letter-strategy".into(), s("at-least-once"));
+    t.insert("x-overflow".into(), s("reject-publish"));
+    t
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Declares every queue (idempotent: the same arguments redeclare silently).
+/// Returns the number of messages ready in `{ns}.requests`.
+pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> Result<u32, lapin::Error> {
+    channel.queue_declare(names.dead.as_str().into(), durable(), dead_args()).await?;
+    for (delay, name) in &names.retry {
+        channel
+            .queue_declare(name.as_str().into(), durable(), retry_args(names, *delay))
+            .await?;
+    }
+    let q = channel
+        .queue_declare(names.requests.as_str().into(), durable(), requests_args(names, delivery_limit))
+        .await?;
+    Ok(q.message_count())
+}
+
+/// Deletes every queue of the namespace (the demo, bench and tests clean up
+/// with this). Returns how many messages went with them.
+pub async fn delete_all(channel: &Channel, names: &Names) -> Result<u32, lapin::Error> {
+    let mut n = 0;
+    for name in names.all() {
+        n += channel.queue_delete(name.into(), QueueDeleteOptions::default()).await?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_namespace() {
+        let n = Names::new("kickq", DEFAULT_RETRY_DELAYS);
+        assert_eq!(n.requests, "kickq.requests");
+        assert_eq!(n.dead, "kickq.dead");
+        assert_eq!(n.retry[0].1, "kickq.retry.1s");
+        assert_eq!(Names::new("t", &[Duration::from_millis(250)]).retry[0].1, "t.retry.250ms");
+        assert_eq!(n.retry_for(1).0, Duration::from_secs(1));
+        assert_eq!(n.retry_for(2).0, Duration::from_secs(5));
+        assert_eq!(n.retry_for(99).0, Duration::from_secs(300));
+        assert_eq!(n.all().len(), 9);
+    }
+
+    #[test]
+    fn every_argument_is_explicit() {
+        let n = Names::new("kickq", DEFAULT_RETRY_DELAYS);
+        let r = requests_args(&n, 20);
+        for key in [
+            "x-queue-type",
+            "x-delivery-limit",
+            "x-dead-letter-exchange",
+            "x-dead-letter-routing-key",
+            "x-dead-letter-strategy",
+            "x-overflow",
+            "x-single-active-consumer",
+        ] {
+            assert!(r.inner().contains_key(key), "{key}");
+        }
+        assert_eq!(r.inner()["x-dead-letter-routing-key"], s("kickq.dead"));
+        assert_eq!(r.inner()["x-single-active-consumer"], AMQPValue::Boolean(true));
+        let d = retry_args(&n, Duration::from_secs(5));
+        assert_eq!(d.inner()["x-message-ttl"], AMQPValue::LongLongInt(5000));
+        assert_eq!(d.inner()["x-dead-letter-routing-key"], s("kickq.requests"));
+        assert!(dead_args().inner().contains_key("x-delivery-limit"));
+    }
+}

@@ -1,0 +1,253 @@
+//! `kickq run`: the worker's flags and environment variables, validated into a `WorkerConfig`.
+
+use crate::amqp::topology::{Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
+use crate::coalesce::driver::{DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS};
+use crate::coalesce::{Policy, DEFAULT_LINGER, DEFAULT_MAX_WAIT};
+use crate::config::{self, parse_duration, ConfigError, ZegoArgs};
+use crate::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
+use crate::job::{Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
+use crate::outcome::plan::{Budget, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RETRY_AGE, DEFAULT_MAX_UNKNOWN_ATTEMPTS};
+use crate::ratelimit::DEFAULT_PROBE_INTERVAL;
+use crate::secret::Secret;
+use crate::worker::{WorkerConfig, DEFAULT_PREFETCH};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Default HTTP connect timeout for API calls.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default total timeout per API call: long enough for a slow gateway, short
+/// enough that a hung call frees its slot quickly.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Broker and namespace settings shared by every command that touches queues.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// RabbitMQ URL. It holds the password: prefer the environment variable,
+    /// since a command line is visible to every user of the machine.
+    #[arg(long = "amqp-url", env = "KICKQ_AMQP_URL", default_value = config::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    pub amqp_url: String,
+    /// Prefix of every queue name.
+    #[arg(long, env = "KICKQ_NAMESPACE", default_value = config::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Delays of the retry queues, shortest first; attempt n waits the n-th.
+    #[arg(long = "retry-delays", env = "KICKQ_RETRY_DELAYS", default_value = "1s,5s,15s,30s,60s,120s,300s")]
+    pub retry_delays: String,
+}
+
+impl BrokerArgs {
+    /// The validated URL (as a secret) and queue names.
+    pub fn resolve(&self) -> Result<(Secret, Names), ConfigError> {
+        let url = url::Url::parse(&self.amqp_url).map_err(|e| ConfigError::Invalid {
+            name: "KICKQ_AMQP_URL",
+            why: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "amqp" | "amqps") {
+            return Err(ConfigError::Invalid {
+                name: "KICKQ_AMQP_URL",
+                why: format!("scheme must be amqp or amqps, not {}", url.scheme()),
+            });
+        }
+        validate_namespace(&self.namespace)?;
+        let delays = parse_delays(&self.retry_delays)?;
+        Ok((Secret::new(self.amqp_url.clone()), Names::new(&self.namespace, &delays)))
+    }
+}
+
+/// A namespace is a queue-name prefix: short, and free of characters that
+/// need quoting in `rabbitmqctl` or the management UI.
+pub fn validate_namespace(ns: &str) -> Result<(), ConfigError> {
+    let ok = !ns.is_empty() && ns.len() <= 100 && ns.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            name: "KICKQ_NAMESPACE",
+            why: "use 1 to 100 of A-Z a-z 0-9 . _ -".into(),
+        })
+    }
+}
+
+fn parse_delays(raw: &str) -> Result<Vec<Duration>, ConfigError> {
+    let delays: Result<Vec<Duration>, String> = raw.split(',').map(|s| parse_duration(s.trim())).collect();
+    let delays = delays.map_err(|why| ConfigError::Invalid {
+        name: "KICKQ_RETRY_DELAYS",
+        why,
+    })?;
+    if delays.is_empty() || delays.iter().any(|d| d.is_zero()) {
+        return Err(ConfigError::Invalid {
+            name: "KICKQ_RETRY_DELAYS",
+            why: "give at least one delay, none of them zero".into(),
+        });
+    }
+    Ok(delays)
+}
+
+/// `kickq run`: drain the requests queue and kick.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    zego: ZegoArgs,
+    /// ZEGOCLOUD API base URL (regional hosts exist). https only, except http to a loopback host.
+    #[arg(long = "api-url", env = "ZEGO_API_URL", default_value = config::DEFAULT_API_URL)]
+    api_url: String,
+    /// Calls per second per AppId, retries included (the API allows 50).
+    #[arg(long, env = "KICKQ_RATE", default_value_t = config::DEFAULT_RATE)]
+    rate: u32,
+    /// Unacked messages the broker may push to this worker (1 to 65535).
+    #[arg(long, env = "KICKQ_PREFETCH", default_value_t = DEFAULT_PREFETCH)]
+    prefetch: u16,
+    /// Most user ids one message may carry.
+    #[arg(long = "max-users-per-message", env = "KICKQ_MAX_USERS_PER_MESSAGE", default_value_t = DEFAULT_MAX_USERS_PER_MESSAGE)]
+    max_users_per_message: usize,
+    /// Deliveries of one message before the broker dead-letters it as poison
+    /// (fixed when the queue is first declared).
+    #[arg(long = "delivery-limit", env = "KICKQ_DELIVERY_LIMIT", default_value_t = DEFAULT_DELIVERY_LIMIT)]
+    delivery_limit: u32,
+    /// Most API attempts for a user before it is dead-lettered (retries_exhausted).
+    #[arg(long = "max-attempts", env = "KICKQ_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    /// Longest from a user's first attempt to giving up.
+    #[arg(long = "max-retry-age", env = "KICKQ_MAX_RETRY_AGE", default_value = "15m", value_parser = parse_duration)]
+    max_retry_age: Duration,
+    /// Most calls in flight at once.
+    #[arg(long = "max-in-flight", env = "KICKQ_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+    /// Interval between probe calls while an AppId is halted.
+    #[arg(long = "probe-interval", env = "KICKQ_PROBE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    probe_interval: Duration,
+    /// Longest a halted AppId holds users before handing them back through a delay queue.
+    #[arg(long = "max-hold", env = "KICKQ_MAX_HOLD", default_value = "2m", value_parser = parse_duration)]
+    max_hold: Duration,
+    /// Pause in input after which a partial call is sent.
+    #[arg(long, env = "KICKQ_LINGER", default_value = "2ms", value_parser = parse_duration)]
+    linger: Duration,
+    /// Longest a group waits while fuller groups go first.
+    #[arg(long = "max-group-wait", env = "KICKQ_MAX_GROUP_WAIT", default_value = "20s", value_parser = parse_duration)]
+    max_group_wait: Duration,
+    /// Time allowed at shutdown to send what tokens allow; the rest returns to the queue.
+    #[arg(long = "drain-deadline", env = "KICKQ_DRAIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    drain_deadline: Duration,
+    /// Total timeout of one API call.
+    #[arg(long = "http-timeout", env = "KICKQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    http_timeout: Duration,
+    /// Name of the broker connection (shown by rabbitmqctl and the management UI).
+    #[arg(long = "connection-name", env = "KICKQ_CONNECTION_NAME")]
+    connection_name: Option<String>,
+    /// Address of /metrics, /healthz and /readyz; 0 turns the server off.
+    #[arg(long = "metrics-addr", env = "KICKQ_METRICS_ADDR", default_value = crate::health::DEFAULT_METRICS_ADDR)]
+    metrics_addr: String,
+    /// PostgreSQL URL of the audit ledger; unset runs without a ledger.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl RunArgs {
+    /// Validates every setting into a [`WorkerConfig`].
+    pub fn config(&self) -> Result<WorkerConfig, ConfigError> {
+        let (amqp_url, names) = self.broker.resolve()?;
+        let credentials = self.zego.credentials()?;
+        let positive = |name: &'static str, ok: bool| if ok { Ok(()) } else { Err(ConfigError::Invalid { name, why: "must be at least 1".into() }) };
+        positive("KICKQ_RATE", self.rate >= 1)?;
+        positive("KICKQ_PREFETCH", self.prefetch >= 1)?;
+        positive("KICKQ_MAX_USERS_PER_MESSAGE", self.max_users_per_message >= 1)?;
+        positive("KICKQ_DELIVERY_LIMIT", self.delivery_limit >= 1)?;
+        positive("KICKQ_MAX_ATTEMPTS", self.max_attempts >= 1)?;
+        positive("KICKQ_MAX_IN_FLIGHT", self.max_in_flight >= 1)?;
+        positive("KICKQ_PROBE_INTERVAL", !self.probe_interval.is_zero())?;
+        let metrics_addr = match self.metrics_addr.trim() {
+            "0" | "" => None,
+            a => Some(a.parse().map_err(|_| ConfigError::Invalid {
+                name: "KICKQ_METRICS_ADDR",
+                why: format!("{a:?} is not host:port (or 0 to turn it off)"),
+            })?),
+        };
+        let connection_name = self
+            .connection_name
+            .clone()
+            .unwrap_or_else(|| format!("kickq-worker-{}-{}", hostname(), std::process::id()));
+        Ok(WorkerConfig {
+            amqp_url,
+            connection_name,
+            credentials,
+            api_url: self.api_url.clone(),
+            rate: self.rate,
+            names,
+            prefetch: self.prefetch,
+            delivery_limit: self.delivery_limit,
+            limits: Limits {
+                max_users_per_message: self.max_users_per_message,
+            },
+            driver: DriverConfig {
+                policy: Policy {
+                    linger: self.linger,
+                    max_wait: self.max_group_wait,
+                },
+                drain_deadline: self.drain_deadline,
+                max_hold: self.max_hold,
+                max_pending_users: DEFAULT_MAX_PENDING_USERS,
+            },
+            budget: Budget {
+                max_attempts: self.max_attempts,
+                max_unknown_attempts: DEFAULT_MAX_UNKNOWN_ATTEMPTS.min(self.max_attempts),
+                max_age: self.max_retry_age,
+            },
+            max_in_flight: self.max_in_flight,
+            probe_interval: self.probe_interval,
+            halt_log_interval: DEFAULT_HALT_LOG_INTERVAL.min(self.probe_interval * 2),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            http_timeout: self.http_timeout,
+            database_url: self.database_url.clone().filter(|u| !u.is_empty()).map(Secret::new),
+            metrics_addr,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// Runs the worker until SIGTERM or SIGINT, then drains and exits.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::cli::signals::cancel_on_signal(shutdown.clone()));
+    crate::worker::run(cfg, shutdown, None).await?;
+    Ok(())
+}
+
+// Keep the documented defaults and the clap literals in step.
+const _: () = {
+    assert!(DEFAULT_PROBE_INTERVAL.as_secs() == 30);
+    assert!(DEFAULT_MAX_HOLD.as_secs() == 120);
+    assert!(DEFAULT_DRAIN_DEADLINE.as_secs() == 10);
+    assert!(DEFAULT_MAX_WAIT.as_secs() == 20);
+    assert!(DEFAULT_LINGER.as_millis() == 2);
+    assert!(DEFAULT_MAX_RETRY_AGE.as_secs() == 900);
+    assert!(DEFAULT_HTTP_TIMEOUT.as_secs() == 10);
+    assert!(DEFAULT_RETRY_DELAYS.len() == 7);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces() {
+        assert!(validate_namespace("kickq").is_ok());
+        assert!(validate_namespace("t-1.a_b").is_ok());
+        for bad in ["", "a b", "a/b", "ü"] {
+            assert!(validate_namespace(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn delays() {
+        assert_eq!(parse_delays("1s, 250ms").unwrap(), vec![Duration::from_secs(1), Duration::from_millis(250)]);
+        assert!(parse_delays("0s").is_err());
+        assert!(parse_delays("x").unwrap_err().to_string().starts_with("KICKQ_RETRY_DELAYS"));
+    }
+}

@@ -1,0 +1,201 @@
+//! The coalescer's async loop: takes jobs from intake, and whenever an AppId has a token and a free call slot,
+//! asks the pure [`Coalescer`] what to send and hands the chunk to the dispatcher.
+//!
+//! Why tokens are taken here and not in the dispatcher: a token taken before
+//! the chunk is cut would freeze the chunk while it waits. Taking the token
+//! at the last moment lets users keep joining groups for as long as tokens
+//! are short, which is what fills calls to five under backlog. The call slot
+//! is taken before the token for the same reason the window exists: the
+//! token's instant must be the call's start, not a queueing delay later.
+
+use super::{Coalescer, Next, Policy};
+use crate::ratelimit::{Gate, Grant};
+use crate::stage::{Dispatch, JobIn, Mode};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Default time allowed at shutdown to send what tokens allow before the rest
+/// goes back to the queue.
+pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Default longest a halted AppId holds users before handing them back to the
+/// broker through a delay queue: far below the broker's 30-minute consumer
+/// timeout, so a long halt never gets the channel closed under us.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(120);
+/// Pending users at which intake is no longer read (prefetch bounds it too;
+/// this guards against prefetch set very high with large messages).
+pub const DEFAULT_MAX_PENDING_USERS: usize = 200_000;
+/// Most messages folded in from the input before deciding again, so a flood
+/// of input cannot starve the send side.
+const INPUT_BATCH: usize = 512;
+/// How often a halted AppId's held users are checked against `max_hold`.
+const HALT_CHECK: Duration = Duration::from_secs(1);
+
+/// The driver's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverConfig {
+    /// The pure policy's timings.
+    pub policy: Policy,
+    /// Time allowed at shutdown to flush pending users.
+    pub drain_deadline: Duration,
+    /// Longest a halted AppId holds users.
+    pub max_hold: Duration,
+    /// Backpressure threshold on pending users.
+    pub max_pending_users: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            drain_deadline: DEFAULT_DRAIN_DEADLINE,
+            max_hold: DEFAULT_MAX_HOLD,
+            max_pending_users: DEFAULT_MAX_PENDING_USERS,
+        }
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// Runs until the input closes and pending users are sent (or the drain
+/// deadline passes: they go back to the queue when the channel closes), or
+/// until `abort` fires (the broker session is gone).
+pub async fn run(
+    mut input: mpsc::Receiver<JobIn>,
+    output: mpsc::Sender<Dispatch>,
+    gate: Gate,
+    slots: Arc<Semaphore>,
+    cfg: DriverConfig,
+    abort: CancellationToken,
+) {
+    let mut core: Coalescer<Arc<crate::stage::Job>> = Coalescer::new(cfg.policy);
+    let mut input_open = true;
+    let mut last_input: Option<Instant> = None;
+    let mut deadline: Option<Instant> = None;
+    let mut slot: Option<OwnedSemaphorePermit> = None;
+    let mut token_blocked_since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if !input_open {
+            if core.is_empty() {
+                break;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                tracing::info!(users = core.pending_users(), "drain deadline passed; returning the rest to the queue");
+                break;
+            }
+        }
+        let mut wake = deadline;
+        let mut need_slot = false;
+        let apps: Vec<u32> = core.apps().collect();
+        'apps: for app in apps {
+            let (size, halted) = gate.with(app, |b| (b.chunk_size(), b.halted().is_some()));
+            core.set_chunk_size(app, size);
+            if halted {
+                while let Some(id) = core.overdue(app, now, cfg.max_hold) {
+                    let chunk = core.take(app, id).expect("overdue names a live group");
+                    let d = Dispatch {
+                        chunk,
+                        mode: Mode::Defer,
+                        slot: None,
+                    };
+                    if output.send(d).await.is_err() {
+                        return;
+                    }
+                }
+                wake = earliest(wake, now + HALT_CHECK);
+            }
+            loop {
+                if let Grant::Later(at) = gate.with(app, |b| b.peek(now)) {
+                    if !core.is_empty() {
+                        token_blocked_since.get_or_insert(now);
+                    }
+                    wake = earliest(wake, at);
+                    continue 'apps;
+                }
+                let id = match core.next(app, now, if input_open { last_input } else { None }) {
+                    Next::Idle => continue 'apps,
+                    Next::WaitUntil(at) => {
+                        wake = earliest(wake, at);
+                        continue 'apps;
+                    }
+                    Next::Send(id) => id,
+                };
+                if slot.is_none() {
+                    match slots.clone().try_acquire_owned() {
+                        Ok(p) => slot = Some(p),
+                        Err(_) => {
+                            need_slot = true;
+                            break 'apps;
+                        }
+                    }
+                }
+                if let Grant::Later(at) = gate.with(app, |b| b.try_acquire(now)) {
+                    wake = earliest(wake, at);
+                    continue 'apps;
+                }
+                if let Some(since) = token_blocked_since.take() {
+                    crate::metrics::token_wait(now - since);
+                }
+                let chunk = core.take(app, id).expect("next names a live group");
+                let d = Dispatch {
+                    chunk,
+                    mode: Mode::Call,
+                    slot: slot.take(),
+                };
+                if output.send(d).await.is_err() {
+                    return;
+                }
+            }
+        }
+        crate::metrics::pending(core.pending_users(), core.pending_groups());
+
+        let accepting = input_open && core.pending_users() < cfg.max_pending_users;
+        tokio::select! {
+            biased;
+            _ = abort.cancelled() => return,
+            msg = input.recv(), if accepting => match msg {
+                Some(job) => {
+                    let t = Instant::now();
+                    add(&mut core, job, t);
+                    for _ in 1..INPUT_BATCH {
+                        match input.try_recv() {
+                            Ok(job) => add(&mut core, job, t),
+                            Err(_) => break,
+                        }
+                    }
+                    last_input = Some(t);
+                }
+                None => {
+                    input_open = false;
+                    deadline = Some(Instant::now() + cfg.drain_deadline);
+                }
+            },
+            p = slots.clone().acquire_owned(), if need_slot => {
+                slot = Some(p.expect("the call-slot semaphore is never closed"));
+            }
+            _ = sleep_until_opt(wake) => {}
+        }
+    }
+    crate::metrics::pending(0, 0);
+}
+
+fn add(core: &mut Coalescer<Arc<crate::stage::Job>>, input: JobIn, now: Instant) {
+    let key = super::GroupKey {
+        app_id: input.job.app_id,
+        room_id: Arc::from(input.job.request.room_id.as_str()),
+        reason: input.job.request.reason.as_deref().map(Arc::from),
+    };
+    core.add(key, input.users, input.job, now);
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,340 @@
+//! The dispatcher: runs each chunk's call concurrently (within the call slots the coalescer hands out),
+//! classifies the answer, resolves splits (50002) and shrinks (50011) with further paid calls, feeds rate and
+//! halt signals to the gate, and passes per-user results to the outcome router.
+
+use crate::coalesce::{Chunk, ChunkUser};
+use crate::ratelimit::Gate;
+use crate::stage::{CallRecord, ChunkOutcome, Dispatch, Job, Mode, RouterInput, UserResult};
+use crate::zego::client::{CallResult, ZegoClient};
+use crate::zego::codes::{classify, Disposition};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+/// Default most calls in flight at once. At 50 calls/s this allows 2 s of
+/// latency per call before the slots, not the rate, become the limit, and a
+/// slow room holds at most its own slot.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
+/// Default interval between repeats of the halt log line.
+pub const DEFAULT_HALT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The call the dispatcher makes; the ZEGO client in production, a fake in
+/// unit tests.
+pub trait KickApi: Send + Sync + 'static {
+    /// One KickoutUser call.
+    fn kickout(&self, room_id: &str, user_ids: &[String], reason: Option<&str>) -> impl Future<Output = CallResult> + Send;
+}
+
+impl KickApi for ZegoClient {
+    fn kickout(&self, room_id: &str, user_ids: &[String], reason: Option<&str>) -> impl Future<Output = CallResult> + Send {
+        ZegoClient::kickout(self, room_id, user_ids, reason)
+    }
+}
+
+/// Runs until the input closes, then waits for the calls in flight.
+pub async fn run<A: KickApi>(
+    mut input: mpsc::Receiver<Dispatch>,
+    output: mpsc::Sender<RouterInput>,
+    api: Arc<A>,
+    gate: Gate,
+    halt_log_interval: Duration,
+) {
+    let tracker = TaskTracker::new();
+    while let Some(d) = input.recv().await {
+        let (api, gate, output) = (api.clone(), gate.clone(), output.clone());
+        tracker.spawn(async move {
+            let outcome = match d.mode {
+                Mode::Call => execute(&*api, &gate, d.chunk, halt_log_interval).await,
+                Mode::Defer => deferred(d.chunk),
+            };
+            // The slot is held until the router takes the outcome, so a
+            // stalled router (ledger away) pauses dispatch instead of
+            // piling up results.
+            let _ = output.send(RouterInput::Outcome(outcome)).await;
+            drop(d.slot);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn deferred(chunk: Chunk<Arc<Job>>) -> ChunkOutcome {
+    ChunkOutcome {
+        key: chunk.key,
+        users: chunk
+            .users
+            .into_iter()
+            .map(|u| user_result(u, Disposition::Halt, None, None, "held past the hold limit while halted"))
+            .collect(),
+        calls: Vec::new(),
+    }
+}
+
+fn user_result(u: ChunkUser<Arc<Job>>, disposition: Disposition, code: Option<i64>, request_id: Option<&str>, detail: &str) -> UserResult {
+    UserResult {
+        user_id: u.user_id,
+        waiters: u.waiters,
+        disposition,
+        code,
+        request_id: request_id.map(str::to_owned),
+        detail: detail.to_owned(),
+    }
+}
+
+/// Label of a disposition for metrics and logs.
+pub fn disposition_label(d: Disposition) -> &'static str {
+    match d {
+        Disposition::Kicked => "kicked",
+        Disposition::NothingToDo => "nothing_to_do",
+        Disposition::Retry(crate::zego::codes::RetryKind::Transient) => "retry",
+        Disposition::Retry(crate::zego::codes::RetryKind::UnknownCode) => "unknown_code",
+        Disposition::RateLimited => "rate_limited",
+        Disposition::DeadLetter => "dead_letter",
+        Disposition::Halt => "halt",
+        Disposition::SplitUsers => "split_users",
+        Disposition::ShrinkChunk => "shrink_chunk",
+    }
+}
+
+/// Calls the API for a chunk (its token is already spent) and for any split
+/// or shrunk sub-chunks (each pays its own token), and says what became of
+/// every user.
+pub async fn execute<A: KickApi>(api: &A, gate: &Gate, chunk: Chunk<Arc<Job>>, halt_log_interval: Duration) -> ChunkOutcome {
+    let key = chunk.key;
+    let app = key.app_id;
+    let mut work: VecDeque<Vec<ChunkUser<Arc<Job>>>> = VecDeque::from([chunk.users]);
+    let mut users = Vec::new();
+    let mut calls = Vec::new();
+    let mut paid = true;
+    while let Some(group) = work.pop_front() {
+        if !paid && gate.acquire(app).await.is_none() {
+            // Halted while splitting: these users wait for the halt to end.
+            users.extend(group.into_iter().map(|u| user_result(u, Disposition::Halt, None, None, "halted before this call")));
+            continue;
+        }
+        paid = false;
+        let ids: Vec<String> = group.iter().map(|u| u.user_id.to_string()).collect();
+        crate::metrics::calls_in_flight(1.0);
+        let call = api.kickout(&key.room_id, &ids, key.reason.as_deref()).await;
+        crate::metrics::calls_in_flight(-1.0);
+        let disposition = classify(&call.result, ids.len());
+        let (code, message, request_id, http_status, transport) = match &call.result {
+            Ok(r) => (Some(r.code), Some(r.message.clone()), Some(r.request_id.clone()), Some(r.http_status), None),
+            Err(e) => (None, None, None, None, Some(e.to_string())),
+        };
+        let attempt = group
+            .iter()
+            .flat_map(|u| u.waiters.iter())
+            .map(|j| j.attempts)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        crate::metrics::api_call(disposition_label(disposition), code, call.latency, ids.len());
+        tracing::debug!(room = %key.room_id, users = ids.len(), code, disposition = disposition_label(disposition), latency_ms = call.latency.as_millis() as u64, request_id = request_id.as_deref().unwrap_or(""), "call answered");
+        let detail = match (&message, &transport) {
+            (Some(m), _) => m.clone(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => String::new(),
+        };
+        calls.push(CallRecord {
+            user_ids: ids,
+            attempt,
+            code,
+            message,
+            request_id: request_id.clone(),
+            http_status,
+            transport_error: transport,
+            latency: call.latency,
+            started_at: call.started_at,
+            disposition,
+        });
+        let now = Instant::now();
+        if code.is_some() && disposition != Disposition::Halt {
+            // Any verdict past authentication proves the credentials and clock are good again.
+            if let Some(h) = gate.with(app, |b| b.resume()) {
+                tracing::info!(app_id = app, code = h.code, halted_for_s = (now - h.since).as_secs(), "API accepts calls again; resuming");
+            }
+        }
+        match disposition {
+            Disposition::SplitUsers => work.extend(group.into_iter().map(|u| vec![u])),
+            Disposition::ShrinkChunk => {
+                let size = gate.with(app, |b| b.shrink());
+                tracing::warn!(app_id = app, chunk_size = size, "API says the user list is too long (50011); calls now carry fewer users");
+                let mut rest = group.into_iter().peekable();
+                while rest.peek().is_some() {
+                    work.push_back(rest.by_ref().take(size).collect());
+                }
+            }
+            other => {
+                match other {
+                    Disposition::RateLimited => {
+                        if gate.with(app, |b| b.slow_down(now)) {
+                            tracing::warn!(app_id = app, code, "rate-limit answer; slowing this AppId down");
+                        }
+                    }
+                    Disposition::Halt => {
+                        let c = code.unwrap_or_default();
+                        let log = gate.with(app, |b| {
+                            b.halt(c, now);
+                            b.should_log_halt(now, halt_log_interval)
+                        });
+                        if log {
+                            tracing::error!(app_id = app, code = c, meaning = crate::zego::codes::describe(c), "API rejects this AppId's calls; halted: no calls except a probe now and then, and no message is dead-lettered");
+                        }
+                    }
+                    _ => {}
+                }
+                users.extend(group.into_iter().map(|u| user_result(u, other, code, request_id.as_deref(), &detail)));
+            }
+        }
+    }
+    ChunkOutcome { key, users, calls }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coalesce::GroupKey;
+    use crate::job::KickRequest;
+    use crate::zego::client::{ApiReply, TransportError};
+    use std::sync::Mutex;
+
+    /// Answers by a script: a function of the user list.
+    struct Fake {
+        seen: Mutex<Vec<Vec<String>>>,
+        answer: fn(&[String]) -> Result<i64, TransportError>,
+    }
+
+    impl KickApi for Fake {
+        fn kickout(&self, _room: &str, users: &[String], _reason: Option<&str>) -> impl Future<Output = CallResult> + Send {
+            self.seen.lock().unwrap().push(users.to_vec());
+            let result = (self.answer)(users).map(|code| ApiReply {
+                code,
+                message: format!("code {code}"),
+                request_id: "rid".into(),
+                http_status: 200,
+            });
+            async move {
+                CallResult {
+                    result,
+                    started_at: chrono::Utc::now(),
+                    latency: Duration::from_millis(1),
+                }
+            }
+        }
+    }
+
+    fn chunk(users: &[&str]) -> Chunk<Arc<Job>> {
+        let job = Arc::new(Job {
+            id: 1,
+            request: KickRequest {
+                room_id: "r".into(),
+                user_ids: users.iter().map(|u| u.to_string()).collect(),
+                reason: None,
+                app_id: None,
+                job_id: Some("j".into()),
+            },
+            app_id: 1,
+            attempts: 0,
+            first_attempt_at: None,
+            redelivered: false,
+            halted_before: false,
+            received_at: chrono::Utc::now(),
+        });
+        Chunk {
+            key: GroupKey {
+                app_id: 1,
+                room_id: "r".into(),
+                reason: None,
+            },
+            users: users
+                .iter()
+                .map(|u| ChunkUser {
+                    user_id: Arc::from(*u),
+                    waiters: vec![job.clone()],
+                })
+                .collect(),
+        }
+    }
+
+    fn dispositions(o: &ChunkOutcome) -> Vec<(String, Disposition)> {
+        let mut v: Vec<_> = o.users.iter().map(|u| (u.user_id.to_string(), u.disposition)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn user_not_in_room_splits_into_single_calls_each_paying_a_token() {
+        let api = Fake {
+            seen: Mutex::default(),
+            answer: |users| Ok(if users.len() > 1 { 50002 } else if users[0] == "ghost" { 50002 } else { 0 }),
+        };
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let out = execute(&api, &gate, chunk(&["a", "ghost", "b"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        assert_eq!(api.seen.lock().unwrap().len(), 4, "one call of three, then three of one");
+        assert_eq!(
+            dispositions(&out),
+            vec![
+                ("a".into(), Disposition::Kicked),
+                ("b".into(), Disposition::Kicked),
+                ("ghost".into(), Disposition::NothingToDo)
+            ]
+        );
+        assert_eq!(out.calls.len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn list_too_long_halves_the_chunk_size_and_retries() {
+        let api = Fake {
+            seen: Mutex::default(),
+            answer: |users| Ok(if users.len() > 2 { 50011 } else { 0 }),
+        };
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let out = execute(&api, &gate, chunk(&["a", "b", "c", "d", "e"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        assert_eq!(gate.with(1, |b| b.chunk_size()), 2);
+        let sizes: Vec<usize> = api.seen.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![5, 2, 2, 1]);
+        assert!(out.users.iter().all(|u| u.disposition == Disposition::Kicked));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn halt_and_rate_answers_reach_the_gate() {
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let halting = Fake {
+            seen: Mutex::default(),
+            answer: |_| Ok(100000005),
+        };
+        let out = execute(&halting, &gate, chunk(&["a"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        assert_eq!(out.users[0].disposition, Disposition::Halt);
+        assert_eq!(gate.halted_apps()[0].1.code, 100000005);
+        let ok = Fake {
+            seen: Mutex::default(),
+            answer: |_| Ok(0),
+        };
+        execute(&ok, &gate, chunk(&["a"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        assert!(gate.halted_apps().is_empty(), "a success resumes");
+        let limited = Fake {
+            seen: Mutex::default(),
+            answer: |_| Ok(206),
+        };
+        let out = execute(&limited, &gate, chunk(&["a"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        assert_eq!(out.users[0].disposition, Disposition::RateLimited);
+        assert!(gate.with(1, |b| b.factor(Instant::now())) < 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transport_failures_retry_and_carry_no_code() {
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let api = Fake {
+            seen: Mutex::default(),
+            answer: |_| Err(TransportError::Timeout),
+        };
+        let out = execute(&api, &gate, chunk(&["a", "b"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        assert!(out.users.iter().all(|u| matches!(u.disposition, Disposition::Retry(_)) && u.code.is_none()));
+        assert_eq!(out.calls[0].transport_error.as_deref(), Some(TransportError::Timeout.to_string().as_str()));
+    }
+}

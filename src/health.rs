@@ -1,0 +1,152 @@
+//! The worker's observable state (connected, consuming, halted, ledger reachable) and the HTTP server that
+//! serves `/metrics`, `/healthz` and `/readyz` from it.
+
+use crate::ratelimit::Gate;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// Default address of the metrics and health server: loopback, because
+/// `/metrics` is for a local scraper or sidecar, not the internet.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+const LEDGER_OFF: u8 = 0;
+const LEDGER_OK: u8 = 1;
+const LEDGER_DOWN: u8 = 2;
+
+/// Flags the stages set and the health server reads. All relaxed atomics:
+/// each flag is independent and read only for reporting.
+#[derive(Debug)]
+pub struct Health {
+    connected: AtomicBool,
+    consuming: AtomicBool,
+    ledger: AtomicU8,
+    gate: Gate,
+}
+
+impl Health {
+    /// A fresh state for a worker using `gate`.
+    pub fn new(gate: Gate, ledger_on: bool) -> Self {
+        Self {
+            connected: AtomicBool::new(false),
+            consuming: AtomicBool::new(false),
+            ledger: AtomicU8::new(if ledger_on { LEDGER_DOWN } else { LEDGER_OFF }),
+            gate,
+        }
+    }
+
+    /// The broker connection is up (or not).
+    pub fn set_connected(&self, v: bool) {
+        self.connected.store(v, Ordering::Relaxed);
+    }
+
+    /// The consumer is active (or not).
+    pub fn set_consuming(&self, v: bool) {
+        self.consuming.store(v, Ordering::Relaxed);
+    }
+
+    /// The last ledger operation succeeded (or not). Ignored when the ledger is off.
+    pub fn set_ledger_ok(&self, ok: bool) {
+        if self.ledger.load(Ordering::Relaxed) != LEDGER_OFF {
+            self.ledger.store(if ok { LEDGER_OK } else { LEDGER_DOWN }, Ordering::Relaxed);
+        }
+    }
+
+    /// Every reason the worker is not ready; empty when ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if !self.connected.load(Ordering::Relaxed) {
+            why.push("broker: not connected".to_owned());
+        }
+        if !self.consuming.load(Ordering::Relaxed) {
+            why.push("consumer: not consuming".to_owned());
+        }
+        for (app, halt) in self.gate.halted_apps() {
+            why.push(format!(
+                "halted: AppId {app} answered code {} ({}); probing",
+                halt.code,
+                crate::zego::codes::describe(halt.code)
+            ));
+        }
+        if self.ledger.load(Ordering::Relaxed) == LEDGER_DOWN {
+            why.push("ledger: PostgreSQL unreachable".to_owned());
+        }
+        why
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+}
+
+/// The router: `/metrics`, `/healthz`, `/readyz`.
+pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { health, metrics })
+}
+
+async fn render_metrics(State(s): State<AppState>) -> String {
+    crate::metrics::halted_apps(s.health.gate.halted_apps().len());
+    s.metrics.render()
+}
+
+async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
+    let why = s.health.not_ready();
+    if why.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, why.join("\n") + "\n")
+    }
+}
+
+/// Binds the server; returns the bound address and the future that serves
+/// until `shutdown` completes.
+pub async fn bind(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(health, metrics);
+    Ok((local, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn readiness_names_every_failing_reason() {
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let h = Health::new(gate.clone(), true);
+        let why = h.not_ready();
+        assert!(why.iter().any(|w| w.starts_with("broker")), "{why:?}");
+        assert!(why.iter().any(|w| w.starts_with("consumer")), "{why:?}");
+        assert!(why.iter().any(|w| w.starts_with("ledger")), "{why:?}");
+        h.set_connected(true);
+        h.set_consuming(true);
+        h.set_ledger_ok(true);
+        assert!(h.not_ready().is_empty());
+        gate.with(7, |b| b.halt(100000005, tokio::time::Instant::now()));
+        let why = h.not_ready();
+        assert_eq!(why.len(), 1);
+        assert!(why[0].contains("100000005"), "{why:?}");
+        let off = Health::new(gate, false);
+        off.set_ledger_ok(false);
+        assert!(!off.not_ready().iter().any(|w| w.starts_with("ledger")));
+    }
+}

@@ -1,0 +1,168 @@
+//! The messages that flow between the worker's stages: intake -> coalescer -> dispatcher -> outcome router.
+//!
+//! Kept apart from the stages so that each stage imports only the types it
+//! sends or receives, never the stage that receives them.
+
+use crate::amqp::delivery::Delivery;
+use crate::coalesce::{Chunk, GroupKey};
+use crate::job::KickRequest;
+use crate::zego::codes::Disposition;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A consumed, validated job, shared by every stage that holds some of its users.
+///
+/// Invariant: `request` passed validation and `request.job_id` is `Some`.
+#[derive(Debug)]
+pub struct Job {
+    /// Unique within this process; keys the router's books.
+    pub id: u64,
+    /// The validated message, with `job_id` filled in.
+    pub request: KickRequest,
+    /// The AppId it is for (the message's, or the configured one).
+    pub app_id: u32,
+    /// API attempts already made for these users before this delivery
+    /// (the `kickq-attempts` header of a retry; 0 for a fresh job).
+    pub attempts: u32,
+    /// When the first attempt for these users was made, if any: the retry
+    /// budget's clock survives restarts because it rides in a header.
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    /// The broker says it delivered this message before.
+    pub redelivered: bool,
+    /// These users were deferred by a halt before (ledger: halted_then_resumed).
+    pub halted_before: bool,
+    /// When intake took it.
+    pub received_at: DateTime<Utc>,
+}
+
+impl Job {
+    /// The job id (always present after intake).
+    pub fn job_id(&self) -> &str {
+        self.request.job_id.as_deref().expect("intake fills job_id before a Job is built")
+    }
+}
+
+/// Intake -> coalescer: users of a job that still need a call.
+#[derive(Debug)]
+pub struct JobIn {
+    /// The job.
+    pub job: Arc<Job>,
+    /// Its users minus those the ledger shows as already kicked.
+    pub users: Vec<Arc<str>>,
+}
+
+/// Why a delivery could not be used at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// Failed validation; the text is the reason.
+    Validation(String),
+    /// Names an AppId this worker has no secret for.
+    UnknownApp(u32),
+}
+
+/// Intake -> router.
+#[derive(Debug)]
+pub enum RouterInput {
+    /// A usable delivery, registered before its users reach the coalescer, so
+    /// the router always knows a delivery before any call result for it.
+    Received {
+        /// The handle that acks.
+        delivery: Delivery,
+        /// The job.
+        job: Arc<Job>,
+        /// Users the ledger already shows as kicked for this job id.
+        skipped: Vec<String>,
+    },
+    /// A delivery to dead-letter verbatim.
+    Unusable {
+        /// The handle that acks.
+        delivery: Delivery,
+        /// The original body bytes.
+        body: Vec<u8>,
+        /// Why.
+        why: Unusable,
+        /// The job id, when one could be read.
+        job_id: Option<String>,
+        /// Attempts header of the original, if any.
+        attempts: u32,
+    },
+    /// Dispatcher -> router: what became of a chunk's users.
+    Outcome(ChunkOutcome),
+}
+
+/// How the dispatcher should treat a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Call the API (the token is already spent).
+    Call,
+    /// Do not call: the AppId is halted and these users have been held too
+    /// long; hand them back to the broker unchanged.
+    Defer,
+}
+
+/// Coalescer -> dispatcher.
+#[derive(Debug)]
+pub struct Dispatch {
+    /// The users to call for.
+    pub chunk: Chunk<Arc<Job>>,
+    /// Call or defer.
+    pub mode: Mode,
+    /// The concurrency slot this call holds; `None` for a deferral, which
+    /// makes no call. Dropped when the outcome is handed to the router.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// What one API attempt did, for the ledger and metrics.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// Users in the call.
+    pub user_ids: Vec<String>,
+    /// 1-based attempt number of the first user's job.
+    pub attempt: u32,
+    /// The API's code, if it answered.
+    pub code: Option<i64>,
+    /// The API's message, if it answered.
+    pub message: Option<String>,
+    /// The API's RequestId, if it answered.
+    pub request_id: Option<String>,
+    /// HTTP status, if a response arrived.
+    pub http_status: Option<u16>,
+    /// The transport failure, if there was one (never holds the URL).
+    pub transport_error: Option<String>,
+    /// Time to the answer.
+    pub latency: Duration,
+    /// When the call started.
+    pub started_at: DateTime<Utc>,
+    /// The classification.
+    pub disposition: Disposition,
+}
+
+/// The final word of this round on one user of a chunk.
+#[derive(Debug, Clone)]
+pub struct UserResult {
+    /// The user.
+    pub user_id: Arc<str>,
+    /// Every job that asked for this user.
+    pub waiters: Vec<Arc<Job>>,
+    /// Kicked, nothing to do, retry, rate limited, dead letter or halt
+    /// (never Split/Shrink: the dispatcher resolves those itself).
+    pub disposition: Disposition,
+    /// The deciding API code, if the API answered.
+    pub code: Option<i64>,
+    /// The deciding call's RequestId.
+    pub request_id: Option<String>,
+    /// Human-readable detail: the API message or the transport failure.
+    pub detail: String,
+}
+
+/// Dispatcher -> router: the users of one chunk and the calls made for them.
+#[derive(Debug)]
+pub struct ChunkOutcome {
+    /// The group the chunk came from.
+    pub key: GroupKey,
+    /// One entry per user of the chunk.
+    pub users: Vec<UserResult>,
+    /// Every HTTP attempt made (more than one after a split or shrink).
+    pub calls: Vec<CallRecord>,
+}
