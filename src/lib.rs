@@ -9,10 +9,12 @@
 //! secret.rs     the credential wrapper whose Debug prints [redacted]
 //! config.rs     shared settings, validated into types
 //! job.rs        KickRequest and its validation (worker, enqueue, producer API)
+//! ledger.rs     the PostgreSQL audit ledger: receipts, API calls, per-user outcomes
 //! zego/         signature, HTTP client, return-code classifier
 //! mock_zego/    the strict stand-in for the real API
 //! ```
 
 pub mod config;
 pub mod job;
+pub mod ledger;
 pub mod secret;
