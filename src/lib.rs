@@ -10,10 +10,12 @@
 //! config.rs     shared settings, validated into types
 //! job.rs        KickRequest and its validation (worker, enqueue, producer API)
 //! ledger.rs     the PostgreSQL audit ledger: receipts, API calls, per-user outcomes
+//! cli/          clap arguments and run() of each subcommand (anyhow lives only here)
 //! zego/         signature, HTTP client, return-code classifier
 //! mock_zego/    the strict stand-in for the real API
 //! ```
 
+pub mod cli;
 pub mod config;
 pub mod job;
 pub mod ledger;
