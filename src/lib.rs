@@ -6,15 +6,35 @@
 //! # Layout
 //!
 //! ```text
-//! secret.rs     the credential wrapper whose Debug prints [redacted]
-//! config.rs     shared settings, validated into types
-//! job.rs        KickRequest and its validation (worker, enqueue, producer API)
-//! ratelimit.rs  per-AppId sliding-window budget, slow-down, halt, chunk size
-//! coalesce/     pure grouping state and policy; driver.rs is its async loop
+//! secret.rs      the credential wrapper whose Debug prints [redacted]
+//! config.rs      shared settings, validated into types
+//! job.rs         KickRequest and its validation (worker, enqueue, producer API)
+//! stage.rs       the messages that flow between stages
+//! amqp/          connect, topology, intake, publish (confirms), delivery handle, headers
+//! coalesce/      pure grouping state and policy; driver.rs is its async loop
+//! ratelimit.rs   per-AppId sliding-window budget, slow-down, halt, chunk size
+//! dispatch.rs    runs calls, splits on 50002, shrinks on 50011, feeds the gate
+//! zego/          signature, HTTP client, return-code classifier
+//! outcome/       the router: the only place that acks; book.rs, plan.rs
+//! ledger.rs      the PostgreSQL audit ledger, one function per statement
+//! metrics.rs     every metric name and label
+//! health.rs      readiness state and the /metrics, /healthz, /readyz server
+//! worker.rs      composition root of `kickq run`: channels, sessions, shutdown
+//! mock_zego/     the strict stand-in for the real API
+//! cli/           one file per subcommand
 //! ```
 
+pub mod amqp;
+pub mod cli;
 pub mod coalesce;
 pub mod config;
+pub mod dispatch;
+pub mod health;
 pub mod job;
+pub mod ledger;
+pub mod metrics;
+pub mod outcome;
 pub mod ratelimit;
 pub mod secret;
+pub mod stage;
+pub mod worker;

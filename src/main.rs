@@ -1,1 +1,96 @@
-fn main() {}
+//! The `kickq` binary: parse the command line, set up logging, and call into the library. Nothing else.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+/// kickq: kick users from ZEGOCLOUD rooms from a RabbitMQ queue, coalesced,
+/// rate-limited, audited, and never lost.
+///
+/// Start with `kickq demo`. Secrets (ZEGO_SERVER_SECRET or
+/// ZEGO_SERVER_SECRET_FILE) are read from the environment only.
+#[derive(Parser)]
+#[command(name = "kickq", version, about, long_about)]
+struct Cli {
+    /// Log format: pretty on a terminal, json otherwise (by default).
+    #[arg(long = "log-format", env = "KICKQ_LOG_FORMAT", global = true)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drain the requests queue: coalesce, rate-limit, call KickoutUser, route outcomes.
+    Run(kickq::cli::run::RunArgs),
+    /// Serve a strict stand-in for ZEGOCLOUD's KickoutUser API (tests, demo, bench).
+    MockZego(kickq::cli::mock_zego::MockZegoArgs),
+    /// Apply the audit ledger's database migrations.
+    Migrate(kickq::cli::migrate::MigrateArgs),
+    /// Show what happened to kicks in a room, newest first, from the audit ledger.
+    History(kickq::cli::history::HistoryArgs),
+    /// Maintain the audit ledger (retention).
+    Ledger(kickq::cli::ledger::LedgerArgs),
+}
+
+fn init_tracing(format: Option<LogFormat>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Pretty) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line that names the setting, as the README promises.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("kickq: {first}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime only fails when the OS refuses threads");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(a) => kickq::cli::run::run(a).await,
+            Command::MockZego(a) => kickq::cli::mock_zego::run(a).await,
+            Command::Migrate(a) => kickq::cli::migrate::run(a).await,
+            Command::History(a) => kickq::cli::history::run(a).await,
+            Command::Ledger(a) => kickq::cli::ledger::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the context chain on one line.
+            eprintln!("kickq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! `kickq history`: who was kicked from a room, when, with which RequestId, as an aligned table or JSON.
+
+use super::ledger::DatabaseArgs;
+use crate::config::parse_duration;
+use crate::ledger::{HistoryQuery, HistoryRow};
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::io::Write;
+
+/// Rows shown when `--limit` is not given.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// Largest `--limit`: a bound on one read of the ledger.
+pub const MAX_LIMIT: i64 = 100_000;
+
+/// `kickq history --room R [--user U] [--job J] [--since T] [--limit N] [--json]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    /// The ledger database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Room to show.
+    #[arg(long, value_name = "ROOM_ID")]
+    pub room: String,
+    /// Only this user.
+    #[arg(long, value_name = "USER_ID")]
+    pub user: Option<String>,
+    /// Only this job.
+    #[arg(long, value_name = "JOB_ID")]
+    pub job: Option<String>,
+    /// Only rows at or after this time: RFC 3339 (2024-05-01T12:00:00Z) or an
+    /// age such as 30m, 2h or 7d.
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub since: Option<DateTime<Utc>>,
+    /// Most rows to show, newest first.
+    #[arg(long, default_value_t = DEFAULT_LIMIT, value_parser = clap::value_parser!(i64).range(1..=MAX_LIMIT))]
+    pub limit: i64,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl HistoryArgs {
+    /// The ledger query these arguments ask for.
+    pub fn query(&self) -> HistoryQuery {
+        HistoryQuery {
+            room_id: self.room.clone(),
+            user_id: self.user.clone(),
+            job_id: self.job.clone(),
+            since: self.since,
+            limit: self.limit,
+        }
+    }
+}
+
+/// `--since`: RFC 3339, or an age counted back from now.
+pub fn parse_since(raw: &str) -> Result<DateTime<Utc>, String> {
+    since_at(raw, Utc::now())
+}
+
+/// [`parse_since`] with `now` given, so it can be tested.
+pub fn since_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw.trim()) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let age = parse_duration(raw)
+        .map_err(|_| format!("{raw:?} is neither an RFC 3339 time nor an age like 2h or 7d"))?;
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .ok_or_else(|| format!("{raw:?} reaches too far back"))
+}
+
+/// Runs `kickq history`.
+pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
+    let ledger = args.database.ledger().await?;
+    let rows = ledger.history(&args.query()).await?;
+    let text = if args.json {
+        let mut json = serde_json::to_string(&rows)?;
+        json.push('\n');
+        json
+    } else if rows.is_empty() {
+        eprintln!("no ledger rows for room {:?} match", args.room);
+        return Ok(());
+    } else {
+        format_table(&rows)
+    };
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // `kickq history ... | head` closing the pipe early is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// The history table: a header and one line per row, columns aligned, in the
+/// order given (the ledger returns newest first). Missing values print as `-`;
+/// control characters are escaped so a hostile reason cannot drive the
+/// terminal. Alignment counts chars, so wide (CJK) ids may skew it.
+pub fn format_table(rows: &[HistoryRow]) -> String {
+    const HEADER: [&str; 7] = [
+        "TIME",
+        "USER",
+        "OUTCOME",
+        "CODE",
+        "REQUEST_ID",
+        "JOB_ID",
+        "REASON",
+    ];
+    let opt = |s: &Option<String>| s.as_deref().map_or_else(|| "-".to_owned(), escape);
+    let mut table: Vec<[String; 7]> = vec![HEADER.map(String::from)];
+    table.extend(rows.iter().map(|r| {
+        [
+            r.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            escape(&r.user_id),
+            r.outcome.as_str().to_owned(),
+            r.code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            opt(&r.request_id),
+            escape(&r.job_id),
+            opt(&r.reason),
+        ]
+    }));
+    let mut widths = [0usize; 7];
+    for line in &table {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for line in &table {
+        let mut text = String::new();
+        for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(cell);
+            // The last column is not padded: trailing spaces only.
+            if i + 1 < line.len() {
+                text.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `s` with control characters written as escapes (`\n`, `\u{1b}`).
+fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::UserOutcome;
+    use chrono::TimeZone;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        history: HistoryArgs,
+    }
+
+    fn row(
+        user: &str,
+        outcome: UserOutcome,
+        code: Option<i64>,
+        request_id: Option<&str>,
+        reason: Option<&str>,
+    ) -> HistoryRow {
+        HistoryRow {
+            at: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
+            room_id: "room".into(),
+            user_id: user.into(),
+            job_id: "job-1".into(),
+            outcome,
+            code,
+            request_id: request_id.map(String::from),
+            reason: reason.map(String::from),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn table_is_aligned_with_dashes_for_missing_values() {
+        let rows = [
+            row(
+                "alice",
+                UserOutcome::Kicked,
+                Some(0),
+                Some("req-123"),
+                Some("spam"),
+            ),
+            row(
+                "bob-the-long",
+                UserOutcome::DeadLettered,
+                Some(1_000_000_001),
+                None,
+                None,
+            ),
+        ];
+        let expected = "\
+TIME                      USER          OUTCOME        CODE        REQUEST_ID  JOB_ID  REASON
+2024-05-01T12:00:00.000Z  alice         kicked         0           req-123     job-1   spam
+2024-05-01T12:00:00.000Z  bob-the-long  dead_lettered  1000000001  -           job-1   -
+";
+        assert_eq!(format_table(&rows), expected);
+    }
+
+    #[test]
+    fn table_escapes_control_characters() {
+        let rows = [row(
+            "u",
+            UserOutcome::Skipped,
+            None,
+            None,
+            Some("evil\n\u{1b}[2J"),
+        )];
+        let table = format_table(&rows);
+        assert_eq!(table.lines().count(), 2, "{table}");
+        assert!(table.ends_with("evil\\n\\u{1b}[2J\n"), "{table}");
+    }
+
+    #[test]
+    fn since_takes_rfc3339_or_an_age() {
+        let now = Utc.with_ymd_and_hms(2024, 5, 8, 0, 0, 0).unwrap();
+        assert_eq!(
+            since_at("7d", now).unwrap(),
+            Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            since_at("2h", now).unwrap(),
+            Utc.with_ymd_and_hms(2024, 5, 7, 22, 0, 0).unwrap()
+        );
+        assert_eq!(
+            since_at("2024-05-01T14:00:00+02:00", now).unwrap(),
+            Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
+        );
+        assert!(since_at("yesterday", now).unwrap_err().contains("RFC 3339"));
+        assert!(since_at("999999999999d", now).is_err());
+    }
+
+    #[test]
+    fn arguments_parse_into_the_query() {
+        let cli = Cli::try_parse_from([
+            "t",
+            "--room",
+            "r",
+            "--user",
+            "u",
+            "--job",
+            "j",
+            "--since",
+            "2024-05-01T00:00:00Z",
+            "--json",
+        ])
+        .unwrap();
+        let q = cli.history.query();
+        assert_eq!(q.room_id, "r");
+        assert_eq!(q.user_id.as_deref(), Some("u"));
+        assert_eq!(q.job_id.as_deref(), Some("j"));
+        assert_eq!(
+            q.since,
+            Some(Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap())
+        );
+        assert_eq!(q.limit, DEFAULT_LIMIT);
+        assert!(cli.history.json);
+        assert_eq!(
+            Cli::try_parse_from(["t", "--room", "r", "--limit", "5"])
+                .unwrap()
+                .history
+                .limit,
+            5
+        );
+        assert!(Cli::try_parse_from(["t", "--room", "r", "--limit", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["t", "--user", "u"]).is_err(),
+            "--room is required"
+        );
+    }
+
+    #[test]
+    fn json_is_one_array_with_snake_case_outcomes() {
+        let rows = [row(
+            "alice",
+            UserOutcome::NothingToDo,
+            Some(0),
+            Some("req"),
+            None,
+        )];
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&rows).unwrap()).unwrap();
+        assert_eq!(v[0]["outcome"], "nothing_to_do");
+        assert_eq!(v[0]["request_id"], "req");
+        assert_eq!(v[0]["at"], "2024-05-01T12:00:00Z");
+        assert_eq!(v.as_array().unwrap().len(), 1);
+    }
+}

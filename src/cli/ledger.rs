@@ -1,0 +1,224 @@
+//! `kickq ledger prune`, and the `--database-url` argument shared by every subcommand that opens the audit ledger.
+
+use crate::config::{parse_duration, ConfigError};
+use crate::ledger::{Ledger, PruneCounts};
+use std::fmt;
+use std::time::Duration;
+
+/// Environment variable holding the ledger's PostgreSQL URL.
+pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
+
+/// Where the audit ledger lives. The URL may hold a password, so `--help`
+/// never shows the environment value, `Debug` redacts it, and nothing prints
+/// it except through [`DatabaseArgs::display_url`].
+#[derive(Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL of the audit ledger, e.g. postgres://kickq@db:5432/kickq.
+    /// Prefer the environment variable: argv is visible to every user through `ps`.
+    #[arg(long = "database-url", env = DATABASE_URL_ENV, hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field("database_url", &self.database_url.as_deref().map(safe_url))
+            .finish()
+    }
+}
+
+impl DatabaseArgs {
+    /// The URL, or the one-line "DATABASE_URL is required" error.
+    pub fn url(&self) -> Result<&str, ConfigError> {
+        self.database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .ok_or(ConfigError::Missing(DATABASE_URL_ENV))
+    }
+
+    /// The URL without password or query string (which may carry one), for
+    /// messages; empty when no URL is set.
+    pub fn display_url(&self) -> String {
+        self.database_url
+            .as_deref()
+            .map(safe_url)
+            .unwrap_or_default()
+    }
+
+    /// A ledger handle for the URL. Connects lazily: an unreachable database
+    /// shows up as an error from the first statement.
+    pub async fn ledger(&self) -> anyhow::Result<Ledger> {
+        Ok(Ledger::connect(self.url()?).await?)
+    }
+}
+
+/// `url` with any password replaced and the query string dropped
+/// (`?password=...` is legal in a PostgreSQL URL).
+fn safe_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                // Fails only for URLs that cannot have credentials, which then have no password.
+                let _ = u.set_password(Some("[redacted]"));
+            }
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "[unparseable url]".into(),
+    }
+}
+
+/// `kickq ledger ...`: maintenance of the audit ledger.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LedgerArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: LedgerCommand,
+}
+
+/// The `kickq ledger` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LedgerCommand {
+    /// Delete receipts, API calls and outcomes older than a retention period.
+    Prune(PruneArgs),
+}
+
+/// `kickq ledger prune --older-than AGE`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PruneArgs {
+    /// The ledger database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Delete rows older than this age: 90d, 12h, 30m, 45s. A unit is
+    /// required, because a bare 90 would mean 90 seconds and delete nearly
+    /// everything.
+    #[arg(long = "older-than", value_name = "AGE", value_parser = parse_age)]
+    pub older_than: Duration,
+}
+
+/// Parses a retention age; unlike [`parse_duration`] it refuses a bare number.
+pub fn parse_age(raw: &str) -> Result<Duration, String> {
+    let trimmed = raw.trim();
+    if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "{raw:?} has no unit; write e.g. {trimmed}d or {trimmed}h"
+        ));
+    }
+    parse_duration(raw)
+}
+
+/// Runs `kickq ledger ...`.
+pub async fn run(args: LedgerArgs) -> anyhow::Result<()> {
+    match args.command {
+        LedgerCommand::Prune(prune) => {
+            let ledger = prune.database.ledger().await?;
+            let counts = ledger.prune(prune.older_than).await?;
+            print!("{}", prune_report(&counts));
+            Ok(())
+        }
+    }
+}
+
+/// What `kickq ledger prune` prints: rows removed per table, aligned.
+pub fn prune_report(counts: &PruneCounts) -> String {
+    let lines = [
+        ("job_receipts", counts.receipts),
+        ("api_calls", counts.calls),
+        ("user_outcomes", counts.outcomes),
+    ];
+    let width = lines
+        .iter()
+        .map(|(_, n)| n.to_string().len())
+        .max()
+        .unwrap_or(1);
+    lines
+        .iter()
+        .map(|(table, n)| format!("removed {n:>width$} rows from {table}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    }
+
+    #[test]
+    fn ages_need_a_unit() {
+        assert_eq!(parse_age("90d").unwrap(), Duration::from_secs(90 * 86400));
+        assert_eq!(parse_age("12h").unwrap(), Duration::from_secs(12 * 3600));
+        for bad in ["90", "1.5", "9x", ""] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+        assert!(parse_age("90").unwrap_err().contains("90d"));
+    }
+
+    #[test]
+    fn prune_parses_and_requires_older_than() {
+        let cli = Cli::try_parse_from([
+            "t",
+            "prune",
+            "--older-than",
+            "90d",
+            "--database-url",
+            "postgres://x@h/d",
+        ])
+        .unwrap();
+        let LedgerCommand::Prune(p) = cli.command;
+        assert_eq!(p.older_than, Duration::from_secs(90 * 86400));
+        assert!(Cli::try_parse_from(["t", "prune"]).is_err());
+        assert!(Cli::try_parse_from(["t", "prune", "--older-than", "90"]).is_err());
+    }
+
+    #[test]
+    fn missing_url_names_the_variable() {
+        let none = DatabaseArgs { database_url: None };
+        assert_eq!(
+            none.url().unwrap_err().to_string(),
+            "DATABASE_URL is required"
+        );
+        let blank = DatabaseArgs {
+            database_url: Some("  ".into()),
+        };
+        assert!(blank.url().is_err());
+    }
+
+    #[test]
+    fn the_password_never_shows() {
+        let args = DatabaseArgs {
+            database_url: Some(
+                "postgres://kickq:hunter2@db:5432/kickq?password=hunter3&sslmode=require".into(),
+            ),
+        };
+        for shown in [args.display_url(), format!("{args:?}")] {
+            assert!(!shown.contains("hunter"), "{shown}");
+            assert!(shown.contains("db:5432/kickq"), "{shown}");
+        }
+        let url = Cli::command()
+            .find_subcommand("prune")
+            .unwrap()
+            .get_arguments()
+            .find(|a| a.get_id() == "database_url")
+            .unwrap()
+            .is_hide_env_values_set();
+        assert!(url, "--help must not print DATABASE_URL's value");
+    }
+
+    #[test]
+    fn prune_report_is_aligned() {
+        let report = prune_report(&PruneCounts {
+            receipts: 12,
+            calls: 3,
+            outcomes: 1500,
+        });
+        assert_eq!(
+            report,
+            "removed   12 rows from job_receipts\nremoved    3 rows from api_calls\nremoved 1500 rows from user_outcomes\n"
+        );
+    }
+}

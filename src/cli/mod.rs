@@ -1,0 +1,7 @@
+//! Subcommand glue: clap arguments and the `run` of each subcommand. The only place `anyhow` is used; everything below it returns typed errors.
+
+pub mod history;
+pub mod ledger;
+pub mod migrate;
+pub mod run;
+pub mod signals;
