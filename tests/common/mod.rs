@@ -1,0 +1,367 @@
+//! Shared test helpers: the broker and database to use (the machine's services named by `KICKQ_TEST_*`, else
+//! testcontainers), unique namespaces that delete their queues, an in-process mock-zego, publishing and reading
+//! queues, and polling.
+#![allow(dead_code)]
+
+use futures_util::StreamExt;
+use kickq::amqp::headers;
+use kickq::amqp::publish::{persistent_json, Publisher};
+use kickq::amqp::topology::{self, Names};
+use kickq::mock_zego::{MockConfig, MockZego};
+use kickq::secret::Secret;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const APP_ID: u32 = 1234567890;
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// The broker: `KICKQ_TEST_AMQP_URL`, else a RabbitMQ container started once
+/// per test binary and left for the reaper.
+pub fn amqp_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("KICKQ_TEST_AMQP_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => start_container(|| async {
+            use testcontainers_modules::testcontainers::runners::AsyncRunner;
+            let c = testcontainers_modules::rabbitmq::RabbitMq::default()
+                .start()
+                .await
+                .expect("KICKQ_TEST_AMQP_URL is unset and no Docker engine could start RabbitMQ");
+            let port = c.get_host_port_ipv4(5672).await.expect("container exposes 5672");
+            std::mem::forget(c);
+            format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+        }),
+    })
+    .clone()
+}
+
+/// PostgreSQL: `KICKQ_TEST_DATABASE_URL`, else a container.
+pub fn database_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("KICKQ_TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => start_container(|| async {
+            use testcontainers_modules::testcontainers::runners::AsyncRunner;
+            let c = testcontainers_modules::postgres::Postgres::default()
+                .start()
+                .await
+                .expect("KICKQ_TEST_DATABASE_URL is unset and no Docker engine could start PostgreSQL");
+            let port = c.get_host_port_ipv4(5432).await.expect("container exposes 5432");
+            std::mem::forget(c);
+            format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres")
+        }),
+    })
+    .clone()
+}
+
+fn start_container<F, Fut>(f: F) -> String
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = String>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .join()
+    .expect("container start thread")
+}
+
+/// A fresh database for one test, dropped by [`TestDb::drop_db`].
+pub struct TestDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin = database_url();
+        let name = format!("kickq_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let pool = sqlx::PgPool::connect(&admin).await.expect("connect to the test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
+        pool.close().await;
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&format!("/{name}"));
+        TestDb {
+            url: url.to_string(),
+            admin,
+            name,
+        }
+    }
+
+    pub async fn drop_db(self) {
+        let pool = sqlx::PgPool::connect(&self.admin).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Retry delays short enough for tests.
+pub const TEST_RETRY_DELAYS: &[Duration] = &[Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(800)];
+
+/// A unique namespace whose queues are deleted when it drops (even when the
+/// test panics), because the broker outlives every run.
+pub struct Ns {
+    pub names: Names,
+}
+
+impl Ns {
+    pub fn new(tag: &str) -> Ns {
+        let ns = format!(
+            "kqt-{tag}-{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u16>()
+        );
+        Ns {
+            names: Names::new(&ns, TEST_RETRY_DELAYS),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.names.namespace
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let names = self.names.clone();
+        let url = amqp_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(conn) = Connection::connect(&url, ConnectionProperties::default()).await {
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = topology::delete_all(&ch, &names).await;
+                    }
+                    let _ = conn.close(200, "test cleanup".into()).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A connection and a confirm-mode publisher for test-side work.
+pub struct Broker {
+    pub conn: Connection,
+    pub publisher: Publisher,
+    pub channel: Channel,
+}
+
+impl Broker {
+    pub async fn connect() -> Broker {
+        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default().with_connection_name("kickq-test-side".into()))
+            .await
+            .expect("connect to the test broker");
+        let publisher = Publisher::open(&conn).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        Broker { conn, publisher, channel }
+    }
+
+    /// Declares the namespace's topology as the worker would.
+    pub async fn declare(&self, names: &Names) {
+        topology::declare(&self.channel, names, topology::DEFAULT_DELIVERY_LIMIT).await.unwrap();
+    }
+
+    /// Publishes a raw body, persistent, confirmed.
+    pub async fn publish_raw(&self, queue: &str, body: &[u8]) {
+        self.publisher.publish(queue, body, persistent_json(None, FieldTable::default())).await.unwrap();
+    }
+
+    /// Publishes many bodies, pipelined, then waits for every confirm.
+    pub async fn publish_many(&self, queue: &str, bodies: &[Vec<u8>]) {
+        for chunk in bodies.chunks(1000) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for b in chunk {
+                pending.push(self.publisher.send(queue, b, persistent_json(None, FieldTable::default())).await.unwrap());
+            }
+            for p in pending {
+                p.confirmed().await.unwrap();
+            }
+        }
+    }
+
+    /// Messages ready in a queue (passive declare).
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let ch = self.conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = ch.close(200, "".into()).await;
+        q.message_count()
+    }
+
+    /// Takes every message from a queue (acking them): body and properties.
+    pub async fn drain(&self, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
+        let mut out = Vec::new();
+        while let Some(m) = self.channel.basic_get(queue.into(), BasicGetOptions::default()).await.unwrap() {
+            m.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+            out.push((m.delivery.data.clone(), m.delivery.properties.clone()));
+        }
+        out
+    }
+}
+
+/// Reads a dead letter's kickq headers.
+pub fn dead_info(props: &BasicProperties) -> headers::DeadLetter {
+    headers::read_dead_letter(props.headers().as_ref())
+}
+
+/// A job body.
+pub fn job(room: &str, users: &[&str], reason: Option<&str>) -> Vec<u8> {
+    let mut v = serde_json::json!({"room_id": room, "user_ids": users});
+    if let Some(r) = reason {
+        v["reason"] = r.into();
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Starts the mock on a free loopback port.
+pub async fn mock(rate_limit: u32) -> MockZego {
+    MockZego::start(
+        MockConfig {
+            app_id: APP_ID,
+            secret: Secret::new(SECRET),
+            rate_limit,
+            faults: Vec::new(),
+            clock_offset_secs: 0,
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("mock-zego binds a loopback port")
+}
+
+/// Polls `f` every 50 ms until it returns true or `limit` passes.
+pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !f().await {
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Consumes a queue's next message with a consumer (for tests that watch a queue).
+pub async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u8>> {
+    let mut consumer = channel
+        .basic_consume(queue.into(), "".into(), Default::default(), FieldTable::default())
+        .await
+        .ok()?;
+    let d = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.ok()??.ok()?;
+    d.acker.ack(BasicAckOptions::default()).await.ok()?;
+    Some(d.data)
+}
+
+/// A worker configuration for tests: fast retries, short probes and drains.
+pub fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::WorkerConfig {
+    use kickq::coalesce::driver::DriverConfig;
+    kickq::worker::WorkerConfig {
+        amqp_url: Secret::new(amqp_url()),
+        connection_name: format!("{}-worker", ns.name()),
+        credentials: kickq::config::Credentials {
+            app_id: APP_ID,
+            secret: Secret::new(SECRET),
+        },
+        api_url: api_url.to_owned(),
+        rate,
+        names: ns.names.clone(),
+        prefetch: kickq::worker::DEFAULT_PREFETCH,
+        delivery_limit: topology::DEFAULT_DELIVERY_LIMIT,
+        limits: kickq::job::Limits::default(),
+        driver: DriverConfig {
+            drain_deadline: Duration::from_secs(2),
+            max_hold: Duration::from_secs(10),
+            ..DriverConfig::default()
+        },
+        budget: kickq::outcome::plan::Budget {
+            max_attempts: 4,
+            max_unknown_attempts: 3,
+            max_age: Duration::from_secs(120),
+        },
+        max_in_flight: 100,
+        probe_interval: Duration::from_millis(300),
+        halt_log_interval: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        http_timeout: Duration::from_secs(2),
+        database_url: None,
+        metrics_addr: None,
+    }
+}
+
+/// An in-process worker.
+pub struct Running {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub handle: tokio::task::JoinHandle<Result<kickq::worker::RunSummary, kickq::worker::WorkerError>>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+pub async fn spawn_worker(cfg: kickq::worker::WorkerConfig) -> Running {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handle = tokio::spawn(kickq::worker::run(cfg, stop.clone(), Some(tx)));
+    let metrics_addr = rx.await.ok().flatten();
+    Running { stop, handle, metrics_addr }
+}
+
+impl Running {
+    /// Graceful stop, as on SIGTERM.
+    pub async fn stop(self) -> kickq::worker::RunSummary {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("the worker stops within its drain deadline")
+            .expect("worker task")
+            .expect("worker result")
+    }
+}
+
+/// Closes, through `rabbitmqctl`, exactly the broker connections whose
+/// client-provided name is `name` (tests share one broker and run in
+/// parallel). Returns how many were closed.
+pub fn close_connections_named(name: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "--no-table-headers", "--quiet", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needle = format!("<<\"{name}\">>");
+    let mut closed = 0;
+    for line in text.lines().filter(|l| l.contains(&needle)) {
+        let pid = line.split('\t').next().unwrap_or_default().trim();
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "closed by a kickq test"])
+            .status()
+            .expect("rabbitmqctl runs");
+        if status.success() {
+            closed += 1;
+        }
+    }
+    closed
+}

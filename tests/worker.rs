@@ -1,0 +1,294 @@
+//! `kickq run` end to end against the real RabbitMQ and an in-process mock-zego: coalescing, rate, every
+//! outcome class, invalid input, halt and resume, broker-closed connections, and graceful shutdown.
+
+mod common;
+
+use common::*;
+use kickq::amqp::headers::DeadError;
+use kickq::mock_zego::FaultRule;
+use kickq::secret::Secret;
+use rand::seq::SliceRandom;
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+fn kicked_set(m: &kickq::mock_zego::MockZego) -> BTreeSet<(String, String, Option<String>)> {
+    m.kicked().into_iter().map(|k| (k.room_id, k.user_id, k.reason)).collect()
+}
+
+fn rules(text: &[&str]) -> Vec<FaultRule> {
+    text.iter()
+        .map(|t| kickq::mock_zego::fault_syntax::parse_fault(t).unwrap_or_else(|e| panic!("{t}: {e}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shuffled_sweep_makes_close_to_the_minimum_calls_and_no_206() {
+    let ns = Ns::new("sweep");
+    let rate = 500;
+    let mock = mock(rate).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let (rooms, per_room) = (500, 20);
+    let mut msgs: Vec<(usize, usize)> = (0..rooms).flat_map(|r| (0..per_room).map(move |u| (r, u))).collect();
+    let mut rng = rand::rng();
+    let dups: Vec<(usize, usize)> = msgs.choose_multiple(&mut rng, msgs.len() / 10).copied().collect();
+    msgs.extend(dups);
+    msgs.shuffle(&mut rng);
+    let bodies: Vec<Vec<u8>> = msgs
+        .iter()
+        .map(|(r, u)| job(&format!("room-{r}"), &[&format!("user-{u}")], None))
+        .collect();
+    broker.publish_many(&ns.names.requests, &bodies).await;
+
+    let worker = spawn_worker(worker_config(&ns, &mock.base_url(), rate)).await;
+    let want = rooms * per_room;
+    wait_for(Duration::from_secs(60), "every user kicked", || async { kicked_set(&mock).len() >= want }).await;
+    wait_for(Duration::from_secs(10), "the queue drained", || async { broker.depth(&ns.names.requests).await == 0 }).await;
+    let summary = worker.stop().await;
+
+    let counters = mock.counters();
+    let minimum = rooms * per_room.div_ceil(5);
+    let calls = counters.calls as usize;
+    eprintln!("sweep: {calls} calls, minimum {minimum}, max in any 1 s window {}, 206 answers {}", counters.max_calls_in_1s, counters.rate_limited);
+    assert_eq!(kicked_set(&mock).len(), want, "each (room, user) kicked");
+    assert!(calls as f64 <= minimum as f64 * 1.05, "{calls} calls against a minimum of {minimum}");
+    assert_eq!(counters.rate_limited, 0, "no 206 answers");
+    assert!(counters.max_calls_in_1s <= rate as u64, "{} calls in one window", counters.max_calls_in_1s);
+    assert_eq!(summary.tally.acked as usize, msgs.len(), "every message acked once");
+    assert_eq!(broker.depth(&ns.names.dead).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_fold_and_reasons_never_share_a_call() {
+    let ns = Ns::new("dups");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let bodies = vec![
+        job("r", &["a", "b"], Some("spam")),
+        job("r", &["b", "c"], Some("spam")),
+        job("r", &["a"], Some("abuse")),
+        job("r", &["a", "a"], None),
+    ];
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let worker = spawn_worker(worker_config(&ns, &mock.base_url(), 1000)).await;
+    wait_for(Duration::from_secs(20), "kicks", || async { kicked_set(&mock).len() >= 5 }).await;
+    wait_for(Duration::from_secs(10), "drained", || async { broker.depth(&ns.names.requests).await == 0 }).await;
+    worker.stop().await;
+    let s = |x: &str| x.to_string();
+    let want: BTreeSet<_> = [
+        (s("r"), s("a"), Some(s("spam"))),
+        (s("r"), s("b"), Some(s("spam"))),
+        (s("r"), s("c"), Some(s("spam"))),
+        (s("r"), s("a"), Some(s("abuse"))),
+        (s("r"), s("a"), None),
+    ]
+    .into();
+    assert_eq!(kicked_set(&mock), want);
+    for call in mock.calls() {
+        let distinct: HashSet<_> = call.user_ids.iter().collect();
+        assert_eq!(distinct.len(), call.user_ids.len(), "a user appears once per call: {call:?}");
+    }
+    let spam_b = mock
+        .calls()
+        .iter()
+        .filter(|c| c.reason.as_deref() == Some("spam") && c.user_ids.iter().any(|u| u == "b"))
+        .count();
+    assert_eq!(spam_b, 1, "b asked twice for spam, called once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_class_end_to_end() {
+    let ns = Ns::new("classes");
+    let mock = mock(1000).await;
+    mock.set_faults(rules(&[
+        "room=gone-*,code=50001",
+        "room=bad-*,code=2",
+        "room=flaky-*,code=1,first=2",
+        "room=weird-*,code=999",
+        "room=busy-*,code=1",
+        "room=limited-*,code=206,first=1",
+        "users=ghost-*,absent",
+    ]));
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let bodies = vec![
+        job("ok-1", &["u1", "u2"], None),
+        job("gone-1", &["u3"], None),
+        job("bad-1", &["u4", "u5"], Some("why")),
+        job("flaky-1", &["u6"], None),
+        job("weird-1", &["u7"], None),
+        job("busy-1", &["u8"], None),
+        job("limited-1", &["u9"], None),
+        job("split-1", &["s1", "ghost-1", "s2"], None),
+    ];
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let worker = spawn_worker(worker_config(&ns, &mock.base_url(), 1000)).await;
+    wait_for(Duration::from_secs(30), "three dead letters", || async { broker.depth(&ns.names.dead).await >= 3 }).await;
+    wait_for(Duration::from_secs(20), "requests drained", || async {
+        broker.depth(&ns.names.requests).await == 0 && kicked_set(&mock).len() >= 6
+    })
+    .await;
+    worker.stop().await;
+
+    let kicked: BTreeSet<String> = kicked_set(&mock).into_iter().map(|(_, u, _)| u).collect();
+    let want: BTreeSet<String> = ["u1", "u2", "u6", "u9", "s1", "s2"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(kicked, want, "kicked: ok, flaky after retries, rate-limited after retry, split minus the ghost");
+    let mut dead: Vec<(String, DeadError, Option<i64>, Vec<String>, u32)> = broker
+        .drain(&ns.names.dead)
+        .await
+        .into_iter()
+        .map(|(body, props)| {
+            let info = dead_info(&props);
+            let job: kickq::job::KickRequest = serde_json::from_slice(&body).expect("a dead letter body is a job message");
+            (job.room_id, info.error, info.code, job.user_ids, info.attempts)
+        })
+        .collect();
+    dead.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert_eq!(dead[0].0, "bad-1");
+    assert_eq!((dead[0].1, dead[0].2), (DeadError::Permanent, Some(2)));
+    assert_eq!(dead[0].3, vec!["u4", "u5"], "exactly the failed users");
+    assert_eq!(dead[1].0, "busy-1");
+    assert_eq!((dead[1].1, dead[1].2, dead[1].4), (DeadError::RetriesExhausted, Some(1), 4));
+    assert_eq!(dead[2].0, "weird-1");
+    assert_eq!((dead[2].1, dead[2].2, dead[2].4), (DeadError::RetriesExhausted, Some(999), 3));
+    let flaky_calls = mock.calls().iter().filter(|c| c.room_id.as_deref() == Some("flaky-1")).count();
+    assert_eq!(flaky_calls, 3, "two failures, then success; each attempt a fresh call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_are_dead_lettered_verbatim_and_the_worker_goes_on() {
+    let ns = Ns::new("invalid");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let many: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let corpus: Vec<(Vec<u8>, DeadError)> = vec![
+        (b"not json".to_vec(), DeadError::Validation),
+        (b"[]".to_vec(), DeadError::Validation),
+        (br#"{"room_id":5,"user_ids":["a"]}"#.to_vec(), DeadError::Validation),
+        (br#"{"room_id":"r","user_ids":[]}"#.to_vec(), DeadError::Validation),
+        (job("r", &many, None), DeadError::Validation),
+        (job("r", &[&"x".repeat(65)], None), DeadError::Validation),
+        (job("r", &["a\u{7}b"], None), DeadError::Validation),
+        (b"{\"room_id\":\"\xff\xfe\",\"user_ids\":[\"a\"]}".to_vec(), DeadError::Validation),
+        (vec![b'{'; 2 * 1024 * 1024], DeadError::Validation),
+        (br#"{"room_id":"r","user_ids":["a"],"app_id":7}"#.to_vec(), DeadError::UnknownApp),
+    ];
+    for (body, _) in &corpus {
+        broker.publish_raw(&ns.names.requests, body).await;
+    }
+    broker.publish_raw(&ns.names.requests, &job("after", &["survivor"], None)).await;
+    let worker = spawn_worker(worker_config(&ns, &mock.base_url(), 1000)).await;
+    wait_for(Duration::from_secs(20), "the valid job after the corpus", || async { !mock.kicked().is_empty() }).await;
+    wait_for(Duration::from_secs(20), "every invalid message dead-lettered", || async {
+        broker.depth(&ns.names.dead).await as usize == corpus.len()
+    })
+    .await;
+    worker.stop().await;
+    let dead = broker.drain(&ns.names.dead).await;
+    for ((want_body, want_error), (body, props)) in corpus.iter().zip(dead.iter()) {
+        assert_eq!(body, want_body, "dead letter keeps the original bytes");
+        let info = dead_info(props);
+        assert_eq!(info.error, *want_error);
+        assert!(!info.detail.is_empty());
+    }
+    assert_eq!(kicked_set(&mock).into_iter().map(|k| k.1).collect::<Vec<_>>(), vec!["survivor"]);
+    assert!(mock.calls().iter().all(|c| c.user_ids == ["survivor"]), "no call for any invalid message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halt_keeps_every_message_and_resumes_by_itself() {
+    let ns = Ns::new("halt");
+    let mock = mock(1000).await;
+    mock.set_secret(Secret::new("a-different-secret-entirely-0000"));
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let bodies: Vec<Vec<u8>> = (0..20).map(|i| job(&format!("room-{}", i % 4), &[&format!("u{i}")], None)).collect();
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let worker = spawn_worker(cfg).await;
+    let addr = worker.metrics_addr.expect("metrics server bound");
+    wait_for(Duration::from_secs(10), "a signature error", || async {
+        mock.calls().iter().any(|c| c.code == Some(100000005))
+    })
+    .await;
+    let ready = reqwest_get(&format!("http://{addr}/readyz")).await;
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert!(ready.1.contains("100000005"), "{}", ready.1);
+    // Halted: probes only, a few per second at most, and nothing dead-lettered.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = mock.calls().len();
+    assert!(during <= 12, "{during} calls while halted: probes only");
+    assert_eq!(broker.depth(&ns.names.dead).await, 0, "a halt dead-letters nothing");
+    assert!(mock.kicked().is_empty());
+    mock.set_secret(Secret::new(SECRET));
+    wait_for(Duration::from_secs(30), "every user kicked after the secret is right again", || async {
+        kicked_set(&mock).len() == 20
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "ready again", || async {
+        reqwest_get(&format!("http://{addr}/readyz")).await.0 == 200
+    })
+    .await;
+    let metrics = reqwest_get(&format!("http://{addr}/metrics")).await.1;
+    assert!(metrics.contains("kickq_api_calls_total"), "{metrics}");
+    assert!(metrics.contains("disposition=\"halt\""), "{metrics}");
+    wait_for(Duration::from_secs(10), "drained", || async { broker.depth(&ns.names.requests).await == 0 }).await;
+    worker.stop().await;
+    assert_eq!(broker.depth(&ns.names.dead).await, 0);
+}
+
+async fn reqwest_get(url: &str) -> (u16, String) {
+    kickq::zego::client::install_crypto_provider();
+    let r = reqwest::get(url).await.expect("GET");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_by_the_broker_is_recovered_with_nothing_lost() {
+    let ns = Ns::new("closed");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let cfg = worker_config(&ns, &mock.base_url(), 1000);
+    let name = cfg.connection_name.clone();
+    let worker = spawn_worker(cfg).await;
+    let first: Vec<Vec<u8>> = (0..50).map(|i| job("room-a", &[&format!("a{i}")], None)).collect();
+    broker.publish_many(&ns.names.requests, &first).await;
+    wait_for(Duration::from_secs(20), "first batch kicked", || async { kicked_set(&mock).len() == 50 }).await;
+    let closed = tokio::task::spawn_blocking(move || close_connections_named(&name)).await.unwrap();
+    assert_eq!(closed, 1, "exactly the worker's connection");
+    let second: Vec<Vec<u8>> = (0..50).map(|i| job("room-b", &[&format!("b{i}")], None)).collect();
+    broker.publish_many(&ns.names.requests, &second).await;
+    wait_for(Duration::from_secs(30), "second batch kicked after the reconnect", || async {
+        kicked_set(&mock).len() == 100
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "drained", || async { broker.depth(&ns.names.requests).await == 0 }).await;
+    let summary = worker.stop().await;
+    assert!(summary.reconnects >= 1, "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_returns_what_it_could_not_send() {
+    let ns = Ns::new("stop");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    // A rate of 5/s and a 2 s drain deadline: most of 200 users cannot be sent.
+    let bodies: Vec<Vec<u8>> = (0..200).map(|i| job(&format!("room-{i}"), &[&format!("u{i}")], None)).collect();
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let worker = spawn_worker(worker_config(&ns, &mock.base_url(), 5)).await;
+    wait_for(Duration::from_secs(10), "some kicks", || async { !mock.kicked().is_empty() }).await;
+    let summary = worker.stop().await;
+    let kicked = kicked_set(&mock).len();
+    let left = broker.depth(&ns.names.requests).await as usize;
+    assert!(kicked < 200, "the rate bounds what a stop can send");
+    assert_eq!(summary.tally.acked as usize + left, 200, "acked + returned = published (kicked {kicked})");
+    assert!(kicked >= summary.tally.acked as usize);
+}
