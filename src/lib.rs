@@ -16,3 +16,4 @@
 pub mod config;
 pub mod job;
 pub mod secret;
+pub mod zego;
