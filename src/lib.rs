@@ -15,5 +15,6 @@
 
 pub mod config;
 pub mod job;
+pub mod mock_zego;
 pub mod secret;
 pub mod zego;
