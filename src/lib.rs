@@ -11,8 +11,10 @@
 //! job.rs        KickRequest and its validation (worker, enqueue, producer API)
 //! zego/         signature, HTTP client, return-code classifier
 //! mock_zego/    the strict stand-in for the real API
+//! cli/          subcommand glue (arguments, run functions); anyhow allowed here only
 //! ```
 
+pub mod cli;
 pub mod config;
 pub mod job;
 pub mod mock_zego;
