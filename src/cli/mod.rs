@@ -5,3 +5,4 @@ pub mod ledger;
 pub mod migrate;
 pub mod run;
 pub mod signals;
+pub mod mock_zego;

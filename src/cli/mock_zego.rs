@@ -1,0 +1,196 @@
+//! `kickq mock-zego`: its arguments, the `--fault` value parser hook, and the serve-until-signal loop.
+
+use crate::config::{ZegoArgs, DEFAULT_RATE};
+use crate::mock_zego::{parse_fault, serve, FaultRule, FaultSyntaxError, MockConfig};
+use anyhow::Context;
+use std::net::SocketAddr;
+
+/// Run a strict stand-in for ZEGOCLOUD's KickoutUser API, for tests and local
+/// development.
+///
+/// It checks every request as the vendor documents (common parameters,
+/// signature, 10-minute timestamp window, per-AppId rate limit, 1 to 5
+/// UserId[], CustomReason of at most 256 bytes) and answers the documented
+/// return codes. It records every call and kick: GET /_mock/state for the
+/// counters, GET /_mock/calls for the calls and kicked users, POST
+/// /_mock/faults to replace the fault rules (JSON), POST /_mock/reset to
+/// forget everything. These routes are unauthenticated: listen on loopback.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MockZegoArgs {
+    /// The one AppId the mock accepts, and where its secret comes from.
+    #[command(flatten)]
+    pub zego: ZegoArgs,
+
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8085")]
+    pub listen: SocketAddr,
+
+    /// Requests allowed per AppId in any sliding second, refused ones
+    /// included; the request over it answers 206. 0 means unlimited.
+    #[arg(long, value_name = "PER_SEC", env = "MOCK_ZEGO_RATE_LIMIT", default_value_t = DEFAULT_RATE)]
+    pub rate_limit: u32,
+
+    /// Seconds added to the mock's clock for the timestamp check (e.g. 660 to
+    /// make every caller 11 minutes behind).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub clock_offset: i64,
+
+    /// A scripted fault; repeat for several, applied in order to calls that
+    /// pass auth, the rate limit and the parameter checks. Comma-separated
+    /// items with exactly one effect. room=GLOB picks rooms (default *, where
+    /// * matches any run of characters). Effects: code=N (answer code N),
+    /// http500 (HTML error page), latency=DURATION (delay, e.g. 500ms; adds
+    /// up), hang (never answer), reset (drop the connection), users=GLOB,absent
+    /// (those users are not in the room: 50002). Modifiers: first=N (only the
+    /// first N matching calls), error-rate=P (fire with probability P).
+    /// Examples: room=bad-*,code=2 | room=flaky-*,code=1,first=3 |
+    /// room=slow-*,latency=500ms | room=*,http500 | room=hang-*,hang |
+    /// room=reset-*,reset | room=*,error-rate=0.1,code=1 | users=ghost-*,absent
+    #[arg(long = "fault", value_name = "RULE", value_parser = fault_arg)]
+    pub faults: Vec<FaultRule>,
+}
+
+fn fault_arg(text: &str) -> Result<FaultRule, FaultSyntaxError> {
+    parse_fault(text)
+}
+
+/// Serves the mock until Ctrl-C or SIGTERM.
+pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
+    let creds = args.zego.credentials()?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("listening socket has no address")?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "mock-zego listens beyond loopback; its /_mock routes are unauthenticated");
+    }
+    tracing::info!(
+        %addr,
+        app_id = creds.app_id,
+        rate_limit = args.rate_limit,
+        faults = args.faults.len(),
+        "mock-zego listening"
+    );
+    let cfg = MockConfig {
+        app_id: creds.app_id,
+        secret: creds.secret,
+        rate_limit: args.rate_limit,
+        faults: args.faults,
+        clock_offset_secs: args.clock_offset,
+    };
+    serve(cfg, listener, stop_signal())
+        .await
+        .context("mock-zego server failed")?;
+    tracing::info!("mock-zego stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (the signal process managers send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot watch SIGTERM; stop with Ctrl-C"),
+        }
+    }
+    if let Err(err) = tokio::signal::ctrl_c().await {
+        // Without any signal the server could never stop cleanly; run until killed.
+        tracing::warn!(error = %err, "cannot watch Ctrl-C either");
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock_zego::FaultEffect;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MockZegoArgs,
+    }
+
+    #[test]
+    fn defaults_and_repeated_faults() {
+        let cli = Cli::try_parse_from([
+            "mock-zego",
+            "--app-id",
+            "42",
+            "--fault",
+            "room=bad-*,code=2",
+            "--fault",
+            "users=ghost-*,absent",
+            "--clock-offset",
+            "-660",
+        ])
+        .unwrap();
+        let a = cli.args;
+        assert_eq!(a.zego.app_id.as_deref(), Some("42"));
+        assert_eq!(a.listen, "127.0.0.1:8085".parse::<SocketAddr>().unwrap());
+        assert_eq!(a.rate_limit, 50);
+        assert_eq!(a.clock_offset, -660);
+        assert_eq!(
+            a.faults,
+            [
+                FaultRule::new("bad-*", FaultEffect::Code(2)),
+                FaultRule::new("*", FaultEffect::AbsentUsers("ghost-*".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_fault_is_a_usage_error_naming_the_problem() {
+        let err = Cli::try_parse_from(["mock-zego", "--fault", "room=x,explode"])
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(text.contains("unknown item \"explode\""), "{text}");
+        assert!(text.contains("--fault"), "{text}");
+    }
+
+    #[test]
+    fn secret_is_not_an_argument() {
+        assert!(Cli::try_parse_from(["mock-zego", "--secret", "x"]).is_err());
+        assert!(Cli::try_parse_from(["mock-zego", "--server-secret", "x"]).is_err());
+    }
+
+    #[test]
+    fn help_documents_the_fault_syntax_and_the_secret_source() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for needle in [
+            "room=flaky-*,code=1,first=3",
+            "users=ghost-*,absent",
+            "ZEGO_SERVER_SECRET",
+            "MOCK_ZEGO_RATE_LIMIT",
+        ] {
+            assert!(help.contains(needle), "{needle} missing from:\n{help}");
+        }
+    }
+
+    #[tokio::test]
+    async fn run_needs_an_app_id() {
+        let cli = Cli::try_parse_from(["mock-zego", "--listen", "127.0.0.1:0"]).unwrap();
+        let mut args = cli.args;
+        args.zego.app_id = None;
+        let err = run(args).await.unwrap_err().to_string();
+        assert!(err.contains("ZEGO_APP_ID is required"), "{err}");
+    }
+}

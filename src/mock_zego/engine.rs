@@ -1,0 +1,447 @@
+//! The mock's decision for one API request: runs the checks in the vendor's order (auth, rate limit, parameters, faults, room state) and records the outcome.
+//!
+//! Pure apart from its own state: time and randomness come in as arguments,
+//! so the whole pipeline is tested without a socket.
+
+use super::faults::{self, FaultRule, Terminal};
+use super::state::{Answer, CallLog, CallRecord, Counters, Records};
+use super::verify::{self, Param, OK, USER_NOT_IN_ROOM};
+use super::window::SlidingWindow;
+use super::MockConfig;
+use crate::secret::Secret;
+use std::time::Duration;
+
+/// What the HTTP layer must send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// HTTP 200 with the API's JSON.
+    Json {
+        /// Return code.
+        code: i64,
+        /// Fresh, unique `RequestId`.
+        request_id: String,
+    },
+    /// HTTP 500 with an HTML page.
+    Http500,
+    /// No answer until shutdown.
+    Hang,
+    /// Drop the connection.
+    Reset,
+}
+
+/// An outcome and how long to wait before producing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Added latency from fault rules.
+    pub latency: Duration,
+    /// What to send.
+    pub outcome: Outcome,
+}
+
+/// The mock's whole mutable state; the server keeps it under one lock so that
+/// arrival order, the rate window and the records always agree.
+#[derive(Debug)]
+pub struct Engine {
+    app_id: u32,
+    secret: Secret,
+    rate_limit: u32,
+    clock_offset_secs: i64,
+    faults: Vec<FaultRule>,
+    /// Calls matched per rule, same length as `faults`.
+    fault_matches: Vec<u64>,
+    records: Records,
+    /// Arrivals that passed auth, for the per-AppId rate limit. Only the
+    /// configured AppId passes auth, so one window is the per-AppId window.
+    rate_window: SlidingWindow,
+    request_prefix: String,
+    request_seq: u64,
+}
+
+impl Engine {
+    /// A fresh engine for `cfg`.
+    pub fn new(cfg: &MockConfig) -> Self {
+        Self {
+            app_id: cfg.app_id,
+            secret: cfg.secret.clone(),
+            rate_limit: cfg.rate_limit,
+            clock_offset_secs: cfg.clock_offset_secs,
+            fault_matches: vec![0; cfg.faults.len()],
+            faults: cfg.faults.clone(),
+            records: Records::default(),
+            rate_window: SlidingWindow::new(Duration::from_secs(1)),
+            request_prefix: hex::encode(rand::random::<[u8; 4]>()),
+            request_seq: 0,
+        }
+    }
+
+    /// Decides and records one request. `now` is monotonic time since the
+    /// mock started (non-decreasing across calls); `system_unix` is the wall
+    /// clock before the test offset; `roll` feeds probabilistic fault rules.
+    pub fn handle(
+        &mut self,
+        raw_query: &str,
+        now: Duration,
+        system_unix: i64,
+        roll: &mut dyn FnMut() -> f64,
+    ) -> Reply {
+        let at_ms = self.records.arrive(now);
+        let q = verify::parse_query(raw_query);
+        let one = |p: &Param| match p {
+            Param::One(v) => Some(v.clone()),
+            _ => None,
+        };
+        let mut record = CallRecord {
+            at_ms,
+            app_id: None,
+            room_id: one(&q.room_id),
+            user_ids: q.user_ids.clone(),
+            reason: one(&q.reason),
+            code: None,
+            http_status: None,
+        };
+        let clock = system_unix.saturating_add(self.clock_offset_secs);
+        let app_id = match verify::check_auth(&q, self.app_id, &self.secret, clock) {
+            Ok(app_id) => app_id,
+            Err(code) => return self.finish(record, Answer::Code(code), Duration::ZERO),
+        };
+        record.app_id = Some(app_id);
+        // Every authenticated request counts, refused ones included: the
+        // vendor's limit is on requests, not on successes.
+        let in_window = self.rate_window.record(now);
+        if self.rate_limit > 0 && in_window > self.rate_limit as usize {
+            return self.finish(record, Answer::RateLimited, Duration::ZERO);
+        }
+        let call = match verify::check_call(&q) {
+            Ok(call) => call,
+            Err(code) => return self.finish(record, Answer::Code(code), Duration::ZERO),
+        };
+        let plan = faults::plan(
+            &self.faults,
+            &mut self.fault_matches,
+            &call.room_id,
+            &call.user_ids,
+            roll,
+        );
+        let answer = match plan.terminal {
+            Some(Terminal::Code(code)) => Answer::Code(code),
+            Some(Terminal::Http500) => Answer::Http500,
+            Some(Terminal::Hang) => Answer::Hang,
+            Some(Terminal::Reset) => Answer::Reset,
+            None if plan.absent => Answer::Code(USER_NOT_IN_ROOM),
+            None => {
+                self.records
+                    .kick(&call.room_id, &call.user_ids, call.reason.as_deref());
+                Answer::Code(OK)
+            }
+        };
+        self.finish(record, answer, plan.latency)
+    }
+
+    fn finish(&mut self, mut record: CallRecord, answer: Answer, latency: Duration) -> Reply {
+        let outcome = match answer {
+            Answer::Code(code) => self.json(code),
+            Answer::RateLimited => self.json(verify::RATE_LIMITED),
+            Answer::Http500 => Outcome::Http500,
+            Answer::Hang => Outcome::Hang,
+            Answer::Reset => Outcome::Reset,
+        };
+        (record.code, record.http_status) = match &outcome {
+            Outcome::Json { code, .. } => (Some(*code), Some(200)),
+            Outcome::Http500 => (None, Some(500)),
+            Outcome::Hang | Outcome::Reset => (None, None),
+        };
+        self.records.record(record, answer);
+        Reply { latency, outcome }
+    }
+
+    fn json(&mut self, code: i64) -> Outcome {
+        self.request_seq += 1;
+        Outcome::Json {
+            code,
+            request_id: format!("mock-{}-{:08}", self.request_prefix, self.request_seq),
+        }
+    }
+
+    /// Replaces the fault rules and restarts their match counts.
+    pub fn set_faults(&mut self, rules: Vec<FaultRule>) {
+        self.fault_matches = vec![0; rules.len()];
+        self.faults = rules;
+    }
+
+    /// Replaces the ServerSecret calls are verified against.
+    pub fn set_secret(&mut self, secret: Secret) {
+        self.secret = secret;
+    }
+
+    /// Sets the offset added to the system clock for the timestamp check.
+    pub fn set_clock_offset(&mut self, secs: i64) {
+        self.clock_offset_secs = secs;
+    }
+
+    /// Sets the requests allowed per sliding second; 0 is unlimited.
+    pub fn set_rate_limit(&mut self, per_sec: u32) {
+        self.rate_limit = per_sec;
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.records.counters()
+    }
+
+    /// The call and kick log.
+    pub fn log(&self) -> &CallLog {
+        self.records.log()
+    }
+
+    /// Forgets calls, kicks, counters, the rate window and the fault rules'
+    /// match counts; keeps the configuration and the rules.
+    pub fn reset(&mut self) {
+        self.records.reset();
+        self.rate_window.clear();
+        self.fault_matches.iter_mut().for_each(|m| *m = 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock_zego::faults::FaultEffect;
+    use crate::zego::signature;
+
+    const APP: u32 = 1234567890;
+    const NOW: i64 = 1_700_000_000;
+
+    fn config(rate_limit: u32, faults: Vec<FaultRule>) -> MockConfig {
+        MockConfig {
+            app_id: APP,
+            secret: Secret::new("s3cret"),
+            rate_limit,
+            faults,
+            clock_offset_secs: 0,
+        }
+    }
+
+    fn signed(room: &str, users: &[&str], secret: &str, ts: i64) -> String {
+        let nonce = "0011223344556677";
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("Action", "KickoutUser")
+            .append_pair("AppId", &APP.to_string())
+            .append_pair("SignatureNonce", nonce)
+            .append_pair("Timestamp", &ts.to_string())
+            .append_pair(
+                "Signature",
+                &signature(APP, nonce, &Secret::new(secret), ts),
+            )
+            .append_pair("SignatureVersion", "2.0")
+            .append_pair("RoomId", room);
+        for u in users {
+            q.append_pair("UserId[]", u);
+        }
+        q.finish()
+    }
+
+    fn code(reply: &Reply) -> Option<i64> {
+        match &reply.outcome {
+            Outcome::Json { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    fn at(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn pipeline_table() {
+        let faults = vec![
+            FaultRule::new("slow-*", FaultEffect::LatencyMs(250)),
+            FaultRule::new("bad-*", FaultEffect::Code(2)),
+            FaultRule::new("boom-*", FaultEffect::Http500),
+            FaultRule::new("hang-*", FaultEffect::Hang),
+            FaultRule::new("reset-*", FaultEffect::Reset),
+            FaultRule::new("*", FaultEffect::AbsentUsers("ghost-*".into())),
+        ];
+        let mut e = Engine::new(&config(0, faults));
+        let json = |c| Outcome::Json {
+            code: c,
+            request_id: String::new(),
+        };
+        let cases: Vec<(&str, String, Outcome, u64)> = vec![
+            ("kick", signed("r", &["a", "b"], "s3cret", NOW), json(0), 0),
+            (
+                "wrong secret",
+                signed("r", &["a"], "other", NOW),
+                json(100000005),
+                0,
+            ),
+            (
+                "stale",
+                signed("r", &["a"], "s3cret", NOW - 660),
+                json(100000004),
+                0,
+            ),
+            (
+                "six users",
+                signed("r", &["1", "2", "3", "4", "5", "6"], "s3cret", NOW),
+                json(50011),
+                0,
+            ),
+            (
+                "slow kick",
+                signed("slow-1", &["c"], "s3cret", NOW),
+                json(0),
+                250,
+            ),
+            (
+                "fixed code",
+                signed("bad-1", &["d"], "s3cret", NOW),
+                json(2),
+                0,
+            ),
+            (
+                "slow and bad",
+                signed("slow-bad-1", &["d"], "s3cret", NOW),
+                json(0),
+                250,
+            ),
+            (
+                "http 500",
+                signed("boom-1", &["e"], "s3cret", NOW),
+                Outcome::Http500,
+                0,
+            ),
+            (
+                "hang",
+                signed("hang-1", &["e"], "s3cret", NOW),
+                Outcome::Hang,
+                0,
+            ),
+            (
+                "reset",
+                signed("reset-1", &["e"], "s3cret", NOW),
+                Outcome::Reset,
+                0,
+            ),
+            (
+                "absent",
+                signed("r", &["f", "ghost-1"], "s3cret", NOW),
+                json(50002),
+                0,
+            ),
+            ("no query", String::new(), json(100000006), 0),
+        ];
+        for (i, (name, query, want, latency)) in cases.iter().enumerate() {
+            let reply = e.handle(query, at(i as u64 * 10), NOW, &mut || 0.0);
+            let got = match reply.outcome {
+                Outcome::Json { code, .. } => json(code),
+                other => other,
+            };
+            assert_eq!(&got, want, "{name}");
+            assert_eq!(reply.latency, at(*latency), "{name}");
+        }
+        let kicked: Vec<(String, String)> = e
+            .log()
+            .kicked
+            .iter()
+            .map(|k| (k.room_id.clone(), k.user_id.clone()))
+            .collect();
+        let pair = |r: &str, u: &str| (r.to_owned(), u.to_owned());
+        assert_eq!(
+            kicked,
+            [
+                pair("r", "a"),
+                pair("r", "b"),
+                pair("slow-1", "c"),
+                pair("slow-bad-1", "d")
+            ]
+        );
+        let calls = &e.log().calls;
+        assert_eq!(calls.len(), cases.len());
+        assert_eq!(
+            calls[1].app_id, None,
+            "a failed signature has no verified AppId"
+        );
+        assert_eq!(calls[0].app_id, Some(APP));
+        assert_eq!((calls[7].code, calls[7].http_status), (None, Some(500)));
+        assert_eq!((calls[8].code, calls[8].http_status), (None, None));
+        let c = e.counters();
+        assert_eq!((c.calls, c.http_errors, c.hangs, c.resets), (12, 1, 1, 1));
+        assert_eq!(c.by_code.get(&0), Some(&3));
+    }
+
+    #[test]
+    fn rate_limit_counts_every_authenticated_request_in_a_sliding_second() {
+        let mut e = Engine::new(&config(3, vec![]));
+        let ok = signed("r", &["a"], "s3cret", NOW);
+        let bad = signed("r", &["a"], "wrong", NOW);
+        let mut codes = Vec::new();
+        for (ms, q) in [
+            (0, &ok),
+            (100, &bad),
+            (200, &ok),
+            (300, &ok),
+            (400, &ok),
+            (1000, &ok),
+            (1250, &ok),
+            (1301, &ok),
+        ] {
+            codes.push(code(&e.handle(q, at(ms), NOW, &mut || 0.0)).unwrap());
+        }
+        // 0, 200, 300 fill the window (the bad signature does not count); 400
+        // is the 4th in a second. Refused requests count too, so the window
+        // stays full: at 1000 it holds 200, 300, 400 and itself; at 1250, 300,
+        // 400, 1000 and itself; at 1301, 400, 1000, 1250 and itself.
+        assert_eq!(codes, [0, 100000005, 0, 0, 206, 206, 206, 206]);
+        assert_eq!(e.counters().rate_limited, 4);
+        e.set_rate_limit(0);
+        assert_eq!(code(&e.handle(&ok, at(1302), NOW, &mut || 0.0)), Some(0));
+    }
+
+    #[test]
+    fn setters_and_reset() {
+        let mut e = Engine::new(&config(0, vec![]));
+        let q = signed("r", &["a"], "s3cret", NOW);
+        e.set_clock_offset(11 * 60);
+        assert_eq!(
+            code(&e.handle(&q, at(0), NOW, &mut || 0.0)),
+            Some(100000004)
+        );
+        e.set_clock_offset(-11 * 60);
+        assert_eq!(
+            code(&e.handle(&q, at(1), NOW, &mut || 0.0)),
+            Some(100000004)
+        );
+        e.set_clock_offset(0);
+        e.set_secret(Secret::new("rotated"));
+        assert_eq!(
+            code(&e.handle(&q, at(2), NOW, &mut || 0.0)),
+            Some(100000005)
+        );
+        e.set_secret(Secret::new("s3cret"));
+        let mut flaky = FaultRule::new("*", FaultEffect::Code(1));
+        flaky.first = Some(1);
+        e.set_faults(vec![flaky]);
+        assert_eq!(code(&e.handle(&q, at(3), NOW, &mut || 0.0)), Some(1));
+        assert_eq!(code(&e.handle(&q, at(4), NOW, &mut || 0.0)), Some(0));
+        e.reset();
+        assert_eq!(e.counters(), Counters::default());
+        assert!(e.log().calls.is_empty());
+        assert_eq!(
+            code(&e.handle(&q, at(5), NOW, &mut || 0.0)),
+            Some(1),
+            "reset restarts first-N"
+        );
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let mut e = Engine::new(&config(0, vec![]));
+        let ids: std::collections::HashSet<String> = (0..100)
+            .map(|i| match e.handle("", at(i), NOW, &mut || 0.0).outcome {
+                Outcome::Json { request_id, .. } => request_id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids.len(), 100);
+    }
+}

@@ -1,0 +1,154 @@
+//! The strict stand-in for ZEGOCLOUD's KickoutUser API: configuration, the in-process handle for tests, and `serve` for `kickq mock-zego`.
+//!
+//! It answers what the vendor documents, in the vendor's order: common
+//! parameters and signature, the per-AppId rate limit (a strict sliding
+//! second), the call's own parameters, then scripted faults and room state.
+//! Control routes: `GET /_mock/state` (counters), `GET /_mock/calls` (calls
+//! and kicks), `POST /_mock/faults` (replace the rules, JSON array of
+//! [`FaultRule`]), `POST /_mock/reset`.
+
+mod conn;
+mod engine;
+pub mod fault_syntax;
+pub mod faults;
+mod server;
+pub mod state;
+pub mod verify;
+mod window;
+
+pub use fault_syntax::{parse_fault, FaultSyntaxError};
+pub use faults::{glob, FaultEffect, FaultRule};
+pub use state::{CallLog, CallRecord, Counters, Kicked};
+
+use crate::secret::Secret;
+use server::Shared;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// How the mock starts; every field but `app_id` can be changed while it runs.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// The one AppId it knows; any other answers 100000010.
+    pub app_id: u32,
+    /// That AppId's ServerSecret.
+    pub secret: Secret,
+    /// Authenticated requests allowed in any sliding second; more answer 206.
+    /// 0 means unlimited.
+    pub rate_limit: u32,
+    /// Scripted faults, applied in order.
+    pub faults: Vec<FaultRule>,
+    /// Seconds added to the system clock for the 10-minute timestamp check.
+    pub clock_offset_secs: i64,
+}
+
+/// A running mock. The server stops when [`MockZego::shutdown`] is awaited,
+/// or in the background when the handle is dropped.
+pub struct MockZego {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    /// `None` only after `shutdown` took it.
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl MockZego {
+    /// Binds `addr` (port 0 picks a free port) and serves in a spawned task.
+    pub async fn start(cfg: MockConfig, addr: SocketAddr) -> std::io::Result<MockZego> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(&cfg));
+        let token = shared.shutdown.clone();
+        let task = tokio::spawn(server::run(
+            shared.clone(),
+            listener,
+            token.cancelled_owned(),
+        ));
+        Ok(MockZego {
+            shared,
+            addr,
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://` plus the bound address, e.g. `http://127.0.0.1:40123`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces the fault rules and restarts their match counts.
+    pub fn set_faults(&self, rules: Vec<FaultRule>) {
+        self.shared.engine().set_faults(rules);
+    }
+
+    /// Replaces the ServerSecret requests are verified against.
+    pub fn set_secret(&self, s: Secret) {
+        self.shared.engine().set_secret(s);
+    }
+
+    /// Sets the offset added to the system clock for the timestamp check.
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.shared.engine().set_clock_offset(secs);
+    }
+
+    /// Sets the requests allowed per sliding second; 0 is unlimited.
+    pub fn set_rate_limit(&self, per_sec: u32) {
+        self.shared.engine().set_rate_limit(per_sec);
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.engine().counters()
+    }
+
+    /// Every call so far, in the order decided.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.shared.engine().log().calls.clone()
+    }
+
+    /// Every kicked user so far, in order.
+    pub fn kicked(&self) -> Vec<Kicked> {
+        self.shared.engine().log().kicked.clone()
+    }
+
+    /// Forgets calls, kicks, counters, the rate window and fault match counts.
+    pub fn reset(&self) {
+        self.shared.engine().reset();
+    }
+
+    /// Stops accepting, releases hanging calls, and waits for the server to end.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "mock-zego server ended with an error")
+                }
+                Err(err) => tracing::warn!(error = %err, "mock-zego server task failed"),
+            }
+        }
+    }
+}
+
+impl Drop for MockZego {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+/// Serves the mock on `listener` until `shutdown` resolves, then stops
+/// gracefully (hanging calls are released).
+pub async fn serve(
+    cfg: MockConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::run(Arc::new(Shared::new(&cfg)), listener, shutdown).await
+}

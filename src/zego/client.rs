@@ -1,0 +1,512 @@
+//! The HTTP client for KickoutUser: builds the signed request, sends it once, and turns the answer into an `ApiReply` or a `TransportError`.
+//!
+//! Nothing this file returns or logs may carry the request URL: it holds the
+//! signature, which authorises calls for ten minutes.
+
+use super::sign::{new_nonce, signature};
+use crate::secret::Secret;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use url::{Host, Url};
+
+/// Largest response body read. The API's JSON answer is under a kilobyte; a
+/// larger body is not that answer, and reading it all would let a broken
+/// gateway make the worker buffer megabytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The setting that names the base URL, quoted in build errors.
+const API_URL_SETTING: &str = "ZEGO_API_URL";
+
+/// Everything [`ZegoClient::new`] needs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL such as `https://rtc-api.zego.im`. Must be `https://`, or
+    /// `http://` to a loopback host (the in-process mock); no query, fragment
+    /// or user info.
+    pub base_url: String,
+    /// AppId every call is signed for.
+    pub app_id: u32,
+    /// ServerSecret the calls are signed with.
+    pub secret: Secret,
+    /// Longest wait for the TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for a whole call, connection through body.
+    pub total_timeout: Duration,
+}
+
+/// Why a client could not be built. `Display` names the setting and never
+/// holds the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientBuildError {
+    /// The base URL is unusable.
+    #[error("{API_URL_SETTING} is invalid: {0}")]
+    BaseUrl(String),
+    /// The HTTP stack refused its configuration.
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// A KickoutUser client. Cloning is cheap and clones share one connection pool.
+#[derive(Clone)]
+pub struct ZegoClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// The base URL with a path ending in `/` and no query: the request URL is
+    /// this plus the query.
+    endpoint: Url,
+    app_id: u32,
+    secret: Secret,
+}
+
+impl std::fmt::Debug for ZegoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZegoClient")
+            .field("endpoint", &self.inner.endpoint.as_str())
+            .field("app_id", &self.inner.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one call, with when it started and how long it took.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    /// The API's answer, or why there was none.
+    pub result: Result<ApiReply, TransportError>,
+    /// Wall-clock time the call was signed and sent (its `Timestamp`).
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Time from signing to the end of the body or the failure, from a
+    /// monotonic clock.
+    pub latency: Duration,
+}
+
+/// The API's answer: an HTTP 200 whose body is the JSON
+/// `{"Code", "Message", "RequestId"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiReply {
+    /// Return code; 0 is success.
+    pub code: i64,
+    /// The API's text for the code (may be empty).
+    pub message: String,
+    /// The API's id for the request, for vendor support (may be empty).
+    pub request_id: String,
+    /// Always 200: anything else is a [`TransportError`].
+    pub http_status: u16,
+}
+
+/// No API answer was obtained. Neither `Display` nor `Debug` ever holds the
+/// URL, the signature or the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The connect or total timeout elapsed.
+    #[error("timed out")]
+    Timeout,
+    /// No connection could be made.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// An HTTP status other than 200 and not a redirect.
+    #[error("HTTP status {0}")]
+    HttpStatus(u16),
+    /// HTTP 200 (or the given status) with a body that is not the API's JSON.
+    #[error("HTTP {http_status} body is not the API's JSON answer")]
+    NotJson {
+        /// Status of the response.
+        http_status: u16,
+    },
+    /// A 3xx. Never followed: following would resend the signed URL to
+    /// wherever the `Location` points.
+    #[error("HTTP redirect {0} refused")]
+    Redirect(u16),
+    /// The connection failed mid-call (reset, closed early, protocol error).
+    #[error("request failed: {0}")]
+    Other(String),
+}
+
+/// Installs rustls' ring crypto provider for the process. reqwest is built
+/// without a provider, so this must run before the first client is built.
+/// Idempotent: a second call, or one after another provider was installed,
+/// changes nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The wire shape of the API's answer.
+#[derive(serde::Deserialize)]
+struct WireReply {
+    #[serde(rename = "Code")]
+    code: i64,
+    #[serde(rename = "Message", default)]
+    message: String,
+    #[serde(rename = "RequestId", default)]
+    request_id: String,
+}
+
+impl ZegoClient {
+    /// Validates the base URL and builds the HTTP client (no redirects, the
+    /// given timeouts). Installs the crypto provider.
+    pub fn new(cfg: ClientConfig) -> Result<Self, ClientBuildError> {
+        install_crypto_provider();
+        let (endpoint, loopback_http) = endpoint(&cfg.base_url)?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.total_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("kickq/", env!("CARGO_PKG_VERSION")));
+        if loopback_http {
+            // A proxy would see the signed URL in clear, and a loopback
+            // target never needs one.
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientBuildError::Http(error_chain(e)))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                endpoint,
+                app_id: cfg.app_id,
+                secret: cfg.secret,
+            }),
+        })
+    }
+
+    /// The AppId calls are signed for.
+    pub fn app_id(&self) -> u32 {
+        self.inner.app_id
+    }
+
+    /// Sends one KickoutUser call, signed now with a fresh nonce. Sends
+    /// `user_ids` as given, even more than the API's limit (the API answers
+    /// 50011). Never retries; the caller classifies the result.
+    pub async fn kickout(
+        &self,
+        room_id: &str,
+        user_ids: &[String],
+        reason: Option<&str>,
+    ) -> CallResult {
+        let started_at = chrono::Utc::now();
+        let clock = Instant::now();
+        let url = self.signed_url(room_id, user_ids, reason, started_at.timestamp());
+        let result = self.send(url).await;
+        let latency = clock.elapsed();
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(reply) => tracing::debug!(
+                room = room_id,
+                users = user_ids.len(),
+                code = reply.code,
+                latency_ms,
+                "KickoutUser answered"
+            ),
+            Err(err) => tracing::debug!(
+                room = room_id,
+                users = user_ids.len(),
+                error = %err,
+                latency_ms,
+                "KickoutUser failed"
+            ),
+        }
+        CallResult {
+            result,
+            started_at,
+            latency,
+        }
+    }
+
+    fn signed_url(
+        &self,
+        room_id: &str,
+        user_ids: &[String],
+        reason: Option<&str>,
+        timestamp: i64,
+    ) -> Url {
+        let app_id = self.inner.app_id;
+        let nonce = new_nonce();
+        let sig = signature(app_id, &nonce, &self.inner.secret, timestamp);
+        let mut url = self.inner.endpoint.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("Action", "KickoutUser")
+                .append_pair("AppId", &app_id.to_string())
+                .append_pair("SignatureNonce", &nonce)
+                .append_pair("Timestamp", &timestamp.to_string())
+                .append_pair("Signature", &sig)
+                .append_pair("SignatureVersion", "2.0")
+                .append_pair("RoomId", room_id);
+            for user in user_ids {
+                q.append_pair("UserId[]", user);
+            }
+            if let Some(reason) = reason {
+                q.append_pair("CustomReason", reason);
+            }
+        }
+        url
+    }
+
+    async fn send(&self, url: Url) -> Result<ApiReply, TransportError> {
+        let mut response = self
+            .inner
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(TransportError::Redirect(status.as_u16()));
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(TransportError::HttpStatus(status.as_u16()));
+        }
+        let http_status = status.as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(TransportError::NotJson { http_status });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let wire: WireReply =
+            serde_json::from_slice(&body).map_err(|_| TransportError::NotJson { http_status })?;
+        Ok(ApiReply {
+            code: wire.code,
+            message: wire.message,
+            request_id: wire.request_id,
+            http_status,
+        })
+    }
+}
+
+/// Validates the base URL and turns it into the request endpoint; the flag
+/// says it is plain HTTP to loopback.
+fn endpoint(base: &str) -> Result<(Url, bool), ClientBuildError> {
+    let bad = |why: &str| ClientBuildError::BaseUrl(why.to_owned());
+    let mut url = Url::parse(base.trim())
+        .map_err(|e| ClientBuildError::BaseUrl(format!("not a URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not hold user info"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not hold a query or fragment"));
+    }
+    let loopback_http = match url.scheme() {
+        "https" => false,
+        "http" if url.host().as_ref().is_some_and(is_loopback) => true,
+        "http" => {
+            return Err(bad(
+                "plain http:// is allowed only to a loopback host; use https://",
+            ))
+        }
+        other => {
+            return Err(ClientBuildError::BaseUrl(format!(
+                "scheme {other}:// is not https://"
+            )))
+        }
+    };
+    if url.host().is_none() {
+        return Err(bad("has no host"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok((url, loopback_http))
+}
+
+fn is_loopback(host: &Host<&str>) -> bool {
+    match host {
+        Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        Host::Ipv4(ip) => Ipv4Addr::is_loopback(ip),
+        Host::Ipv6(ip) => Ipv6Addr::is_loopback(ip),
+    }
+}
+
+/// Maps a reqwest error without its URL.
+fn transport_error(err: reqwest::Error) -> TransportError {
+    if err.is_timeout() {
+        TransportError::Timeout
+    } else if err.is_connect() {
+        TransportError::Connect(error_chain(err))
+    } else {
+        TransportError::Other(error_chain(err))
+    }
+}
+
+/// The error and its sources as one line. reqwest's own `Display` ends with
+/// the URL, so it is stripped first; the sources (hyper, io) never hold one.
+fn error_chain(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(base: &str) -> ClientConfig {
+        ClientConfig {
+            base_url: base.into(),
+            app_id: 1234567890,
+            secret: Secret::new("0123456789abcdef0123456789abcdef"),
+            connect_timeout: Duration::from_secs(1),
+            total_timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn base_url_table() {
+        let accepted = [
+            ("https://rtc-api.zego.im", "https://rtc-api.zego.im/"),
+            (
+                "https://rtc-api-sha.zego.im/",
+                "https://rtc-api-sha.zego.im/",
+            ),
+            ("https://gw.example/zego", "https://gw.example/zego/"),
+            ("http://127.0.0.1:8085", "http://127.0.0.1:8085/"),
+            ("http://127.9.9.9", "http://127.9.9.9/"),
+            ("http://[::1]:9", "http://[::1]:9/"),
+            ("http://localhost:1", "http://localhost:1/"),
+            ("http://LOCALHOST:1", "http://localhost:1/"),
+        ];
+        for (base, want) in accepted {
+            let (url, _) = endpoint(base).unwrap_or_else(|e| panic!("{base}: {e}"));
+            assert_eq!(url.as_str(), want);
+        }
+        let rejected = [
+            "http://rtc-api.zego.im",
+            "http://10.0.0.1",
+            "http://128.0.0.1",
+            "http://localhost.evil.example",
+            "http://[::2]",
+            "ftp://127.0.0.1",
+            "file:///etc/passwd",
+            "rtc-api.zego.im",
+            "",
+            "https://user:pw@rtc-api.zego.im",
+            "https://rtc-api.zego.im/?Action=x",
+            "https://rtc-api.zego.im/#f",
+        ];
+        for base in rejected {
+            let err = endpoint(base).expect_err(base).to_string();
+            assert!(err.starts_with("ZEGO_API_URL is invalid"), "{base}: {err}");
+        }
+    }
+
+    #[test]
+    fn query_is_encoded_pair_by_pair() {
+        let client = ZegoClient::new(config("http://127.0.0.1:1")).unwrap();
+        let users = vec!["a&UserId[]=victim".to_owned(), "é 漢+%#;=".to_owned()];
+        let url = client.signed_url("r&RoomId=x", &users, Some("spam & more"), 1700000000);
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "Action",
+                "AppId",
+                "SignatureNonce",
+                "Timestamp",
+                "Signature",
+                "SignatureVersion",
+                "RoomId",
+                "UserId[]",
+                "UserId[]",
+                "CustomReason"
+            ]
+        );
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap()
+        };
+        assert_eq!(get("RoomId"), "r&RoomId=x");
+        assert_eq!(pairs[7].1, users[0]);
+        assert_eq!(pairs[8].1, users[1]);
+        assert_eq!(get("CustomReason"), "spam & more");
+        let nonce = get("SignatureNonce");
+        let secret = Secret::new("0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            get("Signature"),
+            signature(1234567890, nonce, &secret, 1700000000)
+        );
+        assert_eq!(
+            url.fragment(),
+            None,
+            "a # in a value must not start a fragment"
+        );
+        let again = client.signed_url("r", &users, None, 1700000000);
+        assert!(
+            !again.as_str().contains(nonce),
+            "every call gets a fresh nonce"
+        );
+        assert!(!again.as_str().contains("CustomReason"));
+    }
+
+    #[test]
+    fn no_error_text_carries_secret_or_signature() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let errors: Vec<Box<dyn std::fmt::Debug>> = vec![
+            Box::new(TransportError::Timeout),
+            Box::new(TransportError::Connect("tcp connect error".into())),
+            Box::new(TransportError::HttpStatus(500)),
+            Box::new(TransportError::NotJson { http_status: 200 }),
+            Box::new(TransportError::Redirect(302)),
+            Box::new(TransportError::Other("connection closed".into())),
+            Box::new(ClientBuildError::BaseUrl("x".into())),
+            Box::new(ClientBuildError::Http("x".into())),
+            Box::new(ZegoClient::new(config("http://127.0.0.1:1")).unwrap()),
+            Box::new(config("http://127.0.0.1:1")),
+        ];
+        for e in errors {
+            let text = format!("{e:?}");
+            assert!(!text.contains(secret), "{text}");
+            assert!(!text.contains("Signature"), "{text}");
+        }
+        for e in [
+            TransportError::Timeout,
+            TransportError::Connect("c".into()),
+            TransportError::HttpStatus(500),
+            TransportError::NotJson { http_status: 200 },
+            TransportError::Redirect(302),
+            TransportError::Other("o".into()),
+        ] {
+            let text = e.to_string();
+            assert!(
+                !text.contains(secret) && !text.contains("Signature"),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn reqwest_errors_lose_their_url() {
+        // A port nobody listens on: bind, note the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = ZegoClient::new(config(&format!("http://127.0.0.1:{port}"))).unwrap();
+        let call = client.kickout("room", &["u".into()], Some("why")).await;
+        let err = call.result.expect_err("nothing listens on the port");
+        assert!(matches!(err, TransportError::Connect(_)), "{err:?}");
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("Signature"), "{text}");
+            assert!(!text.contains("0123456789abcdef"), "{text}");
+            assert!(!text.contains("KickoutUser"), "{text}");
+            assert!(!text.contains("127.0.0.1"), "{text}");
+        }
+    }
+}
