@@ -60,7 +60,10 @@ impl ZegoArgs {
     pub fn credentials(&self) -> Result<Credentials, ConfigError> {
         let raw = self.app_id.as_deref().ok_or(ConfigError::Missing("ZEGO_APP_ID"))?;
         let app_id = parse_app_id(raw)?;
-        let secret = read_secret(std::env::var(SECRET_ENV).ok(), std::env::var_os(SECRET_FILE_ENV).map(PathBuf::from))?;
+        let secret = read_secret(
+            std::env::var(SECRET_ENV).ok(),
+            std::env::var_os(SECRET_FILE_ENV).map(PathBuf::from),
+        )?;
         Ok(Credentials { app_id, secret })
     }
 }
@@ -121,7 +124,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(raw.len());
     let (number, unit) = raw.split_at(split);
-    let n: f64 = number.parse().map_err(|_| format!("{raw:?} is not a duration like 500ms, 10s, 5m, 2h or 90d"))?;
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 500ms, 10s, 5m, 2h or 90d"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -166,12 +171,17 @@ mod tests {
     #[test]
     fn secret_sources() {
         assert_eq!(read_secret(Some("s3".into()), None).unwrap().expose(), "s3");
-        assert!(read_secret(None, None).unwrap_err().to_string().contains("ZEGO_SERVER_SECRET"));
+        assert!(read_secret(None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("ZEGO_SERVER_SECRET"));
         assert!(read_secret(Some(String::new()), None).is_err());
         let dir = std::env::temp_dir().join(format!("kickq-secret-{}", std::process::id()));
         std::fs::write(&dir, "from-file\n").unwrap();
         assert_eq!(read_secret(None, Some(dir.clone())).unwrap().expose(), "from-file");
-        let both = read_secret(Some("x".into()), Some(dir.clone())).unwrap_err().to_string();
+        let both = read_secret(Some("x".into()), Some(dir.clone()))
+            .unwrap_err()
+            .to_string();
         assert!(both.contains("not both"), "{both}");
         std::fs::remove_file(&dir).unwrap();
         let missing = read_secret(None, Some(dir)).unwrap_err().to_string();

@@ -26,11 +26,21 @@ pub const DEFAULT_HALT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// unit tests.
 pub trait KickApi: Send + Sync + 'static {
     /// One KickoutUser call.
-    fn kickout(&self, room_id: &str, user_ids: &[String], reason: Option<&str>) -> impl Future<Output = CallResult> + Send;
+    fn kickout(
+        &self,
+        room_id: &str,
+        user_ids: &[String],
+        reason: Option<&str>,
+    ) -> impl Future<Output = CallResult> + Send;
 }
 
 impl KickApi for ZegoClient {
-    fn kickout(&self, room_id: &str, user_ids: &[String], reason: Option<&str>) -> impl Future<Output = CallResult> + Send {
+    fn kickout(
+        &self,
+        room_id: &str,
+        user_ids: &[String],
+        reason: Option<&str>,
+    ) -> impl Future<Output = CallResult> + Send {
         ZegoClient::kickout(self, room_id, user_ids, reason)
     }
 }
@@ -68,13 +78,27 @@ fn deferred(chunk: Chunk<Arc<Job>>) -> ChunkOutcome {
         users: chunk
             .users
             .into_iter()
-            .map(|u| user_result(u, Disposition::Halt, None, None, "held past the hold limit while halted"))
+            .map(|u| {
+                user_result(
+                    u,
+                    Disposition::Halt,
+                    None,
+                    None,
+                    "held past the hold limit while halted",
+                )
+            })
             .collect(),
         calls: Vec::new(),
     }
 }
 
-fn user_result(u: ChunkUser<Arc<Job>>, disposition: Disposition, code: Option<i64>, request_id: Option<&str>, detail: &str) -> UserResult {
+fn user_result(
+    u: ChunkUser<Arc<Job>>,
+    disposition: Disposition,
+    code: Option<i64>,
+    request_id: Option<&str>,
+    detail: &str,
+) -> UserResult {
     UserResult {
         user_id: u.user_id,
         waiters: u.waiters,
@@ -103,7 +127,12 @@ pub fn disposition_label(d: Disposition) -> &'static str {
 /// Calls the API for a chunk (its token is already spent) and for any split
 /// or shrunk sub-chunks (each pays its own token), and says what became of
 /// every user.
-pub async fn execute<A: KickApi>(api: &A, gate: &Gate, chunk: Chunk<Arc<Job>>, halt_log_interval: Duration) -> ChunkOutcome {
+pub async fn execute<A: KickApi>(
+    api: &A,
+    gate: &Gate,
+    chunk: Chunk<Arc<Job>>,
+    halt_log_interval: Duration,
+) -> ChunkOutcome {
     let key = chunk.key;
     let app = key.app_id;
     let mut work: VecDeque<Vec<ChunkUser<Arc<Job>>>> = VecDeque::from([chunk.users]);
@@ -113,7 +142,11 @@ pub async fn execute<A: KickApi>(api: &A, gate: &Gate, chunk: Chunk<Arc<Job>>, h
     while let Some(group) = work.pop_front() {
         if !paid && gate.acquire(app).await.is_none() {
             // Halted while splitting: these users wait for the halt to end.
-            users.extend(group.into_iter().map(|u| user_result(u, Disposition::Halt, None, None, "halted before this call")));
+            users.extend(
+                group
+                    .into_iter()
+                    .map(|u| user_result(u, Disposition::Halt, None, None, "halted before this call")),
+            );
             continue;
         }
         paid = false;
@@ -123,7 +156,13 @@ pub async fn execute<A: KickApi>(api: &A, gate: &Gate, chunk: Chunk<Arc<Job>>, h
         crate::metrics::calls_in_flight(-1.0);
         let disposition = classify(&call.result, ids.len());
         let (code, message, request_id, http_status, transport) = match &call.result {
-            Ok(r) => (Some(r.code), Some(r.message.clone()), Some(r.request_id.clone()), Some(r.http_status), None),
+            Ok(r) => (
+                Some(r.code),
+                Some(r.message.clone()),
+                Some(r.request_id.clone()),
+                Some(r.http_status),
+                None,
+            ),
             Err(e) => (None, None, None, None, Some(e.to_string())),
         };
         let attempt = group
@@ -156,14 +195,23 @@ pub async fn execute<A: KickApi>(api: &A, gate: &Gate, chunk: Chunk<Arc<Job>>, h
         if code.is_some() && disposition != Disposition::Halt {
             // Any verdict past authentication proves the credentials and clock are good again.
             if let Some(h) = gate.with(app, |b| b.resume()) {
-                tracing::info!(app_id = app, code = h.code, halted_for_s = (now - h.since).as_secs(), "API accepts calls again; resuming");
+                tracing::info!(
+                    app_id = app,
+                    code = h.code,
+                    halted_for_s = (now - h.since).as_secs(),
+                    "API accepts calls again; resuming"
+                );
             }
         }
         match disposition {
             Disposition::SplitUsers => work.extend(group.into_iter().map(|u| vec![u])),
             Disposition::ShrinkChunk => {
                 let size = gate.with(app, |b| b.shrink());
-                tracing::warn!(app_id = app, chunk_size = size, "API says the user list is too long (50011); calls now carry fewer users");
+                tracing::warn!(
+                    app_id = app,
+                    chunk_size = size,
+                    "API says the user list is too long (50011); calls now carry fewer users"
+                );
                 let mut rest = group.into_iter().peekable();
                 while rest.peek().is_some() {
                     work.push_back(rest.by_ref().take(size).collect());
@@ -171,10 +219,8 @@ pub async fn execute<A: KickApi>(api: &A, gate: &Gate, chunk: Chunk<Arc<Job>>, h
             }
             other => {
                 match other {
-                    Disposition::RateLimited => {
-                        if gate.with(app, |b| b.slow_down(now)) {
-                            tracing::warn!(app_id = app, code, "rate-limit answer; slowing this AppId down");
-                        }
+                    Disposition::RateLimited if gate.with(app, |b| b.slow_down(now)) => {
+                        tracing::warn!(app_id = app, code, "rate-limit answer; slowing this AppId down");
                     }
                     Disposition::Halt => {
                         let c = code.unwrap_or_default();
@@ -188,7 +234,11 @@ pub async fn execute<A: KickApi>(api: &A, gate: &Gate, chunk: Chunk<Arc<Job>>, h
                     }
                     _ => {}
                 }
-                users.extend(group.into_iter().map(|u| user_result(u, other, code, request_id.as_deref(), &detail)));
+                users.extend(
+                    group
+                        .into_iter()
+                        .map(|u| user_result(u, other, code, request_id.as_deref(), &detail)),
+                );
             }
         }
     }
@@ -210,7 +260,12 @@ mod tests {
     }
 
     impl KickApi for Fake {
-        fn kickout(&self, _room: &str, users: &[String], _reason: Option<&str>) -> impl Future<Output = CallResult> + Send {
+        fn kickout(
+            &self,
+            _room: &str,
+            users: &[String],
+            _reason: Option<&str>,
+        ) -> impl Future<Output = CallResult> + Send {
             self.seen.lock().unwrap().push(users.to_vec());
             let result = (self.answer)(users).map(|code| ApiReply {
                 code,
@@ -271,11 +326,21 @@ mod tests {
     async fn user_not_in_room_splits_into_single_calls_each_paying_a_token() {
         let api = Fake {
             seen: Mutex::default(),
-            answer: |users| Ok(if users.len() > 1 { 50002 } else if users[0] == "ghost" { 50002 } else { 0 }),
+            answer: |users| {
+                Ok(if users.len() > 1 || users[0] == "ghost" {
+                    50002
+                } else {
+                    0
+                })
+            },
         };
         let gate = Gate::new(50, Duration::from_secs(30));
         let out = execute(&api, &gate, chunk(&["a", "ghost", "b"]), DEFAULT_HALT_LOG_INTERVAL).await;
-        assert_eq!(api.seen.lock().unwrap().len(), 4, "one call of three, then three of one");
+        assert_eq!(
+            api.seen.lock().unwrap().len(),
+            4,
+            "one call of three, then three of one"
+        );
         assert_eq!(
             dispositions(&out),
             vec![
@@ -294,7 +359,13 @@ mod tests {
             answer: |users| Ok(if users.len() > 2 { 50011 } else { 0 }),
         };
         let gate = Gate::new(50, Duration::from_secs(30));
-        let out = execute(&api, &gate, chunk(&["a", "b", "c", "d", "e"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(
+            &api,
+            &gate,
+            chunk(&["a", "b", "c", "d", "e"]),
+            DEFAULT_HALT_LOG_INTERVAL,
+        )
+        .await;
         assert_eq!(gate.with(1, |b| b.chunk_size()), 2);
         let sizes: Vec<usize> = api.seen.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![5, 2, 2, 1]);
@@ -334,7 +405,13 @@ mod tests {
             answer: |_| Err(TransportError::Timeout),
         };
         let out = execute(&api, &gate, chunk(&["a", "b"]), DEFAULT_HALT_LOG_INTERVAL).await;
-        assert!(out.users.iter().all(|u| matches!(u.disposition, Disposition::Retry(_)) && u.code.is_none()));
-        assert_eq!(out.calls[0].transport_error.as_deref(), Some(TransportError::Timeout.to_string().as_str()));
+        assert!(out
+            .users
+            .iter()
+            .all(|u| matches!(u.disposition, Disposition::Retry(_)) && u.code.is_none()));
+        assert_eq!(
+            out.calls[0].transport_error.as_deref(),
+            Some(TransportError::Timeout.to_string().as_str())
+        );
     }
 }

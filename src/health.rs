@@ -54,7 +54,8 @@ impl Health {
     /// The last ledger operation succeeded (or not). Ignored when the ledger is off.
     pub fn set_ledger_ok(&self, ok: bool) {
         if self.ledger.load(Ordering::Relaxed) != LEDGER_OFF {
-            self.ledger.store(if ok { LEDGER_OK } else { LEDGER_DOWN }, Ordering::Relaxed);
+            self.ledger
+                .store(if ok { LEDGER_OK } else { LEDGER_DOWN }, Ordering::Relaxed);
         }
     }
 
@@ -121,7 +122,9 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = router(health, metrics);
-    Ok((local, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }))
+    Ok((local, async move {
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    }))
 }
 
 #[cfg(test)]

@@ -246,19 +246,52 @@ mod tests {
             (r#"{"room_id":5,"user_ids":["a"]}"#.into(), "invalid type"),
             (r#"{"room_id":"r","user_ids":"a"}"#.into(), "invalid type"),
             (r#"{"room_id":"r","user_ids":[1]}"#.into(), "invalid type"),
-            (r#"{"room_id":"r","user_ids":["a"],"app_id":-1}"#.into(), "invalid value"),
-            (r#"{"room_id":"r","user_ids":["a"],"app_id":4294967296}"#.into(), "invalid value"),
-            (r#"{"room_id":"","user_ids":["a"]}"#.into(), "room_id must be 1 to 128 bytes, got 0"),
+            (
+                r#"{"room_id":"r","user_ids":["a"],"app_id":-1}"#.into(),
+                "invalid value",
+            ),
+            (
+                r#"{"room_id":"r","user_ids":["a"],"app_id":4294967296}"#.into(),
+                "invalid value",
+            ),
+            (
+                r#"{"room_id":"","user_ids":["a"]}"#.into(),
+                "room_id must be 1 to 128 bytes, got 0",
+            ),
             (format!(r#"{{"room_id":"{}","user_ids":["a"]}}"#, long(129)), "got 129"),
             (r#"{"room_id":"r","user_ids":[]}"#.into(), "user_ids is empty"),
-            (r#"{"room_id":"r","user_ids":[""]}"#.into(), "user_ids[0] must be 1 to 64 bytes, got 0"),
-            (format!(r#"{{"room_id":"r","user_ids":["a","{}"]}}"#, long(65)), "user_ids[1] must be 1 to 64 bytes, got 65"),
-            (r#"{"room_id":"r","user_ids":["a\nb"]}"#.into(), "user_ids[0] holds a control character"),
-            (r#"{"room_id":"r\u0000","user_ids":["a"]}"#.into(), "room_id holds a control character"),
-            (format!(r#"{{"room_id":"r","user_ids":["a"],"reason":"{}"}}"#, long(257)), "reason must be at most 256 bytes, got 257"),
-            (r#"{"room_id":"r","user_ids":["a"],"job_id":""}"#.into(), "job_id must be 1 to 128 bytes"),
-            (format!(r#"{{"room_id":"r","user_ids":["a"],"job_id":"{}"}}"#, long(129)), "job_id must be 1 to 128 bytes, got 129"),
-            (r#"{"room_id":"r","room_id":"s","user_ids":["a"]}"#.into(), "duplicate field"),
+            (
+                r#"{"room_id":"r","user_ids":[""]}"#.into(),
+                "user_ids[0] must be 1 to 64 bytes, got 0",
+            ),
+            (
+                format!(r#"{{"room_id":"r","user_ids":["a","{}"]}}"#, long(65)),
+                "user_ids[1] must be 1 to 64 bytes, got 65",
+            ),
+            (
+                r#"{"room_id":"r","user_ids":["a\nb"]}"#.into(),
+                "user_ids[0] holds a control character",
+            ),
+            (
+                r#"{"room_id":"r\u0000","user_ids":["a"]}"#.into(),
+                "room_id holds a control character",
+            ),
+            (
+                format!(r#"{{"room_id":"r","user_ids":["a"],"reason":"{}"}}"#, long(257)),
+                "reason must be at most 256 bytes, got 257",
+            ),
+            (
+                r#"{"room_id":"r","user_ids":["a"],"job_id":""}"#.into(),
+                "job_id must be 1 to 128 bytes",
+            ),
+            (
+                format!(r#"{{"room_id":"r","user_ids":["a"],"job_id":"{}"}}"#, long(129)),
+                "job_id must be 1 to 128 bytes, got 129",
+            ),
+            (
+                r#"{"room_id":"r","room_id":"s","user_ids":["a"]}"#.into(),
+                "duplicate field",
+            ),
         ];
         for (body, expected) in cases {
             let err = parse(body.as_bytes(), &limits()).expect_err(&body).to_string();
@@ -271,7 +304,10 @@ mod tests {
         let err = parse(b"{\"room_id\":\"\xff\",\"user_ids\":[\"a\"]}", &limits()).unwrap_err();
         assert!(matches!(err, InvalidJob::Malformed(_)), "{err}");
         let big = vec![b' '; MAX_MESSAGE_BYTES + 1];
-        assert_eq!(parse(&big, &limits()).unwrap_err(), InvalidJob::TooLarge(MAX_MESSAGE_BYTES + 1));
+        assert_eq!(
+            parse(&big, &limits()).unwrap_err(),
+            InvalidJob::TooLarge(MAX_MESSAGE_BYTES + 1)
+        );
     }
 
     #[test]
@@ -289,7 +325,9 @@ mod tests {
             validate(job(1001), &limits()).unwrap_err(),
             InvalidJob::TooManyUsers { count: 1001, max: 1000 }
         );
-        let small = Limits { max_users_per_message: 3 };
+        let small = Limits {
+            max_users_per_message: 3,
+        };
         assert!(validate(job(3), &small).is_ok());
         assert!(validate(job(4), &small).is_err());
         let edge = KickRequest {
@@ -311,7 +349,11 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_body() {
-        let job = parse(br#"{"room_id":"r","user_ids":["a"],"reason":"x","job_id":"j"}"#, &limits()).unwrap();
+        let job = parse(
+            br#"{"room_id":"r","user_ids":["a"],"reason":"x","job_id":"j"}"#,
+            &limits(),
+        )
+        .unwrap();
         let again = parse(&job.with_users(vec!["b".into()]).to_body(), &limits()).unwrap();
         assert_eq!(again.user_ids, vec!["b"]);
         assert_eq!(again.job_id.as_deref(), Some("j"));

@@ -67,9 +67,9 @@ impl LedgerError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             LedgerError::Unavailable(_) => true,
-            LedgerError::Migrate(
-                MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _),
-            ) => sqlx_unavailable(e),
+            LedgerError::Migrate(MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _)) => {
+                sqlx_unavailable(e)
+            }
             LedgerError::Migrate(_) | LedgerError::InvalidUrl(_) | LedgerError::Query(_) => false,
         }
     }
@@ -534,21 +534,9 @@ async fn insert_receipts(conn: &mut PgConnection, rows: &[ReceiptRow]) -> Result
         .bind(rows.iter().map(|r| pg_text(&r.job_id)).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| i64::from(r.app_id)).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| pg_text(&r.room_id)).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| pg_text_list(&r.user_ids))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| pg_opt_text(&r.reason))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| i64::from(r.attempts))
-                .collect::<Vec<_>>(),
-        )
+        .bind(rows.iter().map(|r| pg_text_list(&r.user_ids)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| pg_opt_text(&r.reason)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| i64::from(r.attempts)).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.redelivered).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.received_at).collect::<Vec<_>>())
         .execute(conn)
@@ -577,47 +565,15 @@ async fn insert_calls(conn: &mut PgConnection, rows: &[CallRow]) -> Result<u64, 
     let done = sqlx::query(SQL)
         .bind(rows.iter().map(|c| i64::from(c.app_id)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| pg_text(&c.room_id)).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|c| pg_text_list(&c.user_ids))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| pg_opt_text(&c.reason))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| i64::from(c.attempt))
-                .collect::<Vec<_>>(),
-        )
+        .bind(rows.iter().map(|c| pg_text_list(&c.user_ids)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| pg_opt_text(&c.reason)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| i64::from(c.attempt)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.code).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|c| pg_opt_text(&c.message))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| pg_opt_text(&c.request_id))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| c.http_status.map(i32::from))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| pg_opt_text(&c.transport_error))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| pg_interval(c.latency))
-                .collect::<Vec<_>>(),
-        )
+        .bind(rows.iter().map(|c| pg_opt_text(&c.message)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| pg_opt_text(&c.request_id)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.http_status.map(i32::from)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| pg_opt_text(&c.transport_error)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| pg_interval(c.latency)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.started_at).collect::<Vec<_>>())
         .execute(conn)
         .await?;
@@ -641,23 +597,11 @@ async fn insert_outcomes(conn: &mut PgConnection, rows: &[OutcomeRow]) -> Result
         .bind(rows.iter().map(|o| i64::from(o.app_id)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| pg_text(&o.room_id)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| pg_text(&o.user_id)).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|o| pg_opt_text(&o.reason))
-                .collect::<Vec<_>>(),
-        )
+        .bind(rows.iter().map(|o| pg_opt_text(&o.reason)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.outcome.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.code).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|o| pg_opt_text(&o.request_id))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|o| pg_opt_text(&o.detail))
-                .collect::<Vec<_>>(),
-        )
+        .bind(rows.iter().map(|o| pg_opt_text(&o.request_id)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|o| pg_opt_text(&o.detail)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.at).collect::<Vec<_>>())
         .execute(conn)
         .await?;
@@ -685,10 +629,7 @@ async fn select_done_users(
         .bind(users.iter().map(|u| pg_text(u)).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
-    let stored: HashSet<String> = rows
-        .iter()
-        .map(|r| r.try_get("user_id"))
-        .collect::<Result<_, _>>()?;
+    let stored: HashSet<String> = rows.iter().map(|r| r.try_get("user_id")).collect::<Result<_, _>>()?;
     // Report the caller's spelling, so `contains` on its own ids works even
     // for an id whose NUL was replaced when stored.
     Ok(users
@@ -716,8 +657,7 @@ fn history_sql(q: &HistoryQuery) -> QueryBuilder<'_, Postgres> {
     if let Some(since) = q.since {
         b.push(" AND at >= ").push_bind(since);
     }
-    b.push(" ORDER BY at DESC, id DESC LIMIT ")
-        .push_bind(q.limit.max(0));
+    b.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(q.limit.max(0));
     b
 }
 
@@ -734,9 +674,7 @@ fn history_row(row: &PgRow) -> Result<HistoryRow, sqlx::Error> {
         room_id: row.try_get("room_id")?,
         user_id: row.try_get("user_id")?,
         job_id: row.try_get("job_id")?,
-        outcome: outcome
-            .parse()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        outcome: outcome.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         code: row.try_get("code")?,
         request_id: row.try_get("request_id")?,
         reason: row.try_get("reason")?,
@@ -752,18 +690,13 @@ async fn select_applied_versions(pool: &PgPool) -> Result<HashSet<i64>, sqlx::Er
         .await
     {
         Ok(rows) => rows.iter().map(|r| r.try_get("version")).collect(),
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
-            Ok(HashSet::new())
-        }
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Ok(HashSet::new()),
         Err(e) => Err(e),
     }
 }
 
 /// Pruning of `job_receipts`, served by `job_receipts_received_at`.
-async fn delete_receipts_before(
-    conn: &mut PgConnection,
-    cutoff: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
+async fn delete_receipts_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("DELETE FROM job_receipts WHERE received_at < $1")
         .bind(cutoff)
         .execute(conn)
@@ -772,10 +705,7 @@ async fn delete_receipts_before(
 }
 
 /// Pruning of `api_calls`, served by `api_calls_started_at`.
-async fn delete_calls_before(
-    conn: &mut PgConnection,
-    cutoff: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
+async fn delete_calls_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("DELETE FROM api_calls WHERE started_at < $1")
         .bind(cutoff)
         .execute(conn)
@@ -784,10 +714,7 @@ async fn delete_calls_before(
 }
 
 /// Pruning of `user_outcomes`, served by `user_outcomes_at`.
-async fn delete_outcomes_before(
-    conn: &mut PgConnection,
-    cutoff: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
+async fn delete_outcomes_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("DELETE FROM user_outcomes WHERE at < $1")
         .bind(cutoff)
         .execute(conn)
@@ -803,17 +730,10 @@ mod tests {
     /// A fixed instant plus `secs` seconds and `micros` microseconds: whole
     /// microseconds, so rows compare equal after a round trip.
     fn t(secs: i64, micros: u32) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + secs, micros * 1000)
-            .unwrap()
+        Utc.timestamp_opt(1_700_000_000 + secs, micros * 1000).unwrap()
     }
 
-    fn outcome(
-        job: &str,
-        room: &str,
-        user: &str,
-        outcome: UserOutcome,
-        at: DateTime<Utc>,
-    ) -> OutcomeRow {
+    fn outcome(job: &str, room: &str, user: &str, outcome: UserOutcome, at: DateTime<Utc>) -> OutcomeRow {
         OutcomeRow {
             job_id: job.into(),
             app_id: u32::MAX,
@@ -891,18 +811,14 @@ mod tests {
             assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
         }
         assert_eq!(UserOutcome::NothingToDo.as_str(), "nothing_to_do");
-        assert_eq!(
-            "Kicked".parse::<UserOutcome>(),
-            Err(UnknownOutcome("Kicked".into()))
-        );
+        assert_eq!("Kicked".parse::<UserOutcome>(), Err(UnknownOutcome("Kicked".into())));
     }
 
     #[test]
     fn batch_len_and_append() {
         let mut a = LedgerBatch::default();
         assert!(a.is_empty());
-        a.outcomes
-            .push(outcome("j", "r", "u", UserOutcome::Kicked, t(0, 0)));
+        a.outcomes.push(outcome("j", "r", "u", UserOutcome::Kicked, t(0, 0)));
         let b = LedgerBatch {
             receipts: vec![receipt("j", "r", &["u"], t(0, 0))],
             calls: vec![call("r", &["u"], t(0, 0)), call("r", &["v"], t(1, 0))],
@@ -911,10 +827,7 @@ mod tests {
         a.append(b);
         assert_eq!(a.len(), 5);
         assert!(!a.is_empty());
-        assert_eq!(
-            a.outcomes[1].user_id, "v",
-            "appended rows go after existing ones"
-        );
+        assert_eq!(a.outcomes[1].user_id, "v", "appended rows go after existing ones");
         assert_eq!(a.calls[1].user_ids, vec!["v"]);
     }
 
@@ -928,9 +841,7 @@ mod tests {
 
     #[test]
     fn sqlstates_classify() {
-        for code in [
-            "08006", "08001", "53300", "53100", "57P01", "57P03", "25006",
-        ] {
+        for code in ["08006", "08001", "53300", "53100", "57P01", "57P03", "25006"] {
             assert!(sqlstate_unavailable(code), "{code}");
         }
         for code in ["42P01", "23505", "23514", "22021", "40P01", "57014"] {
@@ -970,11 +881,7 @@ mod tests {
                 .fetch_one(&pool)
                 .await
                 .unwrap();
-        assert_eq!(
-            users,
-            vec!["a", "b", "c"],
-            "user order survives the jsonb trip"
-        );
+        assert_eq!(users, vec!["a", "b", "c"], "user order survives the jsonb trip");
         assert_eq!(app_id, 1234567890);
         assert_eq!(latency.microseconds, 12_345, "truncated, not refused");
         assert_eq!(status, Some(200));
@@ -987,10 +894,7 @@ mod tests {
         assert_eq!(app_id, i64::from(u32::MAX), "a uint32 above i32::MAX fits");
 
         let all = ledger.history(&query("room")).await.unwrap();
-        let seen: Vec<(&str, &str)> = all
-            .iter()
-            .map(|r| (r.job_id.as_str(), r.user_id.as_str()))
-            .collect();
+        let seen: Vec<(&str, &str)> = all.iter().map(|r| (r.job_id.as_str(), r.user_id.as_str())).collect();
         assert_eq!(
             seen,
             vec![("j2", "a"), ("j1", "c"), ("j1", "b"), ("j1", "a")],
@@ -1020,10 +924,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            by_user
-                .iter()
-                .map(|r| r.job_id.as_str())
-                .collect::<Vec<_>>(),
+            by_user.iter().map(|r| r.job_id.as_str()).collect::<Vec<_>>(),
             vec!["j2", "j1"]
         );
         let by_job = ledger
@@ -1034,10 +935,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            by_job
-                .iter()
-                .map(|r| r.user_id.as_str())
-                .collect::<Vec<_>>(),
+            by_job.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(),
             vec!["c", "b", "a"]
         );
         let since = ledger
@@ -1066,10 +964,7 @@ mod tests {
             since: Some(t(2, 0)),
             ..query("room")
         };
-        assert_eq!(
-            ledger.history(&combined).await.unwrap(),
-            vec![all[3].clone()]
-        );
+        assert_eq!(ledger.history(&combined).await.unwrap(), vec![all[3].clone()]);
         assert!(ledger
             .history(&HistoryQuery {
                 limit: -1,
@@ -1138,13 +1033,7 @@ mod tests {
                 outcome("j1", "r", "skipped", UserOutcome::Skipped, t(0, 0)),
                 outcome("j1", "r", "halted", UserOutcome::HaltedThenResumed, t(0, 0)),
                 outcome("j2", "r", "other-job", UserOutcome::Kicked, t(0, 0)),
-                outcome(
-                    "j1",
-                    "other-room",
-                    "other-room",
-                    UserOutcome::Kicked,
-                    t(0, 0),
-                ),
+                outcome("j1", "other-room", "other-room", UserOutcome::Kicked, t(0, 0)),
                 // Retried then kicked: the later kick counts.
                 outcome("j1", "r", "late", UserOutcome::RetryScheduled, t(0, 0)),
                 outcome("j1", "r", "late", UserOutcome::Kicked, t(1, 0)),
@@ -1169,20 +1058,10 @@ mod tests {
         .map(String::from)
         .to_vec();
         let done = ledger.kicked_users("j1", "r", &ask).await.unwrap();
-        let expected: HashSet<String> = ["kicked", "absent", "late", "nul\0id"]
-            .map(String::from)
-            .into();
+        let expected: HashSet<String> = ["kicked", "absent", "late", "nul\0id"].map(String::from).into();
         assert_eq!(done, expected);
-        assert!(ledger
-            .kicked_users("j1", "r", &[])
-            .await
-            .unwrap()
-            .is_empty());
-        assert!(ledger
-            .kicked_users("j9", "r", &ask)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(ledger.kicked_users("j1", "r", &[]).await.unwrap().is_empty());
+        assert!(ledger.kicked_users("j9", "r", &ask).await.unwrap().is_empty());
     }
 
     #[sqlx::test(migrations = "./migrations")]
@@ -1239,10 +1118,7 @@ mod tests {
         let old = now - chrono::Duration::days(100);
         let recent = now - chrono::Duration::days(10);
         let batch = LedgerBatch {
-            receipts: vec![
-                receipt("old", "r", &["a"], old),
-                receipt("new", "r", &["a"], recent),
-            ],
+            receipts: vec![receipt("old", "r", &["a"], old), receipt("new", "r", &["a"], recent)],
             calls: vec![
                 call("r", &["a"], old),
                 call("r", &["a"], old),
@@ -1335,19 +1211,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            newest
-                .iter()
-                .map(|r| r.user_id.as_str())
-                .collect::<Vec<_>>(),
+            newest.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(),
             vec!["u9999", "u9998", "u9997"]
         );
         let users: Vec<String> = (0..10_000).map(|i| format!("u{i}")).collect();
         let done = ledger.kicked_users("j4", "big", &users).await.unwrap();
-        assert_eq!(
-            done.len(),
-            1000,
-            "j4 holds u4, u14, ...; all even, all kicked"
-        );
+        assert_eq!(done.len(), 1000, "j4 holds u4, u14, ...; all even, all kicked");
         assert!(done.contains("u9994") && !done.contains("u9995"));
     }
 
@@ -1376,10 +1245,7 @@ mod tests {
     #[sqlx::test(migrations = "./migrations")]
     async fn a_failing_statement_rolls_back_the_whole_batch(pool: PgPool) {
         let ledger = Ledger::from_pool(pool.clone());
-        sqlx::query("DROP TABLE api_calls")
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query("DROP TABLE api_calls").execute(&pool).await.unwrap();
         let batch = LedgerBatch {
             receipts: vec![receipt("j", "r", &["a"], t(0, 0))],
             calls: vec![call("r", &["a"], t(0, 0))],
@@ -1388,20 +1254,13 @@ mod tests {
         let err = ledger.write(&batch).await.unwrap_err();
         assert!(matches!(err, LedgerError::Query(_)), "{err:?}");
         assert!(!err.is_unavailable(), "a SQL error is not an outage");
-        assert_eq!(
-            count(&pool, "job_receipts").await,
-            0,
-            "receipts were rolled back"
-        );
+        assert_eq!(count(&pool, "job_receipts").await, 0, "receipts were rolled back");
     }
 
     #[sqlx::test(migrations = "./migrations")]
     async fn sql_errors_are_not_unavailable(pool: PgPool) {
         let ledger = Ledger::from_pool(pool.clone());
-        sqlx::query("DROP TABLE user_outcomes")
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query("DROP TABLE user_outcomes").execute(&pool).await.unwrap();
         let err = ledger.history(&query("r")).await.unwrap_err();
         assert!(!err.is_unavailable(), "{err}");
         assert!(err.to_string().contains("user_outcomes"), "{err}");
@@ -1445,9 +1304,7 @@ mod tests {
         assert!(!err.is_unavailable());
         assert!(!err.to_string().contains("hunter2"), "{err}");
         // Lazy: building a pool to a dead address succeeds; using it does not.
-        let ledger = Ledger::connect("postgres://u:hunter2@127.0.0.1:1/db")
-            .await
-            .unwrap();
+        let ledger = Ledger::connect("postgres://u:hunter2@127.0.0.1:1/db").await.unwrap();
         assert!(!format!("{ledger:?}").contains("hunter2"));
     }
 

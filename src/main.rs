@@ -28,7 +28,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Drain the requests queue: coalesce, rate-limit, call KickoutUser, route outcomes.
-    Run(kickq::cli::run::RunArgs),
+    Run(Box<kickq::cli::run::RunArgs>),
     /// Serve a strict stand-in for ZEGOCLOUD's KickoutUser API (tests, demo, bench).
     MockZego(kickq::cli::mock_zego::MockZegoArgs),
     /// Apply the audit ledger's database migrations.
@@ -47,7 +47,9 @@ fn init_tracing(format: Option<LogFormat>) {
         Some(LogFormat::Pretty) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -66,7 +68,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line that names the setting, as the README promises.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
             eprintln!("kickq: {first}");
             return ExitCode::from(2);
         }
@@ -78,7 +84,7 @@ fn main() -> ExitCode {
         .expect("building the tokio runtime only fails when the OS refuses threads");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(a) => kickq::cli::run::run(a).await,
+            Command::Run(a) => kickq::cli::run::run(*a).await,
             Command::MockZego(a) => kickq::cli::mock_zego::run(a).await,
             Command::Migrate(a) => kickq::cli::migrate::run(a).await,
             Command::History(a) => kickq::cli::history::run(a).await,

@@ -16,6 +16,8 @@ pub const MESSAGES_CONSUMED: &str = "kickq_messages_consumed_total";
 pub const USERS: &str = "kickq_users_total";
 /// API calls by `disposition` and `code` (`transport` when none).
 pub const API_CALLS: &str = "kickq_api_calls_total";
+/// Calls cut by the coalescer, by `why` (`full`, `largest`, `overdue`).
+pub const COALESCED: &str = "kickq_coalesced_calls_total";
 /// Seconds from sending a call to its answer.
 pub const CALL_LATENCY: &str = "kickq_api_call_duration_seconds";
 /// Users carried per call.
@@ -50,7 +52,9 @@ pub fn install() -> PrometheusHandle {
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(CALL_LATENCY.into()),
-            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
         )
         .expect("bucket list is non-empty")
         .set_buckets_for_metric(Matcher::Full(USERS_PER_CALL.into()), &[1.0, 2.0, 3.0, 4.0, 5.0])
@@ -67,6 +71,7 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(MESSAGES_CONSUMED, "Messages taken from the requests queue");
     describe_counter!(USERS, "Users by outcome of this round");
+    describe_counter!(COALESCED, "Calls cut by the coalescer, by reason");
     describe_counter!(API_CALLS, "KickoutUser calls by disposition and code");
     describe_histogram!(CALL_LATENCY, Unit::Seconds, "KickoutUser call latency");
     describe_histogram!(USERS_PER_CALL, "Users per KickoutUser call");
@@ -76,7 +81,10 @@ fn describe() {
     describe_gauge!(CALLS_IN_FLIGHT, "Calls started and not yet answered");
     describe_counter!(DEAD_LETTERS, "Dead letters published by error");
     describe_counter!(RETRIES, "Retry messages published by kind");
-    describe_gauge!(HALTED_APPS, "AppIds halted by a credential, clock or configuration code");
+    describe_gauge!(
+        HALTED_APPS,
+        "AppIds halted by a credential, clock or configuration code"
+    );
     describe_counter!(REDELIVERIES, "Deliveries marked redelivered by the broker");
     describe_counter!(ACK_FAILURES, "Acks that did not land");
     describe_counter!(RECONNECTS, "Broker reconnects");
@@ -88,7 +96,7 @@ fn describe() {
 pub fn code_label(code: Option<i64>) -> String {
     match code {
         None => "transport".into(),
-        Some(c) if crate::zego::codes::describe(c) != crate::zego::codes::UNKNOWN => c.to_string(),
+        Some(c) if crate::zego::codes::describe(c) != "unknown code" => c.to_string(),
         Some(_) => "other".into(),
     }
 }
@@ -108,6 +116,17 @@ pub fn api_call(disposition: &'static str, code: Option<i64>, latency: Duration,
     counter!(API_CALLS, "disposition" => disposition, "code" => code_label(code)).increment(1);
     histogram!(CALL_LATENCY).record(latency.as_secs_f64());
     histogram!(USERS_PER_CALL).record(users as f64);
+}
+
+/// The coalescer cut a call of `users` users for this reason.
+pub fn coalesced(why: crate::coalesce::Reason, users: usize) {
+    let why = match why {
+        crate::coalesce::Reason::Full => "full",
+        crate::coalesce::Reason::Largest => "largest",
+        crate::coalesce::Reason::Overdue => "overdue",
+    };
+    counter!(COALESCED, "why" => why).increment(1);
+    tracing::trace!(why, users, "call cut");
 }
 
 /// Pending work waited this long for a token.

@@ -39,7 +39,10 @@ pub struct Job {
 impl Job {
     /// The job id (always present after intake).
     pub fn job_id(&self) -> &str {
-        self.request.job_id.as_deref().expect("intake fills job_id before a Job is built")
+        self.request
+            .job_id
+            .as_deref()
+            .expect("intake fills job_id before a Job is built")
     }
 }
 

@@ -124,7 +124,11 @@ enum SessionEnd {
 
 /// Runs the worker until `shutdown` fires; then drains and returns.
 /// `on_ready` receives the metrics server's bound address (tests bind port 0).
-pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken, on_ready: Option<tokio::sync::oneshot::Sender<Option<SocketAddr>>>) -> Result<RunSummary, WorkerError> {
+pub async fn run(
+    cfg: WorkerConfig,
+    shutdown: CancellationToken,
+    on_ready: Option<tokio::sync::oneshot::Sender<Option<SocketAddr>>>,
+) -> Result<RunSummary, WorkerError> {
     let client = ZegoClient::new(ClientConfig {
         base_url: cfg.api_url.clone(),
         app_id: cfg.credentials.app_id,
@@ -195,7 +199,17 @@ pub async fn run_with_api<A: KickApi>(
         }
         sessions += 1;
         let started = tokio::time::Instant::now();
-        let (end, tally) = session(&cfg, sessions, &gate, api.clone(), ledger.clone(), health.clone(), ids.clone(), &shutdown).await;
+        let (end, tally) = session(
+            &cfg,
+            sessions,
+            &gate,
+            api.clone(),
+            ledger.clone(),
+            health.clone(),
+            ids.clone(),
+            &shutdown,
+        )
+        .await;
         add_tally(&mut summary.tally, tally);
         health.set_connected(false);
         health.set_consuming(false);
@@ -215,7 +229,13 @@ pub async fn run_with_api<A: KickApi>(
         }
     }
     server_stop.cancel();
-    tracing::info!(acked = summary.tally.acked, dead_letters = summary.tally.dead_letters, retries = summary.tally.retries, reconnects = summary.reconnects, "kickq worker stopped");
+    tracing::info!(
+        acked = summary.tally.acked,
+        dead_letters = summary.tally.dead_letters,
+        retries = summary.tally.retries,
+        reconnects = summary.reconnects,
+        "kickq worker stopped"
+    );
     Ok(summary)
 }
 
@@ -272,7 +292,9 @@ async fn session<A: KickApi>(
         let ready = topology::declare(publisher.channel(), &cfg.names, cfg.delivery_limit).await?;
         let channel = conn.create_channel().await?;
         // Quorum queues refuse global QoS: the prefetch is per consumer.
-        channel.basic_qos(cfg.prefetch, BasicQosOptions { global: false }).await?;
+        channel
+            .basic_qos(cfg.prefetch, BasicQosOptions { global: false })
+            .await?;
         let consumer = channel
             .basic_consume(
                 cfg.names.requests.as_str().into(),
@@ -314,8 +336,21 @@ async fn session<A: KickApi>(
         health.clone(),
         stop_intake.clone(),
     ));
-    tokio::spawn(driver::run(coalescer_rx, to_dispatcher, gate.clone(), slots, cfg.driver, abort.clone()));
-    tokio::spawn(dispatch::run(dispatcher_rx, to_router, api, gate.clone(), cfg.halt_log_interval));
+    tokio::spawn(driver::run(
+        coalescer_rx,
+        to_dispatcher,
+        gate.clone(),
+        slots,
+        cfg.driver,
+        abort.clone(),
+    ));
+    tokio::spawn(dispatch::run(
+        dispatcher_rx,
+        to_router,
+        api,
+        gate.clone(),
+        cfg.halt_log_interval,
+    ));
     let router_cfg = RouterConfig {
         names: cfg.names.clone(),
         budget: cfg.budget,
@@ -323,7 +358,14 @@ async fn session<A: KickApi>(
         ledger_linger: outcome::DEFAULT_LEDGER_LINGER,
         defer_delay: cfg.probe_interval,
     };
-    let mut router = tokio::spawn(outcome::run(router_rx, publisher, ledger, health.clone(), router_cfg, abort.clone()));
+    let mut router = tokio::spawn(outcome::run(
+        router_rx,
+        publisher,
+        ledger,
+        health.clone(),
+        router_cfg,
+        abort.clone(),
+    ));
 
     let end = tokio::select! {
         ended = &mut intake => match ended {
@@ -369,7 +411,9 @@ async fn session<A: KickApi>(
             (SessionEnd::Lost(why), tally)
         }
     };
-    let _ = channel.close(200, "bye".into()).await;
+    // Closing the connection closes its channels; unacked deliveries return
+    // to the queue.
+    drop(channel);
     let _ = conn.close(200, "bye".into()).await;
     (session_end, tally)
 }

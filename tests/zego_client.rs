@@ -6,10 +6,7 @@ use axum::Router;
 use futures_util::future::join_all;
 use kickq::mock_zego::{FaultEffect, FaultRule, MockConfig, MockZego};
 use kickq::secret::Secret;
-use kickq::zego::{
-    classify, signature, CallResult, ClientConfig, Disposition, RetryKind, TransportError,
-    ZegoClient,
-};
+use kickq::zego::{classify, signature, CallResult, ClientConfig, Disposition, RetryKind, TransportError, ZegoClient};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,9 +25,7 @@ async fn mock(rate_limit: u32) -> MockZego {
         faults: vec![],
         clock_offset_secs: 0,
     };
-    MockZego::start(cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    MockZego::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
 fn client_with(base: &str, total_timeout: Duration) -> ZegoClient {
@@ -56,11 +51,7 @@ fn ids(list: &[&str]) -> Vec<String> {
 fn assert_clean(call: &CallResult) {
     for text in [
         format!("{call:?}"),
-        call.result
-            .as_ref()
-            .err()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        call.result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
     ] {
         assert!(!text.contains(SECRET), "secret leaked: {text}");
         assert!(!text.contains("Signature"), "signed URL leaked: {text}");
@@ -78,9 +69,7 @@ fn code(call: &CallResult) -> i64 {
 
 fn transport(call: &CallResult) -> TransportError {
     assert_clean(call);
-    call.result
-        .clone()
-        .expect_err("expected a transport failure")
+    call.result.clone().expect_err("expected a transport failure")
 }
 
 #[tokio::test]
@@ -103,20 +92,12 @@ async fn hostile_ids_reach_the_mock_intact_one_user_each() {
         let call = c.kickout(room, chunk, Some(reason)).await;
         assert_eq!(code(&call), 0);
         assert_eq!(call.result.as_ref().unwrap().http_status, 200);
-        assert!(call
-            .result
-            .as_ref()
-            .unwrap()
-            .request_id
-            .starts_with("mock-"));
+        assert!(call.result.as_ref().unwrap().request_id.starts_with("mock-"));
     }
     let calls = mock.calls();
     assert_eq!(calls.len(), 2);
     for (record, chunk) in calls.iter().zip(hostile.chunks(4)) {
-        assert_eq!(
-            record.user_ids, chunk,
-            "each id arrives as exactly one UserId[]"
-        );
+        assert_eq!(record.user_ids, chunk, "each id arrives as exactly one UserId[]");
         assert_eq!(record.room_id.as_deref(), Some(room));
         assert_eq!(record.reason.as_deref(), Some(reason));
         assert_eq!(record.app_id, Some(APP));
@@ -176,11 +157,7 @@ async fn mock_refuses_what_the_vendor_refuses() {
     .unwrap();
     assert_eq!(code(&wrong_app.kickout("r", &one, None).await), 100000010);
 
-    assert_eq!(
-        mock.kicked().len(),
-        1,
-        "only the one valid call kicked anybody"
-    );
+    assert_eq!(mock.kicked().len(), 1, "only the one valid call kicked anybody");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,10 +206,7 @@ async fn transport_failures_are_transient() {
     assert_eq!(classify(&call.result, 1), RETRY);
 
     let counters = mock.counters();
-    assert_eq!(
-        (counters.http_errors, counters.hangs, counters.resets),
-        (1, 1, 1)
-    );
+    assert_eq!((counters.http_errors, counters.hangs, counters.resets), (1, 1, 1));
     assert!(mock.kicked().is_empty());
     // Shutdown must release the hanging call; the bound only keeps a broken
     // shutdown from hanging the test run.
@@ -257,19 +231,11 @@ async fn reset_sends_no_http_response_at_all() {
         .unwrap();
     let mut got = Vec::new();
     let read = tcp.read_to_end(&mut got).await;
-    assert!(
-        got.is_empty(),
-        "got a response: {:?}",
-        String::from_utf8_lossy(&got)
-    );
+    assert!(got.is_empty(), "got a response: {:?}", String::from_utf8_lossy(&got));
     if let Err(err) = read {
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     }
-    assert_eq!(
-        mock.counters().resets,
-        1,
-        "the request reached the reset rule"
-    );
+    assert_eq!(mock.counters().resets, 1, "the request reached the reset rule");
 }
 
 /// Serves `router` on a loopback port; the task ends with the test runtime.
@@ -306,16 +272,9 @@ async fn redirects_are_refused_not_followed_and_non_json_is_a_transport_failure(
         "the signed URL was resent to the redirect target"
     );
 
-    let html = spawn_server(Router::new().route(
-        "/",
-        get(|| async { axum::response::Html("<html>ok</html>") }),
-    ))
-    .await;
+    let html = spawn_server(Router::new().route("/", get(|| async { axum::response::Html("<html>ok</html>") }))).await;
     let call = client(&html).kickout("r", &one, None).await;
-    assert_eq!(
-        transport(&call),
-        TransportError::NotJson { http_status: 200 }
-    );
+    assert_eq!(transport(&call), TransportError::NotJson { http_status: 200 });
     assert_eq!(classify(&call.result, 1), RETRY);
 
     let missing = spawn_server(Router::new()).await;
@@ -395,11 +354,7 @@ async fn control_routes_over_http_with_serve() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        res.status(),
-        400,
-        "invalid rules are refused, the old ones kept"
-    );
+    assert_eq!(res.status(), 400, "invalid rules are refused, the old ones kept");
 
     assert_eq!(code(&c.kickout("flaky-1", &ids(&["a"]), None).await), 1);
     assert_eq!(code(&c.kickout("flaky-1", &ids(&["a"]), None).await), 0);
@@ -418,11 +373,7 @@ async fn control_routes_over_http_with_serve() {
     assert_eq!(log.kicked[0].user_id, "a");
     assert!(log.calls.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
 
-    let res = http
-        .post(format!("{base}/_mock/reset"))
-        .send()
-        .await
-        .unwrap();
+    let res = http.post(format!("{base}/_mock/reset")).send().await.unwrap();
     assert_eq!(res.status(), 204);
     let state: kickq::mock_zego::Counters = get_json(&http, &format!("{base}/_mock/state")).await;
     assert_eq!(state, kickq::mock_zego::Counters::default());

@@ -1,8 +1,8 @@
 //! The delivery handle: the one thing that can acknowledge a consumed message. Finishing it consumes it, so a
 //! delivery is acked at most once by construction.
 
-use lapin::acker::Acker;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use lapin::Acker;
 
 /// What became of an ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

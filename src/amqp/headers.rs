@@ -28,7 +28,7 @@ pub const HALTED: &str = "kickq-halted";
 pub const DLQ_HISTORY: &str = "kickq-dlq-history";
 
 /// Why a letter is dead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeadError {
     /// The message could not be used (JSON, types, limits).
     Validation,
@@ -90,7 +90,13 @@ pub fn dead_letter(keep: Option<&FieldTable>, dl: &DeadLetter) -> FieldTable {
 }
 
 /// The headers of a retry message.
-pub fn retry(attempts: u32, first_attempt_at: Option<DateTime<Utc>>, last_code: Option<i64>, halted: bool, job_id: &str) -> FieldTable {
+pub fn retry(
+    attempts: u32,
+    first_attempt_at: Option<DateTime<Utc>>,
+    last_code: Option<i64>,
+    halted: bool,
+    job_id: &str,
+) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(attempts.into()));
     if let Some(at) = first_attempt_at {
@@ -121,7 +127,10 @@ fn strip_kickq(keep: Option<&FieldTable>) -> FieldTable {
 }
 
 fn put_str(t: &mut FieldTable, name: &str, value: &str) {
-    t.insert(ShortString::from(name), AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())));
+    t.insert(
+        ShortString::from(name),
+        AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
+    );
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -170,7 +179,10 @@ pub fn get_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
 
 /// Reads a boolean header.
 pub fn get_bool(headers: Option<&FieldTable>, name: &str) -> bool {
-    matches!(headers.and_then(|h| h.inner().get(name)), Some(AMQPValue::Boolean(true)))
+    matches!(
+        headers.and_then(|h| h.inner().get(name)),
+        Some(AMQPValue::Boolean(true))
+    )
 }
 
 /// Reads an RFC 3339 time header.
@@ -182,7 +194,9 @@ pub fn get_time(headers: Option<&FieldTable>, name: &str) -> Option<DateTime<Utc
 /// The quorum queue's delivery count (`x-delivery-count`): how often the
 /// broker delivered this message before.
 pub fn delivery_count(headers: Option<&FieldTable>) -> u32 {
-    get_i64(headers, "x-delivery-count").and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
+    get_i64(headers, "x-delivery-count")
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
 }
 
 /// Reads a dead letter's own description. A letter the broker dead-lettered
@@ -205,7 +219,9 @@ pub fn read_dead_letter(headers: Option<&FieldTable>) -> DeadLetter {
         error,
         code: get_i64(headers, CODE),
         detail,
-        attempts: get_i64(headers, ATTEMPTS).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        attempts: get_i64(headers, ATTEMPTS)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
         job_id: get_str(headers, JOB_ID),
         failed_at: get_time(headers, FAILED_AT).unwrap_or_else(Utc::now),
     }
@@ -220,7 +236,9 @@ mod tests {
         let mut original = FieldTable::default();
         original.insert("kickq-error".into(), AMQPValue::LongString("stale".into()));
         original.insert("trace-id".into(), AMQPValue::LongString("t1".into()));
-        let at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00.123Z").unwrap().with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let dl = DeadLetter {
             error: DeadError::RetriesExhausted,
             code: Some(1),
@@ -230,8 +248,15 @@ mod tests {
             failed_at: at,
         };
         let t = dead_letter(Some(&original), &dl);
-        assert_eq!(get_str(Some(&t), "trace-id").as_deref(), Some("t1"), "foreign headers are kept");
-        assert_eq!(get_str(Some(&t), FAILED_AT).as_deref(), Some("2026-11-25T10:00:00.123Z"));
+        assert_eq!(
+            get_str(Some(&t), "trace-id").as_deref(),
+            Some("t1"),
+            "foreign headers are kept"
+        );
+        assert_eq!(
+            get_str(Some(&t), FAILED_AT).as_deref(),
+            Some("2026-11-25T10:00:00.123Z")
+        );
         assert!(t.inner().keys().all(|k| !k.as_str().starts_with("x-")));
         assert_eq!(read_dead_letter(Some(&t)), dl);
     }
@@ -254,7 +279,10 @@ mod tests {
     #[test]
     fn broker_dead_letters_read_as_delivery_limit() {
         let mut t = FieldTable::default();
-        t.insert("x-first-death-reason".into(), AMQPValue::LongString("delivery_limit".into()));
+        t.insert(
+            "x-first-death-reason".into(),
+            AMQPValue::LongString("delivery_limit".into()),
+        );
         let dl = read_dead_letter(Some(&t));
         assert_eq!(dl.error, DeadError::DeliveryLimit);
         assert!(dl.detail.contains("delivery_limit"));
@@ -267,7 +295,10 @@ mod tests {
         assert_eq!(get_i64(Some(&t), ATTEMPTS), Some(3));
         assert_eq!(get_i64(Some(&t), LAST_CODE), Some(1));
         assert!(get_bool(Some(&t), HALTED));
-        assert_eq!(get_time(Some(&t), FIRST_ATTEMPT_AT).map(|t| t.timestamp_millis()), Some(at.timestamp_millis()));
+        assert_eq!(
+            get_time(Some(&t), FIRST_ATTEMPT_AT).map(|t| t.timestamp_millis()),
+            Some(at.timestamp_millis())
+        );
     }
 
     #[test]

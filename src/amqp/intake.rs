@@ -119,7 +119,14 @@ pub async fn run(
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let handle = Delivery::new(id, delivery.acker.clone());
-        let decoded = decode(&delivery.data, &delivery.properties, delivery.redelivered, &cfg, id, Utc::now());
+        let decoded = decode(
+            &delivery.data,
+            &delivery.properties,
+            delivery.redelivered,
+            &cfg,
+            id,
+            Utc::now(),
+        );
         let job = match decoded {
             Ok(job) => job,
             Err((why, job_id, attempts)) => {
@@ -183,7 +190,14 @@ async fn already_kicked(ledger: &Ledger, job: &Job, stop: &CancellationToken) ->
             .await
         {
             Ok(done) => {
-                return Some(job.request.user_ids.iter().filter(|u| done.contains(*u)).cloned().collect());
+                return Some(
+                    job.request
+                        .user_ids
+                        .iter()
+                        .filter(|u| done.contains(*u))
+                        .cloned()
+                        .collect(),
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "ledger unreachable; intake waits for it");
@@ -211,11 +225,35 @@ mod tests {
     #[test]
     fn job_id_comes_from_body_then_message_id_then_is_generated() {
         let props = BasicProperties::default().with_message_id("m-1".into());
-        let j = decode(br#"{"room_id":"r","user_ids":["a"],"job_id":"j"}"#, &props, false, &cfg(), 1, Utc::now()).unwrap();
+        let j = decode(
+            br#"{"room_id":"r","user_ids":["a"],"job_id":"j"}"#,
+            &props,
+            false,
+            &cfg(),
+            1,
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(j.job_id(), "j");
-        let j = decode(br#"{"room_id":"r","user_ids":["a"]}"#, &props, false, &cfg(), 1, Utc::now()).unwrap();
+        let j = decode(
+            br#"{"room_id":"r","user_ids":["a"]}"#,
+            &props,
+            false,
+            &cfg(),
+            1,
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(j.job_id(), "m-1");
-        let j = decode(br#"{"room_id":"r","user_ids":["a"]}"#, &BasicProperties::default(), false, &cfg(), 1, Utc::now()).unwrap();
+        let j = decode(
+            br#"{"room_id":"r","user_ids":["a"]}"#,
+            &BasicProperties::default(),
+            false,
+            &cfg(),
+            1,
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(j.job_id().len(), 32);
         assert_eq!(j.app_id, 42);
     }
@@ -224,14 +262,27 @@ mod tests {
     fn unusable_table() {
         let props = BasicProperties::default();
         let cases: Vec<(&[u8], Unusable)> = vec![
-            (b"nope", Unusable::Validation("not a job message: expected ident at line 1 column 2".into())),
-            (br#"{"room_id":"r","user_ids":["a"],"app_id":7}"#, Unusable::UnknownApp(7)),
+            (
+                b"nope",
+                Unusable::Validation("not a job message: expected ident at line 1 column 2".into()),
+            ),
+            (
+                br#"{"room_id":"r","user_ids":["a"],"app_id":7}"#,
+                Unusable::UnknownApp(7),
+            ),
         ];
         for (body, want) in cases {
             let (got, _, _) = decode(body, &props, false, &cfg(), 1, Utc::now()).unwrap_err();
             assert_eq!(got, want);
         }
-        let ok = decode(br#"{"room_id":"r","user_ids":["a"],"app_id":42}"#, &props, false, &cfg(), 1, Utc::now());
+        let ok = decode(
+            br#"{"room_id":"r","user_ids":["a"],"app_id":42}"#,
+            &props,
+            false,
+            &cfg(),
+            1,
+            Utc::now(),
+        );
         assert!(ok.is_ok(), "the configured AppId named explicitly is fine");
     }
 
@@ -242,7 +293,15 @@ mod tests {
         h.insert(headers::HALTED.into(), AMQPValue::Boolean(true));
         h.insert("x-delivery-count".into(), AMQPValue::LongLongInt(1));
         let props = BasicProperties::default().with_headers(h);
-        let j = decode(br#"{"room_id":"r","user_ids":["a"]}"#, &props, false, &cfg(), 1, Utc::now()).unwrap();
+        let j = decode(
+            br#"{"room_id":"r","user_ids":["a"]}"#,
+            &props,
+            false,
+            &cfg(),
+            1,
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(j.attempts, 3);
         assert!(j.halted_before);
         assert!(j.redelivered, "x-delivery-count > 0 means redelivered");

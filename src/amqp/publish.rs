@@ -2,9 +2,9 @@
 //! API): a message counts as published only once the broker confirmed it and did not return it.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
+use lapin::{Confirmation, PublisherConfirm};
 
 /// Why a publish did not become durable.
 #[derive(Debug, thiserror::Error)]

@@ -78,7 +78,7 @@ impl Names {
 
 fn delay_label(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -109,7 +109,10 @@ pub fn requests_args(names: &Names, delivery_limit: u32) -> FieldTable {
 pub fn dead_args() -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("x-queue-type".into(), s("quorum"));
-    t.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DEAD_DELIVERY_LIMIT.into()));
+    t.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DEAD_DELIVERY_LIMIT.into()),
+    );
     t.insert("x-overflow".into(), s("reject-publish"));
     t
 }
@@ -137,14 +140,20 @@ fn durable() -> QueueDeclareOptions {
 /// Declares every queue (idempotent: the same arguments redeclare silently).
 /// Returns the number of messages ready in `{ns}.requests`.
 pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> Result<u32, lapin::Error> {
-    channel.queue_declare(names.dead.as_str().into(), durable(), dead_args()).await?;
+    channel
+        .queue_declare(names.dead.as_str().into(), durable(), dead_args())
+        .await?;
     for (delay, name) in &names.retry {
         channel
             .queue_declare(name.as_str().into(), durable(), retry_args(names, *delay))
             .await?;
     }
     let q = channel
-        .queue_declare(names.requests.as_str().into(), durable(), requests_args(names, delivery_limit))
+        .queue_declare(
+            names.requests.as_str().into(),
+            durable(),
+            requests_args(names, delivery_limit),
+        )
         .await?;
     Ok(q.message_count())
 }
@@ -169,7 +178,10 @@ mod tests {
         assert_eq!(n.requests, "kickq.requests");
         assert_eq!(n.dead, "kickq.dead");
         assert_eq!(n.retry[0].1, "kickq.retry.1s");
-        assert_eq!(Names::new("t", &[Duration::from_millis(250)]).retry[0].1, "t.retry.250ms");
+        assert_eq!(
+            Names::new("t", &[Duration::from_millis(250)]).retry[0].1,
+            "t.retry.250ms"
+        );
         assert_eq!(n.retry_for(1).0, Duration::from_secs(1));
         assert_eq!(n.retry_for(2).0, Duration::from_secs(5));
         assert_eq!(n.retry_for(99).0, Duration::from_secs(300));

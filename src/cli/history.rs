@@ -61,8 +61,8 @@ pub fn since_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
     if let Ok(t) = DateTime::parse_from_rfc3339(raw.trim()) {
         return Ok(t.with_timezone(&Utc));
     }
-    let age = parse_duration(raw)
-        .map_err(|_| format!("{raw:?} is neither an RFC 3339 time nor an age like 2h or 7d"))?;
+    let age =
+        parse_duration(raw).map_err(|_| format!("{raw:?} is neither an RFC 3339 time nor an age like 2h or 7d"))?;
     chrono::Duration::from_std(age)
         .ok()
         .and_then(|age| now.checked_sub_signed(age))
@@ -95,15 +95,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
 /// control characters are escaped so a hostile reason cannot drive the
 /// terminal. Alignment counts chars, so wide (CJK) ids may skew it.
 pub fn format_table(rows: &[HistoryRow]) -> String {
-    const HEADER: [&str; 7] = [
-        "TIME",
-        "USER",
-        "OUTCOME",
-        "CODE",
-        "REQUEST_ID",
-        "JOB_ID",
-        "REASON",
-    ];
+    const HEADER: [&str; 7] = ["TIME", "USER", "OUTCOME", "CODE", "REQUEST_ID", "JOB_ID", "REASON"];
     let opt = |s: &Option<String>| s.as_deref().map_or_else(|| "-".to_owned(), escape);
     let mut table: Vec<[String; 7]> = vec![HEADER.map(String::from)];
     table.extend(rows.iter().map(|r| {
@@ -191,13 +183,7 @@ mod tests {
     #[test]
     fn table_is_aligned_with_dashes_for_missing_values() {
         let rows = [
-            row(
-                "alice",
-                UserOutcome::Kicked,
-                Some(0),
-                Some("req-123"),
-                Some("spam"),
-            ),
+            row("alice", UserOutcome::Kicked, Some(0), Some("req-123"), Some("spam")),
             row(
                 "bob-the-long",
                 UserOutcome::DeadLettered,
@@ -216,13 +202,7 @@ TIME                      USER          OUTCOME        CODE        REQUEST_ID  J
 
     #[test]
     fn table_escapes_control_characters() {
-        let rows = [row(
-            "u",
-            UserOutcome::Skipped,
-            None,
-            None,
-            Some("evil\n\u{1b}[2J"),
-        )];
+        let rows = [row("u", UserOutcome::Skipped, None, None, Some("evil\n\u{1b}[2J"))];
         let table = format_table(&rows);
         assert_eq!(table.lines().count(), 2, "{table}");
         assert!(table.ends_with("evil\\n\\u{1b}[2J\n"), "{table}");
@@ -266,10 +246,7 @@ TIME                      USER          OUTCOME        CODE        REQUEST_ID  J
         assert_eq!(q.room_id, "r");
         assert_eq!(q.user_id.as_deref(), Some("u"));
         assert_eq!(q.job_id.as_deref(), Some("j"));
-        assert_eq!(
-            q.since,
-            Some(Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap())
-        );
+        assert_eq!(q.since, Some(Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap()));
         assert_eq!(q.limit, DEFAULT_LIMIT);
         assert!(cli.history.json);
         assert_eq!(
@@ -280,23 +257,13 @@ TIME                      USER          OUTCOME        CODE        REQUEST_ID  J
             5
         );
         assert!(Cli::try_parse_from(["t", "--room", "r", "--limit", "0"]).is_err());
-        assert!(
-            Cli::try_parse_from(["t", "--user", "u"]).is_err(),
-            "--room is required"
-        );
+        assert!(Cli::try_parse_from(["t", "--user", "u"]).is_err(), "--room is required");
     }
 
     #[test]
     fn json_is_one_array_with_snake_case_outcomes() {
-        let rows = [row(
-            "alice",
-            UserOutcome::NothingToDo,
-            Some(0),
-            Some("req"),
-            None,
-        )];
-        let v: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&rows).unwrap()).unwrap();
+        let rows = [row("alice", UserOutcome::NothingToDo, Some(0), Some("req"), None)];
+        let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&rows).unwrap()).unwrap();
         assert_eq!(v[0]["outcome"], "nothing_to_do");
         assert_eq!(v[0]["request_id"], "req");
         assert_eq!(v[0]["at"], "2024-05-01T12:00:00Z");

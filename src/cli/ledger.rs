@@ -39,10 +39,7 @@ impl DatabaseArgs {
     /// The URL without password or query string (which may carry one), for
     /// messages; empty when no URL is set.
     pub fn display_url(&self) -> String {
-        self.database_url
-            .as_deref()
-            .map(safe_url)
-            .unwrap_or_default()
+        self.database_url.as_deref().map(safe_url).unwrap_or_default()
     }
 
     /// A ledger handle for the URL. Connects lazily: an unreachable database
@@ -100,9 +97,7 @@ pub struct PruneArgs {
 pub fn parse_age(raw: &str) -> Result<Duration, String> {
     let trimmed = raw.trim();
     if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(format!(
-            "{raw:?} has no unit; write e.g. {trimmed}d or {trimmed}h"
-        ));
+        return Err(format!("{raw:?} has no unit; write e.g. {trimmed}d or {trimmed}h"));
     }
     parse_duration(raw)
 }
@@ -126,11 +121,7 @@ pub fn prune_report(counts: &PruneCounts) -> String {
         ("api_calls", counts.calls),
         ("user_outcomes", counts.outcomes),
     ];
-    let width = lines
-        .iter()
-        .map(|(_, n)| n.to_string().len())
-        .max()
-        .unwrap_or(1);
+    let width = lines.iter().map(|(_, n)| n.to_string().len()).max().unwrap_or(1);
     lines
         .iter()
         .map(|(table, n)| format!("removed {n:>width$} rows from {table}\n"))
@@ -178,10 +169,7 @@ mod tests {
     #[test]
     fn missing_url_names_the_variable() {
         let none = DatabaseArgs { database_url: None };
-        assert_eq!(
-            none.url().unwrap_err().to_string(),
-            "DATABASE_URL is required"
-        );
+        assert_eq!(none.url().unwrap_err().to_string(), "DATABASE_URL is required");
         let blank = DatabaseArgs {
             database_url: Some("  ".into()),
         };
@@ -191,9 +179,7 @@ mod tests {
     #[test]
     fn the_password_never_shows() {
         let args = DatabaseArgs {
-            database_url: Some(
-                "postgres://kickq:hunter2@db:5432/kickq?password=hunter3&sslmode=require".into(),
-            ),
+            database_url: Some("postgres://kickq:hunter2@db:5432/kickq?password=hunter3&sslmode=require".into()),
         };
         for shown in [args.display_url(), format!("{args:?}")] {
             assert!(!shown.contains("hunter"), "{shown}");

@@ -32,18 +32,13 @@ pub struct MockZegoArgs {
 
     /// Seconds added to the mock's clock for the timestamp check (e.g. 660 to
     /// make every caller 11 minutes behind).
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_name = "SECS", default_value_t = 0, allow_negative_numbers = true)]
     pub clock_offset: i64,
 
     /// A scripted fault; repeat for several, applied in order to calls that
     /// pass auth, the rate limit and the parameter checks. Comma-separated
-    /// items with exactly one effect. room=GLOB picks rooms (default *, where
-    /// * matches any run of characters). Effects: code=N (answer code N),
+    /// items with exactly one effect. room=GLOB picks rooms (default: all; a
+    /// star matches any run of characters). Effects: code=N (answer code N),
     /// http500 (HTML error page), latency=DURATION (delay, e.g. 500ms; adds
     /// up), hang (never answer), reset (drop the connection), users=GLOB,absent
     /// (those users are not in the room: 50002). Modifiers: first=N (only the
@@ -65,9 +60,7 @@ pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener
-        .local_addr()
-        .context("listening socket has no address")?;
+    let addr = listener.local_addr().context("listening socket has no address")?;
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "mock-zego listens beyond loopback; its /_mock routes are unauthenticated");
     }

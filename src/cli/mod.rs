@@ -3,6 +3,6 @@
 pub mod history;
 pub mod ledger;
 pub mod migrate;
+pub mod mock_zego;
 pub mod run;
 pub mod signals;
-pub mod mock_zego;

@@ -2,7 +2,7 @@
 
 use crate::amqp::topology::{Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
 use crate::coalesce::driver::{DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS};
-use crate::coalesce::{Policy, DEFAULT_LINGER, DEFAULT_MAX_WAIT};
+use crate::coalesce::{Policy, DEFAULT_DENSE_LINGER, DEFAULT_LINGER, DEFAULT_MAX_WAIT};
 use crate::config::{self, parse_duration, ConfigError, ZegoArgs};
 use crate::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::job::{Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
@@ -30,7 +30,11 @@ pub struct BrokerArgs {
     #[arg(long, env = "KICKQ_NAMESPACE", default_value = config::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Delays of the retry queues, shortest first; attempt n waits the n-th.
-    #[arg(long = "retry-delays", env = "KICKQ_RETRY_DELAYS", default_value = "1s,5s,15s,30s,60s,120s,300s")]
+    #[arg(
+        long = "retry-delays",
+        env = "KICKQ_RETRY_DELAYS",
+        default_value = "1s,5s,15s,30s,60s,120s,300s"
+    )]
     pub retry_delays: String,
 }
 
@@ -56,7 +60,11 @@ impl BrokerArgs {
 /// A namespace is a queue-name prefix: short, and free of characters that
 /// need quoting in `rabbitmqctl` or the management UI.
 pub fn validate_namespace(ns: &str) -> Result<(), ConfigError> {
-    let ok = !ns.is_empty() && ns.len() <= 100 && ns.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let ok = !ns.is_empty()
+        && ns.len() <= 100
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -148,7 +156,16 @@ impl RunArgs {
     pub fn config(&self) -> Result<WorkerConfig, ConfigError> {
         let (amqp_url, names) = self.broker.resolve()?;
         let credentials = self.zego.credentials()?;
-        let positive = |name: &'static str, ok: bool| if ok { Ok(()) } else { Err(ConfigError::Invalid { name, why: "must be at least 1".into() }) };
+        let positive = |name: &'static str, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    name,
+                    why: "must be at least 1".into(),
+                })
+            }
+        };
         positive("KICKQ_RATE", self.rate >= 1)?;
         positive("KICKQ_PREFETCH", self.prefetch >= 1)?;
         positive("KICKQ_MAX_USERS_PER_MESSAGE", self.max_users_per_message >= 1)?;
@@ -182,6 +199,7 @@ impl RunArgs {
             driver: DriverConfig {
                 policy: Policy {
                     linger: self.linger,
+                    dense_linger: DEFAULT_DENSE_LINGER,
                     max_wait: self.max_group_wait,
                 },
                 drain_deadline: self.drain_deadline,
@@ -246,8 +264,14 @@ mod tests {
 
     #[test]
     fn delays() {
-        assert_eq!(parse_delays("1s, 250ms").unwrap(), vec![Duration::from_secs(1), Duration::from_millis(250)]);
+        assert_eq!(
+            parse_delays("1s, 250ms").unwrap(),
+            vec![Duration::from_secs(1), Duration::from_millis(250)]
+        );
         assert!(parse_delays("0s").is_err());
-        assert!(parse_delays("x").unwrap_err().to_string().starts_with("KICKQ_RETRY_DELAYS"));
+        assert!(parse_delays("x")
+            .unwrap_err()
+            .to_string()
+            .starts_with("KICKQ_RETRY_DELAYS"));
     }
 }

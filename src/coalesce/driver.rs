@@ -8,7 +8,7 @@
 //! is taken before the token for the same reason the window exists: the
 //! token's instant must be the call's start, not a queueing delay later.
 
-use super::{Coalescer, Next, Policy};
+use super::{Coalescer, Input, Next, Policy, DEFAULT_DENSE_GAP};
 use crate::ratelimit::{Gate, Grant};
 use crate::stage::{Dispatch, JobIn, Mode};
 use std::sync::Arc;
@@ -74,7 +74,7 @@ pub async fn run(
 ) {
     let mut core: Coalescer<Arc<crate::stage::Job>> = Coalescer::new(cfg.policy);
     let mut input_open = true;
-    let mut last_input: Option<Instant> = None;
+    let mut input_state = Input::default();
     let mut deadline: Option<Instant> = None;
     let mut slot: Option<OwnedSemaphorePermit> = None;
     let mut token_blocked_since: Option<Instant> = None;
@@ -85,7 +85,10 @@ pub async fn run(
                 break;
             }
             if deadline.is_some_and(|d| now >= d) {
-                tracing::info!(users = core.pending_users(), "drain deadline passed; returning the rest to the queue");
+                tracing::info!(
+                    users = core.pending_users(),
+                    "drain deadline passed; returning the rest to the queue"
+                );
                 break;
             }
         }
@@ -117,13 +120,14 @@ pub async fn run(
                     wake = earliest(wake, at);
                     continue 'apps;
                 }
-                let id = match core.next(app, now, if input_open { last_input } else { None }) {
-                    Next::Idle => continue 'apps,
-                    Next::WaitUntil(at) => {
+                let seen = if input_open { input_state } else { Input::default() };
+                let (id, why) = match core.next_with_reason(app, now, seen) {
+                    Err(Next::WaitUntil(at)) => {
                         wake = earliest(wake, at);
                         continue 'apps;
                     }
-                    Next::Send(id) => id,
+                    Err(_) => continue 'apps,
+                    Ok(choice) => choice,
                 };
                 if slot.is_none() {
                     match slots.clone().try_acquire_owned() {
@@ -142,6 +146,14 @@ pub async fn run(
                     crate::metrics::token_wait(now - since);
                 }
                 let chunk = core.take(app, id).expect("next names a live group");
+                crate::metrics::coalesced(why, chunk.users.len());
+                tracing::trace!(
+                    ?why,
+                    users = chunk.users.len(),
+                    pending = core.pending_users(),
+                    ?seen,
+                    "cut"
+                );
                 let d = Dispatch {
                     chunk,
                     mode: Mode::Call,
@@ -168,7 +180,10 @@ pub async fn run(
                             Err(_) => break,
                         }
                     }
-                    last_input = Some(t);
+                    input_state = Input {
+                        last: Some(t),
+                        dense: input_state.last.is_some_and(|prev| t - prev < DEFAULT_DENSE_GAP),
+                    };
                 }
                 None => {
                     input_open = false;

@@ -9,7 +9,9 @@
 //! 2. else the oldest group holding a full call (`chunk_size` users);
 //! 3. else, once input has paused for `linger`, the largest group: under light
 //!    load a lone kick leaves within `linger`, and when prefetch is exhausted
-//!    the token buys as many users as it can;
+//!    the token buys as many users as it can. While input is dense (a backlog
+//!    streaming in) the pause must last `dense_linger`, so a scheduling hiccup
+//!    in the stream is not taken for the end of it;
 //! 4. else wait until one of those becomes true.
 //!
 //! The caller asks only when it holds a token, so coalescing goes on for as
@@ -26,6 +28,12 @@ use tokio::time::Instant;
 /// Default pause in input after which a partial group is sent: short enough
 /// that a lone kick reaches the API well within 10 ms of being consumed.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(2);
+/// Default pause required while input is dense: long enough to ride out a
+/// stall in a streaming backlog, short against any group's wait.
+pub const DEFAULT_DENSE_LINGER: Duration = Duration::from_millis(20);
+/// Input whose last gap was shorter than this is dense (a backlog streaming
+/// in); a lone kick every few milliseconds or slower is not.
+pub const DEFAULT_DENSE_GAP: Duration = Duration::from_millis(10);
 /// Default bound on how long a group's oldest user waits while fuller groups
 /// are preferred. Long enough for full calls under a 50/s backlog, short
 /// enough that a delivery is never held near the broker's consumer timeout.
@@ -36,6 +44,8 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(20);
 pub struct Policy {
     /// Input pause after which partial groups may go.
     pub linger: Duration,
+    /// The same pause while input is dense.
+    pub dense_linger: Duration,
     /// Longest a group's oldest user waits before it goes first.
     pub max_wait: Duration,
 }
@@ -44,9 +54,21 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             linger: DEFAULT_LINGER,
+            dense_linger: DEFAULT_DENSE_LINGER,
             max_wait: DEFAULT_MAX_WAIT,
         }
     }
+}
+
+/// What the policy knows of the input stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Input {
+    /// When input last arrived; `None` once input has ended (shutdown) or
+    /// before any arrived.
+    pub last: Option<Instant>,
+    /// The gap before that arrival was under [`DEFAULT_DENSE_GAP`]: a backlog
+    /// is streaming in.
+    pub dense: bool,
 }
 
 /// What to do with the next token of an AppId.
@@ -238,13 +260,13 @@ impl<W: Clone> Coalescer<W> {
     }
 
     /// The policy's choice for the AppId's next token (see the module docs).
-    pub fn next(&self, app_id: u32, now: Instant, last_input: Option<Instant>) -> Next {
-        self.next_with_reason(app_id, now, last_input)
+    pub fn next(&self, app_id: u32, now: Instant, input: Input) -> Next {
+        self.next_with_reason(app_id, now, input)
             .map_or_else(|n| n, |(id, _)| Next::Send(id))
     }
 
     /// Like [`Coalescer::next`], also saying why a group was chosen.
-    pub fn next_with_reason(&self, app_id: u32, now: Instant, last_input: Option<Instant>) -> Result<(GroupId, Reason), Next> {
+    pub fn next_with_reason(&self, app_id: u32, now: Instant, input: Input) -> Result<(GroupId, Reason), Next> {
         let Some(app) = self.apps.get(&app_id) else {
             return Err(Next::Idle);
         };
@@ -258,7 +280,12 @@ impl<W: Clone> Coalescer<W> {
         if let Some(&(_, id)) = app.full.first() {
             return Ok((id, Reason::Full));
         }
-        let idle_at = last_input.map_or(now, |t| t + self.policy.linger);
+        let linger = if input.dense {
+            self.policy.dense_linger
+        } else {
+            self.policy.linger
+        };
+        let idle_at = input.last.map_or(now, |t| t + linger);
         if idle_at <= now {
             let &(_, _, id) = app.by_size.first().expect("by_size indexes the same groups as by_age");
             return Ok((id, Reason::Largest));
@@ -288,7 +315,10 @@ impl<W: Clone> Coalescer<W> {
             .order
             .drain(..n)
             .map(|(user_id, _)| {
-                let waiters = group.waiters.remove(&user_id).expect("order and waiters hold the same users");
+                let waiters = group
+                    .waiters
+                    .remove(&user_id)
+                    .expect("order and waiters hold the same users");
                 ChunkUser { user_id, waiters }
             })
             .collect();
@@ -359,6 +389,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             linger: ms(5),
+            dense_linger: ms(20),
             max_wait: ms(1000),
         }
     }
@@ -370,19 +401,91 @@ mod tests {
             name: &'static str,
             setup: Vec<(&'static str, Vec<&'static str>, u64)>,
             now: u64,
-            last_input: Option<u64>,
+            /// Negative: the same instant, but the input is dense.
+            last_input: Option<i64>,
             expect: Result<(&'static str, Reason), Option<u64>>,
         }
         let cases = vec![
-            Case { name: "empty", setup: vec![], now: 0, last_input: None, expect: Err(None) },
-            Case { name: "lone user, input idle", setup: vec![("r", vec!["a"], 0)], now: 0, last_input: None, expect: Ok(("r", Reason::Largest)) },
-            Case { name: "lone user, input flowing", setup: vec![("r", vec!["a"], 0)], now: 1, last_input: Some(0), expect: Err(Some(5)) },
-            Case { name: "lone user after linger", setup: vec![("r", vec!["a"], 0)], now: 5, last_input: Some(0), expect: Ok(("r", Reason::Largest)) },
-            Case { name: "full group goes at once", setup: vec![("p", vec!["x"], 0), ("r", vec!["a", "b", "c", "d", "e"], 1)], now: 1, last_input: Some(1), expect: Ok(("r", Reason::Full)) },
-            Case { name: "oldest full group first", setup: vec![("r", vec!["a", "b", "c", "d", "e"], 2), ("s", vec!["a", "b", "c", "d", "e"], 1)], now: 3, last_input: Some(3), expect: Ok(("s", Reason::Full)) },
-            Case { name: "largest partial when idle", setup: vec![("p", vec!["x"], 0), ("r", vec!["a", "b", "c"], 1)], now: 50, last_input: Some(1), expect: Ok(("r", Reason::Largest)) },
-            Case { name: "overdue beats full", setup: vec![("p", vec!["x"], 0), ("r", vec!["a", "b", "c", "d", "e"], 900)], now: 1000, last_input: Some(999), expect: Ok(("p", Reason::Overdue)) },
-            Case { name: "wait until overdue if sooner than linger", setup: vec![("p", vec!["x"], 0)], now: 998, last_input: Some(997), expect: Err(Some(1000)) },
+            Case {
+                name: "empty",
+                setup: vec![],
+                now: 0,
+                last_input: None,
+                expect: Err(None),
+            },
+            Case {
+                name: "lone user, input idle",
+                setup: vec![("r", vec!["a"], 0)],
+                now: 0,
+                last_input: None,
+                expect: Ok(("r", Reason::Largest)),
+            },
+            Case {
+                name: "lone user, input flowing",
+                setup: vec![("r", vec!["a"], 0)],
+                now: 1,
+                last_input: Some(0),
+                expect: Err(Some(5)),
+            },
+            Case {
+                name: "lone user after linger",
+                setup: vec![("r", vec!["a"], 0)],
+                now: 5,
+                last_input: Some(0),
+                expect: Ok(("r", Reason::Largest)),
+            },
+            Case {
+                name: "full group goes at once",
+                setup: vec![("p", vec!["x"], 0), ("r", vec!["a", "b", "c", "d", "e"], 1)],
+                now: 1,
+                last_input: Some(1),
+                expect: Ok(("r", Reason::Full)),
+            },
+            Case {
+                name: "oldest full group first",
+                setup: vec![
+                    ("r", vec!["a", "b", "c", "d", "e"], 2),
+                    ("s", vec!["a", "b", "c", "d", "e"], 1),
+                ],
+                now: 3,
+                last_input: Some(3),
+                expect: Ok(("s", Reason::Full)),
+            },
+            Case {
+                name: "largest partial when idle",
+                setup: vec![("p", vec!["x"], 0), ("r", vec!["a", "b", "c"], 1)],
+                now: 50,
+                last_input: Some(1),
+                expect: Ok(("r", Reason::Largest)),
+            },
+            Case {
+                name: "overdue beats full",
+                setup: vec![("p", vec!["x"], 0), ("r", vec!["a", "b", "c", "d", "e"], 900)],
+                now: 1000,
+                last_input: Some(999),
+                expect: Ok(("p", Reason::Overdue)),
+            },
+            Case {
+                name: "dense input waits the longer linger",
+                setup: vec![("r", vec!["a"], 0)],
+                now: 10,
+                last_input: Some(-5),
+                expect: Err(Some(25)),
+            },
+            Case {
+                name: "dense input, long pause",
+                setup: vec![("r", vec!["a"], 0)],
+                now: 25,
+                last_input: Some(-5),
+                expect: Ok(("r", Reason::Largest)),
+            },
+            Case {
+                name: "wait until overdue if sooner than linger",
+                setup: vec![("p", vec!["x"], 0)],
+                now: 998,
+                last_input: Some(997),
+                expect: Err(Some(1000)),
+            },
         ];
         for case in cases {
             let mut c = Coalescer::new(policy());
@@ -391,7 +494,11 @@ mod tests {
                 c.add(key(room), users(us), 0u32, t0 + ms(*at));
                 ids.insert(*room, c.apps[&1].ids[&key(room)]);
             }
-            let got = c.next_with_reason(1, t0 + ms(case.now), case.last_input.map(|t| t0 + ms(t)));
+            let input = Input {
+                last: case.last_input.map(|t| t0 + ms(t.unsigned_abs())),
+                dense: case.last_input.is_some_and(|t| t < 0),
+            };
+            let got = c.next_with_reason(1, t0 + ms(case.now), input);
             let want = match case.expect {
                 Ok((room, why)) => Ok((ids[room], why)),
                 Err(None) => Err(Next::Idle),
@@ -410,10 +517,16 @@ mod tests {
         c.add(key("s"), users(&["b"]), 3u32, t0);
         assert_eq!(c.pending_users(), 4);
         assert_eq!(c.pending_groups(), 2);
-        let Next::Send(id) = c.next(1, t0 + ms(10), None) else { panic!() };
+        let Next::Send(id) = c.next(1, t0 + ms(10), Input::default()) else {
+            panic!()
+        };
         let chunk = c.take(1, id).unwrap();
         assert_eq!(chunk.key.room_id.as_ref(), "r");
-        let got: Vec<(&str, Vec<u32>)> = chunk.users.iter().map(|u| (u.user_id.as_ref(), u.waiters.clone())).collect();
+        let got: Vec<(&str, Vec<u32>)> = chunk
+            .users
+            .iter()
+            .map(|u| (u.user_id.as_ref(), u.waiters.clone()))
+            .collect();
         assert_eq!(got, vec![("a", vec![1]), ("b", vec![1, 2]), ("c", vec![2])]);
         assert_eq!(c.pending_users(), 1);
     }
@@ -422,7 +535,10 @@ mod tests {
     fn reasons_and_apps_never_share_a_call() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(policy());
-        let spam = GroupKey { reason: Some("spam".into()), ..key("r") };
+        let spam = GroupKey {
+            reason: Some("spam".into()),
+            ..key("r")
+        };
         let other_app = GroupKey { app_id: 2, ..key("r") };
         c.add(key("r"), users(&["a"]), 0u32, t0);
         c.add(spam, users(&["b"]), 0u32, t0);
@@ -439,16 +555,47 @@ mod tests {
         let mut c = Coalescer::new(policy());
         let seven: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();
         c.add(key("r"), seven.iter().map(|s| Arc::from(s.as_str())), 0u32, t0);
-        let Next::Send(id) = c.next(1, t0, Some(t0)) else { panic!("a full group goes at once") };
+        let Next::Send(id) = c.next(
+            1,
+            t0,
+            Input {
+                last: Some(t0),
+                dense: false,
+            },
+        ) else {
+            panic!("a full group goes at once")
+        };
         let first = c.take(1, id).unwrap();
         assert_eq!(first.users.len(), 5);
         assert_eq!(first.users[0].user_id.as_ref(), "u0");
-        assert!(matches!(c.next(1, t0, Some(t0)), Next::WaitUntil(_)), "two left: not full");
+        assert!(
+            matches!(
+                c.next(
+                    1,
+                    t0,
+                    Input {
+                        last: Some(t0),
+                        dense: false
+                    }
+                ),
+                Next::WaitUntil(_)
+            ),
+            "two left: not full"
+        );
         c.set_chunk_size(1, 2);
-        let Next::Send(id) = c.next(1, t0, Some(t0)) else { panic!("full at the new size") };
+        let Next::Send(id) = c.next(
+            1,
+            t0,
+            Input {
+                last: Some(t0),
+                dense: false,
+            },
+        ) else {
+            panic!("full at the new size")
+        };
         assert_eq!(c.take(1, id).unwrap().users.len(), 2);
         assert!(c.is_empty());
-        assert_eq!(c.next(1, t0, None), Next::Idle);
+        assert_eq!(c.next(1, t0, Input::default()), Next::Idle);
     }
 
     #[test]
@@ -489,7 +636,7 @@ mod tests {
                 in_flight += 1;
             }
             // The window is full or the input ended: input is idle.
-            match c.next(1, t, None) {
+            match c.next(1, t, Input::default()) {
                 Next::Send(id) => {
                     let chunk = c.take(1, id).unwrap();
                     in_flight -= chunk.users.iter().map(|u| u.waiters.len()).sum::<usize>();
@@ -500,6 +647,9 @@ mod tests {
             }
         }
         let minimum = 1000 * 4;
-        assert!(calls as f64 <= minimum as f64 * 1.05, "{calls} calls, minimum {minimum}");
+        assert!(
+            calls as f64 <= minimum as f64 * 1.05,
+            "{calls} calls, minimum {minimum}"
+        );
     }
 }

@@ -77,13 +77,7 @@ impl Engine {
     /// Decides and records one request. `now` is monotonic time since the
     /// mock started (non-decreasing across calls); `system_unix` is the wall
     /// clock before the test offset; `roll` feeds probabilistic fault rules.
-    pub fn handle(
-        &mut self,
-        raw_query: &str,
-        now: Duration,
-        system_unix: i64,
-        roll: &mut dyn FnMut() -> f64,
-    ) -> Reply {
+    pub fn handle(&mut self, raw_query: &str, now: Duration, system_unix: i64, roll: &mut dyn FnMut() -> f64) -> Reply {
         let at_ms = self.records.arrive(now);
         let q = verify::parse_query(raw_query);
         let one = |p: &Param| match p {
@@ -129,8 +123,7 @@ impl Engine {
             Some(Terminal::Reset) => Answer::Reset,
             None if plan.absent => Answer::Code(USER_NOT_IN_ROOM),
             None => {
-                self.records
-                    .kick(&call.room_id, &call.user_ids, call.reason.as_deref());
+                self.records.kick(&call.room_id, &call.user_ids, call.reason.as_deref());
                 Answer::Code(OK)
             }
         };
@@ -228,10 +221,7 @@ mod tests {
             .append_pair("AppId", &APP.to_string())
             .append_pair("SignatureNonce", nonce)
             .append_pair("Timestamp", &ts.to_string())
-            .append_pair(
-                "Signature",
-                &signature(APP, nonce, &Secret::new(secret), ts),
-            )
+            .append_pair("Signature", &signature(APP, nonce, &Secret::new(secret), ts))
             .append_pair("SignatureVersion", "2.0")
             .append_pair("RoomId", room);
         for u in users {
@@ -268,66 +258,26 @@ mod tests {
         };
         let cases: Vec<(&str, String, Outcome, u64)> = vec![
             ("kick", signed("r", &["a", "b"], "s3cret", NOW), json(0), 0),
-            (
-                "wrong secret",
-                signed("r", &["a"], "other", NOW),
-                json(100000005),
-                0,
-            ),
-            (
-                "stale",
-                signed("r", &["a"], "s3cret", NOW - 660),
-                json(100000004),
-                0,
-            ),
+            ("wrong secret", signed("r", &["a"], "other", NOW), json(100000005), 0),
+            ("stale", signed("r", &["a"], "s3cret", NOW - 660), json(100000004), 0),
             (
                 "six users",
                 signed("r", &["1", "2", "3", "4", "5", "6"], "s3cret", NOW),
                 json(50011),
                 0,
             ),
-            (
-                "slow kick",
-                signed("slow-1", &["c"], "s3cret", NOW),
-                json(0),
-                250,
-            ),
-            (
-                "fixed code",
-                signed("bad-1", &["d"], "s3cret", NOW),
-                json(2),
-                0,
-            ),
+            ("slow kick", signed("slow-1", &["c"], "s3cret", NOW), json(0), 250),
+            ("fixed code", signed("bad-1", &["d"], "s3cret", NOW), json(2), 0),
             (
                 "slow and bad",
                 signed("slow-bad-1", &["d"], "s3cret", NOW),
                 json(0),
                 250,
             ),
-            (
-                "http 500",
-                signed("boom-1", &["e"], "s3cret", NOW),
-                Outcome::Http500,
-                0,
-            ),
-            (
-                "hang",
-                signed("hang-1", &["e"], "s3cret", NOW),
-                Outcome::Hang,
-                0,
-            ),
-            (
-                "reset",
-                signed("reset-1", &["e"], "s3cret", NOW),
-                Outcome::Reset,
-                0,
-            ),
-            (
-                "absent",
-                signed("r", &["f", "ghost-1"], "s3cret", NOW),
-                json(50002),
-                0,
-            ),
+            ("http 500", signed("boom-1", &["e"], "s3cret", NOW), Outcome::Http500, 0),
+            ("hang", signed("hang-1", &["e"], "s3cret", NOW), Outcome::Hang, 0),
+            ("reset", signed("reset-1", &["e"], "s3cret", NOW), Outcome::Reset, 0),
+            ("absent", signed("r", &["f", "ghost-1"], "s3cret", NOW), json(50002), 0),
             ("no query", String::new(), json(100000006), 0),
         ];
         for (i, (name, query, want, latency)) in cases.iter().enumerate() {
@@ -357,10 +307,7 @@ mod tests {
         );
         let calls = &e.log().calls;
         assert_eq!(calls.len(), cases.len());
-        assert_eq!(
-            calls[1].app_id, None,
-            "a failed signature has no verified AppId"
-        );
+        assert_eq!(calls[1].app_id, None, "a failed signature has no verified AppId");
         assert_eq!(calls[0].app_id, Some(APP));
         assert_eq!((calls[7].code, calls[7].http_status), (None, Some(500)));
         assert_eq!((calls[8].code, calls[8].http_status), (None, None));
@@ -402,21 +349,12 @@ mod tests {
         let mut e = Engine::new(&config(0, vec![]));
         let q = signed("r", &["a"], "s3cret", NOW);
         e.set_clock_offset(11 * 60);
-        assert_eq!(
-            code(&e.handle(&q, at(0), NOW, &mut || 0.0)),
-            Some(100000004)
-        );
+        assert_eq!(code(&e.handle(&q, at(0), NOW, &mut || 0.0)), Some(100000004));
         e.set_clock_offset(-11 * 60);
-        assert_eq!(
-            code(&e.handle(&q, at(1), NOW, &mut || 0.0)),
-            Some(100000004)
-        );
+        assert_eq!(code(&e.handle(&q, at(1), NOW, &mut || 0.0)), Some(100000004));
         e.set_clock_offset(0);
         e.set_secret(Secret::new("rotated"));
-        assert_eq!(
-            code(&e.handle(&q, at(2), NOW, &mut || 0.0)),
-            Some(100000005)
-        );
+        assert_eq!(code(&e.handle(&q, at(2), NOW, &mut || 0.0)), Some(100000005));
         e.set_secret(Secret::new("s3cret"));
         let mut flaky = FaultRule::new("*", FaultEffect::Code(1));
         flaky.first = Some(1);

@@ -52,15 +52,11 @@ pub fn parse_fault(text: &str) -> Result<FaultRule, FaultSyntaxError> {
             ("room", Some(v)) => set_once(&mut room, v.to_owned(), "room").map_err(fail)?,
             ("users", Some(v)) => set_once(&mut users, v.to_owned(), "users").map_err(fail)?,
             ("code", Some(v)) => {
-                let code = v
-                    .parse()
-                    .map_err(|_| fail(format!("code {v:?} is not an integer")))?;
+                let code = v.parse().map_err(|_| fail(format!("code {v:?} is not an integer")))?;
                 effects.push(FaultEffect::Code(code));
             }
             ("first", Some(v)) => {
-                let n = v
-                    .parse()
-                    .map_err(|_| fail(format!("first {v:?} is not a count")))?;
+                let n = v.parse().map_err(|_| fail(format!("first {v:?} is not a count")))?;
                 set_once(&mut first, n, "first").map_err(fail)?;
             }
             ("error-rate", Some(v)) => {
@@ -74,8 +70,7 @@ pub fn parse_fault(text: &str) -> Result<FaultRule, FaultSyntaxError> {
             }
             ("latency", Some(v)) => {
                 let d = parse_duration(v).map_err(fail)?;
-                let ms = u64::try_from(d.as_millis())
-                    .map_err(|_| fail(format!("latency {v} is too long")))?;
+                let ms = u64::try_from(d.as_millis()).map_err(|_| fail(format!("latency {v} is too long")))?;
                 effects.push(FaultEffect::LatencyMs(ms));
             }
             ("http500", None) => effects.push(FaultEffect::Http500),
@@ -99,11 +94,7 @@ pub fn parse_fault(text: &str) -> Result<FaultRule, FaultSyntaxError> {
                 "no effect (code=N, http500, latency=D, hang, reset or absent)".into(),
             ))
         }
-        _ => {
-            return Err(fail(
-                "more than one effect; use one --fault per effect".into(),
-            ))
-        }
+        _ => return Err(fail("more than one effect; use one --fault per effect".into())),
     };
     Ok(FaultRule {
         room: room.unwrap_or_else(|| "*".into()),
@@ -124,12 +115,7 @@ fn set_once<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), String>
 mod tests {
     use super::*;
 
-    fn rule(
-        room: &str,
-        first: Option<u64>,
-        probability: Option<f64>,
-        effect: FaultEffect,
-    ) -> FaultRule {
+    fn rule(room: &str, first: Option<u64>, probability: Option<f64>, effect: FaultEffect) -> FaultRule {
         FaultRule {
             room: room.into(),
             first,
@@ -141,10 +127,7 @@ mod tests {
     #[test]
     fn accepted_table() {
         let table = vec![
-            (
-                "room=bad-*,code=2",
-                rule("bad-*", None, None, FaultEffect::Code(2)),
-            ),
+            ("room=bad-*,code=2", rule("bad-*", None, None, FaultEffect::Code(2))),
             (
                 "room=flaky-*,code=1,first=3",
                 rule("flaky-*", Some(3), None, FaultEffect::Code(1)),
@@ -157,18 +140,9 @@ mod tests {
                 "room=slow-*,latency=2s",
                 rule("slow-*", None, None, FaultEffect::LatencyMs(2000)),
             ),
-            (
-                "room=*,http500",
-                rule("*", None, None, FaultEffect::Http500),
-            ),
-            (
-                "room=hang-*,hang",
-                rule("hang-*", None, None, FaultEffect::Hang),
-            ),
-            (
-                "room=reset-*,reset",
-                rule("reset-*", None, None, FaultEffect::Reset),
-            ),
+            ("room=*,http500", rule("*", None, None, FaultEffect::Http500)),
+            ("room=hang-*,hang", rule("hang-*", None, None, FaultEffect::Hang)),
+            ("room=reset-*,reset", rule("reset-*", None, None, FaultEffect::Reset)),
             (
                 "room=*,error-rate=0.1,code=1",
                 rule("*", None, Some(0.1), FaultEffect::Code(1)),
@@ -178,14 +152,8 @@ mod tests {
                 rule("*", None, None, FaultEffect::AbsentUsers("ghost-*".into())),
             ),
             ("code=5018", rule("*", None, None, FaultEffect::Code(5018))),
-            (
-                " room = r , code = -1 ",
-                rule("r", None, None, FaultEffect::Code(-1)),
-            ),
-            (
-                "reset,first=1,room=x",
-                rule("x", Some(1), None, FaultEffect::Reset),
-            ),
+            (" room = r , code = -1 ", rule("r", None, None, FaultEffect::Code(-1))),
+            ("reset,first=1,room=x", rule("x", Some(1), None, FaultEffect::Reset)),
         ];
         for (text, want) in table {
             assert_eq!(parse_fault(text), Ok(want), "{text}");

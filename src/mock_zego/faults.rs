@@ -66,9 +66,7 @@ impl FaultRule {
     /// Checks the invariant; the error names the offending field.
     pub fn validate(&self) -> Result<(), String> {
         match self.probability {
-            Some(p) if !(0.0..=1.0).contains(&p) => {
-                Err(format!("probability {p} is not within 0..=1"))
-            }
+            Some(p) if !(0.0..=1.0).contains(&p) => Err(format!("probability {p} is not within 0..=1")),
             _ => Ok(()),
         }
     }
@@ -290,11 +288,7 @@ mod tests {
             },
             Case {
                 name: "probability fires below",
-                rules: vec![with(
-                    FaultRule::new("*", FaultEffect::Code(1)),
-                    None,
-                    Some(0.1),
-                )],
+                rules: vec![with(FaultRule::new("*", FaultEffect::Code(1)), None, Some(0.1))],
                 room: "r",
                 users: &["u"],
                 roll: 0.05,
@@ -305,11 +299,7 @@ mod tests {
             },
             Case {
                 name: "probability skips at or above",
-                rules: vec![with(
-                    FaultRule::new("*", FaultEffect::Code(1)),
-                    None,
-                    Some(0.1),
-                )],
+                rules: vec![with(FaultRule::new("*", FaultEffect::Code(1)), None, Some(0.1))],
                 room: "r",
                 users: &["u"],
                 roll: 0.1,
@@ -317,10 +307,7 @@ mod tests {
             },
             Case {
                 name: "absent user named",
-                rules: vec![FaultRule::new(
-                    "*",
-                    FaultEffect::AbsentUsers("ghost-*".into()),
-                )],
+                rules: vec![FaultRule::new("*", FaultEffect::AbsentUsers("ghost-*".into()))],
                 room: "r",
                 users: &["u", "ghost-1"],
                 roll: 0.0,
@@ -331,10 +318,7 @@ mod tests {
             },
             Case {
                 name: "absent user not named",
-                rules: vec![FaultRule::new(
-                    "*",
-                    FaultEffect::AbsentUsers("ghost-*".into()),
-                )],
+                rules: vec![FaultRule::new("*", FaultEffect::AbsentUsers("ghost-*".into()))],
                 room: "r",
                 users: &["u", "host-1"],
                 roll: 0.0,
@@ -358,28 +342,19 @@ mod tests {
         ];
         for case in cases {
             let mut matched = vec![0; case.rules.len()];
-            let got = plan(
-                &case.rules,
-                &mut matched,
-                case.room,
-                &users(case.users),
-                &mut || case.roll,
-            );
+            let got = plan(&case.rules, &mut matched, case.room, &users(case.users), &mut || {
+                case.roll
+            });
             assert_eq!(got, case.want, "{}", case.name);
         }
     }
 
     #[test]
     fn first_n_counts_matching_calls_only() {
-        let rules = vec![with_first(
-            FaultRule::new("flaky-*", FaultEffect::Code(1)),
-            3,
-        )];
+        let rules = vec![with_first(FaultRule::new("flaky-*", FaultEffect::Code(1)), 3)];
         let mut matched = vec![0];
         let mut outcomes = Vec::new();
-        for room in [
-            "flaky-1", "other", "flaky-2", "flaky-1", "other", "flaky-3", "flaky-1",
-        ] {
+        for room in ["flaky-1", "other", "flaky-2", "flaky-1", "other", "flaky-3", "flaky-1"] {
             let p = plan(&rules, &mut matched, room, &users(&["u"]), &mut || 0.0);
             outcomes.push(p.terminal);
         }
@@ -418,8 +393,7 @@ mod tests {
         assert_eq!(rules[1].probability, Some(0.5));
         assert_eq!(rules[2].effect, FaultEffect::LatencyMs(500));
         assert_eq!(rules[3].first, Some(2));
-        let back: Vec<FaultRule> =
-            serde_json::from_str(&serde_json::to_string(&rules).unwrap()).unwrap();
+        let back: Vec<FaultRule> = serde_json::from_str(&serde_json::to_string(&rules).unwrap()).unwrap();
         assert_eq!(back, rules);
         assert!(serde_json::from_str::<FaultRule>(r#"{"effect":"hang","typo":1}"#).is_err());
         let mut r = FaultRule::new("*", FaultEffect::Hang);

@@ -60,11 +60,7 @@ impl MockZego {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(&cfg));
         let token = shared.shutdown.clone();
-        let task = tokio::spawn(server::run(
-            shared.clone(),
-            listener,
-            token.cancelled_owned(),
-        ));
+        let task = tokio::spawn(server::run(shared.clone(), listener, token.cancelled_owned()));
         Ok(MockZego {
             shared,
             addr,

@@ -189,10 +189,7 @@ mod tests {
         let c = r.counters();
         assert_eq!(c.calls, 7);
         assert_eq!(c.by_code, BTreeMap::from([(0, 2), (206, 1), (50002, 1)]));
-        assert_eq!(
-            (c.rate_limited, c.http_errors, c.resets, c.hangs),
-            (1, 1, 1, 1)
-        );
+        assert_eq!((c.rate_limited, c.http_errors, c.resets, c.hangs), (1, 1, 1, 1));
         assert_eq!(c.max_calls_in_1s, 7);
         assert_eq!(r.log().calls.len(), 7);
         assert_eq!(r.log().kicked[1].user_id, "b");

@@ -190,10 +190,7 @@ pub fn check_call(q: &Query) -> Result<KickCall, i64> {
 
 /// Digits only: `str::parse` would also take a leading `+`.
 fn parse_u32(s: &str) -> Option<u32> {
-    s.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| s.parse().ok())
-        .flatten()
+    s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse().ok()).flatten()
 }
 
 /// An optional `-` then digits.
@@ -296,41 +293,21 @@ mod tests {
         let cases: Vec<(&str, String, i64)> = vec![
             ("no Action", query(remove("Action")), ACTION_EMPTY),
             ("empty Action", query(set("Action", "")), ACTION_EMPTY),
-            (
-                "other Action",
-                query(set("Action", "CloseRoom")),
-                ACTION_UNSUPPORTED,
-            ),
+            ("other Action", query(set("Action", "CloseRoom")), ACTION_UNSUPPORTED),
             ("no AppId", query(remove("AppId")), APP_ID_FORMAT),
             ("AppId text", query(set("AppId", "abc")), APP_ID_FORMAT),
-            (
-                "AppId over u32",
-                query(set("AppId", "4294967296")),
-                APP_ID_FORMAT,
-            ),
-            (
-                "AppId with +",
-                query(set("AppId", "+1234567890")),
-                APP_ID_FORMAT,
-            ),
+            ("AppId over u32", query(set("AppId", "4294967296")), APP_ID_FORMAT),
+            ("AppId with +", query(set("AppId", "+1234567890")), APP_ID_FORMAT),
             ("other AppId", query(set("AppId", "42")), UNKNOWN_APP_ID),
             ("no nonce", query(remove("SignatureNonce")), NONCE_EMPTY),
-            (
-                "short nonce",
-                query(set("SignatureNonce", "abc")),
-                PARAM_ERROR,
-            ),
+            ("short nonce", query(set("SignatureNonce", "abc")), PARAM_ERROR),
             (
                 "non-hex nonce",
                 query(set("SignatureNonce", "zzzzzzzzzzzzzzzz")),
                 PARAM_ERROR,
             ),
             ("no Timestamp", query(remove("Timestamp")), TIMESTAMP_EMPTY),
-            (
-                "Timestamp text",
-                query(set("Timestamp", "soon")),
-                TIMESTAMP_FORMAT,
-            ),
+            ("Timestamp text", query(set("Timestamp", "soon")), TIMESTAMP_FORMAT),
             (
                 "Timestamp float",
                 query(set("Timestamp", "1700000000.5")),
@@ -347,11 +324,7 @@ mod tests {
                 SIGNATURE_EXPIRED,
             ),
             ("no Signature", query(set("Signature", "")), SIGNATURE_EMPTY),
-            (
-                "no version",
-                query(remove("SignatureVersion")),
-                VERSION_EMPTY,
-            ),
+            ("no version", query(remove("SignatureVersion")), VERSION_EMPTY),
             (
                 "version 1.0",
                 query(set("SignatureVersion", "1.0")),
@@ -370,11 +343,7 @@ mod tests {
                 }),
                 SIGNATURE_ERROR,
             ),
-            (
-                "two AppIds",
-                query(add("AppId", APP.to_string())),
-                PARAM_ERROR,
-            ),
+            ("two AppIds", query(add("AppId", APP.to_string())), PARAM_ERROR),
             ("no RoomId", query(remove("RoomId")), PARAM_ERROR),
             ("empty RoomId", query(set("RoomId", "")), PARAM_ERROR),
             ("no users", query(users(0)), PARAM_ERROR),
@@ -425,10 +394,7 @@ mod tests {
     #[test]
     fn wrong_secret_is_a_signature_error() {
         let q = parse_query(&query(|_| {}));
-        assert_eq!(
-            check_auth(&q, APP, &Secret::new("other"), NOW),
-            Err(SIGNATURE_ERROR)
-        );
+        assert_eq!(check_auth(&q, APP, &Secret::new("other"), NOW), Err(SIGNATURE_ERROR));
     }
 
     #[test]
@@ -445,21 +411,12 @@ mod tests {
         ];
         let raw = query(|p| {
             p.retain(|(k, _)| k != "UserId[]");
-            p.extend(
-                hostile
-                    .iter()
-                    .take(5)
-                    .map(|u| ("UserId[]".to_owned(), (*u).to_owned())),
-            );
+            p.extend(hostile.iter().take(5).map(|u| ("UserId[]".to_owned(), (*u).to_owned())));
         });
         assert_eq!(verdict(&raw).unwrap().user_ids, hostile[..5]);
         let raw = query(|p| {
             p.retain(|(k, _)| k != "UserId[]");
-            p.extend(
-                hostile[5..]
-                    .iter()
-                    .map(|u| ("UserId[]".to_owned(), (*u).to_owned())),
-            );
+            p.extend(hostile[5..].iter().map(|u| ("UserId[]".to_owned(), (*u).to_owned())));
         });
         assert_eq!(verdict(&raw).unwrap().user_ids, hostile[5..]);
     }

@@ -204,7 +204,14 @@ impl Router {
                 received_at: job.received_at,
             });
             for user in &skipped {
-                self.rows.outcomes.push(outcome_row(&job, user, UserOutcome::Skipped, None, None, Some("already kicked for this job_id".into())));
+                self.rows.outcomes.push(outcome_row(
+                    &job,
+                    user,
+                    UserOutcome::Skipped,
+                    None,
+                    None,
+                    Some("already kicked for this job_id".into()),
+                ));
             }
         }
         if !skipped.is_empty() {
@@ -218,10 +225,20 @@ impl Router {
         }
     }
 
-    async fn unusable(&mut self, delivery: Delivery, body: Vec<u8>, why: Unusable, job_id: Option<String>, attempts: u32) -> Result<(), PublishError> {
+    async fn unusable(
+        &mut self,
+        delivery: Delivery,
+        body: Vec<u8>,
+        why: Unusable,
+        job_id: Option<String>,
+        attempts: u32,
+    ) -> Result<(), PublishError> {
         let (error, detail) = match why {
             Unusable::Validation(d) => (DeadError::Validation, d),
-            Unusable::UnknownApp(app) => (DeadError::UnknownApp, format!("no secret for AppId {app} in this worker")),
+            Unusable::UnknownApp(app) => (
+                DeadError::UnknownApp,
+                format!("no secret for AppId {app} in this worker"),
+            ),
         };
         let dl = DeadLetter {
             error,
@@ -312,13 +329,22 @@ impl Router {
                 Tag::Done => unreachable!("done entries are filtered out above"),
                 Tag::Retry(failed_attempt) => {
                     let (delay, queue) = self.cfg.names.retry_for(failed_attempt);
-                    let h = headers::retry(failed_attempt, Some(job.first_attempt_at.unwrap_or(now)), last.code, false, job_id);
+                    let h = headers::retry(
+                        failed_attempt,
+                        Some(job.first_attempt_at.unwrap_or(now)),
+                        last.code,
+                        false,
+                        job_id,
+                    );
                     let kind = match last.action {
                         Action::Retry { kind, .. } => kind,
                         _ => "transient",
                     };
                     crate::metrics::retry(kind);
-                    (queue.clone(), persistent_json(Some(job_id), h).with_expiration(jittered(*delay).into()))
+                    (
+                        queue.clone(),
+                        persistent_json(Some(job_id), h).with_expiration(jittered(*delay).into()),
+                    )
                 }
                 Tag::Defer => {
                     crate::metrics::retry("halted");
@@ -339,7 +365,10 @@ impl Router {
                         job_id: Some(job_id.to_owned()),
                         failed_at: now,
                     };
-                    (self.cfg.names.dead.clone(), persistent_json(Some(job_id), headers::dead_letter(None, &dl)))
+                    (
+                        self.cfg.names.dead.clone(),
+                        persistent_json(Some(job_id), headers::dead_letter(None, &dl)),
+                    )
                 }
             };
             if matches!(tag, Tag::Dead(..)) {
@@ -374,7 +403,14 @@ impl Router {
                 _ if e.detail.is_empty() => None,
                 _ => Some(e.detail.clone()),
             };
-            self.rows.outcomes.push(outcome_row(&e.job, &e.user, ledger_outcome, e.code, e.request_id.clone(), detail));
+            self.rows.outcomes.push(outcome_row(
+                &e.job,
+                &e.user,
+                ledger_outcome,
+                e.code,
+                e.request_id.clone(),
+                detail,
+            ));
         }
         let done = match self.books.get_mut(&e.job.id) {
             Some(book) => {
@@ -450,7 +486,14 @@ impl Router {
     }
 }
 
-fn outcome_row(job: &Job, user: &str, outcome: UserOutcome, code: Option<i64>, request_id: Option<String>, detail: Option<String>) -> OutcomeRow {
+fn outcome_row(
+    job: &Job,
+    user: &str,
+    outcome: UserOutcome,
+    code: Option<i64>,
+    request_id: Option<String>,
+    detail: Option<String>,
+) -> OutcomeRow {
     OutcomeRow {
         job_id: job.job_id().to_owned(),
         app_id: job.app_id,
@@ -471,7 +514,11 @@ fn outcome_row(job: &Job, user: &str, outcome: UserOutcome, code: Option<i64>, r
 fn jittered(delay: Duration) -> String {
     let ms = delay.as_millis() as u64;
     let low = ms / 2;
-    let v = if ms > low { low + rand::random::<u64>() % (ms - low + 1) } else { ms };
+    let v = if ms > low {
+        low + rand::random::<u64>() % (ms - low + 1)
+    } else {
+        ms
+    };
     v.to_string()
 }
 

@@ -57,7 +57,13 @@ pub enum Action {
 
 /// Decides for one user of one job. `attempts` is what the job had already
 /// made; `first_attempt_at` is when its first attempt was (None: this was it).
-pub fn plan(disposition: Disposition, attempts: u32, first_attempt_at: Option<DateTime<Utc>>, now: DateTime<Utc>, budget: &Budget) -> Action {
+pub fn plan(
+    disposition: Disposition,
+    attempts: u32,
+    first_attempt_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    budget: &Budget,
+) -> Action {
     let failed_attempt = attempts + 1;
     let retry = |max: u32, kind: &'static str| {
         let age = first_attempt_at.map_or(Duration::ZERO, |t| (now - t).to_std().unwrap_or_default());
@@ -94,13 +100,60 @@ mod tests {
         let cases: Vec<(Disposition, u32, Option<DateTime<Utc>>, Action)> = vec![
             (Disposition::Kicked, 0, None, Kicked),
             (Disposition::NothingToDo, 3, minutes(1), NothingToDo),
-            (Disposition::Retry(RetryKind::Transient), 0, None, Retry { failed_attempt: 1, kind: "transient" }),
-            (Disposition::Retry(RetryKind::Transient), 6, minutes(5), Retry { failed_attempt: 7, kind: "transient" }),
-            (Disposition::Retry(RetryKind::Transient), 7, minutes(5), DeadLetter(DeadError::RetriesExhausted)),
-            (Disposition::Retry(RetryKind::Transient), 2, minutes(15), DeadLetter(DeadError::RetriesExhausted)),
-            (Disposition::Retry(RetryKind::UnknownCode), 1, minutes(1), Retry { failed_attempt: 2, kind: "unknown_code" }),
-            (Disposition::Retry(RetryKind::UnknownCode), 2, minutes(1), DeadLetter(DeadError::RetriesExhausted)),
-            (Disposition::RateLimited, 0, None, Retry { failed_attempt: 1, kind: "rate_limited" }),
+            (
+                Disposition::Retry(RetryKind::Transient),
+                0,
+                None,
+                Retry {
+                    failed_attempt: 1,
+                    kind: "transient",
+                },
+            ),
+            (
+                Disposition::Retry(RetryKind::Transient),
+                6,
+                minutes(5),
+                Retry {
+                    failed_attempt: 7,
+                    kind: "transient",
+                },
+            ),
+            (
+                Disposition::Retry(RetryKind::Transient),
+                7,
+                minutes(5),
+                DeadLetter(DeadError::RetriesExhausted),
+            ),
+            (
+                Disposition::Retry(RetryKind::Transient),
+                2,
+                minutes(15),
+                DeadLetter(DeadError::RetriesExhausted),
+            ),
+            (
+                Disposition::Retry(RetryKind::UnknownCode),
+                1,
+                minutes(1),
+                Retry {
+                    failed_attempt: 2,
+                    kind: "unknown_code",
+                },
+            ),
+            (
+                Disposition::Retry(RetryKind::UnknownCode),
+                2,
+                minutes(1),
+                DeadLetter(DeadError::RetriesExhausted),
+            ),
+            (
+                Disposition::RateLimited,
+                0,
+                None,
+                Retry {
+                    failed_attempt: 1,
+                    kind: "rate_limited",
+                },
+            ),
             (Disposition::DeadLetter, 0, None, DeadLetter(DeadError::Permanent)),
             (Disposition::Halt, 5, minutes(14), Defer),
             (Disposition::Halt, 50, minutes(500), Defer),

@@ -160,9 +160,7 @@ impl ZegoClient {
             // target never needs one.
             builder = builder.no_proxy();
         }
-        let http = builder
-            .build()
-            .map_err(|e| ClientBuildError::Http(error_chain(e)))?;
+        let http = builder.build().map_err(|e| ClientBuildError::Http(error_chain(e)))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -181,12 +179,7 @@ impl ZegoClient {
     /// Sends one KickoutUser call, signed now with a fresh nonce. Sends
     /// `user_ids` as given, even more than the API's limit (the API answers
     /// 50011). Never retries; the caller classifies the result.
-    pub async fn kickout(
-        &self,
-        room_id: &str,
-        user_ids: &[String],
-        reason: Option<&str>,
-    ) -> CallResult {
+    pub async fn kickout(&self, room_id: &str, user_ids: &[String], reason: Option<&str>) -> CallResult {
         let started_at = chrono::Utc::now();
         let clock = Instant::now();
         let url = self.signed_url(room_id, user_ids, reason, started_at.timestamp());
@@ -216,13 +209,7 @@ impl ZegoClient {
         }
     }
 
-    fn signed_url(
-        &self,
-        room_id: &str,
-        user_ids: &[String],
-        reason: Option<&str>,
-        timestamp: i64,
-    ) -> Url {
+    fn signed_url(&self, room_id: &str, user_ids: &[String], reason: Option<&str>, timestamp: i64) -> Url {
         let app_id = self.inner.app_id;
         let nonce = new_nonce();
         let sig = signature(app_id, &nonce, &self.inner.secret, timestamp);
@@ -247,13 +234,7 @@ impl ZegoClient {
     }
 
     async fn send(&self, url: Url) -> Result<ApiReply, TransportError> {
-        let mut response = self
-            .inner
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let mut response = self.inner.http.get(url).send().await.map_err(transport_error)?;
         let status = response.status();
         if status.is_redirection() {
             return Err(TransportError::Redirect(status.as_u16()));
@@ -269,8 +250,7 @@ impl ZegoClient {
             }
             body.extend_from_slice(&chunk);
         }
-        let wire: WireReply =
-            serde_json::from_slice(&body).map_err(|_| TransportError::NotJson { http_status })?;
+        let wire: WireReply = serde_json::from_slice(&body).map_err(|_| TransportError::NotJson { http_status })?;
         Ok(ApiReply {
             code: wire.code,
             message: wire.message,
@@ -284,8 +264,7 @@ impl ZegoClient {
 /// says it is plain HTTP to loopback.
 fn endpoint(base: &str) -> Result<(Url, bool), ClientBuildError> {
     let bad = |why: &str| ClientBuildError::BaseUrl(why.to_owned());
-    let mut url = Url::parse(base.trim())
-        .map_err(|e| ClientBuildError::BaseUrl(format!("not a URL ({e})")))?;
+    let mut url = Url::parse(base.trim()).map_err(|e| ClientBuildError::BaseUrl(format!("not a URL ({e})")))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("must not hold user info"));
     }
@@ -295,16 +274,8 @@ fn endpoint(base: &str) -> Result<(Url, bool), ClientBuildError> {
     let loopback_http = match url.scheme() {
         "https" => false,
         "http" if url.host().as_ref().is_some_and(is_loopback) => true,
-        "http" => {
-            return Err(bad(
-                "plain http:// is allowed only to a loopback host; use https://",
-            ))
-        }
-        other => {
-            return Err(ClientBuildError::BaseUrl(format!(
-                "scheme {other}:// is not https://"
-            )))
-        }
+        "http" => return Err(bad("plain http:// is allowed only to a loopback host; use https://")),
+        other => return Err(ClientBuildError::BaseUrl(format!("scheme {other}:// is not https://"))),
     };
     if url.host().is_none() {
         return Err(bad("has no host"));
@@ -367,10 +338,7 @@ mod tests {
     fn base_url_table() {
         let accepted = [
             ("https://rtc-api.zego.im", "https://rtc-api.zego.im/"),
-            (
-                "https://rtc-api-sha.zego.im/",
-                "https://rtc-api-sha.zego.im/",
-            ),
+            ("https://rtc-api-sha.zego.im/", "https://rtc-api-sha.zego.im/"),
             ("https://gw.example/zego", "https://gw.example/zego/"),
             ("http://127.0.0.1:8085", "http://127.0.0.1:8085/"),
             ("http://127.9.9.9", "http://127.9.9.9/"),
@@ -424,33 +392,17 @@ mod tests {
                 "CustomReason"
             ]
         );
-        let get = |k: &str| {
-            pairs
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.as_str())
-                .unwrap()
-        };
+        let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap();
         assert_eq!(get("RoomId"), "r&RoomId=x");
         assert_eq!(pairs[7].1, users[0]);
         assert_eq!(pairs[8].1, users[1]);
         assert_eq!(get("CustomReason"), "spam & more");
         let nonce = get("SignatureNonce");
         let secret = Secret::new("0123456789abcdef0123456789abcdef");
-        assert_eq!(
-            get("Signature"),
-            signature(1234567890, nonce, &secret, 1700000000)
-        );
-        assert_eq!(
-            url.fragment(),
-            None,
-            "a # in a value must not start a fragment"
-        );
+        assert_eq!(get("Signature"), signature(1234567890, nonce, &secret, 1700000000));
+        assert_eq!(url.fragment(), None, "a # in a value must not start a fragment");
         let again = client.signed_url("r", &users, None, 1700000000);
-        assert!(
-            !again.as_str().contains(nonce),
-            "every call gets a fresh nonce"
-        );
+        assert!(!again.as_str().contains(nonce), "every call gets a fresh nonce");
         assert!(!again.as_str().contains("CustomReason"));
     }
 
@@ -483,10 +435,7 @@ mod tests {
             TransportError::Other("o".into()),
         ] {
             let text = e.to_string();
-            assert!(
-                !text.contains(secret) && !text.contains("Signature"),
-                "{text}"
-            );
+            assert!(!text.contains(secret) && !text.contains("Signature"), "{text}");
         }
     }
 

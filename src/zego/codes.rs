@@ -41,10 +41,7 @@ pub enum RetryKind {
 #[derive(Debug, Clone, Copy)]
 enum Rule {
     Always(Disposition),
-    ByUsers {
-        one: Disposition,
-        several: Disposition,
-    },
+    ByUsers { one: Disposition, several: Disposition },
 }
 
 /// One known code.
@@ -55,11 +52,7 @@ struct Row {
 }
 
 const fn row(code: i64, rule: Rule, meaning: &'static str) -> Row {
-    Row {
-        code,
-        rule,
-        meaning,
-    }
+    Row { code, rule, meaning }
 }
 
 use Disposition::*;
@@ -90,17 +83,9 @@ const CODES: &[Row] = &[
     row(1, Always(Retry(RetryKind::Transient)), "server busy, retry"),
     row(2, Always(DeadLetter), "input parameter error"),
     row(3, Always(Halt), "authentication failed"),
-    row(
-        7,
-        Always(RateLimited),
-        "over the API's requests-per-second limit",
-    ),
+    row(7, Always(RateLimited), "over the API's requests-per-second limit"),
     row(104, Always(NothingToDo), "room does not exist"),
-    row(
-        206,
-        Always(RateLimited),
-        "over the requests-per-second limit",
-    ),
+    row(206, Always(RateLimited), "over the requests-per-second limit"),
     row(
         5018,
         Always(Retry(RetryKind::Transient)),
@@ -138,11 +123,7 @@ const CODES: &[Row] = &[
     row(100000007, Always(Halt), "Action unsupported"),
     row(100000008, Always(Halt), "SignatureNonce empty"),
     row(100000009, Always(Halt), "Signature empty"),
-    row(
-        100000010,
-        Always(Halt),
-        "failed to get ServerSecret (wrong AppId?)",
-    ),
+    row(100000010, Always(Halt), "failed to get ServerSecret (wrong AppId?)"),
     row(100000011, Always(Halt), "failed to get app configuration"),
     row(
         100000012,
@@ -157,11 +138,7 @@ const CODES: &[Row] = &[
         "API gateway internal error",
     ),
     row(100000016, Always(Halt), "app has no production environment"),
-    row(
-        100000017,
-        Always(Halt),
-        "app has not activated this service",
-    ),
+    row(100000017, Always(Halt), "app has not activated this service"),
 ];
 
 fn find(code: i64) -> Option<&'static Row> {
@@ -258,22 +235,14 @@ mod tests {
     #[test]
     fn code_table() {
         for &(code, users, expected) in TABLE {
-            assert_eq!(
-                classify_code(code, users),
-                expected,
-                "code {code}, {users} user(s)"
-            );
+            assert_eq!(classify_code(code, users), expected, "code {code}, {users} user(s)");
             let reply = ApiReply {
                 code,
                 message: String::new(),
                 request_id: String::new(),
                 http_status: 200,
             };
-            assert_eq!(
-                classify(&Ok(reply), users),
-                expected,
-                "code {code} via classify"
-            );
+            assert_eq!(classify(&Ok(reply), users), expected, "code {code} via classify");
         }
     }
 
@@ -281,18 +250,11 @@ mod tests {
     fn every_documented_code_is_in_the_test_table_and_described() {
         let tested: HashSet<i64> = TABLE.iter().map(|r| r.0).collect();
         for row in CODES {
-            assert!(
-                tested.contains(&row.code),
-                "code {} has no test row",
-                row.code
-            );
+            assert!(tested.contains(&row.code), "code {} has no test row", row.code);
             assert_ne!(describe(row.code), "unknown code");
         }
         assert_eq!(describe(424242), "unknown code");
-        assert_eq!(
-            describe(100000004),
-            "signature expired (clock skew over 10 minutes)"
-        );
+        assert_eq!(describe(100000004), "signature expired (clock skew over 10 minutes)");
         assert_eq!(describe(50002), "user not in the room");
     }
 

@@ -5,8 +5,7 @@ pub mod codes;
 pub mod sign;
 
 pub use client::{
-    install_crypto_provider, ApiReply, CallResult, ClientBuildError, ClientConfig, TransportError,
-    ZegoClient,
+    install_crypto_provider, ApiReply, CallResult, ClientBuildError, ClientConfig, TransportError, ZegoClient,
 };
 pub use codes::{classify, classify_code, describe, Disposition, RetryKind};
 pub use sign::{new_nonce, signature};

@@ -47,12 +47,7 @@ mod tests {
         let variants = [
             signature(1234567891, "fedcba9876543210", &secret, 1700000000),
             signature(1234567890, "fedcba9876543211", &secret, 1700000000),
-            signature(
-                1234567890,
-                "fedcba9876543210",
-                &Secret::new("x"),
-                1700000000,
-            ),
+            signature(1234567890, "fedcba9876543210", &Secret::new("x"), 1700000000),
             signature(1234567890, "fedcba9876543210", &secret, 1700000001),
         ];
         for v in variants {
@@ -68,9 +63,6 @@ mod tests {
             assert_eq!(n.len(), 16, "{n}");
             assert!(n.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')), "{n}");
         }
-        assert_ne!(
-            a, b,
-            "two nonces from a CSPRNG collide with probability 2^-64"
-        );
+        assert_ne!(a, b, "two nonces from a CSPRNG collide with probability 2^-64");
     }
 }

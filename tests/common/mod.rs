@@ -84,9 +84,18 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> TestDb {
         let admin = database_url();
-        let name = format!("kickq_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let pool = sqlx::PgPool::connect(&admin).await.expect("connect to the test PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
+        let name = format!(
+            "kickq_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let pool = sqlx::PgPool::connect(&admin)
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .unwrap();
         pool.close().await;
         let mut url = url::Url::parse(&admin).unwrap();
         url.set_path(&format!("/{name}"));
@@ -109,7 +118,11 @@ impl TestDb {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Retry delays short enough for tests.
-pub const TEST_RETRY_DELAYS: &[Duration] = &[Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(800)];
+pub const TEST_RETRY_DELAYS: &[Duration] = &[
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+];
 
 /// A unique namespace whose queues are deleted when it drops (even when the
 /// test panics), because the broker outlives every run.
@@ -140,7 +153,10 @@ impl Drop for Ns {
         let names = self.names.clone();
         let url = amqp_url();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(conn) = Connection::connect(&url, ConnectionProperties::default()).await {
                     if let Ok(ch) = conn.create_channel().await {
@@ -163,22 +179,34 @@ pub struct Broker {
 
 impl Broker {
     pub async fn connect() -> Broker {
-        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default().with_connection_name("kickq-test-side".into()))
-            .await
-            .expect("connect to the test broker");
+        let conn = Connection::connect(
+            &amqp_url(),
+            ConnectionProperties::default().with_connection_name("kickq-test-side".into()),
+        )
+        .await
+        .expect("connect to the test broker");
         let publisher = Publisher::open(&conn).await.unwrap();
         let channel = conn.create_channel().await.unwrap();
-        Broker { conn, publisher, channel }
+        Broker {
+            conn,
+            publisher,
+            channel,
+        }
     }
 
     /// Declares the namespace's topology as the worker would.
     pub async fn declare(&self, names: &Names) {
-        topology::declare(&self.channel, names, topology::DEFAULT_DELIVERY_LIMIT).await.unwrap();
+        topology::declare(&self.channel, names, topology::DEFAULT_DELIVERY_LIMIT)
+            .await
+            .unwrap();
     }
 
     /// Publishes a raw body, persistent, confirmed.
     pub async fn publish_raw(&self, queue: &str, body: &[u8]) {
-        self.publisher.publish(queue, body, persistent_json(None, FieldTable::default())).await.unwrap();
+        self.publisher
+            .publish(queue, body, persistent_json(None, FieldTable::default()))
+            .await
+            .unwrap();
     }
 
     /// Publishes many bodies, pipelined, then waits for every confirm.
@@ -186,7 +214,12 @@ impl Broker {
         for chunk in bodies.chunks(1000) {
             let mut pending = Vec::with_capacity(chunk.len());
             for b in chunk {
-                pending.push(self.publisher.send(queue, b, persistent_json(None, FieldTable::default())).await.unwrap());
+                pending.push(
+                    self.publisher
+                        .send(queue, b, persistent_json(None, FieldTable::default()))
+                        .await
+                        .unwrap(),
+                );
             }
             for p in pending {
                 p.confirmed().await.unwrap();
@@ -215,7 +248,12 @@ impl Broker {
     /// Takes every message from a queue (acking them): body and properties.
     pub async fn drain(&self, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
         let mut out = Vec::new();
-        while let Some(m) = self.channel.basic_get(queue.into(), BasicGetOptions::default()).await.unwrap() {
+        while let Some(m) = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
             m.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
             out.push((m.delivery.data.clone(), m.delivery.properties.clone()));
         }
@@ -274,7 +312,10 @@ pub async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u8>> {
         .basic_consume(queue.into(), "".into(), Default::default(), FieldTable::default())
         .await
         .ok()?;
-    let d = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.ok()??.ok()?;
+    let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .ok()??
+        .ok()?;
     d.acker.ack(BasicAckOptions::default()).await.ok()?;
     Some(d.data)
 }
@@ -323,11 +364,16 @@ pub struct Running {
 }
 
 pub async fn spawn_worker(cfg: kickq::worker::WorkerConfig) -> Running {
+    init_logs();
     let stop = tokio_util::sync::CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let handle = tokio::spawn(kickq::worker::run(cfg, stop.clone(), Some(tx)));
     let metrics_addr = rx.await.ok().flatten();
-    Running { stop, handle, metrics_addr }
+    Running {
+        stop,
+        handle,
+        metrics_addr,
+    }
 }
 
 impl Running {
@@ -347,12 +393,21 @@ impl Running {
 /// parallel). Returns how many were closed.
 pub fn close_connections_named(name: &str) -> usize {
     let out = std::process::Command::new("rabbitmqctl")
-        .args(["list_connections", "--no-table-headers", "--quiet", "pid", "client_properties"])
+        .args([
+            "list_connections",
+            "--no-table-headers",
+            "--quiet",
+            "pid",
+            "client_properties",
+        ])
         .output()
         .expect("rabbitmqctl runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    let needle = format!("<<\"{name}\">>");
+    let needle = format!("{{\"connection_name\",\"{name}\"}}");
     let mut closed = 0;
+    if !text.contains(&needle) {
+        eprintln!("no connection named {name} in:\n{text}");
+    }
     for line in text.lines().filter(|l| l.contains(&needle)) {
         let pid = line.split('\t').next().unwrap_or_default().trim();
         let status = std::process::Command::new("rabbitmqctl")
@@ -364,4 +419,13 @@ pub fn close_connections_named(name: &str) -> usize {
         }
     }
     closed
+}
+
+/// Logs to the test's captured output, filtered by RUST_LOG (default: warn).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
