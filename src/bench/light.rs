@@ -102,7 +102,7 @@ async fn paced(
     let conn = env.connect("light").await?;
     let publisher = Publisher::open(&conn).await?;
     let running = start(env, names, mock, consumer).await;
-    let outcome = async {
+    let work = async {
         let warm = Kick {
             room: "light-warmup".into(),
             users: vec!["w".into()],
@@ -135,8 +135,8 @@ async fn paced(
         }
         until_kicked(mock, &workload::pairs(&all), n as u64, STALL).await?;
         Ok::<_, BenchError>(sent_at)
-    }
-    .await;
+    };
+    let (running, outcome) = running.until(work).await?;
     let stopped = running.stop().await;
     let _ = conn.close(200, "light done".into()).await;
     let sent_at = outcome?;

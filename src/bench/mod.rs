@@ -70,9 +70,25 @@ pub enum BenchError {
     /// Nothing happened for too long: the run is stuck.
     #[error("stalled: {0}")]
     Stalled(String),
+    /// Something outside the run (e.g. another client closing broker
+    /// connections) disturbed it: its figures would not stand.
+    #[error("disturbed: {0}")]
+    Disturbed(String),
     /// A task of the bench panicked or was cancelled.
     #[error("task: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+impl BenchError {
+    /// Whether running the scenario again may succeed: the broker connection
+    /// was lost or closed under the run (a shared broker), or the run was
+    /// disturbed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BenchError::Broker(_) | BenchError::Publish(_) | BenchError::Disturbed(_)
+        )
+    }
 }
 
 /// One scenario of `kickq bench`.

@@ -70,7 +70,7 @@ pub async fn measure(
     published: u64,
 ) -> Result<RunResult, BenchError> {
     let running = start(env, names, mock, consumer).await;
-    let waited = until_kicked(mock, expected, min_calls, STALL).await;
+    let (running, waited) = running.until(until_kicked(mock, expected, min_calls, STALL)).await?;
     let stopped = running.stop().await;
     waited?;
     let (start, reported) = stopped?;
@@ -115,6 +115,12 @@ pub async fn start(env: &BenchEnv, names: &Names, mock: &MockZego, consumer: Con
             let token = stop.clone();
             tokio::spawn(async move {
                 let summary = crate::worker::run(*cfg, token, None).await?;
+                if summary.reconnects > 0 {
+                    return Err(BenchError::Disturbed(format!(
+                        "kickq's broker session was lost {} time(s) during the run",
+                        summary.reconnects
+                    )));
+                }
                 Ok(summary.tally.acked)
             })
         }
@@ -137,6 +143,18 @@ pub async fn start(env: &BenchEnv, names: &Names, mock: &MockZego, consumer: Con
 }
 
 impl Running {
+    /// Waits for `f`, unless the consumer ends first (its error, or
+    /// [`BenchError::Disturbed`] if it ended cleanly by itself).
+    pub async fn until<T>(mut self, f: impl std::future::Future<Output = T>) -> Result<(Running, T), BenchError> {
+        tokio::select! {
+            v = f => Ok((self, v)),
+            ended = &mut self.task => match ended? {
+                Err(e) => Err(e),
+                Ok(_) => Err(BenchError::Disturbed("the consumer stopped by itself mid-run".into())),
+            },
+        }
+    }
+
     /// When it was started.
     pub fn started(&self) -> Instant {
         self.start

@@ -99,7 +99,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     let all = async {
         for s in args.scenario.scenarios() {
-            match s.run(&env).await {
+            match run_with_retries(s, &env).await {
                 Ok(report) => {
                     print(&report, args.json);
                     if report.accounting.as_ref().is_some_and(|a| !a.ok()) {
@@ -128,6 +128,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Runs a scenario, again (in a fresh namespace) when a transient failure
+/// such as a connection closed by another client of the shared broker
+/// stopped it; the report says how many attempts it took.
+async fn run_with_retries(s: Scenario, env: &BenchEnv) -> Result<Report, crate::bench::BenchError> {
+    let mut attempt = 1;
+    loop {
+        match s.run(env).await {
+            Ok(mut report) => {
+                if attempt > 1 {
+                    report
+                        .notes
+                        .push(format!("attempt {attempt}: earlier attempts failed transiently"));
+                }
+                return Ok(report);
+            }
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                eprintln!(
+                    "kickq bench: {} attempt {attempt} failed ({e}); running it again",
+                    s.name()
+                );
+                // Whatever the failed attempt left behind goes first.
+                let _ = env.cleanup().await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Attempts per scenario.
+const ATTEMPTS: u32 = 3;
 
 fn print(report: &Report, json: bool) {
     let table = report.table();
