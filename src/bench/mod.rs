@@ -9,6 +9,7 @@
 //! runs.rs       one measured run of kickq (in-process) or the baseline against the mock
 //! baseline.rs   the naive worker: one call per message, same gate, no coalescing
 //! bare.rs       the bare consume-and-ack loop (drain's yardstick)
+//! null_api.rs   an in-process API without HTTP (drain's diagnosis: pipeline cost alone)
 //! child.rs      a `kickq` child process and its peak RSS
 //! figures.rs    figures, targets, reports, the table and the JSON lines
 //! sweep.rs light.rs drain.rs backlog.rs enqueue.rs   one scenario each
@@ -26,6 +27,7 @@ pub mod enqueue;
 pub mod env;
 pub mod figures;
 pub mod light;
+pub mod null_api;
 pub mod publish;
 pub mod runs;
 pub mod sweep;
