@@ -5,14 +5,12 @@ use super::child::{self, Memory};
 use super::env::{BenchEnv, BENCH_APP_ID, BENCH_SECRET};
 use super::figures::{tally, Accounting, Figure, Report, Target};
 use super::publish::publish_generated;
-use super::runs::{collect, STALL};
+use super::runs::{collect, queue_depth, STALL};
 use super::wait::until_kicked;
 use super::workload;
 use super::BenchError;
 use crate::amqp::topology::Names;
 use crate::mock_zego::MockZego;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
@@ -74,7 +72,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
         ..Accounting::default()
     });
     r.notes.push(format!(
-        "worker: `kickq run` as a child, API unlimited; exit {}; no baseline RSS (it runs in-process: a second million-message run as a child would double the scenario)",
+        "worker: `kickq run` as a child, API unlimited, ended with {}; no baseline RSS (it runs in-process: a second million-message run as a child would double the scenario)",
         measured.exit
     ));
     Ok(r)
@@ -141,18 +139,7 @@ async fn drain_with_child(
     let status = worker.terminate().await?;
     waited?;
     let run = collect(mock, start, 0);
-    let ch = conn.create_channel().await?;
-    let left = ch
-        .queue_declare(
-            names.requests.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?
-        .message_count();
+    let left = queue_depth(env, &names.requests).await?;
     let _ = conn.close(200, "backlog done".into()).await;
     Ok(Measured {
         peak,
@@ -160,7 +147,7 @@ async fn drain_with_child(
         drain_secs: run.wall.as_secs_f64(),
         calls: run.counters.calls,
         kicked: run.kicked,
-        left_in_queue: u64::from(left),
+        left_in_queue: left,
         exit: match early_exit {
             Some(s) => format!("{s} before the drain ended"),
             None => status.to_string(),

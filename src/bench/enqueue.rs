@@ -6,11 +6,11 @@ use super::child;
 use super::env::BenchEnv;
 use super::figures::{Figure, Report, Target};
 use super::publish::publish_generated;
+use super::runs::queue_depth;
 use super::workload;
 use super::BenchError;
 use crate::amqp::topology::Names;
-use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueuePurgeOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -106,19 +106,12 @@ async fn measure(
     let t = Instant::now();
     let status = child::spawn(exe, &["enqueue", "--file", &path], &vars)?.wait().await?;
     let enqueue_secs = t.elapsed().as_secs_f64();
+    if !status.success() {
+        return Err(BenchError::Child(format!("kickq enqueue --file ended with {status}")));
+    }
+    let queued = queue_depth(env, &names.requests).await?;
     let conn = env.connect("enqueue").await?;
     let ch = conn.create_channel().await?;
-    let queued = ch
-        .queue_declare(
-            names.requests.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?
-        .message_count();
     ch.queue_purge(names.requests.as_str().into(), QueuePurgeOptions::default())
         .await?;
     let t = Instant::now();
@@ -134,5 +127,5 @@ async fn measure(
     .await?;
     let publish_secs = t.elapsed().as_secs_f64();
     let _ = conn.close(200, "enqueue done".into()).await;
-    Ok((enqueue_secs, publish_secs, u64::from(queued), status.to_string()))
+    Ok((enqueue_secs, publish_secs, queued, status.to_string()))
 }

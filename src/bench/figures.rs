@@ -214,7 +214,11 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let params: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = writeln!(out, "== {} ({})", self.scenario, params.join(", "));
+        if params.is_empty() {
+            let _ = writeln!(out, "== {}", self.scenario);
+        } else {
+            let _ = writeln!(out, "== {} ({})", self.scenario, params.join(", "));
+        }
         if let Status::Skipped(why) = &self.status {
             let _ = writeln!(out, "skipped: {why}");
             return out;

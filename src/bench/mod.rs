@@ -69,6 +69,9 @@ pub enum BenchError {
         /// The error.
         source: std::io::Error,
     },
+    /// A child process failed.
+    #[error("{0}")]
+    Child(String),
     /// Nothing happened for too long: the run is stuck.
     #[error("stalled: {0}")]
     Stalled(String),
