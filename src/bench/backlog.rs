@@ -110,15 +110,7 @@ async fn drain_with_child(
     let vars = [
         ("KICKQ_AMQP_URL", env.settings().amqp_url.expose().to_owned()),
         ("KICKQ_NAMESPACE", names.namespace.clone()),
-        (
-            "KICKQ_RETRY_DELAYS",
-            names
-                .retry
-                .iter()
-                .map(|(d, _)| format!("{}ms", d.as_millis()))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        ("KICKQ_RETRY_DELAYS", super::env::retry_delays_setting(names)),
         ("ZEGO_APP_ID", BENCH_APP_ID.to_string()),
         ("ZEGO_SERVER_SECRET", BENCH_SECRET.to_owned()),
         ("ZEGO_API_URL", mock.base_url()),

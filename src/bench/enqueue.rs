@@ -100,6 +100,7 @@ async fn measure(
     let vars = [
         ("KICKQ_AMQP_URL", env.settings().amqp_url.expose().to_owned()),
         ("KICKQ_NAMESPACE", names.namespace.clone()),
+        ("KICKQ_RETRY_DELAYS", super::env::retry_delays_setting(names)),
         ("RUST_LOG", "warn".to_owned()),
     ];
     let path = file.to_string_lossy().into_owned();

@@ -212,6 +212,17 @@ impl BenchEnv {
     }
 }
 
+/// `KICKQ_RETRY_DELAYS` for a child working in `names`, so that it declares
+/// exactly the namespace's queues (and cleanup deletes everything it made).
+pub fn retry_delays_setting(names: &Names) -> String {
+    names
+        .retry
+        .iter()
+        .map(|(d, _)| format!("{}ms", d.as_millis()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
