@@ -358,6 +358,7 @@ async fn session<A: KickApi>(
         ledger_linger: outcome::DEFAULT_LEDGER_LINGER,
         defer_delay: cfg.probe_interval,
     };
+    let publish_channel = publisher.channel().clone();
     let mut router = tokio::spawn(outcome::run(
         router_rx,
         publisher,
@@ -411,9 +412,12 @@ async fn session<A: KickApi>(
             (SessionEnd::Lost(why), tally)
         }
     };
-    // Closing the connection closes its channels; unacked deliveries return
-    // to the queue.
-    drop(channel);
+    // Close each channel and wait for the broker's word before closing the
+    // connection: a channel closing on drop while the connection closes makes
+    // lapin log a spurious connection error. Unacked deliveries return to
+    // the queue.
+    let _ = publish_channel.close(200, "bye".into()).await;
+    let _ = channel.close(200, "bye".into()).await;
     let _ = conn.close(200, "bye".into()).await;
     (session_end, tally)
 }

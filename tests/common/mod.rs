@@ -429,3 +429,30 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// A `kickq run` child process, configured for tests through the environment
+/// (never argv: the secret must not show in `ps`).
+pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) -> std::process::Child {
+    let delays: Vec<String> = TEST_RETRY_DELAYS.iter().map(|d| format!("{}ms", d.as_millis())).collect();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kickq"));
+    cmd.arg("run")
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("ZEGO_APP_ID", APP_ID.to_string())
+        .env("ZEGO_SERVER_SECRET", SECRET)
+        .env("ZEGO_API_URL", api_url)
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RATE", rate.to_string())
+        .env("KICKQ_RETRY_DELAYS", delays.join(","))
+        .env("KICKQ_PROBE_INTERVAL", "300ms")
+        .env("KICKQ_DRAIN_DEADLINE", "2s")
+        .env("KICKQ_METRICS_ADDR", "0")
+        .env("KICKQ_CONNECTION_NAME", format!("{}-bin", ns.name()))
+        .env("KICKQ_LOG_FORMAT", "json")
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", std::env::var("KICKQ_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(std::process::Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn the kickq binary")
+}
