@@ -27,6 +27,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a sample sweep against an in-process mock API, in queues of its own; start here.
+    Demo(kickq::cli::demo::DemoArgs),
     /// Drain the requests queue: coalesce, rate-limit, call KickoutUser, route outcomes.
     Run(Box<kickq::cli::run::RunArgs>),
     /// Serve a strict stand-in for ZEGOCLOUD's KickoutUser API (tests, demo, bench).
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         .expect("building the tokio runtime only fails when the OS refuses threads");
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(a) => kickq::cli::demo::run(a).await,
             Command::Run(a) => kickq::cli::run::run(*a).await,
             Command::MockZego(a) => kickq::cli::mock_zego::run(a).await,
             Command::Migrate(a) => kickq::cli::migrate::run(a).await,

@@ -6,3 +6,4 @@ pub mod migrate;
 pub mod mock_zego;
 pub mod run;
 pub mod signals;
+pub mod demo;
