@@ -197,10 +197,14 @@ impl fmt::Display for KickRequest {
 }
 
 /// A fresh job id for a message that carries neither `job_id` nor an AMQP
-/// `message_id`: 16 random bytes, hex encoded.
+/// `message_id`: a random UUID (version 4) in its usual dashed form, which
+/// also keeps it from looking like a 32-hex-character signature in a log.
 pub fn generate_job_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 #[cfg(test)]

@@ -254,7 +254,7 @@ mod tests {
             Utc::now(),
         )
         .unwrap();
-        assert_eq!(j.job_id().len(), 32);
+        assert_eq!(j.job_id().len(), 36);
         assert_eq!(j.app_id, 42);
     }
 
