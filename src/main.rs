@@ -59,6 +59,21 @@ fn init_tracing(format: Option<LogFormat>) {
     }
 }
 
+/// The environment variable behind the flag a clap error names (`for
+/// '--rate <RATE>'`), so the one error line names the setting however it
+/// was given.
+fn env_of_flag(message: &str) -> Option<String> {
+    use clap::CommandFactory;
+    let flag = message.split("for '--").nth(1)?.split([' ', '\'']).next()?;
+    fn find(cmd: &clap::Command, flag: &str) -> Option<String> {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .or_else(|| cmd.get_subcommands().find_map(|c| find(c, flag)))
+    }
+    find(&Cli::command(), flag)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -75,7 +90,10 @@ fn main() -> ExitCode {
                 .next()
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ");
-            eprintln!("kickq: {first}");
+            match env_of_flag(first) {
+                Some(env) => eprintln!("kickq: {first} (from {env} or the flag)"),
+                None => eprintln!("kickq: {first}"),
+            }
             return ExitCode::from(2);
         }
     };

@@ -13,10 +13,15 @@ async fn sigkill_mid_run_then_restart_loses_nothing() {
     let mock = mock(200).await;
     let broker = Broker::connect().await;
     broker.declare(&ns.names).await;
-    let bodies: Vec<Vec<u8>> = (0..2000).map(|i| job(&format!("room-{}", i % 400), &[&format!("u{i}")], None)).collect();
+    let bodies: Vec<Vec<u8>> = (0..2000)
+        .map(|i| job(&format!("room-{}", i % 400), &[&format!("u{i}")], None))
+        .collect();
     broker.publish_many(&ns.names.requests, &bodies).await;
     let mut child = spawn_binary_worker(&ns, &mock.base_url(), 200, &[]);
-    wait_for(Duration::from_secs(30), "some kicks", || async { mock.kicked().len() >= 300 }).await;
+    wait_for(Duration::from_secs(30), "some kicks", || async {
+        mock.kicked().len() >= 300
+    })
+    .await;
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
     let at_kill = mock.kicked().len();
@@ -27,10 +32,16 @@ async fn sigkill_mid_run_then_restart_loses_nothing() {
         got.is_superset(&want)
     })
     .await;
-    wait_for(Duration::from_secs(20), "drained", || async { broker.depth(&ns.names.requests).await == 0 }).await;
+    wait_for(Duration::from_secs(20), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
     // SIGTERM: a clean exit with status 0.
     let pid = child.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status}");
     let kicks = mock.kicked().len();

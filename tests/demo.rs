@@ -12,10 +12,20 @@ fn the_demo_runs_end_to_end_and_cleans_up() {
         .output()
         .expect("run kickq demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("users kicked          2372"), "{stdout}");
-    assert!(stdout.contains("rate-limit answers") && stdout.contains(", 0 rate-limit answers"), "{stdout}");
-    assert!(stdout.contains("validation") && stdout.contains("permanent"), "{stdout}");
+    assert!(
+        stdout.contains("rate-limit answers") && stdout.contains(", 0 rate-limit answers"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("validation") && stdout.contains("permanent"),
+        "{stdout}"
+    );
     let ns = stdout
         .split_whitespace()
         .find(|w| w.starts_with("kickq-demo-"))

@@ -23,7 +23,11 @@ struct Worker {
 }
 
 fn log_path(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("kickq-fault-{tag}-{}-{}.log", std::process::id(), rand::random::<u32>()))
+    std::env::temp_dir().join(format!(
+        "kickq-fault-{tag}-{}-{}.log",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
 }
 
 fn start(ns: &Ns, api: &str, rate: u32, extra: &[(&str, &str)], tag: &str) -> Worker {
@@ -64,7 +68,10 @@ impl Worker {
     }
 
     fn term(&mut self) -> std::process::ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         self.child.wait().unwrap()
     }
 
@@ -77,9 +84,21 @@ impl Worker {
 }
 
 fn assert_no_secret(text: &str, amqp_password: &str, what: &std::path::Path) {
-    assert!(!text.contains(SECRET), "the ServerSecret leaked into {}", what.display());
-    assert!(!text.contains("Signature="), "a signed URL leaked into {}", what.display());
-    assert!(!text.contains(&format!(":{amqp_password}@")), "the AMQP password leaked into {}", what.display());
+    assert!(
+        !text.contains(SECRET),
+        "the ServerSecret leaked into {}",
+        what.display()
+    );
+    assert!(
+        !text.contains("Signature="),
+        "a signed URL leaked into {}",
+        what.display()
+    );
+    assert!(
+        !text.contains(&format!(":{amqp_password}@")),
+        "the AMQP password leaked into {}",
+        what.display()
+    );
     for line in text.lines() {
         // A signature is 32 lower-case hex characters; nothing we log is.
         let hexrun = line
@@ -106,7 +125,12 @@ struct Account {
 }
 
 /// Counts every requested pair as kicked, dead-lettered or lost.
-async fn account(mock: &kickq::mock_zego::MockZego, broker: &Broker, ns: &Ns, want: &BTreeSet<(String, String)>) -> Account {
+async fn account(
+    mock: &kickq::mock_zego::MockZego,
+    broker: &Broker,
+    ns: &Ns,
+    want: &BTreeSet<(String, String)>,
+) -> Account {
     let k = kicks(mock);
     let mut dead_pairs = BTreeSet::new();
     for (body, _) in broker.drain(&ns.names.dead).await {
@@ -117,7 +141,10 @@ async fn account(mock: &kickq::mock_zego::MockZego, broker: &Broker, ns: &Ns, wa
         }
     }
     let kicked = want.iter().filter(|p| k.contains_key(*p)).count();
-    let dead = want.iter().filter(|p| !k.contains_key(*p) && dead_pairs.contains(*p)).count();
+    let dead = want
+        .iter()
+        .filter(|p| !k.contains_key(*p) && dead_pairs.contains(*p))
+        .count();
     Account {
         kicked,
         duplicated: k.values().map(|n| n - 1).sum(),
@@ -162,11 +189,24 @@ async fn f01_sigkill_storm_loses_nothing() {
         logs.push(w);
     }
     let mut last = start(&ns, &mock.base_url(), rate, &[], "final");
-    wait_for(Duration::from_secs(120), "every user kicked after the storm", || all_kicked(&mock, &want)).await;
-    wait_for(Duration::from_secs(30), "drained", || async { broker.depth(&ns.names.requests).await == 0 }).await;
+    wait_for(Duration::from_secs(120), "every user kicked after the storm", || {
+        all_kicked(&mock, &want)
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
     assert!(last.term().success());
     let a = account(&mock, &broker, &ns, &want).await;
-    eprintln!("FIGURE f01 users={} kicked={} dead={} lost={} duplicates={}", want.len(), a.kicked, a.dead, a.lost, a.duplicated);
+    eprintln!(
+        "FIGURE f01 users={} kicked={} dead={} lost={} duplicates={}",
+        want.len(),
+        a.kicked,
+        a.dead,
+        a.lost,
+        a.duplicated
+    );
     assert_eq!(a.lost, 0);
     assert_eq!(a.dead, 0);
     // Each kill can repeat at most what was in flight: 100 call slots of 5.
@@ -193,7 +233,10 @@ async fn f04_deleted_queue_is_consumed_again() {
         let ok = ch
             .queue_declare(
                 ns.names.requests.as_str().into(),
-                lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
                 Default::default(),
             )
             .await
@@ -213,9 +256,17 @@ async fn f04_deleted_queue_is_consumed_again() {
     // Whoever declares first (the worker on reconnect, or a producer) wins;
     // the arguments are the same either way.
     broker.declare(&ns.names).await;
-    broker.publish_raw(&ns.names.requests, &job("after-delete", &["u1"], None)).await;
-    wait_for(Duration::from_secs(30), "a kick after the queue came back", || async { !mock.kicked().is_empty() }).await;
-    eprintln!("FIGURE f04 consuming_again_after_ms={}", deleted_at.elapsed().as_millis());
+    broker
+        .publish_raw(&ns.names.requests, &job("after-delete", &["u1"], None))
+        .await;
+    wait_for(Duration::from_secs(30), "a kick after the queue came back", || async {
+        !mock.kicked().is_empty()
+    })
+    .await;
+    eprintln!(
+        "FIGURE f04 consuming_again_after_ms={}",
+        deleted_at.elapsed().as_millis()
+    );
     assert!(w.term().success());
     w.assert_clean("guest");
 }
@@ -246,11 +297,20 @@ async fn f05_api_outage_dead_letters_nothing() {
     assert_eq!(broker.depth(&ns.names.dead).await, 0, "an outage dead-letters nothing");
     mock.set_faults(Vec::new());
     let back = Instant::now();
-    wait_for(Duration::from_secs(90), "everything kicked after the outage", || all_kicked(&mock, &want)).await;
+    wait_for(Duration::from_secs(90), "everything kicked after the outage", || {
+        all_kicked(&mock, &want)
+    })
+    .await;
     let drain = back.elapsed();
     assert!(w.term().success());
     let a = account(&mock, &broker, &ns, &want).await;
-    eprintln!("FIGURE f05 users={} outage_s=60 drain_after_outage_ms={} dead={} lost={}", want.len(), drain.as_millis(), a.dead, a.lost);
+    eprintln!(
+        "FIGURE f05 users={} outage_s=60 drain_after_outage_ms={} dead={} lost={}",
+        want.len(),
+        drain.as_millis(),
+        a.dead,
+        a.lost
+    );
     assert_eq!((a.lost, a.dead), (0, 0));
     w.assert_clean("guest");
 }
@@ -272,9 +332,18 @@ async fn f06_credential_and_clock_faults_halt_then_resume() {
         broker.publish_many(&ns.names.requests, &bodies).await;
         let port = 20000 + rand::random::<u16>() % 20000;
         let addr = format!("127.0.0.1:{port}");
-        let mut w = start(&ns, &mock.base_url(), 1000, &[("KICKQ_METRICS_ADDR", addr.as_str())], tag);
+        let mut w = start(
+            &ns,
+            &mock.base_url(),
+            1000,
+            &[("KICKQ_METRICS_ADDR", addr.as_str())],
+            tag,
+        );
         let code = if fault == 0 { 100000005 } else { 100000004 };
-        wait_for(Duration::from_secs(20), "the halting code", || async { mock.calls().iter().any(|c| c.code == Some(code)) }).await;
+        wait_for(Duration::from_secs(20), "the halting code", || async {
+            mock.calls().iter().any(|c| c.code == Some(code))
+        })
+        .await;
         let ready = http_get(&format!("http://{addr}/readyz")).await;
         assert!(ready.0 == 503 && ready.1.contains(&code.to_string()), "{ready:?}");
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -285,12 +354,23 @@ async fn f06_credential_and_clock_faults_halt_then_resume() {
             _ => mock.set_clock_offset(0),
         }
         let fixed = Instant::now();
-        wait_for(Duration::from_secs(60), "everything kicked after the fix", || all_kicked(&mock, &want)).await;
+        wait_for(Duration::from_secs(60), "everything kicked after the fix", || {
+            all_kicked(&mock, &want)
+        })
+        .await;
         let resumed = fixed.elapsed();
-        wait_for(Duration::from_secs(10), "ready again", || async { http_get(&format!("http://{addr}/readyz")).await.0 == 200 }).await;
+        wait_for(Duration::from_secs(10), "ready again", || async {
+            http_get(&format!("http://{addr}/readyz")).await.0 == 200
+        })
+        .await;
         assert!(w.term().success());
         let a = account(&mock, &broker, &ns, &want).await;
-        eprintln!("FIGURE f06 fault={tag} calls_while_halted={halted_calls} resumed_after_fix_ms={} dead={} lost={}", resumed.as_millis(), a.dead, a.lost);
+        eprintln!(
+            "FIGURE f06 fault={tag} calls_while_halted={halted_calls} resumed_after_fix_ms={} dead={} lost={}",
+            resumed.as_millis(),
+            a.dead,
+            a.lost
+        );
         assert_eq!((a.lost, a.dead), (0, 0));
         w.assert_clean("guest");
     }
@@ -325,13 +405,23 @@ async fn f07_rate_answers_slow_the_bucket_without_a_storm() {
     broker.publish_many(&ns.names.requests, &bodies).await;
     let extra = [("KICKQ_MAX_ATTEMPTS", "8"), ("KICKQ_RETRY_DELAYS", "500ms,1s,2s,4s")];
     let mut w = start(&ns, &mock.base_url(), rate, &extra, "w");
-    wait_for(Duration::from_secs(60), "everything kicked", || all_kicked(&mock, &want)).await;
+    wait_for(Duration::from_secs(60), "everything kicked", || {
+        all_kicked(&mock, &want)
+    })
+    .await;
     assert!(w.term().success());
     let calls = mock.calls();
     // Calls per second while the rate answers came, against the configured rate.
-    let limited: Vec<u64> = calls.iter().filter(|c| matches!(c.code, Some(7) | Some(206))).map(|c| c.at_ms).collect();
+    let limited: Vec<u64> = calls
+        .iter()
+        .filter(|c| matches!(c.code, Some(7) | Some(206)))
+        .map(|c| c.at_ms)
+        .collect();
     let (first, last) = (limited[0], *limited.last().unwrap());
-    let after: Vec<&kickq::mock_zego::CallRecord> = calls.iter().filter(|c| c.at_ms > last && c.at_ms <= last + 1000).collect();
+    let after: Vec<&kickq::mock_zego::CallRecord> = calls
+        .iter()
+        .filter(|c| c.at_ms > last && c.at_ms <= last + 1000)
+        .collect();
     let burst_rate = limited.len() as f64 * 1000.0 / (last - first).max(1) as f64;
     eprintln!(
         "FIGURE f07 rate={rate} rate_answers={} burst_calls_per_s={burst_rate:.0} calls_in_the_second_after={} total_calls={} max_in_1s={}",
@@ -340,7 +430,11 @@ async fn f07_rate_answers_slow_the_bucket_without_a_storm() {
         calls.len(),
         mock.counters().max_calls_in_1s
     );
-    assert!((after.len() as u32) < rate, "the bucket slowed down: {} calls in the second after", after.len());
+    assert!(
+        (after.len() as u32) < rate,
+        "the bucket slowed down: {} calls in the second after",
+        after.len()
+    );
     assert!(mock.counters().max_calls_in_1s <= rate as u64);
     let a = account(&mock, &broker, &ns, &want).await;
     assert_eq!((a.lost, a.dead), (0, 0));
@@ -371,28 +465,53 @@ async fn f08_hostile_input_is_dead_lettered_verbatim() {
     ];
     let good = vec![
         job("hostile", &["a&UserId[]=victim"], None),
-        job("hostile", &["x=y", "p+q", "100%", "#frag", "semi;colon", "with space", "é漢字"], None),
+        job(
+            "hostile",
+            &["x=y", "p+q", "100%", "#frag", "semi;colon", "with space", "é漢字"],
+            None,
+        ),
         job("hostile", &["x=y", "x=y"], None),
     ];
     for b in bad.iter().chain(good.iter()) {
         broker.publish_raw(&ns.names.requests, b).await;
     }
     let mut w = start(&ns, &mock.base_url(), 1000, &[], "w");
-    let asked: BTreeSet<&str> = ["a&UserId[]=victim", "x=y", "p+q", "100%", "#frag", "semi;colon", "with space", "é漢字"].into();
-    wait_for(Duration::from_secs(30), "hostile-but-valid users kicked", || async { mock.kicked().len() >= asked.len() }).await;
+    let asked: BTreeSet<&str> = [
+        "a&UserId[]=victim",
+        "x=y",
+        "p+q",
+        "100%",
+        "#frag",
+        "semi;colon",
+        "with space",
+        "é漢字",
+    ]
+    .into();
+    wait_for(Duration::from_secs(30), "hostile-but-valid users kicked", || async {
+        mock.kicked().len() >= asked.len()
+    })
+    .await;
     wait_for(Duration::from_secs(30), "every bad message dead-lettered", || async {
         broker.depth(&ns.names.dead).await as usize == bad.len()
     })
     .await;
     assert!(w.term().success());
     let seen: BTreeSet<String> = mock.calls().into_iter().flat_map(|c| c.user_ids).collect();
-    assert_eq!(seen, asked.iter().map(|s| s.to_string()).collect(), "the mock saw only the users asked for");
+    assert_eq!(
+        seen,
+        asked.iter().map(|s| s.to_string()).collect(),
+        "the mock saw only the users asked for"
+    );
     let letters = broker.drain(&ns.names.dead).await;
     for (want_body, (body, props)) in bad.iter().zip(letters.iter()) {
         assert_eq!(body, want_body, "verbatim");
         assert_eq!(dead_info(props).error, kickq::amqp::headers::DeadError::Validation);
     }
-    eprintln!("FIGURE f08 hostile_messages={} dead_lettered_verbatim={} panics=0", bad.len(), letters.len());
+    eprintln!(
+        "FIGURE f08 hostile_messages={} dead_lettered_verbatim={} panics=0",
+        bad.len(),
+        letters.len()
+    );
     w.assert_clean("guest");
 }
 
@@ -406,18 +525,29 @@ async fn f09_poison_message_is_dead_lettered_by_the_delivery_limit() {
     let ns = Ns::new("f09");
     let broker = Broker::connect().await;
     broker.declare(&ns.names).await;
-    broker.publish_raw(&ns.names.requests, &job("poison", &["p"], None)).await;
+    broker
+        .publish_raw(&ns.names.requests, &job("poison", &["p"], None))
+        .await;
     broker.publish_raw(&ns.names.requests, &job("fine", &["f"], None)).await;
     let ch = broker.conn.create_channel().await.unwrap();
     ch.basic_qos(1, Default::default()).await.unwrap();
     let mut consumer = ch
-        .basic_consume(ns.names.requests.as_str().into(), "crasher".into(), BasicConsumeOptions::default(), Default::default())
+        .basic_consume(
+            ns.names.requests.as_str().into(),
+            "crasher".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
         .await
         .unwrap();
     let mut deliveries = 0;
     let mut fine = 0;
     while (fine == 0 || broker.depth(&ns.names.dead).await == 0) && deliveries < 100 {
-        let d = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         deliveries += 1;
         if d.data.windows(6).any(|w| w == b"poison") {
             d.acker.reject(BasicRejectOptions { requeue: true }).await.unwrap();
@@ -434,7 +564,10 @@ async fn f09_poison_message_is_dead_lettered_by_the_delivery_limit() {
     assert_eq!(info.error, kickq::amqp::headers::DeadError::DeliveryLimit, "{info:?}");
     let poison_deliveries = deliveries - fine;
     eprintln!("FIGURE f09 deliveries_before_dead_letter={poison_deliveries} collateral_messages_lost=0 other_messages_done={fine}");
-    assert_eq!(poison_deliveries, 21, "the first delivery plus the 20 the delivery limit allows");
+    assert_eq!(
+        poison_deliveries, 21,
+        "the first delivery plus the 20 the delivery limit allows"
+    );
     assert_eq!(fine, 1, "the other message was handled once");
 }
 
@@ -450,15 +583,24 @@ async fn f11_standby_takes_over_without_exceeding_the_rate() {
     let (bodies, want) = sweep(400, 5);
     broker.publish_many(&ns.names.requests, &bodies).await;
     let mut a = start(&ns, &mock.base_url(), rate, &[], "a");
-    wait_for(Duration::from_secs(20), "A kicking", || async { mock.kicked().len() >= 200 }).await;
+    wait_for(Duration::from_secs(20), "A kicking", || async {
+        mock.kicked().len() >= 200
+    })
+    .await;
     let mut b = start(&ns, &mock.base_url(), rate, &[], "b");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = mock.calls().len();
     a.kill9();
     let killed = Instant::now();
-    wait_for(Duration::from_secs(30), "B calling", || async { mock.calls().len() > before + 5 }).await;
+    wait_for(Duration::from_secs(30), "B calling", || async {
+        mock.calls().len() > before + 5
+    })
+    .await;
     let takeover = killed.elapsed();
-    wait_for(Duration::from_secs(60), "every user kicked", || all_kicked(&mock, &want)).await;
+    wait_for(Duration::from_secs(60), "every user kicked", || {
+        all_kicked(&mock, &want)
+    })
+    .await;
     assert!(b.term().success());
     let c = mock.counters();
     let acc = account(&mock, &broker, &ns, &want).await;
@@ -471,7 +613,11 @@ async fn f11_standby_takes_over_without_exceeding_the_rate() {
         acc.duplicated
     );
     assert!(takeover < Duration::from_secs(10));
-    assert!(c.max_calls_in_1s <= rate as u64, "{} calls in one second", c.max_calls_in_1s);
+    assert!(
+        c.max_calls_in_1s <= rate as u64,
+        "{} calls in one second",
+        c.max_calls_in_1s
+    );
     assert_eq!(c.rate_limited, 0);
     assert_eq!(acc.lost, 0);
     a.assert_clean("guest");
@@ -484,7 +630,14 @@ async fn f11_standby_takes_over_without_exceeding_the_rate() {
 async fn f12_no_secret_in_ps_logs_or_a_panic() {
     let user = format!("kickq-leak-{}", rand::random::<u32>());
     let password = format!("pw{}xq", rand::random::<u64>());
-    let ctl = |args: &[&str]| Command::new("rabbitmqctl").args(args).output().unwrap().status.success();
+    let ctl = |args: &[&str]| {
+        Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
     assert!(ctl(&["add_user", &user, &password]));
     assert!(ctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]));
     let ns = Ns::new("f12");
@@ -494,14 +647,20 @@ async fn f12_no_secret_in_ps_logs_or_a_panic() {
     broker.publish_raw(&ns.names.requests, &job("r", &["u"], None)).await;
     let url = format!("amqp://{user}:{password}@127.0.0.1:5672/%2f");
     let mut w = start(&ns, &mock.base_url(), 1000, &[("KICKQ_AMQP_URL", url.as_str())], "leak");
-    wait_for(Duration::from_secs(20), "a kick", || async { !mock.kicked().is_empty() }).await;
+    wait_for(Duration::from_secs(20), "a kick", || async {
+        !mock.kicked().is_empty()
+    })
+    .await;
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let ps = String::from_utf8_lossy(&ps.stdout);
     assert!(!ps.contains(SECRET) && !ps.contains(&password), "a secret shows in ps");
     // A wrong secret makes every call fail: the log must still not carry it.
     mock.set_secret(kickq::secret::Secret::new("rotated-secret-000000000000000000"));
     broker.publish_raw(&ns.names.requests, &job("r", &["v"], None)).await;
-    wait_for(Duration::from_secs(20), "a signature error", || async { mock.calls().iter().any(|c| c.code == Some(100000005)) }).await;
+    wait_for(Duration::from_secs(20), "a signature error", || async {
+        mock.calls().iter().any(|c| c.code == Some(100000005))
+    })
+    .await;
     assert!(w.term().success());
     w.assert_clean(&password);
     // A panic: the binary's own panic path, with the same environment.
@@ -516,7 +675,11 @@ async fn f12_no_secret_in_ps_logs_or_a_panic() {
         .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("panicked"), "the test panic ran: {text}");
     assert_no_secret(&text, &password, &panic_log);
     assert!(ctl(&["delete_user", &user]));
@@ -525,7 +688,12 @@ async fn f12_no_secret_in_ps_logs_or_a_panic() {
 
 /// Runs `rabbitmqctl` with arguments; true on success.
 fn rabbitmqctl(args: &[&str]) -> bool {
-    Command::new("rabbitmqctl").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Leaves the broker running and healthy, even when the test fails: starts
@@ -535,7 +703,9 @@ struct BrokerGuard;
 impl Drop for BrokerGuard {
     fn drop(&mut self) {
         rabbitmqctl(&["start_app"]);
-        let out = Command::new("rabbitmqctl").args(["eval", "whereis(rabbit_fifo_dlx_sup)."]).output();
+        let out = Command::new("rabbitmqctl")
+            .args(["eval", "whereis(rabbit_fifo_dlx_sup)."])
+            .output();
         if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("undefined")) {
             rabbitmqctl(&["stop_app"]);
             rabbitmqctl(&["start_app"]);
@@ -581,23 +751,49 @@ async fn f02_broker_restart_under_load() {
         broker.publish_many(&ns.names.requests, &bodies).await;
     }
     let mut w = start(&ns, &mock.base_url(), rate, &[], "w");
-    wait_for(Duration::from_secs(30), "some kicks", || async { mock.kicked().len() >= 1000 }).await;
+    wait_for(Duration::from_secs(30), "some kicks", || async {
+        mock.kicked().len() >= 1000
+    })
+    .await;
     assert!(rabbitmqctl(&["stop_app"]));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(rabbitmqctl(&["start_app"]));
     let restarted = Instant::now();
     let before = mock.calls().len();
-    wait_for(Duration::from_secs(60), "calls again after the restart", || async { mock.calls().len() > before + 5 }).await;
+    wait_for(Duration::from_secs(60), "calls again after the restart", || async {
+        mock.calls().len() > before + 5
+    })
+    .await;
     let resume = restarted.elapsed();
-    wait_for(Duration::from_secs(90), "every user kicked", || all_kicked(&mock, &want)).await;
-    let consumers = Command::new("rabbitmqctl").args(["list_consumers", "--quiet", "queue_name", "prefetch_count"]).output().unwrap();
+    wait_for(Duration::from_secs(90), "every user kicked", || {
+        all_kicked(&mock, &want)
+    })
+    .await;
+    let consumers = Command::new("rabbitmqctl")
+        .args(["list_consumers", "--quiet", "queue_name", "prefetch_count"])
+        .output()
+        .unwrap();
     let consumers = String::from_utf8_lossy(&consumers.stdout).to_string();
-    let line = consumers.lines().find(|l| l.starts_with(&ns.names.requests)).unwrap_or_default().to_string();
-    assert!(line.ends_with("20000"), "prefetch applied again after the reconnect: {line:?}");
+    let line = consumers
+        .lines()
+        .find(|l| l.starts_with(&ns.names.requests))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.ends_with("20000"),
+        "prefetch applied again after the reconnect: {line:?}"
+    );
     assert!(w.term().success());
     let broker = Broker::connect().await;
     let a = account(&mock, &broker, &ns, &want).await;
-    eprintln!("FIGURE f02 users={} resume_after_restart_ms={} lost={} dead={} duplicates={}", want.len(), resume.as_millis(), a.lost, a.dead, a.duplicated);
+    eprintln!(
+        "FIGURE f02 users={} resume_after_restart_ms={} lost={} dead={} duplicates={}",
+        want.len(),
+        resume.as_millis(),
+        a.lost,
+        a.dead,
+        a.duplicated
+    );
     assert_eq!((a.lost, a.dead), (0, 0));
     w.assert_clean("guest");
 }
@@ -617,17 +813,33 @@ async fn f03_all_connections_closed() {
         broker.publish_many(&ns.names.requests, &bodies).await;
     }
     let mut w = start(&ns, &mock.base_url(), rate, &[], "w");
-    wait_for(Duration::from_secs(30), "some kicks", || async { mock.kicked().len() >= 500 }).await;
+    wait_for(Duration::from_secs(30), "some kicks", || async {
+        mock.kicked().len() >= 500
+    })
+    .await;
     assert!(rabbitmqctl(&["close_all_connections", "kickq fault suite"]));
     let closed = Instant::now();
     let before = mock.calls().len();
-    wait_for(Duration::from_secs(60), "calls again after the close", || async { mock.calls().len() > before + 5 }).await;
+    wait_for(Duration::from_secs(60), "calls again after the close", || async {
+        mock.calls().len() > before + 5
+    })
+    .await;
     let resume = closed.elapsed();
-    wait_for(Duration::from_secs(60), "every user kicked", || all_kicked(&mock, &want)).await;
+    wait_for(Duration::from_secs(60), "every user kicked", || {
+        all_kicked(&mock, &want)
+    })
+    .await;
     assert!(w.term().success());
     let broker = Broker::connect().await;
     let a = account(&mock, &broker, &ns, &want).await;
-    eprintln!("FIGURE f03 users={} resume_after_close_ms={} lost={} dead={} duplicates={}", want.len(), resume.as_millis(), a.lost, a.dead, a.duplicated);
+    eprintln!(
+        "FIGURE f03 users={} resume_after_close_ms={} lost={} dead={} duplicates={}",
+        want.len(),
+        resume.as_millis(),
+        a.lost,
+        a.dead,
+        a.duplicated
+    );
     assert_eq!((a.lost, a.dead), (0, 0));
     w.assert_clean("guest");
 }
@@ -647,7 +859,10 @@ async fn f10_postgres_outage_pauses_and_resumes() {
     let (bodies, want) = sweep(600, 5);
     broker.publish_many(&ns.names.requests, &bodies).await;
     let mut w = start(&ns, &mock.base_url(), rate, &[("DATABASE_URL", db.url.as_str())], "w");
-    wait_for(Duration::from_secs(30), "some kicks", || async { mock.kicked().len() >= 300 }).await;
+    wait_for(Duration::from_secs(30), "some kicks", || async {
+        mock.kicked().len() >= 300
+    })
+    .await;
     assert!(pg_ctl("stop"));
     let stopped = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -655,12 +870,23 @@ async fn f10_postgres_outage_pauses_and_resumes() {
     tokio::time::sleep(Duration::from_secs(25)).await;
     let during = mock.calls().len() - paused_at;
     let depth = broker.depth(&ns.names.requests).await;
-    assert!(during <= 5, "dispatch paused: {during} calls in the last 25 s of the outage");
+    assert!(
+        during <= 5,
+        "dispatch paused: {during} calls in the last 25 s of the outage"
+    );
     assert!(depth > 0, "nothing acked early: the queue still holds the rest");
     assert!(pg_ctl("start"));
     let restarted = Instant::now();
-    wait_for(Duration::from_secs(120), "every user kicked after PostgreSQL is back", || all_kicked(&mock, &want)).await;
-    wait_for(Duration::from_secs(30), "drained", || async { broker.depth(&ns.names.requests).await == 0 }).await;
+    wait_for(
+        Duration::from_secs(120),
+        "every user kicked after PostgreSQL is back",
+        || all_kicked(&mock, &want),
+    )
+    .await;
+    wait_for(Duration::from_secs(30), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
     let resumed = restarted.elapsed();
     assert!(w.term().success());
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();

@@ -33,20 +33,39 @@ async fn a_sweep_is_fully_recorded_and_history_reads_it_back() {
     let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
     cfg.database_url = Some(Secret::new(db.url.clone()));
     let worker = spawn_worker(cfg).await;
-    wait_for(Duration::from_secs(30), "all kicked and the bad room dead-lettered", || async {
-        mock.kicked().len() == 50 && broker.depth(&ns.names.dead).await == 1
+    wait_for(
+        Duration::from_secs(30),
+        "all kicked and the bad room dead-lettered",
+        || async { mock.kicked().len() == 50 && broker.depth(&ns.names.dead).await == 1 },
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
     })
     .await;
-    wait_for(Duration::from_secs(10), "drained", || async { broker.depth(&ns.names.requests).await == 0 }).await;
     let summary = worker.stop().await;
     assert_eq!(summary.tally.acked, 51);
 
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     assert_eq!(count(&pool, "select count(*) from job_receipts").await, 51);
-    assert_eq!(count(&pool, "select count(*) from user_outcomes where outcome = 'kicked'").await, 50);
-    assert_eq!(count(&pool, "select count(*) from user_outcomes where outcome = 'dead_lettered'").await, 2);
     assert_eq!(
-        count(&pool, "select count(*) from user_outcomes where outcome = 'kicked' and (request_id is null or request_id = '')").await,
+        count(&pool, "select count(*) from user_outcomes where outcome = 'kicked'").await,
+        50
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from user_outcomes where outcome = 'dead_lettered'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from user_outcomes where outcome = 'kicked' and (request_id is null or request_id = '')"
+        )
+        .await,
         0,
         "every kick carries the API's RequestId"
     );
@@ -74,7 +93,10 @@ async fn a_sweep_is_fully_recorded_and_history_reads_it_back() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("dead_lettered") && text.contains("x1") && !text.contains("x2"), "{text}");
+    assert!(
+        text.contains("dead_lettered") && text.contains("x1") && !text.contains("x2"),
+        "{text}"
+    );
     db.drop_db().await;
 }
 
@@ -90,17 +112,34 @@ async fn a_retry_of_a_kicked_job_skips_the_users_already_kicked() {
     let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
     cfg.database_url = Some(Secret::new(db.url.clone()));
     let worker = spawn_worker(cfg).await;
-    wait_for(Duration::from_secs(20), "a and b kicked", || async { mock.kicked().len() == 2 }).await;
+    wait_for(Duration::from_secs(20), "a and b kicked", || async {
+        mock.kicked().len() == 2
+    })
+    .await;
     // The same job comes back as a retry (attempts > 0) carrying a, b and c.
     let mut h = FieldTable::default();
     h.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(1));
     let again = br#"{"room_id":"r","user_ids":["a","b","c"],"job_id":"job-1"}"#;
-    broker.publisher.publish(&ns.names.requests, again, persistent_json(Some("job-1"), h)).await.unwrap();
-    wait_for(Duration::from_secs(20), "c kicked", || async { mock.kicked().len() == 3 }).await;
-    wait_for(Duration::from_secs(10), "drained", || async { broker.depth(&ns.names.requests).await == 0 }).await;
+    broker
+        .publisher
+        .publish(&ns.names.requests, again, persistent_json(Some("job-1"), h))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(20), "c kicked", || async {
+        mock.kicked().len() == 3
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
     worker.stop().await;
     let called: Vec<String> = mock.calls().into_iter().flat_map(|c| c.user_ids).collect();
-    assert_eq!(called.iter().filter(|u| *u == "a").count(), 1, "a is not called again: {called:?}");
+    assert_eq!(
+        called.iter().filter(|u| *u == "a").count(),
+        1,
+        "a is not called again: {called:?}"
+    );
     assert_eq!(called.iter().filter(|u| *u == "c").count(), 1);
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let skipped: Vec<String> =

@@ -54,7 +54,11 @@ fn sample() -> (Vec<Vec<u8>>, Expect) {
             _ => format!("room-{r}"),
         };
         for u in 0..USERS_PER_ROOM {
-            let user = if r == 10 && u < 3 { format!("ghost-{u}") } else { format!("user-{r}-{u}") };
+            let user = if r == 10 && u < 3 {
+                format!("ghost-{u}")
+            } else {
+                format!("user-{r}-{u}")
+            };
             let body = serde_json::json!({"room_id": room, "user_ids": [user], "reason": "demo sweep"});
             bodies.push(serde_json::to_vec(&body).expect("a json! value always serializes"));
             if room.starts_with("gone") || user.starts_with("ghost") {
@@ -66,7 +70,11 @@ fn sample() -> (Vec<Vec<u8>>, Expect) {
             }
         }
     }
-    for bad in [&b"this is not json"[..], br#"{"room_id":"room-1","user_ids":[]}"#, br#"{"room_id":"room-1"}"#] {
+    for bad in [
+        &b"this is not json"[..],
+        br#"{"room_id":"room-1","user_ids":[]}"#,
+        br#"{"room_id":"room-1"}"#,
+    ] {
         bodies.push(bad.to_vec());
         expect.dead_letters += 1;
     }
@@ -107,10 +115,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn demo(url: &Secret, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
-    let faults = ["room=gone-*,code=50001", "room=banned-*,code=2", "room=flaky-*,code=1,first=10", "users=ghost-*,absent"]
-        .iter()
-        .map(|f| parse_fault(f).map_err(|e| anyhow::anyhow!("{e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let faults = [
+        "room=gone-*,code=50001",
+        "room=banned-*,code=2",
+        "room=flaky-*,code=1,first=10",
+        "users=ghost-*,absent",
+    ]
+    .iter()
+    .map(|f| parse_fault(f).map_err(|e| anyhow::anyhow!("{e}")))
+    .collect::<anyhow::Result<Vec<_>>>()?;
     let mock = MockZego::start(
         MockConfig {
             app_id: DEMO_APP_ID,
@@ -136,7 +149,11 @@ async fn demo(url: &Secret, names: &Names, publisher: &Publisher) -> anyhow::Res
     );
     let mut pending = Vec::with_capacity(bodies.len());
     for b in &bodies {
-        pending.push(publisher.send(&names.requests, b, persistent_json(None, FieldTable::default())).await?);
+        pending.push(
+            publisher
+                .send(&names.requests, b, persistent_json(None, FieldTable::default()))
+                .await?,
+        );
     }
     for p in pending {
         p.confirmed().await?;
@@ -215,7 +232,10 @@ async fn demo(url: &Secret, names: &Names, publisher: &Publisher) -> anyhow::Res
     println!();
     println!("done in {:.1} s", elapsed.as_secs_f64());
     println!("  users kicked          {}", expect.kicks.len());
-    println!("  nothing to do         {} (room gone or user not in it)", expect.nothing_to_do);
+    println!(
+        "  nothing to do         {} (room gone or user not in it)",
+        expect.nothing_to_do
+    );
     println!(
         "  API calls             {calls}, against {} for one call per message ({:.1} users per call)",
         bodies.len() - 3,

@@ -433,7 +433,10 @@ pub fn init_logs() {
 /// A `kickq run` child process, configured for tests through the environment
 /// (never argv: the secret must not show in `ps`).
 pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) -> std::process::Child {
-    let delays: Vec<String> = TEST_RETRY_DELAYS.iter().map(|d| format!("{}ms", d.as_millis())).collect();
+    let delays: Vec<String> = TEST_RETRY_DELAYS
+        .iter()
+        .map(|d| format!("{}ms", d.as_millis()))
+        .collect();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kickq"));
     cmd.arg("run")
         .env("KICKQ_AMQP_URL", amqp_url())
@@ -449,7 +452,10 @@ pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &s
         .env("KICKQ_CONNECTION_NAME", format!("{}-bin", ns.name()))
         .env("KICKQ_LOG_FORMAT", "json")
         .env_remove("DATABASE_URL")
-        .env("RUST_LOG", std::env::var("KICKQ_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("KICKQ_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(std::process::Stdio::null());
     for (k, v) in extra {
         cmd.env(k, v);
