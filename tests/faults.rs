@@ -463,7 +463,7 @@ async fn f08_hostile_input_is_dead_lettered_verbatim() {
         b"\xff\xfe\xfd".to_vec(),
         vec![b'x'; 20 * 1024 * 1024],
     ];
-    let good = vec![
+    let good = [
         job("hostile", &["a&UserId[]=victim"], None),
         job(
             "hostile",
