@@ -736,15 +736,19 @@ impl Drop for PostgresGuard {
     }
 }
 
-/// 2: the broker's app stopped and started under load.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "disturbs the shared broker: run alone with --ignored --test-threads=1"]
-async fn f02_broker_restart_under_load() {
-    let _restore = BrokerGuard;
-    let ns = Ns::new("f02");
+/// Runs a sweep through a broker disruption: kicks start, `disrupt` runs,
+/// and the worker must resume by itself and lose nothing. Returns the time
+/// from the end of the disruption to the next calls, and the accounting.
+async fn through_disruption(
+    tag: &str,
+    users: usize,
+    disrupt: impl FnOnce(),
+    check_prefetch: bool,
+) -> (Duration, Account) {
+    let ns = Ns::new(tag);
     let rate = 200;
     let mock = mock(rate).await;
-    let (bodies, want) = sweep(1000, 5);
+    let (bodies, want) = sweep(users / 5, 5);
     {
         let broker = Broker::connect().await;
         broker.declare(&ns.names).await;
@@ -752,50 +756,63 @@ async fn f02_broker_restart_under_load() {
     }
     let mut w = start(&ns, &mock.base_url(), rate, &[], "w");
     wait_for(Duration::from_secs(30), "some kicks", || async {
-        mock.kicked().len() >= 1000
+        mock.kicked().len() >= users / 5
     })
     .await;
-    assert!(rabbitmqctl(&["stop_app"]));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(rabbitmqctl(&["start_app"]));
-    let restarted = Instant::now();
+    disrupt();
+    let disrupted = Instant::now();
     let before = mock.calls().len();
-    wait_for(Duration::from_secs(60), "calls again after the restart", || async {
+    wait_for(Duration::from_secs(60), "calls again after the disruption", || async {
         mock.calls().len() > before + 5
     })
     .await;
-    let resume = restarted.elapsed();
+    let resume = disrupted.elapsed();
     wait_for(Duration::from_secs(90), "every user kicked", || {
         all_kicked(&mock, &want)
     })
     .await;
-    let consumers = Command::new("rabbitmqctl")
-        .args(["list_consumers", "--quiet", "queue_name", "prefetch_count"])
-        .output()
-        .unwrap();
-    let consumers = String::from_utf8_lossy(&consumers.stdout).to_string();
-    let line = consumers
-        .lines()
-        .find(|l| l.starts_with(&ns.names.requests))
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        line.ends_with("20000"),
-        "prefetch applied again after the reconnect: {line:?}"
-    );
+    if check_prefetch {
+        let out = Command::new("rabbitmqctl")
+            .args(["list_consumers", "--quiet", "queue_name", "prefetch_count"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&ns.names.requests))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.ends_with("20000"),
+            "prefetch applied again after the reconnect: {line:?}"
+        );
+    }
     assert!(w.term().success());
     let broker = Broker::connect().await;
     let a = account(&mock, &broker, &ns, &want).await;
+    w.assert_clean("guest");
+    (resume, a)
+}
+
+/// 2: the broker's app stopped and started under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "disturbs the shared broker: run alone with --ignored --test-threads=1"]
+async fn f02_broker_restart_under_load() {
+    let _restore = BrokerGuard;
+    let restart = || {
+        assert!(rabbitmqctl(&["stop_app"]));
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(rabbitmqctl(&["start_app"]));
+    };
+    let (resume, a) = through_disruption("f02", 5000, restart, true).await;
     eprintln!(
-        "FIGURE f02 users={} resume_after_restart_ms={} lost={} dead={} duplicates={}",
-        want.len(),
+        "FIGURE f02 users=5000 resume_after_restart_ms={} lost={} dead={} duplicates={}",
         resume.as_millis(),
         a.lost,
         a.dead,
         a.duplicated
     );
     assert_eq!((a.lost, a.dead), (0, 0));
-    w.assert_clean("guest");
 }
 
 /// 3: every connection force-closed by the broker.
@@ -803,45 +820,16 @@ async fn f02_broker_restart_under_load() {
 #[ignore = "disturbs the shared broker: run alone with --ignored --test-threads=1"]
 async fn f03_all_connections_closed() {
     let _restore = BrokerGuard;
-    let ns = Ns::new("f03");
-    let rate = 200;
-    let mock = mock(rate).await;
-    let (bodies, want) = sweep(600, 5);
-    {
-        let broker = Broker::connect().await;
-        broker.declare(&ns.names).await;
-        broker.publish_many(&ns.names.requests, &bodies).await;
-    }
-    let mut w = start(&ns, &mock.base_url(), rate, &[], "w");
-    wait_for(Duration::from_secs(30), "some kicks", || async {
-        mock.kicked().len() >= 500
-    })
-    .await;
-    assert!(rabbitmqctl(&["close_all_connections", "kickq fault suite"]));
-    let closed = Instant::now();
-    let before = mock.calls().len();
-    wait_for(Duration::from_secs(60), "calls again after the close", || async {
-        mock.calls().len() > before + 5
-    })
-    .await;
-    let resume = closed.elapsed();
-    wait_for(Duration::from_secs(60), "every user kicked", || {
-        all_kicked(&mock, &want)
-    })
-    .await;
-    assert!(w.term().success());
-    let broker = Broker::connect().await;
-    let a = account(&mock, &broker, &ns, &want).await;
+    let close = || assert!(rabbitmqctl(&["close_all_connections", "kickq fault suite"]));
+    let (resume, a) = through_disruption("f03", 3000, close, false).await;
     eprintln!(
-        "FIGURE f03 users={} resume_after_close_ms={} lost={} dead={} duplicates={}",
-        want.len(),
+        "FIGURE f03 users=3000 resume_after_close_ms={} lost={} dead={} duplicates={}",
         resume.as_millis(),
         a.lost,
         a.dead,
         a.duplicated
     );
     assert_eq!((a.lost, a.dead), (0, 0));
-    w.assert_clean("guest");
 }
 
 /// 10: PostgreSQL stopped for 30 s with the ledger on: dispatch pauses,
