@@ -45,26 +45,30 @@ pub const RECONNECTS: &str = "kickq_broker_reconnects_total";
 /// Ledger batch writes, by `result` (`ok`, `error`).
 pub const LEDGER_WRITES: &str = "kickq_ledger_writes_total";
 
-/// Installs the Prometheus recorder for this process and returns the handle
-/// that renders `/metrics`. Idempotent in effect: a second install fails
-/// harmlessly and returns a handle that renders nothing new.
+/// Installs the Prometheus recorder for this process (once; later calls
+/// return the same handle, so several workers in one test process share it)
+/// and returns the handle that renders `/metrics`.
 pub fn install() -> PrometheusHandle {
-    let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(CALL_LATENCY.into()),
-            &[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ],
-        )
-        .expect("bucket list is non-empty")
-        .set_buckets_for_metric(Matcher::Full(USERS_PER_CALL.into()), &[1.0, 2.0, 3.0, 4.0, 5.0])
-        .expect("bucket list is non-empty");
-    let recorder = builder.build_recorder();
-    let handle = recorder.handle();
-    // A test process starts several workers; only the first recorder wins.
-    let _ = metrics::set_global_recorder(recorder);
-    describe();
-    handle
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(CALL_LATENCY.into()),
+                    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .expect("bucket list is non-empty")
+                .set_buckets_for_metric(Matcher::Full(USERS_PER_CALL.into()), &[1.0, 2.0, 3.0, 4.0, 5.0])
+                .expect("bucket list is non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first (an embedding
+            // application's); then ours renders nothing new, which is honest.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
 }
 
 fn describe() {
