@@ -118,6 +118,7 @@ pub async fn run(
             Some(Ok(d)) => d,
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
+        health.delivery_taken();
         let handle = Delivery::new(id, delivery.acker.clone());
         let decoded = decode(
             &delivery.data,

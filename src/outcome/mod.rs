@@ -457,6 +457,7 @@ impl Router {
             self.rows_since = None;
         }
         for d in self.ready.drain(..) {
+            self.health.delivery_finished();
             match d.ack().await {
                 Ok(Acked::Done) => self.tally.acked += 1,
                 Ok(Acked::WillRedeliver) => {
@@ -478,6 +479,7 @@ impl Router {
     async fn return_unfinished(&mut self) {
         let n = self.books.len();
         for (_, book) in self.books.drain() {
+            self.health.delivery_finished();
             let _ = book.into_handle().requeue().await;
         }
         if n > 0 {
