@@ -113,7 +113,15 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<KickRequest, InvalidJob> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(InvalidJob::TooLarge(body.len()));
     }
-    let raw: KickRequest = serde_json::from_slice(body).map_err(|e| InvalidJob::Malformed(e.to_string()))?;
+    // Checked whole, not only where serde looks: an unknown field's bytes are
+    // skipped unchecked, and the dead letter promises valid input is JSON.
+    let text = std::str::from_utf8(body).map_err(|e| InvalidJob::Malformed(format!("not UTF-8: {e}")))?;
+    // serde would also read a struct from a JSON array (`["r", ["a"]]`); a job
+    // message is an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(InvalidJob::Malformed("a job message is a JSON object".into()));
+    }
+    let raw: KickRequest = serde_json::from_str(text).map_err(|e| InvalidJob::Malformed(e.to_string()))?;
     validate(raw, limits)
 }
 
@@ -244,7 +252,8 @@ mod tests {
         let long = |n: usize| "x".repeat(n);
         let cases: Vec<(String, &str)> = vec![
             ("not json".into(), "not a job message"),
-            ("[]".into(), "not a job message"),
+            ("[]".into(), "a job message is a JSON object"),
+            (r#"["r",["a"]]"#.into(), "a job message is a JSON object"),
             (r#"{"user_ids":["a"]}"#.into(), "missing field `room_id`"),
             (r#"{"room_id":"r"}"#.into(), "missing field `user_ids`"),
             (r#"{"room_id":5,"user_ids":["a"]}"#.into(), "invalid type"),
@@ -307,6 +316,12 @@ mod tests {
     fn rejects_non_utf8_and_oversized_bodies() {
         let err = parse(b"{\"room_id\":\"\xff\",\"user_ids\":[\"a\"]}", &limits()).unwrap_err();
         assert!(matches!(err, InvalidJob::Malformed(_)), "{err}");
+        let hidden = parse(
+            b"{\"room_id\":\"r\",\"user_ids\":[\"a\"],\"extra\":\"\xff\"}",
+            &limits(),
+        )
+        .unwrap_err();
+        assert!(hidden.to_string().contains("not UTF-8"), "{hidden}");
         let big = vec![b' '; MAX_MESSAGE_BYTES + 1];
         assert_eq!(
             parse(&big, &limits()).unwrap_err(),

@@ -22,8 +22,9 @@ pub const COALESCED: &str = "kickq_coalesced_calls_total";
 pub const CALL_LATENCY: &str = "kickq_api_call_duration_seconds";
 /// Users carried per call.
 pub const USERS_PER_CALL: &str = "kickq_users_per_call";
-/// Seconds pending work waited for a token, summed.
-pub const TOKEN_WAIT: &str = "kickq_token_wait_seconds_total";
+/// Milliseconds pending work waited for a token, summed (a counter holds
+/// whole numbers, and milliseconds keep the waits that matter visible).
+pub const TOKEN_WAIT: &str = "kickq_token_wait_milliseconds_total";
 /// Users waiting in the coalescer.
 pub const PENDING_USERS: &str = "kickq_pending_users";
 /// Groups waiting in the coalescer.
@@ -40,7 +41,7 @@ pub const HALTED_APPS: &str = "kickq_halted_apps";
 pub const REDELIVERIES: &str = "kickq_redeliveries_total";
 /// Acks that did not land, by `kind` (`stale`: the message will come again; `error`).
 pub const ACK_FAILURES: &str = "kickq_ack_failures_total";
-/// Broker sessions started after the first (reconnects).
+/// Reconnect attempts after a lost or failed broker session.
 pub const RECONNECTS: &str = "kickq_broker_reconnects_total";
 /// Ledger batch writes, by `result` (`ok`, `error`).
 pub const LEDGER_WRITES: &str = "kickq_ledger_writes_total";
@@ -81,7 +82,11 @@ fn describe() {
     describe_counter!(API_CALLS, "KickoutUser calls by disposition and code");
     describe_histogram!(CALL_LATENCY, Unit::Seconds, "KickoutUser call latency");
     describe_histogram!(USERS_PER_CALL, "Users per KickoutUser call");
-    describe_counter!(TOKEN_WAIT, Unit::Seconds, "Time pending work waited for rate tokens");
+    describe_counter!(
+        TOKEN_WAIT,
+        Unit::Milliseconds,
+        "Time pending work waited for rate tokens"
+    );
     describe_gauge!(PENDING_USERS, "Users waiting in the coalescer");
     describe_gauge!(PENDING_GROUPS, "Groups waiting in the coalescer");
     describe_gauge!(CALLS_IN_FLIGHT, "Calls started and not yet answered");
@@ -93,7 +98,7 @@ fn describe() {
     );
     describe_counter!(REDELIVERIES, "Deliveries marked redelivered by the broker");
     describe_counter!(ACK_FAILURES, "Acks that did not land");
-    describe_counter!(RECONNECTS, "Broker reconnects");
+    describe_counter!(RECONNECTS, "Reconnect attempts after a lost or failed broker session");
     describe_counter!(LEDGER_WRITES, "Ledger batch writes");
 }
 
@@ -137,7 +142,7 @@ pub fn coalesced(why: crate::coalesce::Reason, users: usize) {
 
 /// Pending work waited this long for a token.
 pub fn token_wait(waited: Duration) {
-    counter!(TOKEN_WAIT).increment(waited.as_micros() as u64 / 1000);
+    counter!(TOKEN_WAIT).increment(waited.as_millis() as u64);
 }
 
 /// The coalescer's backlog.
