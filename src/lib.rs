@@ -3,12 +3,17 @@
 //! users, paced by a per-AppId rate limit, routed by the API's return code, and
 //! never lost.
 //!
+//! Producers written in Rust enqueue jobs with [`producer::Producer`] (see its
+//! module for a runnable example); everyone else publishes the JSON job message
+//! described in the README.
+//!
 //! # Layout
 //!
 //! ```text
 //! secret.rs      the credential wrapper whose Debug prints [redacted]
 //! config.rs      shared settings, validated into types
 //! job.rs         KickRequest and its validation (worker, enqueue, producer API)
+//! producer.rs    the producer API: connect, declare, enqueue confirmed jobs
 //! stage.rs       the messages that flow between stages
 //! amqp/          connect, topology, intake, publish (confirms), delivery handle, headers
 //! coalesce/      pure grouping state and policy; driver.rs is its async loop
@@ -35,6 +40,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod mock_zego;
 pub mod outcome;
+pub mod producer;
 pub mod ratelimit;
 pub mod secret;
 pub mod stage;

@@ -261,6 +261,33 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Takes every ready message from a queue with a consumer (acking them),
+    /// in queue order: `{ns}.requests` has single active consumer, which
+    /// refuses `basic.get`.
+    pub async fn take_all(&self, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
+        let n = self.depth(queue).await as usize;
+        let ch = self.conn.create_channel().await.unwrap();
+        ch.basic_qos(1000, Default::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(queue.into(), "".into(), Default::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+                .await
+                .expect("a ready message arrives")
+                .expect("the consumer is open")
+                .expect("a delivery");
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+            out.push((d.data, d.properties));
+        }
+        let _ = ch.close(200, "".into()).await;
+        out
+    }
+}
+
 /// Reads a dead letter's kickq headers.
 pub fn dead_info(props: &BasicProperties) -> headers::DeadLetter {
     headers::read_dead_letter(props.headers().as_ref())
