@@ -14,6 +14,8 @@
 //! config.rs      shared settings, validated into types
 //! job.rs         KickRequest and its validation (worker, enqueue, producer API)
 //! producer.rs    the producer API: connect, declare, enqueue confirmed jobs
+//! bulk/          kickq enqueue --file: parse, validate, group, publish in order
+//! dlq/           kickq dlq: read, filter, show, replay and purge dead letters
 //! stage.rs       the messages that flow between stages
 //! amqp/          connect, topology, intake, publish (confirms), delivery handle, headers
 //! coalesce/      pure grouping state and policy; driver.rs is its async loop
@@ -30,10 +32,12 @@
 //! ```
 
 pub mod amqp;
+pub mod bulk;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod dispatch;
+pub mod dlq;
 pub mod health;
 pub mod job;
 pub mod ledger;
