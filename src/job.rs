@@ -180,6 +180,30 @@ fn dedupe(users: &mut Vec<String>) {
 }
 
 impl KickRequest {
+    /// A job for `user_ids` of `room_id`, with no reason, AppId or job id
+    /// (add them with the `with_*` methods). Not validated until published.
+    pub fn new(room_id: impl Into<String>, user_ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        KickRequest {
+            room_id: room_id.into(),
+            user_ids: user_ids.into_iter().map(Into::into).collect(),
+            reason: None,
+            app_id: None,
+            job_id: None,
+        }
+    }
+
+    /// The same job with a `CustomReason`.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The same job with an idempotency key (also sent as the AMQP `message_id`).
+    pub fn with_job_id(mut self, job_id: impl Into<String>) -> Self {
+        self.job_id = Some(job_id.into());
+        self
+    }
+
     /// A job for `users` of this job's room, reason, app and job id: the body of
     /// a retry or a dead letter that carries exactly those users.
     pub fn with_users(&self, users: Vec<String>) -> KickRequest {

@@ -31,6 +31,12 @@ enum Command {
     Demo(kickq::cli::demo::DemoArgs),
     /// Drain the requests queue: coalesce, rate-limit, call KickoutUser, route outcomes.
     Run(Box<kickq::cli::run::RunArgs>),
+    /// Publish kick jobs: one from flags, or a CSV / JSON Lines file, validated, grouped and confirmed.
+    #[command(long_about = kickq::cli::enqueue::LONG_ABOUT)]
+    Enqueue(Box<kickq::cli::enqueue::EnqueueArgs>),
+    /// List, replay or purge dead letters, without ever losing one.
+    #[command(long_about = kickq::cli::dlq::LONG_ABOUT)]
+    Dlq(kickq::cli::dlq::DlqArgs),
     /// Serve a strict stand-in for ZEGOCLOUD's KickoutUser API (tests, demo, bench).
     MockZego(kickq::cli::mock_zego::MockZegoArgs),
     /// Apply the audit ledger's database migrations.
@@ -106,6 +112,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(a) => kickq::cli::demo::run(a).await,
             Command::Run(a) => kickq::cli::run::run(*a).await,
+            Command::Enqueue(a) => kickq::cli::enqueue::run(*a).await,
+            Command::Dlq(a) => kickq::cli::dlq::run(a).await,
             Command::MockZego(a) => kickq::cli::mock_zego::run(a).await,
             Command::Migrate(a) => kickq::cli::migrate::run(a).await,
             Command::History(a) => kickq::cli::history::run(a).await,

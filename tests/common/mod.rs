@@ -261,6 +261,35 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Takes every ready message from a queue with a consumer (acking them),
+    /// in queue order: `{ns}.requests` has single active consumer, which
+    /// refuses `basic.get`. The prefetch stays small because RabbitMQ 3.x
+    /// quorum queues can drop acks still queued in the channel when it closes
+    /// (rabbitmq-server#10327), which would hand the messages out again.
+    pub async fn take_all(&self, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
+        let n = self.depth(queue).await as usize;
+        let ch = self.conn.create_channel().await.unwrap();
+        ch.basic_qos(16, Default::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(queue.into(), "".into(), Default::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+                .await
+                .expect("a ready message arrives")
+                .expect("the consumer is open")
+                .expect("a delivery");
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+            out.push((d.data, d.properties));
+        }
+        let _ = ch.close(200, "".into()).await;
+        out
+    }
+}
+
 /// Reads a dead letter's kickq headers.
 pub fn dead_info(props: &BasicProperties) -> headers::DeadLetter {
     headers::read_dead_letter(props.headers().as_ref())
@@ -461,4 +490,36 @@ pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &s
         cmd.env(k, v);
     }
     cmd.spawn().expect("spawn the kickq binary")
+}
+
+/// Runs `kickq` with the namespace's broker settings and optional stdin.
+pub async fn kickq(ns: &Ns, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"));
+    cmd.args(args)
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        // The test namespaces' delay queues, so that cleanup deletes every queue declared.
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the kickq binary starts");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    if let Some(bytes) = stdin {
+        tokio::io::AsyncWriteExt::write_all(&mut input, bytes).await.unwrap();
+    }
+    drop(input);
+    child.wait_with_output().await.unwrap()
+}
+
+/// A command's stdout and stderr as text.
+pub fn text(o: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
