@@ -73,8 +73,8 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Input format (default: detected from the first non-blank line).
-    #[arg(long, value_name = "jsonl|csv", value_parser = clap::value_parser!(String), conflicts_with = "room")]
-    pub format: Option<String>,
+    #[arg(long, value_name = "jsonl|csv", value_parser = |s: &str| s.parse::<Format>(), conflicts_with = "room")]
+    pub format: Option<Format>,
     /// Publish the valid lines even if some are invalid (they are listed).
     #[arg(long = "skip-invalid", conflicts_with = "room")]
     pub skip_invalid: bool,
@@ -153,14 +153,7 @@ fn read_input(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
 async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     let started = Instant::now();
     // Checked before reading, so that a bad setting fails fast even on a large file.
-    let broker = args.broker.resolve()?;
-    drop(broker);
-    let format = args
-        .format
-        .as_deref()
-        .map(str::parse::<Format>)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+    args.broker.resolve()?;
     if let Some(p) = &args.job_id_prefix {
         check_prefix(p).map_err(|e| anyhow::anyhow!("--job-id-prefix {e}"))?;
     }
@@ -168,7 +161,7 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
 
     let (name, bytes) = read_input(path)?;
-    let loaded = load(&bytes, format, args.group_size as usize, Limits::default());
+    let loaded = load(&bytes, args.format, args.group_size as usize, Limits::default());
     let prefix = args
         .job_id_prefix
         .clone()
@@ -344,6 +337,10 @@ mod tests {
         assert_eq!(one.users, vec!["a", "b"]);
         assert_eq!(one.group_size, DEFAULT_GROUP_SIZE as u64);
         assert!(ok(&["t", "--file", "-", "--resume-from", "7", "--group-size", "5"]).is_ok());
+        assert_eq!(
+            ok(&["t", "--file", "-", "--format", "csv"]).unwrap().format,
+            Some(Format::Csv)
+        );
         for bad in [
             &["t"][..],
             &["t", "--room", "r"],
@@ -352,6 +349,7 @@ mod tests {
             &["t", "--file", "f", "--group-size", "1001"],
             &["t", "--file", "f", "--resume-from", "0"],
             &["t", "--room", "r", "--user", "u", "--skip-invalid"],
+            &["t", "--file", "-", "--format", "xml"],
         ] {
             assert!(ok(bad).is_err(), "{bad:?}");
         }
