@@ -80,6 +80,7 @@ pub fn decode(
         redelivered: redelivered || headers::delivery_count(h) > 0,
         halted_before: headers::get_bool(h, headers::HALTED),
         received_at: now,
+        carried: headers::carried(h),
         request,
     })
 }
@@ -293,6 +294,11 @@ mod tests {
         h.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(3));
         h.insert(headers::HALTED.into(), AMQPValue::Boolean(true));
         h.insert("x-delivery-count".into(), AMQPValue::LongLongInt(1));
+        h.insert(
+            headers::DLQ_HISTORY.into(),
+            AMQPValue::LongString("replayed once".into()),
+        );
+        h.insert("kickq-error".into(), AMQPValue::LongString("stale".into()));
         let props = BasicProperties::default().with_headers(h);
         let j = decode(
             br#"{"room_id":"r","user_ids":["a"]}"#,
@@ -306,6 +312,12 @@ mod tests {
         assert_eq!(j.attempts, 3);
         assert!(j.halted_before);
         assert!(j.redelivered, "x-delivery-count > 0 means redelivered");
+        let carried: Vec<&str> = j.carried.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            carried,
+            vec![headers::DLQ_HISTORY],
+            "only the dead-letter history rides along"
+        );
     }
 
     #[test]

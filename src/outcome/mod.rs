@@ -348,7 +348,8 @@ impl Router {
                 }
                 Tag::Defer => {
                     crate::metrics::retry("halted");
-                    let h = headers::retry(job.attempts, job.first_attempt_at, last.code, true, job_id);
+                    let mut h = headers::retry(job.attempts, job.first_attempt_at, last.code, true, job_id);
+                    carry(&mut h, &job.carried);
                     (self.defer_queue.clone(), persistent_json(Some(job_id), h))
                 }
                 Tag::Dead(error, code) => {
@@ -485,6 +486,12 @@ impl Router {
         if n > 0 {
             tracing::info!(deliveries = n, "returned unfinished deliveries to the queue");
         }
+    }
+}
+
+fn carry(into: &mut lapin::types::FieldTable, carried: &lapin::types::FieldTable) {
+    for (k, v) in carried.inner() {
+        into.insert(k.clone(), v.clone());
     }
 }
 
