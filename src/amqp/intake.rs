@@ -266,7 +266,11 @@ mod tests {
         let cases: Vec<(&[u8], Unusable)> = vec![
             (
                 b"nope",
-                Unusable::Validation("not a job message: expected ident at line 1 column 2".into()),
+                Unusable::Validation("not a job message: a job message is a JSON object".into()),
+            ),
+            (
+                b"{nope",
+                Unusable::Validation("not a job message: key must be a string at line 1 column 2".into()),
             ),
             (
                 br#"{"room_id":"r","user_ids":["a"],"app_id":7}"#,
