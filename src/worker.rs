@@ -350,6 +350,7 @@ async fn session<A: KickApi>(
         gate.clone(),
         slots,
         cfg.driver,
+        health.clone(),
         abort.clone(),
     ));
     tokio::spawn(dispatch::run(
