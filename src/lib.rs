@@ -28,10 +28,12 @@
 //! health.rs      readiness state and the /metrics, /healthz, /readyz server
 //! worker.rs      composition root of `kickq run`: channels, sessions, shutdown
 //! mock_zego/     the strict stand-in for the real API
+//! bench/         `kickq bench`: scenarios, the naive baseline, figures and targets
 //! cli/           one file per subcommand
 //! ```
 
 pub mod amqp;
+pub mod bench;
 pub mod bulk;
 pub mod cli;
 pub mod coalesce;

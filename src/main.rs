@@ -45,11 +45,13 @@ enum Command {
     History(kickq::cli::history::HistoryArgs),
     /// Maintain the audit ledger (retention).
     Ledger(kickq::cli::ledger::LedgerArgs),
+    /// Measure kickq against a naive baseline on the local broker and an in-process mock; print figures and targets.
+    Bench(Box<kickq::cli::bench::BenchArgs>),
 }
 
-fn init_tracing(format: Option<LogFormat>) {
+fn init_tracing(format: Option<LogFormat>, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Pretty) => false,
@@ -103,7 +105,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(cli.log_format);
+    // The bench runs workers in-process: their info lines would bury its table.
+    let default_filter = if matches!(cli.command, Command::Bench(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_tracing(cli.log_format, default_filter);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,6 +126,7 @@ fn main() -> ExitCode {
             Command::Migrate(a) => kickq::cli::migrate::run(a).await,
             Command::History(a) => kickq::cli::history::run(a).await,
             Command::Ledger(a) => kickq::cli::ledger::run(a).await,
+            Command::Bench(a) => kickq::cli::bench::run(*a).await,
         }
     });
     match result {

@@ -86,6 +86,7 @@ impl Engine {
         };
         let mut record = CallRecord {
             at_ms,
+            at_us: u64::try_from(now.as_micros()).unwrap_or(u64::MAX),
             app_id: None,
             room_id: one(&q.room_id),
             user_ids: q.user_ids.clone(),

@@ -73,6 +73,12 @@ impl MockZego {
         self.addr
     }
 
+    /// The instant arrival times count from: a call's `at_us` is
+    /// microseconds after it, on this process's monotonic clock.
+    pub fn started(&self) -> std::time::Instant {
+        self.shared.started
+    }
+
     /// `http://` plus the bound address, e.g. `http://127.0.0.1:40123`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Shared {
     engine: Mutex<Engine>,
     /// Origin of the monotonic arrival times.
-    started: Instant,
+    pub(crate) started: Instant,
     /// Cancelled when the server shuts down; releases hanging calls.
     pub(crate) shutdown: CancellationToken,
 }

@@ -1,0 +1,138 @@
+//! The enqueue scenario: 1,000,000 CSV lines through `kickq enqueue --file` as a child process, in lines per
+//! second, beside the bench's own pipelined publisher sending the same lines as one-user messages. Skipped when
+//! this build has no `enqueue` subcommand.
+
+use super::child;
+use super::env::BenchEnv;
+use super::figures::{Figure, Report, Target};
+use super::publish::publish_generated;
+use super::workload;
+use super::BenchError;
+use crate::amqp::topology::Names;
+use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
+use lapin::types::FieldTable;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+/// Lines at scale 1.
+pub const LINES: usize = 1_000_000;
+/// Rooms the lines are spread over.
+pub const ROOMS: usize = 10_000;
+/// Target: lines per second.
+pub const TARGET_LINES_PER_SEC: f64 = 50_000.0;
+/// What the report says when the subcommand is missing.
+pub const NOT_AVAILABLE: &str = "kickq enqueue not available";
+
+/// Whether `exe` has an `enqueue` subcommand (its `--help` succeeds).
+pub async fn available(exe: &Path) -> bool {
+    tokio::process::Command::new(exe)
+        .args(["enqueue", "--help"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs the scenario, or reports it skipped.
+pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
+    let Some(exe) = env.settings().exe.clone() else {
+        return Ok(Report::skipped("enqueue", "no kickq binary to run as a child"));
+    };
+    if !available(&exe).await {
+        return Ok(Report::skipped("enqueue", NOT_AVAILABLE));
+    }
+    let n = env.scaled(LINES, 10);
+    let rooms = ROOMS.min(n);
+    let file = std::env::temp_dir().join(format!(
+        "kickq-bench-{}-{:04x}.csv",
+        std::process::id(),
+        rand::random::<u16>()
+    ));
+    write_csv(&file, n, rooms)?;
+    let result = env
+        .scoped("enqueue", |names| {
+            let (exe, file) = (&exe, &file);
+            async move { measure(env, &names, exe, file, n, rooms).await }
+        })
+        .await;
+    let _ = std::fs::remove_file(&file);
+    let (enqueue_secs, publish_secs, queued, exit) = result?;
+    let mut r = Report::new("enqueue");
+    r.param("scale", env.settings().scale);
+    r.param("lines", n);
+    r.figures.push(
+        Figure::new("lines/s (baseline: bench publisher)", n as f64 / enqueue_secs.max(1e-9))
+            .vs(n as f64 / publish_secs.max(1e-9))
+            .target(Target::AtLeast(TARGET_LINES_PER_SEC)),
+    );
+    r.figures.push(Figure::new("messages queued by enqueue", queued as f64));
+    r.notes.push(format!(
+        "`kickq enqueue --file` exit {exit}; CSV `room_id,user_id` with a header; the baseline publishes one message per line, pipelined"
+    ));
+    Ok(r)
+}
+
+fn write_csv(path: &PathBuf, n: usize, rooms: usize) -> Result<(), BenchError> {
+    let io = |source| BenchError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    };
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    w.write_all(workload::CSV_HEADER.as_bytes()).map_err(io)?;
+    for i in 0..n {
+        w.write_all(workload::csv_line(i, rooms).as_bytes()).map_err(io)?;
+    }
+    w.flush().map_err(io)
+}
+
+async fn measure(
+    env: &BenchEnv,
+    names: &Names,
+    exe: &Path,
+    file: &Path,
+    n: usize,
+    rooms: usize,
+) -> Result<(f64, f64, u64, String), BenchError> {
+    let vars = [
+        ("KICKQ_AMQP_URL", env.settings().amqp_url.expose().to_owned()),
+        ("KICKQ_NAMESPACE", names.namespace.clone()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let path = file.to_string_lossy().into_owned();
+    let t = Instant::now();
+    let status = child::spawn(exe, &["enqueue", "--file", &path], &vars)?.wait().await?;
+    let enqueue_secs = t.elapsed().as_secs_f64();
+    let conn = env.connect("enqueue").await?;
+    let ch = conn.create_channel().await?;
+    let queued = ch
+        .queue_declare(
+            names.requests.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?
+        .message_count();
+    ch.queue_purge(names.requests.as_str().into(), QueuePurgeOptions::default())
+        .await?;
+    let t = Instant::now();
+    publish_generated(&conn, &names.requests, n, 1, move |i| {
+        let line = workload::csv_line(i, rooms);
+        let (room, user) = line.trim_end().split_once(',').unwrap_or_default();
+        workload::Kick {
+            room: room.to_owned(),
+            users: vec![user.to_owned()],
+        }
+        .body()
+    })
+    .await?;
+    let publish_secs = t.elapsed().as_secs_f64();
+    let _ = conn.close(200, "enqueue done".into()).await;
+    Ok((enqueue_secs, publish_secs, u64::from(queued), status.to_string()))
+}

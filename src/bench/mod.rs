@@ -1,0 +1,142 @@
+//! `kickq bench`: scenarios that run kickq and a baseline in the same run, against the local broker and an
+//! in-process strict mock-zego, and report figures, ratios and targets.
+//!
+//! ```text
+//! env.rs        the bench's AppId and secret, its settings, namespaces and databases it creates and deletes
+//! workload.rs   the messages of each scenario and their accounting facts (pure)
+//! publish.rs    publishing many messages with pipelined confirms
+//! wait.rs       waiting for the mock to have kicked everyone, cheaply
+//! runs.rs       one measured run of kickq (in-process) or the baseline against the mock
+//! baseline.rs   the naive worker: one call per message, same gate, no coalescing
+//! bare.rs       the bare consume-and-ack loop (drain's yardstick)
+//! null_api.rs   an in-process API without HTTP (drain's diagnosis: pipeline cost alone)
+//! child.rs      a `kickq` child process and its peak RSS
+//! figures.rs    figures, targets, reports, the table and the JSON lines
+//! sweep.rs light.rs drain.rs backlog.rs enqueue.rs   one scenario each
+//! ```
+//!
+//! Each scenario is a library function so that `tests/bench_smoke.rs` runs
+//! them at a tiny scale and checks their accounting (never their timing).
+
+pub mod backlog;
+pub mod bare;
+pub mod baseline;
+pub mod child;
+pub mod drain;
+pub mod enqueue;
+pub mod env;
+pub mod figures;
+pub mod light;
+pub mod null_api;
+pub mod publish;
+pub mod runs;
+pub mod sweep;
+pub mod wait;
+pub mod workload;
+
+pub use env::{BenchEnv, BenchSettings};
+pub use figures::{Accounting, Figure, Report, Target};
+
+/// Why a scenario could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The broker refused or went away.
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    /// A publish was not confirmed.
+    #[error("publish: {0}")]
+    Publish(#[from] crate::amqp::publish::PublishError),
+    /// The in-process mock could not start.
+    #[error("mock-zego: {0}")]
+    Mock(std::io::Error),
+    /// The worker stopped with an error.
+    #[error("worker: {0}")]
+    Worker(#[from] crate::worker::WorkerError),
+    /// The API client could not be built.
+    #[error("client: {0}")]
+    Client(#[from] crate::zego::client::ClientBuildError),
+    /// PostgreSQL (the ledger run's database).
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The ledger could not be opened or migrated.
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// A child process or a file.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Nothing happened for too long: the run is stuck.
+    #[error("stalled: {0}")]
+    Stalled(String),
+    /// Something outside the run (e.g. another client closing broker
+    /// connections) disturbed it: its figures would not stand.
+    #[error("disturbed: {0}")]
+    Disturbed(String),
+    /// A task of the bench panicked or was cancelled.
+    #[error("task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl BenchError {
+    /// Whether running the scenario again may succeed: the broker connection
+    /// was lost or closed under the run (a shared broker), or the run was
+    /// disturbed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BenchError::Broker(_) | BenchError::Publish(_) | BenchError::Disturbed(_)
+        )
+    }
+}
+
+/// One scenario of `kickq bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Coalescing and pacing of a shuffled sweep under the API limit.
+    Sweep,
+    /// Latency under light load.
+    Light,
+    /// Throughput with the API unlimited.
+    Drain,
+    /// Memory while draining a million messages.
+    Backlog,
+    /// `kickq enqueue` throughput.
+    Enqueue,
+}
+
+impl Scenario {
+    /// Every scenario, in the order `--scenario all` runs them.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Sweep,
+        Scenario::Light,
+        Scenario::Drain,
+        Scenario::Backlog,
+        Scenario::Enqueue,
+    ];
+
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Sweep => "sweep",
+            Scenario::Light => "light",
+            Scenario::Drain => "drain",
+            Scenario::Backlog => "backlog",
+            Scenario::Enqueue => "enqueue",
+        }
+    }
+
+    /// Runs it.
+    pub async fn run(self, env: &BenchEnv) -> Result<Report, BenchError> {
+        match self {
+            Scenario::Sweep => sweep::run(env).await,
+            Scenario::Light => light::run(env).await,
+            Scenario::Drain => drain::run(env).await,
+            Scenario::Backlog => backlog::run(env).await,
+            Scenario::Enqueue => enqueue::run(env).await,
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `kickq bench` at a tiny scale and a high rate: every scenario runs end to end against the real broker and
+//! checks its accounting (every user kicked, every message acked, kickq and the baseline kicking the same set).
+//! Never its timing: speed targets live in the bench's output and BENCHMARKS.md.
+
+mod common;
+
+use kickq::bench::figures::Status;
+use kickq::bench::{BenchEnv, BenchSettings, Report, Scenario};
+use kickq::secret::Secret;
+
+fn env(scale: f64) -> BenchEnv {
+    common::init_logs();
+    BenchEnv::new(BenchSettings {
+        amqp_url: Secret::new(common::amqp_url()),
+        namespace_prefix: "kqt".into(),
+        database_url: Some(Secret::new(common::database_url())),
+        rate: 500,
+        scale,
+        exe: Some(env!("CARGO_BIN_EXE_kickq").into()),
+    })
+}
+
+async fn run(scenario: Scenario, scale: f64) -> Report {
+    let env = env(scale);
+    let report = scenario.run(&env).await;
+    env.cleanup().await.expect("cleanup");
+    let report = report.unwrap_or_else(|e| panic!("{}: {e}", scenario.name()));
+    eprintln!("{}", report.table());
+    report
+}
+
+fn assert_accounted(r: &Report, with_baseline: bool) {
+    assert_eq!(r.status, Status::Ran);
+    let a = r
+        .accounting
+        .as_ref()
+        .expect("a kicking scenario accounts for its users");
+    assert!(a.expected > 0);
+    assert_eq!(a.kickq_kicked, a.expected, "{}", a.summary());
+    assert_eq!(a.kickq_unexpected, 0, "{}", a.summary());
+    assert_eq!(a.kickq_acked, Some(a.messages), "{}", a.summary());
+    if with_baseline {
+        assert_eq!(a.baseline_kicked, Some(a.expected), "{}", a.summary());
+        assert_eq!(a.baseline_acked, Some(a.messages), "{}", a.summary());
+        assert_eq!(a.same_set, Some(true), "{}", a.summary());
+    }
+    assert!(a.ok(), "{}", a.summary());
+    let json = r.json().to_string();
+    assert!(!json.contains('\n') && json.contains(r.scenario));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_accounts_for_every_user_with_and_without_the_ledger() {
+    let r = run(Scenario::Sweep, 0.02).await;
+    assert_accounted(&r, true);
+    assert!(
+        r.figure("wall, ledger on vs off (s)").is_some(),
+        "the ledger run ran: {:?}",
+        r.notes
+    );
+    let min = r.figure("minimum calls").unwrap().kickq;
+    assert_eq!(min, 80.0, "20 rooms of 20 users");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_accounts_for_every_kick_of_both_consumers() {
+    let r = run(Scenario::Light, 0.03).await;
+    assert_accounted(&r, true);
+    assert!(r.figure("p50 publish to call (ms)").unwrap().kickq.is_finite());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_accounts_for_every_user() {
+    let r = run(Scenario::Drain, 0.01).await;
+    assert_accounted(&r, false);
+    assert!(r.figure("users/s (baseline: bare loop)").unwrap().baseline.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_child_worker_drains_everything_and_reports_its_memory() {
+    let r = run(Scenario::Backlog, 0.001).await;
+    assert_accounted(&r, false);
+    assert!(r.figure("peak RSS, VmHWM (MiB)").unwrap().kickq > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_runs_or_says_why_not() {
+    let r = run(Scenario::Enqueue, 0.001).await;
+    match &r.status {
+        Status::Skipped(why) => assert_eq!(why, kickq::bench::enqueue::NOT_AVAILABLE),
+        Status::Ran => assert!(r.figure("messages queued by enqueue").unwrap().kickq > 0.0),
+    }
+}
