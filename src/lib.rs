@@ -25,6 +25,7 @@
 //! outcome/       the router: the only place that acks; book.rs, plan.rs
 //! ledger.rs      the PostgreSQL audit ledger, one function per statement
 //! metrics.rs     every metric name and label
+//! table.rs       aligned plain-text tables for operator commands
 //! health.rs      readiness state and the /metrics, /healthz, /readyz server
 //! worker.rs      composition root of `kickq run`: channels, sessions, shutdown
 //! mock_zego/     the strict stand-in for the real API
@@ -50,5 +51,6 @@ pub mod producer;
 pub mod ratelimit;
 pub mod secret;
 pub mod stage;
+pub mod table;
 pub mod worker;
 pub mod zego;

@@ -2,6 +2,7 @@
 
 use super::letter::Letter;
 use crate::amqp::headers::rfc3339;
+use crate::table::escape;
 use serde_json::{json, Value};
 
 /// Most user ids shown in the table's USERS column before "…".
@@ -45,28 +46,7 @@ pub fn format_table(letters: &[Letter]) -> String {
         ]
         .map(|cell| escape(&cell))
     }));
-    let mut widths = [0usize; 8];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            if i + 1 < row.len() {
-                line.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    crate::table::render(&rows)
 }
 
 /// The JSON array: every field of every letter, full user lists, times in RFC 3339.
@@ -101,18 +81,6 @@ fn cut(s: &str, max: usize) -> String {
     let mut t: String = s.chars().take(max).collect();
     t.push('…');
     t
-}
-
-fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
