@@ -403,14 +403,20 @@ async fn session<A: KickApi>(
         },
         ended = &mut router => {
             stop_intake.cancel();
-            let why = match ended {
-                Ok((RouterEnd::Broker(e), _)) => format!("publish: {e}"),
-                Ok((other, _)) => format!("router stopped: {other:?}"),
-                Err(e) => format!("router task failed: {e}"),
-            };
             abort.cancel();
-            let _ = conn.close(200, "session lost".into()).await;
-            return (SessionEnd::Lost(why), Tally::default());
+            // At shutdown the router can finish before this select sees the
+            // intake end: that is a clean stop, and its tally counts.
+            let end = match ended {
+                Ok((RouterEnd::Drained, tally)) if shutdown.is_cancelled() => (SessionEnd::Shutdown, tally),
+                Ok((RouterEnd::Broker(e), tally)) => (SessionEnd::Lost(format!("publish: {e}")), tally),
+                Ok((other, tally)) => (SessionEnd::Lost(format!("router stopped: {other:?}")), tally),
+                Err(e) => (SessionEnd::Lost(format!("router task failed: {e}")), Tally::default()),
+            };
+            watchdog.abort();
+            let _ = publish_channel.close(200, "bye".into()).await;
+            let _ = channel.close(200, "bye".into()).await;
+            let _ = conn.close(200, "session over".into()).await;
+            return end;
         }
     };
     watchdog.abort();

@@ -407,6 +407,15 @@ async fn graceful_stop_returns_what_it_could_not_send() {
     .await;
     let summary = worker.stop().await;
     let kicked = kicked_set(&mock).len();
+    let acked = summary.tally.acked as usize;
+    assert!(acked > 0, "the stop acked what it finished: {summary:?}");
+    // The broker requeues a closed channel's unacked messages a moment later.
+    wait_for(
+        Duration::from_secs(10),
+        "every unacked message back in the queue",
+        || async { broker.depth(&ns.names.requests).await as usize + acked >= 200 },
+    )
+    .await;
     let left = broker.depth(&ns.names.requests).await as usize;
     assert!(kicked < 200, "the rate bounds what a stop can send");
     assert_eq!(
