@@ -299,6 +299,7 @@ mod tests {
             redelivered: false,
             halted_before: false,
             received_at: chrono::Utc::now(),
+            carried: Default::default(),
         });
         Chunk {
             key: GroupKey {

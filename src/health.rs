@@ -27,6 +27,7 @@ pub struct Health {
     connected: AtomicBool,
     consuming: AtomicBool,
     ledger: AtomicU8,
+    in_flight: std::sync::atomic::AtomicUsize,
     gate: Gate,
 }
 
@@ -37,6 +38,7 @@ impl Health {
             connected: AtomicBool::new(false),
             consuming: AtomicBool::new(false),
             ledger: AtomicU8::new(if ledger_on { LEDGER_DOWN } else { LEDGER_OFF }),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             gate,
         }
     }
@@ -51,12 +53,40 @@ impl Health {
         self.consuming.store(v, Ordering::Relaxed);
     }
 
+    /// Intake took a delivery.
+    pub fn delivery_taken(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The router finished (acked or returned) a delivery.
+    pub fn delivery_finished(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Deliveries taken and not yet finished in this session.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A new session starts: nothing of the old one is in flight any more.
+    pub fn reset_in_flight(&self) {
+        self.in_flight.store(0, Ordering::Relaxed);
+    }
+
     /// The last ledger operation succeeded (or not). Ignored when the ledger is off.
     pub fn set_ledger_ok(&self, ok: bool) {
         if self.ledger.load(Ordering::Relaxed) != LEDGER_OFF {
             self.ledger
                 .store(if ok { LEDGER_OK } else { LEDGER_DOWN }, Ordering::Relaxed);
         }
+    }
+
+    /// The ledger is on and its last write failed: new calls must wait, since
+    /// their rows could not be recorded and their deliveries not acked.
+    pub fn ledger_down(&self) -> bool {
+        self.ledger.load(Ordering::Relaxed) == LEDGER_DOWN
     }
 
     /// Every reason the worker is not ready; empty when ready.

@@ -113,7 +113,15 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<KickRequest, InvalidJob> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(InvalidJob::TooLarge(body.len()));
     }
-    let raw: KickRequest = serde_json::from_slice(body).map_err(|e| InvalidJob::Malformed(e.to_string()))?;
+    // Checked whole, not only where serde looks: an unknown field's bytes are
+    // skipped unchecked, and the dead letter promises valid input is JSON.
+    let text = std::str::from_utf8(body).map_err(|e| InvalidJob::Malformed(format!("not UTF-8: {e}")))?;
+    // serde would also read a struct from a JSON array (`["r", ["a"]]`); a job
+    // message is an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(InvalidJob::Malformed("a job message is a JSON object".into()));
+    }
+    let raw: KickRequest = serde_json::from_str(text).map_err(|e| InvalidJob::Malformed(e.to_string()))?;
     validate(raw, limits)
 }
 
@@ -172,6 +180,30 @@ fn dedupe(users: &mut Vec<String>) {
 }
 
 impl KickRequest {
+    /// A job for `user_ids` of `room_id`, with no reason, AppId or job id
+    /// (add them with the `with_*` methods). Not validated until published.
+    pub fn new(room_id: impl Into<String>, user_ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        KickRequest {
+            room_id: room_id.into(),
+            user_ids: user_ids.into_iter().map(Into::into).collect(),
+            reason: None,
+            app_id: None,
+            job_id: None,
+        }
+    }
+
+    /// The same job with a `CustomReason`.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The same job with an idempotency key (also sent as the AMQP `message_id`).
+    pub fn with_job_id(mut self, job_id: impl Into<String>) -> Self {
+        self.job_id = Some(job_id.into());
+        self
+    }
+
     /// A job for `users` of this job's room, reason, app and job id: the body of
     /// a retry or a dead letter that carries exactly those users.
     pub fn with_users(&self, users: Vec<String>) -> KickRequest {
@@ -197,10 +229,14 @@ impl fmt::Display for KickRequest {
 }
 
 /// A fresh job id for a message that carries neither `job_id` nor an AMQP
-/// `message_id`: 16 random bytes, hex encoded.
+/// `message_id`: a random UUID (version 4) in its usual dashed form, which
+/// also keeps it from looking like a 32-hex-character signature in a log.
 pub fn generate_job_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 #[cfg(test)]
@@ -240,7 +276,8 @@ mod tests {
         let long = |n: usize| "x".repeat(n);
         let cases: Vec<(String, &str)> = vec![
             ("not json".into(), "not a job message"),
-            ("[]".into(), "not a job message"),
+            ("[]".into(), "a job message is a JSON object"),
+            (r#"["r",["a"]]"#.into(), "a job message is a JSON object"),
             (r#"{"user_ids":["a"]}"#.into(), "missing field `room_id`"),
             (r#"{"room_id":"r"}"#.into(), "missing field `user_ids`"),
             (r#"{"room_id":5,"user_ids":["a"]}"#.into(), "invalid type"),
@@ -303,6 +340,12 @@ mod tests {
     fn rejects_non_utf8_and_oversized_bodies() {
         let err = parse(b"{\"room_id\":\"\xff\",\"user_ids\":[\"a\"]}", &limits()).unwrap_err();
         assert!(matches!(err, InvalidJob::Malformed(_)), "{err}");
+        let hidden = parse(
+            b"{\"room_id\":\"r\",\"user_ids\":[\"a\"],\"extra\":\"\xff\"}",
+            &limits(),
+        )
+        .unwrap_err();
+        assert!(hidden.to_string().contains("not UTF-8"), "{hidden}");
         let big = vec![b' '; MAX_MESSAGE_BYTES + 1];
         assert_eq!(
             parse(&big, &limits()).unwrap_err(),

@@ -3,12 +3,19 @@
 //! users, paced by a per-AppId rate limit, routed by the API's return code, and
 //! never lost.
 //!
+//! Producers written in Rust enqueue jobs with [`producer::Producer`] (see its
+//! module for a runnable example); everyone else publishes the JSON job message
+//! described in the README.
+//!
 //! # Layout
 //!
 //! ```text
 //! secret.rs      the credential wrapper whose Debug prints [redacted]
 //! config.rs      shared settings, validated into types
 //! job.rs         KickRequest and its validation (worker, enqueue, producer API)
+//! producer.rs    the producer API: connect, declare, enqueue confirmed jobs
+//! bulk/          kickq enqueue --file: parse, validate, group, publish in order
+//! dlq/           kickq dlq: read, filter, show, replay and purge dead letters
 //! stage.rs       the messages that flow between stages
 //! amqp/          connect, topology, intake, publish (confirms), delivery handle, headers
 //! coalesce/      pure grouping state and policy; driver.rs is its async loop
@@ -18,6 +25,7 @@
 //! outcome/       the router: the only place that acks; book.rs, plan.rs
 //! ledger.rs      the PostgreSQL audit ledger, one function per statement
 //! metrics.rs     every metric name and label
+//! table.rs       aligned plain-text tables for operator commands
 //! health.rs      readiness state and the /metrics, /healthz, /readyz server
 //! worker.rs      composition root of `kickq run`: channels, sessions, shutdown
 //! mock_zego/     the strict stand-in for the real API
@@ -27,18 +35,22 @@
 
 pub mod amqp;
 pub mod bench;
+pub mod bulk;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod dispatch;
+pub mod dlq;
 pub mod health;
 pub mod job;
 pub mod ledger;
 pub mod metrics;
 pub mod mock_zego;
 pub mod outcome;
+pub mod producer;
 pub mod ratelimit;
 pub mod secret;
 pub mod stage;
+pub mod table;
 pub mod worker;
 pub mod zego;

@@ -27,8 +27,16 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a sample sweep against an in-process mock API, in queues of its own; start here.
+    Demo(kickq::cli::demo::DemoArgs),
     /// Drain the requests queue: coalesce, rate-limit, call KickoutUser, route outcomes.
     Run(Box<kickq::cli::run::RunArgs>),
+    /// Publish kick jobs: one from flags, or a CSV / JSON Lines file, validated, grouped and confirmed.
+    #[command(long_about = kickq::cli::enqueue::LONG_ABOUT)]
+    Enqueue(Box<kickq::cli::enqueue::EnqueueArgs>),
+    /// List, replay or purge dead letters, without ever losing one.
+    #[command(long_about = kickq::cli::dlq::LONG_ABOUT)]
+    Dlq(kickq::cli::dlq::DlqArgs),
     /// Serve a strict stand-in for ZEGOCLOUD's KickoutUser API (tests, demo, bench).
     MockZego(kickq::cli::mock_zego::MockZegoArgs),
     /// Apply the audit ledger's database migrations.
@@ -59,6 +67,21 @@ fn init_tracing(format: Option<LogFormat>, default_filter: &str) {
     }
 }
 
+/// The environment variable behind the flag a clap error names (`for
+/// '--rate <RATE>'`), so the one error line names the setting however it
+/// was given.
+fn env_of_flag(message: &str) -> Option<String> {
+    use clap::CommandFactory;
+    let flag = message.split("for '--").nth(1)?.split([' ', '\'']).next()?;
+    fn find(cmd: &clap::Command, flag: &str) -> Option<String> {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .or_else(|| cmd.get_subcommands().find_map(|c| find(c, flag)))
+    }
+    find(&Cli::command(), flag)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -75,7 +98,10 @@ fn main() -> ExitCode {
                 .next()
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ");
-            eprintln!("kickq: {first}");
+            match env_of_flag(first) {
+                Some(env) => eprintln!("kickq: {first} (from {env} or the flag)"),
+                None => eprintln!("kickq: {first}"),
+            }
             return ExitCode::from(2);
         }
     };
@@ -92,7 +118,10 @@ fn main() -> ExitCode {
         .expect("building the tokio runtime only fails when the OS refuses threads");
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(a) => kickq::cli::demo::run(a).await,
             Command::Run(a) => kickq::cli::run::run(*a).await,
+            Command::Enqueue(a) => kickq::cli::enqueue::run(*a).await,
+            Command::Dlq(a) => kickq::cli::dlq::run(a).await,
             Command::MockZego(a) => kickq::cli::mock_zego::run(a).await,
             Command::Migrate(a) => kickq::cli::migrate::run(a).await,
             Command::History(a) => kickq::cli::history::run(a).await,

@@ -22,8 +22,9 @@ pub const COALESCED: &str = "kickq_coalesced_calls_total";
 pub const CALL_LATENCY: &str = "kickq_api_call_duration_seconds";
 /// Users carried per call.
 pub const USERS_PER_CALL: &str = "kickq_users_per_call";
-/// Seconds pending work waited for a token, summed.
-pub const TOKEN_WAIT: &str = "kickq_token_wait_seconds_total";
+/// Milliseconds pending work waited for a token, summed (a counter holds
+/// whole numbers, and milliseconds keep the waits that matter visible).
+pub const TOKEN_WAIT: &str = "kickq_token_wait_milliseconds_total";
 /// Users waiting in the coalescer.
 pub const PENDING_USERS: &str = "kickq_pending_users";
 /// Groups waiting in the coalescer.
@@ -40,31 +41,37 @@ pub const HALTED_APPS: &str = "kickq_halted_apps";
 pub const REDELIVERIES: &str = "kickq_redeliveries_total";
 /// Acks that did not land, by `kind` (`stale`: the message will come again; `error`).
 pub const ACK_FAILURES: &str = "kickq_ack_failures_total";
-/// Broker sessions started after the first (reconnects).
+/// Reconnect attempts after a lost or failed broker session.
 pub const RECONNECTS: &str = "kickq_broker_reconnects_total";
 /// Ledger batch writes, by `result` (`ok`, `error`).
 pub const LEDGER_WRITES: &str = "kickq_ledger_writes_total";
 
-/// Installs the Prometheus recorder for this process and returns the handle
-/// that renders `/metrics`. Idempotent in effect: a second install fails
-/// harmlessly and returns a handle that renders nothing new.
+/// Installs the Prometheus recorder for this process (once; later calls
+/// return the same handle, so several workers in one test process share it)
+/// and returns the handle that renders `/metrics`.
 pub fn install() -> PrometheusHandle {
-    let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(CALL_LATENCY.into()),
-            &[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ],
-        )
-        .expect("bucket list is non-empty")
-        .set_buckets_for_metric(Matcher::Full(USERS_PER_CALL.into()), &[1.0, 2.0, 3.0, 4.0, 5.0])
-        .expect("bucket list is non-empty");
-    let recorder = builder.build_recorder();
-    let handle = recorder.handle();
-    // A test process starts several workers; only the first recorder wins.
-    let _ = metrics::set_global_recorder(recorder);
-    describe();
-    handle
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(CALL_LATENCY.into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                )
+                .expect("bucket list is non-empty")
+                .set_buckets_for_metric(Matcher::Full(USERS_PER_CALL.into()), &[1.0, 2.0, 3.0, 4.0, 5.0])
+                .expect("bucket list is non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first (an embedding
+            // application's); then ours renders nothing new, which is honest.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
 }
 
 fn describe() {
@@ -75,7 +82,11 @@ fn describe() {
     describe_counter!(API_CALLS, "KickoutUser calls by disposition and code");
     describe_histogram!(CALL_LATENCY, Unit::Seconds, "KickoutUser call latency");
     describe_histogram!(USERS_PER_CALL, "Users per KickoutUser call");
-    describe_counter!(TOKEN_WAIT, Unit::Seconds, "Time pending work waited for rate tokens");
+    describe_counter!(
+        TOKEN_WAIT,
+        Unit::Milliseconds,
+        "Time pending work waited for rate tokens"
+    );
     describe_gauge!(PENDING_USERS, "Users waiting in the coalescer");
     describe_gauge!(PENDING_GROUPS, "Groups waiting in the coalescer");
     describe_gauge!(CALLS_IN_FLIGHT, "Calls started and not yet answered");
@@ -87,7 +98,7 @@ fn describe() {
     );
     describe_counter!(REDELIVERIES, "Deliveries marked redelivered by the broker");
     describe_counter!(ACK_FAILURES, "Acks that did not land");
-    describe_counter!(RECONNECTS, "Broker reconnects");
+    describe_counter!(RECONNECTS, "Reconnect attempts after a lost or failed broker session");
     describe_counter!(LEDGER_WRITES, "Ledger batch writes");
 }
 
@@ -131,7 +142,7 @@ pub fn coalesced(why: crate::coalesce::Reason, users: usize) {
 
 /// Pending work waited this long for a token.
 pub fn token_wait(waited: Duration) {
-    counter!(TOKEN_WAIT).increment(waited.as_micros() as u64 / 1000);
+    counter!(TOKEN_WAIT).increment(waited.as_millis() as u64);
 }
 
 /// The coalescer's backlog.

@@ -110,6 +110,16 @@ impl AppBudget {
         }
     }
 
+    /// Starts as if the last window had been fully used: a new process (a
+    /// restart after a crash, a standby taking over) cannot know what the
+    /// previous holder of the AppId spent in the last second, so it waits one
+    /// window before its first call rather than risk doubling the rate.
+    pub fn primed(mut self, now: Instant) -> Self {
+        self.starts = std::iter::repeat_n(now, self.limit as usize).collect();
+        self.last_start = Some(now);
+        self
+    }
+
     /// Overrides the window (tests and the bench's naive baseline share this code).
     pub fn with_window(mut self, window: Duration) -> Self {
         self.window = window;
@@ -302,7 +312,7 @@ impl Gate {
             .expect("the gate's mutex is never held across a panic");
         let budget = map
             .entry(app_id)
-            .or_insert_with(|| AppBudget::new(self.limit, self.probe_interval, Instant::now()));
+            .or_insert_with(|| AppBudget::new(self.limit, self.probe_interval, Instant::now()).primed(Instant::now()));
         f(budget)
     }
 
@@ -428,6 +438,15 @@ mod tests {
         assert!(b.should_log_halt(t0 + Duration::from_secs(60), Duration::from_secs(60)));
         assert_eq!(b.resume().map(|h| h.code), Some(100000005));
         assert_eq!(b.try_acquire(t0 + Duration::from_secs(7)), Grant::Now);
+    }
+
+    #[test]
+    fn a_primed_budget_waits_one_window() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(1) + WINDOW_MARGIN;
+        let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0).primed(t0);
+        assert_eq!(b.try_acquire(t0), Grant::Later(t0 + window));
+        assert_eq!(b.try_acquire(t0 + window), Grant::Now);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Job {
     pub halted_before: bool,
     /// When intake took it.
     pub received_at: DateTime<Utc>,
+    /// Headers that must follow these users into any retry or dead letter
+    /// (the `kickq-dlq-history` of a replayed message).
+    pub carried: lapin::types::FieldTable,
 }
 
 impl Job {

@@ -49,6 +49,13 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// A session that lived this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// How often the session checks that its queue still exists, still has
+/// consumers, and is not holding ready messages while we hold none. The
+/// broker should cancel our consumer when the queue is deleted, but RabbitMQ
+/// 3.10 leaves a consumer registered and starved when a quorum queue is
+/// deleted and at once re-declared; this check turns that silence into a
+/// reconnect.
+const WATCHDOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Everything `kickq run` needs, validated.
 #[derive(Debug, Clone)]
@@ -313,6 +320,7 @@ async fn session<A: KickApi>(
         }
     };
     health.set_connected(true);
+    health.reset_in_flight();
     tracing::info!(session = n, queue = %cfg.names.requests, ready, "consuming");
 
     let (to_coalescer, coalescer_rx) = mpsc::channel(STAGE_CHANNEL);
@@ -342,6 +350,7 @@ async fn session<A: KickApi>(
         gate.clone(),
         slots,
         cfg.driver,
+        health.clone(),
         abort.clone(),
     ));
     tokio::spawn(dispatch::run(
@@ -358,6 +367,7 @@ async fn session<A: KickApi>(
         ledger_linger: outcome::DEFAULT_LEDGER_LINGER,
         defer_delay: cfg.probe_interval,
     };
+    let publish_channel = publisher.channel().clone();
     let mut router = tokio::spawn(outcome::run(
         router_rx,
         publisher,
@@ -367,7 +377,23 @@ async fn session<A: KickApi>(
         abort.clone(),
     ));
 
+    let watch_channel = match conn.create_channel().await {
+        Ok(c) => c,
+        Err(e) => {
+            abort.cancel();
+            stop_intake.cancel();
+            return (
+                SessionEnd::Lost(format!("watchdog channel: {}", describe(&e))),
+                Tally::default(),
+            );
+        }
+    };
+    let mut watchdog = tokio::spawn(watch_queue(watch_channel, cfg.names.requests.clone(), health.clone()));
     let end = tokio::select! {
+        lost = &mut watchdog => {
+            stop_intake.cancel();
+            Some(lost.unwrap_or_else(|e| format!("watchdog task failed: {e}")))
+        }
         ended = &mut intake => match ended {
             Ok(IntakeEnd::Stopped) => None,
             Ok(IntakeEnd::Cancelled) => Some("the broker cancelled the consumer (queue deleted or node down)".to_owned()),
@@ -377,16 +403,23 @@ async fn session<A: KickApi>(
         },
         ended = &mut router => {
             stop_intake.cancel();
-            let why = match ended {
-                Ok((RouterEnd::Broker(e), _)) => format!("publish: {e}"),
-                Ok((other, _)) => format!("router stopped: {other:?}"),
-                Err(e) => format!("router task failed: {e}"),
-            };
             abort.cancel();
-            let _ = conn.close(200, "session lost".into()).await;
-            return (SessionEnd::Lost(why), Tally::default());
+            // At shutdown the router can finish before this select sees the
+            // intake end: that is a clean stop, and its tally counts.
+            let end = match ended {
+                Ok((RouterEnd::Drained, tally)) if shutdown.is_cancelled() => (SessionEnd::Shutdown, tally),
+                Ok((RouterEnd::Broker(e), tally)) => (SessionEnd::Lost(format!("publish: {e}")), tally),
+                Ok((other, tally)) => (SessionEnd::Lost(format!("router stopped: {other:?}")), tally),
+                Err(e) => (SessionEnd::Lost(format!("router task failed: {e}")), Tally::default()),
+            };
+            watchdog.abort();
+            let _ = publish_channel.close(200, "bye".into()).await;
+            let _ = channel.close(200, "bye".into()).await;
+            let _ = conn.close(200, "session over".into()).await;
+            return end;
         }
     };
+    watchdog.abort();
     let (session_end, tally) = match end {
         None => {
             // Graceful: intake stopped; the coalescer drains within its
@@ -411,9 +444,45 @@ async fn session<A: KickApi>(
             (SessionEnd::Lost(why), tally)
         }
     };
-    // Closing the connection closes its channels; unacked deliveries return
-    // to the queue.
-    drop(channel);
+    // Close each channel and wait for the broker's word before closing the
+    // connection: a channel closing on drop while the connection closes makes
+    // lapin log a spurious connection error. Unacked deliveries return to
+    // the queue.
+    let _ = publish_channel.close(200, "bye".into()).await;
+    let _ = channel.close(200, "bye".into()).await;
     let _ = conn.close(200, "bye".into()).await;
     (session_end, tally)
+}
+
+/// Returns (a reason) once the queue is gone, has no consumer left, or has
+/// held ready messages over two checks while this worker held none: the
+/// broker dropped or starved our consumer without a word, and only a new
+/// session (re-declare, re-consume) brings it back.
+async fn watch_queue(channel: lapin::Channel, queue: String, health: Arc<Health>) -> String {
+    use lapin::options::QueueDeclareOptions;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut starved_checks = 0;
+    loop {
+        tokio::time::sleep(WATCHDOG_INTERVAL).await;
+        let check = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default());
+        match tokio::time::timeout(WATCHDOG_INTERVAL * 2, check).await {
+            Ok(Ok(q)) if q.consumer_count() == 0 => return format!("queue {queue} has no consumer: ours was dropped"),
+            Ok(Ok(q)) => {
+                let starved = q.message_count() > 0 && health.in_flight() == 0;
+                starved_checks = if starved { starved_checks + 1 } else { 0 };
+                if starved_checks >= 2 {
+                    return format!(
+                        "queue {queue} holds {} ready messages but none reach us",
+                        q.message_count()
+                    );
+                }
+                tracing::trace!(queue = %queue, ready = q.message_count(), "queue check ok");
+            }
+            Ok(Err(e)) => return format!("queue {queue} check failed: {}", describe(&e)),
+            Err(_) => return format!("queue {queue} check got no answer in {:?}", WATCHDOG_INTERVAL * 2),
+        }
+    }
 }

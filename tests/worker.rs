@@ -153,6 +153,7 @@ async fn every_outcome_class_end_to_end() {
         "room=weird-*,code=999",
         "room=busy-*,code=1",
         "room=limited-*,code=206,first=1",
+        "room=long-*,code=50011,first=1",
         "users=ghost-*,absent",
     ]));
     let broker = Broker::connect().await;
@@ -166,6 +167,7 @@ async fn every_outcome_class_end_to_end() {
         job("busy-1", &["u8"], None),
         job("limited-1", &["u9"], None),
         job("split-1", &["s1", "ghost-1", "s2"], None),
+        job("long-1", &["l1", "l2", "l3", "l4", "l5"], None),
     ];
     broker.publish_many(&ns.names.requests, &bodies).await;
     let worker = spawn_worker(worker_config(&ns, &mock.base_url(), 1000)).await;
@@ -174,19 +176,19 @@ async fn every_outcome_class_end_to_end() {
     })
     .await;
     wait_for(Duration::from_secs(20), "requests drained", || async {
-        broker.depth(&ns.names.requests).await == 0 && kicked_set(&mock).len() >= 6
+        broker.depth(&ns.names.requests).await == 0 && kicked_set(&mock).len() >= 11
     })
     .await;
     worker.stop().await;
 
     let kicked: BTreeSet<String> = kicked_set(&mock).into_iter().map(|(_, u, _)| u).collect();
-    let want: BTreeSet<String> = ["u1", "u2", "u6", "u9", "s1", "s2"]
+    let want: BTreeSet<String> = ["u1", "u2", "u6", "u9", "s1", "s2", "l1", "l2", "l3", "l4", "l5"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     assert_eq!(
         kicked, want,
-        "kicked: ok, flaky after retries, rate-limited after retry, split minus the ghost"
+        "kicked: ok, flaky after retries, rate-limited after retry, split minus the ghost, the long list after halving"
     );
     type Letter = (String, DeadError, Option<i64>, Vec<String>, u32);
     let mut dead: Vec<Letter> = broker
@@ -214,6 +216,17 @@ async fn every_outcome_class_end_to_end() {
     assert_eq!(
         (dead[2].1, dead[2].2, dead[2].4),
         (DeadError::RetriesExhausted, Some(999), 3)
+    );
+    let long_calls: Vec<usize> = mock
+        .calls()
+        .iter()
+        .filter(|c| c.room_id.as_deref() == Some("long-1"))
+        .map(|c| c.user_ids.len())
+        .collect();
+    assert_eq!(
+        long_calls,
+        vec![5, 2, 2, 1],
+        "50011 halves the users per call and retries at once"
     );
     let flaky_calls = mock
         .calls()
@@ -394,6 +407,15 @@ async fn graceful_stop_returns_what_it_could_not_send() {
     .await;
     let summary = worker.stop().await;
     let kicked = kicked_set(&mock).len();
+    let acked = summary.tally.acked as usize;
+    assert!(acked > 0, "the stop acked what it finished: {summary:?}");
+    // The broker requeues a closed channel's unacked messages a moment later.
+    wait_for(
+        Duration::from_secs(10),
+        "every unacked message back in the queue",
+        || async { broker.depth(&ns.names.requests).await as usize + acked >= 200 },
+    )
+    .await;
     let left = broker.depth(&ns.names.requests).await as usize;
     assert!(kicked < 200, "the rate bounds what a stop can send");
     assert_eq!(
@@ -402,4 +424,32 @@ async fn graceful_stop_returns_what_it_could_not_send() {
         "acked + returned = published (kicked {kicked})"
     );
     assert!(kicked >= summary.tally.acked as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_room_never_holds_back_other_rooms() {
+    let ns = Ns::new("slow");
+    let mock = mock(1000).await;
+    mock.set_faults(rules(&["room=slow-*,latency=15000ms"]));
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut bodies = vec![job("slow-1", &["a"], None)];
+    bodies.extend((0..40).map(|i| job(&format!("fast-{}", i % 8), &[&format!("f{i}")], None)));
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.http_timeout = Duration::from_secs(30);
+    let worker = spawn_worker(cfg).await;
+    // The slow call takes 15 s; every other room must be done well before.
+    wait_for(
+        Duration::from_secs(12),
+        "every fast room kicked while the slow call hangs",
+        || async { mock.kicked().iter().filter(|k| k.room_id.starts_with("fast")).count() == 40 },
+    )
+    .await;
+    assert!(broker.depth(&ns.names.requests).await == 0);
+    let summary = worker.stop().await;
+    assert_eq!(
+        summary.tally.acked, 41,
+        "the slow room's delivery too, once its call answered"
+    );
 }

@@ -230,7 +230,11 @@ async fn reset_sends_no_http_response_at_all() {
         .await
         .unwrap();
     let mut got = Vec::new();
-    let read = tcp.read_to_end(&mut got).await;
+    // The bound keeps a mock that answers and keeps the connection open from
+    // hanging the run; the assertions below are what decide.
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got))
+        .await
+        .expect("the mock closed the connection");
     assert!(got.is_empty(), "got a response: {:?}", String::from_utf8_lossy(&got));
     if let Err(err) = read {
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
@@ -335,6 +339,9 @@ async fn control_routes_over_http_with_serve() {
     let server = tokio::spawn(kickq::mock_zego::serve(cfg, listener, async {
         let _ = stopped.await;
     }));
+    // reqwest is built without a crypto provider; ZegoClient::new installs
+    // one, but this plain client may be built first.
+    kickq::zego::install_crypto_provider();
     let http = reqwest::Client::new();
     let c = client(&base);
 

@@ -149,6 +149,16 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The headers a job carries into its retries and dead letters: its
+/// dead-letter history, so a replayed message that fails again keeps it.
+pub fn carried(headers: Option<&FieldTable>) -> FieldTable {
+    let mut t = FieldTable::default();
+    if let Some(v) = headers.and_then(|h| h.inner().get(DLQ_HISTORY)) {
+        t.insert(DLQ_HISTORY.into(), v.clone());
+    }
+    t
+}
+
 /// Reads an integer header written by any client (AMQP has eight integer types,
 /// and some clients send numbers as strings).
 pub fn get_i64(headers: Option<&FieldTable>, name: &str) -> Option<i64> {

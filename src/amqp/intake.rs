@@ -80,6 +80,7 @@ pub fn decode(
         redelivered: redelivered || headers::delivery_count(h) > 0,
         halted_before: headers::get_bool(h, headers::HALTED),
         received_at: now,
+        carried: headers::carried(h),
         request,
     })
 }
@@ -118,6 +119,7 @@ pub async fn run(
             Some(Ok(d)) => d,
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
+        health.delivery_taken();
         let handle = Delivery::new(id, delivery.acker.clone());
         let decoded = decode(
             &delivery.data,
@@ -254,7 +256,7 @@ mod tests {
             Utc::now(),
         )
         .unwrap();
-        assert_eq!(j.job_id().len(), 32);
+        assert_eq!(j.job_id().len(), 36);
         assert_eq!(j.app_id, 42);
     }
 
@@ -264,7 +266,11 @@ mod tests {
         let cases: Vec<(&[u8], Unusable)> = vec![
             (
                 b"nope",
-                Unusable::Validation("not a job message: expected ident at line 1 column 2".into()),
+                Unusable::Validation("not a job message: a job message is a JSON object".into()),
+            ),
+            (
+                b"{nope",
+                Unusable::Validation("not a job message: key must be a string at line 1 column 2".into()),
             ),
             (
                 br#"{"room_id":"r","user_ids":["a"],"app_id":7}"#,
@@ -292,6 +298,11 @@ mod tests {
         h.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(3));
         h.insert(headers::HALTED.into(), AMQPValue::Boolean(true));
         h.insert("x-delivery-count".into(), AMQPValue::LongLongInt(1));
+        h.insert(
+            headers::DLQ_HISTORY.into(),
+            AMQPValue::LongString("replayed once".into()),
+        );
+        h.insert("kickq-error".into(), AMQPValue::LongString("stale".into()));
         let props = BasicProperties::default().with_headers(h);
         let j = decode(
             br#"{"room_id":"r","user_ids":["a"]}"#,
@@ -305,6 +316,12 @@ mod tests {
         assert_eq!(j.attempts, 3);
         assert!(j.halted_before);
         assert!(j.redelivered, "x-delivery-count > 0 means redelivered");
+        let carried: Vec<&str> = j.carried.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            carried,
+            vec![headers::DLQ_HISTORY],
+            "only the dead-letter history rides along"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::ledger::DatabaseArgs;
 use crate::config::parse_duration;
 use crate::ledger::{HistoryQuery, HistoryRow};
+use crate::table::escape;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::io::Write;
 
@@ -109,42 +110,7 @@ pub fn format_table(rows: &[HistoryRow]) -> String {
             opt(&r.reason),
         ]
     }));
-    let mut widths = [0usize; 7];
-    for line in &table {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for line in &table {
-        let mut text = String::new();
-        for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
-            if i > 0 {
-                text.push_str("  ");
-            }
-            text.push_str(cell);
-            // The last column is not padded: trailing spaces only.
-            if i + 1 < line.len() {
-                text.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// `s` with control characters written as escapes (`\n`, `\u{1b}`).
-fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    crate::table::render(&table)
 }
 
 #[cfg(test)]

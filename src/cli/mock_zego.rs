@@ -37,15 +37,16 @@ pub struct MockZegoArgs {
 
     /// A scripted fault; repeat for several, applied in order to calls that
     /// pass auth, the rate limit and the parameter checks. Comma-separated
-    /// items with exactly one effect. room=GLOB picks rooms (default: all; a
-    /// star matches any run of characters). Effects: code=N (answer code N),
-    /// http500 (HTML error page), latency=DURATION (delay, e.g. 500ms; adds
-    /// up), hang (never answer), reset (drop the connection), users=GLOB,absent
-    /// (those users are not in the room: 50002). Modifiers: first=N (only the
-    /// first N matching calls), error-rate=P (fire with probability P).
-    /// Examples: room=bad-*,code=2 | room=flaky-*,code=1,first=3 |
-    /// room=slow-*,latency=500ms | room=*,http500 | room=hang-*,hang |
-    /// room=reset-*,reset | room=*,error-rate=0.1,code=1 | users=ghost-*,absent
+    /// items with exactly one effect. room=GLOB picks rooms (default: every
+    /// room; the wildcard * matches any run of characters). Effects: code=N
+    /// (answer code N), http500 (HTML error page), latency=DURATION (delay,
+    /// e.g. 500ms; adds up), hang (never answer), reset (drop the
+    /// connection), users=GLOB,absent (those users are not in the room:
+    /// 50002). Modifiers: first=N (only the first N matching calls),
+    /// error-rate=P (fire with probability P). Examples: room=bad-*,code=2,
+    /// room=flaky-*,code=1,first=3, room=slow-*,latency=500ms,
+    /// room=*,http500, room=hang-*,hang, room=reset-*,reset,
+    /// room=*,error-rate=0.1,code=1, users=ghost-*,absent
     #[arg(long = "fault", value_name = "RULE", value_parser = fault_arg)]
     pub faults: Vec<FaultRule>,
 }

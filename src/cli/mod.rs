@@ -1,9 +1,13 @@
 //! Subcommand glue: clap arguments and the `run` of each subcommand. The only place `anyhow` is used; everything below it returns typed errors.
 
 pub mod bench;
+pub mod demo;
+pub mod dlq;
+pub mod enqueue;
 pub mod history;
 pub mod ledger;
 pub mod migrate;
 pub mod mock_zego;
+pub mod progress;
 pub mod run;
 pub mod signals;

@@ -128,8 +128,9 @@ pub struct RunArgs {
     /// Longest a halted AppId holds users before handing them back through a delay queue.
     #[arg(long = "max-hold", env = "KICKQ_MAX_HOLD", default_value = "2m", value_parser = parse_duration)]
     max_hold: Duration,
-    /// Pause in input after which a partial call is sent.
-    #[arg(long, env = "KICKQ_LINGER", default_value = "2ms", value_parser = parse_duration)]
+    /// Pause in sparse input after which a partial call is sent (a backlog
+    /// streaming in waits 20 ms instead).
+    #[arg(long, env = "KICKQ_LINGER", default_value = "0ms", value_parser = parse_duration)]
     linger: Duration,
     /// Longest a group waits while fuller groups go first.
     #[arg(long = "max-group-wait", env = "KICKQ_MAX_GROUP_WAIT", default_value = "20s", value_parser = parse_duration)]
@@ -231,6 +232,11 @@ fn hostname() -> String {
 /// Runs the worker until SIGTERM or SIGINT, then drains and exits.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
+    if std::env::var_os("KICKQ_TEST_PANIC").is_some() {
+        // Fault-injection hook for the leakage suite: a panic that prints the
+        // whole validated configuration must still show no secret.
+        panic!("KICKQ_TEST_PANIC is set: panicking on purpose with {cfg:?}");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::cli::signals::cancel_on_signal(shutdown.clone()));
     crate::worker::run(cfg, shutdown, None).await?;
@@ -243,7 +249,7 @@ const _: () = {
     assert!(DEFAULT_MAX_HOLD.as_secs() == 120);
     assert!(DEFAULT_DRAIN_DEADLINE.as_secs() == 10);
     assert!(DEFAULT_MAX_WAIT.as_secs() == 20);
-    assert!(DEFAULT_LINGER.as_millis() == 2);
+    assert!(DEFAULT_LINGER.as_millis() == 0);
     assert!(DEFAULT_MAX_RETRY_AGE.as_secs() == 900);
     assert!(DEFAULT_HTTP_TIMEOUT.as_secs() == 10);
     assert!(DEFAULT_RETRY_DELAYS.len() == 7);

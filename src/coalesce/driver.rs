@@ -32,6 +32,8 @@ pub const DEFAULT_MAX_PENDING_USERS: usize = 200_000;
 const INPUT_BATCH: usize = 512;
 /// How often a halted AppId's held users are checked against `max_hold`.
 const HALT_CHECK: Duration = Duration::from_secs(1);
+/// How often dispatch looks again while the ledger is down.
+const LEDGER_CHECK: Duration = Duration::from_millis(200);
 
 /// The driver's settings.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +72,7 @@ pub async fn run(
     gate: Gate,
     slots: Arc<Semaphore>,
     cfg: DriverConfig,
+    health: Arc<crate::health::Health>,
     abort: CancellationToken,
 ) {
     let mut core: Coalescer<Arc<crate::stage::Job>> = Coalescer::new(cfg.policy);
@@ -94,7 +97,14 @@ pub async fn run(
         }
         let mut wake = deadline;
         let mut need_slot = false;
-        let apps: Vec<u32> = core.apps().collect();
+        // With the ledger down, calls made now could not be recorded and their
+        // deliveries not acked: hold everything until it is back.
+        let apps: Vec<u32> = if health.ledger_down() {
+            wake = earliest(wake, now + LEDGER_CHECK);
+            Vec::new()
+        } else {
+            core.apps().collect()
+        };
         'apps: for app in apps {
             let (size, halted) = gate.with(app, |b| (b.chunk_size(), b.halted().is_some()));
             core.set_chunk_size(app, size);

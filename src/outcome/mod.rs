@@ -348,7 +348,8 @@ impl Router {
                 }
                 Tag::Defer => {
                     crate::metrics::retry("halted");
-                    let h = headers::retry(job.attempts, job.first_attempt_at, last.code, true, job_id);
+                    let mut h = headers::retry(job.attempts, job.first_attempt_at, last.code, true, job_id);
+                    carry(&mut h, &job.carried);
                     (self.defer_queue.clone(), persistent_json(Some(job_id), h))
                 }
                 Tag::Dead(error, code) => {
@@ -457,6 +458,7 @@ impl Router {
             self.rows_since = None;
         }
         for d in self.ready.drain(..) {
+            self.health.delivery_finished();
             match d.ack().await {
                 Ok(Acked::Done) => self.tally.acked += 1,
                 Ok(Acked::WillRedeliver) => {
@@ -478,11 +480,18 @@ impl Router {
     async fn return_unfinished(&mut self) {
         let n = self.books.len();
         for (_, book) in self.books.drain() {
+            self.health.delivery_finished();
             let _ = book.into_handle().requeue().await;
         }
         if n > 0 {
             tracing::info!(deliveries = n, "returned unfinished deliveries to the queue");
         }
+    }
+}
+
+fn carry(into: &mut lapin::types::FieldTable, carried: &lapin::types::FieldTable) {
+    for (k, v) in carried.inner() {
+        into.insert(k.clone(), v.clone());
     }
 }
 

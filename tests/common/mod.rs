@@ -261,6 +261,35 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Takes every ready message from a queue with a consumer (acking them),
+    /// in queue order: `{ns}.requests` has single active consumer, which
+    /// refuses `basic.get`. The prefetch stays small because RabbitMQ 3.x
+    /// quorum queues can drop acks still queued in the channel when it closes
+    /// (rabbitmq-server#10327), which would hand the messages out again.
+    pub async fn take_all(&self, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
+        let n = self.depth(queue).await as usize;
+        let ch = self.conn.create_channel().await.unwrap();
+        ch.basic_qos(16, Default::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(queue.into(), "".into(), Default::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+                .await
+                .expect("a ready message arrives")
+                .expect("the consumer is open")
+                .expect("a delivery");
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+            out.push((d.data, d.properties));
+        }
+        let _ = ch.close(200, "".into()).await;
+        out
+    }
+}
+
 /// Reads a dead letter's kickq headers.
 pub fn dead_info(props: &BasicProperties) -> headers::DeadLetter {
     headers::read_dead_letter(props.headers().as_ref())
@@ -428,4 +457,69 @@ pub fn init_logs() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// A `kickq run` child process, configured for tests through the environment
+/// (never argv: the secret must not show in `ps`).
+pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) -> std::process::Child {
+    let delays: Vec<String> = TEST_RETRY_DELAYS
+        .iter()
+        .map(|d| format!("{}ms", d.as_millis()))
+        .collect();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kickq"));
+    cmd.arg("run")
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("ZEGO_APP_ID", APP_ID.to_string())
+        .env("ZEGO_SERVER_SECRET", SECRET)
+        .env("ZEGO_API_URL", api_url)
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RATE", rate.to_string())
+        .env("KICKQ_RETRY_DELAYS", delays.join(","))
+        .env("KICKQ_PROBE_INTERVAL", "300ms")
+        .env("KICKQ_DRAIN_DEADLINE", "2s")
+        .env("KICKQ_METRICS_ADDR", "0")
+        .env("KICKQ_CONNECTION_NAME", format!("{}-bin", ns.name()))
+        .env("KICKQ_LOG_FORMAT", "json")
+        .env_remove("DATABASE_URL")
+        .env(
+            "RUST_LOG",
+            std::env::var("KICKQ_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(std::process::Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn the kickq binary")
+}
+
+/// Runs `kickq` with the namespace's broker settings and optional stdin.
+pub async fn kickq(ns: &Ns, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"));
+    cmd.args(args)
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        // The test namespaces' delay queues, so that cleanup deletes every queue declared.
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the kickq binary starts");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    if let Some(bytes) = stdin {
+        tokio::io::AsyncWriteExt::write_all(&mut input, bytes).await.unwrap();
+    }
+    drop(input);
+    child.wait_with_output().await.unwrap()
+}
+
+/// A command's stdout and stderr as text.
+pub fn text(o: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }

@@ -1,0 +1,259 @@
+//! Grouping valid lines into messages: per (room, reason, AppId, job id), up to N users each, in the order of
+//! each message's first line; deterministic job ids; and the "confirmed through line N" arithmetic of resumes.
+//!
+//! Messages are created in input order, so they are sorted by first line. A
+//! run publishes them in that order and, once messages `0..k` are confirmed,
+//! every line before message k's first line is confirmed. Grouping the same
+//! input again yields the same messages, so `--resume-from L` skips exactly the
+//! messages whose first line is before L: nothing is lost and nothing repeated.
+
+use crate::job::KickRequest;
+use std::collections::HashMap;
+
+/// One message to publish and the input lines it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The line that opened it: its place in the publish order.
+    pub first_line: u64,
+    /// 0 unless one line's users were split over several messages: then the
+    /// index among the messages opened by that line.
+    pub part: u32,
+    /// Every input line it holds users of, ascending.
+    pub lines: Vec<u64>,
+    /// The job; `job_id` is `None` unless the input gave one (see [`job_id`]).
+    pub job: KickRequest,
+}
+
+type Key = (String, Option<String>, Option<u32>, Option<String>);
+
+/// Builds messages from validated jobs fed in line order.
+#[derive(Debug)]
+pub struct Grouper {
+    size: usize,
+    open: HashMap<Key, usize>,
+    messages: Vec<Message>,
+    parts: (u64, u32),
+}
+
+impl Grouper {
+    /// Messages of at most `size` users (at least 1).
+    pub fn new(size: usize) -> Self {
+        Self {
+            size: size.max(1),
+            open: HashMap::new(),
+            messages: Vec::new(),
+            parts: (0, 0),
+        }
+    }
+
+    /// Adds the users of the job on `line`. Lines must come in ascending order.
+    pub fn push(&mut self, line: u64, job: KickRequest) {
+        let key: Key = (job.room_id, job.reason, job.app_id, job.job_id);
+        for user in job.user_ids {
+            let index = match self.open.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let part = if self.parts.0 == line { self.parts.1 + 1 } else { 0 };
+                    self.parts = (line, part);
+                    self.messages.push(Message {
+                        first_line: line,
+                        part,
+                        lines: Vec::new(),
+                        job: KickRequest {
+                            room_id: key.0.clone(),
+                            user_ids: Vec::new(),
+                            reason: key.1.clone(),
+                            app_id: key.2,
+                            job_id: key.3.clone(),
+                        },
+                    });
+                    self.open.insert(key.clone(), self.messages.len() - 1);
+                    self.messages.len() - 1
+                }
+            };
+            let m = &mut self.messages[index];
+            m.job.user_ids.push(user);
+            if m.lines.last() != Some(&line) {
+                m.lines.push(line);
+            }
+            if m.job.user_ids.len() >= self.size {
+                self.open.remove(&key);
+            }
+        }
+    }
+
+    /// The messages, in publish order (ascending `(first_line, part)`).
+    pub fn finish(self) -> Vec<Message> {
+        self.messages
+    }
+}
+
+/// The job id of a message without one of its own: `{prefix}:{first_line}`,
+/// plus `.{part}` for the later parts of a split line. The same input and
+/// prefix give the same ids, so a resumed run's republish keeps its id.
+pub fn job_id(prefix: &str, m: &Message) -> String {
+    match m.part {
+        0 => format!("{prefix}:{}", m.first_line),
+        p => format!("{prefix}:{}.{p}", m.first_line),
+    }
+}
+
+/// How many leading messages a run with `--resume-from resume_from` skips:
+/// those that start before that line.
+pub fn skipped(messages: &[Message], resume_from: u64) -> usize {
+    messages.partition_point(|m| m.first_line < resume_from)
+}
+
+/// The highest line L such that every line up to L is covered by the first
+/// `confirmed` messages (or holds no job): the next message's first line
+/// minus one, or `last_line` once every message is confirmed.
+pub fn confirmed_through(messages: &[Message], confirmed: usize, last_line: u64) -> u64 {
+    match messages.get(confirmed) {
+        Some(next) => next.first_line - 1,
+        None => last_line,
+    }
+}
+
+/// Whether a run asked to stop may stop after `sent` messages: only between
+/// messages of different first lines, so the confirmed messages always cover
+/// whole lines and the reported line is exact.
+pub fn may_stop_after(messages: &[Message], sent: usize) -> bool {
+    match (sent.checked_sub(1).and_then(|i| messages.get(i)), messages.get(sent)) {
+        (Some(last), Some(next)) => last.first_line != next.first_line,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn j(room: &str, users: &[&str], reason: Option<&str>) -> KickRequest {
+        let mut k = KickRequest::new(room, users.iter().copied());
+        k.reason = reason.map(String::from);
+        k
+    }
+
+    /// A message's (first line, part, lines, room, users).
+    type Shape = (u64, u32, Vec<u64>, String, Vec<String>);
+
+    fn group(size: usize, input: Vec<(u64, KickRequest)>) -> Vec<Shape> {
+        let mut g = Grouper::new(size);
+        for (line, job) in input {
+            g.push(line, job);
+        }
+        g.finish()
+            .into_iter()
+            .map(|m| (m.first_line, m.part, m.lines, m.job.room_id, m.job.user_ids))
+            .collect()
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn groups_by_room_and_reason_up_to_size_in_first_line_order() {
+        let got = group(
+            2,
+            vec![
+                (1, j("a", &["u1"], None)),
+                (2, j("b", &["u1"], None)),
+                (3, j("a", &["u2"], None)),
+                (4, j("a", &["u3"], None)),
+                (5, j("a", &["u4"], Some("spam"))),
+                (7, j("b", &["u2"], None)),
+                (8, j("a", &["u5"], None)),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (1, 0, vec![1, 3], "a".into(), s(&["u1", "u2"])),
+                (2, 0, vec![2, 7], "b".into(), s(&["u1", "u2"])),
+                (4, 0, vec![4, 8], "a".into(), s(&["u3", "u5"])),
+                (5, 0, vec![5], "a".into(), s(&["u4"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_line_splits_into_parts() {
+        let got = group(
+            2,
+            vec![
+                (1, j("a", &["x"], None)),
+                (2, j("a", &["u1", "u2", "u3", "u4"], None)),
+                (3, j("a", &["y"], None)),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (1, 0, vec![1, 2], "a".into(), s(&["x", "u1"])),
+                (2, 0, vec![2], "a".into(), s(&["u2", "u3"])),
+                (2, 1, vec![2, 3], "a".into(), s(&["u4", "y"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn explicit_job_ids_and_app_ids_never_merge_with_others() {
+        let mut with_id = j("a", &["u2"], None);
+        with_id.job_id = Some("J".into());
+        let mut with_app = j("a", &["u3"], None);
+        with_app.app_id = Some(7);
+        let mut g = Grouper::new(10);
+        g.push(1, j("a", &["u1"], None));
+        g.push(2, with_id);
+        g.push(3, with_app);
+        g.push(4, j("a", &["u4"], None));
+        let m = g.finish();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].job.user_ids, s(&["u1", "u4"]));
+        assert_eq!(m[1].job.job_id.as_deref(), Some("J"));
+        assert_eq!(m[2].job.app_id, Some(7));
+    }
+
+    #[test]
+    fn job_ids_are_derived_from_the_first_line() {
+        let m = |first_line, part| Message {
+            first_line,
+            part,
+            lines: vec![first_line],
+            job: j("a", &["u"], None),
+        };
+        assert_eq!(job_id("bans.csv-0a1b2c3d", &m(17, 0)), "bans.csv-0a1b2c3d:17");
+        assert_eq!(job_id("p", &m(17, 2)), "p:17.2");
+    }
+
+    #[test]
+    fn resume_arithmetic_by_table() {
+        let msgs: Vec<Message> = [(2, 0), (3, 0), (3, 1), (6, 0)]
+            .into_iter()
+            .map(|(first_line, part)| Message {
+                first_line,
+                part,
+                lines: vec![first_line],
+                job: j("a", &["u"], None),
+            })
+            .collect();
+        // (confirmed messages, last line) -> confirmed through
+        for (confirmed, want) in [(0, 1), (1, 2), (2, 2), (3, 5), (4, 9)] {
+            assert_eq!(confirmed_through(&msgs, confirmed, 9), want, "{confirmed}");
+        }
+        // --resume-from L+1 skips exactly the confirmed messages (when whole lines).
+        for (resume_from, want) in [(1, 0), (2, 0), (3, 1), (4, 3), (6, 3), (7, 4), (100, 4)] {
+            assert_eq!(skipped(&msgs, resume_from), want, "{resume_from}");
+        }
+        for confirmed in [0, 1, 3, 4] {
+            assert_eq!(skipped(&msgs, confirmed_through(&msgs, confirmed, 9) + 1), confirmed);
+        }
+        let stops: Vec<bool> = (0..=4).map(|sent| may_stop_after(&msgs, sent)).collect();
+        assert_eq!(
+            stops,
+            vec![true, true, false, true, true],
+            "never between parts of line 3"
+        );
+    }
+}

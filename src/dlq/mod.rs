@@ -1,0 +1,14 @@
+//! The dead-letter queue tools behind `kickq dlq`: reading letters, filtering and showing them, and the
+//! passes that list, replay or purge them without ever losing one.
+//!
+//! ```text
+//! letter.rs    a letter's own description; the filters
+//! format.rs    the table and the JSON of `dlq list`
+//! rewrite.rs   properties of a replay (history header) and of a re-append
+//! pass.rs      peek (non-consuming) and sweep (replay / purge) over basic.get
+//! ```
+
+pub mod format;
+pub mod letter;
+pub mod pass;
+pub mod rewrite;

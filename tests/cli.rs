@@ -1,0 +1,108 @@
+//! The binary's command line: a missing or invalid setting exits non-zero with one line that names it, and
+//! the help texts render.
+
+use std::process::Command;
+
+fn kickq(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kickq"));
+    cmd.args(args)
+        .env_remove("ZEGO_APP_ID")
+        .env_remove("ZEGO_SERVER_SECRET")
+        .env_remove("ZEGO_SERVER_SECRET_FILE")
+        .env_remove("DATABASE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run kickq");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_settings_fail_with_one_line_naming_the_setting() {
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![], "ZEGO_APP_ID is required"),
+        (vec![("ZEGO_APP_ID", "abc")], "ZEGO_APP_ID is invalid"),
+        (vec![("ZEGO_APP_ID", "1")], "ZEGO_SERVER_SECRET"),
+        (
+            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", "s"), ("KICKQ_RATE", "abc")],
+            "KICKQ_RATE",
+        ),
+        (
+            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", "s"), ("KICKQ_RATE", "0")],
+            "KICKQ_RATE is invalid",
+        ),
+        (
+            vec![
+                ("ZEGO_APP_ID", "1"),
+                ("ZEGO_SERVER_SECRET", "s"),
+                ("KICKQ_NAMESPACE", "a b"),
+            ],
+            "KICKQ_NAMESPACE",
+        ),
+        (
+            vec![
+                ("ZEGO_APP_ID", "1"),
+                ("ZEGO_SERVER_SECRET", "s"),
+                ("KICKQ_AMQP_URL", "http://x"),
+            ],
+            "KICKQ_AMQP_URL",
+        ),
+        (
+            vec![
+                ("ZEGO_APP_ID", "1"),
+                ("ZEGO_SERVER_SECRET", "s"),
+                ("ZEGO_API_URL", "http://example.com"),
+            ],
+            "ZEGO_API_URL",
+        ),
+        (
+            vec![
+                ("ZEGO_APP_ID", "1"),
+                ("ZEGO_SERVER_SECRET", "s"),
+                ("KICKQ_METRICS_ADDR", "nowhere"),
+            ],
+            "KICKQ_METRICS_ADDR",
+        ),
+    ];
+    for (env, want) in cases {
+        let (ok, _, err) = kickq(&["run"], &env);
+        assert!(!ok, "{env:?} should fail");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{env:?}: one line, got {err}");
+        assert!(lines[0].contains(want), "{env:?}: {err} should name {want}");
+    }
+}
+
+#[test]
+fn the_secret_is_never_echoed_in_an_error() {
+    let (ok, out, err) = kickq(
+        &["run"],
+        &[
+            ("ZEGO_APP_ID", "1"),
+            ("ZEGO_SERVER_SECRET", "hunter2-secret"),
+            ("ZEGO_API_URL", "ftp://x"),
+        ],
+    );
+    assert!(!ok);
+    assert!(!out.contains("hunter2") && !err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn help_reads_for_every_command() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["mock-zego", "--help"],
+        vec!["demo", "--help"],
+    ] {
+        let (ok, out, _) = kickq(&args, &[]);
+        assert!(ok, "{args:?}");
+        assert!(out.contains("Usage: kickq"), "{args:?}: {out}");
+    }
+    let (_, out, _) = kickq(&["mock-zego", "--help"], &[]);
+    assert!(out.contains("--fault") && out.contains("--rate-limit"), "{out}");
+}

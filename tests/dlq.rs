@@ -1,0 +1,419 @@
+//! `kickq dlq list|replay|purge` as a user runs them (the real binary) against the real RabbitMQ: filters,
+//! listing without consuming, replay and purge keeping the rest in order, the history header, the
+//! confirmation rule, letters the broker dead-lettered itself, and an interrupted replay that loses nothing.
+
+mod common;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::*;
+use futures_util::StreamExt;
+use kickq::amqp::headers::{self, DeadError, DeadLetter, DLQ_HISTORY};
+use kickq::amqp::publish::persistent_json;
+use kickq::job::KickRequest;
+use lapin::options::{BasicNackOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldArray, FieldTable};
+use lapin::BasicProperties;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A letter to seed: its body (unique per letter) and what it died of.
+struct Seed {
+    body: Vec<u8>,
+    error: DeadError,
+    code: Option<i64>,
+    failed_at: DateTime<Utc>,
+    history: Option<AMQPValue>,
+}
+
+fn seed(tag: &str, room: &str, error: DeadError, code: Option<i64>) -> Seed {
+    Seed {
+        body: KickRequest::new(room, [tag]).with_job_id(tag).to_body(),
+        error,
+        code,
+        failed_at: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
+        history: None,
+    }
+}
+
+async fn publish_letters(broker: &Broker, ns: &Ns, seeds: &[Seed]) {
+    for s in seeds {
+        let dl = DeadLetter {
+            error: s.error,
+            code: s.code,
+            detail: format!("died of {}", s.error.as_str()),
+            attempts: 8,
+            job_id: None,
+            failed_at: s.failed_at,
+        };
+        let mut h = headers::dead_letter(None, &dl);
+        if let Some(v) = &s.history {
+            h.insert(DLQ_HISTORY.into(), v.clone());
+        }
+        broker
+            .publisher
+            .publish(&ns.names.dead, &s.body, persistent_json(None, h))
+            .await
+            .unwrap();
+    }
+}
+
+/// The user id (unique tag) of a letter body, or the body itself if it is not a job.
+fn tag(body: &[u8]) -> String {
+    match serde_json::from_slice::<KickRequest>(body) {
+        Ok(j) => j.user_ids[0].clone(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+fn tags(msgs: &[(Vec<u8>, BasicProperties)]) -> Vec<String> {
+    msgs.iter().map(|(b, _)| tag(b)).collect()
+}
+
+async fn wait_depth(broker: &Broker, queue: &str, n: u32) {
+    wait_for(Duration::from_secs(10), &format!("{queue} to hold {n}"), || async {
+        broker.depth(queue).await == n
+    })
+    .await;
+}
+
+fn ok(o: &std::process::Output) -> (String, String) {
+    let (stdout, stderr) = text(o);
+    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    (stdout, stderr)
+}
+
+/// Table rows (without the header) of `dlq list`.
+fn rows(stdout: &str) -> Vec<&str> {
+    stdout.lines().skip(1).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_letters_without_consuming_them() {
+    let ns = Ns::new("dlq-list");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut old = seed("t4", "r1", DeadError::RetriesExhausted, Some(1));
+    old.failed_at = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    let seeds = vec![
+        seed("t1", "r1", DeadError::Permanent, Some(2)),
+        seed("t2", "r2", DeadError::RetriesExhausted, Some(1)),
+        Seed {
+            body: b"{\"room_id\": broken \x01".to_vec(),
+            ..seed("t3", "-", DeadError::Validation, None)
+        },
+        old,
+        seed("t5", "r3", DeadError::UnknownApp, None),
+    ];
+    publish_letters(&broker, &ns, &seeds).await;
+    // A letter as the broker dead-letters it: no kickq headers.
+    let mut h = FieldTable::default();
+    h.insert(
+        "x-first-death-reason".into(),
+        AMQPValue::LongString("delivery_limit".into()),
+    );
+    broker
+        .publisher
+        .publish(
+            &ns.names.dead,
+            &KickRequest::new("r9", ["t6"]).to_body(),
+            persistent_json(None, h),
+        )
+        .await
+        .unwrap();
+
+    let list = |args: &'static [&'static str]| {
+        let ns = &ns;
+        async move {
+            let mut argv = vec!["dlq", "list"];
+            argv.extend(args);
+            let out = kickq(ns, &argv, &[], None).await;
+            ok(&out).0
+        }
+    };
+    let all = list(&[]).await;
+    assert_eq!(rows(&all).len(), 6, "{all}");
+    assert!(all.starts_with("#  ROOM"), "{all}");
+    assert!(all.contains("permanent") && all.contains("1 (t1)"), "{all}");
+    assert!(
+        all.contains("| body: {\"room_id\": broken \\u{1}"),
+        "bad bodies show lossy, escaped: {all}"
+    );
+    let broker_row = rows(&all)[5];
+    assert!(broker_row.contains("delivery_limit"), "{broker_row}");
+
+    let retries = list(&["--error", "retries_exhausted"]).await;
+    let r: Vec<&str> = rows(&retries);
+    assert_eq!(r.len(), 2, "{retries}");
+    assert!(r[0].starts_with("2  r2") && r[1].starts_with("4  r1"), "{retries}");
+    assert_eq!(rows(&list(&["--code", "2"]).await).len(), 1);
+    assert_eq!(rows(&list(&["--room", "r1"]).await).len(), 2);
+    assert_eq!(rows(&list(&["--error", "delivery_limit"]).await).len(), 1);
+    let recent = list(&["--since", "2021-01-01T00:00:00Z"]).await;
+    assert_eq!(
+        rows(&recent).len(),
+        4,
+        "the 2020 letter and the one of unknown time are out: {recent}"
+    );
+    assert_eq!(rows(&list(&["--limit", "2"]).await).len(), 2);
+
+    let json = list(&["--json", "--error", "validation"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["error"], "validation");
+    assert_eq!(v[0]["position"], 3);
+    assert!(v[0]["body"].as_str().unwrap().starts_with("{\"room_id\": broken"));
+
+    wait_depth(&broker, &ns.names.dead, 6).await;
+    let left = broker.drain(&ns.names.dead).await;
+    assert_eq!(tags(&left)[..2], ["t1", "t2"]);
+    assert_eq!(tags(&left)[3..], ["t4", "t5", "t6"], "same letters, same order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_many_letters_keeps_their_order() {
+    // Past 32 unacked letters RabbitMQ 3.10 returns a closed channel's letters
+    // in hash order; list hands them back itself, one by one.
+    let ns = Ns::new("dlq-order");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds: Vec<Seed> = (0..100)
+        .map(|i| seed(&format!("t{i}"), "r", DeadError::Permanent, Some(2)))
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+    let want: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+    for args in [
+        &["dlq", "list", "--json", "--limit", "1000"][..],
+        &["dlq", "list", "--limit", "3"],
+    ] {
+        let out = kickq(&ns, args, &[], None).await;
+        let (_, stderr) = ok(&out);
+        assert!(stderr.contains("100 of 100 letter(s)"), "{stderr}");
+    }
+    let out = kickq(&ns, &["dlq", "list", "--json", "--limit", "1000"], &[], None).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["user_ids"][0].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, want, "the third listing sees the first order");
+    wait_depth(&broker, &ns.names.dead, 100).await;
+    assert_eq!(tags(&broker.drain(&ns.names.dead).await), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_the_broker_dead_lettered_list_as_delivery_limit() {
+    let ns = Ns::new("dlq-poison");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    broker
+        .publish_raw(&ns.names.requests, &KickRequest::new("r", ["poison"]).to_body())
+        .await;
+    // Play a crashing worker: take and return the message until the broker gives up on it.
+    let ch = broker.conn.create_channel().await.unwrap();
+    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            ns.names.requests.as_str().into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    while broker.depth(&ns.names.dead).await == 0 {
+        match tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                d.acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+            Ok(other) => panic!("consumer ended: {other:?}"),
+            Err(_) => {} // dead-lettered meanwhile; the loop condition sees it
+        }
+    }
+    let _ = ch.close(200, "".into()).await;
+    let out = kickq(&ns, &["dlq", "list", "--json"], &[], None).await;
+    let (stdout, _) = ok(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v[0]["error"], "delivery_limit", "{stdout}");
+    assert_eq!(v[0]["room_id"], "r");
+    assert!(v[0]["detail"].as_str().unwrap().contains("delivery_limit"), "{stdout}");
+    assert!(v[0]["failed_at"].is_string(), "from x-death: {stdout}");
+}
+
+fn history_len(p: &BasicProperties) -> usize {
+    match p.headers().as_ref().and_then(|h| h.inner().get(DLQ_HISTORY)) {
+        Some(AMQPValue::FieldArray(a)) => a.as_slice().len(),
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_moves_matching_letters_and_keeps_the_rest_in_order() {
+    let ns = Ns::new("dlq-replay");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut seeds: Vec<Seed> = (0..40)
+        .map(|i| {
+            let room = if i % 2 == 0 { "r1" } else { "r2" };
+            seed(&format!("t{i}"), room, DeadError::RetriesExhausted, Some(1))
+        })
+        .collect();
+    let mut earlier = FieldTable::default();
+    earlier.insert(
+        "replayed-at".into(),
+        AMQPValue::LongString("2024-01-01T00:00:00.000Z".into()),
+    );
+    seeds[2].history = Some(AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(
+        earlier,
+    )])));
+    publish_letters(&broker, &ns, &seeds).await;
+
+    let dry = kickq(&ns, &["dlq", "replay", "--room", "r1", "--dry-run"], &[], None).await;
+    let (stdout, _) = ok(&dry);
+    assert!(stdout.contains("would replay 20 of 40"), "{stdout}");
+    wait_depth(&broker, &ns.names.dead, 40).await;
+    assert_eq!(broker.depth(&ns.names.requests).await, 0, "a dry run changes nothing");
+
+    let out = kickq(&ns, &["dlq", "replay", "--room", "r1", "--yes"], &[], None).await;
+    let (stdout, _) = ok(&out);
+    assert!(stdout.contains("replayed 20, kept 20 in order"), "{stdout}");
+
+    let evens: Vec<String> = (0..40).step_by(2).map(|i| format!("t{i}")).collect();
+    let odds: Vec<String> = (1..40).step_by(2).map(|i| format!("t{i}")).collect();
+    let replayed = broker.take_all(&ns.names.requests).await;
+    assert_eq!(tags(&replayed), evens);
+    for (body, props) in &replayed {
+        let h = props.headers().as_ref();
+        assert_eq!(headers::get_i64(h, headers::ATTEMPTS), None, "attempts reset");
+        assert_eq!(headers::get_str(h, headers::ERROR), None);
+        assert!(
+            h.unwrap().inner().keys().all(|k| !k.as_str().starts_with("x-")),
+            "no broker bookkeeping"
+        );
+        let want = if tag(body) == "t2" { 2 } else { 1 };
+        assert_eq!(history_len(props), want, "history of {}", tag(body));
+    }
+    wait_depth(&broker, &ns.names.dead, 20).await;
+    let kept = broker.drain(&ns.names.dead).await;
+    assert_eq!(tags(&kept), odds);
+    for (_, props) in &kept {
+        assert_eq!(
+            headers::get_str(props.headers().as_ref(), headers::ERROR).as_deref(),
+            Some("retries_exhausted"),
+            "kept letters are unchanged"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_matching_letters_only() {
+    let ns = Ns::new("dlq-purge");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds = vec![
+        seed("t0", "r1", DeadError::Permanent, Some(2)),
+        seed("t1", "r1", DeadError::RetriesExhausted, Some(1)),
+        seed("t2", "r2", DeadError::Permanent, Some(2)),
+        seed("t3", "r2", DeadError::RetriesExhausted, Some(5018)),
+        seed("t4", "r3", DeadError::Permanent, Some(2)),
+    ];
+    publish_letters(&broker, &ns, &seeds).await;
+    let out = kickq(&ns, &["dlq", "purge", "--error", "permanent", "--yes"], &[], None).await;
+    let (stdout, _) = ok(&out);
+    assert!(stdout.contains("purged 3, kept 2"), "{stdout}");
+    wait_depth(&broker, &ns.names.dead, 2).await;
+
+    let out = kickq(&ns, &["dlq", "purge", "--code", "5018", "--yes"], &[], None).await;
+    let (stdout, _) = ok(&out);
+    assert!(stdout.contains("purged 1, kept 1"), "{stdout}");
+    wait_depth(&broker, &ns.names.dead, 1).await;
+    assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t1"]);
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_purge_refuse_without_yes_when_stdin_is_not_a_terminal() {
+    let ns = Ns::new("dlq-refuse");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    publish_letters(&broker, &ns, &[seed("t0", "r", DeadError::Permanent, None)]).await;
+    for cmd in ["replay", "purge"] {
+        let out = kickq(&ns, &["dlq", cmd], &[], Some(b"y\n")).await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{stdout}{stderr}");
+        assert!(stderr.contains("without --yes"), "{stderr}");
+    }
+    wait_depth(&broker, &ns.names.dead, 1).await;
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_replay_loses_no_letter() {
+    let ns = Ns::new("dlq-crash");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let n: u32 = 80;
+    let seeds: Vec<Seed> = (0..n)
+        .map(|i| {
+            let error = if i.is_multiple_of(3) {
+                DeadError::Permanent
+            } else {
+                DeadError::RetriesExhausted
+            };
+            seed(&format!("t{i}"), "r", error, None)
+        })
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+
+    let out = kickq(
+        &ns,
+        &["dlq", "replay", "--error", "retries_exhausted", "--yes"],
+        &[("KICKQ_DLQ_STOP_AFTER", "20")],
+        None,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "the hook plays a crash: {stdout}{stderr}");
+    let in_flight: usize = stderr
+        .split("with ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("the process says how many were in flight: {stderr}"));
+    assert!(in_flight > 0, "stopped mid-pass: {stderr}");
+
+    // The broker returns the unsettled letters once it sees the connection gone.
+    wait_for(Duration::from_secs(10), "every letter back or moved", || async {
+        broker.depth(&ns.names.dead).await + broker.depth(&ns.names.requests).await >= n
+    })
+    .await;
+    let replayed = broker.take_all(&ns.names.requests).await;
+    let dead = broker.drain(&ns.names.dead).await;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tags(&replayed).into_iter().chain(tags(&dead)) {
+        *seen.entry(t).or_default() += 1;
+    }
+    let missing: Vec<String> = (0..n)
+        .map(|i| format!("t{i}"))
+        .filter(|t| !seen.contains_key(t))
+        .collect();
+    assert!(missing.is_empty(), "lost letters: {missing:?}");
+    let duplicates: usize = seen.values().map(|c| c - 1).sum();
+    assert!(
+        duplicates <= in_flight,
+        "{duplicates} duplicates, {in_flight} in flight"
+    );
+    assert_eq!(seen.len(), n as usize);
+    assert!(replayed.len() >= 20, "the settled replays are in requests");
+    for (body, _) in &replayed {
+        let i: usize = tag(body)[1..].parse().unwrap();
+        assert!(!i.is_multiple_of(3), "only matching letters were replayed");
+    }
+}

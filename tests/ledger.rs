@@ -1,0 +1,153 @@
+//! The audit ledger end to end: a worker with `DATABASE_URL` records every job, call and outcome in a fresh
+//! PostgreSQL database; a retry of an already-kicked job skips those users; `kickq history` reads it back.
+
+mod common;
+
+use common::*;
+use kickq::amqp::headers;
+use kickq::amqp::publish::persistent_json;
+use kickq::secret::Secret;
+use lapin::types::{AMQPValue, FieldTable};
+use std::time::Duration;
+
+async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_is_fully_recorded_and_history_reads_it_back() {
+    let db = TestDb::new().await;
+    let ns = Ns::new("ledger");
+    let mock = mock(1000).await;
+    mock.set_faults(vec![kickq::mock_zego::parse_fault("room=bad-*,code=2").unwrap()]);
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    for r in 0..10 {
+        for u in 0..5 {
+            bodies.push(job(&format!("room-{r}"), &[&format!("u{u}")], Some("spam")));
+        }
+    }
+    bodies.push(job("bad-1", &["x1", "x2"], None));
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.database_url = Some(Secret::new(db.url.clone()));
+    let worker = spawn_worker(cfg).await;
+    wait_for(
+        Duration::from_secs(30),
+        "all kicked and the bad room dead-lettered",
+        || async { mock.kicked().len() == 50 && broker.depth(&ns.names.dead).await == 1 },
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
+    let summary = worker.stop().await;
+    assert_eq!(summary.tally.acked, 51);
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    assert_eq!(count(&pool, "select count(*) from job_receipts").await, 51);
+    assert_eq!(
+        count(&pool, "select count(*) from user_outcomes where outcome = 'kicked'").await,
+        50
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from user_outcomes where outcome = 'dead_lettered'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from user_outcomes where outcome = 'kicked' and (request_id is null or request_id = '')"
+        )
+        .await,
+        0,
+        "every kick carries the API's RequestId"
+    );
+    let calls = count(&pool, "select count(*) from api_calls").await;
+    assert_eq!(calls as u64, mock.counters().calls, "one row per API call");
+    pool.close().await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["history", "--room", "room-3", "--json"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["outcome"], "kicked");
+        assert_eq!(row["room_id"], "room-3");
+        assert_eq!(row["reason"], "spam");
+        assert!(row["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    }
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["history", "--room", "bad-1", "--user", "x1"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("dead_lettered") && text.contains("x1") && !text.contains("x2"),
+        "{text}"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_kicked_job_skips_the_users_already_kicked() {
+    let db = TestDb::new().await;
+    let ns = Ns::new("skip");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let first = br#"{"room_id":"r","user_ids":["a","b"],"job_id":"job-1"}"#;
+    broker.publish_raw(&ns.names.requests, first).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.database_url = Some(Secret::new(db.url.clone()));
+    let worker = spawn_worker(cfg).await;
+    wait_for(Duration::from_secs(20), "a and b kicked", || async {
+        mock.kicked().len() == 2
+    })
+    .await;
+    // The same job comes back as a retry (attempts > 0) carrying a, b and c.
+    let mut h = FieldTable::default();
+    h.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(1));
+    let again = br#"{"room_id":"r","user_ids":["a","b","c"],"job_id":"job-1"}"#;
+    broker
+        .publisher
+        .publish(&ns.names.requests, again, persistent_json(Some("job-1"), h))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(20), "c kicked", || async {
+        mock.kicked().len() == 3
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
+    worker.stop().await;
+    let called: Vec<String> = mock.calls().into_iter().flat_map(|c| c.user_ids).collect();
+    assert_eq!(
+        called.iter().filter(|u| *u == "a").count(),
+        1,
+        "a is not called again: {called:?}"
+    );
+    assert_eq!(called.iter().filter(|u| *u == "c").count(), 1);
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let skipped: Vec<String> =
+        sqlx::query_scalar("select user_id from user_outcomes where outcome = 'skipped' order by user_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(skipped, vec!["a", "b"]);
+    pool.close().await;
+    db.drop_db().await;
+}
