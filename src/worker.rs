@@ -403,20 +403,16 @@ async fn session<A: KickApi>(
         },
         ended = &mut router => {
             stop_intake.cancel();
-            abort.cancel();
-            // At shutdown the router can finish before this select sees the
-            // intake end: that is a clean stop, and its tally counts.
-            let end = match ended {
-                Ok((RouterEnd::Drained, tally)) if shutdown.is_cancelled() => (SessionEnd::Shutdown, tally),
-                Ok((RouterEnd::Broker(e), tally)) => (SessionEnd::Lost(format!("publish: {e}")), tally),
-                Ok((other, tally)) => (SessionEnd::Lost(format!("router stopped: {other:?}")), tally),
-                Err(e) => (SessionEnd::Lost(format!("router task failed: {e}")), Tally::default()),
+            let (why, tally) = match ended {
+                Ok((RouterEnd::Broker(e), tally)) => (format!("publish: {e}"), tally),
+                Ok((other, tally)) => (format!("router stopped: {other:?}"), tally),
+                Err(e) => (format!("router task failed: {e}"), Tally::default()),
             };
-            watchdog.abort();
-            let _ = publish_channel.close(200, "bye".into()).await;
-            let _ = channel.close(200, "bye".into()).await;
-            let _ = conn.close(200, "session over".into()).await;
-            return end;
+            abort.cancel();
+            let _ = conn.close(200, "session lost".into()).await;
+            // At shutdown this is the normal end; its tally counts either way.
+            let end = if shutdown.is_cancelled() { SessionEnd::Shutdown } else { SessionEnd::Lost(why) };
+            return (end, tally);
         }
     };
     watchdog.abort();
