@@ -16,13 +16,14 @@ pub fn kicked_pairs(mock: &MockZego) -> HashSet<Pair> {
     mock.kicked().into_iter().map(|k| (k.room_id, k.user_id)).collect()
 }
 
-/// Waits until every pair of `expected` was kicked. `min_calls` is a lower
-/// bound on the calls that takes (the log is not read before); `stall` is how
-/// long the call count may stand still before the run counts as stuck.
 /// How long the calls must stay still, once every pair is kicked, before the
 /// run counts as drained.
 const QUIET: Duration = Duration::from_secs(1);
 
+/// Waits until every pair of `expected` was kicked and the calls have been
+/// quiet for [`QUIET`]. `min_calls` is a lower bound on the calls that takes
+/// (the log is not read before); `stall` is how long the call count may stand
+/// still before the run counts as stuck.
 pub async fn until_kicked(
     mock: &MockZego,
     expected: &HashSet<Pair>,
