@@ -28,6 +28,7 @@ pub struct Health {
     consuming: AtomicBool,
     ledger: AtomicU8,
     in_flight: std::sync::atomic::AtomicUsize,
+    taken: std::sync::atomic::AtomicU64,
     gate: Gate,
 }
 
@@ -39,6 +40,7 @@ impl Health {
             consuming: AtomicBool::new(false),
             ledger: AtomicU8::new(if ledger_on { LEDGER_DOWN } else { LEDGER_OFF }),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            taken: std::sync::atomic::AtomicU64::new(0),
             gate,
         }
     }
@@ -56,6 +58,12 @@ impl Health {
     /// Intake took a delivery.
     pub fn delivery_taken(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.taken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Deliveries taken since the process started (never decreases).
+    pub fn taken_total(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
     }
 
     /// The router finished (acked or returned) a delivery.

@@ -445,7 +445,11 @@ async fn session<A: KickApi>(
     // lapin log a spurious connection error. Unacked deliveries return to
     // the queue.
     let _ = publish_channel.close(200, "bye".into()).await;
-    let _ = channel.close(200, "bye".into()).await;
+    // The consume channel is not closed on its own: RabbitMQ 3.10 can drop
+    // acks still queued on a channel that closes (rabbitmq-server#10327),
+    // and the bench saw those messages come back. Closing the connection
+    // lets the broker take every ack first.
+    drop(channel);
     let _ = conn.close(200, "bye".into()).await;
     (session_end, tally)
 }
@@ -461,13 +465,19 @@ async fn watch_queue(channel: lapin::Channel, queue: String, health: Arc<Health>
         ..QueueDeclareOptions::default()
     };
     let mut starved_checks = 0;
+    let mut taken = health.taken_total();
     loop {
         tokio::time::sleep(WATCHDOG_INTERVAL).await;
         let check = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default());
         match tokio::time::timeout(WATCHDOG_INTERVAL * 2, check).await {
             Ok(Ok(q)) if q.consumer_count() == 0 => return format!("queue {queue} has no consumer: ours was dropped"),
             Ok(Ok(q)) => {
-                let starved = q.message_count() > 0 && health.in_flight() == 0;
+                // Starved: ready messages, none held, and none taken since the
+                // last check. A worker draining at full speed takes more
+                // between checks even when it holds none at the instant.
+                let now_taken = health.taken_total();
+                let starved = q.message_count() > 0 && health.in_flight() == 0 && now_taken == taken;
+                taken = now_taken;
                 starved_checks = if starved { starved_checks + 1 } else { 0 };
                 if starved_checks >= 2 {
                     return format!(
