@@ -71,7 +71,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
     );
     r.figures.push(Figure::new("messages queued by enqueue", queued as f64));
     r.notes.push(format!(
-        "`kickq enqueue --file` exit {exit}; CSV `room_id,user_id` with a header; the baseline publishes one message per line, pipelined"
+        "`kickq enqueue --file` ended with {exit}; CSV `room_id,user_id` with a header; the baseline publishes one message per line, pipelined"
     ));
     Ok(r)
 }
