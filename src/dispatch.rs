@@ -203,6 +203,11 @@ pub async fn execute<A: KickApi>(
                 );
             }
         }
+        if matches!(disposition, Disposition::Kicked | Disposition::NothingToDo) {
+            if let Some(size) = gate.with(app, |b| b.succeeded()) {
+                tracing::info!(app_id = app, chunk_size = size, "calls succeed again; one more user per call");
+            }
+        }
         match disposition {
             Disposition::SplitUsers => work.extend(group.into_iter().map(|u| vec![u])),
             Disposition::ShrinkChunk => {
@@ -296,6 +301,8 @@ mod tests {
             app_id: 1,
             attempts: 0,
             first_attempt_at: None,
+            rate_limited: 0,
+            halted_for: Duration::ZERO,
             redelivered: false,
             halted_before: false,
             received_at: chrono::Utc::now(),
@@ -371,6 +378,11 @@ mod tests {
         let sizes: Vec<usize> = api.seen.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![5, 2, 2, 1]);
         assert!(out.users.iter().all(|u| u.disposition == Disposition::Kicked));
+        // One stray 50011 is not a permanent halving: successes grow it back.
+        for _ in 0..crate::ratelimit::GROW_AFTER_SUCCESSES * 3 {
+            execute(&api, &gate, chunk(&["a", "b"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        }
+        assert_eq!(gate.with(1, |b| b.chunk_size()), 5);
     }
 
     #[tokio::test(start_paused = true)]

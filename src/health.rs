@@ -29,6 +29,7 @@ pub struct Health {
     ledger: AtomicU8,
     in_flight: std::sync::atomic::AtomicUsize,
     taken: std::sync::atomic::AtomicU64,
+    standby: AtomicBool,
     gate: Gate,
 }
 
@@ -41,6 +42,7 @@ impl Health {
             ledger: AtomicU8::new(if ledger_on { LEDGER_DOWN } else { LEDGER_OFF }),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             taken: std::sync::atomic::AtomicU64::new(0),
+            standby: AtomicBool::new(false),
             gate,
         }
     }
@@ -53,6 +55,17 @@ impl Health {
     /// The consumer is active (or not).
     pub fn set_consuming(&self, v: bool) {
         self.consuming.store(v, Ordering::Relaxed);
+    }
+
+    /// This process waits for the leadership lock (true) or holds it or is
+    /// connecting (false). A standby is ready: waiting is its job.
+    pub fn set_standby(&self, v: bool) {
+        self.standby.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether this process is a standby now.
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(Ordering::Relaxed)
     }
 
     /// Intake took a delivery.
@@ -103,7 +116,7 @@ impl Health {
         if !self.connected.load(Ordering::Relaxed) {
             why.push("broker: not connected".to_owned());
         }
-        if !self.consuming.load(Ordering::Relaxed) {
+        if !self.consuming.load(Ordering::Relaxed) && !self.is_standby() {
             why.push("consumer: not consuming".to_owned());
         }
         for (app, halt) in self.gate.halted_apps() {
@@ -186,6 +199,9 @@ mod tests {
         let why = h.not_ready();
         assert_eq!(why.len(), 1);
         assert!(why[0].contains("100000005"), "{why:?}");
+        h.set_consuming(false);
+        h.set_standby(true);
+        assert_eq!(h.not_ready().len(), 1, "a standby needs no consumer: {:?}", h.not_ready());
         let off = Health::new(gate, false);
         off.set_ledger_ok(false);
         assert!(!off.not_ready().iter().any(|w| w.starts_with("ledger")));

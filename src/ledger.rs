@@ -613,7 +613,7 @@ async fn insert_outcomes(conn: &mut PgConnection, rows: &[OutcomeRow]) -> Result
 const DONE_USERS_SQL: &str = "
     SELECT DISTINCT user_id FROM user_outcomes
     WHERE job_id = $1 AND room_id = $2 AND user_id = ANY($3::text[])
-      AND outcome IN ('kicked', 'nothing_to_do')";
+      AND outcome IN ('kicked', 'halted_then_resumed', 'nothing_to_do')";
 
 /// Runs [`DONE_USERS_SQL`]. Ids go through [`pg_text`] as they did when
 /// written, so the lookup finds what the write stored.
@@ -1058,7 +1058,10 @@ mod tests {
         .map(String::from)
         .to_vec();
         let done = ledger.kicked_users("j1", "r", &ask).await.unwrap();
-        let expected: HashSet<String> = ["kicked", "absent", "late", "nul\0id"].map(String::from).into();
+        // A kick after a halt is a kick.
+        let expected: HashSet<String> = ["kicked", "absent", "halted", "late", "nul\0id"]
+            .map(String::from)
+            .into();
         assert_eq!(done, expected);
         assert!(ledger.kicked_users("j1", "r", &[]).await.unwrap().is_empty());
         assert!(ledger.kicked_users("j9", "r", &ask).await.unwrap().is_empty());
@@ -1314,10 +1317,16 @@ mod tests {
         let pending = ledger.pending_migrations().await.unwrap();
         assert_eq!(
             pending,
-            vec![PendingMigration {
-                version: 1,
-                description: "ledger".into()
-            }]
+            vec![
+                PendingMigration {
+                    version: 1,
+                    description: "ledger".into()
+                },
+                PendingMigration {
+                    version: 2,
+                    description: "done includes halted then resumed".into()
+                }
+            ]
         );
         ledger.migrate().await.unwrap();
         assert!(ledger.pending_migrations().await.unwrap().is_empty());

@@ -17,7 +17,9 @@
 //! bulk/          kickq enqueue --file: parse, validate, group, publish in order
 //! dlq/           kickq dlq: read, filter, show, replay and purge dead letters
 //! stage.rs       the messages that flow between stages
-//! amqp/          connect, topology, intake, publish (confirms), delivery handle, headers
+//! amqp/          connect, topology, lock (leadership on the broker), intake, publish (confirms),
+//!                delivery handle, headers
+//! leadership.rs  the leadership record and the takeover hold: how long a new active worker waits
 //! coalesce/      pure grouping state and policy; driver.rs is its async loop
 //! ratelimit.rs   per-AppId sliding-window budget, slow-down, halt, chunk size
 //! dispatch.rs    runs calls, splits on 50002, shrinks on 50011, feeds the gate
@@ -43,6 +45,7 @@ pub mod dispatch;
 pub mod dlq;
 pub mod health;
 pub mod job;
+pub mod leadership;
 pub mod ledger;
 pub mod metrics;
 pub mod mock_zego;

@@ -45,6 +45,11 @@ pub const ACK_FAILURES: &str = "kickq_ack_failures_total";
 pub const RECONNECTS: &str = "kickq_broker_reconnects_total";
 /// Ledger batch writes, by `result` (`ok`, `error`).
 pub const LEDGER_WRITES: &str = "kickq_ledger_writes_total";
+/// 1 while this process holds its namespace's leadership lock (active), 0 while standby.
+pub const ACTIVE: &str = "kickq_active";
+/// Times this process took the leadership lock, by `reason` of the first
+/// call's hold (`no_record`, `released`, `crashed`, `stale`).
+pub const TAKEOVERS: &str = "kickq_leader_takeovers_total";
 
 /// Installs the Prometheus recorder for this process (once; later calls
 /// return the same handle, so several workers in one test process share it)
@@ -100,6 +105,8 @@ fn describe() {
     describe_counter!(ACK_FAILURES, "Acks that did not land");
     describe_counter!(RECONNECTS, "Reconnect attempts after a lost or failed broker session");
     describe_counter!(LEDGER_WRITES, "Ledger batch writes");
+    describe_gauge!(ACTIVE, "1 while this worker holds the leadership lock");
+    describe_counter!(TAKEOVERS, "Leadership lock takeovers by hold reason");
 }
 
 /// Known API codes keep their own label value; anything else is "other", so
@@ -189,4 +196,14 @@ pub fn reconnect() {
 /// A ledger batch write finished.
 pub fn ledger_write(ok: bool) {
     counter!(LEDGER_WRITES, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// This process became active (true) or standby (false).
+pub fn active(on: bool) {
+    gauge!(ACTIVE).set(if on { 1.0 } else { 0.0 });
+}
+
+/// This process took the leadership lock.
+pub fn takeover(reason: &'static str) {
+    counter!(TAKEOVERS, "reason" => reason).increment(1);
 }

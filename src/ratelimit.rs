@@ -16,6 +16,10 @@
 //! Spacing costs nothing under backlog (the window allows no more anyway)
 //! and keeps coalescing working, since tokens stay scarce.
 //!
+//! A process does not know what the previous active worker spent in the last
+//! window; `leadership` works that out when the lock is taken and holds every
+//! budget until then ([`Gate::hold_until`]). A budget itself starts free.
+//!
 //! The core ([`AppBudget`]) is pure: every method takes `now`. [`Gate`] wraps
 //! it in a mutex for the coalescer and the dispatcher, and its async
 //! [`Gate::acquire`] sleeps on tokio's clock, so tests run under
@@ -30,6 +34,8 @@ use tokio::time::Instant;
 /// arrival at the gateway; 20 ms covers the spread of request latencies seen
 /// on a loaded host, at a cost of 2% of peak throughput.
 pub const WINDOW_MARGIN: Duration = Duration::from_millis(20);
+/// The window every budget counts over: the API's second plus the margin.
+pub const WINDOW: Duration = Duration::from_millis(1000 + WINDOW_MARGIN.as_millis() as u64);
 /// How early a call may start against its even spacing: more than the
 /// timer's 1 ms granularity, far less than the spacing at any sane rate.
 pub const SPACING_TOLERANCE: Duration = Duration::from_millis(3);
@@ -43,6 +49,11 @@ pub const RECOVERY_PER_SEC: f64 = 0.1;
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// Most users one call may carry: the API's documented maximum.
 pub const MAX_USERS_PER_CALL: usize = 5;
+/// Successful calls after which a chunk size shrunk by 50011 grows by one
+/// user again: one second of calls at the documented rate, so one stray
+/// 50011 costs a few seconds of smaller calls, not a permanent factor of 2,
+/// while an API that really wants fewer users answers 50011 again at once.
+pub const GROW_AFTER_SUCCESSES: u32 = 50;
 
 /// What the gate says when asked for a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +85,11 @@ pub struct AppBudget {
     halt: Option<Halt>,
     probe_interval: Duration,
     chunk_size: usize,
+    /// Successes since the chunk size last changed (see [`GROW_AFTER_SUCCESSES`]).
+    successes_at_size: u32,
+    /// No call before this instant: set when this process takes the
+    /// leadership lock, from what the previous holder left (see `leadership`).
+    not_before: Option<Instant>,
 }
 
 /// Why and since when an AppId is halted.
@@ -98,7 +114,7 @@ impl AppBudget {
         );
         Self {
             limit,
-            window: Duration::from_secs(1) + WINDOW_MARGIN,
+            window: WINDOW,
             starts: VecDeque::with_capacity(limit as usize),
             last_start: None,
             factor: 1.0,
@@ -107,23 +123,21 @@ impl AppBudget {
             halt: None,
             probe_interval,
             chunk_size: MAX_USERS_PER_CALL,
+            successes_at_size: 0,
+            not_before: None,
         }
     }
 
-    /// Starts as if the last window had been fully used: a new process (a
-    /// restart after a crash, a standby taking over) cannot know what the
-    /// previous holder of the AppId spent in the last second, so it waits one
-    /// window before its first call rather than risk doubling the rate.
-    pub fn primed(mut self, now: Instant) -> Self {
-        self.starts = std::iter::repeat_n(now, self.limit as usize).collect();
-        self.last_start = Some(now);
-        self
+    /// Makes no call start before `at` (later of this and any earlier hold).
+    /// A process that takes over an AppId calls this with the instant the
+    /// previous holder's last window ends, so the two never share a window.
+    pub fn hold_until(&mut self, at: Instant) {
+        self.not_before = Some(self.not_before.map_or(at, |t| t.max(at)));
     }
 
-    /// Overrides the window (tests and the bench's naive baseline share this code).
-    pub fn with_window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
+    /// The start of the most recent call, if any is still remembered.
+    pub fn last_call(&self) -> Option<Instant> {
+        self.starts.back().copied()
     }
 
     fn recover(&mut self, now: Instant) {
@@ -181,7 +195,8 @@ impl AppBudget {
         let spaced = self
             .last_start
             .map_or(now, |tat| tat.checked_sub(SPACING_TOLERANCE).unwrap_or(tat));
-        window_free.max(spaced).max(now)
+        let held = self.not_before.unwrap_or(now);
+        window_free.max(spaced).max(held).max(now)
     }
 
     /// Takes a token if one is free now, recording the call start.
@@ -282,16 +297,39 @@ impl AppBudget {
     /// The API said the user list is too long (50011): halve the chunk size.
     pub fn shrink(&mut self) -> usize {
         self.chunk_size = (self.chunk_size / 2).max(1);
+        self.successes_at_size = 0;
         self.chunk_size
+    }
+
+    /// A call succeeded: after [`GROW_AFTER_SUCCESSES`] of them at a shrunk
+    /// size, one more user per call. Returns the new size when it grew.
+    pub fn succeeded(&mut self) -> Option<usize> {
+        if self.chunk_size >= MAX_USERS_PER_CALL {
+            return None;
+        }
+        self.successes_at_size += 1;
+        if self.successes_at_size < GROW_AFTER_SUCCESSES {
+            return None;
+        }
+        self.successes_at_size = 0;
+        self.chunk_size += 1;
+        Some(self.chunk_size)
     }
 }
 
 /// Shared, thread-safe budgets of every AppId. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Gate {
-    inner: Arc<Mutex<HashMap<u32, AppBudget>>>,
+    inner: Arc<Mutex<Budgets>>,
     limit: u32,
     probe_interval: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Budgets {
+    apps: HashMap<u32, AppBudget>,
+    /// The hold every budget created from now on starts with.
+    not_before: Option<Instant>,
 }
 
 impl Gate {
@@ -304,16 +342,40 @@ impl Gate {
         }
     }
 
-    /// Runs `f` on the AppId's budget, creating it on first use.
-    pub fn with<R>(&self, app_id: u32, f: impl FnOnce(&mut AppBudget) -> R) -> R {
-        let mut map = self
-            .inner
+    fn lock(&self) -> std::sync::MutexGuard<'_, Budgets> {
+        self.inner
             .lock()
-            .expect("the gate's mutex is never held across a panic");
-        let budget = map
-            .entry(app_id)
-            .or_insert_with(|| AppBudget::new(self.limit, self.probe_interval, Instant::now()).primed(Instant::now()));
+            .expect("the gate's mutex is never held across a panic")
+    }
+
+    /// Runs `f` on the AppId's budget, creating it on first use (with the
+    /// gate-wide hold, if one is set).
+    pub fn with<R>(&self, app_id: u32, f: impl FnOnce(&mut AppBudget) -> R) -> R {
+        let mut guard = self.lock();
+        let Budgets { apps, not_before } = &mut *guard;
+        let budget = apps.entry(app_id).or_insert_with(|| {
+            let mut b = AppBudget::new(self.limit, self.probe_interval, Instant::now());
+            if let Some(at) = *not_before {
+                b.hold_until(at);
+            }
+            b
+        });
         f(budget)
+    }
+
+    /// Holds every AppId, present and future, until `at`: called when this
+    /// process becomes the active worker (see `leadership`).
+    pub fn hold_until(&self, at: Instant) {
+        let mut guard = self.lock();
+        guard.not_before = Some(guard.not_before.map_or(at, |t| t.max(at)));
+        for b in guard.apps.values_mut() {
+            b.hold_until(at);
+        }
+    }
+
+    /// The start of the most recent call of any AppId.
+    pub fn last_call(&self) -> Option<Instant> {
+        self.lock().apps.values().filter_map(AppBudget::last_call).max()
     }
 
     /// Waits for a token, or returns `None` at once if the AppId is halted:
@@ -339,11 +401,9 @@ impl Gate {
 
     /// Halted AppIds now (for readiness and metrics).
     pub fn halted_apps(&self) -> Vec<(u32, Halt)> {
-        let map = self
-            .inner
-            .lock()
-            .expect("the gate's mutex is never held across a panic");
-        map.iter()
+        self.lock()
+            .apps
+            .iter()
             .filter_map(|(app, b)| b.halted().map(|h| (*app, h)))
             .collect()
     }
@@ -441,12 +501,72 @@ mod tests {
     }
 
     #[test]
-    fn a_primed_budget_waits_one_window() {
+    fn a_budget_held_for_a_window_waits_one_window() {
         let t0 = Instant::now();
         let window = Duration::from_secs(1) + WINDOW_MARGIN;
-        let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0).primed(t0);
+        let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0);
+        b.hold_until(t0 + window);
         assert_eq!(b.try_acquire(t0), Grant::Later(t0 + window));
         assert_eq!(b.try_acquire(t0 + window), Grant::Now);
+    }
+
+    #[test]
+    fn a_hold_delays_the_first_call_and_then_spacing_resumes() {
+        let t0 = Instant::now();
+        let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0);
+        b.hold_until(t0 + ms(300));
+        b.hold_until(t0 + ms(100));
+        assert_eq!(b.try_acquire(t0), Grant::Later(t0 + ms(300)), "the later hold wins");
+        assert_eq!(b.try_acquire(t0 + ms(300)), Grant::Now);
+        assert_eq!(b.last_call(), Some(t0 + ms(300)));
+        let spacing = (Duration::from_secs(1) + WINDOW_MARGIN) / 50;
+        assert_eq!(
+            b.try_acquire(t0 + ms(301)),
+            Grant::Later(t0 + ms(300) + spacing - SPACING_TOLERANCE)
+        );
+    }
+
+    #[test]
+    fn a_fresh_budget_calls_at_once() {
+        let t0 = Instant::now();
+        let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0);
+        assert_eq!(b.try_acquire(t0), Grant::Now, "the hold comes from leadership, not creation");
+    }
+
+    #[test]
+    fn chunk_size_grows_back_after_successes() {
+        let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, Instant::now());
+        assert_eq!(b.succeeded(), None, "full size never grows");
+        assert_eq!(b.shrink(), 2);
+        let mut grew = Vec::new();
+        for i in 1..=3 * GROW_AFTER_SUCCESSES {
+            if let Some(size) = b.succeeded() {
+                grew.push((i, size));
+            }
+        }
+        let n = GROW_AFTER_SUCCESSES;
+        assert_eq!(grew, vec![(n, 3), (2 * n, 4), (3 * n, 5)]);
+        assert_eq!(b.chunk_size(), MAX_USERS_PER_CALL);
+        assert_eq!(b.shrink(), 2);
+        for _ in 0..n - 1 {
+            b.succeeded();
+        }
+        assert_eq!(b.shrink(), 1, "a second 50011 before growing halves again");
+        assert_eq!(b.succeeded(), None, "the count restarts after a shrink");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_hold_reaches_present_and_future_apps() {
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let t0 = Instant::now();
+        gate.with(1, |_| ());
+        gate.hold_until(t0 + ms(500));
+        for app in [1, 2] {
+            assert_eq!(gate.with(app, |b| b.peek(t0)), Grant::Later(t0 + ms(500)), "app {app}");
+        }
+        assert_eq!(gate.last_call(), None);
+        gate.acquire(2).await.unwrap();
+        assert_eq!(gate.last_call(), Some(t0 + ms(500)));
     }
 
     #[test]

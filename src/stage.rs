@@ -28,6 +28,10 @@ pub struct Job {
     /// When the first attempt for these users was made, if any: the retry
     /// budget's clock survives restarts because it rides in a header.
     pub first_attempt_at: Option<DateTime<Utc>>,
+    /// Rate answers so far (`kickq-rate-limited`), apart from `attempts`.
+    pub rate_limited: u32,
+    /// Time these users were held by halts (`kickq-halted-ms`).
+    pub halted_for: std::time::Duration,
     /// The broker says it delivered this message before.
     pub redelivered: bool,
     /// These users were deferred by a halt before (ledger: halted_then_resumed).
@@ -40,6 +44,16 @@ pub struct Job {
 }
 
 impl Job {
+    /// What the job had spent before this delivery, for the retry plan.
+    pub fn spent(&self) -> crate::outcome::plan::Spent {
+        crate::outcome::plan::Spent {
+            attempts: self.attempts,
+            rate_limited: self.rate_limited,
+            first_attempt_at: self.first_attempt_at,
+            halted_for: self.halted_for,
+        }
+    }
+
     /// The job id (always present after intake).
     pub fn job_id(&self) -> &str {
         self.request

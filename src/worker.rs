@@ -2,18 +2,31 @@
 //! broker session at a time, reconnects with backoff, and owns shutdown.
 //!
 //! ```text
-//! intake ──JobIn──> coalescer ──Dispatch──> dispatcher ──Outcome──> router ──ack──> broker
-//!    └────────────── Received / Unusable ─────────────────────────────┘
+//! lock ─> intake ──JobIn──> coalescer ──Dispatch──> dispatcher ──Outcome──> router ──ack──> broker
+//!           └────────────── Received / Unusable ─────────────────────────────┘
 //! ```
 //!
-//! A session is one connection. Everything consumed in a session belongs to
-//! it: when the broker goes away the session is dropped whole (its unacked
-//! deliveries return to the queue) and a new one starts. The gate, the API
-//! client and the ledger outlive sessions, so the rate limit holds across a
-//! reconnect.
+//! A session is two connections: one that holds the leadership lock and
+//! consumes (and acks), and one that publishes (retries, dead letters, the
+//! leader record). RabbitMQ blocks every connection that publishes during a
+//! memory or disk alarm; kept apart, acks of kicked users go on through an
+//! alarm. A session first takes the lock (see `leadership`): until then it is
+//! a standby and holds no deliveries. Everything consumed in a session
+//! belongs to it: when the broker goes away the session is dropped whole (its
+//! unacked deliveries return to the queue) and a new one starts. The gate,
+//! the API client and the ledger outlive sessions, so the rate limit holds
+//! across a reconnect.
+//!
+//! Shutdown: intake stops, the coalescer sends what tokens allow until the
+//! drain deadline, the router acks what is done; then the worker writes its
+//! release record and lets the lock go, last, so a standby never calls while
+//! this worker's calls are in flight. The whole stop is bounded by the drain
+//! deadline plus [`SHUTDOWN_GRACE`], whatever PostgreSQL or the API do: past
+//! it the session is cut, and what was not acked returns to the queue.
 
 use crate::amqp::connect::{connect, describe};
 use crate::amqp::intake::{self, IntakeConfig, IntakeEnd};
+use crate::amqp::lock::{self, Lock};
 use crate::amqp::publish::Publisher;
 use crate::amqp::topology::{self, Names};
 use crate::coalesce::driver::{self, DriverConfig};
@@ -21,19 +34,23 @@ use crate::config::Credentials;
 use crate::dispatch::{self, KickApi};
 use crate::health::Health;
 use crate::job::Limits;
-use crate::ledger::Ledger;
+use crate::leadership::{self, Record};
+use crate::ledger::{Ledger, LedgerError};
 use crate::outcome::plan::Budget;
 use crate::outcome::{self, RouterConfig, RouterEnd, Tally};
-use crate::ratelimit::Gate;
+use crate::ratelimit::{Gate, WINDOW};
 use crate::secret::Secret;
 use crate::zego::client::{ClientConfig, ZegoClient};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use lapin::Connection;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Default unacked messages the broker may push to this worker. Coalescing
@@ -44,7 +61,9 @@ pub const DEFAULT_PREFETCH: u16 = 20_000;
 /// Capacity of the stage channels: deep enough to smooth bursts, small enough
 /// that backpressure reaches the broker within a fraction of a second.
 const STAGE_CHANNEL: usize = 1024;
-/// Reconnect backoff: first delay, and the cap.
+/// Reconnect backoff: first delay, and the cap. Jittered (full jitter on top
+/// of the exponential step), so a fleet that lost the same broker does not
+/// come back in lock-step.
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// A session that lived this long resets the backoff.
@@ -54,8 +73,14 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// broker should cancel our consumer when the queue is deleted, but RabbitMQ
 /// 3.10 leaves a consumer registered and starved when a quorum queue is
 /// deleted and at once re-declared; this check turns that silence into a
-/// reconnect.
+/// reconnect. Only the active worker runs it: a standby holds no consumer.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(5);
+/// Time past the drain deadline that a graceful stop may take: the last
+/// answers, the last ledger write and acks, the release record.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait for each closing step (release record, lock, connections),
+/// so an unresponsive broker cannot hold the exit.
+const CLOSE_STEP: Duration = Duration::from_secs(1);
 
 /// Everything `kickq run` needs, validated.
 #[derive(Debug, Clone)]
@@ -113,6 +138,11 @@ pub enum WorkerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The ledger failed for a reason that waiting will not fix (a bad
+    /// DATABASE_URL, authentication, a missing table or permission, a
+    /// constraint): the worker stops rather than hold every ack for ever.
+    #[error("audit ledger: {0} (check DATABASE_URL, or run `kickq migrate`)")]
+    Ledger(LedgerError),
 }
 
 /// What a run did, summed over its sessions.
@@ -127,6 +157,20 @@ pub struct RunSummary {
 enum SessionEnd {
     Shutdown,
     Lost(String),
+    Fatal(WorkerError),
+}
+
+/// What every session of one run shares.
+struct Shared<A> {
+    cfg: WorkerConfig,
+    /// The per-AppId budgets; they outlive sessions.
+    gate: Gate,
+    api: Arc<A>,
+    ledger: Option<Ledger>,
+    health: Arc<Health>,
+    /// Process-unique delivery ids.
+    ids: Arc<AtomicU64>,
+    shutdown: CancellationToken,
 }
 
 /// Runs the worker until `shutdown` fires; then drains and returns.
@@ -145,6 +189,15 @@ pub async fn run(
     })
     .map_err(|e| WorkerError::Client(e.to_string()))?;
     run_with_api(cfg, Arc::new(client), shutdown, on_ready).await
+}
+
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(RECONNECT_FIRST)
+        .with_max_delay(RECONNECT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// [`run`] with any [`KickApi`] (the bench's baseline and tests use this).
@@ -177,10 +230,14 @@ pub async fn run_with_api<A: KickApi>(
             None
         }
         Some(url) => match open_ledger(url, &health, &shutdown).await {
-            Some(l) => Some(l),
-            None => {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
                 server_stop.cancel();
                 return Ok(RunSummary::default());
+            }
+            Err(e) => {
+                server_stop.cancel();
+                return Err(e);
             }
         },
     };
@@ -192,12 +249,21 @@ pub async fn run_with_api<A: KickApi>(
         broker = %crate::config::redact_url(cfg.amqp_url.expose()),
         "kickq worker starting"
     );
-    let ids = Arc::new(AtomicU64::new(0));
+    let shared = Shared {
+        cfg,
+        gate,
+        api,
+        ledger,
+        health,
+        ids: Arc::new(AtomicU64::new(0)),
+        shutdown,
+    };
     let mut summary = RunSummary::default();
-    let mut delay = RECONNECT_FIRST;
+    let mut backoff = reconnect_backoff();
     let mut sessions = 0u64;
+    let mut fatal = None;
     loop {
-        if shutdown.is_cancelled() {
+        if shared.shutdown.is_cancelled() {
             break;
         }
         if sessions > 0 {
@@ -205,33 +271,29 @@ pub async fn run_with_api<A: KickApi>(
             crate::metrics::reconnect();
         }
         sessions += 1;
-        let started = tokio::time::Instant::now();
-        let (end, tally) = session(
-            &cfg,
-            sessions,
-            &gate,
-            api.clone(),
-            ledger.clone(),
-            health.clone(),
-            ids.clone(),
-            &shutdown,
-        )
-        .await;
+        let started = Instant::now();
+        let (end, tally) = session(&shared, sessions).await;
         add_tally(&mut summary.tally, tally);
-        health.set_connected(false);
-        health.set_consuming(false);
+        shared.health.set_connected(false);
+        shared.health.set_consuming(false);
+        shared.health.set_standby(false);
+        crate::metrics::active(false);
         match end {
             SessionEnd::Shutdown => break,
+            SessionEnd::Fatal(e) => {
+                fatal = Some(e);
+                break;
+            }
             SessionEnd::Lost(why) => {
                 if started.elapsed() >= HEALTHY_SESSION {
-                    delay = RECONNECT_FIRST;
+                    backoff = reconnect_backoff();
                 }
+                let delay = backoff.next().unwrap_or(RECONNECT_MAX);
                 tracing::warn!(reason = %why, retry_in_ms = delay.as_millis() as u64, "broker session lost; reconnecting");
                 tokio::select! {
-                    _ = shutdown.cancelled() => break,
+                    _ = shared.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(RECONNECT_MAX);
             }
         }
     }
@@ -243,7 +305,10 @@ pub async fn run_with_api<A: KickApi>(
         reconnects = summary.reconnects,
         "kickq worker stopped"
     );
-    Ok(summary)
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
 }
 
 fn add_tally(sum: &mut Tally, t: Tally) {
@@ -253,50 +318,156 @@ fn add_tally(sum: &mut Tally, t: Tally) {
     sum.retries += t.retries;
 }
 
-async fn open_ledger(url: &Secret, health: &Health, shutdown: &CancellationToken) -> Option<Ledger> {
-    let mut delay = RECONNECT_FIRST;
+/// Opens and migrates the ledger, waiting out an unreachable database;
+/// `Ok(None)` if shut down meanwhile, `Err` for a permanent failure.
+async fn open_ledger(url: &Secret, health: &Health, shutdown: &CancellationToken) -> Result<Option<Ledger>, WorkerError> {
+    let mut backoff = reconnect_backoff();
     loop {
         let attempt = async {
             let l = Ledger::connect(url.expose()).await?;
             l.migrate().await?;
-            Ok::<_, crate::ledger::LedgerError>(l)
+            Ok::<_, LedgerError>(l)
         };
         match attempt.await {
             Ok(l) => {
                 health.set_ledger_ok(true);
                 tracing::info!("audit ledger on; migrations applied");
-                return Some(l);
+                return Ok(Some(l));
             }
-            Err(e) => {
+            Err(e) if e.is_unavailable() => {
+                let delay = backoff.next().unwrap_or(RECONNECT_MAX);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot open the ledger yet");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(RECONNECT_MAX);
             }
+            Err(e) => return Err(WorkerError::Ledger(e)),
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn session<A: KickApi>(
-    cfg: &WorkerConfig,
-    n: u64,
-    gate: &Gate,
-    api: Arc<A>,
-    ledger: Option<Ledger>,
-    health: Arc<Health>,
-    ids: Arc<AtomicU64>,
-    shutdown: &CancellationToken,
-) -> (SessionEnd, Tally) {
+/// Closes a connection, bounded by [`CLOSE_STEP`]. Unacked deliveries of its
+/// channels return to the queue.
+async fn close(conn: &Connection) {
+    let _ = tokio::time::timeout(CLOSE_STEP, conn.close(200, "bye".into())).await;
+}
+
+enum Leadership {
+    /// The lock is ours; `contended` when another process held it while we waited.
+    Taken { lock: Lock, contended: bool },
+    Shutdown,
+    Lost(String),
+}
+
+/// Waits for the leadership lock, as a standby holding no deliveries.
+async fn take_lock(shared: &Shared<impl KickApi>, conn: &Connection) -> Leadership {
+    let names = &shared.cfg.names;
+    let mut contended = false;
+    loop {
+        match lock::try_take(conn, names).await {
+            Ok(Some(lock)) => return Leadership::Taken { lock, contended },
+            Ok(None) => {
+                if !contended {
+                    shared.health.set_standby(true);
+                    crate::metrics::active(false);
+                    tracing::info!(lock = %names.leader, role = "standby", "another worker holds the leadership lock; standing by, holding no deliveries");
+                }
+                contended = true;
+            }
+            Err(e) => return Leadership::Lost(format!("leadership lock: {}", describe(&e))),
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return Leadership::Shutdown,
+            _ = tokio::time::sleep(leadership::LOCK_RETRY) => {}
+        }
+    }
+}
+
+/// Keeps the leader record fresh until `stop`; returns why it could not.
+async fn refresh_record(publisher: Publisher, names: Names, stop: CancellationToken) -> String {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return String::new(),
+            _ = tokio::time::sleep(leadership::REFRESH_INTERVAL) => {}
+        }
+        let record = Record::Active {
+            at_ms: leadership::now_ms(),
+        };
+        if let Err(e) = lock::write_record(&publisher, &names, record).await {
+            return format!("leader record: {e}");
+        }
+    }
+}
+
+async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionEnd, Tally) {
+    let cfg = &shared.cfg;
     let conn = match connect(&cfg.amqp_url, &cfg.connection_name).await {
         Ok(c) => c,
         Err(e) => return (SessionEnd::Lost(format!("connect: {}", describe(&e))), Tally::default()),
     };
+    let publish_conn = match connect(&cfg.amqp_url, &format!("{}-publish", cfg.connection_name)).await {
+        Ok(c) => c,
+        Err(e) => {
+            close(&conn).await;
+            return (SessionEnd::Lost(format!("connect: {}", describe(&e))), Tally::default());
+        }
+    };
+    let (end, tally) = active_session(shared, n, &conn, &publish_conn).await;
+    close(&conn).await;
+    close(&publish_conn).await;
+    (end, tally)
+}
+
+async fn active_session<A: KickApi>(
+    shared: &Shared<A>,
+    n: u64,
+    conn: &Connection,
+    publish_conn: &Connection,
+) -> (SessionEnd, Tally) {
+    let cfg = &shared.cfg;
+    let health = &shared.health;
+    let lost = |why: String| (SessionEnd::Lost(why), Tally::default());
+    let declared = async {
+        let publisher = Publisher::open(publish_conn).await?;
+        topology::declare(publisher.channel(), &cfg.names, cfg.delivery_limit).await?;
+        Ok::<_, lapin::Error>(publisher)
+    };
+    let publisher = match declared.await {
+        Ok(p) => p,
+        Err(e) => return lost(format!("setup: {}", describe(&e))),
+    };
+    health.set_connected(true);
+    let (lock, contended) = match take_lock(shared, conn).await {
+        Leadership::Taken { lock, contended } => (lock, contended),
+        Leadership::Shutdown => return (SessionEnd::Shutdown, Tally::default()),
+        Leadership::Lost(why) => return lost(why),
+    };
+    // Active from here. What the previous holder left says when our first
+    // call may go; our own window (the gate outlives sessions) holds too.
+    let record = match lock.take_record(&cfg.names).await {
+        Ok(r) => r,
+        Err(e) => return lost(format!("leader record: {}", describe(&e))),
+    };
+    let now_ms = leadership::now_ms();
+    let (hold_ms, reason) = leadership::takeover_hold(record, now_ms, contended);
+    let hold_at = leadership::instant_of(hold_ms, now_ms);
+    shared.gate.hold_until(hold_at);
+    if let Err(e) = lock::write_record(&publisher, &cfg.names, Record::Active { at_ms: now_ms }).await {
+        return lost(format!("leader record: {e}"));
+    }
+    health.set_standby(false);
+    crate::metrics::active(true);
+    crate::metrics::takeover(reason.as_str());
+    tracing::info!(
+        lock = %cfg.names.leader,
+        role = "active",
+        first_call_in_ms = (hold_ms - now_ms).max(0),
+        hold = reason.as_str(),
+        "took the leadership lock; this worker is active"
+    );
+
     let setup = async {
-        let publisher = Publisher::open(&conn).await?;
-        let ready = topology::declare(publisher.channel(), &cfg.names, cfg.delivery_limit).await?;
         let channel = conn.create_channel().await?;
         // Quorum queues refuse global QoS: the prefetch is per consumer.
         channel
@@ -310,23 +481,20 @@ async fn session<A: KickApi>(
                 FieldTable::default(),
             )
             .await?;
-        Ok::<_, lapin::Error>((publisher, channel, consumer, ready))
+        let watch_channel = conn.create_channel().await?;
+        Ok::<_, lapin::Error>((channel, consumer, watch_channel))
     };
-    let (publisher, channel, consumer, ready) = match setup.await {
+    let (channel, consumer, watch_channel) = match setup.await {
         Ok(v) => v,
-        Err(e) => {
-            let _ = conn.close(200, "setup failed".into()).await;
-            return (SessionEnd::Lost(format!("setup: {}", describe(&e))), Tally::default());
-        }
+        Err(e) => return lost(format!("setup: {}", describe(&e))),
     };
-    health.set_connected(true);
     health.reset_in_flight();
-    tracing::info!(session = n, queue = %cfg.names.requests, ready, "consuming");
+    tracing::info!(session = n, queue = %cfg.names.requests, "consuming");
 
     let (to_coalescer, coalescer_rx) = mpsc::channel(STAGE_CHANNEL);
     let (to_dispatcher, dispatcher_rx) = mpsc::channel(STAGE_CHANNEL);
     let (to_router, router_rx) = mpsc::channel(STAGE_CHANNEL);
-    let stop_intake = shutdown.child_token();
+    let stop_intake = shared.shutdown.child_token();
     let abort = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
     let intake_cfg = IntakeConfig {
@@ -337,17 +505,17 @@ async fn session<A: KickApi>(
         channel.clone(),
         consumer,
         intake_cfg,
-        ledger.clone(),
+        shared.ledger.clone(),
         to_coalescer,
         to_router.clone(),
-        ids,
+        shared.ids.clone(),
         health.clone(),
         stop_intake.clone(),
     ));
     tokio::spawn(driver::run(
         coalescer_rx,
         to_dispatcher,
-        gate.clone(),
+        shared.gate.clone(),
         slots,
         cfg.driver,
         health.clone(),
@@ -356,8 +524,8 @@ async fn session<A: KickApi>(
     tokio::spawn(dispatch::run(
         dispatcher_rx,
         to_router,
-        api,
-        gate.clone(),
+        shared.api.clone(),
+        shared.gate.clone(),
         cfg.halt_log_interval,
     ));
     let router_cfg = RouterConfig {
@@ -367,72 +535,108 @@ async fn session<A: KickApi>(
         ledger_linger: outcome::DEFAULT_LEDGER_LINGER,
         defer_delay: cfg.probe_interval,
     };
-    let publish_channel = publisher.channel().clone();
     let mut router = tokio::spawn(outcome::run(
         router_rx,
-        publisher,
-        ledger,
+        publisher.clone(),
+        shared.ledger.clone(),
         health.clone(),
         router_cfg,
         abort.clone(),
     ));
-
-    let watch_channel = match conn.create_channel().await {
-        Ok(c) => c,
-        Err(e) => {
-            abort.cancel();
-            stop_intake.cancel();
-            return (
-                SessionEnd::Lost(format!("watchdog channel: {}", describe(&e))),
-                Tally::default(),
-            );
-        }
-    };
+    let stop_refresh = CancellationToken::new();
+    let mut refresher = tokio::spawn(refresh_record(publisher.clone(), cfg.names.clone(), stop_refresh.clone()));
     let mut watchdog = tokio::spawn(watch_queue(watch_channel, cfg.names.requests.clone(), health.clone()));
+
+    let cut = |abort: &CancellationToken, intake: &tokio::task::JoinHandle<IntakeEnd>| {
+        abort.cancel();
+        intake.abort();
+    };
     let end = tokio::select! {
-        lost = &mut watchdog => {
-            stop_intake.cancel();
-            Some(lost.unwrap_or_else(|e| format!("watchdog task failed: {e}")))
-        }
+        lost = &mut watchdog => Some(lost.unwrap_or_else(|e| format!("watchdog task failed: {e}"))),
+        why = &mut refresher => Some(why.unwrap_or_else(|e| format!("leader record task failed: {e}"))),
         ended = &mut intake => match ended {
             Ok(IntakeEnd::Stopped) => None,
             Ok(IntakeEnd::Cancelled) => Some("the broker cancelled the consumer (queue deleted or node down)".to_owned()),
             Ok(IntakeEnd::Broker(e)) => Some(format!("consumer: {}", describe(&e))),
             Ok(IntakeEnd::DownstreamClosed) => Some("a pipeline stage stopped".to_owned()),
+            Ok(IntakeEnd::Ledger(e)) => {
+                cut(&abort, &intake);
+                watchdog.abort();
+                stop_refresh.cancel();
+                return (SessionEnd::Fatal(WorkerError::Ledger(e)), Tally::default());
+            }
             Err(e) => Some(format!("intake task failed: {e}")),
         },
         ended = &mut router => {
-            stop_intake.cancel();
-            let (why, tally) = match ended {
-                Ok((RouterEnd::Broker(e), tally)) => (format!("publish: {e}"), tally),
-                Ok((other, tally)) => (format!("router stopped: {other:?}"), tally),
-                Err(e) => (format!("router task failed: {e}"), Tally::default()),
+            cut(&abort, &intake);
+            watchdog.abort();
+            stop_refresh.cancel();
+            let (end, tally) = match ended {
+                Ok((RouterEnd::Ledger(e), tally)) => (SessionEnd::Fatal(WorkerError::Ledger(e)), tally),
+                // At shutdown this is the normal end; its tally counts either way.
+                Ok((_, tally)) if shared.shutdown.is_cancelled() => (SessionEnd::Shutdown, tally),
+                Ok((RouterEnd::Broker(e), tally)) => (SessionEnd::Lost(format!("publish: {e}")), tally),
+                Ok((other, tally)) => (SessionEnd::Lost(format!("router stopped: {other:?}")), tally),
+                Err(e) => (SessionEnd::Lost(format!("router task failed: {e}")), Tally::default()),
             };
-            abort.cancel();
-            let _ = conn.close(200, "session lost".into()).await;
-            // At shutdown this is the normal end; its tally counts either way.
-            let end = if shutdown.is_cancelled() { SessionEnd::Shutdown } else { SessionEnd::Lost(why) };
             return (end, tally);
         }
+        _ = shared.shutdown.cancelled() => None,
     };
     watchdog.abort();
     let (session_end, tally) = match end {
         None => {
-            // Graceful: intake stopped; the coalescer drains within its
-            // deadline, the dispatcher finishes its calls, the router acks.
-            let limit = cfg.driver.drain_deadline + cfg.http_timeout + Duration::from_secs(10);
-            let tally = match tokio::time::timeout(limit, &mut router).await {
-                Ok(Ok((_, tally))) => tally,
-                _ => {
-                    tracing::warn!("shutdown drain overran; the rest returns to the queue");
-                    abort.cancel();
-                    Tally::default()
+            // Graceful: intake stops; the coalescer sends what tokens allow
+            // until the drain deadline; the dispatcher finishes its calls; the
+            // router acks. All of it within the deadline plus the grace.
+            let deadline = Instant::now() + cfg.driver.drain_deadline + SHUTDOWN_GRACE;
+            // `drained`: every call returned and every delivery was settled.
+            let (drained, tally) = match tokio::time::timeout_at(deadline, &mut router).await {
+                Ok(Ok((RouterEnd::Drained, tally))) => (true, tally),
+                Ok(Ok((_, tally))) => {
+                    tracing::warn!("shutdown: the router stopped early; the rest returns to the queue");
+                    cut(&abort, &intake);
+                    (false, tally)
+                }
+                Ok(Err(_)) => (false, Tally::default()),
+                Err(_) => {
+                    tracing::warn!(
+                        deadline_ms = (cfg.driver.drain_deadline + SHUTDOWN_GRACE).as_millis() as u64,
+                        "shutdown drain overran its deadline; what was not acked returns to the queue"
+                    );
+                    cut(&abort, &intake);
+                    let tally = match tokio::time::timeout(CLOSE_STEP, &mut router).await {
+                        Ok(Ok((_, tally))) => tally,
+                        _ => Tally::default(),
+                    };
+                    (false, tally)
                 }
             };
+            stop_refresh.cancel();
+            let _ = tokio::time::timeout(CLOSE_STEP, &mut refresher).await;
+            if drained {
+                // Every call has returned: say when our window frees, then
+                // let the lock go, last.
+                let now = leadership::now_ms();
+                let last = shared
+                    .gate
+                    .last_call()
+                    .map_or(now, |t| leadership::ms_of(t + WINDOW, now));
+                let free_at_ms = last.max(leadership::ms_of(hold_at, now));
+                let release = lock::write_record(&publisher, &cfg.names, Record::Released { free_at_ms });
+                match tokio::time::timeout(CLOSE_STEP, release).await {
+                    Ok(Ok(())) => {
+                        let _ = tokio::time::timeout(CLOSE_STEP, lock.release()).await;
+                        tracing::info!(free_in_ms = (free_at_ms - now).max(0), "released the leadership lock");
+                    }
+                    _ => tracing::warn!("could not write the release record; the next worker waits a full window"),
+                }
+            }
             (SessionEnd::Shutdown, tally)
         }
         Some(why) => {
-            abort.cancel();
+            cut(&abort, &intake);
+            stop_refresh.cancel();
             let tally = match tokio::time::timeout(Duration::from_secs(5), &mut router).await {
                 Ok(Ok((_, tally))) => tally,
                 _ => Tally::default(),
@@ -440,17 +644,12 @@ async fn session<A: KickApi>(
             (SessionEnd::Lost(why), tally)
         }
     };
-    // Close each channel and wait for the broker's word before closing the
-    // connection: a channel closing on drop while the connection closes makes
-    // lapin log a spurious connection error. Unacked deliveries return to
-    // the queue.
-    let _ = publish_channel.close(200, "bye".into()).await;
     // The consume channel is not closed on its own: RabbitMQ 3.10 can drop
     // acks still queued on a channel that closes (rabbitmq-server#10327),
     // and the bench saw those messages come back. Closing the connection
-    // lets the broker take every ack first.
+    // (the caller does, after this) lets the broker take every ack first.
+    let _ = tokio::time::timeout(CLOSE_STEP, publisher.channel().close(200, "bye".into())).await;
     drop(channel);
-    let _ = conn.close(200, "bye".into()).await;
     (session_end, tally)
 }
 

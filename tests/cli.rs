@@ -36,6 +36,10 @@ fn bad_settings_fail_with_one_line_naming_the_setting() {
             "KICKQ_RATE is invalid",
         ),
         (
+            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", "s"), ("KICKQ_RATE", "51")],
+            "KICKQ_RATE is invalid: 51 is above ZEGOCLOUD's documented 50 calls/s for KickoutUser; if your app's limit was raised, add --allow-rate-above-documented",
+        ),
+        (
             vec![
                 ("ZEGO_APP_ID", "1"),
                 ("ZEGO_SERVER_SECRET", "s"),

@@ -41,6 +41,7 @@ fn start(ns: &Ns, api: &str, rate: u32, extra: &[(&str, &str)], tag: &str) -> Wo
         .env("ZEGO_API_URL", api)
         .env("KICKQ_NAMESPACE", ns.name())
         .env("KICKQ_RATE", rate.to_string())
+        .env("KICKQ_ALLOW_RATE_ABOVE_DOCUMENTED", "true")
         .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
         .env("KICKQ_PROBE_INTERVAL", "300ms")
         .env("KICKQ_DRAIN_DEADLINE", "2s")

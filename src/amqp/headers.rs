@@ -24,6 +24,11 @@ pub const FIRST_ATTEMPT_AT: &str = "kickq-first-attempt-at";
 pub const LAST_CODE: &str = "kickq-last-code";
 /// Retries: set when a halt deferred these users.
 pub const HALTED: &str = "kickq-halted";
+/// Retries: rate answers (7, 206) so far; they do not count as attempts.
+pub const RATE_LIMITED: &str = "kickq-rate-limited";
+/// Retries: milliseconds these users spent held by a halt; the retry age does
+/// not count them.
+pub const HALTED_MS: &str = "kickq-halted-ms";
 /// Replays: the dead-letter history of the message, one entry per replay.
 pub const DLQ_HISTORY: &str = "kickq-dlq-history";
 
@@ -89,27 +94,69 @@ pub fn dead_letter(keep: Option<&FieldTable>, dl: &DeadLetter) -> FieldTable {
     t
 }
 
-/// The headers of a retry message.
-pub fn retry(
-    attempts: u32,
-    first_attempt_at: Option<DateTime<Utc>>,
-    last_code: Option<i64>,
-    halted: bool,
-    job_id: &str,
-) -> FieldTable {
+/// What a retry message says about its users' budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryState {
+    /// Failed attempts (`kickq-attempts`).
+    pub attempts: u32,
+    /// Rate answers (`kickq-rate-limited`).
+    pub rate_limited: u32,
+    /// The first attempt (`kickq-first-attempt-at`).
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    /// Time held by halts (`kickq-halted-ms`).
+    pub halted_for: std::time::Duration,
+    /// The last API code (`kickq-last-code`).
+    pub last_code: Option<i64>,
+    /// Deferred by a halt now or before (`kickq-halted`).
+    pub halted: bool,
+}
+
+/// The headers of a retry message, on top of `carried` (the dead-letter
+/// history the job brought along).
+pub fn retry(state: &RetryState, job_id: &str, carried: &FieldTable) -> FieldTable {
     let mut t = FieldTable::default();
-    t.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(attempts.into()));
-    if let Some(at) = first_attempt_at {
+    for (k, v) in carried.inner() {
+        t.insert(k.clone(), v.clone());
+    }
+    t.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(state.attempts.into()));
+    if state.rate_limited > 0 {
+        t.insert(RATE_LIMITED.into(), AMQPValue::LongLongInt(state.rate_limited.into()));
+    }
+    if let Some(at) = state.first_attempt_at {
         put_str(&mut t, FIRST_ATTEMPT_AT, &rfc3339(at));
     }
-    if let Some(code) = last_code {
+    if !state.halted_for.is_zero() {
+        let ms = i64::try_from(state.halted_for.as_millis()).unwrap_or(i64::MAX);
+        t.insert(HALTED_MS.into(), AMQPValue::LongLongInt(ms));
+    }
+    if let Some(code) = state.last_code {
         t.insert(LAST_CODE.into(), AMQPValue::LongLongInt(code));
     }
-    if halted {
+    if state.halted {
         t.insert(HALTED.into(), AMQPValue::Boolean(true));
     }
     put_str(&mut t, JOB_ID, job_id);
     t
+}
+
+/// Reads a retry message's budget headers (absent ones read as zero).
+pub fn read_retry(headers: Option<&FieldTable>) -> RetryState {
+    let count = |name| {
+        get_i64(headers, name)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+    };
+    RetryState {
+        attempts: count(ATTEMPTS),
+        rate_limited: count(RATE_LIMITED),
+        first_attempt_at: get_time(headers, FIRST_ATTEMPT_AT),
+        halted_for: get_i64(headers, HALTED_MS)
+            .and_then(|n| u64::try_from(n).ok())
+            .map(std::time::Duration::from_millis)
+            .unwrap_or_default(),
+        last_code: get_i64(headers, LAST_CODE),
+        halted: get_bool(headers, HALTED),
+    }
 }
 
 fn strip_kickq(keep: Option<&FieldTable>) -> FieldTable {
@@ -299,16 +346,27 @@ mod tests {
     }
 
     #[test]
-    fn retry_headers_carry_the_budget() {
-        let at = Utc::now();
-        let t = retry(3, Some(at), Some(1), true, "j");
-        assert_eq!(get_i64(Some(&t), ATTEMPTS), Some(3));
-        assert_eq!(get_i64(Some(&t), LAST_CODE), Some(1));
-        assert!(get_bool(Some(&t), HALTED));
-        assert_eq!(
-            get_time(Some(&t), FIRST_ATTEMPT_AT).map(|t| t.timestamp_millis()),
-            Some(at.timestamp_millis())
-        );
+    fn retry_headers_carry_the_budget_and_the_history() {
+        let at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let state = RetryState {
+            attempts: 3,
+            rate_limited: 12,
+            first_attempt_at: Some(at),
+            halted_for: std::time::Duration::from_millis(1_200_000),
+            last_code: Some(1),
+            halted: true,
+        };
+        let mut carried = FieldTable::default();
+        carried.insert(DLQ_HISTORY.into(), AMQPValue::LongString("died once".into()));
+        let t = retry(&state, "j", &carried);
+        assert_eq!(read_retry(Some(&t)), state);
+        assert_eq!(get_str(Some(&t), DLQ_HISTORY).as_deref(), Some("died once"));
+        assert_eq!(get_str(Some(&t), JOB_ID).as_deref(), Some("j"));
+        assert_eq!(read_retry(None), RetryState::default());
+        let fresh = retry(&RetryState::default(), "j", &FieldTable::default());
+        assert!(!fresh.inner().contains_key(RATE_LIMITED) && !fresh.inner().contains_key(HALTED_MS));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub enum IntakeEnd {
     Broker(lapin::Error),
     /// A later stage is gone.
     DownstreamClosed,
+    /// The ledger failed for good (not an outage): the worker must stop.
+    Ledger(crate::ledger::LedgerError),
 }
 
 /// Decodes a delivery into a [`Job`], or says why it cannot be used (with
@@ -50,9 +52,8 @@ pub fn decode(
     now: DateTime<Utc>,
 ) -> Result<Job, (Unusable, Option<String>, u32)> {
     let h = props.headers().as_ref();
-    let attempts = headers::get_i64(h, headers::ATTEMPTS)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(0);
+    let spent = headers::read_retry(h);
+    let attempts = spent.attempts;
     let message_id = props
         .message_id()
         .as_ref()
@@ -76,9 +77,11 @@ pub fn decode(
         id,
         app_id,
         attempts,
-        first_attempt_at: headers::get_time(h, headers::FIRST_ATTEMPT_AT),
+        first_attempt_at: spent.first_attempt_at,
+        rate_limited: spent.rate_limited,
+        halted_for: spent.halted_for,
         redelivered: redelivered || headers::delivery_count(h) > 0,
-        halted_before: headers::get_bool(h, headers::HALTED),
+        halted_before: spent.halted,
         received_at: now,
         carried: headers::carried(h),
         request,
@@ -141,10 +144,11 @@ pub async fn run(
                     job_id,
                     attempts,
                 };
-                if to_router.send(input).await.is_err() {
-                    break IntakeEnd::DownstreamClosed;
+                match send(&to_router, input, &stop).await {
+                    Sent::Ok => continue,
+                    Sent::Closed => break IntakeEnd::DownstreamClosed,
+                    Sent::Stopped => break IntakeEnd::Stopped,
                 }
-                continue;
             }
         };
         crate::metrics::message_consumed(true);
@@ -153,8 +157,9 @@ pub async fn run(
         }
         let skipped = match (&ledger, job.redelivered || job.attempts > 0) {
             (Some(ledger), true) => match already_kicked(ledger, &job, &stop).await {
-                Some(s) => s,
-                None => break IntakeEnd::Stopped,
+                Ok(Some(s)) => s,
+                Ok(None) => break IntakeEnd::Stopped,
+                Err(e) => break IntakeEnd::Ledger(e),
             },
             _ => Vec::new(),
         };
@@ -172,39 +177,68 @@ pub async fn run(
             job: job.clone(),
             skipped,
         };
-        if to_router.send(received).await.is_err() {
-            break IntakeEnd::DownstreamClosed;
+        match send(&to_router, received, &stop).await {
+            Sent::Ok => {}
+            Sent::Closed => break IntakeEnd::DownstreamClosed,
+            Sent::Stopped => break IntakeEnd::Stopped,
         }
-        if !users.is_empty() && to_coalescer.send(JobIn { job, users }).await.is_err() {
-            break IntakeEnd::DownstreamClosed;
+        if !users.is_empty() {
+            match send(&to_coalescer, JobIn { job, users }, &stop).await {
+                Sent::Ok => {}
+                Sent::Closed => break IntakeEnd::DownstreamClosed,
+                Sent::Stopped => break IntakeEnd::Stopped,
+            }
         }
     };
     health.set_consuming(false);
     end
 }
 
+enum Sent {
+    Ok,
+    Closed,
+    Stopped,
+}
+
+/// Sends downstream, unless `stop` fires first: a full channel (a stalled
+/// router) must never keep intake from seeing a shutdown. A message not sent
+/// is dropped with its delivery unacked, so it returns to the queue.
+async fn send<T>(to: &mpsc::Sender<T>, value: T, stop: &CancellationToken) -> Sent {
+    tokio::select! {
+        biased;
+        sent = to.send(value) => if sent.is_ok() { Sent::Ok } else { Sent::Closed },
+        _ = stop.cancelled() => Sent::Stopped,
+    }
+}
+
 /// Users of a redelivered or retried job that the ledger shows as done.
-/// Waits (backpressure) while PostgreSQL is away; `None` if stopped meanwhile.
-async fn already_kicked(ledger: &Ledger, job: &Job, stop: &CancellationToken) -> Option<Vec<String>> {
+/// Waits (backpressure) while PostgreSQL is unreachable; `Ok(None)` if
+/// stopped meanwhile; `Err` for a failure that waiting will not fix.
+async fn already_kicked(
+    ledger: &Ledger,
+    job: &Job,
+    stop: &CancellationToken,
+) -> Result<Option<Vec<String>>, crate::ledger::LedgerError> {
     loop {
         match ledger
             .kicked_users(job.job_id(), &job.request.room_id, &job.request.user_ids)
             .await
         {
             Ok(done) => {
-                return Some(
+                return Ok(Some(
                     job.request
                         .user_ids
                         .iter()
                         .filter(|u| done.contains(*u))
                         .cloned()
                         .collect(),
-                );
+                ));
             }
+            Err(e) if !e.is_unavailable() => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "ledger unreachable; intake waits for it");
                 tokio::select! {
-                    _ = stop.cancelled() => return None,
+                    _ = stop.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(LEDGER_RETRY) => {}
                 }
             }

@@ -1,9 +1,10 @@
-//! Everything that talks AMQP: connecting, the queue topology, consuming, publishing with confirms, the
+//! Everything that talks AMQP: connecting, the queue topology, the leadership lock, consuming, publishing with confirms, the
 //! delivery handle and kickq's headers.
 
 pub mod connect;
 pub mod delivery;
 pub mod headers;
 pub mod intake;
+pub mod lock;
 pub mod publish;
 pub mod topology;

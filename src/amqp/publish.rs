@@ -5,6 +5,15 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use lapin::{Confirmation, PublisherConfirm};
+use std::time::Duration;
+
+/// Longest wait for one confirm. A broker in a memory or disk alarm blocks
+/// every publishing connection and sends no confirm until the alarm clears;
+/// past this bound the sender gives up on the session (its unacked
+/// deliveries return to the queue) instead of hanging for ever. Long enough
+/// that a short alarm passes without a reconnect, since every reconnect
+/// raises the delivery count of what was held.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a publish did not become durable.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +27,10 @@ pub enum PublishError {
     /// No queue of that name: the message was returned, not stored.
     #[error("no queue named {0:?}: the message was returned")]
     Unroutable(String),
+    /// No confirm came within [`CONFIRM_TIMEOUT`] (a broker alarm, a stuck
+    /// connection): whether the broker has the message is unknown.
+    #[error("no publisher confirm within {0:?} (is the broker in a memory or disk alarm?)")]
+    ConfirmTimeout(Duration),
 }
 
 /// A channel in confirm mode. Publishes are mandatory, so a message to a
@@ -76,9 +89,12 @@ impl Publisher {
 }
 
 impl Pending {
-    /// Waits for the broker's confirm.
+    /// Waits for the broker's confirm, at most [`CONFIRM_TIMEOUT`].
     pub async fn confirmed(self) -> Result<(), PublishError> {
-        match self.confirm.await? {
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, self.confirm)
+            .await
+            .map_err(|_| PublishError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
+        match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable(self.routing_key)),
             Confirmation::Nack(_) => Err(PublishError::Nacked),

@@ -2,6 +2,9 @@
 //! (RabbitMQ 3.x and 4.x differ in their defaults, and arguments cannot change once a queue exists).
 //!
 //! ```text
+//! {ns}.leader        exclusive lock of the active worker's connection
+//! {ns}.leader.state  its one-message record for the next holder
+//!
 //! producers ──> {ns}.requests ──(worker)──> API
 //!                  │   ▲    └─ delivery limit exceeded ──> {ns}.dead
 //!                  │   └──── TTL expiry ── {ns}.retry.<delay> <── worker (retries, halts)
@@ -44,6 +47,11 @@ pub struct Names {
     /// Delay queues, shortest first, each with its delay; expired messages
     /// return to `requests`.
     pub retry: Vec<(Duration, String)>,
+    /// The leadership lock: an exclusive queue that only the active worker's
+    /// connection holds (never declared durable, never holds a message).
+    pub leader: String,
+    /// The active worker's one-message record for its successor.
+    pub leader_state: String,
 }
 
 impl Names {
@@ -54,6 +62,8 @@ impl Names {
             namespace: namespace.to_owned(),
             requests: format!("{namespace}.requests"),
             dead: format!("{namespace}.dead"),
+            leader: format!("{namespace}.leader"),
+            leader_state: format!("{namespace}.leader.state"),
             retry: retry_delays
                 .iter()
                 .map(|d| (*d, format!("{namespace}.retry.{}", delay_label(*d))))
@@ -68,9 +78,10 @@ impl Names {
         &self.retry[i]
     }
 
-    /// Every queue name.
+    /// Every durable queue name (the lock queue goes with its holder's
+    /// connection, so it is not among them).
     pub fn all(&self) -> Vec<&str> {
-        let mut v = vec![self.requests.as_str(), self.dead.as_str()];
+        let mut v = vec![self.requests.as_str(), self.dead.as_str(), self.leader_state.as_str()];
         v.extend(self.retry.iter().map(|(_, n)| n.as_str()));
         v
     }
@@ -130,6 +141,16 @@ pub fn retry_args(names: &Names, delay: Duration) -> FieldTable {
     t
 }
 
+/// Arguments of `{ns}.leader.state`: a classic queue that keeps only the
+/// newest record (a new one pushes the old out at the head).
+pub fn leader_state_args() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), s("classic"));
+    t.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    t.insert("x-overflow".into(), s("drop-head"));
+    t
+}
+
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions {
         durable: true,
@@ -142,6 +163,9 @@ fn durable() -> QueueDeclareOptions {
 pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> Result<u32, lapin::Error> {
     channel
         .queue_declare(names.dead.as_str().into(), durable(), dead_args())
+        .await?;
+    channel
+        .queue_declare(names.leader_state.as_str().into(), durable(), leader_state_args())
         .await?;
     for (delay, name) in &names.retry {
         channel
@@ -185,7 +209,9 @@ mod tests {
         assert_eq!(n.retry_for(1).0, Duration::from_secs(1));
         assert_eq!(n.retry_for(2).0, Duration::from_secs(5));
         assert_eq!(n.retry_for(99).0, Duration::from_secs(300));
-        assert_eq!(n.all().len(), 9);
+        assert_eq!(n.all().len(), 10);
+        assert_eq!(n.leader, "kickq.leader");
+        assert_eq!(n.leader_state, "kickq.leader.state");
     }
 
     #[test]

@@ -115,6 +115,7 @@ async fn drain_with_child(
         ("ZEGO_SERVER_SECRET", BENCH_SECRET.to_owned()),
         ("ZEGO_API_URL", mock.base_url()),
         ("KICKQ_RATE", super::drain::UNLIMITED_RATE.to_string()),
+        ("KICKQ_ALLOW_RATE_ABOVE_DOCUMENTED", "true".to_owned()),
         ("KICKQ_METRICS_ADDR", "0".to_owned()),
         (
             "KICKQ_CONNECTION_NAME",

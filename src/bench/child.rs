@@ -21,6 +21,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "KICKQ_METRICS_ADDR",
     "KICKQ_PREFETCH",
     "KICKQ_RATE",
+    "KICKQ_ALLOW_RATE_ABOVE_DOCUMENTED",
 ];
 
 /// Memory of a process, in KiB.

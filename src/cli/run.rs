@@ -6,7 +6,9 @@ use crate::coalesce::{Policy, DEFAULT_DENSE_LINGER, DEFAULT_LINGER, DEFAULT_MAX_
 use crate::config::{self, parse_duration, ConfigError, ZegoArgs};
 use crate::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::job::{Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
-use crate::outcome::plan::{Budget, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RETRY_AGE, DEFAULT_MAX_UNKNOWN_ATTEMPTS};
+use crate::outcome::plan::{
+    Budget, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RATE_LIMITED, DEFAULT_MAX_RETRY_AGE, DEFAULT_MAX_UNKNOWN_ATTEMPTS,
+};
 use crate::ratelimit::DEFAULT_PROBE_INTERVAL;
 use crate::secret::Secret;
 use crate::worker::{WorkerConfig, DEFAULT_PREFETCH};
@@ -103,6 +105,10 @@ pub struct RunArgs {
     /// Calls per second per AppId, retries included (the API allows 50).
     #[arg(long, env = "KICKQ_RATE", default_value_t = config::DEFAULT_RATE)]
     rate: u32,
+    /// Allow KICKQ_RATE above the vendor's documented 50 calls/s (for an app
+    /// whose limit ZEGOCLOUD raised).
+    #[arg(long = "allow-rate-above-documented", env = "KICKQ_ALLOW_RATE_ABOVE_DOCUMENTED", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    allow_rate_above_documented: bool,
     /// Unacked messages the broker may push to this worker (1 to 65535).
     #[arg(long, env = "KICKQ_PREFETCH", default_value_t = DEFAULT_PREFETCH)]
     prefetch: u16,
@@ -116,7 +122,11 @@ pub struct RunArgs {
     /// Most API attempts for a user before it is dead-lettered (retries_exhausted).
     #[arg(long = "max-attempts", env = "KICKQ_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
     max_attempts: u32,
-    /// Longest from a user's first attempt to giving up.
+    /// Most rate answers (7, 206) for a user before it is dead-lettered
+    /// (retries_exhausted); they do not count as attempts.
+    #[arg(long = "max-rate-limited", env = "KICKQ_MAX_RATE_LIMITED", default_value_t = DEFAULT_MAX_RATE_LIMITED)]
+    max_rate_limited: u32,
+    /// Longest from a user's first attempt to giving up, time halted excluded.
     #[arg(long = "max-retry-age", env = "KICKQ_MAX_RETRY_AGE", default_value = "15m", value_parser = parse_duration)]
     max_retry_age: Duration,
     /// Most calls in flight at once.
@@ -168,10 +178,21 @@ impl RunArgs {
             }
         };
         positive("KICKQ_RATE", self.rate >= 1)?;
+        if self.rate > config::DEFAULT_RATE && !self.allow_rate_above_documented {
+            return Err(ConfigError::Invalid {
+                name: "KICKQ_RATE",
+                why: format!(
+                    "{} is above ZEGOCLOUD's documented {} calls/s for KickoutUser; if your app's limit was raised, add --allow-rate-above-documented (KICKQ_ALLOW_RATE_ABOVE_DOCUMENTED=true)",
+                    self.rate,
+                    config::DEFAULT_RATE
+                ),
+            });
+        }
         positive("KICKQ_PREFETCH", self.prefetch >= 1)?;
         positive("KICKQ_MAX_USERS_PER_MESSAGE", self.max_users_per_message >= 1)?;
         positive("KICKQ_DELIVERY_LIMIT", self.delivery_limit >= 1)?;
         positive("KICKQ_MAX_ATTEMPTS", self.max_attempts >= 1)?;
+        positive("KICKQ_MAX_RATE_LIMITED", self.max_rate_limited >= 1)?;
         positive("KICKQ_MAX_IN_FLIGHT", self.max_in_flight >= 1)?;
         positive("KICKQ_PROBE_INTERVAL", !self.probe_interval.is_zero())?;
         let metrics_addr = match self.metrics_addr.trim() {
@@ -211,6 +232,7 @@ impl RunArgs {
                 max_attempts: self.max_attempts,
                 max_unknown_attempts: DEFAULT_MAX_UNKNOWN_ATTEMPTS.min(self.max_attempts),
                 max_age: self.max_retry_age,
+                max_rate_limited: self.max_rate_limited,
             },
             max_in_flight: self.max_in_flight,
             probe_interval: self.probe_interval,
@@ -236,6 +258,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Fault-injection hook for the leakage suite: a panic that prints the
         // whole validated configuration must still show no secret.
         panic!("KICKQ_TEST_PANIC is set: panicking on purpose with {cfg:?}");
+    }
+    if cfg.rate > config::DEFAULT_RATE {
+        tracing::warn!(
+            rate = cfg.rate,
+            documented = config::DEFAULT_RATE,
+            "KICKQ_RATE is above the vendor's documented limit, allowed by --allow-rate-above-documented; expect 206 answers if the app's limit was not raised"
+        );
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::cli::signals::cancel_on_signal(shutdown.clone()));

@@ -56,6 +56,10 @@ pub enum RouterEnd {
     Broker(PublishError),
     /// The session was aborted.
     Aborted,
+    /// The ledger refused the rows for a reason that waiting will not fix
+    /// (a missing table or permission, a constraint): the worker stops, and
+    /// the unacked deliveries return to the queue.
+    Ledger(crate::ledger::LedgerError),
 }
 
 /// Tallies for the end-of-run summary and tests.
@@ -82,12 +86,83 @@ struct Entry {
 }
 
 /// Entries of one job that travel in the same message.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Tag {
     Done,
-    Retry(u32),
+    Retry { attempts: u32, rate_limited: u32 },
     Defer,
     Dead(DeadError, Option<i64>),
+}
+
+/// Where users deferred by a halt go, and how long they stay there.
+struct DeferQueue {
+    name: String,
+    delay: Duration,
+}
+
+/// The queue and properties of the message that carries one job's users of
+/// one kind (`es` is not empty; all share the job and the tag).
+///
+/// Retries carry no per-message expiration: RabbitMQ expires messages only
+/// at the head of a queue, so a jittered (shorter) expiration behind a longer
+/// one waits anyway, and the jitter did nothing. The delay queue's own TTL
+/// sets the delay; retries of one outage still spread, because their users
+/// failed at different times, and the gate paces their return.
+fn message_for(
+    tag: Tag,
+    es: &[&Entry],
+    now: DateTime<Utc>,
+    names: &Names,
+    defer: &DeferQueue,
+) -> (String, lapin::BasicProperties) {
+    let first = es[0];
+    let job = &first.job;
+    let job_id = job.job_id();
+    let state = |attempts, rate_limited, halted_for| headers::RetryState {
+        attempts,
+        rate_limited,
+        first_attempt_at: Some(job.first_attempt_at.unwrap_or(now)),
+        halted_for,
+        last_code: first.code,
+        halted: job.halted_before,
+    };
+    match tag {
+        Tag::Done => unreachable!("done entries publish nothing"),
+        Tag::Retry { attempts, rate_limited } => {
+            // A rate answer goes to the shortest delay: the gate's slow-down
+            // already paces the AppId, and a longer wait only idles budget.
+            let step = if attempts == job.attempts { 1 } else { attempts };
+            let (_, queue) = names.retry_for(step);
+            let h = headers::retry(&state(attempts, rate_limited, job.halted_for), job_id, &job.carried);
+            (queue.clone(), persistent_json(Some(job_id), h))
+        }
+        Tag::Defer => {
+            // Held in the coalescer since intake, then in the delay queue:
+            // none of it counts against the retry age.
+            let held = (now - job.received_at).to_std().unwrap_or_default() + defer.delay;
+            let mut st = state(job.attempts, job.rate_limited, job.halted_for + held);
+            st.first_attempt_at = job.first_attempt_at;
+            st.halted = true;
+            let h = headers::retry(&st, job_id, &job.carried);
+            (defer.name.clone(), persistent_json(Some(job_id), h))
+        }
+        Tag::Dead(error, code) => {
+            let detail = match code {
+                Some(c) => format!("code {c} ({}): {}", crate::zego::codes::describe(c), first.detail),
+                None => first.detail.clone(),
+            };
+            let dl = DeadLetter {
+                error,
+                code,
+                detail,
+                attempts: job.attempts + 1,
+                job_id: Some(job_id.to_owned()),
+                failed_at: now,
+            };
+            let h = headers::dead_letter(Some(&job.carried), &dl);
+            (names.dead.clone(), persistent_json(Some(job_id), h))
+        }
+    }
 }
 
 struct Router {
@@ -100,7 +175,7 @@ struct Router {
     rows: LedgerBatch,
     rows_since: Option<Instant>,
     tally: Tally,
-    defer_queue: String,
+    defer: DeferQueue,
 }
 
 /// Runs until the input closes (then flushes, acks what is done and returns
@@ -113,15 +188,15 @@ pub async fn run(
     cfg: RouterConfig,
     abort: CancellationToken,
 ) -> (RouterEnd, Tally) {
-    let defer_queue = cfg
+    let (delay, name) = cfg
         .names
         .retry
         .iter()
         .find(|(d, _)| *d >= cfg.defer_delay)
         .or(cfg.names.retry.last())
         .expect("there is always at least one delay queue")
-        .1
         .clone();
+    let defer = DeferQueue { name, delay };
     let mut r = Router {
         cfg,
         publisher,
@@ -132,7 +207,7 @@ pub async fn run(
         rows: LedgerBatch::default(),
         rows_since: None,
         tally: Tally::default(),
-        defer_queue,
+        defer,
     };
     let end = loop {
         let flush_at = r.rows_since.map(|t| t + r.cfg.ledger_linger);
@@ -285,7 +360,7 @@ impl Router {
                 if !self.books.get(&job.id).is_some_and(|b| b.is_pending(&u.user_id)) {
                     continue;
                 }
-                let action = plan(u.disposition, job.attempts, job.first_attempt_at, now, &self.cfg.budget);
+                let action = plan(u.disposition, &job.spent(), now, &self.cfg.budget);
                 entries.push(Entry {
                     job,
                     user: u.user_id.clone(),
@@ -310,7 +385,9 @@ impl Router {
         for e in entries {
             let tag = match e.action {
                 Action::Kicked | Action::NothingToDo => Tag::Done,
-                Action::Retry { failed_attempt, .. } => Tag::Retry(failed_attempt),
+                Action::Retry {
+                    attempts, rate_limited, ..
+                } => Tag::Retry { attempts, rate_limited },
                 Action::Defer => Tag::Defer,
                 Action::DeadLetter(err) => Tag::Dead(err, e.code),
             };
@@ -323,55 +400,16 @@ impl Router {
             let job = &es[0].job;
             let users: Vec<String> = es.iter().map(|e| e.user.to_string()).collect();
             let body = job.request.with_users(users).to_body();
-            let job_id = job.job_id();
-            let last = es[0];
-            let (queue, props) = match tag {
-                Tag::Done => unreachable!("done entries are filtered out above"),
-                Tag::Retry(failed_attempt) => {
-                    let (delay, queue) = self.cfg.names.retry_for(failed_attempt);
-                    let h = headers::retry(
-                        failed_attempt,
-                        Some(job.first_attempt_at.unwrap_or(now)),
-                        last.code,
-                        false,
-                        job_id,
-                    );
-                    let kind = match last.action {
-                        Action::Retry { kind, .. } => kind,
-                        _ => "transient",
-                    };
-                    crate::metrics::retry(kind);
-                    (
-                        queue.clone(),
-                        persistent_json(Some(job_id), h).with_expiration(jittered(*delay).into()),
-                    )
-                }
-                Tag::Defer => {
-                    crate::metrics::retry("halted");
-                    let mut h = headers::retry(job.attempts, job.first_attempt_at, last.code, true, job_id);
-                    carry(&mut h, &job.carried);
-                    (self.defer_queue.clone(), persistent_json(Some(job_id), h))
-                }
-                Tag::Dead(error, code) => {
-                    crate::metrics::dead_letter(error.as_str());
-                    let detail = match code {
-                        Some(c) => format!("code {c} ({}): {}", crate::zego::codes::describe(c), last.detail),
-                        None => last.detail.clone(),
-                    };
-                    let dl = DeadLetter {
-                        error,
-                        code,
-                        detail,
-                        attempts: job.attempts + 1,
-                        job_id: Some(job_id.to_owned()),
-                        failed_at: now,
-                    };
-                    (
-                        self.cfg.names.dead.clone(),
-                        persistent_json(Some(job_id), headers::dead_letter(None, &dl)),
-                    )
-                }
-            };
+            let (queue, props) = message_for(tag, &es, now, &self.cfg.names, &self.defer);
+            match tag {
+                Tag::Done => {}
+                Tag::Retry { .. } => crate::metrics::retry(match es[0].action {
+                    Action::Retry { kind, .. } => kind,
+                    _ => "transient",
+                }),
+                Tag::Defer => crate::metrics::retry("halted"),
+                Tag::Dead(error, _) => crate::metrics::dead_letter(error.as_str()),
+            }
             if matches!(tag, Tag::Dead(..)) {
                 self.tally.dead_letters += 1;
             } else {
@@ -442,6 +480,11 @@ impl Router {
                             self.health.set_ledger_ok(true);
                             break;
                         }
+                        Err(e) if !e.is_unavailable() => {
+                            crate::metrics::ledger_write(false);
+                            tracing::error!(error = %e, rows = self.rows.len(), "ledger write failed for good; stopping (the unacked deliveries return to the queue)");
+                            return Err(RouterEnd::Ledger(e));
+                        }
                         Err(e) => {
                             crate::metrics::ledger_write(false);
                             self.health.set_ledger_ok(false);
@@ -489,12 +532,6 @@ impl Router {
     }
 }
 
-fn carry(into: &mut lapin::types::FieldTable, carried: &lapin::types::FieldTable) {
-    for (k, v) in carried.inner() {
-        into.insert(k.clone(), v.clone());
-    }
-}
-
 fn outcome_row(
     job: &Job,
     user: &str,
@@ -517,30 +554,155 @@ fn outcome_row(
     }
 }
 
-/// A delay between half and all of `delay`, in milliseconds, as the AMQP
-/// `expiration` property. Jitter spreads retries of one outage over time; the
-/// delay queue's own TTL (the full delay) bounds it from above.
-fn jittered(delay: Duration) -> String {
-    let ms = delay.as_millis() as u64;
-    let low = ms / 2;
-    let v = if ms > low {
-        low + rand::random::<u64>() % (ms - low + 1)
-    } else {
-        ms
-    };
-    v.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::KickRequest;
+    use lapin::types::{AMQPValue, FieldTable};
+
+    fn job(attempts: u32, halted_before: bool, history: bool) -> Arc<Job> {
+        let mut carried = FieldTable::default();
+        if history {
+            carried.insert(
+                headers::DLQ_HISTORY.into(),
+                AMQPValue::LongString("dead once: permanent".into()),
+            );
+        }
+        Arc::new(Job {
+            id: 1,
+            request: KickRequest::new("r", ["a"]).with_job_id("j"),
+            app_id: 1,
+            attempts,
+            first_attempt_at: Some(Utc::now() - chrono::Duration::minutes(3)),
+            rate_limited: 2,
+            halted_for: Duration::from_secs(60),
+            redelivered: false,
+            halted_before,
+            received_at: Utc::now() - chrono::Duration::seconds(30),
+            carried,
+        })
+    }
+
+    fn entry(job: Arc<Job>, action: Action) -> Entry {
+        Entry {
+            job,
+            user: Arc::from("a"),
+            action,
+            code: Some(1),
+            request_id: None,
+            detail: "busy".into(),
+        }
+    }
 
     #[test]
-    fn jitter_stays_between_half_and_full() {
-        for _ in 0..1000 {
-            let v: u64 = jittered(Duration::from_secs(5)).parse().unwrap();
-            assert!((2500..=5000).contains(&v), "{v}");
+    fn messages_carry_budget_history_and_halt_mark_without_expiration() {
+        let names = Names::new("kq", &[Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15)]);
+        let defer = DeferQueue {
+            name: "kq.retry.5s".into(),
+            delay: Duration::from_secs(5),
+        };
+        let now = Utc::now();
+        let transient = Action::Retry {
+            attempts: 3,
+            rate_limited: 2,
+            kind: "transient",
+        };
+        let rated = Action::Retry {
+            attempts: 2,
+            rate_limited: 3,
+            kind: "rate_limited",
+        };
+        struct Case {
+            tag: Tag,
+            action: Action,
+            queue: &'static str,
+            attempts: i64,
+            rate_limited: i64,
+            halted: bool,
+            min_halted_ms: i64,
         }
-        assert_eq!(jittered(Duration::ZERO), "0");
+        let cases = [
+            Case {
+                tag: Tag::Retry {
+                    attempts: 3,
+                    rate_limited: 2,
+                },
+                action: transient,
+                queue: "kq.retry.15s",
+                attempts: 3,
+                rate_limited: 2,
+                halted: true,
+                min_halted_ms: 60_000,
+            },
+            Case {
+                tag: Tag::Retry {
+                    attempts: 2,
+                    rate_limited: 3,
+                },
+                action: rated,
+                queue: "kq.retry.1s",
+                attempts: 2,
+                rate_limited: 3,
+                halted: true,
+                min_halted_ms: 60_000,
+            },
+            Case {
+                tag: Tag::Defer,
+                action: Action::Defer,
+                queue: "kq.retry.5s",
+                attempts: 2,
+                rate_limited: 2,
+                halted: true,
+                // 60 s before, 30 s held in the coalescer, 5 s in the delay queue.
+                min_halted_ms: 94_900,
+            },
+            Case {
+                tag: Tag::Dead(DeadError::Permanent, Some(2)),
+                action: Action::DeadLetter(DeadError::Permanent),
+                queue: "kq.dead",
+                attempts: 3,
+                rate_limited: 0,
+                halted: false,
+                min_halted_ms: 0,
+            },
+        ];
+        for c in cases {
+            let e = entry(job(2, true, true), c.action);
+            let (queue, props) = message_for(c.tag, &[&e], now, &names, &defer);
+            assert_eq!(queue, c.queue, "{:?}", c.tag);
+            assert!(props.expiration().is_none(), "{:?}: no per-message expiration", c.tag);
+            let h = props.headers().as_ref();
+            assert_eq!(
+                headers::get_str(h, headers::DLQ_HISTORY).as_deref(),
+                Some("dead once: permanent"),
+                "{:?}: the dead-letter history rides along",
+                c.tag
+            );
+            assert_eq!(headers::get_i64(h, headers::ATTEMPTS), Some(c.attempts), "{:?}", c.tag);
+            if !matches!(c.tag, Tag::Dead(..)) {
+                let st = headers::read_retry(h);
+                assert_eq!(i64::from(st.rate_limited), c.rate_limited, "{:?}", c.tag);
+                assert_eq!(st.halted, c.halted, "{:?}: the halt mark survives", c.tag);
+                assert!(
+                    st.halted_for.as_millis() as i64 >= c.min_halted_ms,
+                    "{:?}: {:?}",
+                    c.tag,
+                    st.halted_for
+                );
+            }
+        }
+        // A job never halted is not marked halted by a retry.
+        let e = entry(job(0, false, false), transient);
+        let (_, props) = message_for(
+            Tag::Retry {
+                attempts: 1,
+                rate_limited: 0,
+            },
+            &[&e],
+            now,
+            &names,
+            &defer,
+        );
+        assert!(!headers::read_retry(props.headers().as_ref()).halted);
     }
 }

@@ -10,8 +10,15 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// Default most attempts when the API answers a code we do not know: such a
 /// code may be permanent, so it gets a short budget before a human looks.
 pub const DEFAULT_MAX_UNKNOWN_ATTEMPTS: u32 = 3;
-/// Default longest time from a user's first attempt to giving up.
+/// Default longest time from a user's first attempt to giving up, not
+/// counting time spent halted.
 pub const DEFAULT_MAX_RETRY_AGE: Duration = Duration::from_secs(15 * 60);
+/// Default most rate answers (7, 206) for a user before dead-lettering
+/// `retries_exhausted`. A rate answer says nothing about the call, so it does
+/// not spend `max_attempts`; the gate's slow-down is the response to it. This
+/// cap only stops a mis-set rate from looping for ever: at the shortest
+/// delay it allows minutes of rate answers.
+pub const DEFAULT_MAX_RATE_LIMITED: u32 = 100;
 
 /// The retry budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +27,10 @@ pub struct Budget {
     pub max_attempts: u32,
     /// Most attempts when the last code was unknown.
     pub max_unknown_attempts: u32,
-    /// Longest from first attempt to giving up.
+    /// Longest from first attempt to giving up, time halted excluded.
     pub max_age: Duration,
+    /// Most rate answers (counted apart from attempts).
+    pub max_rate_limited: u32,
 }
 
 impl Default for Budget {
@@ -30,7 +39,32 @@ impl Default for Budget {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             max_unknown_attempts: DEFAULT_MAX_UNKNOWN_ATTEMPTS,
             max_age: DEFAULT_MAX_RETRY_AGE,
+            max_rate_limited: DEFAULT_MAX_RATE_LIMITED,
         }
+    }
+}
+
+/// What a user's job has spent so far (from its retry headers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// Failed API attempts (`kickq-attempts`); rate answers are not among them.
+    pub attempts: u32,
+    /// Rate answers (`kickq-rate-limited`).
+    pub rate_limited: u32,
+    /// When the first attempt was (None: this delivery makes it).
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    /// Time these users spent held by a halt (`kickq-halted-ms`): it does not
+    /// count against `max_age`.
+    pub halted_for: Duration,
+}
+
+impl Spent {
+    /// Time since the first attempt, minus time halted.
+    pub fn age(&self, now: DateTime<Utc>) -> Duration {
+        let since = self
+            .first_attempt_at
+            .map_or(Duration::ZERO, |t| (now - t).to_std().unwrap_or_default());
+        since.saturating_sub(self.halted_for)
     }
 }
 
@@ -41,11 +75,12 @@ pub enum Action {
     Kicked,
     /// Resolved: nothing to do (room gone, user not in it).
     NothingToDo,
-    /// Publish to the delay queue for `failed_attempt` (1-based), with the
-    /// attempt count raised to it.
+    /// Publish to a delay queue with these counts in its headers.
     Retry {
-        /// The attempt that just failed.
-        failed_attempt: u32,
+        /// Failed attempts so far, this one included if it counts.
+        attempts: u32,
+        /// Rate answers so far, this one included if it was one.
+        rate_limited: u32,
         /// Metric label.
         kind: &'static str,
     },
@@ -55,22 +90,19 @@ pub enum Action {
     DeadLetter(DeadError),
 }
 
-/// Decides for one user of one job. `attempts` is what the job had already
-/// made; `first_attempt_at` is when its first attempt was (None: this was it).
-pub fn plan(
-    disposition: Disposition,
-    attempts: u32,
-    first_attempt_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-    budget: &Budget,
-) -> Action {
-    let failed_attempt = attempts + 1;
+/// Decides for one user of one job, from what the job had `spent` before
+/// this delivery.
+pub fn plan(disposition: Disposition, spent: &Spent, now: DateTime<Utc>, budget: &Budget) -> Action {
+    let failed_attempt = spent.attempts + 1;
     let retry = |max: u32, kind: &'static str| {
-        let age = first_attempt_at.map_or(Duration::ZERO, |t| (now - t).to_std().unwrap_or_default());
-        if failed_attempt >= max || age >= budget.max_age {
+        if failed_attempt >= max || spent.age(now) >= budget.max_age {
             Action::DeadLetter(DeadError::RetriesExhausted)
         } else {
-            Action::Retry { failed_attempt, kind }
+            Action::Retry {
+                attempts: failed_attempt,
+                rate_limited: spent.rate_limited,
+                kind,
+            }
         }
     };
     match disposition {
@@ -78,7 +110,14 @@ pub fn plan(
         Disposition::NothingToDo => Action::NothingToDo,
         Disposition::Retry(RetryKind::Transient) => retry(budget.max_attempts, "transient"),
         Disposition::Retry(RetryKind::UnknownCode) => retry(budget.max_unknown_attempts, "unknown_code"),
-        Disposition::RateLimited => retry(budget.max_attempts, "rate_limited"),
+        Disposition::RateLimited if spent.rate_limited + 1 >= budget.max_rate_limited => {
+            Action::DeadLetter(DeadError::RetriesExhausted)
+        }
+        Disposition::RateLimited => Action::Retry {
+            attempts: spent.attempts,
+            rate_limited: spent.rate_limited + 1,
+            kind: "rate_limited",
+        },
         Disposition::DeadLetter => Action::DeadLetter(DeadError::Permanent),
         Disposition::Halt => Action::Defer,
         // The dispatcher resolves these with further calls; one reaching here
@@ -91,75 +130,74 @@ pub fn plan(
 mod tests {
     use super::*;
 
+    fn spent_at(now: DateTime<Utc>, attempts: u32, rate_limited: u32, first_min_ago: Option<i64>, halted_min: u64) -> Spent {
+        Spent {
+            attempts,
+            rate_limited,
+            first_attempt_at: first_min_ago.map(|m| now - chrono::Duration::minutes(m)),
+            halted_for: Duration::from_secs(halted_min * 60),
+        }
+    }
+
     #[test]
     fn decision_table() {
         let now = Utc::now();
+        let spent = |a, r, f, h| spent_at(now, a, r, f, h);
         let b = Budget::default();
-        let minutes = |m: i64| Some(now - chrono::Duration::minutes(m));
         use Action::*;
-        let cases: Vec<(Disposition, u32, Option<DateTime<Utc>>, Action)> = vec![
-            (Disposition::Kicked, 0, None, Kicked),
-            (Disposition::NothingToDo, 3, minutes(1), NothingToDo),
+        let retry = |attempts, rate_limited, kind| Retry {
+            attempts,
+            rate_limited,
+            kind,
+        };
+        let transient = Disposition::Retry(RetryKind::Transient);
+        let cases: Vec<(Disposition, Spent, Action)> = vec![
+            (Disposition::Kicked, spent(0, 0, None, 0), Kicked),
+            (Disposition::NothingToDo, spent(3, 0, Some(1), 0), NothingToDo),
+            (transient, spent(0, 0, None, 0), retry(1, 0, "transient")),
+            (transient, spent(6, 0, Some(5), 0), retry(7, 0, "transient")),
+            (transient, spent(7, 0, Some(5), 0), DeadLetter(DeadError::RetriesExhausted)),
+            (transient, spent(2, 0, Some(15), 0), DeadLetter(DeadError::RetriesExhausted)),
+            // One transient failure, then a 20-minute halt, then another
+            // transient failure: the halt does not count, so it is retried.
+            (transient, spent(1, 0, Some(21), 20), retry(2, 0, "transient")),
+            (transient, spent(1, 0, Some(36), 20), DeadLetter(DeadError::RetriesExhausted)),
             (
-                Disposition::Retry(RetryKind::Transient),
-                0,
-                None,
-                Retry {
-                    failed_attempt: 1,
-                    kind: "transient",
-                },
-            ),
-            (
-                Disposition::Retry(RetryKind::Transient),
-                6,
-                minutes(5),
-                Retry {
-                    failed_attempt: 7,
-                    kind: "transient",
-                },
-            ),
-            (
-                Disposition::Retry(RetryKind::Transient),
-                7,
-                minutes(5),
-                DeadLetter(DeadError::RetriesExhausted),
-            ),
-            (
-                Disposition::Retry(RetryKind::Transient),
-                2,
-                minutes(15),
-                DeadLetter(DeadError::RetriesExhausted),
+                Disposition::Retry(RetryKind::UnknownCode),
+                spent(1, 0, Some(1), 0),
+                retry(2, 0, "unknown_code"),
             ),
             (
                 Disposition::Retry(RetryKind::UnknownCode),
-                1,
-                minutes(1),
-                Retry {
-                    failed_attempt: 2,
-                    kind: "unknown_code",
-                },
-            ),
-            (
-                Disposition::Retry(RetryKind::UnknownCode),
-                2,
-                minutes(1),
+                spent(2, 0, Some(1), 0),
                 DeadLetter(DeadError::RetriesExhausted),
             ),
+            // Rate answers spend their own cap, not attempts, and not age.
+            (Disposition::RateLimited, spent(0, 0, None, 0), retry(0, 1, "rate_limited")),
+            (Disposition::RateLimited, spent(7, 20, Some(30), 0), retry(7, 21, "rate_limited")),
             (
                 Disposition::RateLimited,
-                0,
-                None,
-                Retry {
-                    failed_attempt: 1,
-                    kind: "rate_limited",
-                },
+                spent(0, DEFAULT_MAX_RATE_LIMITED - 1, None, 0),
+                DeadLetter(DeadError::RetriesExhausted),
             ),
-            (Disposition::DeadLetter, 0, None, DeadLetter(DeadError::Permanent)),
-            (Disposition::Halt, 5, minutes(14), Defer),
-            (Disposition::Halt, 50, minutes(500), Defer),
+            // After many rate answers, a transient failure still has its attempts.
+            (transient, spent(0, 40, Some(1), 0), retry(1, 40, "transient")),
+            (Disposition::DeadLetter, spent(0, 0, None, 0), DeadLetter(DeadError::Permanent)),
+            (Disposition::Halt, spent(5, 0, Some(14), 0), Defer),
+            (Disposition::Halt, spent(50, 0, Some(500), 0), Defer),
         ];
-        for (d, attempts, first, want) in cases {
-            assert_eq!(plan(d, attempts, first, now, &b), want, "{d:?} after {attempts}");
+        for (d, sp, want) in cases {
+            assert_eq!(plan(d, &sp, now, &b), want, "{d:?} after {sp:?}");
         }
+    }
+
+    #[test]
+    fn age_excludes_time_halted_and_never_underflows() {
+        let now = Utc::now();
+        let spent = |a, r, f, h| spent_at(now, a, r, f, h);
+        assert_eq!(spent(0, 0, None, 0).age(now), Duration::ZERO);
+        let a = spent(1, 0, Some(30), 20).age(now);
+        assert!(a >= Duration::from_secs(599) && a <= Duration::from_secs(601), "{a:?}");
+        assert_eq!(spent(1, 0, Some(5), 20).age(now), Duration::ZERO);
     }
 }

@@ -374,6 +374,7 @@ pub fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::Worker
             max_attempts: 4,
             max_unknown_attempts: 3,
             max_age: Duration::from_secs(120),
+            max_rate_limited: 100,
         },
         max_in_flight: 100,
         probe_interval: Duration::from_millis(300),
@@ -474,6 +475,7 @@ pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &s
         .env("ZEGO_API_URL", api_url)
         .env("KICKQ_NAMESPACE", ns.name())
         .env("KICKQ_RATE", rate.to_string())
+        .env("KICKQ_ALLOW_RATE_ABOVE_DOCUMENTED", "true")
         .env("KICKQ_RETRY_DELAYS", delays.join(","))
         .env("KICKQ_PROBE_INTERVAL", "300ms")
         .env("KICKQ_DRAIN_DEADLINE", "2s")
