@@ -205,7 +205,11 @@ pub async fn execute<A: KickApi>(
         }
         if matches!(disposition, Disposition::Kicked | Disposition::NothingToDo) {
             if let Some(size) = gate.with(app, |b| b.succeeded()) {
-                tracing::info!(app_id = app, chunk_size = size, "calls succeed again; one more user per call");
+                tracing::info!(
+                    app_id = app,
+                    chunk_size = size,
+                    "calls succeed again; one more user per call"
+                );
             }
         }
         match disposition {

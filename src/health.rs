@@ -201,7 +201,12 @@ mod tests {
         assert!(why[0].contains("100000005"), "{why:?}");
         h.set_consuming(false);
         h.set_standby(true);
-        assert_eq!(h.not_ready().len(), 1, "a standby needs no consumer: {:?}", h.not_ready());
+        assert_eq!(
+            h.not_ready().len(),
+            1,
+            "a standby needs no consumer: {:?}",
+            h.not_ready()
+        );
         let off = Health::new(gate, false);
         off.set_ledger_ok(false);
         assert!(!off.not_ready().iter().any(|w| w.starts_with("ledger")));

@@ -40,7 +40,8 @@ pub const LOCK_RETRY: Duration = Duration::from_millis(250);
 /// successor waits the last refresh plus this plus one window.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest hold a record can impose: one window and two refreshes past now.
-pub const MAX_HOLD: Duration = Duration::from_millis(WINDOW.as_millis() as u64 + 2 * REFRESH_INTERVAL.as_millis() as u64);
+pub const MAX_HOLD: Duration =
+    Duration::from_millis(WINDOW.as_millis() as u64 + 2 * REFRESH_INTERVAL.as_millis() as u64);
 /// A record of an active holder older than this, when the lock was just
 /// held by someone, means the holder was alive but could not refresh (a
 /// broker alarm blocks publishing): nothing is known of its last calls.
@@ -131,7 +132,8 @@ pub fn instant_of(ms: i64, now_ms: i64) -> tokio::time::Instant {
     if ahead > 0 {
         now + Duration::from_millis(ahead as u64)
     } else {
-        now.checked_sub(Duration::from_millis(ahead.unsigned_abs())).unwrap_or(now)
+        now.checked_sub(Duration::from_millis(ahead.unsigned_abs()))
+            .unwrap_or(now)
     }
 }
 
@@ -160,18 +162,47 @@ mod tests {
             (None, false, now + w, NoRecord),
             (None, true, now + w, NoRecord),
             // A graceful release long ago, or an idle system: no wait at all.
-            (Some(Record::Released { free_at_ms: now - 5_000 }), true, now - 5_000, Released),
+            (
+                Some(Record::Released {
+                    free_at_ms: now - 5_000,
+                }),
+                true,
+                now - 5_000,
+                Released,
+            ),
             // A release mid-sweep: until the last call's window ends.
-            (Some(Record::Released { free_at_ms: now + 700 }), true, now + 700, Released),
+            (
+                Some(Record::Released { free_at_ms: now + 700 }),
+                true,
+                now + 700,
+                Released,
+            ),
             // A crash a moment ago: the last refresh, one interval, a window.
-            (Some(Record::Active { at_ms: now - 100 }), true, now - 100 + r + w, Crashed),
+            (
+                Some(Record::Active { at_ms: now - 100 }),
+                true,
+                now - 100 + r + w,
+                Crashed,
+            ),
             // A holder that died an hour ago (a fresh start after it): no wait.
-            (Some(Record::Active { at_ms: now - 3_600_000 }), false, now - 3_600_000 + r + w, Crashed),
+            (
+                Some(Record::Active { at_ms: now - 3_600_000 }),
+                false,
+                now - 3_600_000 + r + w,
+                Crashed,
+            ),
             // The lock was held just now but the record is old: refreshes
             // were blocked, so nothing is known: a full window.
             (Some(Record::Active { at_ms: now - 20_000 }), true, now + w, Stale),
             // A record from a clock far ahead is capped.
-            (Some(Record::Released { free_at_ms: now + 3_600_000 }), true, cap, Released),
+            (
+                Some(Record::Released {
+                    free_at_ms: now + 3_600_000,
+                }),
+                true,
+                cap,
+                Released,
+            ),
             (Some(Record::Active { at_ms: now + 3_600_000 }), false, cap, Crashed),
         ];
         for (record, contended, want, reason) in cases {

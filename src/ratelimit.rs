@@ -530,7 +530,11 @@ mod tests {
     fn a_fresh_budget_calls_at_once() {
         let t0 = Instant::now();
         let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0);
-        assert_eq!(b.try_acquire(t0), Grant::Now, "the hold comes from leadership, not creation");
+        assert_eq!(
+            b.try_acquire(t0),
+            Grant::Now,
+            "the hold comes from leadership, not creation"
+        );
     }
 
     #[test]

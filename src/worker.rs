@@ -320,7 +320,11 @@ fn add_tally(sum: &mut Tally, t: Tally) {
 
 /// Opens and migrates the ledger, waiting out an unreachable database;
 /// `Ok(None)` if shut down meanwhile, `Err` for a permanent failure.
-async fn open_ledger(url: &Secret, health: &Health, shutdown: &CancellationToken) -> Result<Option<Ledger>, WorkerError> {
+async fn open_ledger(
+    url: &Secret,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Result<Option<Ledger>, WorkerError> {
     let mut backoff = reconnect_backoff();
     loop {
         let attempt = async {
@@ -355,7 +359,10 @@ async fn close(conn: &Connection) {
 
 enum Leadership {
     /// The lock is ours; `contended` when another process held it while we waited.
-    Taken { lock: Lock, contended: bool },
+    Taken {
+        lock: Lock,
+        contended: bool,
+    },
     Shutdown,
     Lost(String),
 }
@@ -544,7 +551,11 @@ async fn active_session<A: KickApi>(
         abort.clone(),
     ));
     let stop_refresh = CancellationToken::new();
-    let mut refresher = tokio::spawn(refresh_record(publisher.clone(), cfg.names.clone(), stop_refresh.clone()));
+    let mut refresher = tokio::spawn(refresh_record(
+        publisher.clone(),
+        cfg.names.clone(),
+        stop_refresh.clone(),
+    ));
     let mut watchdog = tokio::spawn(watch_queue(watch_channel, cfg.names.requests.clone(), health.clone()));
 
     let cut = |abort: &CancellationToken, intake: &tokio::task::JoinHandle<IntakeEnd>| {

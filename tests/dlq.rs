@@ -417,3 +417,47 @@ async fn an_interrupted_replay_loses_no_letter() {
         assert!(!i.is_multiple_of(3), "only matching letters were replayed");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_letter_that_dies_again_after_retries_shows_both_deaths() {
+    let ns = Ns::new("dlq-twice");
+    let mock = common::mock(1000).await;
+    // Busy for ever: every attempt is a transient failure, so the user goes
+    // through the retry queues before it dies.
+    mock.set_faults(vec![kickq::mock_zego::parse_fault("room=busy-*,code=1").unwrap()]);
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.budget.max_attempts = 2;
+    let worker = spawn_worker(cfg).await;
+    broker
+        .publish_many(&ns.names.requests, &[job("busy-1", &["a"], None)])
+        .await;
+    wait_depth(&broker, &ns.names.dead, 1).await;
+    for death in 1..=2 {
+        let out = kickq(&ns, &["dlq", "replay", "--yes"], &[], None).await;
+        ok(&out);
+        wait_for(Duration::from_secs(30), "the replayed letter dead again", || async {
+            broker.depth(&ns.names.dead).await == 1 && broker.depth(&ns.names.requests).await == 0
+        })
+        .await;
+        let letters = broker.drain(&ns.names.dead).await;
+        assert_eq!(letters.len(), 1);
+        let props = &letters[0].1;
+        assert_eq!(
+            history_len(props),
+            death,
+            "after replay {death} and a retry, the letter keeps every earlier death"
+        );
+        assert_eq!(
+            headers::get_str(props.headers().as_ref(), headers::ERROR).as_deref(),
+            Some("retries_exhausted")
+        );
+        broker
+            .publisher
+            .publish(&ns.names.dead, &letters[0].0, props.clone())
+            .await
+            .unwrap();
+    }
+    worker.stop().await;
+}

@@ -151,3 +151,59 @@ async fn a_retry_of_a_kicked_job_skips_the_users_already_kicked() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_cannot_work_stops_the_worker_with_one_clear_error() {
+    let ns = Ns::new("ledger-bad");
+    let mock = mock(1000).await;
+    // A database that does not exist: permanent (3D000), not an outage.
+    let mut missing = url::Url::parse(&database_url()).unwrap();
+    missing.set_path("/kickq_no_such_database");
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.database_url = Some(Secret::new(missing.to_string()));
+    let worker = spawn_worker(cfg).await;
+    let err = tokio::time::timeout(Duration::from_secs(10), worker.handle)
+        .await
+        .expect("a permanent ledger error ends the worker at once, it does not wait")
+        .unwrap()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, kickq::worker::WorkerError::Ledger(_)), "{text}");
+    assert!(text.contains("kickq_no_such_database"), "{text}");
+    assert!(text.contains("DATABASE_URL"), "names the setting to fix: {text}");
+
+    // A table gone mid-run (a permission or migration problem): the write is
+    // refused for good; the worker stops and the delivery stays queued.
+    let db = TestDb::new().await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.database_url = Some(Secret::new(db.url.clone()));
+    let worker = spawn_worker(cfg).await;
+    broker.publish_many(&ns.names.requests, &[job("r", &["a"], None)]).await;
+    wait_for(Duration::from_secs(10), "the first kick", || async {
+        mock.kicked().len() == 1
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    wait_for(Duration::from_secs(10), "its rows", || async {
+        count(&pool, "select count(*) from user_outcomes").await == 1
+    })
+    .await;
+    sqlx::query("DROP TABLE user_outcomes").execute(&pool).await.unwrap();
+    pool.close().await;
+    broker.publish_many(&ns.names.requests, &[job("r", &["b"], None)]).await;
+    let err = tokio::time::timeout(Duration::from_secs(10), worker.handle)
+        .await
+        .expect("a permanent write error ends the worker")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("user_outcomes"), "{err}");
+    wait_for(
+        Duration::from_secs(10),
+        "the unacked delivery back in the queue",
+        || async { broker.depth(&ns.names.requests).await == 1 },
+    )
+    .await;
+    db.drop_db().await;
+}

@@ -447,9 +447,47 @@ async fn a_slow_room_never_holds_back_other_rooms() {
     )
     .await;
     assert!(broker.depth(&ns.names.requests).await == 0);
+    // A stop is bounded by the drain deadline plus the grace, even with a
+    // call still hanging: its delivery is not acked and returns to the queue.
+    let stopping = std::time::Instant::now();
     let summary = worker.stop().await;
-    assert_eq!(
-        summary.tally.acked, 41,
-        "the slow room's delivery too, once its call answered"
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(2) + kickq::worker::SHUTDOWN_GRACE + Duration::from_secs(3),
+        "the stop took {took:?} with a 15 s call in flight"
     );
+    assert_eq!(
+        summary.tally.acked, 40,
+        "the fast rooms' deliveries, not the slow one's"
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "the slow room's delivery back in the queue",
+        || async { broker.depth(&ns.names.requests).await == 1 },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_rate_answers_longer_than_the_attempt_budget_dead_letters_nothing() {
+    let ns = Ns::new("rate-burst");
+    let mock = mock(1000).await;
+    // Twelve rate answers in a row: three times the test budget of 4 attempts.
+    mock.set_faults(rules(&["room=burst-*,code=206,first=12"]));
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    broker
+        .publish_many(&ns.names.requests, &[job("burst-1", &["a"], None)])
+        .await;
+    let cfg = worker_config(&ns, &mock.base_url(), 1000);
+    assert_eq!(cfg.budget.max_attempts, 4);
+    let worker = spawn_worker(cfg).await;
+    wait_for(Duration::from_secs(60), "the user kicked after the burst", || async {
+        mock.kicked().len() == 1
+    })
+    .await;
+    let summary = worker.stop().await;
+    assert_eq!(mock.calls().len(), 13, "twelve rate answers, then the kick");
+    assert_eq!(broker.depth(&ns.names.dead).await, 0, "a rate answer spends no attempt");
+    assert_eq!(summary.tally.dead_letters, 0);
 }

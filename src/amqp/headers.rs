@@ -141,11 +141,7 @@ pub fn retry(state: &RetryState, job_id: &str, carried: &FieldTable) -> FieldTab
 
 /// Reads a retry message's budget headers (absent ones read as zero).
 pub fn read_retry(headers: Option<&FieldTable>) -> RetryState {
-    let count = |name| {
-        get_i64(headers, name)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0)
-    };
+    let count = |name| get_i64(headers, name).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
     RetryState {
         attempts: count(ATTEMPTS),
         rate_limited: count(RATE_LIMITED),

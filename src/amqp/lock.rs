@@ -70,6 +70,10 @@ impl Lock {
 /// Writes the record, confirmed.
 pub async fn write_record(publisher: &Publisher, names: &Names, record: Record) -> Result<(), PublishError> {
     publisher
-        .publish(&names.leader_state, &record.to_body(), persistent_json(None, FieldTable::default()))
+        .publish(
+            &names.leader_state,
+            &record.to_body(),
+            persistent_json(None, FieldTable::default()),
+        )
         .await
 }

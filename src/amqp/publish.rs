@@ -63,19 +63,19 @@ impl Publisher {
     /// [`Pending`] to know it is durable. Sending several before awaiting
     /// any pipelines them.
     pub async fn send(&self, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<Pending, PublishError> {
-        let confirm = self
-            .channel
-            .basic_publish(
-                ShortString::from(""),
-                ShortString::from(routing_key),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                props,
-            )
-            .await?;
+        let publish = self.channel.basic_publish(
+            ShortString::from(""),
+            ShortString::from(routing_key),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            props,
+        );
+        let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, publish)
+            .await
+            .map_err(|_| PublishError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
         Ok(Pending {
             confirm,
             routing_key: routing_key.to_owned(),

@@ -14,8 +14,10 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler only fails outside a tokio runtime");
-        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler only fails outside a tokio runtime");
+        let mut term =
+            signal(SignalKind::terminate()).expect("installing a SIGTERM handler only fails outside a tokio runtime");
+        let mut int =
+            signal(SignalKind::interrupt()).expect("installing a SIGINT handler only fails outside a tokio runtime");
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}

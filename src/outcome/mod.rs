@@ -596,7 +596,10 @@ mod tests {
 
     #[test]
     fn messages_carry_budget_history_and_halt_mark_without_expiration() {
-        let names = Names::new("kq", &[Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15)]);
+        let names = Names::new(
+            "kq",
+            &[Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15)],
+        );
         let defer = DeferQueue {
             name: "kq.retry.5s".into(),
             delay: Duration::from_secs(5),

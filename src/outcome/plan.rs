@@ -130,7 +130,13 @@ pub fn plan(disposition: Disposition, spent: &Spent, now: DateTime<Utc>, budget:
 mod tests {
     use super::*;
 
-    fn spent_at(now: DateTime<Utc>, attempts: u32, rate_limited: u32, first_min_ago: Option<i64>, halted_min: u64) -> Spent {
+    fn spent_at(
+        now: DateTime<Utc>,
+        attempts: u32,
+        rate_limited: u32,
+        first_min_ago: Option<i64>,
+        halted_min: u64,
+    ) -> Spent {
         Spent {
             attempts,
             rate_limited,
@@ -156,12 +162,24 @@ mod tests {
             (Disposition::NothingToDo, spent(3, 0, Some(1), 0), NothingToDo),
             (transient, spent(0, 0, None, 0), retry(1, 0, "transient")),
             (transient, spent(6, 0, Some(5), 0), retry(7, 0, "transient")),
-            (transient, spent(7, 0, Some(5), 0), DeadLetter(DeadError::RetriesExhausted)),
-            (transient, spent(2, 0, Some(15), 0), DeadLetter(DeadError::RetriesExhausted)),
+            (
+                transient,
+                spent(7, 0, Some(5), 0),
+                DeadLetter(DeadError::RetriesExhausted),
+            ),
+            (
+                transient,
+                spent(2, 0, Some(15), 0),
+                DeadLetter(DeadError::RetriesExhausted),
+            ),
             // One transient failure, then a 20-minute halt, then another
             // transient failure: the halt does not count, so it is retried.
             (transient, spent(1, 0, Some(21), 20), retry(2, 0, "transient")),
-            (transient, spent(1, 0, Some(36), 20), DeadLetter(DeadError::RetriesExhausted)),
+            (
+                transient,
+                spent(1, 0, Some(36), 20),
+                DeadLetter(DeadError::RetriesExhausted),
+            ),
             (
                 Disposition::Retry(RetryKind::UnknownCode),
                 spent(1, 0, Some(1), 0),
@@ -173,8 +191,16 @@ mod tests {
                 DeadLetter(DeadError::RetriesExhausted),
             ),
             // Rate answers spend their own cap, not attempts, and not age.
-            (Disposition::RateLimited, spent(0, 0, None, 0), retry(0, 1, "rate_limited")),
-            (Disposition::RateLimited, spent(7, 20, Some(30), 0), retry(7, 21, "rate_limited")),
+            (
+                Disposition::RateLimited,
+                spent(0, 0, None, 0),
+                retry(0, 1, "rate_limited"),
+            ),
+            (
+                Disposition::RateLimited,
+                spent(7, 20, Some(30), 0),
+                retry(7, 21, "rate_limited"),
+            ),
             (
                 Disposition::RateLimited,
                 spent(0, DEFAULT_MAX_RATE_LIMITED - 1, None, 0),
@@ -182,7 +208,11 @@ mod tests {
             ),
             // After many rate answers, a transient failure still has its attempts.
             (transient, spent(0, 40, Some(1), 0), retry(1, 40, "transient")),
-            (Disposition::DeadLetter, spent(0, 0, None, 0), DeadLetter(DeadError::Permanent)),
+            (
+                Disposition::DeadLetter,
+                spent(0, 0, None, 0),
+                DeadLetter(DeadError::Permanent),
+            ),
             (Disposition::Halt, spent(5, 0, Some(14), 0), Defer),
             (Disposition::Halt, spent(50, 0, Some(500), 0), Defer),
         ];
