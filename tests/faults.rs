@@ -591,53 +591,93 @@ async fn f09_poison_message_is_dead_lettered_by_the_delivery_limit() {
 /// over within seconds and the AppId's rate is never exceeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f11_standby_takes_over_without_exceeding_the_rate() {
-    let ns = Ns::new("f11");
     let rate = 100;
+    let f = kill_the_active_worker("f11", rate, sweep(400, 5), &[], 200, Duration::from_secs(2)).await;
+    eprintln!(
+        "FIGURE f11 takeover_ms={} max_in_1s={} limit={rate} rate_limited={} lost={} duplicates={}",
+        f.takeover.as_millis(),
+        f.max_in_1s,
+        f.rate_limited,
+        f.lost,
+        f.duplicated
+    );
+    assert!(f.takeover < Duration::from_secs(10));
+    assert!(f.max_in_1s <= rate as u64, "{} calls in one second", f.max_in_1s);
+    assert_eq!(f.rate_limited, 0);
+    assert_eq!(f.lost, 0);
+}
+
+/// What a failover run saw.
+struct Failover {
+    takeover: Duration,
+    standby_reconnects: usize,
+    standby_said_so: bool,
+    most_consumers: u64,
+    backlog_at_kill: u64,
+    max_in_1s: u64,
+    rate_limited: u64,
+    lost: usize,
+    duplicated: usize,
+}
+
+/// Worker A drains `jobs`; once it kicked `kicks_first` users, worker B
+/// starts and waits `standby` as a standby; then A gets `kill -9`. Returns
+/// the time from the kill to B's first call and the accounting once every
+/// user is kicked.
+async fn kill_the_active_worker(
+    tag: &str,
+    rate: u32,
+    (bodies, want): (Vec<Vec<u8>>, BTreeSet<(String, String)>),
+    extra: &[(&str, &str)],
+    kicks_first: usize,
+    standby: Duration,
+) -> Failover {
+    let ns = Ns::new(tag);
     let mock = mock(rate).await;
     let broker = Broker::connect().await;
     broker.declare(&ns.names).await;
-    let (bodies, want) = sweep(400, 5);
     broker.publish_many(&ns.names.requests, &bodies).await;
-    let mut a = start(&ns, &mock.base_url(), rate, &[], "a");
+    let mut a = start(&ns, &mock.base_url(), rate, extra, "a");
     wait_for(Duration::from_secs(20), "A kicking", || async {
-        mock.kicked().len() >= 200
+        mock.kicked().len() >= kicks_first
     })
     .await;
-    let mut b = start(&ns, &mock.base_url(), rate, &[], "b");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = mock.calls().len();
+    let mut b = start(&ns, &mock.base_url(), rate, extra, "b");
+    let waited = Instant::now();
+    let mut most_consumers = 0;
+    loop {
+        most_consumers = most_consumers.max(consumers(&ns.names.requests));
+        if waited.elapsed() >= standby {
+            break;
+        }
+        tokio::time::sleep(standby.min(Duration::from_secs(5))).await;
+    }
+    let backlog_at_kill = queue_messages(&ns.names.requests);
+    let standby_reconnects = b.log_lines("broker session lost");
     a.kill9();
-    let killed = Instant::now();
-    wait_for(Duration::from_secs(30), "B calling", || async {
-        mock.calls().len() > before + 5
-    })
-    .await;
-    let takeover = killed.elapsed();
-    wait_for(Duration::from_secs(60), "every user kicked", || {
+    let before = mock.calls().len();
+    let takeover = next_call(&mock, before, Duration::from_secs(30)).await;
+    wait_for(Duration::from_secs(90), "every user kicked", || {
         all_kicked(&mock, &want)
     })
     .await;
     assert!(b.term().success());
     let c = mock.counters();
     let acc = account(&mock, &broker, &ns, &want).await;
-    eprintln!(
-        "FIGURE f11 takeover_ms={} max_in_1s={} limit={rate} rate_limited={} lost={} duplicates={}",
-        takeover.as_millis(),
-        c.max_calls_in_1s,
-        c.rate_limited,
-        acc.lost,
-        acc.duplicated
-    );
-    assert!(takeover < Duration::from_secs(10));
-    assert!(
-        c.max_calls_in_1s <= rate as u64,
-        "{} calls in one second",
-        c.max_calls_in_1s
-    );
-    assert_eq!(c.rate_limited, 0);
-    assert_eq!(acc.lost, 0);
+    let standby_said_so = b.log_lines("standing by") >= 1;
     a.assert_clean("guest");
     b.assert_clean("guest");
+    Failover {
+        takeover,
+        standby_reconnects,
+        standby_said_so,
+        most_consumers,
+        backlog_at_kill,
+        max_in_1s: c.max_calls_in_1s,
+        rate_limited: c.rate_limited,
+        lost: acc.lost,
+        duplicated: acc.duplicated,
+    }
 }
 
 /// 12: secrets stay out of the process list and of a panic's output, with a
@@ -984,67 +1024,39 @@ async fn next_call(mock: &kickq::mock_zego::MockZego, before: usize, limit: Dura
 /// it calls within 2 s of the kill, its one-window wait included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f13_standby_under_a_deep_backlog_stays_and_takes_over_fast() {
-    let ns = Ns::new("f13");
     let rate = 50;
-    let mock = mock(rate).await;
-    let broker = Broker::connect().await;
-    broker.declare(&ns.names).await;
-    // One user per room: one call per message, so the backlog lasts.
-    let (bodies, want) = sweep(4000, 1);
-    broker.publish_many(&ns.names.requests, &bodies).await;
-    let extra = [("KICKQ_PREFETCH", "500")];
-    let mut a = start(&ns, &mock.base_url(), rate, &extra, "a");
-    wait_for(Duration::from_secs(20), "A kicking", || async {
-        mock.kicked().len() >= 50
-    })
-    .await;
-    let b = start(&ns, &mock.base_url(), rate, &extra, "b");
     let standby = Duration::from_secs(60);
-    let waited = Instant::now();
-    let mut most_consumers = 0;
-    while waited.elapsed() < standby {
-        most_consumers = most_consumers.max(consumers(&ns.names.requests));
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-    let backlog = queue_messages(&ns.names.requests);
-    let standby_reconnects = b.log_lines("broker session lost");
-    a.kill9();
-    let before = mock.calls().len();
-    let takeover = next_call(&mock, before, Duration::from_secs(10)).await;
-    wait_for(Duration::from_secs(90), "every user kicked", || {
-        all_kicked(&mock, &want)
-    })
-    .await;
-    let mut b = b;
-    assert!(b.term().success());
-    let c = mock.counters();
-    let acc = account(&mock, &broker, &ns, &want).await;
+    // One user per room: one call per message, so the backlog lasts.
+    let prefetch = [("KICKQ_PREFETCH", "500")];
+    let f = kill_the_active_worker("f13", rate, sweep(4000, 1), &prefetch, 50, standby).await;
     eprintln!(
-        "FIGURE f13 standby_s={} backlog_at_kill={backlog} prefetch=500 standby_reconnects={standby_reconnects} most_consumers={most_consumers} takeover_ms={} max_in_1s={} limit={rate} rate_limited={} lost={} duplicates={}",
+        "FIGURE f13 standby_s={} backlog_at_kill={} prefetch=500 standby_reconnects={} most_consumers={} takeover_ms={} max_in_1s={} limit={rate} rate_limited={} lost={} duplicates={}",
         standby.as_secs(),
-        takeover.as_millis(),
-        c.max_calls_in_1s,
-        c.rate_limited,
-        acc.lost,
-        acc.duplicated
+        f.backlog_at_kill,
+        f.standby_reconnects,
+        f.most_consumers,
+        f.takeover.as_millis(),
+        f.max_in_1s,
+        f.rate_limited,
+        f.lost,
+        f.duplicated
     );
-    assert!(b.log_lines("standing by") >= 1, "B said it was a standby");
-    assert_eq!(standby_reconnects, 0, "the standby never reconnected");
-    assert_eq!(most_consumers, 1, "only the active worker consumes");
-    assert!(backlog > 500, "the backlog ({backlog}) was deeper than the prefetch");
+    assert!(f.standby_said_so, "B said it was a standby");
+    assert_eq!(f.standby_reconnects, 0, "the standby never reconnected");
+    assert_eq!(f.most_consumers, 1, "only the active worker consumes");
     assert!(
-        takeover < Duration::from_secs(2),
-        "calls resumed {takeover:?} after the kill"
+        f.backlog_at_kill > 500,
+        "the backlog ({}) was deeper than the prefetch",
+        f.backlog_at_kill
     );
     assert!(
-        c.max_calls_in_1s <= rate as u64,
-        "{} calls in one second",
-        c.max_calls_in_1s
+        f.takeover < Duration::from_secs(2),
+        "calls resumed {:?} after the kill",
+        f.takeover
     );
-    assert_eq!(c.rate_limited, 0);
-    assert_eq!(acc.lost, 0);
-    a.assert_clean("guest");
-    b.assert_clean("guest");
+    assert!(f.max_in_1s <= rate as u64, "{} calls in one second", f.max_in_1s);
+    assert_eq!(f.rate_limited, 0);
+    assert_eq!(f.lost, 0);
 }
 
 /// 14: SIGTERM to the active worker mid-sweep while a standby waits: the
