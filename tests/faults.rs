@@ -477,12 +477,17 @@ async fn f08_hostile_input_is_dead_lettered_verbatim() {
         job("r", &["tab\there"], None),
         b"\xff\xfe\xfd".to_vec(),
         vec![b'x'; 20 * 1024 * 1024],
+        // Hostile ids outside ZEGOCLOUD's id set (KICKQ_ID_CHARSET=vendor).
+        job("hostile", &["a&UserId[]=victim"], None),
+        job("hostile", &["x=y", "with space"], None),
+        job("hostile", &["é漢字"], None),
+        job("hostile room", &["x=y"], None),
     ];
     let good = [
-        job("hostile", &["a&UserId[]=victim"], None),
+        job("hostile", &["a&UserId%5B%5D=victim"], None),
         job(
             "hostile",
-            &["x=y", "p+q", "100%", "#frag", "semi;colon", "with space", "é漢字"],
+            &["x=y", "p+q", "100%", "#frag", "semi;colon", "..\\/'`<>"],
             None,
         ),
         job("hostile", &["x=y", "x=y"], None),
@@ -492,14 +497,13 @@ async fn f08_hostile_input_is_dead_lettered_verbatim() {
     }
     let mut w = start(&ns, &mock.base_url(), 1000, &[], "w");
     let asked: BTreeSet<&str> = [
-        "a&UserId[]=victim",
+        "a&UserId%5B%5D=victim",
         "x=y",
         "p+q",
         "100%",
         "#frag",
         "semi;colon",
-        "with space",
-        "é漢字",
+        "..\\/'`<>",
     ]
     .into();
     wait_for(Duration::from_secs(30), "hostile-but-valid users kicked", || async {
@@ -521,6 +525,10 @@ async fn f08_hostile_input_is_dead_lettered_verbatim() {
     for (want_body, (body, props)) in bad.iter().zip(letters.iter()) {
         assert_eq!(body, want_body, "verbatim");
         assert_eq!(dead_info(props).error, kickq::amqp::headers::DeadError::Validation);
+    }
+    for (_, props) in &letters[letters.len() - 4..] {
+        let detail = dead_info(props).detail;
+        assert!(detail.contains("outside ZEGOCLOUD's"), "{detail}");
     }
     eprintln!(
         "FIGURE f08 hostile_messages={} dead_lettered_verbatim={} panics=0",
