@@ -1,5 +1,5 @@
 //! The dispatcher: runs each chunk's call concurrently (within the call slots the coalescer hands out),
-//! classifies the answer, resolves splits (50002) and shrinks (50011) with further paid calls, feeds rate and
+//! classifies the answer, resolves splits (50002, 2) and shrinks (50011) with further paid calls, feeds rate and
 //! halt signals to the gate, and passes per-user results to the outcome router.
 
 use crate::coalesce::{Chunk, ChunkUser};
@@ -293,14 +293,36 @@ mod tests {
     }
 
     fn chunk(users: &[&str]) -> Chunk<Arc<Job>> {
-        let job = Arc::new(Job {
-            id: 1,
+        let job = job(1, users);
+        Chunk {
+            key: key(),
+            users: users
+                .iter()
+                .map(|u| ChunkUser {
+                    user_id: Arc::from(*u),
+                    waiters: vec![job.clone()],
+                })
+                .collect(),
+        }
+    }
+
+    fn key() -> GroupKey {
+        GroupKey {
+            app_id: 1,
+            room_id: "r".into(),
+            reason: None,
+        }
+    }
+
+    fn job(id: u64, users: &[&str]) -> Arc<Job> {
+        Arc::new(Job {
+            id,
             request: KickRequest {
                 room_id: "r".into(),
                 user_ids: users.iter().map(|u| u.to_string()).collect(),
                 reason: None,
                 app_id: None,
-                job_id: Some("j".into()),
+                job_id: Some(format!("j{id}")),
             },
             app_id: 1,
             attempts: 0,
@@ -311,21 +333,7 @@ mod tests {
             halted_before: false,
             received_at: chrono::Utc::now(),
             carried: Default::default(),
-        });
-        Chunk {
-            key: GroupKey {
-                app_id: 1,
-                room_id: "r".into(),
-                reason: None,
-            },
-            users: users
-                .iter()
-                .map(|u| ChunkUser {
-                    user_id: Arc::from(*u),
-                    waiters: vec![job.clone()],
-                })
-                .collect(),
-        }
+        })
     }
 
     fn dispositions(o: &ChunkOutcome) -> Vec<(String, Disposition)> {
@@ -362,6 +370,66 @@ mod tests {
             ]
         );
         assert_eq!(out.calls.len(), 4);
+    }
+
+    /// Five users of five jobs in one call; one id is outside the vendor's
+    /// set and the API answers 2 for any call that carries it.
+    fn five_jobs_one_bad_id() -> Chunk<Arc<Job>> {
+        let users = ["a", "b", "bad id 😀", "c", "d"];
+        Chunk {
+            key: key(),
+            users: (1..)
+                .zip(users)
+                .map(|(id, u)| ChunkUser {
+                    user_id: Arc::from(u),
+                    waiters: vec![job(id, &[u])],
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn input_parameter_error_on_several_users_splits_and_dead_letters_only_the_refused_one() {
+        let api = Fake {
+            seen: Mutex::default(),
+            answer: |users| Ok(if users.iter().any(|u| u.contains(' ')) { 2 } else { 0 }),
+        };
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let out = execute(&api, &gate, five_jobs_one_bad_id(), DEFAULT_HALT_LOG_INTERVAL).await;
+        let sizes: Vec<usize> = api.seen.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![5, 1, 1, 1, 1, 1], "one call of five, then one call each");
+        assert_eq!(
+            dispositions(&out),
+            vec![
+                ("a".into(), Disposition::Kicked),
+                ("b".into(), Disposition::Kicked),
+                ("bad id 😀".into(), Disposition::DeadLetter),
+                ("c".into(), Disposition::Kicked),
+                ("d".into(), Disposition::Kicked),
+            ]
+        );
+        let bad = out.users.iter().find(|u| &*u.user_id == "bad id 😀").unwrap();
+        assert_eq!(bad.code, Some(2));
+        assert_eq!(bad.waiters.len(), 1);
+        assert_eq!(
+            bad.waiters[0].request.job_id.as_deref(),
+            Some("j3"),
+            "the bad user's own job"
+        );
+        assert_eq!(out.calls[0].disposition, Disposition::SplitUsers);
+        assert_eq!(out.calls.len(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn input_parameter_error_on_one_user_dead_letters_it_without_more_calls() {
+        let api = Fake {
+            seen: Mutex::default(),
+            answer: |_| Ok(2),
+        };
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let out = execute(&api, &gate, chunk(&["a"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        assert_eq!(api.seen.lock().unwrap().len(), 1);
+        assert_eq!(dispositions(&out), vec![("a".into(), Disposition::DeadLetter)]);
     }
 
     #[tokio::test(start_paused = true)]

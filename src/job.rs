@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
+use std::str::FromStr;
 
 /// Longest `room_id`, in bytes (the API's own limit on room ids).
 pub const MAX_ROOM_ID_BYTES: usize = 128;
@@ -28,7 +29,9 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Invariants (enforced by [`validate`], the only constructor used on input):
 /// `room_id` is 1..=128 bytes, `user_ids` holds 1..=limit distinct ids of
 /// 1..=64 bytes, `reason` is at most 256 bytes and never empty, `job_id` is
-/// 1..=128 bytes; no id holds a control character.
+/// 1..=128 bytes; no id holds a control character, and with
+/// [`IdCharset::Vendor`] (the default) `room_id` and every user id hold only
+/// [`VENDOR_ID_CHARS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KickRequest {
     /// Room to kick from.
@@ -46,18 +49,128 @@ pub struct KickRequest {
     pub job_id: Option<String>,
 }
 
+/// The characters ZEGOCLOUD allows in a user id and in a room id besides
+/// ASCII digits and English letters, as one string for messages and docs.
+///
+/// - User ids: the SDK reference of `ZegoUser.userID` ("User ID, a utf8
+///   string with a maximum length of 64 bytes or less. [...] Only support
+///   numbers, English characters and '~', '!', '@', '#', '$', '%', '^', '&',
+///   '*', '(', ')', '_', '+', '=', '-', '`', ';', '’', ',', '.', '<', '>',
+///   '/', '\\'", e.g. the React Native SDK's ZegoUser page,
+///   <https://unpkg.com/zego-express-engine-reactnative@3.20.2/docs/classes/_zegoexpressdefines_.zegouser.html>;
+///   some other platforms' pages leave '/' out of the same sentence).
+/// - Room ids: the SDK reference of `loginRoom`, page "loginRoom method",
+///   <https://zegocloud.com/unique-api/express-video-sdk/en/dart_flutter/zego_express_engine/ZegoExpressEngineRoom/loginRoom.html>
+///   (parameter `roomID`: "Room ID, a string of up to 128 bytes in length.
+///   Caution: 1. room ID is defined by yourself. 2. Only support numbers,
+///   English characters and '~', '!', '@', '#', '$', '%', '^', '&', '*', '(',
+///   ')', '_', '+', '=', '-', '`', ';', '’', ',', '.', '<', '>', '/', '\\'.
+///   3. If you need to communicate with the Web SDK, please do not use
+///   '%'."). The same list appears on the roomID parameter of the SDK's
+///   other room and IM calls.
+///
+/// Both lists are the same. (The SDK's error 1002012, "room ID contains
+/// invalid characters", words a shorter list without '’' and '/'; kickq
+/// follows the parameter reference.) The pages render the apostrophe as a
+/// typographic '’'; it is the ASCII `'` (the only one a keyboard-typed id
+/// holds), and the typographic one is refused. '%' stays allowed: the Web SDK
+/// note is advice to apps, and KickoutUser is a server API.
+pub const VENDOR_ID_CHARS: &str = "~!@#$%^&*()_+=-`;',.<>/\\";
+
+/// Whether `c` may appear in a ZEGOCLOUD user or room id: an ASCII digit, an
+/// English letter, or one of [`VENDOR_ID_CHARS`].
+pub fn is_vendor_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || VENDOR_ID_CHARS.contains(c)
+}
+
+/// Which characters `room_id` and user ids may hold (`KICKQ_ID_CHARSET`).
+/// Control characters are refused under either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdCharset {
+    /// ZEGOCLOUD's documented set (see [`VENDOR_ID_CHARS`]): an id outside
+    /// it is dead-lettered `validation` instead of costing a call that the
+    /// API answers with code 2.
+    #[default]
+    Vendor,
+    /// Any character but a control character (the rule before issue #10),
+    /// for an app whose ids the API is known to take beyond its documented set.
+    Any,
+}
+
+impl IdCharset {
+    /// The setting's value: `vendor` or `any`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdCharset::Vendor => "vendor",
+            IdCharset::Any => "any",
+        }
+    }
+
+    /// The first character of `id` this set refuses, if any.
+    pub fn first_refused(self, id: &str) -> Option<char> {
+        match self {
+            IdCharset::Vendor => id.chars().find(|&c| !is_vendor_id_char(c)),
+            IdCharset::Any => id.chars().find(|c| c.is_control()),
+        }
+    }
+}
+
+impl fmt::Display for IdCharset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `KICKQ_ID_CHARSET` value that is neither `vendor` nor `any`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an id charset: use vendor or any")]
+pub struct UnknownIdCharset(pub String);
+
+impl FromStr for IdCharset {
+    type Err = UnknownIdCharset;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "vendor" => Ok(IdCharset::Vendor),
+            "any" => Ok(IdCharset::Any),
+            other => Err(UnknownIdCharset(other.to_owned())),
+        }
+    }
+}
+
 /// Limits that are configuration rather than API facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Most users one message may carry.
     pub max_users_per_message: usize,
+    /// Characters allowed in `room_id` and user ids.
+    pub id_charset: IdCharset,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_users_per_message: DEFAULT_MAX_USERS_PER_MESSAGE,
+            id_charset: IdCharset::default(),
         }
+    }
+}
+
+/// Which id [`InvalidJob::OutsideIdCharset`] is about, for its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// `room_id`.
+    Room,
+    /// One of `user_ids`.
+    User,
+}
+
+impl fmt::Display for IdKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdKind::Room => "room",
+            IdKind::User => "user",
+        })
     }
 }
 
@@ -105,6 +218,19 @@ pub enum InvalidJob {
         /// Which field, e.g. `room_id` or `user_ids[3]`.
         field: String,
     },
+    /// `room_id` or a user id holds a character outside ZEGOCLOUD's set
+    /// ([`IdCharset::Vendor`]).
+    #[error(
+        "{field} has a character outside ZEGOCLOUD's {kind} id set (digits, letters and {VENDOR_ID_CHARS}): {found:?}"
+    )]
+    OutsideIdCharset {
+        /// Which field, e.g. `room_id` or `user_ids[3]`.
+        field: String,
+        /// Room or user id.
+        kind: IdKind,
+        /// The first character outside the set.
+        found: char,
+    },
 }
 
 /// Parses and validates a message body. Unknown fields are ignored; duplicate
@@ -127,7 +253,13 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<KickRequest, InvalidJob> {
 
 /// Validates a job built in code (the producer API and `kickq enqueue` use this).
 pub fn validate(mut job: KickRequest, limits: &Limits) -> Result<KickRequest, InvalidJob> {
-    check_id("room_id", &job.room_id, MAX_ROOM_ID_BYTES, InvalidJob::RoomIdLength)?;
+    check_id(
+        "room_id",
+        &job.room_id,
+        MAX_ROOM_ID_BYTES,
+        InvalidJob::RoomIdLength,
+        Some((IdKind::Room, limits.id_charset)),
+    )?;
     if job.user_ids.is_empty() {
         return Err(InvalidJob::NoUsers);
     }
@@ -138,9 +270,13 @@ pub fn validate(mut job: KickRequest, limits: &Limits) -> Result<KickRequest, In
         });
     }
     for (index, user) in job.user_ids.iter().enumerate() {
-        check_id(&format!("user_ids[{index}]"), user, MAX_USER_ID_BYTES, |len| {
-            InvalidJob::UserIdLength { index, len }
-        })?;
+        check_id(
+            &format!("user_ids[{index}]"),
+            user,
+            MAX_USER_ID_BYTES,
+            |len| InvalidJob::UserIdLength { index, len },
+            Some((IdKind::User, limits.id_charset)),
+        )?;
     }
     if let Some(reason) = &job.reason {
         if reason.len() > MAX_REASON_BYTES {
@@ -151,17 +287,22 @@ pub fn validate(mut job: KickRequest, limits: &Limits) -> Result<KickRequest, In
         job.reason = None;
     }
     if let Some(job_id) = &job.job_id {
-        check_id("job_id", job_id, MAX_JOB_ID_BYTES, InvalidJob::JobIdLength)?;
+        // A job id never reaches the API, so only its length and control
+        // characters matter.
+        check_id("job_id", job_id, MAX_JOB_ID_BYTES, InvalidJob::JobIdLength, None)?;
     }
     dedupe(&mut job.user_ids);
     Ok(job)
 }
 
+/// Checks one id: its length, then control characters, then (for ids sent
+/// to the API) the configured charset.
 fn check_id(
     field: &str,
     value: &str,
     max: usize,
     length_error: impl FnOnce(usize) -> InvalidJob,
+    charset: Option<(IdKind, IdCharset)>,
 ) -> Result<(), InvalidJob> {
     if value.is_empty() || value.len() > max {
         return Err(length_error(value.len()));
@@ -170,6 +311,15 @@ fn check_id(
         return Err(InvalidJob::ControlCharacter {
             field: field.to_owned(),
         });
+    }
+    if let Some((kind, set)) = charset {
+        if let Some(found) = set.first_refused(value) {
+            return Err(InvalidJob::OutsideIdCharset {
+                field: field.to_owned(),
+                kind,
+                found,
+            });
+        }
     }
     Ok(())
 }
@@ -370,6 +520,7 @@ mod tests {
         );
         let small = Limits {
             max_users_per_message: 3,
+            ..Limits::default()
         };
         assert!(validate(job(3), &small).is_ok());
         assert!(validate(job(4), &small).is_err());
@@ -385,9 +536,195 @@ mod tests {
 
     #[test]
     fn hostile_but_legal_ids_pass_untouched() {
-        let body = r#"{"room_id":"r&x=1","user_ids":["a&UserId[]=victim","é 漢 %20+#;="]}"#;
+        let body = r#"{"room_id":"r&x=1#frag","user_ids":["a&UserId%5B%5D=victim","%20+#;=","..\\/'`<>"]}"#;
         let job = parse(body.as_bytes(), &limits()).unwrap();
+        assert_eq!(job.room_id, "r&x=1#frag");
+        assert_eq!(job.user_ids, vec!["a&UserId%5B%5D=victim", "%20+#;=", "..\\/'`<>"]);
+        let any = Limits {
+            id_charset: IdCharset::Any,
+            ..Limits::default()
+        };
+        let body = r#"{"room_id":"r&x=1 #1","user_ids":["a&UserId[]=victim","é 漢 %20+#;="]}"#;
+        let job = parse(body.as_bytes(), &any).unwrap();
         assert_eq!(job.user_ids, vec!["a&UserId[]=victim", "é 漢 %20+#;="]);
+        assert!(
+            parse(body.as_bytes(), &limits()).is_err(),
+            "the same body under the vendor set"
+        );
+    }
+
+    /// Every punctuation character ZEGOCLOUD lists, written out by hand from
+    /// its SDK reference rather than taken from `VENDOR_ID_CHARS`.
+    const VENDOR_PUNCTUATION: [char; 24] = [
+        '~', '!', '@', '#', '$', '%', '^', '&', '*', '(', ')', '_', '+', '=', '-', '`', ';', '\'', ',', '.', '<', '>',
+        '/', '\\',
+    ];
+
+    fn with_ids(room: &str, user: &str, id_charset: IdCharset) -> Result<KickRequest, InvalidJob> {
+        let limits = Limits {
+            id_charset,
+            ..Limits::default()
+        };
+        validate(KickRequest::new(room, ["ok", user]), &limits)
+    }
+
+    #[test]
+    fn vendor_charset_accepts_digits_letters_and_the_listed_punctuation() {
+        assert_eq!(VENDOR_ID_CHARS.chars().count(), VENDOR_PUNCTUATION.len());
+        let alnum = ('0'..='9').chain('a'..='z').chain('A'..='Z');
+        for c in alnum.chain(VENDOR_PUNCTUATION) {
+            let id = format!("x{c}y");
+            assert!(with_ids("r", &id, IdCharset::Vendor).is_ok(), "user id {id:?}");
+            assert!(with_ids(&id, "u", IdCharset::Vendor).is_ok(), "room id {id:?}");
+            assert!(with_ids(&id, &id, IdCharset::Any).is_ok(), "{id:?} under any");
+            assert!(is_vendor_id_char(c), "{c:?}");
+        }
+        let all: String = VENDOR_PUNCTUATION.iter().collect();
+        assert!(with_ids(&all, &all, IdCharset::Vendor).is_ok(), "{all}");
+    }
+
+    #[test]
+    fn vendor_charset_refuses_by_table() {
+        // (character, refused under `any` too)
+        let cases: &[(char, bool)] = &[
+            (' ', false),
+            ('😀', false),
+            ('é', false),
+            ('漢', false),
+            ('"', false),
+            ('?', false),
+            ('{', false),
+            ('}', false),
+            ('|', false),
+            ('[', false),
+            (']', false),
+            (':', false),
+            ('’', false),
+            ('\u{a0}', false),
+            ('\u{200b}', false),
+            ('Ａ', false),
+            ('\u{0}', true),
+            ('\t', true),
+            ('\n', true),
+            ('\u{7f}', true),
+            ('\u{85}', true),
+        ];
+        for &(c, control) in cases {
+            let id = format!("x{c}y");
+            let user = with_ids("r", &id, IdCharset::Vendor).unwrap_err();
+            let room = with_ids(&id, "u", IdCharset::Vendor).unwrap_err();
+            if control {
+                assert_eq!(
+                    user,
+                    InvalidJob::ControlCharacter {
+                        field: "user_ids[1]".into()
+                    },
+                    "{c:?}"
+                );
+                assert_eq!(
+                    room,
+                    InvalidJob::ControlCharacter {
+                        field: "room_id".into()
+                    },
+                    "{c:?}"
+                );
+                assert!(with_ids(&id, &id, IdCharset::Any).is_err(), "{c:?} under any");
+            } else {
+                assert_eq!(
+                    user,
+                    InvalidJob::OutsideIdCharset {
+                        field: "user_ids[1]".into(),
+                        kind: IdKind::User,
+                        found: c
+                    },
+                    "{c:?}"
+                );
+                assert_eq!(
+                    room,
+                    InvalidJob::OutsideIdCharset {
+                        field: "room_id".into(),
+                        kind: IdKind::Room,
+                        found: c
+                    },
+                    "{c:?}"
+                );
+                assert!(with_ids(&id, &id, IdCharset::Any).is_ok(), "{c:?} under any");
+            }
+            assert!(!is_vendor_id_char(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn first_refused_names_the_first_bad_character() {
+        let cases: &[(IdCharset, &str, Option<char>)] = &[
+            (IdCharset::Vendor, "abc", None),
+            (IdCharset::Vendor, "a b?c", Some(' ')),
+            (IdCharset::Vendor, "a?b c", Some('?')),
+            (IdCharset::Vendor, "ok😀", Some('😀')),
+            (IdCharset::Any, "a b?c😀", None),
+            (IdCharset::Any, "a b\u{1}c", Some('\u{1}')),
+        ];
+        for &(set, id, want) in cases {
+            assert_eq!(set.first_refused(id), want, "{set} {id:?}");
+        }
+    }
+
+    #[test]
+    fn charset_errors_name_the_rule() {
+        let job = KickRequest::new("r", ["a", "b", "c", "with space😀"]);
+        assert_eq!(
+            validate(job, &limits()).unwrap_err().to_string(),
+            "user_ids[3] has a character outside ZEGOCLOUD's user id set \
+             (digits, letters and ~!@#$%^&*()_+=-`;',.<>/\\): ' '"
+        );
+        let job = KickRequest::new("room|1", ["a"]);
+        assert_eq!(
+            validate(job, &limits()).unwrap_err().to_string(),
+            "room_id has a character outside ZEGOCLOUD's room id set \
+             (digits, letters and ~!@#$%^&*()_+=-`;',.<>/\\): '|'"
+        );
+    }
+
+    #[test]
+    fn charset_keeps_the_byte_limits_and_spares_job_ids() {
+        let cases: Vec<(KickRequest, Option<InvalidJob>)> = vec![
+            (KickRequest::new("\\".repeat(128), ["\\".repeat(64)]), None),
+            (KickRequest::new("%".repeat(128), ["~".repeat(64)]), None),
+            (
+                KickRequest::new("\\".repeat(129), ["u"]),
+                Some(InvalidJob::RoomIdLength(129)),
+            ),
+            (
+                KickRequest::new("r", ["~".repeat(65)]),
+                Some(InvalidJob::UserIdLength { index: 0, len: 65 }),
+            ),
+            (
+                // Too long and outside the set: the length is reported.
+                KickRequest::new("r", ["é".repeat(33)]),
+                Some(InvalidJob::UserIdLength { index: 0, len: 66 }),
+            ),
+            (KickRequest::new("r", ["u"]).with_job_id("job 1 é?"), None),
+        ];
+        for (job, want) in cases {
+            let text = format!("{job:?}");
+            assert_eq!(validate(job, &limits()).err(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn id_charset_setting_values() {
+        assert_eq!("vendor".parse::<IdCharset>(), Ok(IdCharset::Vendor));
+        assert_eq!("any".parse::<IdCharset>(), Ok(IdCharset::Any));
+        assert_eq!(IdCharset::default(), IdCharset::Vendor);
+        assert_eq!(Limits::default().id_charset, IdCharset::Vendor);
+        for set in [IdCharset::Vendor, IdCharset::Any] {
+            assert_eq!(set.to_string().parse::<IdCharset>(), Ok(set));
+        }
+        for bad in ["", "Vendor", "ANY", " any", "ascii"] {
+            let err = bad.parse::<IdCharset>().unwrap_err();
+            assert_eq!(err, UnknownIdCharset(bad.into()));
+            assert!(err.to_string().ends_with("use vendor or any"), "{err}");
+        }
     }
 
     #[test]

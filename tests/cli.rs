@@ -71,6 +71,14 @@ fn bad_settings_fail_with_one_line_naming_the_setting() {
             ],
             "KICKQ_METRICS_ADDR",
         ),
+        (
+            vec![
+                ("ZEGO_APP_ID", "1"),
+                ("ZEGO_SERVER_SECRET", "s"),
+                ("KICKQ_ID_CHARSET", "ascii"),
+            ],
+            "KICKQ_ID_CHARSET",
+        ),
     ];
     for (env, want) in cases {
         let (ok, _, err) = kickq(&["run"], &env);

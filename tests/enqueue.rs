@@ -267,6 +267,42 @@ async fn dry_run_connects_to_nothing() {
     assert!(stdout.contains("dry run: nothing published"), "{stdout}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_outside_the_vendor_set_are_refused_unless_the_charset_is_any() {
+    let ns = Ns::new("enq-charset");
+    let nowhere = ("KICKQ_AMQP_URL", "amqp://nobody:nothing@127.0.0.1:1/%2f");
+    let input: &[u8] = "r1,u1\nr1,with space\nr1,é\nr1,a&b=c%d\n".as_bytes();
+    let out = kickq(&ns, &["enqueue", "--file", "-", "--dry-run"], &[nowhere], Some(input)).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("line 2: user_ids[0] has a character outside ZEGOCLOUD's user id set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 3: user_ids[0]"), "{stderr}");
+    assert!(!stderr.contains("line 4"), "a&b=c%d is in the set: {stderr}");
+    let dry: &[&str] = &["enqueue", "--file", "-", "--dry-run"];
+    let dry_any: &[&str] = &["enqueue", "--file", "-", "--dry-run", "--id-charset", "any"];
+    let env_any = [nowhere, ("KICKQ_ID_CHARSET", "any")];
+    let loose = [(dry, &env_any[..]), (dry_any, &env_any[..1])];
+    for (args, env) in loose {
+        let out = kickq(&ns, args, env, Some(input)).await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{env:?} {args:?}: {stdout}{stderr}");
+        assert!(stdout.contains("valid 4, invalid 0"), "{stdout}");
+    }
+    let out = kickq(
+        &ns,
+        &["enqueue", "--room", "room 1", "--user", "u", "--dry-run"],
+        &[nowhere],
+        None,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("room_id has a character outside"), "{stderr}");
+}
+
 /// Lines of a sweep with interleaved rooms, so that messages cover lines far apart.
 fn sweep(lines: usize, rooms: usize) -> (Vec<u8>, Vec<Kick>) {
     let mut csv = b"room_id,user_id\n".to_vec();

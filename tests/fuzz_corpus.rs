@@ -90,6 +90,40 @@ fn checker_catches_control_characters() {
 }
 
 #[test]
+#[should_panic(expected = "outside the vendor's id set")]
+fn checker_catches_user_ids_outside_the_vendor_set() {
+    tampered(|j| j.user_ids[1] = "b c".into());
+}
+
+#[test]
+#[should_panic(expected = "outside the vendor's id set")]
+fn checker_catches_room_ids_outside_the_vendor_set() {
+    tampered(|j| j.room_id = "r😀".into());
+}
+
+#[test]
+fn seeds_on_both_sides_of_the_vendor_set() {
+    let seed = |name: &str| {
+        let body = std::fs::read(fuzz_dir().join("corpus/parse_job").join(name)).unwrap();
+        job_invariants::parse_and_check(&body)
+    };
+    let legal = seed("hostile_legal_ids.json").unwrap();
+    assert_eq!(legal.user_ids.len(), 5);
+    assert!(seed("valid_edges.json").is_ok());
+    for name in [
+        "hostile_ids.json",
+        "ids_outside_vendor_set.json",
+        "room_outside_vendor_set.json",
+    ] {
+        let err = seed(name).unwrap_err();
+        assert!(
+            matches!(err, kickq::job::InvalidJob::OutsideIdCharset { .. }),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
 #[should_panic(expected = "an empty reason must become None")]
 fn checker_catches_empty_reason() {
     tampered(|j| j.reason = Some(String::new()));

@@ -491,3 +491,108 @@ async fn a_burst_of_rate_answers_longer_than_the_attempt_budget_dead_letters_not
     assert_eq!(broker.depth(&ns.names.dead).await, 0, "a rate answer spends no attempt");
     assert_eq!(summary.tally.dead_letters, 0);
 }
+
+/// Five one-user jobs of one room, published before the worker starts so
+/// that they share a call: four good users and one whose id holds a space
+/// and an emoji (outside ZEGOCLOUD's id set). Runs `kickq run` with `env`
+/// until the queue is drained and one dead letter is out, then stops it
+/// with SIGTERM. Returns the mock and the dead letters.
+async fn five_jobs_one_bad_id(
+    tag: &str,
+    env: &[(&str, &str)],
+) -> (kickq::mock_zego::MockZego, Vec<(Vec<u8>, lapin::BasicProperties)>) {
+    let ns = Ns::new(tag);
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let bodies: Vec<Vec<u8>> = ["good-1", "good-2", BAD_ID, "good-3", "good-4"]
+        .iter()
+        .map(|u| job("merged-room", &[u], None))
+        .collect();
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let mut child = KillOnDrop(spawn_binary_worker(&ns, &mock.base_url(), 1000, env));
+    wait_for(Duration::from_secs(30), "the good users kicked", || async {
+        mock.kicked().len() >= 4
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "a dead letter and an empty queue", || async {
+        broker.depth(&ns.names.dead).await >= 1 && broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
+    let pid = child.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    let dead = broker.drain(&ns.names.dead).await;
+    (mock, dead)
+}
+
+const BAD_ID: &str = "bad user 😀";
+
+/// A `kickq run` child that a failing test does not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Already reaped after a clean stop; then both calls fail harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kicked_users(m: &kickq::mock_zego::MockZego) -> BTreeSet<String> {
+    m.kicked().into_iter().map(|k| k.user_id).collect()
+}
+
+fn good_users() -> BTreeSet<String> {
+    ["good-1", "good-2", "good-3", "good-4"].map(String::from).into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_the_api_refuses_dead_letters_only_its_own_user() {
+    // `any` lets the bad id through validation, so the mock (strict, like
+    // the API) answers 2 for the merged call.
+    let (mock, dead) = five_jobs_one_bad_id("bad-id-any", &[("KICKQ_ID_CHARSET", "any")]).await;
+    assert_eq!(kicked_users(&mock), good_users());
+    let merged = mock
+        .calls()
+        .into_iter()
+        .find(|c| c.user_ids.len() > 1 && c.user_ids.iter().any(|u| u == BAD_ID))
+        .expect("the bad id shared a call with good ones");
+    assert_eq!(merged.code, Some(2), "{merged:?}");
+    let alone: Vec<_> = mock.calls().into_iter().filter(|c| c.user_ids == [BAD_ID]).collect();
+    assert_eq!(alone.len(), 1, "then one call of its own: {alone:?}");
+    assert_eq!(alone[0].code, Some(2));
+    assert_eq!(dead.len(), 1, "only the refused user is dead-lettered");
+    let (body, props) = &dead[0];
+    let info = dead_info(props);
+    assert_eq!((info.error, info.code), (DeadError::Permanent, Some(2)));
+    let letter: kickq::job::KickRequest = serde_json::from_slice(body).expect("a job message");
+    assert_eq!(letter.user_ids, [BAD_ID]);
+    assert_eq!(letter.room_id, "merged-room");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_outside_the_vendor_set_is_dead_lettered_as_validation_without_a_call() {
+    let (mock, dead) = five_jobs_one_bad_id("bad-id-vendor", &[]).await;
+    assert_eq!(kicked_users(&mock), good_users());
+    assert!(
+        mock.calls().iter().all(|c| !c.user_ids.iter().any(|u| u == BAD_ID)),
+        "the bad id never reached the API: {:?}",
+        mock.calls()
+    );
+    assert!(mock.calls().iter().all(|c| c.code == Some(0)));
+    assert_eq!(dead.len(), 1);
+    let (body, props) = &dead[0];
+    assert_eq!(body, &job("merged-room", &[BAD_ID], None), "the original bytes");
+    let info = dead_info(props);
+    assert_eq!((info.error, info.code), (DeadError::Validation, None));
+    assert_eq!(
+        info.detail,
+        "user_ids[0] has a character outside ZEGOCLOUD's user id set \
+         (digits, letters and ~!@#$%^&*()_+=-`;',.<>/\\): ' '"
+    );
+}

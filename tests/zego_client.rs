@@ -4,6 +4,7 @@ use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use futures_util::future::join_all;
+use kickq::job::IdCharset;
 use kickq::mock_zego::{FaultEffect, FaultRule, MockConfig, MockZego};
 use kickq::secret::Secret;
 use kickq::zego::{classify, signature, CallResult, ClientConfig, Disposition, RetryKind, TransportError, ZegoClient};
@@ -18,12 +19,17 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const RETRY: Disposition = Disposition::Retry(RetryKind::Transient);
 
 async fn mock(rate_limit: u32) -> MockZego {
+    mock_with(rate_limit, IdCharset::Vendor).await
+}
+
+async fn mock_with(rate_limit: u32, id_charset: IdCharset) -> MockZego {
     let cfg = MockConfig {
         app_id: APP,
         secret: Secret::new(SECRET),
         rate_limit,
         faults: vec![],
         clock_offset_secs: 0,
+        id_charset,
     };
     MockZego::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
@@ -72,21 +78,10 @@ fn transport(call: &CallResult) -> TransportError {
     call.result.clone().expect_err("expected a transport failure")
 }
 
-#[tokio::test]
-async fn hostile_ids_reach_the_mock_intact_one_user_each() {
-    let mock = mock(0).await;
+/// Sends `hostile` in calls of four to `mock` and checks that each id
+/// arrived as exactly one `UserId[]`, with the room and reason intact.
+async fn assert_hostile_ids_arrive_intact(mock: &MockZego, room: &str, hostile: &[String]) {
     let c = client(&mock.base_url());
-    let hostile = ids(&[
-        "a&UserId[]=victim",
-        "x=y",
-        "p+q",
-        "100%",
-        "#frag",
-        "semi;colon",
-        "with space",
-        "é漢字",
-    ]);
-    let room = "room&RoomId=other #1";
     let reason = "spam & abuse; 100% = bad #ban é";
     for chunk in hostile.chunks(4) {
         let call = c.kickout(room, chunk, Some(reason)).await;
@@ -95,7 +90,7 @@ async fn hostile_ids_reach_the_mock_intact_one_user_each() {
         assert!(call.result.as_ref().unwrap().request_id.starts_with("mock-"));
     }
     let calls = mock.calls();
-    assert_eq!(calls.len(), 2);
+    assert_eq!(calls.len(), hostile.len().div_ceil(4));
     for (record, chunk) in calls.iter().zip(hostile.chunks(4)) {
         assert_eq!(record.user_ids, chunk, "each id arrives as exactly one UserId[]");
         assert_eq!(record.room_id.as_deref(), Some(room));
@@ -109,6 +104,55 @@ async fn hostile_ids_reach_the_mock_intact_one_user_each() {
         .kicked()
         .iter()
         .all(|k| k.room_id == room && k.reason.as_deref() == Some(reason)));
+}
+
+#[tokio::test]
+async fn hostile_ids_in_the_vendor_set_reach_the_mock_intact_one_user_each() {
+    // Every character here is in ZEGOCLOUD's id set; most of them mean
+    // something to a query string or a path.
+    let hostile = ids(&[
+        "a&UserId%5B%5D=victim",
+        "x=y",
+        "p+q",
+        "100%",
+        "#frag",
+        "semi;colon",
+        "..\\/'`<>,.",
+        "~!@$^*()_-",
+    ]);
+    let mock = mock(0).await;
+    assert_hostile_ids_arrive_intact(&mock, "room&RoomId=other#1%20", &hostile).await;
+}
+
+#[tokio::test]
+async fn hostile_ids_outside_the_vendor_set_reach_an_any_charset_mock_intact() {
+    let hostile = ids(&["a&UserId[]=victim", "with space", "é漢字", "q?x:y|z\"{}"]);
+    let mock = mock_with(0, IdCharset::Any).await;
+    assert_hostile_ids_arrive_intact(&mock, "room&RoomId=other #1", &hostile).await;
+}
+
+#[tokio::test]
+async fn ids_outside_the_vendor_set_are_an_input_parameter_error() {
+    let mock = mock(0).await;
+    let c = client(&mock.base_url());
+    let call = c.kickout("r", &ids(&["good", "with space😀"]), None).await;
+    assert_eq!(code(&call), 2);
+    assert_eq!(classify(&call.result, 2), Disposition::SplitUsers);
+    let call = c.kickout("r", &ids(&["with space😀"]), None).await;
+    assert_eq!(code(&call), 2);
+    assert_eq!(classify(&call.result, 1), Disposition::DeadLetter);
+    assert_eq!(code(&c.kickout("r", &ids(&["a[0]"]), None).await), 2);
+    assert_eq!(
+        code(&c.kickout("room 1", &ids(&["good"]), None).await),
+        2,
+        "room ids too"
+    );
+    assert!(mock.kicked().is_empty());
+    assert_eq!(code(&c.kickout("r", &ids(&["good"]), None).await), 0);
+    mock.set_id_charset(IdCharset::Any);
+    assert_eq!(code(&c.kickout("room 1", &ids(&["with space😀"]), None).await), 0);
+    let kicked: Vec<String> = mock.kicked().into_iter().map(|k| k.user_id).collect();
+    assert_eq!(kicked, ["good", "with space😀"]);
 }
 
 #[tokio::test]
@@ -335,6 +379,7 @@ async fn control_routes_over_http_with_serve() {
         rate_limit: 0,
         faults: vec![],
         clock_offset_secs: 0,
+        id_charset: IdCharset::Vendor,
     };
     let server = tokio::spawn(kickq::mock_zego::serve(cfg, listener, async {
         let _ = stopped.await;

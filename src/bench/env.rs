@@ -130,6 +130,7 @@ impl BenchEnv {
                 rate_limit,
                 faults: Vec::new(),
                 clock_offset_secs: 0,
+                id_charset: crate::job::IdCharset::Vendor,
             },
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         )

@@ -131,6 +131,7 @@ async fn demo(url: &Secret, names: &Names, publisher: &Publisher) -> anyhow::Res
             rate_limit: DEMO_RATE,
             faults,
             clock_offset_secs: 0,
+            id_charset: crate::job::IdCharset::Vendor,
         },
         "127.0.0.1:0".parse().expect("a literal socket address"),
     )

@@ -8,7 +8,7 @@ use crate::bulk::group::{confirmed_through, skipped, Message};
 use crate::bulk::load::{check_prefix, default_prefix, load, Loaded};
 use crate::bulk::parse::Format;
 use crate::bulk::send::{send_in_order, SendReport, DEFAULT_WINDOW};
-use crate::job::{self, KickRequest, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
+use crate::job::{self, IdCharset, KickRequest, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use crate::producer::{Producer, ProducerConfig};
 use anyhow::{bail, Context};
 use std::io::Read;
@@ -93,6 +93,21 @@ pub struct EnqueueArgs {
     /// `x-delivery-limit` used if this command declares the queues first (must match the worker's).
     #[arg(long = "delivery-limit", env = "KICKQ_DELIVERY_LIMIT", default_value_t = DEFAULT_DELIVERY_LIMIT, value_name = "N")]
     pub delivery_limit: u32,
+    /// Characters room_id and user ids may hold: vendor (ZEGOCLOUD's
+    /// documented set: digits, letters and ~!@#$%^&*()_+=-`;',.<>/\) or any
+    /// (every character but control characters); must match the worker's.
+    #[arg(long = "id-charset", env = "KICKQ_ID_CHARSET", value_name = "vendor|any", default_value = "vendor", value_parser = |s: &str| s.parse::<IdCharset>())]
+    pub id_charset: IdCharset,
+}
+
+impl EnqueueArgs {
+    /// The validation limits: the worker's defaults with `--id-charset`.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            id_charset: self.id_charset,
+            ..Limits::default()
+        }
+    }
 }
 
 /// Runs `kickq enqueue`.
@@ -109,7 +124,7 @@ async fn connect(args: &EnqueueArgs) -> anyhow::Result<Producer> {
         names,
         delivery_limit: args.delivery_limit,
         connection_name: format!("kickq-enqueue-{}", std::process::id()),
-        limits: Limits::default(),
+        limits: args.limits(),
     };
     Ok(Producer::connect_with(&url, cfg).await?)
 }
@@ -119,7 +134,7 @@ async fn single(args: &EnqueueArgs) -> anyhow::Result<()> {
     let mut request = KickRequest::new(room, args.users.iter().cloned());
     request.reason = args.reason.clone();
     request.job_id = Some(args.job_id.clone().unwrap_or_else(job::generate_job_id));
-    let request = job::validate(request, &Limits::default()).context("invalid job")?;
+    let request = job::validate(request, &args.limits()).context("invalid job")?;
     let job_id = request.job_id.clone().unwrap_or_default();
     if args.dry_run {
         println!("valid: job {job_id}, {request} (dry run: nothing published)");
@@ -161,7 +176,7 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
 
     let (name, bytes) = read_input(path)?;
-    let loaded = load(&bytes, args.format, args.group_size as usize, Limits::default());
+    let loaded = load(&bytes, args.format, args.group_size as usize, args.limits());
     let prefix = args
         .job_id_prefix
         .clone()
@@ -353,6 +368,16 @@ mod tests {
         ] {
             assert!(ok(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn id_charset_flag_sets_the_limits() {
+        let limits = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.enqueue.limits());
+        assert_eq!(limits(&["t", "--file", "-"]).unwrap(), Limits::default());
+        let any = limits(&["t", "--file", "-", "--id-charset", "any"]).unwrap();
+        assert_eq!(any.id_charset, IdCharset::Any);
+        assert_eq!(any.max_users_per_message, DEFAULT_MAX_USERS_PER_MESSAGE);
+        assert!(limits(&["t", "--file", "-", "--id-charset", "loose"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `kickq mock-zego`: its arguments, the `--fault` value parser hook, and the serve-until-signal loop.
 
 use crate::config::{ZegoArgs, DEFAULT_RATE};
+use crate::job::IdCharset;
 use crate::mock_zego::{parse_fault, serve, FaultRule, FaultSyntaxError, MockConfig};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -10,7 +11,8 @@ use std::net::SocketAddr;
 ///
 /// It checks every request as the vendor documents (common parameters,
 /// signature, 10-minute timestamp window, per-AppId rate limit, 1 to 5
-/// UserId[], CustomReason of at most 256 bytes) and answers the documented
+/// UserId[], ids in the vendor's character set, CustomReason of at most 256
+/// bytes) and answers the documented
 /// return codes. It records every call and kick: GET /_mock/state for the
 /// counters, GET /_mock/calls for the calls and kicked users, POST
 /// /_mock/faults to replace the fault rules (JSON), POST /_mock/reset to
@@ -49,6 +51,14 @@ pub struct MockZegoArgs {
     /// room=*,error-rate=0.1,code=1, users=ghost-*,absent
     #[arg(long = "fault", value_name = "RULE", value_parser = fault_arg)]
     pub faults: Vec<FaultRule>,
+
+    /// Characters RoomId and UserId[] may hold; any other answers 2. vendor:
+    /// the vendor's documented set (digits, letters and
+    /// ~!@#$%^&*()_+=-`;',.<>/\), as the SDK reference states it. any: every
+    /// character but control characters, to exercise query encoding with
+    /// spaces and non-ASCII ids.
+    #[arg(long = "id-charset", value_name = "vendor|any", default_value = "vendor", value_parser = |s: &str| s.parse::<IdCharset>())]
+    pub id_charset: IdCharset,
 }
 
 fn fault_arg(text: &str) -> Result<FaultRule, FaultSyntaxError> {
@@ -70,6 +80,7 @@ pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
         app_id = creds.app_id,
         rate_limit = args.rate_limit,
         faults = args.faults.len(),
+        id_charset = %args.id_charset,
         "mock-zego listening"
     );
     let cfg = MockConfig {
@@ -78,6 +89,7 @@ pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
         rate_limit: args.rate_limit,
         faults: args.faults,
         clock_offset_secs: args.clock_offset,
+        id_charset: args.id_charset,
     };
     serve(cfg, listener, stop_signal())
         .await
@@ -140,12 +152,25 @@ mod tests {
         assert_eq!(a.listen, "127.0.0.1:8085".parse::<SocketAddr>().unwrap());
         assert_eq!(a.rate_limit, 50);
         assert_eq!(a.clock_offset, -660);
+        assert_eq!(a.id_charset, IdCharset::Vendor);
         assert_eq!(
             a.faults,
             [
                 FaultRule::new("bad-*", FaultEffect::Code(2)),
                 FaultRule::new("*", FaultEffect::AbsentUsers("ghost-*".into())),
             ]
+        );
+    }
+
+    #[test]
+    fn id_charset_flag() {
+        let parse = |v: &str| Cli::try_parse_from(["mock-zego", "--id-charset", v]).map(|c| c.args.id_charset);
+        assert_eq!(parse("any").unwrap(), IdCharset::Any);
+        assert_eq!(parse("vendor").unwrap(), IdCharset::Vendor);
+        let err = parse("ascii").unwrap_err().to_string();
+        assert!(
+            err.contains("use vendor or any") && err.contains("--id-charset"),
+            "{err}"
         );
     }
 

@@ -5,7 +5,7 @@ use crate::coalesce::driver::{DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_
 use crate::coalesce::{Policy, DEFAULT_DENSE_LINGER, DEFAULT_LINGER, DEFAULT_MAX_WAIT};
 use crate::config::{self, parse_duration, ConfigError, ZegoArgs};
 use crate::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
-use crate::job::{Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
+use crate::job::{IdCharset, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use crate::outcome::plan::{
     Budget, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RATE_LIMITED, DEFAULT_MAX_RETRY_AGE, DEFAULT_MAX_UNKNOWN_ATTEMPTS,
 };
@@ -115,6 +115,12 @@ pub struct RunArgs {
     /// Most user ids one message may carry.
     #[arg(long = "max-users-per-message", env = "KICKQ_MAX_USERS_PER_MESSAGE", default_value_t = DEFAULT_MAX_USERS_PER_MESSAGE)]
     max_users_per_message: usize,
+    /// Characters room_id and user ids may hold: vendor (ZEGOCLOUD's
+    /// documented set: digits, letters and ~!@#$%^&*()_+=-`;',.<>/\) or any
+    /// (every character but control characters). An id outside it is
+    /// dead-lettered as validation, without a call.
+    #[arg(long = "id-charset", env = "KICKQ_ID_CHARSET", value_name = "vendor|any", default_value = "vendor", value_parser = |s: &str| s.parse::<IdCharset>())]
+    id_charset: IdCharset,
     /// Deliveries of one message before the broker dead-letters it as poison
     /// (fixed when the queue is first declared).
     #[arg(long = "delivery-limit", env = "KICKQ_DELIVERY_LIMIT", default_value_t = DEFAULT_DELIVERY_LIMIT)]
@@ -217,6 +223,7 @@ impl RunArgs {
             delivery_limit: self.delivery_limit,
             limits: Limits {
                 max_users_per_message: self.max_users_per_message,
+                id_charset: self.id_charset,
             },
             driver: DriverConfig {
                 policy: Policy {
@@ -287,6 +294,21 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_charset_flag() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let charset = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.run.id_charset);
+        assert_eq!(charset(&["run"]).unwrap(), IdCharset::Vendor);
+        assert_eq!(charset(&["run", "--id-charset", "any"]).unwrap(), IdCharset::Any);
+        let err = charset(&["run", "--id-charset", "none"]).unwrap_err().to_string();
+        assert!(err.contains("use vendor or any"), "{err}");
+    }
 
     #[test]
     fn namespaces() {

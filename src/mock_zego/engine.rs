@@ -8,6 +8,7 @@ use super::state::{Answer, CallLog, CallRecord, Counters, Records};
 use super::verify::{self, Param, OK, USER_NOT_IN_ROOM};
 use super::window::SlidingWindow;
 use super::MockConfig;
+use crate::job::IdCharset;
 use crate::secret::Secret;
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub struct Engine {
     secret: Secret,
     rate_limit: u32,
     clock_offset_secs: i64,
+    id_charset: IdCharset,
     faults: Vec<FaultRule>,
     /// Calls matched per rule, same length as `faults`.
     fault_matches: Vec<u64>,
@@ -65,6 +67,7 @@ impl Engine {
             secret: cfg.secret.clone(),
             rate_limit: cfg.rate_limit,
             clock_offset_secs: cfg.clock_offset_secs,
+            id_charset: cfg.id_charset,
             fault_matches: vec![0; cfg.faults.len()],
             faults: cfg.faults.clone(),
             records: Records::default(),
@@ -106,7 +109,7 @@ impl Engine {
         if self.rate_limit > 0 && in_window > self.rate_limit as usize {
             return self.finish(record, Answer::RateLimited, Duration::ZERO);
         }
-        let call = match verify::check_call(&q) {
+        let call = match verify::check_call(&q, self.id_charset) {
             Ok(call) => call,
             Err(code) => return self.finish(record, Answer::Code(code), Duration::ZERO),
         };
@@ -177,6 +180,11 @@ impl Engine {
         self.rate_limit = per_sec;
     }
 
+    /// Sets which characters room and user ids may hold.
+    pub fn set_id_charset(&mut self, charset: IdCharset) {
+        self.id_charset = charset;
+    }
+
     /// The counters.
     pub fn counters(&self) -> Counters {
         self.records.counters()
@@ -212,6 +220,7 @@ mod tests {
             rate_limit,
             faults,
             clock_offset_secs: 0,
+            id_charset: IdCharset::Vendor,
         }
     }
 
@@ -315,6 +324,38 @@ mod tests {
         let c = e.counters();
         assert_eq!((c.calls, c.http_errors, c.hangs, c.resets), (12, 1, 1, 1));
         assert_eq!(c.by_code.get(&0), Some(&3));
+    }
+
+    #[test]
+    fn ids_outside_the_vendor_set_answer_2_before_any_fault_unless_any() {
+        let mut e = Engine::new(&config(0, vec![FaultRule::new("*", FaultEffect::Code(1))]));
+        let code_of = |e: &mut Engine, room: &str, users: &[&str]| {
+            code(&e.handle(&signed(room, users, "s3cret", NOW), at(0), NOW, &mut || 0.0))
+        };
+        assert_eq!(code_of(&mut e, "r", &["good", "with space😀"]), Some(2));
+        assert_eq!(code_of(&mut e, "room 1", &["good"]), Some(2));
+        assert_eq!(
+            code_of(&mut e, "r", &["good"]),
+            Some(1),
+            "a legal call reaches the faults"
+        );
+        e.set_faults(Vec::new());
+        assert!(e.log().kicked.is_empty());
+        e.set_id_charset(IdCharset::Any);
+        assert_eq!(code_of(&mut e, "room 1", &["good", "with space😀"]), Some(0));
+        assert_eq!(
+            code_of(&mut e, "r", &["a\u{1}"]),
+            Some(2),
+            "any still refuses control characters"
+        );
+        let kicked: Vec<&str> = e.log().kicked.iter().map(|k| k.user_id.as_str()).collect();
+        assert_eq!(kicked, ["good", "with space😀"]);
+        let recorded = &e.log().calls[0];
+        assert_eq!(
+            (recorded.code, recorded.user_ids.len()),
+            (Some(2), 2),
+            "the refused call is recorded"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! It answers what the vendor documents, in the vendor's order: common
 //! parameters and signature, the per-AppId rate limit (a strict sliding
-//! second), the call's own parameters, then scripted faults and room state.
+//! second), the call's own parameters (ids in the vendor's documented
+//! character set unless configured otherwise), then scripted faults and room
+//! state.
 //! Control routes: `GET /_mock/state` (counters), `GET /_mock/calls` (calls
 //! and kicks), `POST /_mock/faults` (replace the rules, JSON array of
 //! [`FaultRule`]), `POST /_mock/reset`.
@@ -20,6 +22,7 @@ pub use fault_syntax::{parse_fault, FaultSyntaxError};
 pub use faults::{glob, FaultEffect, FaultRule};
 pub use state::{CallLog, CallRecord, Counters, Kicked};
 
+use crate::job::IdCharset;
 use crate::secret::Secret;
 use server::Shared;
 use std::future::Future;
@@ -42,6 +45,11 @@ pub struct MockConfig {
     pub faults: Vec<FaultRule>,
     /// Seconds added to the system clock for the 10-minute timestamp check.
     pub clock_offset_secs: i64,
+    /// Which characters `RoomId` and `UserId[]` may hold; any other answers
+    /// 2. [`IdCharset::Vendor`] is the vendor's documented set (the rule
+    /// `kickq::job` validates with); [`IdCharset::Any`] lets tests send
+    /// hostile ids (spaces, non-ASCII) through the query encoding.
+    pub id_charset: IdCharset,
 }
 
 /// A running mock. The server stops when [`MockZego::shutdown`] is awaited,
@@ -102,6 +110,11 @@ impl MockZego {
     /// Sets the requests allowed per sliding second; 0 is unlimited.
     pub fn set_rate_limit(&self, per_sec: u32) {
         self.shared.engine().set_rate_limit(per_sec);
+    }
+
+    /// Sets which characters room and user ids may hold.
+    pub fn set_id_charset(&self, charset: IdCharset) {
+        self.shared.engine().set_id_charset(charset);
     }
 
     /// A snapshot of the counters.

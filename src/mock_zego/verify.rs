@@ -1,5 +1,6 @@
 //! The mock's pure request checks: parses the raw query and answers the vendor's code for the first check that fails.
 
+use crate::job::IdCharset;
 use crate::secret::Secret;
 use crate::zego::signature;
 
@@ -163,8 +164,11 @@ pub struct KickCall {
     pub reason: Option<String>,
 }
 
-/// Checks `RoomId`, `UserId[]` and `CustomReason`, after auth and the rate limit.
-pub fn check_call(q: &Query) -> Result<KickCall, i64> {
+/// Checks `RoomId`, `UserId[]` and `CustomReason`, after auth and the rate
+/// limit. A room or user id with a character `charset` refuses is an input
+/// parameter error: with [`IdCharset::Vendor`] that is the vendor's
+/// documented id set, the very rule `kickq::job` validates jobs with.
+pub fn check_call(q: &Query, charset: IdCharset) -> Result<KickCall, i64> {
     let room_id = q.room_id.get(PARAM_ERROR)?.to_owned();
     if q.user_ids.is_empty() {
         return Err(PARAM_ERROR);
@@ -173,6 +177,10 @@ pub fn check_call(q: &Query) -> Result<KickCall, i64> {
         return Err(USER_LIST_TOO_LONG);
     }
     if q.user_ids.iter().any(String::is_empty) {
+        return Err(PARAM_ERROR);
+    }
+    let refused = |id: &String| charset.first_refused(id).is_some();
+    if refused(&room_id) || q.user_ids.iter().any(refused) {
         return Err(PARAM_ERROR);
     }
     let reason = match &q.reason {
@@ -269,9 +277,13 @@ mod tests {
     }
 
     fn verdict(raw: &str) -> Result<KickCall, i64> {
+        verdict_with(raw, IdCharset::Vendor)
+    }
+
+    fn verdict_with(raw: &str, charset: IdCharset) -> Result<KickCall, i64> {
         let q = parse_query(raw);
         check_auth(&q, APP, &secret(), NOW)?;
-        check_call(&q)
+        check_call(&q, charset)
     }
 
     #[test]
@@ -358,6 +370,21 @@ mod tests {
             ("six users", query(users(6)), USER_LIST_TOO_LONG),
             ("empty user id", query(add("UserId[]", "")), PARAM_ERROR),
             (
+                "user id with a space",
+                query(add("UserId[]", "with space")),
+                PARAM_ERROR,
+            ),
+            ("user id with an emoji", query(add("UserId[]", "u😀")), PARAM_ERROR),
+            ("user id with brackets", query(add("UserId[]", "a[]")), PARAM_ERROR),
+            ("user id with a control", query(add("UserId[]", "a\u{1}")), PARAM_ERROR),
+            ("room id with a space", query(set("RoomId", "room 1")), PARAM_ERROR),
+            ("room id with a pipe", query(set("RoomId", "room|1")), PARAM_ERROR),
+            (
+                "six users, one out of the set",
+                query(|p| p.extend((2..=6).map(|i| ("UserId[]".to_owned(), format!("u {i}"))))),
+                USER_LIST_TOO_LONG,
+            ),
+            (
                 "257-byte reason",
                 query(set("CustomReason", "x".repeat(257))),
                 PARAM_ERROR,
@@ -385,6 +412,8 @@ mod tests {
             query(set("SignatureNonce", "FEDCBA9876543210")),
             query(|p| p.extend((2..=5).map(|i| ("UserId[]".to_owned(), format!("u{i}"))))),
             query(add("Extra", "ignored")),
+            query(set("RoomId", "~!@#$%^&*()_+=-`;',.<>/\\")),
+            query(add("UserId[]", "~!@#$%^&*()_+=-`;',.<>/\\")),
         ];
         for raw in ok {
             assert!(verdict(&raw).is_ok(), "{raw}: {:?}", verdict(&raw));
@@ -413,11 +442,28 @@ mod tests {
             p.retain(|(k, _)| k != "UserId[]");
             p.extend(hostile.iter().take(5).map(|u| ("UserId[]".to_owned(), (*u).to_owned())));
         });
-        assert_eq!(verdict(&raw).unwrap().user_ids, hostile[..5]);
+        assert_eq!(verdict_with(&raw, IdCharset::Any).unwrap().user_ids, hostile[..5]);
         let raw = query(|p| {
             p.retain(|(k, _)| k != "UserId[]");
             p.extend(hostile[5..].iter().map(|u| ("UserId[]".to_owned(), (*u).to_owned())));
         });
-        assert_eq!(verdict(&raw).unwrap().user_ids, hostile[5..]);
+        assert_eq!(verdict_with(&raw, IdCharset::Any).unwrap().user_ids, hostile[5..]);
+        assert_eq!(
+            verdict(&raw),
+            Err(PARAM_ERROR),
+            "the vendor set refuses a space and non-ASCII"
+        );
+    }
+
+    #[test]
+    fn any_charset_takes_what_vendor_refuses_but_control_characters() {
+        for (raw, any) in [
+            (query(add("UserId[]", "with space")), Ok(())),
+            (query(set("RoomId", "é 漢")), Ok(())),
+            (query(add("UserId[]", "a\u{1}")), Err(PARAM_ERROR)),
+        ] {
+            assert_eq!(verdict(&raw).map(|_| ()), Err(PARAM_ERROR), "{raw}");
+            assert_eq!(verdict_with(&raw, IdCharset::Any).map(|_| ()), any, "{raw}");
+        }
     }
 }

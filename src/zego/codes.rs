@@ -19,8 +19,9 @@ pub enum Disposition {
     /// Every call would fail (credentials, AppId, clock, app configuration):
     /// stop calling and alert rather than burn the queue.
     Halt,
-    /// One of several users is not in the room and the API does not say which:
-    /// retry the users one per call.
+    /// A call of several users failed for one of them (not in the room, or
+    /// an input parameter error) and the API does not say which: retry the
+    /// users one per call.
     SplitUsers,
     /// The API refused the length of the user list: retry in smaller calls.
     ShrinkChunk,
@@ -72,7 +73,16 @@ use Rule::{Always, ByUsers};
 ///   `100000012` (gateway failed to read the body), `100000015` (gateway
 ///   internal error): the vendor's side is momentarily unwell.
 /// - `7`, `206`: over the per-AppId request rate; the call itself is fine.
-/// - `2`: input parameter error. The same input fails the same way forever.
+/// - `2`: input parameter error. The same input fails the same way forever,
+///   so one user's call is dead-lettered. A call of several users is split
+///   into one call per user, as for 50002: the API does not say which
+///   parameter it refused, and a call merges users from several jobs, so one
+///   bad id (a space, an emoji: outside the vendor's id set) must not
+///   dead-letter the others. Only the users the API refuses alone are
+///   dead-lettered. When the fault is in what the calls share (room, reason)
+///   every single call fails too, at one call per user of the chunk (at most
+///   its size, 5); validation (`kickq::job`) keeps such input from reaching
+///   the API in the first place.
 /// - `3`, `100000000`..`100000011` (except 12), `100000013`, `100000014`,
 ///   `100000016`, `100000017`: authentication, AppId, signature, clock, Host or
 ///   app configuration. Nothing about the users is wrong and every other call
@@ -81,7 +91,14 @@ use Rule::{Always, ByUsers};
 const CODES: &[Row] = &[
     row(0, Always(Kicked), "success"),
     row(1, Always(Retry(RetryKind::Transient)), "server busy, retry"),
-    row(2, Always(DeadLetter), "input parameter error"),
+    row(
+        2,
+        ByUsers {
+            one: DeadLetter,
+            several: SplitUsers,
+        },
+        "input parameter error",
+    ),
     row(3, Always(Halt), "authentication failed"),
     row(7, Always(RateLimited), "over the API's requests-per-second limit"),
     row(104, Always(NothingToDo), "room does not exist"),
@@ -192,7 +209,8 @@ mod tests {
         (0, 5, Kicked),
         (1, 3, T),
         (2, 1, DeadLetter),
-        (2, 5, DeadLetter),
+        (2, 2, SplitUsers),
+        (2, 5, SplitUsers),
         (3, 1, Halt),
         (7, 2, RateLimited),
         (104, 1, NothingToDo),

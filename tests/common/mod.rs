@@ -313,6 +313,7 @@ pub async fn mock(rate_limit: u32) -> MockZego {
             rate_limit,
             faults: Vec::new(),
             clock_offset_secs: 0,
+            id_charset: kickq::job::IdCharset::Vendor,
         },
         "127.0.0.1:0".parse().unwrap(),
     )
