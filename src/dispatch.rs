@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Default most calls in flight at once. At 50 calls/s this allows 2 s of
@@ -45,21 +46,41 @@ impl KickApi for ZegoClient {
     }
 }
 
-/// Runs until the input closes, then waits for the calls in flight.
+/// Runs until the input closes, then waits for the calls in flight. When
+/// `abort` fires (the session is gone, so is the leadership lock) nothing more
+/// is called: chunks still queued are dropped, and calls in flight with their
+/// split or shrink follow-ups are abandoned; their deliveries return to the
+/// queue with the connection.
 pub async fn run<A: KickApi>(
     mut input: mpsc::Receiver<Dispatch>,
     output: mpsc::Sender<RouterInput>,
     api: Arc<A>,
     gate: Gate,
     halt_log_interval: Duration,
+    abort: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
-    while let Some(d) = input.recv().await {
-        let (api, gate, output) = (api.clone(), gate.clone(), output.clone());
+    loop {
+        let d = tokio::select! {
+            biased;
+            _ = abort.cancelled() => break,
+            d = input.recv() => match d {
+                Some(d) => d,
+                None => break,
+            },
+        };
+        let (api, gate, output, abort) = (api.clone(), gate.clone(), output.clone(), abort.clone());
         tracker.spawn(async move {
-            let outcome = match d.mode {
-                Mode::Call => execute(&*api, &gate, d.chunk, halt_log_interval).await,
-                Mode::Defer => deferred(d.chunk),
+            let work = async {
+                match d.mode {
+                    Mode::Call => execute(&*api, &gate, d.chunk, halt_log_interval).await,
+                    Mode::Defer => deferred(d.chunk),
+                }
+            };
+            let outcome = tokio::select! {
+                biased;
+                _ = abort.cancelled() => return,
+                outcome = work => outcome,
             };
             // The slot is held until the router takes the outcome, so a
             // stalled router (ledger away) pauses dispatch instead of

@@ -115,6 +115,13 @@ pub fn takeover_hold(record: Option<Record>, now_ms: i64, contended: bool) -> (i
         Some(Record::Active { at_ms }) if contended && now_ms - at_ms > STALE_AFTER.as_millis() as i64 => {
             (now_ms + window, HoldReason::Stale)
         }
+        // The lock was held a moment ago: the holder lived until about now,
+        // and a refresh can land up to STALE_AFTER late, so count from the
+        // earlier of the two safe bounds.
+        Some(Record::Active { at_ms }) if contended => (
+            (at_ms + STALE_AFTER.as_millis() as i64).min(now_ms) + window,
+            HoldReason::Crashed,
+        ),
         Some(Record::Active { at_ms }) => (at_ms + refresh + window, HoldReason::Crashed),
     };
     (at.min(now_ms + MAX_HOLD.as_millis() as i64), reason)
@@ -177,10 +184,15 @@ mod tests {
                 now + 700,
                 Released,
             ),
-            // A crash a moment ago: the last refresh, one interval, a window.
+            // A crash a moment ago, seen by a standby: the holder lived until
+            // about now, so a window from now.
+            (Some(Record::Active { at_ms: now - 100 }), true, now + w, Crashed),
+            (Some(Record::Active { at_ms: now - 700 }), true, now + w, Crashed),
+            // The lock was free when we came: the holder died before we
+            // started, after its last refresh: that, one interval, a window.
             (
                 Some(Record::Active { at_ms: now - 100 }),
-                true,
+                false,
                 now - 100 + r + w,
                 Crashed,
             ),

@@ -27,7 +27,7 @@
 use crate::amqp::connect::{connect, describe};
 use crate::amqp::intake::{self, IntakeConfig, IntakeEnd};
 use crate::amqp::lock::{self, Lock};
-use crate::amqp::publish::Publisher;
+use crate::amqp::publish::{PublishError, Publisher};
 use crate::amqp::topology::{self, Names};
 use crate::coalesce::driver::{self, DriverConfig};
 use crate::config::Credentials;
@@ -81,6 +81,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Longest wait for each closing step (release record, lock, connections),
 /// so an unresponsive broker cannot hold the exit.
 const CLOSE_STEP: Duration = Duration::from_secs(1);
+/// What all closing steps together may add to the drain deadline and the
+/// grace before the stop is cut short (see [`stop_bound`]).
+pub const CLOSE_BUDGET: Duration = Duration::from_secs(3);
 
 /// Everything `kickq run` needs, validated.
 #[derive(Debug, Clone)]
@@ -272,7 +275,20 @@ pub async fn run_with_api<A: KickApi>(
         }
         sessions += 1;
         let started = Instant::now();
-        let (end, tally) = session(&shared, sessions).await;
+        let bounded = async {
+            shared.shutdown.cancelled().await;
+            tokio::time::sleep(stop_bound(&shared.cfg)).await;
+        };
+        let (end, tally) = tokio::select! {
+            ended = session(&shared, sessions) => ended,
+            _ = bounded => {
+                // A step outside the pipeline (connecting, declaring, the
+                // takeover record) did not notice the stop in time. Dropping
+                // the session drops its connections: unacked deliveries return.
+                tracing::warn!(bound_ms = stop_bound(&shared.cfg).as_millis() as u64, "the stop overran its bound; leaving without finishing the session");
+                (SessionEnd::Shutdown, Tally::default())
+            }
+        };
         add_tally(&mut summary.tally, tally);
         shared.health.set_connected(false);
         shared.health.set_consuming(false);
@@ -309,6 +325,12 @@ pub async fn run_with_api<A: KickApi>(
         Some(e) => Err(e),
         None => Ok(summary),
     }
+}
+
+/// Longest a stop may take from the signal: the drain deadline, the grace,
+/// and the closing steps (release record, lock, connections).
+pub fn stop_bound(cfg: &WorkerConfig) -> Duration {
+    cfg.driver.drain_deadline + SHUTDOWN_GRACE + CLOSE_BUDGET
 }
 
 fn add_tally(sum: &mut Tally, t: Tally) {
@@ -393,16 +415,30 @@ async fn take_lock(shared: &Shared<impl KickApi>, conn: &Connection) -> Leadersh
 
 /// Keeps the leader record fresh until `stop`; returns why it could not.
 async fn refresh_record(publisher: Publisher, names: Names, stop: CancellationToken) -> String {
+    // A fixed beat: a slow confirm does not push the next refresh back.
+    let mut beat = tokio::time::interval(leadership::REFRESH_INTERVAL);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.tick().await;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return String::new(),
-            _ = tokio::time::sleep(leadership::REFRESH_INTERVAL) => {}
+            _ = beat.tick() => {}
         }
         let record = Record::Active {
             at_ms: leadership::now_ms(),
         };
-        if let Err(e) = lock::write_record(&publisher, &names, record).await {
-            return format!("leader record: {e}");
+        match lock::write_record(&publisher, &names, record).await {
+            Ok(()) => {}
+            // A broker alarm blocks publishing for as long as it lasts; acks
+            // go on over the other connection, so the session stays. A
+            // successor that finds the record stale waits a full window.
+            Err(PublishError::ConfirmTimeout(after)) => {
+                tracing::warn!(
+                    after_ms = after.as_millis() as u64,
+                    "leader record not confirmed (broker alarm?); still active, trying again"
+                );
+            }
+            Err(e) => return format!("leader record: {e}"),
         }
     }
 }
@@ -534,6 +570,7 @@ async fn active_session<A: KickApi>(
         shared.api.clone(),
         shared.gate.clone(),
         cfg.halt_log_interval,
+        abort.clone(),
     ));
     let router_cfg = RouterConfig {
         names: cfg.names.clone(),
@@ -625,9 +662,11 @@ async fn active_session<A: KickApi>(
             };
             stop_refresh.cancel();
             let _ = tokio::time::timeout(CLOSE_STEP, &mut refresher).await;
-            if drained {
-                // Every call has returned: say when our window frees, then
-                // let the lock go, last.
+            if drained && conn.status().connected() {
+                // Every call has returned and the lock is still ours: say
+                // when our window frees, then let the lock go, last. (With
+                // the connection gone, the lock went with it and a successor
+                // may have written its own record: leave that alone.)
                 let now = leadership::now_ms();
                 let last = shared
                     .gate
