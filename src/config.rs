@@ -16,6 +16,11 @@ pub const DEFAULT_NAMESPACE: &str = "kickq";
 pub const SECRET_ENV: &str = "ZEGO_SERVER_SECRET";
 /// Environment variable naming a file that holds the ServerSecret.
 pub const SECRET_FILE_ENV: &str = "ZEGO_SERVER_SECRET_FILE";
+/// Length of a ServerSecret: ZEGOCLOUD issues 32-byte secrets, and its own
+/// token generators (zego_server_assistant's token04, in every language)
+/// refuse any other ("secret must be a 32 byte string"). A secret of another
+/// length is a copy-paste mistake that would halt every call with 100000005.
+pub const SECRET_BYTES: usize = 32;
 
 /// A setting that is missing or invalid. `Display` is the one line the process
 /// prints before exiting non-zero; it names the setting and never its value
@@ -115,6 +120,15 @@ pub fn read_secret(env_value: Option<String>, file: Option<PathBuf>) -> Result<S
             why: "holds a control character".into(),
         });
     }
+    if value.len() != SECRET_BYTES {
+        return Err(ConfigError::Invalid {
+            name: SECRET_ENV,
+            why: format!(
+                "must be exactly {SECRET_BYTES} bytes, as ZEGOCLOUD issues a ServerSecret (the vendor's own token generators refuse any other length); this one is {} bytes",
+                value.len()
+            ),
+        });
+    }
     Ok(Secret::new(value))
 }
 
@@ -168,17 +182,29 @@ mod tests {
         }
     }
 
+    const S32: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
     fn secret_sources() {
-        assert_eq!(read_secret(Some("s3".into()), None).unwrap().expose(), "s3");
+        assert_eq!(read_secret(Some(S32.into()), None).unwrap().expose(), S32);
+        for (bad, len) in [("s3", 2), ("0123456789abcdef0123456789abcdef0", 33)] {
+            let err = read_secret(Some(bad.into()), None).unwrap_err().to_string();
+            assert!(err.contains("must be exactly 32 bytes"), "{err}");
+            assert!(err.contains(&format!("this one is {len} bytes")), "{err}");
+            assert!(!err.contains(bad), "the secret is never echoed: {err}");
+        }
         assert!(read_secret(None, None)
             .unwrap_err()
             .to_string()
             .contains("ZEGO_SERVER_SECRET"));
         assert!(read_secret(Some(String::new()), None).is_err());
         let dir = std::env::temp_dir().join(format!("kickq-secret-{}", std::process::id()));
-        std::fs::write(&dir, "from-file\n").unwrap();
-        assert_eq!(read_secret(None, Some(dir.clone())).unwrap().expose(), "from-file");
+        std::fs::write(&dir, format!("{S32}\n")).unwrap();
+        assert_eq!(
+            read_secret(None, Some(dir.clone())).unwrap().expose(),
+            S32,
+            "a trailing newline is trimmed first"
+        );
         let both = read_secret(Some("x".into()), Some(dir.clone()))
             .unwrap_err()
             .to_string();

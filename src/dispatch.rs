@@ -250,7 +250,13 @@ pub async fn execute<A: KickApi>(
             other => {
                 match other {
                     Disposition::RateLimited if gate.with(app, |b| b.slow_down(now)) => {
-                        tracing::warn!(app_id = app, code, "rate-limit answer; slowing this AppId down");
+                        let factor = gate.with(app, |b| b.factor(now));
+                        tracing::info!(
+                            app_id = app,
+                            code,
+                            rate_factor = factor,
+                            "rate-limit answer; slowing this AppId down"
+                        );
                     }
                     Disposition::Halt => {
                         let c = code.unwrap_or_default();

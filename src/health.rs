@@ -9,7 +9,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// Default address of the metrics and health server: loopback, because
@@ -30,7 +30,74 @@ pub struct Health {
     in_flight: std::sync::atomic::AtomicUsize,
     taken: std::sync::atomic::AtomicU64,
     standby: AtomicBool,
+    progress: Counts,
     gate: Gate,
+}
+
+/// What the worker did, counted for the periodic progress line (the metrics
+/// carry the same; these are readable in-process).
+#[derive(Debug, Default)]
+struct Counts {
+    kicked: AtomicU64,
+    nothing_to_do: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    skipped: AtomicU64,
+    calls: AtomicU64,
+    pending_users: AtomicU64,
+    queue_ready: AtomicU64,
+}
+
+/// A reading of the progress counters (totals since start, and the pending
+/// users and queue backlog now).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Users kicked.
+    pub kicked: u64,
+    /// Users with nothing to do (room gone, not in the room).
+    pub nothing_to_do: u64,
+    /// Users scheduled for a retry or deferred by a halt.
+    pub retried: u64,
+    /// Users dead-lettered.
+    pub dead_lettered: u64,
+    /// Users skipped because the ledger shows them done for their job id.
+    pub skipped: u64,
+    /// API calls answered.
+    pub calls: u64,
+    /// Users waiting in the coalescer now.
+    pub pending_users: u64,
+    /// Messages ready in the requests queue at the last check.
+    pub queue_ready: u64,
+}
+
+impl Progress {
+    /// What happened between `earlier` and `self` (totals subtracted; the
+    /// gauges are `self`'s).
+    pub fn since(&self, earlier: &Progress) -> Progress {
+        Progress {
+            kicked: self.kicked - earlier.kicked,
+            nothing_to_do: self.nothing_to_do - earlier.nothing_to_do,
+            retried: self.retried - earlier.retried,
+            dead_lettered: self.dead_lettered - earlier.dead_lettered,
+            skipped: self.skipped - earlier.skipped,
+            calls: self.calls - earlier.calls,
+            pending_users: self.pending_users,
+            queue_ready: self.queue_ready,
+        }
+    }
+
+    /// Whether there is anything to report: work done, or work waiting.
+    pub fn busy(&self) -> bool {
+        self.kicked
+            + self.nothing_to_do
+            + self.retried
+            + self.dead_lettered
+            + self.skipped
+            + self.calls
+            + self.pending_users
+            + self.queue_ready
+            > 0
+    }
 }
 
 impl Health {
@@ -43,6 +110,7 @@ impl Health {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             taken: std::sync::atomic::AtomicU64::new(0),
             standby: AtomicBool::new(false),
+            progress: Counts::default(),
             gate,
         }
     }
@@ -66,6 +134,58 @@ impl Health {
     /// Whether this process is a standby now.
     pub fn is_standby(&self) -> bool {
         self.standby.load(Ordering::Relaxed)
+    }
+
+    /// Users reached an outcome (the router's labels: `kicked`,
+    /// `nothing_to_do`, `retry_scheduled`, `deferred`, `dead_lettered`,
+    /// `skipped`).
+    pub fn count_users(&self, outcome: &str, n: u64) {
+        let c = &self.progress;
+        let counter = match outcome {
+            "kicked" => &c.kicked,
+            "nothing_to_do" => &c.nothing_to_do,
+            "retry_scheduled" | "deferred" => &c.retried,
+            "dead_lettered" => &c.dead_lettered,
+            "skipped" => &c.skipped,
+            _ => return,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// API calls were answered.
+    pub fn count_calls(&self, n: u64) {
+        self.progress.calls.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Users waiting in the coalescer now.
+    pub fn set_pending_users(&self, n: usize) {
+        self.progress.pending_users.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Messages ready in the requests queue, as the last check saw them.
+    pub fn set_queue_ready(&self, n: u32) {
+        self.progress.queue_ready.store(n.into(), Ordering::Relaxed);
+    }
+
+    /// The progress counters now.
+    pub fn progress(&self) -> Progress {
+        let c = &self.progress;
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Progress {
+            kicked: r(&c.kicked),
+            nothing_to_do: r(&c.nothing_to_do),
+            retried: r(&c.retried),
+            dead_lettered: r(&c.dead_lettered),
+            skipped: r(&c.skipped),
+            calls: r(&c.calls),
+            pending_users: r(&c.pending_users),
+            queue_ready: r(&c.queue_ready),
+        }
+    }
+
+    /// The gate this state reports on.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// Intake took a delivery.
@@ -182,6 +302,33 @@ pub async fn bind(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn progress_counts_by_outcome_and_diffs() {
+        let h = Health::new(Gate::new(50, Duration::from_secs(30)), false);
+        assert!(!h.progress().busy());
+        h.count_users("kicked", 3);
+        h.count_users("retry_scheduled", 1);
+        h.count_users("deferred", 1);
+        h.count_users("dead_lettered", 2);
+        h.count_users("unknown-label", 9);
+        h.count_calls(2);
+        let first = h.progress();
+        assert_eq!(
+            (first.kicked, first.retried, first.dead_lettered, first.calls),
+            (3, 2, 2, 2)
+        );
+        h.count_users("kicked", 1);
+        h.set_pending_users(7);
+        let d = h.progress().since(&first);
+        assert_eq!((d.kicked, d.retried, d.calls, d.pending_users), (1, 0, 0, 7));
+        assert!(d.busy());
+        h.set_pending_users(0);
+        assert!(
+            !h.progress().since(&h.progress()).busy(),
+            "nothing done, nothing waiting"
+        );
+    }
 
     #[test]
     fn readiness_names_every_failing_reason() {

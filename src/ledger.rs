@@ -447,6 +447,14 @@ impl Ledger {
         Ok(select_done_users(&self.pool, job_id, room_id, users).await?)
     }
 
+    /// [`Ledger::kicked_users`] for many jobs in one statement: for each
+    /// (job id, room id, users), the users already done. Intake calls it once
+    /// per batch of deliveries, so checking every delivery costs one round
+    /// trip per batch, not one per message.
+    pub async fn done_users(&self, jobs: &[(&str, &str, &[String])]) -> Result<Vec<HashSet<String>>, LedgerError> {
+        Ok(select_done_users_batch(&self.pool, jobs).await?)
+    }
+
     /// Outcome rows matching `q`, newest first (rows of the same instant:
     /// last written first), at most `q.limit` of them.
     pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRow>, LedgerError> {
@@ -614,6 +622,58 @@ const DONE_USERS_SQL: &str = "
     SELECT DISTINCT user_id FROM user_outcomes
     WHERE job_id = $1 AND room_id = $2 AND user_id = ANY($3::text[])
       AND outcome IN ('kicked', 'halted_then_resumed', 'nothing_to_do')";
+
+/// The lookup for many jobs at once: one statement per intake batch, each
+/// (job, room, user) triple probing the same partial index.
+const DONE_USERS_BATCH_SQL: &str = "
+    SELECT DISTINCT o.job_id, o.room_id, o.user_id
+    FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(job_id, room_id, user_id)
+    JOIN user_outcomes o
+      ON o.job_id = k.job_id AND o.room_id = k.room_id AND o.user_id = k.user_id
+    WHERE o.outcome IN ('kicked', 'halted_then_resumed', 'nothing_to_do')";
+
+/// Runs [`DONE_USERS_BATCH_SQL`] for `jobs` (job id, room id, users); returns
+/// each job's done users in the caller's spelling.
+async fn select_done_users_batch(
+    pool: &PgPool,
+    jobs: &[(&str, &str, &[String])],
+) -> Result<Vec<HashSet<String>>, sqlx::Error> {
+    let (mut job_ids, mut rooms, mut users) = (Vec::new(), Vec::new(), Vec::new());
+    for (job, room, us) in jobs {
+        for u in us.iter() {
+            job_ids.push(pg_text(job));
+            rooms.push(pg_text(room));
+            users.push(pg_text(u));
+        }
+    }
+    let mut out = vec![HashSet::new(); jobs.len()];
+    if users.is_empty() {
+        return Ok(out);
+    }
+    let rows = sqlx::query(DONE_USERS_BATCH_SQL)
+        .bind(&job_ids)
+        .bind(&rooms)
+        .bind(&users)
+        .fetch_all(pool)
+        .await?;
+    let mut stored: HashSet<(String, String, String)> = HashSet::with_capacity(rows.len());
+    for r in &rows {
+        stored.insert((r.try_get("job_id")?, r.try_get("room_id")?, r.try_get("user_id")?));
+    }
+    for (i, (job, room, us)) in jobs.iter().enumerate() {
+        for u in us.iter() {
+            let key = (
+                pg_text(job).into_owned(),
+                pg_text(room).into_owned(),
+                pg_text(u).into_owned(),
+            );
+            if stored.contains(&key) {
+                out[i].insert(u.clone());
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Runs [`DONE_USERS_SQL`]. Ids go through [`pg_text`] as they did when
 /// written, so the lookup finds what the write stored.
@@ -1065,6 +1125,22 @@ mod tests {
         assert_eq!(done, expected);
         assert!(ledger.kicked_users("j1", "r", &[]).await.unwrap().is_empty());
         assert!(ledger.kicked_users("j9", "r", &ask).await.unwrap().is_empty());
+        // The batch form answers the same, job by job.
+        let other: Vec<String> = vec!["other-job".into(), "kicked".into()];
+        let none: Vec<String> = Vec::new();
+        let batch = ledger
+            .done_users(&[
+                ("j1", "r", &ask),
+                ("j2", "r", &other),
+                ("j9", "r", &ask),
+                ("j1", "r", &none),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(batch[0], expected);
+        assert_eq!(batch[1], HashSet::from(["other-job".to_owned()]));
+        assert!(batch[2].is_empty() && batch[3].is_empty());
+        assert!(ledger.done_users(&[]).await.unwrap().is_empty());
     }
 
     #[sqlx::test(migrations = "./migrations")]
@@ -1092,6 +1168,18 @@ mod tests {
             .unwrap();
         let text = plan(rows);
         assert!(text.contains("user_outcomes_done"), "{text}");
+        let rows = sqlx::query(&format!("EXPLAIN {DONE_USERS_BATCH_SQL}"))
+            .bind(vec!["j".to_string(); 3])
+            .bind(vec!["r".to_string(); 3])
+            .bind(vec!["a".to_string(), "b".to_string(), "c".to_string()])
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let text = plan(rows);
+        assert!(
+            text.contains("user_outcomes_done"),
+            "the batch lookup probes the index: {text}"
+        );
 
         for (q, index) in [
             (query("r"), "user_outcomes_room_at"),

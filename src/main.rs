@@ -50,21 +50,34 @@ enum Command {
 }
 
 fn init_tracing(format: Option<LogFormat>, default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
+    // sqlx reports PostgreSQL notices (such as `relation "_sqlx_migrations"
+    // already exists` on every start) at INFO: they are not ours to report.
+    // lapin logs every broker failure itself, up to three times over, before
+    // kickq reports it once with the host and the setting to fix: by default
+    // only kickq's line shows (RUST_LOG=lapin=debug brings lapin's back).
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_filter},sqlx::postgres::notice=warn,lapin=off")));
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Pretty) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).init();
+    let layer = if json {
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .boxed()
     } else {
-        builder.init();
-    }
+        fmt::layer().with_writer(std::io::stderr).boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer.with_filter(kickq::cli::signals::quiet_closing_channels()))
+        .init();
 }
 
 /// The environment variable behind the flag a clap error names (`for

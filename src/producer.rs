@@ -40,8 +40,12 @@ pub const MAX_IN_FLIGHT: usize = 1000;
 /// Why a job was not enqueued.
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
-    /// The broker could not be reached or refused the login.
-    #[error("cannot connect to the broker: {0}")]
+    /// The broker could not be reached or refused the login (the error
+    /// names the host and the setting to fix).
+    #[error(transparent)]
+    Unreachable(crate::amqp::connect::ConnectError),
+    /// A channel could not be opened on the new connection.
+    #[error("cannot open a channel on the broker connection: {0}")]
     Connect(#[source] lapin::Error),
     /// The queues could not be declared. A queue declared earlier with other
     /// arguments (another delivery limit or retry delays) cannot be redeclared.
@@ -121,7 +125,7 @@ impl Producer {
     pub async fn connect_with(url: &Secret, cfg: ProducerConfig) -> Result<Producer, ProducerError> {
         let conn = connect(url, &cfg.connection_name)
             .await
-            .map_err(ProducerError::Connect)?;
+            .map_err(|e| ProducerError::Unreachable(crate::amqp::connect::explain(url, &e)))?;
         let publisher = Publisher::open(&conn).await.map_err(ProducerError::Connect)?;
         // Declared on a throwaway channel: a refused declare closes its channel,
         // and the publisher's must stay usable for the error to be reported cleanly.

@@ -399,6 +399,14 @@ impl Gate {
         }
     }
 
+    /// Every AppId's slow-down factor now (1 = full rate), for reporting.
+    pub fn factors(&self, now: Instant) -> Vec<(u32, f64)> {
+        let mut guard = self.lock();
+        let mut v: Vec<(u32, f64)> = guard.apps.iter_mut().map(|(app, b)| (*app, b.factor(now))).collect();
+        v.sort_by_key(|(app, _)| *app);
+        v
+    }
+
     /// Halted AppIds now (for readiness and metrics).
     pub fn halted_apps(&self) -> Vec<(u32, Halt)> {
         self.lock()

@@ -24,7 +24,7 @@
 //! deadline plus [`SHUTDOWN_GRACE`], whatever PostgreSQL or the API do: past
 //! it the session is cut, and what was not acked returns to the queue.
 
-use crate::amqp::connect::{connect, describe};
+use crate::amqp::connect::{connect, describe, explain};
 use crate::amqp::intake::{self, IntakeConfig, IntakeEnd};
 use crate::amqp::lock::{self, Lock};
 use crate::amqp::publish::{PublishError, Publisher};
@@ -75,6 +75,9 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// deleted and at once re-declared; this check turns that silence into a
 /// reconnect. Only the active worker runs it: a standby holds no consumer.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the worker logs its progress line while there is work: often
+/// enough to follow a sweep, rare enough that a day's log stays readable.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Time past the drain deadline that a graceful stop may take: the last
 /// answers, the last ledger write and acks, the release record.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -159,6 +162,8 @@ pub struct RunSummary {
 
 enum SessionEnd {
     Shutdown,
+    /// The session never opened: the broker is away or refused us.
+    NotOpened(crate::amqp::connect::ConnectError),
     Lost(String),
     Fatal(WorkerError),
 }
@@ -244,13 +249,18 @@ pub async fn run_with_api<A: KickApi>(
             }
         },
     };
+    let production = cfg.api_url.trim_end_matches('/') == crate::config::DEFAULT_API_URL;
     tracing::info!(
         app_id = cfg.credentials.app_id,
         rate = cfg.rate,
         namespace = %cfg.names.namespace,
         prefetch = cfg.prefetch,
         broker = %crate::config::redact_url(cfg.amqp_url.expose()),
-        "kickq worker starting"
+        api = %cfg.api_url,
+        api_is_production_default = production,
+        "kickq worker starting against {} ({}); active or standby is decided by the leadership lock",
+        cfg.api_url,
+        if production { "ZEGOCLOUD's production API, the default" } else { "not the production default" }
     );
     let shared = Shared {
         cfg,
@@ -299,6 +309,26 @@ pub async fn run_with_api<A: KickApi>(
             SessionEnd::Fatal(e) => {
                 fatal = Some(e);
                 break;
+            }
+            SessionEnd::NotOpened(e) => {
+                let delay = backoff.next().unwrap_or(RECONNECT_MAX);
+                if e.is_configuration() {
+                    // Waiting will not fix it, but a fixed user or vhost
+                    // needs no restart: say so loudly, each time.
+                    tracing::error!(
+                        retry_in_ms = delay.as_millis() as u64,
+                        "cannot open a broker session: {e}"
+                    );
+                } else {
+                    tracing::warn!(
+                        retry_in_ms = delay.as_millis() as u64,
+                        "cannot open a broker session: {e}"
+                    );
+                }
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
             }
             SessionEnd::Lost(why) => {
                 if started.elapsed() >= HEALTHY_SESSION {
@@ -447,13 +477,13 @@ async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionEnd, Tally) 
     let cfg = &shared.cfg;
     let conn = match connect(&cfg.amqp_url, &cfg.connection_name).await {
         Ok(c) => c,
-        Err(e) => return (SessionEnd::Lost(format!("connect: {}", describe(&e))), Tally::default()),
+        Err(e) => return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default()),
     };
     let publish_conn = match connect(&cfg.amqp_url, &format!("{}-publish", cfg.connection_name)).await {
         Ok(c) => c,
         Err(e) => {
             close(&conn).await;
-            return (SessionEnd::Lost(format!("connect: {}", describe(&e))), Tally::default());
+            return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default());
         }
     };
     let (end, tally) = active_session(shared, n, &conn, &publish_conn).await;
@@ -594,7 +624,9 @@ async fn active_session<A: KickApi>(
         stop_refresh.clone(),
     ));
     let mut watchdog = tokio::spawn(watch_queue(watch_channel, cfg.names.requests.clone(), health.clone()));
+    let reporter = tokio::spawn(report_progress(health.clone(), cfg.rate));
 
+    let _reporter = AbortOnDrop(reporter);
     let cut = |abort: &CancellationToken, intake: &tokio::task::JoinHandle<IntakeEnd>| {
         abort.cancel();
         intake.abort();
@@ -703,6 +735,55 @@ async fn active_session<A: KickApi>(
     (session_end, tally)
 }
 
+/// Aborts a task when the session that spawned it ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Logs one INFO line every [`PROGRESS_INTERVAL`] while there is work (so an
+/// operator can tell from the logs alone what the worker did, without one
+/// line per retry), and one when a slowed AppId is back at its full rate.
+async fn report_progress(health: Arc<Health>, rate: u32) {
+    let mut last = health.progress();
+    let mut slowed: std::collections::BTreeSet<u32> = Default::default();
+    let mut beat = tokio::time::interval(PROGRESS_INTERVAL);
+    beat.tick().await;
+    loop {
+        beat.tick().await;
+        let now = health.progress();
+        let d = now.since(&last);
+        last = now;
+        if d.busy() {
+            let secs = PROGRESS_INTERVAL.as_secs_f64();
+            tracing::info!(
+                kicked = d.kicked,
+                nothing_to_do = d.nothing_to_do,
+                retried = d.retried,
+                dead_lettered = d.dead_lettered,
+                skipped = d.skipped,
+                calls = d.calls,
+                calls_per_s = (d.calls as f64 / secs * 10.0).round() / 10.0,
+                limit_per_s = rate,
+                pending_users = d.pending_users,
+                backlog = d.queue_ready,
+                "progress over the last {}s",
+                PROGRESS_INTERVAL.as_secs()
+            );
+        }
+        for (app, factor) in health.gate().factors(Instant::now()) {
+            if factor < 1.0 {
+                slowed.insert(app);
+            } else if slowed.remove(&app) {
+                tracing::info!(app_id = app, "rate back to the full limit after a slow-down");
+            }
+        }
+    }
+}
+
 /// Returns (a reason) once the queue is gone, has no consumer left, or has
 /// held ready messages over two checks while this worker held none: the
 /// broker dropped or starved our consumer without a word, and only a new
@@ -734,6 +815,7 @@ async fn watch_queue(channel: lapin::Channel, queue: String, health: Arc<Health>
                         q.message_count()
                     );
                 }
+                health.set_queue_ready(q.message_count());
                 tracing::trace!(queue = %queue, ready = q.message_count(), "queue check ok");
             }
             Ok(Err(e)) => return format!("queue {queue} check failed: {}", describe(&e)),

@@ -21,28 +21,35 @@ fn kickq(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// A well-formed ServerSecret (32 bytes), so the case under test is the one that fails.
+const S32: &str = "0123456789abcdef0123456789abcdef";
+
 #[test]
 fn bad_settings_fail_with_one_line_naming_the_setting() {
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", "s")],
+            "ZEGO_SERVER_SECRET is invalid: must be exactly 32 bytes",
+        ),
         (vec![], "ZEGO_APP_ID is required"),
         (vec![("ZEGO_APP_ID", "abc")], "ZEGO_APP_ID is invalid"),
         (vec![("ZEGO_APP_ID", "1")], "ZEGO_SERVER_SECRET"),
         (
-            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", "s"), ("KICKQ_RATE", "abc")],
+            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", S32), ("KICKQ_RATE", "abc")],
             "KICKQ_RATE",
         ),
         (
-            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", "s"), ("KICKQ_RATE", "0")],
+            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", S32), ("KICKQ_RATE", "0")],
             "KICKQ_RATE is invalid",
         ),
         (
-            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", "s"), ("KICKQ_RATE", "51")],
+            vec![("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", S32), ("KICKQ_RATE", "51")],
             "KICKQ_RATE is invalid: 51 is above ZEGOCLOUD's documented 50 calls/s for KickoutUser; if your app's limit was raised, add --allow-rate-above-documented",
         ),
         (
             vec![
                 ("ZEGO_APP_ID", "1"),
-                ("ZEGO_SERVER_SECRET", "s"),
+                ("ZEGO_SERVER_SECRET", S32),
                 ("KICKQ_NAMESPACE", "a b"),
             ],
             "KICKQ_NAMESPACE",
@@ -50,7 +57,7 @@ fn bad_settings_fail_with_one_line_naming_the_setting() {
         (
             vec![
                 ("ZEGO_APP_ID", "1"),
-                ("ZEGO_SERVER_SECRET", "s"),
+                ("ZEGO_SERVER_SECRET", S32),
                 ("KICKQ_AMQP_URL", "http://x"),
             ],
             "KICKQ_AMQP_URL",
@@ -58,7 +65,7 @@ fn bad_settings_fail_with_one_line_naming_the_setting() {
         (
             vec![
                 ("ZEGO_APP_ID", "1"),
-                ("ZEGO_SERVER_SECRET", "s"),
+                ("ZEGO_SERVER_SECRET", S32),
                 ("ZEGO_API_URL", "http://example.com"),
             ],
             "ZEGO_API_URL",
@@ -66,7 +73,7 @@ fn bad_settings_fail_with_one_line_naming_the_setting() {
         (
             vec![
                 ("ZEGO_APP_ID", "1"),
-                ("ZEGO_SERVER_SECRET", "s"),
+                ("ZEGO_SERVER_SECRET", S32),
                 ("KICKQ_METRICS_ADDR", "nowhere"),
             ],
             "KICKQ_METRICS_ADDR",
@@ -74,7 +81,7 @@ fn bad_settings_fail_with_one_line_naming_the_setting() {
         (
             vec![
                 ("ZEGO_APP_ID", "1"),
-                ("ZEGO_SERVER_SECRET", "s"),
+                ("ZEGO_SERVER_SECRET", S32),
                 ("KICKQ_ID_CHARSET", "ascii"),
             ],
             "KICKQ_ID_CHARSET",
@@ -95,7 +102,7 @@ fn the_secret_is_never_echoed_in_an_error() {
         &["run"],
         &[
             ("ZEGO_APP_ID", "1"),
-            ("ZEGO_SERVER_SECRET", "hunter2-secret"),
+            ("ZEGO_SERVER_SECRET", "hunter2-secret-hunter2-secret-32"),
             ("ZEGO_API_URL", "ftp://x"),
         ],
     );

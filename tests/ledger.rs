@@ -207,3 +207,51 @@ async fn a_ledger_that_cannot_work_stops_the_worker_with_one_clear_error() {
     .await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_job_published_again_kicks_no_one_twice() {
+    // A rerun of the same enqueue: fresh deliveries (not redelivered, no
+    // attempts) of job ids already done. The job id is the idempotency key.
+    let db = TestDb::new().await;
+    let ns = Ns::new("rerun");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let jobs: Vec<Vec<u8>> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"room_id":"r{}","user_ids":["a{i}","b{i}"],"job_id":"sweep-{i}"}}"#,
+                i % 4
+            )
+            .into_bytes()
+        })
+        .collect();
+    broker.publish_many(&ns.names.requests, &jobs).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.database_url = Some(Secret::new(db.url.clone()));
+    let worker = spawn_worker(cfg).await;
+    wait_for(Duration::from_secs(20), "every user kicked", || async {
+        mock.kicked().len() == 40
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    wait_for(Duration::from_secs(10), "their rows", || async {
+        count(&pool, "select count(*) from user_outcomes where outcome = 'kicked'").await == 40
+    })
+    .await;
+    let calls_before = mock.calls().len();
+    broker.publish_many(&ns.names.requests, &jobs).await;
+    wait_for(Duration::from_secs(20), "the rerun skipped", || async {
+        count(&pool, "select count(*) from user_outcomes where outcome = 'skipped'").await == 40
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(mock.calls().len(), calls_before, "the rerun made no call");
+    assert_eq!(mock.kicked().len(), 40, "no one kicked twice");
+    pool.close().await;
+    db.drop_db().await;
+}

@@ -8,7 +8,7 @@ use crate::job::{self, Limits};
 use crate::ledger::Ledger;
 use crate::stage::{Job, JobIn, RouterInput, Unusable};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::BasicCancelOptions;
 use lapin::{BasicProperties, Channel, Consumer};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,6 +91,11 @@ pub fn decode(
 /// Delay between ledger lookups while PostgreSQL is away.
 const LEDGER_RETRY: Duration = Duration::from_secs(1);
 
+/// Most deliveries looked up in the ledger with one statement. Intake takes
+/// what lapin already holds, up to this many, so a backlog costs one round
+/// trip per batch and a lone job waits for nothing.
+const LOOKUP_BATCH: usize = 256;
+
 /// Runs intake until the consumer ends, the broker fails, or `stop` fires.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -105,7 +110,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> IntakeEnd {
     health.set_consuming(true);
-    let end = loop {
+    let end = 'deliveries: loop {
         let next = tokio::select! {
             biased;
             _ = stop.cancelled() => {
@@ -116,78 +121,106 @@ pub async fn run(
             }
             next = consumer.next() => next,
         };
-        let delivery = match next {
+        let mut batch = match next {
             None => break IntakeEnd::Cancelled,
             Some(Err(e)) => break IntakeEnd::Broker(e),
-            Some(Ok(d)) => d,
+            Some(Ok(d)) => vec![d],
         };
-        let id = ids.fetch_add(1, Ordering::Relaxed);
-        health.delivery_taken();
-        let handle = Delivery::new(id, delivery.acker.clone());
-        let decoded = decode(
-            &delivery.data,
-            &delivery.properties,
-            delivery.redelivered,
-            &cfg,
-            id,
-            Utc::now(),
-        );
-        let job = match decoded {
-            Ok(job) => job,
-            Err((why, job_id, attempts)) => {
-                crate::metrics::message_consumed(false);
-                tracing::warn!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), reason = ?why, "unusable message; dead-lettering it verbatim");
-                let input = RouterInput::Unusable {
-                    delivery: handle,
-                    body: delivery.data,
-                    why,
-                    job_id,
-                    attempts,
-                };
-                match send(&to_router, input, &stop).await {
-                    Sent::Ok => continue,
-                    Sent::Closed => break IntakeEnd::DownstreamClosed,
-                    Sent::Stopped => break IntakeEnd::Stopped,
+        // The stream's end, met while filling the batch: acted on once the
+        // batch is handed on.
+        let mut then_end = None;
+        while batch.len() < LOOKUP_BATCH {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(d))) => batch.push(d),
+                Some(None) => {
+                    then_end = Some(IntakeEnd::Cancelled);
+                    break;
+                }
+                Some(Some(Err(e))) => {
+                    then_end = Some(IntakeEnd::Broker(e));
+                    break;
+                }
+                None => break,
+            }
+        }
+        let mut jobs: Vec<(Delivery, Job)> = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            health.delivery_taken();
+            let handle = Delivery::new(id, delivery.acker.clone());
+            let decoded = decode(
+                &delivery.data,
+                &delivery.properties,
+                delivery.redelivered,
+                &cfg,
+                id,
+                Utc::now(),
+            );
+            match decoded {
+                Ok(job) => jobs.push((handle, job)),
+                Err((why, job_id, attempts)) => {
+                    crate::metrics::message_consumed(false);
+                    tracing::warn!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), reason = ?why, "unusable message; dead-lettering it verbatim");
+                    let input = RouterInput::Unusable {
+                        delivery: handle,
+                        body: delivery.data,
+                        why,
+                        job_id,
+                        attempts,
+                    };
+                    match send(&to_router, input, &stop).await {
+                        Sent::Ok => {}
+                        Sent::Closed => break 'deliveries IntakeEnd::DownstreamClosed,
+                        Sent::Stopped => break 'deliveries IntakeEnd::Stopped,
+                    }
                 }
             }
-        };
-        crate::metrics::message_consumed(true);
-        if job.redelivered {
-            crate::metrics::redelivery();
         }
-        let skipped = match (&ledger, job.redelivered || job.attempts > 0) {
-            (Some(ledger), true) => match already_kicked(ledger, &job, &stop).await {
+        // A job id is an idempotency key: users already done for it, on any
+        // delivery (a redelivery, a retry, or the same job published again),
+        // are skipped.
+        let skipped = match &ledger {
+            Some(ledger) if !jobs.is_empty() => match already_done(ledger, &jobs, &stop).await {
                 Ok(Some(s)) => s,
                 Ok(None) => break IntakeEnd::Stopped,
                 Err(e) => break IntakeEnd::Ledger(e),
             },
-            _ => Vec::new(),
+            _ => vec![Vec::new(); jobs.len()],
         };
-        let users: Vec<Arc<str>> = job
-            .request
-            .user_ids
-            .iter()
-            .filter(|u| !skipped.contains(u))
-            .map(|u| Arc::from(u.as_str()))
-            .collect();
-        let job = Arc::new(job);
-        tracing::debug!(delivery = id, job_id = job.job_id(), room = %job.request.room_id, users = users.len(), skipped = skipped.len(), attempts = job.attempts, "job received");
-        let received = RouterInput::Received {
-            delivery: handle,
-            job: job.clone(),
-            skipped,
-        };
-        match send(&to_router, received, &stop).await {
-            Sent::Ok => {}
-            Sent::Closed => break IntakeEnd::DownstreamClosed,
-            Sent::Stopped => break IntakeEnd::Stopped,
-        }
-        if !users.is_empty() {
-            match send(&to_coalescer, JobIn { job, users }, &stop).await {
-                Sent::Ok => {}
-                Sent::Closed => break IntakeEnd::DownstreamClosed,
-                Sent::Stopped => break IntakeEnd::Stopped,
+        for ((handle, job), skipped) in jobs.into_iter().zip(skipped) {
+            crate::metrics::message_consumed(true);
+            if job.redelivered {
+                crate::metrics::redelivery();
             }
+            let users: Vec<Arc<str>> = job
+                .request
+                .user_ids
+                .iter()
+                .filter(|u| !skipped.contains(u))
+                .map(|u| Arc::from(u.as_str()))
+                .collect();
+            let job = Arc::new(job);
+            tracing::debug!(delivery = handle.id(), job_id = job.job_id(), room = %job.request.room_id, users = users.len(), skipped = skipped.len(), attempts = job.attempts, "job received");
+            let received = RouterInput::Received {
+                delivery: handle,
+                job: job.clone(),
+                skipped,
+            };
+            match send(&to_router, received, &stop).await {
+                Sent::Ok => {}
+                Sent::Closed => break 'deliveries IntakeEnd::DownstreamClosed,
+                Sent::Stopped => break 'deliveries IntakeEnd::Stopped,
+            }
+            if !users.is_empty() {
+                match send(&to_coalescer, JobIn { job, users }, &stop).await {
+                    Sent::Ok => {}
+                    Sent::Closed => break 'deliveries IntakeEnd::DownstreamClosed,
+                    Sent::Stopped => break 'deliveries IntakeEnd::Stopped,
+                }
+            }
+        }
+        if let Some(end) = then_end {
+            break end;
         }
     };
     health.set_consuming(false);
@@ -211,26 +244,26 @@ async fn send<T>(to: &mpsc::Sender<T>, value: T, stop: &CancellationToken) -> Se
     }
 }
 
-/// Users of a redelivered or retried job that the ledger shows as done.
-/// Waits (backpressure) while PostgreSQL is unreachable; `Ok(None)` if
-/// stopped meanwhile; `Err` for a failure that waiting will not fix.
-async fn already_kicked(
+/// For each job, its users that the ledger shows as done for its job id, in
+/// the job's order. Waits (backpressure) while PostgreSQL is unreachable;
+/// `Ok(None)` if stopped meanwhile; `Err` for a failure that waiting will
+/// not fix.
+async fn already_done(
     ledger: &Ledger,
-    job: &Job,
+    jobs: &[(Delivery, Job)],
     stop: &CancellationToken,
-) -> Result<Option<Vec<String>>, crate::ledger::LedgerError> {
+) -> Result<Option<Vec<Vec<String>>>, crate::ledger::LedgerError> {
+    let keys: Vec<(&str, &str, &[String])> = jobs
+        .iter()
+        .map(|(_, j)| (j.job_id(), j.request.room_id.as_str(), j.request.user_ids.as_slice()))
+        .collect();
     loop {
-        match ledger
-            .kicked_users(job.job_id(), &job.request.room_id, &job.request.user_ids)
-            .await
-        {
+        match ledger.done_users(&keys).await {
             Ok(done) => {
                 return Ok(Some(
-                    job.request
-                        .user_ids
-                        .iter()
-                        .filter(|u| done.contains(*u))
-                        .cloned()
+                    jobs.iter()
+                        .zip(done)
+                        .map(|((_, j), d)| j.request.user_ids.iter().filter(|u| d.contains(*u)).cloned().collect())
                         .collect(),
                 ));
             }

@@ -99,10 +99,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (url, names) = broker.resolve()?;
     let conn = match crate::amqp::connect::connect(&url, "kickq-demo").await {
         Ok(c) => c,
-        Err(_) => anyhow::bail!(
-            "no RabbitMQ at {}: start the local service (rabbitmq-server -detached) or `docker compose up -d rabbitmq`, or set KICKQ_AMQP_URL",
-            crate::config::redact_url(url.expose())
-        ),
+        Err(e) => match crate::amqp::connect::explain(&url, &e) {
+            e @ crate::amqp::connect::ConnectError::Unreachable { .. } => anyhow::bail!(
+                "no RabbitMQ at {}: start the local service (rabbitmq-server -detached) or `docker compose up -d rabbitmq`, or set KICKQ_AMQP_URL ({e})",
+                crate::config::redact_url(url.expose())
+            ),
+            e => anyhow::bail!("{e}"),
+        },
     };
     let publisher = Publisher::open(&conn).await?;
     topology::declare(publisher.channel(), &names, DEFAULT_DELIVERY_LIMIT).await?;

@@ -183,7 +183,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
 async fn open(url: &crate::secret::Secret) -> anyhow::Result<Connection> {
     connect(url, &format!("kickq-dlq-{}", std::process::id()))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the broker: {}", crate::amqp::connect::describe(&e)))
+        .map_err(|e| anyhow::Error::msg(crate::amqp::connect::explain(url, &e).to_string()))
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {

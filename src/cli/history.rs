@@ -72,7 +72,7 @@ pub fn since_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
 
 /// Runs `kickq history`.
 pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
-    let ledger = args.database.ledger().await?;
+    let ledger = args.database.ready_ledger().await?;
     let rows = ledger.history(&args.query()).await?;
     let text = if args.json {
         let mut json = serde_json::to_string(&rows)?;

@@ -47,6 +47,23 @@ impl DatabaseArgs {
     pub async fn ledger(&self) -> anyhow::Result<Ledger> {
         Ok(Ledger::connect(self.url()?).await?)
     }
+
+    /// A ledger handle that is known to answer and to be migrated, for the
+    /// commands that read or prune it. Errors name the database (without a
+    /// password) and the fix.
+    pub async fn ready_ledger(&self) -> anyhow::Result<Ledger> {
+        let ledger = self.ledger().await?;
+        let at = self.display_url();
+        match ledger.pending_migrations().await {
+            Ok(pending) if pending.is_empty() => Ok(ledger),
+            Ok(pending) => anyhow::bail!(
+                "the ledger at {at} is not migrated ({} migration(s) pending): run `kickq migrate` (or start `kickq run`, which migrates)",
+                pending.len()
+            ),
+            Err(e) if e.is_unavailable() => anyhow::bail!("cannot reach PostgreSQL at {at} (DATABASE_URL): {e}"),
+            Err(e) => anyhow::bail!("the ledger at {at} (DATABASE_URL): {e}"),
+        }
+    }
 }
 
 /// `url` with any password replaced and the query string dropped

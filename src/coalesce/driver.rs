@@ -175,6 +175,7 @@ pub async fn run(
             }
         }
         crate::metrics::pending(core.pending_users(), core.pending_groups());
+        health.set_pending_users(core.pending_users());
 
         let accepting = input_open && core.pending_users() < cfg.max_pending_users;
         tokio::select! {
@@ -207,6 +208,7 @@ pub async fn run(
         }
     }
     crate::metrics::pending(0, 0);
+    health.set_pending_users(0);
 }
 
 fn add(core: &mut Coalescer<Arc<crate::stage::Job>>, input: JobIn, now: Instant) {

@@ -291,6 +291,7 @@ impl Router {
         }
         if !skipped.is_empty() {
             crate::metrics::users("skipped", skipped.len() as u64);
+            self.health.count_users("skipped", skipped.len() as u64);
         }
         let book = Book::new(delivery, &job.request.user_ids, &skipped);
         if book.is_done() {
@@ -333,6 +334,7 @@ impl Router {
 
     async fn outcome(&mut self, outcome: ChunkOutcome) -> Result<(), PublishError> {
         let now = Utc::now();
+        self.health.count_calls(outcome.calls.len() as u64);
         if self.ledger.is_some() && !outcome.calls.is_empty() {
             self.note_rows();
             for c in &outcome.calls {
@@ -408,7 +410,19 @@ impl Router {
                     _ => "transient",
                 }),
                 Tag::Defer => crate::metrics::retry("halted"),
-                Tag::Dead(error, _) => crate::metrics::dead_letter(error.as_str()),
+                Tag::Dead(error, code) => {
+                    crate::metrics::dead_letter(error.as_str());
+                    let users: Vec<&str> = es.iter().map(|e| &*e.user).collect();
+                    tracing::warn!(
+                        room = %job.request.room_id,
+                        job_id = job.job_id(),
+                        users = ?users,
+                        error = error.as_str(),
+                        code,
+                        detail = %es[0].detail,
+                        "dead-lettered"
+                    );
+                }
             }
             if matches!(tag, Tag::Dead(..)) {
                 self.tally.dead_letters += 1;
@@ -435,6 +449,7 @@ impl Router {
             Action::DeadLetter(_) => ("dead_lettered", UserOutcome::DeadLettered),
         };
         crate::metrics::users(label, 1);
+        self.health.count_users(label, 1);
         if self.ledger.is_some() {
             self.note_rows();
             let detail = match e.action {
