@@ -155,13 +155,15 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Removes the password from an AMQP URL so the URL can be logged.
+/// Removes the password (and the query string, which may carry one:
+/// `?password=` is legal in a PostgreSQL URL) from a URL so it can be logged.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("[redacted]"));
             }
+            u.set_query(None);
             u.to_string()
         }
         Err(_) => "[unparseable url]".into(),
@@ -228,6 +230,8 @@ mod tests {
     fn urls_lose_their_password() {
         let r = redact_url("amqp://guest:hunter2@127.0.0.1:5672/%2f");
         assert!(!r.contains("hunter2"), "{r}");
+        let r = redact_url("postgres://u@db:5432/kickq?password=hunter2&sslmode=verify-full");
+        assert!(!r.contains("hunter2") && r.contains("db:5432/kickq"), "{r}");
         assert!(r.contains("guest"), "{r}");
     }
 }

@@ -384,7 +384,11 @@ async fn open_ledger(
             l.migrate().await?;
             Ok::<_, LedgerError>(l)
         };
-        match attempt.await {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            a = attempt => a,
+        };
+        match attempt {
             Ok(l) => {
                 health.set_ledger_ok(true);
                 tracing::info!("audit ledger on; migrations applied");
@@ -392,7 +396,7 @@ async fn open_ledger(
             }
             Err(e) if e.is_unavailable() => {
                 let delay = backoff.next().unwrap_or(RECONNECT_MAX);
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot open the ledger yet");
+                tracing::warn!(error = %e, database = %crate::config::redact_url(url.expose()), retry_in_ms = delay.as_millis() as u64, "cannot reach the ledger's PostgreSQL yet (DATABASE_URL)");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(delay) => {}
