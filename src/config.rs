@@ -230,8 +230,8 @@ mod tests {
     fn urls_lose_their_password() {
         let r = redact_url("amqp://guest:hunter2@127.0.0.1:5672/%2f");
         assert!(!r.contains("hunter2"), "{r}");
+        assert!(r.contains("guest"), "{r}");
         let r = redact_url("postgres://u@db:5432/kickq?password=hunter2&sslmode=verify-full");
         assert!(!r.contains("hunter2") && r.contains("db:5432/kickq"), "{r}");
-        assert!(r.contains("guest"), "{r}");
     }
 }
