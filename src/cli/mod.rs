@@ -11,3 +11,8 @@ pub mod mock_zego;
 pub mod progress;
 pub mod run;
 pub mod signals;
+
+/// A command stopped by Ctrl-C: the binary exits 130, the shell convention.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
