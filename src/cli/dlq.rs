@@ -38,7 +38,12 @@ and an interruption loses nothing (at most the letters in flight are left
 duplicated; the summary says how many). Safe while workers run.
 
 Validation letters (bodies that were not valid jobs) are replayed as they
-are: unless the input was fixed elsewhere they are dead-lettered again.";
+are: unless the input was fixed elsewhere they are dead-lettered again.
+
+Without --yes, replay and purge first count the matching letters, then ask
+on a terminal (elsewhere they refuse). --json prints the counts as one JSON
+object and never prompts. Ctrl-C stops between letters, prints the summary
+and exits 130.";
 
 /// `kickq dlq`.
 #[derive(Debug, Clone, clap::Args)]
