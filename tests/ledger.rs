@@ -224,6 +224,33 @@ fn prune(db: &TestDb, args: &[&str]) -> (std::process::Output, String, String) {
     (out, stdout, stderr)
 }
 
+/// Runs `kickq ledger prune` on a pseudo-terminal (util-linux `script`),
+/// typing `input`: the only way to reach its prompt. Returns the terminal's text.
+fn prune_on_a_terminal(db: &TestDb, args: &str, input: &[u8]) -> (std::process::ExitStatus, String) {
+    use std::io::Write;
+    let command = format!("{} ledger prune {args}", env!("CARGO_BIN_EXE_kickq"));
+    let mut child = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script runs");
+    // Stdin stays open until the command is done: script ends the session at its EOF.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
 async fn rows(pool: &sqlx::PgPool) -> [i64; 3] {
     [
         count(pool, "select count(*) from job_receipts").await,
@@ -286,6 +313,17 @@ async fn prune_asks_for_yes_counts_in_a_dry_run_and_reports_json() {
         assert!(stdout.is_empty(), "{stdout}");
         assert_eq!(rows(&pool).await, before, "{args:?}");
     }
+
+    // On a terminal it counts the rows and asks; anything but y deletes nothing.
+    let (status, screen) = prune_on_a_terminal(&db, "--older-than 90d", b"n\n");
+    assert!(!status.success(), "{screen}");
+    assert!(
+        screen.contains("delete 6 row(s) older than ")
+            && screen.contains("from the audit ledger (2 job_receipts, 1 api_calls, 3 user_outcomes)? [y/N]"),
+        "{screen}"
+    );
+    assert!(screen.contains("not confirmed; nothing deleted"), "{screen}");
+    assert_eq!(rows(&pool).await, before);
 
     let (out, stdout, stderr) = prune(&db, &["--older-than", "90d", "--dry-run"]);
     assert!(out.status.success(), "{stderr}");
