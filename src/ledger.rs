@@ -326,7 +326,7 @@ pub struct HistoryRow {
     pub detail: Option<String>,
 }
 
-/// Rows removed by [`Ledger::prune`], per table.
+/// Rows removed by [`Ledger::prune`] (or counted by [`Ledger::count_prunable`]), per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PruneCounts {
     /// Rows removed from `job_receipts`.
@@ -461,17 +461,9 @@ impl Ledger {
         Ok(select_history(&self.pool, q).await?)
     }
 
-    /// Deletes every row older than `older_than` (by `received_at`,
-    /// `started_at` and `at`) from all three tables, in one transaction. A
-    /// duration reaching before the year 1 deletes nothing.
-    pub async fn prune(&self, older_than: Duration) -> Result<PruneCounts, LedgerError> {
-        let Some(cutoff) = chrono::Duration::from_std(older_than)
-            .ok()
-            .and_then(|d| Utc::now().checked_sub_signed(d))
-            .filter(|c| *c >= earliest_cutoff())
-        else {
-            return Ok(PruneCounts::default());
-        };
+    /// Deletes every row older than `cutoff` (by `received_at`, `started_at`
+    /// and `at`) from all three tables, in one transaction.
+    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneCounts, LedgerError> {
         let mut tx = self.pool.begin().await?;
         let counts = PruneCounts {
             receipts: delete_receipts_before(&mut tx, cutoff).await?,
@@ -481,6 +473,33 @@ impl Ledger {
         tx.commit().await?;
         Ok(counts)
     }
+
+    /// The rows [`Ledger::prune`] would delete for `cutoff`, counted in one
+    /// read-only transaction (one snapshot for the three tables); nothing is
+    /// deleted.
+    pub async fn count_prunable(&self, cutoff: DateTime<Utc>) -> Result<PruneCounts, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let counts = PruneCounts {
+            receipts: count_receipts_before(&mut tx, cutoff).await?,
+            calls: count_calls_before(&mut tx, cutoff).await?,
+            outcomes: count_outcomes_before(&mut tx, cutoff).await?,
+        };
+        tx.commit().await?;
+        Ok(counts)
+    }
+}
+
+/// The cutoff of a retention of `older_than` at `now`: rows before it go. An
+/// age reaching before the year 1 gives the year 1, which matches no row.
+pub fn prune_cutoff(now: DateTime<Utc>, older_than: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(older_than)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .filter(|c| *c >= earliest_cutoff())
+        .unwrap_or_else(earliest_cutoff)
 }
 
 /// Year 1: older cutoffs cannot match any row a worker wrote, and chrono
@@ -780,6 +799,33 @@ async fn delete_outcomes_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) 
         .execute(conn)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// A prune's dry run on `job_receipts`, served by `job_receipts_received_at`.
+async fn count_receipts_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM job_receipts WHERE received_at < $1")
+        .bind(cutoff)
+        .fetch_one(conn)
+        .await?;
+    Ok(n.max(0) as u64)
+}
+
+/// A prune's dry run on `api_calls`, served by `api_calls_started_at`.
+async fn count_calls_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM api_calls WHERE started_at < $1")
+        .bind(cutoff)
+        .fetch_one(conn)
+        .await?;
+    Ok(n.max(0) as u64)
+}
+
+/// A prune's dry run on `user_outcomes`, served by `user_outcomes_at`.
+async fn count_outcomes_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM user_outcomes WHERE at < $1")
+        .bind(cutoff)
+        .fetch_one(conn)
+        .await?;
+    Ok(n.max(0) as u64)
 }
 
 #[cfg(test)]
@@ -1224,31 +1270,35 @@ mod tests {
         };
         ledger.write(&batch).await.unwrap();
 
-        let counts = ledger.prune(Duration::from_secs(90 * 86400)).await.unwrap();
+        let days90 = || prune_cutoff(Utc::now(), Duration::from_secs(90 * 86400));
+        let old_rows = PruneCounts {
+            receipts: 1,
+            calls: 2,
+            outcomes: 3,
+        };
+        assert_eq!(ledger.count_prunable(days90()).await.unwrap(), old_rows);
         assert_eq!(
-            counts,
-            PruneCounts {
-                receipts: 1,
-                calls: 2,
-                outcomes: 3
-            }
+            ledger.count_prunable(days90()).await.unwrap(),
+            old_rows,
+            "counting deletes nothing"
         );
+        assert_eq!(count(&pool, "user_outcomes").await, 4);
+        let counts = ledger.prune(days90()).await.unwrap();
+        assert_eq!(counts, old_rows);
         let left = ledger.history(&query("r")).await.unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].job_id, "new");
         assert_eq!(count(&pool, "job_receipts").await, 1);
         assert_eq!(count(&pool, "api_calls").await, 1);
 
+        assert_eq!(ledger.prune(days90()).await.unwrap(), PruneCounts::default());
+        assert_eq!(ledger.count_prunable(days90()).await.unwrap(), PruneCounts::default());
         assert_eq!(
-            ledger.prune(Duration::from_secs(90 * 86400)).await.unwrap(),
-            PruneCounts::default()
-        );
-        assert_eq!(
-            ledger.prune(Duration::MAX).await.unwrap(),
+            ledger.prune(prune_cutoff(Utc::now(), Duration::MAX)).await.unwrap(),
             PruneCounts::default(),
             "absurd ages delete nothing"
         );
-        let all = ledger.prune(Duration::ZERO).await.unwrap();
+        let all = ledger.prune(prune_cutoff(Utc::now(), Duration::ZERO)).await.unwrap();
         assert_eq!(
             all,
             PruneCounts {
@@ -1257,6 +1307,22 @@ mod tests {
                 outcomes: 1
             }
         );
+    }
+
+    #[test]
+    fn prune_cutoffs_count_back_from_now_and_stop_at_the_year_1() {
+        let now = t(0, 0);
+        let year1 = earliest_cutoff();
+        let cases = [
+            (Duration::ZERO, now),
+            (Duration::from_secs(86400), now - chrono::Duration::days(1)),
+            (Duration::from_secs(90 * 86400), now - chrono::Duration::days(90)),
+            (Duration::from_secs(3000 * 365 * 86400), year1),
+            (Duration::MAX, year1),
+        ];
+        for (age, want) in cases {
+            assert_eq!(prune_cutoff(now, age), want, "{age:?}");
+        }
     }
 
     #[sqlx::test(migrations = "./migrations")]

@@ -1,6 +1,7 @@
 //! `kickq dlq list|replay|purge` as a user runs them (the real binary) against the real RabbitMQ: filters,
-//! listing without consuming, replay and purge keeping the rest in order, the history header, the
-//! confirmation rule, letters the broker dead-lettered itself, and an interrupted replay that loses nothing.
+//! listing without consuming, replay and purge keeping the rest in order (and counting it under `--limit`), the
+//! history header, the confirmation rule and its prompt's count, `--json`, letters the broker dead-lettered
+//! itself, and interrupted replays (a crash, Ctrl-C) that lose nothing.
 
 mod common;
 
@@ -460,4 +461,252 @@ async fn a_replayed_letter_that_dies_again_after_retries_shows_both_deaths() {
             .unwrap();
     }
     worker.stop().await;
+}
+
+/// Stdout as one JSON object.
+fn json_of(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_with_a_limit_reports_every_letter_it_kept() {
+    let ns = Ns::new("dlq-limit");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds = vec![
+        seed("t0", "r", DeadError::Permanent, Some(2)),
+        seed("t1", "r", DeadError::Permanent, Some(2)),
+        seed("t2", "r", DeadError::Permanent, Some(2)),
+        seed("t3", "r", DeadError::RetriesExhausted, Some(1)),
+        seed("t4", "r", DeadError::Permanent, Some(2)),
+    ];
+    publish_letters(&broker, &ns, &seeds).await;
+    // The limit is reached before any letter had to move: the other three
+    // stay where they are, unread, and are kept all the same.
+    let out = kickq(
+        &ns,
+        &["dlq", "purge", "--error", "permanent", "--limit", "2", "--yes"],
+        &[],
+        None,
+    )
+    .await;
+    let (stdout, _) = ok(&out);
+    assert!(stdout.contains("purged 2, kept 3 in order"), "{stdout}");
+    wait_depth(&broker, &ns.names.dead, 3).await;
+
+    // t2 goes; t3 is re-appended, t4 is read past the limit and re-appended.
+    let out = kickq(&ns, &["dlq", "purge", "--limit", "1", "--yes", "--json"], &[], None).await;
+    let v = json_of(&ok(&out).0);
+    assert_eq!(
+        v,
+        serde_json::json!({"depth": 3, "examined": 1, "matched": 1, "purged": 1, "kept": 2, "in_doubt": 0, "dry_run": false}),
+        "the first letter matches, so the pass stops there"
+    );
+    wait_depth(&broker, &ns.names.dead, 2).await;
+    let out = kickq(
+        &ns,
+        &[
+            "dlq",
+            "purge",
+            "--error",
+            "permanent",
+            "--limit",
+            "1",
+            "--yes",
+            "--json",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    let v = json_of(&ok(&out).0);
+    assert_eq!(
+        (v["examined"].as_u64(), v["purged"].as_u64(), v["kept"].as_u64()),
+        (Some(2), Some(1), Some(1)),
+        "{v}"
+    );
+    wait_depth(&broker, &ns.names.dead, 1).await;
+    assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_json_never_prompts_and_has_a_fixed_shape() {
+    let ns = Ns::new("dlq-json");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds: Vec<Seed> = (0..6)
+        .map(|i| {
+            seed(
+                &format!("t{i}"),
+                if i < 4 { "r1" } else { "r2" },
+                DeadError::Permanent,
+                Some(2),
+            )
+        })
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+
+    for cmd in ["replay", "purge"] {
+        let out = kickq(&ns, &["dlq", cmd, "--json"], &[], None).await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{stdout}{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].contains("--json never prompts") && lines[0].contains("--yes"),
+            "{stderr}"
+        );
+    }
+    let out = kickq(
+        &ns,
+        &["dlq", "replay", "--room", "r1", "--json", "--dry-run"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        json_of(&ok(&out).0),
+        serde_json::json!({"depth": 6, "examined": 6, "matched": 4, "replayed": 4, "kept": 2, "in_doubt": 0, "dry_run": true})
+    );
+    wait_depth(&broker, &ns.names.dead, 6).await;
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+
+    let out = kickq(
+        &ns,
+        &["dlq", "replay", "--room", "r1", "--limit", "3", "--json", "--yes"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        json_of(&ok(&out).0),
+        serde_json::json!({"depth": 6, "examined": 3, "matched": 3, "replayed": 3, "kept": 3, "in_doubt": 0, "dry_run": false}),
+        "the limit is reached at the third letter with nothing moved: the pass stops there"
+    );
+    assert_eq!(tags(&broker.take_all(&ns.names.requests).await), ["t0", "t1", "t2"]);
+    wait_depth(&broker, &ns.names.dead, 3).await;
+    assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t3", "t4", "t5"]);
+}
+
+/// Runs `kickq` on a pseudo-terminal (util-linux `script`), typing `input`:
+/// the only way to reach the confirmation prompt. Returns the terminal's text.
+async fn kickq_on_a_terminal(ns: &Ns, args: &str, input: &[u8]) -> (std::process::ExitStatus, String) {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_kickq"));
+    let mut child = tokio::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script runs");
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, input).await.unwrap();
+    // Stdin stays open until the command is done: script ends the session at its EOF.
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the prompted command ends")
+        .unwrap();
+    drop(stdin);
+    let (stdout, stderr) = text(&out);
+    (out.status, format!("{stdout}{stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_prompt_counts_the_matching_letters_not_the_queue() {
+    let ns = Ns::new("dlq-prompt");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds: Vec<Seed> = (0..40)
+        .map(|i| {
+            seed(
+                &format!("t{i}"),
+                if i % 4 == 0 { "r1" } else { "r2" },
+                DeadError::Permanent,
+                None,
+            )
+        })
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+    let (status, screen) = kickq_on_a_terminal(&ns, "dlq replay --room r1", b"n\n").await;
+    assert!(!status.success(), "{screen}");
+    assert!(
+        screen.contains(&format!(
+            "replay 10 of 40 letter(s) in {} (matching room \"r1\")?",
+            ns.names.dead
+        )),
+        "{screen}"
+    );
+    assert!(screen.contains("not confirmed; nothing changed"), "{screen}");
+    wait_depth(&broker, &ns.names.dead, 40).await;
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+
+    let (status, screen) = kickq_on_a_terminal(&ns, "dlq replay --room r1 --limit 4", b"y\n").await;
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains("replay 4 of 40 letter(s)"), "{screen}");
+    assert!(screen.contains("replayed 4, kept 36"), "{screen}");
+    assert_eq!(
+        tags(&broker.take_all(&ns.names.requests).await),
+        ["t0", "t4", "t8", "t12"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_stopped_by_ctrl_c_stops_between_letters_and_exits_130() {
+    let ns = Ns::new("dlq-sigint");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let n = 40u32;
+    let seeds: Vec<Seed> = (0..n)
+        .map(|i| seed(&format!("t{i}"), "r", DeadError::Permanent, None))
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["dlq", "replay", "--yes", "--json", "--rate", "4"])
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the first replays", || async {
+        broker.depth(&ns.names.requests).await >= 2
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("it stops soon after Ctrl-C")
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let v = json_of(&stdout);
+    let replayed = v["replayed"].as_u64().unwrap();
+    assert!(replayed >= 2 && replayed < u64::from(n), "{v}");
+    assert_eq!(v["in_doubt"], 0, "it settles what is in flight before stopping: {v}");
+    assert_eq!(replayed + v["kept"].as_u64().unwrap(), u64::from(n), "{v}");
+    // Every letter is in exactly one place.
+    wait_depth(&broker, &ns.names.dead, n - replayed as u32).await;
+    let moved = broker.take_all(&ns.names.requests).await;
+    assert_eq!(moved.len() as u64, replayed);
+    let left = broker.drain(&ns.names.dead).await;
+    let mut all = tags(&moved);
+    all.extend(tags(&left));
+    all.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    want.sort();
+    assert_eq!(all, want);
 }

@@ -1,5 +1,6 @@
 //! The audit ledger end to end: a worker with `DATABASE_URL` records every job, call and outcome in a fresh
-//! PostgreSQL database; a retry of an already-kicked job skips those users; `kickq history` reads it back.
+//! PostgreSQL database; a retry of an already-kicked job skips those users; `kickq history` reads it back;
+//! `kickq ledger prune` asks for `--yes`, counts in a dry run and reports in JSON.
 
 mod common;
 
@@ -252,6 +253,171 @@ async fn the_same_job_published_again_kicks_no_one_twice() {
     worker.stop().await;
     assert_eq!(mock.calls().len(), calls_before, "the rerun made no call");
     assert_eq!(mock.kicked().len(), 40, "no one kicked twice");
+    pool.close().await;
+    db.drop_db().await;
+}
+
+/// Runs `kickq ledger prune` on the database with stdin closed (not a terminal).
+fn prune(db: &TestDb, args: &[&str]) -> (std::process::Output, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["ledger", "prune"])
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// Runs `kickq ledger prune` on a pseudo-terminal (util-linux `script`),
+/// typing `input`: the only way to reach its prompt. Returns the terminal's text.
+fn prune_on_a_terminal(db: &TestDb, args: &str, input: &[u8]) -> (std::process::ExitStatus, String) {
+    use std::io::Write;
+    let command = format!("{} ledger prune {args}", env!("CARGO_BIN_EXE_kickq"));
+    let mut child = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script runs");
+    // Stdin stays open until the command is done: script ends the session at its EOF.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
+async fn rows(pool: &sqlx::PgPool) -> [i64; 3] {
+    [
+        count(pool, "select count(*) from job_receipts").await,
+        count(pool, "select count(*) from api_calls").await,
+        count(pool, "select count(*) from user_outcomes").await,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_asks_for_yes_counts_in_a_dry_run_and_reports_json() {
+    let db = TestDb::new().await;
+    kickq::ledger::Ledger::connect(&db.url)
+        .await
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    for (days, n) in [(200, 2), (10, 1)] {
+        for i in 0..n {
+            sqlx::query(
+                "insert into job_receipts (job_id, app_id, room_id, user_ids, attempts, redelivered, received_at) \
+                 values ($1, 1, 'r', '{a}', 0, false, now() - make_interval(days => $2))",
+            )
+            .bind(format!("j{days}-{i}"))
+            .bind(days)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    sqlx::query(
+        "insert into api_calls (app_id, room_id, user_ids, attempt, latency, started_at) \
+         values (1, 'r', '{a}', 0, '1 ms', now() - interval '200 days')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (user, days) in [("a", 200), ("b", 200), ("c", 200), ("d", 10)] {
+        sqlx::query(
+            "insert into user_outcomes (job_id, app_id, room_id, user_id, outcome, at) \
+             values ('j', 1, 'r', $1, 'kicked', now() - make_interval(days => $2))",
+        )
+        .bind(user)
+        .bind(days)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let before = [3, 1, 4];
+    assert_eq!(rows(&pool).await, before);
+
+    // Without --yes, off a terminal: one line, nothing deleted.
+    for args in [&["--older-than", "90d"][..], &["--older-than", "90d", "--json"]] {
+        let (out, stdout, stderr) = prune(&db, args);
+        assert!(!out.status.success(), "{args:?}: {stdout}{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(lines[0].contains("--yes") && lines[0].contains("--dry-run"), "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert_eq!(rows(&pool).await, before, "{args:?}");
+    }
+
+    // On a terminal it counts the rows and asks; anything but y deletes nothing.
+    let (status, screen) = prune_on_a_terminal(&db, "--older-than 90d", b"n\n");
+    assert!(!status.success(), "{screen}");
+    assert!(
+        screen.contains("delete 6 row(s) older than ")
+            && screen.contains("from the audit ledger (2 job_receipts, 1 api_calls, 3 user_outcomes)? [y/N]"),
+        "{screen}"
+    );
+    assert!(screen.contains("not confirmed; nothing deleted"), "{screen}");
+    assert_eq!(rows(&pool).await, before);
+
+    let (out, stdout, stderr) = prune(&db, &["--older-than", "90d", "--dry-run"]);
+    assert!(out.status.success(), "{stderr}");
+    for line in [
+        "would remove 2 rows from job_receipts",
+        "would remove 1 rows from api_calls",
+        "would remove 3 rows from user_outcomes",
+        "nothing deleted",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    assert_eq!(rows(&pool).await, before, "a dry run deletes nothing");
+
+    let (out, stdout, stderr) = prune(&db, &["--older-than", "90d", "--dry-run", "--json"]);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let cutoff = chrono::DateTime::parse_from_rfc3339(v["cutoff"].as_str().unwrap()).unwrap();
+    let age = chrono::Utc::now().signed_duration_since(cutoff);
+    assert!((age - chrono::Duration::days(90)).num_seconds().abs() < 60, "{v}");
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "older_than_s": 90 * 86400,
+            "cutoff": v["cutoff"],
+            "job_receipts": 2,
+            "api_calls": 1,
+            "user_outcomes": 3,
+            "dry_run": true,
+        })
+    );
+    assert_eq!(rows(&pool).await, before);
+
+    let (out, stdout, stderr) = prune(&db, &["--older-than", "90d", "--yes", "--json"]);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (&v["job_receipts"], &v["api_calls"], &v["user_outcomes"], &v["dry_run"]),
+        (&2.into(), &1.into(), &3.into(), &false.into()),
+        "{v}"
+    );
+    assert_eq!(rows(&pool).await, [1, 0, 1]);
+
+    let (out, stdout, stderr) = prune(&db, &["--older-than", "90d", "--yes"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("removed 0 rows from job_receipts"), "{stdout}");
+    assert_eq!(rows(&pool).await, [1, 0, 1]);
     pool.close().await;
     db.drop_db().await;
 }

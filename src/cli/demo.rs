@@ -1,7 +1,7 @@
 //! `kickq demo`: the first command a newcomer runs. An in-process mock-zego with a few failing rooms, a sample
-//! sweep enqueued in a namespace of its own, the real worker draining it, progress, and a summary.
+//! sweep enqueued in a namespace of its own, the real worker draining it, progress, a summary, and the cleanup
+//! (with `--keep`, of every queue but the dead letters', to try `kickq dlq` on).
 
-use crate::amqp::headers;
 use crate::amqp::publish::{persistent_json, Publisher};
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::cli::run::BrokerArgs;
@@ -13,8 +13,9 @@ use crate::secret::Secret;
 use crate::worker::{WorkerConfig, DEFAULT_PREFETCH};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::options::QueueDeleteOptions;
 use lapin::types::FieldTable;
+use lapin::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -38,6 +39,10 @@ pub struct DemoArgs {
     /// RabbitMQ URL (the demo uses its own queues, never `kickq.*`).
     #[arg(long = "amqp-url", env = "KICKQ_AMQP_URL", default_value = crate::config::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     amqp_url: String,
+    /// Leave the demo's dead letters in <namespace>.dead (its other queues
+    /// are deleted) and print the command that lists them.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// One line of the sample: a kick job or, for the last few, input the worker must refuse.
@@ -109,15 +114,60 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let publisher = Publisher::open(&conn).await?;
     topology::declare(publisher.channel(), &names, DEFAULT_DELIVERY_LIMIT).await?;
-    let result = demo(&url, &names, &publisher).await;
-    // Clean up whatever happened.
-    let deleted = topology::delete_all(publisher.channel(), &names).await;
+    let result = demo(&url, &names, &conn, &publisher).await;
+    // Clean up whatever happened; --keep spares the dead letters only once the demo succeeded.
+    let keep = args.keep && result.is_ok();
+    let deleted = delete_queues(publisher.channel(), &names, keep).await;
     let _ = conn.close(200, "demo done".into()).await;
     deleted.context("deleting the demo's queues")?;
-    result
+    result?;
+    if keep {
+        println!(
+            "The demo's dead letters stay in {}; its other queues are deleted. See them with:",
+            names.dead
+        );
+        let env_url = std::env::var("KICKQ_AMQP_URL").ok();
+        println!(
+            "  {}",
+            list_command(&names.namespace, &args.amqp_url, env_url.as_deref())
+        );
+        println!(
+            "and delete that queue when done: rabbitmqctl delete_queue {}",
+            names.dead
+        );
+    } else {
+        println!(
+            "The demo's queues ({}.*) are deleted now; `kickq demo --keep` leaves its dead letters to try `kickq dlq` on.",
+            names.namespace
+        );
+    }
+    Ok(())
 }
 
-async fn demo(url: &Secret, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
+/// The `kickq dlq list` command that shows the demo's dead letters. The URL
+/// holds a password, so it is never printed: when the demo's came neither
+/// from the environment (`env_url`) nor the default, the command says to pass it again.
+fn list_command(namespace: &str, amqp_url: &str, env_url: Option<&str>) -> String {
+    let url = if env_url == Some(amqp_url) || amqp_url == crate::config::DEFAULT_AMQP_URL {
+        ""
+    } else {
+        " --amqp-url <the URL given to the demo>"
+    };
+    format!("kickq dlq list --namespace {namespace}{url}")
+}
+
+/// Deletes the demo's queues: all of them, or all but the dead letters'.
+async fn delete_queues(channel: &lapin::Channel, names: &Names, keep_dead: bool) -> Result<(), lapin::Error> {
+    if !keep_dead {
+        return topology::delete_all(channel, names).await.map(|_| ());
+    }
+    for name in names.all().into_iter().filter(|n| *n != names.dead) {
+        channel.queue_delete(name.into(), QueueDeleteOptions::default()).await?;
+    }
+    Ok(())
+}
+
+async fn demo(url: &Secret, names: &Names, conn: &Connection, publisher: &Publisher) -> anyhow::Result<()> {
     let faults = [
         "room=gone-*,code=50001",
         "room=banned-*,code=2",
@@ -232,7 +282,12 @@ async fn demo(url: &Secret, names: &Names, publisher: &Publisher) -> anyhow::Res
 
     let counters = mock.counters();
     let calls = counters.calls;
-    let letters = read_dead_letters(check, &names.dead).await?;
+    // Read without consuming, so that --keep leaves them all.
+    let peeked = crate::dlq::pass::peek(conn, &names.dead, &Default::default(), None, |_| {}).await?;
+    let mut letters: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for l in &peeked.letters {
+        *letters.entry(l.error.as_str()).or_insert(0) += 1;
+    }
     println!();
     println!("done in {:.1} s", elapsed.as_secs_f64());
     println!("  users kicked          {}", expect.kicks.len());
@@ -260,7 +315,6 @@ async fn demo(url: &Secret, names: &Names, publisher: &Publisher) -> anyhow::Res
     println!("In a real deployment, inspect and replay dead letters with:");
     println!("  kickq dlq list                      # what failed and why");
     println!("  kickq dlq replay --error permanent  # after fixing the cause");
-    println!("The demo's queues ({}.*) are deleted now.", names.namespace);
     mock.shutdown().await;
     Ok(())
 }
@@ -279,12 +333,33 @@ async fn depth(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32> {
     Ok(q.message_count())
 }
 
-async fn read_dead_letters(channel: &lapin::Channel, queue: &str) -> anyhow::Result<BTreeMap<&'static str, usize>> {
-    let mut by_error = BTreeMap::new();
-    while let Some(m) = channel.basic_get(queue.into(), BasicGetOptions::default()).await? {
-        let dl = headers::read_dead_letter(m.delivery.properties.headers().as_ref());
-        *by_error.entry(dl.error.as_str()).or_insert(0) += 1;
-        m.delivery.acker.ack(BasicAckOptions::default()).await?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_command_names_the_namespace_and_never_the_url() {
+        let other = "amqp://u:secret@mq:5672/%2f";
+        let cases = [
+            (
+                crate::config::DEFAULT_AMQP_URL,
+                None,
+                "kickq dlq list --namespace kickq-demo-7",
+            ),
+            (other, Some(other), "kickq dlq list --namespace kickq-demo-7"),
+            (
+                other,
+                None,
+                "kickq dlq list --namespace kickq-demo-7 --amqp-url <the URL given to the demo>",
+            ),
+            (
+                other,
+                Some("amqp://elsewhere"),
+                "kickq dlq list --namespace kickq-demo-7 --amqp-url <the URL given to the demo>",
+            ),
+        ];
+        for (url, env, want) in cases {
+            assert_eq!(list_command("kickq-demo-7", url, env), want, "{url} {env:?}");
+        }
     }
-    Ok(by_error)
 }

@@ -1,18 +1,20 @@
 //! `kickq dlq list|replay|purge`: the dead-letter queue's arguments, the confirmation prompt, progress and
 //! summaries; the passes themselves are in `crate::dlq`.
 
+use super::confirm::{ask, consent, Answer, Consent};
 use super::history::parse_since;
 use super::progress::Progress;
 use super::run::BrokerArgs;
+use super::Interrupted;
 use crate::amqp::connect::connect;
 use crate::amqp::headers::DeadError;
-use crate::dlq::format::{format_table, to_json};
+use crate::dlq::format::{format_table, to_json, Tally};
 use crate::dlq::letter::{parse_error, Filter};
 use crate::dlq::pass::{peek, sweep, Action, SweepConfig, SweepEnd, SweepReport};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use lapin::Connection;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +38,12 @@ and an interruption loses nothing (at most the letters in flight are left
 duplicated; the summary says how many). Safe while workers run.
 
 Validation letters (bodies that were not valid jobs) are replayed as they
-are: unless the input was fixed elsewhere they are dead-lettered again.";
+are: unless the input was fixed elsewhere they are dead-lettered again.
+
+Without --yes, replay and purge first count the matching letters, then ask
+on a terminal (elsewhere they refuse). --json prints the counts as one JSON
+object and never prompts. Ctrl-C stops between letters, prints the summary
+and exits 130.";
 
 /// `kickq dlq`.
 #[derive(Debug, Clone, clap::Args)]
@@ -125,6 +132,9 @@ pub struct ReplayArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long)]
     pub yes: bool,
+    /// Print the counts as one JSON object; never prompts, so it needs --yes or --dry-run.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kickq dlq purge`.
@@ -145,6 +155,18 @@ pub struct PurgeArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long)]
     pub yes: bool,
+    /// Print the counts as one JSON object; never prompts, so it needs --yes or --dry-run.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How `replay` and `purge` run, beyond what they do to which letters.
+#[derive(Debug, Clone, Copy)]
+struct ActOptions {
+    limit: Option<u64>,
+    dry_run: bool,
+    yes: bool,
+    json: bool,
 }
 
 /// Runs `kickq dlq`.
@@ -162,20 +184,23 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 to: names.requests.clone(),
                 rate: a.rate,
             };
-            act(&url, &names.dead, action, a.filter.filter(), a.limit, a.dry_run, a.yes).await
+            let opts = ActOptions {
+                limit: a.limit,
+                dry_run: a.dry_run,
+                yes: a.yes,
+                json: a.json,
+            };
+            act(&url, &names.dead, action, a.filter.filter(), opts).await
         }
         DlqCommand::Purge(a) => {
             let (url, names) = a.broker.resolve()?;
-            act(
-                &url,
-                &names.dead,
-                Action::Purge,
-                a.filter.filter(),
-                a.limit,
-                a.dry_run,
-                a.yes,
-            )
-            .await
+            let opts = ActOptions {
+                limit: a.limit,
+                dry_run: a.dry_run,
+                yes: a.yes,
+                json: a.json,
+            };
+            act(&url, &names.dead, Action::Purge, a.filter.filter(), opts).await
         }
     }
 }
@@ -239,38 +264,70 @@ async fn act(
     dead: &str,
     action: Action,
     filter: Filter,
-    limit: Option<u64>,
-    dry_run: bool,
-    yes: bool,
+    opts: ActOptions,
 ) -> anyhow::Result<()> {
     let (verb, done) = verb(&action);
+    let consent = consent(opts.yes, opts.dry_run, opts.json, std::io::stdin().is_terminal());
+    if let Consent::Refuse(why) = consent {
+        bail!(why.message("the dead-letter queue"));
+    }
     let conn = open(url).await?;
-    if dry_run {
-        let peeked = peek(&conn, dead, &filter, limit.map(|l| l as usize), |_| {}).await?;
+    if opts.dry_run {
+        let peeked = peek(&conn, dead, &filter, opts.limit.map(|l| l as usize), |_| {}).await?;
         let _ = conn.close(200, "dry run".into()).await;
-        write_stdout(&format_table(&peeked.letters))?;
-        println!(
-            "dry run: would {verb} {} of {} letter(s) in {dead} ({}); nothing changed",
-            peeked.letters.len(),
-            peeked.scanned,
-            filter.describe()
-        );
+        if opts.json {
+            write_stdout(&format!("{}\n", Tally::of_dry_run(&peeked).to_json(done)))?;
+        } else {
+            write_stdout(&format_table(&peeked.letters))?;
+            println!(
+                "dry run: would {verb} {} of {} letter(s) in {dead} ({}); nothing changed",
+                peeked.letters.len(),
+                peeked.scanned,
+                filter.describe()
+            );
+        }
         return Ok(());
     }
-    let depth = crate::dlq::pass::depth(&conn, dead).await?;
-    if !yes {
-        confirm(&format!(
-            "{verb} the letters of {dead} that match {} ({depth} letter(s) in the queue)?",
-            filter.describe()
-        ))?;
-    }
+    // From here on Ctrl-C stops between steps: a count hands every letter
+    // back first, a sweep settles what is in flight.
     let stop = CancellationToken::new();
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
+    if consent == Consent::Ask {
+        // Count the matching letters first, with the pass `dlq list` makes
+        // (every letter handed back in order), so the question is exact.
+        let total = crate::dlq::pass::depth(&conn, dead).await?;
+        let mut progress = Progress::new("count", "letters", total.into());
+        let counted = peek(&conn, dead, &filter, Some(0), |n| progress.inc(n)).await;
+        progress.finish();
+        let counted = counted?;
+        if stop.is_cancelled() {
+            return interrupted_unchanged(conn).await;
+        }
+        let n = opts.limit.map_or(counted.matched, |l| counted.matched.min(l));
+        if n == 0 {
+            let _ = conn.close(200, "nothing to do".into()).await;
+            eprintln!(
+                "none of the {} letter(s) in {dead} match {}; nothing to {verb}",
+                counted.scanned,
+                filter.describe()
+            );
+            return Ok(());
+        }
+        match ask(&prompt(verb, n, counted.scanned, dead, &filter), &stop).await? {
+            Answer::Yes => {}
+            Answer::No => {
+                let _ = conn.close(200, "not confirmed".into()).await;
+                bail!("not confirmed; nothing changed");
+            }
+            Answer::Interrupted => return interrupted_unchanged(conn).await,
+        }
+    }
+    let depth = crate::dlq::pass::depth(&conn, dead).await?;
     let cfg = SweepConfig {
         dead: dead.to_owned(),
         action,
         filter: filter.clone(),
-        limit,
+        limit: opts.limit,
         abandon_after: std::env::var(STOP_AFTER_ENV).ok().and_then(|v| v.parse().ok()),
     };
     let started = Instant::now();
@@ -283,10 +340,14 @@ async fn act(
     })
     .await;
     progress.finish();
-    println!(
-        "{}",
-        summary(&report, dead, done, &filter, started.elapsed().as_secs_f64())
-    );
+    if opts.json {
+        write_stdout(&format!("{}\n", Tally::of_sweep(&report).to_json(done)))?;
+    } else {
+        println!(
+            "{}",
+            summary(&report, dead, done, &filter, started.elapsed().as_secs_f64())
+        );
+    }
     match report.end {
         SweepEnd::Done => {
             let _ = conn.close(200, "done".into()).await;
@@ -294,7 +355,8 @@ async fn act(
         }
         SweepEnd::Cancelled => {
             let _ = conn.close(200, "interrupted".into()).await;
-            bail!("interrupted: the letters not yet examined were not touched; run it again to finish")
+            eprintln!("kickq: interrupted: the letters not yet examined were not touched; run it again to finish");
+            Err(Interrupted.into())
         }
         SweepEnd::Abandoned => {
             // The test hook plays a crash: leave without closing anything.
@@ -311,15 +373,37 @@ async fn act(
     }
 }
 
+/// Ctrl-C before the sweep began.
+async fn interrupted_unchanged(conn: Connection) -> anyhow::Result<()> {
+    let _ = conn.close(200, "interrupted".into()).await;
+    eprintln!("kickq: interrupted; nothing changed");
+    Err(Interrupted.into())
+}
+
+/// The confirmation question: how many letters it would take (the matching
+/// ones, at most the limit) out of how many in the queue.
+pub fn prompt(verb: &str, taking: u64, of: u64, dead: &str, filter: &Filter) -> String {
+    format!(
+        "{verb} {taking} of {of} letter(s) in {dead} (matching {})?",
+        filter.describe()
+    )
+}
+
 /// The summary after a replay or purge.
 pub fn summary(r: &SweepReport, dead: &str, done: &str, filter: &Filter, secs: f64) -> String {
+    let how = match (&r.end, r.unread) {
+        (SweepEnd::Done, 0) => " in order".to_owned(),
+        (SweepEnd::Done, n) => format!(" in order ({n} not read: the limit was reached)"),
+        (SweepEnd::Cancelled, n) if n > 0 => format!(" ({n} not examined)"),
+        _ => String::new(),
+    };
     let mut s = format!(
-        "examined {} of {} letter(s) in {dead} ({}): {done} {}, kept {} in order; {:.1}s",
+        "examined {} of {} letter(s) in {dead} ({}): {done} {}, kept {}{how}; {:.1}s",
         r.examined,
         r.depth,
         filter.describe(),
         r.taken,
-        r.kept,
+        r.kept + r.unread,
         secs
     );
     if r.in_flight > 0 {
@@ -330,23 +414,6 @@ pub fn summary(r: &SweepReport, dead: &str, done: &str, filter: &Filter, secs: f
         ));
     }
     s
-}
-
-/// Asks on the terminal; refuses when stdin is not one, since a script must
-/// say `--yes` explicitly.
-fn confirm(question: &str) -> anyhow::Result<()> {
-    if !std::io::stdin().is_terminal() {
-        bail!("refusing to change the dead-letter queue without --yes when stdin is not a terminal");
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        bail!("not confirmed; nothing changed")
-    }
 }
 
 #[cfg(test)]
@@ -401,22 +468,79 @@ mod tests {
         }
     }
 
-    #[test]
-    fn summary_mentions_letters_in_flight_only_when_there_are_some() {
-        let r = SweepReport {
+    fn report(taken: u64, kept: u64, unread: u64, in_flight: u64, end: SweepEnd) -> SweepReport {
+        SweepReport {
             depth: 10,
-            examined: 10,
-            taken: 4,
-            kept: 6,
-            in_flight: 0,
-            end: SweepEnd::Done,
+            examined: 10 - unread,
+            matched: taken,
+            taken,
+            kept,
+            unread,
+            in_flight,
+            end,
+        }
+    }
+
+    #[test]
+    fn summary_counts_every_letter_that_stays() {
+        let cases = [
+            (
+                report(4, 6, 0, 0, SweepEnd::Done),
+                "examined 10 of 10 letter(s) in q.dead (every letter): replayed 4, kept 6 in order; 1.0s",
+            ),
+            (
+                report(2, 0, 8, 0, SweepEnd::Done),
+                "examined 2 of 10 letter(s) in q.dead (every letter): replayed 2, kept 8 in order (8 not read: the \
+                 limit was reached); 1.0s",
+            ),
+            (
+                report(2, 1, 7, 0, SweepEnd::Cancelled),
+                "examined 3 of 10 letter(s) in q.dead (every letter): replayed 2, kept 8 (7 not examined); 1.0s",
+            ),
+            (
+                report(3, 7, 0, 0, SweepEnd::Cancelled),
+                "examined 10 of 10 letter(s) in q.dead (every letter): replayed 3, kept 7; 1.0s",
+            ),
+        ];
+        for (r, want) in cases {
+            assert_eq!(summary(&r, "q.dead", "replayed", &Filter::default(), 1.0), want);
+        }
+        let r = report(4, 4, 0, 2, SweepEnd::Abandoned);
+        let s = summary(&r, "q.dead", "purged", &Filter::default(), 1.0);
+        assert!(s.contains("kept 4;") && s.contains("2 letter(s) were in flight"), "{s}");
+        let r = report(4, 6, 0, 0, SweepEnd::Done);
+        assert!(!summary(&r, "q.dead", "purged", &Filter::default(), 1.0).contains("in flight"));
+    }
+
+    #[test]
+    fn the_prompt_counts_the_letters_it_would_take() {
+        let f = Filter {
+            room: Some("r1".into()),
+            ..Filter::default()
         };
-        let s = summary(&r, "q.dead", "replayed", &Filter::default(), 1.0);
         assert_eq!(
-            s,
-            "examined 10 of 10 letter(s) in q.dead (every letter): replayed 4, kept 6 in order; 1.0s"
+            prompt("replay", 20, 40, "q.dead", &f),
+            "replay 20 of 40 letter(s) in q.dead (matching room \"r1\")?"
         );
-        let r = SweepReport { in_flight: 2, ..r };
-        assert!(summary(&r, "q.dead", "purged", &Filter::default(), 1.0).contains("2 letter(s) were in flight"));
+    }
+
+    #[test]
+    fn json_is_a_flag_of_replay_and_purge() {
+        let DlqCommand::Purge(p) = Cli::try_parse_from(["t", "purge", "--json", "--yes"])
+            .unwrap()
+            .dlq
+            .command
+        else {
+            panic!("purge")
+        };
+        assert!(p.json && p.yes);
+        let DlqCommand::Replay(r) = Cli::try_parse_from(["t", "replay", "--json", "--dry-run"])
+            .unwrap()
+            .dlq
+            .command
+        else {
+            panic!("replay")
+        };
+        assert!(r.json && r.dry_run);
     }
 }

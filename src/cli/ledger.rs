@@ -1,8 +1,14 @@
-//! `kickq ledger prune`, and the `--database-url` argument shared by every subcommand that opens the audit ledger.
+//! `kickq ledger prune` (its consent, dry run and reports), and the `--database-url` argument shared by every
+//! subcommand that opens the audit ledger.
 
+use super::confirm::{ask, consent, Answer, Consent};
+use crate::amqp::headers::rfc3339;
 use crate::config::{parse_duration, ConfigError};
-use crate::ledger::{Ledger, PruneCounts};
+use crate::ledger::{prune_cutoff, Ledger, PruneCounts};
+use anyhow::bail;
+use chrono::{DateTime, Utc};
 use std::fmt;
+use std::io::IsTerminal;
 use std::time::Duration;
 
 /// Environment variable holding the ledger's PostgreSQL URL.
@@ -108,6 +114,15 @@ pub struct PruneArgs {
     /// everything.
     #[arg(long = "older-than", value_name = "AGE", value_parser = parse_age)]
     pub older_than: Duration,
+    /// Count the rows that would go, per table; delete nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the counts as one JSON object; never prompts, so it needs --yes or --dry-run.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses a retention age; unlike [`parse_duration`] it refuses a bare number.
@@ -122,27 +137,103 @@ pub fn parse_age(raw: &str) -> Result<Duration, String> {
 /// Runs `kickq ledger ...`.
 pub async fn run(args: LedgerArgs) -> anyhow::Result<()> {
     match args.command {
-        LedgerCommand::Prune(prune) => {
-            let ledger = prune.database.ledger().await?;
-            let counts = ledger.prune(prune.older_than).await?;
-            print!("{}", prune_report(&counts));
-            Ok(())
-        }
+        LedgerCommand::Prune(prune) => run_prune(prune).await,
     }
 }
 
-/// What `kickq ledger prune` prints: rows removed per table, aligned.
-pub fn prune_report(counts: &PruneCounts) -> String {
+async fn run_prune(args: PruneArgs) -> anyhow::Result<()> {
+    let consent = consent(args.yes, args.dry_run, args.json, std::io::stdin().is_terminal());
+    if let Consent::Refuse(why) = consent {
+        bail!(why.message("the audit ledger"));
+    }
+    let ledger = args.database.ledger().await?;
+    // One cutoff for the count, the question and the delete.
+    let cutoff = prune_cutoff(Utc::now(), args.older_than);
+    let counts = if args.dry_run {
+        ledger.count_prunable(cutoff).await?
+    } else {
+        if consent == Consent::Ask {
+            let would = ledger.count_prunable(cutoff).await?;
+            if total(&would) == 0 {
+                eprintln!(
+                    "no row of the audit ledger is older than {}; nothing to prune",
+                    rfc3339(cutoff)
+                );
+                return Ok(());
+            }
+            // Ctrl-C at the prompt ends the process (no handler): nothing is deleted.
+            let never = tokio_util::sync::CancellationToken::new();
+            if ask(&prune_question(&would, cutoff), &never).await? != Answer::Yes {
+                bail!("not confirmed; nothing deleted");
+            }
+        }
+        ledger.prune(cutoff).await?
+    };
+    if args.json {
+        println!("{}", prune_json(args.older_than, cutoff, &counts, args.dry_run));
+    } else {
+        print!("{}", prune_report(&counts, cutoff, args.dry_run));
+    }
+    Ok(())
+}
+
+fn total(c: &PruneCounts) -> u64 {
+    c.receipts + c.calls + c.outcomes
+}
+
+/// The confirmation question of `kickq ledger prune`.
+pub fn prune_question(would: &PruneCounts, cutoff: DateTime<Utc>) -> String {
+    format!(
+        "delete {} row(s) older than {} from the audit ledger ({} job_receipts, {} api_calls, {} user_outcomes)?",
+        total(would),
+        rfc3339(cutoff),
+        would.receipts,
+        would.calls,
+        would.outcomes
+    )
+}
+
+/// What `kickq ledger prune` prints: rows removed (or that would be, in a dry
+/// run) per table, aligned, then the cutoff.
+pub fn prune_report(counts: &PruneCounts, cutoff: DateTime<Utc>, dry_run: bool) -> String {
     let lines = [
         ("job_receipts", counts.receipts),
         ("api_calls", counts.calls),
         ("user_outcomes", counts.outcomes),
     ];
     let width = lines.iter().map(|(_, n)| n.to_string().len()).max().unwrap_or(1);
-    lines
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut out: String = lines
         .iter()
-        .map(|(table, n)| format!("removed {n:>width$} rows from {table}\n"))
-        .collect()
+        .map(|(table, n)| format!("{verb} {n:>width$} rows from {table}\n"))
+        .collect();
+    let tail = if dry_run { "; dry run, nothing deleted" } else { "" };
+    out.push_str(&format!("rows older than {}{tail}\n", rfc3339(cutoff)));
+    out
+}
+
+/// The `--json` object of `kickq ledger prune`, keys in the documented order.
+#[derive(Debug, serde::Serialize)]
+struct PruneJson {
+    older_than_s: u64,
+    cutoff: String,
+    job_receipts: u64,
+    api_calls: u64,
+    user_outcomes: u64,
+    dry_run: bool,
+}
+
+/// The `--json` object of `kickq ledger prune`, on one line.
+pub fn prune_json(older_than: Duration, cutoff: DateTime<Utc>, counts: &PruneCounts, dry_run: bool) -> String {
+    let v = PruneJson {
+        older_than_s: older_than.as_secs(),
+        cutoff: rfc3339(cutoff),
+        job_receipts: counts.receipts,
+        api_calls: counts.calls,
+        user_outcomes: counts.outcomes,
+        dry_run,
+    };
+    serde_json::to_string(&v).expect("a struct of numbers and strings always serializes")
 }
 
 #[cfg(test)]
@@ -212,16 +303,59 @@ mod tests {
         assert!(url, "--help must not print DATABASE_URL's value");
     }
 
+    fn cutoff() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2024-02-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    const COUNTS: PruneCounts = PruneCounts {
+        receipts: 12,
+        calls: 3,
+        outcomes: 1500,
+    };
+
     #[test]
     fn prune_report_is_aligned() {
-        let report = prune_report(&PruneCounts {
-            receipts: 12,
-            calls: 3,
-            outcomes: 1500,
-        });
+        let cases = [
+            (
+                false,
+                "removed   12 rows from job_receipts\nremoved    3 rows from api_calls\nremoved 1500 rows from user_outcomes\n\
+                 rows older than 2024-02-01T00:00:00.000Z\n",
+            ),
+            (
+                true,
+                "would remove   12 rows from job_receipts\nwould remove    3 rows from api_calls\n\
+                 would remove 1500 rows from user_outcomes\nrows older than 2024-02-01T00:00:00.000Z; dry run, nothing \
+                 deleted\n",
+            ),
+        ];
+        for (dry_run, want) in cases {
+            assert_eq!(prune_report(&COUNTS, cutoff(), dry_run), want);
+        }
+    }
+
+    #[test]
+    fn prune_json_has_a_fixed_shape() {
         assert_eq!(
-            report,
-            "removed   12 rows from job_receipts\nremoved    3 rows from api_calls\nremoved 1500 rows from user_outcomes\n"
+            prune_json(Duration::from_secs(90 * 86400), cutoff(), &COUNTS, true),
+            r#"{"older_than_s":7776000,"cutoff":"2024-02-01T00:00:00.000Z","job_receipts":12,"api_calls":3,"user_outcomes":1500,"dry_run":true}"#
         );
+        assert_eq!(
+            prune_question(&COUNTS, cutoff()),
+            "delete 1515 row(s) older than 2024-02-01T00:00:00.000Z from the audit ledger (12 job_receipts, 3 \
+             api_calls, 1500 user_outcomes)?"
+        );
+    }
+
+    #[test]
+    fn prune_takes_dry_run_yes_and_json() {
+        let cli = Cli::try_parse_from(["t", "prune", "--older-than", "1d", "--dry-run", "--json", "--yes"]).unwrap();
+        let LedgerCommand::Prune(p) = cli.command;
+        assert!(p.dry_run && p.json && p.yes);
+        let LedgerCommand::Prune(p) = Cli::try_parse_from(["t", "prune", "--older-than", "1d"])
+            .unwrap()
+            .command;
+        assert!(!p.dry_run && !p.json && !p.yes);
     }
 }

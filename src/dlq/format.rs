@@ -1,6 +1,8 @@
-//! How `kickq dlq list` shows letters: an aligned table for people, a JSON array for scripts.
+//! How `kickq dlq` shows letters and results: `list` as an aligned table for people or a JSON array for
+//! scripts; the counts of `replay` and `purge` (and of their dry runs) as one JSON object.
 
 use super::letter::Letter;
+use super::pass::{Peeked, SweepReport};
 use crate::amqp::headers::rfc3339;
 use crate::table::escape;
 use serde_json::{json, Value};
@@ -72,6 +74,65 @@ pub fn to_json(letters: &[Letter]) -> Value {
             })
             .collect(),
     )
+}
+
+/// The counts of a replay or purge, real or dry, as `--json` prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Ready letters when the pass started.
+    pub depth: u64,
+    /// Letters read.
+    pub examined: u64,
+    /// Letters read that match the filters.
+    pub matched: u64,
+    /// Letters replayed or purged (would be, in a dry run).
+    pub taken: u64,
+    /// Letters of the pass that stay in the dead queue: re-appended, or never
+    /// read (a `--limit` reached before any letter had to move, an interruption).
+    pub kept: u64,
+    /// Letters in flight when the pass stopped (still in the dead queue, maybe
+    /// also replayed or re-appended).
+    pub in_doubt: u64,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+impl Tally {
+    /// The counts of a sweep.
+    pub fn of_sweep(r: &SweepReport) -> Self {
+        Self {
+            depth: r.depth,
+            examined: r.examined,
+            matched: r.matched,
+            taken: r.taken,
+            kept: r.kept + r.unread,
+            in_doubt: r.in_flight,
+            dry_run: false,
+        }
+    }
+
+    /// What a sweep would do, from a peek with the same filter and limit.
+    pub fn of_dry_run(p: &Peeked) -> Self {
+        let taken = p.letters.len() as u64;
+        Self {
+            depth: p.depth,
+            examined: p.scanned,
+            matched: p.matched,
+            taken,
+            kept: p.scanned - taken,
+            in_doubt: 0,
+            dry_run: true,
+        }
+    }
+
+    /// The `--json` object, on one line with its keys in the documented
+    /// order; `taken_as` names the taken count (`replayed`, `purged`).
+    pub fn to_json(&self, taken_as: &'static str) -> String {
+        format!(
+            "{{\"depth\":{},\"examined\":{},\"matched\":{},\"{taken_as}\":{},\"kept\":{},\"in_doubt\":{},\"dry_run\":{}}}",
+            self.depth, self.examined, self.matched, self.taken, self.kept, self.in_doubt, self.dry_run
+        )
+    }
 }
 
 fn cut(s: &str, max: usize) -> String {
@@ -166,5 +227,57 @@ mod tests {
         assert_eq!(v[1]["body"], "not json\n");
         assert_eq!(v[1]["error"], "delivery_limit");
         assert_eq!(v.as_array().unwrap().len(), 2);
+    }
+
+    fn sweep(examined: u64, matched: u64, taken: u64, kept: u64, unread: u64, in_flight: u64) -> SweepReport {
+        SweepReport {
+            depth: 10,
+            examined,
+            matched,
+            taken,
+            kept,
+            unread,
+            in_flight,
+            end: crate::dlq::pass::SweepEnd::Done,
+        }
+    }
+
+    #[test]
+    fn tallies_count_unread_letters_as_kept() {
+        // (report, kept, in_doubt)
+        let cases = [
+            (sweep(10, 4, 4, 6, 0, 0), 6, 0),
+            (sweep(2, 2, 2, 0, 8, 0), 8, 0),
+            (sweep(5, 3, 2, 3, 5, 0), 8, 0),
+            (sweep(6, 6, 4, 0, 0, 2), 0, 2),
+        ];
+        for (r, kept, in_doubt) in cases {
+            let t = Tally::of_sweep(&r);
+            assert_eq!(
+                (t.kept, t.in_doubt, t.taken, t.dry_run),
+                (kept, in_doubt, r.taken, false),
+                "{r:?}"
+            );
+        }
+        let peeked = Peeked {
+            depth: 5,
+            scanned: 5,
+            matched: 3,
+            letters: vec![letter(1, None, DeadError::Permanent, None, "x")],
+        };
+        let t = Tally::of_dry_run(&peeked);
+        assert_eq!((t.examined, t.matched, t.taken, t.kept, t.dry_run), (5, 3, 1, 4, true));
+    }
+
+    #[test]
+    fn the_json_summary_has_a_fixed_shape() {
+        let t = Tally::of_sweep(&sweep(5, 3, 2, 3, 5, 1));
+        assert_eq!(
+            t.to_json("replayed"),
+            r#"{"depth":10,"examined":5,"matched":3,"replayed":2,"kept":8,"in_doubt":1,"dry_run":false}"#
+        );
+        let v: Value = serde_json::from_str(&t.to_json("purged")).unwrap();
+        assert_eq!(v["purged"], 2);
+        assert_eq!(v.as_object().unwrap().len(), 7, "{v}");
     }
 }

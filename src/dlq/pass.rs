@@ -196,18 +196,24 @@ pub enum SweepEnd {
     Failed(PassError),
 }
 
-/// What a sweep did. Counts are of settled letters: replaced (if at all) by a
-/// confirmed publish, then acked.
+/// What a sweep did. `taken` and `kept` count settled letters: replaced (if
+/// at all) by a confirmed publish, then acked.
 #[derive(Debug)]
 pub struct SweepReport {
     /// Ready letters when it started.
     pub depth: u64,
     /// Letters fetched.
     pub examined: u64,
+    /// Letters fetched that match the filter (taken, or kept past the limit).
+    pub matched: u64,
     /// Matching letters replayed or purged.
     pub taken: u64,
     /// Letters re-appended to the tail of the dead queue.
     pub kept: u64,
+    /// Letters of the starting depth never fetched, left at the head in
+    /// order: the limit was reached before any letter had to move, or the
+    /// sweep was cancelled.
+    pub unread: u64,
     /// Letters fetched but not settled when it ended: each is still in the dead
     /// queue and may also have been replayed or re-appended (a duplicate).
     pub in_flight: u64,
@@ -234,8 +240,10 @@ pub async fn sweep(
     let mut report = SweepReport {
         depth: 0,
         examined: 0,
+        matched: 0,
         taken: 0,
         kept: 0,
+        unread: 0,
         in_flight: 0,
         end: SweepEnd::Done,
     };
@@ -259,6 +267,7 @@ pub async fn sweep(
     let mut settled = 0u64;
     let end = loop {
         if stop.is_cancelled() {
+            report.unread = report.depth - report.examined;
             break SweepEnd::Cancelled;
         }
         if cfg.abandon_after.is_some_and(|n| settled >= n) {
@@ -282,7 +291,9 @@ pub async fn sweep(
         }
         let limit_reached = cfg.limit.is_some_and(|l| taken_sent >= l);
         if limit_reached && kept_sent == 0 {
-            // Nothing was moved to the tail, so the rest can stay where it is.
+            // Nothing was moved to the tail, so the rest can stay where it is:
+            // those letters are kept too, though never read.
+            report.unread = report.depth - report.examined;
             break SweepEnd::Done;
         }
         let m = match get(&ch, &cfg.dead).await {
@@ -296,7 +307,9 @@ pub async fn sweep(
         report.examined += 1;
         let d = m.delivery;
         let letter = Letter::read(report.examined, &d.data, d.properties.headers().as_ref());
-        let take = !limit_reached && cfg.filter.matches(&letter);
+        let matches = cfg.filter.matches(&letter);
+        report.matched += u64::from(matches);
+        let take = !limit_reached && matches;
         let sent = match (&cfg.action, take) {
             (Action::Purge, true) => Ok(None),
             (Action::Replay { to, rate }, true) => {
@@ -347,7 +360,7 @@ pub async fn sweep(
         failed => failed,
     };
     // Acks were sent in order before this close; the letters still unacked
-    // (a letter fetched after the limit, or any in doubt) return to the queue.
+    // (any in doubt) return to the queue.
     let _ = ch.close(200, "swept".into()).await;
     report.end = end;
     report
