@@ -35,6 +35,12 @@
 //! cli/           one file per subcommand
 //! ```
 
+/// The commit this build was made from (`git rev-parse --short HEAD`, or the
+/// `KICKQ_GIT_SHA` build argument), `unknown` when neither was available.
+pub const GIT_SHA: &str = env!("KICKQ_GIT_SHA");
+/// What `kickq --version` prints after the name: `0.1.0 (abc1234)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KICKQ_GIT_SHA"), ")");
+
 pub mod amqp;
 pub mod bench;
 pub mod bulk;

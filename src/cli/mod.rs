@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod dlq;
+pub mod docs;
 pub mod enqueue;
 pub mod history;
 pub mod ledger;
@@ -11,3 +12,9 @@ pub mod mock_zego;
 pub mod progress;
 pub mod run;
 pub mod signals;
+
+/// A command was interrupted (Ctrl-C): `main` exits with code 130 for an
+/// error whose root is this.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
