@@ -28,7 +28,7 @@
 //! ledger.rs      the PostgreSQL audit ledger, one function per statement
 //! metrics.rs     every metric name and label
 //! table.rs       aligned plain-text tables for operator commands
-//! health.rs      readiness state and the /metrics, /healthz, /readyz server
+//! health.rs      readiness state and the /metrics, /healthz, /readyz, /status server
 //! worker.rs      composition root of `kickq run`: channels, sessions, shutdown
 //! mock_zego/     the strict stand-in for the real API
 //! bench/         `kickq bench`: scenarios, the naive baseline, figures and targets
