@@ -47,6 +47,9 @@ enum Command {
     Ledger(kickq::cli::ledger::LedgerArgs),
     /// Measure kickq against a naive baseline on the local broker and an in-process mock; print figures and targets.
     Bench(Box<kickq::cli::bench::BenchArgs>),
+    /// Verify a deployment before traffic: broker, queue arguments, database, API credentials. Declares nothing.
+    #[command(long_about = kickq::cli::check::LONG_ABOUT)]
+    Check(Box<kickq::cli::check::CheckArgs>),
     /// Print a shell completion script (bash, zsh, fish) to stdout.
     Completions(kickq::cli::docs::CompletionsArgs),
     /// Print the man page (roff) to stdout.
@@ -140,6 +143,7 @@ fn main() -> ExitCode {
             Command::History(a) => kickq::cli::history::run(a).await,
             Command::Ledger(a) => kickq::cli::ledger::run(a).await,
             Command::Bench(a) => kickq::cli::bench::run(*a).await,
+            Command::Check(a) => kickq::cli::check::run(*a).await,
             Command::Completions(a) => {
                 use clap::CommandFactory;
                 kickq::cli::docs::completions(Cli::command(), a.shell, &mut std::io::stdout());

@@ -115,6 +115,7 @@ fn help_reads_for_every_command() {
         vec!["run", "--help"],
         vec!["mock-zego", "--help"],
         vec!["demo", "--help"],
+        vec!["check", "--help"],
     ] {
         let (ok, out, _) = kickq(&args, &[]);
         assert!(ok, "{args:?}");

@@ -1,6 +1,7 @@
 //! Subcommand glue: clap arguments and the `run` of each subcommand. The only place `anyhow` is used; everything below it returns typed errors.
 
 pub mod bench;
+pub mod check;
 pub mod demo;
 pub mod dlq;
 pub mod docs;
