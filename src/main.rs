@@ -50,6 +50,9 @@ enum Command {
     /// Verify a deployment before traffic: broker, queue arguments, database, API credentials. Declares nothing.
     #[command(long_about = kickq::cli::check::LONG_ABOUT)]
     Check(Box<kickq::cli::check::CheckArgs>),
+    /// Show queue depths, consumers, and each reachable worker's role, halts, backlog and calls/s.
+    #[command(long_about = kickq::cli::status::LONG_ABOUT)]
+    Status(Box<kickq::cli::status::StatusArgs>),
     /// Print a shell completion script (bash, zsh, fish) to stdout.
     Completions(kickq::cli::docs::CompletionsArgs),
     /// Print the man page (roff) to stdout.
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
             Command::Ledger(a) => kickq::cli::ledger::run(a).await,
             Command::Bench(a) => kickq::cli::bench::run(*a).await,
             Command::Check(a) => kickq::cli::check::run(*a).await,
+            Command::Status(a) => kickq::cli::status::run(*a).await,
             Command::Completions(a) => {
                 use clap::CommandFactory;
                 kickq::cli::docs::completions(Cli::command(), a.shell, &mut std::io::stdout());

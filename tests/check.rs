@@ -1,4 +1,5 @@
-//! `kickq check` through the binary, against the real broker and database and an in-process mock-zego.
+//! `kickq check` and `kickq status` through the binary, against the real broker and database and an
+//! in-process mock-zego; and a worker's `/status`.
 
 mod common;
 
@@ -6,6 +7,7 @@ use common::{kickq, mock, text, Broker, Ns, TestDb, APP_ID, SECRET};
 use kickq::amqp::topology;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use std::time::Duration;
 
 /// The mock answers the check's room as the real API does: room gone.
 async fn api() -> kickq::mock_zego::MockZego {
@@ -198,4 +200,106 @@ async fn an_unreachable_broker_and_an_unmigrated_database_fail() {
     assert!(database["fix"].as_str().unwrap().contains("kickq migrate"), "{out}");
     assert_eq!(by("api").unwrap()["status"], "ok", "{out}");
     db.drop_db().await;
+}
+
+#[tokio::test]
+async fn status_shows_queues_and_the_active_worker() {
+    let ns = Ns::new("status");
+    let m = mock(50).await;
+    let mut cfg = common::worker_config(&ns, &m.base_url(), 50);
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let w = common::spawn_worker(cfg).await;
+    let addr = w.metrics_addr.expect("the metrics server is on");
+    let worker = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let status = || async {
+        http.get(format!("{worker}/status"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+            .unwrap()
+    };
+    common::wait_for(Duration::from_secs(20), "the worker to be active", || async {
+        status().await["role"] == "active"
+    })
+    .await;
+    let b = Broker::connect().await;
+    b.publish_raw(&ns.names.requests, &common::job("room-s", &["u1", "u2"], None))
+        .await;
+    common::wait_for(Duration::from_secs(20), "the kick", || async { m.kicked().len() == 2 }).await;
+    let s = status().await;
+    assert_eq!(s["apps"], serde_json::json!([APP_ID]), "{s}");
+    assert_eq!(s["connected"], true, "{s}");
+    assert!(s["halted"].as_array().unwrap().is_empty(), "{s}");
+    assert!(s["calls_per_sec"].as_f64().unwrap() > 0.0, "{s}");
+    for key in [
+        "pending_users",
+        "pending_groups",
+        "calls_in_flight",
+        "deliveries_in_flight",
+    ] {
+        assert!(s[key].is_number(), "{key}: {s}");
+    }
+    b.publish_raw(&ns.names.dead, b"{}").await;
+
+    let o = kickq(
+        &ns,
+        &[
+            "status",
+            "--json",
+            "--worker",
+            &worker,
+            "--worker",
+            "http://127.0.0.1:1",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["namespace"], ns.name());
+    assert_eq!(v["leader_held"], true, "{out}");
+    let queues = v["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2 + ns.names.retry.len(), "{out}");
+    assert_eq!(queues[0]["kind"], "requests");
+    assert_eq!(queues[0]["consumers"], 1, "{out}");
+    let dead = queues.last().unwrap();
+    assert_eq!(
+        (dead["kind"].as_str(), dead["ready"].as_u64()),
+        (Some("dead"), Some(1)),
+        "{out}"
+    );
+    assert_eq!(v["workers"][0]["status"]["role"], "active", "{out}");
+    assert!(
+        v["workers"][1]["status"].is_null() && v["workers"][1]["error"].is_string(),
+        "{out}"
+    );
+
+    let o = kickq(&ns, &["status", "--worker", &worker], &[], None).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.starts_with(&format!("namespace {}: leadership lock held", ns.name())),
+        "{out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&worker))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains(" active ") && row.contains(&APP_ID.to_string()), "{row}");
+    w.stop().await;
+
+    let o = kickq(
+        &ns,
+        &["status", "--metrics-addr", "0"],
+        &[("KICKQ_AMQP_URL", "amqp://guest:x@127.0.0.1:1/%2f")],
+        None,
+    )
+    .await;
+    assert!(!o.status.success(), "an unreachable broker fails status");
 }

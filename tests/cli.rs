@@ -116,6 +116,7 @@ fn help_reads_for_every_command() {
         vec!["mock-zego", "--help"],
         vec!["demo", "--help"],
         vec!["check", "--help"],
+        vec!["status", "--help"],
     ] {
         let (ok, out, _) = kickq(&args, &[]);
         assert!(ok, "{args:?}");

@@ -13,6 +13,7 @@ pub mod mock_zego;
 pub mod progress;
 pub mod run;
 pub mod signals;
+pub mod status;
 
 /// A command was interrupted (Ctrl-C): `main` exits with code 130 for an
 /// error whose root is this.
