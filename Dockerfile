@@ -14,6 +14,12 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY migrations ./migrations
 COPY src ./src
 
+# The build context has no .git, so the commit `kickq --version` shows comes
+# from a build argument: `docker build --build-arg KICKQ_GIT_SHA=$(git
+# rev-parse --short HEAD) -t kickq .` (without it: `unknown`). build.rs reads
+# it from the environment, where an ARG is during RUN.
+ARG KICKQ_GIT_SHA=unknown
+
 # The cache mounts keep the registry and compiled dependencies between builds
 # (BuildKit); the binary is copied out because the target dir is a mount.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

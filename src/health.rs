@@ -1,11 +1,11 @@
 //! The worker's observable state (connected, consuming, halted, ledger reachable) and the HTTP server that
-//! serves `/metrics`, `/healthz` and `/readyz` from it.
+//! serves `/metrics`, `/healthz`, `/readyz` and `/status` from it.
 
 use crate::ratelimit::Gate;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -253,16 +253,142 @@ impl Health {
     }
 }
 
+impl Health {
+    /// Whether the broker connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the consumer is active.
+    pub fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
+    }
+
+    /// What `/status` returns: this worker's role, apps, halts, backlog and calls.
+    pub fn status(&self) -> WorkerStatus {
+        let now = tokio::time::Instant::now();
+        let wall = chrono::Utc::now();
+        let m = crate::metrics::snapshot();
+        WorkerStatus {
+            version: crate::VERSION.to_owned(),
+            role: role(self.is_standby(), self.is_consuming()),
+            connected: self.is_connected(),
+            apps: self.gate.app_ids(),
+            halted: self
+                .gate
+                .halted_apps()
+                .into_iter()
+                .map(|(app_id, h)| {
+                    let age = now.saturating_duration_since(h.since);
+                    HaltStatus {
+                        app_id,
+                        code: h.code,
+                        meaning: crate::zego::codes::describe(h.code).to_owned(),
+                        since: (wall - chrono::Duration::from_std(age).unwrap_or_default())
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        for_secs: age.as_secs(),
+                    }
+                })
+                .collect(),
+            pending_users: m.pending_users,
+            pending_groups: m.pending_groups,
+            calls_in_flight: m.calls_in_flight,
+            deliveries_in_flight: self.in_flight(),
+            calls_per_sec: m.calls_per_sec,
+            not_ready: self.not_ready(),
+        }
+    }
+}
+
+/// A worker's role in its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Holds the leadership lock and consumes.
+    Active,
+    /// Waits for the leadership lock.
+    Standby,
+    /// Neither yet (connecting, declaring, or between sessions).
+    Connecting,
+}
+
+impl Role {
+    /// The JSON and table label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Active => "active",
+            Role::Standby => "standby",
+            Role::Connecting => "connecting",
+        }
+    }
+}
+
+/// The role from the standby and consuming flags.
+pub fn role(standby: bool, consuming: bool) -> Role {
+    match (standby, consuming) {
+        (true, _) => Role::Standby,
+        (false, true) => Role::Active,
+        (false, false) => Role::Connecting,
+    }
+}
+
+/// One halted AppId in `/status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HaltStatus {
+    /// The AppId.
+    pub app_id: u32,
+    /// The API code that halted it.
+    pub code: i64,
+    /// What the code means.
+    pub meaning: String,
+    /// When the halt began, RFC 3339 (UTC, whole seconds).
+    pub since: String,
+    /// Seconds since then.
+    pub for_secs: u64,
+}
+
+/// The JSON body of `/status` (documented in the README; fields are only
+/// ever added).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerStatus {
+    /// `kickq --version`'s text: `0.1.0 (abc1234)`.
+    pub version: String,
+    /// Active, standby or connecting.
+    pub role: Role,
+    /// Whether the broker connection is up.
+    pub connected: bool,
+    /// AppIds this worker has a budget for (called or held since start).
+    pub apps: Vec<u32>,
+    /// Halted AppIds.
+    pub halted: Vec<HaltStatus>,
+    /// Users waiting in the coalescer.
+    pub pending_users: usize,
+    /// Groups waiting in the coalescer.
+    pub pending_groups: usize,
+    /// Calls sent and not yet answered.
+    pub calls_in_flight: i64,
+    /// Deliveries taken and not yet acked or returned.
+    pub deliveries_in_flight: usize,
+    /// API calls per second over the last minute.
+    pub calls_per_sec: f64,
+    /// Every reason `/readyz` fails; empty when ready.
+    pub not_ready: Vec<String>,
+}
+
 #[derive(Clone)]
 struct AppState {
     health: Arc<Health>,
     metrics: PrometheusHandle,
 }
 
-/// The router: `/metrics`, `/healthz`, `/readyz`.
+/// The router: `/metrics`, `/healthz`, `/readyz`, `/status`.
 pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
+        .route(
+            "/status",
+            get(|State(s): State<AppState>| async move { Json(s.health.status()) }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(AppState { health, metrics })
@@ -328,6 +454,49 @@ mod tests {
             !h.progress().since(&h.progress()).busy(),
             "nothing done, nothing waiting"
         );
+    }
+
+    #[test]
+    fn role_table() {
+        for (standby, consuming, want) in [
+            (false, false, Role::Connecting),
+            (false, true, Role::Active),
+            (true, false, Role::Standby),
+            (true, true, Role::Standby),
+        ] {
+            assert_eq!(
+                role(standby, consuming),
+                want,
+                "standby {standby}, consuming {consuming}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn status_reports_role_apps_and_halts() {
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let h = Health::new(gate.clone(), false);
+        let s = h.status();
+        assert_eq!(s.role, Role::Connecting);
+        assert!(s.apps.is_empty() && s.halted.is_empty());
+        h.set_connected(true);
+        h.set_consuming(true);
+        h.delivery_taken();
+        gate.with(7, |b| b.halt(100000004, tokio::time::Instant::now()));
+        gate.with(3, |_| ());
+        let s = h.status();
+        assert_eq!(s.role, Role::Active);
+        assert_eq!(s.apps, vec![3, 7]);
+        assert_eq!(s.deliveries_in_flight, 1);
+        assert_eq!(s.halted.len(), 1);
+        assert_eq!((s.halted[0].app_id, s.halted[0].code), (7, 100000004));
+        assert!(s.halted[0].meaning.contains("clock"), "{:?}", s.halted[0]);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["role"], "active");
+        assert_eq!(json["halted"][0]["code"], 100000004);
+        assert_eq!(json["not_ready"].as_array().unwrap().len(), 1);
+        h.set_standby(true);
+        assert_eq!(h.status().role, Role::Standby);
     }
 
     #[test]

@@ -28,12 +28,18 @@
 //! ledger.rs      the PostgreSQL audit ledger, one function per statement
 //! metrics.rs     every metric name and label
 //! table.rs       aligned plain-text tables for operator commands
-//! health.rs      readiness state and the /metrics, /healthz, /readyz server
+//! health.rs      readiness state and the /metrics, /healthz, /readyz, /status server
 //! worker.rs      composition root of `kickq run`: channels, sessions, shutdown
 //! mock_zego/     the strict stand-in for the real API
 //! bench/         `kickq bench`: scenarios, the naive baseline, figures and targets
 //! cli/           one file per subcommand
 //! ```
+
+/// The commit this build was made from (`git rev-parse --short HEAD`, or the
+/// `KICKQ_GIT_SHA` build argument), `unknown` when neither was available.
+pub const GIT_SHA: &str = env!("KICKQ_GIT_SHA");
+/// What `kickq --version` prints after the name: `0.1.0 (abc1234)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KICKQ_GIT_SHA"), ")");
 
 pub mod amqp;
 pub mod bench;

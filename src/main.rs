@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// Start with `kickq demo`. Secrets (ZEGO_SERVER_SECRET or
 /// ZEGO_SERVER_SECRET_FILE) are read from the environment only.
 #[derive(Parser)]
-#[command(name = "kickq", version, about, long_about)]
+#[command(name = "kickq", version = kickq::VERSION, about, long_about)]
 struct Cli {
     /// Log format: pretty on a terminal, json otherwise (by default).
     #[arg(long = "log-format", env = "KICKQ_LOG_FORMAT", global = true)]
@@ -47,6 +47,16 @@ enum Command {
     Ledger(kickq::cli::ledger::LedgerArgs),
     /// Measure kickq against a naive baseline on the local broker and an in-process mock; print figures and targets.
     Bench(Box<kickq::cli::bench::BenchArgs>),
+    /// Verify a deployment before traffic: broker, queue arguments, database, API credentials. Declares nothing.
+    #[command(long_about = kickq::cli::check::LONG_ABOUT)]
+    Check(Box<kickq::cli::check::CheckArgs>),
+    /// Show queue depths, consumers, and each reachable worker's role, halts, backlog and calls/s.
+    #[command(long_about = kickq::cli::status::LONG_ABOUT)]
+    Status(Box<kickq::cli::status::StatusArgs>),
+    /// Print a shell completion script (bash, zsh, fish) to stdout.
+    Completions(kickq::cli::docs::CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    Man(kickq::cli::docs::ManArgs),
 }
 
 fn init_tracing(format: Option<LogFormat>, default_filter: &str) {
@@ -95,6 +105,28 @@ fn env_of_flag(message: &str) -> Option<String> {
     find(&Cli::command(), flag)
 }
 
+/// Prints a clap error and returns exit code 2. An invalid value of a setting
+/// that has an environment variable is one line naming it, as the README
+/// promises; every other usage error (missing or unknown arguments,
+/// conflicts, "did you mean" tips) prints whole, as clap renders it.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        let text = e.render().to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or("invalid arguments")
+            .trim_start_matches("error: ");
+        if let Some(env) = env_of_flag(first) {
+            eprintln!("kickq: {first} (from {env} or the flag)");
+            return ExitCode::from(2);
+        }
+    }
+    let _ = e.print();
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -103,20 +135,7 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            // One line that names the setting, as the README promises.
-            let text = e.render().to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            match env_of_flag(first) {
-                Some(env) => eprintln!("kickq: {first} (from {env} or the flag)"),
-                None => eprintln!("kickq: {first}"),
-            }
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e),
     };
     // The bench runs workers in-process: their info lines would bury its table.
     let default_filter = if matches!(cli.command, Command::Bench(_)) {
@@ -140,6 +159,17 @@ fn main() -> ExitCode {
             Command::History(a) => kickq::cli::history::run(a).await,
             Command::Ledger(a) => kickq::cli::ledger::run(a).await,
             Command::Bench(a) => kickq::cli::bench::run(*a).await,
+            Command::Check(a) => kickq::cli::check::run(*a).await,
+            Command::Status(a) => kickq::cli::status::run(*a).await,
+            Command::Completions(a) => {
+                use clap::CommandFactory;
+                kickq::cli::docs::completions(Cli::command(), a.shell, &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Man(_) => {
+                use clap::CommandFactory;
+                kickq::cli::docs::man(Cli::command(), &mut std::io::stdout()).map_err(Into::into)
+            }
         }
     });
     match result {

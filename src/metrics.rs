@@ -7,7 +7,9 @@
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Messages taken from the requests queue, by `result` (`valid`, `invalid`).
 pub const MESSAGES_CONSUMED: &str = "kickq_messages_consumed_total";
@@ -50,6 +52,28 @@ pub const ACTIVE: &str = "kickq_active";
 /// Times this process took the leadership lock, by `reason` of the first
 /// call's hold (`no_record`, `released`, `crashed`, `stale`).
 pub const TAKEOVERS: &str = "kickq_leader_takeovers_total";
+/// Always 1, labelled with the build's `version` and `git_sha`, so a
+/// dashboard can tell which build each worker runs.
+pub const BUILD_INFO: &str = "kickq_build_info";
+
+/// Label values of `kickq_users_total`'s `outcome`.
+const USER_OUTCOMES: &[&str] = &[
+    "kicked",
+    "nothing_to_do",
+    "dead_lettered",
+    "retry_scheduled",
+    "deferred",
+    "skipped",
+];
+/// Label values of `kickq_retries_total`'s `kind`.
+const RETRY_KINDS: &[&str] = &["transient", "rate_limited", "unknown_code", "halted"];
+/// Label values of `kickq_coalesced_calls_total`'s `why`.
+const COALESCE_REASONS: &[&str] = &["full", "largest", "overdue"];
+/// Label values of `kickq_ack_failures_total`'s `kind`.
+const ACK_FAILURE_KINDS: &[&str] = &["stale", "error"];
+/// Label values of the `result` of consumed messages and of ledger writes.
+const MESSAGE_RESULTS: &[&str] = &["valid", "invalid"];
+const LEDGER_RESULTS: &[&str] = &["ok", "error"];
 
 /// Installs the Prometheus recorder for this process (once; later calls
 /// return the same handle, so several workers in one test process share it)
@@ -74,6 +98,7 @@ pub fn install() -> PrometheusHandle {
             // application's); then ours renders nothing new, which is honest.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            register_all();
             handle
         })
         .clone()
@@ -107,6 +132,71 @@ fn describe() {
     describe_counter!(LEDGER_WRITES, "Ledger batch writes");
     describe_gauge!(ACTIVE, "1 while this worker holds the leadership lock");
     describe_counter!(TAKEOVERS, "Leadership lock takeovers by hold reason");
+    describe_gauge!(BUILD_INFO, "1, labelled with the build's version and git commit");
+}
+
+/// Registers every counter at zero for each of its known label values, the
+/// gauges at their idle values, and `kickq_build_info` at 1: a series that
+/// appears only on its first event breaks `rate()` and `increase()` over that
+/// event, and leaves a fresh worker's dashboard empty.
+fn register_all() {
+    use crate::amqp::headers::DeadError;
+    use crate::leadership::HoldReason;
+    for r in MESSAGE_RESULTS {
+        counter!(MESSAGES_CONSUMED, "result" => *r).increment(0);
+    }
+    for o in USER_OUTCOMES {
+        counter!(USERS, "outcome" => *o).increment(0);
+    }
+    // Each known code with the disposition it gets for one user and for
+    // several, and transport failures (always retried).
+    let transport = crate::dispatch::disposition_label(crate::zego::codes::Disposition::Retry(
+        crate::zego::codes::RetryKind::Transient,
+    ));
+    counter!(API_CALLS, "disposition" => transport, "code" => code_label(None)).increment(0);
+    for code in crate::zego::codes::known_codes() {
+        for users in [1, 2] {
+            let d = crate::dispatch::disposition_label(crate::zego::codes::classify_code(code, users));
+            counter!(API_CALLS, "disposition" => d, "code" => code_label(Some(code))).increment(0);
+        }
+    }
+    for w in COALESCE_REASONS {
+        counter!(COALESCED, "why" => *w).increment(0);
+    }
+    counter!(TOKEN_WAIT).increment(0);
+    for e in [
+        DeadError::Validation,
+        DeadError::Permanent,
+        DeadError::RetriesExhausted,
+        DeadError::UnknownApp,
+    ] {
+        counter!(DEAD_LETTERS, "error" => e.as_str()).increment(0);
+    }
+    for k in RETRY_KINDS {
+        counter!(RETRIES, "kind" => *k).increment(0);
+    }
+    counter!(REDELIVERIES).increment(0);
+    for k in ACK_FAILURE_KINDS {
+        counter!(ACK_FAILURES, "kind" => *k).increment(0);
+    }
+    counter!(RECONNECTS).increment(0);
+    for r in LEDGER_RESULTS {
+        counter!(LEDGER_WRITES, "result" => *r).increment(0);
+    }
+    for r in [
+        HoldReason::NoRecord,
+        HoldReason::Released,
+        HoldReason::Crashed,
+        HoldReason::Stale,
+    ] {
+        counter!(TAKEOVERS, "reason" => r.as_str()).increment(0);
+    }
+    gauge!(PENDING_USERS).increment(0.0);
+    gauge!(PENDING_GROUPS).increment(0.0);
+    gauge!(CALLS_IN_FLIGHT).increment(0.0);
+    gauge!(HALTED_APPS).increment(0.0);
+    gauge!(ACTIVE).increment(0.0);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => crate::GIT_SHA).set(1.0);
 }
 
 /// Known API codes keep their own label value; anything else is "other", so
@@ -116,6 +206,95 @@ pub fn code_label(code: Option<i64>) -> String {
         None => "transport".into(),
         Some(c) if crate::zego::codes::describe(c) != "unknown code" => c.to_string(),
         Some(_) => "other".into(),
+    }
+}
+
+/// What `/status` reports of this process from the metrics it keeps:
+/// the coalescer's backlog, calls in flight, and calls of the last minute.
+/// Process-wide, like the recorder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    /// Users waiting in the coalescer.
+    pub pending_users: usize,
+    /// Groups waiting in the coalescer.
+    pub pending_groups: usize,
+    /// Calls started and not yet answered.
+    pub calls_in_flight: i64,
+    /// API calls answered (or failed) in the last [`CALL_RATE_WINDOW`], per second.
+    pub calls_per_sec: f64,
+}
+
+/// The span `/status`'s calls per second averages over: long enough to
+/// smooth bursts, short enough to show a halt or a stall within a minute.
+pub const CALL_RATE_WINDOW: Duration = Duration::from_secs(60);
+
+static PENDING_USERS_NOW: AtomicUsize = AtomicUsize::new(0);
+static PENDING_GROUPS_NOW: AtomicUsize = AtomicUsize::new(0);
+static CALLS_IN_FLIGHT_NOW: AtomicI64 = AtomicI64::new(0);
+static CALLS_WINDOW: Mutex<SecondBuckets> = Mutex::new(SecondBuckets::new());
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_sec() -> u64 {
+    Instant::now().duration_since(epoch()).as_secs()
+}
+
+/// Events counted in one-second buckets over the last [`CALL_RATE_WINDOW`]:
+/// pure (the caller says which second it is), fixed memory.
+#[derive(Debug)]
+pub struct SecondBuckets {
+    /// `(second, count)`, indexed by `second % WINDOW_SECS`.
+    buckets: [(u64, u64); WINDOW_SECS],
+}
+
+const WINDOW_SECS: usize = CALL_RATE_WINDOW.as_secs() as usize;
+
+impl SecondBuckets {
+    /// No events.
+    pub const fn new() -> Self {
+        Self {
+            buckets: [(u64::MAX, 0); WINDOW_SECS],
+        }
+    }
+
+    /// One event in second `sec`.
+    pub fn record(&mut self, sec: u64) {
+        let b = &mut self.buckets[sec as usize % WINDOW_SECS];
+        if b.0 != sec {
+            *b = (sec, 0);
+        }
+        b.1 += 1;
+    }
+
+    /// Events in the window that ends with second `now` (that second included).
+    pub fn count(&self, now: u64) -> u64 {
+        self.buckets
+            .iter()
+            .filter(|(s, _)| *s <= now && now - *s < WINDOW_SECS as u64)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Default for SecondBuckets {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// This process's backlog, calls in flight and call rate now.
+pub fn snapshot() -> Snapshot {
+    let calls = CALLS_WINDOW.lock().map(|w| w.count(now_sec())).unwrap_or(0);
+    // Within the first minute, average over the time the process has run.
+    let span = epoch().elapsed().min(CALL_RATE_WINDOW).as_secs_f64().max(1.0);
+    Snapshot {
+        pending_users: PENDING_USERS_NOW.load(Ordering::Relaxed),
+        pending_groups: PENDING_GROUPS_NOW.load(Ordering::Relaxed),
+        calls_in_flight: CALLS_IN_FLIGHT_NOW.load(Ordering::Relaxed),
+        calls_per_sec: calls as f64 / span,
     }
 }
 
@@ -132,6 +311,9 @@ pub fn users(outcome: &'static str, n: u64) {
 /// One API call was answered (or failed in transport).
 pub fn api_call(disposition: &'static str, code: Option<i64>, latency: Duration, users: usize) {
     counter!(API_CALLS, "disposition" => disposition, "code" => code_label(code)).increment(1);
+    if let Ok(mut w) = CALLS_WINDOW.lock() {
+        w.record(now_sec());
+    }
     histogram!(CALL_LATENCY).record(latency.as_secs_f64());
     histogram!(USERS_PER_CALL).record(users as f64);
 }
@@ -156,11 +338,14 @@ pub fn token_wait(waited: Duration) {
 pub fn pending(users: usize, groups: usize) {
     gauge!(PENDING_USERS).set(users as f64);
     gauge!(PENDING_GROUPS).set(groups as f64);
+    PENDING_USERS_NOW.store(users, Ordering::Relaxed);
+    PENDING_GROUPS_NOW.store(groups, Ordering::Relaxed);
 }
 
 /// Calls in flight changed by `delta`.
 pub fn calls_in_flight(delta: f64) {
     gauge!(CALLS_IN_FLIGHT).increment(delta);
+    CALLS_IN_FLIGHT_NOW.fetch_add(delta as i64, Ordering::Relaxed);
 }
 
 /// A dead letter was published.
@@ -206,4 +391,81 @@ pub fn active(on: bool) {
 /// This process took the leadership lock.
 pub fn takeover(reason: &'static str) {
     counter!(TAKEOVERS, "reason" => reason).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_and_the_build_info_render_from_the_start() {
+        let rendered = install().render();
+        let series: Vec<&str> = rendered.lines().filter(|l| !l.starts_with('#')).collect();
+        for name in [
+            MESSAGES_CONSUMED,
+            USERS,
+            API_CALLS,
+            COALESCED,
+            TOKEN_WAIT,
+            DEAD_LETTERS,
+            RETRIES,
+            REDELIVERIES,
+            ACK_FAILURES,
+            RECONNECTS,
+            LEDGER_WRITES,
+            TAKEOVERS,
+            PENDING_USERS,
+            PENDING_GROUPS,
+            CALLS_IN_FLIGHT,
+            HALTED_APPS,
+            ACTIVE,
+        ] {
+            assert!(
+                series
+                    .iter()
+                    .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+                "{name} is not rendered at start:\n{rendered}"
+            );
+        }
+        for (name, label) in [
+            (USERS, "outcome=\"skipped\""),
+            (API_CALLS, "code=\"transport\""),
+            (API_CALLS, "code=\"100000004\""),
+            (TAKEOVERS, "reason=\"crashed\""),
+        ] {
+            assert!(
+                series.iter().any(|l| l.starts_with(name) && l.contains(label)),
+                "{name}{{{label}}} is not rendered:\n{rendered}"
+            );
+        }
+        let info = format!(
+            "{BUILD_INFO}{{version=\"{}\",git_sha=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            crate::GIT_SHA
+        );
+        assert!(series.contains(&info.as_str()), "{info} not in:\n{rendered}");
+    }
+
+    #[test]
+    fn second_buckets_count_the_last_minute() {
+        // (events at these seconds, now, expected count)
+        let table: &[(&[u64], u64, u64)] = &[
+            (&[], 0, 0),
+            (&[0], 0, 1),
+            (&[0, 0, 1], 1, 3),
+            (&[0], 59, 1),
+            (&[0], 60, 0),
+            (&[0, 30, 61], 61, 2),
+            (&[0, 60], 60, 1),
+            (&[5, 125], 125, 1),
+            (&[100], 99, 0),
+        ];
+        for &(events, now, want) in table {
+            let mut b = SecondBuckets::new();
+            for &e in events {
+                b.record(e);
+            }
+            assert_eq!(b.count(now), want, "events {events:?} at {now}");
+        }
+    }
 }

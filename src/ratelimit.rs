@@ -407,6 +407,14 @@ impl Gate {
         v
     }
 
+    /// AppIds with a budget, in ascending order: those called (or held) since
+    /// the process started (for `/status`).
+    pub fn app_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.lock().apps.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Halted AppIds now (for readiness and metrics).
     pub fn halted_apps(&self) -> Vec<(u32, Halt)> {
         self.lock()

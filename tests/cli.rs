@@ -1,9 +1,14 @@
-//! The binary's command line: a missing or invalid setting exits non-zero with one line that names it, and
-//! the help texts render.
+//! The binary's command line: a missing or invalid setting exits non-zero with one line that names it, other
+//! usage errors print whole, the help texts render, and --version, completions and the man page print.
 
 use std::process::Command;
 
 fn kickq(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let (code, out, err) = kickq_code(args, env);
+    (code == Some(0), out, err)
+}
+
+fn kickq_code(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kickq"));
     cmd.args(args)
         .env_remove("ZEGO_APP_ID")
@@ -15,7 +20,7 @@ fn kickq(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     }
     let out = cmd.output().expect("run kickq");
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -117,6 +122,8 @@ fn help_reads_for_every_command() {
         vec!["run", "--help"],
         vec!["mock-zego", "--help"],
         vec!["demo", "--help"],
+        vec!["check", "--help"],
+        vec!["status", "--help"],
     ] {
         let (ok, out, _) = kickq(&args, &[]);
         assert!(ok, "{args:?}");
@@ -124,4 +131,73 @@ fn help_reads_for_every_command() {
     }
     let (_, out, _) = kickq(&["mock-zego", "--help"], &[]);
     assert!(out.contains("--fault") && out.contains("--rate-limit"), "{out}");
+}
+
+#[test]
+fn usage_errors_print_whole_as_clap_renders_them() {
+    let (code, out, err) = kickq_code(&["enqueue"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(out.is_empty(), "{out}");
+    let lines: Vec<&str> = err.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("the following required arguments were not provided:"))
+        .unwrap_or_else(|| panic!("no missing-arguments line in {err}"));
+    assert!(
+        lines.get(at + 1).is_some_and(|l| l.trim_start().starts_with("--")),
+        "the missing arguments are listed: {err}"
+    );
+    assert!(err.contains("Usage: kickq enqueue"), "the usage line: {err}");
+
+    let (code, _, err) = kickq_code(&["enqeue"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unrecognized subcommand 'enqeue'"), "{err}");
+    assert!(
+        err.contains("tip: a similar subcommand exists: 'enqueue'"),
+        "the did-you-mean tip: {err}"
+    );
+    assert!(err.contains("Usage: kickq"), "{err}");
+
+    let (code, _, err) = kickq_code(&["run", "--no-such-flag"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("unexpected argument '--no-such-flag'") && err.contains("Usage: kickq run"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_names_the_commit() {
+    let (ok, out, _) = kickq(&["--version"], &[]);
+    assert!(ok);
+    let line = out.trim_end();
+    let rest = line
+        .strip_prefix(&format!("kickq {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line:?} is not `kickq VERSION (SHA)`"));
+    assert!(
+        rest == "unknown" || (rest.len() == 7 && rest.chars().all(|c| c.is_ascii_hexdigit())),
+        "{line:?}"
+    );
+    assert_eq!(rest, kickq::GIT_SHA, "the library and the binary agree");
+}
+
+#[test]
+fn completions_and_man_page_print() {
+    for (shell, needle) in [
+        ("bash", "complete -F _kickq"),
+        ("zsh", "#compdef kickq"),
+        ("fish", "complete -c kickq"),
+    ] {
+        let (ok, out, err) = kickq(&["completions", shell], &[]);
+        assert!(ok, "{shell}: {err}");
+        assert!(out.contains(needle), "{shell}: {needle} missing in {out}");
+        assert!(out.contains("enqueue") && out.contains("check"), "{shell}: subcommands");
+    }
+    let (code, _, err) = kickq_code(&["completions", "tcsh"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    let (ok, out, err) = kickq(&["man"], &[]);
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.starts_with(".TH kickq")), "{out}");
+    assert!(out.contains(".SH NAME") && out.contains("enqueue"), "{out}");
 }

@@ -188,6 +188,12 @@ pub fn classify_code(code: i64, users_in_call: usize) -> Disposition {
     }
 }
 
+/// Every code in the table, in table order (metrics register a zero series
+/// for each).
+pub fn known_codes() -> impl Iterator<Item = i64> {
+    CODES.iter().map(|r| r.code)
+}
+
 /// The short meaning of a code, for dead-letter detail headers and logs;
 /// `"unknown code"` for codes outside the table.
 pub fn describe(code: i64) -> &'static str {
@@ -272,6 +278,8 @@ mod tests {
             assert_ne!(describe(row.code), "unknown code");
         }
         assert_eq!(describe(424242), "unknown code");
+        assert_eq!(known_codes().count(), CODES.len());
+        assert!(known_codes().any(|c| c == 50001));
         assert_eq!(describe(100000004), "signature expired (clock skew over 10 minutes)");
         assert_eq!(describe(50002), "user not in the room");
     }

@@ -1,0 +1,305 @@
+//! `kickq check` and `kickq status` through the binary, against the real broker and database and an
+//! in-process mock-zego; and a worker's `/status`.
+
+mod common;
+
+use common::{kickq, mock, text, Broker, Ns, TestDb, APP_ID, SECRET};
+use kickq::amqp::topology;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use std::time::Duration;
+
+/// The mock answers the check's room as the real API does: room gone.
+async fn api() -> kickq::mock_zego::MockZego {
+    let m = mock(50).await;
+    m.set_faults(vec![
+        kickq::mock_zego::parse_fault("room=kickq-check-*,code=50001").unwrap()
+    ]);
+    m
+}
+
+fn env<'a>(api_url: &'a str, secret: &'a str, database: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("ZEGO_APP_ID", "1234567890"),
+        ("ZEGO_SERVER_SECRET", secret),
+        ("ZEGO_API_URL", api_url),
+        ("DATABASE_URL", database),
+    ]
+}
+
+/// Whether a queue exists (passive declare on a channel of its own).
+async fn exists(b: &Broker, queue: &str) -> bool {
+    let ch = b.conn.create_channel().await.unwrap();
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), opts, FieldTable::default())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_sound_deployment_passes_every_check() {
+    assert_eq!(APP_ID, 1234567890);
+    let ns = Ns::new("check-ok");
+    let b = Broker::connect().await;
+    b.declare(&ns.names).await;
+    let db = TestDb::new().await;
+    kickq::ledger::Ledger::connect(&db.url)
+        .await
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let m = api().await;
+    let url = m.base_url();
+    let o = kickq(&ns, &["check"], &env(&url, SECRET, &db.url), None).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1 + ns.names.all().len() + 2, "{out}");
+    assert!(lines.iter().all(|l| l.starts_with("ok  ")), "{out}");
+    assert!(
+        out.contains(
+            "queue {}.requests: arguments as kickq declares them"
+                .replace("{}", ns.name())
+                .as_str()
+        ),
+        "{out}"
+    );
+    assert!(out.contains("database: reachable, every migration applied"), "{out}");
+    assert!(
+        out.contains("api: AppId, secret and clock accepted (code 50001"),
+        "{out}"
+    );
+    assert!(m.kicked().is_empty(), "the check kicks nobody");
+
+    let o = kickq(&ns, &["check", "--json"], &env(&url, SECRET, &db.url), None).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(v["ok"], true);
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), lines.len());
+    assert_eq!(checks[0]["check"], "broker");
+    assert!(
+        checks.iter().all(|c| c["status"] == "ok" && c["fix"].is_null()),
+        "{out}"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_wrong_secret_fails_the_api_check() {
+    let ns = Ns::new("check-secret");
+    let m = api().await;
+    let url = m.base_url();
+    let o = kickq(&ns, &["check"], &env(&url, "not-the-secret-0123456789abcdef0", ""), None).await;
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let api = out
+        .lines()
+        .find(|l| l.contains(" api: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(api.starts_with("FAIL  api: code 1000000"), "{api}");
+    assert!(api.contains("fix: "), "{api}");
+    assert!(
+        out.lines()
+            .filter(|l| !l.contains(" api: "))
+            .all(|l| l.starts_with("ok")),
+        "{out}"
+    );
+    assert!(err.contains("1 of"), "{err}");
+}
+
+#[tokio::test]
+async fn a_queue_declared_with_other_arguments_is_named_with_both_values() {
+    let ns = Ns::new("check-diff");
+    let b = Broker::connect().await;
+    let requests = ns.names.requests.clone();
+    b.channel
+        .queue_declare(
+            requests.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            topology::requests_args(&ns.names, 5),
+        )
+        .await
+        .unwrap();
+    let m = api().await;
+    let url = m.base_url();
+    let o = kickq(&ns, &["check"], &env(&url, SECRET, ""), None).await;
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&format!("queue {requests}:")))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.starts_with(&format!(
+            "FAIL  queue {requests}: argument x-delivery-limit is 5 on the broker, kickq declares 20"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("fix: "), "{line}");
+    // The same queue passes when the check is given the deployment's limit.
+    let o = kickq(&ns, &["check", "--delivery-limit", "5"], &env(&url, SECRET, ""), None).await;
+    assert!(o.status.success(), "{}", text(&o).0);
+}
+
+#[tokio::test]
+async fn absent_queues_pass_and_stay_absent() {
+    let ns = Ns::new("check-absent");
+    let b = Broker::connect().await;
+    let m = api().await;
+    let url = m.base_url();
+    let o = kickq(&ns, &["check"], &env(&url, SECRET, ""), None).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    for q in ns.names.all() {
+        assert!(
+            out.contains(&format!("ok    queue {q}: absent: declared by `kickq run` at start")),
+            "{q}: {out}"
+        );
+        assert!(!exists(&b, q).await, "the check declared {q}");
+    }
+    assert!(out.contains("database: DATABASE_URL unset"), "{out}");
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_and_an_unmigrated_database_fail() {
+    let ns = Ns::new("check-down");
+    let db = TestDb::new().await;
+    let m = api().await;
+    let url = m.base_url();
+    let mut e = env(&url, SECRET, &db.url);
+    e.push(("KICKQ_AMQP_URL", "amqp://guest:wrong-password@127.0.0.1:5672/%2f"));
+    let o = kickq(&ns, &["check", "--json"], &e, None).await;
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(
+        !out.contains("wrong-password") && !err.contains("wrong-password"),
+        "{out}{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    let by = |name: &str| {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+    };
+    assert_eq!(by("broker").unwrap()["status"], "fail", "{out}");
+    let database = by("database").unwrap();
+    assert_eq!(database["status"], "fail", "{out}");
+    assert!(database["fix"].as_str().unwrap().contains("kickq migrate"), "{out}");
+    assert_eq!(by("api").unwrap()["status"], "ok", "{out}");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn status_shows_queues_and_the_active_worker() {
+    let ns = Ns::new("status");
+    let m = mock(50).await;
+    let mut cfg = common::worker_config(&ns, &m.base_url(), 50);
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let w = common::spawn_worker(cfg).await;
+    let addr = w.metrics_addr.expect("the metrics server is on");
+    let worker = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let status = || async {
+        http.get(format!("{worker}/status"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+            .unwrap()
+    };
+    common::wait_for(Duration::from_secs(20), "the worker to be active", || async {
+        status().await["role"] == "active"
+    })
+    .await;
+    let b = Broker::connect().await;
+    b.publish_raw(&ns.names.requests, &common::job("room-s", &["u1", "u2"], None))
+        .await;
+    common::wait_for(Duration::from_secs(20), "the kick", || async { m.kicked().len() == 2 }).await;
+    let s = status().await;
+    assert_eq!(s["apps"], serde_json::json!([APP_ID]), "{s}");
+    assert_eq!(s["connected"], true, "{s}");
+    assert!(s["halted"].as_array().unwrap().is_empty(), "{s}");
+    assert!(s["calls_per_sec"].as_f64().unwrap() > 0.0, "{s}");
+    for key in [
+        "pending_users",
+        "pending_groups",
+        "calls_in_flight",
+        "deliveries_in_flight",
+    ] {
+        assert!(s[key].is_number(), "{key}: {s}");
+    }
+    b.publish_raw(&ns.names.dead, b"{}").await;
+
+    let o = kickq(
+        &ns,
+        &[
+            "status",
+            "--json",
+            "--worker",
+            &worker,
+            "--worker",
+            "http://127.0.0.1:1",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["namespace"], ns.name());
+    assert_eq!(v["leader_held"], true, "{out}");
+    let queues = v["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2 + ns.names.retry.len(), "{out}");
+    assert_eq!(queues[0]["kind"], "requests");
+    assert_eq!(queues[0]["consumers"], 1, "{out}");
+    let dead = queues.last().unwrap();
+    assert_eq!(
+        (dead["kind"].as_str(), dead["ready"].as_u64()),
+        (Some("dead"), Some(1)),
+        "{out}"
+    );
+    assert_eq!(v["workers"][0]["status"]["role"], "active", "{out}");
+    assert!(
+        v["workers"][1]["status"].is_null() && v["workers"][1]["error"].is_string(),
+        "{out}"
+    );
+
+    let o = kickq(&ns, &["status", "--worker", &worker], &[], None).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.starts_with(&format!("namespace {}: leadership lock held", ns.name())),
+        "{out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&worker))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains(" active ") && row.contains(&APP_ID.to_string()), "{row}");
+    w.stop().await;
+
+    let o = kickq(
+        &ns,
+        &["status", "--metrics-addr", "0"],
+        &[("KICKQ_AMQP_URL", "amqp://guest:x@127.0.0.1:1/%2f")],
+        None,
+    )
+    .await;
+    assert!(!o.status.success(), "an unreachable broker fails status");
+}
