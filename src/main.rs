@@ -131,6 +131,7 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<kickq::cli::Interrupted>().is_some() => ExitCode::from(130),
         Err(e) => {
             // `{:#}` prints the context chain on one line.
             eprintln!("kickq: {e:#}");

@@ -11,3 +11,8 @@ pub mod mock_zego;
 pub mod progress;
 pub mod run;
 pub mod signals;
+
+/// A command interrupted by Ctrl-C: `main` exits 130 for it (the command prints its own account first).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
