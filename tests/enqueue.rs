@@ -591,3 +591,43 @@ async fn a_checkpoint_resumes_and_refuses_a_changed_file_or_group_size() {
     );
     assert_eq!(broker.depth(&ns.names.requests).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_ctrl_c_exits_130_with_the_checkpoint_saved() {
+    let ns = Ns::new("enq-sigint");
+    let (csv, _) = sweep(100_000, 1_000);
+    let file = TempFile::new(&ns, "sigint.csv", &csv);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["enqueue", "--file", file.arg(), "--group-size", "1"])
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cp = checkpoint_of(&file.0);
+    // Once the checkpoint exists, publishing has begun.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cp.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id().expect("running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    let through = confirmed_through(&stdout);
+    assert!(through < 100_001, "stopped before the end: {stdout}");
+    assert!(
+        stderr.contains("kickq: interrupted: confirmed through line"),
+        "{stderr}"
+    );
+    let saved = read_checkpoint(&cp);
+    assert_eq!(saved["confirmed_through"].as_u64(), Some(through), "{saved}");
+}
