@@ -95,7 +95,13 @@ async fn a_wrong_secret_fails_the_api_check() {
     let ns = Ns::new("check-secret");
     let m = api().await;
     let url = m.base_url();
-    let o = kickq(&ns, &["check"], &env(&url, "not-the-secret-0123456789abcdef0", ""), None).await;
+    let o = kickq(
+        &ns,
+        &["check"],
+        &env(&url, "not-the-secret-0123456789abcdef0", ""),
+        None,
+    )
+    .await;
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
     let api = out

@@ -1,6 +1,7 @@
 //! `kickq enqueue` as a user runs it (the real binary) against the real RabbitMQ: one job, JSON Lines, CSV
-//! with and without a header, stdin, invalid lines with and without `--skip-invalid`, dry runs, and an
-//! interrupted bulk run resumed with nothing lost or repeated.
+//! with and without a header (columns by name, quoting, BOM, CRLF), stdin, invalid lines with and without
+//! `--skip-invalid`, dry runs (`--json`), the `--json` report, and interrupted bulk runs (exit 130) resumed by
+//! line or from the checkpoint with nothing lost or repeated.
 
 mod common;
 
@@ -29,10 +30,18 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(checkpoint_of(&self.0));
         if let Some(dir) = self.0.parent() {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+/// The default checkpoint of an input file.
+fn checkpoint_of(file: &std::path::Path) -> PathBuf {
+    let mut p = file.as_os_str().to_owned();
+    p.push(".kickq-checkpoint");
+    PathBuf::from(p)
 }
 
 /// Every message in the requests queue, with its AMQP message id, in order.
@@ -133,7 +142,10 @@ async fn enqueue_jsonl_file_keeps_job_ids_and_groups_the_rest() {
     let out = kickq(&ns, &["enqueue", "--file", file.arg()], &[], None).await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("lines read 4, valid 3, invalid 0 (jsonl)"), "{stdout}");
+    assert!(
+        stdout.contains("lines 4: 0 header, 3 valid, 0 invalid, 1 blank (jsonl)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("confirmed through line 4"), "{stdout}");
     let broker = Broker::connect().await;
     let got = published(&broker, &ns).await;
@@ -204,21 +216,15 @@ async fn a_bad_line_publishes_nothing_unless_skipped() {
     let out = kickq(&ns, &["enqueue", "--file", "-"], &[], Some(input)).await;
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}{stderr}");
-    assert!(
-        stderr.contains("line 3: user_ids[0] must be 1 to 64 bytes, got 0"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("line 3: column user_id is empty"), "{stderr}");
     assert!(stderr.contains("nothing was published"), "{stderr}");
     assert_eq!(broker.depth(&ns.names.requests).await, 0);
 
     let out = kickq(&ns, &["enqueue", "--file", "-", "--skip-invalid"], &[], Some(input)).await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(
-        stderr.contains("line 3: user_ids[0] must be 1 to 64 bytes, got 0 (skipped)"),
-        "{stderr}"
-    );
-    assert!(stdout.contains("lines read 4, valid 3, invalid 1"), "{stdout}");
+    assert!(stderr.contains("line 3: column user_id is empty (skipped)"), "{stderr}");
+    assert!(stdout.contains("lines 4: 0 header, 3 valid, 1 invalid"), "{stdout}");
     let got = published(&broker, &ns).await;
     assert_eq!(
         sorted(kicks(&got)),
@@ -276,10 +282,10 @@ async fn ids_outside_the_vendor_set_are_refused_unless_the_charset_is_any() {
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}{stderr}");
     assert!(
-        stderr.contains("line 2: user_ids[0] has a character outside ZEGOCLOUD's user id set"),
+        stderr.contains("line 2: column user_id has a character outside ZEGOCLOUD's user id set"),
         "{stderr}"
     );
-    assert!(stderr.contains("line 3: user_ids[0]"), "{stderr}");
+    assert!(stderr.contains("line 3: column user_id"), "{stderr}");
     assert!(!stderr.contains("line 4"), "a&b=c%d is in the set: {stderr}");
     let dry: &[&str] = &["enqueue", "--file", "-", "--dry-run"];
     let dry_any: &[&str] = &["enqueue", "--file", "-", "--dry-run", "--id-charset", "any"];
@@ -289,7 +295,7 @@ async fn ids_outside_the_vendor_set_are_refused_unless_the_charset_is_any() {
         let out = kickq(&ns, args, env, Some(input)).await;
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{env:?} {args:?}: {stdout}{stderr}");
-        assert!(stdout.contains("valid 4, invalid 0"), "{stdout}");
+        assert!(stdout.contains("4 valid, 0 invalid"), "{stdout}");
     }
     let out = kickq(
         &ns,
@@ -333,7 +339,11 @@ async fn an_interrupted_run_resumes_with_nothing_lost_or_repeated() {
 
     let out = kickq(&ns, &args, &[("KICKQ_ENQUEUE_STOP_AFTER", "50")], None).await;
     let (stdout, stderr) = text(&out);
-    assert!(!out.status.success(), "an interrupted run fails: {stdout}{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "an interrupted run exits 130: {stdout}{stderr}"
+    );
     let through = confirmed_through(&stdout);
     assert!(through > 1 && through < 12_000, "stopped midway: {stdout}");
     assert!(stderr.contains(&format!("--resume-from {}", through + 1)), "{stderr}");
@@ -373,4 +383,251 @@ async fn an_interrupted_run_resumes_with_nothing_lost_or_repeated() {
         ids.keys().all(|id| id.starts_with("sweep.csv-")),
         "derived from the file"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_maps_columns_by_name_with_csv_quoting() {
+    let ns = Ns::new("enq-header");
+    let file = TempFile::new(
+        &ns,
+        "named.csv",
+        "\u{feff}user_id,room_id,reason\r\nu1,r1,spam\r\nu2,r1,\"spam, again\"\r\n\"u3\",\"r2\",\"two\r\nlines\"\r\nu4,r2\r\n"
+            .as_bytes(),
+    );
+    let out = kickq(&ns, &["enqueue", "--file", file.arg()], &[], None).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("lines 6: 1 header, 4 valid, 0 invalid"), "{stdout}");
+    let broker = Broker::connect().await;
+    let got = published(&broker, &ns).await;
+    assert_eq!(
+        sorted(kicks(&got)),
+        sorted(vec![
+            k("r1", "u1", Some("spam")),
+            k("r1", "u2", Some("spam, again")),
+            k("r2", "u3", Some("two\r\nlines")),
+            k("r2", "u4", None),
+        ]),
+        "users are users and rooms are rooms; the header is no kick"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_or_missing_column_refuses_the_file_with_nothing_published() {
+    let ns = Ns::new("enq-badhdr");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    for (input, want) in [
+        (
+            &b"room_id,user_id,note\nr1,u1,x\n"[..],
+            "line 1: header: column \"note\" is unknown",
+        ),
+        (b"user_id,reason\nu1,x\n", "line 1: header: column room_id is missing"),
+        (
+            b"room_id,user_id,not_after\nr1,u1,2027-01-01\n",
+            "column not_after is not supported yet",
+        ),
+        (b"r1,u1\nr1,u2\n", "line 1: header: column \"r1\" is unknown"),
+    ] {
+        let args: &[&str] = if input.starts_with(b"r1") {
+            &["enqueue", "--file", "-", "--header"]
+        } else {
+            &["enqueue", "--file", "-"]
+        };
+        let out = kickq(&ns, args, &[], Some(input)).await;
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(stderr.contains(want), "{want}: {stderr}");
+        assert!(stderr.contains("nothing was published"), "{stderr}");
+    }
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+}
+
+/// The JSON lines of a `--dry-run --json` run, as job messages.
+fn dry_jobs(stdout: &str) -> Vec<KickRequest> {
+    stdout
+        .lines()
+        .map(|l| job::parse(l.as_bytes(), &Limits::default()).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_json_prints_the_messages_and_no_header_forces_data() {
+    let ns = Ns::new("enq-dryjson");
+    let nowhere = [("KICKQ_AMQP_URL", "amqp://nobody:nothing@127.0.0.1:1/%2f")];
+    let input = b"room_id,user_id\nr1,u1\nr2,u2\n";
+    let args = ["enqueue", "--file", "-", "--dry-run", "--json", "--job-id-prefix", "p"];
+    let out = kickq(&ns, &args, &nowhere, Some(input)).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let jobs = dry_jobs(&stdout);
+    assert_eq!(
+        jobs,
+        vec![
+            KickRequest::new("r1", ["u1"]).with_job_id("p:2"),
+            KickRequest::new("r2", ["u2"]).with_job_id("p:3")
+        ],
+        "only the messages on stdout: {stdout}"
+    );
+    assert!(stderr.contains("lines 3: 1 header, 2 valid, 0 invalid"), "{stderr}");
+
+    let mut forced = args.to_vec();
+    forced.push("--no-header");
+    let out = kickq(&ns, &forced, &nowhere, Some(input)).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let rooms: Vec<String> = dry_jobs(&stdout).into_iter().map(|j| j.room_id).collect();
+    assert_eq!(rooms, ["room_id", "r1", "r2"], "--no-header: the first line is data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_report_counts_what_was_published() {
+    let ns = Ns::new("enq-json");
+    let input = b"room_id,user_id\nr1,u1\nr1,u2\nr2,\nr3,u3\n";
+    let args = [
+        "enqueue",
+        "--file",
+        "-",
+        "--json",
+        "--skip-invalid",
+        "--group-size",
+        "1",
+    ];
+    let out = kickq(&ns, &args, &[], Some(input)).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let n = |k: &str| report[k].as_u64().unwrap_or_else(|| panic!("{k} in {report}"));
+    assert_eq!(report["status"], "complete");
+    assert_eq!(report["format"], "csv");
+    assert_eq!(
+        [
+            n("lines"),
+            n("header"),
+            n("valid"),
+            n("invalid"),
+            n("published_messages"),
+            n("job_ids")
+        ],
+        [5, 1, 3, 1, 3, 3]
+    );
+    assert_eq!((n("confirmed_through"), n("skipped_messages")), (5, 0));
+    assert!(report["checkpoint"].is_null(), "stdin has no checkpoint unless given");
+    let broker = Broker::connect().await;
+    assert_eq!(published(&broker, &ns).await.len(), 3);
+}
+
+fn read_checkpoint(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("the checkpoint exists")).expect("the checkpoint is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_resumes_and_refuses_a_changed_file_or_group_size() {
+    let ns = Ns::new("enq-cp");
+    let (csv, want) = sweep(3_000, 100);
+    let file = TempFile::new(&ns, "cp.csv", &csv);
+    let cp = checkpoint_of(&file.0);
+    let args = ["enqueue", "--file", file.arg(), "--group-size", "2"];
+    let broker = Broker::connect().await;
+
+    let out = kickq(&ns, &args, &[("KICKQ_ENQUEUE_STOP_AFTER", "40")], None).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    let through = confirmed_through(&stdout);
+    assert!(through > 1 && through < 3_000, "{stdout}");
+    let saved = read_checkpoint(&cp);
+    assert_eq!(saved["confirmed_through"].as_u64(), Some(through), "{saved}");
+    assert_eq!(
+        (saved["group_size"].as_u64(), saved["complete"].as_bool()),
+        (Some(2), Some(false))
+    );
+    assert!(stderr.contains("--resume"), "{stderr}");
+    let first = published(&broker, &ns).await;
+
+    // Refused, publishing nothing: another group size, and a plain run over the unfinished one.
+    let mut other_size = args.to_vec();
+    other_size[4] = "3";
+    other_size.push("--resume");
+    let plain = args.to_vec();
+    for (argv, want_err) in [
+        (&other_size, "was written with --group-size 2, not 3"),
+        (&plain, "pass --resume to continue"),
+    ] {
+        let out = kickq(&ns, argv, &[], None).await;
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(stderr.contains(want_err), "{want_err}: {stderr}");
+    }
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let out = kickq(&ns, &resume, &[], None).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("confirmed through line 3001"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "before line {}, confirmed by the run the checkpoint recorded",
+            through + 1
+        )),
+        "the summary says what was skipped: {stdout}"
+    );
+    assert_eq!(read_checkpoint(&cp)["complete"].as_bool(), Some(true));
+    let second = published(&broker, &ns).await;
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_exactly_once(kicks(&all), want);
+
+    // A changed file is refused.
+    let mut changed = csv.clone();
+    changed.extend_from_slice(b"room-1,late\n");
+    std::fs::write(&file.0, &changed).unwrap();
+    let out = kickq(&ns, &resume, &[], None).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("--resume: the input changed since the checkpoint"),
+        "{stderr}"
+    );
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_ctrl_c_exits_130_with_the_checkpoint_saved() {
+    let ns = Ns::new("enq-sigint");
+    let (csv, _) = sweep(100_000, 1_000);
+    let file = TempFile::new(&ns, "sigint.csv", &csv);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["enqueue", "--file", file.arg(), "--group-size", "1"])
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cp = checkpoint_of(&file.0);
+    // Once the checkpoint exists, publishing has begun.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cp.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id().expect("running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    let through = confirmed_through(&stdout);
+    assert!(through < 100_001, "stopped before the end: {stdout}");
+    assert!(
+        stderr.contains("kickq: interrupted: confirmed through line"),
+        "{stderr}"
+    );
+    let saved = read_checkpoint(&cp);
+    assert_eq!(saved["confirmed_through"].as_u64(), Some(through), "{saved}");
 }

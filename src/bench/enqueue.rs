@@ -60,6 +60,8 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
         })
         .await;
     let _ = std::fs::remove_file(&file);
+    // The checkpoint `kickq enqueue --file` writes beside its input.
+    let _ = std::fs::remove_file(crate::bulk::checkpoint::beside(&file));
     let (enqueue_secs, publish_secs, queued, exit) = result?;
     let mut r = Report::new("enqueue");
     r.param("scale", env.settings().scale);

@@ -98,6 +98,16 @@ pub fn job_id(prefix: &str, m: &Message) -> String {
     }
 }
 
+/// The job of a message as it is published: its job id derived with
+/// [`job_id`] where the input gave none.
+pub fn as_published(prefix: &str, m: &Message) -> KickRequest {
+    let mut job = m.job.clone();
+    if job.job_id.is_none() {
+        job.job_id = Some(job_id(prefix, m));
+    }
+    job
+}
+
 /// How many leading messages a run with `--resume-from resume_from` skips:
 /// those that start before that line.
 pub fn skipped(messages: &[Message], resume_from: u64) -> usize {

@@ -3,12 +3,14 @@
 //! repeated.
 //!
 //! ```text
-//! parse.rs   one line: format detection, CSV splitting, header, validation
-//! load.rs    the whole input: lines -> invalid lines + messages; job-id prefix
+//! parse.rs   one record: format detection, header columns, validation in the file's words
+//! load.rs    the whole input (csv crate): records -> invalid lines + messages; prefix, hash
 //! group.rs   messages per (room, reason), first-line order, resume arithmetic
 //! send.rs    publishing in order with a bounded window; the confirmed prefix
+//! checkpoint.rs  the resumable record of a run: input hash, group size, last confirmed line
 //! ```
 
+pub mod checkpoint;
 pub mod group;
 pub mod load;
 pub mod parse;

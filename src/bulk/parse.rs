@@ -1,5 +1,6 @@
-//! One input line of `kickq enqueue --file`: format detection, the CSV field splitter, header recognition, and
-//! turning a line into a validated job with the same `job::validate` the worker uses.
+//! One record of `kickq enqueue --file`: format detection, the CSV header (columns by name, or the fixed order
+//! without one), turning a record into a validated job with the same `job::validate` the worker uses, and
+//! saying what is wrong in the file's own words (`column user_id is empty`).
 
 use crate::job::{self, InvalidJob, KickRequest, Limits};
 use std::fmt;
@@ -10,7 +11,7 @@ use std::str::FromStr;
 pub enum Format {
     /// One job message (the README's JSON) per line.
     Jsonl,
-    /// `room_id,user_id[,reason]` per line, with or without a header line.
+    /// `room_id,user_id[,reason]` per record, or any order under a header.
     Csv,
 }
 
@@ -46,155 +47,242 @@ pub fn detect(first_line: &str) -> Format {
     }
 }
 
+/// The UTF-8 byte order mark some spreadsheets write first.
+pub const BOM: &str = "\u{feff}";
+
 fn strip_bom(s: &str) -> &str {
-    s.strip_prefix('\u{feff}').unwrap_or(s)
+    s.strip_prefix(BOM).unwrap_or(s)
 }
 
-/// Why a line is not a job.
+/// Whether the first non-blank CSV record is a header (`--header`, `--no-header`, or neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderMode {
+    /// A header iff every field of the first record is a column name.
+    #[default]
+    Detect,
+    /// The first record is a header (`--header`).
+    Present,
+    /// The first record is data (`--no-header`).
+    Absent,
+}
+
+/// A CSV column kickq knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// `room_id` (also `room`, `roomid`).
+    RoomId,
+    /// `user_id` (also `user`, `userid`).
+    UserId,
+    /// `reason` (also `custom_reason`, `customreason`).
+    Reason,
+    /// `not_after`: a deadline, known so that a header naming it is refused as not supported yet.
+    NotAfter,
+}
+
+impl Column {
+    /// The name the README and error lines use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::RoomId => "room_id",
+            Column::UserId => "user_id",
+            Column::Reason => "reason",
+            Column::NotAfter => "not_after",
+        }
+    }
+
+    /// The column a header field names: its name or an alias, ignoring case and surrounding spaces.
+    pub fn named(field: &str) -> Option<Column> {
+        match field.trim().to_ascii_lowercase().as_str() {
+            "room_id" | "room" | "roomid" => Some(Column::RoomId),
+            "user_id" | "user" | "userid" => Some(Column::UserId),
+            "reason" | "custom_reason" | "customreason" => Some(Column::Reason),
+            "not_after" => Some(Column::NotAfter),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Column {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a header line refuses the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// A field that names no column.
+    #[error("column {0:?} is unknown (known: room_id, user_id, reason)")]
+    Unknown(String),
+    /// A column kickq knows but cannot use yet.
+    #[error("column {0} is not supported yet")]
+    NotSupported(Column),
+    /// A required column is absent.
+    #[error("column {0} is missing")]
+    Missing(Column),
+    /// A column named twice.
+    #[error("column {0} is named twice")]
+    Duplicate(Column),
+    /// The header is not UTF-8.
+    #[error("not UTF-8")]
+    NotUtf8,
+}
+
+/// Where each column is in a record, from the header (or the fixed order without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns {
+    room: usize,
+    user: usize,
+    reason: Option<usize>,
+    /// Fields the header names: a record may have fewer (the rest empty), not more.
+    width: usize,
+}
+
+impl Columns {
+    /// Maps a header's fields to columns, refusing unknown, unsupported, duplicate and missing ones.
+    pub fn from_header(fields: &[&str]) -> Result<Columns, HeaderError> {
+        let (mut room, mut user, mut reason) = (None, None, None);
+        for (i, field) in fields.iter().enumerate() {
+            let column = Column::named(field).ok_or_else(|| HeaderError::Unknown(field.trim().to_owned()))?;
+            let slot = match column {
+                Column::RoomId => &mut room,
+                Column::UserId => &mut user,
+                Column::Reason => &mut reason,
+                Column::NotAfter => return Err(HeaderError::NotSupported(column)),
+            };
+            if slot.replace(i).is_some() {
+                return Err(HeaderError::Duplicate(column));
+            }
+        }
+        Ok(Columns {
+            room: room.ok_or(HeaderError::Missing(Column::RoomId))?,
+            user: user.ok_or(HeaderError::Missing(Column::UserId))?,
+            reason,
+            width: fields.len(),
+        })
+    }
+}
+
+/// Whether the first non-blank record is a header, and its columns if so.
+/// Detection never guesses from ids: the record is a header iff every field
+/// is a column name; if only some are, the file is refused (naming the first
+/// unknown field) rather than kicking `user_id` from room `room_id`.
+pub fn header_decision(fields: &[&str], mode: HeaderMode) -> Result<Option<Columns>, HeaderError> {
+    match mode {
+        HeaderMode::Absent => Ok(None),
+        HeaderMode::Present => Columns::from_header(fields).map(Some),
+        HeaderMode::Detect => {
+            let known = fields.iter().filter(|f| Column::named(f).is_some()).count();
+            if known == 0 {
+                Ok(None)
+            } else {
+                Columns::from_header(fields).map(Some)
+            }
+        }
+    }
+}
+
+/// Why a record is not a job.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
     /// The bytes are not UTF-8.
     #[error("not UTF-8")]
     NotUtf8,
-    /// A CSV line that cannot be split into fields.
-    #[error("bad CSV: {0}")]
-    Csv(String),
-    /// A CSV line with the wrong number of fields.
+    /// A record without a header with the wrong number of fields.
     #[error("expected room_id,user_id[,reason], got {0} field(s)")]
     FieldCount(usize),
-    /// The job breaks a rule of the job message.
+    /// A record with more fields than its header names.
+    #[error("{got} fields, but the header names {width} columns")]
+    Wider {
+        /// Fields in the record.
+        got: usize,
+        /// Columns of the header.
+        width: usize,
+    },
+    /// A CSV field breaks a rule of the job message, said of its column.
+    #[error("column {column} {problem}")]
+    Column {
+        /// The column.
+        column: Column,
+        /// What is wrong with it: `is empty`, `must be 1 to 64 bytes, got 65`, ...
+        problem: String,
+    },
+    /// A JSON Lines job message breaks a rule (said of its JSON fields).
     #[error("{0}")]
     Invalid(#[from] InvalidJob),
 }
 
-/// What one line holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Line {
-    /// Empty or whitespace only: skipped.
-    Blank,
-    /// The CSV header line.
-    Header,
-    /// A validated job.
-    Job(KickRequest),
-}
-
-/// Parses lines in input order. It is stateful only in one way: the first
-/// non-blank CSV line may be a header, later ones never are.
-#[derive(Debug, Clone)]
-pub struct LineParser {
-    format: Format,
-    limits: Limits,
-    seen_content: bool,
-}
-
-impl LineParser {
-    /// A parser for `format`, validating with `limits`.
-    pub fn new(format: Format, limits: Limits) -> Self {
-        Self {
-            format,
-            limits,
-            seen_content: false,
-        }
-    }
-
-    /// Parses one line, without its line terminator (a trailing `\r` is dropped).
-    pub fn parse(&mut self, raw: &[u8]) -> Result<Line, LineError> {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let text = std::str::from_utf8(raw).map_err(|_| LineError::NotUtf8)?;
-        let first = !self.seen_content;
-        let text = if first { strip_bom(text) } else { text };
-        if text.trim().is_empty() {
-            return Ok(Line::Blank);
-        }
-        self.seen_content = true;
-        match self.format {
-            Format::Jsonl => Ok(Line::Job(job::parse(text.as_bytes(), &self.limits)?)),
-            Format::Csv => {
-                let fields = split_csv(text)?;
-                if first && is_header(&fields) {
-                    return Ok(Line::Header);
-                }
-                let (room, user, reason) = match fields.as_slice() {
-                    [room, user] => (room, user, None),
-                    [room, user, reason] => (room, user, Some(reason.clone())),
-                    other => return Err(LineError::FieldCount(other.len())),
-                };
-                let mut job = KickRequest::new(room.clone(), [user.clone()]);
-                job.reason = reason;
-                Ok(Line::Job(job::validate(job, &self.limits)?))
-            }
-        }
-    }
-}
-
-/// A header names its columns; any first line whose fields are all column
-/// names is one, so `room,user` is never kicked as user "user" of room "room".
-fn is_header(fields: &[String]) -> bool {
-    let is = |field: &String, names: &[&str]| {
-        let f = field.trim().to_ascii_lowercase();
-        names.contains(&f.as_str())
+/// Says a validation error of a CSV record in the file's words: the column,
+/// not the job message field (`column user_id is empty`, not
+/// `user_ids[0] must be 1 to 64 bytes, got 0`).
+pub fn column_error(e: InvalidJob) -> LineError {
+    let empty = |column| LineError::Column {
+        column,
+        problem: "is empty".into(),
     };
-    const ROOM: &[&str] = &["room_id", "room", "roomid"];
-    const USER: &[&str] = &["user_id", "user", "userid"];
-    const REASON: &[&str] = &["reason", "custom_reason", "customreason"];
-    match fields {
-        [r, u] => is(r, ROOM) && is(u, USER),
-        [r, u, why] => is(r, ROOM) && is(u, USER) && is(why, REASON),
-        _ => false,
+    match e {
+        InvalidJob::RoomIdLength(0) | InvalidJob::NoUsers => {
+            return empty(if matches!(e, InvalidJob::NoUsers) {
+                Column::UserId
+            } else {
+                Column::RoomId
+            })
+        }
+        InvalidJob::UserIdLength { len: 0, .. } => return empty(Column::UserId),
+        _ => {}
+    }
+    let text = e.to_string();
+    let Some((field, rest)) = text.split_once(' ') else {
+        return LineError::Invalid(e);
+    };
+    let column = match field {
+        "room_id" => Column::RoomId,
+        "reason" => Column::Reason,
+        f if f.starts_with("user_ids[") => Column::UserId,
+        _ => return LineError::Invalid(e),
+    };
+    LineError::Column {
+        column,
+        problem: rest.to_owned(),
     }
 }
 
-/// Splits one CSV line (RFC 4180 quoting: `"a,b"`, `""` for a quote). Spaces
-/// around an unquoted field are dropped (spreadsheets add them after commas);
-/// a quoted field is kept exactly. A record is one line: quoted line breaks are
-/// not supported, so that line numbers stay line numbers.
-pub fn split_csv(line: &str) -> Result<Vec<String>, LineError> {
-    let mut fields = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while matches!(chars.peek(), Some(' ' | '\t')) {
-            chars.next();
+/// The job of one CSV record (fields already unquoted and trimmed): by the
+/// header's columns, or `room_id,user_id[,reason]` without one. An empty
+/// reason is no reason.
+pub fn csv_job(fields: &[&str], columns: Option<&Columns>, limits: &Limits) -> Result<KickRequest, LineError> {
+    let (room, user, reason) = match columns {
+        None => match fields {
+            [room, user] => (*room, *user, ""),
+            [room, user, reason] => (*room, *user, *reason),
+            other => return Err(LineError::FieldCount(other.len())),
+        },
+        Some(c) => {
+            if fields.len() > c.width {
+                return Err(LineError::Wider {
+                    got: fields.len(),
+                    width: c.width,
+                });
+            }
+            let at = |i: usize| fields.get(i).copied().unwrap_or("");
+            (at(c.room), at(c.user), c.reason.map_or("", at))
         }
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => return Err(LineError::Csv("a quoted field is not closed".into())),
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                }
-            }
-            while matches!(chars.peek(), Some(' ' | '\t')) {
-                chars.next();
-            }
-            match chars.next() {
-                None => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some(',') => fields.push(field),
-                Some(c) => return Err(LineError::Csv(format!("{c:?} after a closing quote"))),
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field.trim_end_matches([' ', '\t']).to_owned());
-                        return Ok(fields);
-                    }
-                    Some(',') => break,
-                    Some('"') => return Err(LineError::Csv("a quote inside an unquoted field".into())),
-                    Some(c) => field.push(c),
-                }
-            }
-            fields.push(field.trim_end_matches([' ', '\t']).to_owned());
-        }
+    };
+    let mut job = KickRequest::new(room, [user]);
+    job.reason = (!reason.is_empty()).then(|| reason.to_owned());
+    job::validate(job, limits).map_err(column_error)
+}
+
+/// The job of one JSON Lines line (without its `\n`; a trailing `\r` and, on
+/// the first line, a BOM are dropped), or `None` for a blank line.
+pub fn jsonl_job(raw: &[u8], first: bool, limits: &Limits) -> Result<Option<KickRequest>, LineError> {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let text = std::str::from_utf8(raw).map_err(|_| LineError::NotUtf8)?;
+    let text = if first { strip_bom(text) } else { text };
+    if text.trim().is_empty() {
+        return Ok(None);
     }
+    Ok(Some(job::parse(text.as_bytes(), limits)?))
 }
 
 #[cfg(test)]
@@ -215,117 +303,157 @@ mod tests {
         }
     }
 
+    fn cols(room: usize, user: usize, reason: Option<usize>, width: usize) -> Columns {
+        Columns {
+            room,
+            user,
+            reason,
+            width,
+        }
+    }
+
     #[test]
-    fn splits_csv_by_table() {
-        let ok: &[(&str, &[&str])] = &[
-            ("a,b", &["a", "b"]),
-            ("a, b ,c", &["a", "b", "c"]),
-            (r#"a,"b, c""#, &["a", "b, c"]),
-            (r#""a ""x"" b",c"#, &["a \"x\" b", "c"]),
-            (r#" " a " , b"#, &[" a ", "b"]),
-            ("a,,c", &["a", "", "c"]),
-            ("a,b,", &["a", "b", ""]),
-            (r#"a,"""#, &["a", ""]),
-            ("é,漢", &["é", "漢"]),
+    fn header_decisions_by_table() {
+        use HeaderMode::*;
+        type Row<'a> = (&'a [&'a str], HeaderMode, Result<Option<Columns>, HeaderError>);
+        let table: &[Row] = &[
+            (&["room_id", "user_id"], Detect, Ok(Some(cols(0, 1, None, 2)))),
+            (
+                &["user_id", "room_id", "reason"],
+                Detect,
+                Ok(Some(cols(1, 0, Some(2), 3))),
+            ),
+            (
+                &[" Reason", "USER_ID ", "room"],
+                Detect,
+                Ok(Some(cols(2, 1, Some(0), 3))),
+            ),
+            (&["r1", "u1"], Detect, Ok(None)),
+            (&["r1", "u1", "spam"], Detect, Ok(None)),
+            (&["room_id", "user_id"], Absent, Ok(None)),
+            (
+                &["room_id", "user_id", "note"],
+                Detect,
+                Err(HeaderError::Unknown("note".into())),
+            ),
+            (&["r1", "u1"], Present, Err(HeaderError::Unknown("r1".into()))),
+            (
+                &["room_id", "reason"],
+                Detect,
+                Err(HeaderError::Missing(Column::UserId)),
+            ),
+            (&["user_id"], Present, Err(HeaderError::Missing(Column::RoomId))),
+            (
+                &["room_id", "user_id", "room"],
+                Detect,
+                Err(HeaderError::Duplicate(Column::RoomId)),
+            ),
+            (
+                &["room_id", "user_id", "not_after"],
+                Detect,
+                Err(HeaderError::NotSupported(Column::NotAfter)),
+            ),
         ];
-        for (line, want) in ok {
-            assert_eq!(split_csv(line).unwrap(), *want, "{line:?}");
+        for (fields, mode, want) in table {
+            assert_eq!(&header_decision(fields, *mode), want, "{fields:?} {mode:?}");
         }
-        for bad in [r#"a,"b"#, r#"a,"b"c"#, r#"a,b"c"#] {
-            assert!(matches!(split_csv(bad), Err(LineError::Csv(_))), "{bad:?}");
-        }
+        assert_eq!(
+            HeaderError::Unknown("note".into()).to_string(),
+            "column \"note\" is unknown (known: room_id, user_id, reason)"
+        );
+        assert_eq!(
+            HeaderError::NotSupported(Column::NotAfter).to_string(),
+            "column not_after is not supported yet"
+        );
     }
 
-    fn parse_all(format: Format, lines: &[&str]) -> Vec<Result<Line, String>> {
-        let mut p = LineParser::new(format, Limits::default());
-        lines
-            .iter()
-            .map(|l| p.parse(l.as_bytes()).map_err(|e| e.to_string()))
-            .collect()
-    }
-
-    fn job(room: &str, user: &str, reason: Option<&str>) -> Line {
+    fn job(room: &str, user: &str, reason: Option<&str>) -> KickRequest {
         let mut j = KickRequest::new(room, [user]);
         j.reason = reason.map(String::from);
-        Line::Job(j)
+        j
     }
 
     #[test]
-    fn csv_lines_with_and_without_header() {
-        assert_eq!(
-            parse_all(
-                Format::Csv,
-                &[
-                    "",
-                    "Room_ID, user_id ,reason",
-                    "r1,u1,spam",
-                    "r1,u2\r",
-                    "room_id,user_id"
-                ]
+    fn csv_records_by_columns_or_fixed_order() {
+        let by_name = cols(1, 0, Some(2), 3);
+        type Row<'a> = (&'a [&'a str], Option<&'a Columns>, Result<KickRequest, &'a str>);
+        let table: &[Row] = &[
+            (&["r1", "u1"], None, Ok(job("r1", "u1", None))),
+            (&["r1", "u1", "spam"], None, Ok(job("r1", "u1", Some("spam")))),
+            (&["r1", "u1", ""], None, Ok(job("r1", "u1", None))),
+            (&["u1", "r1", "a, b"], Some(&by_name), Ok(job("r1", "u1", Some("a, b")))),
+            (&["u1", "r1"], Some(&by_name), Ok(job("r1", "u1", None))),
+            (&["r1"], None, Err("expected room_id,user_id[,reason], got 1 field(s)")),
+            (&["r1", "u1", "why", "x"], None, Err("got 4 field(s)")),
+            (
+                &["u1", "r1", "why", "x"],
+                Some(&by_name),
+                Err("4 fields, but the header names 3 columns"),
             ),
-            vec![
-                Ok(Line::Blank),
-                Ok(Line::Header),
-                Ok(job("r1", "u1", Some("spam"))),
-                Ok(job("r1", "u2", None)),
-                Ok(job("room_id", "user_id", None)),
-            ],
-            "only the first non-blank line can be a header"
-        );
-        assert_eq!(
-            parse_all(Format::Csv, &["\u{feff}r1,u1", "r2,u2,"]),
-            vec![Ok(job("r1", "u1", None)), Ok(job("r2", "u2", None))],
-            "BOM dropped; an empty reason is no reason"
-        );
-        assert_eq!(parse_all(Format::Csv, &["room,user"]), vec![Ok(Line::Header)]);
+            (&["u1"], Some(&by_name), Err("column room_id is empty")),
+            (&["r1", ""], None, Err("column user_id is empty")),
+            (&["", "u1"], None, Err("column room_id is empty")),
+        ];
+        for (fields, columns, want) in table {
+            let got = csv_job(fields, *columns, &Limits::default()).map_err(|e| e.to_string());
+            match want {
+                Ok(j) => assert_eq!(got.as_ref(), Ok(j), "{fields:?}"),
+                Err(w) => {
+                    let e = got.expect_err(w);
+                    assert!(e.contains(w), "{fields:?}: {e} should contain {w}");
+                }
+            }
+        }
     }
 
     #[test]
-    fn bad_lines_say_why() {
-        let got = parse_all(
-            Format::Csv,
-            &[
-                "r1",
-                "r1,u1,why,extra",
-                "r1,",
-                "r1,\"u",
-                &format!("r1,{}", "u".repeat(65)),
-                "r\u{7},u",
-            ],
-        );
-        let want = [
-            "expected room_id,user_id[,reason], got 1 field(s)",
-            "got 4 field(s)",
-            "user_ids[0] must be 1 to 64 bytes, got 0",
-            "bad CSV: a quoted field is not closed",
-            "user_ids[0] must be 1 to 64 bytes, got 65",
-            "room_id holds a control character",
+    fn validation_errors_speak_columns() {
+        let long_user = "u".repeat(65);
+        let long_reason = "x".repeat(300);
+        let table: &[(&[&str], &str)] = &[
+            (&["r1", &long_user], "column user_id must be 1 to 64 bytes, got 65"),
+            (&["r\u{7}", "u"], "column room_id holds a control character"),
+            (
+                &["r", "with space"],
+                "column user_id has a character outside ZEGOCLOUD's user id set",
+            ),
+            (
+                &["r 1", "u"],
+                "column room_id has a character outside ZEGOCLOUD's room id set",
+            ),
+            (
+                &["r", "u", &long_reason],
+                "column reason must be at most 256 bytes, got 300",
+            ),
         ];
-        for (g, w) in got.iter().zip(want) {
-            let e = g.as_ref().expect_err(w);
-            assert!(e.contains(w), "{e} should contain {w}");
+        for (fields, want) in table {
+            let e = csv_job(fields, None, &Limits::default()).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{fields:?}: {e} should start with {want}");
         }
-        let mut p = LineParser::new(Format::Csv, Limits::default());
-        assert_eq!(p.parse(b"r,\xff"), Err(LineError::NotUtf8));
+        assert_eq!(
+            column_error(InvalidJob::Malformed("x".into())),
+            LineError::Invalid(InvalidJob::Malformed("x".into())),
+            "no column to name: said as is"
+        );
     }
 
     #[test]
     fn jsonl_lines_are_job_messages() {
-        let got = parse_all(
-            Format::Jsonl,
-            &[
-                r#"{"room_id":"r","user_ids":["a","b","a"],"reason":"x","job_id":"j"}"#,
-                "  ",
-                r#"{"room_id":"r"}"#,
-                "r,u",
-            ],
+        let l = Limits::default();
+        let got = jsonl_job(
+            br#"{"room_id":"r","user_ids":["a","b","a"],"reason":"x","job_id":"j"}"#,
+            false,
+            &l,
         );
-        let mut j = KickRequest::new("r", ["a", "b"]).with_reason("x").with_job_id("j");
-        j.app_id = None;
-        assert_eq!(got[0], Ok(Line::Job(j)));
-        assert_eq!(got[1], Ok(Line::Blank));
-        assert!(got[2].as_ref().unwrap_err().contains("missing field `user_ids`"));
-        assert!(got[3].as_ref().unwrap_err().starts_with("not a job message"));
+        let j = KickRequest::new("r", ["a", "b"]).with_reason("x").with_job_id("j");
+        assert_eq!(got, Ok(Some(j)));
+        assert_eq!(jsonl_job(b"  \r", false, &l), Ok(None));
+        assert!(jsonl_job("\u{feff}{\"room_id\":\"r\",\"user_ids\":[\"a\"]}".as_bytes(), true, &l).is_ok());
+        let missing = jsonl_job(br#"{"room_id":"r"}"#, false, &l).unwrap_err().to_string();
+        assert!(missing.contains("missing field `user_ids`"), "{missing}");
+        let csv = jsonl_job(b"r,u", false, &l).unwrap_err().to_string();
+        assert!(csv.starts_with("not a job message"), "{csv}");
+        assert_eq!(jsonl_job(b"\xff", false, &l), Err(LineError::NotUtf8));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Publishing a bulk run's messages in order with a bounded window of unconfirmed publishes, stopping only
 //! between lines when asked, and reporting the confirmed prefix.
 
-use super::group::{job_id, may_stop_after, Message};
+use super::group::{as_published, may_stop_after, Message};
 use crate::amqp::publish::Pending;
 use crate::producer::{Producer, ProducerError};
 use std::collections::VecDeque;
@@ -63,11 +63,7 @@ pub async fn send_in_order(
             continue;
         }
         let m = &messages[sent];
-        let mut job = m.job.clone();
-        if job.job_id.is_none() {
-            job.job_id = Some(job_id(prefix, m));
-        }
-        match producer.send(job).await {
+        match producer.send(as_published(prefix, m)).await {
             Ok(pending) => {
                 in_flight.push_back((sent, pending));
                 sent += 1;

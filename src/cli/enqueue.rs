@@ -1,20 +1,23 @@
 //! `kickq enqueue`: one job from flags, or a whole file of CSV / JSON Lines jobs, validated, grouped and
-//! published with confirms; Ctrl-C or a broker loss reports the exact line to `--resume-from`.
+//! published with confirms; a checkpoint beside the file for `--resume`; the summary (text or `--json`); Ctrl-C
+//! reports the exact line and exits 130.
 
 use super::progress::Progress;
 use super::run::BrokerArgs;
+use super::Interrupted;
 use crate::amqp::topology::DEFAULT_DELIVERY_LIMIT;
-use crate::bulk::group::{confirmed_through, skipped, Message};
-use crate::bulk::load::{check_prefix, default_prefix, load, Loaded};
-use crate::bulk::parse::Format;
+use crate::bulk::checkpoint::{self, Checkpoint, CHECKPOINT_VERSION};
+use crate::bulk::group::{as_published, confirmed_through, skipped, Message};
+use crate::bulk::load::{check_prefix, default_prefix, input_hash, load, LoadOptions, Loaded};
+use crate::bulk::parse::{Format, HeaderMode};
 use crate::bulk::send::{send_in_order, SendReport, DEFAULT_WINDOW};
 use crate::job::{self, IdCharset, KickRequest, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use crate::producer::{Producer, ProducerConfig};
 use anyhow::{bail, Context};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +28,11 @@ pub const MAX_REPORTED_INVALID: usize = 20;
 /// Test hook: when set to K, the run behaves as if Ctrl-C arrived once K
 /// messages were confirmed (tests use it to interrupt a run at a known point).
 pub const STOP_AFTER_ENV: &str = "KICKQ_ENQUEUE_STOP_AFTER";
+/// Least time between two checkpoint writes while confirms come in: one
+/// atomic write a second costs nothing next to the publishing, and a kill -9
+/// then resends at most a second of messages (with the same job ids). The
+/// last write, at the end or on Ctrl-C, is exact.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The long `--help` text of `kickq enqueue`.
 pub const LONG_ABOUT: &str = "\
@@ -32,18 +40,25 @@ Publish kick jobs to <namespace>.requests, persistent and confirmed.
 
 One job: --room R --user U [--user U2 ...] [--reason T] [--job-id J].
 
-Many: --file F (- reads stdin) of JSON Lines job messages, or CSV lines
-room_id,user_id[,reason] with an optional header line. Every line is
-validated as the worker would; one bad line publishes nothing unless
---skip-invalid. Lines are grouped per (room, reason) into messages of up to
---group-size users; each message's job id is derived from the input
-(--job-id-prefix, default: file name and a hash of the content) and its
-first line. A line counts as enqueued once its message is confirmed.
+Many: --file F (- reads stdin) of JSON Lines job messages, or CSV records
+room_id,user_id[,reason]. A first CSV line whose fields are all column names
+(room_id, user_id, reason) is a header and maps the columns by name, in any
+order; --header / --no-header override. Every record is validated as the
+worker would; one bad line publishes nothing unless --skip-invalid. Records
+are grouped per (room, reason) into messages of up to --group-size users;
+each message's job id is derived from the input (--job-id-prefix, default:
+file name and a hash of the content) and its first line. A line counts as
+enqueued once its message is confirmed.
 
-Interrupted (Ctrl-C, broker lost)? The run prints \"confirmed through line N\".
-Rerun with the same input, the same --group-size and --resume-from N+1:
-the input is grouped again the same way and the messages that start before
-that line are skipped, so nothing is lost or sent twice.";
+A checkpoint beside the file (F.kickq-checkpoint, or --checkpoint PATH; stdin
+needs --checkpoint) holds the input's hash, the group size and the last
+confirmed line. Interrupted (Ctrl-C: exit 130, broker lost)? The run prints
+\"confirmed through line N\"; rerun with --resume (the same input and
+--group-size, checked), or --resume-from N+1: the messages that start before
+that line are skipped, so nothing is lost or sent twice.
+
+--json prints the report as one JSON object; with --dry-run, the messages
+that would be published, one JSON line each.";
 
 /// `kickq enqueue`: publish kick jobs to `{ns}.requests` (see [`LONG_ABOUT`]).
 #[derive(Debug, Clone, clap::Args)]
@@ -82,8 +97,23 @@ pub struct EnqueueArgs {
     #[arg(long = "group-size", default_value_t = DEFAULT_GROUP_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=DEFAULT_MAX_USERS_PER_MESSAGE as u64), value_name = "N")]
     pub group_size: u64,
     /// Skip the messages that start before this line (from "confirmed through line N": give N+1).
-    #[arg(long = "resume-from", value_name = "LINE", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "room")]
+    #[arg(long = "resume-from", value_name = "LINE", value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["room", "resume"])]
     pub resume_from: Option<u64>,
+    /// Continue from the checkpoint (refused if the input or --group-size changed).
+    #[arg(long, conflicts_with = "room")]
+    pub resume: bool,
+    /// Checkpoint file (default: the input's path + .kickq-checkpoint; stdin has none unless given).
+    #[arg(long, value_name = "PATH", conflicts_with = "room")]
+    pub checkpoint: Option<PathBuf>,
+    /// The first CSV line is a header (refused if it names an unknown column).
+    #[arg(long, conflicts_with_all = ["room", "no_header"])]
+    pub header: bool,
+    /// The first CSV line is data, even if it looks like a header.
+    #[arg(long = "no-header", conflicts_with = "room")]
+    pub no_header: bool,
+    /// Print the report as one JSON object on stdout (with --dry-run: each message, one JSON line).
+    #[arg(long)]
+    pub json: bool,
     /// Prefix of the derived job ids (default: file name and a hash of the content).
     #[arg(long = "job-id-prefix", value_name = "PREFIX", conflicts_with = "room")]
     pub job_id_prefix: Option<String>,
@@ -101,6 +131,15 @@ pub struct EnqueueArgs {
 }
 
 impl EnqueueArgs {
+    /// `--header`, `--no-header`, or detection.
+    pub fn header_mode(&self) -> HeaderMode {
+        match (self.header, self.no_header) {
+            (true, _) => HeaderMode::Present,
+            (_, true) => HeaderMode::Absent,
+            _ => HeaderMode::Detect,
+        }
+    }
+
     /// The validation limits: the worker's defaults with `--id-charset`.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -136,15 +175,22 @@ async fn single(args: &EnqueueArgs) -> anyhow::Result<()> {
     request.job_id = Some(args.job_id.clone().unwrap_or_else(job::generate_job_id));
     let request = job::validate(request, &args.limits()).context("invalid job")?;
     let job_id = request.job_id.clone().unwrap_or_default();
+    let body = serde_json::to_string(&request)?;
     if args.dry_run {
-        println!("valid: job {job_id}, {request} (dry run: nothing published)");
+        match args.json {
+            true => println!("{body}"),
+            false => println!("valid: job {job_id}, {request} (dry run: nothing published)"),
+        }
         return Ok(());
     }
     let producer = connect(args).await?;
     let summary = format!("enqueued job {job_id}: {request}");
     producer.enqueue(request).await?;
     producer.close().await?;
-    println!("{summary}");
+    match args.json {
+        true => println!("{body}"),
+        false => println!("{summary}"),
+    }
     Ok(())
 }
 
@@ -165,6 +211,42 @@ fn read_input(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
     Ok((name, bytes))
 }
 
+/// Where a run started: what it skipped and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// The first line not skipped.
+    pub from: u64,
+    /// Messages skipped (they start before `from`).
+    pub skipped: usize,
+    /// What said so: `--resume-from` or the checkpoint.
+    pub by_checkpoint: bool,
+}
+
+/// The checkpoint a run keeps: where, and its fields as of the last confirm.
+struct Keeper {
+    path: PathBuf,
+    cp: Checkpoint,
+    last_write: Instant,
+}
+
+impl Keeper {
+    fn save(&mut self, through: u64, complete: bool) -> Result<(), checkpoint::CheckpointError> {
+        self.cp.confirmed_through = through;
+        self.cp.complete = complete;
+        self.last_write = Instant::now();
+        checkpoint::write(&self.path, &self.cp)
+    }
+
+    /// Saves at most every [`CHECKPOINT_INTERVAL`]; a failure is a warning (the final save reports).
+    fn tick(&mut self, through: u64) {
+        if self.last_write.elapsed() >= CHECKPOINT_INTERVAL {
+            if let Err(e) = self.save(through, false) {
+                tracing::warn!(error = %e, "could not update the checkpoint");
+            }
+        }
+    }
+}
+
 async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     let started = Instant::now();
     // Checked before reading, so that a bad setting fails fast even on a large file.
@@ -172,15 +254,41 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     if let Some(p) = &args.job_id_prefix {
         check_prefix(p).map_err(|e| anyhow::anyhow!("--job-id-prefix {e}"))?;
     }
+    let stdin = path.as_os_str() == "-";
+    let cp_path = match (&args.checkpoint, stdin) {
+        (Some(p), _) => Some(p.clone()),
+        (None, false) => Some(checkpoint::beside(path)),
+        (None, true) if args.resume => bail!("--resume on stdin needs --checkpoint PATH"),
+        (None, true) => None,
+    };
     let stop = CancellationToken::new();
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
 
     let (name, bytes) = read_input(path)?;
-    let loaded = load(&bytes, args.format, args.group_size as usize, args.limits());
+    let opts = LoadOptions {
+        format: args.format,
+        header: args.header_mode(),
+        group_size: args.group_size as usize,
+        limits: args.limits(),
+    };
+    let loaded = load(&bytes, opts)
+        .map_err(|e| anyhow::anyhow!("{e}; nothing was published (pass --no-header if the first line is data)"))?;
+    if loaded.format == Format::Jsonl && (args.header || args.no_header) {
+        bail!("--header and --no-header apply to CSV input, not JSON Lines");
+    }
     let prefix = args
         .job_id_prefix
         .clone()
         .unwrap_or_else(|| default_prefix(&name, &bytes));
+    let fresh = Checkpoint {
+        version: CHECKPOINT_VERSION,
+        input_md5: input_hash(&bytes),
+        group_size: args.group_size,
+        job_id_prefix: prefix.clone(),
+        lines: loaded.lines,
+        confirmed_through: 0,
+        complete: false,
+    };
     drop(bytes);
     report_invalid(&loaded, args.skip_invalid);
     if let Some((line, why)) = loaded.invalid.first() {
@@ -192,47 +300,85 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
             );
         }
     }
-    let resume_from = args.resume_from.unwrap_or(1);
-    if resume_from > loaded.lines + 1 {
+    let (from, by_checkpoint) = match (args.resume_from, &cp_path) {
+        (Some(n), _) => (n, false),
+        (None, Some(p)) => {
+            let found = checkpoint::read(p)?;
+            (
+                checkpoint::start_line(found.as_ref(), &fresh, args.resume, p)?,
+                args.resume,
+            )
+        }
+        (None, None) => (1, false),
+    };
+    if from > loaded.lines + 1 {
         bail!(
-            "--resume-from {resume_from} is past the end of the input ({} lines)",
+            "--resume-from {from} is past the end of the input ({} lines)",
             loaded.lines
         );
     }
-    let skip = skipped(&loaded.messages, resume_from);
+    let start = Start {
+        from,
+        skipped: skipped(&loaded.messages, from),
+        by_checkpoint,
+    };
+    let skip = start.skipped;
     let todo = &loaded.messages[skip..];
     let todo_users: u64 = todo.iter().map(|m| m.job.user_ids.len() as u64).sum();
     if args.dry_run {
-        println!(
-            "{}",
-            summary(
-                &loaded,
-                skip,
-                todo.len(),
-                todo_users,
-                started.elapsed(),
-                "dry run: nothing published"
-            )
+        if args.json {
+            for m in todo {
+                println!("{}", serde_json::to_string(&as_published(&prefix, m))?);
+            }
+        }
+        let report = Report::new(
+            &loaded,
+            start,
+            Outcome::DryRun,
+            (todo.len(), todo_users),
+            &prefix,
+            None,
+            started,
         );
+        match args.json {
+            true => eprintln!("{}", report.text("dry run: nothing published")),
+            false => println!("{}", report.text("dry run: nothing published")),
+        }
         return Ok(());
     }
     if stop.is_cancelled() {
-        bail!("interrupted before publishing: nothing was enqueued");
+        eprintln!("kickq: interrupted before publishing: nothing was enqueued");
+        return Err(Interrupted.into());
     }
 
     let producer = connect(args).await?;
-    let through = Arc::new(AtomicU64::new(confirmed_through(&loaded.messages, skip, loaded.lines)));
-    exit_on_second_signal(stop.clone(), through.clone());
+    let first_through = confirmed_through(&loaded.messages, skip, loaded.lines);
+    let keeper = match &cp_path {
+        Some(p) => {
+            let mut k = Keeper {
+                path: p.clone(),
+                cp: fresh,
+                last_write: Instant::now(),
+            };
+            k.save(first_through, false)
+                .context("writing the checkpoint before publishing (or pass --checkpoint PATH)")?;
+            Some(Arc::new(Mutex::new(k)))
+        }
+        None => None,
+    };
+    let through = Arc::new(AtomicU64::new(first_through));
+    exit_on_second_signal(stop.clone(), through.clone(), keeper.clone());
     let stop_after = std::env::var(STOP_AFTER_ENV).ok().and_then(|v| v.parse::<usize>().ok());
     let mut progress = Progress::new("enqueue", "users", todo_users);
     let mut done = 0usize;
     let report = send_in_order(&producer, &prefix, todo, DEFAULT_WINDOW, &stop, |m: &Message| {
         done += 1;
         progress.inc(m.job.user_ids.len() as u64);
-        through.store(
-            confirmed_through(&loaded.messages, skip + done, loaded.lines),
-            Ordering::SeqCst,
-        );
+        let now = confirmed_through(&loaded.messages, skip + done, loaded.lines);
+        through.store(now, Ordering::SeqCst);
+        if let Some(k) = &keeper {
+            k.lock().expect("the checkpoint lock is never poisoned").tick(now);
+        }
         if stop_after == Some(done) {
             stop.cancel();
         }
@@ -242,56 +388,95 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     if report.failure.is_none() {
         producer.close().await?;
     }
-    finish(&loaded, skip, todo, &report, started.elapsed())
+    finish(args, &loaded, start, todo, &report, &prefix, keeper, started)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
+    args: &EnqueueArgs,
     loaded: &Loaded,
-    skip: usize,
+    start: Start,
     todo: &[Message],
-    report: &SendReport,
-    elapsed: Duration,
+    sent: &SendReport,
+    prefix: &str,
+    keeper: Option<Arc<Mutex<Keeper>>>,
+    started: Instant,
 ) -> anyhow::Result<()> {
-    let users: u64 = todo[..report.confirmed]
-        .iter()
-        .map(|m| m.job.user_ids.len() as u64)
-        .sum();
-    let through = confirmed_through(&loaded.messages, skip + report.confirmed, loaded.lines);
-    let status = format!("confirmed through line {through}");
-    println!("{}", summary(loaded, skip, report.confirmed, users, elapsed, &status));
-    if let Some(e) = &report.failure {
+    let users: u64 = todo[..sent.confirmed].iter().map(|m| m.job.user_ids.len() as u64).sum();
+    let through = confirmed_through(&loaded.messages, start.skipped + sent.confirmed, loaded.lines);
+    let outcome = match (&sent.failure, sent.stopped) {
+        (Some(_), _) => Outcome::Failed,
+        (None, true) => Outcome::Interrupted,
+        (None, false) => Outcome::Complete,
+    };
+    let mut cp_error = None;
+    let cp_path = keeper.as_ref().map(|k| {
+        let mut k = k.lock().expect("the checkpoint lock is never poisoned");
+        if let Err(e) = k.save(through, outcome == Outcome::Complete) {
+            cp_error = Some(e);
+        }
+        k.path.clone()
+    });
+    let mut report = Report::new(
+        loaded,
+        start,
+        outcome,
+        (sent.confirmed, users),
+        prefix,
+        cp_path.as_deref(),
+        started,
+    );
+    report.confirmed_through = through;
+    report.in_doubt = sent.in_doubt;
+    match args.json {
+        true => println!("{}", serde_json::to_string(&report)?),
+        false => println!("{}", report.text(&format!("confirmed through line {through}"))),
+    }
+    if let Some(e) = cp_error {
+        eprintln!("kickq: warning: {e}; resume with --resume-from {}", through + 1);
+    }
+    let rerun = match &cp_path {
+        Some(_) => format!("--resume (or --resume-from {})", through + 1),
+        None => format!("--resume-from {}", through + 1),
+    };
+    if let Some(e) = &sent.failure {
         bail!(
             "{e}; confirmed through line {through}; {} message(s) were in flight and may or may not be stored: \
-             rerun with --resume-from {} to send the rest (the same job ids, so a ledger-backed worker skips \
+             rerun with {rerun} to send the rest (the same job ids, so a ledger-backed worker skips \
              users it already kicked)",
-            report.in_doubt,
-            through + 1
+            sent.in_doubt,
         );
     }
-    if report.stopped {
-        bail!(
-            "interrupted: confirmed through line {through} of {}; rerun with --resume-from {} \
+    if sent.stopped {
+        eprintln!(
+            "kickq: interrupted: confirmed through line {through} of {}; rerun with {rerun} \
              (same input, same --group-size) to continue",
             loaded.lines,
-            through + 1
         );
+        return Err(Interrupted.into());
     }
     Ok(())
 }
 
 /// After the first Ctrl-C the run finishes its messages in flight; a second
-/// one exits at once, still saying where a rerun must resume.
-fn exit_on_second_signal(stop: CancellationToken, through: Arc<AtomicU64>) {
+/// one exits at once (130), still saving the checkpoint and saying where a
+/// rerun must resume.
+fn exit_on_second_signal(stop: CancellationToken, through: Arc<AtomicU64>, keeper: Option<Arc<Mutex<Keeper>>>) {
     tokio::spawn(async move {
         stop.cancelled().await;
         if tokio::signal::ctrl_c().await.is_ok() {
             let n = through.load(Ordering::SeqCst);
+            if let Some(k) = keeper {
+                if let Ok(mut k) = k.lock() {
+                    let _ = k.save(n, false);
+                }
+            }
             eprintln!(
                 "kickq: interrupted again: confirmed through line {n}; messages in flight may or may not be stored; \
                  rerun with --resume-from {}",
                 n + 1
             );
-            std::process::exit(130);
+            std::process::exit(crate::cli::signals::SECOND_SIGNAL_EXIT);
         }
     });
 }
@@ -306,32 +491,137 @@ fn report_invalid(loaded: &Loaded, skipping: bool) {
     }
 }
 
-/// The end-of-run summary: what was read, judged and published.
-pub fn summary(
-    loaded: &Loaded,
-    skipped: usize,
-    messages: usize,
-    users: u64,
-    elapsed: Duration,
-    status: &str,
-) -> String {
-    let secs = elapsed.as_secs_f64().max(1e-3);
-    let mut text = format!(
-        "lines read {}, valid {}, invalid {} ({})\nmessages {messages}, users {users}",
-        loaded.lines,
-        loaded.valid,
-        loaded.invalid.len(),
-        loaded.format
-    );
-    if skipped > 0 {
-        text.push_str(&format!(" (skipped {skipped} message(s) before --resume-from)"));
+/// How a bulk run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every message confirmed.
+    Complete,
+    /// Stopped by Ctrl-C after the confirmed prefix.
+    Interrupted,
+    /// The broker failed; messages in flight are in doubt.
+    Failed,
+    /// `--dry-run`: nothing published.
+    DryRun,
+}
+
+/// The report of a bulk run: the `--json` object (its fields are the README's
+/// contract) and the text summary.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// How the run ended.
+    pub status: Outcome,
+    /// `csv` or `jsonl`.
+    pub format: String,
+    /// Physical lines.
+    pub lines: u64,
+    /// Header lines (0 or 1).
+    pub header: u64,
+    /// Lines holding no record.
+    pub blank: u64,
+    /// Valid records.
+    pub valid: u64,
+    /// Invalid records.
+    pub invalid: usize,
+    /// Messages the whole input makes.
+    pub messages: usize,
+    /// Users over those messages.
+    pub users: u64,
+    /// Messages skipped as confirmed by an earlier run.
+    pub skipped_messages: usize,
+    /// The first line not skipped.
+    pub resume_from: u64,
+    /// What decided the skip: `none`, `resume_from` (the flag) or `checkpoint`.
+    pub skipped_by: &'static str,
+    /// Messages published and confirmed by this run (with --dry-run: that would be).
+    pub published_messages: usize,
+    /// Users in them.
+    pub published_users: u64,
+    /// Distinct job ids published (one per message).
+    pub job_ids: usize,
+    /// Every line up to this one is in a confirmed message.
+    pub confirmed_through: u64,
+    /// Messages sent but not known to be stored (after a broker failure).
+    pub in_doubt: usize,
+    /// Prefix of the derived job ids.
+    pub job_id_prefix: String,
+    /// The checkpoint written, if any.
+    pub checkpoint: Option<String>,
+    /// Wall time of the run.
+    pub elapsed_ms: u64,
+}
+
+impl Report {
+    /// A report of `published` (messages, users) after starting at `start`.
+    pub fn new(
+        loaded: &Loaded,
+        start: Start,
+        status: Outcome,
+        published: (usize, u64),
+        prefix: &str,
+        checkpoint: Option<&Path>,
+        started: Instant,
+    ) -> Self {
+        Report {
+            status,
+            format: loaded.format.to_string(),
+            lines: loaded.lines,
+            header: loaded.header,
+            blank: loaded.blank,
+            valid: loaded.valid,
+            invalid: loaded.invalid.len(),
+            messages: loaded.messages.len(),
+            users: loaded.users,
+            skipped_messages: start.skipped,
+            resume_from: start.from,
+            skipped_by: match (start.skipped, start.by_checkpoint) {
+                (0, _) => "none",
+                (_, true) => "checkpoint",
+                (_, false) => "resume_from",
+            },
+            published_messages: published.0,
+            published_users: published.1,
+            job_ids: published.0,
+            confirmed_through: confirmed_through(&loaded.messages, start.skipped + published.0, loaded.lines),
+            in_doubt: 0,
+            job_id_prefix: prefix.to_owned(),
+            checkpoint: checkpoint.map(|p| p.display().to_string()),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }
     }
-    text.push_str(&format!(
-        "\nelapsed {:.1}s, {:.0} lines/s\n{status}",
-        elapsed.as_secs_f64(),
-        loaded.lines as f64 / secs
-    ));
-    text
+
+    /// The end-of-run summary for people, ending with `status`.
+    pub fn text(&self, status: &str) -> String {
+        let secs = (self.elapsed_ms as f64 / 1000.0).max(1e-3);
+        let mut text = format!(
+            "lines {}: {} header, {} valid, {} invalid",
+            self.lines, self.header, self.valid, self.invalid
+        );
+        if self.blank > 0 {
+            text.push_str(&format!(", {} blank", self.blank));
+        }
+        text.push_str(&format!(
+            " ({})\nmessages {}, users {}",
+            self.format, self.published_messages, self.published_users
+        ));
+        match self.skipped_by {
+            "checkpoint" => text.push_str(&format!(
+                " (skipped {} message(s) before line {}, confirmed by the run the checkpoint recorded)",
+                self.skipped_messages, self.resume_from
+            )),
+            "resume_from" => text.push_str(&format!(
+                " (skipped {} message(s) before --resume-from {})",
+                self.skipped_messages, self.resume_from
+            )),
+            _ => {}
+        }
+        text.push_str(&format!(
+            "\nelapsed {:.1}s, {:.0} lines/s\n{status}",
+            self.elapsed_ms as f64 / 1000.0,
+            self.lines as f64 / secs
+        ));
+        text
+    }
 }
 
 #[cfg(test)]
@@ -381,17 +671,103 @@ mod tests {
     }
 
     #[test]
+    fn header_flags_exclude_each_other_and_the_resume_flags_too() {
+        let mode = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.enqueue.header_mode());
+        assert_eq!(mode(&["t", "--file", "f"]).unwrap(), HeaderMode::Detect);
+        assert_eq!(mode(&["t", "--file", "f", "--header"]).unwrap(), HeaderMode::Present);
+        assert_eq!(mode(&["t", "--file", "f", "--no-header"]).unwrap(), HeaderMode::Absent);
+        assert!(mode(&["t", "--file", "f", "--header", "--no-header"]).is_err());
+        assert!(mode(&["t", "--file", "f", "--resume", "--resume-from", "3"]).is_err());
+        assert!(mode(&["t", "--room", "r", "--user", "u", "--resume"]).is_err());
+        assert!(mode(&["t", "--file", "-", "--resume", "--checkpoint", "c"]).is_ok());
+    }
+
+    fn report(input: &[u8], start: Start, published: (usize, u64)) -> Report {
+        let loaded = load(input, LoadOptions::new(100)).unwrap();
+        let mut r = Report::new(&loaded, start, Outcome::Complete, published, "p", None, Instant::now());
+        r.elapsed_ms = 2000;
+        r
+    }
+
+    const NO_SKIP: Start = Start {
+        from: 1,
+        skipped: 0,
+        by_checkpoint: false,
+    };
+
+    #[test]
     fn summary_names_every_count() {
-        let loaded = load(b"r,a\nr,b\nbad\n", None, 100, Limits::default());
-        let text = summary(&loaded, 0, 1, 2, Duration::from_secs(2), "confirmed through line 3");
+        let r = report(b"room_id,user_id\nr,a\nr,b\nbad\n", NO_SKIP, (1, 2));
         assert_eq!(
-            text,
-            "lines read 3, valid 2, invalid 1 (csv)\nmessages 1, users 2\nelapsed 2.0s, 2 lines/s\nconfirmed through line 3"
+            r.text("confirmed through line 4"),
+            "lines 4: 1 header, 2 valid, 1 invalid (csv)\nmessages 1, users 2\nelapsed 2.0s, 2 lines/s\nconfirmed through line 4"
         );
-        let resumed = summary(&loaded, 4, 0, 0, Duration::ZERO, "x");
+        let blank = report(b"r,a\n\nr,b\n", NO_SKIP, (1, 2)).text("x");
         assert!(
-            resumed.contains("(skipped 4 message(s) before --resume-from)"),
-            "{resumed}"
+            blank.starts_with("lines 3: 0 header, 2 valid, 0 invalid, 1 blank (csv)"),
+            "{blank}"
+        );
+        let by_flag = Start {
+            from: 3,
+            skipped: 1,
+            by_checkpoint: false,
+        };
+        let resumed = report(b"r,a\nr2,b\nr3,c\n", by_flag, (2, 2));
+        assert_eq!((resumed.skipped_by, resumed.confirmed_through), ("resume_from", 3));
+        assert!(
+            resumed
+                .text("x")
+                .contains("(skipped 1 message(s) before --resume-from 3)"),
+            "{}",
+            resumed.text("x")
+        );
+        let by_cp = report(
+            b"r,a\nr2,b\nr3,c\n",
+            Start {
+                by_checkpoint: true,
+                ..by_flag
+            },
+            (2, 2),
+        );
+        assert_eq!(by_cp.skipped_by, "checkpoint");
+        assert!(by_cp
+            .text("x")
+            .contains("skipped 1 message(s) before line 3, confirmed by the run the checkpoint recorded"));
+    }
+
+    #[test]
+    fn the_json_report_has_its_documented_fields() {
+        let r = report(b"room_id,user_id\nr,a\n", NO_SKIP, (1, 1));
+        let v = serde_json::to_value(&r).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = [
+            "status",
+            "format",
+            "lines",
+            "header",
+            "blank",
+            "valid",
+            "invalid",
+            "messages",
+            "users",
+            "skipped_messages",
+            "resume_from",
+            "skipped_by",
+            "published_messages",
+            "published_users",
+            "job_ids",
+            "confirmed_through",
+            "in_doubt",
+            "job_id_prefix",
+            "checkpoint",
+            "elapsed_ms",
+        ];
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(v["status"], "complete");
+        assert_eq!(
+            (v["header"].as_u64(), v["confirmed_through"].as_u64()),
+            (Some(1), Some(2))
         );
     }
 }

@@ -1,0 +1,265 @@
+//! The checkpoint of a bulk run: a small JSON file beside the input (or at `--checkpoint`) holding the input's
+//! hash, the group size, the job-id prefix and the last confirmed line; read by `--resume`, written atomically
+//! (temp file + rename), and the decision of where a run starts.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Appended to the input's path for the default checkpoint path (`bans.csv` -> `bans.csv.kickq-checkpoint`).
+pub const CHECKPOINT_SUFFIX: &str = ".kickq-checkpoint";
+/// The `version` this build writes and reads: a later layout is refused, not misread.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// What a checkpoint holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// [`CHECKPOINT_VERSION`].
+    pub version: u32,
+    /// Hex MD5 of the whole input (see `load::input_hash`).
+    pub input_md5: String,
+    /// `--group-size` of the run: grouping, so the messages, depend on it.
+    pub group_size: u64,
+    /// The job-id prefix: a resumed run must derive the same job ids.
+    pub job_id_prefix: String,
+    /// Lines in the input.
+    pub lines: u64,
+    /// Every line up to this one is in a confirmed message.
+    pub confirmed_through: u64,
+    /// The run confirmed every message.
+    pub complete: bool,
+}
+
+impl Checkpoint {
+    /// The line a resumed run starts from (`--resume-from`).
+    pub fn resume_from(&self) -> u64 {
+        self.confirmed_through + 1
+    }
+}
+
+/// Why a checkpoint cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Reading or writing it failed.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The checkpoint's path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Its content is not a checkpoint of this version.
+    #[error("checkpoint {path} is not a kickq checkpoint (version {CHECKPOINT_VERSION}): {why}")]
+    Corrupt {
+        /// The checkpoint's path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// `--resume` without a checkpoint.
+    #[error("--resume: there is no checkpoint at {0}; nothing to resume (run without --resume to start)")]
+    Missing(PathBuf),
+    /// `--resume` of another input.
+    #[error(
+        "--resume: the input changed since the checkpoint at {0} was written (its hash differs); \
+         nothing was published (delete the checkpoint to start over)"
+    )]
+    InputChanged(PathBuf),
+    /// `--resume` with another `--group-size`.
+    #[error(
+        "--resume: the checkpoint at {path} was written with --group-size {was}, not {now}; \
+         resume with --group-size {was}"
+    )]
+    GroupSizeChanged {
+        /// The checkpoint's path.
+        path: PathBuf,
+        /// Its group size.
+        was: u64,
+        /// This run's.
+        now: u64,
+    },
+    /// `--resume` with another job-id prefix.
+    #[error(
+        "--resume: the checkpoint at {path} was written with --job-id-prefix {was:?}, not {now:?}; \
+         resume with the same prefix"
+    )]
+    PrefixChanged {
+        /// The checkpoint's path.
+        path: PathBuf,
+        /// Its prefix.
+        was: String,
+        /// This run's.
+        now: String,
+    },
+    /// A plain run of an input whose last run was interrupted.
+    #[error(
+        "the checkpoint at {path} says an earlier run of this input stopped after line {through}: \
+         pass --resume to continue from line {next}, or delete the checkpoint to start over"
+    )]
+    Unfinished {
+        /// The checkpoint's path.
+        path: PathBuf,
+        /// Its confirmed line.
+        through: u64,
+        /// The line a resume starts from.
+        next: u64,
+    },
+}
+
+/// The default checkpoint path of an input file.
+pub fn beside(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(CHECKPOINT_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Where a run starts (`--resume-from` line, 1 for the whole input), given
+/// the checkpoint found at `path`, this run's own checkpoint fields `now`,
+/// and whether `--resume` was given. Refuses a resume that would not derive
+/// the same messages, and a plain run over an unfinished one.
+pub fn start_line(
+    found: Option<&Checkpoint>,
+    now: &Checkpoint,
+    resume: bool,
+    path: &Path,
+) -> Result<u64, CheckpointError> {
+    let path = path.to_path_buf();
+    match (found, resume) {
+        (None, true) => Err(CheckpointError::Missing(path)),
+        (Some(cp), true) => {
+            if cp.input_md5 != now.input_md5 {
+                Err(CheckpointError::InputChanged(path))
+            } else if cp.group_size != now.group_size {
+                Err(CheckpointError::GroupSizeChanged {
+                    path,
+                    was: cp.group_size,
+                    now: now.group_size,
+                })
+            } else if cp.job_id_prefix != now.job_id_prefix {
+                Err(CheckpointError::PrefixChanged {
+                    path,
+                    was: cp.job_id_prefix.clone(),
+                    now: now.job_id_prefix.clone(),
+                })
+            } else {
+                Ok(cp.resume_from())
+            }
+        }
+        (Some(cp), false) if !cp.complete && cp.input_md5 == now.input_md5 => Err(CheckpointError::Unfinished {
+            path,
+            through: cp.confirmed_through,
+            next: cp.resume_from(),
+        }),
+        _ => Ok(1),
+    }
+}
+
+/// Reads the checkpoint at `path`, `None` if there is none.
+pub fn read(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let corrupt = |why: String| CheckpointError::Corrupt { path: path.into(), why };
+    let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if cp.version != CHECKPOINT_VERSION {
+        return Err(corrupt(format!("version {}", cp.version)));
+    }
+    Ok(Some(cp))
+}
+
+/// Writes `cp` to `path` atomically: a temp file beside it, synced, then renamed over it.
+pub fn write(path: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut body = serde_json::to_vec_pretty(cp).expect("a checkpoint serializes");
+    body.push(b'\n');
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&body).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(md5: &str, group_size: u64, prefix: &str, through: u64, complete: bool) -> Checkpoint {
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            input_md5: md5.into(),
+            group_size,
+            job_id_prefix: prefix.into(),
+            lines: 100,
+            confirmed_through: through,
+            complete,
+        }
+    }
+
+    #[test]
+    fn start_line_by_table() {
+        let now = cp("h", 100, "p", 0, false);
+        let p = Path::new("f.kickq-checkpoint");
+        // (found, --resume) -> start line or the error's first words
+        let table: Vec<(Option<Checkpoint>, bool, Result<u64, &str>)> = vec![
+            (None, false, Ok(1)),
+            (None, true, Err("--resume: there is no checkpoint")),
+            (Some(cp("h", 100, "p", 41, false)), true, Ok(42)),
+            (Some(cp("h", 100, "p", 100, true)), true, Ok(101)),
+            (Some(cp("other", 100, "p", 41, false)), true, Err("--resume: the input changed")),
+            (
+                Some(cp("h", 50, "p", 41, false)),
+                true,
+                Err("--resume: the checkpoint at f.kickq-checkpoint was written with --group-size 50, not 100"),
+            ),
+            (Some(cp("h", 100, "q", 41, false)), true, Err("--resume: the checkpoint at f.kickq-checkpoint was written with --job-id-prefix \"q\"")),
+            (
+                Some(cp("h", 100, "p", 41, false)),
+                false,
+                Err("the checkpoint at f.kickq-checkpoint says an earlier run of this input stopped after line 41: pass --resume to continue from line 42"),
+            ),
+            (Some(cp("h", 100, "p", 100, true)), false, Ok(1)),
+            (Some(cp("other", 100, "p", 41, false)), false, Ok(1)),
+        ];
+        for (found, resume, want) in table {
+            let got = start_line(found.as_ref(), &now, resume, p).map_err(|e| e.to_string());
+            match want {
+                Ok(n) => assert_eq!(got.as_ref().ok(), Some(&n), "{found:?} {resume}: {got:?}"),
+                Err(w) => {
+                    let e = got.expect_err(w);
+                    assert!(e.starts_with(w), "{e} should start with {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn writes_atomically_and_reads_back() {
+        let dir = std::env::temp_dir().join(format!("kickq-cp-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = beside(&dir.join("bans.csv"));
+        assert!(path.ends_with("bans.csv.kickq-checkpoint"), "{path:?}");
+        assert_eq!(read(&path).unwrap(), None);
+        let c = cp("h", 7, "p", 12, false);
+        write(&path, &c).unwrap();
+        assert_eq!(read(&path).unwrap(), Some(c));
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(files, 1, "no temp file left");
+        std::fs::write(&path, b"{\"version\":9}").unwrap();
+        assert!(matches!(read(&path), Err(CheckpointError::Corrupt { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
