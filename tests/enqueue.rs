@@ -152,7 +152,11 @@ async fn enqueue_jsonl_file_keeps_job_ids_and_groups_the_rest() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0].0.user_ids, vec!["a", "b", "d"], "lines 1 and 4 share a message");
     let id = got[0].1.clone().unwrap();
-    assert!(id.starts_with("jobs.jsonl-") && id.ends_with(":1"), "{id}");
+    assert!(id.starts_with("jobs.jsonl-"), "{id}");
+    assert!(
+        id.ends_with(&kickq::bulk::group::group_job_id("", "r1", Some("spam"), None)[1..]),
+        "the room's id: {id}"
+    );
     assert_eq!(got[0].0.job_id.as_deref(), Some(id.as_str()));
     assert_eq!(got[1].0.job_id.as_deref(), Some("given-1"));
     assert_eq!(got[1].1.as_deref(), Some("given-1"));
@@ -373,14 +377,19 @@ async fn an_interrupted_run_resumes_with_nothing_lost_or_repeated() {
 
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();
     assert_exactly_once(kicks(&all), want);
-    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    // One job id per room and reason of the file, in both runs alike.
+    let mut ids: BTreeMap<(String, Option<String>), std::collections::BTreeSet<String>> = BTreeMap::new();
     for (j, id) in &all {
         assert_eq!(j.job_id, *id);
-        *ids.entry(id.clone().unwrap()).or_default() += 1;
+        ids.entry((j.room_id.clone(), j.reason.clone()))
+            .or_default()
+            .insert(id.clone().unwrap());
     }
-    assert!(ids.values().all(|n| *n == 1), "job ids are unique across both runs");
+    assert!(ids.values().all(|s| s.len() == 1), "one id per group across both runs");
+    let distinct: std::collections::BTreeSet<&String> = ids.values().flatten().collect();
+    assert_eq!(distinct.len(), ids.len(), "groups never share an id");
     assert!(
-        ids.keys().all(|id| id.starts_with("sweep.csv-")),
+        distinct.iter().all(|id| id.starts_with("sweep.csv-")),
         "derived from the file"
     );
 }
@@ -464,8 +473,8 @@ async fn dry_run_json_prints_the_messages_and_no_header_forces_data() {
     assert_eq!(
         jobs,
         vec![
-            KickRequest::new("r1", ["u1"]).with_job_id("p:2"),
-            KickRequest::new("r2", ["u2"]).with_job_id("p:3")
+            KickRequest::new("r1", ["u1"]).with_job_id(kickq::bulk::group::group_job_id("p", "r1", None, None)),
+            KickRequest::new("r2", ["u2"]).with_job_id(kickq::bulk::group::group_job_id("p", "r2", None, None))
         ],
         "only the messages on stdout: {stdout}"
     );

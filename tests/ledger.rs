@@ -421,3 +421,59 @@ async fn prune_asks_for_yes_counts_in_a_dry_run_and_reports_json() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_a_file_with_another_group_size_kicks_no_one_twice() {
+    let db = TestDb::new().await;
+    let ns = Ns::new("rerun-file");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.database_url = Some(Secret::new(db.url.clone()));
+    let worker = spawn_worker(cfg).await;
+    let mut csv = String::from("room_id,user_id\n");
+    for i in 0..30 {
+        csv.push_str(&format!("room-{},u{i}\n", i % 3));
+    }
+    let path = std::env::temp_dir().join(format!("{}-sweep.csv", ns.name()));
+    std::fs::write(&path, &csv).unwrap();
+    let file = path.to_str().unwrap();
+    let ckpt_path = std::env::temp_dir().join(format!("{}-sweep.ckpt", ns.name()));
+    let ckpt = ckpt_path.to_str().unwrap();
+    let run = |size: &'static str| {
+        let ns = &ns;
+        async move {
+            let args = ["enqueue", "--file", file, "--group-size", size, "--checkpoint", ckpt];
+            let out = kickq(ns, &args, &[], None).await;
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
+    run("4").await;
+    wait_for(Duration::from_secs(20), "every user kicked", || async {
+        mock.kicked().len() == 30
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    wait_for(Duration::from_secs(10), "their rows", || async {
+        count(&pool, "select count(*) from user_outcomes where outcome = 'kicked'").await == 30
+    })
+    .await;
+    let calls = mock.calls().len();
+    // The whole file again, grouped otherwise: the job ids name the rooms,
+    // not the messages, so the ledger knows every user.
+    // A new run, not a resume: its checkpoint starts afresh.
+    let _ = std::fs::remove_file(&ckpt_path);
+    run("7").await;
+    wait_for(Duration::from_secs(20), "the rerun skipped", || async {
+        count(&pool, "select count(*) from user_outcomes where outcome = 'skipped'").await == 30
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(mock.calls().len(), calls, "the rerun made no call");
+    assert_eq!(mock.kicked().len(), 30, "no one kicked twice");
+    let _ = std::fs::remove_file(&ckpt_path);
+    let _ = std::fs::remove_file(&path);
+    pool.close().await;
+    db.drop_db().await;
+}

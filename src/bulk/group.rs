@@ -88,14 +88,32 @@ impl Grouper {
     }
 }
 
-/// The job id of a message without one of its own: `{prefix}:{first_line}`,
-/// plus `.{part}` for the later parts of a split line. The same input and
-/// prefix give the same ids, so a resumed run's republish keeps its id.
+/// The job id of a message without one of its own: `{prefix}:{g}`, where
+/// `g` names the message's group (its room, reason and AppId) by a hash.
+/// Every message of one group in one input shares the id, whatever the
+/// group size: the job id is the worker's idempotency key, so a rerun of the
+/// same file (with the ledger on) skips the users already done, even with
+/// another `--group-size` or from another `--resume-from`.
 pub fn job_id(prefix: &str, m: &Message) -> String {
-    match m.part {
-        0 => format!("{prefix}:{}", m.first_line),
-        p => format!("{prefix}:{}.{p}", m.first_line),
+    group_job_id(prefix, &m.job.room_id, m.job.reason.as_deref(), m.job.app_id)
+}
+
+/// [`job_id`] from the group's parts.
+pub fn group_job_id(prefix: &str, room_id: &str, reason: Option<&str>, app_id: Option<u32>) -> String {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    h.update(room_id.as_bytes());
+    h.update([0]);
+    if let Some(r) = reason {
+        h.update([1]);
+        h.update(r.as_bytes());
     }
+    h.update([0]);
+    if let Some(a) = app_id {
+        h.update(a.to_be_bytes());
+    }
+    let digest = h.finalize();
+    format!("{prefix}:{}", hex::encode(&digest[..8]))
 }
 
 /// The job of a message as it is published: its job id derived with
@@ -226,15 +244,53 @@ mod tests {
     }
 
     #[test]
-    fn job_ids_are_derived_from_the_first_line() {
-        let m = |first_line, part| Message {
+    fn job_ids_name_the_group_whatever_the_group_size() {
+        let m = |first_line, part, room, reason| Message {
             first_line,
             part,
             lines: vec![first_line],
-            job: j("a", &["u"], None),
+            job: j(room, &["u"], reason),
         };
-        assert_eq!(job_id("bans.csv-0a1b2c3d", &m(17, 0)), "bans.csv-0a1b2c3d:17");
-        assert_eq!(job_id("p", &m(17, 2)), "p:17.2");
+        let a = job_id("bans.csv-0a1b2c3d", &m(17, 0, "a", None));
+        assert!(
+            a.starts_with("bans.csv-0a1b2c3d:") && a.len() == "bans.csv-0a1b2c3d:".len() + 16,
+            "{a}"
+        );
+        assert_eq!(
+            a,
+            job_id("bans.csv-0a1b2c3d", &m(90, 2, "a", None)),
+            "same group, same id"
+        );
+        assert_ne!(a, job_id("bans.csv-0a1b2c3d", &m(17, 0, "b", None)), "another room");
+        assert_ne!(
+            a,
+            job_id("bans.csv-0a1b2c3d", &m(17, 0, "a", Some("spam"))),
+            "another reason"
+        );
+        assert_ne!(
+            job_id("p", &m(1, 0, "a", Some(""))),
+            job_id("p", &m(1, 0, "a", None)),
+            "an empty reason is not no reason"
+        );
+        assert_eq!(job_id("p", &m(1, 0, "a", None)), group_job_id("p", "a", None, None));
+        // Grouping by 2 or by 3: the same ids.
+        let input = || -> Vec<(u64, KickRequest)> {
+            (1..=6u64)
+                .map(|l| (l, j(if l % 2 == 0 { "x" } else { "y" }, &["u"], None)))
+                .collect()
+        };
+        let ids = |size| {
+            let mut g = Grouper::new(size);
+            for (l, job) in input() {
+                g.push(l, job);
+            }
+            g.finish()
+                .iter()
+                .map(|m| job_id("p", m))
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(ids(2), ids(3));
+        assert_eq!(ids(2).len(), 2);
     }
 
     #[test]
