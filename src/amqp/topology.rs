@@ -182,6 +182,48 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> R
     Ok(q.message_count())
 }
 
+/// What a passive declare says of an existing queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    /// Messages ready.
+    pub ready: u32,
+    /// Consumers registered.
+    pub consumers: u32,
+}
+
+/// AMQP's reply code for a queue that does not exist.
+const NOT_FOUND: u16 = 404;
+
+/// Looks at `queue` without declaring it: a passive declare on a throwaway
+/// channel (a missing queue closes the channel it was asked on). `Ok(None)`
+/// when there is no such queue.
+pub async fn inspect(conn: &lapin::Connection, queue: &str) -> Result<Option<QueueState>, lapin::Error> {
+    let ch = conn.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match ch.queue_declare(queue.into(), passive, FieldTable::default()).await {
+        Ok(q) => {
+            let _ = ch.close(200, "".into()).await;
+            Ok(Some(QueueState {
+                ready: q.message_count(),
+                consumers: q.consumer_count(),
+            }))
+        }
+        Err(e) if reply_code(&e) == Some(NOT_FOUND) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The AMQP reply code of a broker refusal, if the error is one.
+pub fn reply_code(e: &lapin::Error) -> Option<u16> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => Some(p.get_id()),
+        _ => None,
+    }
+}
+
 /// Deletes every queue of the namespace (the demo, bench and tests clean up
 /// with this). Returns how many messages went with them.
 pub async fn delete_all(channel: &Channel, names: &Names) -> Result<u32, lapin::Error> {

@@ -11,8 +11,6 @@ use crate::amqp::topology::Names;
 use crate::mock_zego::{CallRecord, Counters, MockZego};
 use crate::secret::Secret;
 use crate::worker::WorkerConfig;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -83,19 +81,9 @@ pub async fn measure(
 /// Messages ready in `queue` (a passive declare).
 pub async fn queue_depth(env: &BenchEnv, queue: &str) -> Result<u64, BenchError> {
     let conn = env.connect("depth").await?;
-    let ch = conn.create_channel().await?;
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
+    let q = crate::amqp::topology::inspect(&conn, queue).await;
     let _ = conn.close(200, "depth read".into()).await;
-    Ok(u64::from(q?.message_count()))
+    Ok(q?.map_or(0, |q| u64::from(q.ready)))
 }
 
 /// A consumer started by [`start`].

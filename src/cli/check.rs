@@ -3,13 +3,14 @@
 //! object. The verdicts are pure functions tested by table; `run` only gathers their inputs.
 
 use super::run::BrokerArgs;
+use crate::amqp::topology::reply_code;
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::config::{self, parse_duration, ZegoArgs};
 use crate::zego::client::{ApiReply, ClientConfig, TransportError, ZegoClient};
 use crate::zego::codes::{classify_code, describe, Disposition};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Connection, ErrorKind};
+use lapin::Connection;
 use std::time::Duration;
 
 /// Longer help of `kickq check`.
@@ -31,8 +32,6 @@ Exits 0 only if no check fails (warn does not fail). --json prints one object:
 /// Time allowed to connect to the broker: a check should answer quickly,
 /// and a broker that takes longer than this will trouble the worker too.
 pub const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// AMQP reply code of a passive declare of an absent queue.
-const NOT_FOUND: u16 = 404;
 /// AMQP reply code of a declare whose arguments differ from the queue's.
 const PRECONDITION_FAILED: u16 = 406;
 
@@ -331,28 +330,9 @@ async fn queue_check(conn: &Connection, queue: &str, expected: FieldTable) -> Ch
             Some("check the user's configure permission on the vhost"),
         )
     };
-    let passive = async {
-        let ch = conn.create_channel().await?;
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        if q.is_ok() {
-            let _ = ch.close(200, "".into()).await;
-        }
-        q
-    };
-    let found = match passive.await {
-        Ok(q) => q,
-        Err(e) if reply_code(&e) == Some(NOT_FOUND) => {
-            return Check::new(&name, Status::Ok, "absent: declared by `kickq run` at start", None)
-        }
+    let found = match crate::amqp::topology::inspect(conn, queue).await {
+        Ok(Some(q)) => q,
+        Ok(None) => return Check::new(&name, Status::Ok, "absent: declared by `kickq run` at start", None),
         Err(e) => return fail(&e),
     };
     let active = async {
@@ -378,20 +358,12 @@ async fn queue_check(conn: &Connection, queue: &str, expected: FieldTable) -> Ch
             Status::Ok,
             format!(
                 "arguments as kickq declares them ({} ready, {} consumers)",
-                found.message_count(),
-                found.consumer_count()
+                found.ready, found.consumers
             ),
             None,
         ),
         Err(e) if reply_code(&e) == Some(PRECONDITION_FAILED) => queue_mismatch(queue, &e.to_string()),
         Err(e) => fail(&e),
-    }
-}
-
-fn reply_code(e: &lapin::Error) -> Option<u16> {
-    match e.kind() {
-        ErrorKind::ProtocolError(p) => Some(p.get_id()),
-        _ => None,
     }
 }
 

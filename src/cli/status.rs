@@ -2,11 +2,10 @@
 //! each reachable worker's `/status` (role, apps, halts, backlog, calls/s), as tables or one JSON object.
 
 use super::run::BrokerArgs;
+use crate::amqp::topology::reply_code;
 use crate::health::WorkerStatus;
 use crate::table::{escape, render as table};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::{Connection, ErrorKind};
+use lapin::Connection;
 use std::time::Duration;
 
 /// Longer help of `kickq status`.
@@ -30,7 +29,6 @@ the worker's /status body (see the README) or null.";
 pub const WORKER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time allowed to connect to the broker.
 pub const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const NOT_FOUND: u16 = 404;
 const RESOURCE_LOCKED: u16 = 405;
 
 /// `kickq status`.
@@ -228,26 +226,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 
 /// Ready messages and consumers of a queue; `None` when it does not exist.
 async fn passive(conn: &Connection, queue: &str) -> Result<Option<(u32, u32)>, lapin::Error> {
-    let ch = conn.create_channel().await?;
-    let opts = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    match ch.queue_declare(queue.into(), opts, FieldTable::default()).await {
-        Ok(q) => {
-            let _ = ch.close(200, "".into()).await;
-            Ok(Some((q.message_count(), q.consumer_count())))
-        }
-        Err(e) if reply_code(&e) == Some(NOT_FOUND) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn reply_code(e: &lapin::Error) -> Option<u16> {
-    match e.kind() {
-        ErrorKind::ProtocolError(p) => Some(p.get_id()),
-        _ => None,
-    }
+    Ok(crate::amqp::topology::inspect(conn, queue)
+        .await?
+        .map(|q| (q.ready, q.consumers)))
 }
 
 async fn fetch_workers(urls: &[String]) -> Vec<WorkerRow> {

@@ -10,8 +10,7 @@ use super::letter::{Filter, Letter};
 use super::rewrite::{reappend_properties, replay_properties};
 use crate::amqp::publish::{Pending, PublishError, Publisher};
 use chrono::Utc;
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::Acker;
 use lapin::{Channel, Connection};
 use std::collections::VecDeque;
@@ -39,21 +38,11 @@ pub enum PassError {
     Publish(#[from] PublishError),
 }
 
-/// Ready messages in `queue` (a passive declare on a throwaway channel, since
-/// a missing queue closes the channel).
+/// Ready messages in `queue`.
 pub async fn depth(conn: &Connection, queue: &str) -> Result<u32, PassError> {
-    let ch = conn.create_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    match ch.queue_declare(queue.into(), passive, FieldTable::default()).await {
-        Ok(q) => {
-            let _ = ch.close(200, "".into()).await;
-            Ok(q.message_count())
-        }
-        Err(e) if e.to_string().contains("NOT_FOUND") => Err(PassError::NoQueue(queue.to_owned())),
-        Err(e) => Err(e.into()),
+    match crate::amqp::topology::inspect(conn, queue).await? {
+        Some(q) => Ok(q.ready),
+        None => Err(PassError::NoQueue(queue.to_owned())),
     }
 }
 
