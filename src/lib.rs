@@ -14,7 +14,8 @@
 //! config.rs      shared settings, validated into types
 //! job.rs         KickRequest and its validation (worker, enqueue, producer API)
 //! producer.rs    the producer API: connect, declare, enqueue confirmed jobs
-//! bulk/          kickq enqueue --file: parse, validate, group, publish in order
+//! bulk/          kickq enqueue --file: parse (csv crate, header by name), validate, group, publish in
+//!                order, checkpoint for --resume
 //! dlq/           kickq dlq: read, filter, show, replay and purge dead letters
 //! stage.rs       the messages that flow between stages
 //! amqp/          connect, topology, lock (leadership on the broker), intake, publish (confirms),
@@ -32,7 +33,8 @@
 //! worker.rs      composition root of `kickq run`: channels, sessions, shutdown
 //! mock_zego/     the strict stand-in for the real API
 //! bench/         `kickq bench`: scenarios, the naive baseline, figures and targets
-//! cli/           one file per subcommand
+//! cli/           one file per subcommand (check, status, completions and man page too), the
+//!                confirmation rule and signals
 //! ```
 
 /// The commit this build was made from (`git rev-parse --short HEAD`, or the
