@@ -38,6 +38,28 @@ impl Refusal {
     }
 }
 
+/// The flags every changing command (`dlq replay`, `dlq purge`, `ledger
+/// prune`) takes, flattened into each one's arguments.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ConfirmArgs {
+    /// Show what would change, with the counts; change nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the counts as one JSON object; never prompts, so it needs --yes or --dry-run.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ConfirmArgs {
+    /// [`consent`] for these flags.
+    pub fn consent(&self, terminal: bool) -> Consent {
+        consent(self.yes, self.dry_run, self.json, terminal)
+    }
+}
+
 /// Whether a destructive command may go ahead (pure: the caller says whether
 /// stdin is a terminal).
 pub fn consent(yes: bool, dry_run: bool, json: bool, terminal: bool) -> Consent {

@@ -1,7 +1,7 @@
 //! `kickq dlq list|replay|purge`: the dead-letter queue's arguments, the confirmation prompt, progress and
 //! summaries; the passes themselves are in `crate::dlq`.
 
-use super::confirm::{ask, consent, Answer, Consent};
+use super::confirm::{ask, Answer, ConfirmArgs, Consent};
 use super::history::parse_since;
 use super::progress::Progress;
 use super::run::BrokerArgs;
@@ -126,15 +126,9 @@ pub struct ReplayArgs {
     /// Most replays per second (the worker's pace is the API's; this spares the queue).
     #[arg(long, value_name = "MSGS_PER_SEC")]
     pub rate: Option<f64>,
-    /// Show what would be replayed; change nothing.
-    #[arg(long = "dry-run")]
-    pub dry_run: bool,
-    /// Do not ask for confirmation (required when stdin is not a terminal).
-    #[arg(long)]
-    pub yes: bool,
-    /// Print the counts as one JSON object; never prompts, so it needs --yes or --dry-run.
-    #[arg(long)]
-    pub json: bool,
+    /// --dry-run, --yes, --json.
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
 }
 
 /// `kickq dlq purge`.
@@ -149,24 +143,16 @@ pub struct PurgeArgs {
     /// Most letters to remove (the other matching ones stay).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
-    /// Show what would be removed; change nothing.
-    #[arg(long = "dry-run")]
-    pub dry_run: bool,
-    /// Do not ask for confirmation (required when stdin is not a terminal).
-    #[arg(long)]
-    pub yes: bool,
-    /// Print the counts as one JSON object; never prompts, so it needs --yes or --dry-run.
-    #[arg(long)]
-    pub json: bool,
+    /// --dry-run, --yes, --json.
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
 }
 
 /// How `replay` and `purge` run, beyond what they do to which letters.
 #[derive(Debug, Clone, Copy)]
 struct ActOptions {
     limit: Option<u64>,
-    dry_run: bool,
-    yes: bool,
-    json: bool,
+    confirm: ConfirmArgs,
 }
 
 /// Runs `kickq dlq`.
@@ -186,9 +172,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             };
             let opts = ActOptions {
                 limit: a.limit,
-                dry_run: a.dry_run,
-                yes: a.yes,
-                json: a.json,
+                confirm: a.confirm,
             };
             act(&url, &names.dead, action, a.filter.filter(), opts).await
         }
@@ -196,9 +180,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             let (url, names) = a.broker.resolve()?;
             let opts = ActOptions {
                 limit: a.limit,
-                dry_run: a.dry_run,
-                yes: a.yes,
-                json: a.json,
+                confirm: a.confirm,
             };
             act(&url, &names.dead, Action::Purge, a.filter.filter(), opts).await
         }
@@ -267,15 +249,15 @@ async fn act(
     opts: ActOptions,
 ) -> anyhow::Result<()> {
     let (verb, done) = verb(&action);
-    let consent = consent(opts.yes, opts.dry_run, opts.json, std::io::stdin().is_terminal());
+    let consent = opts.confirm.consent(std::io::stdin().is_terminal());
     if let Consent::Refuse(why) = consent {
         bail!(why.message("the dead-letter queue"));
     }
     let conn = open(url).await?;
-    if opts.dry_run {
+    if opts.confirm.dry_run {
         let peeked = peek(&conn, dead, &filter, opts.limit.map(|l| l as usize), |_| {}).await?;
         let _ = conn.close(200, "dry run".into()).await;
-        if opts.json {
+        if opts.confirm.json {
             write_stdout(&format!("{}\n", Tally::of_dry_run(&peeked).to_json(done)))?;
         } else {
             write_stdout(&format_table(&peeked.letters))?;
@@ -340,7 +322,7 @@ async fn act(
     })
     .await;
     progress.finish();
-    if opts.json {
+    if opts.confirm.json {
         write_stdout(&format!("{}\n", Tally::of_sweep(&report).to_json(done)))?;
     } else {
         println!(
@@ -454,7 +436,7 @@ mod tests {
         assert_eq!(f.room.as_deref(), Some("r"));
         assert!(f.since.is_some());
         assert_eq!(a.rate, Some(5.0));
-        assert!(a.yes && !a.dry_run);
+        assert!(a.confirm.yes && !a.confirm.dry_run);
         let DlqCommand::List(l) = Cli::try_parse_from(["t", "list"]).unwrap().dlq.command else {
             panic!("list")
         };
@@ -533,7 +515,7 @@ mod tests {
         else {
             panic!("purge")
         };
-        assert!(p.json && p.yes);
+        assert!(p.confirm.json && p.confirm.yes);
         let DlqCommand::Replay(r) = Cli::try_parse_from(["t", "replay", "--json", "--dry-run"])
             .unwrap()
             .dlq
@@ -541,6 +523,6 @@ mod tests {
         else {
             panic!("replay")
         };
-        assert!(r.json && r.dry_run);
+        assert!(r.confirm.json && r.confirm.dry_run);
     }
 }

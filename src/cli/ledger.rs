@@ -1,7 +1,7 @@
 //! `kickq ledger prune` (its consent, dry run and reports), and the `--database-url` argument shared by every
 //! subcommand that opens the audit ledger.
 
-use super::confirm::{ask, consent, Answer, Consent};
+use super::confirm::{ask, Answer, ConfirmArgs, Consent};
 use crate::amqp::headers::rfc3339;
 use crate::config::{parse_duration, ConfigError};
 use crate::ledger::{prune_cutoff, Ledger, PruneCounts};
@@ -114,15 +114,9 @@ pub struct PruneArgs {
     /// everything.
     #[arg(long = "older-than", value_name = "AGE", value_parser = parse_age)]
     pub older_than: Duration,
-    /// Count the rows that would go, per table; delete nothing.
-    #[arg(long = "dry-run")]
-    pub dry_run: bool,
-    /// Do not ask for confirmation (required when stdin is not a terminal).
-    #[arg(long)]
-    pub yes: bool,
-    /// Print the counts as one JSON object; never prompts, so it needs --yes or --dry-run.
-    #[arg(long)]
-    pub json: bool,
+    /// --dry-run, --yes, --json.
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
 }
 
 /// Parses a retention age; unlike [`parse_duration`] it refuses a bare number.
@@ -142,14 +136,14 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_prune(args: PruneArgs) -> anyhow::Result<()> {
-    let consent = consent(args.yes, args.dry_run, args.json, std::io::stdin().is_terminal());
+    let consent = args.confirm.consent(std::io::stdin().is_terminal());
     if let Consent::Refuse(why) = consent {
         bail!(why.message("the audit ledger"));
     }
     let ledger = args.database.ledger().await?;
     // One cutoff for the count, the question and the delete.
     let cutoff = prune_cutoff(Utc::now(), args.older_than);
-    let counts = if args.dry_run {
+    let counts = if args.confirm.dry_run {
         ledger.count_prunable(cutoff).await?
     } else {
         if consent == Consent::Ask {
@@ -169,10 +163,10 @@ async fn run_prune(args: PruneArgs) -> anyhow::Result<()> {
         }
         ledger.prune(cutoff).await?
     };
-    if args.json {
-        println!("{}", prune_json(args.older_than, cutoff, &counts, args.dry_run));
+    if args.confirm.json {
+        println!("{}", prune_json(args.older_than, cutoff, &counts, args.confirm.dry_run));
     } else {
-        print!("{}", prune_report(&counts, cutoff, args.dry_run));
+        print!("{}", prune_report(&counts, cutoff, args.confirm.dry_run));
     }
     Ok(())
 }
@@ -352,10 +346,10 @@ mod tests {
     fn prune_takes_dry_run_yes_and_json() {
         let cli = Cli::try_parse_from(["t", "prune", "--older-than", "1d", "--dry-run", "--json", "--yes"]).unwrap();
         let LedgerCommand::Prune(p) = cli.command;
-        assert!(p.dry_run && p.json && p.yes);
+        assert!(p.confirm.dry_run && p.confirm.json && p.confirm.yes);
         let LedgerCommand::Prune(p) = Cli::try_parse_from(["t", "prune", "--older-than", "1d"])
             .unwrap()
             .command;
-        assert!(!p.dry_run && !p.json && !p.yes);
+        assert!(!p.confirm.dry_run && !p.confirm.json && !p.confirm.yes);
     }
 }
