@@ -156,6 +156,49 @@ impl Default for Limits {
     }
 }
 
+/// The variable that sets [`Limits::max_users_per_message`], read by `kickq run`,
+/// `kickq enqueue` and [`Limits::from_env`].
+pub const MAX_USERS_VAR: &str = "KICKQ_MAX_USERS_PER_MESSAGE";
+/// The variable that sets [`Limits::id_charset`].
+pub const ID_CHARSET_VAR: &str = "KICKQ_ID_CHARSET";
+
+/// A limits variable that does not parse; the message names the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// `KICKQ_MAX_USERS_PER_MESSAGE` is not a whole number of at least 1.
+    #[error("{MAX_USERS_VAR}={0:?}: expected a whole number of at least 1")]
+    MaxUsers(String),
+    /// `KICKQ_ID_CHARSET` is neither `vendor` nor `any`.
+    #[error("{ID_CHARSET_VAR}: {0}")]
+    IdCharset(#[from] UnknownIdCharset),
+}
+
+impl Limits {
+    /// The limits the worker of this environment applies: `KICKQ_MAX_USERS_PER_MESSAGE`
+    /// and `KICKQ_ID_CHARSET`, each defaulting as in `kickq run`. A producer that
+    /// validates with these never publishes a job that worker dead-letters as
+    /// `validation`.
+    pub fn from_env() -> Result<Limits, LimitsError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Limits::from_env`] over any source of variables (blank counts as unset).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Limits, LimitsError> {
+        let set = |name| var(name).filter(|v: &String| !v.trim().is_empty());
+        let mut limits = Limits::default();
+        if let Some(v) = set(MAX_USERS_VAR) {
+            limits.max_users_per_message = match v.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => n,
+                _ => return Err(LimitsError::MaxUsers(v)),
+            };
+        }
+        if let Some(v) = set(ID_CHARSET_VAR) {
+            limits.id_charset = v.trim().parse()?;
+        }
+        Ok(limits)
+    }
+}
+
 /// Which id [`InvalidJob::OutsideIdCharset`] is about, for its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdKind {
@@ -378,15 +421,15 @@ impl fmt::Display for KickRequest {
     }
 }
 
-/// A fresh job id for a message that carries neither `job_id` nor an AMQP
-/// `message_id`: a random UUID (version 4) in its usual dashed form, which
-/// also keeps it from looking like a 32-hex-character signature in a log.
+/// A fresh job id: a UUID version 7 in its usual dashed form. The producer
+/// gives one to every job that has none, so a redelivery keeps its id and the
+/// ledger's skip matches it; intake gives one to a message from another
+/// producer that carries neither `job_id` nor an AMQP `message_id`. Version 7
+/// starts with the time, so ids of one sweep sort together in the ledger's
+/// index, and the dashes keep it from looking like a 32-hex-character
+/// signature in a log.
 pub fn generate_job_id() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    uuid::Uuid::now_v7().to_string()
 }
 
 #[cfg(test)]
@@ -395,6 +438,52 @@ mod tests {
 
     fn limits() -> Limits {
         Limits::default()
+    }
+
+    #[test]
+    fn limits_come_from_the_workers_variables() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<Limits, &'a str>);
+        let cases: &[Case] = &[
+            (&[], Ok(Limits::default())),
+            (
+                &[(MAX_USERS_VAR, "50")],
+                Ok(Limits {
+                    max_users_per_message: 50,
+                    ..Limits::default()
+                }),
+            ),
+            (
+                &[(MAX_USERS_VAR, " 7 "), (ID_CHARSET_VAR, "any")],
+                Ok(Limits {
+                    max_users_per_message: 7,
+                    id_charset: IdCharset::Any,
+                }),
+            ),
+            (&[(MAX_USERS_VAR, "")], Ok(Limits::default())),
+            (&[(MAX_USERS_VAR, "0")], Err("KICKQ_MAX_USERS_PER_MESSAGE=\"0\"")),
+            (&[(MAX_USERS_VAR, "lots")], Err("KICKQ_MAX_USERS_PER_MESSAGE=\"lots\"")),
+            (
+                &[(ID_CHARSET_VAR, "ascii")],
+                Err("KICKQ_ID_CHARSET: \"ascii\" is not an id charset"),
+            ),
+        ];
+        for (vars, want) in cases {
+            let got = Limits::from_vars(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()));
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{vars:?}"),
+                (Err(e), Err(start)) => assert!(e.to_string().starts_with(start), "{vars:?}: {e}"),
+                (got, want) => panic!("{vars:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn generated_job_ids_are_distinct_dashed_uuids() {
+        let a = generate_job_id();
+        let b = generate_job_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.as_bytes()[14], b'7', "{a} is a version 7 uuid");
     }
 
     #[test]

@@ -2,23 +2,35 @@
 //!
 //! A job counts as enqueued only once the broker has confirmed it, so an `Ok`
 //! from [`Producer::enqueue`] means the job survives a broker restart. Jobs are
-//! checked by the same [`job::validate`] the worker uses: a job the producer
-//! accepts is never dead-lettered as `validation`.
+//! checked by the same [`job::validate`] the worker uses, with the worker's
+//! limits ([`Limits::from_env`]): a job the producer accepts is never
+//! dead-lettered as `validation`.
+//!
+//! Every job leaves with a job id: the caller's, or one made here (a UUID v7),
+//! written into the body and the AMQP `message_id` and returned. A redelivered
+//! job therefore keeps its id, and with the ledger on the worker skips the
+//! users it already kicked for it.
 //!
 //! ```no_run
 //! use kickq::job::KickRequest;
-//! use kickq::producer::Producer;
+//! use kickq::producer::{Producer, ProducerError};
 //!
-//! # async fn demo() -> Result<(), kickq::producer::ProducerError> {
+//! # async fn demo() -> Result<(), ProducerError> {
 //! let producer = Producer::connect("amqp://guest:guest@127.0.0.1:5672/%2f", "kickq").await?;
-//! // One job: returns once the broker has it on disk.
-//! producer
-//!     .enqueue(KickRequest::new("room-42", ["u1", "u2"]).with_reason("spam").with_job_id("mod-7781"))
-//!     .await?;
+//! // One job: returns its id once the broker has it on disk.
+//! let id = producer.enqueue(KickRequest::new("room-42", ["u1", "u2"]).with_reason("spam")).await?;
+//! println!("enqueued {id}");
 //! // Many jobs: all are validated first (one bad job publishes nothing), then pipelined.
-//! let sweep = (0..1000).map(|i| KickRequest::new(format!("room-{i}"), ["u1"]));
-//! let n = producer.enqueue_many(sweep).await?;
-//! assert_eq!(n, 1000);
+//! let sweep: Vec<KickRequest> = (0..1000).map(|i| KickRequest::new(format!("room-{i}"), ["u1"])).collect();
+//! match producer.enqueue_many(sweep.clone()).await {
+//!     Ok(ids) => assert_eq!(ids.len(), 1000),
+//!     Err(ProducerError::Partial(p)) => {
+//!         // The first p.confirmed.len() jobs are stored. Resend the rest, the
+//!         // jobs in doubt under the ids they were sent with.
+//!         producer.enqueue_many(p.resume(sweep)).await?;
+//!     }
+//!     Err(e) => return Err(e),
+//! }
 //! producer.close().await?;
 //! # Ok(())
 //! # }
@@ -27,14 +39,15 @@
 use crate::amqp::connect::connect;
 use crate::amqp::publish::{persistent_json, Pending, PublishError, Publisher};
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
-use crate::job::{self, InvalidJob, KickRequest, Limits};
+use crate::job::{self, InvalidJob, KickRequest, Limits, LimitsError};
 use crate::secret::Secret;
 use lapin::types::FieldTable;
 use lapin::Connection;
 use std::collections::VecDeque;
 
-/// Most publishes [`Producer::enqueue_many`] keeps unconfirmed at once: enough
-/// to keep the broker busy, few enough that a failure leaves little in doubt.
+/// Most publishes [`Producer::enqueue_many`] keeps unconfirmed at once, by
+/// default ([`ProducerConfig::max_in_flight`]): enough to keep the broker
+/// busy, few enough that a failure leaves little in doubt.
 pub const MAX_IN_FLIGHT: usize = 1000;
 
 /// Why a job was not enqueued.
@@ -69,9 +82,19 @@ pub enum ProducerError {
         #[source]
         error: InvalidJob,
     },
-    /// The broker did not confirm a publish: it may or may not have stored it.
+    /// `KICKQ_MAX_USERS_PER_MESSAGE` or `KICKQ_ID_CHARSET` does not parse
+    /// ([`Producer::connect`] reads them, as the worker does).
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    /// The broker did not confirm the publish of [`Producer::enqueue`]: the
+    /// job may or may not be stored. Enqueue it again with the same job id.
     #[error("publish failed: {0}")]
     Publish(#[from] PublishError),
+    /// [`Producer::enqueue_many`] stopped at a failed publish or confirm: a
+    /// prefix of the batch is stored, the jobs after it are in doubt, the
+    /// rest were never published.
+    #[error(transparent)]
+    Partial(Box<PartialEnqueue>),
     /// Closing the connection failed (everything before was confirmed).
     #[error("closing the connection: {0}")]
     Close(#[source] lapin::Error),
@@ -88,19 +111,93 @@ pub struct ProducerConfig {
     pub delivery_limit: u32,
     /// Broker connection name, shown by `rabbitmqctl list_connections`.
     pub connection_name: String,
-    /// Validation limits; the default is what the worker accepts by default.
+    /// Validation limits: must be the worker's, or jobs it refuses are dead-lettered.
     pub limits: Limits,
+    /// Most publishes [`Producer::enqueue_many`] keeps unconfirmed, and so the
+    /// most jobs in doubt after a broker failure ([`MAX_IN_FLIGHT`] by default).
+    pub max_in_flight: usize,
 }
 
 impl ProducerConfig {
-    /// The defaults of `kickq run` for `namespace`.
+    /// The defaults of `kickq run` for `namespace`, ignoring the environment.
     pub fn new(namespace: &str) -> Self {
         Self {
             names: Names::new(namespace, DEFAULT_RETRY_DELAYS),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             connection_name: format!("kickq-producer-{}", std::process::id()),
             limits: Limits::default(),
+            max_in_flight: MAX_IN_FLIGHT,
         }
+    }
+
+    /// [`ProducerConfig::new`] with the worker's validation limits read from
+    /// this process's environment ([`Limits::from_env`]).
+    pub fn from_env(namespace: &str) -> Result<Self, LimitsError> {
+        Ok(Self {
+            limits: Limits::from_env()?,
+            ..Self::new(namespace)
+        })
+    }
+}
+
+/// What an interrupted [`Producer::enqueue_many`] left, in batch order:
+/// `confirmed` jobs stored, then `in_doubt` jobs sent but not confirmed (the
+/// broker may or may not have them), then jobs never published.
+///
+/// To finish the batch, enqueue [`PartialEnqueue::resume`] of it: every job
+/// not confirmed, the jobs in doubt under the ids they were sent with. A job
+/// in doubt that was stored is then queued twice with one id, and the worker
+/// kicks its users once if the ledger is on (`KICKQ_DATABASE_URL`); without
+/// the ledger they may be kicked twice (KickoutUser is idempotent: a second
+/// kick of a user already out does nothing).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{} job(s) confirmed, {} in doubt (sent, not confirmed), the rest not published: {source}",
+    confirmed.len(),
+    in_doubt.len()
+)]
+pub struct PartialEnqueue {
+    /// Ids of the stored jobs: the first `confirmed.len()` of the batch.
+    pub confirmed: Vec<String>,
+    /// Ids of the jobs that follow them, sent but not confirmed.
+    pub in_doubt: Vec<String>,
+    /// Why the batch stopped.
+    #[source]
+    pub source: PublishError,
+}
+
+impl PartialEnqueue {
+    /// The jobs of `batch` (the batch given to `enqueue_many`, in the same
+    /// order) that still need enqueueing: those in doubt with the ids they
+    /// were sent with, then those never published. Jobs that already had a
+    /// job id keep it either way.
+    pub fn resume(&self, batch: impl IntoIterator<Item = KickRequest>) -> Vec<KickRequest> {
+        let mut ids = self.in_doubt.iter();
+        batch
+            .into_iter()
+            .skip(self.confirmed.len())
+            .map(|job| match ids.next() {
+                Some(id) => job.with_job_id(id.clone()),
+                None => job,
+            })
+            .collect()
+    }
+}
+
+/// A job sent by [`Producer::send`], not yet known to be stored.
+#[derive(Debug)]
+pub struct Sent {
+    /// The job's id (the caller's, or the one made for it).
+    pub job_id: String,
+    /// Resolves once the broker confirms the job.
+    pub pending: Pending,
+}
+
+impl Sent {
+    /// Waits for the broker's confirm; returns the job id once it is stored.
+    pub async fn confirmed(self) -> Result<String, PublishError> {
+        self.pending.confirmed().await?;
+        Ok(self.job_id)
     }
 }
 
@@ -115,10 +212,11 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Connects with the worker's defaults and declares the namespace's queues
-    /// (idempotent), so a producer may start before any worker.
+    /// Connects with the worker's defaults and the worker's limits from the
+    /// environment ([`ProducerConfig::from_env`]), and declares the
+    /// namespace's queues (idempotent), so a producer may start before any worker.
     pub async fn connect(url: &str, namespace: &str) -> Result<Producer, ProducerError> {
-        Self::connect_with(&Secret::new(url), ProducerConfig::new(namespace)).await
+        Self::connect_with(&Secret::new(url), ProducerConfig::from_env(namespace)?).await
     }
 
     /// Connects with explicit settings and declares the namespace's queues.
@@ -145,46 +243,84 @@ impl Producer {
         &self.cfg.names
     }
 
-    /// Validates `job` and publishes it; returns once the broker confirmed it.
-    pub async fn enqueue(&self, job: KickRequest) -> Result<(), ProducerError> {
-        self.send(job).await?.confirmed().await?;
-        Ok(())
+    /// Validates `job`, gives it a job id if it has none, and publishes it;
+    /// returns the job id once the broker confirmed it.
+    pub async fn enqueue(&self, job: KickRequest) -> Result<String, ProducerError> {
+        Ok(self.send(job).await?.confirmed().await?)
     }
 
-    /// Validates `job` and sends it without waiting: await
-    /// [`Pending::confirmed`] to know it is durable. Callers that keep their
-    /// own window of publishes in flight (`kickq enqueue`) use this.
-    pub async fn send(&self, job: KickRequest) -> Result<Pending, ProducerError> {
-        let job = job::validate(job, &self.cfg.limits).map_err(|error| ProducerError::Invalid { index: 0, error })?;
-        Ok(self.send_valid(&job).await?)
+    /// Validates `job`, gives it a job id if it has none, and sends it without
+    /// waiting: await [`Sent::confirmed`] to know it is durable. Callers that
+    /// keep their own window of publishes in flight (`kickq enqueue`) use this.
+    pub async fn send(&self, job: KickRequest) -> Result<Sent, ProducerError> {
+        let job = self
+            .prepare(job)
+            .map_err(|error| ProducerError::Invalid { index: 0, error })?;
+        Ok(self.send_valid(job).await?)
     }
 
-    /// Validates every job first (one invalid job publishes nothing), then
-    /// publishes them in order with up to [`MAX_IN_FLIGHT`] unconfirmed, and
-    /// returns how many were confirmed: all of them, or an error.
-    pub async fn enqueue_many(&self, jobs: impl IntoIterator<Item = KickRequest>) -> Result<usize, ProducerError> {
+    /// Validates every job first (one invalid job publishes nothing) and gives
+    /// each without an id a fresh one, then publishes them in order with up to
+    /// [`ProducerConfig::max_in_flight`] unconfirmed. Returns the job ids, in
+    /// batch order, once all are confirmed, or [`ProducerError::Partial`]
+    /// saying which are stored and which in doubt.
+    pub async fn enqueue_many(
+        &self,
+        jobs: impl IntoIterator<Item = KickRequest>,
+    ) -> Result<Vec<String>, ProducerError> {
         let jobs = jobs
             .into_iter()
             .enumerate()
             .map(|(index, job)| {
-                job::validate(job, &self.cfg.limits).map_err(|error| ProducerError::Invalid { index, error })
+                self.prepare(job)
+                    .map_err(|error| ProducerError::Invalid { index, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut in_flight: VecDeque<Pending> = VecDeque::with_capacity(MAX_IN_FLIGHT.min(jobs.len()));
-        for job in &jobs {
-            if in_flight.len() >= MAX_IN_FLIGHT {
-                in_flight
-                    .pop_front()
-                    .expect("the window is full, so not empty")
-                    .confirmed()
-                    .await?;
+        let window = self.cfg.max_in_flight.max(1);
+        let mut confirmed: Vec<String> = Vec::with_capacity(jobs.len());
+        let mut in_flight: VecDeque<Sent> = VecDeque::with_capacity(window.min(jobs.len()));
+        // The jobs in doubt, in batch order: the one whose confirm failed
+        // (if any), those still in flight, then the one whose publish failed
+        // (if any: it may have reached the broker before the channel broke).
+        let partial = |confirmed,
+                       failed_confirm: Option<String>,
+                       in_flight: VecDeque<Sent>,
+                       failed_send: Option<String>,
+                       source| {
+            let in_doubt = failed_confirm
+                .into_iter()
+                .chain(in_flight.into_iter().map(|s| s.job_id))
+                .chain(failed_send)
+                .collect();
+            ProducerError::Partial(Box::new(PartialEnqueue {
+                confirmed,
+                in_doubt,
+                source,
+            }))
+        };
+        for job in jobs {
+            if in_flight.len() >= window {
+                let sent = in_flight.pop_front().expect("the window is full, so not empty");
+                let id = sent.job_id.clone();
+                match sent.confirmed().await {
+                    Ok(id) => confirmed.push(id),
+                    Err(e) => return Err(partial(confirmed, Some(id), in_flight, None, e)),
+                }
             }
-            in_flight.push_back(self.send_valid(job).await?);
+            let id = job.job_id.clone().expect("prepare gave every job an id");
+            match self.send_valid(job).await {
+                Ok(sent) => in_flight.push_back(sent),
+                Err(e) => return Err(partial(confirmed, None, in_flight, Some(id), e)),
+            }
         }
-        for pending in in_flight {
-            pending.confirmed().await?;
+        while let Some(sent) = in_flight.pop_front() {
+            let id = sent.job_id.clone();
+            match sent.confirmed().await {
+                Ok(id) => confirmed.push(id),
+                Err(e) => return Err(partial(confirmed, Some(id), in_flight, None, e)),
+            }
         }
-        Ok(jobs.len())
+        Ok(confirmed)
     }
 
     /// Closes the connection. Everything enqueued before was already confirmed.
@@ -195,10 +331,23 @@ impl Producer {
             .map_err(ProducerError::Close)
     }
 
-    async fn send_valid(&self, job: &KickRequest) -> Result<Pending, PublishError> {
-        let props = persistent_json(job.job_id.as_deref(), FieldTable::default());
-        self.publisher
+    /// Validates `job` with the worker's limits and gives it an id if it has none.
+    fn prepare(&self, job: KickRequest) -> Result<KickRequest, InvalidJob> {
+        let mut job = job::validate(job, &self.cfg.limits)?;
+        if job.job_id.is_none() {
+            job.job_id = Some(job::generate_job_id());
+        }
+        Ok(job)
+    }
+
+    /// Publishes a prepared job with its id in the body and as `message_id`.
+    async fn send_valid(&self, job: KickRequest) -> Result<Sent, PublishError> {
+        let job_id = job.job_id.clone().expect("prepare gave the job an id");
+        let props = persistent_json(Some(&job_id), FieldTable::default());
+        let pending = self
+            .publisher
             .send(&self.cfg.names.requests, &job.to_body(), props)
-            .await
+            .await?;
+        Ok(Sent { job_id, pending })
     }
 }

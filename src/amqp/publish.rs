@@ -88,6 +88,14 @@ impl Publisher {
     }
 }
 
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("routing_key", &self.routing_key)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Pending {
     /// Waits for the broker's confirm, at most [`CONFIRM_TIMEOUT`].
     pub async fn confirmed(self) -> Result<(), PublishError> {

@@ -63,7 +63,7 @@ pub async fn send_in_order(
             continue;
         }
         let m = &messages[sent];
-        match producer.send(as_published(prefix, m)).await {
+        match producer.send(as_published(prefix, m)).await.map(|sent| sent.pending) {
             Ok(pending) => {
                 in_flight.push_back((sent, pending));
                 sent += 1;

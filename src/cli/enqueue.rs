@@ -164,6 +164,7 @@ async fn connect(args: &EnqueueArgs) -> anyhow::Result<Producer> {
         delivery_limit: args.delivery_limit,
         connection_name: format!("kickq-enqueue-{}", std::process::id()),
         limits: args.limits(),
+        max_in_flight: crate::producer::MAX_IN_FLIGHT,
     };
     Ok(Producer::connect_with(&url, cfg).await?)
 }
