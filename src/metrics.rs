@@ -150,13 +150,13 @@ fn register_all() {
     }
     // Each known code with the disposition it gets for one user and for
     // several, and transport failures (always retried).
-    let transport = crate::dispatch::disposition_label(crate::zego::codes::Disposition::Retry(
+    let transport = crate::pipeline::dispatch::disposition_label(crate::zego::codes::Disposition::Retry(
         crate::zego::codes::RetryKind::Transient,
     ));
     counter!(API_CALLS, "disposition" => transport, "code" => code_label(None)).increment(0);
     for code in crate::zego::codes::known_codes() {
         for users in [1, 2] {
-            let d = crate::dispatch::disposition_label(crate::zego::codes::classify_code(code, users));
+            let d = crate::pipeline::dispatch::disposition_label(crate::zego::codes::classify_code(code, users));
             counter!(API_CALLS, "disposition" => d, "code" => code_label(Some(code))).increment(0);
         }
     }

@@ -1,55 +1,31 @@
-//! The composition root of `kickq run`: builds the stages and the bounded channels between them, supervises one
-//! broker session at a time, reconnects with backoff, and owns shutdown.
+//! `kickq run` as a library call: the worker's settings ([`WorkerConfig`]), and the run loop that opens the
+//! metrics server and the ledger, then runs one broker session after another (see `pipeline`) with jittered
+//! reconnects until shutdown.
 //!
-//! ```text
-//! lock ─> intake ──JobIn──> coalescer ──Dispatch──> dispatcher ──Outcome──> router ──ack──> broker
-//!           └────────────── Received / Unusable ─────────────────────────────┘
-//! ```
-//!
-//! A session is two connections: one that holds the leadership lock and
-//! consumes (and acks), and one that publishes (retries, dead letters, the
-//! leader record). RabbitMQ blocks every connection that publishes during a
-//! memory or disk alarm; kept apart, acks of kicked users go on through an
-//! alarm. A session first takes the lock (see `leadership`): until then it is
-//! a standby and holds no deliveries. Everything consumed in a session
-//! belongs to it: when the broker goes away the session is dropped whole (its
-//! unacked deliveries return to the queue) and a new one starts. The gate,
-//! the API client and the ledger outlive sessions, so the rate limit holds
-//! across a reconnect.
-//!
-//! Shutdown: intake stops, the coalescer sends what tokens allow until the
-//! drain deadline, the router acks what is done; then the worker writes its
-//! release record and lets the lock go, last, so a standby never calls while
-//! this worker's calls are in flight. The whole stop is bounded by the drain
-//! deadline plus [`SHUTDOWN_GRACE`], whatever PostgreSQL or the API do: past
-//! it the session is cut, and what was not acked returns to the queue.
+//! The gate, the API client and the ledger outlive sessions, so the rate
+//! limit holds across a reconnect. The whole stop is bounded by the drain
+//! deadline plus [`SHUTDOWN_GRACE`] and [`CLOSE_BUDGET`] ([`stop_bound`]),
+//! whatever PostgreSQL or the API do: past it the session is cut, and what
+//! was not acked returns to the queue.
 
-use crate::amqp::connect::{connect, describe, explain};
-use crate::amqp::intake::{self, IntakeConfig, IntakeEnd};
-use crate::amqp::lock::{self, Lock};
-use crate::amqp::publish::{PublishError, Publisher};
-use crate::amqp::topology::{self, Names};
-use crate::coalesce::driver::{self, DriverConfig};
 use crate::config::Credentials;
-use crate::dispatch::{self, KickApi};
 use crate::health::Health;
 use crate::job::Limits;
-use crate::leadership::{self, Record};
 use crate::ledger::{Ledger, LedgerError};
 use crate::outcome::plan::Budget;
-use crate::outcome::{self, RouterConfig, RouterEnd, Tally};
-use crate::ratelimit::{Gate, WINDOW};
+use crate::pipeline::coalescer::DriverConfig;
+use crate::pipeline::dispatch::KickApi;
+use crate::pipeline::router::Tally;
+use crate::pipeline::{session, SessionEnd, Shared};
+use crate::amqp::topology::Names;
+use crate::ratelimit::Gate;
 use crate::secret::Secret;
 use crate::zego::client::{ClientConfig, ZegoClient};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::Connection;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -58,9 +34,6 @@ use tokio_util::sync::CancellationToken;
 /// window of 20,000 one-user messages gives calls within 1% of the minimum,
 /// where 10,000 gives 10% more calls. Memory is about prefetch x message size.
 pub const DEFAULT_PREFETCH: u16 = 20_000;
-/// Capacity of the stage channels: deep enough to smooth bursts, small enough
-/// that backpressure reaches the broker within a fraction of a second.
-const STAGE_CHANNEL: usize = 1024;
 /// Reconnect backoff: first delay, and the cap. Jittered (full jitter on top
 /// of the exponential step), so a fleet that lost the same broker does not
 /// come back in lock-step.
@@ -68,22 +41,9 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// A session that lived this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
-/// How often the session checks that its queue still exists, still has
-/// consumers, and is not holding ready messages while we hold none. The
-/// broker should cancel our consumer when the queue is deleted, but RabbitMQ
-/// 3.10 leaves a consumer registered and starved when a quorum queue is
-/// deleted and at once re-declared; this check turns that silence into a
-/// reconnect. Only the active worker runs it: a standby holds no consumer.
-const WATCHDOG_INTERVAL: Duration = Duration::from_secs(5);
-/// How often the worker logs its progress line while there is work: often
-/// enough to follow a sweep, rare enough that a day's log stays readable.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Time past the drain deadline that a graceful stop may take: the last
 /// answers, the last ledger write and acks, the release record.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Longest wait for each closing step (release record, lock, connections),
-/// so an unresponsive broker cannot hold the exit.
-const CLOSE_STEP: Duration = Duration::from_secs(1);
 /// What all closing steps together may add to the drain deadline and the
 /// grace before the stop is cut short (see [`stop_bound`]).
 pub const CLOSE_BUDGET: Duration = Duration::from_secs(3);
@@ -158,27 +118,6 @@ pub struct RunSummary {
     pub tally: Tally,
     /// Sessions started after the first.
     pub reconnects: u64,
-}
-
-enum SessionEnd {
-    Shutdown,
-    /// The session never opened: the broker is away or refused us.
-    NotOpened(crate::amqp::connect::ConnectError),
-    Lost(String),
-    Fatal(WorkerError),
-}
-
-/// What every session of one run shares.
-struct Shared<A> {
-    cfg: WorkerConfig,
-    /// The per-AppId budgets; they outlive sessions.
-    gate: Gate,
-    api: Arc<A>,
-    ledger: Option<Ledger>,
-    health: Arc<Health>,
-    /// Process-unique delivery ids.
-    ids: Arc<AtomicU64>,
-    shutdown: CancellationToken,
 }
 
 /// Runs the worker until `shutdown` fires; then drains and returns.
@@ -407,423 +346,3 @@ async fn open_ledger(
     }
 }
 
-/// Closes a connection, bounded by [`CLOSE_STEP`]. Unacked deliveries of its
-/// channels return to the queue.
-async fn close(conn: &Connection) {
-    let _ = tokio::time::timeout(CLOSE_STEP, conn.close(200, "bye".into())).await;
-}
-
-enum Leadership {
-    /// The lock is ours; `contended` when another process held it while we waited.
-    Taken {
-        lock: Lock,
-        contended: bool,
-    },
-    Shutdown,
-    Lost(String),
-}
-
-/// Waits for the leadership lock, as a standby holding no deliveries.
-async fn take_lock(shared: &Shared<impl KickApi>, conn: &Connection) -> Leadership {
-    let names = &shared.cfg.names;
-    let mut contended = false;
-    loop {
-        match lock::try_take(conn, names).await {
-            Ok(Some(lock)) => return Leadership::Taken { lock, contended },
-            Ok(None) => {
-                if !contended {
-                    shared.health.set_standby(true);
-                    crate::metrics::active(false);
-                    tracing::info!(lock = %names.leader, role = "standby", "another worker holds the leadership lock; standing by, holding no deliveries");
-                }
-                contended = true;
-            }
-            Err(e) => return Leadership::Lost(format!("leadership lock: {}", describe(&e))),
-        }
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return Leadership::Shutdown,
-            _ = tokio::time::sleep(leadership::LOCK_RETRY) => {}
-        }
-    }
-}
-
-/// Keeps the leader record fresh until `stop`; returns why it could not.
-async fn refresh_record(publisher: Publisher, names: Names, stop: CancellationToken) -> String {
-    // A fixed beat: a slow confirm does not push the next refresh back.
-    let mut beat = tokio::time::interval(leadership::REFRESH_INTERVAL);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    beat.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return String::new(),
-            _ = beat.tick() => {}
-        }
-        let record = Record::Active {
-            at_ms: leadership::now_ms(),
-        };
-        match lock::write_record(&publisher, &names, record).await {
-            Ok(()) => {}
-            // A broker alarm blocks publishing for as long as it lasts; acks
-            // go on over the other connection, so the session stays. A
-            // successor that finds the record stale waits a full window.
-            Err(PublishError::ConfirmTimeout(after)) => {
-                tracing::warn!(
-                    after_ms = after.as_millis() as u64,
-                    "leader record not confirmed (broker alarm?); still active, trying again"
-                );
-            }
-            Err(e) => return format!("leader record: {e}"),
-        }
-    }
-}
-
-async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionEnd, Tally) {
-    let cfg = &shared.cfg;
-    let conn = match connect(&cfg.amqp_url, &cfg.connection_name).await {
-        Ok(c) => c,
-        Err(e) => return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default()),
-    };
-    let publish_conn = match connect(&cfg.amqp_url, &format!("{}-publish", cfg.connection_name)).await {
-        Ok(c) => c,
-        Err(e) => {
-            close(&conn).await;
-            return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default());
-        }
-    };
-    let (end, tally) = active_session(shared, n, &conn, &publish_conn).await;
-    close(&conn).await;
-    close(&publish_conn).await;
-    (end, tally)
-}
-
-async fn active_session<A: KickApi>(
-    shared: &Shared<A>,
-    n: u64,
-    conn: &Connection,
-    publish_conn: &Connection,
-) -> (SessionEnd, Tally) {
-    let cfg = &shared.cfg;
-    let health = &shared.health;
-    let lost = |why: String| (SessionEnd::Lost(why), Tally::default());
-    let declared = async {
-        let publisher = Publisher::open(publish_conn).await?;
-        topology::declare(publisher.channel(), &cfg.names, cfg.delivery_limit).await?;
-        Ok::<_, lapin::Error>(publisher)
-    };
-    let publisher = match declared.await {
-        Ok(p) => p,
-        Err(e) => return lost(format!("setup: {}", describe(&e))),
-    };
-    health.set_connected(true);
-    let (lock, contended) = match take_lock(shared, conn).await {
-        Leadership::Taken { lock, contended } => (lock, contended),
-        Leadership::Shutdown => return (SessionEnd::Shutdown, Tally::default()),
-        Leadership::Lost(why) => return lost(why),
-    };
-    // Active from here. What the previous holder left says when our first
-    // call may go; our own window (the gate outlives sessions) holds too.
-    let record = match lock.take_record(&cfg.names).await {
-        Ok(r) => r,
-        Err(e) => return lost(format!("leader record: {}", describe(&e))),
-    };
-    let now_ms = leadership::now_ms();
-    let (hold_ms, reason) = leadership::takeover_hold(record, now_ms, contended);
-    let hold_at = leadership::instant_of(hold_ms, now_ms);
-    shared.gate.hold_until(hold_at);
-    if let Err(e) = lock::write_record(&publisher, &cfg.names, Record::Active { at_ms: now_ms }).await {
-        return lost(format!("leader record: {e}"));
-    }
-    health.set_standby(false);
-    crate::metrics::active(true);
-    crate::metrics::takeover(reason.as_str());
-    tracing::info!(
-        lock = %cfg.names.leader,
-        role = "active",
-        first_call_in_ms = (hold_ms - now_ms).max(0),
-        hold = reason.as_str(),
-        "took the leadership lock; this worker is active"
-    );
-
-    let setup = async {
-        let channel = conn.create_channel().await?;
-        // Quorum queues refuse global QoS: the prefetch is per consumer.
-        channel
-            .basic_qos(cfg.prefetch, BasicQosOptions { global: false })
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                cfg.names.requests.as_str().into(),
-                format!("{}-{n}", cfg.connection_name).into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let watch_channel = conn.create_channel().await?;
-        Ok::<_, lapin::Error>((channel, consumer, watch_channel))
-    };
-    let (channel, consumer, watch_channel) = match setup.await {
-        Ok(v) => v,
-        Err(e) => return lost(format!("setup: {}", describe(&e))),
-    };
-    health.reset_in_flight();
-    tracing::info!(session = n, queue = %cfg.names.requests, "consuming");
-
-    let (to_coalescer, coalescer_rx) = mpsc::channel(STAGE_CHANNEL);
-    let (to_dispatcher, dispatcher_rx) = mpsc::channel(STAGE_CHANNEL);
-    let (to_router, router_rx) = mpsc::channel(STAGE_CHANNEL);
-    let stop_intake = shared.shutdown.child_token();
-    let abort = CancellationToken::new();
-    let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
-    let intake_cfg = IntakeConfig {
-        app_id: cfg.credentials.app_id,
-        limits: cfg.limits,
-    };
-    let mut intake = tokio::spawn(intake::run(
-        channel.clone(),
-        consumer,
-        intake_cfg,
-        shared.ledger.clone(),
-        to_coalescer,
-        to_router.clone(),
-        shared.ids.clone(),
-        health.clone(),
-        stop_intake.clone(),
-    ));
-    tokio::spawn(driver::run(
-        coalescer_rx,
-        to_dispatcher,
-        shared.gate.clone(),
-        slots,
-        cfg.driver,
-        health.clone(),
-        abort.clone(),
-    ));
-    tokio::spawn(dispatch::run(
-        dispatcher_rx,
-        to_router,
-        shared.api.clone(),
-        shared.gate.clone(),
-        cfg.halt_log_interval,
-        abort.clone(),
-    ));
-    let router_cfg = RouterConfig {
-        names: cfg.names.clone(),
-        budget: cfg.budget,
-        ledger_batch_rows: outcome::DEFAULT_LEDGER_BATCH_ROWS,
-        ledger_linger: outcome::DEFAULT_LEDGER_LINGER,
-        defer_delay: cfg.probe_interval,
-    };
-    let mut router = tokio::spawn(outcome::run(
-        router_rx,
-        publisher.clone(),
-        shared.ledger.clone(),
-        health.clone(),
-        router_cfg,
-        abort.clone(),
-    ));
-    let stop_refresh = CancellationToken::new();
-    let mut refresher = tokio::spawn(refresh_record(
-        publisher.clone(),
-        cfg.names.clone(),
-        stop_refresh.clone(),
-    ));
-    let mut watchdog = tokio::spawn(watch_queue(watch_channel, cfg.names.requests.clone(), health.clone()));
-    let reporter = tokio::spawn(report_progress(health.clone(), cfg.rate));
-
-    let _reporter = AbortOnDrop(reporter);
-    let cut = |abort: &CancellationToken, intake: &tokio::task::JoinHandle<IntakeEnd>| {
-        abort.cancel();
-        intake.abort();
-    };
-    let end = tokio::select! {
-        lost = &mut watchdog => Some(lost.unwrap_or_else(|e| format!("watchdog task failed: {e}"))),
-        why = &mut refresher => Some(why.unwrap_or_else(|e| format!("leader record task failed: {e}"))),
-        ended = &mut intake => match ended {
-            Ok(IntakeEnd::Stopped) => None,
-            Ok(IntakeEnd::Cancelled) => Some("the broker cancelled the consumer (queue deleted or node down)".to_owned()),
-            Ok(IntakeEnd::Broker(e)) => Some(format!("consumer: {}", describe(&e))),
-            Ok(IntakeEnd::DownstreamClosed) => Some("a pipeline stage stopped".to_owned()),
-            Ok(IntakeEnd::Ledger(e)) => {
-                cut(&abort, &intake);
-                watchdog.abort();
-                stop_refresh.cancel();
-                return (SessionEnd::Fatal(WorkerError::Ledger(e)), Tally::default());
-            }
-            Err(e) => Some(format!("intake task failed: {e}")),
-        },
-        ended = &mut router => {
-            cut(&abort, &intake);
-            watchdog.abort();
-            stop_refresh.cancel();
-            let (end, tally) = match ended {
-                Ok((RouterEnd::Ledger(e), tally)) => (SessionEnd::Fatal(WorkerError::Ledger(e)), tally),
-                // At shutdown this is the normal end; its tally counts either way.
-                Ok((_, tally)) if shared.shutdown.is_cancelled() => (SessionEnd::Shutdown, tally),
-                Ok((RouterEnd::Broker(e), tally)) => (SessionEnd::Lost(format!("publish: {e}")), tally),
-                Ok((other, tally)) => (SessionEnd::Lost(format!("router stopped: {other:?}")), tally),
-                Err(e) => (SessionEnd::Lost(format!("router task failed: {e}")), Tally::default()),
-            };
-            return (end, tally);
-        }
-        _ = shared.shutdown.cancelled() => None,
-    };
-    watchdog.abort();
-    let (session_end, tally) = match end {
-        None => {
-            // Graceful: intake stops; the coalescer sends what tokens allow
-            // until the drain deadline; the dispatcher finishes its calls; the
-            // router acks. All of it within the deadline plus the grace.
-            let deadline = Instant::now() + cfg.driver.drain_deadline + SHUTDOWN_GRACE;
-            // `drained`: every call returned and every delivery was settled.
-            let (drained, tally) = match tokio::time::timeout_at(deadline, &mut router).await {
-                Ok(Ok((RouterEnd::Drained, tally))) => (true, tally),
-                Ok(Ok((_, tally))) => {
-                    tracing::warn!("shutdown: the router stopped early; the rest returns to the queue");
-                    cut(&abort, &intake);
-                    (false, tally)
-                }
-                Ok(Err(_)) => (false, Tally::default()),
-                Err(_) => {
-                    tracing::warn!(
-                        deadline_ms = (cfg.driver.drain_deadline + SHUTDOWN_GRACE).as_millis() as u64,
-                        "shutdown drain overran its deadline; what was not acked returns to the queue"
-                    );
-                    cut(&abort, &intake);
-                    let tally = match tokio::time::timeout(CLOSE_STEP, &mut router).await {
-                        Ok(Ok((_, tally))) => tally,
-                        _ => Tally::default(),
-                    };
-                    (false, tally)
-                }
-            };
-            stop_refresh.cancel();
-            let _ = tokio::time::timeout(CLOSE_STEP, &mut refresher).await;
-            if drained && conn.status().connected() {
-                // Every call has returned and the lock is still ours: say
-                // when our window frees, then let the lock go, last. (With
-                // the connection gone, the lock went with it and a successor
-                // may have written its own record: leave that alone.)
-                let now = leadership::now_ms();
-                let last = shared
-                    .gate
-                    .last_call()
-                    .map_or(now, |t| leadership::ms_of(t + WINDOW, now));
-                let free_at_ms = last.max(leadership::ms_of(hold_at, now));
-                let release = lock::write_record(&publisher, &cfg.names, Record::Released { free_at_ms });
-                match tokio::time::timeout(CLOSE_STEP, release).await {
-                    Ok(Ok(())) => {
-                        let _ = tokio::time::timeout(CLOSE_STEP, lock.release()).await;
-                        tracing::info!(free_in_ms = (free_at_ms - now).max(0), "released the leadership lock");
-                    }
-                    _ => tracing::warn!("could not write the release record; the next worker waits a full window"),
-                }
-            }
-            (SessionEnd::Shutdown, tally)
-        }
-        Some(why) => {
-            cut(&abort, &intake);
-            stop_refresh.cancel();
-            let tally = match tokio::time::timeout(Duration::from_secs(5), &mut router).await {
-                Ok(Ok((_, tally))) => tally,
-                _ => Tally::default(),
-            };
-            (SessionEnd::Lost(why), tally)
-        }
-    };
-    // The consume channel is not closed on its own: RabbitMQ 3.10 can drop
-    // acks still queued on a channel that closes (rabbitmq-server#10327),
-    // and the bench saw those messages come back. Closing the connection
-    // (the caller does, after this) lets the broker take every ack first.
-    let _ = tokio::time::timeout(CLOSE_STEP, publisher.channel().close(200, "bye".into())).await;
-    drop(channel);
-    (session_end, tally)
-}
-
-/// Aborts a task when the session that spawned it ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Logs one INFO line every [`PROGRESS_INTERVAL`] while there is work (so an
-/// operator can tell from the logs alone what the worker did, without one
-/// line per retry), and one when a slowed AppId is back at its full rate.
-async fn report_progress(health: Arc<Health>, rate: u32) {
-    let mut last = health.progress();
-    let mut slowed: std::collections::BTreeSet<u32> = Default::default();
-    let mut beat = tokio::time::interval(PROGRESS_INTERVAL);
-    beat.tick().await;
-    loop {
-        beat.tick().await;
-        let now = health.progress();
-        let d = now.since(&last);
-        last = now;
-        if d.busy() {
-            let secs = PROGRESS_INTERVAL.as_secs_f64();
-            tracing::info!(
-                kicked = d.kicked,
-                nothing_to_do = d.nothing_to_do,
-                retried = d.retried,
-                dead_lettered = d.dead_lettered,
-                skipped = d.skipped,
-                calls = d.calls,
-                calls_per_s = (d.calls as f64 / secs * 10.0).round() / 10.0,
-                limit_per_s = rate,
-                pending_users = d.pending_users,
-                backlog = d.queue_ready,
-                "progress over the last {}s",
-                PROGRESS_INTERVAL.as_secs()
-            );
-        }
-        for (app, factor) in health.gate().factors(Instant::now()) {
-            if factor < 1.0 {
-                slowed.insert(app);
-            } else if slowed.remove(&app) {
-                tracing::info!(app_id = app, "rate back to the full limit after a slow-down");
-            }
-        }
-    }
-}
-
-/// Returns (a reason) once the queue is gone, has no consumer left, or has
-/// held ready messages over two checks while this worker held none: the
-/// broker dropped or starved our consumer without a word, and only a new
-/// session (re-declare, re-consume) brings it back.
-async fn watch_queue(channel: lapin::Channel, queue: String, health: Arc<Health>) -> String {
-    use lapin::options::QueueDeclareOptions;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let mut starved_checks = 0;
-    let mut taken = health.taken_total();
-    loop {
-        tokio::time::sleep(WATCHDOG_INTERVAL).await;
-        let check = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default());
-        match tokio::time::timeout(WATCHDOG_INTERVAL * 2, check).await {
-            Ok(Ok(q)) if q.consumer_count() == 0 => return format!("queue {queue} has no consumer: ours was dropped"),
-            Ok(Ok(q)) => {
-                // Starved: ready messages, none held, and none taken since the
-                // last check. A worker draining at full speed takes more
-                // between checks even when it holds none at the instant.
-                let now_taken = health.taken_total();
-                let starved = q.message_count() > 0 && health.in_flight() == 0 && now_taken == taken;
-                taken = now_taken;
-                starved_checks = if starved { starved_checks + 1 } else { 0 };
-                if starved_checks >= 2 {
-                    return format!(
-                        "queue {queue} holds {} ready messages but none reach us",
-                        q.message_count()
-                    );
-                }
-                health.set_queue_ready(q.message_count());
-                tracing::trace!(queue = %queue, ready = q.message_count(), "queue check ok");
-            }
-            Ok(Err(e)) => return format!("queue {queue} check failed: {}", describe(&e)),
-            Err(_) => return format!("queue {queue} check got no answer in {:?}", WATCHDOG_INTERVAL * 2),
-        }
-    }
-}

@@ -4,7 +4,6 @@
 pub mod connect;
 pub mod delivery;
 pub mod headers;
-pub mod intake;
 pub mod lock;
 pub mod publish;
 pub mod topology;

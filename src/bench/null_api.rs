@@ -2,7 +2,7 @@
 //! scenario runs kickq on it to separate the pipeline's own cost from the HTTP round trips to the mock.
 
 use super::workload::Pair;
-use crate::dispatch::KickApi;
+use crate::pipeline::dispatch::KickApi;
 use crate::zego::client::{ApiReply, CallResult};
 use std::collections::HashSet;
 use std::future::Future;

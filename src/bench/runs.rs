@@ -121,7 +121,7 @@ pub async fn start(env: &BenchEnv, names: &Names, mock: &MockZego, consumer: Con
                 secret: Secret::new(BENCH_SECRET),
                 rate,
                 prefetch: crate::worker::DEFAULT_PREFETCH,
-                max_in_flight: crate::dispatch::DEFAULT_MAX_IN_FLIGHT,
+                max_in_flight: crate::pipeline::dispatch::DEFAULT_MAX_IN_FLIGHT,
             };
             let token = stop.clone();
             tokio::spawn(async move { Ok(baseline::run(cfg, token).await?.acked) })

@@ -5,7 +5,7 @@
 use crate::amqp::publish::{persistent_json, Publisher};
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::cli::run::BrokerArgs;
-use crate::coalesce::driver::DriverConfig;
+use crate::pipeline::coalescer::DriverConfig;
 use crate::config::Credentials;
 use crate::mock_zego::{parse_fault, MockConfig, MockZego};
 use crate::outcome::plan::Budget;
@@ -232,7 +232,7 @@ async fn demo(url: &Secret, names: &Names, conn: &Connection, publisher: &Publis
             ..DriverConfig::default()
         },
         budget: Budget::default(),
-        max_in_flight: crate::dispatch::DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight: crate::pipeline::dispatch::DEFAULT_MAX_IN_FLIGHT,
         probe_interval: Duration::from_secs(5),
         halt_log_interval: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(2),

@@ -1,10 +1,10 @@
 //! `kickq run`: the worker's flags and environment variables, validated into a `WorkerConfig`.
 
 use crate::amqp::topology::{Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
-use crate::coalesce::driver::{DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS};
+use crate::pipeline::coalescer::{DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS};
 use crate::coalesce::{Policy, DEFAULT_DENSE_LINGER, DEFAULT_LINGER, DEFAULT_MAX_WAIT};
 use crate::config::{self, parse_duration, ConfigError, ZegoArgs};
-use crate::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
+use crate::pipeline::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::job::{IdCharset, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use crate::outcome::plan::{
     Budget, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RATE_LIMITED, DEFAULT_MAX_RETRY_AGE, DEFAULT_MAX_UNKNOWN_ATTEMPTS,

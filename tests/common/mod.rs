@@ -352,7 +352,7 @@ pub async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u8>> {
 
 /// A worker configuration for tests: fast retries, short probes and drains.
 pub fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::WorkerConfig {
-    use kickq::coalesce::driver::DriverConfig;
+    use kickq::pipeline::coalescer::DriverConfig;
     kickq::worker::WorkerConfig {
         amqp_url: Secret::new(amqp_url()),
         connection_name: format!("{}-worker", ns.name()),

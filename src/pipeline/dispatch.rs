@@ -4,7 +4,7 @@
 
 use crate::coalesce::{Chunk, ChunkUser};
 use crate::ratelimit::Gate;
-use crate::stage::{CallRecord, ChunkOutcome, Dispatch, Job, Mode, RouterInput, UserResult};
+use crate::pipeline::stage::{CallRecord, ChunkOutcome, Dispatch, Job, Mode, RouterInput, UserResult};
 use crate::zego::client::{CallResult, ZegoClient};
 use crate::zego::codes::{classify, Disposition};
 use std::collections::VecDeque;

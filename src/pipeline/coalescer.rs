@@ -8,9 +8,9 @@
 //! is taken before the token for the same reason the window exists: the
 //! token's instant must be the call's start, not a queueing delay later.
 
-use super::{Coalescer, Input, Next, Policy, DEFAULT_DENSE_GAP};
+use crate::coalesce::{Coalescer, Input, Next, Policy, DEFAULT_DENSE_GAP};
 use crate::ratelimit::{Gate, Grant};
-use crate::stage::{Dispatch, JobIn, Mode};
+use crate::pipeline::stage::{Dispatch, JobIn, Mode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -75,7 +75,7 @@ pub async fn run(
     health: Arc<crate::health::Health>,
     abort: CancellationToken,
 ) {
-    let mut core: Coalescer<Arc<crate::stage::Job>> = Coalescer::new(cfg.policy);
+    let mut core: Coalescer<Arc<crate::pipeline::stage::Job>> = Coalescer::new(cfg.policy);
     let mut input_open = true;
     let mut input_state = Input::default();
     let mut deadline: Option<Instant> = None;
@@ -211,8 +211,8 @@ pub async fn run(
     health.set_pending_users(0);
 }
 
-fn add(core: &mut Coalescer<Arc<crate::stage::Job>>, input: JobIn, now: Instant) {
-    let key = super::GroupKey {
+fn add(core: &mut Coalescer<Arc<crate::pipeline::stage::Job>>, input: JobIn, now: Instant) {
+    let key = crate::coalesce::GroupKey {
         app_id: input.job.app_id,
         room_id: Arc::from(input.job.request.room_id.as_str()),
         reason: input.job.request.reason.as_deref().map(Arc::from),

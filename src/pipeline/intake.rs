@@ -6,7 +6,7 @@ use crate::amqp::headers;
 use crate::health::Health;
 use crate::job::{self, Limits};
 use crate::ledger::Ledger;
-use crate::stage::{Job, JobIn, RouterInput, Unusable};
+use crate::pipeline::stage::{Job, JobIn, RouterInput, Unusable};
 use chrono::{DateTime, Utc};
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::BasicCancelOptions;

@@ -1,0 +1,324 @@
+//! `kickq run`'s pipeline, one file per stage in flow order, and this file, the composition root of one
+//! broker session: its connections, the leadership lock, the bounded channels, the stage tasks, their
+//! supervision and a bounded stop.
+//!
+//! ```text
+//! lock ─> intake ──JobIn──> coalescer ──Dispatch──> dispatch ──Outcome──> router ──ack──> broker
+//!           └────────────── Received / Unusable ──────────────────────────┘
+//! ```
+//!
+//! The files, in the order data flows: `lock.rs` (take the leadership lock,
+//! hold the first call, keep the record fresh, release it last), `intake.rs`,
+//! `coalescer.rs`, `dispatch.rs`, `router.rs`; `stage.rs` holds the messages
+//! between stages, and `watch.rs` the session's side tasks (queue watchdog,
+//! progress line). Only this file and `worker.rs` see every stage.
+//!
+//! A session is two connections: one that holds the leadership lock and
+//! consumes (and acks), and one that publishes (retries, dead letters, the
+//! leader record). RabbitMQ blocks every connection that publishes during a
+//! memory or disk alarm; kept apart, acks of kicked users go on through an
+//! alarm. Everything consumed in a session belongs to it: when the broker goes
+//! away the session is dropped whole (its unacked deliveries return to the
+//! queue) and a new one starts.
+//!
+//! Shutdown: intake stops, the coalescer sends what tokens allow until the
+//! drain deadline, the router acks what is done; then the session writes its
+//! release record and lets the lock go, last, so a standby never calls while
+//! this worker's calls are in flight.
+
+pub mod coalescer;
+pub mod dispatch;
+pub mod intake;
+pub(crate) mod lock;
+pub mod router;
+pub mod stage;
+pub(crate) mod watch;
+
+use crate::amqp::connect::{connect, describe, explain};
+use crate::amqp::publish::Publisher;
+use crate::amqp::topology;
+use crate::health::Health;
+use crate::ledger::Ledger;
+use crate::ratelimit::Gate;
+use crate::worker::{WorkerConfig, WorkerError, SHUTDOWN_GRACE};
+use dispatch::KickApi;
+use intake::{IntakeConfig, IntakeEnd};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::Connection;
+use router::{RouterConfig, RouterEnd, Tally};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Capacity of the stage channels: deep enough to smooth bursts, small enough
+/// that backpressure reaches the broker within a fraction of a second.
+const STAGE_CHANNEL: usize = 1024;
+/// Longest wait for each closing step (release record, lock, connections),
+/// so an unresponsive broker cannot hold the exit.
+const CLOSE_STEP: Duration = Duration::from_secs(1);
+/// How one session ended, for the run loop to act on.
+pub(crate) enum SessionEnd {
+    /// Stopped on request; the run ends.
+    Shutdown,
+    /// The session never opened: the broker is away or refused us.
+    NotOpened(crate::amqp::connect::ConnectError),
+    /// The broker connection or a stage failed; reconnect.
+    Lost(String),
+    /// A failure waiting will not fix; the run ends with it.
+    Fatal(WorkerError),
+}
+
+/// What every session of one run shares.
+pub(crate) struct Shared<A> {
+    /// The validated settings.
+    pub(crate) cfg: WorkerConfig,
+    /// The per-AppId budgets; they outlive sessions.
+    pub(crate) gate: Gate,
+    /// The API client (or the bench's and tests' stand-ins).
+    pub(crate) api: Arc<A>,
+    /// The audit ledger, if on.
+    pub(crate) ledger: Option<Ledger>,
+    /// What the worker reports (read by /readyz, /status, the progress line).
+    pub(crate) health: Arc<Health>,
+    /// Process-unique delivery ids.
+    pub(crate) ids: Arc<AtomicU64>,
+    /// Fires once, on SIGTERM or SIGINT (or a test's stop).
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Closes a connection, bounded by [`CLOSE_STEP`]. Unacked deliveries of its
+/// channels return to the queue.
+async fn close(conn: &Connection) {
+    let _ = tokio::time::timeout(CLOSE_STEP, conn.close(200, "bye".into())).await;
+}
+
+pub(crate) async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionEnd, Tally) {
+    let cfg = &shared.cfg;
+    let conn = match connect(&cfg.amqp_url, &cfg.connection_name).await {
+        Ok(c) => c,
+        Err(e) => return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default()),
+    };
+    let publish_conn = match connect(&cfg.amqp_url, &format!("{}-publish", cfg.connection_name)).await {
+        Ok(c) => c,
+        Err(e) => {
+            close(&conn).await;
+            return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default());
+        }
+    };
+    let (end, tally) = active_session(shared, n, &conn, &publish_conn).await;
+    close(&conn).await;
+    close(&publish_conn).await;
+    (end, tally)
+}
+
+async fn active_session<A: KickApi>(
+    shared: &Shared<A>,
+    n: u64,
+    conn: &Connection,
+    publish_conn: &Connection,
+) -> (SessionEnd, Tally) {
+    let cfg = &shared.cfg;
+    let health = &shared.health;
+    let lost = |why: String| (SessionEnd::Lost(why), Tally::default());
+    let declared = async {
+        let publisher = Publisher::open(publish_conn).await?;
+        topology::declare(publisher.channel(), &cfg.names, cfg.delivery_limit).await?;
+        Ok::<_, lapin::Error>(publisher)
+    };
+    let publisher = match declared.await {
+        Ok(p) => p,
+        Err(e) => return lost(format!("setup: {}", describe(&e))),
+    };
+    health.set_connected(true);
+    let (lock, hold_at) = match lock::take(shared, conn, &publisher).await {
+        lock::Leadership::Taken { lock, hold_at } => (lock, hold_at),
+        lock::Leadership::Shutdown => return (SessionEnd::Shutdown, Tally::default()),
+        lock::Leadership::Lost(why) => return lost(why),
+    };
+
+    let setup = async {
+        let channel = conn.create_channel().await?;
+        // Quorum queues refuse global QoS: the prefetch is per consumer.
+        channel
+            .basic_qos(cfg.prefetch, BasicQosOptions { global: false })
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                cfg.names.requests.as_str().into(),
+                format!("{}-{n}", cfg.connection_name).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let watch_channel = conn.create_channel().await?;
+        Ok::<_, lapin::Error>((channel, consumer, watch_channel))
+    };
+    let (channel, consumer, watch_channel) = match setup.await {
+        Ok(v) => v,
+        Err(e) => return lost(format!("setup: {}", describe(&e))),
+    };
+    health.reset_in_flight();
+    tracing::info!(session = n, queue = %cfg.names.requests, "consuming");
+
+    let (to_coalescer, coalescer_rx) = mpsc::channel(STAGE_CHANNEL);
+    let (to_dispatcher, dispatcher_rx) = mpsc::channel(STAGE_CHANNEL);
+    let (to_router, router_rx) = mpsc::channel(STAGE_CHANNEL);
+    let stop_intake = shared.shutdown.child_token();
+    let abort = CancellationToken::new();
+    let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
+    let intake_cfg = IntakeConfig {
+        app_id: cfg.credentials.app_id,
+        limits: cfg.limits,
+    };
+    let mut intake = tokio::spawn(intake::run(
+        channel.clone(),
+        consumer,
+        intake_cfg,
+        shared.ledger.clone(),
+        to_coalescer,
+        to_router.clone(),
+        shared.ids.clone(),
+        health.clone(),
+        stop_intake.clone(),
+    ));
+    tokio::spawn(coalescer::run(
+        coalescer_rx,
+        to_dispatcher,
+        shared.gate.clone(),
+        slots,
+        cfg.driver,
+        health.clone(),
+        abort.clone(),
+    ));
+    tokio::spawn(dispatch::run(
+        dispatcher_rx,
+        to_router,
+        shared.api.clone(),
+        shared.gate.clone(),
+        cfg.halt_log_interval,
+        abort.clone(),
+    ));
+    let router_cfg = RouterConfig {
+        names: cfg.names.clone(),
+        budget: cfg.budget,
+        ledger_batch_rows: router::DEFAULT_LEDGER_BATCH_ROWS,
+        ledger_linger: router::DEFAULT_LEDGER_LINGER,
+        defer_delay: cfg.probe_interval,
+    };
+    let mut router = tokio::spawn(router::run(
+        router_rx,
+        publisher.clone(),
+        shared.ledger.clone(),
+        health.clone(),
+        router_cfg,
+        abort.clone(),
+    ));
+    let stop_refresh = CancellationToken::new();
+    let mut refresher = tokio::spawn(lock::refresh_record(
+        publisher.clone(),
+        cfg.names.clone(),
+        stop_refresh.clone(),
+    ));
+    let mut watchdog = tokio::spawn(watch::watch_queue(watch_channel, cfg.names.requests.clone(), health.clone()));
+    let reporter = tokio::spawn(watch::report_progress(health.clone(), cfg.rate));
+
+    let _reporter = watch::AbortOnDrop(reporter);
+    let cut = |abort: &CancellationToken, intake: &tokio::task::JoinHandle<IntakeEnd>| {
+        abort.cancel();
+        intake.abort();
+    };
+    let end = tokio::select! {
+        lost = &mut watchdog => Some(lost.unwrap_or_else(|e| format!("watchdog task failed: {e}"))),
+        why = &mut refresher => Some(why.unwrap_or_else(|e| format!("leader record task failed: {e}"))),
+        ended = &mut intake => match ended {
+            Ok(IntakeEnd::Stopped) => None,
+            Ok(IntakeEnd::Cancelled) => Some("the broker cancelled the consumer (queue deleted or node down)".to_owned()),
+            Ok(IntakeEnd::Broker(e)) => Some(format!("consumer: {}", describe(&e))),
+            Ok(IntakeEnd::DownstreamClosed) => Some("a pipeline stage stopped".to_owned()),
+            Ok(IntakeEnd::Ledger(e)) => {
+                cut(&abort, &intake);
+                watchdog.abort();
+                stop_refresh.cancel();
+                return (SessionEnd::Fatal(WorkerError::Ledger(e)), Tally::default());
+            }
+            Err(e) => Some(format!("intake task failed: {e}")),
+        },
+        ended = &mut router => {
+            cut(&abort, &intake);
+            watchdog.abort();
+            stop_refresh.cancel();
+            let (end, tally) = match ended {
+                Ok((RouterEnd::Ledger(e), tally)) => (SessionEnd::Fatal(WorkerError::Ledger(e)), tally),
+                // At shutdown this is the normal end; its tally counts either way.
+                Ok((_, tally)) if shared.shutdown.is_cancelled() => (SessionEnd::Shutdown, tally),
+                Ok((RouterEnd::Broker(e), tally)) => (SessionEnd::Lost(format!("publish: {e}")), tally),
+                Ok((other, tally)) => (SessionEnd::Lost(format!("router stopped: {other:?}")), tally),
+                Err(e) => (SessionEnd::Lost(format!("router task failed: {e}")), Tally::default()),
+            };
+            return (end, tally);
+        }
+        _ = shared.shutdown.cancelled() => None,
+    };
+    watchdog.abort();
+    let (session_end, tally) = match end {
+        None => {
+            // Graceful: intake stops; the coalescer sends what tokens allow
+            // until the drain deadline; the dispatcher finishes its calls; the
+            // router acks. All of it within the deadline plus the grace.
+            let deadline = Instant::now() + cfg.driver.drain_deadline + SHUTDOWN_GRACE;
+            // `drained`: every call returned and every delivery was settled.
+            let (drained, tally) = match tokio::time::timeout_at(deadline, &mut router).await {
+                Ok(Ok((RouterEnd::Drained, tally))) => (true, tally),
+                Ok(Ok((_, tally))) => {
+                    tracing::warn!("shutdown: the router stopped early; the rest returns to the queue");
+                    cut(&abort, &intake);
+                    (false, tally)
+                }
+                Ok(Err(_)) => (false, Tally::default()),
+                Err(_) => {
+                    tracing::warn!(
+                        deadline_ms = (cfg.driver.drain_deadline + SHUTDOWN_GRACE).as_millis() as u64,
+                        "shutdown drain overran its deadline; what was not acked returns to the queue"
+                    );
+                    cut(&abort, &intake);
+                    let tally = match tokio::time::timeout(CLOSE_STEP, &mut router).await {
+                        Ok(Ok((_, tally))) => tally,
+                        _ => Tally::default(),
+                    };
+                    (false, tally)
+                }
+            };
+            stop_refresh.cancel();
+            let _ = tokio::time::timeout(CLOSE_STEP, &mut refresher).await;
+            if drained && conn.status().connected() {
+                // Every call has returned and the lock is still ours: say
+                // when our window frees, then let the lock go, last. (With
+                // the connection gone, the lock went with it and a successor
+                // may have written its own record: leave that alone.)
+                lock::release(shared, lock, &publisher, hold_at).await;
+            }
+            (SessionEnd::Shutdown, tally)
+        }
+        Some(why) => {
+            cut(&abort, &intake);
+            stop_refresh.cancel();
+            let tally = match tokio::time::timeout(Duration::from_secs(5), &mut router).await {
+                Ok(Ok((_, tally))) => tally,
+                _ => Tally::default(),
+            };
+            (SessionEnd::Lost(why), tally)
+        }
+    };
+    // The consume channel is not closed on its own: RabbitMQ 3.10 can drop
+    // acks still queued on a channel that closes (rabbitmq-server#10327),
+    // and the bench saw those messages come back. Closing the connection
+    // (the caller does, after this) lets the broker take every ack first.
+    let _ = tokio::time::timeout(CLOSE_STEP, publisher.channel().close(200, "bye".into())).await;
+    drop(channel);
+    (session_end, tally)
+}
+

@@ -1,0 +1,724 @@
+//! The outcome router: the only module that acknowledges deliveries. It turns each user's result into done,
+//! a retry message, a deferral or a dead letter (publisher-confirmed), writes the ledger rows, and acks a
+//! delivery once all of its users are resolved and everything they caused is durable.
+
+
+use crate::amqp::delivery::{Acked, Delivery};
+use crate::amqp::headers::{self, DeadError, DeadLetter};
+use crate::amqp::publish::{persistent_json, Pending, PublishError, Publisher};
+use crate::amqp::topology::Names;
+use crate::health::Health;
+use crate::ledger::{CallRow, Ledger, LedgerBatch, OutcomeRow, ReceiptRow, UserOutcome};
+use crate::pipeline::stage::{ChunkOutcome, Job, RouterInput, Unusable};
+use crate::outcome::book::Book;
+use chrono::{DateTime, Utc};
+use crate::outcome::plan::{plan, Action, Budget};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Default most ledger rows per batch write.
+pub const DEFAULT_LEDGER_BATCH_ROWS: usize = 2000;
+/// Default longest a ledger row waits for its batch: bounds the ack latency
+/// the ledger adds under load (at light load a batch is written as soon as
+/// the router's input is empty).
+pub const DEFAULT_LEDGER_LINGER: Duration = Duration::from_millis(50);
+/// Pause between ledger write attempts while PostgreSQL is away.
+const LEDGER_RETRY: Duration = Duration::from_secs(1);
+
+/// The router's settings.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Queue names (retry delays, dead letters).
+    pub names: Names,
+    /// The retry budget.
+    pub budget: Budget,
+    /// Most ledger rows per write.
+    pub ledger_batch_rows: usize,
+    /// Longest a row waits for its batch.
+    pub ledger_linger: Duration,
+    /// Delay before users deferred by a halt come back (rounded up to a delay queue).
+    pub defer_delay: Duration,
+}
+
+/// Why the router stopped.
+#[derive(Debug)]
+pub enum RouterEnd {
+    /// Its input closed and everything was flushed.
+    Drained,
+    /// A publish or the ledger failed for good in this session; unacked
+    /// deliveries will come again.
+    Broker(PublishError),
+    /// The session was aborted.
+    Aborted,
+    /// The ledger refused the rows for a reason that waiting will not fix
+    /// (a missing table or permission, a constraint): the worker stops, and
+    /// the unacked deliveries return to the queue.
+    Ledger(crate::ledger::LedgerError),
+}
+
+/// Tallies for the end-of-run summary and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Deliveries acked.
+    pub acked: u64,
+    /// Acks that did not land (the message will come again).
+    pub ack_failed: u64,
+    /// Dead letters published.
+    pub dead_letters: u64,
+    /// Retry messages published (including deferrals).
+    pub retries: u64,
+}
+
+/// One user's verdict for one job, on its way to being made durable.
+struct Entry {
+    job: Arc<Job>,
+    user: Arc<str>,
+    action: Action,
+    code: Option<i64>,
+    request_id: Option<String>,
+    detail: String,
+}
+
+/// Entries of one job that travel in the same message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Tag {
+    Done,
+    Retry { attempts: u32, rate_limited: u32 },
+    Defer,
+    Dead(DeadError, Option<i64>),
+}
+
+/// Where users deferred by a halt go, and how long they stay there.
+struct DeferQueue {
+    name: String,
+    delay: Duration,
+}
+
+/// The queue and properties of the message that carries one job's users of
+/// one kind (`es` is not empty; all share the job and the tag).
+///
+/// Retries carry no per-message expiration: RabbitMQ expires messages only
+/// at the head of a queue, so a jittered (shorter) expiration behind a longer
+/// one waits anyway, and the jitter did nothing. The delay queue's own TTL
+/// sets the delay; retries of one outage still spread, because their users
+/// failed at different times, and the gate paces their return.
+fn message_for(
+    tag: Tag,
+    es: &[&Entry],
+    now: DateTime<Utc>,
+    names: &Names,
+    defer: &DeferQueue,
+) -> (String, lapin::BasicProperties) {
+    let first = es[0];
+    let job = &first.job;
+    let job_id = job.job_id();
+    let state = |attempts, rate_limited, halted_for| headers::RetryState {
+        attempts,
+        rate_limited,
+        first_attempt_at: Some(job.first_attempt_at.unwrap_or(now)),
+        halted_for,
+        last_code: first.code,
+        halted: job.halted_before,
+    };
+    match tag {
+        Tag::Done => unreachable!("done entries publish nothing"),
+        Tag::Retry { attempts, rate_limited } => {
+            // A rate answer goes to the shortest delay: the gate's slow-down
+            // already paces the AppId, and a longer wait only idles budget.
+            let step = if attempts == job.attempts { 1 } else { attempts };
+            let (_, queue) = names.retry_for(step);
+            let h = headers::retry(&state(attempts, rate_limited, job.halted_for), job_id, &job.carried);
+            (queue.clone(), persistent_json(Some(job_id), h))
+        }
+        Tag::Defer => {
+            // Held in the coalescer since intake, then in the delay queue:
+            // none of it counts against the retry age.
+            let held = (now - job.received_at).to_std().unwrap_or_default() + defer.delay;
+            let mut st = state(job.attempts, job.rate_limited, job.halted_for + held);
+            st.first_attempt_at = job.first_attempt_at;
+            st.halted = true;
+            let h = headers::retry(&st, job_id, &job.carried);
+            (defer.name.clone(), persistent_json(Some(job_id), h))
+        }
+        Tag::Dead(error, code) => {
+            let detail = match code {
+                Some(c) => format!("code {c} ({}): {}", crate::zego::codes::describe(c), first.detail),
+                None => first.detail.clone(),
+            };
+            let dl = DeadLetter {
+                error,
+                code,
+                detail,
+                attempts: job.attempts + 1,
+                job_id: Some(job_id.to_owned()),
+                failed_at: now,
+            };
+            let h = headers::dead_letter(Some(&job.carried), &dl);
+            (names.dead.clone(), persistent_json(Some(job_id), h))
+        }
+    }
+}
+
+struct Router {
+    cfg: RouterConfig,
+    publisher: Publisher,
+    ledger: Option<Ledger>,
+    health: Arc<Health>,
+    books: HashMap<u64, Book<Delivery>>,
+    ready: Vec<Delivery>,
+    rows: LedgerBatch,
+    rows_since: Option<Instant>,
+    tally: Tally,
+    defer: DeferQueue,
+}
+
+/// Runs until the input closes (then flushes, acks what is done and returns
+/// the rest to the queue) or the session fails.
+pub async fn run(
+    mut input: mpsc::Receiver<RouterInput>,
+    publisher: Publisher,
+    ledger: Option<Ledger>,
+    health: Arc<Health>,
+    cfg: RouterConfig,
+    abort: CancellationToken,
+) -> (RouterEnd, Tally) {
+    let (delay, name) = cfg
+        .names
+        .retry
+        .iter()
+        .find(|(d, _)| *d >= cfg.defer_delay)
+        .or(cfg.names.retry.last())
+        .expect("there is always at least one delay queue")
+        .clone();
+    let defer = DeferQueue { name, delay };
+    let mut r = Router {
+        cfg,
+        publisher,
+        ledger,
+        health,
+        books: HashMap::new(),
+        ready: Vec::new(),
+        rows: LedgerBatch::default(),
+        rows_since: None,
+        tally: Tally::default(),
+        defer,
+    };
+    let end = loop {
+        let flush_at = r.rows_since.map(|t| t + r.cfg.ledger_linger);
+        let msg = tokio::select! {
+            biased;
+            _ = abort.cancelled() => break RouterEnd::Aborted,
+            msg = input.recv() => msg,
+            _ = sleep_until_opt(flush_at) => {
+                if let Err(end) = r.flush(&abort).await { break end; }
+                continue;
+            }
+        };
+        let Some(msg) = msg else {
+            if let Err(end) = r.flush(&abort).await {
+                break end;
+            }
+            r.return_unfinished().await;
+            break RouterEnd::Drained;
+        };
+        if let Err(e) = r.handle(msg).await {
+            break RouterEnd::Broker(e);
+        }
+        let batch_full = r.rows.len() >= r.cfg.ledger_batch_rows;
+        if r.ledger.is_none() || batch_full || input.is_empty() {
+            if let Err(end) = r.flush(&abort).await {
+                break end;
+            }
+        }
+    };
+    (end, r.tally)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Router {
+    async fn handle(&mut self, msg: RouterInput) -> Result<(), PublishError> {
+        match msg {
+            RouterInput::Received { delivery, job, skipped } => {
+                self.received(delivery, job, skipped);
+                Ok(())
+            }
+            RouterInput::Unusable {
+                delivery,
+                body,
+                why,
+                job_id,
+                attempts,
+            } => self.unusable(delivery, body, why, job_id, attempts).await,
+            RouterInput::Outcome(outcome) => self.outcome(outcome).await,
+        }
+    }
+
+    fn received(&mut self, delivery: Delivery, job: Arc<Job>, skipped: Vec<String>) {
+        if self.ledger.is_some() {
+            self.note_rows();
+            self.rows.receipts.push(ReceiptRow {
+                job_id: job.job_id().to_owned(),
+                app_id: job.app_id,
+                room_id: job.request.room_id.clone(),
+                user_ids: job.request.user_ids.clone(),
+                reason: job.request.reason.clone(),
+                attempts: job.attempts,
+                redelivered: job.redelivered,
+                received_at: job.received_at,
+            });
+            for user in &skipped {
+                self.rows.outcomes.push(outcome_row(
+                    &job,
+                    user,
+                    UserOutcome::Skipped,
+                    None,
+                    None,
+                    Some("already kicked for this job_id".into()),
+                ));
+            }
+        }
+        if !skipped.is_empty() {
+            crate::metrics::users("skipped", skipped.len() as u64);
+            self.health.count_users("skipped", skipped.len() as u64);
+        }
+        let book = Book::new(delivery, &job.request.user_ids, &skipped);
+        if book.is_done() {
+            self.ready.push(book.into_handle());
+        } else {
+            self.books.insert(job.id, book);
+        }
+    }
+
+    async fn unusable(
+        &mut self,
+        delivery: Delivery,
+        body: Vec<u8>,
+        why: Unusable,
+        job_id: Option<String>,
+        attempts: u32,
+    ) -> Result<(), PublishError> {
+        let (error, detail) = match why {
+            Unusable::Validation(d) => (DeadError::Validation, d),
+            Unusable::UnknownApp(app) => (
+                DeadError::UnknownApp,
+                format!("no secret for AppId {app} in this worker"),
+            ),
+        };
+        let dl = DeadLetter {
+            error,
+            code: None,
+            detail,
+            attempts,
+            job_id: job_id.clone(),
+            failed_at: Utc::now(),
+        };
+        let props = persistent_json(job_id.as_deref(), headers::dead_letter(None, &dl));
+        self.publisher.publish(&self.cfg.names.dead, &body, props).await?;
+        crate::metrics::dead_letter(error.as_str());
+        self.tally.dead_letters += 1;
+        self.ready.push(delivery);
+        Ok(())
+    }
+
+    async fn outcome(&mut self, outcome: ChunkOutcome) -> Result<(), PublishError> {
+        let now = Utc::now();
+        self.health.count_calls(outcome.calls.len() as u64);
+        if self.ledger.is_some() && !outcome.calls.is_empty() {
+            self.note_rows();
+            for c in &outcome.calls {
+                self.rows.calls.push(CallRow {
+                    app_id: outcome.key.app_id,
+                    room_id: outcome.key.room_id.to_string(),
+                    user_ids: c.user_ids.clone(),
+                    reason: outcome.key.reason.as_deref().map(str::to_owned),
+                    attempt: c.attempt,
+                    code: c.code,
+                    message: c.message.clone(),
+                    request_id: c.request_id.clone(),
+                    http_status: c.http_status,
+                    transport_error: c.transport_error.clone(),
+                    latency: c.latency,
+                    started_at: c.started_at,
+                });
+            }
+        }
+        let mut entries = Vec::new();
+        for u in outcome.users {
+            for job in u.waiters {
+                // A job whose book is gone belongs to a lost channel: the
+                // broker delivers it again, so nothing is published for it.
+                if !self.books.get(&job.id).is_some_and(|b| b.is_pending(&u.user_id)) {
+                    continue;
+                }
+                let action = plan(u.disposition, &job.spent(), now, &self.cfg.budget);
+                entries.push(Entry {
+                    job,
+                    user: u.user_id.clone(),
+                    action,
+                    code: u.code,
+                    request_id: u.request_id.clone(),
+                    detail: u.detail.clone(),
+                });
+            }
+        }
+        self.publish_for(&entries, now).await?;
+        for e in entries {
+            self.settle(e);
+        }
+        Ok(())
+    }
+
+    /// Publishes every retry, deferral and dead letter the entries call for,
+    /// one message per (job, kind), pipelined, then waits for every confirm.
+    async fn publish_for(&mut self, entries: &[Entry], now: DateTime<Utc>) -> Result<(), PublishError> {
+        let mut groups: HashMap<(u64, Tag), Vec<&Entry>> = HashMap::new();
+        for e in entries {
+            let tag = match e.action {
+                Action::Kicked | Action::NothingToDo => Tag::Done,
+                Action::Retry {
+                    attempts, rate_limited, ..
+                } => Tag::Retry { attempts, rate_limited },
+                Action::Defer => Tag::Defer,
+                Action::DeadLetter(err) => Tag::Dead(err, e.code),
+            };
+            if tag != Tag::Done {
+                groups.entry((e.job.id, tag)).or_default().push(e);
+            }
+        }
+        let mut pending: Vec<Pending> = Vec::with_capacity(groups.len());
+        for ((_, tag), es) in groups {
+            let job = &es[0].job;
+            let users: Vec<String> = es.iter().map(|e| e.user.to_string()).collect();
+            let body = job.request.with_users(users).to_body();
+            let (queue, props) = message_for(tag, &es, now, &self.cfg.names, &self.defer);
+            match tag {
+                Tag::Done => {}
+                Tag::Retry { .. } => crate::metrics::retry(match es[0].action {
+                    Action::Retry { kind, .. } => kind,
+                    _ => "transient",
+                }),
+                Tag::Defer => crate::metrics::retry("halted"),
+                Tag::Dead(error, code) => {
+                    crate::metrics::dead_letter(error.as_str());
+                    let users: Vec<&str> = es.iter().map(|e| &*e.user).collect();
+                    tracing::warn!(
+                        room = %job.request.room_id,
+                        job_id = job.job_id(),
+                        users = ?users,
+                        error = error.as_str(),
+                        code,
+                        detail = %es[0].detail,
+                        "dead-lettered"
+                    );
+                }
+            }
+            if matches!(tag, Tag::Dead(..)) {
+                self.tally.dead_letters += 1;
+            } else {
+                self.tally.retries += 1;
+            }
+            pending.push(self.publisher.send(&queue, &body, props).await?);
+        }
+        for p in pending {
+            p.confirmed().await?;
+        }
+        Ok(())
+    }
+
+    /// Resolves an entry's user in its job's book (its message, if any, is
+    /// confirmed), records the ledger row, and readies the delivery when done.
+    fn settle(&mut self, e: Entry) {
+        let (label, ledger_outcome) = match e.action {
+            Action::Kicked if e.job.halted_before => ("kicked", UserOutcome::HaltedThenResumed),
+            Action::Kicked => ("kicked", UserOutcome::Kicked),
+            Action::NothingToDo => ("nothing_to_do", UserOutcome::NothingToDo),
+            Action::Retry { .. } => ("retry_scheduled", UserOutcome::RetryScheduled),
+            Action::Defer => ("deferred", UserOutcome::RetryScheduled),
+            Action::DeadLetter(_) => ("dead_lettered", UserOutcome::DeadLettered),
+        };
+        crate::metrics::users(label, 1);
+        self.health.count_users(label, 1);
+        if self.ledger.is_some() {
+            self.note_rows();
+            let detail = match e.action {
+                Action::Defer => Some(format!("deferred while halted: {}", e.detail)),
+                _ if e.detail.is_empty() => None,
+                _ => Some(e.detail.clone()),
+            };
+            self.rows.outcomes.push(outcome_row(
+                &e.job,
+                &e.user,
+                ledger_outcome,
+                e.code,
+                e.request_id.clone(),
+                detail,
+            ));
+        }
+        let done = match self.books.get_mut(&e.job.id) {
+            Some(book) => {
+                book.resolve(&e.user);
+                book.is_done()
+            }
+            None => false,
+        };
+        if done {
+            let book = self.books.remove(&e.job.id).expect("book looked up just above");
+            self.ready.push(book.into_handle());
+        }
+    }
+
+    fn note_rows(&mut self) {
+        self.rows_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Writes pending ledger rows (waiting out a PostgreSQL outage), then
+    /// acks every delivery that is done.
+    async fn flush(&mut self, abort: &CancellationToken) -> Result<(), RouterEnd> {
+        if let Some(ledger) = &self.ledger {
+            if !self.rows.is_empty() {
+                loop {
+                    match ledger.write(&self.rows).await {
+                        Ok(()) => {
+                            crate::metrics::ledger_write(true);
+                            self.health.set_ledger_ok(true);
+                            break;
+                        }
+                        Err(e) if !e.is_unavailable() => {
+                            crate::metrics::ledger_write(false);
+                            tracing::error!(error = %e, rows = self.rows.len(), "ledger write failed for good; stopping (the unacked deliveries return to the queue)");
+                            return Err(RouterEnd::Ledger(e));
+                        }
+                        Err(e) => {
+                            crate::metrics::ledger_write(false);
+                            self.health.set_ledger_ok(false);
+                            tracing::warn!(error = %e, rows = self.rows.len(), waiting_acks = self.ready.len(), "ledger write failed; holding acks until PostgreSQL is back");
+                            tokio::select! {
+                                _ = abort.cancelled() => return Err(RouterEnd::Aborted),
+                                _ = tokio::time::sleep(LEDGER_RETRY) => {}
+                            }
+                        }
+                    }
+                }
+                self.rows = LedgerBatch::default();
+            }
+            self.rows_since = None;
+        }
+        for d in self.ready.drain(..) {
+            self.health.delivery_finished();
+            match d.ack().await {
+                Ok(Acked::Done) => self.tally.acked += 1,
+                Ok(Acked::WillRedeliver) => {
+                    self.tally.ack_failed += 1;
+                    crate::metrics::ack_failure("stale");
+                }
+                Err(e) => {
+                    self.tally.ack_failed += 1;
+                    crate::metrics::ack_failure("error");
+                    tracing::warn!(error = %crate::amqp::connect::describe(&e), "ack failed; the message will be delivered again");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At shutdown: hands every unfinished delivery back to the queue now
+    /// rather than at channel close, so the next worker sees it at once.
+    async fn return_unfinished(&mut self) {
+        let n = self.books.len();
+        for (_, book) in self.books.drain() {
+            self.health.delivery_finished();
+            let _ = book.into_handle().requeue().await;
+        }
+        if n > 0 {
+            tracing::info!(deliveries = n, "returned unfinished deliveries to the queue");
+        }
+    }
+}
+
+fn outcome_row(
+    job: &Job,
+    user: &str,
+    outcome: UserOutcome,
+    code: Option<i64>,
+    request_id: Option<String>,
+    detail: Option<String>,
+) -> OutcomeRow {
+    OutcomeRow {
+        job_id: job.job_id().to_owned(),
+        app_id: job.app_id,
+        room_id: job.request.room_id.clone(),
+        user_id: user.to_owned(),
+        reason: job.request.reason.clone(),
+        outcome,
+        code,
+        request_id,
+        detail,
+        at: Utc::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::KickRequest;
+    use lapin::types::{AMQPValue, FieldTable};
+
+    fn job(attempts: u32, halted_before: bool, history: bool) -> Arc<Job> {
+        let mut carried = FieldTable::default();
+        if history {
+            carried.insert(
+                headers::DLQ_HISTORY.into(),
+                AMQPValue::LongString("dead once: permanent".into()),
+            );
+        }
+        Arc::new(Job {
+            id: 1,
+            request: KickRequest::new("r", ["a"]).with_job_id("j"),
+            app_id: 1,
+            attempts,
+            first_attempt_at: Some(Utc::now() - chrono::Duration::minutes(3)),
+            rate_limited: 2,
+            halted_for: Duration::from_secs(60),
+            redelivered: false,
+            halted_before,
+            received_at: Utc::now() - chrono::Duration::seconds(30),
+            carried,
+        })
+    }
+
+    fn entry(job: Arc<Job>, action: Action) -> Entry {
+        Entry {
+            job,
+            user: Arc::from("a"),
+            action,
+            code: Some(1),
+            request_id: None,
+            detail: "busy".into(),
+        }
+    }
+
+    #[test]
+    fn messages_carry_budget_history_and_halt_mark_without_expiration() {
+        let names = Names::new(
+            "kq",
+            &[Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15)],
+        );
+        let defer = DeferQueue {
+            name: "kq.retry.5s".into(),
+            delay: Duration::from_secs(5),
+        };
+        let now = Utc::now();
+        let transient = Action::Retry {
+            attempts: 3,
+            rate_limited: 2,
+            kind: "transient",
+        };
+        let rated = Action::Retry {
+            attempts: 2,
+            rate_limited: 3,
+            kind: "rate_limited",
+        };
+        struct Case {
+            tag: Tag,
+            action: Action,
+            queue: &'static str,
+            attempts: i64,
+            rate_limited: i64,
+            halted: bool,
+            min_halted_ms: i64,
+        }
+        let cases = [
+            Case {
+                tag: Tag::Retry {
+                    attempts: 3,
+                    rate_limited: 2,
+                },
+                action: transient,
+                queue: "kq.retry.15s",
+                attempts: 3,
+                rate_limited: 2,
+                halted: true,
+                min_halted_ms: 60_000,
+            },
+            Case {
+                tag: Tag::Retry {
+                    attempts: 2,
+                    rate_limited: 3,
+                },
+                action: rated,
+                queue: "kq.retry.1s",
+                attempts: 2,
+                rate_limited: 3,
+                halted: true,
+                min_halted_ms: 60_000,
+            },
+            Case {
+                tag: Tag::Defer,
+                action: Action::Defer,
+                queue: "kq.retry.5s",
+                attempts: 2,
+                rate_limited: 2,
+                halted: true,
+                // 60 s before, 30 s held in the coalescer, 5 s in the delay queue.
+                min_halted_ms: 94_900,
+            },
+            Case {
+                tag: Tag::Dead(DeadError::Permanent, Some(2)),
+                action: Action::DeadLetter(DeadError::Permanent),
+                queue: "kq.dead",
+                attempts: 3,
+                rate_limited: 0,
+                halted: false,
+                min_halted_ms: 0,
+            },
+        ];
+        for c in cases {
+            let e = entry(job(2, true, true), c.action);
+            let (queue, props) = message_for(c.tag, &[&e], now, &names, &defer);
+            assert_eq!(queue, c.queue, "{:?}", c.tag);
+            assert!(props.expiration().is_none(), "{:?}: no per-message expiration", c.tag);
+            let h = props.headers().as_ref();
+            assert_eq!(
+                headers::get_str(h, headers::DLQ_HISTORY).as_deref(),
+                Some("dead once: permanent"),
+                "{:?}: the dead-letter history rides along",
+                c.tag
+            );
+            assert_eq!(headers::get_i64(h, headers::ATTEMPTS), Some(c.attempts), "{:?}", c.tag);
+            if !matches!(c.tag, Tag::Dead(..)) {
+                let st = headers::read_retry(h);
+                assert_eq!(i64::from(st.rate_limited), c.rate_limited, "{:?}", c.tag);
+                assert_eq!(st.halted, c.halted, "{:?}: the halt mark survives", c.tag);
+                assert!(
+                    st.halted_for.as_millis() as i64 >= c.min_halted_ms,
+                    "{:?}: {:?}",
+                    c.tag,
+                    st.halted_for
+                );
+            }
+        }
+        // A job never halted is not marked halted by a retry.
+        let e = entry(job(0, false, false), transient);
+        let (_, props) = message_for(
+            Tag::Retry {
+                attempts: 1,
+                rate_limited: 0,
+            },
+            &[&e],
+            now,
+            &names,
+            &defer,
+        );
+        assert!(!headers::read_retry(props.headers().as_ref()).halted);
+    }
+}
