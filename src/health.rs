@@ -482,8 +482,8 @@ mod tests {
         h.set_connected(true);
         h.set_consuming(true);
         h.delivery_taken();
-        gate.with(7, |b| b.halt(100000004, tokio::time::Instant::now()));
-        gate.with(3, |_| ());
+        gate.report(7, crate::ratelimit::Feedback::Halt(100000004), tokio::time::Instant::now(), Duration::ZERO);
+        gate.plan(3, tokio::time::Instant::now());
         let s = h.status();
         assert_eq!(s.role, Role::Active);
         assert_eq!(s.apps, vec![3, 7]);
@@ -511,7 +511,7 @@ mod tests {
         h.set_consuming(true);
         h.set_ledger_ok(true);
         assert!(h.not_ready().is_empty());
-        gate.with(7, |b| b.halt(100000005, tokio::time::Instant::now()));
+        gate.report(7, crate::ratelimit::Feedback::Halt(100000005), tokio::time::Instant::now(), Duration::ZERO);
         let why = h.not_ready();
         assert_eq!(why.len(), 1);
         assert!(why[0].contains("100000005"), "{why:?}");

@@ -186,7 +186,7 @@ async fn call(
         match result.result {
             Ok(reply) if reply.code == 0 => return true,
             Ok(reply) if reply.code == 7 || reply.code == 206 => {
-                gate.with(app_id, |b| b.slow_down(tokio::time::Instant::now()));
+                gate.report(app_id, crate::ratelimit::Feedback::RateLimited, tokio::time::Instant::now(), Duration::ZERO);
             }
             Ok(_) => return false,
             Err(_) => tokio::time::sleep(RETRY_PAUSE).await,

@@ -10,10 +10,10 @@
 
 use crate::coalesce::{Coalescer, Input, Next, Policy, DEFAULT_DENSE_GAP};
 use crate::ratelimit::{Gate, Grant};
-use crate::pipeline::stage::{Dispatch, JobIn, Mode};
+use crate::pipeline::stage::{Dispatch, JobIn, LedgerWrites, Mode};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -63,18 +63,40 @@ fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
     Some(a.map_or(b, |a| a.min(b)))
 }
 
+/// What the coalescer runs with, built by the composition root (`pipeline/mod.rs`).
+pub struct Context {
+    /// Jobs from intake.
+    pub input: mpsc::Receiver<JobIn>,
+    /// Chunks to the dispatcher.
+    pub output: mpsc::Sender<Dispatch>,
+    /// The per-AppId gate: read with `plan`, a token spent with `take`.
+    pub gate: Gate,
+    /// Call slots (`KICKQ_MAX_IN_FLIGHT`); a chunk carries its slot to the dispatcher.
+    pub slots: Arc<Semaphore>,
+    /// Timings and policy.
+    pub cfg: DriverConfig,
+    /// The router's signal: while ledger writes stall, no call is cut.
+    pub ledger: watch::Receiver<LedgerWrites>,
+    /// Where the coalescer reports its pending users.
+    pub health: Arc<crate::health::Health>,
+    /// Fires when the session is gone: stop at once.
+    pub abort: CancellationToken,
+}
+
 /// Runs until the input closes and pending users are sent (or the drain
 /// deadline passes: they go back to the queue when the channel closes), or
 /// until `abort` fires (the broker session is gone).
-pub async fn run(
-    mut input: mpsc::Receiver<JobIn>,
-    output: mpsc::Sender<Dispatch>,
-    gate: Gate,
-    slots: Arc<Semaphore>,
-    cfg: DriverConfig,
-    health: Arc<crate::health::Health>,
-    abort: CancellationToken,
-) {
+pub async fn run(cx: Context) {
+    let Context {
+        mut input,
+        output,
+        gate,
+        slots,
+        cfg,
+        ledger,
+        health,
+        abort,
+    } = cx;
     let mut core: Coalescer<Arc<crate::pipeline::stage::Job>> = Coalescer::new(cfg.policy);
     let mut input_open = true;
     let mut input_state = Input::default();
@@ -99,16 +121,16 @@ pub async fn run(
         let mut need_slot = false;
         // With the ledger down, calls made now could not be recorded and their
         // deliveries not acked: hold everything until it is back.
-        let apps: Vec<u32> = if health.ledger_down() {
+        let apps: Vec<u32> = if *ledger.borrow() == LedgerWrites::Stalled {
             wake = earliest(wake, now + LEDGER_CHECK);
             Vec::new()
         } else {
             core.apps().collect()
         };
         'apps: for app in apps {
-            let (size, halted) = gate.with(app, |b| (b.chunk_size(), b.halted().is_some()));
-            core.set_chunk_size(app, size);
-            if halted {
+            let plan = gate.plan(app, now);
+            core.set_chunk_size(app, plan.users_per_call);
+            if plan.halted {
                 while let Some(id) = core.overdue(app, now, cfg.max_hold) {
                     let chunk = core.take(app, id).expect("overdue names a live group");
                     let d = Dispatch {
@@ -122,8 +144,9 @@ pub async fn run(
                 }
                 wake = earliest(wake, now + HALT_CHECK);
             }
+            let mut next_token = plan.next_token;
             loop {
-                if let Grant::Later(at) = gate.with(app, |b| b.peek(now)) {
+                if let Grant::Later(at) = next_token {
                     if !core.is_empty() {
                         token_blocked_since.get_or_insert(now);
                     }
@@ -148,7 +171,7 @@ pub async fn run(
                         }
                     }
                 }
-                if let Grant::Later(at) = gate.with(app, |b| b.try_acquire(now)) {
+                if let Grant::Later(at) = gate.take(app, now) {
                     wake = earliest(wake, at);
                     continue 'apps;
                 }
@@ -172,6 +195,7 @@ pub async fn run(
                 if output.send(d).await.is_err() {
                     return;
                 }
+                next_token = gate.plan(app, now).next_token;
             }
         }
         crate::metrics::pending(core.pending_users(), core.pending_groups());

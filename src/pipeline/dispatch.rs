@@ -3,7 +3,7 @@
 //! halt signals to the gate, and passes per-user results to the outcome router.
 
 use crate::coalesce::{Chunk, ChunkUser};
-use crate::ratelimit::Gate;
+use crate::ratelimit::{Changed, Feedback, Gate};
 use crate::pipeline::stage::{CallRecord, ChunkOutcome, Dispatch, Job, Mode, RouterInput, UserResult};
 use crate::zego::client::{CallResult, ZegoClient};
 use crate::zego::codes::{classify, Disposition};
@@ -213,9 +213,10 @@ pub async fn execute<A: KickApi>(
             disposition,
         });
         let now = Instant::now();
+        let report = |feedback| gate.report(app, feedback, now, halt_log_interval);
         if code.is_some() && disposition != Disposition::Halt {
             // Any verdict past authentication proves the credentials and clock are good again.
-            if let Some(h) = gate.with(app, |b| b.resume()) {
+            if let Changed::Resumed(h) = report(Feedback::Resumed) {
                 tracing::info!(
                     app_id = app,
                     code = h.code,
@@ -225,7 +226,7 @@ pub async fn execute<A: KickApi>(
             }
         }
         if matches!(disposition, Disposition::Kicked | Disposition::NothingToDo) {
-            if let Some(size) = gate.with(app, |b| b.succeeded()) {
+            if let Changed::ChunkSize(size) = report(Feedback::Succeeded) {
                 tracing::info!(
                     app_id = app,
                     chunk_size = size,
@@ -236,7 +237,9 @@ pub async fn execute<A: KickApi>(
         match disposition {
             Disposition::SplitUsers => work.extend(group.into_iter().map(|u| vec![u])),
             Disposition::ShrinkChunk => {
-                let size = gate.with(app, |b| b.shrink());
+                let Changed::ChunkSize(size) = report(Feedback::Shrink) else {
+                    unreachable!("a shrink always reports the new chunk size")
+                };
                 tracing::warn!(
                     app_id = app,
                     chunk_size = size,
@@ -249,22 +252,19 @@ pub async fn execute<A: KickApi>(
             }
             other => {
                 match other {
-                    Disposition::RateLimited if gate.with(app, |b| b.slow_down(now)) => {
-                        let factor = gate.with(app, |b| b.factor(now));
-                        tracing::info!(
-                            app_id = app,
-                            code,
-                            rate_factor = factor,
-                            "rate-limit answer; slowing this AppId down"
-                        );
+                    Disposition::RateLimited => {
+                        if let Changed::Slowed(factor) = report(Feedback::RateLimited) {
+                            tracing::info!(
+                                app_id = app,
+                                code,
+                                rate_factor = factor,
+                                "rate-limit answer; slowing this AppId down"
+                            );
+                        }
                     }
                     Disposition::Halt => {
                         let c = code.unwrap_or_default();
-                        let log = gate.with(app, |b| {
-                            b.halt(c, now);
-                            b.should_log_halt(now, halt_log_interval)
-                        });
-                        if log {
+                        if let Changed::Halted { log: true, .. } = report(Feedback::Halt(c)) {
                             tracing::error!(app_id = app, code = c, meaning = crate::zego::codes::describe(c), "API rejects this AppId's calls; halted: no calls except a probe now and then, and no message is dead-lettered");
                         }
                     }
@@ -473,7 +473,7 @@ mod tests {
             DEFAULT_HALT_LOG_INTERVAL,
         )
         .await;
-        assert_eq!(gate.with(1, |b| b.chunk_size()), 2);
+        assert_eq!(gate.plan(1, Instant::now()).users_per_call, 2);
         let sizes: Vec<usize> = api.seen.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![5, 2, 2, 1]);
         assert!(out.users.iter().all(|u| u.disposition == Disposition::Kicked));
@@ -481,7 +481,7 @@ mod tests {
         for _ in 0..crate::ratelimit::GROW_AFTER_SUCCESSES * 3 {
             execute(&api, &gate, chunk(&["a", "b"]), DEFAULT_HALT_LOG_INTERVAL).await;
         }
-        assert_eq!(gate.with(1, |b| b.chunk_size()), 5);
+        assert_eq!(gate.plan(1, Instant::now()).users_per_call, 5);
     }
 
     #[tokio::test(start_paused = true)]
@@ -506,7 +506,7 @@ mod tests {
         };
         let out = execute(&limited, &gate, chunk(&["a"]), DEFAULT_HALT_LOG_INTERVAL).await;
         assert_eq!(out.users[0].disposition, Disposition::RateLimited);
-        assert!(gate.with(1, |b| b.factor(Instant::now())) < 1.0);
+        assert!(gate.factors(Instant::now())[0].1 < 1.0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -96,19 +96,41 @@ const LEDGER_RETRY: Duration = Duration::from_secs(1);
 /// trip per batch and a lone job waits for nothing.
 const LOOKUP_BATCH: usize = 256;
 
+/// What intake runs with, built by the composition root (`pipeline/mod.rs`).
+pub struct Context {
+    /// The consuming channel: every delivery handle acks on it.
+    pub channel: Channel,
+    /// The consumer on `{ns}.requests`.
+    pub consumer: Consumer,
+    /// How to judge a message.
+    pub cfg: IntakeConfig,
+    /// The ledger, for the redelivery skip (users already done for a job id).
+    pub ledger: Option<Ledger>,
+    /// Jobs and their users to coalesce.
+    pub to_coalescer: mpsc::Sender<JobIn>,
+    /// Deliveries to register (or dead-letter, if unusable) with the router.
+    pub to_router: mpsc::Sender<RouterInput>,
+    /// Process-unique delivery ids, shared by every session of the run.
+    pub ids: Arc<AtomicU64>,
+    /// Where intake reports (consuming, deliveries taken).
+    pub health: Arc<Health>,
+    /// Fires at shutdown: stop consuming, hand on what was taken.
+    pub stop: CancellationToken,
+}
+
 /// Runs intake until the consumer ends, the broker fails, or `stop` fires.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    channel: Channel,
-    mut consumer: Consumer,
-    cfg: IntakeConfig,
-    ledger: Option<Ledger>,
-    to_coalescer: mpsc::Sender<JobIn>,
-    to_router: mpsc::Sender<RouterInput>,
-    ids: Arc<AtomicU64>,
-    health: Arc<Health>,
-    stop: CancellationToken,
-) -> IntakeEnd {
+pub async fn run(cx: Context) -> IntakeEnd {
+    let Context {
+        channel,
+        mut consumer,
+        cfg,
+        ledger,
+        to_coalescer,
+        to_router,
+        ids,
+        health,
+        stop,
+    } = cx;
     health.set_consuming(true);
     let end = 'deliveries: loop {
         let next = tokio::select! {

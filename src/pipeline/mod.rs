@@ -10,7 +10,7 @@
 //! The files, in the order data flows: `lock.rs` (take the leadership lock,
 //! hold the first call, keep the record fresh, release it last), `intake.rs`,
 //! `coalescer.rs`, `dispatch.rs`, `router.rs`; `stage.rs` holds the messages
-//! between stages, and `watch.rs` the session's side tasks (queue watchdog,
+//! between stages, and `monitor.rs` the session's side tasks (queue watchdog,
 //! progress line). Only this file and `worker.rs` see every stage.
 //!
 //! A session is two connections: one that holds the leadership lock and
@@ -32,7 +32,7 @@ pub mod intake;
 pub(crate) mod lock;
 pub mod router;
 pub mod stage;
-pub(crate) mod watch;
+pub(crate) mod monitor;
 
 use crate::amqp::connect::{connect, describe, explain};
 use crate::amqp::publish::Publisher;
@@ -50,7 +50,8 @@ use router::{RouterConfig, RouterEnd, Tally};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use stage::LedgerWrites;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -174,26 +175,28 @@ async fn active_session<A: KickApi>(
         app_id: cfg.credentials.app_id,
         limits: cfg.limits,
     };
-    let mut intake = tokio::spawn(intake::run(
-        channel.clone(),
+    let (ledger_writes, ledger_state) = watch::channel(LedgerWrites::Flowing);
+    let mut intake = tokio::spawn(intake::run(intake::Context {
+        channel: channel.clone(),
         consumer,
-        intake_cfg,
-        shared.ledger.clone(),
+        cfg: intake_cfg,
+        ledger: shared.ledger.clone(),
         to_coalescer,
-        to_router.clone(),
-        shared.ids.clone(),
-        health.clone(),
-        stop_intake.clone(),
-    ));
-    tokio::spawn(coalescer::run(
-        coalescer_rx,
-        to_dispatcher,
-        shared.gate.clone(),
+        to_router: to_router.clone(),
+        ids: shared.ids.clone(),
+        health: health.clone(),
+        stop: stop_intake.clone(),
+    }));
+    tokio::spawn(coalescer::run(coalescer::Context {
+        input: coalescer_rx,
+        output: to_dispatcher,
+        gate: shared.gate.clone(),
         slots,
-        cfg.driver,
-        health.clone(),
-        abort.clone(),
-    ));
+        cfg: cfg.driver,
+        ledger: ledger_state,
+        health: health.clone(),
+        abort: abort.clone(),
+    }));
     tokio::spawn(dispatch::run(
         dispatcher_rx,
         to_router,
@@ -209,24 +212,25 @@ async fn active_session<A: KickApi>(
         ledger_linger: router::DEFAULT_LEDGER_LINGER,
         defer_delay: cfg.probe_interval,
     };
-    let mut router = tokio::spawn(router::run(
-        router_rx,
-        publisher.clone(),
-        shared.ledger.clone(),
-        health.clone(),
-        router_cfg,
-        abort.clone(),
-    ));
+    let mut router = tokio::spawn(router::run(router::Context {
+        input: router_rx,
+        publisher: publisher.clone(),
+        ledger: shared.ledger.clone(),
+        ledger_writes,
+        health: health.clone(),
+        cfg: router_cfg,
+        abort: abort.clone(),
+    }));
     let stop_refresh = CancellationToken::new();
     let mut refresher = tokio::spawn(lock::refresh_record(
         publisher.clone(),
         cfg.names.clone(),
         stop_refresh.clone(),
     ));
-    let mut watchdog = tokio::spawn(watch::watch_queue(watch_channel, cfg.names.requests.clone(), health.clone()));
-    let reporter = tokio::spawn(watch::report_progress(health.clone(), cfg.rate));
+    let mut watchdog = tokio::spawn(monitor::watch_queue(watch_channel, cfg.names.requests.clone(), health.clone()));
+    let reporter = tokio::spawn(monitor::report_progress(health.clone(), cfg.rate));
 
-    let _reporter = watch::AbortOnDrop(reporter);
+    let _reporter = monitor::AbortOnDrop(reporter);
     let cut = |abort: &CancellationToken, intake: &tokio::task::JoinHandle<IntakeEnd>| {
         abort.cancel();
         intake.abort();

@@ -9,14 +9,14 @@ use crate::amqp::publish::{persistent_json, Pending, PublishError, Publisher};
 use crate::amqp::topology::Names;
 use crate::health::Health;
 use crate::ledger::{CallRow, Ledger, LedgerBatch, OutcomeRow, ReceiptRow, UserOutcome};
-use crate::pipeline::stage::{ChunkOutcome, Job, RouterInput, Unusable};
+use crate::pipeline::stage::{ChunkOutcome, Job, LedgerWrites, RouterInput, Unusable};
 use crate::outcome::book::Book;
 use chrono::{DateTime, Utc};
 use crate::outcome::plan::{plan, Action, Budget};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -167,6 +167,7 @@ struct Router {
     cfg: RouterConfig,
     publisher: Publisher,
     ledger: Option<Ledger>,
+    ledger_writes: watch::Sender<LedgerWrites>,
     health: Arc<Health>,
     books: HashMap<u64, Book<Delivery>>,
     ready: Vec<Delivery>,
@@ -176,16 +177,36 @@ struct Router {
     defer: DeferQueue,
 }
 
+/// What the router runs with, built by the composition root (`pipeline/mod.rs`).
+pub struct Context {
+    /// Registrations from intake, outcomes from the dispatcher.
+    pub input: mpsc::Receiver<RouterInput>,
+    /// Confirmed publishes of retries and dead letters.
+    pub publisher: Publisher,
+    /// The audit ledger, if on: rows are committed before the ack.
+    pub ledger: Option<Ledger>,
+    /// Tells the coalescer whether ledger writes go through (backpressure).
+    pub ledger_writes: watch::Sender<LedgerWrites>,
+    /// Where the router reports its counts and the ledger's state.
+    pub health: Arc<Health>,
+    /// Settings.
+    pub cfg: RouterConfig,
+    /// Fires when the session is gone: stop at once.
+    pub abort: CancellationToken,
+}
+
 /// Runs until the input closes (then flushes, acks what is done and returns
 /// the rest to the queue) or the session fails.
-pub async fn run(
-    mut input: mpsc::Receiver<RouterInput>,
-    publisher: Publisher,
-    ledger: Option<Ledger>,
-    health: Arc<Health>,
-    cfg: RouterConfig,
-    abort: CancellationToken,
-) -> (RouterEnd, Tally) {
+pub async fn run(cx: Context) -> (RouterEnd, Tally) {
+    let Context {
+        mut input,
+        publisher,
+        ledger,
+        ledger_writes,
+        health,
+        cfg,
+        abort,
+    } = cx;
     let (delay, name) = cfg
         .names
         .retry
@@ -199,6 +220,7 @@ pub async fn run(
         cfg,
         publisher,
         ledger,
+        ledger_writes,
         health,
         books: HashMap::new(),
         ready: Vec::new(),
@@ -491,6 +513,7 @@ impl Router {
                         Ok(()) => {
                             crate::metrics::ledger_write(true);
                             self.health.set_ledger_ok(true);
+                            self.ledger_writes.send_replace(LedgerWrites::Flowing);
                             break;
                         }
                         Err(e) if !e.is_unavailable() => {
@@ -501,6 +524,7 @@ impl Router {
                         Err(e) => {
                             crate::metrics::ledger_write(false);
                             self.health.set_ledger_ok(false);
+                            self.ledger_writes.send_replace(LedgerWrites::Stalled);
                             tracing::warn!(error = %e, rows = self.rows.len(), waiting_acks = self.ready.len(), "ledger write failed; holding acks until PostgreSQL is back");
                             tokio::select! {
                                 _ = abort.cancelled() => return Err(RouterEnd::Aborted),

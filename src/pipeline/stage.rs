@@ -186,3 +186,14 @@ pub struct ChunkOutcome {
     /// Every HTTP attempt made (more than one after a split or shrink).
     pub calls: Vec<CallRecord>,
 }
+
+/// The router's backpressure signal to the coalescer (a `watch` channel made
+/// by the composition root): while ledger writes stall, calls made now could
+/// not be recorded nor their deliveries acked, so the coalescer cuts none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerWrites {
+    /// Writes go through (or there is no ledger).
+    Flowing,
+    /// PostgreSQL is away; the router is waiting it out.
+    Stalled,
+}

@@ -317,6 +317,56 @@ impl AppBudget {
     }
 }
 
+/// What the dispatcher tells the gate after a call: the one way results flow
+/// back into pacing, chunk size and halt state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// The API answered with a verdict past authentication (any code but a
+    /// halt): the credentials and clock are good again.
+    Resumed,
+    /// The call kicked its users or found nothing to do: a step towards
+    /// growing the chunk back after a shrink.
+    Succeeded,
+    /// A rate answer (7, 206): slow this AppId down.
+    RateLimited,
+    /// 50011, the user list is too long: fewer users per call.
+    Shrink,
+    /// Bad credentials or clock (the code): stop calling but for probes.
+    Halt(i64),
+}
+
+/// What a [`Feedback`] changed, for the dispatcher's log line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Changed {
+    /// Nothing an operator needs to hear about.
+    Nothing,
+    /// A halt ended (the halt it ended).
+    Resumed(Halt),
+    /// Users per call are now this many.
+    ChunkSize(usize),
+    /// The AppId now runs at this fraction of its rate.
+    Slowed(f64),
+    /// Halted with this code; `log` when the halt line is due (the first
+    /// time, then once per interval).
+    Halted {
+        /// The API's code.
+        code: i64,
+        /// Whether to log the halt now.
+        log: bool,
+    },
+}
+
+/// The one read of an AppId's state the coalescer makes before cutting calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Most users in one call now (5, less after a 50011 shrink).
+    pub users_per_call: usize,
+    /// Whether a token is free now, or when the next one is.
+    pub next_token: Grant,
+    /// Whether the AppId is halted (only probes go).
+    pub halted: bool,
+}
+
 /// Shared, thread-safe budgets of every AppId. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Gate {
@@ -348,9 +398,47 @@ impl Gate {
             .expect("the gate's mutex is never held across a panic")
     }
 
+    /// Takes in what a call's result says about the AppId (see [`Feedback`]);
+    /// returns what changed. The only way results reach the budget.
+    pub fn report(&self, app_id: u32, feedback: Feedback, now: Instant, halt_log_interval: Duration) -> Changed {
+        self.with(app_id, |b| match feedback {
+            Feedback::Resumed => b.resume().map_or(Changed::Nothing, Changed::Resumed),
+            Feedback::Succeeded => b.succeeded().map_or(Changed::Nothing, Changed::ChunkSize),
+            Feedback::Shrink => Changed::ChunkSize(b.shrink()),
+            Feedback::RateLimited => match b.slow_down(now) {
+                true => Changed::Slowed(b.factor(now)),
+                false => Changed::Nothing,
+            },
+            Feedback::Halt(code) => {
+                b.halt(code, now);
+                Changed::Halted {
+                    code,
+                    log: b.should_log_halt(now, halt_log_interval),
+                }
+            }
+        })
+    }
+
+    /// Users per call, the next token and the halt state of an AppId now,
+    /// read at once. Spends nothing.
+    pub fn plan(&self, app_id: u32, now: Instant) -> Plan {
+        self.with(app_id, |b| Plan {
+            users_per_call: b.chunk_size(),
+            next_token: b.peek(now),
+            halted: b.halted().is_some(),
+        })
+    }
+
+    /// Spends a token for a call now, if one is free ([`Grant::Now`]), or the
+    /// probe of a halted AppId when it is due ([`Grant::Probe`]); else says
+    /// when to ask again.
+    pub fn take(&self, app_id: u32, now: Instant) -> Grant {
+        self.with(app_id, |b| b.try_acquire(now))
+    }
+
     /// Runs `f` on the AppId's budget, creating it on first use (with the
     /// gate-wide hold, if one is set).
-    pub fn with<R>(&self, app_id: u32, f: impl FnOnce(&mut AppBudget) -> R) -> R {
+    fn with<R>(&self, app_id: u32, f: impl FnOnce(&mut AppBudget) -> R) -> R {
         let mut guard = self.lock();
         let Budgets { apps, not_before } = &mut *guard;
         let budget = apps.entry(app_id).or_insert_with(|| {
@@ -428,6 +516,33 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feedback_is_the_one_door_and_plan_the_one_read() {
+        let gate = Gate::new(50, Duration::from_secs(30));
+        let now = Instant::now();
+        let log = Duration::from_secs(60);
+        let cases: &[(Feedback, Changed, usize, bool)] = &[
+            (Feedback::Succeeded, Changed::Nothing, 5, false),
+            (Feedback::Shrink, Changed::ChunkSize(2), 2, false),
+            (Feedback::Shrink, Changed::ChunkSize(1), 1, false),
+            (Feedback::RateLimited, Changed::Slowed(0.5), 1, false),
+            (Feedback::Halt(100000004), Changed::Halted { code: 100000004, log: true }, 1, true),
+            (Feedback::Halt(100000004), Changed::Halted { code: 100000004, log: false }, 1, true),
+        ];
+        for (i, (feedback, want, users, halted)) in cases.iter().enumerate() {
+            let got = gate.report(9, *feedback, now, log);
+            assert_eq!(got, *want, "case {i}: {feedback:?}");
+            let plan = gate.plan(9, now);
+            assert_eq!((plan.users_per_call, plan.halted), (*users, *halted), "case {i}: {feedback:?}");
+        }
+        assert!(matches!(gate.report(9, Feedback::Resumed, now, log), Changed::Resumed(h) if h.code == 100000004));
+        assert!(!gate.plan(9, now).halted);
+        assert_eq!(gate.report(9, Feedback::Resumed, now, log), Changed::Nothing, "nothing to resume");
+        // Another AppId is untouched by all of it.
+        let other = gate.plan(10, now);
+        assert_eq!((other.users_per_call, other.halted, other.next_token), (5, false, Grant::Now));
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
