@@ -17,7 +17,6 @@
 //! The caller asks only when it holds a token, so coalescing goes on for as
 //! long as tokens are short: under backlog calls fill to five.
 
-
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;

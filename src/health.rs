@@ -482,7 +482,12 @@ mod tests {
         h.set_connected(true);
         h.set_consuming(true);
         h.delivery_taken();
-        gate.report(7, crate::ratelimit::Feedback::Halt(100000004), tokio::time::Instant::now(), Duration::ZERO);
+        gate.report(
+            7,
+            crate::ratelimit::Feedback::Halt(100000004),
+            tokio::time::Instant::now(),
+            Duration::ZERO,
+        );
         gate.plan(3, tokio::time::Instant::now());
         let s = h.status();
         assert_eq!(s.role, Role::Active);
@@ -511,7 +516,12 @@ mod tests {
         h.set_consuming(true);
         h.set_ledger_ok(true);
         assert!(h.not_ready().is_empty());
-        gate.report(7, crate::ratelimit::Feedback::Halt(100000005), tokio::time::Instant::now(), Duration::ZERO);
+        gate.report(
+            7,
+            crate::ratelimit::Feedback::Halt(100000005),
+            tokio::time::Instant::now(),
+            Duration::ZERO,
+        );
         let why = h.not_ready();
         assert_eq!(why.len(), 1);
         assert!(why[0].contains("100000005"), "{why:?}");

@@ -8,6 +8,7 @@
 //! whatever PostgreSQL or the API do: past it the session is cut, and what
 //! was not acked returns to the queue.
 
+use crate::amqp::topology::Names;
 use crate::config::Credentials;
 use crate::health::Health;
 use crate::job::Limits;
@@ -17,7 +18,6 @@ use crate::pipeline::coalescer::DriverConfig;
 use crate::pipeline::dispatch::KickApi;
 use crate::pipeline::router::Tally;
 use crate::pipeline::{session, SessionEnd, Shared};
-use crate::amqp::topology::Names;
 use crate::ratelimit::Gate;
 use crate::secret::Secret;
 use crate::zego::client::{ClientConfig, ZegoClient};
@@ -87,6 +87,66 @@ pub struct WorkerConfig {
     pub database_url: Option<Secret>,
     /// Metrics and health server address; `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
+}
+
+impl WorkerConfig {
+    /// The worker of `credentials`' AppId on the queues `names` of the broker
+    /// at `amqp_url`, with every other setting at `kickq run`'s default:
+    /// ZEGOCLOUD's production API at the documented rate, no ledger, no
+    /// metrics server. Change the rest with the `with_*` setters or struct
+    /// update syntax (`WorkerConfig { prefetch: 100, ..WorkerConfig::new(..) }`).
+    pub fn new(amqp_url: Secret, names: Names, credentials: Credentials) -> Self {
+        Self {
+            amqp_url,
+            connection_name: format!("kickq-worker-{}", std::process::id()),
+            credentials,
+            api_url: crate::config::DEFAULT_API_URL.to_owned(),
+            rate: crate::config::DEFAULT_RATE,
+            names,
+            prefetch: DEFAULT_PREFETCH,
+            delivery_limit: crate::amqp::topology::DEFAULT_DELIVERY_LIMIT,
+            limits: Limits::default(),
+            driver: DriverConfig::default(),
+            budget: Budget::default(),
+            max_in_flight: crate::pipeline::dispatch::DEFAULT_MAX_IN_FLIGHT,
+            probe_interval: crate::ratelimit::DEFAULT_PROBE_INTERVAL,
+            halt_log_interval: crate::pipeline::dispatch::DEFAULT_HALT_LOG_INTERVAL,
+            connect_timeout: crate::zego::client::DEFAULT_CONNECT_TIMEOUT,
+            http_timeout: crate::zego::client::DEFAULT_HTTP_TIMEOUT,
+            database_url: None,
+            metrics_addr: None,
+        }
+    }
+
+    /// Calls go to this base URL (a regional host, or a mock-zego).
+    pub fn with_api_url(mut self, api_url: impl Into<String>) -> Self {
+        self.api_url = api_url.into();
+        self
+    }
+
+    /// Calls per second for each AppId.
+    pub fn with_rate(mut self, rate: u32) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// The broker shows the worker's connections under this name.
+    pub fn with_connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = name.into();
+        self
+    }
+
+    /// Records every job, call and outcome in the ledger at this PostgreSQL URL.
+    pub fn with_ledger(mut self, database_url: Secret) -> Self {
+        self.database_url = Some(database_url);
+        self
+    }
+
+    /// Serves /metrics, /healthz, /readyz and /status on this address.
+    pub fn with_metrics(mut self, addr: SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
 }
 
 /// A failure that stops the worker (the broker being away is not one: that
@@ -345,4 +405,3 @@ async fn open_ledger(
         }
     }
 }
-

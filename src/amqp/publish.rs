@@ -15,6 +15,10 @@ use std::time::Duration;
 /// raises the delivery count of what was held.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default most publishes [`Publisher::publish_all`] keeps unconfirmed: enough to hide
+/// the confirm round trip, few enough that a failure leaves little in doubt.
+pub const PUBLISH_WINDOW: usize = 1000;
+
 /// Why a publish did not become durable.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -80,6 +84,35 @@ impl Publisher {
             confirm,
             routing_key: routing_key.to_owned(),
         })
+    }
+
+    /// Sends every message in order, pipelined with at most `window`
+    /// unconfirmed ([`PUBLISH_WINDOW`] unless the caller knows better), and
+    /// returns how many were confirmed: all of them, or the first error (the
+    /// messages sent after the last confirmed one are in doubt).
+    pub async fn publish_all<K, B>(
+        &self,
+        window: usize,
+        messages: impl IntoIterator<Item = (K, B, BasicProperties)>,
+    ) -> Result<u64, PublishError>
+    where
+        K: AsRef<str>,
+        B: AsRef<[u8]>,
+    {
+        let mut in_flight: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
+        let mut confirmed = 0u64;
+        for (key, body, props) in messages {
+            if in_flight.len() >= window.max(1) {
+                in_flight.pop_front().expect("the window is full").confirmed().await?;
+                confirmed += 1;
+            }
+            in_flight.push_back(self.send(key.as_ref(), body.as_ref(), props).await?);
+        }
+        for p in in_flight {
+            p.confirmed().await?;
+            confirmed += 1;
+        }
+        Ok(confirmed)
     }
 
     /// Sends and waits for the confirm.

@@ -75,8 +75,8 @@ pub async fn run(cfg: BaselineConfig, shutdown: CancellationToken) -> Result<Bas
         base_url: cfg.api_url.clone(),
         app_id: cfg.app_id,
         secret: cfg.secret.clone(),
-        connect_timeout: crate::cli::run::DEFAULT_CONNECT_TIMEOUT,
-        total_timeout: crate::cli::run::DEFAULT_HTTP_TIMEOUT,
+        connect_timeout: crate::zego::client::DEFAULT_CONNECT_TIMEOUT,
+        total_timeout: crate::zego::client::DEFAULT_HTTP_TIMEOUT,
     })?;
     let gate = Gate::new(cfg.rate, DEFAULT_PROBE_INTERVAL);
     let conn = connect(&cfg.amqp_url, &format!("kickq-bench-baseline-{}", cfg.names.namespace)).await?;
@@ -186,7 +186,12 @@ async fn call(
         match result.result {
             Ok(reply) if reply.code == 0 => return true,
             Ok(reply) if reply.code == 7 || reply.code == 206 => {
-                gate.report(app_id, crate::ratelimit::Feedback::RateLimited, tokio::time::Instant::now(), Duration::ZERO);
+                gate.report(
+                    app_id,
+                    crate::ratelimit::Feedback::RateLimited,
+                    tokio::time::Instant::now(),
+                    Duration::ZERO,
+                );
             }
             Ok(_) => return false,
             Err(_) => tokio::time::sleep(RETRY_PAUSE).await,

@@ -186,30 +186,17 @@ impl BenchEnv {
     /// The in-process kickq worker's configuration: the product's defaults,
     /// with the bench's credentials, namespace, API and rate.
     pub fn worker_config(&self, names: &Names, api_url: &str, rate: u32) -> WorkerConfig {
-        use crate::cli::run::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_TIMEOUT};
-        WorkerConfig {
-            amqp_url: self.settings.amqp_url.clone(),
-            connection_name: format!("kickq-bench-worker-{}", names.namespace),
-            credentials: Credentials {
+        WorkerConfig::new(
+            self.settings.amqp_url.clone(),
+            names.clone(),
+            Credentials {
                 app_id: BENCH_APP_ID,
                 secret: Secret::new(BENCH_SECRET),
             },
-            api_url: api_url.to_owned(),
-            rate,
-            names: names.clone(),
-            prefetch: crate::worker::DEFAULT_PREFETCH,
-            delivery_limit: DEFAULT_DELIVERY_LIMIT,
-            limits: crate::job::Limits::default(),
-            driver: crate::pipeline::coalescer::DriverConfig::default(),
-            budget: crate::outcome::plan::Budget::default(),
-            max_in_flight: crate::pipeline::dispatch::DEFAULT_MAX_IN_FLIGHT,
-            probe_interval: crate::ratelimit::DEFAULT_PROBE_INTERVAL,
-            halt_log_interval: crate::pipeline::dispatch::DEFAULT_HALT_LOG_INTERVAL,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            http_timeout: DEFAULT_HTTP_TIMEOUT,
-            database_url: None,
-            metrics_addr: None,
-        }
+        )
+        .with_connection_name(format!("kickq-bench-worker-{}", names.namespace))
+        .with_api_url(api_url)
+        .with_rate(rate)
     }
 }
 

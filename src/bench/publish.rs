@@ -2,10 +2,9 @@
 //! at once, and every one of them awaited before the count is returned.
 
 use super::BenchError;
-use crate::amqp::publish::{persistent_json, Pending, Publisher};
+use crate::amqp::publish::{persistent_json, Publisher};
 use lapin::types::FieldTable;
 use lapin::Connection;
-use std::collections::VecDeque;
 
 /// Unconfirmed publishes allowed per channel: enough to keep the broker busy,
 /// few enough that a refusal is noticed within a fraction of a second.
@@ -19,24 +18,10 @@ pub async fn publish_all(
     bodies: impl IntoIterator<Item = Vec<u8>>,
 ) -> Result<u64, BenchError> {
     let publisher = Publisher::open(conn).await?;
-    let mut pending: VecDeque<Pending> = VecDeque::with_capacity(CONFIRM_WINDOW);
-    let mut n = 0u64;
-    for body in bodies {
-        if pending.len() >= CONFIRM_WINDOW {
-            if let Some(p) = pending.pop_front() {
-                p.confirmed().await?;
-            }
-        }
-        pending.push_back(
-            publisher
-                .send(queue, &body, persistent_json(None, FieldTable::default()))
-                .await?,
-        );
-        n += 1;
-    }
-    for p in pending {
-        p.confirmed().await?;
-    }
+    let messages = bodies
+        .into_iter()
+        .map(|body| (queue, body, persistent_json(None, FieldTable::default())));
+    let n = publisher.publish_all(CONFIRM_WINDOW, messages).await?;
     let _ = publisher.channel().close(200, "published".into()).await;
     Ok(n)
 }

@@ -416,7 +416,7 @@ async fn api_check(args: &CheckArgs) -> Check {
         base_url: args.api_url.clone(),
         app_id: credentials.app_id,
         secret: credentials.secret,
-        connect_timeout: super::run::DEFAULT_CONNECT_TIMEOUT,
+        connect_timeout: crate::zego::client::DEFAULT_CONNECT_TIMEOUT,
         total_timeout: args.http_timeout,
     }) {
         Ok(c) => c,

@@ -5,12 +5,11 @@
 use crate::amqp::publish::{persistent_json, Publisher};
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::cli::run::BrokerArgs;
-use crate::pipeline::coalescer::DriverConfig;
 use crate::config::Credentials;
 use crate::mock_zego::{parse_fault, MockConfig, MockZego};
-use crate::outcome::plan::Budget;
+use crate::pipeline::coalescer::DriverConfig;
 use crate::secret::Secret;
-use crate::worker::{WorkerConfig, DEFAULT_PREFETCH};
+use crate::worker::WorkerConfig;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lapin::options::QueueDeleteOptions;
@@ -201,44 +200,33 @@ async fn demo(url: &Secret, names: &Names, conn: &Connection, publisher: &Publis
         bodies.len(),
         ROOMS * USERS_PER_ROOM
     );
-    let mut pending = Vec::with_capacity(bodies.len());
-    for b in &bodies {
-        pending.push(
-            publisher
-                .send(&names.requests, b, persistent_json(None, FieldTable::default()))
-                .await?,
-        );
-    }
-    for p in pending {
-        p.confirmed().await?;
-    }
+    let messages = bodies
+        .iter()
+        .map(|b| (&names.requests, b, persistent_json(None, FieldTable::default())));
+    publisher
+        .publish_all(crate::amqp::publish::PUBLISH_WINDOW, messages)
+        .await?;
 
     let stop = CancellationToken::new();
     let cfg = WorkerConfig {
-        amqp_url: url.clone(),
         connection_name: format!("{}-worker", names.namespace),
-        credentials: Credentials {
-            app_id: DEMO_APP_ID,
-            secret: Secret::new(DEMO_SECRET),
-        },
-        api_url: mock.base_url(),
-        rate: DEMO_RATE,
-        names: names.clone(),
-        prefetch: DEFAULT_PREFETCH,
-        delivery_limit: DEFAULT_DELIVERY_LIMIT,
-        limits: Default::default(),
         driver: DriverConfig {
             drain_deadline: Duration::from_secs(2),
             ..DriverConfig::default()
         },
-        budget: Budget::default(),
-        max_in_flight: crate::pipeline::dispatch::DEFAULT_MAX_IN_FLIGHT,
         probe_interval: Duration::from_secs(5),
-        halt_log_interval: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(2),
         http_timeout: Duration::from_secs(5),
-        database_url: None,
-        metrics_addr: None,
+        ..WorkerConfig::new(
+            url.clone(),
+            names.clone(),
+            Credentials {
+                app_id: DEMO_APP_ID,
+                secret: Secret::new(DEMO_SECRET),
+            },
+        )
+        .with_api_url(mock.base_url())
+        .with_rate(DEMO_RATE)
     };
     let started = Instant::now();
     let worker = tokio::spawn(crate::worker::run(cfg, stop.clone(), None));

@@ -1,25 +1,20 @@
 //! `kickq run`: the worker's flags and environment variables, validated into a `WorkerConfig`.
 
 use crate::amqp::topology::{Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
-use crate::pipeline::coalescer::{DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS};
 use crate::coalesce::{Policy, DEFAULT_DENSE_LINGER, DEFAULT_LINGER, DEFAULT_MAX_WAIT};
 use crate::config::{self, parse_duration, ConfigError, ZegoArgs};
-use crate::pipeline::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::job::{IdCharset, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use crate::outcome::plan::{
     Budget, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RATE_LIMITED, DEFAULT_MAX_RETRY_AGE, DEFAULT_MAX_UNKNOWN_ATTEMPTS,
 };
+use crate::pipeline::coalescer::{DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS};
+use crate::pipeline::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::ratelimit::DEFAULT_PROBE_INTERVAL;
 use crate::secret::Secret;
 use crate::worker::{WorkerConfig, DEFAULT_PREFETCH};
+use crate::zego::client::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_TIMEOUT};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Default HTTP connect timeout for API calls.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default total timeout per API call: long enough for a slow gateway, short
-/// enough that a hung call frees its slot quickly.
-pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Broker and namespace settings shared by every command that touches queues.
 #[derive(Debug, Clone, clap::Args)]
@@ -213,12 +208,9 @@ impl RunArgs {
             .clone()
             .unwrap_or_else(|| format!("kickq-worker-{}-{}", hostname(), std::process::id()));
         Ok(WorkerConfig {
-            amqp_url,
             connection_name,
-            credentials,
             api_url: self.api_url.clone(),
             rate: self.rate,
-            names,
             prefetch: self.prefetch,
             delivery_limit: self.delivery_limit,
             limits: Limits {
@@ -248,6 +240,7 @@ impl RunArgs {
             http_timeout: self.http_timeout,
             database_url: self.database_url.clone().filter(|u| !u.is_empty()).map(Secret::new),
             metrics_addr,
+            ..WorkerConfig::new(amqp_url, names, credentials)
         })
     }
 }

@@ -9,8 +9,8 @@
 //! token's instant must be the call's start, not a queueing delay later.
 
 use crate::coalesce::{Coalescer, Input, Next, Policy, DEFAULT_DENSE_GAP};
-use crate::ratelimit::{Gate, Grant};
 use crate::pipeline::stage::{Dispatch, JobIn, LedgerWrites, Mode};
+use crate::ratelimit::{Gate, Grant};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};

@@ -3,8 +3,8 @@
 //! halt signals to the gate, and passes per-user results to the outcome router.
 
 use crate::coalesce::{Chunk, ChunkUser};
-use crate::ratelimit::{Changed, Feedback, Gate};
 use crate::pipeline::stage::{CallRecord, ChunkOutcome, Dispatch, Job, Mode, RouterInput, UserResult};
+use crate::ratelimit::{Changed, Feedback, Gate};
 use crate::zego::client::{CallResult, ZegoClient};
 use crate::zego::codes::{classify, Disposition};
 use std::collections::VecDeque;

@@ -83,7 +83,12 @@ pub(crate) async fn take(shared: &Shared<impl KickApi>, conn: &Connection, publi
 /// the lock is still ours: say when our window frees, then let the lock go.
 /// (With the connection gone, the lock went with it and a successor may
 /// have written its own record: the caller does not call this then.)
-pub(crate) async fn release(shared: &Shared<impl KickApi>, lock: Lock, publisher: &Publisher, hold_at: tokio::time::Instant) {
+pub(crate) async fn release(
+    shared: &Shared<impl KickApi>,
+    lock: Lock,
+    publisher: &Publisher,
+    hold_at: tokio::time::Instant,
+) {
     let now = leadership::now_ms();
     let last = shared
         .gate
@@ -129,4 +134,3 @@ pub(crate) async fn refresh_record(publisher: Publisher, names: Names, stop: Can
         }
     }
 }
-

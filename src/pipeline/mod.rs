@@ -30,9 +30,9 @@ pub mod coalescer;
 pub mod dispatch;
 pub mod intake;
 pub(crate) mod lock;
+pub(crate) mod monitor;
 pub mod router;
 pub mod stage;
-pub(crate) mod monitor;
 
 use crate::amqp::connect::{connect, describe, explain};
 use crate::amqp::publish::Publisher;
@@ -47,10 +47,10 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use router::{RouterConfig, RouterEnd, Tally};
+use stage::LedgerWrites;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use stage::LedgerWrites;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -227,7 +227,11 @@ async fn active_session<A: KickApi>(
         cfg.names.clone(),
         stop_refresh.clone(),
     ));
-    let mut watchdog = tokio::spawn(monitor::watch_queue(watch_channel, cfg.names.requests.clone(), health.clone()));
+    let mut watchdog = tokio::spawn(monitor::watch_queue(
+        watch_channel,
+        cfg.names.requests.clone(),
+        health.clone(),
+    ));
     let reporter = tokio::spawn(monitor::report_progress(health.clone(), cfg.rate));
 
     let _reporter = monitor::AbortOnDrop(reporter);
@@ -325,4 +329,3 @@ async fn active_session<A: KickApi>(
     drop(channel);
     (session_end, tally)
 }
-

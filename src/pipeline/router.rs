@@ -2,17 +2,16 @@
 //! a retry message, a deferral or a dead letter (publisher-confirmed), writes the ledger rows, and acks a
 //! delivery once all of its users are resolved and everything they caused is durable.
 
-
 use crate::amqp::delivery::{Acked, Delivery};
 use crate::amqp::headers::{self, DeadError, DeadLetter};
-use crate::amqp::publish::{persistent_json, Pending, PublishError, Publisher};
+use crate::amqp::publish::{persistent_json, PublishError, Publisher};
 use crate::amqp::topology::Names;
 use crate::health::Health;
 use crate::ledger::{CallRow, Ledger, LedgerBatch, OutcomeRow, ReceiptRow, UserOutcome};
-use crate::pipeline::stage::{ChunkOutcome, Job, LedgerWrites, RouterInput, Unusable};
 use crate::outcome::book::Book;
-use chrono::{DateTime, Utc};
 use crate::outcome::plan::{plan, Action, Budget};
+use crate::pipeline::stage::{ChunkOutcome, Job, LedgerWrites, RouterInput, Unusable};
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -417,7 +416,7 @@ impl Router {
                 groups.entry((e.job.id, tag)).or_default().push(e);
             }
         }
-        let mut pending: Vec<Pending> = Vec::with_capacity(groups.len());
+        let mut messages = Vec::with_capacity(groups.len());
         for ((_, tag), es) in groups {
             let job = &es[0].job;
             let users: Vec<String> = es.iter().map(|e| e.user.to_string()).collect();
@@ -449,11 +448,11 @@ impl Router {
             } else {
                 self.tally.retries += 1;
             }
-            pending.push(self.publisher.send(&queue, &body, props).await?);
+            messages.push((queue, body, props));
         }
-        for p in pending {
-            p.confirmed().await?;
-        }
+        self.publisher
+            .publish_all(crate::amqp::publish::PUBLISH_WINDOW, messages)
+            .await?;
         Ok(())
     }
 

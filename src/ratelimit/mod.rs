@@ -527,21 +527,48 @@ mod tests {
             (Feedback::Shrink, Changed::ChunkSize(2), 2, false),
             (Feedback::Shrink, Changed::ChunkSize(1), 1, false),
             (Feedback::RateLimited, Changed::Slowed(0.5), 1, false),
-            (Feedback::Halt(100000004), Changed::Halted { code: 100000004, log: true }, 1, true),
-            (Feedback::Halt(100000004), Changed::Halted { code: 100000004, log: false }, 1, true),
+            (
+                Feedback::Halt(100000004),
+                Changed::Halted {
+                    code: 100000004,
+                    log: true,
+                },
+                1,
+                true,
+            ),
+            (
+                Feedback::Halt(100000004),
+                Changed::Halted {
+                    code: 100000004,
+                    log: false,
+                },
+                1,
+                true,
+            ),
         ];
         for (i, (feedback, want, users, halted)) in cases.iter().enumerate() {
             let got = gate.report(9, *feedback, now, log);
             assert_eq!(got, *want, "case {i}: {feedback:?}");
             let plan = gate.plan(9, now);
-            assert_eq!((plan.users_per_call, plan.halted), (*users, *halted), "case {i}: {feedback:?}");
+            assert_eq!(
+                (plan.users_per_call, plan.halted),
+                (*users, *halted),
+                "case {i}: {feedback:?}"
+            );
         }
         assert!(matches!(gate.report(9, Feedback::Resumed, now, log), Changed::Resumed(h) if h.code == 100000004));
         assert!(!gate.plan(9, now).halted);
-        assert_eq!(gate.report(9, Feedback::Resumed, now, log), Changed::Nothing, "nothing to resume");
+        assert_eq!(
+            gate.report(9, Feedback::Resumed, now, log),
+            Changed::Nothing,
+            "nothing to resume"
+        );
         // Another AppId is untouched by all of it.
         let other = gate.plan(10, now);
-        assert_eq!((other.users_per_call, other.halted, other.next_token), (5, false, Grant::Now));
+        assert_eq!(
+            (other.users_per_call, other.halted, other.next_token),
+            (5, false, Grant::Now)
+        );
     }
 
     fn ms(n: u64) -> Duration {

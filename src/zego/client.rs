@@ -18,6 +18,12 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The setting that names the base URL, quoted in build errors.
 const API_URL_SETTING: &str = "ZEGO_API_URL";
 
+/// Default HTTP connect timeout for API calls.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default total timeout per API call: long enough for a slow gateway, short
+/// enough that a hung call frees its slot quickly.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything [`ZegoClient::new`] needs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {

@@ -211,20 +211,15 @@ impl Broker {
 
     /// Publishes many bodies, pipelined, then waits for every confirm.
     pub async fn publish_many(&self, queue: &str, bodies: &[Vec<u8>]) {
-        for chunk in bodies.chunks(1000) {
-            let mut pending = Vec::with_capacity(chunk.len());
-            for b in chunk {
-                pending.push(
-                    self.publisher
-                        .send(queue, b, persistent_json(None, FieldTable::default()))
-                        .await
-                        .unwrap(),
-                );
-            }
-            for p in pending {
-                p.confirmed().await.unwrap();
-            }
-        }
+        let messages = bodies
+            .iter()
+            .map(|b| (queue, b, persistent_json(None, FieldTable::default())));
+        let n = self
+            .publisher
+            .publish_all(kickq::amqp::publish::PUBLISH_WINDOW, messages)
+            .await
+            .unwrap();
+        assert_eq!(n, bodies.len() as u64);
     }
 
     /// Messages ready in a queue (passive declare).
@@ -354,18 +349,6 @@ pub async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u8>> {
 pub fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::WorkerConfig {
     use kickq::pipeline::coalescer::DriverConfig;
     kickq::worker::WorkerConfig {
-        amqp_url: Secret::new(amqp_url()),
-        connection_name: format!("{}-worker", ns.name()),
-        credentials: kickq::config::Credentials {
-            app_id: APP_ID,
-            secret: Secret::new(SECRET),
-        },
-        api_url: api_url.to_owned(),
-        rate,
-        names: ns.names.clone(),
-        prefetch: kickq::worker::DEFAULT_PREFETCH,
-        delivery_limit: topology::DEFAULT_DELIVERY_LIMIT,
-        limits: kickq::job::Limits::default(),
         driver: DriverConfig {
             drain_deadline: Duration::from_secs(2),
             max_hold: Duration::from_secs(10),
@@ -377,13 +360,21 @@ pub fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::Worker
             max_age: Duration::from_secs(120),
             max_rate_limited: 100,
         },
-        max_in_flight: 100,
         probe_interval: Duration::from_millis(300),
         halt_log_interval: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(1),
         http_timeout: Duration::from_secs(2),
-        database_url: None,
-        metrics_addr: None,
+        ..kickq::worker::WorkerConfig::new(
+            Secret::new(amqp_url()),
+            ns.names.clone(),
+            kickq::config::Credentials {
+                app_id: APP_ID,
+                secret: Secret::new(SECRET),
+            },
+        )
+        .with_connection_name(format!("{}-worker", ns.name()))
+        .with_api_url(api_url)
+        .with_rate(rate)
     }
 }
 
