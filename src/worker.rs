@@ -181,21 +181,85 @@ pub struct RunSummary {
 }
 
 /// Runs the worker until `shutdown` fires; then drains and returns.
-/// `on_ready` receives the metrics server's bound address (tests bind port 0).
-pub async fn run(
+pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<RunSummary, WorkerError> {
+    Worker::bind(cfg).await?.run(shutdown).await
+}
+
+/// A worker whose metrics server is listening, not yet running: lets a
+/// caller that asked for port 0 learn the address before the run starts.
+pub struct Worker<A = ZegoClient> {
     cfg: WorkerConfig,
-    shutdown: CancellationToken,
-    on_ready: Option<tokio::sync::oneshot::Sender<Option<SocketAddr>>>,
-) -> Result<RunSummary, WorkerError> {
-    let client = ZegoClient::new(ClientConfig {
-        base_url: cfg.api_url.clone(),
-        app_id: cfg.credentials.app_id,
-        secret: cfg.credentials.secret.clone(),
-        connect_timeout: cfg.connect_timeout,
-        total_timeout: cfg.http_timeout,
-    })
-    .map_err(|e| WorkerError::Client(e.to_string()))?;
-    run_with_api(cfg, Arc::new(client), shutdown, on_ready).await
+    api: Arc<A>,
+    gate: Gate,
+    health: Arc<Health>,
+    metrics_addr: Option<SocketAddr>,
+    server_stop: CancellationToken,
+}
+
+impl Worker<ZegoClient> {
+    /// Builds the API client from `cfg` and binds the metrics server (if
+    /// `cfg.metrics_addr` is set).
+    pub async fn bind(cfg: WorkerConfig) -> Result<Self, WorkerError> {
+        let client = ZegoClient::new(ClientConfig {
+            base_url: cfg.api_url.clone(),
+            app_id: cfg.credentials.app_id,
+            secret: cfg.credentials.secret.clone(),
+            connect_timeout: cfg.connect_timeout,
+            total_timeout: cfg.http_timeout,
+        })
+        .map_err(|e| WorkerError::Client(e.to_string()))?;
+        Self::bind_with_api(cfg, Arc::new(client)).await
+    }
+}
+
+impl<A: KickApi> Worker<A> {
+    /// [`Worker::bind`] with any [`KickApi`] (the bench's baseline and tests use this).
+    pub async fn bind_with_api(cfg: WorkerConfig, api: Arc<A>) -> Result<Self, WorkerError> {
+        let gate = Gate::new(cfg.rate, cfg.probe_interval);
+        let health = Arc::new(Health::new(gate.clone(), cfg.database_url.is_some()));
+        let server_stop = CancellationToken::new();
+        let mut metrics_addr = None;
+        if let Some(addr) = cfg.metrics_addr {
+            let handle = crate::metrics::install();
+            let stop = server_stop.clone();
+            let (local, serve) =
+                crate::health::bind(addr, health.clone(), handle, async move { stop.cancelled().await })
+                    .await
+                    .map_err(|source| WorkerError::Metrics { addr, source })?;
+            tracing::info!(addr = %local, "metrics and health on /metrics, /healthz, /readyz");
+            metrics_addr = Some(local);
+            tokio::spawn(serve);
+        }
+        Ok(Self {
+            cfg,
+            api,
+            gate,
+            health,
+            metrics_addr,
+            server_stop,
+        })
+    }
+
+    /// Where /metrics, /healthz, /readyz and /status are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Opens the ledger, then runs broker sessions until `shutdown` fires;
+    /// drains and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, WorkerError> {
+        let Worker {
+            cfg,
+            api,
+            gate,
+            health,
+            server_stop,
+            ..
+        } = self;
+        let result = run_loop(cfg, api, gate, health, shutdown).await;
+        server_stop.cancel();
+        result
+    }
 }
 
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {
@@ -207,45 +271,21 @@ fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// [`run`] with any [`KickApi`] (the bench's baseline and tests use this).
-pub async fn run_with_api<A: KickApi>(
+async fn run_loop<A: KickApi>(
     cfg: WorkerConfig,
     api: Arc<A>,
+    gate: Gate,
+    health: Arc<Health>,
     shutdown: CancellationToken,
-    on_ready: Option<tokio::sync::oneshot::Sender<Option<SocketAddr>>>,
 ) -> Result<RunSummary, WorkerError> {
-    let gate = Gate::new(cfg.rate, cfg.probe_interval);
-    let health = Arc::new(Health::new(gate.clone(), cfg.database_url.is_some()));
-    let server_stop = CancellationToken::new();
-    let mut bound = None;
-    if let Some(addr) = cfg.metrics_addr {
-        let handle = crate::metrics::install();
-        let stop = server_stop.clone();
-        let (local, serve) = crate::health::bind(addr, health.clone(), handle, async move { stop.cancelled().await })
-            .await
-            .map_err(|source| WorkerError::Metrics { addr, source })?;
-        tracing::info!(addr = %local, "metrics and health on /metrics, /healthz, /readyz");
-        bound = Some(local);
-        tokio::spawn(serve);
-    }
-    if let Some(tx) = on_ready {
-        let _ = tx.send(bound);
-    }
     let ledger = match &cfg.database_url {
         None => {
             tracing::info!("DATABASE_URL is not set: running without the audit ledger");
             None
         }
-        Some(url) => match open_ledger(url, &health, &shutdown).await {
-            Ok(Some(l)) => Some(l),
-            Ok(None) => {
-                server_stop.cancel();
-                return Ok(RunSummary::default());
-            }
-            Err(e) => {
-                server_stop.cancel();
-                return Err(e);
-            }
+        Some(url) => match open_ledger(url, &health, &shutdown).await? {
+            Some(l) => Some(l),
+            None => return Ok(RunSummary::default()),
         },
     };
     let production = cfg.api_url.trim_end_matches('/') == crate::config::DEFAULT_API_URL;
@@ -342,7 +382,6 @@ pub async fn run_with_api<A: KickApi>(
             }
         }
     }
-    server_stop.cancel();
     tracing::info!(
         acked = summary.tally.acked,
         dead_letters = summary.tally.dead_letters,
@@ -403,5 +442,35 @@ async fn open_ledger(
             }
             Err(e) => return Err(WorkerError::Ledger(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever prints the whole validated configuration (a panic message, a
+    /// debug log) shows no secret: not the ServerSecret, not the broker's or
+    /// PostgreSQL's password.
+    #[test]
+    fn the_configuration_prints_no_secret() {
+        let secret = "s3cr3t-0123456789abcdef0123456789";
+        let cfg = WorkerConfig::new(
+            Secret::new("amqp://kickq:broker-pw-77@10.0.0.1:5672/%2f"),
+            Names::new("kickq", crate::amqp::topology::DEFAULT_RETRY_DELAYS),
+            Credentials {
+                app_id: 1234567890,
+                secret: Secret::new(secret),
+            },
+        )
+        .with_ledger(Secret::new(
+            "postgres://kickq:db-pw-88@db:5432/kickq?sslmode=verify-full",
+        ));
+        let printed = format!("{cfg:?} {cfg:#?}");
+        for hidden in [secret, "broker-pw-77", "db-pw-88"] {
+            assert!(!printed.contains(hidden), "{hidden} printed: {printed}");
+        }
+        assert!(printed.contains("[redacted]"), "{printed}");
+        assert!(printed.contains("1234567890"), "the AppId is not a secret: {printed}");
     }
 }

@@ -121,7 +121,13 @@ async fn without_http(
     let api = Arc::new(NullApi::default());
     let stop = CancellationToken::new();
     let start = Instant::now();
-    let mut task = tokio::spawn(crate::worker::run_with_api(cfg, api.clone(), stop.clone(), None));
+    let (worker_api, worker_stop) = (api.clone(), stop.clone());
+    let mut task = tokio::spawn(async move {
+        crate::worker::Worker::bind_with_api(cfg, worker_api)
+            .await?
+            .run(worker_stop)
+            .await
+    });
     let mut last = (0, Instant::now());
     let finished = loop {
         tokio::select! {

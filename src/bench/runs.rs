@@ -102,7 +102,7 @@ pub async fn start(env: &BenchEnv, names: &Names, mock: &MockZego, consumer: Con
         Consumer::Kickq(cfg) => {
             let token = stop.clone();
             tokio::spawn(async move {
-                let summary = crate::worker::run(*cfg, token, None).await?;
+                let summary = crate::worker::run(*cfg, token).await?;
                 if summary.reconnects > 0 {
                     return Err(BenchError::Disturbed(format!(
                         "kickq's broker session was lost {} time(s) during the run",

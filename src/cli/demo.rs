@@ -229,7 +229,7 @@ async fn demo(url: &Secret, names: &Names, conn: &Connection, publisher: &Publis
         .with_rate(DEMO_RATE)
     };
     let started = Instant::now();
-    let worker = tokio::spawn(crate::worker::run(cfg, stop.clone(), None));
+    let worker = tokio::spawn(crate::worker::run(cfg, stop.clone()));
 
     let total = expect.kicks.len() as u64;
     let bar = if std::io::stdout().is_terminal() {

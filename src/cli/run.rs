@@ -254,11 +254,6 @@ fn hostname() -> String {
 /// Runs the worker until SIGTERM or SIGINT, then drains and exits.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
-    if std::env::var_os("KICKQ_TEST_PANIC").is_some() {
-        // Fault-injection hook for the leakage suite: a panic that prints the
-        // whole validated configuration must still show no secret.
-        panic!("KICKQ_TEST_PANIC is set: panicking on purpose with {cfg:?}");
-    }
     if cfg.rate > config::DEFAULT_RATE {
         tracing::warn!(
             rate = cfg.rate,
@@ -268,7 +263,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::cli::signals::cancel_on_signal(shutdown.clone()));
-    crate::worker::run(cfg, shutdown, None).await?;
+    crate::worker::run(cfg, shutdown).await?;
     Ok(())
 }
 

@@ -388,9 +388,9 @@ pub struct Running {
 pub async fn spawn_worker(cfg: kickq::worker::WorkerConfig) -> Running {
     init_logs();
     let stop = tokio_util::sync::CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let handle = tokio::spawn(kickq::worker::run(cfg, stop.clone(), Some(tx)));
-    let metrics_addr = rx.await.ok().flatten();
+    let worker = kickq::worker::Worker::bind(cfg).await.expect("the worker binds");
+    let metrics_addr = worker.metrics_addr();
+    let handle = tokio::spawn(worker.run(stop.clone()));
     Running {
         stop,
         handle,
