@@ -93,6 +93,17 @@ pub enum Reason {
     Largest,
 }
 
+impl Reason {
+    /// Its name as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Full => "full",
+            Reason::Largest => "largest",
+            Reason::Overdue => "overdue",
+        }
+    }
+}
+
 /// Identifies a group inside one [`Coalescer`]; never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId(u64);

@@ -318,13 +318,9 @@ pub fn api_call(disposition: &'static str, code: Option<i64>, latency: Duration,
     histogram!(USERS_PER_CALL).record(users as f64);
 }
 
-/// The coalescer cut a call of `users` users for this reason.
-pub fn coalesced(why: crate::coalesce::Reason, users: usize) {
-    let why = match why {
-        crate::coalesce::Reason::Full => "full",
-        crate::coalesce::Reason::Largest => "largest",
-        crate::coalesce::Reason::Overdue => "overdue",
-    };
+/// The coalescer cut a call of `users` users for this reason (`full`,
+/// `largest` or `overdue`).
+pub fn coalesced(why: &'static str, users: usize) {
     counter!(COALESCED, "why" => why).increment(1);
     tracing::trace!(why, users, "call cut");
 }

@@ -179,7 +179,7 @@ pub async fn run(cx: Context) {
                     crate::metrics::token_wait(now - since);
                 }
                 let chunk = core.take(app, id).expect("next names a live group");
-                crate::metrics::coalesced(why, chunk.users.len());
+                crate::metrics::coalesced(why.as_str(), chunk.users.len());
                 tracing::trace!(
                     ?why,
                     users = chunk.users.len(),
