@@ -525,6 +525,19 @@ fn pg_opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(pg_text)
 }
 
+/// A `RequestId` as stored: bounded by
+/// [`crate::zego::client::bound_request_id`] (the client already bounds what
+/// it returns; this covers every other writer), since an entry over about
+/// 2.7 KB fails the `api_calls_request_id` index (SQLSTATE 54000) and with
+/// it the whole batch, for good. Borrowed when already within bounds.
+fn pg_request_id(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref()
+        .map(|id| match crate::zego::client::bound_request_id(id.as_bytes()) {
+            (_, false) => Cow::Borrowed(id),
+            (kept, true) => Cow::Owned(kept),
+        })
+}
+
 /// A user list as one `jsonb` value, so a per-row `text[]` fits in an
 /// `UNNEST` column (PostgreSQL has no arrays of arrays of varying length).
 fn pg_text_list(users: &[String]) -> Json<Vec<Cow<'_, str>>> {
@@ -597,7 +610,7 @@ async fn insert_calls(conn: &mut PgConnection, rows: &[CallRow]) -> Result<u64, 
         .bind(rows.iter().map(|c| i64::from(c.attempt)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.code).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| pg_opt_text(&c.message)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| pg_opt_text(&c.request_id)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| pg_request_id(&c.request_id)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.http_status.map(i32::from)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| pg_opt_text(&c.transport_error)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| pg_interval(c.latency)).collect::<Vec<_>>())
@@ -627,7 +640,7 @@ async fn insert_outcomes(conn: &mut PgConnection, rows: &[OutcomeRow]) -> Result
         .bind(rows.iter().map(|o| pg_opt_text(&o.reason)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.outcome.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.code).collect::<Vec<_>>())
-        .bind(rows.iter().map(|o| pg_opt_text(&o.request_id)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|o| pg_request_id(&o.request_id)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| pg_opt_text(&o.detail)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.at).collect::<Vec<_>>())
         .execute(conn)
@@ -950,7 +963,9 @@ mod tests {
         for code in ["08006", "08001", "53300", "53100", "57P01", "57P03", "25006"] {
             assert!(sqlstate_unavailable(code), "{code}");
         }
-        for code in ["42P01", "23505", "23514", "22021", "40P01", "57014"] {
+        // Permanent: retrying the same statement fails the same way. 54000
+        // (program_limit_exceeded) is what an over-long index entry raises.
+        for code in ["42P01", "23505", "23514", "22021", "22001", "54000", "40P01", "57014"] {
             assert!(!sqlstate_unavailable(code), "{code}");
         }
     }
@@ -1397,6 +1412,44 @@ mod tests {
         ledger.write(&batch).await.unwrap();
         let back = ledger.history(&query("r")).await.unwrap();
         assert_eq!(back[0].detail.as_deref(), Some("d\u{FFFD}"));
+    }
+
+    #[sqlx::test(migrations = "./migrations")]
+    async fn a_4_kb_request_id_is_stored_as_its_first_128_bytes(pool: PgPool) {
+        let ledger = Ledger::from_pool(pool.clone());
+        // Random hex, as a real id would be: PostgreSQL compresses index
+        // entries, so a repetitive 4 KB value would fit the index anyway.
+        let long: String = (0..256).map(|_| hex::encode(rand::random::<[u8; 8]>())).collect();
+        assert_eq!(long.len(), 4096);
+        let batch = LedgerBatch {
+            calls: vec![CallRow {
+                request_id: Some(long.clone()),
+                ..call("r", &["a"], t(0, 0))
+            }],
+            outcomes: vec![OutcomeRow {
+                request_id: Some(long.clone()),
+                ..outcome("j", "r", "a", UserOutcome::Kicked, t(0, 0))
+            }],
+            ..Default::default()
+        };
+        ledger.write(&batch).await.unwrap();
+        let stored: String = sqlx::query_scalar("SELECT request_id FROM api_calls")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, long[..crate::zego::client::MAX_REQUEST_ID_BYTES]);
+        let back = ledger.history(&query("r")).await.unwrap();
+        assert_eq!(back[0].request_id.as_deref(), Some(stored.as_str()));
+
+        // What an unbounded value does to the index: a permanent error.
+        let err = sqlx::query("INSERT INTO api_calls (app_id, room_id, user_ids, attempt, request_id, latency, started_at) VALUES (1, 'r', '{}', 1, $1, '0', now())")
+            .bind(&long)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        let err = LedgerError::from(err);
+        assert!(err.to_string().contains("api_calls_request_id"), "{err}");
+        assert!(!err.is_unavailable(), "54000 is permanent, not an outage: {err}");
     }
 
     #[sqlx::test(migrations = "./migrations")]

@@ -477,3 +477,70 @@ async fn a_rerun_of_a_file_with_another_group_size_kicks_no_one_twice() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4_kb_request_id_is_stored_as_a_128_byte_prefix_and_the_job_is_acked() {
+    let db = TestDb::new().await;
+    let ns = Ns::new("long-rid");
+    let mock = mock(1000).await;
+    mock.set_faults(vec![
+        kickq::mock_zego::parse_fault("room=long-*,request_id_bytes=4096").unwrap()
+    ]);
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    broker
+        .publish_many(&ns.names.requests, &[job("long-1", &["a", "b"], None)])
+        .await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.database_url = Some(Secret::new(db.url.clone()));
+    let worker = spawn_worker(cfg).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the call's rows, or the worker's end",
+        || async {
+            // The worker creates the tables at start: until then the count fails.
+            let rows = sqlx::query_scalar::<_, i64>("select count(*) from user_outcomes")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+            worker.handle.is_finished() || rows == 2
+        },
+    )
+    .await;
+    assert!(
+        !worker.handle.is_finished(),
+        "the worker stopped: {:?}",
+        worker.handle.await
+    );
+    wait_for(Duration::from_secs(10), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
+    let summary = worker.stop().await;
+    assert_eq!(summary.tally.acked, 1, "the job is acked");
+    assert_eq!(mock.kicked().len(), 2);
+    assert_eq!(broker.depth(&ns.names.dead).await, 0);
+
+    let call: (String, i64) = sqlx::query_as("select request_id, code from api_calls")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(call.0.len(), 128, "{}", call.0);
+    assert!(
+        call.0.starts_with("mock-"),
+        "the prefix of what the API sent: {}",
+        call.0
+    );
+    assert_eq!(call.1, 0);
+    let outcomes: Vec<(String, String)> = sqlx::query_as("select outcome, request_id from user_outcomes")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for (outcome, request_id) in &outcomes {
+        assert_eq!(outcome, "kicked");
+        assert_eq!(request_id, &call.0, "outcomes carry the same stored RequestId");
+    }
+    pool.close().await;
+    db.drop_db().await;
+}
