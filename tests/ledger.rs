@@ -400,6 +400,8 @@ async fn prune_asks_for_yes_counts_in_a_dry_run_and_reports_json() {
             "api_calls": 1,
             "user_outcomes": 3,
             "dry_run": true,
+            "batches": 0,
+            "interrupted": false,
         })
     );
     assert_eq!(rows(&pool).await, before);
@@ -541,6 +543,81 @@ async fn a_4_kb_request_id_is_stored_as_a_128_byte_prefix_and_the_job_is_acked()
         assert_eq!(outcome, "kicked");
         assert_eq!(request_id, &call.0, "outcomes carry the same stored RequestId");
     }
+    pool.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_goes_in_batches_and_a_stop_between_them_reports_what_went() {
+    let db = TestDb::new().await;
+    kickq::ledger::Ledger::connect(&db.url)
+        .await
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "insert into job_receipts (job_id, app_id, room_id, user_ids, attempts, redelivered, received_at) \
+         select 'j' || i, 1, 'r', '{a}', 0, false, now() - make_interval(days => case when i = 0 then 1 else 200 end) \
+         from generate_series(0, 7) as i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into user_outcomes (job_id, app_id, room_id, user_id, outcome, at) \
+         select 'j', 1, 'r', 'u' || i, 'kicked', now() - make_interval(days => case when i = 0 then 1 else 200 end) \
+         from generate_series(0, 5) as i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows(&pool).await, [8, 0, 6]);
+    let run = |stop_after: Option<&str>, extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kickq"));
+        cmd.args(["ledger", "prune", "--older-than", "90d", "--yes", "--batch-rows", "2"])
+            .args(extra)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null());
+        if let Some(k) = stop_after {
+            cmd.env(kickq::cli::ledger::PRUNE_STOP_AFTER_ENV, k);
+        }
+        let out = cmd.output().unwrap();
+        let (stdout, stderr) = text(&out);
+        (out.status, stdout, stderr)
+    };
+
+    // Stopped after two batches, as Ctrl-C between them would: 4 receipts
+    // gone and committed, reported, exit 130.
+    let (status, stdout, stderr) = run(Some("2"), &["--json"]);
+    assert_eq!(status.code(), Some(130), "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (
+            &v["job_receipts"],
+            &v["user_outcomes"],
+            &v["batches"],
+            &v["interrupted"]
+        ),
+        (&4.into(), &0.into(), &2.into(), &true.into()),
+        "{v}"
+    );
+    assert!(stderr.contains("interrupted after 2 batch(es)"), "{stderr}");
+    assert_eq!(rows(&pool).await, [4, 0, 6]);
+
+    // A rerun finishes: 3 receipts in 2 batches, 5 outcomes in 3.
+    let (status, stdout, stderr) = run(None, &[]);
+    assert!(status.success(), "{stdout}{stderr}");
+    for line in [
+        "removed 3 rows from job_receipts",
+        "removed 5 rows from user_outcomes",
+        "in 5 batch(es) of at most 2 rows; done",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    assert_eq!(rows(&pool).await, [1, 0, 1], "only the recent rows are left");
     pool.close().await;
     db.drop_db().await;
 }
