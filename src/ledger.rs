@@ -20,6 +20,7 @@ use sqlx::{QueryBuilder, Row};
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -34,6 +35,13 @@ pub const MAX_CONNECTIONS: u32 = 4;
 /// How long a statement waits for a free or new connection before the call
 /// fails as [`LedgerError::Unavailable`].
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows one prune batch deletes at most, by default. Each batch is its own
+/// statement and transaction, so the first prune of a 100 M-row table holds
+/// no lock and no undeleted snapshot for hours, can be stopped between
+/// batches losing nothing, and lets autovacuum keep up; 10,000 rows (a few
+/// MB of WAL) keep a batch well under a second on modest hardware while the
+/// round trips stay negligible.
+pub const PRUNE_BATCH_ROWS: u64 = 10_000;
 /// `application_name` the ledger's sessions show in `pg_stat_activity`, unless
 /// the URL names another.
 pub const APPLICATION_NAME: &str = "kickq";
@@ -337,6 +345,90 @@ pub struct PruneCounts {
     pub outcomes: u64,
 }
 
+/// A prune table, in the order [`Ledger::prune_batched`] empties them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneTable {
+    /// `job_receipts`, by `received_at`.
+    JobReceipts,
+    /// `api_calls`, by `started_at`.
+    ApiCalls,
+    /// `user_outcomes`, by `at`.
+    UserOutcomes,
+}
+
+impl PruneTable {
+    /// Every table, in pruning order.
+    pub const ALL: [PruneTable; 3] = [PruneTable::JobReceipts, PruneTable::ApiCalls, PruneTable::UserOutcomes];
+
+    /// The table's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PruneTable::JobReceipts => "job_receipts",
+            PruneTable::ApiCalls => "api_calls",
+            PruneTable::UserOutcomes => "user_outcomes",
+        }
+    }
+
+    /// One batch: the oldest `$2` rows before `$1`, picked on the table's
+    /// time index and deleted by primary key.
+    fn delete_batch_sql(self) -> &'static str {
+        match self {
+            PruneTable::JobReceipts => {
+                "DELETE FROM job_receipts WHERE id = ANY(ARRAY(
+                     SELECT id FROM job_receipts WHERE received_at < $1 ORDER BY received_at LIMIT $2))"
+            }
+            PruneTable::ApiCalls => {
+                "DELETE FROM api_calls WHERE id = ANY(ARRAY(
+                     SELECT id FROM api_calls WHERE started_at < $1 ORDER BY started_at LIMIT $2))"
+            }
+            PruneTable::UserOutcomes => {
+                "DELETE FROM user_outcomes WHERE id = ANY(ARRAY(
+                     SELECT id FROM user_outcomes WHERE at < $1 ORDER BY at LIMIT $2))"
+            }
+        }
+    }
+}
+
+impl PruneCounts {
+    /// Rows of all three tables.
+    pub fn total(&self) -> u64 {
+        self.receipts + self.calls + self.outcomes
+    }
+
+    fn add(&mut self, table: PruneTable, n: u64) {
+        match table {
+            PruneTable::JobReceipts => self.receipts += n,
+            PruneTable::ApiCalls => self.calls += n,
+            PruneTable::UserOutcomes => self.outcomes += n,
+        }
+    }
+}
+
+/// What [`Ledger::prune_batched`] tells its callback after each committed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneProgress {
+    /// The table the batch deleted from.
+    pub table: PruneTable,
+    /// Rows that batch deleted.
+    pub rows: u64,
+    /// Batches committed so far, this one included.
+    pub batches: u64,
+    /// Rows removed so far, per table.
+    pub removed: PruneCounts,
+}
+
+/// How a [`Ledger::prune_batched`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PruneRun {
+    /// Rows removed, per table (every batch counted here committed).
+    pub removed: PruneCounts,
+    /// Batches committed.
+    pub batches: u64,
+    /// False when the callback stopped it before every old row was gone.
+    pub complete: bool,
+}
+
 /// A migration embedded in the binary that the database has not applied yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PendingMigration {
@@ -462,16 +554,53 @@ impl Ledger {
     }
 
     /// Deletes every row older than `cutoff` (by `received_at`, `started_at`
-    /// and `at`) from all three tables, in one transaction.
+    /// and `at`) from all three tables, in batches of [`PRUNE_BATCH_ROWS`]
+    /// (see [`Ledger::prune_batched`]).
     pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneCounts, LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        let counts = PruneCounts {
-            receipts: delete_receipts_before(&mut tx, cutoff).await?,
-            calls: delete_calls_before(&mut tx, cutoff).await?,
-            outcomes: delete_outcomes_before(&mut tx, cutoff).await?,
-        };
-        tx.commit().await?;
-        Ok(counts)
+        let run = self
+            .prune_batched(cutoff, PRUNE_BATCH_ROWS, |_| ControlFlow::Continue(()))
+            .await?;
+        Ok(run.removed)
+    }
+
+    /// Deletes the rows older than `cutoff`, table by table, at most
+    /// `batch_rows` (at least 1) per batch, each batch one statement in its
+    /// own transaction. After each committed batch `progress` sees the totals
+    /// so far; `Break` stops before the next batch (what was deleted stays
+    /// deleted and is reported). An error leaves earlier batches committed;
+    /// a rerun picks up where it stopped.
+    pub async fn prune_batched(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_rows: u64,
+        mut progress: impl FnMut(&PruneProgress) -> ControlFlow<()>,
+    ) -> Result<PruneRun, LedgerError> {
+        let limit = i64::try_from(batch_rows.max(1)).unwrap_or(i64::MAX);
+        let mut run = PruneRun::default();
+        for table in PruneTable::ALL {
+            loop {
+                let rows = delete_batch_before(&self.pool, table, cutoff, limit).await?;
+                if rows == 0 {
+                    break;
+                }
+                run.batches += 1;
+                run.removed.add(table, rows);
+                let seen = PruneProgress {
+                    table,
+                    rows,
+                    batches: run.batches,
+                    removed: run.removed,
+                };
+                if progress(&seen).is_break() {
+                    return Ok(run);
+                }
+                if rows < limit as u64 {
+                    break;
+                }
+            }
+        }
+        run.complete = true;
+        Ok(run)
     }
 
     /// The rows [`Ledger::prune`] would delete for `cutoff`, counted in one
@@ -523,6 +652,19 @@ fn pg_text(s: &str) -> Cow<'_, str> {
 
 fn pg_opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(pg_text)
+}
+
+/// A `RequestId` as stored: bounded by
+/// [`crate::zego::client::bound_request_id`] (the client already bounds what
+/// it returns; this covers every other writer), since an entry over about
+/// 2.7 KB fails the `api_calls_request_id` index (SQLSTATE 54000) and with
+/// it the whole batch, for good. Borrowed when already within bounds.
+fn pg_request_id(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref()
+        .map(|id| match crate::zego::client::bound_request_id(id.as_bytes()) {
+            (_, false) => Cow::Borrowed(id),
+            (kept, true) => Cow::Owned(kept),
+        })
 }
 
 /// A user list as one `jsonb` value, so a per-row `text[]` fits in an
@@ -597,7 +739,7 @@ async fn insert_calls(conn: &mut PgConnection, rows: &[CallRow]) -> Result<u64, 
         .bind(rows.iter().map(|c| i64::from(c.attempt)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.code).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| pg_opt_text(&c.message)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| pg_opt_text(&c.request_id)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| pg_request_id(&c.request_id)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.http_status.map(i32::from)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| pg_opt_text(&c.transport_error)).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| pg_interval(c.latency)).collect::<Vec<_>>())
@@ -627,7 +769,7 @@ async fn insert_outcomes(conn: &mut PgConnection, rows: &[OutcomeRow]) -> Result
         .bind(rows.iter().map(|o| pg_opt_text(&o.reason)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.outcome.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.code).collect::<Vec<_>>())
-        .bind(rows.iter().map(|o| pg_opt_text(&o.request_id)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|o| pg_request_id(&o.request_id)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| pg_opt_text(&o.detail)).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.at).collect::<Vec<_>>())
         .execute(conn)
@@ -774,29 +916,20 @@ async fn select_applied_versions(pool: &PgPool) -> Result<HashSet<i64>, sqlx::Er
     }
 }
 
-/// Pruning of `job_receipts`, served by `job_receipts_received_at`.
-async fn delete_receipts_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM job_receipts WHERE received_at < $1")
+/// One prune batch of `table` ([`PruneTable::delete_batch_sql`]): the
+/// subselect walks the table's time index (`job_receipts_received_at`,
+/// `api_calls_started_at`, `user_outcomes_at`) and the delete probes the
+/// primary key. Autocommit: the batch is its own transaction.
+async fn delete_batch_before(
+    pool: &PgPool,
+    table: PruneTable,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(table.delete_batch_sql())
         .bind(cutoff)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
-}
-
-/// Pruning of `api_calls`, served by `api_calls_started_at`.
-async fn delete_calls_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM api_calls WHERE started_at < $1")
-        .bind(cutoff)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
-}
-
-/// Pruning of `user_outcomes`, served by `user_outcomes_at`.
-async fn delete_outcomes_before(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM user_outcomes WHERE at < $1")
-        .bind(cutoff)
-        .execute(conn)
+        .bind(limit)
+        .execute(pool)
         .await?;
     Ok(done.rows_affected())
 }
@@ -950,7 +1083,9 @@ mod tests {
         for code in ["08006", "08001", "53300", "53100", "57P01", "57P03", "25006"] {
             assert!(sqlstate_unavailable(code), "{code}");
         }
-        for code in ["42P01", "23505", "23514", "22021", "40P01", "57014"] {
+        // Permanent: retrying the same statement fails the same way. 54000
+        // (program_limit_exceeded) is what an over-long index entry raises.
+        for code in ["42P01", "23505", "23514", "22021", "22001", "54000", "40P01", "57014"] {
             assert!(!sqlstate_unavailable(code), "{code}");
         }
     }
@@ -1309,6 +1444,158 @@ mod tests {
         );
     }
 
+    #[sqlx::test(migrations = "./migrations")]
+    async fn prune_works_in_batches_and_stops_between_them(pool: PgPool) {
+        let ledger = Ledger::from_pool(pool.clone());
+        let old = |i: i64| t(i, 0);
+        let recent = Utc::now() - chrono::Duration::days(1);
+        let batch = LedgerBatch {
+            receipts: (0..7)
+                .map(|i| receipt(&format!("old{i}"), "r", &["a"], old(i)))
+                .chain([receipt("new", "r", &["a"], recent)])
+                .collect(),
+            calls: (0..3)
+                .map(|i| call("r", &["a"], old(i)))
+                .chain([call("r", &["a"], recent)])
+                .collect(),
+            outcomes: (0..5)
+                .map(|i| outcome(&format!("old{i}"), "r", "a", UserOutcome::Kicked, old(i)))
+                .chain([outcome("new", "r", "a", UserOutcome::Kicked, recent)])
+                .collect(),
+        };
+        ledger.write(&batch).await.unwrap();
+        let cutoff = prune_cutoff(Utc::now(), Duration::from_secs(30 * 86400));
+
+        // Stopped after the third batch: 3 x 2 receipts, committed and reported.
+        let mut seen = Vec::new();
+        let stopped = ledger
+            .prune_batched(cutoff, 2, |p| {
+                seen.push(*p);
+                if p.batches == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            stopped,
+            PruneRun {
+                removed: PruneCounts {
+                    receipts: 6,
+                    calls: 0,
+                    outcomes: 0
+                },
+                batches: 3,
+                complete: false
+            }
+        );
+        assert_eq!(seen.len(), 3);
+        assert_eq!(count(&pool, "job_receipts").await, 2, "the stop lost nothing");
+
+        // A rerun finishes: 1 receipt, 2+1 calls, 2+2+1 outcomes.
+        let mut seen = Vec::new();
+        let run = ledger
+            .prune_batched(cutoff, 2, |p| {
+                seen.push((p.table, p.rows, p.batches));
+                ControlFlow::Continue(())
+            })
+            .await
+            .unwrap();
+        let want = PruneCounts {
+            receipts: 1,
+            calls: 3,
+            outcomes: 5,
+        };
+        assert_eq!(
+            run,
+            PruneRun {
+                removed: want,
+                batches: 6,
+                complete: true
+            }
+        );
+        use PruneTable::*;
+        assert_eq!(
+            seen,
+            [
+                (JobReceipts, 1, 1),
+                (ApiCalls, 2, 2),
+                (ApiCalls, 1, 3),
+                (UserOutcomes, 2, 4),
+                (UserOutcomes, 2, 5),
+                (UserOutcomes, 1, 6)
+            ],
+            "the callback saw each batch"
+        );
+        for table in ["job_receipts", "api_calls", "user_outcomes"] {
+            assert_eq!(count(&pool, table).await, 1, "only the recent row is left in {table}");
+        }
+        let left = ledger.history(&query("r")).await.unwrap();
+        assert_eq!(left[0].job_id, "new");
+
+        // An exact multiple of the batch size ends with one empty probe.
+        ledger
+            .write(&LedgerBatch {
+                calls: (0..4).map(|i| call("r", &["a"], old(i))).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let run = ledger
+            .prune_batched(cutoff, 2, |_| ControlFlow::Continue(()))
+            .await
+            .unwrap();
+        assert_eq!((run.removed.calls, run.batches, run.complete), (4, 2, true));
+        let run = ledger
+            .prune_batched(cutoff, 0, |_| ControlFlow::Continue(()))
+            .await
+            .unwrap();
+        assert_eq!(
+            run,
+            PruneRun {
+                complete: true,
+                ..PruneRun::default()
+            },
+            "nothing left; 0 counts as 1"
+        );
+    }
+
+    #[sqlx::test(migrations = "./migrations")]
+    async fn prune_batches_use_the_time_and_primary_key_indexes(pool: PgPool) {
+        // Empty tables make seq scans, or a bitmap scan and a sort, cheapest;
+        // forbid them so the plan shows that the indexes can serve a batch,
+        // in order, as they will on a big table.
+        let mut conn = pool.acquire().await.unwrap();
+        for off in ["enable_seqscan", "enable_bitmapscan"] {
+            sqlx::query(&format!("SET {off} = off"))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        for (table, index) in [
+            (PruneTable::JobReceipts, "job_receipts_received_at"),
+            (PruneTable::ApiCalls, "api_calls_started_at"),
+            (PruneTable::UserOutcomes, "user_outcomes_at"),
+        ] {
+            let rows = sqlx::query(&format!("EXPLAIN {}", table.delete_batch_sql()))
+                .bind(t(0, 0))
+                .bind(10_000_i64)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            let text = rows
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(text.contains(index), "{table:?}: {text}");
+            assert!(text.contains(&format!("{}_pkey", table.as_str())), "{table:?}: {text}");
+            assert!(!text.contains("Sort"), "the index gives the order: {text}");
+        }
+    }
+
     #[test]
     fn prune_cutoffs_count_back_from_now_and_stop_at_the_year_1() {
         let now = t(0, 0);
@@ -1397,6 +1684,44 @@ mod tests {
         ledger.write(&batch).await.unwrap();
         let back = ledger.history(&query("r")).await.unwrap();
         assert_eq!(back[0].detail.as_deref(), Some("d\u{FFFD}"));
+    }
+
+    #[sqlx::test(migrations = "./migrations")]
+    async fn a_4_kb_request_id_is_stored_as_its_first_128_bytes(pool: PgPool) {
+        let ledger = Ledger::from_pool(pool.clone());
+        // Random hex, as a real id would be: PostgreSQL compresses index
+        // entries, so a repetitive 4 KB value would fit the index anyway.
+        let long: String = (0..256).map(|_| hex::encode(rand::random::<[u8; 8]>())).collect();
+        assert_eq!(long.len(), 4096);
+        let batch = LedgerBatch {
+            calls: vec![CallRow {
+                request_id: Some(long.clone()),
+                ..call("r", &["a"], t(0, 0))
+            }],
+            outcomes: vec![OutcomeRow {
+                request_id: Some(long.clone()),
+                ..outcome("j", "r", "a", UserOutcome::Kicked, t(0, 0))
+            }],
+            ..Default::default()
+        };
+        ledger.write(&batch).await.unwrap();
+        let stored: String = sqlx::query_scalar("SELECT request_id FROM api_calls")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, long[..crate::zego::client::MAX_REQUEST_ID_BYTES]);
+        let back = ledger.history(&query("r")).await.unwrap();
+        assert_eq!(back[0].request_id.as_deref(), Some(stored.as_str()));
+
+        // What an unbounded value does to the index: a permanent error.
+        let err = sqlx::query("INSERT INTO api_calls (app_id, room_id, user_ids, attempt, request_id, latency, started_at) VALUES (1, 'r', '{}', 1, $1, '0', now())")
+            .bind(&long)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        let err = LedgerError::from(err);
+        assert!(err.to_string().contains("api_calls_request_id"), "{err}");
+        assert!(!err.is_unavailable(), "54000 is permanent, not an outage: {err}");
     }
 
     #[sqlx::test(migrations = "./migrations")]

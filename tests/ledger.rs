@@ -400,6 +400,8 @@ async fn prune_asks_for_yes_counts_in_a_dry_run_and_reports_json() {
             "api_calls": 1,
             "user_outcomes": 3,
             "dry_run": true,
+            "batches": 0,
+            "interrupted": false,
         })
     );
     assert_eq!(rows(&pool).await, before);
@@ -474,6 +476,148 @@ async fn a_rerun_of_a_file_with_another_group_size_kicks_no_one_twice() {
     assert_eq!(mock.kicked().len(), 30, "no one kicked twice");
     let _ = std::fs::remove_file(&ckpt_path);
     let _ = std::fs::remove_file(&path);
+    pool.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4_kb_request_id_is_stored_as_a_128_byte_prefix_and_the_job_is_acked() {
+    let db = TestDb::new().await;
+    let ns = Ns::new("long-rid");
+    let mock = mock(1000).await;
+    mock.set_faults(vec![
+        kickq::mock_zego::parse_fault("room=long-*,request_id_bytes=4096").unwrap()
+    ]);
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    broker
+        .publish_many(&ns.names.requests, &[job("long-1", &["a", "b"], None)])
+        .await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.database_url = Some(Secret::new(db.url.clone()));
+    let worker = spawn_worker(cfg).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the call's rows, or the worker's end",
+        || async {
+            // The worker creates the tables at start: until then the count fails.
+            let rows = sqlx::query_scalar::<_, i64>("select count(*) from user_outcomes")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+            worker.handle.is_finished() || rows == 2
+        },
+    )
+    .await;
+    assert!(
+        !worker.handle.is_finished(),
+        "the worker stopped: {:?}",
+        worker.handle.await
+    );
+    wait_for(Duration::from_secs(10), "drained", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
+    let summary = worker.stop().await;
+    assert_eq!(summary.tally.acked, 1, "the job is acked");
+    assert_eq!(mock.kicked().len(), 2);
+    assert_eq!(broker.depth(&ns.names.dead).await, 0);
+
+    let call: (String, i64) = sqlx::query_as("select request_id, code from api_calls")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(call.0.len(), 128, "{}", call.0);
+    assert!(
+        call.0.starts_with("mock-"),
+        "the prefix of what the API sent: {}",
+        call.0
+    );
+    assert_eq!(call.1, 0);
+    let outcomes: Vec<(String, String)> = sqlx::query_as("select outcome, request_id from user_outcomes")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for (outcome, request_id) in &outcomes {
+        assert_eq!(outcome, "kicked");
+        assert_eq!(request_id, &call.0, "outcomes carry the same stored RequestId");
+    }
+    pool.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_goes_in_batches_and_a_stop_between_them_reports_what_went() {
+    let db = TestDb::new().await;
+    kickq::ledger::Ledger::connect(&db.url)
+        .await
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "insert into job_receipts (job_id, app_id, room_id, user_ids, attempts, redelivered, received_at) \
+         select 'j' || i, 1, 'r', '{a}', 0, false, now() - make_interval(days => case when i = 0 then 1 else 200 end) \
+         from generate_series(0, 7) as i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into user_outcomes (job_id, app_id, room_id, user_id, outcome, at) \
+         select 'j', 1, 'r', 'u' || i, 'kicked', now() - make_interval(days => case when i = 0 then 1 else 200 end) \
+         from generate_series(0, 5) as i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows(&pool).await, [8, 0, 6]);
+    let run = |stop_after: Option<&str>, extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kickq"));
+        cmd.args(["ledger", "prune", "--older-than", "90d", "--yes", "--batch-rows", "2"])
+            .args(extra)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null());
+        if let Some(k) = stop_after {
+            cmd.env(kickq::cli::ledger::PRUNE_STOP_AFTER_ENV, k);
+        }
+        let out = cmd.output().unwrap();
+        let (stdout, stderr) = text(&out);
+        (out.status, stdout, stderr)
+    };
+
+    // Stopped after two batches, as Ctrl-C between them would: 4 receipts
+    // gone and committed, reported, exit 130.
+    let (status, stdout, stderr) = run(Some("2"), &["--json"]);
+    assert_eq!(status.code(), Some(130), "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (
+            &v["job_receipts"],
+            &v["user_outcomes"],
+            &v["batches"],
+            &v["interrupted"]
+        ),
+        (&4.into(), &0.into(), &2.into(), &true.into()),
+        "{v}"
+    );
+    assert!(stderr.contains("interrupted after 2 batch(es)"), "{stderr}");
+    assert_eq!(rows(&pool).await, [4, 0, 6]);
+
+    // A rerun finishes: 3 receipts in 2 batches, 5 outcomes in 3.
+    let (status, stdout, stderr) = run(None, &[]);
+    assert!(status.success(), "{stdout}{stderr}");
+    for line in [
+        "removed 3 rows from job_receipts",
+        "removed 5 rows from user_outcomes",
+        "in 5 batch(es) of at most 2 rows; done",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    assert_eq!(rows(&pool).await, [1, 0, 1], "only the recent rows are left");
     pool.close().await;
     db.drop_db().await;
 }

@@ -437,3 +437,32 @@ async fn control_routes_over_http_with_serve() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_long_or_malformed_request_id_is_kept_bounded_and_the_answer_stands() {
+    use kickq::zego::client::MAX_REQUEST_ID_BYTES;
+    let mock = mock(0).await;
+    mock.set_faults(vec![FaultRule::new("long-*", FaultEffect::RequestIdBytes(4096))]);
+    let call = client(&mock.base_url()).kickout("long-1", &ids(&["a"]), None).await;
+    assert_eq!(code(&call), 0, "a kick that answered 0 is a kick");
+    let id = call.result.unwrap().request_id;
+    assert_eq!(id.len(), MAX_REQUEST_ID_BYTES, "{id}");
+    assert!(id.starts_with("mock-"), "{id}");
+    assert_eq!(mock.kicked().len(), 1);
+
+    // Oddities a JSON string can hold: a lone surrogate escape, a control
+    // character; the answer is still the API's answer.
+    let odd = spawn_server(Router::new().fallback(|| async {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"Code":0,"Message":"success","RequestId":"req-\ud800-\u0007-end"}"#,
+        )
+    }))
+    .await;
+    let call = client(&odd).kickout("r", &ids(&["a"]), None).await;
+    assert_eq!(code(&call), 0);
+    assert_eq!(
+        call.result.unwrap().request_id,
+        "req-\u{FFFD}\u{FFFD}\u{FFFD}-\u{FFFD}-end"
+    );
+}

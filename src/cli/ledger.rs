@@ -2,14 +2,22 @@
 //! subcommand that opens the audit ledger.
 
 use super::confirm::{ask, Answer, ConfirmArgs, Consent};
+use super::progress::Progress;
+use super::Interrupted;
 use crate::amqp::headers::rfc3339;
 use crate::config::{parse_duration, ConfigError};
-use crate::ledger::{prune_cutoff, Ledger, PruneCounts};
+use crate::ledger::{prune_cutoff, Ledger, PruneCounts, PruneRun, PRUNE_BATCH_ROWS};
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 use std::fmt;
 use std::io::IsTerminal;
+use std::ops::ControlFlow;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Test hook: when set to K, `ledger prune` stops after K batches exactly as
+/// Ctrl-C between batches would.
+pub const PRUNE_STOP_AFTER_ENV: &str = "KICKQ_PRUNE_STOP_AFTER";
 
 /// Environment variable holding the ledger's PostgreSQL URL.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
@@ -114,6 +122,11 @@ pub struct PruneArgs {
     /// everything.
     #[arg(long = "older-than", value_name = "AGE", value_parser = parse_age)]
     pub older_than: Duration,
+    /// Rows deleted per batch, each batch its own transaction; Ctrl-C stops
+    /// between batches.
+    #[arg(long = "batch-rows", value_name = "N", default_value_t = PRUNE_BATCH_ROWS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_rows: u64,
     /// --dry-run, --yes, --json.
     #[command(flatten)]
     pub confirm: ConfirmArgs,
@@ -143,43 +156,104 @@ async fn run_prune(args: PruneArgs) -> anyhow::Result<()> {
     let ledger = args.database.ledger().await?;
     // One cutoff for the count, the question and the delete.
     let cutoff = prune_cutoff(Utc::now(), args.older_than);
-    let counts = if args.confirm.dry_run {
-        ledger.count_prunable(cutoff).await?
-    } else {
-        if consent == Consent::Ask {
-            let would = ledger.count_prunable(cutoff).await?;
-            if total(&would) == 0 {
-                eprintln!(
-                    "no row of the audit ledger is older than {}; nothing to prune",
-                    rfc3339(cutoff)
-                );
-                return Ok(());
-            }
-            // Ctrl-C at the prompt ends the process (no handler): nothing is deleted.
-            let never = tokio_util::sync::CancellationToken::new();
-            if ask(&prune_question(&would, cutoff), &never).await? != Answer::Yes {
-                bail!("not confirmed; nothing deleted");
-            }
+    if args.confirm.dry_run {
+        let counts = ledger.count_prunable(cutoff).await?;
+        let run = PruneRun {
+            removed: counts,
+            batches: 0,
+            complete: true,
+        };
+        print_prune(&args, cutoff, &run);
+        return Ok(());
+    }
+    let would = if consent == Consent::Ask {
+        let would = ledger.count_prunable(cutoff).await?;
+        if would.total() == 0 {
+            eprintln!(
+                "no row of the audit ledger is older than {}; nothing to prune",
+                rfc3339(cutoff)
+            );
+            return Ok(());
         }
-        ledger.prune(cutoff).await?
-    };
-    if args.confirm.json {
-        println!("{}", prune_json(args.older_than, cutoff, &counts, args.confirm.dry_run));
+        // Ctrl-C at the prompt ends the process (no handler): nothing is deleted.
+        let never = CancellationToken::new();
+        if ask(&prune_question(&would, cutoff), &never).await? != Answer::Yes {
+            bail!("not confirmed; nothing deleted");
+        }
+        Some(would)
     } else {
-        print!("{}", prune_report(&counts, cutoff, args.confirm.dry_run));
+        None
+    };
+    // From here on Ctrl-C stops between batches: each one committed is
+    // reported, the rest stays for a rerun.
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
+    let total = match would {
+        Some(w) => w.total(),
+        // The bar's total; one indexed count, stoppable like the batches.
+        None => tokio::select! {
+            c = ledger.count_prunable(cutoff) => c?.total(),
+            _ = stop.cancelled() => {
+                eprintln!("kickq: interrupted; nothing deleted");
+                return Err(Interrupted.into());
+            }
+        },
+    };
+    let stop_after: Option<u64> = std::env::var(PRUNE_STOP_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+    let mut progress = Progress::new("prune", "rows", total);
+    let run = ledger
+        .prune_batched(cutoff, args.batch_rows, |p| {
+            progress.inc(p.rows);
+            if stop_after.is_some_and(|k| p.batches >= k) {
+                stop.cancel();
+            }
+            if stop.is_cancelled() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await;
+    progress.finish();
+    let run = run?;
+    print_prune(&args, cutoff, &run);
+    if !run.complete {
+        eprintln!(
+            "kickq: interrupted after {} batch(es); the rows removed are reported above, the rest are untouched: run it again to finish",
+            run.batches
+        );
+        return Err(Interrupted.into());
     }
     Ok(())
 }
 
-fn total(c: &PruneCounts) -> u64 {
-    c.receipts + c.calls + c.outcomes
+fn print_prune(args: &PruneArgs, cutoff: DateTime<Utc>, run: &PruneRun) {
+    let dry_run = args.confirm.dry_run;
+    if args.confirm.json {
+        println!("{}", prune_json(args.older_than, cutoff, run, dry_run));
+    } else {
+        print!("{}", prune_report(&run.removed, cutoff, dry_run));
+        if !dry_run {
+            println!("{}", batches_line(run, args.batch_rows));
+        }
+    }
+}
+
+/// The line after a prune's report: how many batches, and whether it finished.
+pub fn batches_line(run: &PruneRun, batch_rows: u64) -> String {
+    let end = if run.complete {
+        "done"
+    } else {
+        "interrupted; the older rows left are untouched"
+    };
+    format!("in {} batch(es) of at most {batch_rows} rows; {end}", run.batches)
 }
 
 /// The confirmation question of `kickq ledger prune`.
 pub fn prune_question(would: &PruneCounts, cutoff: DateTime<Utc>) -> String {
     format!(
         "delete {} row(s) older than {} from the audit ledger ({} job_receipts, {} api_calls, {} user_outcomes)?",
-        total(would),
+        would.total(),
         rfc3339(cutoff),
         would.receipts,
         would.calls,
@@ -215,10 +289,14 @@ struct PruneJson {
     api_calls: u64,
     user_outcomes: u64,
     dry_run: bool,
+    batches: u64,
+    interrupted: bool,
 }
 
-/// The `--json` object of `kickq ledger prune`, on one line.
-pub fn prune_json(older_than: Duration, cutoff: DateTime<Utc>, counts: &PruneCounts, dry_run: bool) -> String {
+/// The `--json` object of `kickq ledger prune`, on one line. `batches` and
+/// `interrupted` came after the first six keys, which keep their meaning.
+pub fn prune_json(older_than: Duration, cutoff: DateTime<Utc>, run: &PruneRun, dry_run: bool) -> String {
+    let counts = &run.removed;
     let v = PruneJson {
         older_than_s: older_than.as_secs(),
         cutoff: rfc3339(cutoff),
@@ -226,6 +304,8 @@ pub fn prune_json(older_than: Duration, cutoff: DateTime<Utc>, counts: &PruneCou
         api_calls: counts.calls,
         user_outcomes: counts.outcomes,
         dry_run,
+        batches: run.batches,
+        interrupted: !run.complete,
     };
     serde_json::to_string(&v).expect("a struct of numbers and strings always serializes")
 }
@@ -331,10 +411,27 @@ mod tests {
 
     #[test]
     fn prune_json_has_a_fixed_shape() {
+        let dry = PruneRun {
+            removed: COUNTS,
+            batches: 0,
+            complete: true,
+        };
         assert_eq!(
-            prune_json(Duration::from_secs(90 * 86400), cutoff(), &COUNTS, true),
-            r#"{"older_than_s":7776000,"cutoff":"2024-02-01T00:00:00.000Z","job_receipts":12,"api_calls":3,"user_outcomes":1500,"dry_run":true}"#
+            prune_json(Duration::from_secs(90 * 86400), cutoff(), &dry, true),
+            r#"{"older_than_s":7776000,"cutoff":"2024-02-01T00:00:00.000Z","job_receipts":12,"api_calls":3,"user_outcomes":1500,"dry_run":true,"batches":0,"interrupted":false}"#
         );
+        let stopped = PruneRun {
+            batches: 4,
+            complete: false,
+            ..dry
+        };
+        assert!(prune_json(Duration::ZERO, cutoff(), &stopped, false)
+            .ends_with(r#""dry_run":false,"batches":4,"interrupted":true}"#));
+        assert_eq!(
+            batches_line(&stopped, 10_000),
+            "in 4 batch(es) of at most 10000 rows; interrupted; the older rows left are untouched"
+        );
+        assert_eq!(batches_line(&dry, 2), "in 0 batch(es) of at most 2 rows; done");
         assert_eq!(
             prune_question(&COUNTS, cutoff()),
             "delete 1515 row(s) older than 2024-02-01T00:00:00.000Z from the audit ledger (12 job_receipts, 3 \
@@ -351,5 +448,11 @@ mod tests {
             .unwrap()
             .command;
         assert!(!p.confirm.dry_run && !p.confirm.json && !p.confirm.yes);
+        assert_eq!(p.batch_rows, PRUNE_BATCH_ROWS);
+        let LedgerCommand::Prune(p) = Cli::try_parse_from(["t", "prune", "--older-than", "1d", "--batch-rows", "2"])
+            .unwrap()
+            .command;
+        assert_eq!(p.batch_rows, 2);
+        assert!(Cli::try_parse_from(["t", "prune", "--older-than", "1d", "--batch-rows", "0"]).is_err());
     }
 }

@@ -44,11 +44,13 @@ pub struct MockZegoArgs {
     /// (answer code N), http500 (HTML error page), latency=DURATION (delay,
     /// e.g. 500ms; adds up), hang (never answer), reset (drop the
     /// connection), users=GLOB,absent (those users are not in the room:
-    /// 50002). Modifiers: first=N (only the first N matching calls),
+    /// 50002), request_id_bytes=N (answer as usual, with a RequestId of N
+    /// bytes; adds to any other rule). Modifiers: first=N (only the first N matching calls),
     /// error-rate=P (fire with probability P). Examples: room=bad-*,code=2,
     /// room=flaky-*,code=1,first=3, room=slow-*,latency=500ms,
     /// room=*,http500, room=hang-*,hang, room=reset-*,reset,
-    /// room=*,error-rate=0.1,code=1, users=ghost-*,absent
+    /// room=*,error-rate=0.1,code=1, users=ghost-*,absent,
+    /// room=long-*,request_id_bytes=4096
     #[arg(long = "fault", value_name = "RULE", value_parser = fault_arg)]
     pub faults: Vec<FaultRule>,
 
@@ -197,6 +199,7 @@ mod tests {
         for needle in [
             "room=flaky-*,code=1,first=3",
             "users=ghost-*,absent",
+            "room=long-*,request_id_bytes=4096",
             "ZEGO_SERVER_SECRET",
             "MOCK_ZEGO_RATE_LIMIT",
         ] {

@@ -100,18 +100,18 @@ impl Engine {
         let clock = system_unix.saturating_add(self.clock_offset_secs);
         let app_id = match verify::check_auth(&q, self.app_id, &self.secret, clock) {
             Ok(app_id) => app_id,
-            Err(code) => return self.finish(record, Answer::Code(code), Duration::ZERO),
+            Err(code) => return self.finish(record, Answer::Code(code), Duration::ZERO, None),
         };
         record.app_id = Some(app_id);
         // Every authenticated request counts, refused ones included: the
         // vendor's limit is on requests, not on successes.
         let in_window = self.rate_window.record(now);
         if self.rate_limit > 0 && in_window > self.rate_limit as usize {
-            return self.finish(record, Answer::RateLimited, Duration::ZERO);
+            return self.finish(record, Answer::RateLimited, Duration::ZERO, None);
         }
         let call = match verify::check_call(&q, self.id_charset) {
             Ok(call) => call,
-            Err(code) => return self.finish(record, Answer::Code(code), Duration::ZERO),
+            Err(code) => return self.finish(record, Answer::Code(code), Duration::ZERO, None),
         };
         let plan = faults::plan(
             &self.faults,
@@ -131,13 +131,19 @@ impl Engine {
                 Answer::Code(OK)
             }
         };
-        self.finish(record, answer, plan.latency)
+        self.finish(record, answer, plan.latency, plan.request_id_bytes)
     }
 
-    fn finish(&mut self, mut record: CallRecord, answer: Answer, latency: Duration) -> Reply {
+    fn finish(
+        &mut self,
+        mut record: CallRecord,
+        answer: Answer,
+        latency: Duration,
+        request_id_bytes: Option<usize>,
+    ) -> Reply {
         let outcome = match answer {
-            Answer::Code(code) => self.json(code),
-            Answer::RateLimited => self.json(verify::RATE_LIMITED),
+            Answer::Code(code) => self.json(code, request_id_bytes),
+            Answer::RateLimited => self.json(verify::RATE_LIMITED, request_id_bytes),
             Answer::Http500 => Outcome::Http500,
             Answer::Hang => Outcome::Hang,
             Answer::Reset => Outcome::Reset,
@@ -151,12 +157,15 @@ impl Engine {
         Reply { latency, outcome }
     }
 
-    fn json(&mut self, code: i64) -> Outcome {
+    /// A JSON answer with a fresh `RequestId`, padded or cut to `bytes` when
+    /// a request-id fault fired.
+    fn json(&mut self, code: i64, bytes: Option<usize>) -> Outcome {
         self.request_seq += 1;
-        Outcome::Json {
-            code,
-            request_id: format!("mock-{}-{:08}", self.request_prefix, self.request_seq),
+        let mut request_id = format!("mock-{}-{:08}", self.request_prefix, self.request_seq);
+        if let Some(n) = bytes {
+            request_id = sized_request_id(request_id, n);
         }
+        Outcome::Json { code, request_id }
     }
 
     /// Replaces the fault rules and restarts their match counts.
@@ -202,6 +211,21 @@ impl Engine {
         self.rate_window.clear();
         self.fault_matches.iter_mut().for_each(|m| *m = 0);
     }
+}
+
+/// `id` made exactly `n` bytes long: cut (the id is ASCII), or padded with
+/// `-` and random hex, so the tail looks like an id and does not compress
+/// (PostgreSQL compresses long index entries: a repetitive filler would fit
+/// an index that a real, random one overflows).
+fn sized_request_id(mut id: String, n: usize) -> String {
+    if id.len() < n {
+        id.push('-');
+    }
+    while id.len() < n {
+        id.push_str(&hex::encode(rand::random::<[u8; 16]>()));
+    }
+    id.truncate(n);
+    id
 }
 
 #[cfg(test)]
@@ -423,5 +447,24 @@ mod tests {
             })
             .collect();
         assert_eq!(ids.len(), 100);
+    }
+
+    #[test]
+    fn a_request_id_fault_sizes_the_id_of_a_normal_answer() {
+        let rule = FaultRule::new("long-*", FaultEffect::RequestIdBytes(4096));
+        let mut e = Engine::new(&config(0, vec![rule]));
+        let reply = e.handle(&signed("long-1", &["a"], "s3cret", NOW), at(0), NOW, &mut || 0.0);
+        let Outcome::Json { code, request_id } = reply.outcome else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(code, 0, "the call succeeds");
+        assert_eq!(request_id.len(), 4096);
+        assert!(request_id.starts_with("mock-") && request_id.is_ascii(), "{request_id}");
+        assert_eq!(e.log().kicked.len(), 1, "the user is kicked");
+        let other = e.handle(&signed("short", &["a"], "s3cret", NOW), at(1), NOW, &mut || 0.0);
+        assert!(matches!(other.outcome, Outcome::Json { request_id, .. } if request_id.len() < 64));
+        for n in [0, 1, 5, 22, 23, 24, 100] {
+            assert_eq!(sized_request_id("mock-abcd1234-00000001".into(), n).len(), n, "{n}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! hang               never answer                     room=hang-*,hang
 //! reset              drop the connection              room=reset-*,reset
 //! users=GLOB,absent  those users are not in the room  users=ghost-*,absent
+//! request_id_bytes=N answer as usual, RequestId N bytes  room=long-*,request_id_bytes=4096
 //! first=N            only the first N matching calls  room=flaky-*,code=1,first=3
 //! error-rate=P       fire with probability P (0..=1)  room=*,error-rate=0.1,code=1
 //! ```
@@ -73,6 +74,12 @@ pub fn parse_fault(text: &str) -> Result<FaultRule, FaultSyntaxError> {
                 let ms = u64::try_from(d.as_millis()).map_err(|_| fail(format!("latency {v} is too long")))?;
                 effects.push(FaultEffect::LatencyMs(ms));
             }
+            ("request_id_bytes", Some(v)) => {
+                let n = v
+                    .parse()
+                    .map_err(|_| fail(format!("request_id_bytes {v:?} is not a byte count")))?;
+                effects.push(FaultEffect::RequestIdBytes(n));
+            }
             ("http500", None) => effects.push(FaultEffect::Http500),
             ("hang", None) => effects.push(FaultEffect::Hang),
             ("reset", None) => effects.push(FaultEffect::Reset),
@@ -91,7 +98,7 @@ pub fn parse_fault(text: &str) -> Result<FaultRule, FaultSyntaxError> {
         1 => effects.remove(0),
         0 => {
             return Err(fail(
-                "no effect (code=N, http500, latency=D, hang, reset or absent)".into(),
+                "no effect (code=N, http500, latency=D, hang, reset, absent or request_id_bytes=N)".into(),
             ))
         }
         _ => return Err(fail("more than one effect; use one --fault per effect".into())),
@@ -154,6 +161,10 @@ mod tests {
             ("code=5018", rule("*", None, None, FaultEffect::Code(5018))),
             (" room = r , code = -1 ", rule("r", None, None, FaultEffect::Code(-1))),
             ("reset,first=1,room=x", rule("x", Some(1), None, FaultEffect::Reset)),
+            (
+                "room=long-*,request_id_bytes=4096",
+                rule("long-*", None, None, FaultEffect::RequestIdBytes(4096)),
+            ),
         ];
         for (text, want) in table {
             assert_eq!(parse_fault(text), Ok(want), "{text}");
@@ -177,6 +188,9 @@ mod tests {
             ("hang=1", "unknown item \"hang\""),
             ("explode", "unknown item"),
             ("code=1,,hang", "empty item"),
+            ("request_id_bytes=-1", "not a byte count"),
+            ("request_id_bytes=4k", "not a byte count"),
+            ("request_id_bytes=1,code=2", "more than one effect"),
         ];
         for (text, why) in table {
             let err = parse_fault(text).expect_err(text).to_string();

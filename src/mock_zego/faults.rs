@@ -50,6 +50,10 @@ pub enum FaultEffect {
     /// them answers 50002 and kicks nobody. The rule matches a call only when
     /// one of its users matches.
     AbsentUsers(String),
+    /// Answer as usual (a kick answers code 0) but with a `RequestId` this many
+    /// bytes long: the usual id padded with ASCII. Not terminal: later rules
+    /// still apply, and the first such rule to fire sets the length.
+    RequestIdBytes(usize),
 }
 
 impl FaultRule {
@@ -94,6 +98,8 @@ pub struct Plan {
     pub terminal: Option<Terminal>,
     /// An absent-users rule fired: answer 50002 and kick nobody.
     pub absent: bool,
+    /// A request-id rule fired: the answer's `RequestId` has this many bytes.
+    pub request_id_bytes: Option<usize>,
 }
 
 /// Decides the rules' effect on a call to `room` for `users`.
@@ -135,6 +141,10 @@ pub fn plan(
             }
             FaultEffect::AbsentUsers(_) => {
                 plan.absent = true;
+                continue;
+            }
+            FaultEffect::RequestIdBytes(n) => {
+                plan.request_id_bytes.get_or_insert(*n);
                 continue;
             }
             FaultEffect::Code(code) => Terminal::Code(*code),
@@ -269,7 +279,7 @@ mod tests {
                 want: Plan {
                     latency: Duration::from_millis(500),
                     terminal: Some(Terminal::Http500),
-                    absent: false,
+                    ..Plan::default()
                 },
             },
             Case {
@@ -339,6 +349,22 @@ mod tests {
                     ..Plan::default()
                 },
             },
+            Case {
+                name: "long request id is not terminal; the first length wins",
+                rules: vec![
+                    FaultRule::new("long-*", FaultEffect::RequestIdBytes(4096)),
+                    FaultRule::new("*", FaultEffect::RequestIdBytes(10)),
+                    FaultRule::new("*", FaultEffect::Code(3)),
+                ],
+                room: "long-1",
+                users: &["u"],
+                roll: 0.0,
+                want: Plan {
+                    terminal: code(3),
+                    request_id_bytes: Some(4096),
+                    ..Plan::default()
+                },
+            },
         ];
         for case in cases {
             let mut matched = vec![0; case.rules.len()];
@@ -385,7 +411,8 @@ mod tests {
             r#"[{"room":"bad-*","effect":{"code":2}},
                 {"effect":"http500","probability":0.5},
                 {"room":"slow-*","effect":{"latency_ms":500}},
-                {"effect":{"absent_users":"ghost-*"},"first":2}]"#,
+                {"effect":{"absent_users":"ghost-*"},"first":2},
+                {"room":"long-*","effect":{"request_id_bytes":4096}}]"#,
         )
         .unwrap();
         assert_eq!(rules[0], FaultRule::new("bad-*", FaultEffect::Code(2)));
@@ -393,6 +420,7 @@ mod tests {
         assert_eq!(rules[1].probability, Some(0.5));
         assert_eq!(rules[2].effect, FaultEffect::LatencyMs(500));
         assert_eq!(rules[3].first, Some(2));
+        assert_eq!(rules[4].effect, FaultEffect::RequestIdBytes(4096));
         let back: Vec<FaultRule> = serde_json::from_str(&serde_json::to_string(&rules).unwrap()).unwrap();
         assert_eq!(back, rules);
         assert!(serde_json::from_str::<FaultRule>(r#"{"effect":"hang","typo":1}"#).is_err());

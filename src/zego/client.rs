@@ -15,6 +15,14 @@ use url::{Host, Url};
 /// gateway make the worker buffer megabytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Longest `RequestId` kept, in bytes. The vendor's ids are a few dozen
+/// ASCII bytes, so a real one is always kept whole. A body of up to
+/// [`MAX_BODY_BYTES`] could carry one of 64 KiB, and the ledger's btree index
+/// on `api_calls.request_id` refuses entries over about 2.7 KB (SQLSTATE
+/// 54000): the write would fail for good and the delivery never be acked.
+/// 128 bytes bounds what a broken gateway puts in the ledger and the logs.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
 /// The setting that names the base URL, quoted in build errors.
 const API_URL_SETTING: &str = "ZEGO_API_URL";
 
@@ -97,7 +105,8 @@ pub struct ApiReply {
     pub code: i64,
     /// The API's text for the code (may be empty).
     pub message: String,
-    /// The API's id for the request, for vendor support (may be empty).
+    /// The API's id for the request, for vendor support (may be empty), as
+    /// [`bound_request_id`] keeps it: at most [`MAX_REQUEST_ID_BYTES`].
     pub request_id: String,
     /// Always 200: anything else is a [`TransportError`].
     pub http_status: u16,
@@ -146,8 +155,55 @@ struct WireReply {
     code: i64,
     #[serde(rename = "Message", default)]
     message: String,
-    #[serde(rename = "RequestId", default)]
-    request_id: String,
+    /// Raw bytes, not `String`: a `String` would refuse the whole answer
+    /// over a lone `\uD800` escape or invalid UTF-8 in the id alone, and a
+    /// call that kicked would look like a transport failure.
+    #[serde(rename = "RequestId", default, deserialize_with = "raw_string")]
+    request_id: Vec<u8>,
+}
+
+/// A JSON string's bytes, escapes decoded, not checked for UTF-8 (serde_json
+/// turns a lone surrogate escape into its WTF-8 bytes).
+fn raw_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct Raw;
+    impl serde::de::Visitor<'_> for Raw {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            Ok(v.as_bytes().to_vec())
+        }
+    }
+    d.deserialize_bytes(Raw)
+}
+
+/// A `RequestId` as kept, from its raw bytes: invalid UTF-8 and control
+/// characters (C0, DEL, C1: NUL cannot be stored, and the others would be
+/// printed raw by `kickq history`) each become U+FFFD, then the text is cut
+/// to at most [`MAX_REQUEST_ID_BYTES`] on a character boundary. The flag
+/// says the result differs from the raw value (the caller logs that value).
+pub fn bound_request_id(raw: &[u8]) -> (String, bool) {
+    let text = String::from_utf8_lossy(raw);
+    let mut changed = matches!(text, std::borrow::Cow::Owned(_));
+    let mut kept = String::with_capacity(text.len().min(MAX_REQUEST_ID_BYTES));
+    for c in text.chars() {
+        let c = if c.is_control() {
+            changed = true;
+            char::REPLACEMENT_CHARACTER
+        } else {
+            c
+        };
+        if kept.len() + c.len_utf8() > MAX_REQUEST_ID_BYTES {
+            changed = true;
+            break;
+        }
+        kept.push(c);
+    }
+    (kept, changed)
 }
 
 impl ZegoClient {
@@ -189,7 +245,22 @@ impl ZegoClient {
         let started_at = chrono::Utc::now();
         let clock = Instant::now();
         let url = self.signed_url(room_id, user_ids, reason, started_at.timestamp());
-        let result = self.send(url).await;
+        let result = self.send(url).await.map(|(reply, raw_id)| {
+            if let Some(raw) = raw_id {
+                // One line with the whole id as sent (escaped by `?`), since
+                // the ledger keeps only its bounded form.
+                tracing::warn!(
+                    room = room_id,
+                    users = ?user_ids,
+                    code = reply.code,
+                    request_id_bytes = raw.len(),
+                    kept = %reply.request_id,
+                    request_id = ?String::from_utf8_lossy(&raw),
+                    "KickoutUser answered with an over-long or malformed RequestId; keeping {MAX_REQUEST_ID_BYTES} bytes at most"
+                );
+            }
+            reply
+        });
         let latency = clock.elapsed();
         let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         match &result {
@@ -239,7 +310,9 @@ impl ZegoClient {
         url
     }
 
-    async fn send(&self, url: Url) -> Result<ApiReply, TransportError> {
+    /// Sends the call; on an answer, also the raw `RequestId` when
+    /// [`bound_request_id`] changed it.
+    async fn send(&self, url: Url) -> Result<(ApiReply, Option<Vec<u8>>), TransportError> {
         let mut response = self.inner.http.get(url).send().await.map_err(transport_error)?;
         let status = response.status();
         if status.is_redirection() {
@@ -257,12 +330,14 @@ impl ZegoClient {
             body.extend_from_slice(&chunk);
         }
         let wire: WireReply = serde_json::from_slice(&body).map_err(|_| TransportError::NotJson { http_status })?;
-        Ok(ApiReply {
+        let (request_id, changed) = bound_request_id(&wire.request_id);
+        let reply = ApiReply {
             code: wire.code,
             message: wire.message,
-            request_id: wire.request_id,
+            request_id,
             http_status,
-        })
+        };
+        Ok((reply, changed.then_some(wire.request_id)))
     }
 }
 
@@ -338,6 +413,84 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             total_timeout: Duration::from_secs(2),
         }
+    }
+
+    #[test]
+    fn request_id_bound_table() {
+        let long_ascii = "a".repeat(4096);
+        // 'é' is 2 bytes: 63 of them plus "ab" is 128 bytes; one more byte
+        // would split the next 'é'.
+        let accents = format!("a{}", "é".repeat(100));
+        let cases: Vec<(&str, Vec<u8>, String, bool)> = vec![
+            (
+                "vendor-looking id",
+                b"9f3c2a1b-0001".to_vec(),
+                "9f3c2a1b-0001".into(),
+                false,
+            ),
+            ("empty", Vec::new(), String::new(), false),
+            ("exactly 128", vec![b'x'; 128], "x".repeat(128), false),
+            ("129 is cut", vec![b'x'; 129], "x".repeat(128), true),
+            (
+                "4 KB is cut",
+                long_ascii.clone().into_bytes(),
+                long_ascii[..128].into(),
+                true,
+            ),
+            (
+                "cut on a char boundary",
+                accents.clone().into_bytes(),
+                format!("a{}", "é".repeat(63)),
+                true,
+            ),
+            ("invalid UTF-8", b"ab\xffcd".to_vec(), "ab\u{FFFD}cd".into(), true),
+            (
+                "lone surrogate as serde_json hands it over",
+                b"id-\xed\xa0\x80".to_vec(),
+                "id-\u{FFFD}\u{FFFD}\u{FFFD}".into(),
+                true,
+            ),
+            (
+                "NUL and newline",
+                b"a\0b\nc".to_vec(),
+                "a\u{FFFD}b\u{FFFD}c".into(),
+                true,
+            ),
+            ("C1 control", "a\u{85}b".as_bytes().to_vec(), "a\u{FFFD}b".into(), true),
+            (
+                "non-ASCII text is kept",
+                "Zégo-漢字".as_bytes().to_vec(),
+                "Zégo-漢字".into(),
+                false,
+            ),
+        ];
+        for (name, raw, want, changed) in cases {
+            let got = bound_request_id(&raw);
+            assert_eq!(got, (want, changed), "{name}");
+            assert!(got.0.len() <= MAX_REQUEST_ID_BYTES, "{name}");
+        }
+        assert_eq!(accents.len(), 201);
+    }
+
+    #[test]
+    fn wire_request_id_takes_odd_strings() {
+        let parse = |body: &[u8]| {
+            let w: WireReply = serde_json::from_slice(body).unwrap();
+            bound_request_id(&w.request_id)
+        };
+        assert_eq!(parse(br#"{"Code":0,"RequestId":"r-1"}"#), ("r-1".into(), false));
+        assert_eq!(parse(br#"{"Code":0}"#), (String::new(), false));
+        assert_eq!(parse(br#"{"Code":0,"RequestId":"a\u00e9"}"#), ("a\u{e9}".into(), false));
+        assert_eq!(
+            parse(br#"{"Code":0,"RequestId":"x\ud800y"}"#),
+            ("x\u{FFFD}\u{FFFD}\u{FFFD}y".into(), true),
+            "a lone surrogate escape no longer voids the answer"
+        );
+        assert_eq!(
+            parse(b"{\"Code\":0,\"RequestId\":\"a\xffb\"}"),
+            ("a\u{FFFD}b".into(), true)
+        );
+        assert!(serde_json::from_slice::<WireReply>(br#"{"Code":0,"RequestId":7}"#).is_err());
     }
 
     #[test]
