@@ -160,7 +160,7 @@ fn dashboard_series_are_what_the_exporter_renders() {
     m::message_consumed(true);
     m::users("kicked", 1);
     m::api_call("kicked", Some(0), std::time::Duration::from_millis(5), 3);
-    m::coalesced(kickq::coalesce::Reason::Full, 5);
+    m::coalesced(kickq::coalesce::Reason::Full.as_str(), 5);
     m::token_wait(std::time::Duration::from_millis(2));
     m::pending(1, 1);
     m::calls_in_flight(1.0);

@@ -3,7 +3,8 @@
 //! halt signals to the gate, and passes per-user results to the outcome router.
 
 use crate::coalesce::{Chunk, ChunkUser};
-use crate::pipeline::stage::{CallRecord, ChunkOutcome, Dispatch, Job, Mode, RouterInput, UserResult};
+use crate::ledger::CallRow;
+use crate::pipeline::stage::{ChunkOutcome, Dispatch, Job, Mode, RouterInput, UserResult};
 use crate::ratelimit::{Changed, Feedback, Gate};
 use crate::zego::client::{CallResult, ZegoClient};
 use crate::zego::codes::{classify, Disposition};
@@ -200,8 +201,11 @@ pub async fn execute<A: KickApi>(
             (None, Some(t)) => t.clone(),
             (None, None) => String::new(),
         };
-        calls.push(CallRecord {
+        calls.push(CallRow {
+            app_id: app,
+            room_id: key.room_id.to_string(),
             user_ids: ids,
+            reason: key.reason.as_deref().map(str::to_owned),
             attempt,
             code,
             message,
@@ -210,7 +214,6 @@ pub async fn execute<A: KickApi>(
             transport_error: transport,
             latency: call.latency,
             started_at: call.started_at,
-            disposition,
         });
         let now = Instant::now();
         let report = |feedback| gate.report(app, feedback, now, halt_log_interval);
@@ -443,7 +446,7 @@ mod tests {
             Some("j3"),
             "the bad user's own job"
         );
-        assert_eq!(out.calls[0].disposition, Disposition::SplitUsers);
+        assert_eq!(out.calls[0].code, Some(2), "the first call answered 2: split");
         assert_eq!(out.calls.len(), 6);
     }
 

@@ -7,7 +7,7 @@ use crate::amqp::headers::{self, DeadError, DeadLetter};
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
 use crate::amqp::topology::Names;
 use crate::health::Health;
-use crate::ledger::{CallRow, Ledger, LedgerBatch, OutcomeRow, ReceiptRow, UserOutcome};
+use crate::ledger::{Ledger, LedgerBatch, OutcomeRow, ReceiptRow, UserOutcome};
 use crate::outcome::book::Book;
 use crate::outcome::plan::{plan, Action, Budget};
 use crate::pipeline::stage::{ChunkOutcome, Job, LedgerWrites, RouterInput, Unusable};
@@ -356,22 +356,7 @@ impl Router {
         self.health.count_calls(outcome.calls.len() as u64);
         if self.ledger.is_some() && !outcome.calls.is_empty() {
             self.note_rows();
-            for c in &outcome.calls {
-                self.rows.calls.push(CallRow {
-                    app_id: outcome.key.app_id,
-                    room_id: outcome.key.room_id.to_string(),
-                    user_ids: c.user_ids.clone(),
-                    reason: outcome.key.reason.as_deref().map(str::to_owned),
-                    attempt: c.attempt,
-                    code: c.code,
-                    message: c.message.clone(),
-                    request_id: c.request_id.clone(),
-                    http_status: c.http_status,
-                    transport_error: c.transport_error.clone(),
-                    latency: c.latency,
-                    started_at: c.started_at,
-                });
-            }
+            self.rows.calls.extend(outcome.calls);
         }
         let mut entries = Vec::new();
         for u in outcome.users {

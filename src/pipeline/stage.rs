@@ -6,10 +6,10 @@
 use crate::amqp::delivery::Delivery;
 use crate::coalesce::{Chunk, GroupKey};
 use crate::job::KickRequest;
+use crate::ledger::CallRow;
 use crate::zego::codes::Disposition;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A consumed, validated job, shared by every stage that holds some of its users.
 ///
@@ -133,31 +133,6 @@ pub struct Dispatch {
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// What one API attempt did, for the ledger and metrics.
-#[derive(Debug, Clone)]
-pub struct CallRecord {
-    /// Users in the call.
-    pub user_ids: Vec<String>,
-    /// 1-based attempt number of the first user's job.
-    pub attempt: u32,
-    /// The API's code, if it answered.
-    pub code: Option<i64>,
-    /// The API's message, if it answered.
-    pub message: Option<String>,
-    /// The API's RequestId, if it answered.
-    pub request_id: Option<String>,
-    /// HTTP status, if a response arrived.
-    pub http_status: Option<u16>,
-    /// The transport failure, if there was one (never holds the URL).
-    pub transport_error: Option<String>,
-    /// Time to the answer.
-    pub latency: Duration,
-    /// When the call started.
-    pub started_at: DateTime<Utc>,
-    /// The classification.
-    pub disposition: Disposition,
-}
-
 /// The final word of this round on one user of a chunk.
 #[derive(Debug, Clone)]
 pub struct UserResult {
@@ -184,7 +159,7 @@ pub struct ChunkOutcome {
     /// One entry per user of the chunk.
     pub users: Vec<UserResult>,
     /// Every HTTP attempt made (more than one after a split or shrink).
-    pub calls: Vec<CallRecord>,
+    pub calls: Vec<CallRow>,
 }
 
 /// The router's backpressure signal to the coalescer (a `watch` channel made
