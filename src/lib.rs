@@ -7,34 +7,49 @@
 //! module for a runnable example); everyone else publishes the JSON job message
 //! described in the README.
 //!
+//! # Public API
+//!
+//! [`producer`] (enqueue jobs: [`producer::Producer`], [`job::KickRequest`]),
+//! [`worker`] (`kickq run` as a library call), [`zego`] (the signed client and
+//! the return-code table, usable on their own), [`mock_zego`] (the strict
+//! stand-in, for your own tests), [`config`], [`job`] (the job message and its
+//! rules) and [`secret`]. Everything else is private to the crate; the binary
+//! is [`cli::main`].
+//!
 //! # Layout
 //!
 //! ```text
-//! secret.rs      the credential wrapper whose Debug prints [redacted]
-//! config.rs      shared settings, validated into types
+//! main.rs        the binary: calls cli::main, nothing else
+//! lib.rs         the public API and this map
 //! job.rs         KickRequest and its validation (worker, enqueue, producer API)
-//! producer.rs    the producer API: connect, declare, enqueue confirmed jobs
-//! bulk/          kickq enqueue --file: parse (csv crate, header by name), validate, group, publish in
-//!                order, checkpoint for --resume
-//! dlq/           kickq dlq: read, filter, show, replay and purge dead letters
-//! stage.rs       the messages that flow between stages
-//! amqp/          connect, topology, lock (leadership on the broker), intake, publish (confirms),
-//!                delivery handle, headers
-//! leadership.rs  the leadership record and the takeover hold: how long a new active worker waits
-//! coalesce/      pure grouping state and policy; driver.rs is its async loop
-//! ratelimit.rs   per-AppId sliding-window budget, slow-down, halt, chunk size
-//! dispatch.rs    runs calls, splits on 50002, shrinks on 50011, feeds the gate
-//! zego/          signature, HTTP client, return-code classifier
-//! outcome/       the router: the only place that acks; book.rs, plan.rs
-//! ledger.rs      the PostgreSQL audit ledger, one function per statement
-//! metrics.rs     every metric name and label
-//! table.rs       aligned plain-text tables for operator commands
-//! health.rs      readiness state and the /metrics, /healthz, /readyz, /status server
-//! worker.rs      composition root of `kickq run`: channels, sessions, shutdown
+//! config/        shared settings, validated into types
+//! secret.rs      the credential wrapper whose Debug prints [redacted]
+//! zego/          sign, client, codes: the vendor API, usable on its own
+//! worker.rs      `kickq run` as a library call: WorkerConfig, the run loop, reconnects
+//! pipeline/      one broker session of `kickq run`, a file per stage in flow order:
+//!   mod.rs         composition root: connections, channels, stage tasks, supervision, stop
+//!   lock.rs        take the leadership lock (standby until then), the takeover hold, release last
+//!   intake.rs      deliveries -> JobIn (decode, validate, ledger skip)
+//!   coalescer.rs   the async loop around coalesce::Coalescer; spends tokens
+//!   dispatch.rs    chunks -> calls; reports each result to the gate
+//!   router.rs      outcomes -> acks, retries, dead letters, ledger rows (the only place that acks)
+//!   stage.rs       the messages between stages, and the ledger backpressure signal
+//!   monitor.rs     queue watchdog and progress line
+//! coalesce.rs    the pure Coalescer: groups, dedupe, which chunk next; no async, no metrics
+//! outcome/       the router's pure decisions: plan.rs (per user), book.rs (per delivery)
+//! ratelimit/     the per-AppId gate: window, spacing, slow-down, halt, chunk size; report/plan/take
+//! leadership.rs  the leadership record and the pure takeover hold
+//! amqp/          transport only: connect, topology, lock, publish with confirms, delivery, headers
+//! ledger/        mod.rs (handle, pool, migrations), error.rs, rows.rs, write.rs, read.rs, prune.rs, tests.rs
+//! producer.rs    the producer API: connect, declare, enqueue confirmed jobs with stable ids
+//! bulk/          kickq enqueue --file: parse, validate, group, publish in order, checkpoint
+//! dlq/           kickq dlq: pass lock, read, filter, show, replay and purge dead letters
 //! mock_zego/     the strict stand-in for the real API
 //! bench/         `kickq bench`: scenarios, the naive baseline, figures and targets
-//! cli/           one file per subcommand (check, status, completions and man page too), the
-//!                confirmation rule and signals
+//! health.rs      what the worker reports (read only) and the /metrics, /healthz, /readyz, /status server
+//! metrics.rs     every metric name and label
+//! table.rs       aligned plain-text tables for operator commands
+//! cli/           main (parse, logging, exit codes), one file per subcommand, confirmation, signals
 //! ```
 
 /// The commit this build was made from (`git rev-parse --short HEAD`, or the
@@ -43,24 +58,48 @@ pub const GIT_SHA: &str = env!("KICKQ_GIT_SHA");
 /// What `kickq --version` prints after the name: `0.1.0 (abc1234)`.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KICKQ_GIT_SHA"), ")");
 
-pub mod amqp;
-pub mod bench;
-pub mod bulk;
 pub mod cli;
-pub mod coalesce;
 pub mod config;
-pub mod dlq;
-pub mod health;
 pub mod job;
-pub mod leadership;
-pub mod ledger;
-pub mod metrics;
 pub mod mock_zego;
-pub mod outcome;
-pub mod pipeline;
 pub mod producer;
-pub mod ratelimit;
 pub mod secret;
-pub mod table;
 pub mod worker;
 pub mod zego;
+
+pub(crate) mod amqp;
+pub(crate) mod bench;
+pub(crate) mod bulk;
+pub(crate) mod coalesce;
+pub(crate) mod dlq;
+pub(crate) mod health;
+pub(crate) mod leadership;
+pub(crate) mod ledger;
+pub(crate) mod metrics;
+pub(crate) mod outcome;
+pub(crate) mod pipeline;
+pub(crate) mod ratelimit;
+pub(crate) mod table;
+
+/// Internals the integration tests in `tests/` reach for (queue names and
+/// headers, the ledger, the bench, metric names). Not part of the API: it
+/// may change in any release.
+#[doc(hidden)]
+pub mod testkit {
+    pub use crate::amqp::{headers, publish, topology};
+    pub use crate::bulk::group::group_job_id;
+    pub use crate::coalesce::Reason;
+    pub use crate::health::DEFAULT_METRICS_ADDR;
+    /// The benchmark, for its smoke test.
+    pub mod bench {
+        pub use crate::bench::*;
+    }
+    /// The ledger, for tests that read it back.
+    pub mod ledger {
+        pub use crate::ledger::*;
+    }
+    /// Metric names and recorders, checked against the dashboard.
+    pub mod metrics {
+        pub use crate::metrics::*;
+    }
+}
