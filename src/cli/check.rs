@@ -309,6 +309,7 @@ fn expected_queues(names: &Names, delivery_limit: u32) -> Vec<(String, FieldTabl
         (names.requests.clone(), topology::requests_args(names, delivery_limit)),
         (names.dead.clone(), topology::dead_args()),
         (names.leader_state.clone(), topology::leader_state_args()),
+        (names.dead_lock_state.clone(), topology::leader_state_args()),
     ];
     for (delay, name) in &names.retry {
         v.push((name.clone(), topology::retry_args(names, *delay)));
