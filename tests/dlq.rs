@@ -818,7 +818,7 @@ async fn a_second_pass_is_refused_while_one_runs_and_changes_nothing() {
     ] {
         let o = kickq(&ns, args, &[], None).await;
         let (stdout, stderr) = text(&o);
-        assert!(!o.status.success(), "{args:?}: {stdout}{stderr}");
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
         assert!(
             stderr.contains("another dlq pass is running (since 20") && stderr.contains(" pid "),
             "{args:?}: {stderr}"
