@@ -93,9 +93,14 @@ pub struct EnqueueArgs {
     /// Publish the valid lines even if some are invalid (they are listed).
     #[arg(long = "skip-invalid", conflicts_with = "room")]
     pub skip_invalid: bool,
-    /// Most users per message.
-    #[arg(long = "group-size", default_value_t = DEFAULT_GROUP_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=DEFAULT_MAX_USERS_PER_MESSAGE as u64), value_name = "N")]
-    pub group_size: u64,
+    /// Most users per message (default: 100, or --max-users-per-message if lower; never above it).
+    #[arg(long = "group-size", value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub group_size: Option<u64>,
+    /// Most user ids one message may carry: the worker's own setting (its
+    /// messages above it are dead-lettered as validation), so it must match
+    /// the worker's.
+    #[arg(long = "max-users-per-message", env = "KICKQ_MAX_USERS_PER_MESSAGE", default_value_t = DEFAULT_MAX_USERS_PER_MESSAGE as u64, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub max_users_per_message: u64,
     /// Skip the messages that start before this line (from "confirmed through line N": give N+1).
     #[arg(long = "resume-from", value_name = "LINE", value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["room", "resume"])]
     pub resume_from: Option<u64>,
@@ -140,12 +145,44 @@ impl EnqueueArgs {
         }
     }
 
-    /// The validation limits: the worker's defaults with `--id-charset`.
+    /// The validation limits: the worker's, from `--max-users-per-message` and `--id-charset`.
     pub fn limits(&self) -> Limits {
         Limits {
+            max_users_per_message: usize::try_from(self.max_users_per_message).unwrap_or(usize::MAX),
             id_charset: self.id_charset,
-            ..Limits::default()
         }
+    }
+
+    /// The group size of this run (see [`group_size`]).
+    pub fn group_size(&self) -> Result<usize, GroupSizeError> {
+        group_size(self.group_size, self.limits().max_users_per_message)
+    }
+}
+
+/// A `--group-size` the worker would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--group-size {asked} is above the worker's limit of {limit} users a message \
+     (--max-users-per-message, KICKQ_MAX_USERS_PER_MESSAGE): every message would be dead-lettered \
+     as validation; give --group-size {limit} or less"
+)]
+pub struct GroupSizeError {
+    /// The size asked for.
+    pub asked: u64,
+    /// The worker's limit.
+    pub limit: usize,
+}
+
+/// The users per message of a run: `asked` if given and within the worker's
+/// `limit`, refused above it (the worker would dead-letter every full
+/// message); without it [`DEFAULT_GROUP_SIZE`], lowered to `limit` if that is
+/// smaller.
+pub fn group_size(asked: Option<u64>, limit: usize) -> Result<usize, GroupSizeError> {
+    let limit = limit.max(1);
+    match asked {
+        None => Ok(DEFAULT_GROUP_SIZE.min(limit)),
+        Some(n) if n > limit as u64 => Err(GroupSizeError { asked: n, limit }),
+        Some(n) => Ok(n as usize),
     }
 }
 
@@ -250,6 +287,10 @@ impl Keeper {
 async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     let started = Instant::now();
     // Checked before reading, so that a bad setting fails fast even on a large file.
+    // A group size the worker would refuse is a usage error (exit 2), said in one line.
+    let group_size = args
+        .group_size()
+        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{e}\n")))?;
     args.broker.resolve()?;
     if let Some(p) = &args.job_id_prefix {
         check_prefix(p).map_err(|e| anyhow::anyhow!("--job-id-prefix {e}"))?;
@@ -268,7 +309,7 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     let opts = LoadOptions {
         format: args.format,
         header: args.header_mode(),
-        group_size: args.group_size as usize,
+        group_size,
         limits: args.limits(),
     };
     let loaded = load(&bytes, opts)
@@ -283,7 +324,7 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     let fresh = Checkpoint {
         version: CHECKPOINT_VERSION,
         input_md5: input_hash(&bytes),
-        group_size: args.group_size,
+        group_size: group_size as u64,
         job_id_prefix: prefix.clone(),
         lines: loaded.lines,
         confirmed_through: 0,
@@ -640,7 +681,8 @@ mod tests {
         let ok = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.enqueue);
         let one = ok(&["t", "--room", "r", "--user", "a", "--user", "b", "--reason", "x"]).unwrap();
         assert_eq!(one.users, vec!["a", "b"]);
-        assert_eq!(one.group_size, DEFAULT_GROUP_SIZE as u64);
+        assert_eq!(one.group_size, None);
+        assert_eq!(one.group_size(), Ok(DEFAULT_GROUP_SIZE));
         assert!(ok(&["t", "--file", "-", "--resume-from", "7", "--group-size", "5"]).is_ok());
         assert_eq!(
             ok(&["t", "--file", "-", "--format", "csv"]).unwrap().format,
@@ -651,13 +693,43 @@ mod tests {
             &["t", "--room", "r"],
             &["t", "--file", "f", "--room", "r", "--user", "u"],
             &["t", "--file", "f", "--group-size", "0"],
-            &["t", "--file", "f", "--group-size", "1001"],
+            &["t", "--file", "f", "--max-users-per-message", "0"],
             &["t", "--file", "f", "--resume-from", "0"],
             &["t", "--room", "r", "--user", "u", "--skip-invalid"],
             &["t", "--file", "-", "--format", "xml"],
         ] {
             assert!(ok(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn group_size_by_table_never_above_the_workers_limit() {
+        // (--group-size, limit) -> size or refused
+        for (asked, limit, want) in [
+            (None, 1000, Some(100)),
+            (None, 50, Some(50)),
+            (None, 1, Some(1)),
+            (Some(7), 50, Some(7)),
+            (Some(50), 50, Some(50)),
+            (Some(51), 50, None),
+            (Some(1001), 1000, None),
+            (Some(1500), 2000, Some(1500)),
+        ] {
+            assert_eq!(group_size(asked, limit).ok(), want, "{asked:?} {limit}");
+        }
+        let e = group_size(Some(100), 50).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--group-size 100 is above the worker's limit of 50 users a message")
+                && e.ends_with("give --group-size 50 or less")
+                && !e.contains('\n'),
+            "{e}"
+        );
+        let args = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().enqueue;
+        let low = args(&["t", "--file", "-", "--max-users-per-message", "50"]);
+        assert_eq!(low.limits().max_users_per_message, 50);
+        assert_eq!(low.group_size(), Ok(50), "the default adapts down");
+        let above = args(&["t", "--file", "-", "--max-users-per-message", "50", "--group-size", "100"]);
+        assert!(above.group_size().is_err());
     }
 
     #[test]
