@@ -125,6 +125,8 @@ struct Tap<R> {
     keep: bool,
     window: Vec<u8>,
     base: usize,
+    /// Bytes read ahead while looking for a BOM, not yet handed out.
+    pending: Vec<u8>,
 }
 
 impl<R: Read> Tap<R> {
@@ -139,6 +141,7 @@ impl<R: Read> Tap<R> {
             keep,
             window: Vec::new(),
             base: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -162,8 +165,9 @@ impl<R: Read> Tap<R> {
     }
 }
 
-impl<R: Read> Read for Tap<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+impl<R: Read> Tap<R> {
+    /// Reads from the inner reader, hashing and counting.
+    fn pull(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let got = &buf[..n];
         self.md5.update(got);
@@ -171,19 +175,39 @@ impl<R: Read> Read for Tap<R> {
         if let Some(b) = got.last() {
             self.last = Some(*b);
         }
-        let first = self.read == 0;
         self.read += n as u64;
-        if first && self.strip_bom && got.starts_with(BOM.as_bytes()) {
-            // A BOM split over two reads is not handled: reads from files and pipes return more than 3 bytes.
-            let rest = got.len() - BOM.len();
-            buf.copy_within(BOM.len()..n, 0);
-            if self.keep {
-                self.window.extend_from_slice(&buf[..rest]);
+        Ok(n)
+    }
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.strip_bom {
+            // The first bytes, gathered over as many reads as it takes, then dropped if they are a BOM.
+            self.strip_bom = false;
+            let mut head = [0u8; 3];
+            let mut have = 0;
+            while have < head.len() {
+                let n = self.pull(&mut head[have..])?;
+                if n == 0 {
+                    break;
+                }
+                have += n;
             }
-            return Ok(rest);
+            if head[..have] != *BOM.as_bytes() {
+                self.pending.extend_from_slice(&head[..have]);
+            }
         }
+        let n = if self.pending.is_empty() {
+            self.pull(buf)?
+        } else {
+            let n = self.pending.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            n
+        };
         if self.keep {
-            self.window.extend_from_slice(got);
+            self.window.extend_from_slice(&buf[..n]);
         }
         Ok(n)
     }
@@ -503,6 +527,70 @@ mod tests {
         assert_eq!(load(b"", opts(1)).unwrap().scanned.lines, 0);
         let two = load(b"\n\n", opts(1)).unwrap();
         assert_eq!((two.scanned.lines, two.scanned.blank), (2, 2));
+    }
+
+    /// A reader that hands out a few bytes at a time, as a pipe may.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn streams_a_long_input_in_small_reads_with_exact_line_numbers() {
+        // Past the kept window many times over: CRLF, blank lines, a quoted line break, bad lines.
+        let mut input = "\u{feff}room_id,user_id,reason\r\n".to_string();
+        let mut bad = Vec::new();
+        let mut line = 1u64;
+        for i in 0..20_000u64 {
+            line += 1;
+            match i % 1000 {
+                7 => {
+                    input.push_str("r1,\r\n");
+                    bad.push(line);
+                }
+                8 => {
+                    input.push_str("\r\n");
+                }
+                9 => {
+                    input.push_str(&format!("r2,u{i},\"two\nlines\"\n"));
+                    line += 1;
+                }
+                _ => input.push_str(&format!("r{},u{i}\r\n", i % 3)),
+            }
+        }
+        let bytes = input.as_bytes();
+        for chunk in [1, 7, 4096] {
+            let mut valid = 0u64;
+            let got = scan(Trickle(bytes, chunk), Format::Csv, &opts(100), |_, _| {
+                valid += 1;
+                true
+            })
+            .unwrap();
+            assert_eq!(got.lines, line, "chunk {chunk}");
+            assert_eq!(got.md5, input_hash(bytes));
+            assert_eq!((got.header, got.valid, got.invalid_count), (1, valid, 20));
+            let lines: Vec<u64> = got.invalid.iter().map(|(n, _)| *n).collect();
+            assert_eq!(lines, bad, "chunk {chunk}");
+        }
+        let whole = load(bytes, opts(100)).unwrap().scanned;
+        assert_eq!(whole.lines, line);
+        assert_eq!(whole.blank, 20 + 20, "blank lines and quoted continuations");
+    }
+
+    #[test]
+    fn keeps_only_the_first_invalid_lines_and_counts_the_rest() {
+        let input = "r,\n".repeat(MAX_KEPT_INVALID + 5);
+        let l = load(input.as_bytes(), opts(100)).unwrap().scanned;
+        assert_eq!(
+            (l.invalid.len(), l.invalid_count),
+            (MAX_KEPT_INVALID, MAX_KEPT_INVALID as u64 + 5)
+        );
     }
 
     #[test]
