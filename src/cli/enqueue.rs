@@ -288,7 +288,7 @@ pub struct Judged {
 
 /// Judges and groups `input` without keeping the messages, counting those that start before `from`.
 pub fn judge<R: Read>(input: R, format: Format, opts: &LoadOptions, from: u64) -> Result<Judged, LoadError> {
-    let mut g = Grouper::new(opts.group_size);
+    let mut g = Grouper::counting(opts.group_size);
     let (mut messages, mut skipped, mut first_todo) = (0usize, (0usize, 0u64), None);
     let mut count = |m: Message, messages: &mut usize| {
         *messages += 1;
