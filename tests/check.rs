@@ -309,3 +309,71 @@ async fn status_shows_queues_and_the_active_worker() {
     .await;
     assert!(!o.status.success(), "an unreachable broker fails status");
 }
+
+/// A stand-in for the RabbitMQ management API: answers `GET /api/queues/%2F/<dead>`
+/// as RabbitMQ does for a queue under a policy of `delivery-limit: 5`, and
+/// remembers the path and the Authorization header it was asked with.
+async fn fake_management(dead: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>) {
+    use axum::http::{HeaderMap, Uri};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let body = serde_json::json!({
+        "name": dead,
+        "vhost": "/",
+        "policy": "cap-dead",
+        "operator_policy": null,
+        "effective_policy_definition": {"delivery-limit": 5},
+    });
+    let (log, want) = (seen.clone(), format!("/api/queues/%2F/{dead}"));
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let (log, want, body) = (log.clone(), want.clone(), body.clone());
+        async move {
+            log.lock()
+                .unwrap()
+                .push((uri.path().to_owned(), headers.contains_key("authorization")));
+            if uri.path() == want {
+                (axum::http::StatusCode::OK, axum::Json(body))
+            } else {
+                (axum::http::StatusCode::NOT_FOUND, axum::Json(serde_json::json!({})))
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://guest:guest@{addr}"), seen)
+}
+
+#[tokio::test]
+async fn a_policy_capping_the_dead_queue_is_a_warning() {
+    let ns = Ns::new("check-cap");
+    let b = Broker::connect().await;
+    b.declare(&ns.names).await;
+    let (management, seen) = fake_management(&ns.names.dead).await;
+    let m = api().await;
+    let url = m.base_url();
+    let mut e = env(&url, SECRET, "");
+    e.push(("KICKQ_MANAGEMENT_URL", &management));
+    let o = kickq(&ns, &["check"], &e, None).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "a warning does not fail the check: {out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&format!("dead policy {}:", ns.names.dead)))
+        .unwrap_or_else(|| panic!("no dead policy line: {out}"));
+    assert!(
+        line.starts_with(&format!(
+            "warn  dead policy {}: policy cap-dead caps it: delivery-limit 5 (",
+            ns.names.dead
+        )),
+        "{line}"
+    );
+    assert!(line.contains("fix: "), "{line}");
+    assert!(
+        !out.contains("guest:guest") && !err.contains("guest:guest"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [(format!("/api/queues/%2F/{}", ns.names.dead), true)]
+    );
+}

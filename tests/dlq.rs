@@ -710,3 +710,225 @@ async fn a_replay_stopped_by_ctrl_c_stops_between_letters_and_exits_130() {
     want.sort();
     assert_eq!(all, want);
 }
+
+/// A broker policy on one queue, cleared when it drops (even when the test
+/// panics): policies outlive the queues they apply to.
+struct Policy(String);
+
+impl Policy {
+    fn set(queue: &str, definition: &str) -> Policy {
+        let name = format!("{queue}-policy");
+        let pattern = format!("^{}$", queue.replace('.', "\\."));
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["set_policy", "--apply-to", "queues", &name, &pattern, definition])
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success(), "set_policy {name}");
+        Policy(name)
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_listings_under_a_delivery_limit_policy_keep_every_letter() {
+    let ns = Ns::new("dlq-cap");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let _policy = Policy::set(&ns.names.dead, r#"{"delivery-limit":5}"#);
+    let seeds: Vec<Seed> = ["a", "b", "c"]
+        .iter()
+        .map(|t| seed(t, "r", DeadError::Permanent, None))
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+    for i in 0..30 {
+        let o = kickq(&ns, &["dlq", "list", "--json"], &[], None).await;
+        let (stdout, stderr) = ok(&o);
+        let listed: Vec<String> = if stdout.trim().is_empty() {
+            Vec::new()
+        } else {
+            json_of(&stdout)
+                .as_array()
+                .unwrap_or_else(|| panic!("listing {i}: {stdout}{stderr}"))
+                .iter()
+                .map(|l| l["user_ids"][0].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        assert_eq!(listed, ["a", "b", "c"], "listing {i}: {stderr}");
+    }
+    wait_depth(&broker, &ns.names.dead, 3).await;
+    assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["a", "b", "c"]);
+}
+
+/// Waits until some connection holds the namespace's dlq pass lock: a passive
+/// declare of another connection's exclusive queue is refused (405).
+async fn wait_lock_held(broker: &Broker, ns: &Ns) {
+    wait_for(Duration::from_secs(20), "a dlq pass to hold the lock", || async {
+        let ch = broker.conn.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let r = ch
+            .queue_declare(
+                format!("{}.dead.lock", ns.name()).as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await;
+        matches!(r, Err(e) if kickq::amqp::topology::reply_code(&e) == Some(405))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_pass_is_refused_while_one_runs_and_changes_nothing() {
+    let ns = Ns::new("dlq-two");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds: Vec<Seed> = (0..20)
+        .map(|i| seed(&format!("t{i}"), "r", DeadError::Permanent, None))
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+    // The first pass: a replay waiting at its prompt, holding the lock.
+    let command = format!("{} dlq replay", env!("CARGO_BIN_EXE_kickq"));
+    let mut first = tokio::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script runs");
+    let mut answer = first.stdin.take().unwrap();
+    wait_lock_held(&broker, &ns).await;
+    for args in [
+        &["dlq", "purge", "--yes"][..],
+        &["dlq", "replay", "--yes", "--json"],
+        &["dlq", "list"],
+    ] {
+        let o = kickq(&ns, args, &[], None).await;
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("another dlq pass is running (since 20") && stderr.contains(" pid "),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stdout.contains("examined"), "{args:?}: {stdout}");
+    }
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    tokio::io::AsyncWriteExt::write_all(&mut answer, b"n\n").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), first.wait_with_output())
+        .await
+        .expect("the first pass ends")
+        .unwrap();
+    drop(answer);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("replay 20 of 20 letter(s)"), "{stdout}{stderr}");
+    // Once it has ended, the next pass runs.
+    let o = kickq(&ns, &["dlq", "purge", "--yes", "--room", "none"], &[], None).await;
+    let (stdout, _) = ok(&o);
+    assert!(stdout.contains("examined 20 of 20"), "{stdout}");
+    wait_depth(&broker, &ns.names.dead, 20).await;
+    let want: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    assert_eq!(tags(&broker.drain(&ns.names.dead).await), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_out_of_bounds_is_refused_before_any_replay() {
+    let ns = Ns::new("dlq-rate-bounds");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds: Vec<Seed> = (0..3)
+        .map(|i| seed(&format!("t{i}"), "r", DeadError::Permanent, None))
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+    for rate in ["1e-300", "20000", "0"] {
+        let o = kickq(&ns, &["dlq", "replay", "--yes", "--rate", rate], &[], None).await;
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "--rate {rate}: {stdout}{stderr}");
+        assert!(stderr.contains("between 0.01 and 10000"), "--rate {rate}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    wait_depth(&broker, &ns.names.dead, 3).await;
+}
+
+/// Messages of `queue` delivered and not yet acked, from `rabbitmqctl`.
+fn unacked(queue: &str) -> Option<u64> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "--no-table-headers",
+            "--quiet",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some(queue))
+            .then(|| f.next().and_then(|n| n.parse().ok()))
+            .flatten()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_replay_acks_each_letter_at_once_and_stops_on_ctrl_c_while_waiting() {
+    let ns = Ns::new("dlq-paced");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds: Vec<Seed> = (0..3)
+        .map(|i| seed(&format!("t{i}"), "r", DeadError::Permanent, None))
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+    // One replay per 100 s: the second is never due during the test.
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["dlq", "replay", "--yes", "--rate", "0.01"])
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_depth(&broker, &ns.names.requests, 1).await;
+    // The replayed letter is acked, and no other letter is held while waiting.
+    wait_for(
+        Duration::from_secs(20),
+        "no letter of the dead queue unacked",
+        || async { unacked(&ns.names.dead) == Some(0) },
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("Ctrl-C stops the wait for the next replay")
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("examined 1 of 3") && stdout.contains("replayed 1, kept 2 (2 not examined)"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(tags(&broker.take_all(&ns.names.requests).await), ["t0"]);
+    wait_depth(&broker, &ns.names.dead, 2).await;
+    assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t1", "t2"]);
+}

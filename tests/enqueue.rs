@@ -640,3 +640,48 @@ async fn a_real_ctrl_c_exits_130_with_the_checkpoint_saved() {
     let saved = read_checkpoint(&cp);
     assert_eq!(saved["confirmed_through"].as_u64(), Some(through), "{saved}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_user_limit_bounds_the_groups_and_refuses_a_larger_group_size() {
+    let ns = Ns::new("enq-limit");
+    let mut csv = b"room_id,user_id\n".to_vec();
+    for i in 0..120 {
+        csv.extend_from_slice(format!("room-1,user-{i}\n").as_bytes());
+    }
+    let file = TempFile::new(&ns, "one-room.csv", &csv);
+    let worker_limit = [("KICKQ_MAX_USERS_PER_MESSAGE", "50")];
+    // Above the worker's limit: one line, exit 2 (a usage error), nothing published.
+    let out = kickq(
+        &ns,
+        &["enqueue", "--file", file.arg(), "--group-size", "100"],
+        &worker_limit,
+        None,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("--group-size 100 is above the worker's limit of 50 users a message"),
+        "{stderr}"
+    );
+    assert!(!checkpoint_of(&file.0).exists(), "refused before anything was written");
+    // The default group size adapts down to the limit: 50 + 50 + 20.
+    let out = kickq(&ns, &["enqueue", "--file", file.arg()], &worker_limit, None).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let broker = Broker::connect().await;
+    let got = published(&broker, &ns).await;
+    let sizes: Vec<usize> = got.iter().map(|(j, _)| j.user_ids.len()).collect();
+    assert_eq!(sizes, vec![50, 50, 20]);
+    let worker = Limits {
+        max_users_per_message: 50,
+        ..Limits::default()
+    };
+    for (j, _) in &got {
+        let body = serde_json::to_vec(j).unwrap();
+        assert!(job::parse(&body, &worker).is_ok(), "a worker at 50 accepts it: {j}");
+    }
+    let want: Vec<Kick> = (0..120).map(|i| k("room-1", &format!("user-{i}"), None)).collect();
+    assert_exactly_once(kicks(&got), want);
+}

@@ -4,6 +4,8 @@
 //! ```text
 //! {ns}.leader        exclusive lock of the active worker's connection
 //! {ns}.leader.state  its one-message record for the next holder
+//! {ns}.dead.lock     exclusive lock of the connection running a `kickq dlq` pass
+//! {ns}.dead.lock.state  that pass's one-message record (when it started, who)
 //!
 //! producers ──> {ns}.requests ──(worker)──> API
 //!                  │   ▲    └─ delivery limit exceeded ──> {ns}.dead
@@ -52,6 +54,11 @@ pub struct Names {
     pub leader: String,
     /// The active worker's one-message record for its successor.
     pub leader_state: String,
+    /// The dead-letter pass lock: an exclusive queue that only the connection
+    /// running a `kickq dlq` pass holds (never durable, never holds a message).
+    pub dead_lock: String,
+    /// That pass's one-message record (its start), for a second operator.
+    pub dead_lock_state: String,
 }
 
 impl Names {
@@ -64,6 +71,8 @@ impl Names {
             dead: format!("{namespace}.dead"),
             leader: format!("{namespace}.leader"),
             leader_state: format!("{namespace}.leader.state"),
+            dead_lock: format!("{namespace}.dead.lock"),
+            dead_lock_state: format!("{namespace}.dead.lock.state"),
             retry: retry_delays
                 .iter()
                 .map(|d| (*d, format!("{namespace}.retry.{}", delay_label(*d))))
@@ -83,6 +92,7 @@ impl Names {
     pub fn all(&self) -> Vec<&str> {
         let mut v = vec![self.requests.as_str(), self.dead.as_str(), self.leader_state.as_str()];
         v.extend(self.retry.iter().map(|(_, n)| n.as_str()));
+        v.push(self.dead_lock_state.as_str());
         v
     }
 }
@@ -141,8 +151,9 @@ pub fn retry_args(names: &Names, delay: Duration) -> FieldTable {
     t
 }
 
-/// Arguments of `{ns}.leader.state`: a classic queue that keeps only the
-/// newest record (a new one pushes the old out at the head).
+/// Arguments of `{ns}.leader.state` and `{ns}.dead.lock.state`: a classic
+/// queue that keeps only the newest record (a new one pushes the old out at
+/// the head).
 pub fn leader_state_args() -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("x-queue-type".into(), s("classic"));
@@ -166,6 +177,9 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> R
         .await?;
     channel
         .queue_declare(names.leader_state.as_str().into(), durable(), leader_state_args())
+        .await?;
+    channel
+        .queue_declare(names.dead_lock_state.as_str().into(), durable(), leader_state_args())
         .await?;
     for (delay, name) in &names.retry {
         channel
@@ -251,7 +265,9 @@ mod tests {
         assert_eq!(n.retry_for(1).0, Duration::from_secs(1));
         assert_eq!(n.retry_for(2).0, Duration::from_secs(5));
         assert_eq!(n.retry_for(99).0, Duration::from_secs(300));
-        assert_eq!(n.all().len(), 10);
+        assert_eq!(n.all().len(), 11);
+        assert_eq!(n.dead_lock, "kickq.dead.lock");
+        assert_eq!(n.dead_lock_state, "kickq.dead.lock.state");
         assert_eq!(n.leader, "kickq.leader");
         assert_eq!(n.leader_state, "kickq.leader.state");
     }

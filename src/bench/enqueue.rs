@@ -1,6 +1,7 @@
 //! The enqueue scenario: 1,000,000 CSV lines through `kickq enqueue --file` as a child process, in lines per
-//! second, beside the bench's own pipelined publisher sending the same lines as one-user messages. Skipped when
-//! this build has no `enqueue` subcommand.
+//! second, beside the bench's own pipelined publisher sending the same lines as one-user messages, with the
+//! child's peak RSS; and the peak RSS of dry runs over 10,000,000 lines in few rooms and in one room a line.
+//! Skipped when this build has no `enqueue` subcommand.
 
 use super::child;
 use super::env::BenchEnv;
@@ -22,6 +23,10 @@ pub const LINES: usize = 1_000_000;
 pub const ROOMS: usize = 10_000;
 /// Target: lines per second.
 pub const TARGET_LINES_PER_SEC: f64 = 50_000.0;
+/// Lines of the memory runs at scale 1.
+pub const MEMORY_LINES: usize = 10_000_000;
+/// Target: peak RSS of `kickq enqueue --file`, whatever the room count.
+pub const TARGET_PEAK_RSS_MIB: f64 = 200.0;
 /// What the report says when the subcommand is missing.
 pub const NOT_AVAILABLE: &str = "kickq enqueue not available";
 
@@ -62,7 +67,29 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
     let _ = std::fs::remove_file(&file);
     // The checkpoint `kickq enqueue --file` writes beside its input.
     let _ = std::fs::remove_file(crate::bulk::checkpoint::beside(&file));
-    let (enqueue_secs, publish_secs, queued, exit) = result?;
+    let (enqueue_secs, publish_secs, queued, exit, peak) = result?;
+    // Memory on 10 M lines, few rooms and one room a line: a dry run with --json (stdout to /dev/null), which
+    // makes both readings, the second one grouping every message; the publish window adds at most
+    // DEFAULT_WINDOW messages, measured above on the published run.
+    let big = env.scaled(MEMORY_LINES, 10);
+    let mut memory = Vec::new();
+    for (label, rooms) in [("few rooms", ROOMS.min(big)), ("distinct rooms", big)] {
+        write_csv(&file, big, rooms)?;
+        let path = file.to_string_lossy().into_owned();
+        let child = child::spawn(
+            &exe,
+            &["enqueue", "--file", &path, "--dry-run", "--json"],
+            &[("RUST_LOG", "warn".to_owned())],
+        )?;
+        let (status, hwm) = wait_with_peak(child).await?;
+        let _ = std::fs::remove_file(&file);
+        if !status.success() {
+            return Err(BenchError::Child(format!(
+                "kickq enqueue --dry-run ended with {status}"
+            )));
+        }
+        memory.push((label, rooms, hwm));
+    }
     let mut r = Report::new("enqueue");
     r.param("scale", env.settings().scale);
     r.param("lines", n);
@@ -72,6 +99,17 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
             .target(Target::AtLeast(TARGET_LINES_PER_SEC)),
     );
     r.figures.push(Figure::new("messages queued by enqueue", queued as f64));
+    r.figures
+        .push(Figure::new("peak RSS, VmHWM (MiB)", peak as f64 / 1024.0).target(Target::AtMost(TARGET_PEAK_RSS_MIB)));
+    for (label, rooms, hwm) in &memory {
+        r.figures.push(
+            Figure::new(
+                format!("peak RSS {big} lines, {label} ({rooms}), dry run --json (MiB)"),
+                *hwm as f64 / 1024.0,
+            )
+            .target(Target::AtMost(TARGET_PEAK_RSS_MIB)),
+        );
+    }
     r.notes.push(format!(
         "`kickq enqueue --file` ended with {exit}; CSV `room_id,user_id` with a header; the baseline publishes one message per line, pipelined"
     ));
@@ -98,7 +136,7 @@ async fn measure(
     file: &Path,
     n: usize,
     rooms: usize,
-) -> Result<(f64, f64, u64, String), BenchError> {
+) -> Result<(f64, f64, u64, String, u64), BenchError> {
     let vars = [
         ("KICKQ_AMQP_URL", env.settings().amqp_url.expose().to_owned()),
         ("KICKQ_NAMESPACE", names.namespace.clone()),
@@ -107,7 +145,7 @@ async fn measure(
     ];
     let path = file.to_string_lossy().into_owned();
     let t = Instant::now();
-    let status = child::spawn(exe, &["enqueue", "--file", &path], &vars)?.wait().await?;
+    let (status, peak) = wait_with_peak(child::spawn(exe, &["enqueue", "--file", &path], &vars)?).await?;
     let enqueue_secs = t.elapsed().as_secs_f64();
     if !status.success() {
         return Err(BenchError::Child(format!("kickq enqueue --file ended with {status}")));
@@ -130,5 +168,17 @@ async fn measure(
     .await?;
     let publish_secs = t.elapsed().as_secs_f64();
     let _ = conn.close(200, "enqueue done".into()).await;
-    Ok((enqueue_secs, publish_secs, queued, status.to_string()))
+    Ok((enqueue_secs, publish_secs, queued, status.to_string(), peak))
+}
+
+/// Waits for a child, sampling its memory until it exits: its exit and its peak VmHWM in KiB (the last
+/// sample, at most 50 ms before the exit; the kernel's count cannot be read after the child is reaped).
+async fn wait_with_peak(mut child: child::Sampled) -> Result<(std::process::ExitStatus, u64), BenchError> {
+    loop {
+        let peak = child.peak();
+        if let Some(status) = child.try_exit()? {
+            return Ok((status, peak.hwm_kib.max(child.peak().hwm_kib)));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -8,7 +8,7 @@
 //! messages whose first line is before L: nothing is lost and nothing repeated.
 
 use crate::job::KickRequest;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// One message to publish and the input lines it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,23 +26,77 @@ pub struct Message {
 
 type Key = (String, Option<String>, Option<u32>, Option<String>);
 
-/// Builds messages from validated jobs fed in line order.
+/// Bytes of user ids, line numbers and group keys the grouper keeps before it
+/// sends its oldest open message unfilled: about 1.4 M one-user lines of ids
+/// like the bench's, which holds every open group of 1 M lines over 10,000
+/// rooms (so grouping is as good as with no bound there) and keeps a run's
+/// memory far below 200 MiB whatever the room count.
+pub const MAX_BUFFERED_BYTES: usize = 96 << 20;
+/// Open messages kept before the oldest is sent unfilled: ten times the
+/// bench's 10,000 rooms, and about 60 MiB when every line is another room
+/// (the slot, the map entry and their growth slack weigh more than the ids).
+pub const MAX_OPEN_MESSAGES: usize = 100_000;
+/// Accounted heap bytes of one user id besides its own bytes (`String` header and allocator slack).
+const USER_OVERHEAD: usize = 48;
+/// Accounted bytes of one open message besides its key's and users' bytes (its slot, its map entry, their slack).
+const GROUP_OVERHEAD: usize = 512;
+
+/// A message still taking users (or full, waiting for older ones to close).
+#[derive(Debug)]
+struct Open {
+    message: Message,
+    closed: bool,
+    bytes: usize,
+}
+
+/// Builds messages from validated jobs fed in line order, keeping only the
+/// open ones: a message leaves once it is full and every older one has left,
+/// and when the open ones hold more than [`MAX_BUFFERED_BYTES`] or number more
+/// than [`MAX_OPEN_MESSAGES`] the oldest is closed unfilled. Messages come out in publish order (ascending
+/// `(first_line, part)`), and the same input always gives the same messages.
 #[derive(Debug)]
 pub struct Grouper {
     size: usize,
-    open: HashMap<Key, usize>,
-    messages: Vec<Message>,
+    max_bytes: usize,
+    open: HashMap<Key, u64>,
+    /// Messages by sequence number `base..`, oldest first.
+    slots: VecDeque<Open>,
+    base: u64,
+    bytes: usize,
+    ready: VecDeque<Message>,
     parts: (u64, u32),
+    /// Whether user ids are kept (`false`: counted only, as empty strings, for a first pass).
+    keep: bool,
 }
 
 impl Grouper {
-    /// Messages of at most `size` users (at least 1).
+    /// Messages of at most `size` users (at least 1), within [`MAX_BUFFERED_BYTES`].
     pub fn new(size: usize) -> Self {
+        Self::bounded(size, MAX_BUFFERED_BYTES)
+    }
+
+    /// Messages of at most `size` users, the open ones holding at most about `max_bytes`.
+    pub fn bounded(size: usize, max_bytes: usize) -> Self {
         Self {
             size: size.max(1),
+            max_bytes,
             open: HashMap::new(),
-            messages: Vec::new(),
+            slots: VecDeque::new(),
+            base: 0,
+            bytes: 0,
+            ready: VecDeque::new(),
             parts: (0, 0),
+            keep: true,
+        }
+    }
+
+    /// Like [`Grouper::new`], but the messages' user ids are empty strings:
+    /// the same messages (the bounds count the real ids), for counting them
+    /// at a fraction of the memory.
+    pub fn counting(size: usize) -> Self {
+        Self {
+            keep: false,
+            ..Self::new(size)
         }
     }
 
@@ -50,41 +104,92 @@ impl Grouper {
     pub fn push(&mut self, line: u64, job: KickRequest) {
         let key: Key = (job.room_id, job.reason, job.app_id, job.job_id);
         for user in job.user_ids {
-            let index = match self.open.get(&key) {
-                Some(&i) => i,
+            let seq = match self.open.get(&key) {
+                Some(&seq) => seq,
                 None => {
                     let part = if self.parts.0 == line { self.parts.1 + 1 } else { 0 };
                     self.parts = (line, part);
-                    self.messages.push(Message {
-                        first_line: line,
-                        part,
-                        lines: Vec::new(),
-                        job: KickRequest {
-                            room_id: key.0.clone(),
-                            user_ids: Vec::new(),
-                            reason: key.1.clone(),
-                            app_id: key.2,
-                            job_id: key.3.clone(),
+                    let bytes = GROUP_OVERHEAD
+                        + 2 * (key.0.len()
+                            + key.1.as_ref().map_or(0, String::len)
+                            + key.3.as_ref().map_or(0, String::len));
+                    self.bytes += bytes;
+                    self.slots.push_back(Open {
+                        message: Message {
+                            first_line: line,
+                            part,
+                            lines: Vec::with_capacity(1),
+                            job: KickRequest {
+                                room_id: key.0.clone(),
+                                user_ids: Vec::with_capacity(1),
+                                reason: key.1.clone(),
+                                app_id: key.2,
+                                job_id: key.3.clone(),
+                            },
                         },
+                        closed: false,
+                        bytes,
                     });
-                    self.open.insert(key.clone(), self.messages.len() - 1);
-                    self.messages.len() - 1
+                    let seq = self.base + self.slots.len() as u64 - 1;
+                    self.open.insert(key.clone(), seq);
+                    seq
                 }
             };
-            let m = &mut self.messages[index];
-            m.job.user_ids.push(user);
+            let slot = &mut self.slots[(seq - self.base) as usize];
+            let m = &mut slot.message;
+            let mut added = user.len() + USER_OVERHEAD;
+            m.job.user_ids.push(if self.keep { user } else { String::new() });
             if m.lines.last() != Some(&line) {
                 m.lines.push(line);
+                added += 8;
             }
+            slot.bytes += added;
+            self.bytes += added;
             if m.job.user_ids.len() >= self.size {
+                slot.closed = true;
                 self.open.remove(&key);
             }
         }
+        while self.bytes > self.max_bytes || self.open.len() > MAX_OPEN_MESSAGES {
+            // The oldest message is open (closed ones at the front have left): close it unfilled.
+            let Some(front) = self.slots.front_mut() else { break };
+            front.closed = true;
+            let j = &front.message.job;
+            let key: Key = (j.room_id.clone(), j.reason.clone(), j.app_id, j.job_id.clone());
+            self.open.remove(&key);
+            self.release();
+        }
+        self.release();
     }
 
-    /// The messages, in publish order (ascending `(first_line, part)`).
-    pub fn finish(self) -> Vec<Message> {
-        self.messages
+    /// Moves the closed messages at the front to the ready ones.
+    fn release(&mut self) {
+        while self.slots.front().is_some_and(|s| s.closed) {
+            let s = self.slots.pop_front().expect("checked just above");
+            self.base += 1;
+            self.bytes -= s.bytes;
+            self.ready.push_back(s.message);
+        }
+    }
+
+    /// The next message ready to publish, in publish order.
+    pub fn pop_ready(&mut self) -> Option<Message> {
+        self.ready.pop_front()
+    }
+
+    /// Closes every open message (the input has ended): all are then ready.
+    pub fn close_all(&mut self) {
+        for s in &mut self.slots {
+            s.closed = true;
+        }
+        self.open.clear();
+        self.release();
+    }
+
+    /// Every message, in publish order (ascending `(first_line, part)`).
+    pub fn finish(mut self) -> Vec<Message> {
+        self.close_all();
+        self.ready.into()
     }
 }
 
@@ -203,6 +308,54 @@ mod tests {
                 (5, 0, vec![5], "a".into(), s(&["u4"])),
             ]
         );
+    }
+
+    #[test]
+    fn a_full_buffer_closes_the_oldest_message_and_keeps_the_order() {
+        let input = || {
+            (1..=8u64)
+                .map(|l| (l, j(if l % 2 == 0 { "b" } else { "a" }, &["u"], None)))
+                .collect::<Vec<_>>()
+        };
+        // Unbounded: two messages; a bound of about two open messages' worth closes "a" early.
+        let ungrouped = |max_bytes| {
+            let mut g = Grouper::bounded(100, max_bytes);
+            let mut out = Vec::new();
+            for (line, job) in input() {
+                g.push(line, job);
+                while let Some(m) = g.pop_ready() {
+                    out.push((m.first_line, m.job.user_ids.len()));
+                }
+            }
+            out.extend(g.finish().iter().map(|m| (m.first_line, m.job.user_ids.len())));
+            out
+        };
+        assert_eq!(ungrouped(usize::MAX), vec![(1, 4), (2, 4)]);
+        let tight = 2 * (GROUP_OVERHEAD + 2) + 4 * (1 + USER_OVERHEAD + 8);
+        let got = ungrouped(tight);
+        assert!(got.len() > 2, "{got:?}");
+        assert_eq!(got.iter().map(|m| m.1).sum::<usize>(), 8, "every user once");
+        assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "publish order: {got:?}");
+    }
+
+    #[test]
+    fn counting_makes_the_same_messages_without_the_ids() {
+        let input: Vec<(u64, KickRequest)> = (1..=50u64)
+            .map(|l| (l, j(&format!("r{}", l % 7), &["u1", "u22"], None)))
+            .collect();
+        let shape = |mut g: Grouper| {
+            for (l, job) in input.clone() {
+                g.push(l, job);
+            }
+            g.finish()
+                .into_iter()
+                .map(|m| (m.first_line, m.part, m.job.user_ids.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(Grouper::counting(3)), shape(Grouper::new(3)));
+        let mut g = Grouper::counting(3);
+        g.push(1, j("a", &["u"], None));
+        assert_eq!(g.finish()[0].job.user_ids, vec![String::new()]);
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! From the whole input to the messages: detect the format, read every record (CSV through the `csv` crate:
-//! quoting, BOM, CRLF; JSON Lines by line), map a CSV header's columns, validate, collect the invalid records
-//! with their line numbers, group the rest, and derive the default job-id prefix and the input hash.
+//! From an input stream to valid jobs, with bounded memory: detect the format, read every record (CSV through the
+//! `csv` crate: quoting, BOM, CRLF; JSON Lines by line), map a CSV header's columns, validate, count, hash, and
+//! keep the first invalid records with their line numbers; the default job-id prefix and the input hash.
 //!
-//! The whole input is read before anything is published: that is what lets
-//! one bad line stop the run with nothing published.
+//! A run reads its input twice: once to judge every line (so one bad line
+//! stops the run with nothing published), once to group and publish. Neither
+//! pass keeps more than one record, a read buffer and the first
+//! [`MAX_KEPT_INVALID`] invalid lines.
 
 use super::group::{Grouper, Message};
 use super::parse::{
@@ -11,9 +13,15 @@ use super::parse::{
 };
 use crate::job::{KickRequest, Limits, MAX_JOB_ID_BYTES};
 use md5::{Digest, Md5};
+use std::io::{BufRead, BufReader, Read};
 
 /// Longest job-id prefix: leaves room for `:{line}.{part}` within the 128-byte job id.
 pub const MAX_PREFIX_BYTES: usize = MAX_JOB_ID_BYTES - 28;
+/// Invalid lines kept with their reasons (the rest are only counted): the
+/// most the report prints (100 with `--skip-invalid`).
+pub const MAX_KEPT_INVALID: usize = 100;
+/// Bytes of a CSV read window kept before the part already judged is dropped.
+const WINDOW_KEEP: usize = 64 << 10;
 
 /// How to read the input.
 #[derive(Debug, Clone, Copy)]
@@ -40,9 +48,9 @@ impl LoadOptions {
     }
 }
 
-/// The input, judged and grouped.
-#[derive(Debug)]
-pub struct Loaded {
+/// The input, judged: its counts, its hash, its first invalid lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
     /// The format used (given or detected).
     pub format: Format,
     /// Physical lines in the input (the last line number).
@@ -53,16 +61,27 @@ pub struct Loaded {
     pub blank: u64,
     /// Records that held a valid job.
     pub valid: u64,
-    /// Invalid records, ascending, with why, by the line they start on.
+    /// Invalid records.
+    pub invalid_count: u64,
+    /// The first [`MAX_KEPT_INVALID`] invalid records, ascending, with why, by the line they start on.
     pub invalid: Vec<(u64, LineError)>,
+    /// User ids over all valid records.
+    pub users: u64,
+    /// Hex MD5 of the whole input (see [`input_hash`]).
+    pub md5: String,
+}
+
+/// The input, judged and grouped (small inputs and tests: every message in memory).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The judgement.
+    pub scanned: Scanned,
     /// Messages in publish order.
     pub messages: Vec<Message>,
-    /// User ids over all messages.
-    pub users: u64,
 }
 
 /// Why an input is refused as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The header line names columns that cannot be used.
     #[error("line {line}: header: {source}")]
@@ -72,71 +91,217 @@ pub enum LoadError {
         /// What is wrong with it.
         source: HeaderError,
     },
+    /// Reading failed.
+    #[error("reading the input: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-/// Judges every record of `input`, grouping valid jobs `group_size` users to
-/// a message. Lines are numbered from 1; a final line without a newline
-/// counts; a CSV record with a quoted line break counts at the line it starts on.
-pub fn load(input: &[u8], opts: LoadOptions) -> Result<Loaded, LoadError> {
-    let mut lines = input.split(|b| *b == b'\n').count() as u64;
-    if input.is_empty() || input.ends_with(b"\n") {
-        // `split` yields an empty piece after the last newline; it is not a line.
-        lines -= 1;
+/// Guesses the format of a stream from its first non-blank UTF-8 line (see [`detect`]); CSV if none.
+pub fn detect_stream<R: BufRead>(mut input: R) -> std::io::Result<Format> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(Format::Csv);
+        }
+        if let Ok(text) = std::str::from_utf8(&line) {
+            if !text.trim().is_empty() {
+                return Ok(detect(text));
+            }
+        }
     }
-    let format = opts.format.unwrap_or_else(|| {
-        input
-            .split(|b| *b == b'\n')
-            .filter_map(|l| std::str::from_utf8(l).ok())
-            .find(|l| !l.trim().is_empty())
-            .map_or(Format::Csv, detect)
-    });
-    let mut out = Loaded {
+}
+
+/// A reader that hashes and counts lines of what passes through it, drops a
+/// leading BOM if asked, and keeps the bytes from `base` on (the CSV loop
+/// finds where records start in them).
+struct Tap<R> {
+    inner: R,
+    md5: Md5,
+    newlines: u64,
+    read: u64,
+    last: Option<u8>,
+    strip_bom: bool,
+    keep: bool,
+    window: Vec<u8>,
+    base: usize,
+    /// Bytes read ahead while looking for a BOM, not yet handed out.
+    pending: Vec<u8>,
+}
+
+impl<R: Read> Tap<R> {
+    fn new(inner: R, strip_bom: bool, keep: bool) -> Self {
+        Self {
+            inner,
+            md5: Md5::new(),
+            newlines: 0,
+            read: 0,
+            last: None,
+            strip_bom,
+            keep,
+            window: Vec::new(),
+            base: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Lines seen: a final line without a newline counts.
+    fn lines(&self) -> u64 {
+        self.newlines + u64::from(self.last.is_some_and(|b| b != b'\n'))
+    }
+
+    /// The kept bytes from `offset` (post-BOM) on.
+    fn from(&self, offset: usize) -> &[u8] {
+        &self.window[offset.saturating_sub(self.base).min(self.window.len())..]
+    }
+
+    /// Drops the kept bytes before `offset` once enough have piled up.
+    fn forget_before(&mut self, offset: usize) {
+        let n = offset.saturating_sub(self.base).min(self.window.len());
+        if n >= WINDOW_KEEP {
+            self.window.drain(..n);
+            self.base += n;
+        }
+    }
+}
+
+impl<R: Read> Tap<R> {
+    /// Reads from the inner reader, hashing and counting.
+    fn pull(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let got = &buf[..n];
+        self.md5.update(got);
+        self.newlines += got.iter().filter(|b| **b == b'\n').count() as u64;
+        if let Some(b) = got.last() {
+            self.last = Some(*b);
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.strip_bom {
+            // The first bytes, gathered over as many reads as it takes, then dropped if they are a BOM.
+            self.strip_bom = false;
+            let mut head = [0u8; 3];
+            let mut have = 0;
+            while have < head.len() {
+                let n = self.pull(&mut head[have..])?;
+                if n == 0 {
+                    break;
+                }
+                have += n;
+            }
+            if head[..have] != *BOM.as_bytes() {
+                self.pending.extend_from_slice(&head[..have]);
+            }
+        }
+        let n = if self.pending.is_empty() {
+            self.pull(buf)?
+        } else {
+            let n = self.pending.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            n
+        };
+        if self.keep {
+            self.window.extend_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// Judges every record of `input` in `format`, calling `each(line, job)` for
+/// each valid one in line order; `each` returning `false` stops the reading
+/// (the counts then cover only what was read). Lines are numbered from 1; a
+/// final line without a newline counts; a CSV record with a quoted line break
+/// counts at the line it starts on.
+pub fn scan<R: Read>(
+    input: R,
+    format: Format,
+    opts: &LoadOptions,
+    mut each: impl FnMut(u64, KickRequest) -> bool,
+) -> Result<Scanned, LoadError> {
+    let mut out = Scanned {
         format,
-        lines,
+        lines: 0,
         header: 0,
         blank: 0,
         valid: 0,
+        invalid_count: 0,
         invalid: Vec::new(),
-        messages: Vec::new(),
         users: 0,
+        md5: String::new(),
     };
-    let mut grouper = Grouper::new(opts.group_size);
-    let mut take = |out: &mut Loaded, line: u64, job: Result<Option<KickRequest>, LineError>| match job {
+    let mut take = |out: &mut Scanned, line: u64, job: Result<Option<KickRequest>, LineError>| match job {
         Ok(Some(job)) => {
             out.valid += 1;
             out.users += job.user_ids.len() as u64;
-            grouper.push(line, job);
+            each(line, job)
         }
-        Ok(None) => out.blank += 1,
-        Err(e) => out.invalid.push((line, e)),
-    };
-    match format {
-        Format::Jsonl => {
-            let mut first = true;
-            for (i, raw) in input.split(|b| *b == b'\n').take(lines as usize).enumerate() {
-                take(&mut out, i as u64 + 1, jsonl_job(raw, first, &opts.limits));
-                first = false;
+        Ok(None) => {
+            out.blank += 1;
+            true
+        }
+        Err(e) => {
+            out.invalid_count += 1;
+            if out.invalid.len() < MAX_KEPT_INVALID {
+                out.invalid.push((line, e));
             }
+            true
+        }
+    };
+    let tap = match format {
+        Format::Jsonl => {
+            let mut reader = BufReader::with_capacity(64 << 10, Tap::new(input, false, false));
+            let (mut raw, mut line) = (Vec::new(), 0u64);
+            loop {
+                raw.clear();
+                if reader.read_until(b'\n', &mut raw)? == 0 {
+                    break;
+                }
+                line += 1;
+                let piece = raw.strip_suffix(b"\n").unwrap_or(&raw);
+                if !take(&mut out, line, jsonl_job(piece, line == 1, &opts.limits)) {
+                    break;
+                }
+            }
+            reader.into_inner()
         }
         Format::Csv => {
-            let body = input.strip_prefix(BOM.as_bytes()).unwrap_or(input);
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(false)
                 .flexible(true)
                 .trim(csv::Trim::All)
-                .from_reader(body);
+                .buffer_capacity(64 << 10)
+                .from_reader(Tap::new(input, true, true));
             let mut record = csv::ByteRecord::new();
             let mut columns: Option<Columns> = None;
             let mut first = true;
             // The line a record starts on, counted here: the csv crate's own count lags at CRLF and blank lines.
             let (mut cursor, mut newlines) = (0usize, 0u64);
-            // Reading from a slice with `flexible` fails on nothing; an error ends the input where it is.
-            while reader.read_byte_record(&mut record).unwrap_or(false) {
+            loop {
+                let more = match reader.read_byte_record(&mut record) {
+                    Ok(more) => more,
+                    Err(e) => match e.into_kind() {
+                        csv::ErrorKind::Io(e) => return Err(e.into()),
+                        // With `flexible`, nothing else fails; such an error ends the input where it is.
+                        _ => false,
+                    },
+                };
+                if !more {
+                    break;
+                }
+                let tap = reader.get_ref();
                 let at = record.position().map_or(cursor, |p| p.byte() as usize).max(cursor);
                 // The position may point at the terminator before the record, or at skipped empty lines.
-                let start = at + body[at..].iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
-                newlines += body[cursor..start].iter().filter(|b| **b == b'\n').count() as u64;
+                let start = at + tap.from(at).iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+                let between = &tap.from(cursor)[..start - cursor];
+                newlines += between.iter().filter(|b| **b == b'\n').count() as u64;
                 cursor = start;
+                reader.get_mut().forget_before(cursor);
                 let line = newlines + 1;
                 let fields: Option<Vec<&str>> = record.iter().map(|f| std::str::from_utf8(f).ok()).collect();
                 let Some(fields) = fields else {
@@ -162,18 +327,44 @@ pub fn load(input: &[u8], opts: LoadOptions) -> Result<Loaded, LoadError> {
                         continue;
                     }
                 }
-                take(
+                if !take(
                     &mut out,
                     line,
                     csv_job(&fields, columns.as_ref(), &opts.limits).map(Some),
-                );
+                ) {
+                    break;
+                }
             }
-            // Lines holding no record: blank ones and the continuations of quoted line breaks.
-            out.blank = lines.saturating_sub(out.header + out.valid + out.invalid.len() as u64);
+            reader.into_inner()
         }
+    };
+    let mut tap = tap;
+    // Whatever the parser left unread still counts and hashes (it reads to the end unless stopped).
+    std::io::copy(&mut tap, &mut std::io::sink())?;
+    out.lines = tap.lines();
+    out.md5 = hex::encode(tap.md5.finalize());
+    if format == Format::Csv {
+        // Lines holding no record: blank ones and the continuations of quoted line breaks.
+        out.blank = out.lines.saturating_sub(out.header + out.valid + out.invalid_count);
     }
-    out.messages = grouper.finish();
     Ok(out)
+}
+
+/// Judges and groups a whole input held in memory (tests, small inputs).
+pub fn load(input: &[u8], opts: LoadOptions) -> Result<Loaded, LoadError> {
+    let format = match opts.format {
+        Some(f) => f,
+        None => detect_stream(input)?,
+    };
+    let mut grouper = Grouper::new(opts.group_size);
+    let scanned = scan(input, format, &opts, |line, job| {
+        grouper.push(line, job);
+        true
+    })?;
+    Ok(Loaded {
+        scanned,
+        messages: grouper.finish(),
+    })
 }
 
 /// The hash a checkpoint keeps of its input: the full hex MD5 (the one the
@@ -186,7 +377,11 @@ pub fn input_hash(input: &[u8]) -> String {
 /// first 8 hex digits of its MD5, so a rerun on the same input gets the same
 /// ids while another file of the same name does not.
 pub fn default_prefix(name: &str, input: &[u8]) -> String {
-    let digest = hex::encode(Md5::digest(input));
+    prefix_of(name, &input_hash(input))
+}
+
+/// [`default_prefix`] from the input's hex MD5.
+pub fn prefix_of(name: &str, digest: &str) -> String {
     let clean: String = name
         .chars()
         .map(|c| if c.is_control() || c == ':' { '_' } else { c })
@@ -221,9 +416,18 @@ mod tests {
     fn loads_csv_and_counts() {
         let input = b"room_id,user_id,reason\nr1,u1\n\nr2,u2,spam\nr1,u3\nbad\nr1,\n  \n";
         let l = load(input, opts(100)).unwrap();
-        assert_eq!(l.format, Format::Csv);
-        assert_eq!((l.lines, l.header, l.blank, l.valid, l.users), (8, 1, 2, 3, 3));
-        let bad: Vec<(u64, String)> = l.invalid.iter().map(|(n, e)| (*n, e.to_string())).collect();
+        assert_eq!(l.scanned.format, Format::Csv);
+        assert_eq!(
+            (
+                l.scanned.lines,
+                l.scanned.header,
+                l.scanned.blank,
+                l.scanned.valid,
+                l.scanned.users
+            ),
+            (8, 1, 2, 3, 3)
+        );
+        let bad: Vec<(u64, String)> = l.scanned.invalid.iter().map(|(n, e)| (*n, e.to_string())).collect();
         assert_eq!(
             bad,
             vec![
@@ -239,7 +443,15 @@ mod tests {
     fn a_header_maps_columns_by_name_and_quoting_is_csv() {
         let input = "\u{feff}user_id,room_id,reason\r\nu1,r1,\"a, b\"\r\nu2,r1,\"two\r\nlines\"\r\nu3,r2\r\n";
         let l = load(input.as_bytes(), opts(100)).unwrap();
-        assert_eq!((l.lines, l.header, l.valid, l.invalid.len()), (5, 1, 3, 0));
+        assert_eq!(
+            (
+                l.scanned.lines,
+                l.scanned.header,
+                l.scanned.valid,
+                l.scanned.invalid.len()
+            ),
+            (5, 1, 3, 0)
+        );
         let got: Vec<(u64, &str, &str, Option<&str>)> = l
             .messages
             .iter()
@@ -268,7 +480,11 @@ mod tests {
         let mut no = opts(100);
         no.header = HeaderMode::Absent;
         let l = load(input, no).unwrap();
-        assert_eq!((l.header, l.valid), (0, 2), "--no-header: the first line is data");
+        assert_eq!(
+            (l.scanned.header, l.scanned.valid),
+            (0, 2),
+            "--no-header: the first line is data"
+        );
         assert_eq!(l.messages.len(), 2);
         let mut yes = opts(100);
         yes.header = HeaderMode::Present;
@@ -286,25 +502,95 @@ mod tests {
         let input = b"\n{\"room_id\":\"r\",\"user_ids\":[\"a\",\"b\"]}\r\n{\"room_id\":\"r\",\"user_ids\":[\"c\"]}";
         let l = load(input, opts(100)).unwrap();
         assert_eq!(
-            (l.format, l.lines, l.valid, l.users, l.blank),
+            (
+                l.scanned.format,
+                l.scanned.lines,
+                l.scanned.valid,
+                l.scanned.users,
+                l.scanned.blank
+            ),
             (Format::Jsonl, 3, 2, 3, 1)
         );
         assert_eq!(l.messages.len(), 1);
         assert_eq!(l.messages[0].lines, vec![2, 3]);
         let mut csv = opts(100);
         csv.format = Some(Format::Csv);
-        assert_eq!(load(input, csv).unwrap().invalid.len(), 2);
+        assert_eq!(load(input, csv).unwrap().scanned.invalid.len(), 2);
     }
 
     #[test]
     fn empty_input_has_no_lines() {
         for input in [&b""[..], b"\n\n"] {
             let l = load(input, opts(100)).unwrap();
-            assert_eq!((l.valid, l.messages.len()), (0, 0));
+            assert_eq!((l.scanned.valid, l.messages.len()), (0, 0));
         }
-        assert_eq!(load(b"", opts(1)).unwrap().lines, 0);
+        assert_eq!(load(b"", opts(1)).unwrap().scanned.lines, 0);
         let two = load(b"\n\n", opts(1)).unwrap();
-        assert_eq!((two.lines, two.blank), (2, 2));
+        assert_eq!((two.scanned.lines, two.scanned.blank), (2, 2));
+    }
+
+    /// A reader that hands out a few bytes at a time, as a pipe may.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn streams_a_long_input_in_small_reads_with_exact_line_numbers() {
+        // Past the kept window many times over: CRLF, blank lines, a quoted line break, bad lines.
+        let mut input = "\u{feff}room_id,user_id,reason\r\n".to_string();
+        let mut bad = Vec::new();
+        let mut line = 1u64;
+        for i in 0..20_000u64 {
+            line += 1;
+            match i % 1000 {
+                7 => {
+                    input.push_str("r1,\r\n");
+                    bad.push(line);
+                }
+                8 => {
+                    input.push_str("\r\n");
+                }
+                9 => {
+                    input.push_str(&format!("r2,u{i},\"two\nlines\"\n"));
+                    line += 1;
+                }
+                _ => input.push_str(&format!("r{},u{i}\r\n", i % 3)),
+            }
+        }
+        let bytes = input.as_bytes();
+        for chunk in [1, 7, 4096] {
+            let mut valid = 0u64;
+            let got = scan(Trickle(bytes, chunk), Format::Csv, &opts(100), |_, _| {
+                valid += 1;
+                true
+            })
+            .unwrap();
+            assert_eq!(got.lines, line, "chunk {chunk}");
+            assert_eq!(got.md5, input_hash(bytes));
+            assert_eq!((got.header, got.valid, got.invalid_count), (1, valid, 20));
+            let lines: Vec<u64> = got.invalid.iter().map(|(n, _)| *n).collect();
+            assert_eq!(lines, bad, "chunk {chunk}");
+        }
+        let whole = load(bytes, opts(100)).unwrap().scanned;
+        assert_eq!(whole.lines, line);
+        assert_eq!(whole.blank, 20 + 20, "blank lines and quoted continuations");
+    }
+
+    #[test]
+    fn keeps_only_the_first_invalid_lines_and_counts_the_rest() {
+        let input = "r,\n".repeat(MAX_KEPT_INVALID + 5);
+        let l = load(input.as_bytes(), opts(100)).unwrap().scanned;
+        assert_eq!(
+            (l.invalid.len(), l.invalid_count),
+            (MAX_KEPT_INVALID, MAX_KEPT_INVALID as u64 + 5)
+        );
     }
 
     #[test]

@@ -1,97 +1,176 @@
 //! Publishing a bulk run's messages in order with a bounded window of unconfirmed publishes, stopping only
 //! between lines when asked, and reporting the confirmed prefix.
 
-use super::group::{as_published, may_stop_after, Message};
+use super::group::{as_published, Message};
 use crate::amqp::publish::Pending;
 use crate::producer::{Producer, ProducerError};
 use std::collections::VecDeque;
+use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 /// Unconfirmed publishes kept in flight: enough to hide the confirm round trip
 /// (and the quorum queue's fsync) behind the following publishes.
 pub const DEFAULT_WINDOW: usize = 1000;
 
+/// One item of the feed a run publishes: a message, or the end of the input
+/// (sent only once the whole input was read as judged; a feed that closes
+/// without it broke).
+pub type Feed = Option<Message>;
+
+/// Why a run ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The broker refused or went away.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    /// The feed of messages closed before the end of the input (reading it failed).
+    #[error("the input could not be read to its end")]
+    FeedBroken,
+}
+
 /// How a run ended.
 #[derive(Debug)]
 pub struct SendReport {
-    /// Messages confirmed: always a prefix of the slice given.
+    /// Messages confirmed: always a prefix of the feed.
     pub confirmed: usize,
+    /// Users in them.
+    pub users: u64,
+    /// Every line up to this one is in a confirmed message (or holds no job).
+    pub confirmed_through: u64,
     /// Messages sent after that prefix and not known to be confirmed (only
     /// after a failure): the broker may or may not have stored them.
     pub in_doubt: usize,
     /// A stop was asked for and honoured before the last message.
     pub stopped: bool,
     /// The failure that ended the run early, if any.
-    pub failure: Option<ProducerError>,
+    pub failure: Option<SendError>,
 }
 
-/// Publishes `messages` in order, message ids from `prefix` where a message has
-/// no job id of its own, with at most `window` unconfirmed. `on_confirmed` sees
-/// each message once it is confirmed, in order. When `stop` fires, sending stops
-/// at the next boundary between lines and what is in flight is awaited, so the
-/// confirmed messages are exactly a prefix covering whole lines.
+/// What follows the messages in flight.
+enum Next {
+    Message(Message),
+    End,
+    Broken,
+}
+
+/// The line every line before which is confirmed once every message before
+/// `next` is: its first line minus one, `last_line` at the end, `at_least`
+/// (already established) if the feed broke.
+fn through_before(next: &Next, at_least: u64, last_line: u64) -> u64 {
+    match next {
+        Next::Message(m) => m.first_line - 1,
+        Next::End => last_line,
+        Next::Broken => at_least,
+    }
+}
+
+async fn pull(feed: &mut Receiver<Feed>) -> Next {
+    match feed.recv().await {
+        Some(Some(m)) => Next::Message(m),
+        Some(None) => Next::End,
+        None => Next::Broken,
+    }
+}
+
+/// Publishes the messages of `feed` in order (they come in `(first_line,
+/// part)` order), message ids from `prefix` where a message has no job id of
+/// its own, with at most `window` unconfirmed; `last_line` is the input's.
+/// `on_confirmed` sees each message once it is confirmed, in order, with the
+/// line confirmed through. When `stop` fires, sending stops at the next
+/// boundary between lines and what is in flight is awaited, so the confirmed
+/// messages are exactly a prefix covering whole lines.
 pub async fn send_in_order(
     producer: &Producer,
     prefix: &str,
-    messages: &[Message],
+    feed: &mut Receiver<Feed>,
+    last_line: u64,
     window: usize,
     stop: &CancellationToken,
-    mut on_confirmed: impl FnMut(&Message),
+    mut on_confirmed: impl FnMut(&Message, u64),
 ) -> SendReport {
     let window = window.max(1);
-    let mut in_flight: VecDeque<(usize, Pending)> = VecDeque::with_capacity(window.min(messages.len()));
-    let (mut sent, mut confirmed) = (0usize, 0usize);
-    let mut failure = None;
-    let mut stopped = false;
-    while sent < messages.len() {
-        if stop.is_cancelled() && may_stop_after(messages, sent) {
-            stopped = true;
-            break;
+    let mut in_flight: VecDeque<(Message, Pending)> = VecDeque::new();
+    let mut next = pull(feed).await;
+    let mut report = SendReport {
+        confirmed: 0,
+        users: 0,
+        confirmed_through: through_before(&next, 0, last_line),
+        in_doubt: 0,
+        stopped: false,
+        failure: None,
+    };
+    let (mut last_sent, mut sent): (Option<u64>, usize) = (None, 0);
+    loop {
+        let sendable = match &next {
+            Next::Message(m) => Some(m.first_line),
+            _ => None,
+        };
+        if let Some(first) = sendable {
+            // Never between two parts of one line.
+            if stop.is_cancelled() && last_sent != Some(first) {
+                report.stopped = true;
+                break;
+            }
         }
-        if in_flight.len() >= window {
-            let (i, pending) = in_flight.pop_front().expect("the window is full, so not empty");
+        if sendable.is_none() || in_flight.len() >= window {
+            let Some((m, pending)) = in_flight.pop_front() else {
+                break;
+            };
             match pending.confirmed().await {
                 Ok(()) => {
-                    confirmed += 1;
-                    on_confirmed(&messages[i]);
+                    report.confirmed += 1;
+                    report.users += m.job.user_ids.len() as u64;
+                    report.confirmed_through = match in_flight.front() {
+                        Some((after, _)) => after.first_line - 1,
+                        None => through_before(&next, m.first_line - 1, last_line),
+                    };
+                    on_confirmed(&m, report.confirmed_through);
                 }
                 Err(e) => {
-                    failure = Some(e.into());
+                    report.failure = Some(ProducerError::from(e).into());
                     break;
                 }
             }
             continue;
         }
-        let m = &messages[sent];
-        match producer.send(as_published(prefix, m)).await.map(|sent| sent.pending) {
+        let Next::Message(m) = std::mem::replace(&mut next, Next::Broken) else {
+            unreachable!("sendable")
+        };
+        match producer.send(as_published(prefix, &m)).await.map(|sent| sent.pending) {
             Ok(pending) => {
-                in_flight.push_back((sent, pending));
+                last_sent = Some(m.first_line);
                 sent += 1;
+                in_flight.push_back((m, pending));
+                next = pull(feed).await;
             }
             Err(e) => {
-                failure = Some(e);
+                report.failure = Some(e.into());
                 break;
             }
         }
     }
-    if failure.is_none() {
-        while let Some((i, pending)) = in_flight.pop_front() {
+    if report.failure.is_none() {
+        while let Some((m, pending)) = in_flight.pop_front() {
             match pending.confirmed().await {
                 Ok(()) => {
-                    confirmed += 1;
-                    on_confirmed(&messages[i]);
+                    report.confirmed += 1;
+                    report.users += m.job.user_ids.len() as u64;
+                    report.confirmed_through = match in_flight.front() {
+                        Some((after, _)) => after.first_line - 1,
+                        None => through_before(&next, m.first_line - 1, last_line),
+                    };
+                    on_confirmed(&m, report.confirmed_through);
                 }
                 Err(e) => {
-                    failure = Some(e.into());
+                    report.failure = Some(ProducerError::from(e).into());
                     break;
                 }
             }
         }
     }
-    SendReport {
-        confirmed,
-        in_doubt: sent - confirmed,
-        stopped,
-        failure,
+    if report.failure.is_none() && !report.stopped && matches!(next, Next::Broken) {
+        report.failure = Some(SendError::FeedBroken);
     }
+    report.in_doubt = sent - report.confirmed;
+    report
 }

@@ -21,6 +21,9 @@ Checks, one line each (ok, warn or FAIL, what, and the fix):
   queue      each queue of the namespace that exists has the arguments kickq
              declares (a differing one is named, with both values); an absent
              queue is fine: `kickq run` declares it at start;
+  dead policy  with KICKQ_MANAGEMENT_URL set: warns when a broker policy caps
+             <namespace>.dead (delivery-limit, max-length, message-ttl, ...;
+             AMQP cannot see policies, so without it this is not checked);
   database   with DATABASE_URL set: reachable, and every migration applied;
   api        one signed KickoutUser call for a room that cannot exist
              (kickq-check-<random>): the API's \"room gone\" answer proves the
@@ -54,6 +57,10 @@ pub struct CheckArgs {
     /// Total timeout of the API call.
     #[arg(long = "http-timeout", env = "KICKQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     http_timeout: Duration,
+    /// RabbitMQ management API base URL (e.g. http://127.0.0.1:15672; credentials in it, else the AMQP
+    /// URL's), to see the policies on the dead queue; unset skips that check.
+    #[arg(long = "management-url", env = "KICKQ_MANAGEMENT_URL", hide_env_values = true)]
+    management_url: Option<String>,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -299,6 +306,10 @@ async fn broker_checks(args: &CheckArgs) -> Vec<Check> {
     for (name, expected) in expected_queues(&names, args.delivery_limit) {
         checks.push(queue_check(&conn, &name, expected).await);
     }
+    if let Some(base) = &args.management_url {
+        let reply = crate::dlq::policy::fetch(base, url.expose(), &names.dead).await;
+        checks.push(dead_policy(&names.dead, &crate::dlq::policy::verdict(&reply)));
+    }
     let _ = conn.close(200, "kickq check done".into()).await;
     checks
 }
@@ -309,6 +320,7 @@ fn expected_queues(names: &Names, delivery_limit: u32) -> Vec<(String, FieldTabl
         (names.requests.clone(), topology::requests_args(names, delivery_limit)),
         (names.dead.clone(), topology::dead_args()),
         (names.leader_state.clone(), topology::leader_state_args()),
+        (names.dead_lock_state.clone(), topology::leader_state_args()),
     ];
     for (delay, name) in &names.retry {
         v.push((name.clone(), topology::retry_args(names, *delay)));
@@ -364,6 +376,29 @@ async fn queue_check(conn: &Connection, queue: &str, expected: FieldTable) -> Ch
         ),
         Err(e) if reply_code(&e) == Some(PRECONDITION_FAILED) => queue_mismatch(queue, &e.to_string()),
         Err(e) => fail(&e),
+    }
+}
+
+/// The `dead policy` line: a policy capping the dead queue is a warning.
+pub fn dead_policy(dead: &str, v: &crate::dlq::policy::Verdict) -> Check {
+    use crate::dlq::policy::Verdict;
+    let name = format!("dead policy {dead}");
+    match v {
+        Verdict::Absent => Check::new(name, Status::Ok, "absent: no policy to read", None),
+        Verdict::Uncapped(None) => Check::new(name, Status::Ok, "no policy applies", None),
+        Verdict::Uncapped(Some(p)) => Check::new(name, Status::Ok, format!("policy {p} does not cap it"), None),
+        Verdict::Capped(p, caps) => Check::new(
+            name,
+            Status::Warn,
+            format!("policy {p} caps it: {}", caps.join("; ")),
+            Some("remove these keys from the policy, or exclude the dead queue from its pattern"),
+        ),
+        Verdict::Unknown(why) => Check::new(
+            name,
+            Status::Warn,
+            format!("policies not checked: {why}"),
+            Some("check KICKQ_MANAGEMENT_URL and that the management plugin is enabled"),
+        ),
     }
 }
 

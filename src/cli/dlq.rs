@@ -8,9 +8,11 @@ use super::run::BrokerArgs;
 use super::Interrupted;
 use crate::amqp::connect::connect;
 use crate::amqp::headers::DeadError;
+use crate::amqp::topology::Names;
 use crate::dlq::format::{format_table, to_json, Tally};
 use crate::dlq::letter::{parse_error, Filter};
-use crate::dlq::pass::{peek, sweep, Action, SweepConfig, SweepEnd, SweepReport};
+use crate::dlq::lock;
+use crate::dlq::pass::{peek, peek_until, replay_spacing, sweep, Action, SweepConfig, SweepEnd, SweepReport};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use lapin::Connection;
@@ -28,7 +30,9 @@ pub const STOP_AFTER_ENV: &str = "KICKQ_DLQ_STOP_AFTER";
 pub const LONG_ABOUT: &str = "\
 Inspect and act on <namespace>.dead.
 
-list reads letters without consuming them: they stay in the queue, in order.
+list reads letters without consuming them: they stay in the queue, in order
+(each is re-appended to the tail, then removed from the head, so a broker
+delivery-limit never wears one out).
 replay moves the matching letters back to <namespace>.requests (attempts reset,
 the death recorded in the kickq-dlq-history header); purge removes them.
 Both make one pass over the letters present when they start: a matching
@@ -36,6 +40,10 @@ letter is removed only after its replay is confirmed, and every other letter
 is re-appended to the tail of the queue first, so the rest keep their order
 and an interruption loses nothing (at most the letters in flight are left
 duplicated; the summary says how many). Safe while workers run.
+
+One pass runs at a time per namespace (lock queue <namespace>.dead.lock): a
+second list, replay or purge fails with \"another dlq pass is running (since
+...)\" and changes nothing.
 
 Validation letters (bodies that were not valid jobs) are replayed as they
 are: unless the input was fixed elsewhere they are dead-lettered again.
@@ -123,8 +131,8 @@ pub struct ReplayArgs {
     /// Most letters to replay (the other matching ones stay).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
-    /// Most replays per second (the worker's pace is the API's; this spares the queue).
-    #[arg(long, value_name = "MSGS_PER_SEC")]
+    /// Most replays per second, 0.01 to 10000 (the worker's pace is the API's; this spares the queue).
+    #[arg(long, value_name = "MSGS_PER_SEC", value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// --dry-run, --yes, --json.
     #[command(flatten)]
@@ -160,11 +168,6 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     match args.command {
         DlqCommand::List(a) => list(a).await,
         DlqCommand::Replay(a) => {
-            if let Some(rate) = a.rate {
-                if !(rate.is_finite() && rate > 0.0) {
-                    bail!("--rate must be a positive number of messages per second");
-                }
-            }
             let (url, names) = a.broker.resolve()?;
             let action = Action::Replay {
                 to: names.requests.clone(),
@@ -174,7 +177,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 limit: a.limit,
                 confirm: a.confirm,
             };
-            act(&url, &names.dead, action, a.filter.filter(), opts).await
+            act(&url, &names, action, a.filter.filter(), opts).await
         }
         DlqCommand::Purge(a) => {
             let (url, names) = a.broker.resolve()?;
@@ -182,7 +185,26 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 limit: a.limit,
                 confirm: a.confirm,
             };
-            act(&url, &names.dead, Action::Purge, a.filter.filter(), opts).await
+            act(&url, &names, Action::Purge, a.filter.filter(), opts).await
+        }
+    }
+}
+
+/// `--rate`: a number within the bounds the pass accepts, checked before
+/// anything is read or sent.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|_| format!("not a number: {s:?}"))?;
+    replay_spacing(rate).map_err(|e| e.to_string())?;
+    Ok(rate)
+}
+
+/// Takes the pass lock on `conn`, or fails with the line that says who holds it.
+async fn take_lock(conn: &Connection, names: &Names) -> anyhow::Result<lock::PassLock> {
+    match lock::take(conn, names).await {
+        Ok(l) => Ok(l),
+        Err(e) => {
+            let _ = conn.close(200, "locked".into()).await;
+            Err(e.into())
         }
     }
 }
@@ -198,10 +220,20 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     let conn = open(&url).await?;
     let filter = args.filter.filter();
     let total = crate::dlq::pass::depth(&conn, &names.dead).await?;
+    let _lock = take_lock(&conn, &names).await?;
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
     let mut progress = Progress::new("list", "letters", total.into());
-    let peeked = peek(&conn, &names.dead, &filter, Some(args.limit), |n| progress.inc(n)).await;
+    let (peeked, end) = peek_until(&conn, &names.dead, &filter, Some(args.limit), &stop, |n| {
+        progress.inc(n)
+    })
+    .await;
     progress.finish();
-    let peeked = peeked?;
+    let cancelled = match end {
+        SweepEnd::Failed(e) => return Err(e.into()),
+        SweepEnd::Cancelled => true,
+        _ => false,
+    };
     let _ = conn.close(200, "listed".into()).await;
     let text = if args.json {
         format!("{}\n", to_json(&peeked.letters))
@@ -223,6 +255,13 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         names.dead,
         filter.describe()
     );
+    if cancelled {
+        eprintln!(
+            "kickq: interrupted after {} of {} letter(s): none lost; the ones read are now behind the others",
+            peeked.scanned, peeked.depth
+        );
+        return Err(Interrupted.into());
+    }
     Ok(())
 }
 
@@ -243,7 +282,7 @@ fn verb(action: &Action) -> (&'static str, &'static str) {
 
 async fn act(
     url: &crate::secret::Secret,
-    dead: &str,
+    names: &Names,
     action: Action,
     filter: Filter,
     opts: ActOptions,
@@ -253,7 +292,11 @@ async fn act(
     if let Consent::Refuse(why) = consent {
         bail!(why.message("the dead-letter queue"));
     }
+    let dead = names.dead.as_str();
     let conn = open(url).await?;
+    // The lock is held until the connection closes: through the count, the
+    // question and the sweep, so the count stays exact.
+    let _lock = take_lock(&conn, names).await?;
     if opts.confirm.dry_run {
         let peeked = peek(&conn, dead, &filter, opts.limit.map(|l| l as usize), |_| {}).await?;
         let _ = conn.close(200, "dry run".into()).await;
@@ -270,20 +313,21 @@ async fn act(
         }
         return Ok(());
     }
-    // From here on Ctrl-C stops between steps: a count hands every letter
-    // back first, a sweep settles what is in flight.
+    // From here on Ctrl-C stops between steps: a count or a sweep settles
+    // what is in flight.
     let stop = CancellationToken::new();
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
     if consent == Consent::Ask {
         // Count the matching letters first, with the pass `dlq list` makes
-        // (every letter handed back in order), so the question is exact.
+        // (every letter re-appended in order), so the question is exact.
         let total = crate::dlq::pass::depth(&conn, dead).await?;
         let mut progress = Progress::new("count", "letters", total.into());
-        let counted = peek(&conn, dead, &filter, Some(0), |n| progress.inc(n)).await;
+        let (counted, end) = peek_until(&conn, dead, &filter, Some(0), &stop, |n| progress.inc(n)).await;
         progress.finish();
-        let counted = counted?;
-        if stop.is_cancelled() {
-            return interrupted_unchanged(conn).await;
+        match end {
+            SweepEnd::Failed(e) => return Err(e.into()),
+            SweepEnd::Cancelled => return interrupted_unchanged(conn).await,
+            _ => {}
         }
         let n = opts.limit.map_or(counted.matched, |l| counted.matched.min(l));
         if n == 0 {

@@ -7,10 +7,12 @@ use super::run::BrokerArgs;
 use super::Interrupted;
 use crate::amqp::topology::DEFAULT_DELIVERY_LIMIT;
 use crate::bulk::checkpoint::{self, Checkpoint, CHECKPOINT_VERSION};
-use crate::bulk::group::{as_published, confirmed_through, skipped, Message};
-use crate::bulk::load::{check_prefix, default_prefix, input_hash, load, LoadOptions, Loaded};
+use crate::bulk::group::{as_published, Grouper, Message};
+use crate::bulk::load::{
+    check_prefix, detect_stream, prefix_of, scan, LoadError, LoadOptions, Scanned, MAX_KEPT_INVALID,
+};
 use crate::bulk::parse::{Format, HeaderMode};
-use crate::bulk::send::{send_in_order, SendReport, DEFAULT_WINDOW};
+use crate::bulk::send::{send_in_order, Feed, SendError, SendReport, DEFAULT_WINDOW};
 use crate::job::{self, IdCharset, KickRequest, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use crate::producer::{Producer, ProducerConfig};
 use anyhow::{bail, Context};
@@ -25,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_GROUP_SIZE: usize = 100;
 /// Invalid lines printed before "... and N more".
 pub const MAX_REPORTED_INVALID: usize = 20;
+/// Messages the reading thread may have ready ahead of the publisher: enough
+/// to keep it busy, few enough to keep memory small (at most 100 users each by default).
+pub const FEED_DEPTH: usize = 1000;
 /// Test hook: when set to K, the run behaves as if Ctrl-C arrived once K
 /// messages were confirmed (tests use it to interrupt a run at a known point).
 pub const STOP_AFTER_ENV: &str = "KICKQ_ENQUEUE_STOP_AFTER";
@@ -93,9 +98,14 @@ pub struct EnqueueArgs {
     /// Publish the valid lines even if some are invalid (they are listed).
     #[arg(long = "skip-invalid", conflicts_with = "room")]
     pub skip_invalid: bool,
-    /// Most users per message.
-    #[arg(long = "group-size", default_value_t = DEFAULT_GROUP_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=DEFAULT_MAX_USERS_PER_MESSAGE as u64), value_name = "N")]
-    pub group_size: u64,
+    /// Most users per message (default: 100, or --max-users-per-message if lower; never above it).
+    #[arg(long = "group-size", value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub group_size: Option<u64>,
+    /// Most user ids one message may carry: the worker's own setting (its
+    /// messages above it are dead-lettered as validation), so it must match
+    /// the worker's.
+    #[arg(long = "max-users-per-message", env = "KICKQ_MAX_USERS_PER_MESSAGE", default_value_t = DEFAULT_MAX_USERS_PER_MESSAGE as u64, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub max_users_per_message: u64,
     /// Skip the messages that start before this line (from "confirmed through line N": give N+1).
     #[arg(long = "resume-from", value_name = "LINE", value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["room", "resume"])]
     pub resume_from: Option<u64>,
@@ -140,12 +150,44 @@ impl EnqueueArgs {
         }
     }
 
-    /// The validation limits: the worker's defaults with `--id-charset`.
+    /// The validation limits: the worker's, from `--max-users-per-message` and `--id-charset`.
     pub fn limits(&self) -> Limits {
         Limits {
+            max_users_per_message: usize::try_from(self.max_users_per_message).unwrap_or(usize::MAX),
             id_charset: self.id_charset,
-            ..Limits::default()
         }
+    }
+
+    /// The group size of this run (see [`group_size`]).
+    pub fn group_size(&self) -> Result<usize, GroupSizeError> {
+        group_size(self.group_size, self.limits().max_users_per_message)
+    }
+}
+
+/// A `--group-size` the worker would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--group-size {asked} is above the worker's limit of {limit} users a message \
+     (--max-users-per-message, KICKQ_MAX_USERS_PER_MESSAGE): every message would be dead-lettered \
+     as validation; give --group-size {limit} or less"
+)]
+pub struct GroupSizeError {
+    /// The size asked for.
+    pub asked: u64,
+    /// The worker's limit.
+    pub limit: usize,
+}
+
+/// The users per message of a run: `asked` if given and within the worker's
+/// `limit`, refused above it (the worker would dead-letter every full
+/// message); without it [`DEFAULT_GROUP_SIZE`], lowered to `limit` if that is
+/// smaller.
+pub fn group_size(asked: Option<u64>, limit: usize) -> Result<usize, GroupSizeError> {
+    let limit = limit.max(1);
+    match asked {
+        None => Ok(DEFAULT_GROUP_SIZE.min(limit)),
+        Some(n) if n > limit as u64 => Err(GroupSizeError { asked: n, limit }),
+        Some(n) => Ok(n as usize),
     }
 }
 
@@ -195,21 +237,122 @@ async fn single(args: &EnqueueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_input(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
-    let mut bytes = Vec::new();
+/// An input opened for its two passes: a file, or stdin spooled to an
+/// unlinked temp file (stdin cannot be read twice).
+fn open_input(path: &Path) -> anyhow::Result<(String, std::fs::File)> {
     if path.as_os_str() == "-" {
-        std::io::stdin()
-            .lock()
-            .read_to_end(&mut bytes)
-            .context("reading stdin")?;
-        return Ok(("stdin".into(), bytes));
+        use std::os::unix::fs::OpenOptionsExt;
+        let spool = std::env::temp_dir().join(format!(
+            "kickq-stdin-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&spool)
+            .with_context(|| format!("spooling stdin to {}", spool.display()))?;
+        // Unlinked at once: the open file lives until the run ends, whatever happens.
+        let _ = std::fs::remove_file(&spool);
+        std::io::copy(&mut std::io::stdin().lock(), &mut file).context("reading stdin")?;
+        return Ok(("stdin".into(), file));
     }
-    bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "input".into());
-    Ok((name, bytes))
+    Ok((name, file))
+}
+
+fn rewind(file: &mut std::fs::File) -> anyhow::Result<()> {
+    use std::io::Seek;
+    file.rewind().context("rereading the input")?;
+    Ok(())
+}
+
+/// What the first pass found: the judgement, and the messages the whole
+/// input makes and those a start line skips.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// Counts, hash, first invalid lines.
+    pub scanned: Scanned,
+    /// Messages of the whole input.
+    pub messages: usize,
+    /// Messages that start before the start line, and their users.
+    pub skipped: (usize, u64),
+    /// The first line of the first message not skipped, if any.
+    pub first_todo: Option<u64>,
+}
+
+/// Judges and groups `input` without keeping the messages, counting those that start before `from`.
+pub fn judge<R: Read>(input: R, format: Format, opts: &LoadOptions, from: u64) -> Result<Judged, LoadError> {
+    let mut g = Grouper::counting(opts.group_size);
+    let (mut messages, mut skipped, mut first_todo) = (0usize, (0usize, 0u64), None);
+    let mut count = |m: Message, messages: &mut usize| {
+        *messages += 1;
+        if m.first_line < from {
+            skipped.0 += 1;
+            skipped.1 += m.job.user_ids.len() as u64;
+        } else if first_todo.is_none() {
+            first_todo = Some(m.first_line);
+        }
+    };
+    let scanned = scan(input, format, opts, |line, job| {
+        g.push(line, job);
+        while let Some(m) = g.pop_ready() {
+            count(m, &mut messages);
+        }
+        true
+    })?;
+    for m in g.finish() {
+        count(m, &mut messages);
+    }
+    Ok(Judged {
+        scanned,
+        messages,
+        skipped,
+        first_todo,
+    })
+}
+
+/// The second pass: groups `input` again and feeds the messages that start
+/// at or after `from` to `feed`, then the end marker if the input is the one
+/// judged (same hash). Stops early when the receiver is gone.
+fn feed_messages(
+    input: std::fs::File,
+    format: Format,
+    opts: LoadOptions,
+    from: u64,
+    md5: String,
+    feed: tokio::sync::mpsc::Sender<Feed>,
+) -> anyhow::Result<()> {
+    let mut g = Grouper::new(opts.group_size);
+    let mut open = true;
+    let scanned = scan(std::io::BufReader::new(input), format, &opts, |line, job| {
+        g.push(line, job);
+        while let Some(m) = g.pop_ready() {
+            if m.first_line >= from && feed.blocking_send(Some(m)).is_err() {
+                open = false;
+            }
+        }
+        open
+    })?;
+    if !open {
+        return Ok(());
+    }
+    for m in g.finish() {
+        if m.first_line >= from && feed.blocking_send(Some(m)).is_err() {
+            return Ok(());
+        }
+    }
+    if scanned.md5 != md5 {
+        bail!("the input changed while it was being published (its hash differs from the first reading)");
+    }
+    let _ = feed.blocking_send(None);
+    Ok(())
 }
 
 /// Where a run started: what it skipped and why.
@@ -248,9 +391,13 @@ impl Keeper {
     }
 }
 
-async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
+async fn bulk(args: &EnqueueArgs, path: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     // Checked before reading, so that a bad setting fails fast even on a large file.
+    // A group size the worker would refuse is a usage error (exit 2), said in one line.
+    let group_size = args
+        .group_size()
+        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{e}\n")))?;
     args.broker.resolve()?;
     if let Some(p) = &args.job_id_prefix {
         check_prefix(p).map_err(|e| anyhow::anyhow!("--job-id-prefix {e}"))?;
@@ -265,78 +412,119 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
 
-    let (name, bytes) = read_input(path)?;
+    let (name, mut file) = open_input(path)?;
+    let format = match args.format {
+        Some(f) => f,
+        None => {
+            let f = detect_stream(std::io::BufReader::new(&file)).context("reading the input")?;
+            rewind(&mut file)?;
+            f
+        }
+    };
     let opts = LoadOptions {
-        format: args.format,
+        format: Some(format),
         header: args.header_mode(),
-        group_size: args.group_size as usize,
+        group_size,
         limits: args.limits(),
     };
-    let loaded = load(&bytes, opts)
+    // The checkpoint is read first so that the first pass counts what a resume skips; it is checked after.
+    let found = match &cp_path {
+        Some(p) if args.resume_from.is_none() => checkpoint::read(p)?,
+        _ => None,
+    };
+    let planned_from = match (args.resume_from, &found) {
+        (Some(n), _) => n,
+        (None, Some(cp)) if args.resume => cp.resume_from(),
+        _ => 1,
+    };
+    let judged = judge(std::io::BufReader::new(&file), format, &opts, planned_from)
         .map_err(|e| anyhow::anyhow!("{e}; nothing was published (pass --no-header if the first line is data)"))?;
-    if loaded.format == Format::Jsonl && (args.header || args.no_header) {
+    let scanned = &judged.scanned;
+    if format == Format::Jsonl && (args.header || args.no_header) {
         bail!("--header and --no-header apply to CSV input, not JSON Lines");
     }
     let prefix = args
         .job_id_prefix
         .clone()
-        .unwrap_or_else(|| default_prefix(&name, &bytes));
+        .unwrap_or_else(|| prefix_of(&name, &scanned.md5));
     let fresh = Checkpoint {
         version: CHECKPOINT_VERSION,
-        input_md5: input_hash(&bytes),
-        group_size: args.group_size,
+        input_md5: scanned.md5.clone(),
+        group_size: group_size as u64,
         job_id_prefix: prefix.clone(),
-        lines: loaded.lines,
+        lines: scanned.lines,
         confirmed_through: 0,
         complete: false,
     };
-    drop(bytes);
-    report_invalid(&loaded, args.skip_invalid);
-    if let Some((line, why)) = loaded.invalid.first() {
+    report_invalid(scanned, args.skip_invalid);
+    if let Some((line, why)) = scanned.invalid.first() {
         if !args.skip_invalid {
             bail!(
                 "{} invalid line(s), the first is line {line}: {why}; nothing was published \
                  (fix them, or pass --skip-invalid to publish the valid lines)",
-                loaded.invalid.len()
+                scanned.invalid_count
             );
         }
     }
     let (from, by_checkpoint) = match (args.resume_from, &cp_path) {
         (Some(n), _) => (n, false),
-        (None, Some(p)) => {
-            let found = checkpoint::read(p)?;
-            (
-                checkpoint::start_line(found.as_ref(), &fresh, args.resume, p)?,
-                args.resume,
-            )
-        }
+        (None, Some(p)) => (
+            checkpoint::start_line(found.as_ref(), &fresh, args.resume, p)?,
+            args.resume,
+        ),
         (None, None) => (1, false),
     };
-    if from > loaded.lines + 1 {
+    debug_assert_eq!(from, planned_from, "the first pass counted the skip of this start");
+    if from > scanned.lines + 1 {
         bail!(
             "--resume-from {from} is past the end of the input ({} lines)",
-            loaded.lines
+            scanned.lines
         );
     }
     let start = Start {
         from,
-        skipped: skipped(&loaded.messages, from),
+        skipped: judged.skipped.0,
         by_checkpoint,
     };
-    let skip = start.skipped;
-    let todo = &loaded.messages[skip..];
-    let todo_users: u64 = todo.iter().map(|m| m.job.user_ids.len() as u64).sum();
+    let todo_users = scanned.users - judged.skipped.1;
+    let todo_messages = judged.messages - judged.skipped.0;
+    let first_through = judged.first_todo.map_or(scanned.lines, |l| l - 1);
     if args.dry_run {
         if args.json {
-            for m in todo {
-                println!("{}", serde_json::to_string(&as_published(&prefix, m))?);
+            rewind(&mut file)?;
+            let mut g = Grouper::new(group_size);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut print = |m: Message| -> anyhow::Result<()> {
+                if m.first_line >= from {
+                    use std::io::Write;
+                    writeln!(out, "{}", serde_json::to_string(&as_published(&prefix, &m))?)?;
+                }
+                Ok(())
+            };
+            let mut failed = None;
+            scan(std::io::BufReader::new(&file), format, &opts, |line, job| {
+                g.push(line, job);
+                while let Some(m) = g.pop_ready() {
+                    if let Err(e) = print(m) {
+                        failed = Some(e);
+                        return false;
+                    }
+                }
+                true
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            for m in g.finish() {
+                print(m)?;
             }
         }
         let report = Report::new(
-            &loaded,
+            &judged,
             start,
             Outcome::DryRun,
-            (todo.len(), todo_users),
+            (todo_messages, todo_users),
+            scanned.lines,
             &prefix,
             None,
             started,
@@ -353,7 +541,6 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     }
 
     let producer = connect(args).await?;
-    let first_through = confirmed_through(&loaded.messages, skip, loaded.lines);
     let keeper = match &cp_path {
         Some(p) => {
             let mut k = Keeper {
@@ -370,41 +557,54 @@ async fn bulk(args: &EnqueueArgs, path: &PathBuf) -> anyhow::Result<()> {
     let through = Arc::new(AtomicU64::new(first_through));
     exit_on_second_signal(stop.clone(), through.clone(), keeper.clone());
     let stop_after = std::env::var(STOP_AFTER_ENV).ok().and_then(|v| v.parse::<usize>().ok());
+    rewind(&mut file)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(FEED_DEPTH);
+    let md5 = scanned.md5.clone();
+    let reader = tokio::task::spawn_blocking(move || feed_messages(file, format, opts, from, md5, tx));
     let mut progress = Progress::new("enqueue", "users", todo_users);
     let mut done = 0usize;
-    let report = send_in_order(&producer, &prefix, todo, DEFAULT_WINDOW, &stop, |m: &Message| {
-        done += 1;
-        progress.inc(m.job.user_ids.len() as u64);
-        let now = confirmed_through(&loaded.messages, skip + done, loaded.lines);
-        through.store(now, Ordering::SeqCst);
-        if let Some(k) = &keeper {
-            k.lock().expect("the checkpoint lock is never poisoned").tick(now);
-        }
-        if stop_after == Some(done) {
-            stop.cancel();
-        }
-    })
+    let report = send_in_order(
+        &producer,
+        &prefix,
+        &mut rx,
+        scanned.lines,
+        DEFAULT_WINDOW,
+        &stop,
+        |m: &Message, now: u64| {
+            done += 1;
+            progress.inc(m.job.user_ids.len() as u64);
+            through.store(now, Ordering::SeqCst);
+            if let Some(k) = &keeper {
+                k.lock().expect("the checkpoint lock is never poisoned").tick(now);
+            }
+            if stop_after == Some(done) {
+                stop.cancel();
+            }
+        },
+    )
     .await;
     progress.finish();
+    drop(rx);
+    let read = reader.await.context("the input reader")?;
     if report.failure.is_none() {
         producer.close().await?;
     }
-    finish(args, &loaded, start, todo, &report, &prefix, keeper, started)
+    finish(args, &judged, start, &report, read.err(), &prefix, keeper, started)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn finish(
     args: &EnqueueArgs,
-    loaded: &Loaded,
+    judged: &Judged,
     start: Start,
-    todo: &[Message],
     sent: &SendReport,
+    read_error: Option<anyhow::Error>,
     prefix: &str,
     keeper: Option<Arc<Mutex<Keeper>>>,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let users: u64 = todo[..sent.confirmed].iter().map(|m| m.job.user_ids.len() as u64).sum();
-    let through = confirmed_through(&loaded.messages, start.skipped + sent.confirmed, loaded.lines);
+    let through = sent.confirmed_through;
+    let lines = judged.scanned.lines;
     let outcome = match (&sent.failure, sent.stopped) {
         (Some(_), _) => Outcome::Failed,
         (None, true) => Outcome::Interrupted,
@@ -419,15 +619,15 @@ fn finish(
         k.path.clone()
     });
     let mut report = Report::new(
-        loaded,
+        judged,
         start,
         outcome,
-        (sent.confirmed, users),
+        (sent.confirmed, sent.users),
+        through,
         prefix,
         cp_path.as_deref(),
         started,
     );
-    report.confirmed_through = through;
     report.in_doubt = sent.in_doubt;
     match args.json {
         true => println!("{}", serde_json::to_string(&report)?),
@@ -441,6 +641,10 @@ fn finish(
         None => format!("--resume-from {}", through + 1),
     };
     if let Some(e) = &sent.failure {
+        let e = match (e, read_error) {
+            (SendError::FeedBroken, Some(read)) => format!("{read:#}"),
+            (e, _) => e.to_string(),
+        };
         bail!(
             "{e}; confirmed through line {through}; {} message(s) were in flight and may or may not be stored: \
              rerun with {rerun} to send the rest (the same job ids, so a ledger-backed worker skips \
@@ -450,9 +654,8 @@ fn finish(
     }
     if sent.stopped {
         eprintln!(
-            "kickq: interrupted: confirmed through line {through} of {}; rerun with {rerun} \
+            "kickq: interrupted: confirmed through line {through} of {lines}; rerun with {rerun} \
              (same input, same --group-size) to continue",
-            loaded.lines,
         );
         return Err(Interrupted.into());
     }
@@ -482,13 +685,17 @@ fn exit_on_second_signal(stop: CancellationToken, through: Arc<AtomicU64>, keepe
     });
 }
 
-fn report_invalid(loaded: &Loaded, skipping: bool) {
-    let shown = if skipping { 100 } else { MAX_REPORTED_INVALID };
-    for (line, why) in loaded.invalid.iter().take(shown) {
+fn report_invalid(scanned: &Scanned, skipping: bool) {
+    let shown = if skipping {
+        MAX_KEPT_INVALID
+    } else {
+        MAX_REPORTED_INVALID
+    };
+    for (line, why) in scanned.invalid.iter().take(shown) {
         eprintln!("line {line}: {why}{}", if skipping { " (skipped)" } else { "" });
     }
-    if loaded.invalid.len() > shown {
-        eprintln!("... and {} more invalid line(s)", loaded.invalid.len() - shown);
+    if scanned.invalid_count > shown as u64 {
+        eprintln!("... and {} more invalid line(s)", scanned.invalid_count - shown as u64);
     }
 }
 
@@ -553,26 +760,29 @@ pub struct Report {
 }
 
 impl Report {
-    /// A report of `published` (messages, users) after starting at `start`.
+    /// A report of `published` (messages, users) after starting at `start`, confirmed through line `through`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        loaded: &Loaded,
+        judged: &Judged,
         start: Start,
         status: Outcome,
         published: (usize, u64),
+        through: u64,
         prefix: &str,
         checkpoint: Option<&Path>,
         started: Instant,
     ) -> Self {
+        let s = &judged.scanned;
         Report {
             status,
-            format: loaded.format.to_string(),
-            lines: loaded.lines,
-            header: loaded.header,
-            blank: loaded.blank,
-            valid: loaded.valid,
-            invalid: loaded.invalid.len(),
-            messages: loaded.messages.len(),
-            users: loaded.users,
+            format: s.format.to_string(),
+            lines: s.lines,
+            header: s.header,
+            blank: s.blank,
+            valid: s.valid,
+            invalid: s.invalid_count as usize,
+            messages: judged.messages,
+            users: s.users,
             skipped_messages: start.skipped,
             resume_from: start.from,
             skipped_by: match (start.skipped, start.by_checkpoint) {
@@ -583,7 +793,7 @@ impl Report {
             published_messages: published.0,
             published_users: published.1,
             job_ids: published.0,
-            confirmed_through: confirmed_through(&loaded.messages, start.skipped + published.0, loaded.lines),
+            confirmed_through: through,
             in_doubt: 0,
             job_id_prefix: prefix.to_owned(),
             checkpoint: checkpoint.map(|p| p.display().to_string()),
@@ -641,7 +851,8 @@ mod tests {
         let ok = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.enqueue);
         let one = ok(&["t", "--room", "r", "--user", "a", "--user", "b", "--reason", "x"]).unwrap();
         assert_eq!(one.users, vec!["a", "b"]);
-        assert_eq!(one.group_size, DEFAULT_GROUP_SIZE as u64);
+        assert_eq!(one.group_size, None);
+        assert_eq!(one.group_size(), Ok(DEFAULT_GROUP_SIZE));
         assert!(ok(&["t", "--file", "-", "--resume-from", "7", "--group-size", "5"]).is_ok());
         assert_eq!(
             ok(&["t", "--file", "-", "--format", "csv"]).unwrap().format,
@@ -652,13 +863,51 @@ mod tests {
             &["t", "--room", "r"],
             &["t", "--file", "f", "--room", "r", "--user", "u"],
             &["t", "--file", "f", "--group-size", "0"],
-            &["t", "--file", "f", "--group-size", "1001"],
+            &["t", "--file", "f", "--max-users-per-message", "0"],
             &["t", "--file", "f", "--resume-from", "0"],
             &["t", "--room", "r", "--user", "u", "--skip-invalid"],
             &["t", "--file", "-", "--format", "xml"],
         ] {
             assert!(ok(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn group_size_by_table_never_above_the_workers_limit() {
+        // (--group-size, limit) -> size or refused
+        for (asked, limit, want) in [
+            (None, 1000, Some(100)),
+            (None, 50, Some(50)),
+            (None, 1, Some(1)),
+            (Some(7), 50, Some(7)),
+            (Some(50), 50, Some(50)),
+            (Some(51), 50, None),
+            (Some(1001), 1000, None),
+            (Some(1500), 2000, Some(1500)),
+        ] {
+            assert_eq!(group_size(asked, limit).ok(), want, "{asked:?} {limit}");
+        }
+        let e = group_size(Some(100), 50).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--group-size 100 is above the worker's limit of 50 users a message")
+                && e.ends_with("give --group-size 50 or less")
+                && !e.contains('\n'),
+            "{e}"
+        );
+        let args = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().enqueue;
+        let low = args(&["t", "--file", "-", "--max-users-per-message", "50"]);
+        assert_eq!(low.limits().max_users_per_message, 50);
+        assert_eq!(low.group_size(), Ok(50), "the default adapts down");
+        let above = args(&[
+            "t",
+            "--file",
+            "-",
+            "--max-users-per-message",
+            "50",
+            "--group-size",
+            "100",
+        ]);
+        assert!(above.group_size().is_err());
     }
 
     #[test]
@@ -684,8 +933,21 @@ mod tests {
     }
 
     fn report(input: &[u8], start: Start, published: (usize, u64)) -> Report {
-        let loaded = load(input, LoadOptions::new(100)).unwrap();
-        let mut r = Report::new(&loaded, start, Outcome::Complete, published, "p", None, Instant::now());
+        let opts = LoadOptions::new(100);
+        let judged = judge(input, Format::Csv, &opts, start.from).unwrap();
+        let messages = crate::bulk::load::load(input, opts).unwrap().messages;
+        let through =
+            crate::bulk::group::confirmed_through(&messages, start.skipped + published.0, judged.scanned.lines);
+        let mut r = Report::new(
+            &judged,
+            start,
+            Outcome::Complete,
+            published,
+            through,
+            "p",
+            None,
+            Instant::now(),
+        );
         r.elapsed_ms = 2000;
         r
     }

@@ -200,6 +200,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<crate::cli::Interrupted>().is_some() => ExitCode::from(130),
+        // A usage error only found once the arguments are combined (e.g. `enqueue --group-size` above the limit).
+        Err(e) if e.is::<clap::Error>() => usage_error(e.downcast_ref::<clap::Error>().expect("checked just above")),
         Err(e) => {
             // `{:#}` prints the context chain on one line.
             eprintln!("kickq: {e:#}");

@@ -5,10 +5,14 @@
 //! letter.rs    a letter's own description; the filters
 //! format.rs    the table and the JSON of `dlq list`
 //! rewrite.rs   properties of a replay (history header) and of a re-append
-//! pass.rs      peek (non-consuming) and sweep (replay / purge) over basic.get
+//! pass.rs      peek (list: every letter re-appended) and sweep (replay / purge) over basic.get
+//! lock.rs      {ns}.dead.lock: one pass at a time, and who holds it since when
+//! policy.rs    broker policies that cap the dead queue (management API), for `kickq check`
 //! ```
 
 pub mod format;
 pub mod letter;
+pub mod lock;
 pub mod pass;
+pub mod policy;
 pub mod rewrite;

@@ -1,10 +1,15 @@
-//! Passes over the dead queue with `basic.get`: `peek` reads without consuming (nothing is acked; every letter
-//! is handed back in order); `sweep` replays or purges the matching letters and re-appends the others, removing
-//! each letter only after what replaces it is confirmed.
+//! Passes over the dead queue with `basic.get`, run under the pass lock (`super::lock`): `peek` (list)
+//! re-appends every letter to the tail and removes the original once the copy is confirmed; `sweep` replays
+//! or purges the matching letters and re-appends the others the same way.
 //!
-//! A sweep reads exactly the depth the queue had when it started, so letters
+//! A pass reads exactly the depth the queue had when it started, so letters
 //! that arrive meanwhile (workers keep dead-lettering) are left for later, and
 //! the re-appended ones come back in their original relative order after them.
+//! No letter is ever handed back (`nack` requeue, or a channel closed on it)
+//! on the way: that would raise its delivery count, and a broker policy with
+//! a low `delivery-limit` on the dead queue (the lower of policy and argument
+//! wins) would then drop it. At most [`WINDOW`] letters are unacked at once,
+//! each for one publish confirm, so no pass nears the consumer timeout.
 
 use super::letter::{Filter, Letter};
 use super::rewrite::{reappend_properties, replay_properties};
@@ -36,9 +41,14 @@ pub enum PassError {
     /// A republish was not confirmed.
     #[error("{0}")]
     Publish(#[from] PublishError),
+    /// The replay rate is refused.
+    #[error("{0}")]
+    Rate(#[from] RateError),
 }
 
-/// Ready messages in `queue`.
+/// Letters in `queue`. A passive declare counts ready messages only; under
+/// the pass lock that is every letter, since no other pass holds any and
+/// nothing else consumes the dead queue.
 pub async fn depth(conn: &Connection, queue: &str) -> Result<u32, PassError> {
     match crate::amqp::topology::inspect(conn, queue).await? {
         Some(q) => Ok(q.ready),
@@ -49,7 +59,7 @@ pub async fn depth(conn: &Connection, queue: &str) -> Result<u32, PassError> {
 /// What a peek saw.
 #[derive(Debug)]
 pub struct Peeked {
-    /// Ready letters when it started.
+    /// Letters when it started.
     pub depth: u64,
     /// Letters read.
     pub scanned: u64,
@@ -59,83 +69,69 @@ pub struct Peeked {
     pub letters: Vec<Letter>,
 }
 
-/// Reads every letter without consuming it: each is fetched unacked on a
-/// channel of its own, then all are handed back in the order read, so the
-/// queue is as before (letters that arrived meanwhile stay behind them).
-///
-/// The whole depth is always read: a quorum queue serves returned messages
-/// before the others, in the order returned, so handing back only a prefix
-/// would move it behind letters returned earlier. Letters are handed back one
-/// `basic.nack` (requeue) each rather than left to the channel close, because
-/// RabbitMQ 3.10 returns a closing channel's unacked messages in hash order
-/// past 32 of them, and drops acks and nacks still queued in a closing channel
-/// (rabbitmq-server#10327): so at most [`WINDOW`] nacks are outstanding, each
-/// batch awaited by watching the queue's depth grow back.
+/// Reads every letter without consuming it, as [`peek_until`] never stopped.
 pub async fn peek(
     conn: &Connection,
     queue: &str,
     filter: &Filter,
     limit: Option<usize>,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<Peeked, PassError> {
-    let depth_at_start = u64::from(depth(conn, queue).await?);
-    let ch = conn.create_channel().await?;
-    let mut out = Peeked {
-        depth: depth_at_start,
-        scanned: 0,
-        matched: 0,
-        letters: Vec::new(),
-    };
-    let mut held: Vec<Acker> = Vec::new();
-    let read = async {
-        while out.scanned < depth_at_start {
-            let Some(m) = get(&ch, queue).await? else { break };
-            out.scanned += 1;
-            progress(1);
-            held.push(m.delivery.acker);
-            let letter = Letter::read(out.scanned, &m.delivery.data, m.delivery.properties.headers().as_ref());
-            if filter.matches(&letter) {
-                out.matched += 1;
-                if limit.is_none_or(|l| out.letters.len() < l) {
-                    out.letters.push(letter);
-                }
-            }
-        }
-        Ok::<(), PassError>(())
+    let (peeked, end) = peek_until(conn, queue, filter, limit, &CancellationToken::new(), progress).await;
+    match end {
+        SweepEnd::Failed(e) => Err(e),
+        _ => Ok(peeked),
     }
-    .await;
-    let handed_back = hand_back(conn, queue, &held).await;
-    // Whatever is still unacked (only after a failure) returns on close.
-    let _ = ch.close(200, "peeked".into()).await;
-    read?;
-    handed_back?;
-    Ok(out)
 }
 
-/// Longest wait for one batch of handed-back letters to show in the depth;
-/// past it the pass goes on (a concurrent consumer can hide the growth), at
-/// worst leaving those letters to the channel close.
-const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
-
-/// Returns `held` to the head of `queue`, in order, [`WINDOW`] at a time.
-async fn hand_back(conn: &Connection, queue: &str, held: &[Acker]) -> Result<(), PassError> {
-    let nack = lapin::options::BasicNackOptions {
-        requeue: true,
-        multiple: false,
+/// Reads every letter without consuming it: each is re-appended to the tail
+/// (same body and properties) and removed from the head once the copy is
+/// confirmed, one pass over the starting depth, so the queue ends as it began
+/// (letters that arrived meanwhile now stand before the re-appended ones).
+/// A crash loses nothing: at worst the letters in flight ([`WINDOW`]) are
+/// left twice. Stopped through `stop`, it settles what is in flight and
+/// returns `Cancelled`: the letters read are then behind the unread ones.
+pub async fn peek_until(
+    conn: &Connection,
+    queue: &str,
+    filter: &Filter,
+    limit: Option<usize>,
+    stop: &CancellationToken,
+    mut progress: impl FnMut(u64),
+) -> (Peeked, SweepEnd) {
+    let cfg = SweepConfig {
+        dead: queue.to_owned(),
+        action: Action::Purge,
+        filter: filter.clone(),
+        limit: None,
+        abandon_after: None,
     };
-    let base = u64::from(depth(conn, queue).await?);
-    let mut returned = 0u64;
-    for batch in held.chunks(WINDOW) {
-        for acker in batch {
-            acker.nack(nack).await?;
-        }
-        returned += batch.len() as u64;
-        let deadline = Instant::now() + HAND_BACK_WAIT;
-        while u64::from(depth(conn, queue).await?) < base + returned && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-    Ok(())
+    let mut letters = Vec::new();
+    let mut last = 0;
+    let report = pass(
+        conn,
+        &cfg,
+        false,
+        stop,
+        |letter, matches| {
+            if matches && limit.is_none_or(|l| letters.len() < l) {
+                letters.push(letter);
+            }
+        },
+        |r| {
+            let settled = r.kept;
+            progress(settled - last);
+            last = settled;
+        },
+    )
+    .await;
+    let peeked = Peeked {
+        depth: report.depth,
+        scanned: report.examined,
+        matched: report.matched,
+        letters,
+    };
+    (peeked, report.end)
 }
 
 async fn get(ch: &Channel, queue: &str) -> Result<Option<lapin::message::BasicGetMessage>, lapin::Error> {
@@ -216,14 +212,52 @@ struct Flight {
     taken: bool,
 }
 
+/// Slowest `--rate` accepted: one replay per 100 s. Slower than that a pass
+/// would hold the pass lock for hours per hundred letters; replay in smaller
+/// batches instead.
+pub const MIN_RATE: f64 = 0.01;
+/// Fastest `--rate` accepted: 10,000 replays per second, above what one
+/// confirm-windowed pass reaches, so a higher one would mean no limit.
+pub const MAX_RATE: f64 = 10_000.0;
+
+/// A `--rate` outside [`MIN_RATE`, `MAX_RATE`] (or not a number).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("--rate must be between {MIN_RATE} and {MAX_RATE} messages per second, not {0}")]
+pub struct RateError(pub String);
+
+/// The time between two replays at `rate` per second, or why the rate is refused.
+pub fn replay_spacing(rate: f64) -> Result<Duration, RateError> {
+    if !(MIN_RATE..=MAX_RATE).contains(&rate) {
+        return Err(RateError(rate.to_string()));
+    }
+    Duration::try_from_secs_f64(1.0 / rate).map_err(|_| RateError(rate.to_string()))
+}
+
 /// Replays or purges the matching letters and re-appends the others, one
 /// pass over the depth the queue had at the start. A letter is acked only
 /// after its republish is confirmed, so an interruption at any point loses
 /// nothing; at most the letters in flight ([`WINDOW`]) can be duplicated.
+/// With a rate, each replay is settled (confirmed, then acked) before the
+/// next letter is read, and the wait for the next replay's turn happens with
+/// no letter held, so Ctrl-C (`stop`) ends it at once.
 pub async fn sweep(
     conn: &Connection,
     cfg: &SweepConfig,
     stop: &CancellationToken,
+    progress: impl FnMut(&SweepReport),
+) -> SweepReport {
+    pass(conn, cfg, true, stop, |_, _| {}, progress).await
+}
+
+/// One pass: with `act`, matching letters (up to the limit) are taken as
+/// `cfg.action` says; every other letter is re-appended. `on_letter` sees
+/// each letter read and whether it matches.
+async fn pass(
+    conn: &Connection,
+    cfg: &SweepConfig,
+    act: bool,
+    stop: &CancellationToken,
+    mut on_letter: impl FnMut(Letter, bool),
     mut progress: impl FnMut(&SweepReport),
 ) -> SweepReport {
     let mut report = SweepReport {
@@ -235,6 +269,16 @@ pub async fn sweep(
         unread: 0,
         in_flight: 0,
         end: SweepEnd::Done,
+    };
+    let spacing = match &cfg.action {
+        Action::Replay { rate: Some(r), .. } if act => match replay_spacing(*r) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                report.end = SweepEnd::Failed(PassError::Rate(e));
+                return report;
+            }
+        },
+        _ => None,
     };
     let setup = async {
         let depth = depth(conn, &cfg.dead).await?;
@@ -252,9 +296,9 @@ pub async fn sweep(
     report.depth = depth.into();
     let mut flights: VecDeque<Flight> = VecDeque::with_capacity(WINDOW);
     let (mut taken_sent, mut kept_sent) = (0u64, 0u64);
-    let mut next_replay = Instant::now();
+    let mut next_replay: Option<Instant> = None;
     let mut settled = 0u64;
-    let end = loop {
+    let end = 'pass: loop {
         if stop.is_cancelled() {
             report.unread = report.depth - report.examined;
             break SweepEnd::Cancelled;
@@ -279,11 +323,26 @@ pub async fn sweep(
             break SweepEnd::Done;
         }
         let limit_reached = cfg.limit.is_some_and(|l| taken_sent >= l);
-        if limit_reached && kept_sent == 0 {
+        if act && limit_reached && kept_sent == 0 {
             // Nothing was moved to the tail, so the rest can stay where it is:
             // those letters are kept too, though never read.
             report.unread = report.depth - report.examined;
             break SweepEnd::Done;
+        }
+        if let Some(at) = next_replay.filter(|at| *at > Instant::now()) {
+            // The next replay's turn: wait for it holding no letter.
+            while let Some(f) = flights.pop_front() {
+                if let Err(e) = settle(Some(f), &mut report).await {
+                    report.in_flight = flights.len() as u64 + 1;
+                    break 'pass SweepEnd::Failed(e);
+                }
+                settled += 1;
+                progress(&report);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = stop.cancelled() => continue,
+            }
         }
         let m = match get(&ch, &cfg.dead).await {
             Ok(Some(m)) => m,
@@ -298,13 +357,13 @@ pub async fn sweep(
         let letter = Letter::read(report.examined, &d.data, d.properties.headers().as_ref());
         let matches = cfg.filter.matches(&letter);
         report.matched += u64::from(matches);
-        let take = !limit_reached && matches;
+        on_letter(letter, matches);
+        let take = act && !limit_reached && matches;
         let sent = match (&cfg.action, take) {
             (Action::Purge, true) => Ok(None),
-            (Action::Replay { to, rate }, true) => {
-                if let Some(rate) = rate {
-                    tokio::time::sleep_until(next_replay).await;
-                    next_replay = next_replay.max(Instant::now()) + Duration::from_secs_f64(1.0 / rate);
+            (Action::Replay { to, .. }, true) => {
+                if let Some(spacing) = spacing {
+                    next_replay = Some(Instant::now() + spacing);
                 }
                 let props = replay_properties(&d.properties, Utc::now());
                 publisher.send(to, &d.data, props).await.map(Some)
@@ -332,6 +391,17 @@ pub async fn sweep(
                 break SweepEnd::Failed(e.into());
             }
         }
+        if take && spacing.is_some() {
+            // A paced replay is settled at once, not a window later.
+            while let Some(f) = flights.pop_front() {
+                if let Err(e) = settle(Some(f), &mut report).await {
+                    report.in_flight = flights.len() as u64 + 1;
+                    break 'pass SweepEnd::Failed(e);
+                }
+                settled += 1;
+                progress(&report);
+            }
+        }
     };
     let end = match end {
         SweepEnd::Done | SweepEnd::Cancelled => {
@@ -351,6 +421,7 @@ pub async fn sweep(
     // Acks were sent in order before this close; the letters still unacked
     // (any in doubt) return to the queue.
     let _ = ch.close(200, "swept".into()).await;
+    let _ = publisher.channel().close(200, "swept".into()).await;
     report.end = end;
     report
 }
@@ -367,4 +438,29 @@ async fn settle(flight: Option<Flight>, report: &mut SweepReport) -> Result<(), 
         report.kept += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_outside_the_bounds_are_refused_before_anything_is_sent() {
+        let cases: &[(f64, Option<Duration>)] = &[
+            (1.0, Some(Duration::from_secs(1))),
+            (0.01, Some(Duration::from_secs(100))),
+            (10_000.0, Some(Duration::from_micros(100))),
+            (4.0, Some(Duration::from_millis(250))),
+            (0.009, None),
+            (1e-300, None),
+            (10_000.5, None),
+            (0.0, None),
+            (-1.0, None),
+            (f64::NAN, None),
+            (f64::INFINITY, None),
+        ];
+        for (rate, want) in cases {
+            assert_eq!(replay_spacing(*rate).ok(), *want, "{rate}");
+        }
+    }
 }

@@ -1,0 +1,200 @@
+//! The dead-letter pass lock: taking `{ns}.dead.lock` (exclusive, so `RESOURCE_LOCKED` means another
+//! connection runs a pass), the holder's record in `{ns}.dead.lock.state` (when it started, who), and what a
+//! second operator is told.
+
+use crate::amqp::headers::rfc3339;
+use crate::amqp::publish::{persistent_json, PublishError, Publisher};
+use crate::amqp::topology::{leader_state_args, reply_code, Names};
+use chrono::{DateTime, Utc};
+use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+
+/// AMQP's reply code for an exclusive queue that another connection owns.
+const RESOURCE_LOCKED: u16 = 405;
+
+/// Why the lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another connection holds it.
+    #[error("{}", held_message(.0))]
+    Held(Holder),
+    /// The channel or connection failed.
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The record was not confirmed.
+    #[error("{0}")]
+    Publish(#[from] PublishError),
+}
+
+/// What the holder of the lock recorded, as far as it could be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holder {
+    /// When its pass started.
+    pub since: Option<DateTime<Utc>>,
+    /// Who runs it: `host pid N`.
+    pub by: Option<String>,
+}
+
+/// The line a second operator gets.
+pub fn held_message(h: &Holder) -> String {
+    let since = h.since.map_or_else(|| "unknown".to_owned(), rfc3339);
+    let by = h.by.as_deref().map(|b| format!(", by {b}")).unwrap_or_default();
+    format!("another dlq pass is running (since {since}{by}); nothing changed: try again when it ends")
+}
+
+/// The record's body: one JSON object.
+pub fn record_body(since: DateTime<Utc>, by: &str) -> Vec<u8> {
+    serde_json::json!({"since": rfc3339(since), "by": by})
+        .to_string()
+        .into_bytes()
+}
+
+/// Reads a record body; anything unreadable is an unknown holder.
+pub fn read_record(body: &[u8]) -> Holder {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    Holder {
+        since: v["since"]
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        by: v["by"].as_str().map(str::to_owned),
+    }
+}
+
+/// The held lock: the channel it was declared on (the lock itself belongs to
+/// the connection, and goes when it closes, also when the process dies).
+pub struct PassLock {
+    channel: Channel,
+    queue: String,
+}
+
+/// Takes the pass lock on `conn` and records the start, or says who holds it.
+pub async fn take(conn: &Connection, names: &Names) -> Result<PassLock, LockError> {
+    let channel = conn.create_channel().await?;
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        durable: false,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(names.dead_lock.as_str().into(), opts, FieldTable::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if reply_code(&e) == Some(RESOURCE_LOCKED) => {
+            return Err(LockError::Held(read_holder(conn, names).await.unwrap_or_default()))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    declare_state(&channel, names).await?;
+    let publisher = Publisher::open(conn).await?;
+    let by = format!("{} pid {}", host(), std::process::id());
+    publisher
+        .publish(
+            &names.dead_lock_state,
+            &record_body(Utc::now(), &by),
+            persistent_json(None, FieldTable::default()),
+        )
+        .await?;
+    let _ = publisher.channel().close(200, "recorded".into()).await;
+    Ok(PassLock {
+        channel,
+        queue: names.dead_lock.clone(),
+    })
+}
+
+impl PassLock {
+    /// Releases the lock at once (closing the connection does too).
+    pub async fn release(self) -> Result<(), lapin::Error> {
+        self.channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+        let _ = self.channel.close(200, "released".into()).await;
+        Ok(())
+    }
+}
+
+async fn declare_state(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(names.dead_lock_state.as_str().into(), durable, leader_state_args())
+        .await?;
+    Ok(())
+}
+
+/// Reads the holder's record without taking it: fetched unacked, handed back
+/// (a classic queue of one message: no order or delivery limit to mind).
+async fn read_holder(conn: &Connection, names: &Names) -> Result<Holder, lapin::Error> {
+    let ch = conn.create_channel().await?;
+    declare_state(&ch, names).await?;
+    let got = ch
+        .basic_get(names.dead_lock_state.as_str().into(), BasicGetOptions { no_ack: false })
+        .await?;
+    let holder = match got {
+        Some(m) => {
+            let h = read_record(&m.delivery.data);
+            m.delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await?;
+            h
+        }
+        None => Holder::default(),
+    };
+    let _ = ch.close(200, "read".into()).await;
+    Ok(holder)
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_round_trips_and_says_who_and_since_when() {
+        let t = DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let h = read_record(&record_body(t, "box pid 7"));
+        assert_eq!(
+            h,
+            Holder {
+                since: Some(t),
+                by: Some("box pid 7".into())
+            }
+        );
+        let cases = [
+            (
+                h,
+                "another dlq pass is running (since 2024-05-01T10:00:00.000Z, by box pid 7)",
+            ),
+            (read_record(b"not json"), "another dlq pass is running (since unknown)"),
+            (Holder::default(), "another dlq pass is running (since unknown)"),
+        ];
+        for (h, want) in cases {
+            let got = held_message(&h);
+            assert!(got.starts_with(want), "{got}");
+            assert!(got.ends_with("nothing changed: try again when it ends"), "{got}");
+        }
+    }
+}
