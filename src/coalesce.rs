@@ -71,11 +71,9 @@ pub struct Input {
     pub dense: bool,
 }
 
-/// What to do with the next token of an AppId.
+/// Why no group is worth the AppId's next token now (see [`Coalescer::next_with_reason`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// Cut a call from this group.
-    Send(GroupId),
     /// Nothing worth a token before this instant (or new input).
     WaitUntil(Instant),
     /// Nothing pending for this AppId.
@@ -270,13 +268,8 @@ impl<W: Clone> Coalescer<W> {
         }
     }
 
-    /// The policy's choice for the AppId's next token (see the module docs).
-    pub fn next(&self, app_id: u32, now: Instant, input: Input) -> Next {
-        self.next_with_reason(app_id, now, input)
-            .map_or_else(|n| n, |(id, _)| Next::Send(id))
-    }
-
-    /// Like [`Coalescer::next`], also saying why a group was chosen.
+    /// The policy's choice for the AppId's next token (see the module docs):
+    /// the group to cut a call from and why, or why none.
     pub fn next_with_reason(&self, app_id: u32, now: Instant, input: Input) -> Result<(GroupId, Reason), Next> {
         let Some(app) = self.apps.get(&app_id) else {
             return Err(Next::Idle);
@@ -528,7 +521,7 @@ mod tests {
         c.add(key("s"), users(&["b"]), 3u32, t0);
         assert_eq!(c.pending_users(), 4);
         assert_eq!(c.pending_groups(), 2);
-        let Next::Send(id) = c.next(1, t0 + ms(10), Input::default()) else {
+        let Ok((id, _)) = c.next_with_reason(1, t0 + ms(10), Input::default()) else {
             panic!()
         };
         let chunk = c.take(1, id).unwrap();
@@ -566,7 +559,7 @@ mod tests {
         let mut c = Coalescer::new(policy());
         let seven: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();
         c.add(key("r"), seven.iter().map(|s| Arc::from(s.as_str())), 0u32, t0);
-        let Next::Send(id) = c.next(
+        let Ok((id, _)) = c.next_with_reason(
             1,
             t0,
             Input {
@@ -581,7 +574,7 @@ mod tests {
         assert_eq!(first.users[0].user_id.as_ref(), "u0");
         assert!(
             matches!(
-                c.next(
+                c.next_with_reason(
                     1,
                     t0,
                     Input {
@@ -589,12 +582,12 @@ mod tests {
                         dense: false
                     }
                 ),
-                Next::WaitUntil(_)
+                Err(Next::WaitUntil(_))
             ),
             "two left: not full"
         );
         c.set_chunk_size(1, 2);
-        let Next::Send(id) = c.next(
+        let Ok((id, _)) = c.next_with_reason(
             1,
             t0,
             Input {
@@ -606,7 +599,7 @@ mod tests {
         };
         assert_eq!(c.take(1, id).unwrap().users.len(), 2);
         assert!(c.is_empty());
-        assert_eq!(c.next(1, t0, Input::default()), Next::Idle);
+        assert_eq!(c.next_with_reason(1, t0, Input::default()), Err(Next::Idle));
     }
 
     #[test]
@@ -647,14 +640,14 @@ mod tests {
                 in_flight += 1;
             }
             // The window is full or the input ended: input is idle.
-            match c.next(1, t, Input::default()) {
-                Next::Send(id) => {
+            match c.next_with_reason(1, t, Input::default()) {
+                Ok((id, _)) => {
                     let chunk = c.take(1, id).unwrap();
                     in_flight -= chunk.users.iter().map(|u| u.waiters.len()).sum::<usize>();
                     calls += 1;
                 }
-                Next::Idle => break,
-                Next::WaitUntil(_) => unreachable!("input is idle"),
+                Err(Next::Idle) => break,
+                Err(Next::WaitUntil(_)) => unreachable!("input is idle"),
             }
         }
         let minimum = 1000 * 4;

@@ -225,11 +225,6 @@ impl Health {
     }
 
     /// The ledger is on and its last write failed: new calls must wait, since
-    /// their rows could not be recorded and their deliveries not acked.
-    pub fn ledger_down(&self) -> bool {
-        self.ledger.load(Ordering::Relaxed) == LEDGER_DOWN
-    }
-
     /// Every reason the worker is not ready; empty when ready.
     pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();

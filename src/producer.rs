@@ -67,9 +67,9 @@ pub enum ProducerError {
          KICKQ_DELIVERY_LIMIT?): {source}"
     )]
     Topology {
-        /// The namespace.
+        /// The namespace whose queues were refused (`KICKQ_NAMESPACE`).
         namespace: String,
-        /// The broker's answer.
+        /// The broker's refusal (usually PRECONDITION_FAILED: other arguments).
         #[source]
         source: lapin::Error,
     },

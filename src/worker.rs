@@ -8,13 +8,15 @@
 //! whatever PostgreSQL or the API do: past it the session is cut, and what
 //! was not acked returns to the queue.
 
-use crate::amqp::topology::Names;
+pub use crate::amqp::topology::Names;
+pub use crate::coalesce::Policy;
+
 use crate::config::Credentials;
 use crate::health::Health;
 use crate::job::Limits;
 use crate::ledger::{Ledger, LedgerError};
-use crate::outcome::plan::Budget;
-use crate::pipeline::coalescer::DriverConfig;
+pub use crate::outcome::plan::Budget;
+pub use crate::pipeline::coalescer::DriverConfig;
 use crate::pipeline::dispatch::KickApi;
 use crate::pipeline::router::Tally;
 use crate::pipeline::{session, SessionEnd, Shared};
@@ -159,9 +161,9 @@ pub enum WorkerError {
     /// The metrics server could not bind.
     #[error("KICKQ_METRICS_ADDR: cannot listen on {addr}: {source}")]
     Metrics {
-        /// The address.
+        /// `KICKQ_METRICS_ADDR` as configured.
         addr: SocketAddr,
-        /// Why.
+        /// The operating system's refusal (address in use, no permission).
         source: std::io::Error,
     },
     /// The ledger failed for a reason that waiting will not fix (a bad

@@ -4,9 +4,9 @@
 
 mod common;
 
-use kickq::bench::figures::Status;
-use kickq::bench::{BenchEnv, BenchSettings, Report, Scenario};
 use kickq::secret::Secret;
+use kickq::testkit::bench::figures::Status;
+use kickq::testkit::bench::{BenchEnv, BenchSettings, Report, Scenario};
 
 fn env(scale: f64) -> BenchEnv {
     common::init_logs();
@@ -101,7 +101,7 @@ async fn backlog_child_worker_drains_everything_and_reports_its_memory() {
 async fn enqueue_runs_or_says_why_not() {
     let r = run(Scenario::Enqueue, 0.001).await;
     match &r.status {
-        Status::Skipped(why) => assert_eq!(why, kickq::bench::enqueue::NOT_AVAILABLE),
+        Status::Skipped(why) => assert_eq!(why, kickq::testkit::bench::enqueue::NOT_AVAILABLE),
         Status::Ran => assert!(r.figure("messages queued by enqueue").unwrap().kickq > 0.0),
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{kickq, mock, text, Broker, Ns, TestDb, APP_ID, SECRET};
-use kickq::amqp::topology;
+use kickq::testkit::topology;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use std::time::Duration;
@@ -46,7 +46,7 @@ async fn a_sound_deployment_passes_every_check() {
     let b = Broker::connect().await;
     b.declare(&ns.names).await;
     let db = TestDb::new().await;
-    kickq::ledger::Ledger::connect(&db.url)
+    kickq::testkit::ledger::Ledger::connect(&db.url)
         .await
         .unwrap()
         .migrate()

@@ -61,7 +61,7 @@ fn with_keep_the_demo_leaves_its_dead_letters_and_says_how_to_list_them() {
         .to_owned();
     // Deletes whatever the demo left, even if an assertion fails.
     let _cleanup = common::Ns {
-        names: kickq::amqp::topology::Names::new(&ns, &[]),
+        names: kickq::testkit::topology::Names::new(&ns, &[]),
     };
     assert!(
         out.status.success(),

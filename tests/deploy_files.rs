@@ -155,12 +155,12 @@ fn dashboard_covers_every_metric() {
 
 #[test]
 fn dashboard_series_are_what_the_exporter_renders() {
-    use kickq::metrics as m;
+    use kickq::testkit::metrics as m;
     let handle = m::install();
     m::message_consumed(true);
     m::users("kicked", 1);
     m::api_call("kicked", Some(0), std::time::Duration::from_millis(5), 3);
-    m::coalesced(kickq::coalesce::Reason::Full.as_str(), 5);
+    m::coalesced(kickq::testkit::Reason::Full.as_str(), 5);
     m::token_wait(std::time::Duration::from_millis(2));
     m::pending(1, 1);
     m::calls_in_flight(1.0);
@@ -207,7 +207,7 @@ fn the_checks_can_fail() {
 
 #[test]
 fn deploy_files_agree_on_the_metrics_port() {
-    let port = kickq::health::DEFAULT_METRICS_ADDR
+    let port = kickq::testkit::DEFAULT_METRICS_ADDR
         .rsplit_once(':')
         .expect("DEFAULT_METRICS_ADDR has a port")
         .1;

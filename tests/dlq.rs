@@ -8,9 +8,9 @@ mod common;
 use chrono::{DateTime, TimeZone, Utc};
 use common::*;
 use futures_util::StreamExt;
-use kickq::amqp::headers::{self, DeadError, DeadLetter, DLQ_HISTORY};
-use kickq::amqp::publish::persistent_json;
 use kickq::job::KickRequest;
+use kickq::testkit::headers::{self, DeadError, DeadLetter, DLQ_HISTORY};
+use kickq::testkit::publish::persistent_json;
 use lapin::options::{BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::BasicProperties;
@@ -782,7 +782,7 @@ async fn wait_lock_held(broker: &Broker, ns: &Ns) {
                 FieldTable::default(),
             )
             .await;
-        matches!(r, Err(e) if kickq::amqp::topology::reply_code(&e) == Some(405))
+        matches!(r, Err(e) if kickq::testkit::topology::reply_code(&e) == Some(405))
     })
     .await;
 }

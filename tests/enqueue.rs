@@ -154,7 +154,7 @@ async fn enqueue_jsonl_file_keeps_job_ids_and_groups_the_rest() {
     let id = got[0].1.clone().unwrap();
     assert!(id.starts_with("jobs.jsonl-"), "{id}");
     assert!(
-        id.ends_with(&kickq::bulk::group::group_job_id("", "r1", Some("spam"), None)[1..]),
+        id.ends_with(&kickq::testkit::group_job_id("", "r1", Some("spam"), None)[1..]),
         "the room's id: {id}"
     );
     assert_eq!(got[0].0.job_id.as_deref(), Some(id.as_str()));
@@ -473,8 +473,8 @@ async fn dry_run_json_prints_the_messages_and_no_header_forces_data() {
     assert_eq!(
         jobs,
         vec![
-            KickRequest::new("r1", ["u1"]).with_job_id(kickq::bulk::group::group_job_id("p", "r1", None, None)),
-            KickRequest::new("r2", ["u2"]).with_job_id(kickq::bulk::group::group_job_id("p", "r2", None, None))
+            KickRequest::new("r1", ["u1"]).with_job_id(kickq::testkit::group_job_id("p", "r1", None, None)),
+            KickRequest::new("r2", ["u2"]).with_job_id(kickq::testkit::group_job_id("p", "r2", None, None))
         ],
         "only the messages on stdout: {stdout}"
     );

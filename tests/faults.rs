@@ -525,7 +525,7 @@ async fn f08_hostile_input_is_dead_lettered_verbatim() {
     let letters = broker.drain(&ns.names.dead).await;
     for (want_body, (body, props)) in bad.iter().zip(letters.iter()) {
         assert_eq!(body, want_body, "verbatim");
-        assert_eq!(dead_info(props).error, kickq::amqp::headers::DeadError::Validation);
+        assert_eq!(dead_info(props).error, kickq::testkit::headers::DeadError::Validation);
     }
     for (_, props) in &letters[letters.len() - 4..] {
         let detail = dead_info(props).detail;
@@ -585,7 +585,11 @@ async fn f09_poison_message_is_dead_lettered_by_the_delivery_limit() {
     let letters = broker.drain(&ns.names.dead).await;
     assert_eq!(letters.len(), 1);
     let info = dead_info(&letters[0].1);
-    assert_eq!(info.error, kickq::amqp::headers::DeadError::DeliveryLimit, "{info:?}");
+    assert_eq!(
+        info.error,
+        kickq::testkit::headers::DeadError::DeliveryLimit,
+        "{info:?}"
+    );
     let poison_deliveries = deliveries - fine;
     eprintln!("FIGURE f09 deliveries_before_dead_letter={poison_deliveries} collateral_messages_lost=0 other_messages_done={fine}");
     assert_eq!(

@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use kickq::amqp::headers;
-use kickq::amqp::publish::persistent_json;
 use kickq::secret::Secret;
+use kickq::testkit::headers;
+use kickq::testkit::publish::persistent_json;
 use lapin::types::{AMQPValue, FieldTable};
 use std::time::Duration;
 
@@ -310,7 +310,7 @@ async fn rows(pool: &sqlx::PgPool) -> [i64; 3] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_asks_for_yes_counts_in_a_dry_run_and_reports_json() {
     let db = TestDb::new().await;
-    kickq::ledger::Ledger::connect(&db.url)
+    kickq::testkit::ledger::Ledger::connect(&db.url)
         .await
         .unwrap()
         .migrate()
@@ -550,7 +550,7 @@ async fn a_4_kb_request_id_is_stored_as_a_128_byte_prefix_and_the_job_is_acked()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_goes_in_batches_and_a_stop_between_them_reports_what_went() {
     let db = TestDb::new().await;
-    kickq::ledger::Ledger::connect(&db.url)
+    kickq::testkit::ledger::Ledger::connect(&db.url)
         .await
         .unwrap()
         .migrate()
@@ -582,7 +582,7 @@ async fn prune_goes_in_batches_and_a_stop_between_them_reports_what_went() {
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null());
         if let Some(k) = stop_after {
-            cmd.env(kickq::cli::ledger::PRUNE_STOP_AFTER_ENV, k);
+            cmd.env("KICKQ_PRUNE_STOP_AFTER", k);
         }
         let out = cmd.output().unwrap();
         let (stdout, stderr) = text(&out);

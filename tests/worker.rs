@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use kickq::amqp::headers::DeadError;
 use kickq::mock_zego::FaultRule;
 use kickq::secret::Secret;
+use kickq::testkit::headers::DeadError;
 use rand::seq::{IndexedRandom, SliceRandom};
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;

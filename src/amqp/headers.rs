@@ -63,7 +63,7 @@ impl DeadError {
 /// What a dead letter says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// Why.
+    /// The reason class, the `kickq-error` header.
     pub error: DeadError,
     /// The API's code, if any.
     pub code: Option<i64>,

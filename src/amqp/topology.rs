@@ -40,7 +40,7 @@ pub const DEFAULT_RETRY_DELAYS: &[Duration] = &[
 /// Every queue name of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
-    /// The namespace.
+    /// The prefix of every queue name (`KICKQ_NAMESPACE`, `kickq` by default).
     pub namespace: String,
     /// Where producers publish jobs.
     pub requests: String,

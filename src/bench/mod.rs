@@ -66,7 +66,7 @@ pub enum BenchError {
     Io {
         /// What was being done.
         what: String,
-        /// The error.
+        /// The file system's or process's error.
         source: std::io::Error,
     },
     /// A child process failed.

@@ -44,7 +44,7 @@ pub enum CheckpointError {
     Io {
         /// The checkpoint's path.
         path: PathBuf,
-        /// The error.
+        /// The file system's error.
         source: std::io::Error,
     },
     /// Its content is not a checkpoint of this version.

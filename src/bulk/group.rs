@@ -231,32 +231,6 @@ pub fn as_published(prefix: &str, m: &Message) -> KickRequest {
     job
 }
 
-/// How many leading messages a run with `--resume-from resume_from` skips:
-/// those that start before that line.
-pub fn skipped(messages: &[Message], resume_from: u64) -> usize {
-    messages.partition_point(|m| m.first_line < resume_from)
-}
-
-/// The highest line L such that every line up to L is covered by the first
-/// `confirmed` messages (or holds no job): the next message's first line
-/// minus one, or `last_line` once every message is confirmed.
-pub fn confirmed_through(messages: &[Message], confirmed: usize, last_line: u64) -> u64 {
-    match messages.get(confirmed) {
-        Some(next) => next.first_line - 1,
-        None => last_line,
-    }
-}
-
-/// Whether a run asked to stop may stop after `sent` messages: only between
-/// messages of different first lines, so the confirmed messages always cover
-/// whole lines and the reported line is exact.
-pub fn may_stop_after(messages: &[Message], sent: usize) -> bool {
-    match (sent.checked_sub(1).and_then(|i| messages.get(i)), messages.get(sent)) {
-        (Some(last), Some(next)) => last.first_line != next.first_line,
-        _ => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,35 +418,5 @@ mod tests {
         };
         assert_eq!(ids(2), ids(3));
         assert_eq!(ids(2).len(), 2);
-    }
-
-    #[test]
-    fn resume_arithmetic_by_table() {
-        let msgs: Vec<Message> = [(2, 0), (3, 0), (3, 1), (6, 0)]
-            .into_iter()
-            .map(|(first_line, part)| Message {
-                first_line,
-                part,
-                lines: vec![first_line],
-                job: j("a", &["u"], None),
-            })
-            .collect();
-        // (confirmed messages, last line) -> confirmed through
-        for (confirmed, want) in [(0, 1), (1, 2), (2, 2), (3, 5), (4, 9)] {
-            assert_eq!(confirmed_through(&msgs, confirmed, 9), want, "{confirmed}");
-        }
-        // --resume-from L+1 skips exactly the confirmed messages (when whole lines).
-        for (resume_from, want) in [(1, 0), (2, 0), (3, 1), (4, 3), (6, 3), (7, 4), (100, 4)] {
-            assert_eq!(skipped(&msgs, resume_from), want, "{resume_from}");
-        }
-        for confirmed in [0, 1, 3, 4] {
-            assert_eq!(skipped(&msgs, confirmed_through(&msgs, confirmed, 9) + 1), confirmed);
-        }
-        let stops: Vec<bool> = (0..=4).map(|sent| may_stop_after(&msgs, sent)).collect();
-        assert_eq!(
-            stops,
-            vec![true, true, false, true, true],
-            "never between parts of line 3"
-        );
     }
 }

@@ -7,7 +7,8 @@
 //! pass keeps more than one record, a read buffer and the first
 //! [`MAX_KEPT_INVALID`] invalid lines.
 
-use super::group::{Grouper, Message};
+#[cfg(test)]
+use super::group::Message;
 use super::parse::{
     csv_job, detect, header_decision, jsonl_job, Columns, Format, HeaderError, HeaderMode, LineError, BOM,
 };
@@ -26,8 +27,6 @@ const WINDOW_KEEP: usize = 64 << 10;
 /// How to read the input.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
-    /// The format, or `None` to detect it from the first non-blank line.
-    pub format: Option<Format>,
     /// Whether a CSV input opens with a header.
     pub header: HeaderMode,
     /// Most users per message.
@@ -36,11 +35,11 @@ pub struct LoadOptions {
     pub limits: Limits,
 }
 
+#[cfg(test)]
 impl LoadOptions {
-    /// Detected format and header, `group_size` users a message, the default limits.
+    /// Detected header, `group_size` users a message, the default limits.
     pub fn new(group_size: usize) -> Self {
         Self {
-            format: None,
             header: HeaderMode::Detect,
             group_size,
             limits: Limits::default(),
@@ -71,7 +70,8 @@ pub struct Scanned {
     pub md5: String,
 }
 
-/// The input, judged and grouped (small inputs and tests: every message in memory).
+/// The input, judged and grouped, every message in memory: what [`load`] returns.
+#[cfg(test)]
 #[derive(Debug)]
 pub struct Loaded {
     /// The judgement.
@@ -350,13 +350,21 @@ pub fn scan<R: Read>(
     Ok(out)
 }
 
-/// Judges and groups a whole input held in memory (tests, small inputs).
+/// Judges and groups a whole input held in memory, the format detected: the
+/// reference the streaming readings are tested against.
+#[cfg(test)]
 pub fn load(input: &[u8], opts: LoadOptions) -> Result<Loaded, LoadError> {
-    let format = match opts.format {
+    load_as(input, None, opts)
+}
+
+/// [`load`] in `format`, or detected when `None`.
+#[cfg(test)]
+pub fn load_as(input: &[u8], format: Option<Format>, opts: LoadOptions) -> Result<Loaded, LoadError> {
+    let format = match format {
         Some(f) => f,
         None => detect_stream(input)?,
     };
-    let mut grouper = Grouper::new(opts.group_size);
+    let mut grouper = super::group::Grouper::new(opts.group_size);
     let scanned = scan(input, format, &opts, |line, job| {
         grouper.push(line, job);
         true
@@ -369,6 +377,7 @@ pub fn load(input: &[u8], opts: LoadOptions) -> Result<Loaded, LoadError> {
 
 /// The hash a checkpoint keeps of its input: the full hex MD5 (the one the
 /// default job-id prefix shortens), so that a changed file is refused.
+#[cfg(test)]
 pub fn input_hash(input: &[u8]) -> String {
     hex::encode(Md5::digest(input))
 }
@@ -376,6 +385,7 @@ pub fn input_hash(input: &[u8]) -> String {
 /// The default job-id prefix: the input's name (file name, or `stdin`) and the
 /// first 8 hex digits of its MD5, so a rerun on the same input gets the same
 /// ids while another file of the same name does not.
+#[cfg(test)]
 pub fn default_prefix(name: &str, input: &[u8]) -> String {
     prefix_of(name, &input_hash(input))
 }
@@ -513,9 +523,14 @@ mod tests {
         );
         assert_eq!(l.messages.len(), 1);
         assert_eq!(l.messages[0].lines, vec![2, 3]);
-        let mut csv = opts(100);
-        csv.format = Some(Format::Csv);
-        assert_eq!(load(input, csv).unwrap().scanned.invalid.len(), 2);
+        assert_eq!(
+            load_as(input, Some(Format::Csv), opts(100))
+                .unwrap()
+                .scanned
+                .invalid
+                .len(),
+            2
+        );
     }
 
     #[test]

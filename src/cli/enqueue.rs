@@ -422,7 +422,6 @@ async fn bulk(args: &EnqueueArgs, path: &Path) -> anyhow::Result<()> {
         }
     };
     let opts = LoadOptions {
-        format: Some(format),
         header: args.header_mode(),
         group_size,
         limits: args.limits(),
@@ -936,8 +935,10 @@ mod tests {
         let opts = LoadOptions::new(100);
         let judged = judge(input, Format::Csv, &opts, start.from).unwrap();
         let messages = crate::bulk::load::load(input, opts).unwrap().messages;
-        let through =
-            crate::bulk::group::confirmed_through(&messages, start.skipped + published.0, judged.scanned.lines);
+        // Every line up to the next unconfirmed message's first line is confirmed.
+        let through = messages
+            .get(start.skipped + published.0)
+            .map_or(judged.scanned.lines, |next| next.first_line - 1);
         let mut r = Report::new(
             &judged,
             start,

@@ -56,14 +56,6 @@ impl Progress {
         }
     }
 
-    /// Prints `text` without tearing the bar.
-    pub fn println(&self, text: &str) {
-        match &self.bar {
-            Some(b) => b.suspend(|| eprintln!("{text}")),
-            None => eprintln!("{text}"),
-        }
-    }
-
     /// Removes the bar (the caller prints its own summary).
     pub fn finish(&self) {
         if let Some(b) = &self.bar {

@@ -32,12 +32,6 @@ pub const SECOND_SIGNAL_EXIT: i32 = 130;
 #[cfg(unix)]
 const DUPLICATE_WINDOW: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Marks that the command is stopping on its own (its work is done and it
-/// closes its connections), for [`quiet_closing_channels`].
-pub fn mark_stopping() {
-    STOPPING.store(true, Ordering::Relaxed);
-}
-
 /// Cancels `token` on the first SIGTERM or SIGINT (Ctrl-C), then exits the
 /// process at once on a second one. Exiting acks nothing more: the broker
 /// returns every unacked delivery when it sees the connection close.

@@ -77,7 +77,7 @@ pub struct WorkerRow {
 /// Everything `kickq status` shows; its JSON form is the `--json` output.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Report {
-    /// The namespace.
+    /// The namespace reported on (`KICKQ_NAMESPACE`).
     pub namespace: String,
     /// Whether a worker holds `{ns}.leader` now.
     pub leader_held: bool,

@@ -127,7 +127,7 @@ impl Tally {
 
     /// The `--json` object, on one line with its keys in the documented
     /// order; `taken_as` names the taken count (`replayed`, `purged`).
-    pub fn to_json(&self, taken_as: &'static str) -> String {
+    pub fn to_json(self, taken_as: &'static str) -> String {
         format!(
             "{{\"depth\":{},\"examined\":{},\"matched\":{},\"{taken_as}\":{},\"kept\":{},\"in_doubt\":{},\"dry_run\":{}}}",
             self.depth, self.examined, self.matched, self.taken, self.kept, self.in_doubt, self.dry_run

@@ -6,7 +6,7 @@ use crate::amqp::headers::rfc3339;
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
 use crate::amqp::topology::{leader_state_args, reply_code, Names};
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
@@ -62,12 +62,9 @@ pub fn read_record(body: &[u8]) -> Holder {
     }
 }
 
-/// The held lock: the channel it was declared on (the lock itself belongs to
+/// Proof that this process holds the pass lock (the lock itself belongs to
 /// the connection, and goes when it closes, also when the process dies).
-pub struct PassLock {
-    channel: Channel,
-    queue: String,
-}
+pub struct PassLock(());
 
 /// Takes the pass lock on `conn` and records the start, or says who holds it.
 pub async fn take(conn: &Connection, names: &Names) -> Result<PassLock, LockError> {
@@ -99,21 +96,7 @@ pub async fn take(conn: &Connection, names: &Names) -> Result<PassLock, LockErro
         )
         .await?;
     let _ = publisher.channel().close(200, "recorded".into()).await;
-    Ok(PassLock {
-        channel,
-        queue: names.dead_lock.clone(),
-    })
-}
-
-impl PassLock {
-    /// Releases the lock at once (closing the connection does too).
-    pub async fn release(self) -> Result<(), lapin::Error> {
-        self.channel
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-        let _ = self.channel.close(200, "released".into()).await;
-        Ok(())
-    }
+    Ok(PassLock(()))
 }
 
 async fn declare_state(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {

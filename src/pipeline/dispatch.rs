@@ -96,7 +96,6 @@ pub async fn run<A: KickApi>(
 
 fn deferred(chunk: Chunk<Arc<Job>>) -> ChunkOutcome {
     ChunkOutcome {
-        key: chunk.key,
         users: chunk
             .users
             .into_iter()
@@ -281,7 +280,7 @@ pub async fn execute<A: KickApi>(
             }
         }
     }
-    ChunkOutcome { key, users, calls }
+    ChunkOutcome { users, calls }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! sends or receives, never the stage that receives them.
 
 use crate::amqp::delivery::Delivery;
-use crate::coalesce::{Chunk, GroupKey};
+use crate::coalesce::Chunk;
 use crate::job::KickRequest;
 use crate::ledger::CallRow;
 use crate::zego::codes::Disposition;
@@ -100,7 +100,7 @@ pub enum RouterInput {
         delivery: Delivery,
         /// The original body bytes.
         body: Vec<u8>,
-        /// Why.
+        /// Why it cannot be used: the dead letter's reason.
         why: Unusable,
         /// The job id, when one could be read.
         job_id: Option<String>,
@@ -154,8 +154,6 @@ pub struct UserResult {
 /// Dispatcher -> router: the users of one chunk and the calls made for them.
 #[derive(Debug)]
 pub struct ChunkOutcome {
-    /// The group the chunk came from.
-    pub key: GroupKey,
     /// One entry per user of the chunk.
     pub users: Vec<UserResult>,
     /// Every HTTP attempt made (more than one after a split or shrink).

@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use futures_util::StreamExt;
-use kickq::amqp::headers;
-use kickq::amqp::publish::{persistent_json, Publisher};
-use kickq::amqp::topology::{self, Names};
 use kickq::mock_zego::{MockConfig, MockZego};
 use kickq::secret::Secret;
+use kickq::testkit::headers;
+use kickq::testkit::publish::{persistent_json, Publisher};
+use kickq::testkit::topology::{self, Names};
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -216,7 +216,7 @@ impl Broker {
             .map(|b| (queue, b, persistent_json(None, FieldTable::default())));
         let n = self
             .publisher
-            .publish_all(kickq::amqp::publish::PUBLISH_WINDOW, messages)
+            .publish_all(kickq::testkit::publish::PUBLISH_WINDOW, messages)
             .await
             .unwrap();
         assert_eq!(n, bodies.len() as u64);
@@ -347,14 +347,14 @@ pub async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u8>> {
 
 /// A worker configuration for tests: fast retries, short probes and drains.
 pub fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::WorkerConfig {
-    use kickq::pipeline::coalescer::DriverConfig;
+    use kickq::worker::DriverConfig;
     kickq::worker::WorkerConfig {
         driver: DriverConfig {
             drain_deadline: Duration::from_secs(2),
             max_hold: Duration::from_secs(10),
             ..DriverConfig::default()
         },
-        budget: kickq::outcome::plan::Budget {
+        budget: kickq::worker::Budget {
             max_attempts: 4,
             max_unknown_attempts: 3,
             max_age: Duration::from_secs(120),
