@@ -189,7 +189,7 @@ pub async fn run(cx: Context) {
                 );
                 let d = Dispatch {
                     chunk,
-                    mode: Mode::Call,
+                    mode: Mode::Call(now),
                     slot: slot.take(),
                 };
                 if output.send(d).await.is_err() {

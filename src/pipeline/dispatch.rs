@@ -74,7 +74,14 @@ pub async fn run<A: KickApi>(
         tracker.spawn(async move {
             let work = async {
                 match d.mode {
-                    Mode::Call => execute(&*api, &gate, d.chunk, halt_log_interval).await,
+                    Mode::Call(granted) => {
+                        // The window counts calls from when they leave, not
+                        // from the token: on a busy host this task can start
+                        // well after the token was spent.
+                        let sent = Feedback::Sent { granted };
+                        gate.report(d.chunk.key.app_id, sent, Instant::now(), halt_log_interval);
+                        execute(&*api, &gate, d.chunk, halt_log_interval).await
+                    }
                     Mode::Defer => deferred(d.chunk),
                 }
             };

@@ -114,8 +114,8 @@ pub enum RouterInput {
 /// How the dispatcher should treat a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Call the API (the token is already spent).
-    Call,
+    /// Call the API; the token was spent at this instant.
+    Call(tokio::time::Instant),
     /// Do not call: the AppId is halted and these users have been held too
     /// long; hand them back to the broker unchanged.
     Defer,

@@ -226,6 +226,24 @@ impl AppBudget {
         }
     }
 
+    /// The call whose token was spent at `granted` starts only at `at`: its
+    /// place in the window moves there (kept in order), so the call that
+    /// replaces it a window later cannot reach the API within one second of
+    /// it. A token not found (already out of the window) changes nothing.
+    pub fn sent(&mut self, granted: Instant, at: Instant) {
+        if at <= granted {
+            return;
+        }
+        let Some(mut i) = self.starts.iter().rposition(|&t| t == granted) else {
+            return;
+        };
+        self.starts[i] = at;
+        while i + 1 < self.starts.len() && self.starts[i + 1] < self.starts[i] {
+            self.starts.swap(i, i + 1);
+            i += 1;
+        }
+    }
+
     /// A rate answer (7 or 206): halve the rate, at most once per window so a
     /// burst of answers to calls already in flight counts as one signal.
     pub fn slow_down(&mut self, now: Instant) -> bool {
@@ -321,6 +339,14 @@ impl AppBudget {
 /// back into pacing, chunk size and halt state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feedback {
+    /// A call whose token was spent at `granted` leaves now (the `now` of
+    /// [`Gate::report`]): the window counts it from here, so a call delayed
+    /// between token and send never shares a second with the call that
+    /// takes its place a window later.
+    Sent {
+        /// When its token was spent.
+        granted: Instant,
+    },
     /// The API answered with a verdict past authentication (any code but a
     /// halt): the credentials and clock are good again.
     Resumed,
@@ -402,6 +428,10 @@ impl Gate {
     /// returns what changed. The only way results reach the budget.
     pub fn report(&self, app_id: u32, feedback: Feedback, now: Instant, halt_log_interval: Duration) -> Changed {
         self.with(app_id, |b| match feedback {
+            Feedback::Sent { granted } => {
+                b.sent(granted, now);
+                Changed::Nothing
+            }
             Feedback::Resumed => b.resume().map_or(Changed::Nothing, Changed::Resumed),
             Feedback::Succeeded => b.succeeded().map_or(Changed::Nothing, Changed::ChunkSize),
             Feedback::Shrink => Changed::ChunkSize(b.shrink()),
@@ -516,6 +546,27 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_that_leaves_late_holds_its_place_in_the_window_from_then() {
+        let t0 = Instant::now();
+        let mut b = AppBudget::new(2, Duration::from_secs(30), t0);
+        assert_eq!(b.try_acquire(t0), Grant::Now);
+        let second = t0 + WINDOW / 2;
+        assert_eq!(b.try_acquire(second), Grant::Now);
+        // The first call's task only starts 60 ms after its token.
+        b.sent(t0, t0 + ms(60));
+        assert_eq!(b.peek(t0 + WINDOW), Grant::Later(t0 + ms(60) + WINDOW));
+        // Once it leaves the window, there is room for one more.
+        assert_eq!(b.peek(t0 + ms(60) + WINDOW), Grant::Now);
+        // Kept in order: a later send of the newer call moves it past nothing.
+        b.sent(second, second + ms(5));
+        assert_eq!(b.last_call(), Some(second + ms(5)));
+        // A token no longer in the window, or a send "before" its token, changes nothing.
+        b.sent(t0 - ms(5000), t0);
+        b.sent(second + ms(5), second);
+        assert_eq!(b.last_call(), Some(second + ms(5)));
+    }
 
     #[test]
     fn feedback_is_the_one_door_and_plan_the_one_read() {
