@@ -22,6 +22,17 @@ pub struct Lock {
 /// holds it. A failed attempt costs a channel (the broker closes a channel
 /// on a 405), so each attempt opens its own.
 pub async fn try_take(conn: &Connection, names: &Names) -> Result<Option<Lock>, lapin::Error> {
+    Ok(declare_exclusive(conn, &names.leader).await?.map(|channel| Lock {
+        channel,
+        queue: names.leader.clone(),
+    }))
+}
+
+/// Declares `queue` exclusive and auto-delete on a channel of its own: the
+/// lock pattern of the leader and of dlq passes. `Ok(Some(channel))`: this
+/// connection owns it now (until it closes); `Ok(None)`: another connection
+/// does (RESOURCE_LOCKED, which also closes the channel).
+pub async fn declare_exclusive(conn: &Connection, queue: &str) -> Result<Option<Channel>, lapin::Error> {
     let channel = conn.create_channel().await?;
     let opts = QueueDeclareOptions {
         exclusive: true,
@@ -29,14 +40,8 @@ pub async fn try_take(conn: &Connection, names: &Names) -> Result<Option<Lock>, 
         durable: false,
         ..QueueDeclareOptions::default()
     };
-    match channel
-        .queue_declare(names.leader.as_str().into(), opts, FieldTable::default())
-        .await
-    {
-        Ok(_) => Ok(Some(Lock {
-            channel,
-            queue: names.leader.clone(),
-        })),
+    match channel.queue_declare(queue.into(), opts, FieldTable::default()).await {
+        Ok(_) => Ok(Some(channel)),
         Err(e) if is_locked(&e) => Ok(None),
         Err(e) => Err(e),
     }

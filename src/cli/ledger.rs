@@ -36,7 +36,7 @@ pub struct DatabaseArgs {
 impl fmt::Debug for DatabaseArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseArgs")
-            .field("database_url", &self.database_url.as_deref().map(safe_url))
+            .field("database_url", &self.database_url.as_deref().map(crate::config::redact_url))
             .finish()
     }
 }
@@ -53,7 +53,7 @@ impl DatabaseArgs {
     /// The URL without password or query string (which may carry one), for
     /// messages; empty when no URL is set.
     pub fn display_url(&self) -> String {
-        self.database_url.as_deref().map(safe_url).unwrap_or_default()
+        self.database_url.as_deref().map(crate::config::redact_url).unwrap_or_default()
     }
 
     /// A ledger handle for the URL. Connects lazily: an unreachable database
@@ -77,22 +77,6 @@ impl DatabaseArgs {
             Err(e) if e.is_unavailable() => anyhow::bail!("cannot reach PostgreSQL at {at} (DATABASE_URL): {e}"),
             Err(e) => anyhow::bail!("the ledger at {at} (DATABASE_URL): {e}"),
         }
-    }
-}
-
-/// `url` with any password replaced and the query string dropped
-/// (`?password=...` is legal in a PostgreSQL URL).
-fn safe_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                // Fails only for URLs that cannot have credentials, which then have no password.
-                let _ = u.set_password(Some("[redacted]"));
-            }
-            u.set_query(None);
-            u.to_string()
-        }
-        Err(_) => "[unparseable url]".into(),
     }
 }
 

@@ -4,14 +4,11 @@
 
 use crate::amqp::headers::rfc3339;
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
-use crate::amqp::topology::{leader_state_args, reply_code, Names};
+use crate::amqp::topology::{leader_state_args, Names};
 use chrono::{DateTime, Utc};
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-
-/// AMQP's reply code for an exclusive queue that another connection owns.
-const RESOURCE_LOCKED: u16 = 405;
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -68,23 +65,9 @@ pub struct PassLock(());
 
 /// Takes the pass lock on `conn` and records the start, or says who holds it.
 pub async fn take(conn: &Connection, names: &Names) -> Result<PassLock, LockError> {
-    let channel = conn.create_channel().await?;
-    let opts = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        durable: false,
-        ..QueueDeclareOptions::default()
+    let Some(channel) = crate::amqp::lock::declare_exclusive(conn, &names.dead_lock).await? else {
+        return Err(LockError::Held(read_holder(conn, names).await.unwrap_or_default()));
     };
-    match channel
-        .queue_declare(names.dead_lock.as_str().into(), opts, FieldTable::default())
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if reply_code(&e) == Some(RESOURCE_LOCKED) => {
-            return Err(LockError::Held(read_holder(conn, names).await.unwrap_or_default()))
-        }
-        Err(e) => return Err(e.into()),
-    }
     declare_state(&channel, names).await?;
     let publisher = Publisher::open(conn).await?;
     let by = format!("{} pid {}", host(), std::process::id());
