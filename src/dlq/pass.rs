@@ -26,7 +26,15 @@ use tokio_util::sync::CancellationToken;
 /// Letters published and not yet settled (confirmed, then acked). Kept under
 /// the 32 pending commands past which a RabbitMQ 3.x quorum-queue channel
 /// stashes acks and drops them if it closes first (rabbitmq-server#10327):
-/// dropped acks would leave replayed letters in the dead queue too.
+/// dropped acks would leave replayed letters in the dead queue too. In
+/// RabbitMQ 3.10 each ack is one settle command, pending on the channel until
+/// the queue reports it applied; only once 32 are pending are further acks
+/// stashed instead of sent. Each `basic.get` is a synchronous command of the
+/// same queue, applied after every ack sent before it, so acks do not pile
+/// up between gets, and the last `WINDOW` acks of a pass (sent in a row
+/// before the channel closes) stay under 32. A larger window does not
+/// speed a pass up (the gets, one queue round trip each, set the pace: 30
+/// measured no faster than 16 over 20,000 letters), so the margin is kept.
 pub const WINDOW: usize = 16;
 
 /// Why a pass failed.
@@ -418,8 +426,9 @@ async fn pass(
         }
         failed => failed,
     };
-    // Acks were sent in order before this close; the letters still unacked
-    // (any in doubt) return to the queue.
+    // Acks were sent in order before this close, and none was stashed (see
+    // `WINDOW`), so the broker applies each before it sees the channel go;
+    // the letters still unacked (any in doubt) return to the queue.
     let _ = ch.close(200, "swept".into()).await;
     let _ = publisher.channel().close(200, "swept".into()).await;
     report.end = end;
