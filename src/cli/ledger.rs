@@ -36,7 +36,10 @@ pub struct DatabaseArgs {
 impl fmt::Debug for DatabaseArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseArgs")
-            .field("database_url", &self.database_url.as_deref().map(crate::config::redact_url))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(crate::config::redact_url),
+            )
             .finish()
     }
 }
@@ -53,7 +56,10 @@ impl DatabaseArgs {
     /// The URL without password or query string (which may carry one), for
     /// messages; empty when no URL is set.
     pub fn display_url(&self) -> String {
-        self.database_url.as_deref().map(crate::config::redact_url).unwrap_or_default()
+        self.database_url
+            .as_deref()
+            .map(crate::config::redact_url)
+            .unwrap_or_default()
     }
 
     /// A ledger handle for the URL. Connects lazily: an unreachable database
