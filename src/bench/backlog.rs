@@ -40,7 +40,13 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
     let measured = env
         .scoped("backlog", |names| {
             let (mock, expected, exe) = (&mock, &expected, &exe);
-            async move { drain_with_child(env, &names, mock, exe, n, rooms, expected, minimum).await }
+            let work = Workload {
+                n,
+                rooms,
+                expected,
+                minimum,
+            };
+            async move { drain_with_child(env, &names, mock, exe, work).await }
         })
         .await?;
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -88,17 +94,29 @@ struct Measured {
     exit: String,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The backlog a run drains: `n` messages over `rooms` rooms, the kicks they
+/// ask for, and the fewest calls that make them.
+#[derive(Clone, Copy)]
+struct Workload<'a> {
+    n: usize,
+    rooms: usize,
+    expected: &'a HashSet<workload::Pair>,
+    minimum: u64,
+}
+
 async fn drain_with_child(
     env: &BenchEnv,
     names: &Names,
     mock: &MockZego,
     exe: &Path,
-    n: usize,
-    rooms: usize,
-    expected: &HashSet<workload::Pair>,
-    minimum: u64,
+    work: Workload<'_>,
 ) -> Result<Measured, BenchError> {
+    let Workload {
+        n,
+        rooms,
+        expected,
+        minimum,
+    } = work;
     let conn = env.connect("backlog").await?;
     let t = Instant::now();
     publish_generated(&conn, &names.requests, n, PUBLISH_CHANNELS, move |i| {

@@ -518,16 +518,13 @@ async fn bulk(args: &EnqueueArgs, path: &Path) -> anyhow::Result<()> {
                 print(m)?;
             }
         }
-        let report = Report::new(
-            &judged,
+        let run = Run {
+            judged: &judged,
             start,
-            Outcome::DryRun,
-            (todo_messages, todo_users),
-            scanned.lines,
-            &prefix,
-            None,
+            prefix: &prefix,
             started,
-        );
+        };
+        let report = Report::new(&run, Outcome::DryRun, (todo_messages, todo_users), scanned.lines, None);
         match args.json {
             true => eprintln!("{}", report.text("dry run: nothing published")),
             false => println!("{}", report.text("dry run: nothing published")),
@@ -588,20 +585,23 @@ async fn bulk(args: &EnqueueArgs, path: &Path) -> anyhow::Result<()> {
     if report.failure.is_none() {
         producer.close().await?;
     }
-    finish(args, &judged, start, &report, read.err(), &prefix, keeper, started)
+    let run = Run {
+        judged: &judged,
+        start,
+        prefix: &prefix,
+        started,
+    };
+    finish(args, &run, &report, read.err(), keeper)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn finish(
     args: &EnqueueArgs,
-    judged: &Judged,
-    start: Start,
+    run: &Run<'_>,
     sent: &SendReport,
     read_error: Option<anyhow::Error>,
-    prefix: &str,
     keeper: Option<Arc<Mutex<Keeper>>>,
-    started: Instant,
 ) -> anyhow::Result<()> {
+    let judged = run.judged;
     let through = sent.confirmed_through;
     let lines = judged.scanned.lines;
     let outcome = match (&sent.failure, sent.stopped) {
@@ -617,16 +617,7 @@ fn finish(
         }
         k.path.clone()
     });
-    let mut report = Report::new(
-        judged,
-        start,
-        outcome,
-        (sent.confirmed, sent.users),
-        through,
-        prefix,
-        cp_path.as_deref(),
-        started,
-    );
+    let mut report = Report::new(run, outcome, (sent.confirmed, sent.users), through, cp_path.as_deref());
     report.in_doubt = sent.in_doubt;
     match args.json {
         true => println!("{}", serde_json::to_string(&report)?),
@@ -758,19 +749,35 @@ pub struct Report {
     pub elapsed_ms: u64,
 }
 
+/// What every report of one run shares: the judged input, where the run
+/// started, its job-id prefix and its start time.
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    /// The first reading's verdict on the input.
+    pub judged: &'a Judged,
+    /// Where the run started (what a resume skipped).
+    pub start: Start,
+    /// The prefix of the derived job ids.
+    pub prefix: &'a str,
+    /// When the run started, for `elapsed_ms`.
+    pub started: Instant,
+}
+
 impl Report {
-    /// A report of `published` (messages, users) after starting at `start`, confirmed through line `through`.
-    #[allow(clippy::too_many_arguments)]
+    /// A report of `published` (messages, users) of `run`, confirmed through line `through`.
     pub fn new(
-        judged: &Judged,
-        start: Start,
+        run: &Run<'_>,
         status: Outcome,
         published: (usize, u64),
         through: u64,
-        prefix: &str,
         checkpoint: Option<&Path>,
-        started: Instant,
     ) -> Self {
+        let Run {
+            judged,
+            start,
+            prefix,
+            started,
+        } = *run;
         let s = &judged.scanned;
         Report {
             status,
@@ -939,16 +946,13 @@ mod tests {
         let through = messages
             .get(start.skipped + published.0)
             .map_or(judged.scanned.lines, |next| next.first_line - 1);
-        let mut r = Report::new(
-            &judged,
+        let run = Run {
+            judged: &judged,
             start,
-            Outcome::Complete,
-            published,
-            through,
-            "p",
-            None,
-            Instant::now(),
-        );
+            prefix: "p",
+            started: Instant::now(),
+        };
+        let mut r = Report::new(&run, Outcome::Complete, published, through, None);
         r.elapsed_ms = 2000;
         r
     }

@@ -7,7 +7,6 @@ use crate::amqp::lock::{self, Lock};
 use crate::amqp::publish::{PublishError, Publisher};
 use crate::amqp::topology::Names;
 use crate::leadership::{self, Record};
-use crate::pipeline::dispatch::KickApi;
 use crate::ratelimit::WINDOW;
 use lapin::Connection;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +31,7 @@ pub(crate) enum Leadership {
 /// it is ours, reads what the previous holder left, holds the gate until the
 /// previous holder's window is over (`leadership::takeover_hold`) and writes
 /// our own record.
-pub(crate) async fn take(shared: &Shared<impl KickApi>, conn: &Connection, publisher: &Publisher) -> Leadership {
+pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &Publisher) -> Leadership {
     let names = &shared.cfg.names;
     let mut contended = false;
     let lock = loop {
@@ -84,7 +83,7 @@ pub(crate) async fn take(shared: &Shared<impl KickApi>, conn: &Connection, publi
 /// (With the connection gone, the lock went with it and a successor may
 /// have written its own record: the caller does not call this then.)
 pub(crate) async fn release(
-    shared: &Shared<impl KickApi>,
+    shared: &Shared<impl Sized>,
     lock: Lock,
     publisher: &Publisher,
     hold_at: tokio::time::Instant,
