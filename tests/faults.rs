@@ -1085,6 +1085,24 @@ async fn f14_sigterm_hands_over_without_two_workers_calling() {
     .await;
     assert!(b.term().success());
     let c = mock.counters();
+    {
+        let calls = mock.calls();
+        let us: Vec<u64> = calls.iter().filter(|c| c.app_id.is_some()).map(|c| c.at_us).collect();
+        for i in 0..us.len().saturating_sub(rate as usize) {
+            if us[i + rate as usize] - us[i] < 1_000_000 {
+                eprintln!(
+                    "DENSE window from call {i}: first {} us, 51st {} us (span {} us); A's last call index {}, at {} us; gaps head {:?} tail {:?}",
+                    us[i],
+                    us[i + rate as usize],
+                    us[i + rate as usize] - us[i],
+                    before.saturating_sub(1),
+                    calls.get(before.saturating_sub(1)).map_or(0, |c| c.at_us),
+                    us[i..i + 5].windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>(),
+                    us[i + rate as usize - 4..=i + rate as usize].windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>(),
+                );
+            }
+        }
+    }
     let acc = account(&mock, &broker, &ns, &want).await;
     eprintln!(
         "FIGURE f14 exit_ms={} drain_deadline_ms=2000 handover_ms={} max_in_1s={} limit={rate} rate_limited={} lost={} duplicates={}",

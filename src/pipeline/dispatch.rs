@@ -74,14 +74,7 @@ pub async fn run<A: KickApi>(
         tracker.spawn(async move {
             let work = async {
                 match d.mode {
-                    Mode::Call(granted) => {
-                        // The window counts calls from when they leave, not
-                        // from the token: on a busy host this task can start
-                        // well after the token was spent.
-                        let sent = Feedback::Sent { granted };
-                        gate.report(d.chunk.key.app_id, sent, Instant::now(), halt_log_interval);
-                        execute(&*api, &gate, d.chunk, halt_log_interval).await
-                    }
+                    Mode::Call(granted) => execute(&*api, &gate, d.chunk, Some(granted), halt_log_interval).await,
                     Mode::Defer => deferred(d.chunk),
                 }
             };
@@ -159,6 +152,7 @@ pub async fn execute<A: KickApi>(
     api: &A,
     gate: &Gate,
     chunk: Chunk<Arc<Job>>,
+    granted: Option<Instant>,
     halt_log_interval: Duration,
 ) -> ChunkOutcome {
     let key = chunk.key;
@@ -167,8 +161,12 @@ pub async fn execute<A: KickApi>(
     let mut users = Vec::new();
     let mut calls = Vec::new();
     let mut paid = true;
+    let mut token = granted;
     while let Some(group) = work.pop_front() {
-        if !paid && gate.acquire(app).await.is_none() {
+        if !paid {
+            token = gate.acquire(app).await;
+        }
+        if !paid && token.is_none() {
             // Halted while splitting: these users wait for the halt to end.
             users.extend(
                 group
@@ -182,6 +180,9 @@ pub async fn execute<A: KickApi>(
         crate::metrics::calls_in_flight(1.0);
         let call = api.kickout(&key.room_id, &ids, key.reason.as_deref()).await;
         crate::metrics::calls_in_flight(-1.0);
+        if let Some(granted) = token {
+            gate.report(app, Feedback::Answered { granted }, Instant::now(), halt_log_interval);
+        }
         let disposition = classify(&call.result, ids.len());
         let (code, message, request_id, http_status, transport) = match &call.result {
             Ok(r) => (
@@ -391,7 +392,14 @@ mod tests {
             },
         };
         let gate = Gate::new(50, Duration::from_secs(30));
-        let out = execute(&api, &gate, chunk(&["a", "ghost", "b"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(
+            &api,
+            &gate,
+            chunk(&["a", "ghost", "b"]),
+            None,
+            DEFAULT_HALT_LOG_INTERVAL,
+        )
+        .await;
         assert_eq!(
             api.seen.lock().unwrap().len(),
             4,
@@ -431,7 +439,7 @@ mod tests {
             answer: |users| Ok(if users.iter().any(|u| u.contains(' ')) { 2 } else { 0 }),
         };
         let gate = Gate::new(50, Duration::from_secs(30));
-        let out = execute(&api, &gate, five_jobs_one_bad_id(), DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(&api, &gate, five_jobs_one_bad_id(), None, DEFAULT_HALT_LOG_INTERVAL).await;
         let sizes: Vec<usize> = api.seen.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![5, 1, 1, 1, 1, 1], "one call of five, then one call each");
         assert_eq!(
@@ -463,7 +471,7 @@ mod tests {
             answer: |_| Ok(2),
         };
         let gate = Gate::new(50, Duration::from_secs(30));
-        let out = execute(&api, &gate, chunk(&["a"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(&api, &gate, chunk(&["a"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
         assert_eq!(api.seen.lock().unwrap().len(), 1);
         assert_eq!(dispositions(&out), vec![("a".into(), Disposition::DeadLetter)]);
     }
@@ -479,6 +487,7 @@ mod tests {
             &api,
             &gate,
             chunk(&["a", "b", "c", "d", "e"]),
+            None,
             DEFAULT_HALT_LOG_INTERVAL,
         )
         .await;
@@ -488,7 +497,7 @@ mod tests {
         assert!(out.users.iter().all(|u| u.disposition == Disposition::Kicked));
         // One stray 50011 is not a permanent halving: successes grow it back.
         for _ in 0..crate::ratelimit::GROW_AFTER_SUCCESSES * 3 {
-            execute(&api, &gate, chunk(&["a", "b"]), DEFAULT_HALT_LOG_INTERVAL).await;
+            execute(&api, &gate, chunk(&["a", "b"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
         }
         assert_eq!(gate.plan(1, Instant::now()).users_per_call, 5);
     }
@@ -500,20 +509,20 @@ mod tests {
             seen: Mutex::default(),
             answer: |_| Ok(100000005),
         };
-        let out = execute(&halting, &gate, chunk(&["a"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(&halting, &gate, chunk(&["a"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
         assert_eq!(out.users[0].disposition, Disposition::Halt);
         assert_eq!(gate.halted_apps()[0].1.code, 100000005);
         let ok = Fake {
             seen: Mutex::default(),
             answer: |_| Ok(0),
         };
-        execute(&ok, &gate, chunk(&["a"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        execute(&ok, &gate, chunk(&["a"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
         assert!(gate.halted_apps().is_empty(), "a success resumes");
         let limited = Fake {
             seen: Mutex::default(),
             answer: |_| Ok(206),
         };
-        let out = execute(&limited, &gate, chunk(&["a"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(&limited, &gate, chunk(&["a"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
         assert_eq!(out.users[0].disposition, Disposition::RateLimited);
         assert!(gate.factors(Instant::now())[0].1 < 1.0);
     }
@@ -525,7 +534,7 @@ mod tests {
             seen: Mutex::default(),
             answer: |_| Err(TransportError::Timeout),
         };
-        let out = execute(&api, &gate, chunk(&["a", "b"]), DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(&api, &gate, chunk(&["a", "b"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
         assert!(out
             .users
             .iter()

@@ -226,10 +226,11 @@ impl AppBudget {
         }
     }
 
-    /// The call whose token was spent at `granted` starts only at `at`: its
-    /// place in the window moves there (kept in order), so the call that
-    /// replaces it a window later cannot reach the API within one second of
-    /// it. A token not found (already out of the window) changes nothing.
+    /// The call whose token was spent at `granted` counts from `at` (its
+    /// answer, see [`Feedback::Answered`]): its place in the window moves
+    /// there (kept in order), so the call that replaces it a window later
+    /// cannot reach the API within one second of it. A token not found
+    /// (already out of the window) changes nothing.
     pub fn sent(&mut self, granted: Instant, at: Instant) {
         if at <= granted {
             return;
@@ -339,11 +340,14 @@ impl AppBudget {
 /// back into pacing, chunk size and halt state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feedback {
-    /// A call whose token was spent at `granted` leaves now (the `now` of
-    /// [`Gate::report`]): the window counts it from here, so a call delayed
-    /// between token and send never shares a second with the call that
-    /// takes its place a window later.
-    Sent {
+    /// The call whose token was spent at `granted` was answered now (the
+    /// `now` of [`Gate::report`]). The API saw it at some moment between
+    /// token and answer, so the window counts it from the answer: the call
+    /// that takes its place a window later can never reach the API within a
+    /// second of it, however late it left (a busy host delays a call between
+    /// token and wire by tens of milliseconds, more than the window's margin).
+    /// Costs the call's latency once per window of the AppId's rate.
+    Answered {
         /// When its token was spent.
         granted: Instant,
     },
@@ -428,7 +432,7 @@ impl Gate {
     /// returns what changed. The only way results reach the budget.
     pub fn report(&self, app_id: u32, feedback: Feedback, now: Instant, halt_log_interval: Duration) -> Changed {
         self.with(app_id, |b| match feedback {
-            Feedback::Sent { granted } => {
+            Feedback::Answered { granted } => {
                 b.sent(granted, now);
                 Changed::Nothing
             }
@@ -499,7 +503,8 @@ impl Gate {
     /// Waits for a token, or returns `None` at once if the AppId is halted:
     /// a caller that is not the coalescer (a split retry inside the
     /// dispatcher) must not spend the probe.
-    pub async fn acquire(&self, app_id: u32) -> Option<()> {
+    /// Returns the instant the token was spent at, for [`Feedback::Answered`].
+    pub async fn acquire(&self, app_id: u32) -> Option<Instant> {
         loop {
             let now = Instant::now();
             let grant = self.with(app_id, |b| {
@@ -511,7 +516,7 @@ impl Gate {
             });
             match grant {
                 None => return None,
-                Some(Grant::Now) | Some(Grant::Probe) => return Some(()),
+                Some(Grant::Now) | Some(Grant::Probe) => return Some(now),
                 Some(Grant::Later(at)) => tokio::time::sleep_until(at).await,
             }
         }
