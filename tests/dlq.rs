@@ -589,11 +589,11 @@ async fn replay_json_never_prompts_and_has_a_fixed_shape() {
     assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t3", "t4", "t5"]);
 }
 
-/// Runs `kickq` on a pseudo-terminal (util-linux `script`), typing `input`:
-/// the only way to reach the confirmation prompt. Returns the terminal's text.
-async fn kickq_on_a_terminal(ns: &Ns, args: &str, input: &[u8]) -> (std::process::ExitStatus, String) {
+/// Starts `kickq args` on a pseudo-terminal (util-linux `script`), with the
+/// namespace's broker settings and piped stdin, stdout and stderr.
+fn spawn_on_a_terminal(ns: &Ns, args: &str) -> tokio::process::Child {
     let command = format!("{} {args}", env!("CARGO_BIN_EXE_kickq"));
-    let mut child = tokio::process::Command::new("script")
+    tokio::process::Command::new("script")
         .args(["--quiet", "--return", "--command", &command, "/dev/null"])
         .env("KICKQ_AMQP_URL", amqp_url())
         .env("KICKQ_NAMESPACE", ns.name())
@@ -603,7 +603,13 @@ async fn kickq_on_a_terminal(ns: &Ns, args: &str, input: &[u8]) -> (std::process
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("util-linux script runs");
+        .expect("util-linux script runs")
+}
+
+/// Runs `kickq` on a pseudo-terminal (util-linux `script`), typing `input`:
+/// the only way to reach the confirmation prompt. Returns the terminal's text.
+async fn kickq_on_a_terminal(ns: &Ns, args: &str, input: &[u8]) -> (std::process::ExitStatus, String) {
+    let mut child = spawn_on_a_terminal(ns, args);
     let mut stdin = child.stdin.take().unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut stdin, input).await.unwrap();
     // Stdin stays open until the command is done: script ends the session at its EOF.
@@ -797,18 +803,7 @@ async fn a_second_pass_is_refused_while_one_runs_and_changes_nothing() {
         .collect();
     publish_letters(&broker, &ns, &seeds).await;
     // The first pass: a replay waiting at its prompt, holding the lock.
-    let command = format!("{} dlq replay", env!("CARGO_BIN_EXE_kickq"));
-    let mut first = tokio::process::Command::new("script")
-        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
-        .env("KICKQ_AMQP_URL", amqp_url())
-        .env("KICKQ_NAMESPACE", ns.name())
-        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("util-linux script runs");
+    let mut first = spawn_on_a_terminal(&ns, "dlq replay");
     let mut answer = first.stdin.take().unwrap();
     wait_lock_held(&broker, &ns).await;
     for args in [
