@@ -11,6 +11,7 @@
 pub use crate::amqp::topology::Names;
 pub use crate::coalesce::Policy;
 
+use crate::config::apps::{AppConfig, Apps};
 use crate::config::Credentials;
 use crate::health::Health;
 use crate::job::Limits;
@@ -23,6 +24,7 @@ use crate::pipeline::{session, SessionEnd, Shared};
 use crate::ratelimit::Gate;
 use crate::secret::Secret;
 use crate::zego::client::{ClientConfig, ZegoClient};
+use crate::zego::clients::Clients;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -57,12 +59,9 @@ pub struct WorkerConfig {
     pub amqp_url: Secret,
     /// Connection name shown by the broker.
     pub connection_name: String,
-    /// AppId and its secret.
-    pub credentials: Credentials,
-    /// API base URL.
-    pub api_url: String,
-    /// Calls per second per AppId.
-    pub rate: u32,
+    /// The apps served: each AppId's secret, rate and API host, and the
+    /// default app of jobs that name none.
+    pub apps: Apps,
     /// Queue names.
     pub names: Names,
     /// Unacked messages the broker may push.
@@ -92,18 +91,17 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// The worker of `credentials`' AppId on the queues `names` of the broker
-    /// at `amqp_url`, with every other setting at `kickq run`'s default:
-    /// ZEGOCLOUD's production API at the documented rate, no ledger, no
-    /// metrics server. Change the rest with the `with_*` setters or struct
+    /// The worker of `credentials`' AppId (its only app, so also the default)
+    /// on the queues `names` of the broker at `amqp_url`, with every other
+    /// setting at `kickq run`'s default: ZEGOCLOUD's production API at the
+    /// documented rate, no ledger, no metrics server. Add apps with
+    /// [`WorkerConfig::with_app`]. Change the rest with the `with_*` setters or struct
     /// update syntax (`WorkerConfig { prefetch: 100, ..WorkerConfig::new(..) }`).
     pub fn new(amqp_url: Secret, names: Names, credentials: Credentials) -> Self {
         Self {
             amqp_url,
             connection_name: format!("kickq-worker-{}", std::process::id()),
-            credentials,
-            api_url: crate::config::DEFAULT_API_URL.to_owned(),
-            rate: crate::config::DEFAULT_RATE,
+            apps: Apps::single(AppConfig::new(credentials)),
             names,
             prefetch: DEFAULT_PREFETCH,
             delivery_limit: crate::amqp::topology::DEFAULT_DELIVERY_LIMIT,
@@ -120,15 +118,22 @@ impl WorkerConfig {
         }
     }
 
-    /// Calls go to this base URL (a regional host, or a mock-zego).
+    /// Every app's calls go to this base URL (a regional host, or a mock-zego).
     pub fn with_api_url(mut self, api_url: impl Into<String>) -> Self {
-        self.api_url = api_url.into();
+        let api_url = api_url.into();
+        self.apps.iter_mut().for_each(|a| a.api_url = api_url.clone());
         self
     }
 
-    /// Calls per second for each AppId.
+    /// Calls per second for every app.
     pub fn with_rate(mut self, rate: u32) -> Self {
-        self.rate = rate;
+        self.apps.iter_mut().for_each(|a| a.rate = rate);
+        self
+    }
+
+    /// Serves one more app (or replaces the one with its AppId).
+    pub fn with_app(mut self, app: AppConfig) -> Self {
+        self.apps.insert(app);
         self
     }
 
@@ -189,7 +194,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<RunSu
 
 /// A worker whose metrics server is listening, not yet running: lets a
 /// caller that asked for port 0 learn the address before the run starts.
-pub struct Worker<A = ZegoClient> {
+pub struct Worker<A = Clients> {
     cfg: WorkerConfig,
     api: Arc<A>,
     gate: Gate,
@@ -198,26 +203,30 @@ pub struct Worker<A = ZegoClient> {
     server_stop: CancellationToken,
 }
 
-impl Worker<ZegoClient> {
-    /// Builds the API client from `cfg` and binds the metrics server (if
-    /// `cfg.metrics_addr` is set).
+impl Worker<Clients> {
+    /// Builds one API client per app from `cfg` and binds the metrics server
+    /// (if `cfg.metrics_addr` is set).
     pub async fn bind(cfg: WorkerConfig) -> Result<Self, WorkerError> {
-        let client = ZegoClient::new(ClientConfig {
-            base_url: cfg.api_url.clone(),
-            app_id: cfg.credentials.app_id,
-            secret: cfg.credentials.secret.clone(),
-            connect_timeout: cfg.connect_timeout,
-            total_timeout: cfg.http_timeout,
-        })
-        .map_err(|e| WorkerError::Client(e.to_string()))?;
-        Self::bind_with_api(cfg, Arc::new(client)).await
+        let mut clients = Clients::default();
+        for app in cfg.apps.iter() {
+            let client = ZegoClient::new(ClientConfig {
+                base_url: app.api_url.clone(),
+                app_id: app.app_id(),
+                secret: app.credentials.secret.clone(),
+                connect_timeout: cfg.connect_timeout,
+                total_timeout: cfg.http_timeout,
+            })
+            .map_err(|e| WorkerError::Client(format!("app {}: {e}", app.app_id())))?;
+            clients.insert(client);
+        }
+        Self::bind_with_api(cfg, Arc::new(clients)).await
     }
 }
 
 impl<A: KickApi> Worker<A> {
     /// [`Worker::bind`] with any [`KickApi`] (the bench's baseline and tests use this).
     pub async fn bind_with_api(cfg: WorkerConfig, api: Arc<A>) -> Result<Self, WorkerError> {
-        let gate = Gate::new(cfg.rate, cfg.probe_interval);
+        let gate = Gate::with_limits(cfg.apps.iter().map(|a| (a.app_id(), a.rate)), cfg.probe_interval);
         let health = Arc::new(Health::new(gate.clone(), cfg.database_url.is_some()));
         let server_stop = CancellationToken::new();
         let mut metrics_addr = None;
@@ -290,19 +299,32 @@ async fn run_loop<A: KickApi>(
             None => return Ok(RunSummary::default()),
         },
     };
-    let production = cfg.api_url.trim_end_matches('/') == crate::config::DEFAULT_API_URL;
     tracing::info!(
-        app_id = cfg.credentials.app_id,
-        rate = cfg.rate,
+        apps = cfg.apps.len(),
+        default_app = cfg.apps.default_app(),
         namespace = %cfg.names.namespace,
         prefetch = cfg.prefetch,
         broker = %crate::config::redact_url(cfg.amqp_url.expose()),
-        api = %cfg.api_url,
-        api_is_production_default = production,
-        "kickq worker starting against {} ({}); active or standby is decided by the leadership lock",
-        cfg.api_url,
-        if production { "ZEGOCLOUD's production API, the default" } else { "not the production default" }
+        "kickq worker starting; active or standby is decided by the leadership lock"
     );
+    for app in cfg.apps.iter() {
+        let production = app.api_url.trim_end_matches('/') == crate::config::DEFAULT_API_URL;
+        tracing::info!(
+            app = app.app_id(),
+            rate = app.rate,
+            api = %app.api_url,
+            api_is_production_default = production,
+            secret_from = %app.secret_source,
+            default = cfg.apps.default_app() == Some(app.app_id()),
+            "serving app {} against {} ({})",
+            app.app_id(),
+            app.api_url,
+            if production { "ZEGOCLOUD's production API, the default" } else { "not the production default" }
+        );
+    }
+    if cfg.apps.default_app().is_none() {
+        tracing::info!("no app is marked default: jobs that name no app_id are dead-lettered unknown_app");
+    }
     let shared = Shared {
         cfg,
         gate,

@@ -201,3 +201,111 @@ fn completions_and_man_page_print() {
     assert!(out.lines().any(|l| l.starts_with(".TH kickq")), "{out}");
     assert!(out.contains(".SH NAME") && out.contains("enqueue"), "{out}");
 }
+
+/// A config file in a directory of its own, removed on drop.
+struct TempConfig(std::path::PathBuf);
+
+impl TempConfig {
+    fn new(name: &str, text: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("kickq-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("kickq.toml"), text).unwrap();
+        Self(dir)
+    }
+    fn path(&self) -> String {
+        self.0.join("kickq.toml").display().to_string()
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `--print-config` merges the file, the environment and the flags (flags
+/// over env over file), validates, and prints no secret.
+#[test]
+fn print_config_merges_file_env_and_flags_and_redacts() {
+    let cfg = TempConfig::new(
+        "print",
+        "namespace = \"fromfile\"\nprefetch = 1234\nmax_in_flight = 7\n\n[[apps]]\napp_id = 1234567890\nsecret_env = \"KQ_TEST_SECRET_MAIN\"\ndefault = true\n\n[[apps]]\napp_id = 987654321\nsecret_env = \"KQ_TEST_SECRET_GAMES\"\nrate = 20\napi_url = \"https://rtc-api-sha.zego.im\"\n",
+    );
+    let (ok, out, err) = kickq(
+        &["run", "--config", &cfg.path(), "--print-config", "--max-in-flight", "9"],
+        &[
+            ("KQ_TEST_SECRET_MAIN", S32),
+            ("KQ_TEST_SECRET_GAMES", "fedcba9876543210fedcba9876543210"),
+            ("KICKQ_PREFETCH", "555"),
+            ("KICKQ_AMQP_URL", "amqp://kickq:broker-pw-77@127.0.0.1:5672/%2f"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let t: toml::Table = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(t["namespace"].as_str(), Some("fromfile"), "from the file");
+    assert_eq!(t["prefetch"].as_integer(), Some(555), "env over file");
+    assert_eq!(t["max_in_flight"].as_integer(), Some(9), "flag over file");
+    let apps = t["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 2);
+    assert_eq!(apps[0]["default"].as_bool(), Some(true));
+    assert_eq!(apps[0]["rate"].as_integer(), Some(50));
+    assert_eq!(apps[1]["rate"].as_integer(), Some(20));
+    assert_eq!(apps[1]["api_url"].as_str(), Some("https://rtc-api-sha.zego.im"));
+    assert_eq!(apps[1]["secret_env"].as_str(), Some("KQ_TEST_SECRET_GAMES"));
+    for hidden in [S32, "fedcba9876543210", "broker-pw-77"] {
+        assert!(!out.contains(hidden), "{hidden} printed:\n{out}");
+    }
+    // The same file through KICKQ_CONFIG.
+    let (ok, out, err) = kickq(
+        &["run", "--print-config"],
+        &[
+            ("KICKQ_CONFIG", &cfg.path()),
+            ("KQ_TEST_SECRET_MAIN", S32),
+            ("KQ_TEST_SECRET_GAMES", S32),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("namespace = \"fromfile\""), "{out}");
+}
+
+/// A config file that is unusable stops the command with one line naming
+/// the file and the key, and never the secret.
+#[test]
+fn config_file_refusals_name_the_key() {
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        (
+            "[[apps]]\napp_id = 1\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+            &[],
+            "`apps[0].secret` holds a secret",
+        ),
+        ("prefecth = 10\n", &[], "unknown setting `prefecth`"),
+        (
+            "prefetch = 70000\n",
+            &[("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", S32)],
+            "70000",
+        ),
+        (
+            "[[apps]]\napp_id = 5\nsecret_env = \"KQ_TEST_UNSET_VAR\"\n",
+            &[],
+            "[[apps]] app_id 5: secret_env names KQ_TEST_UNSET_VAR",
+        ),
+        (
+            "[[apps]]\napp_id = 5\nsecret_env = \"KQ_TEST_SECRET\"\n",
+            &[("KQ_TEST_SECRET", S32), ("ZEGO_APP_ID", "5")],
+            "keep one of them",
+        ),
+        (
+            "[[apps]]\napp_id = 5\nsecret_env = \"KQ_TEST_SECRET\"\nrate = 60\n",
+            &[("KQ_TEST_SECRET", S32)],
+            "above ZEGOCLOUD's documented 50",
+        ),
+    ];
+    for (i, (text, env, want)) in cases.iter().enumerate() {
+        let cfg = TempConfig::new(&format!("refuse{i}"), text);
+        let (code, _, err) = kickq_code(&["run", "--config", &cfg.path(), "--print-config"], env);
+        assert_ne!(code, Some(0), "{text}: {err}");
+        assert!(err.contains(want), "{text}: {err}");
+        assert!(!err.contains("0123456789abcdef"), "secret printed: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}

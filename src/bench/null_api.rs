@@ -52,6 +52,7 @@ impl NullApi {
 impl KickApi for NullApi {
     fn kickout(
         &self,
+        _app_id: u32,
         room_id: &str,
         user_ids: &[String],
         _reason: Option<&str>,

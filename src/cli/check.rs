@@ -5,6 +5,8 @@
 use super::run::BrokerArgs;
 use crate::amqp::topology::reply_code;
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
+use crate::config::apps::{AppConfig, Apps};
+use crate::config::file::ConfigFile;
 use crate::config::{self, parse_duration, ZegoArgs};
 use crate::zego::client::{ApiReply, ClientConfig, TransportError, ZegoClient};
 use crate::zego::codes::{classify_code, describe, Disposition};
@@ -247,11 +249,11 @@ fn halt_fix(code: i64) -> &'static str {
 }
 
 /// Runs every check and prints them; fails (exit 1) if any check failed.
-pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+pub async fn run(args: CheckArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
     let mut checks = Vec::new();
     checks.extend(broker_checks(&args).await);
     checks.push(database_check(args.database_url.as_deref()).await);
-    checks.push(api_check(&args).await);
+    checks.extend(api_checks(&args, file).await);
     if args.json {
         println!("{}", to_json(&checks));
     } else {
@@ -442,17 +444,39 @@ async fn database_check(url: Option<&str>) -> Check {
     }
 }
 
-async fn api_check(args: &CheckArgs) -> Check {
-    let credentials = match args.zego.credentials() {
-        Ok(c) => c,
-        Err(e) => return Check::new("api", Status::Fail, e.to_string(), Some("set it as for `kickq run`")),
+/// One API check per app: `api` for a single app, `api <app_id>` for each of several.
+async fn api_checks(args: &CheckArgs, file: Option<&ConfigFile>) -> Vec<Check> {
+    let file_apps = file.map_or(&[][..], |f| &f.apps[..]);
+    let apps = match Apps::resolve(&args.zego, file_apps, config::DEFAULT_RATE, &args.api_url) {
+        Ok(a) => a,
+        Err(e) => {
+            return vec![Check::new(
+                "api",
+                Status::Fail,
+                e.to_string(),
+                Some("set it as for `kickq run`"),
+            )]
+        }
     };
+    let several = apps.len() > 1;
+    let mut checks = Vec::new();
+    for app in apps.iter() {
+        let mut check = api_check(app, args.http_timeout).await;
+        if several {
+            check.check = format!("api {}", app.app_id());
+        }
+        checks.push(check);
+    }
+    checks
+}
+
+async fn api_check(app: &AppConfig, http_timeout: Duration) -> Check {
     let client = match ZegoClient::new(ClientConfig {
-        base_url: args.api_url.clone(),
-        app_id: credentials.app_id,
-        secret: credentials.secret,
+        base_url: app.api_url.clone(),
+        app_id: app.app_id(),
+        secret: app.credentials.secret.clone(),
         connect_timeout: crate::zego::client::DEFAULT_CONNECT_TIMEOUT,
-        total_timeout: args.http_timeout,
+        total_timeout: http_timeout,
     }) {
         Ok(c) => c,
         Err(e) => return Check::new("api", Status::Fail, e.to_string(), Some("fix ZEGO_API_URL")),

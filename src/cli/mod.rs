@@ -12,8 +12,10 @@ pub(crate) mod history;
 pub(crate) mod ledger;
 pub(crate) mod migrate;
 pub(crate) mod mock_zego;
+pub(crate) mod print_config;
 pub(crate) mod progress;
 pub(crate) mod run;
+pub(crate) mod settings;
 pub(crate) mod signals;
 pub(crate) mod status;
 
@@ -37,6 +39,11 @@ struct Cli {
     /// Log format: pretty on a terminal, json otherwise (by default).
     #[arg(long = "log-format", env = "KICKQ_LOG_FORMAT", global = true)]
     log_format: Option<LogFormat>,
+    /// Config file (TOML): any setting by its environment variable's name,
+    /// lower-case, without KICKQ_, and the [[apps]] the worker serves. Flags
+    /// and environment variables override it.
+    #[arg(long, env = "KICKQ_CONFIG", global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -153,7 +160,29 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 /// subcommand, and turns its end into the exit code the README documents
 /// (0, 1, 2 for bad arguments, 130 when interrupted).
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let file = match crate::cli::settings::load(&args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("kickq: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let command = match &file {
+        None => Cli::command(),
+        Some(f) => match crate::cli::settings::apply(Cli::command(), f) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("kickq: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let cli = match command
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version.
@@ -176,7 +205,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(a) => crate::cli::demo::run(a).await,
-            Command::Run(a) => crate::cli::run::run(*a).await,
+            Command::Run(a) => crate::cli::run::run(*a, file.as_ref()).await,
             Command::Enqueue(a) => crate::cli::enqueue::run(*a).await,
             Command::Dlq(a) => crate::cli::dlq::run(a).await,
             Command::MockZego(a) => crate::cli::mock_zego::run(a).await,
@@ -184,17 +213,13 @@ pub fn main() -> ExitCode {
             Command::History(a) => crate::cli::history::run(a).await,
             Command::Ledger(a) => crate::cli::ledger::run(a).await,
             Command::Bench(a) => crate::cli::bench::run(*a).await,
-            Command::Check(a) => crate::cli::check::run(*a).await,
+            Command::Check(a) => crate::cli::check::run(*a, file.as_ref()).await,
             Command::Status(a) => crate::cli::status::run(*a).await,
             Command::Completions(a) => {
-                use clap::CommandFactory;
                 crate::cli::docs::completions(Cli::command(), a.shell, &mut std::io::stdout());
                 Ok(())
             }
-            Command::Man(_) => {
-                use clap::CommandFactory;
-                crate::cli::docs::man(Cli::command(), &mut std::io::stdout()).map_err(Into::into)
-            }
+            Command::Man(_) => crate::cli::docs::man(Cli::command(), &mut std::io::stdout()).map_err(Into::into),
         }
     });
     match result {

@@ -2,6 +2,8 @@
 
 use crate::amqp::topology::{Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
 use crate::coalesce::{Policy, DEFAULT_DENSE_LINGER, DEFAULT_LINGER, DEFAULT_MAX_WAIT};
+use crate::config::apps::Apps;
+use crate::config::file::ConfigFile;
 use crate::config::{self, parse_duration, ConfigError, ZegoArgs};
 use crate::job::{IdCharset, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use crate::outcome::plan::{
@@ -161,13 +163,18 @@ pub struct RunArgs {
     /// PostgreSQL URL of the audit ledger; unset runs without a ledger.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Print the merged, validated configuration (config file, environment,
+    /// flags; secrets redacted) as TOML, and exit.
+    #[arg(long = "print-config")]
+    print_config: bool,
 }
 
 impl RunArgs {
-    /// Validates every setting into a [`WorkerConfig`].
-    pub fn config(&self) -> Result<WorkerConfig, ConfigError> {
+    /// Validates every setting, and the config file's apps, into a [`WorkerConfig`].
+    pub fn config(&self, file: Option<&ConfigFile>) -> Result<WorkerConfig, ConfigError> {
         let (amqp_url, names) = self.broker.resolve()?;
-        let credentials = self.zego.credentials()?;
+        let file_apps = file.map_or(&[][..], |f| &f.apps[..]);
+        let apps = Apps::resolve(&self.zego, file_apps, self.rate, &self.api_url)?;
         let positive = |name: &'static str, ok: bool| {
             if ok {
                 Ok(())
@@ -179,15 +186,24 @@ impl RunArgs {
             }
         };
         positive("KICKQ_RATE", self.rate >= 1)?;
-        if self.rate > config::DEFAULT_RATE && !self.allow_rate_above_documented {
-            return Err(ConfigError::Invalid {
-                name: "KICKQ_RATE",
-                why: format!(
+        for app in apps.iter() {
+            if app.rate > config::DEFAULT_RATE && !self.allow_rate_above_documented {
+                let why = format!(
                     "{} is above ZEGOCLOUD's documented {} calls/s for KickoutUser; if your app's limit was raised, add --allow-rate-above-documented (KICKQ_ALLOW_RATE_ABOVE_DOCUMENTED=true)",
-                    self.rate,
+                    app.rate,
                     config::DEFAULT_RATE
-                ),
-            });
+                );
+                return Err(match file_apps.is_empty() {
+                    true => ConfigError::Invalid {
+                        name: "KICKQ_RATE",
+                        why,
+                    },
+                    false => ConfigError::App {
+                        app_id: app.app_id(),
+                        why: format!("rate {why}"),
+                    },
+                });
+            }
         }
         positive("KICKQ_PREFETCH", self.prefetch >= 1)?;
         positive("KICKQ_MAX_USERS_PER_MESSAGE", self.max_users_per_message >= 1)?;
@@ -207,10 +223,18 @@ impl RunArgs {
             .connection_name
             .clone()
             .unwrap_or_else(|| format!("kickq-worker-{}-{}", hostname(), std::process::id()));
+        let mut first = WorkerConfig::new(
+            amqp_url,
+            names,
+            apps.iter()
+                .next()
+                .expect("validated apps are never empty")
+                .credentials
+                .clone(),
+        );
+        first.apps = apps;
         Ok(WorkerConfig {
             connection_name,
-            api_url: self.api_url.clone(),
-            rate: self.rate,
             prefetch: self.prefetch,
             delivery_limit: self.delivery_limit,
             limits: Limits {
@@ -240,7 +264,7 @@ impl RunArgs {
             http_timeout: self.http_timeout,
             database_url: self.database_url.clone().filter(|u| !u.is_empty()).map(Secret::new),
             metrics_addr,
-            ..WorkerConfig::new(amqp_url, names, credentials)
+            ..first
         })
     }
 }
@@ -252,13 +276,18 @@ fn hostname() -> String {
 }
 
 /// Runs the worker until SIGTERM or SIGINT, then drains and exits.
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let cfg = args.config()?;
-    if cfg.rate > config::DEFAULT_RATE {
+pub async fn run(args: RunArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
+    let cfg = args.config(file)?;
+    if args.print_config {
+        print!("{}", crate::cli::print_config::render(&cfg));
+        return Ok(());
+    }
+    for app in cfg.apps.iter().filter(|a| a.rate > config::DEFAULT_RATE) {
         tracing::warn!(
-            rate = cfg.rate,
+            app = app.app_id(),
+            rate = app.rate,
             documented = config::DEFAULT_RATE,
-            "KICKQ_RATE is above the vendor's documented limit, allowed by --allow-rate-above-documented; expect 206 answers if the app's limit was not raised"
+            "the rate is above the vendor's documented limit, allowed by --allow-rate-above-documented; expect 206 answers if the app's limit was not raised"
         );
     }
     let shutdown = CancellationToken::new();

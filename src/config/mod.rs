@@ -1,4 +1,10 @@
 //! Settings shared by several subcommands, parsed once by clap and validated into types; defaults are named constants.
+//!
+//! `file.rs` reads the config file (settings and `[[apps]]`), `apps.rs`
+//! validates the apps a worker serves.
+
+pub mod apps;
+pub mod file;
 
 use crate::secret::Secret;
 use std::path::PathBuf;
@@ -38,6 +44,17 @@ pub enum ConfigError {
         /// What is wrong, without the value if it is a secret.
         why: String,
     },
+    /// One app of the config file's `[[apps]]` is unusable.
+    #[error("[[apps]] app_id {app_id}: {why}")]
+    App {
+        /// The app.
+        app_id: u32,
+        /// What is wrong, without the secret.
+        why: String,
+    },
+    /// The apps as a whole are unusable (none, a duplicate, two defaults).
+    #[error("[[apps]]: {0}")]
+    Apps(String),
 }
 
 /// The AppId and where its secret comes from. The secret is read from the
@@ -108,26 +125,24 @@ pub fn read_secret(env_value: Option<String>, file: Option<PathBuf>) -> Result<S
             .to_owned(),
         (None, None) => return Err(ConfigError::Missing("ZEGO_SERVER_SECRET or ZEGO_SERVER_SECRET_FILE")),
     };
+    check_secret(value).map_err(|why| ConfigError::Invalid { name: SECRET_ENV, why })
+}
+
+/// The rules every ServerSecret must pass, wherever it came from: not empty,
+/// no control character, exactly [`SECRET_BYTES`] bytes. The error never
+/// holds the value.
+pub fn check_secret(value: String) -> Result<Secret, String> {
     if value.is_empty() {
-        return Err(ConfigError::Invalid {
-            name: SECRET_ENV,
-            why: "is empty".into(),
-        });
+        return Err("is empty".into());
     }
     if value.chars().any(char::is_control) {
-        return Err(ConfigError::Invalid {
-            name: SECRET_ENV,
-            why: "holds a control character".into(),
-        });
+        return Err("holds a control character".into());
     }
     if value.len() != SECRET_BYTES {
-        return Err(ConfigError::Invalid {
-            name: SECRET_ENV,
-            why: format!(
-                "must be exactly {SECRET_BYTES} bytes, as ZEGOCLOUD issues a ServerSecret (the vendor's own token generators refuse any other length); this one is {} bytes",
-                value.len()
-            ),
-        });
+        return Err(format!(
+            "must be exactly {SECRET_BYTES} bytes, as ZEGOCLOUD issues a ServerSecret (the vendor's own token generators refuse any other length); this one is {} bytes",
+            value.len()
+        ));
     }
     Ok(Secret::new(value))
 }

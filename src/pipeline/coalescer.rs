@@ -9,11 +9,13 @@
 //! token's instant must be the call's start, not a queueing delay later.
 
 use crate::coalesce::{Coalescer, Input, Next, Policy, DEFAULT_DENSE_GAP};
+use crate::pipeline::slots::{Slot, Slots};
 use crate::pipeline::stage::{Dispatch, JobIn, LedgerWrites, Mode};
 use crate::ratelimit::{Gate, Grant};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -71,8 +73,8 @@ pub struct Context {
     pub output: mpsc::Sender<Dispatch>,
     /// The per-AppId gate: read with `plan`, a token spent with `take`.
     pub gate: Gate,
-    /// Call slots (`KICKQ_MAX_IN_FLIGHT`); a chunk carries its slot to the dispatcher.
-    pub slots: Arc<Semaphore>,
+    /// Call slots per app (`KICKQ_MAX_IN_FLIGHT` each); a chunk carries its slot to the dispatcher.
+    pub slots: Slots,
     /// Timings and policy.
     pub cfg: DriverConfig,
     /// The router's signal: while ledger writes stall, no call is cut.
@@ -91,7 +93,7 @@ pub async fn run(cx: Context) {
         mut input,
         output,
         gate,
-        slots,
+        mut slots,
         cfg,
         ledger,
         health,
@@ -101,7 +103,8 @@ pub async fn run(cx: Context) {
     let mut input_open = true;
     let mut input_state = Input::default();
     let mut deadline: Option<Instant> = None;
-    let mut slot: Option<OwnedSemaphorePermit> = None;
+    // A slot taken for an app whose token then was not free, kept for its next cut.
+    let mut held: HashMap<u32, Slot> = HashMap::new();
     let mut token_blocked_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
@@ -162,16 +165,17 @@ pub async fn run(cx: Context) {
                     Err(_) => continue 'apps,
                     Ok(choice) => choice,
                 };
-                if slot.is_none() {
-                    match slots.clone().try_acquire_owned() {
-                        Ok(p) => slot = Some(p),
-                        Err(_) => {
-                            need_slot = true;
-                            break 'apps;
-                        }
+                // The app's own slots only: one app's slow calls never
+                // take another's.
+                let slot = match held.remove(&app).or_else(|| slots.try_take(app)) {
+                    Some(s) => s,
+                    None => {
+                        need_slot = true;
+                        continue 'apps;
                     }
-                }
+                };
                 if let Grant::Later(at) = gate.take(app, now) {
+                    held.insert(app, slot);
                     wake = earliest(wake, at);
                     continue 'apps;
                 }
@@ -190,7 +194,7 @@ pub async fn run(cx: Context) {
                 let d = Dispatch {
                     chunk,
                     mode: Mode::Call(now),
-                    slot: slot.take(),
+                    slot: Some(slot),
                 };
                 if output.send(d).await.is_err() {
                     return;
@@ -225,9 +229,7 @@ pub async fn run(cx: Context) {
                     deadline = Some(Instant::now() + cfg.drain_deadline);
                 }
             },
-            p = slots.clone().acquire_owned(), if need_slot => {
-                slot = Some(p.expect("the call-slot semaphore is never closed"));
-            }
+            _ = slots.freed(), if need_slot => {}
             _ = sleep_until_opt(wake) => {}
         }
     }

@@ -6,7 +6,8 @@ use crate::coalesce::{Chunk, ChunkUser};
 use crate::ledger::CallRow;
 use crate::pipeline::stage::{ChunkOutcome, Dispatch, Job, Mode, RouterInput, UserResult};
 use crate::ratelimit::{Changed, Feedback, Gate};
-use crate::zego::client::{CallResult, ZegoClient};
+use crate::zego::client::{CallResult, TransportError, ZegoClient};
+use crate::zego::clients::Clients;
 use crate::zego::codes::{classify, Disposition};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -24,26 +25,46 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
 /// Default interval between repeats of the halt log line.
 pub const DEFAULT_HALT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The call the dispatcher makes; the ZEGO client in production, a fake in
-/// unit tests.
+/// The call the dispatcher makes; one client per app in production, a fake
+/// in unit tests.
 pub trait KickApi: Send + Sync + 'static {
-    /// One KickoutUser call.
+    /// One KickoutUser call for the AppId.
     fn kickout(
         &self,
+        app_id: u32,
         room_id: &str,
         user_ids: &[String],
         reason: Option<&str>,
     ) -> impl Future<Output = CallResult> + Send;
 }
 
+/// A single client signs for its own AppId whatever it is asked: for callers
+/// that serve one app.
 impl KickApi for ZegoClient {
     fn kickout(
         &self,
+        _app_id: u32,
         room_id: &str,
         user_ids: &[String],
         reason: Option<&str>,
     ) -> impl Future<Output = CallResult> + Send {
         ZegoClient::kickout(self, room_id, user_ids, reason)
+    }
+}
+
+impl KickApi for Clients {
+    async fn kickout(&self, app_id: u32, room_id: &str, user_ids: &[String], reason: Option<&str>) -> CallResult {
+        match self.get(app_id) {
+            Some(client) => client.kickout(room_id, user_ids, reason).await,
+            // Intake lets only configured apps through, so no call gets
+            // here; were one to, no request was sent: a connect failure
+            // (retried, then dead-lettered) says exactly that.
+            None => CallResult {
+                result: Err(TransportError::Connect(format!("no client for app {app_id}"))),
+                started_at: chrono::Utc::now(),
+                latency: Duration::ZERO,
+            },
+        }
     }
 }
 
@@ -178,7 +199,7 @@ pub async fn execute<A: KickApi>(
         paid = false;
         let ids: Vec<String> = group.iter().map(|u| u.user_id.to_string()).collect();
         crate::metrics::calls_in_flight(1.0);
-        let call = api.kickout(&key.room_id, &ids, key.reason.as_deref()).await;
+        let call = api.kickout(key.app_id, &key.room_id, &ids, key.reason.as_deref()).await;
         crate::metrics::calls_in_flight(-1.0);
         if let Some(granted) = token {
             gate.report(app, Feedback::Answered { granted }, Instant::now(), halt_log_interval);
@@ -296,7 +317,7 @@ mod tests {
     use super::*;
     use crate::coalesce::GroupKey;
     use crate::job::KickRequest;
-    use crate::zego::client::{ApiReply, TransportError};
+    use crate::zego::client::ApiReply;
     use std::sync::Mutex;
 
     /// Answers by a script: a function of the user list.
@@ -308,6 +329,7 @@ mod tests {
     impl KickApi for Fake {
         fn kickout(
             &self,
+            _app_id: u32,
             _room: &str,
             users: &[String],
             _reason: Option<&str>,

@@ -3,6 +3,7 @@
 
 use crate::amqp::delivery::Delivery;
 use crate::amqp::headers;
+use crate::config::apps::{Apps, Selected};
 use crate::health::Health;
 use crate::job::{self, Limits};
 use crate::ledger::Ledger;
@@ -20,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 /// What intake needs to judge a message.
 #[derive(Debug, Clone)]
 pub struct IntakeConfig {
-    /// The configured AppId; a message naming another is `unknown_app`.
-    pub app_id: u32,
+    /// The apps served; a message naming another (or none, with no default
+    /// app) is `unknown_app`.
+    pub apps: Arc<Apps>,
     /// Validation limits.
     pub limits: Limits,
 }
@@ -69,10 +71,11 @@ pub fn decode(
     if request.job_id.is_none() {
         request.job_id = Some(message_id.unwrap_or_else(job::generate_job_id));
     }
-    let app_id = request.app_id.unwrap_or(cfg.app_id);
-    if app_id != cfg.app_id {
-        return Err((Unusable::UnknownApp(app_id), request.job_id, attempts));
-    }
+    let app_id = match cfg.apps.select(request.app_id) {
+        Selected::App(id) => id,
+        Selected::Unknown(id) => return Err((Unusable::UnknownApp(id), request.job_id, attempts)),
+        Selected::NoDefault => return Err((Unusable::NoApp, request.job_id, attempts)),
+    };
     Ok(Job {
         id,
         app_id,
@@ -308,8 +311,61 @@ mod tests {
 
     fn cfg() -> IntakeConfig {
         IntakeConfig {
-            app_id: 42,
+            apps: Arc::new(apps(&[42], Some(42))),
             limits: Limits::default(),
+        }
+    }
+
+    fn apps(ids: &[u32], default: Option<u32>) -> Apps {
+        let list = ids
+            .iter()
+            .map(|id| {
+                crate::config::apps::AppConfig::new(crate::config::Credentials {
+                    app_id: *id,
+                    secret: crate::secret::Secret::new("0123456789abcdef0123456789abcdef"),
+                })
+            })
+            .collect();
+        Apps::new(list, default).unwrap()
+    }
+
+    /// A job's app_id selects its app; none goes to the default app; an
+    /// unknown one, or none without a default, is unusable.
+    #[test]
+    fn app_selection_by_table() {
+        let props = BasicProperties::default();
+        let cases: &[(&[u32], Option<u32>, &[u8], Result<u32, Unusable>)] = &[
+            (&[1, 2], Some(2), br#"{"room_id":"r","user_ids":["a"]}"#, Ok(2)),
+            (
+                &[1, 2],
+                Some(2),
+                br#"{"room_id":"r","user_ids":["a"],"app_id":1}"#,
+                Ok(1),
+            ),
+            (
+                &[1, 2],
+                Some(2),
+                br#"{"room_id":"r","user_ids":["a"],"app_id":3}"#,
+                Err(Unusable::UnknownApp(3)),
+            ),
+            (
+                &[1, 2],
+                None,
+                br#"{"room_id":"r","user_ids":["a"]}"#,
+                Err(Unusable::NoApp),
+            ),
+            (&[1, 2], None, br#"{"room_id":"r","user_ids":["a"],"app_id":2}"#, Ok(2)),
+            (&[5], None, br#"{"room_id":"r","user_ids":["a"]}"#, Ok(5)),
+        ];
+        for (ids, default, body, want) in cases {
+            let cfg = IntakeConfig {
+                apps: Arc::new(apps(ids, *default)),
+                limits: Limits::default(),
+            };
+            let got = decode(body, &props, false, &cfg, 1, Utc::now())
+                .map(|j| j.app_id)
+                .map_err(|(why, _, _)| why);
+            assert_eq!(&got, want, "{}", String::from_utf8_lossy(body));
         }
     }
 

@@ -32,6 +32,7 @@ pub mod intake;
 pub(crate) mod lock;
 pub(crate) mod monitor;
 pub mod router;
+pub(crate) mod slots;
 pub mod stage;
 
 use crate::amqp::connect::{connect, describe, explain};
@@ -51,7 +52,7 @@ use stage::LedgerWrites;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -170,9 +171,9 @@ async fn active_session<A: KickApi>(
     let (to_router, router_rx) = mpsc::channel(STAGE_CHANNEL);
     let stop_intake = shared.shutdown.child_token();
     let abort = CancellationToken::new();
-    let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
+    let slots = slots::Slots::new(cfg.max_in_flight);
     let intake_cfg = IntakeConfig {
-        app_id: cfg.credentials.app_id,
+        apps: Arc::new(cfg.apps.clone()),
         limits: cfg.limits,
     };
     let (ledger_writes, ledger_state) = watch::channel(LedgerWrites::Flowing);
@@ -232,7 +233,10 @@ async fn active_session<A: KickApi>(
         cfg.names.requests.clone(),
         health.clone(),
     ));
-    let reporter = tokio::spawn(monitor::report_progress(health.clone(), cfg.rate));
+    let reporter = tokio::spawn(monitor::report_progress(
+        health.clone(),
+        cfg.apps.iter().map(|a| a.rate).sum(),
+    ));
 
     let _reporter = monitor::AbortOnDrop(reporter);
     let cut = |abort: &CancellationToken, intake: &tokio::task::JoinHandle<IntakeEnd>| {

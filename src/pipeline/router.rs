@@ -334,6 +334,10 @@ impl Router {
                 DeadError::UnknownApp,
                 format!("no secret for AppId {app} in this worker"),
             ),
+            Unusable::NoApp => (
+                DeadError::UnknownApp,
+                "the job names no app_id and this worker has no default app (mark one default = true)".to_owned(),
+            ),
         };
         let dl = DeadLetter {
             error,

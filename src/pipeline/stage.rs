@@ -79,6 +79,8 @@ pub enum Unusable {
     Validation(String),
     /// Names an AppId this worker has no secret for.
     UnknownApp(u32),
+    /// Names no AppId, and no app is the default.
+    NoApp,
 }
 
 /// Intake -> router.
@@ -130,7 +132,7 @@ pub struct Dispatch {
     pub mode: Mode,
     /// The concurrency slot this call holds; `None` for a deferral, which
     /// makes no call. Dropped when the outcome is handed to the router.
-    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub slot: Option<crate::pipeline::slots::Slot>,
 }
 
 /// The final word of this round on one user of a chunk.

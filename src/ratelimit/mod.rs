@@ -401,7 +401,10 @@ pub struct Plan {
 #[derive(Clone, Debug)]
 pub struct Gate {
     inner: Arc<Mutex<Budgets>>,
+    /// The limit of an AppId not in `limits`.
     limit: u32,
+    /// Per-AppId limits (each app's configured `rate`).
+    limits: Arc<HashMap<u32, u32>>,
     probe_interval: Duration,
 }
 
@@ -418,8 +421,23 @@ impl Gate {
         Self {
             inner: Arc::default(),
             limit,
+            limits: Arc::default(),
             probe_interval,
         }
+    }
+
+    /// Budgets of each app's own limit; an AppId not listed gets the
+    /// documented 50 (none reaches the gate: intake refuses unknown apps).
+    pub fn with_limits(limits: impl IntoIterator<Item = (u32, u32)>, probe_interval: Duration) -> Self {
+        Self {
+            limits: Arc::new(limits.into_iter().collect()),
+            ..Self::new(crate::config::DEFAULT_RATE, probe_interval)
+        }
+    }
+
+    /// The calls per second an AppId is allowed.
+    pub fn limit(&self, app_id: u32) -> u32 {
+        self.limits.get(&app_id).copied().unwrap_or(self.limit)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Budgets> {
@@ -476,7 +494,7 @@ impl Gate {
         let mut guard = self.lock();
         let Budgets { apps, not_before } = &mut *guard;
         let budget = apps.entry(app_id).or_insert_with(|| {
-            let mut b = AppBudget::new(self.limit, self.probe_interval, Instant::now());
+            let mut b = AppBudget::new(self.limit(app_id), self.probe_interval, Instant::now());
             if let Some(at) = *not_before {
                 b.hold_until(at);
             }
@@ -810,5 +828,31 @@ mod tests {
         gate.with(9, |b| b.halt(3, Instant::now()));
         assert_eq!(gate.acquire(9).await, None);
         assert_eq!(gate.halted_apps().len(), 1);
+    }
+
+    /// Each app has its own limit and its own window: one app spending all of
+    /// its tokens, or halted, leaves another's untouched.
+    #[test]
+    fn apps_have_their_own_limits_windows_and_halts() {
+        let gate = Gate::with_limits([(1, 2), (2, 3)], Duration::from_secs(30));
+        let t0 = Instant::now();
+        // Tokens granted over one window, asked every millisecond.
+        let taken = |app| {
+            (0..1000)
+                .filter(|ms| gate.take(app, t0 + Duration::from_millis(*ms)) == Grant::Now)
+                .count()
+        };
+        assert_eq!(taken(1), 2);
+        assert_eq!(taken(2), 3);
+        assert_eq!(
+            gate.limit(7),
+            crate::config::DEFAULT_RATE,
+            "an app not listed gets the documented rate"
+        );
+        gate.report(1, Feedback::Halt(100000005), t0, Duration::from_secs(60));
+        assert!(gate.plan(1, t0).halted);
+        assert!(!gate.plan(2, t0).halted);
+        let later = t0 + 2 * WINDOW;
+        assert_eq!(gate.take(2, later), Grant::Now, "app 2 goes on while app 1 is halted");
     }
 }

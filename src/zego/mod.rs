@@ -1,6 +1,8 @@
-//! The ZEGOCLOUD KickoutUser client side: request signing, the HTTP client and the return-code classifier.
+//! The ZEGOCLOUD KickoutUser client side: request signing, the HTTP client (one per AppId in `clients.rs`)
+//! and the return-code classifier.
 
 pub mod client;
+pub mod clients;
 pub mod codes;
 pub mod sign;
 

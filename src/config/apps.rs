@@ -1,0 +1,407 @@
+//! The ZEGOCLOUD apps one worker serves, validated: from `ZEGO_APP_ID` + `ZEGO_SERVER_SECRET` (one app), or
+//! from the config file's `[[apps]]` (secrets read from their variable or file), with the default app chosen.
+
+use crate::config::file::FileApp;
+use crate::config::{check_secret, parse_app_id, ConfigError, Credentials};
+use std::path::PathBuf;
+
+/// Where an app's ServerSecret was read from, for `--print-config` and logs
+/// (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable, by name.
+    Env(String),
+    /// A file, by path.
+    File(PathBuf),
+    /// Given by the library caller.
+    Given,
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Env(name) => write!(f, "env {name}"),
+            SecretSource::File(path) => write!(f, "file {}", path.display()),
+            SecretSource::Given => f.write_str("given by the caller"),
+        }
+    }
+}
+
+/// One app: its AppId and secret, its rate budget and its API host.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// AppId and ServerSecret (Debug prints the secret as `[redacted]`).
+    pub credentials: Credentials,
+    /// Calls per second for this AppId, retries included.
+    pub rate: u32,
+    /// API base URL (regional hosts exist).
+    pub api_url: String,
+    /// Where the secret came from.
+    pub secret_source: SecretSource,
+}
+
+impl AppConfig {
+    /// An app at the documented rate on ZEGOCLOUD's default host.
+    pub fn new(credentials: Credentials) -> Self {
+        Self {
+            credentials,
+            rate: crate::config::DEFAULT_RATE,
+            api_url: crate::config::DEFAULT_API_URL.to_owned(),
+            secret_source: SecretSource::Given,
+        }
+    }
+
+    /// Its AppId.
+    pub fn app_id(&self) -> u32 {
+        self.credentials.app_id
+    }
+}
+
+/// Which app a job belongs to, or why none (see [`Apps::select`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    /// A configured app.
+    App(u32),
+    /// The job names an app this worker does not serve.
+    Unknown(u32),
+    /// The job names no app, and no app is the default.
+    NoDefault,
+}
+
+/// The validated apps: at least one, AppIds distinct, at most one default.
+#[derive(Debug, Clone)]
+pub struct Apps {
+    list: Vec<AppConfig>,
+    default: Option<u32>,
+}
+
+impl Apps {
+    /// One app, which is also the default.
+    pub fn single(app: AppConfig) -> Self {
+        let id = app.app_id();
+        Self {
+            list: vec![app],
+            default: Some(id),
+        }
+    }
+
+    /// Validates a list. The default is `default`, or the only app.
+    pub fn new(list: Vec<AppConfig>, default: Option<u32>) -> Result<Self, ConfigError> {
+        if list.is_empty() {
+            return Err(ConfigError::Apps("no app is configured".into()));
+        }
+        for (i, a) in list.iter().enumerate() {
+            if list[..i].iter().any(|b| b.app_id() == a.app_id()) {
+                return Err(ConfigError::App {
+                    app_id: a.app_id(),
+                    why: "is listed twice".into(),
+                });
+            }
+        }
+        if let Some(d) = default {
+            if !list.iter().any(|a| a.app_id() == d) {
+                return Err(ConfigError::App {
+                    app_id: d,
+                    why: "is the default but not a configured app".into(),
+                });
+            }
+        }
+        let default = default.or_else(|| (list.len() == 1).then(|| list[0].app_id()));
+        Ok(Self { list, default })
+    }
+
+    /// The config file's `[[apps]]`: each secret read from its variable (via
+    /// `env`) or its file; `rate` and `api_url` default to the worker-wide
+    /// settings. Pure but for reading secret files.
+    pub fn from_file(
+        entries: &[FileApp],
+        default_rate: u32,
+        default_api_url: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut list = Vec::with_capacity(entries.len());
+        let mut default = None;
+        for e in entries {
+            let bad = |why: String| ConfigError::App { app_id: e.app_id, why };
+            parse_app_id(&e.app_id.to_string()).map_err(|_| bad("app_id must not be 0".into()))?;
+            let (value, source) = match (&e.secret_env, &e.secret_file) {
+                (Some(_), Some(_)) => return Err(bad("give secret_env or secret_file, not both".into())),
+                (None, None) => return Err(bad("give secret_env (a variable's name) or secret_file (a path)".into())),
+                (Some(name), None) => {
+                    let value = env(name).ok_or_else(|| bad(format!("secret_env names {name}, which is not set")))?;
+                    (value, SecretSource::Env(name.clone()))
+                }
+                (None, Some(path)) => {
+                    let value = std::fs::read_to_string(path)
+                        .map_err(|err| bad(format!("cannot read secret_file {}: {err}", path.display())))?;
+                    (
+                        value.trim_end_matches(['\r', '\n']).to_owned(),
+                        SecretSource::File(path.clone()),
+                    )
+                }
+            };
+            let secret = check_secret(value).map_err(|why| bad(format!("its secret ({source}) {why}")))?;
+            if e.default {
+                if let Some(other) = default {
+                    return Err(ConfigError::Apps(format!(
+                        "{other} and {} are both marked default = true; mark one",
+                        e.app_id
+                    )));
+                }
+                default = Some(e.app_id);
+            }
+            let rate = e.rate.unwrap_or(default_rate);
+            if rate == 0 {
+                return Err(bad("rate must be at least 1".into()));
+            }
+            list.push(AppConfig {
+                credentials: Credentials {
+                    app_id: e.app_id,
+                    secret,
+                },
+                rate,
+                api_url: e.api_url.clone().unwrap_or_else(|| default_api_url.to_owned()),
+                secret_source: source,
+            });
+        }
+        Self::new(list, default)
+    }
+
+    /// The apps of a command: the config file's `[[apps]]` if it lists any,
+    /// else the one app of `ZEGO_APP_ID` (`zego`) and `ZEGO_SERVER_SECRET`
+    /// or `ZEGO_SERVER_SECRET_FILE`. Both at once is refused: which would win
+    /// is a guess an operator should not have to make.
+    pub fn resolve(
+        zego: &crate::config::ZegoArgs,
+        file_apps: &[FileApp],
+        default_rate: u32,
+        default_api_url: &str,
+    ) -> Result<Self, ConfigError> {
+        if !file_apps.is_empty() {
+            if zego.app_id.is_some() {
+                return Err(ConfigError::Apps(
+                    "ZEGO_APP_ID (or --app-id) is set and the config file lists [[apps]]: keep one of them".into(),
+                ));
+            }
+            return Self::from_file(file_apps, default_rate, default_api_url, |name| {
+                std::env::var(name).ok()
+            });
+        }
+        let credentials = zego.credentials()?;
+        let secret_source = match std::env::var_os(crate::config::SECRET_ENV) {
+            Some(_) => SecretSource::Env(crate::config::SECRET_ENV.to_owned()),
+            None => SecretSource::File(
+                std::env::var_os(crate::config::SECRET_FILE_ENV)
+                    .unwrap_or_default()
+                    .into(),
+            ),
+        };
+        Ok(Self::single(AppConfig {
+            credentials,
+            rate: default_rate,
+            api_url: default_api_url.to_owned(),
+            secret_source,
+        }))
+    }
+
+    /// Every app, in configured order.
+    pub fn iter(&self) -> impl Iterator<Item = &AppConfig> {
+        self.list.iter()
+    }
+
+    /// Every app, to change in place (rate, host).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut AppConfig> {
+        self.list.iter_mut()
+    }
+
+    /// Adds an app, or replaces the one with its AppId.
+    pub fn insert(&mut self, app: AppConfig) {
+        match self.list.iter_mut().find(|a| a.app_id() == app.app_id()) {
+            Some(slot) => *slot = app,
+            None => self.list.push(app),
+        }
+    }
+
+    /// Makes a configured app the default; `false` if it is not configured.
+    pub fn set_default(&mut self, app_id: u32) -> bool {
+        let known = self.get(app_id).is_some();
+        if known {
+            self.default = Some(app_id);
+        }
+        known
+    }
+
+    /// The app with this AppId.
+    pub fn get(&self, app_id: u32) -> Option<&AppConfig> {
+        self.list.iter().find(|a| a.app_id() == app_id)
+    }
+
+    /// The app of jobs that name none.
+    pub fn default_app(&self) -> Option<u32> {
+        self.default
+    }
+
+    /// How many apps.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Never true for validated apps; here for clippy's `len` rule.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The app a job's `app_id` selects.
+    pub fn select(&self, job_app: Option<u32>) -> Selected {
+        match job_app {
+            Some(id) if self.get(id).is_some() => Selected::App(id),
+            Some(id) => Selected::Unknown(id),
+            None => self.default.map_or(Selected::NoDefault, Selected::App),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    const S: &str = "0123456789abcdef0123456789abcdef";
+
+    fn app(id: u32) -> AppConfig {
+        AppConfig::new(Credentials {
+            app_id: id,
+            secret: Secret::new(S),
+        })
+    }
+
+    fn entry(id: u32, env: Option<&str>, default: bool) -> FileApp {
+        FileApp {
+            app_id: id,
+            secret_env: env.map(str::to_owned),
+            secret_file: None,
+            rate: None,
+            api_url: None,
+            default,
+        }
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "GOOD" => Some(S.to_owned()),
+            "SHORT" => Some("abc".to_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn selection_by_table() {
+        let one = Apps::single(app(1));
+        let two = Apps::new(vec![app(1), app(2)], Some(2)).unwrap();
+        let none = Apps::new(vec![app(1), app(2)], None).unwrap();
+        let cases = [
+            (&one, None, Selected::App(1)),
+            (&one, Some(1), Selected::App(1)),
+            (&one, Some(7), Selected::Unknown(7)),
+            (&two, None, Selected::App(2)),
+            (&two, Some(1), Selected::App(1)),
+            (&none, None, Selected::NoDefault),
+            (&none, Some(2), Selected::App(2)),
+        ];
+        for (apps, job, want) in cases {
+            assert_eq!(apps.select(job), want, "{job:?}");
+        }
+    }
+
+    #[test]
+    fn file_entries_by_table() {
+        let cases: Vec<(Vec<FileApp>, Result<Option<u32>, &str>)> = vec![
+            (vec![entry(1, Some("GOOD"), false)], Ok(Some(1))),
+            (
+                vec![entry(1, Some("GOOD"), false), entry(2, Some("GOOD"), true)],
+                Ok(Some(2)),
+            ),
+            (
+                vec![entry(1, Some("GOOD"), false), entry(2, Some("GOOD"), false)],
+                Ok(None),
+            ),
+            (vec![], Err("no app is configured")),
+            (
+                vec![entry(1, Some("GOOD"), true), entry(2, Some("GOOD"), true)],
+                Err("both marked default"),
+            ),
+            (
+                vec![entry(1, Some("GOOD"), false), entry(1, Some("GOOD"), false)],
+                Err("listed twice"),
+            ),
+            (
+                vec![entry(1, Some("UNSET"), false)],
+                Err("secret_env names UNSET, which is not set"),
+            ),
+            (
+                vec![entry(1, Some("SHORT"), false)],
+                Err("its secret (env SHORT) must be exactly 32 bytes"),
+            ),
+            (vec![entry(1, None, false)], Err("give secret_env")),
+            (vec![entry(0, Some("GOOD"), false)], Err("must not be 0")),
+            (
+                vec![FileApp {
+                    secret_file: Some("/nonexistent/kickq-secret".into()),
+                    ..entry(1, Some("GOOD"), false)
+                }],
+                Err("not both"),
+            ),
+            (
+                vec![FileApp {
+                    rate: Some(0),
+                    ..entry(1, Some("GOOD"), false)
+                }],
+                Err("rate must be at least 1"),
+            ),
+        ];
+        for (entries, want) in cases {
+            let got = Apps::from_file(&entries, 50, "https://rtc-api.zego.im", env);
+            match (got, want) {
+                (Ok(apps), Ok(default)) => assert_eq!(apps.default_app(), default, "{entries:?}"),
+                (Err(e), Err(text)) => {
+                    let e = e.to_string();
+                    assert!(e.contains(text), "{entries:?}: {e}");
+                    assert!(!e.contains(S), "the secret is printed: {e}");
+                }
+                (got, want) => panic!("{entries:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rate_and_host_default_to_the_worker_settings() {
+        let entries = vec![
+            FileApp {
+                rate: Some(10),
+                api_url: Some("https://rtc-api-sha.zego.im".into()),
+                ..entry(1, Some("GOOD"), true)
+            },
+            entry(2, Some("GOOD"), false),
+        ];
+        let apps = Apps::from_file(&entries, 40, "https://rtc-api.zego.im", env).unwrap();
+        let (a, b) = (apps.get(1).unwrap(), apps.get(2).unwrap());
+        assert_eq!((a.rate, a.api_url.as_str()), (10, "https://rtc-api-sha.zego.im"));
+        assert_eq!((b.rate, b.api_url.as_str()), (40, "https://rtc-api.zego.im"));
+        assert_eq!(b.secret_source, SecretSource::Env("GOOD".into()));
+    }
+
+    #[test]
+    fn a_secret_file_is_read_without_its_newline() {
+        let dir = std::env::temp_dir().join(format!("kickq-apps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, format!("{S}\n")).unwrap();
+        let entries = vec![FileApp {
+            secret_file: Some(path.clone()),
+            ..entry(3, None, false)
+        }];
+        let apps = Apps::from_file(&entries, 50, "https://rtc-api.zego.im", env).unwrap();
+        assert_eq!(apps.get(3).unwrap().credentials.secret.expose(), S);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
