@@ -2,8 +2,8 @@
 //! never name a metric themselves.
 //!
 //! Label values are bounded sets (dispositions, error kinds, API codes from a
-//! fixed table plus "other"), so no label can grow without limit, and no label
-//! ever carries a user id, room id, URL or secret.
+//! fixed table plus "other", the configured AppIds), so no label can grow
+//! without limit, and no label ever carries a user id, room id, URL or secret.
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 /// Messages taken from the requests queue, by `result` (`valid`, `invalid`).
 pub const MESSAGES_CONSUMED: &str = "kickq_messages_consumed_total";
-/// Users by final `outcome` of this round (`kicked`, `nothing_to_do`,
+/// Users by `app` and final `outcome` of this round (`kicked`, `nothing_to_do`,
 /// `dead_lettered`, `retry_scheduled`, `deferred`, `skipped`).
 pub const USERS: &str = "kickq_users_total";
-/// API calls by `disposition` and `code` (`transport` when none).
+/// API calls by `app`, `disposition` and `code` (`transport` when none).
 pub const API_CALLS: &str = "kickq_api_calls_total";
 /// Calls cut by the coalescer, by `why` (`full`, `largest`, `overdue`).
 pub const COALESCED: &str = "kickq_coalesced_calls_total";
@@ -39,6 +39,11 @@ pub const DEAD_LETTERS: &str = "kickq_dead_letters_total";
 pub const RETRIES: &str = "kickq_retries_total";
 /// AppIds currently halted (credentials, clock or configuration).
 pub const HALTED_APPS: &str = "kickq_halted_apps";
+/// Each served app's configured calls per second, by `app` (the line to draw
+/// `rate(kickq_api_calls_total)` against).
+pub const APP_RATE_LIMIT: &str = "kickq_app_rate_limit";
+/// 1 while the app is halted, by `app`; 0 otherwise.
+pub const APP_HALTED: &str = "kickq_app_halted";
 /// Deliveries the broker marked as redelivered.
 pub const REDELIVERIES: &str = "kickq_redeliveries_total";
 /// Acks that did not land, by `kind` (`stale`: the message will come again; `error`).
@@ -144,21 +149,6 @@ fn register_all() {
     use crate::leadership::HoldReason;
     for r in MESSAGE_RESULTS {
         counter!(MESSAGES_CONSUMED, "result" => *r).increment(0);
-    }
-    for o in USER_OUTCOMES {
-        counter!(USERS, "outcome" => *o).increment(0);
-    }
-    // Each known code with the disposition it gets for one user and for
-    // several, and transport failures (always retried).
-    let transport = crate::pipeline::dispatch::disposition_label(crate::zego::codes::Disposition::Retry(
-        crate::zego::codes::RetryKind::Transient,
-    ));
-    counter!(API_CALLS, "disposition" => transport, "code" => code_label(None)).increment(0);
-    for code in crate::zego::codes::known_codes() {
-        for users in [1, 2] {
-            let d = crate::pipeline::dispatch::disposition_label(crate::zego::codes::classify_code(code, users));
-            counter!(API_CALLS, "disposition" => d, "code" => code_label(Some(code))).increment(0);
-        }
     }
     for w in COALESCE_REASONS {
         counter!(COALESCED, "why" => *w).increment(0);
@@ -298,19 +288,54 @@ pub fn snapshot() -> Snapshot {
     }
 }
 
+/// Registers an app's series at zero (users by outcome, calls by every known
+/// code) and its rate gauge: called for each configured app at start.
+pub fn register_app(app_id: u32, rate: u32) {
+    let app = app_label(app_id);
+    for o in USER_OUTCOMES {
+        counter!(USERS, "app" => app.clone(), "outcome" => *o).increment(0);
+    }
+    // Each known code with the disposition it gets for one user and for
+    // several, and transport failures (always retried).
+    let transport = crate::pipeline::dispatch::disposition_label(crate::zego::codes::Disposition::Retry(
+        crate::zego::codes::RetryKind::Transient,
+    ));
+    counter!(API_CALLS, "app" => app.clone(), "disposition" => transport, "code" => code_label(None)).increment(0);
+    for code in crate::zego::codes::known_codes() {
+        for users in [1, 2] {
+            let d = crate::pipeline::dispatch::disposition_label(crate::zego::codes::classify_code(code, users));
+            counter!(API_CALLS, "app" => app.clone(), "disposition" => d, "code" => code_label(Some(code)))
+                .increment(0);
+        }
+    }
+    gauge!(APP_RATE_LIMIT, "app" => app.clone()).set(f64::from(rate));
+    gauge!(APP_HALTED, "app" => app).set(0.0);
+}
+
+/// The `app` label of an AppId.
+fn app_label(app_id: u32) -> String {
+    app_id.to_string()
+}
+
+/// An app was halted (`true`) or resumed.
+pub fn app_halted(app_id: u32, halted: bool) {
+    gauge!(APP_HALTED, "app" => app_label(app_id)).set(if halted { 1.0 } else { 0.0 });
+}
+
 /// A message was consumed.
 pub fn message_consumed(valid: bool) {
     counter!(MESSAGES_CONSUMED, "result" => if valid { "valid" } else { "invalid" }).increment(1);
 }
 
 /// `n` users reached `outcome`.
-pub fn users(outcome: &'static str, n: u64) {
-    counter!(USERS, "outcome" => outcome).increment(n);
+pub fn users(app_id: u32, outcome: &'static str, n: u64) {
+    counter!(USERS, "app" => app_label(app_id), "outcome" => outcome).increment(n);
 }
 
 /// One API call was answered (or failed in transport).
-pub fn api_call(disposition: &'static str, code: Option<i64>, latency: Duration, users: usize) {
-    counter!(API_CALLS, "disposition" => disposition, "code" => code_label(code)).increment(1);
+pub fn api_call(app_id: u32, disposition: &'static str, code: Option<i64>, latency: Duration, users: usize) {
+    counter!(API_CALLS, "app" => app_label(app_id), "disposition" => disposition, "code" => code_label(code))
+        .increment(1);
     if let Ok(mut w) = CALLS_WINDOW.lock() {
         w.record(now_sec());
     }

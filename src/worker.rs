@@ -232,6 +232,9 @@ impl<A: KickApi> Worker<A> {
         let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics_addr {
             let handle = crate::metrics::install();
+            for app in cfg.apps.iter() {
+                crate::metrics::register_app(app.app_id(), app.rate);
+            }
             let stop = server_stop.clone();
             let (local, serve) =
                 crate::health::bind(addr, health.clone(), handle, async move { stop.cancelled().await })

@@ -272,7 +272,9 @@ fn print_config_merges_file_env_and_flags_and_redacts() {
 /// the file and the key, and never the secret.
 #[test]
 fn config_file_refusals_name_the_key() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    /// The file, the environment, and a piece of the one error line.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             "[[apps]]\napp_id = 1\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
             &[],

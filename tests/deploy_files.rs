@@ -158,8 +158,10 @@ fn dashboard_series_are_what_the_exporter_renders() {
     use kickq::testkit::metrics as m;
     let handle = m::install();
     m::message_consumed(true);
-    m::users("kicked", 1);
-    m::api_call("kicked", Some(0), std::time::Duration::from_millis(5), 3);
+    m::register_app(1234567890, 50);
+    m::users(1234567890, "kicked", 1);
+    m::api_call(1234567890, "kicked", Some(0), std::time::Duration::from_millis(5), 3);
+    m::app_halted(1234567890, true);
     m::coalesced(kickq::testkit::Reason::Full.as_str(), 5);
     m::token_wait(std::time::Duration::from_millis(2));
     m::pending(1, 1);

@@ -315,7 +315,9 @@ mod tests {
 
     #[test]
     fn file_entries_by_table() {
-        let cases: Vec<(Vec<FileApp>, Result<Option<u32>, &str>)> = vec![
+        /// The entries, and the default app they give or a piece of the error.
+        type Case = (Vec<FileApp>, Result<Option<u32>, &'static str>);
+        let cases: Vec<Case> = vec![
             (vec![entry(1, Some("GOOD"), false)], Ok(Some(1))),
             (
                 vec![entry(1, Some("GOOD"), false), entry(2, Some("GOOD"), true)],

@@ -222,7 +222,13 @@ pub async fn execute<A: KickApi>(
             .max()
             .unwrap_or(0)
             + 1;
-        crate::metrics::api_call(disposition_label(disposition), code, call.latency, ids.len());
+        crate::metrics::api_call(
+            key.app_id,
+            disposition_label(disposition),
+            code,
+            call.latency,
+            ids.len(),
+        );
         tracing::debug!(room = %key.room_id, users = ids.len(), code, disposition = disposition_label(disposition), latency_ms = call.latency.as_millis() as u64, request_id = request_id.as_deref().unwrap_or(""), "call answered");
         let detail = match (&message, &transport) {
             (Some(m), _) => m.clone(),
@@ -248,6 +254,7 @@ pub async fn execute<A: KickApi>(
         if code.is_some() && disposition != Disposition::Halt {
             // Any verdict past authentication proves the credentials and clock are good again.
             if let Changed::Resumed(h) = report(Feedback::Resumed) {
+                crate::metrics::app_halted(app, false);
                 tracing::info!(
                     app_id = app,
                     code = h.code,
@@ -295,7 +302,9 @@ pub async fn execute<A: KickApi>(
                     }
                     Disposition::Halt => {
                         let c = code.unwrap_or_default();
-                        if let Changed::Halted { log: true, .. } = report(Feedback::Halt(c)) {
+                        let changed = report(Feedback::Halt(c));
+                        crate::metrics::app_halted(app, true);
+                        if let Changed::Halted { log: true, .. } = changed {
                             tracing::error!(app_id = app, code = c, meaning = crate::zego::codes::describe(c), "API rejects this AppId's calls; halted: no calls except a probe now and then, and no message is dead-lettered");
                         }
                     }

@@ -334,7 +334,9 @@ mod tests {
     #[test]
     fn app_selection_by_table() {
         let props = BasicProperties::default();
-        let cases: &[(&[u32], Option<u32>, &[u8], Result<u32, Unusable>)] = &[
+        /// Apps served, the default, the body, and the app chosen or why none.
+        type Case<'a> = (&'a [u32], Option<u32>, &'a [u8], Result<u32, Unusable>);
+        let cases: &[Case] = &[
             (&[1, 2], Some(2), br#"{"room_id":"r","user_ids":["a"]}"#, Ok(2)),
             (
                 &[1, 2],

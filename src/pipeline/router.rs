@@ -309,7 +309,7 @@ impl Router {
             }
         }
         if !skipped.is_empty() {
-            crate::metrics::users("skipped", skipped.len() as u64);
+            crate::metrics::users(job.app_id, "skipped", skipped.len() as u64);
             self.health.count_users("skipped", skipped.len() as u64);
         }
         let book = Book::new(delivery, &job.request.user_ids, &skipped);
@@ -456,7 +456,7 @@ impl Router {
             Action::Defer => ("deferred", UserOutcome::RetryScheduled),
             Action::DeadLetter(_) => ("dead_lettered", UserOutcome::DeadLettered),
         };
-        crate::metrics::users(label, 1);
+        crate::metrics::users(e.job.app_id, label, 1);
         self.health.count_users(label, 1);
         if self.ledger.is_some() {
             self.note_rows();
