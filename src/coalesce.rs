@@ -106,6 +106,14 @@ impl Reason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId(u64);
 
+impl GroupId {
+    /// A group id for other modules' tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: u64) -> Self {
+        Self(n)
+    }
+}
+
 /// The coalescing key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GroupKey {
@@ -352,6 +360,11 @@ impl<W: Clone> Coalescer<W> {
         }
     }
 
+    /// Pending users of one AppId.
+    pub fn app_users(&self, app_id: u32) -> usize {
+        self.apps.get(&app_id).map_or(0, |a| a.users)
+    }
+
     /// AppIds that have pending users.
     pub fn apps(&self) -> impl Iterator<Item = u32> + '_ {
         self.apps.iter().filter(|(_, a)| a.users > 0).map(|(id, _)| *id)
@@ -367,10 +380,6 @@ impl<W: Clone> Coalescer<W> {
         self.apps.values().map(|a| a.groups.len()).sum()
     }
 
-    /// True when nothing is pending.
-    pub fn is_empty(&self) -> bool {
-        self.users == 0
-    }
 }
 
 #[cfg(test)]
@@ -598,7 +607,7 @@ mod tests {
             panic!("full at the new size")
         };
         assert_eq!(c.take(1, id).unwrap().users.len(), 2);
-        assert!(c.is_empty());
+        assert_eq!(c.pending_users(), 0);
         assert_eq!(c.next_with_reason(1, t0, Input::default()), Err(Next::Idle));
     }
 

@@ -9,7 +9,9 @@ use crate::job::{IdCharset, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use crate::outcome::plan::{
     Budget, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RATE_LIMITED, DEFAULT_MAX_RETRY_AGE, DEFAULT_MAX_UNKNOWN_ATTEMPTS,
 };
-use crate::pipeline::coalescer::{DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS};
+use crate::pipeline::coalescer::{
+    DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HALTED_PENDING, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS,
+};
 use crate::pipeline::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::ratelimit::DEFAULT_PROBE_INTERVAL;
 use crate::secret::Secret;
@@ -250,6 +252,7 @@ impl RunArgs {
                 drain_deadline: self.drain_deadline,
                 max_hold: self.max_hold,
                 max_pending_users: DEFAULT_MAX_PENDING_USERS,
+                max_halted_pending: DEFAULT_MAX_HALTED_PENDING,
             },
             budget: Budget {
                 max_attempts: self.max_attempts,

@@ -8,9 +8,9 @@
 //! is taken before the token for the same reason the window exists: the
 //! token's instant must be the call's start, not a queueing delay later.
 
-use crate::coalesce::{Coalescer, Input, Next, Policy, DEFAULT_DENSE_GAP};
+use crate::coalesce::{Coalescer, GroupId, Input, Next, Policy, Reason as Why, DEFAULT_DENSE_GAP};
 use crate::pipeline::slots::{Slot, Slots};
-use crate::pipeline::stage::{Dispatch, JobIn, LedgerWrites, Mode};
+use crate::pipeline::stage::{Dispatch, Job, JobIn, LedgerWrites, Mode};
 use crate::ratelimit::{Gate, Grant};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +29,11 @@ pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(120);
 /// Pending users at which intake is no longer read (prefetch bounds it too;
 /// this guards against prefetch set very high with large messages).
 pub const DEFAULT_MAX_PENDING_USERS: usize = 200_000;
+/// Most users a halted app holds in the coalescer. Past it, its oldest groups
+/// go back to the broker through a delay queue at once instead of after
+/// `max_hold`: otherwise a halted app under load would fill the prefetch
+/// window and the pending cap, and stall every other app of the worker.
+pub const DEFAULT_MAX_HALTED_PENDING: usize = 1_000;
 /// Most messages folded in from the input before deciding again, so a flood
 /// of input cannot starve the send side.
 const INPUT_BATCH: usize = 512;
@@ -48,6 +53,9 @@ pub struct DriverConfig {
     pub max_hold: Duration,
     /// Backpressure threshold on pending users.
     pub max_pending_users: usize,
+    /// Most users a halted app holds before its oldest go back through a
+    /// delay queue at once (see [`DEFAULT_MAX_HALTED_PENDING`]).
+    pub max_halted_pending: usize,
 }
 
 impl Default for DriverConfig {
@@ -57,6 +65,7 @@ impl Default for DriverConfig {
             drain_deadline: DEFAULT_DRAIN_DEADLINE,
             max_hold: DEFAULT_MAX_HOLD,
             max_pending_users: DEFAULT_MAX_PENDING_USERS,
+            max_halted_pending: DEFAULT_MAX_HALTED_PENDING,
         }
     }
 }
@@ -67,8 +76,10 @@ fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
 
 /// What the coalescer runs with, built by the composition root (`pipeline/mod.rs`).
 pub struct Context {
-    /// Jobs from intake.
-    pub input: mpsc::Receiver<JobIn>,
+    /// Jobs from the live lane's intake.
+    pub live: mpsc::Receiver<JobIn>,
+    /// Jobs from the bulk lane's intake.
+    pub bulk: mpsc::Receiver<JobIn>,
     /// Chunks to the dispatcher.
     pub output: mpsc::Sender<Dispatch>,
     /// The per-AppId gate: read with `plan`, a token spent with `take`.
@@ -85,12 +96,50 @@ pub struct Context {
     pub abort: CancellationToken,
 }
 
-/// Runs until the input closes and pending users are sent (or the drain
+/// Index of the live lane in the per-lane arrays; live is asked first.
+const LIVE: usize = 0;
+/// Index of the bulk lane.
+const BULK: usize = 1;
+
+/// One lane's pending users and what the policy knows of its input.
+struct LaneState {
+    core: Coalescer<Arc<Job>>,
+    input: Input,
+    open: bool,
+}
+
+/// Which lane's group gets an app's token now: the live lane's choice if it
+/// has one; else the bulk lane's, so bulk gets every token live leaves free.
+/// The earliest instant either lane would be worth a token, when neither is.
+pub(crate) fn pick(live: Result<(GroupId, Why), Next>, bulk: impl FnOnce() -> Result<(GroupId, Why), Next>) -> Pick {
+    let live_wait = match live {
+        Ok((id, why)) => return Pick::Cut(LIVE, id, why),
+        Err(Next::WaitUntil(at)) => Some(at),
+        Err(Next::Idle) => None,
+    };
+    match bulk() {
+        Ok((id, why)) => Pick::Cut(BULK, id, why),
+        Err(Next::WaitUntil(at)) => Pick::Wait(Some(live_wait.map_or(at, |l| l.min(at)))),
+        Err(Next::Idle) => Pick::Wait(live_wait),
+    }
+}
+
+/// What [`pick`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// Cut this lane's group.
+    Cut(usize, GroupId, Why),
+    /// Nothing worth a token; look again at this instant (or on new input).
+    Wait(Option<Instant>),
+}
+
+/// Runs until both inputs close and pending users are sent (or the drain
 /// deadline passes: they go back to the queue when the channel closes), or
 /// until `abort` fires (the broker session is gone).
 pub async fn run(cx: Context) {
     let Context {
-        mut input,
+        mut live,
+        mut bulk,
         output,
         gate,
         mut slots,
@@ -99,24 +148,26 @@ pub async fn run(cx: Context) {
         health,
         abort,
     } = cx;
-    let mut core: Coalescer<Arc<crate::pipeline::stage::Job>> = Coalescer::new(cfg.policy);
-    let mut input_open = true;
-    let mut input_state = Input::default();
+    let lane = || LaneState {
+        core: Coalescer::new(cfg.policy),
+        input: Input::default(),
+        open: true,
+    };
+    let mut lanes = [lane(), lane()];
     let mut deadline: Option<Instant> = None;
     // A slot taken for an app whose token then was not free, kept for its next cut.
     let mut held: HashMap<u32, Slot> = HashMap::new();
     let mut token_blocked_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
+        let pending = lanes[LIVE].core.pending_users() + lanes[BULK].core.pending_users();
+        let input_open = lanes[LIVE].open || lanes[BULK].open;
         if !input_open {
-            if core.is_empty() {
+            if pending == 0 {
                 break;
             }
             if deadline.is_some_and(|d| now >= d) {
-                tracing::info!(
-                    users = core.pending_users(),
-                    "drain deadline passed; returning the rest to the queue"
-                );
+                tracing::info!(users = pending, "drain deadline passed; returning the rest to the queue");
                 break;
             }
         }
@@ -128,21 +179,37 @@ pub async fn run(cx: Context) {
             wake = earliest(wake, now + LEDGER_CHECK);
             Vec::new()
         } else {
-            core.apps().collect()
+            let mut apps: Vec<u32> = lanes[LIVE].core.apps().chain(lanes[BULK].core.apps()).collect();
+            apps.sort_unstable();
+            apps.dedup();
+            apps
         };
         'apps: for app in apps {
             let plan = gate.plan(app, now);
-            core.set_chunk_size(app, plan.users_per_call);
+            for l in &mut lanes {
+                l.core.set_chunk_size(app, plan.users_per_call);
+            }
             if plan.halted {
-                while let Some(id) = core.overdue(app, now, cfg.max_hold) {
-                    let chunk = core.take(app, id).expect("overdue names a live group");
-                    let d = Dispatch {
-                        chunk,
-                        mode: Mode::Defer,
-                        slot: None,
-                    };
-                    if output.send(d).await.is_err() {
-                        return;
+                // Held users go back through a delay queue once they have
+                // waited `max_hold`, or at once past `max_halted_pending`,
+                // so a halted app never holds the prefetch window or the
+                // pending capacity the other apps need.
+                for l in &mut lanes {
+                    loop {
+                        let age = match l.core.app_users(app) > cfg.max_halted_pending {
+                            true => Duration::ZERO,
+                            false => cfg.max_hold,
+                        };
+                        let Some(id) = l.core.overdue(app, now, age) else { break };
+                        let chunk = l.core.take(app, id).expect("overdue names a live group");
+                        let d = Dispatch {
+                            chunk,
+                            mode: Mode::Defer,
+                            slot: None,
+                        };
+                        if output.send(d).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 wake = earliest(wake, now + HALT_CHECK);
@@ -150,20 +217,22 @@ pub async fn run(cx: Context) {
             let mut next_token = plan.next_token;
             loop {
                 if let Grant::Later(at) = next_token {
-                    if !core.is_empty() {
-                        token_blocked_since.get_or_insert(now);
-                    }
+                    token_blocked_since.get_or_insert(now);
                     wake = earliest(wake, at);
                     continue 'apps;
                 }
-                let seen = if input_open { input_state } else { Input::default() };
-                let (id, why) = match core.next_with_reason(app, now, seen) {
-                    Err(Next::WaitUntil(at)) => {
-                        wake = earliest(wake, at);
+                let seen = |l: &LaneState| if l.open { l.input } else { Input::default() };
+                let choice = pick(lanes[LIVE].core.next_with_reason(app, now, seen(&lanes[LIVE])), || {
+                    lanes[BULK].core.next_with_reason(app, now, seen(&lanes[BULK]))
+                });
+                let (lane, id, why) = match choice {
+                    Pick::Cut(lane, id, why) => (lane, id, why),
+                    Pick::Wait(at) => {
+                        if let Some(at) = at {
+                            wake = earliest(wake, at);
+                        }
                         continue 'apps;
                     }
-                    Err(_) => continue 'apps,
-                    Ok(choice) => choice,
                 };
                 // The app's own slots only: one app's slow calls never
                 // take another's.
@@ -182,15 +251,9 @@ pub async fn run(cx: Context) {
                 if let Some(since) = token_blocked_since.take() {
                     crate::metrics::token_wait(now - since);
                 }
-                let chunk = core.take(app, id).expect("next names a live group");
+                let chunk = lanes[lane].core.take(app, id).expect("next names a live group");
                 crate::metrics::coalesced(why.as_str(), chunk.users.len());
-                tracing::trace!(
-                    ?why,
-                    users = chunk.users.len(),
-                    pending = core.pending_users(),
-                    ?seen,
-                    "cut"
-                );
+                tracing::trace!(?why, lane, users = chunk.users.len(), "cut");
                 let d = Dispatch {
                     chunk,
                     mode: Mode::Call(now),
@@ -202,33 +265,28 @@ pub async fn run(cx: Context) {
                 next_token = gate.plan(app, now).next_token;
             }
         }
-        crate::metrics::pending(core.pending_users(), core.pending_groups());
-        health.set_pending_users(core.pending_users());
+        let users = lanes[LIVE].core.pending_users() + lanes[BULK].core.pending_users();
+        let groups = lanes[LIVE].core.pending_groups() + lanes[BULK].core.pending_groups();
+        crate::metrics::pending(users, groups);
+        health.set_pending_users(users);
 
-        let accepting = input_open && core.pending_users() < cfg.max_pending_users;
+        // Live is read while the live lane is under the cap; bulk only while
+        // everything together is, and it is read second.
+        let take_live = lanes[LIVE].open && lanes[LIVE].core.pending_users() < cfg.max_pending_users;
+        let take_bulk = lanes[BULK].open && users < cfg.max_pending_users;
         tokio::select! {
             biased;
             _ = abort.cancelled() => return,
-            msg = input.recv(), if accepting => match msg {
-                Some(job) => {
-                    let t = Instant::now();
-                    add(&mut core, job, t);
-                    for _ in 1..INPUT_BATCH {
-                        match input.try_recv() {
-                            Ok(job) => add(&mut core, job, t),
-                            Err(_) => break,
-                        }
-                    }
-                    input_state = Input {
-                        last: Some(t),
-                        dense: input_state.last.is_some_and(|prev| t - prev < DEFAULT_DENSE_GAP),
-                    };
+            msg = live.recv(), if take_live => {
+                if !receive(&mut lanes[LIVE], msg, &mut live) {
+                    on_closed(&lanes, &mut deadline, cfg.drain_deadline);
                 }
-                None => {
-                    input_open = false;
-                    deadline = Some(Instant::now() + cfg.drain_deadline);
+            }
+            msg = bulk.recv(), if take_bulk => {
+                if !receive(&mut lanes[BULK], msg, &mut bulk) {
+                    on_closed(&lanes, &mut deadline, cfg.drain_deadline);
                 }
-            },
+            }
             _ = slots.freed(), if need_slot => {}
             _ = sleep_until_opt(wake) => {}
         }
@@ -237,7 +295,36 @@ pub async fn run(cx: Context) {
     health.set_pending_users(0);
 }
 
-fn add(core: &mut Coalescer<Arc<crate::pipeline::stage::Job>>, input: JobIn, now: Instant) {
+/// Folds a received job, and whatever else is already queued (up to
+/// [`INPUT_BATCH`]), into the lane; `false` when the lane's input closed.
+fn receive(lane: &mut LaneState, first: Option<JobIn>, rx: &mut mpsc::Receiver<JobIn>) -> bool {
+    let Some(job) = first else {
+        lane.open = false;
+        return false;
+    };
+    let t = Instant::now();
+    add(&mut lane.core, job, t);
+    for _ in 1..INPUT_BATCH {
+        match rx.try_recv() {
+            Ok(job) => add(&mut lane.core, job, t),
+            Err(_) => break,
+        }
+    }
+    lane.input = Input {
+        last: Some(t),
+        dense: lane.input.last.is_some_and(|prev| t - prev < DEFAULT_DENSE_GAP),
+    };
+    true
+}
+
+/// Once both inputs have closed (shutdown), the drain deadline starts.
+fn on_closed(lanes: &[LaneState; 2], deadline: &mut Option<Instant>, drain: Duration) {
+    if !lanes[LIVE].open && !lanes[BULK].open && deadline.is_none() {
+        *deadline = Some(Instant::now() + drain);
+    }
+}
+
+fn add(core: &mut Coalescer<Arc<Job>>, input: JobIn, now: Instant) {
     let key = crate::coalesce::GroupKey {
         app_id: input.job.app_id,
         room_id: Arc::from(input.job.request.room_id.as_str()),
@@ -250,5 +337,41 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Live takes the token whenever it has a group worth it; bulk takes
+    /// every token live leaves; the wake is the earlier of the two waits.
+    #[test]
+    fn pick_by_table() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let (g1, g2) = (GroupId::for_tests(1), GroupId::for_tests(2));
+        type Choice = Result<(GroupId, Why), Next>;
+        let cases: &[(Choice, Choice, Pick)] = &[
+            (Ok((g1, Why::Full)), Ok((g2, Why::Full)), Pick::Cut(LIVE, g1, Why::Full)),
+            (Ok((g1, Why::Largest)), Ok((g2, Why::Overdue)), Pick::Cut(LIVE, g1, Why::Largest)),
+            (Err(Next::Idle), Ok((g2, Why::Full)), Pick::Cut(BULK, g2, Why::Full)),
+            (Err(Next::WaitUntil(at(20))), Ok((g2, Why::Full)), Pick::Cut(BULK, g2, Why::Full)),
+            (Err(Next::WaitUntil(at(20))), Err(Next::WaitUntil(at(5))), Pick::Wait(Some(at(5)))),
+            (Err(Next::WaitUntil(at(5))), Err(Next::Idle), Pick::Wait(Some(at(5)))),
+            (Err(Next::Idle), Err(Next::WaitUntil(at(7))), Pick::Wait(Some(at(7)))),
+            (Err(Next::Idle), Err(Next::Idle), Pick::Wait(None)),
+        ];
+        for (live, bulk, want) in cases {
+            assert_eq!(pick(*live, || *bulk), *want, "live {live:?}, bulk {bulk:?}");
+        }
+    }
+
+    /// Bulk is not even asked while live has a group to cut.
+    #[test]
+    fn bulk_is_not_asked_when_live_cuts() {
+        let g = GroupId::for_tests(1);
+        let got = pick(Ok((g, Why::Full)), || panic!("bulk asked although live had a group"));
+        assert_eq!(got, Pick::Cut(LIVE, g, Why::Full));
     }
 }

@@ -188,8 +188,11 @@ async fn active_session<A: KickApi>(
         health: health.clone(),
         stop: stop_intake.clone(),
     }));
+    // Until the bulk lane is consumed, its input is closed from the start.
+    let (_, bulk_rx) = mpsc::channel(1);
     tokio::spawn(coalescer::run(coalescer::Context {
-        input: coalescer_rx,
+        live: coalescer_rx,
+        bulk: bulk_rx,
         output: to_dispatcher,
         gate: shared.gate.clone(),
         slots,
