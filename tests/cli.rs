@@ -102,6 +102,50 @@ fn bad_settings_fail_with_one_line_naming_the_setting() {
 }
 
 #[test]
+fn bad_mock_apps_fail_with_one_line_naming_the_problem() {
+    /// Flags after `mock-zego --listen 127.0.0.1:0`, environment, expected line.
+    type Case = (Vec<&'static str>, Vec<(&'static str, &'static str)>, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--app", "1:NOPE"],
+            vec![],
+            "--app 1:NOPE: the environment variable NOPE is not set",
+        ),
+        (
+            vec!["--app", "1:SHORT"],
+            vec![("SHORT", "s")],
+            "SHORT is invalid: must be exactly 32 bytes",
+        ),
+        (vec!["--app", "1"], vec![], "has no ':'"),
+        (
+            vec!["--app", "0:A"],
+            vec![("A", S32)],
+            "the AppId must be a non-zero uint32",
+        ),
+        (
+            vec!["--app", "1:A", "--app", "1:A"],
+            vec![("A", S32)],
+            "AppId 1 is given twice (in --app twice)",
+        ),
+        (
+            vec!["--app", "1:A"],
+            vec![("A", S32), ("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", S32)],
+            "AppId 1 is given twice (in --app and ZEGO_APP_ID)",
+        ),
+        (vec![], vec![], "ZEGO_APP_ID is required, or at least one --app"),
+    ];
+    for (flags, env, want) in cases {
+        let args = [&["mock-zego", "--listen", "127.0.0.1:0"][..], &flags].concat();
+        let (code, _, err) = kickq_code(&args, &env);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, got {err}");
+        assert!(lines[0].contains(want), "{args:?}: {err} should say {want}");
+        assert!(!err.contains(S32), "{args:?}: the secret is echoed: {err}");
+    }
+}
+
+#[test]
 fn the_secret_is_never_echoed_in_an_error() {
     let (ok, out, err) = kickq(
         &["run"],
