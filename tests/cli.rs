@@ -1,5 +1,6 @@
 //! The binary's command line: a missing or invalid setting exits non-zero with one line that names it, other
-//! usage errors print whole, the help texts render, and --version, completions and the man page print.
+//! usage errors print whole, the help texts render, --version, completions and the man page print, and
+//! mock-zego serves every AppId it is given.
 
 use std::process::Command;
 
@@ -99,6 +100,117 @@ fn bad_settings_fail_with_one_line_naming_the_setting() {
         assert_eq!(lines.len(), 1, "{env:?}: one line, got {err}");
         assert!(lines[0].contains(want), "{env:?}: {err} should name {want}");
     }
+}
+
+#[test]
+fn bad_mock_apps_fail_with_one_line_naming_the_problem() {
+    /// Flags after `mock-zego --listen 127.0.0.1:0`, environment, expected line.
+    type Case = (Vec<&'static str>, Vec<(&'static str, &'static str)>, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--app", "1:NOPE"],
+            vec![],
+            "--app 1:NOPE: the environment variable NOPE is not set",
+        ),
+        (
+            vec!["--app", "1:SHORT"],
+            vec![("SHORT", "s")],
+            "SHORT is invalid: must be exactly 32 bytes",
+        ),
+        (vec!["--app", "1"], vec![], "has no ':'"),
+        (
+            vec!["--app", "0:A"],
+            vec![("A", S32)],
+            "the AppId must be a non-zero uint32",
+        ),
+        (
+            vec!["--app", "1:A", "--app", "1:A"],
+            vec![("A", S32)],
+            "AppId 1 is given twice (in --app twice)",
+        ),
+        (
+            vec!["--app", "1:A"],
+            vec![("A", S32), ("ZEGO_APP_ID", "1"), ("ZEGO_SERVER_SECRET", S32)],
+            "AppId 1 is given twice (in --app and ZEGO_APP_ID)",
+        ),
+        (vec![], vec![], "ZEGO_APP_ID is required, or at least one --app"),
+    ];
+    for (flags, env, want) in cases {
+        let args = [&["mock-zego", "--listen", "127.0.0.1:0"][..], &flags].concat();
+        let (code, _, err) = kickq_code(&args, &env);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, got {err}");
+        assert!(lines[0].contains(want), "{args:?}: {err} should say {want}");
+        assert!(!err.contains(S32), "{args:?}: the secret is echoed: {err}");
+    }
+}
+
+/// One signed KickoutUser call over a raw HTTP/1.1 connection; the whole response.
+fn raw_kick(addr: std::net::SocketAddr, app_id: u32, secret: &str) -> String {
+    use std::io::{Read, Write};
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let nonce = "0011223344556677";
+    let sig = kickq::zego::signature(app_id, nonce, &kickq::secret::Secret::new(secret), ts);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("Action", "KickoutUser")
+        .append_pair("AppId", &app_id.to_string())
+        .append_pair("SignatureNonce", nonce)
+        .append_pair("Timestamp", &ts.to_string())
+        .append_pair("Signature", &sig)
+        .append_pair("SignatureVersion", "2.0")
+        .append_pair("RoomId", "r")
+        .append_pair("UserId[]", "u")
+        .finish();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET /?{query} HTTP/1.1\r\nHost: mock\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn mock_zego_serves_every_app_given_with_its_own_secret() {
+    const T32: &str = "fedcba9876543210fedcba9876543210";
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["mock-zego", "--listen", &addr.to_string(), "--app", "1:APP_ONE_SECRET"])
+        .args(["--app", "2:APP_TWO_SECRET"])
+        .env_remove("ZEGO_SERVER_SECRET_FILE")
+        .env("ZEGO_APP_ID", "3")
+        .env("ZEGO_SERVER_SECRET", S32)
+        .env("APP_ONE_SECRET", S32)
+        .env("APP_TWO_SECRET", T32)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kickq mock-zego");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mock-zego never listened on {addr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let answers: Vec<(u32, &str, bool)> = [(1, S32), (2, T32), (3, S32), (2, S32), (4, S32)]
+        .into_iter()
+        .map(|(app, secret)| (app, secret, raw_kick(addr, app, secret).contains(r#""Code":0,"#)))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let ok: Vec<u32> = answers.iter().filter(|a| a.2).map(|a| a.0).collect();
+    assert_eq!(ok, [1, 2, 3], "each AppId with its own secret, and only those");
 }
 
 #[test]

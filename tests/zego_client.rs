@@ -26,6 +26,7 @@ async fn mock_with(rate_limit: u32, id_charset: IdCharset) -> MockZego {
     let cfg = MockConfig {
         app_id: APP,
         secret: Secret::new(SECRET),
+        apps: Vec::new(),
         rate_limit,
         faults: vec![],
         clock_offset_secs: 0,
@@ -376,6 +377,7 @@ async fn control_routes_over_http_with_serve() {
     let cfg = MockConfig {
         app_id: APP,
         secret: Secret::new(SECRET),
+        apps: Vec::new(),
         rate_limit: 0,
         faults: vec![],
         clock_offset_secs: 0,

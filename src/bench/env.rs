@@ -127,6 +127,7 @@ impl BenchEnv {
             MockConfig {
                 app_id: BENCH_APP_ID,
                 secret: Secret::new(BENCH_SECRET),
+                apps: Vec::new(),
                 rate_limit,
                 faults: Vec::new(),
                 clock_offset_secs: 0,

@@ -180,6 +180,7 @@ async fn demo(url: &Secret, names: &Names, conn: &Connection, publisher: &Publis
         MockConfig {
             app_id: DEMO_APP_ID,
             secret: Secret::new(DEMO_SECRET),
+            apps: Vec::new(),
             rate_limit: DEMO_RATE,
             faults,
             clock_offset_secs: 0,

@@ -1,5 +1,6 @@
 //! `kickq mock-zego`: its arguments, the `--fault` value parser hook, and the serve-until-signal loop.
 
+use crate::cli::mock_apps;
 use crate::config::{ZegoArgs, DEFAULT_RATE};
 use crate::job::IdCharset;
 use crate::mock_zego::{parse_fault, serve, FaultRule, FaultSyntaxError, MockConfig};
@@ -17,11 +18,25 @@ use std::net::SocketAddr;
 /// counters, GET /_mock/calls for the calls and kicked users, POST
 /// /_mock/faults to replace the fault rules (JSON), POST /_mock/reset to
 /// forget everything. These routes are unauthenticated: listen on loopback.
+///
+/// It serves the AppId of ZEGO_APP_ID (secret: ZEGO_SERVER_SECRET or
+/// ZEGO_SERVER_SECRET_FILE), each --app APP_ID:SECRET_ENV, or both; every
+/// AppId has its own secret and its own rate window, and any other AppId
+/// answers 100000010.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MockZegoArgs {
-    /// The one AppId the mock accepts, and where its secret comes from.
+    /// The primary AppId, and where its secret comes from (optional with --app).
     #[command(flatten)]
     pub zego: ZegoArgs,
+
+    /// One more AppId to serve, as APP_ID:SECRET_ENV: the AppId (a non-zero
+    /// uint32) and the NAME of the environment variable holding its
+    /// ServerSecret, never the secret itself (argv is visible to every user).
+    /// The secret must pass the same checks as ZEGO_SERVER_SECRET (32 bytes).
+    /// Repeat for several; with or instead of ZEGO_APP_ID, each AppId once.
+    /// Example: --app 1234567890:APP_A_SECRET --app 987654321:APP_B_SECRET
+    #[arg(long = "app", value_name = "APP_ID:SECRET_ENV")]
+    pub apps: Vec<String>,
 
     /// Address and port to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8085")]
@@ -69,7 +84,20 @@ fn fault_arg(text: &str) -> Result<FaultRule, FaultSyntaxError> {
 
 /// Serves the mock until Ctrl-C or SIGTERM.
 pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
-    let creds = args.zego.credentials()?;
+    // ZEGO_APP_ID, when set, needs its secret as it always did; without it
+    // the --app values alone say what to serve.
+    let primary = match args.zego.app_id {
+        Some(_) => Some(args.zego.credentials()?),
+        None => None,
+    };
+    let mut apps = mock_apps::resolve(primary, &args.apps, &|name| std::env::var(name))?.into_iter();
+    let Some(first) = apps.next() else {
+        return Err(mock_apps::AppsError::NoApp.into());
+    };
+    let more: Vec<_> = apps.collect();
+    let app_ids: Vec<u32> = std::iter::once(first.app_id)
+        .chain(more.iter().map(|a| a.app_id))
+        .collect();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -79,15 +107,16 @@ pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
     }
     tracing::info!(
         %addr,
-        app_id = creds.app_id,
+        app_ids = ?app_ids,
         rate_limit = args.rate_limit,
         faults = args.faults.len(),
         id_charset = %args.id_charset,
         "mock-zego listening"
     );
     let cfg = MockConfig {
-        app_id: creds.app_id,
-        secret: creds.secret,
+        app_id: first.app_id,
+        secret: first.secret,
+        apps: more,
         rate_limit: args.rate_limit,
         faults: args.faults,
         clock_offset_secs: args.clock_offset,
@@ -202,6 +231,8 @@ mod tests {
             "room=long-*,request_id_bytes=4096",
             "ZEGO_SERVER_SECRET",
             "MOCK_ZEGO_RATE_LIMIT",
+            "--app <APP_ID:SECRET_ENV>",
+            "never the secret itself",
         ] {
             assert!(help.contains(needle), "{needle} missing from:\n{help}");
         }
@@ -213,6 +244,27 @@ mod tests {
         let mut args = cli.args;
         args.zego.app_id = None;
         let err = run(args).await.unwrap_err().to_string();
-        assert!(err.contains("ZEGO_APP_ID is required"), "{err}");
+        assert!(err.contains("ZEGO_APP_ID is required, or at least one --app"), "{err}");
+    }
+
+    #[test]
+    fn app_flag_repeats_and_keeps_values_for_run_to_check() {
+        let cli = Cli::try_parse_from(["mock-zego", "--app", "1:A", "--app", "2:B", "--app", "bad"]).unwrap();
+        assert_eq!(cli.args.apps, ["1:A", "2:B", "bad"]);
+    }
+
+    #[tokio::test]
+    async fn run_refuses_an_app_whose_variable_is_unset() {
+        let name = "KICKQ_TEST_MOCK_APP_SECRET_NEVER_SET";
+        assert!(std::env::var_os(name).is_none());
+        let value = format!("1:{name}");
+        let cli = Cli::try_parse_from(["mock-zego", "--listen", "127.0.0.1:0", "--app", &value]).unwrap();
+        let mut args = cli.args;
+        args.zego.app_id = None;
+        let err = run(args).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("--app {value}: the environment variable {name} is not set")
+        );
     }
 }

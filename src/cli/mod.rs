@@ -11,6 +11,7 @@ pub(crate) mod enqueue;
 pub(crate) mod history;
 pub(crate) mod ledger;
 pub(crate) mod migrate;
+pub(crate) mod mock_apps;
 pub(crate) mod mock_zego;
 pub(crate) mod print_config;
 pub(crate) mod progress;

@@ -7,9 +7,10 @@ use super::faults::{self, FaultRule, Terminal};
 use super::state::{Answer, CallLog, CallRecord, Counters, Records};
 use super::verify::{self, Param, OK, USER_NOT_IN_ROOM};
 use super::window::SlidingWindow;
-use super::MockConfig;
+use super::{DuplicateAppId, MockConfig, UnknownAppId};
 use crate::job::IdCharset;
 use crate::secret::Secret;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What the HTTP layer must send.
@@ -39,12 +40,23 @@ pub struct Reply {
     pub outcome: Outcome,
 }
 
+/// One AppId the mock serves.
+#[derive(Debug)]
+struct App {
+    secret: Secret,
+    /// Arrivals that passed this AppId's auth, for its rate limit: each
+    /// AppId has a sliding second of its own.
+    rate_window: SlidingWindow,
+}
+
 /// The mock's whole mutable state; the server keeps it under one lock so that
-/// arrival order, the rate window and the records always agree.
+/// arrival order, the rate windows and the records always agree.
 #[derive(Debug)]
 pub struct Engine {
-    app_id: u32,
-    secret: Secret,
+    /// Every AppId served; any other answers 100000010.
+    apps: BTreeMap<u32, App>,
+    /// The AppId [`Engine::set_secret`] changes.
+    primary: u32,
     rate_limit: u32,
     clock_offset_secs: i64,
     id_charset: IdCharset,
@@ -52,29 +64,33 @@ pub struct Engine {
     /// Calls matched per rule, same length as `faults`.
     fault_matches: Vec<u64>,
     records: Records,
-    /// Arrivals that passed auth, for the per-AppId rate limit. Only the
-    /// configured AppId passes auth, so one window is the per-AppId window.
-    rate_window: SlidingWindow,
     request_prefix: String,
     request_seq: u64,
 }
 
 impl Engine {
-    /// A fresh engine for `cfg`.
-    pub fn new(cfg: &MockConfig) -> Self {
-        Self {
-            app_id: cfg.app_id,
-            secret: cfg.secret.clone(),
+    /// A fresh engine for `cfg`; an AppId named twice is refused.
+    pub fn new(cfg: &MockConfig) -> Result<Self, DuplicateAppId> {
+        let apps = cfg
+            .secrets()?
+            .into_iter()
+            .map(|(app_id, secret)| {
+                let rate_window = SlidingWindow::new(Duration::from_secs(1));
+                (app_id, App { secret, rate_window })
+            })
+            .collect();
+        Ok(Self {
+            apps,
+            primary: cfg.app_id,
             rate_limit: cfg.rate_limit,
             clock_offset_secs: cfg.clock_offset_secs,
             id_charset: cfg.id_charset,
             fault_matches: vec![0; cfg.faults.len()],
             faults: cfg.faults.clone(),
             records: Records::default(),
-            rate_window: SlidingWindow::new(Duration::from_secs(1)),
             request_prefix: hex::encode(rand::random::<[u8; 4]>()),
             request_seq: 0,
-        }
+        })
     }
 
     /// Decides and records one request. `now` is monotonic time since the
@@ -98,14 +114,21 @@ impl Engine {
             http_status: None,
         };
         let clock = system_unix.saturating_add(self.clock_offset_secs);
-        let app_id = match verify::check_auth(&q, self.app_id, &self.secret, clock) {
-            Ok(app_id) => app_id,
+        let secret_of = |app_id| self.apps.get(&app_id).map(|app| &app.secret);
+        let (app_id, app) = match verify::check_auth(&q, secret_of, clock) {
+            Ok(app_id) => match self.apps.get_mut(&app_id) {
+                Some(app) => (app_id, app),
+                // check_auth passes only AppIds it had a secret for.
+                None => return self.finish(record, Answer::Code(verify::UNKNOWN_APP_ID), Duration::ZERO, None),
+            },
             Err(code) => return self.finish(record, Answer::Code(code), Duration::ZERO, None),
         };
         record.app_id = Some(app_id);
         // Every authenticated request counts, refused ones included: the
-        // vendor's limit is on requests, not on successes.
-        let in_window = self.rate_window.record(now);
+        // vendor's limit is on requests, not on successes. The window is
+        // this AppId's alone: another app's traffic never fills it.
+        let in_window = app.rate_window.record(now);
+        self.records.authenticated(app_id, in_window);
         if self.rate_limit > 0 && in_window > self.rate_limit as usize {
             return self.finish(record, Answer::RateLimited, Duration::ZERO, None);
         }
@@ -127,7 +150,8 @@ impl Engine {
             Some(Terminal::Reset) => Answer::Reset,
             None if plan.absent => Answer::Code(USER_NOT_IN_ROOM),
             None => {
-                self.records.kick(&call.room_id, &call.user_ids, call.reason.as_deref());
+                self.records
+                    .kick(app_id, &call.room_id, &call.user_ids, call.reason.as_deref());
                 Answer::Code(OK)
             }
         };
@@ -174,9 +198,18 @@ impl Engine {
         self.faults = rules;
     }
 
-    /// Replaces the ServerSecret calls are verified against.
+    /// Replaces the primary AppId's ServerSecret.
     pub fn set_secret(&mut self, secret: Secret) {
-        self.secret = secret;
+        if let Some(app) = self.apps.get_mut(&self.primary) {
+            app.secret = secret;
+        }
+    }
+
+    /// Replaces the ServerSecret of `app_id`, one of the AppIds served.
+    pub fn set_app_secret(&mut self, app_id: u32, secret: Secret) -> Result<(), UnknownAppId> {
+        let app = self.apps.get_mut(&app_id).ok_or(UnknownAppId(app_id))?;
+        app.secret = secret;
+        Ok(())
     }
 
     /// Sets the offset added to the system clock for the timestamp check.
@@ -204,11 +237,11 @@ impl Engine {
         self.records.log()
     }
 
-    /// Forgets calls, kicks, counters, the rate window and the fault rules'
+    /// Forgets calls, kicks, counters, the rate windows and the fault rules'
     /// match counts; keeps the configuration and the rules.
     pub fn reset(&mut self) {
         self.records.reset();
-        self.rate_window.clear();
+        self.apps.values_mut().for_each(|app| app.rate_window.clear());
         self.fault_matches.iter_mut().for_each(|m| *m = 0);
     }
 }
@@ -241,6 +274,7 @@ mod tests {
         MockConfig {
             app_id: APP,
             secret: Secret::new("s3cret"),
+            apps: Vec::new(),
             rate_limit,
             faults,
             clock_offset_secs: 0,
@@ -249,19 +283,28 @@ mod tests {
     }
 
     fn signed(room: &str, users: &[&str], secret: &str, ts: i64) -> String {
+        signed_as(APP, room, users, secret, ts)
+    }
+
+    fn signed_as(app: u32, room: &str, users: &[&str], secret: &str, ts: i64) -> String {
         let nonce = "0011223344556677";
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("Action", "KickoutUser")
-            .append_pair("AppId", &APP.to_string())
+            .append_pair("AppId", &app.to_string())
             .append_pair("SignatureNonce", nonce)
             .append_pair("Timestamp", &ts.to_string())
-            .append_pair("Signature", &signature(APP, nonce, &Secret::new(secret), ts))
+            .append_pair("Signature", &signature(app, nonce, &Secret::new(secret), ts))
             .append_pair("SignatureVersion", "2.0")
             .append_pair("RoomId", room);
         for u in users {
             q.append_pair("UserId[]", u);
         }
         q.finish()
+    }
+
+    /// A one-user kick signed for `app` with `secret`.
+    fn signed_for(app: u32, room: &str, secret: &str, ts: i64) -> String {
+        signed_as(app, room, &["a"], secret, ts)
     }
 
     fn code(reply: &Reply) -> Option<i64> {
@@ -285,7 +328,7 @@ mod tests {
             FaultRule::new("reset-*", FaultEffect::Reset),
             FaultRule::new("*", FaultEffect::AbsentUsers("ghost-*".into())),
         ];
-        let mut e = Engine::new(&config(0, faults));
+        let mut e = Engine::new(&config(0, faults)).unwrap();
         let json = |c| Outcome::Json {
             code: c,
             request_id: String::new(),
@@ -352,7 +395,7 @@ mod tests {
 
     #[test]
     fn ids_outside_the_vendor_set_answer_2_before_any_fault_unless_any() {
-        let mut e = Engine::new(&config(0, vec![FaultRule::new("*", FaultEffect::Code(1))]));
+        let mut e = Engine::new(&config(0, vec![FaultRule::new("*", FaultEffect::Code(1))])).unwrap();
         let code_of = |e: &mut Engine, room: &str, users: &[&str]| {
             code(&e.handle(&signed(room, users, "s3cret", NOW), at(0), NOW, &mut || 0.0))
         };
@@ -384,7 +427,7 @@ mod tests {
 
     #[test]
     fn rate_limit_counts_every_authenticated_request_in_a_sliding_second() {
-        let mut e = Engine::new(&config(3, vec![]));
+        let mut e = Engine::new(&config(3, vec![])).unwrap();
         let ok = signed("r", &["a"], "s3cret", NOW);
         let bad = signed("r", &["a"], "wrong", NOW);
         let mut codes = Vec::new();
@@ -410,9 +453,119 @@ mod tests {
         assert_eq!(code(&e.handle(&ok, at(1302), NOW, &mut || 0.0)), Some(0));
     }
 
+    const OTHER: u32 = 42;
+
+    fn two_apps(rate_limit: u32) -> Engine {
+        let mut cfg = config(rate_limit, vec![]);
+        cfg.apps.push(super::super::MockApp {
+            app_id: OTHER,
+            secret: Secret::new("other-secret"),
+        });
+        Engine::new(&cfg).unwrap()
+    }
+
+    #[test]
+    fn each_app_has_its_own_sliding_second() {
+        let mut e = two_apps(2);
+        let a = signed_for(APP, "r", "s3cret", NOW);
+        let b = signed_for(OTHER, "r", "other-secret", NOW);
+        // (ms, query, code): A fills its window; B's calls in the same
+        // second are all answered, and B's own window fills on its own.
+        let table: [(u64, &String, i64); 9] = [
+            (0, &a, 0),
+            (10, &a, 0),
+            (20, &a, 206),
+            (30, &b, 0),
+            (40, &a, 206),
+            (50, &b, 0),
+            (60, &b, 206),
+            // 0 to 40 have left A's second (refused ones count while in it).
+            (1041, &a, 0),
+            // 30 has left B's, 50 and 60 have not: 1045 is its third.
+            (1045, &b, 206),
+        ];
+        let codes: Vec<i64> = table
+            .iter()
+            .map(|(ms, q, _)| code(&e.handle(q, at(*ms), NOW, &mut || 0.0)).unwrap())
+            .collect();
+        let want: Vec<i64> = table.iter().map(|(_, _, c)| *c).collect();
+        assert_eq!(codes, want);
+        let c = e.counters();
+        assert_eq!((c.by_app[&APP].calls, c.by_app[&APP].rate_limited), (5, 2));
+        assert_eq!((c.by_app[&OTHER].calls, c.by_app[&OTHER].rate_limited), (4, 2));
+        assert_eq!(c.by_app[&APP].max_calls_in_1s, 4);
+        assert_eq!(c.rate_limited, 4);
+        let apps: Vec<Option<u32>> = e.log().calls.iter().map(|r| r.app_id).collect();
+        assert_eq!(apps[..4], [Some(APP), Some(APP), Some(APP), Some(OTHER)]);
+        let kicked: Vec<u32> = e.log().kicked.iter().map(|k| k.app_id).collect();
+        assert_eq!(kicked, [APP, APP, OTHER, OTHER, APP]);
+    }
+
+    #[test]
+    fn unknown_app_and_each_apps_secret() {
+        let mut e = two_apps(0);
+        let cases = [
+            ("A with A's secret", signed_for(APP, "r", "s3cret", NOW), 0),
+            ("B with B's secret", signed_for(OTHER, "r", "other-secret", NOW), 0),
+            (
+                "A with B's secret",
+                signed_for(APP, "r", "other-secret", NOW),
+                100000005,
+            ),
+            ("B with A's secret", signed_for(OTHER, "r", "s3cret", NOW), 100000005),
+            ("unknown app", signed_for(7, "r", "s3cret", NOW), 100000010),
+        ];
+        for (i, (name, q, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                code(&e.handle(q, at(i as u64), NOW, &mut || 0.0)),
+                Some(*want),
+                "{name}"
+            );
+        }
+        let c = e.counters();
+        assert_eq!(c.by_app.keys().copied().collect::<Vec<_>>(), [OTHER, APP]);
+        assert_eq!(c.calls, 5);
+
+        e.set_app_secret(OTHER, Secret::new("rotated")).unwrap();
+        let code_of = |e: &mut Engine, q: &str| code(&e.handle(q, at(10), NOW, &mut || 0.0));
+        assert_eq!(
+            code_of(&mut e, &signed_for(OTHER, "r", "other-secret", NOW)),
+            Some(100000005)
+        );
+        assert_eq!(code_of(&mut e, &signed_for(OTHER, "r", "rotated", NOW)), Some(0));
+        assert_eq!(
+            code_of(&mut e, &signed_for(APP, "r", "s3cret", NOW)),
+            Some(0),
+            "A keeps its secret"
+        );
+        assert_eq!(e.set_app_secret(7, Secret::new("x")), Err(UnknownAppId(7)));
+        e.set_secret(Secret::new("primary-rotated"));
+        assert_eq!(code_of(&mut e, &signed_for(APP, "r", "primary-rotated", NOW)), Some(0));
+        assert_eq!(
+            code_of(&mut e, &signed_for(OTHER, "r", "rotated", NOW)),
+            Some(0),
+            "set_secret is the primary's"
+        );
+    }
+
+    #[test]
+    fn an_app_named_twice_is_refused() {
+        let mut cfg = config(0, vec![]);
+        let app = |app_id| super::super::MockApp {
+            app_id,
+            secret: Secret::new("x"),
+        };
+        cfg.apps = vec![app(OTHER), app(APP)];
+        assert_eq!(Engine::new(&cfg).err(), Some(DuplicateAppId(APP)));
+        cfg.apps = vec![app(OTHER), app(OTHER)];
+        assert_eq!(Engine::new(&cfg).err(), Some(DuplicateAppId(OTHER)));
+        cfg.apps = vec![app(OTHER), app(7)];
+        assert!(Engine::new(&cfg).is_ok());
+    }
+
     #[test]
     fn setters_and_reset() {
-        let mut e = Engine::new(&config(0, vec![]));
+        let mut e = Engine::new(&config(0, vec![])).unwrap();
         let q = signed("r", &["a"], "s3cret", NOW);
         e.set_clock_offset(11 * 60);
         assert_eq!(code(&e.handle(&q, at(0), NOW, &mut || 0.0)), Some(100000004));
@@ -439,7 +592,7 @@ mod tests {
 
     #[test]
     fn request_ids_are_unique() {
-        let mut e = Engine::new(&config(0, vec![]));
+        let mut e = Engine::new(&config(0, vec![])).unwrap();
         let ids: std::collections::HashSet<String> = (0..100)
             .map(|i| match e.handle("", at(i), NOW, &mut || 0.0).outcome {
                 Outcome::Json { request_id, .. } => request_id,
@@ -452,7 +605,7 @@ mod tests {
     #[test]
     fn a_request_id_fault_sizes_the_id_of_a_normal_answer() {
         let rule = FaultRule::new("long-*", FaultEffect::RequestIdBytes(4096));
-        let mut e = Engine::new(&config(0, vec![rule]));
+        let mut e = Engine::new(&config(0, vec![rule])).unwrap();
         let reply = e.handle(&signed("long-1", &["a"], "s3cret", NOW), at(0), NOW, &mut || 0.0);
         let Outcome::Json { code, request_id } = reply.outcome else {
             panic!("{reply:?}")

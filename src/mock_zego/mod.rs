@@ -4,7 +4,8 @@
 //! parameters and signature, the per-AppId rate limit (a strict sliding
 //! second), the call's own parameters (ids in the vendor's documented
 //! character set unless configured otherwise), then scripted faults and room
-//! state.
+//! state. It serves one AppId or several, each with its own ServerSecret and
+//! its own sliding second; a request for any other AppId answers 100000010.
 //! Control routes: `GET /_mock/state` (counters), `GET /_mock/calls` (calls
 //! and kicks), `POST /_mock/faults` (replace the rules, JSON array of
 //! [`FaultRule`]), `POST /_mock/reset`.
@@ -20,25 +21,32 @@ mod window;
 
 pub use fault_syntax::{parse_fault, FaultSyntaxError};
 pub use faults::{glob, FaultEffect, FaultRule};
-pub use state::{CallLog, CallRecord, Counters, Kicked};
+pub use state::{AppCounters, CallLog, CallRecord, Counters, Kicked};
 
 use crate::job::IdCharset;
 use crate::secret::Secret;
 use server::Shared;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// How the mock starts; every field but `app_id` can be changed while it runs.
+/// How the mock starts; every field but the AppIds can be changed while it runs.
 #[derive(Clone, Debug)]
 pub struct MockConfig {
-    /// The one AppId it knows; any other answers 100000010.
+    /// The primary AppId; with `apps`, the AppIds it knows. Any other answers
+    /// 100000010.
     pub app_id: u32,
-    /// That AppId's ServerSecret.
+    /// That AppId's ServerSecret ([`MockZego::set_secret`] changes it).
     pub secret: Secret,
-    /// Authenticated requests allowed in any sliding second; more answer 206.
-    /// 0 means unlimited.
+    /// More AppIds served beside the primary one, each with its own secret
+    /// and its own rate window. Empty for the single-app mock. An AppId may
+    /// appear once in `app_id` and `apps` together.
+    pub apps: Vec<MockApp>,
+    /// Authenticated requests allowed per AppId in any sliding second; more
+    /// answer 206. Every AppId has a window of its own: one at its limit
+    /// never makes another answer 206. 0 means unlimited.
     pub rate_limit: u32,
     /// Scripted faults, applied in order.
     pub faults: Vec<FaultRule>,
@@ -49,6 +57,39 @@ pub struct MockConfig {
     /// `kickq::job` validates with); [`IdCharset::Any`] lets tests send
     /// hostile ids (spaces, non-ASCII) through the query encoding.
     pub id_charset: IdCharset,
+}
+
+/// One more AppId the mock serves, beside [`MockConfig::app_id`].
+#[derive(Clone, Debug)]
+pub struct MockApp {
+    /// The AppId.
+    pub app_id: u32,
+    /// Its ServerSecret.
+    pub secret: Secret,
+}
+
+/// A [`MockConfig`] that names one AppId twice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("AppId {0} is configured twice")]
+pub struct DuplicateAppId(pub u32);
+
+/// [`MockZego::set_app_secret`] for an AppId the mock does not serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the mock does not serve AppId {0}")]
+pub struct UnknownAppId(pub u32);
+
+impl MockConfig {
+    /// Every AppId served and its secret, the primary one included.
+    pub fn secrets(&self) -> Result<BTreeMap<u32, Secret>, DuplicateAppId> {
+        let mut out = BTreeMap::new();
+        let primary = std::iter::once((self.app_id, &self.secret));
+        for (app_id, secret) in primary.chain(self.apps.iter().map(|a| (a.app_id, &a.secret))) {
+            if out.insert(app_id, secret.clone()).is_some() {
+                return Err(DuplicateAppId(app_id));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A running mock. The server stops when [`MockZego::shutdown`] is awaited,
@@ -67,12 +108,14 @@ pub struct MockZego {
 }
 
 impl MockZego {
-    /// Binds `addr` (port 0 picks a free port) and serves on a thread of its own.
+    /// Binds `addr` (port 0 picks a free port) and serves on a thread of its
+    /// own. A config naming an AppId twice is an `InvalidInput` error
+    /// wrapping [`DuplicateAppId`].
     pub async fn start(cfg: MockConfig, addr: SocketAddr) -> std::io::Result<MockZego> {
+        let shared = Arc::new(Shared::new(&cfg).map_err(invalid_input)?);
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(&cfg));
         let (done, ended) = tokio::sync::oneshot::channel();
         let server = shared.clone();
         std::thread::Builder::new().name("mock-zego".into()).spawn(move || {
@@ -116,9 +159,14 @@ impl MockZego {
         self.shared.engine().set_faults(rules);
     }
 
-    /// Replaces the ServerSecret requests are verified against.
+    /// Replaces the primary AppId's ServerSecret ([`MockConfig::secret`]).
     pub fn set_secret(&self, s: Secret) {
         self.shared.engine().set_secret(s);
+    }
+
+    /// Replaces the ServerSecret of `app_id`, one of the AppIds served.
+    pub fn set_app_secret(&self, app_id: u32, s: Secret) -> Result<(), UnknownAppId> {
+        self.shared.engine().set_app_secret(app_id, s)
     }
 
     /// Sets the offset added to the system clock for the timestamp check.
@@ -126,7 +174,7 @@ impl MockZego {
         self.shared.engine().set_clock_offset(secs);
     }
 
-    /// Sets the requests allowed per sliding second; 0 is unlimited.
+    /// Sets the requests allowed per AppId per sliding second; 0 is unlimited.
     pub fn set_rate_limit(&self, per_sec: u32) {
         self.shared.engine().set_rate_limit(per_sec);
     }
@@ -178,11 +226,17 @@ impl Drop for MockZego {
 }
 
 /// Serves the mock on `listener` until `shutdown` resolves, then stops
-/// gracefully (hanging calls are released).
+/// gracefully (hanging calls are released). A config naming an AppId twice
+/// is an `InvalidInput` error wrapping [`DuplicateAppId`].
 pub async fn serve(
     cfg: MockConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::run(Arc::new(Shared::new(&cfg)), listener, shutdown).await
+    let shared = Shared::new(&cfg).map_err(invalid_input)?;
+    server::run(Arc::new(shared), listener, shutdown).await
+}
+
+fn invalid_input(err: DuplicateAppId) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, err)
 }

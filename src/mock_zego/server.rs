@@ -4,7 +4,7 @@ use super::conn::{ConnHandle, KillableListener};
 use super::engine::{Engine, Outcome};
 use super::faults::FaultRule;
 use super::state::{CallLog, Counters};
-use super::MockConfig;
+use super::{DuplicateAppId, MockConfig};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -26,12 +26,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: &MockConfig) -> Self {
-        Self {
-            engine: Mutex::new(Engine::new(cfg)),
+    pub(crate) fn new(cfg: &MockConfig) -> Result<Self, DuplicateAppId> {
+        Ok(Self {
+            engine: Mutex::new(Engine::new(cfg)?),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
-        }
+        })
     }
 
     /// The engine. A panic while it was held can only come from a bug in a

@@ -24,6 +24,30 @@ pub struct Counters {
     /// The most requests to the API endpoint that arrived within any 1-second
     /// sliding window, computed exactly from arrival times.
     pub max_calls_in_1s: u64,
+    /// The same counts for each AppId, over the requests that passed its
+    /// authentication; an AppId appears once a request for it does.
+    #[serde(default)]
+    pub by_app: BTreeMap<u32, AppCounters>,
+}
+
+/// One AppId's totals: requests signed for it that passed authentication.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppCounters {
+    /// Authenticated requests, whatever their outcome.
+    pub calls: u64,
+    /// HTTP 200 answers by return code (rate-limited ones under 206).
+    pub by_code: BTreeMap<i64, u64>,
+    /// Answers of 206 from this AppId's rate limit.
+    pub rate_limited: u64,
+    /// HTTP 500 answers from fault rules.
+    pub http_errors: u64,
+    /// Connections dropped without an answer by a reset rule.
+    pub resets: u64,
+    /// Calls held without an answer by a hang rule.
+    pub hangs: u64,
+    /// The most authenticated requests within any 1-second sliding window:
+    /// the figure this AppId's rate limit is checked against.
+    pub max_calls_in_1s: u64,
 }
 
 /// One request to the API endpoint.
@@ -54,6 +78,8 @@ pub struct CallRecord {
 /// One user kicked by a call answered with code 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kicked {
+    /// The AppId the call was signed for.
+    pub app_id: u32,
     /// The room.
     pub room_id: String,
     /// The user.
@@ -86,6 +112,24 @@ pub enum Answer {
     Hang,
 }
 
+/// Adds one `answer` to the totals of `c`, a [`Counters`] or an
+/// [`AppCounters`] (same field names).
+macro_rules! tally {
+    ($c:expr, $answer:expr) => {{
+        let c = &mut $c;
+        match $answer {
+            Answer::Code(code) => *c.by_code.entry(code).or_default() += 1,
+            Answer::RateLimited => {
+                c.rate_limited += 1;
+                *c.by_code.entry(super::verify::RATE_LIMITED).or_default() += 1;
+            }
+            Answer::Http500 => c.http_errors += 1,
+            Answer::Reset => c.resets += 1,
+            Answer::Hang => c.hangs += 1,
+        }
+    }};
+}
+
 /// The records and counters. Not synchronised: the mock keeps it under its one lock.
 #[derive(Debug)]
 pub struct Records {
@@ -114,26 +158,29 @@ impl Records {
         u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Counts a request that passed `app_id`'s authentication, with
+    /// `in_window` of them (this one included) in its trailing second.
+    pub fn authenticated(&mut self, app_id: u32, in_window: usize) {
+        let c = self.counters.by_app.entry(app_id).or_default();
+        c.calls += 1;
+        c.max_calls_in_1s = c.max_calls_in_1s.max(in_window as u64);
+    }
+
     /// Stores a decided call; `record.code` and `record.http_status` must
-    /// agree with `answer`.
+    /// agree with `answer`, and `record.app_id` is set only for a call that
+    /// passed [`Records::authenticated`].
     pub fn record(&mut self, record: CallRecord, answer: Answer) {
-        let c = &mut self.counters;
-        match answer {
-            Answer::Code(code) => *c.by_code.entry(code).or_default() += 1,
-            Answer::RateLimited => {
-                c.rate_limited += 1;
-                *c.by_code.entry(super::verify::RATE_LIMITED).or_default() += 1;
-            }
-            Answer::Http500 => c.http_errors += 1,
-            Answer::Reset => c.resets += 1,
-            Answer::Hang => c.hangs += 1,
+        tally!(self.counters, answer);
+        if let Some(app_id) = record.app_id {
+            tally!(self.counters.by_app.entry(app_id).or_default(), answer);
         }
         self.log.calls.push(record);
     }
 
-    /// Stores the users kicked by a successful call.
-    pub fn kick(&mut self, room_id: &str, user_ids: &[String], reason: Option<&str>) {
+    /// Stores the users kicked by a successful call signed for `app_id`.
+    pub fn kick(&mut self, app_id: u32, room_id: &str, user_ids: &[String], reason: Option<&str>) {
         self.log.kicked.extend(user_ids.iter().map(|u| Kicked {
+            app_id,
             room_id: room_id.to_owned(),
             user_id: u.clone(),
             reason: reason.map(str::to_owned),
@@ -191,7 +238,7 @@ mod tests {
             r.arrive(Duration::from_millis(i as u64 * 100));
             r.record(record(None, None), answer);
         }
-        r.kick("r", &["a".into(), "b".into()], Some("x"));
+        r.kick(1, "r", &["a".into(), "b".into()], Some("x"));
         let c = r.counters();
         assert_eq!(c.calls, 7);
         assert_eq!(c.by_code, BTreeMap::from([(0, 2), (206, 1), (50002, 1)]));
@@ -199,9 +246,43 @@ mod tests {
         assert_eq!(c.max_calls_in_1s, 7);
         assert_eq!(r.log().calls.len(), 7);
         assert_eq!(r.log().kicked[1].user_id, "b");
+        assert_eq!(r.log().kicked[1].app_id, 1);
+        assert_eq!(c.by_app[&1].by_code, c.by_code, "every record is for AppId 1");
         r.reset();
         assert_eq!(r.counters(), Counters::default());
         assert!(r.log().kicked.is_empty());
+    }
+
+    #[test]
+    fn per_app_counters_follow_authenticated_calls_only() {
+        let mut r = Records::default();
+        let for_app = |app_id: Option<u32>| CallRecord {
+            app_id,
+            ..record(None, None)
+        };
+        r.arrive(Duration::ZERO);
+        r.authenticated(1, 1);
+        r.record(for_app(Some(1)), Answer::Code(0));
+        r.arrive(Duration::ZERO);
+        r.authenticated(1, 2);
+        r.record(for_app(Some(1)), Answer::RateLimited);
+        r.arrive(Duration::ZERO);
+        r.authenticated(2, 1);
+        r.record(for_app(Some(2)), Answer::Http500);
+        r.arrive(Duration::ZERO);
+        r.record(for_app(None), Answer::Code(100000005));
+        let c = r.counters();
+        assert_eq!((c.calls, c.max_calls_in_1s), (4, 4));
+        let one = &c.by_app[&1];
+        assert_eq!((one.calls, one.rate_limited, one.max_calls_in_1s), (2, 1, 2));
+        assert_eq!(one.by_code, BTreeMap::from([(0, 1), (206, 1)]));
+        let two = &c.by_app[&2];
+        assert_eq!((two.calls, two.http_errors, two.max_calls_in_1s), (1, 1, 1));
+        assert!(two.by_code.is_empty());
+        assert_eq!(c.by_app.len(), 2, "the unauthenticated call is in no app");
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""by_app":{"1":{"calls":2"#), "{json}");
+        assert_eq!(serde_json::from_str::<Counters>(&json).unwrap(), c);
     }
 
     #[test]

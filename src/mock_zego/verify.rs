@@ -124,16 +124,15 @@ pub fn parse_query(raw: &str) -> Query {
 
 /// Checks the common parameters and the signature in the vendor's order and
 /// returns the signed AppId, or the code for the first failure.
-/// `now_unix` is the server's clock (with any test offset applied).
-pub fn check_auth(q: &Query, app_id: u32, secret: &Secret, now_unix: i64) -> Result<u32, i64> {
+/// `secret_of` gives the ServerSecret of each AppId served (`None`: unknown,
+/// 100000010); `now_unix` is the server's clock (with any test offset applied).
+pub fn check_auth<'s>(q: &Query, secret_of: impl Fn(u32) -> Option<&'s Secret>, now_unix: i64) -> Result<u32, i64> {
     let action = q.action.get(ACTION_EMPTY)?;
     if action != "KickoutUser" {
         return Err(ACTION_UNSUPPORTED);
     }
     let given_app = parse_u32(q.app_id.get(APP_ID_FORMAT)?).ok_or(APP_ID_FORMAT)?;
-    if given_app != app_id {
-        return Err(UNKNOWN_APP_ID);
-    }
+    let secret = secret_of(given_app).ok_or(UNKNOWN_APP_ID)?;
     let nonce = q.nonce.get(NONCE_EMPTY)?;
     if nonce.len() != 16 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(PARAM_ERROR);
@@ -282,7 +281,8 @@ mod tests {
 
     fn verdict_with(raw: &str, charset: IdCharset) -> Result<KickCall, i64> {
         let q = parse_query(raw);
-        check_auth(&q, APP, &secret(), NOW)?;
+        let secret = secret();
+        check_auth(&q, |app| (app == APP).then_some(&secret), NOW)?;
         check_call(&q, charset)
     }
 
@@ -423,7 +423,43 @@ mod tests {
     #[test]
     fn wrong_secret_is_a_signature_error() {
         let q = parse_query(&query(|_| {}));
-        assert_eq!(check_auth(&q, APP, &Secret::new("other"), NOW), Err(SIGNATURE_ERROR));
+        let other = Secret::new("other");
+        assert_eq!(
+            check_auth(&q, |app| (app == APP).then_some(&other), NOW),
+            Err(SIGNATURE_ERROR)
+        );
+    }
+
+    #[test]
+    fn each_app_is_checked_against_its_own_secret() {
+        const OTHER: u32 = 42;
+        let (mine, theirs) = (secret(), Secret::new("the-other-apps-secret"));
+        let secret_of = |app| match app {
+            APP => Some(&mine),
+            OTHER => Some(&theirs),
+            _ => None,
+        };
+        let signed_for = |app: u32, with: &Secret| {
+            query(|p| {
+                p.retain(|(k, _)| k != "AppId");
+                p.push(("AppId".into(), app.to_string()));
+                p.push(("Signature".into(), signature(app, NONCE, with, NOW)));
+            })
+        };
+        let cases = [
+            ("own app, own secret", signed_for(APP, &mine), Ok(APP)),
+            ("other app, its secret", signed_for(OTHER, &theirs), Ok(OTHER)),
+            (
+                "own app, other's secret",
+                signed_for(APP, &theirs),
+                Err(SIGNATURE_ERROR),
+            ),
+            ("other app, my secret", signed_for(OTHER, &mine), Err(SIGNATURE_ERROR)),
+            ("unknown app", signed_for(7, &mine), Err(UNKNOWN_APP_ID)),
+        ];
+        for (name, raw, want) in cases {
+            assert_eq!(check_auth(&parse_query(&raw), secret_of, NOW), want, "{name}");
+        }
     }
 
     #[test]

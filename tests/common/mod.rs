@@ -305,6 +305,7 @@ pub async fn mock(rate_limit: u32) -> MockZego {
         MockConfig {
             app_id: APP_ID,
             secret: Secret::new(SECRET),
+            apps: Vec::new(),
             rate_limit,
             faults: Vec::new(),
             clock_offset_secs: 0,
