@@ -379,7 +379,6 @@ impl<W: Clone> Coalescer<W> {
     pub fn pending_groups(&self) -> usize {
         self.apps.values().map(|a| a.groups.len()).sum()
     }
-
 }
 
 #[cfg(test)]

@@ -167,7 +167,10 @@ pub async fn run(cx: Context) {
                 break;
             }
             if deadline.is_some_and(|d| now >= d) {
-                tracing::info!(users = pending, "drain deadline passed; returning the rest to the queue");
+                tracing::info!(
+                    users = pending,
+                    "drain deadline passed; returning the rest to the queue"
+                );
                 break;
             }
         }
@@ -354,10 +357,22 @@ mod tests {
         type Choice = Result<(GroupId, Why), Next>;
         let cases: &[(Choice, Choice, Pick)] = &[
             (Ok((g1, Why::Full)), Ok((g2, Why::Full)), Pick::Cut(LIVE, g1, Why::Full)),
-            (Ok((g1, Why::Largest)), Ok((g2, Why::Overdue)), Pick::Cut(LIVE, g1, Why::Largest)),
+            (
+                Ok((g1, Why::Largest)),
+                Ok((g2, Why::Overdue)),
+                Pick::Cut(LIVE, g1, Why::Largest),
+            ),
             (Err(Next::Idle), Ok((g2, Why::Full)), Pick::Cut(BULK, g2, Why::Full)),
-            (Err(Next::WaitUntil(at(20))), Ok((g2, Why::Full)), Pick::Cut(BULK, g2, Why::Full)),
-            (Err(Next::WaitUntil(at(20))), Err(Next::WaitUntil(at(5))), Pick::Wait(Some(at(5)))),
+            (
+                Err(Next::WaitUntil(at(20))),
+                Ok((g2, Why::Full)),
+                Pick::Cut(BULK, g2, Why::Full),
+            ),
+            (
+                Err(Next::WaitUntil(at(20))),
+                Err(Next::WaitUntil(at(5))),
+                Pick::Wait(Some(at(5))),
+            ),
             (Err(Next::WaitUntil(at(5))), Err(Next::Idle), Pick::Wait(Some(at(5)))),
             (Err(Next::Idle), Err(Next::WaitUntil(at(7))), Pick::Wait(Some(at(7)))),
             (Err(Next::Idle), Err(Next::Idle), Pick::Wait(None)),

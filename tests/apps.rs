@@ -1,0 +1,273 @@
+//! Several apps in one worker against one mock-zego serving two AppIds: each app holds its own rate, and one
+//! app halted (wrong secret) or slow (its calls take seconds) never slows the other.
+
+mod common;
+
+use common::*;
+use kickq::config::apps::AppConfig;
+use kickq::config::Credentials;
+use kickq::mock_zego::{MockApp, MockConfig, MockZego};
+use kickq::secret::Secret;
+use std::time::Duration;
+
+/// The second app of these tests (the first is `common::APP_ID`).
+const APP_B: u32 = 987654321;
+const SECRET_B: &str = "fedcba9876543210fedcba9876543210";
+/// A secret the mock does not hold for APP_ID: calls signed with it answer 100000005.
+const WRONG: &str = "ffffffffffffffffffffffffffffffff";
+
+async fn two_app_mock(rate: u32, faults: &[&str]) -> MockZego {
+    MockZego::start(
+        MockConfig {
+            app_id: APP_ID,
+            secret: Secret::new(SECRET),
+            apps: vec![MockApp {
+                app_id: APP_B,
+                secret: Secret::new(SECRET_B),
+            }],
+            rate_limit: rate,
+            faults: faults
+                .iter()
+                .map(|f| kickq::mock_zego::fault_syntax::parse_fault(f).unwrap())
+                .collect(),
+            clock_offset_secs: 0,
+            id_charset: kickq::job::IdCharset::Vendor,
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Jobs of one user each: `users` users over `rooms` rooms, for `app`.
+fn jobs(app: u32, prefix: &str, rooms: usize, users: usize) -> Vec<Vec<u8>> {
+    (0..users)
+        .map(|u| {
+            serde_json::to_vec(&serde_json::json!({
+                "room_id": format!("{prefix}-{}", u % rooms),
+                "user_ids": [format!("u{u}")],
+                "app_id": app,
+            }))
+            .unwrap()
+        })
+        .collect()
+}
+
+/// A worker serving both apps, the first with `secret_a`.
+fn config(ns: &Ns, mock: &MockZego, rate: u32, secret_a: &str) -> kickq::worker::WorkerConfig {
+    let mut cfg = worker_config(ns, &mock.base_url(), rate).with_app(AppConfig {
+        rate,
+        api_url: mock.base_url(),
+        ..AppConfig::new(Credentials {
+            app_id: APP_B,
+            secret: Secret::new(SECRET_B),
+        })
+    });
+    cfg.apps.iter_mut().filter(|a| a.app_id() == APP_ID).for_each(|a| {
+        a.credentials.secret = Secret::new(secret_a);
+    });
+    cfg
+}
+
+/// Arrival times (ms) of the calls that authenticated as `app`.
+fn arrivals(mock: &MockZego, app: u32) -> Vec<u64> {
+    mock.calls()
+        .iter()
+        .filter(|c| c.app_id == Some(app))
+        .map(|c| c.at_ms)
+        .collect()
+}
+
+/// The most of `times` (sorted, ms) inside any one-second window.
+fn busiest_second(times: &[u64]) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= 1000 {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+fn kicked_of(mock: &MockZego, prefix: &str) -> usize {
+    mock.kicked().iter().filter(|k| k.room_id.starts_with(prefix)).count()
+}
+
+/// Two apps with a backlog each: both run at their own full rate at the same
+/// time, and neither ever goes over its own limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apps_hold_their_own_rates_side_by_side() {
+    let ns = Ns::new("apps-rates");
+    let rate = 20;
+    let mock = two_app_mock(rate, &[]).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    // 300 users in 20 rooms per app: 60 full calls, three seconds at 20/s.
+    let mut bodies = jobs(APP_ID, "a", 20, 300);
+    bodies.extend(jobs(APP_B, "b", 20, 300));
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let worker = spawn_worker(config(&ns, &mock, rate, SECRET)).await;
+    wait_for(Duration::from_secs(60), "every user of both apps kicked", || async {
+        kicked_of(&mock, "a-") >= 300 && kicked_of(&mock, "b-") >= 300
+    })
+    .await;
+    worker.stop().await;
+
+    let counters = mock.counters();
+    let (a, b) = (arrivals(&mock, APP_ID), arrivals(&mock, APP_B));
+    eprintln!(
+        "app A: {} calls, busiest second {}; app B: {} calls, busiest second {}; 206 answers {}",
+        a.len(),
+        busiest_second(&a),
+        b.len(),
+        busiest_second(&b),
+        counters.rate_limited
+    );
+    assert_eq!(counters.rate_limited, 0, "no app went over its limit: {counters:?}");
+    for (name, times) in [("A", &a), ("B", &b)] {
+        assert!(busiest_second(times) <= rate as usize, "app {name} over its rate");
+        assert!(
+            busiest_second(times) >= rate as usize - 2,
+            "app {name} never reached its rate: {}",
+            busiest_second(times)
+        );
+    }
+    // Side by side, not one after the other: the two backlogs overlap for
+    // most of their length (one after the other, they would not overlap).
+    let overlap = a
+        .last()
+        .unwrap()
+        .min(b.last().unwrap())
+        .saturating_sub(*a.first().unwrap().max(b.first().unwrap()));
+    assert!(
+        overlap >= 1500,
+        "the apps ran one after the other: overlap {overlap} ms"
+    );
+}
+
+/// App A's secret is wrong: A halts (probes only, nothing dead-lettered,
+/// nothing lost) while B goes on at its full rate; once A's secret is
+/// right again, A's users are kicked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_app_never_slows_the_other() {
+    let ns = Ns::new("apps-halt");
+    let rate = 20;
+    let mock = two_app_mock(rate, &[]).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut bodies = jobs(APP_ID, "a", 10, 1500);
+    bodies.extend(jobs(APP_B, "b", 20, 300));
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    // A's 1,500 jobs come first and the window is 1,200: were the halted app
+    // to hold everything it was given, B's jobs would wait behind them.
+    let cfg = kickq::worker::WorkerConfig {
+        prefetch: 1200,
+        ..config(&ns, &mock, rate, WRONG)
+    };
+    let worker = spawn_worker(cfg).await;
+    wait_for(Duration::from_secs(60), "every user of app B kicked", || async {
+        kicked_of(&mock, "b-") >= 300
+    })
+    .await;
+    let b = arrivals(&mock, APP_B);
+    let refused = mock.calls().iter().filter(|c| c.code == Some(100000005)).count();
+    eprintln!(
+        "app B: {} calls, busiest second {}; app A: {refused} refused calls (probes)",
+        b.len(),
+        busiest_second(&b)
+    );
+    assert_eq!(kicked_of(&mock, "a-"), 0, "app A is halted");
+    // B's calls start while A is halted, not after A's held users reach
+    // max_hold (10 s in the test configuration) and go back to the broker.
+    let first_refused = mock
+        .calls()
+        .iter()
+        .find(|c| c.code == Some(100000005))
+        .map(|c| c.at_ms)
+        .unwrap();
+    let waited = b.first().unwrap().saturating_sub(first_refused);
+    eprintln!("app B's first call {waited} ms after app A's halt");
+    assert!(
+        waited < 5000,
+        "app B waited {waited} ms behind the halted app's held jobs"
+    );
+    assert!(
+        busiest_second(&b) >= rate as usize - 2,
+        "app B slowed: {}",
+        busiest_second(&b)
+    );
+    let span = b.last().unwrap() - b.first().unwrap();
+    assert!(
+        span <= 6000,
+        "app B slowed by the halted app: {} calls took {span} ms",
+        b.len()
+    );
+    let span_s = (b.last().unwrap() - b.first().unwrap()) as f64 / 1000.0;
+    // The halted app spends only probes: one at the halt, then one per
+    // probe interval (300 ms in the test configuration).
+    assert!(
+        (refused as f64) <= 2.0 + (span_s + 1.0) / 0.3,
+        "app A kept calling while halted: {refused} refused calls in {span_s:.1} s"
+    );
+    assert_eq!(broker.depth(&ns.names.dead).await, 0, "a halt dead-letters nothing");
+
+    // Fix A's secret at the mock's side: A's next probe succeeds and A resumes.
+    mock.set_app_secret(APP_ID, Secret::new(WRONG)).unwrap();
+    wait_for(
+        Duration::from_secs(90),
+        "every user of app A kicked after the fix",
+        || async { kicked_of(&mock, "a-") >= 1500 },
+    )
+    .await;
+    worker.stop().await;
+    assert_eq!(broker.depth(&ns.names.dead).await, 0);
+}
+
+/// App A's calls take 2 s each: they hold A's call slots only, and B's calls
+/// keep their full rate (with shared slots, A's backlog would take them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_app_keeps_to_its_own_call_slots() {
+    let ns = Ns::new("apps-slow");
+    let rate = 20;
+    let mock = two_app_mock(rate, &["room=a-*,latency=2s"]).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut bodies = jobs(APP_ID, "a", 40, 200);
+    bodies.extend(jobs(APP_B, "b", 20, 300));
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let cfg = kickq::worker::WorkerConfig {
+        max_in_flight: 4,
+        http_timeout: Duration::from_secs(5),
+        ..config(&ns, &mock, rate, SECRET)
+    };
+    let worker = spawn_worker(cfg).await;
+    wait_for(Duration::from_secs(60), "every user of app B kicked", || async {
+        kicked_of(&mock, "b-") >= 300
+    })
+    .await;
+    let b = arrivals(&mock, APP_B);
+    let a = arrivals(&mock, APP_ID);
+    eprintln!(
+        "app B: {} calls, busiest second {}, span {:?}; app A so far: {} calls at {:?}",
+        b.len(),
+        busiest_second(&b),
+        (b.first(), b.last()),
+        a.len(),
+        &a[..a.len().min(12)]
+    );
+    // At its rate, B's 60 calls take 3 s. Four slots shared with A's
+    // 2-second calls would allow B about two calls a second: 20 s or more.
+    let span = b.last().unwrap() - b.first().unwrap();
+    assert!(
+        span <= 6000,
+        "app B slowed by A's slow calls: {} calls took {span} ms",
+        b.len()
+    );
+    wait_for(Duration::from_secs(60), "every user of app A kicked", || async {
+        kicked_of(&mock, "a-") >= 200
+    })
+    .await;
+    worker.stop().await;
+}
