@@ -334,6 +334,13 @@ impl Router {
                 DeadError::UnknownApp,
                 format!("no secret for AppId {app} in this worker"),
             ),
+            Unusable::Expired(deadline) => (
+                DeadError::Expired,
+                format!(
+                    "not_after {} had passed when the job was taken in; no call was made",
+                    headers::rfc3339(deadline)
+                ),
+            ),
         };
         let dl = DeadLetter {
             error,

@@ -79,6 +79,8 @@ pub enum Unusable {
     Validation(String),
     /// Names an AppId this worker has no secret for.
     UnknownApp(u32),
+    /// Its `not_after` (this instant) had passed when intake took it.
+    Expired(DateTime<Utc>),
 }
 
 /// Intake -> router.
