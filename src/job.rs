@@ -3,7 +3,8 @@
 //! Everything that decides whether a job is usable lives here as pure functions,
 //! so the worker and the producers can never disagree about what is valid.
 
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
@@ -47,6 +48,47 @@ pub struct KickRequest {
     /// Idempotency key of the job; retries and dead letters keep it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// Deadline: a job still queued after this instant is dead-lettered
+    /// `expired` instead of spending budget (see [`KickRequest::expired_at`]).
+    /// On the wire an RFC 3339 string such as `2026-12-01T12:00:00Z`;
+    /// anything else fails validation.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "not_after_to_str",
+        deserialize_with = "not_after_from_str"
+    )]
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// An example deadline for messages and docs.
+pub const NOT_AFTER_EXAMPLE: &str = "2026-12-01T12:00:00Z";
+
+/// Writes `not_after` as RFC 3339 in UTC, with a fraction only when it has one.
+fn not_after_to_str<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Reads `not_after` strictly as RFC 3339 (any offset, kept as UTC); the
+/// error names the field and the value, so a dead letter's reason says it.
+fn not_after_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let raw: Option<String> = Option::deserialize(d)?;
+    raw.map(|raw| {
+        parse_not_after(&raw).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "not_after must be an RFC 3339 time such as {NOT_AFTER_EXAMPLE}, got {raw:?}"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// Parses an RFC 3339 time (as `not_after` and `--not-after` take it) into UTC.
+pub fn parse_not_after(raw: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(raw.trim()).map(|t| t.with_timezone(&Utc))
 }
 
 /// The characters ZEGOCLOUD allows in a user id and in a room id besides
@@ -382,7 +424,21 @@ impl KickRequest {
             reason: None,
             app_id: None,
             job_id: None,
+            not_after: None,
         }
+    }
+
+    /// Whether the job's deadline has passed at `now`: true once `now` is
+    /// after `not_after` (the deadline itself is still in time); never for a
+    /// job without one.
+    pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.not_after.is_some_and(|deadline| now > deadline)
+    }
+
+    /// The same job with a deadline ([`KickRequest::not_after`]).
+    pub fn with_not_after(mut self, deadline: DateTime<Utc>) -> Self {
+        self.not_after = Some(deadline);
+        self
     }
 
     /// The same job with a `CustomReason`.
@@ -397,8 +453,9 @@ impl KickRequest {
         self
     }
 
-    /// A job for `users` of this job's room, reason, app and job id: the body of
-    /// a retry or a dead letter that carries exactly those users.
+    /// A job for `users` of this job's room, reason, app, job id and
+    /// deadline: the body of a retry or a dead letter that carries exactly
+    /// those users.
     pub fn with_users(&self, users: Vec<String>) -> KickRequest {
         KickRequest {
             room_id: self.room_id.clone(),
@@ -406,12 +463,13 @@ impl KickRequest {
             reason: self.reason.clone(),
             app_id: self.app_id,
             job_id: self.job_id.clone(),
+            not_after: self.not_after,
         }
     }
 
     /// The JSON body, as producers publish it.
     pub fn to_body(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("KickRequest has only strings and integers, which always serialize")
+        serde_json::to_vec(self).expect("KickRequest has only strings, integers and a time, which always serialize")
     }
 }
 
@@ -601,6 +659,7 @@ mod tests {
             reason: None,
             app_id: None,
             job_id: None,
+            not_after: None,
         };
         assert!(validate(job(1000), &limits()).is_ok());
         assert_eq!(
@@ -619,6 +678,7 @@ mod tests {
             reason: Some("x".repeat(256)),
             app_id: None,
             job_id: Some("j".repeat(128)),
+            not_after: None,
         };
         assert!(validate(edge, &limits()).is_ok());
     }
@@ -814,6 +874,72 @@ mod tests {
             assert_eq!(err, UnknownIdCharset(bad.into()));
             assert!(err.to_string().ends_with("use vendor or any"), "{err}");
         }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        parse_not_after(s).unwrap()
+    }
+
+    #[test]
+    fn not_after_reads_rfc3339_and_refuses_the_rest_by_table() {
+        let body = |v: &str| format!(r#"{{"room_id":"r","user_ids":["a"],"not_after":{v}}}"#);
+        let cases: &[(&str, Result<Option<&str>, &str>)] = &[
+            ("null", Ok(None)),
+            (r#""2026-12-01T12:00:00Z""#, Ok(Some("2026-12-01T12:00:00Z"))),
+            (r#""2026-12-01T14:00:00+02:00""#, Ok(Some("2026-12-01T12:00:00Z"))),
+            (r#""2026-12-01T12:00:00.250Z""#, Ok(Some("2026-12-01T12:00:00.250Z"))),
+            (
+                r#""tomorrow""#,
+                Err(r#"not_after must be an RFC 3339 time such as 2026-12-01T12:00:00Z, got "tomorrow""#),
+            ),
+            (r#""2026-12-01""#, Err(r#"got "2026-12-01""#)),
+            (r#""2026-12-01 12:00:00""#, Err(r#"got "2026-12-01 12:00:00""#)),
+            (r#""2026-12-01T12:00:00""#, Err("not_after must be an RFC 3339 time")),
+            (r#""2026-13-01T12:00:00Z""#, Err("not_after must be an RFC 3339 time")),
+            (r#""""#, Err(r#"got """#)),
+            ("1764590400", Err("invalid type: integer")),
+        ];
+        for (value, want) in cases {
+            let got = parse(body(value).as_bytes(), &limits());
+            match (got, want) {
+                (Ok(job), Ok(t)) => assert_eq!(job.not_after, t.map(at), "{value}"),
+                (Err(e), Err(part)) => {
+                    assert!(matches!(e, InvalidJob::Malformed(_)), "{value}: {e:?}");
+                    assert!(e.to_string().contains(part), "{value}: {e}");
+                }
+                (got, want) => panic!("{value}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn expired_only_after_the_deadline_by_table() {
+        let deadline = at("2026-12-01T12:00:00Z");
+        let cases: &[(Option<DateTime<Utc>>, &str, bool)] = &[
+            (None, "2099-01-01T00:00:00Z", false),
+            (Some(deadline), "2026-12-01T11:59:59.999Z", false),
+            (Some(deadline), "2026-12-01T12:00:00Z", false),
+            (Some(deadline), "2026-12-01T12:00:00.001Z", true),
+            (Some(deadline), "2027-01-01T00:00:00Z", true),
+        ];
+        for &(not_after, now, want) in cases {
+            let job = KickRequest {
+                not_after,
+                ..KickRequest::new("r", ["a"])
+            };
+            assert_eq!(job.expired_at(at(now)), want, "{not_after:?} at {now}");
+        }
+    }
+
+    #[test]
+    fn not_after_survives_the_body_and_a_retry_split() {
+        let job = KickRequest::new("r", ["a", "b"]).with_not_after(at("2026-12-01T14:00:00+02:00"));
+        let body = String::from_utf8(job.to_body()).unwrap();
+        assert!(body.contains(r#""not_after":"2026-12-01T12:00:00Z""#), "{body}");
+        let again = parse(&job.with_users(vec!["b".into()]).to_body(), &limits()).unwrap();
+        assert_eq!(again.not_after, Some(at("2026-12-01T12:00:00Z")));
+        let none = String::from_utf8(KickRequest::new("r", ["a"]).to_body()).unwrap();
+        assert!(!none.contains("not_after"), "{none}");
     }
 
     #[test]

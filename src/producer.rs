@@ -6,6 +6,13 @@
 //! limits ([`Limits::from_env`]): a job the producer accepts is never
 //! dead-lettered as `validation`.
 //!
+//! Jobs go to one of two lanes ([`Lane`]): [`Producer::enqueue`] (and
+//! [`Producer::send`]) publish to the live lane, `{ns}.requests`, for kicks
+//! that must happen now; [`Producer::enqueue_many`] publishes to the bulk
+//! lane, `{ns}.bulk`, which the worker serves with the budget live kicks
+//! leave free, so a sweep never delays a live kick. The `_to` variants take
+//! the lane. A deadline is part of the job ([`KickRequest::not_after`]).
+//!
 //! Every job leaves with a job id: the caller's, or one made here (a UUID v7),
 //! written into the body and the AMQP `message_id` and returned. A redelivered
 //! job therefore keeps its id, and with the ledger on the worker skips the
@@ -13,14 +20,14 @@
 //!
 //! ```no_run
 //! use kickq::job::KickRequest;
-//! use kickq::producer::{Producer, ProducerError};
+//! use kickq::producer::{Lane, Producer, ProducerError};
 //!
 //! # async fn demo() -> Result<(), ProducerError> {
 //! let producer = Producer::connect("amqp://guest:guest@127.0.0.1:5672/%2f", "kickq").await?;
 //! // One job: returns its id once the broker has it on disk.
 //! let id = producer.enqueue(KickRequest::new("room-42", ["u1", "u2"]).with_reason("spam")).await?;
 //! println!("enqueued {id}");
-//! // Many jobs: all are validated first (one bad job publishes nothing), then pipelined.
+//! // Many jobs (to the bulk lane): all are validated first (one bad job publishes nothing), then pipelined.
 //! let sweep: Vec<KickRequest> = (0..1000).map(|i| KickRequest::new(format!("room-{i}"), ["u1"])).collect();
 //! match producer.enqueue_many(sweep.clone()).await {
 //!     Ok(ids) => assert_eq!(ids.len(), 1000),
@@ -31,6 +38,8 @@
 //!     }
 //!     Err(e) => return Err(e),
 //! }
+//! // A batch that must not wait behind sweeps goes to the live lane.
+//! producer.enqueue_many_to(Lane::Live, [KickRequest::new("room-7", ["u9"])]).await?;
 //! producer.close().await?;
 //! # Ok(())
 //! # }
@@ -38,6 +47,7 @@
 
 use crate::amqp::connect::connect;
 use crate::amqp::publish::{persistent_json, Pending, PublishError, Publisher};
+pub use crate::amqp::topology::Lane;
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
 use crate::job::{self, InvalidJob, KickRequest, Limits, LimitsError};
 use crate::secret::Secret;
@@ -107,7 +117,7 @@ pub enum ProducerError {
 pub struct ProducerConfig {
     /// Queue names of the namespace.
     pub names: Names,
-    /// `x-delivery-limit` of `{ns}.requests` (the worker's `KICKQ_DELIVERY_LIMIT`).
+    /// `x-delivery-limit` of `{ns}.requests` and `{ns}.bulk` (the worker's `KICKQ_DELIVERY_LIMIT`).
     pub delivery_limit: u32,
     /// Broker connection name, shown by `rabbitmqctl list_connections`.
     pub connection_name: String,
@@ -201,9 +211,9 @@ impl Sent {
     }
 }
 
-/// A connection that publishes jobs to `{ns}.requests`.
+/// A connection that publishes jobs to `{ns}.requests` (live) or `{ns}.bulk`.
 ///
-/// Invariant: the topology of its namespace was declared when it connected, so
+/// Invariant: the topology of its namespace (both lanes) was declared when it connected, so
 /// a publish can only be returned as unroutable if someone deleted the queue.
 pub struct Producer {
     conn: Connection,
@@ -243,29 +253,52 @@ impl Producer {
         &self.cfg.names
     }
 
-    /// Validates `job`, gives it a job id if it has none, and publishes it;
-    /// returns the job id once the broker confirmed it.
+    /// Validates `job`, gives it a job id if it has none, and publishes it to
+    /// the live lane (`{ns}.requests`); returns the job id once the broker
+    /// confirmed it. [`Producer::enqueue_to`] chooses the lane.
     pub async fn enqueue(&self, job: KickRequest) -> Result<String, ProducerError> {
-        Ok(self.send(job).await?.confirmed().await?)
+        self.enqueue_to(Lane::Live, job).await
     }
 
-    /// Validates `job`, gives it a job id if it has none, and sends it without
-    /// waiting: await [`Sent::confirmed`] to know it is durable. Callers that
-    /// keep their own window of publishes in flight (`kickq enqueue`) use this.
+    /// [`Producer::enqueue`] to `lane`.
+    pub async fn enqueue_to(&self, lane: Lane, job: KickRequest) -> Result<String, ProducerError> {
+        Ok(self.send_to(lane, job).await?.confirmed().await?)
+    }
+
+    /// Validates `job`, gives it a job id if it has none, and sends it to the
+    /// live lane without waiting: await [`Sent::confirmed`] to know it is
+    /// durable. Callers that keep their own window of publishes in flight use
+    /// this or [`Producer::send_to`].
     pub async fn send(&self, job: KickRequest) -> Result<Sent, ProducerError> {
+        self.send_to(Lane::Live, job).await
+    }
+
+    /// [`Producer::send`] to `lane` (`kickq enqueue --file` sends to bulk this way).
+    pub async fn send_to(&self, lane: Lane, job: KickRequest) -> Result<Sent, ProducerError> {
         let job = self
             .prepare(job)
             .map_err(|error| ProducerError::Invalid { index: 0, error })?;
-        Ok(self.send_valid(job).await?)
+        Ok(self.send_valid(lane, job).await?)
     }
 
     /// Validates every job first (one invalid job publishes nothing) and gives
-    /// each without an id a fresh one, then publishes them in order with up to
-    /// [`ProducerConfig::max_in_flight`] unconfirmed. Returns the job ids, in
-    /// batch order, once all are confirmed, or [`ProducerError::Partial`]
-    /// saying which are stored and which in doubt.
+    /// each without an id a fresh one, then publishes them in order to the
+    /// **bulk** lane (`{ns}.bulk`: a batch is a sweep, and must not delay live
+    /// kicks) with up to [`ProducerConfig::max_in_flight`] unconfirmed.
+    /// Returns the job ids, in batch order, once all are confirmed, or
+    /// [`ProducerError::Partial`] saying which are stored and which in doubt.
+    /// [`Producer::enqueue_many_to`] chooses the lane.
     pub async fn enqueue_many(
         &self,
+        jobs: impl IntoIterator<Item = KickRequest>,
+    ) -> Result<Vec<String>, ProducerError> {
+        self.enqueue_many_to(Lane::Bulk, jobs).await
+    }
+
+    /// [`Producer::enqueue_many`] to `lane`.
+    pub async fn enqueue_many_to(
+        &self,
+        lane: Lane,
         jobs: impl IntoIterator<Item = KickRequest>,
     ) -> Result<Vec<String>, ProducerError> {
         let jobs = jobs
@@ -308,7 +341,7 @@ impl Producer {
                 }
             }
             let id = job.job_id.clone().expect("prepare gave every job an id");
-            match self.send_valid(job).await {
+            match self.send_valid(lane, job).await {
                 Ok(sent) => in_flight.push_back(sent),
                 Err(e) => return Err(partial(confirmed, None, in_flight, Some(id), e)),
             }
@@ -340,13 +373,13 @@ impl Producer {
         Ok(job)
     }
 
-    /// Publishes a prepared job with its id in the body and as `message_id`.
-    async fn send_valid(&self, job: KickRequest) -> Result<Sent, PublishError> {
+    /// Publishes a prepared job to `lane` with its id in the body and as `message_id`.
+    async fn send_valid(&self, lane: Lane, job: KickRequest) -> Result<Sent, PublishError> {
         let job_id = job.job_id.clone().expect("prepare gave the job an id");
         let props = persistent_json(Some(&job_id), FieldTable::default());
         let pending = self
             .publisher
-            .send(&self.cfg.names.requests, &job.to_body(), props)
+            .send(self.cfg.names.queue(lane), &job.to_body(), props)
             .await?;
         Ok(Sent { job_id, pending })
     }

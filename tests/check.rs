@@ -271,7 +271,17 @@ async fn status_shows_queues_and_the_active_worker() {
     assert_eq!(v["namespace"], ns.name());
     assert_eq!(v["leader_held"], true, "{out}");
     let queues = v["queues"].as_array().unwrap();
-    assert_eq!(queues.len(), 2 + ns.names.retry.len(), "{out}");
+    assert_eq!(
+        queues.len(),
+        3 + ns.names.retry.len() + ns.names.bulk_retry.len(),
+        "{out}"
+    );
+    assert!(
+        queues
+            .iter()
+            .any(|q| q["queue"] == ns.names.bulk.as_str() && q["kind"] == "bulk"),
+        "{out}"
+    );
     assert_eq!(queues[0]["kind"], "requests");
     assert_eq!(queues[0]["consumers"], 1, "{out}");
     let dead = queues.last().unwrap();

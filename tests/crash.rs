@@ -61,7 +61,7 @@ async fn sigkill_mid_run_then_restart_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_made_jobs_are_not_kicked_again_after_a_crash_with_the_ledger_on() {
     use kickq::job::KickRequest;
-    use kickq::producer::{Producer, ProducerConfig};
+    use kickq::producer::{Lane, Producer, ProducerConfig};
     let ns = Ns::new("kill-ids");
     let db = TestDb::new().await;
     let rate = 100;
@@ -81,7 +81,8 @@ async fn producer_made_jobs_are_not_kicked_again_after_a_crash_with_the_ledger_o
     )
     .await
     .unwrap();
-    let ids = producer.enqueue_many(jobs).await.unwrap();
+    // The live lane: the queue this test drains and watches.
+    let ids = producer.enqueue_many_to(Lane::Live, jobs).await.unwrap();
     producer.close().await.unwrap();
     assert_eq!(ids.len(), 4);
     // Two calls in flight: at most ten users are in calls the kill cuts short.

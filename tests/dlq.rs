@@ -1,7 +1,7 @@
 //! `kickq dlq list|replay|purge` as a user runs them (the real binary) against the real RabbitMQ: filters,
 //! listing without consuming, replay and purge keeping the rest in order (and counting it under `--limit`), the
 //! history header, the confirmation rule and its prompt's count, `--json`, letters the broker dead-lettered
-//! itself, and interrupted replays (a crash, Ctrl-C) that lose nothing.
+//! itself, interrupted replays (a crash, Ctrl-C) that lose nothing, and the lane a replay goes to.
 
 mod common;
 
@@ -280,7 +280,7 @@ async fn replay_moves_matching_letters_and_keeps_the_rest_in_order() {
     let (stdout, _) = ok(&dry);
     assert!(stdout.contains("would replay 20 of 40"), "{stdout}");
     wait_depth(&broker, &ns.names.dead, 40).await;
-    assert_eq!(broker.depth(&ns.names.requests).await, 0, "a dry run changes nothing");
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0, "a dry run changes nothing");
 
     let out = kickq(&ns, &["dlq", "replay", "--room", "r1", "--yes"], &[], None).await;
     let (stdout, _) = ok(&out);
@@ -288,7 +288,7 @@ async fn replay_moves_matching_letters_and_keeps_the_rest_in_order() {
 
     let evens: Vec<String> = (0..40).step_by(2).map(|i| format!("t{i}")).collect();
     let odds: Vec<String> = (1..40).step_by(2).map(|i| format!("t{i}")).collect();
-    let replayed = broker.take_all(&ns.names.requests).await;
+    let replayed = broker.take_all(&ns.names.bulk).await;
     assert_eq!(tags(&replayed), evens);
     for (body, props) in &replayed {
         let h = props.headers().as_ref();
@@ -311,6 +311,46 @@ async fn replay_moves_matching_letters_and_keeps_the_rest_in_order() {
             "kept letters are unchanged"
         );
     }
+}
+
+/// A replay goes to the bulk lane unless `--lane live` says otherwise, and
+/// `--error expired` picks the expired letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_lands_in_bulk_by_default_and_in_live_with_lane_live() {
+    let ns = Ns::new("dlq-lane");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds = vec![
+        seed("t0", "r1", DeadError::Expired, None),
+        seed("t1", "r1", DeadError::RetriesExhausted, Some(1)),
+        seed("t2", "r2", DeadError::Expired, None),
+    ];
+    publish_letters(&broker, &ns, &seeds).await;
+    wait_depth(&broker, &ns.names.dead, 3).await;
+    let out = kickq(
+        &ns,
+        &["dlq", "replay", "--error", "expired", "--room", "r1", "--yes"],
+        &[],
+        None,
+    )
+    .await;
+    let (stdout, _) = ok(&out);
+    assert!(stdout.contains("replayed 1, kept 2 in order"), "{stdout}");
+    assert_eq!(broker.depth(&ns.names.requests).await, 0, "not to the live lane");
+    assert_eq!(tags(&broker.take_all(&ns.names.bulk).await), ["t0"]);
+    let out = kickq(
+        &ns,
+        &["dlq", "replay", "--error", "expired", "--lane", "live", "--yes"],
+        &[],
+        None,
+    )
+    .await;
+    let (stdout, _) = ok(&out);
+    assert!(stdout.contains("replayed 1, kept 1 in order"), "{stdout}");
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0, "not to the bulk lane");
+    assert_eq!(tags(&broker.take_all(&ns.names.requests).await), ["t2"]);
+    wait_depth(&broker, &ns.names.dead, 1).await;
+    assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +376,7 @@ async fn purge_removes_matching_letters_only() {
     assert!(stdout.contains("purged 1, kept 1"), "{stdout}");
     wait_depth(&broker, &ns.names.dead, 1).await;
     assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t1"]);
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +392,7 @@ async fn replay_and_purge_refuse_without_yes_when_stdin_is_not_a_terminal() {
         assert!(stderr.contains("without --yes"), "{stderr}");
     }
     wait_depth(&broker, &ns.names.dead, 1).await;
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,10 +432,10 @@ async fn an_interrupted_replay_loses_no_letter() {
 
     // The broker returns the unsettled letters once it sees the connection gone.
     wait_for(Duration::from_secs(10), "every letter back or moved", || async {
-        broker.depth(&ns.names.dead).await + broker.depth(&ns.names.requests).await >= n
+        broker.depth(&ns.names.dead).await + broker.depth(&ns.names.bulk).await >= n
     })
     .await;
-    let replayed = broker.take_all(&ns.names.requests).await;
+    let replayed = broker.take_all(&ns.names.bulk).await;
     let dead = broker.drain(&ns.names.dead).await;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for t in tags(&replayed).into_iter().chain(tags(&dead)) {
@@ -436,7 +476,8 @@ async fn a_replayed_letter_that_dies_again_after_retries_shows_both_deaths() {
         .await;
     wait_depth(&broker, &ns.names.dead, 1).await;
     for death in 1..=2 {
-        let out = kickq(&ns, &["dlq", "replay", "--yes"], &[], None).await;
+        // The live lane: the queue the worker of this test consumes.
+        let out = kickq(&ns, &["dlq", "replay", "--yes", "--lane", "live"], &[], None).await;
         ok(&out);
         wait_for(Duration::from_secs(30), "the replayed letter dead again", || async {
             broker.depth(&ns.names.dead).await == 1 && broker.depth(&ns.names.requests).await == 0
@@ -570,7 +611,7 @@ async fn replay_json_never_prompts_and_has_a_fixed_shape() {
         serde_json::json!({"depth": 6, "examined": 6, "matched": 4, "replayed": 4, "kept": 2, "in_doubt": 0, "dry_run": true})
     );
     wait_depth(&broker, &ns.names.dead, 6).await;
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0);
 
     let out = kickq(
         &ns,
@@ -584,7 +625,7 @@ async fn replay_json_never_prompts_and_has_a_fixed_shape() {
         serde_json::json!({"depth": 6, "examined": 3, "matched": 3, "replayed": 3, "kept": 3, "in_doubt": 0, "dry_run": false}),
         "the limit is reached at the third letter with nothing moved: the pass stops there"
     );
-    assert_eq!(tags(&broker.take_all(&ns.names.requests).await), ["t0", "t1", "t2"]);
+    assert_eq!(tags(&broker.take_all(&ns.names.bulk).await), ["t0", "t1", "t2"]);
     wait_depth(&broker, &ns.names.dead, 3).await;
     assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t3", "t4", "t5"]);
 }
@@ -649,16 +690,13 @@ async fn the_replay_prompt_counts_the_matching_letters_not_the_queue() {
     );
     assert!(screen.contains("not confirmed; nothing changed"), "{screen}");
     wait_depth(&broker, &ns.names.dead, 40).await;
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0);
 
     let (status, screen) = kickq_on_a_terminal(&ns, "dlq replay --room r1 --limit 4", b"y\n").await;
     assert!(status.success(), "{screen}");
     assert!(screen.contains("replay 4 of 40 letter(s)"), "{screen}");
     assert!(screen.contains("replayed 4, kept 36"), "{screen}");
-    assert_eq!(
-        tags(&broker.take_all(&ns.names.requests).await),
-        ["t0", "t4", "t8", "t12"]
-    );
+    assert_eq!(tags(&broker.take_all(&ns.names.bulk).await), ["t0", "t4", "t8", "t12"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -683,7 +721,7 @@ async fn a_replay_stopped_by_ctrl_c_stops_between_letters_and_exits_130() {
         .spawn()
         .unwrap();
     wait_for(Duration::from_secs(20), "the first replays", || async {
-        broker.depth(&ns.names.requests).await >= 2
+        broker.depth(&ns.names.bulk).await >= 2
     })
     .await;
     let pid = child.id().unwrap().to_string();
@@ -706,7 +744,7 @@ async fn a_replay_stopped_by_ctrl_c_stops_between_letters_and_exits_130() {
     assert_eq!(replayed + v["kept"].as_u64().unwrap(), u64::from(n), "{v}");
     // Every letter is in exactly one place.
     wait_depth(&broker, &ns.names.dead, n - replayed as u32).await;
-    let moved = broker.take_all(&ns.names.requests).await;
+    let moved = broker.take_all(&ns.names.bulk).await;
     assert_eq!(moved.len() as u64, replayed);
     let left = broker.drain(&ns.names.dead).await;
     let mut all = tags(&moved);
@@ -820,7 +858,7 @@ async fn a_second_pass_is_refused_while_one_runs_and_changes_nothing() {
         );
         assert!(!stdout.contains("examined"), "{args:?}: {stdout}");
     }
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0);
     tokio::io::AsyncWriteExt::write_all(&mut answer, b"n\n").await.unwrap();
     let out = tokio::time::timeout(Duration::from_secs(60), first.wait_with_output())
         .await
@@ -854,7 +892,7 @@ async fn a_rate_out_of_bounds_is_refused_before_any_replay() {
         assert!(stderr.contains("between 0.01 and 10000"), "--rate {rate}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0);
     wait_depth(&broker, &ns.names.dead, 3).await;
 }
 
@@ -899,7 +937,7 @@ async fn a_paced_replay_acks_each_letter_at_once_and_stops_on_ctrl_c_while_waiti
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_depth(&broker, &ns.names.requests, 1).await;
+    wait_depth(&broker, &ns.names.bulk, 1).await;
     // The replayed letter is acked, and no other letter is held while waiting.
     wait_for(
         Duration::from_secs(20),
@@ -923,7 +961,7 @@ async fn a_paced_replay_acks_each_letter_at_once_and_stops_on_ctrl_c_while_waiti
         stdout.contains("examined 1 of 3") && stdout.contains("replayed 1, kept 2 (2 not examined)"),
         "{stdout}{stderr}"
     );
-    assert_eq!(tags(&broker.take_all(&ns.names.requests).await), ["t0"]);
+    assert_eq!(tags(&broker.take_all(&ns.names.bulk).await), ["t0"]);
     wait_depth(&broker, &ns.names.dead, 2).await;
     assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t1", "t2"]);
 }

@@ -1,7 +1,7 @@
 //! `kickq enqueue` as a user runs it (the real binary) against the real RabbitMQ: one job, JSON Lines, CSV
 //! with and without a header (columns by name, quoting, BOM, CRLF), stdin, invalid lines with and without
 //! `--skip-invalid`, dry runs (`--json`), the `--json` report, and interrupted bulk runs (exit 130) resumed by
-//! line or from the checkpoint with nothing lost or repeated.
+//! line or from the checkpoint with nothing lost or repeated; `--lane` and the deadline flags.
 
 mod common;
 
@@ -44,10 +44,21 @@ fn checkpoint_of(file: &std::path::Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Every message in the requests queue, with its AMQP message id, in order.
+/// Every message a file run published, with its AMQP message id, in order:
+/// all in the bulk lane, none in the live one.
 async fn published(broker: &Broker, ns: &Ns) -> Vec<(KickRequest, Option<String>)> {
+    assert_eq!(
+        broker.depth(&ns.names.requests).await,
+        0,
+        "a file goes to the bulk lane"
+    );
+    published_in(broker, &ns.names.bulk).await
+}
+
+/// Every message in `queue`, with its AMQP message id, in order.
+async fn published_in(broker: &Broker, queue: &str) -> Vec<(KickRequest, Option<String>)> {
     broker
-        .take_all(&ns.names.requests)
+        .take_all(queue)
         .await
         .into_iter()
         .map(|(body, props)| {
@@ -116,7 +127,8 @@ async fn enqueue_single_job() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("enqueued job mod-1"), "{stdout}");
     let broker = Broker::connect().await;
-    let got = published(&broker, &ns).await;
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0, "one job goes to the live lane");
+    let got = published_in(&broker, &ns.names.requests).await;
     assert_eq!(got.len(), 1);
     assert_eq!(
         got[0].0,
@@ -222,7 +234,10 @@ async fn a_bad_line_publishes_nothing_unless_skipped() {
     assert!(!out.status.success(), "{stdout}{stderr}");
     assert!(stderr.contains("line 3: column user_id is empty"), "{stderr}");
     assert!(stderr.contains("nothing was published"), "{stderr}");
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(
+        broker.depth(&ns.names.bulk).await + broker.depth(&ns.names.requests).await,
+        0
+    );
 
     let out = kickq(&ns, &["enqueue", "--file", "-", "--skip-invalid"], &[], Some(input)).await;
     let (stdout, stderr) = text(&out);
@@ -449,7 +464,10 @@ async fn an_unknown_or_missing_column_refuses_the_file_with_nothing_published() 
         assert!(stderr.contains(want), "{want}: {stderr}");
         assert!(stderr.contains("nothing was published"), "{stderr}");
     }
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(
+        broker.depth(&ns.names.bulk).await + broker.depth(&ns.names.requests).await,
+        0
+    );
 }
 
 /// The JSON lines of a `--dry-run --json` run, as job messages.
@@ -567,7 +585,10 @@ async fn a_checkpoint_resumes_and_refuses_a_changed_file_or_group_size() {
         assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
         assert!(stderr.contains(want_err), "{want_err}: {stderr}");
     }
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(
+        broker.depth(&ns.names.bulk).await + broker.depth(&ns.names.requests).await,
+        0
+    );
 
     let mut resume = args.to_vec();
     resume.push("--resume");
@@ -598,7 +619,10 @@ async fn a_checkpoint_resumes_and_refuses_a_changed_file_or_group_size() {
         stderr.contains("--resume: the input changed since the checkpoint"),
         "{stderr}"
     );
-    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(
+        broker.depth(&ns.names.bulk).await + broker.depth(&ns.names.requests).await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -684,4 +708,156 @@ async fn the_workers_user_limit_bounds_the_groups_and_refuses_a_larger_group_siz
     }
     let want: Vec<Kick> = (0..120).map(|i| k("room-1", &format!("user-{i}"), None)).collect();
     assert_exactly_once(kicks(&got), want);
+}
+
+/// `--lane` picks the queue: one job defaults to live, a file to bulk, and
+/// the flag overrides either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lane_flag_chooses_the_queue() {
+    let ns = Ns::new("enq-lane");
+    let file = TempFile::new(&ns, "sweep.csv", b"r1,a\nr2,b\n");
+    let broker = Broker::connect().await;
+    let one = |lane: &'static str, id: &'static str| {
+        let mut argv = vec!["enqueue", "--room", "r", "--user", "u", "--job-id", id];
+        if !lane.is_empty() {
+            argv.extend(["--lane", lane]);
+        }
+        argv
+    };
+    let file_run = |lane: &'static str| {
+        let mut argv = vec!["enqueue", "--file", file.arg(), "--job-id-prefix", "p"];
+        if !lane.is_empty() {
+            argv.extend(["--lane", lane]);
+        }
+        argv
+    };
+    // (arguments, messages expected in requests, in bulk)
+    let cases: Vec<(Vec<&str>, usize, usize)> = vec![
+        (one("", "one-default"), 1, 0),
+        (one("bulk", "one-bulk"), 0, 1),
+        (one("live", "one-live"), 1, 0),
+        (file_run(""), 0, 2),
+        (file_run("live"), 2, 0),
+        (file_run("bulk"), 0, 2),
+    ];
+    for (argv, live, bulk) in cases {
+        let _ = std::fs::remove_file(checkpoint_of(&file.0));
+        let out = kickq(&ns, &argv, &[], None).await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{argv:?}: {stdout}{stderr}");
+        let got_live = published_in(&broker, &ns.names.requests).await;
+        let got_bulk = published_in(&broker, &ns.names.bulk).await;
+        assert_eq!((got_live.len(), got_bulk.len()), (live, bulk), "{argv:?}");
+    }
+    let bad = kickq(&ns, &["enqueue", "--file", file.arg(), "--lane", "fast"], &[], None).await;
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad).1);
+    assert!(
+        text(&bad).1.contains("\"fast\" is not a lane: use live or bulk"),
+        "{}",
+        text(&bad).1
+    );
+}
+
+/// `--not-after` and `--ttl` set `not_after` on every message; without them a
+/// JSON Lines job keeps its own; the two flags exclude each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_flags_set_not_after_on_every_message() {
+    let ns = Ns::new("enq-deadline");
+    let t = |s: &str| job::parse_not_after(s).unwrap();
+    let file = TempFile::new(
+        &ns,
+        "jobs.jsonl",
+        br#"{"room_id":"r1","user_ids":["a"],"not_after":"2027-01-01T00:00:00Z"}
+{"room_id":"r2","user_ids":["b"]}
+"#,
+    );
+    let broker = Broker::connect().await;
+    let deadlines = |got: &[(KickRequest, Option<String>)]| -> Vec<_> {
+        got.iter().map(|(j, _)| (j.room_id.clone(), j.not_after)).collect()
+    };
+    let run = |extra: &'static [&'static str]| {
+        let mut argv = vec!["enqueue", "--file", file.arg(), "--job-id-prefix", "p"];
+        argv.extend(extra);
+        argv
+    };
+    for (extra, want) in [
+        (
+            &[][..],
+            vec![
+                ("r1".to_string(), Some(t("2027-01-01T00:00:00Z"))),
+                ("r2".to_string(), None),
+            ],
+        ),
+        (
+            &["--not-after", "2026-12-01T13:00:00+01:00"][..],
+            vec![
+                ("r1".to_string(), Some(t("2026-12-01T12:00:00Z"))),
+                ("r2".to_string(), Some(t("2026-12-01T12:00:00Z"))),
+            ],
+        ),
+    ] {
+        let _ = std::fs::remove_file(checkpoint_of(&file.0));
+        let out = kickq(&ns, &run(extra), &[], None).await;
+        assert!(out.status.success(), "{extra:?}: {:?}", text(&out));
+        assert_eq!(deadlines(&published(&broker, &ns).await), want, "{extra:?}");
+    }
+    let _ = std::fs::remove_file(checkpoint_of(&file.0));
+    let before = chrono::Utc::now();
+    let out = kickq(&ns, &run(&["--ttl", "10m"]), &[], None).await;
+    let after = chrono::Utc::now();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let got = published(&broker, &ns).await;
+    assert_eq!(got.len(), 2);
+    let ten = chrono::Duration::minutes(10);
+    let first = got[0].0.not_after.expect("--ttl sets not_after");
+    assert!(
+        first >= before + ten - chrono::Duration::seconds(1) && first <= after + ten,
+        "{first} is ten minutes after the start"
+    );
+    assert!(
+        got.iter().all(|(j, _)| j.not_after == Some(first)),
+        "one deadline for the run: {got:?}"
+    );
+    // One job, --ttl: live lane, with the deadline.
+    let out = kickq(
+        &ns,
+        &["enqueue", "--room", "r", "--user", "u", "--ttl", "90s"],
+        &[],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let one = published_in(&broker, &ns.names.requests).await;
+    let deadline = one[0].0.not_after.expect("--ttl on one job");
+    let ninety = chrono::Duration::seconds(90);
+    assert!(
+        deadline >= before + ninety - chrono::Duration::seconds(1) && deadline <= chrono::Utc::now() + ninety,
+        "{deadline} is 90 s after the start"
+    );
+    let both = kickq(
+        &ns,
+        &[
+            "enqueue",
+            "--file",
+            file.arg(),
+            "--ttl",
+            "1m",
+            "--not-after",
+            "2026-12-01T12:00:00Z",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both).1);
+    let bad = kickq(
+        &ns,
+        &["enqueue", "--file", file.arg(), "--not-after", "tomorrow"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).1.contains("is not an RFC 3339 time"), "{}", text(&bad).1);
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0, "refused runs publish nothing");
 }

@@ -1,12 +1,13 @@
 //! The producer API against the real RabbitMQ: it declares the queues itself, publishes persistent confirmed
 //! jobs with a job id (the caller's or a made one) as message id, validates with the worker's limits, publishes
-//! nothing from a batch that holds an invalid job, and reports a batch cut short by a nack.
+//! nothing from a batch that holds an invalid job, and reports a batch cut short by a nack; one job goes to the
+//! live lane and a batch to the bulk lane unless the lane is given.
 
 mod common;
 
 use common::*;
 use kickq::job::{self, InvalidJob, KickRequest, Limits};
-use kickq::producer::{Producer, ProducerConfig, ProducerError};
+use kickq::producer::{Lane, Producer, ProducerConfig, ProducerError};
 use kickq::secret::Secret;
 use std::time::Duration;
 
@@ -75,8 +76,13 @@ async fn enqueue_many_publishes_every_job_in_order() {
     assert_eq!(p.enqueue_many(jobs).await.unwrap().len(), 2500);
     p.close().await.unwrap();
     let broker = Broker::connect().await;
+    assert_eq!(
+        broker.depth(&ns.names.requests).await,
+        0,
+        "a batch goes to the bulk lane"
+    );
     let rooms: Vec<String> = broker
-        .take_all(&ns.names.requests)
+        .take_all(&ns.names.bulk)
         .await
         .iter()
         .map(|(b, _)| job::parse(b, &Limits::default()).unwrap().room_id)
@@ -107,6 +113,7 @@ async fn an_invalid_job_publishes_nothing() {
     p.close().await.unwrap();
     let broker = Broker::connect().await;
     assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +137,8 @@ async fn every_job_leaves_with_a_stable_id_in_body_and_message_id() {
     returned.dedup();
     assert_eq!(returned.len(), 4, "distinct ids");
     let broker = Broker::connect().await;
-    let got = broker.take_all(&ns.names.requests).await;
+    let mut got = broker.take_all(&ns.names.requests).await;
+    got.extend(broker.take_all(&ns.names.bulk).await);
     let ids: Vec<(String, String)> = got
         .iter()
         .map(|(b, props)| {
@@ -171,6 +179,45 @@ async fn the_producer_validates_with_the_workers_limits() {
     p.close().await.unwrap();
     let broker = Broker::connect().await;
     assert_eq!(broker.depth(&ns.names.requests).await, 1);
+}
+
+/// The lane is the caller's to choose: `_to` publishes where it is told, a
+/// single job defaults to live, a batch to bulk, and both lanes' queues are
+/// declared by the producer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_publishes_to_its_lane() {
+    let ns = Ns::new("prod-lanes");
+    let p = producer(&ns).await;
+    let broker = Broker::connect().await;
+    for q in [&ns.names.bulk, &ns.names.bulk_retry[0].1, &ns.names.requests] {
+        assert_eq!(broker.depth(q).await, 0, "{q} declared by the producer");
+    }
+    let one_live = p.enqueue(KickRequest::new("live-1", ["a"])).await.unwrap();
+    let one_bulk = p
+        .enqueue_to(Lane::Bulk, KickRequest::new("bulk-1", ["b"]))
+        .await
+        .unwrap();
+    let many_live = p
+        .enqueue_many_to(Lane::Live, [KickRequest::new("live-2", ["c"])])
+        .await
+        .unwrap();
+    let many_bulk = p.enqueue_many([KickRequest::new("bulk-2", ["d"])]).await.unwrap();
+    let sent = p.send_to(Lane::Bulk, KickRequest::new("bulk-3", ["e"])).await.unwrap();
+    let sent = sent.confirmed().await.unwrap();
+    p.close().await.unwrap();
+    let ids = |got: Vec<(Vec<u8>, lapin::BasicProperties)>| -> Vec<String> {
+        got.iter()
+            .map(|(b, _)| job::parse(b, &Limits::default()).unwrap().job_id.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids(broker.take_all(&ns.names.requests).await),
+        [one_live, many_live[0].clone()]
+    );
+    assert_eq!(
+        ids(broker.take_all(&ns.names.bulk).await),
+        [one_bulk, many_bulk[0].clone(), sent]
+    );
 }
 
 /// Removes a broker policy when dropped, even when the test panics.
@@ -229,10 +276,10 @@ async fn a_nack_mid_batch_reports_the_stored_prefix_and_resume_completes_it() {
     let policy_name = format!("{}-cap", ns.name());
     let _policy = Policy::set(
         &policy_name,
-        &format!("^{}$", regex_escape(&ns.names.requests)),
+        &format!("^{}$", regex_escape(&ns.names.bulk)),
         r#"{"max-length":10,"overflow":"reject-publish"}"#,
     );
-    wait_for_policy(&ns.names.requests, &policy_name).await;
+    wait_for_policy(&ns.names.bulk, &policy_name).await;
     let batch: Vec<KickRequest> = (0..30)
         .map(|i| KickRequest::new(format!("room-{i}"), [format!("u{i}")]))
         .collect();
@@ -254,7 +301,7 @@ async fn a_nack_mid_batch_reports_the_stored_prefix_and_resume_completes_it() {
     );
     let broker = Broker::connect().await;
     let stored: Vec<String> = broker
-        .take_all(&ns.names.requests)
+        .take_all(&ns.names.bulk)
         .await
         .iter()
         .map(|(b, _)| job::parse(b, &Limits::default()).unwrap().job_id.unwrap())
@@ -262,7 +309,7 @@ async fn a_nack_mid_batch_reports_the_stored_prefix_and_resume_completes_it() {
     assert_eq!(stored, partial.confirmed, "exactly the confirmed prefix is stored");
     // The queue is empty again, so the rest fits.
     drop(_policy);
-    wait_for_policy(&ns.names.requests, "").await;
+    wait_for_policy(&ns.names.bulk, "").await;
     let rest = partial.resume(batch);
     assert_eq!(rest.len(), 30 - took);
     assert_eq!(rest[0].job_id.as_deref(), Some(partial.in_doubt[0].as_str()));
@@ -274,7 +321,7 @@ async fn a_nack_mid_batch_reports_the_stored_prefix_and_resume_completes_it() {
         "in-doubt jobs keep their ids"
     );
     let rooms: Vec<String> = broker
-        .take_all(&ns.names.requests)
+        .take_all(&ns.names.bulk)
         .await
         .iter()
         .map(|(b, _)| job::parse(b, &Limits::default()).unwrap().room_id)

@@ -6,7 +6,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
-/// Dead letters: why (`validation`, `permanent`, `retries_exhausted`, `unknown_app`).
+/// Dead letters: why (`validation`, `permanent`, `retries_exhausted`, `unknown_app`, `expired`).
 pub const ERROR: &str = "kickq-error";
 /// Dead letters: the API's code, when it answered one.
 pub const CODE: &str = "kickq-code";
@@ -45,6 +45,8 @@ pub enum DeadError {
     UnknownApp,
     /// The broker dead-lettered it after too many deliveries (a poison message).
     DeliveryLimit,
+    /// Its `not_after` had passed when the worker took it: no call was made.
+    Expired,
 }
 
 impl DeadError {
@@ -56,6 +58,7 @@ impl DeadError {
             DeadError::RetriesExhausted => "retries_exhausted",
             DeadError::UnknownApp => "unknown_app",
             DeadError::DeliveryLimit => "delivery_limit",
+            DeadError::Expired => "expired",
         }
     }
 }
@@ -262,6 +265,7 @@ pub fn read_dead_letter(headers: Option<&FieldTable>) -> DeadLetter {
         Some("retries_exhausted") => DeadError::RetriesExhausted,
         Some("unknown_app") => DeadError::UnknownApp,
         Some("delivery_limit") => DeadError::DeliveryLimit,
+        Some("expired") => DeadError::Expired,
         _ => DeadError::DeliveryLimit,
     };
     let detail = get_str(headers, DETAIL).unwrap_or_else(|| match get_str(headers, "x-first-death-reason") {
@@ -312,6 +316,23 @@ mod tests {
         );
         assert!(t.inner().keys().all(|k| !k.as_str().starts_with("x-")));
         assert_eq!(read_dead_letter(Some(&t)), dl);
+    }
+
+    #[test]
+    fn every_error_reads_back_from_its_header() {
+        for error in [
+            DeadError::Validation,
+            DeadError::Permanent,
+            DeadError::RetriesExhausted,
+            DeadError::UnknownApp,
+            DeadError::DeliveryLimit,
+            DeadError::Expired,
+        ] {
+            let mut t = FieldTable::default();
+            put_str(&mut t, ERROR, error.as_str());
+            assert_eq!(read_dead_letter(Some(&t)).error, error, "{}", error.as_str());
+        }
+        assert_eq!(DeadError::Expired.as_str(), "expired");
     }
 
     #[test]

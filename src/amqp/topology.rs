@@ -7,15 +7,27 @@
 //! {ns}.dead.lock     exclusive lock of the connection running a `kickq dlq` pass
 //! {ns}.dead.lock.state  that pass's one-message record (when it started, who)
 //!
-//! producers ──> {ns}.requests ──(worker)──> API
+//! producers ──> {ns}.requests ──(worker)──> API                     (the live lane)
 //!                  │   ▲    └─ delivery limit exceeded ──> {ns}.dead
 //!                  │   └──── TTL expiry ── {ns}.retry.<delay> <── worker (retries, halts)
-//!                  └─ worker (validation, permanent, retries exhausted) ──> {ns}.dead
+//!                  └─ worker (validation, permanent, retries exhausted, expired) ──> {ns}.dead
+//!
+//! sweeps, replays ──> {ns}.bulk ──(worker)──> API                    (the bulk lane)
+//!                       │   ▲    └─ delivery limit exceeded ──> {ns}.dead
+//!                       │   └──── TTL expiry ── {ns}.bulk.retry.<delay> <── worker
+//!                       └─ worker (as above) ──> {ns}.dead
 //! ```
+//!
+//! Two lanes, two queues: RabbitMQ 3.x quorum queues have no message
+//! priority (4.x priorities are coarse and version-dependent), so live kicks
+//! get ahead of a bulk sweep by living in a queue of their own. A retry goes
+//! back to its own lane through that lane's delay queues.
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::Channel;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Deliveries of one message before the broker dead-letters it as poison.
@@ -37,18 +49,72 @@ pub const DEFAULT_RETRY_DELAYS: &[Duration] = &[
     Duration::from_secs(300),
 ];
 
+/// Which of the two job queues a message travels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Lane {
+    /// `{ns}.requests`: kicks that must happen now (`kickq enqueue` of one
+    /// job, [`crate::producer::Producer::enqueue`]); the default.
+    #[default]
+    Live,
+    /// `{ns}.bulk`: sweeps and replays (`kickq enqueue --file`,
+    /// [`crate::producer::Producer::enqueue_many`], `kickq dlq replay`),
+    /// served with the budget live kicks leave free.
+    Bulk,
+}
+
+impl Lane {
+    /// Both lanes, live first.
+    pub const ALL: [Lane; 2] = [Lane::Live, Lane::Bulk];
+
+    /// The lane's name: `live` or `bulk` (`--lane`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Live => "live",
+            Lane::Bulk => "bulk",
+        }
+    }
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `--lane` value that is neither `live` nor `bulk`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a lane: use live or bulk")]
+pub struct UnknownLane(pub String);
+
+impl FromStr for Lane {
+    type Err = UnknownLane;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "live" => Ok(Lane::Live),
+            "bulk" => Ok(Lane::Bulk),
+            other => Err(UnknownLane(other.to_owned())),
+        }
+    }
+}
+
 /// Every queue name of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
     /// The prefix of every queue name (`KICKQ_NAMESPACE`, `kickq` by default).
     pub namespace: String,
-    /// Where producers publish jobs.
+    /// The live lane: where producers publish jobs by default.
     pub requests: String,
+    /// The bulk lane: sweeps and replays.
+    pub bulk: String,
     /// Dead letters.
     pub dead: String,
-    /// Delay queues, shortest first, each with its delay; expired messages
-    /// return to `requests`.
+    /// Delay queues of the live lane, shortest first, each with its delay;
+    /// expired messages return to `requests`.
     pub retry: Vec<(Duration, String)>,
+    /// Delay queues of the bulk lane (the same delays); expired messages
+    /// return to `bulk`.
+    pub bulk_retry: Vec<(Duration, String)>,
     /// The leadership lock: an exclusive queue that only the active worker's
     /// connection holds (never declared durable, never holds a message).
     pub leader: String,
@@ -68,6 +134,7 @@ impl Names {
         Self {
             namespace: namespace.to_owned(),
             requests: format!("{namespace}.requests"),
+            bulk: format!("{namespace}.bulk"),
             dead: format!("{namespace}.dead"),
             leader: format!("{namespace}.leader"),
             leader_state: format!("{namespace}.leader.state"),
@@ -77,14 +144,41 @@ impl Names {
                 .iter()
                 .map(|d| (*d, format!("{namespace}.retry.{}", delay_label(*d))))
                 .collect(),
+            bulk_retry: retry_delays
+                .iter()
+                .map(|d| (*d, format!("{namespace}.bulk.retry.{}", delay_label(*d))))
+                .collect(),
         }
     }
 
-    /// The delay queue for the attempt that just failed (1-based); the last
-    /// delay repeats.
+    /// The job queue of `lane`: `{ns}.requests` or `{ns}.bulk`.
+    pub fn queue(&self, lane: Lane) -> &str {
+        match lane {
+            Lane::Live => &self.requests,
+            Lane::Bulk => &self.bulk,
+        }
+    }
+
+    /// The delay queues of `lane`, shortest first.
+    pub fn retries(&self, lane: Lane) -> &[(Duration, String)] {
+        match lane {
+            Lane::Live => &self.retry,
+            Lane::Bulk => &self.bulk_retry,
+        }
+    }
+
+    /// The delay queue of `lane` for the attempt that just failed (1-based);
+    /// the last delay repeats. Its messages return to [`Names::queue`] of the
+    /// same lane.
+    pub fn retry_queue(&self, lane: Lane, failed_attempt: u32) -> &(Duration, String) {
+        let queues = self.retries(lane);
+        let i = (failed_attempt.max(1) as usize - 1).min(queues.len() - 1);
+        &queues[i]
+    }
+
+    /// [`Names::retry_queue`] of the live lane.
     pub fn retry_for(&self, failed_attempt: u32) -> &(Duration, String) {
-        let i = (failed_attempt.max(1) as usize - 1).min(self.retry.len() - 1);
-        &self.retry[i]
+        self.retry_queue(Lane::Live, failed_attempt)
     }
 
     /// Every durable queue name (the lock queue goes with its holder's
@@ -93,6 +187,8 @@ impl Names {
         let mut v = vec![self.requests.as_str(), self.dead.as_str(), self.leader_state.as_str()];
         v.extend(self.retry.iter().map(|(_, n)| n.as_str()));
         v.push(self.dead_lock_state.as_str());
+        v.push(self.bulk.as_str());
+        v.extend(self.bulk_retry.iter().map(|(_, n)| n.as_str()));
         v
     }
 }
@@ -110,7 +206,8 @@ fn s(v: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()))
 }
 
-/// Arguments of `{ns}.requests`.
+/// Arguments of `{ns}.requests`, and the same of `{ns}.bulk` (both lanes
+/// dead-letter to `{ns}.dead` and have one active consumer).
 pub fn requests_args(names: &Names, delivery_limit: u32) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("x-queue-type".into(), s("quorum"));
@@ -138,14 +235,14 @@ pub fn dead_args() -> FieldTable {
     t
 }
 
-/// Arguments of a delay queue: nobody consumes it; messages expire back into
-/// `{ns}.requests`.
-pub fn retry_args(names: &Names, delay: Duration) -> FieldTable {
+/// Arguments of a delay queue of `lane`: nobody consumes it; messages expire
+/// back into that lane's queue (`{ns}.requests` or `{ns}.bulk`).
+pub fn retry_args(names: &Names, lane: Lane, delay: Duration) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("x-queue-type".into(), s("quorum"));
     t.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
     t.insert("x-dead-letter-exchange".into(), s(""));
-    t.insert("x-dead-letter-routing-key".into(), s(&names.requests));
+    t.insert("x-dead-letter-routing-key".into(), s(names.queue(lane)));
     t.insert("x-dead-letter-strategy".into(), s("at-least-once"));
     t.insert("x-overflow".into(), s("reject-publish"));
     t
@@ -169,8 +266,8 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
-/// Declares every queue (idempotent: the same arguments redeclare silently).
-/// Returns the number of messages ready in `{ns}.requests`.
+/// Declares every queue of both lanes (idempotent: the same arguments
+/// redeclare silently). Returns the number of messages ready in `{ns}.requests`.
 pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> Result<u32, lapin::Error> {
     channel
         .queue_declare(names.dead.as_str().into(), durable(), dead_args())
@@ -181,11 +278,20 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> R
     channel
         .queue_declare(names.dead_lock_state.as_str().into(), durable(), leader_state_args())
         .await?;
-    for (delay, name) in &names.retry {
-        channel
-            .queue_declare(name.as_str().into(), durable(), retry_args(names, *delay))
-            .await?;
+    for lane in Lane::ALL {
+        for (delay, name) in names.retries(lane) {
+            channel
+                .queue_declare(name.as_str().into(), durable(), retry_args(names, lane, *delay))
+                .await?;
+        }
     }
+    channel
+        .queue_declare(
+            names.bulk.as_str().into(),
+            durable(),
+            requests_args(names, delivery_limit),
+        )
+        .await?;
     let q = channel
         .queue_declare(
             names.requests.as_str().into(),
@@ -265,11 +371,74 @@ mod tests {
         assert_eq!(n.retry_for(1).0, Duration::from_secs(1));
         assert_eq!(n.retry_for(2).0, Duration::from_secs(5));
         assert_eq!(n.retry_for(99).0, Duration::from_secs(300));
-        assert_eq!(n.all().len(), 11);
+        assert_eq!(n.all().len(), 19);
         assert_eq!(n.dead_lock, "kickq.dead.lock");
         assert_eq!(n.dead_lock_state, "kickq.dead.lock.state");
         assert_eq!(n.leader, "kickq.leader");
         assert_eq!(n.leader_state, "kickq.leader.state");
+    }
+
+    #[test]
+    fn each_lane_has_its_queue_and_its_own_delay_queues() {
+        let n = Names::new("kickq", DEFAULT_RETRY_DELAYS);
+        // (lane, failed attempt, job queue, delay queue, delay)
+        let cases: &[(Lane, u32, &str, &str, u64)] = &[
+            (Lane::Live, 0, "kickq.requests", "kickq.retry.1s", 1),
+            (Lane::Live, 1, "kickq.requests", "kickq.retry.1s", 1),
+            (Lane::Live, 3, "kickq.requests", "kickq.retry.15s", 15),
+            (Lane::Live, 99, "kickq.requests", "kickq.retry.300s", 300),
+            (Lane::Bulk, 0, "kickq.bulk", "kickq.bulk.retry.1s", 1),
+            (Lane::Bulk, 2, "kickq.bulk", "kickq.bulk.retry.5s", 5),
+            (Lane::Bulk, 7, "kickq.bulk", "kickq.bulk.retry.300s", 300),
+            (Lane::Bulk, 99, "kickq.bulk", "kickq.bulk.retry.300s", 300),
+        ];
+        for &(lane, attempt, queue, retry, secs) in cases {
+            assert_eq!(n.queue(lane), queue, "{lane}");
+            let (delay, name) = n.retry_queue(lane, attempt);
+            assert_eq!(
+                (name.as_str(), *delay),
+                (retry, Duration::from_secs(secs)),
+                "{lane} {attempt}"
+            );
+            let back = retry_args(&n, lane, *delay);
+            assert_eq!(
+                back.inner()["x-dead-letter-routing-key"],
+                s(queue),
+                "{retry} returns to its lane"
+            );
+        }
+        assert_eq!(n.retry_for(3), n.retry_queue(Lane::Live, 3));
+        let all = n.all();
+        for name in ["kickq.bulk", "kickq.bulk.retry.1s", "kickq.bulk.retry.300s"] {
+            assert!(all.contains(&name), "{name}");
+        }
+        let mut distinct = all.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), all.len(), "no queue listed twice");
+    }
+
+    #[test]
+    fn lanes_parse_by_table() {
+        let cases: &[(&str, Result<Lane, UnknownLane>)] = &[
+            ("live", Ok(Lane::Live)),
+            ("bulk", Ok(Lane::Bulk)),
+            ("Live", Err(UnknownLane("Live".into()))),
+            (" bulk", Err(UnknownLane(" bulk".into()))),
+            ("requests", Err(UnknownLane("requests".into()))),
+            ("", Err(UnknownLane("".into()))),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(&raw.parse::<Lane>(), want, "{raw:?}");
+        }
+        for lane in Lane::ALL {
+            assert_eq!(lane.to_string().parse::<Lane>(), Ok(lane));
+        }
+        assert_eq!(Lane::default(), Lane::Live);
+        assert_eq!(
+            "x".parse::<Lane>().unwrap_err().to_string(),
+            "\"x\" is not a lane: use live or bulk"
+        );
     }
 
     #[test]
@@ -289,7 +458,7 @@ mod tests {
         }
         assert_eq!(r.inner()["x-dead-letter-routing-key"], s("kickq.dead"));
         assert_eq!(r.inner()["x-single-active-consumer"], AMQPValue::Boolean(true));
-        let d = retry_args(&n, Duration::from_secs(5));
+        let d = retry_args(&n, Lane::Live, Duration::from_secs(5));
         assert_eq!(d.inner()["x-message-ttl"], AMQPValue::LongLongInt(5000));
         assert_eq!(d.inner()["x-dead-letter-routing-key"], s("kickq.requests"));
         assert!(dead_args().inner().contains_key("x-delivery-limit"));

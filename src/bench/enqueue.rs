@@ -150,13 +150,14 @@ async fn measure(
     if !status.success() {
         return Err(BenchError::Child(format!("kickq enqueue --file ended with {status}")));
     }
-    let queued = queue_depth(env, &names.requests).await?;
+    // A file goes to the bulk lane; the baseline publishes to the same queue.
+    let queued = queue_depth(env, &names.bulk).await?;
     let conn = env.connect("enqueue").await?;
     let ch = conn.create_channel().await?;
-    ch.queue_purge(names.requests.as_str().into(), QueuePurgeOptions::default())
+    ch.queue_purge(names.bulk.as_str().into(), QueuePurgeOptions::default())
         .await?;
     let t = Instant::now();
-    publish_generated(&conn, &names.requests, n, 1, move |i| {
+    publish_generated(&conn, &names.bulk, n, 1, move |i| {
         let line = workload::csv_line(i, rooms);
         let (room, user) = line.trim_end().split_once(',').unwrap_or_default();
         workload::Kick {

@@ -1,4 +1,4 @@
-//! Grouping valid lines into messages: per (room, reason, AppId, job id), up to N users each, in the order of
+//! Grouping valid lines into messages: per (room, reason, AppId, job id, deadline), up to N users each, in the order of
 //! each message's first line; deterministic job ids; and the "confirmed through line N" arithmetic of resumes.
 //!
 //! Messages are created in input order, so they are sorted by first line. A
@@ -24,7 +24,15 @@ pub struct Message {
     pub job: KickRequest,
 }
 
-type Key = (String, Option<String>, Option<u32>, Option<String>);
+/// What a message's users share: room, reason, AppId, job id and deadline
+/// (users with different deadlines never share a message).
+type Key = (
+    String,
+    Option<String>,
+    Option<u32>,
+    Option<String>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
 
 /// Bytes of user ids, line numbers and group keys the grouper keeps before it
 /// sends its oldest open message unfilled: about 1.4 M one-user lines of ids
@@ -102,7 +110,7 @@ impl Grouper {
 
     /// Adds the users of the job on `line`. Lines must come in ascending order.
     pub fn push(&mut self, line: u64, job: KickRequest) {
-        let key: Key = (job.room_id, job.reason, job.app_id, job.job_id);
+        let key: Key = (job.room_id, job.reason, job.app_id, job.job_id, job.not_after);
         for user in job.user_ids {
             let seq = match self.open.get(&key) {
                 Some(&seq) => seq,
@@ -125,6 +133,7 @@ impl Grouper {
                                 reason: key.1.clone(),
                                 app_id: key.2,
                                 job_id: key.3.clone(),
+                                not_after: key.4,
                             },
                         },
                         closed: false,
@@ -155,7 +164,13 @@ impl Grouper {
             let Some(front) = self.slots.front_mut() else { break };
             front.closed = true;
             let j = &front.message.job;
-            let key: Key = (j.room_id.clone(), j.reason.clone(), j.app_id, j.job_id.clone());
+            let key: Key = (
+                j.room_id.clone(),
+                j.reason.clone(),
+                j.app_id,
+                j.job_id.clone(),
+                j.not_after,
+            );
             self.open.remove(&key);
             self.release();
         }
@@ -368,6 +383,31 @@ mod tests {
         assert_eq!(m[0].job.user_ids, s(&["u1", "u4"]));
         assert_eq!(m[1].job.job_id.as_deref(), Some("J"));
         assert_eq!(m[2].job.app_id, Some(7));
+    }
+
+    #[test]
+    fn users_with_different_deadlines_never_share_a_message() {
+        let t = |s: &str| crate::job::parse_not_after(s).unwrap();
+        let soon = j("a", &["u2"], None).with_not_after(t("2026-12-01T12:00:00Z"));
+        let later = j("a", &["u3"], None).with_not_after(t("2026-12-02T12:00:00Z"));
+        let mut g = Grouper::new(10);
+        g.push(1, j("a", &["u1"], None));
+        g.push(2, soon.clone());
+        g.push(3, later);
+        g.push(4, soon.with_users(vec!["u4".into()]));
+        let m: Vec<_> = g
+            .finish()
+            .into_iter()
+            .map(|m| (m.job.user_ids, m.job.not_after))
+            .collect();
+        assert_eq!(
+            m,
+            vec![
+                (s(&["u1"]), None),
+                (s(&["u2", "u4"]), Some(t("2026-12-01T12:00:00Z"))),
+                (s(&["u3"]), Some(t("2026-12-02T12:00:00Z"))),
+            ]
+        );
     }
 
     #[test]

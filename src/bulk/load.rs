@@ -13,6 +13,7 @@ use super::parse::{
     csv_job, detect, header_decision, jsonl_job, Columns, Format, HeaderError, HeaderMode, LineError, BOM,
 };
 use crate::job::{KickRequest, Limits, MAX_JOB_ID_BYTES};
+use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
 use std::io::{BufRead, BufReader, Read};
 
@@ -33,16 +34,20 @@ pub struct LoadOptions {
     pub group_size: usize,
     /// The worker's validation limits.
     pub limits: Limits,
+    /// A deadline that replaces every record's own `not_after`
+    /// (`--not-after`, `--ttl`); `None` keeps what each record says.
+    pub not_after: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]
 impl LoadOptions {
-    /// Detected header, `group_size` users a message, the default limits.
+    /// Detected header, `group_size` users a message, the default limits, the records' own deadlines.
     pub fn new(group_size: usize) -> Self {
         Self {
             header: HeaderMode::Detect,
             group_size,
             limits: Limits::default(),
+            not_after: None,
         }
     }
 }
@@ -236,9 +241,12 @@ pub fn scan<R: Read>(
         md5: String::new(),
     };
     let mut take = |out: &mut Scanned, line: u64, job: Result<Option<KickRequest>, LineError>| match job {
-        Ok(Some(job)) => {
+        Ok(Some(mut job)) => {
             out.valid += 1;
             out.users += job.user_ids.len() as u64;
+            if opts.not_after.is_some() {
+                job.not_after = opts.not_after;
+            }
             each(line, job)
         }
         Ok(None) => {
@@ -420,6 +428,39 @@ mod tests {
 
     fn opts(group_size: usize) -> LoadOptions {
         LoadOptions::new(group_size)
+    }
+
+    #[test]
+    fn a_given_deadline_replaces_the_records_own_and_none_keeps_them() {
+        let t = |s: &str| crate::job::parse_not_after(s).unwrap();
+        let input = concat!(
+            r#"{"room_id":"r","user_ids":["a"],"not_after":"2026-01-01T00:00:00Z"}"#,
+            "\n",
+            r#"{"room_id":"r","user_ids":["b"]}"#,
+            "\n",
+        )
+        .as_bytes();
+        // (given deadline, the deadlines of the records as scanned)
+        let cases = [
+            (None, vec![Some(t("2026-01-01T00:00:00Z")), None]),
+            (
+                Some(t("2026-12-01T12:00:00Z")),
+                vec![Some(t("2026-12-01T12:00:00Z")), Some(t("2026-12-01T12:00:00Z"))],
+            ),
+        ];
+        for (given, want) in cases {
+            let opts = LoadOptions {
+                not_after: given,
+                ..opts(100)
+            };
+            let mut got = Vec::new();
+            scan(input, Format::Jsonl, &opts, |_, job| {
+                got.push(job.not_after);
+                true
+            })
+            .unwrap();
+            assert_eq!(got, want, "{given:?}");
+        }
     }
 
     #[test]

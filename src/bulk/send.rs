@@ -3,6 +3,7 @@
 
 use super::group::{as_published, Message};
 use crate::amqp::publish::Pending;
+use crate::amqp::topology::Lane;
 use crate::producer::{Producer, ProducerError};
 use std::collections::VecDeque;
 use tokio::sync::mpsc::Receiver;
@@ -72,15 +73,17 @@ async fn pull(feed: &mut Receiver<Feed>) -> Next {
     }
 }
 
-/// Publishes the messages of `feed` in order (they come in `(first_line,
+/// Publishes the messages of `feed` to `lane` in order (they come in `(first_line,
 /// part)` order), message ids from `prefix` where a message has no job id of
 /// its own, with at most `window` unconfirmed; `last_line` is the input's.
 /// `on_confirmed` sees each message once it is confirmed, in order, with the
 /// line confirmed through. When `stop` fires, sending stops at the next
 /// boundary between lines and what is in flight is awaited, so the confirmed
 /// messages are exactly a prefix covering whole lines.
+#[allow(clippy::too_many_arguments)]
 pub async fn send_in_order(
     producer: &Producer,
+    lane: Lane,
     prefix: &str,
     feed: &mut Receiver<Feed>,
     last_line: u64,
@@ -136,7 +139,11 @@ pub async fn send_in_order(
         let Next::Message(m) = std::mem::replace(&mut next, Next::Broken) else {
             unreachable!("sendable")
         };
-        match producer.send(as_published(prefix, &m)).await.map(|sent| sent.pending) {
+        match producer
+            .send_to(lane, as_published(prefix, &m))
+            .await
+            .map(|sent| sent.pending)
+        {
             Ok(pending) => {
                 last_sent = Some(m.first_line);
                 sent += 1;

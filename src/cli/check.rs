@@ -4,7 +4,7 @@
 
 use super::run::BrokerArgs;
 use crate::amqp::topology::reply_code;
-use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
+use crate::amqp::topology::{self, Lane, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::config::apps::{AppConfig, Apps};
 use crate::config::file::ConfigFile;
 use crate::config::{self, parse_duration, ZegoArgs};
@@ -325,7 +325,11 @@ fn expected_queues(names: &Names, delivery_limit: u32) -> Vec<(String, FieldTabl
         (names.dead_lock_state.clone(), topology::leader_state_args()),
     ];
     for (delay, name) in &names.retry {
-        v.push((name.clone(), topology::retry_args(names, *delay)));
+        v.push((name.clone(), topology::retry_args(names, Lane::Live, *delay)));
+    }
+    v.push((names.bulk.clone(), topology::requests_args(names, delivery_limit)));
+    for (delay, name) in &names.bulk_retry {
+        v.push((name.clone(), topology::retry_args(names, Lane::Bulk, *delay)));
     }
     v
 }

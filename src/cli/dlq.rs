@@ -8,7 +8,7 @@ use super::run::BrokerArgs;
 use super::Interrupted;
 use crate::amqp::connect::connect;
 use crate::amqp::headers::DeadError;
-use crate::amqp::topology::Names;
+use crate::amqp::topology::{Lane, Names};
 use crate::dlq::format::{format_table, to_json, Tally};
 use crate::dlq::letter::{parse_error, Filter};
 use crate::dlq::lock;
@@ -33,8 +33,9 @@ Inspect and act on <namespace>.dead.
 list reads letters without consuming them: they stay in the queue, in order
 (each is re-appended to the tail, then removed from the head, so a broker
 delivery-limit never wears one out).
-replay moves the matching letters back to <namespace>.requests (attempts reset,
-the death recorded in the kickq-dlq-history header); purge removes them.
+replay moves the matching letters back to the bulk lane, <namespace>.bulk
+(--lane live: <namespace>.requests), attempts reset, the death recorded in
+the kickq-dlq-history header; purge removes them.
 Both make one pass over the letters present when they start: a matching
 letter is removed only after its replay is confirmed, and every other letter
 is re-appended to the tail of the queue first, so the rest keep their order
@@ -46,7 +47,8 @@ second list, replay or purge fails with \"another dlq pass is running (since
 ...)\" and changes nothing.
 
 Validation letters (bodies that were not valid jobs) are replayed as they
-are: unless the input was fixed elsewhere they are dead-lettered again.
+are: unless the input was fixed elsewhere they are dead-lettered again. So
+are expired letters: their not_after has passed, and stays passed.
 
 Without --yes, replay and purge first count the matching letters, then ask
 on a terminal (elsewhere they refuse). --json prints the counts as one JSON
@@ -66,7 +68,7 @@ pub struct DlqArgs {
 pub enum DlqCommand {
     /// Show dead letters as a table (or JSON), without consuming them.
     List(ListArgs),
-    /// Move matching letters back to the requests queue (validation letters go back as they are).
+    /// Move matching letters back to the bulk lane, or --lane live (validation letters go back as they are).
     Replay(ReplayArgs),
     /// Remove matching letters.
     Purge(PurgeArgs),
@@ -76,7 +78,7 @@ pub enum DlqCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct FilterArgs {
     /// Only letters dead for this reason: validation, permanent, retries_exhausted, unknown_app,
-    /// delivery_limit.
+    /// delivery_limit, expired.
     #[arg(long, value_name = "ERROR", value_parser = parse_error)]
     pub error: Option<DeadError>,
     /// Only letters with this API code (kickq-code).
@@ -134,6 +136,10 @@ pub struct ReplayArgs {
     /// Most replays per second, 0.01 to 10000 (the worker's pace is the API's; this spares the queue).
     #[arg(long, value_name = "MSGS_PER_SEC", value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// The lane to replay into: bulk (<ns>.bulk, the default: a replay must
+    /// not delay live kicks) or live (<ns>.requests).
+    #[arg(long, value_name = "live|bulk", default_value = "bulk", value_parser = |s: &str| s.parse::<Lane>())]
+    pub lane: Lane,
     /// --dry-run, --yes, --json.
     #[command(flatten)]
     pub confirm: ConfirmArgs,
@@ -170,7 +176,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
         DlqCommand::Replay(a) => {
             let (url, names) = a.broker.resolve()?;
             let action = Action::Replay {
-                to: names.requests.clone(),
+                to: names.queue(a.lane).to_owned(),
                 rate: a.rate,
             };
             let opts = ActOptions {
@@ -480,7 +486,28 @@ mod tests {
         assert_eq!(f.room.as_deref(), Some("r"));
         assert!(f.since.is_some());
         assert_eq!(a.rate, Some(5.0));
+        assert_eq!(a.lane, Lane::Bulk, "replays go to bulk unless told");
         assert!(a.confirm.yes && !a.confirm.dry_run);
+        let lane = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.dlq.command) {
+            Ok(DlqCommand::Replay(a)) => Some(a.lane),
+            _ => None,
+        };
+        assert_eq!(lane(&["t", "replay", "--lane", "live"]), Some(Lane::Live));
+        assert_eq!(lane(&["t", "replay", "--lane", "bulk"]), Some(Lane::Bulk));
+        assert_eq!(lane(&["t", "replay", "--lane", "requests"]), None);
+        assert!(
+            Cli::try_parse_from(["t", "purge", "--lane", "live"]).is_err(),
+            "purge has no lane"
+        );
+        assert_eq!(
+            Cli::try_parse_from(["t", "list", "--error", "expired"])
+                .map(|c| match c.dlq.command {
+                    DlqCommand::List(l) => l.filter.filter().error,
+                    _ => None,
+                })
+                .ok(),
+            Some(Some(DeadError::Expired))
+        );
         let DlqCommand::List(l) = Cli::try_parse_from(["t", "list"]).unwrap().dlq.command else {
             panic!("list")
         };

@@ -1,11 +1,11 @@
-//! `kickq enqueue`: one job from flags, or a whole file of CSV / JSON Lines jobs, validated, grouped and
-//! published with confirms; a checkpoint beside the file for `--resume`; the summary (text or `--json`); Ctrl-C
+//! `kickq enqueue`: one job from flags (to the live lane), or a whole file of CSV / JSON Lines jobs (to the bulk
+//! lane), validated, grouped and published with confirms; `--lane`, and a deadline from `--not-after` / `--ttl`; a checkpoint beside the file for `--resume`; the summary (text or `--json`); Ctrl-C
 //! reports the exact line and exits 130.
 
 use super::progress::Progress;
 use super::run::BrokerArgs;
 use super::Interrupted;
-use crate::amqp::topology::DEFAULT_DELIVERY_LIMIT;
+use crate::amqp::topology::{Lane, DEFAULT_DELIVERY_LIMIT};
 use crate::bulk::checkpoint::{self, Checkpoint, CHECKPOINT_VERSION};
 use crate::bulk::group::{as_published, Grouper, Message};
 use crate::bulk::load::{
@@ -16,6 +16,7 @@ use crate::bulk::send::{send_in_order, Feed, SendError, SendReport, DEFAULT_WIND
 use crate::job::{self, IdCharset, KickRequest, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use crate::producer::{Producer, ProducerConfig};
 use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,9 +42,17 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The long `--help` text of `kickq enqueue`.
 pub const LONG_ABOUT: &str = "\
-Publish kick jobs to <namespace>.requests, persistent and confirmed.
+Publish kick jobs, persistent and confirmed: one job to the live lane
+(<namespace>.requests), a file to the bulk lane (<namespace>.bulk), which the
+worker serves with what live kicks leave of the rate; --lane live|bulk
+overrides either.
 
 One job: --room R --user U [--user U2 ...] [--reason T] [--job-id J].
+
+Deadline: --not-after 2026-12-01T12:00:00Z, or --ttl 10m (now + 10 minutes,
+taken once at start), sets not_after on every message published; a job
+still queued after it is dead-lettered as expired instead of kicked. Without
+either, a JSON Lines job keeps its own not_after.
 
 Many: --file F (- reads stdin) of JSON Lines job messages, or CSV records
 room_id,user_id[,reason]. A first CSV line whose fields are all column names
@@ -65,7 +74,7 @@ that line are skipped, so nothing is lost or sent twice.
 --json prints the report as one JSON object; with --dry-run, the messages
 that would be published, one JSON line each.";
 
-/// `kickq enqueue`: publish kick jobs to `{ns}.requests` (see [`LONG_ABOUT`]).
+/// `kickq enqueue`: publish kick jobs to `{ns}.requests` or `{ns}.bulk` (see [`LONG_ABOUT`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EnqueueArgs {
     /// Broker and namespace.
@@ -92,6 +101,17 @@ pub struct EnqueueArgs {
     /// File of jobs, one per line; - reads stdin.
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// The queue to publish to: live (<ns>.requests) or bulk (<ns>.bulk).
+    /// Default: live for one job, bulk for --file.
+    #[arg(long, value_name = "live|bulk", value_parser = |s: &str| s.parse::<Lane>())]
+    pub lane: Option<Lane>,
+    /// Deadline of every message published (RFC 3339, e.g. 2026-12-01T12:00:00Z):
+    /// still queued after it, a job is dead-lettered as expired.
+    #[arg(long = "not-after", value_name = "TIME", value_parser = parse_not_after_flag)]
+    pub not_after: Option<DateTime<Utc>>,
+    /// Deadline as a time from now (e.g. 90s, 10m, 2h), taken once at start.
+    #[arg(long, value_name = "DURATION", conflicts_with = "not_after", value_parser = crate::config::parse_duration)]
+    pub ttl: Option<Duration>,
     /// Input format (default: detected from the first non-blank line).
     #[arg(long, value_name = "jsonl|csv", value_parser = |s: &str| s.parse::<Format>(), conflicts_with = "room")]
     pub format: Option<Format>,
@@ -162,6 +182,43 @@ impl EnqueueArgs {
     pub fn group_size(&self) -> Result<usize, GroupSizeError> {
         group_size(self.group_size, self.limits().max_users_per_message)
     }
+
+    /// Where this run publishes: `--lane`, else bulk for a file, live for one job.
+    pub fn lane(&self) -> Lane {
+        self.lane.unwrap_or(match self.file {
+            Some(_) => Lane::Bulk,
+            None => Lane::Live,
+        })
+    }
+}
+
+/// `--not-after`: an RFC 3339 time.
+fn parse_not_after_flag(raw: &str) -> Result<DateTime<Utc>, String> {
+    job::parse_not_after(raw).map_err(|_| format!("{raw:?} is not an RFC 3339 time such as {}", job::NOT_AFTER_EXAMPLE))
+}
+
+/// A `--ttl` that reaches past the last time chrono can hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--ttl {0:?} reaches too far ahead")]
+pub struct TtlTooLong(pub Duration);
+
+/// The deadline a run sets on every message: `--not-after` as given, or
+/// `now` + `--ttl` (taken once, so every message of a run shares it), or none
+/// (each job keeps its own). clap keeps the two flags apart.
+pub fn deadline(
+    not_after: Option<DateTime<Utc>>,
+    ttl: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, TtlTooLong> {
+    match (not_after, ttl) {
+        (Some(t), _) => Ok(Some(t)),
+        (None, Some(ttl)) => chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .map(Some)
+            .ok_or(TtlTooLong(ttl)),
+        (None, None) => Ok(None),
+    }
 }
 
 /// A `--group-size` the worker would refuse.
@@ -193,9 +250,10 @@ pub fn group_size(asked: Option<u64>, limit: usize) -> Result<usize, GroupSizeEr
 
 /// Runs `kickq enqueue`.
 pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
+    let not_after = deadline(args.not_after, args.ttl, Utc::now())?;
     match &args.file {
-        Some(path) => bulk(&args, path).await,
-        None => single(&args).await,
+        Some(path) => bulk(&args, path, not_after).await,
+        None => single(&args, not_after).await,
     }
 }
 
@@ -211,10 +269,11 @@ async fn connect(args: &EnqueueArgs) -> anyhow::Result<Producer> {
     Ok(Producer::connect_with(&url, cfg).await?)
 }
 
-async fn single(args: &EnqueueArgs) -> anyhow::Result<()> {
+async fn single(args: &EnqueueArgs, not_after: Option<DateTime<Utc>>) -> anyhow::Result<()> {
     let room = args.room.clone().context("--room or --file is required")?;
     let mut request = KickRequest::new(room, args.users.iter().cloned());
     request.reason = args.reason.clone();
+    request.not_after = not_after;
     request.job_id = Some(args.job_id.clone().unwrap_or_else(job::generate_job_id));
     let request = job::validate(request, &args.limits()).context("invalid job")?;
     let job_id = request.job_id.clone().unwrap_or_default();
@@ -227,8 +286,9 @@ async fn single(args: &EnqueueArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let producer = connect(args).await?;
-    let summary = format!("enqueued job {job_id}: {request}");
-    producer.enqueue(request).await?;
+    let lane = args.lane();
+    let summary = format!("enqueued job {job_id} to {}: {request}", producer.names().queue(lane));
+    producer.enqueue_to(lane, request).await?;
     producer.close().await?;
     match args.json {
         true => println!("{body}"),
@@ -391,7 +451,7 @@ impl Keeper {
     }
 }
 
-async fn bulk(args: &EnqueueArgs, path: &Path) -> anyhow::Result<()> {
+async fn bulk(args: &EnqueueArgs, path: &Path, not_after: Option<DateTime<Utc>>) -> anyhow::Result<()> {
     let started = Instant::now();
     // Checked before reading, so that a bad setting fails fast even on a large file.
     // A group size the worker would refuse is a usage error (exit 2), said in one line.
@@ -425,6 +485,7 @@ async fn bulk(args: &EnqueueArgs, path: &Path) -> anyhow::Result<()> {
         header: args.header_mode(),
         group_size,
         limits: args.limits(),
+        not_after,
     };
     // The checkpoint is read first so that the first pass counts what a resume skips; it is checked after.
     let found = match &cp_path {
@@ -561,6 +622,7 @@ async fn bulk(args: &EnqueueArgs, path: &Path) -> anyhow::Result<()> {
     let mut done = 0usize;
     let report = send_in_order(
         &producer,
+        args.lane(),
         &prefix,
         &mut rx,
         scanned.lines,
@@ -914,6 +976,90 @@ mod tests {
             "100",
         ]);
         assert!(above.group_size().is_err());
+    }
+
+    #[test]
+    fn lane_defaults_to_live_for_one_job_and_bulk_for_a_file() {
+        let lane = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.enqueue.lane());
+        let cases: &[(&[&str], Option<Lane>)] = &[
+            (&["t", "--room", "r", "--user", "u"], Some(Lane::Live)),
+            (&["t", "--room", "r", "--user", "u", "--lane", "bulk"], Some(Lane::Bulk)),
+            (&["t", "--room", "r", "--user", "u", "--lane", "live"], Some(Lane::Live)),
+            (&["t", "--file", "f"], Some(Lane::Bulk)),
+            (&["t", "--file", "f", "--lane", "live"], Some(Lane::Live)),
+            (&["t", "--file", "f", "--lane", "bulk"], Some(Lane::Bulk)),
+            (&["t", "--file", "f", "--lane", "requests"], None),
+            (&["t", "--file", "f", "--lane", "LIVE"], None),
+        ];
+        for (argv, want) in cases {
+            assert_eq!(lane(argv).ok(), *want, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn deadline_flags_by_table() {
+        let t = |s: &str| job::parse_not_after(s).unwrap();
+        let now = t("2026-11-30T10:00:00Z");
+        let parsed = |argv: &[&str]| {
+            Cli::try_parse_from(argv).map(|c| deadline(c.enqueue.not_after, c.enqueue.ttl, now).unwrap())
+        };
+        let cases: &[(&[&str], Option<Option<&str>>)] = &[
+            (&["t", "--file", "f"], Some(None)),
+            (
+                &["t", "--file", "f", "--not-after", "2026-12-01T12:00:00Z"],
+                Some(Some("2026-12-01T12:00:00Z")),
+            ),
+            (
+                &[
+                    "t",
+                    "--room",
+                    "r",
+                    "--user",
+                    "u",
+                    "--not-after",
+                    "2026-12-01T13:00:00+01:00",
+                ],
+                Some(Some("2026-12-01T12:00:00Z")),
+            ),
+            (
+                &["t", "--file", "f", "--ttl", "10m"],
+                Some(Some("2026-11-30T10:10:00Z")),
+            ),
+            (
+                &["t", "--file", "f", "--ttl", "90s"],
+                Some(Some("2026-11-30T10:01:30Z")),
+            ),
+            (&["t", "--file", "f", "--ttl", "2h"], Some(Some("2026-11-30T12:00:00Z"))),
+            (
+                &[
+                    "t",
+                    "--file",
+                    "f",
+                    "--ttl",
+                    "10m",
+                    "--not-after",
+                    "2026-12-01T12:00:00Z",
+                ],
+                None,
+            ),
+            (&["t", "--file", "f", "--not-after", "tomorrow"], None),
+            (&["t", "--file", "f", "--not-after", "2026-12-01"], None),
+            (&["t", "--file", "f", "--ttl", "soon"], None),
+        ];
+        for (argv, want) in cases {
+            let want = want.map(|w| w.map(t));
+            assert_eq!(parsed(argv).ok(), want, "{argv:?}");
+        }
+        let e = Cli::try_parse_from(["t", "--file", "f", "--not-after", "tomorrow"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"tomorrow\" is not an RFC 3339 time such as 2026-12-01T12:00:00Z"),
+            "{e}"
+        );
+        assert_eq!(
+            deadline(None, Some(Duration::from_secs(u64::MAX)), now),
+            Err(TtlTooLong(Duration::from_secs(u64::MAX)))
+        );
     }
 
     #[test]

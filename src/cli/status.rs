@@ -2,7 +2,7 @@
 //! each reachable worker's `/status` (role, apps, halts, backlog, calls/s), as tables or one JSON object.
 
 use super::run::BrokerArgs;
-use crate::amqp::topology::reply_code;
+use crate::amqp::topology::{reply_code, Names};
 use crate::health::WorkerStatus;
 use crate::table::{escape, render as table};
 use lapin::Connection;
@@ -12,7 +12,7 @@ use std::time::Duration;
 pub const LONG_ABOUT: &str = "Show the namespace's queues and workers.
 
 From the broker (passive declares: nothing is created): messages ready and
-consumers of the requests, retry and dead queues, and whether a worker holds
+consumers of the requests (live), bulk, retry and dead queues, and whether a worker holds
 the leadership lock. From each --worker URL (a worker's KICKQ_METRICS_ADDR;
 default: this environment's KICKQ_METRICS_ADDR), its /status: active or
 standby, AppIds, halts, pending users, calls in flight and calls per second
@@ -53,7 +53,7 @@ pub struct StatusArgs {
 pub struct QueueRow {
     /// The queue name.
     pub queue: String,
-    /// `requests`, `retry` or `dead`.
+    /// `requests`, `retry`, `bulk`, `bulk_retry` or `dead`.
     pub kind: &'static str,
     /// Whether it exists (`kickq run` declares it at start).
     pub exists: bool,
@@ -190,10 +190,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     .map_err(|_| anyhow::anyhow!("broker: no answer within {}s", BROKER_CONNECT_TIMEOUT.as_secs()))?
     .map_err(|e| anyhow::anyhow!("broker: {}", crate::amqp::connect::describe(&e)))?;
     let mut queues = Vec::new();
-    let mut wanted = vec![(names.requests.clone(), "requests")];
-    wanted.extend(names.retry.iter().map(|(_, n)| (n.clone(), "retry")));
-    wanted.push((names.dead.clone(), "dead"));
-    for (queue, kind) in wanted {
+    for (queue, kind) in wanted_queues(&names) {
         let found = passive(&conn, &queue).await?;
         queues.push(QueueRow {
             exists: found.is_some(),
@@ -222,6 +219,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         print!("{}", render(&report));
     }
     Ok(())
+}
+
+/// The queues `kickq status` shows, in order, with their kind: the live
+/// lane and its delay queues, the bulk lane and its delay queues, the dead letters.
+fn wanted_queues(names: &Names) -> Vec<(String, &'static str)> {
+    let mut wanted = vec![(names.requests.clone(), "requests")];
+    wanted.extend(names.retry.iter().map(|(_, n)| (n.clone(), "retry")));
+    wanted.push((names.bulk.clone(), "bulk"));
+    wanted.extend(names.bulk_retry.iter().map(|(_, n)| (n.clone(), "bulk_retry")));
+    wanted.push((names.dead.clone(), "dead"));
+    wanted
 }
 
 /// Ready messages and consumers of a queue; `None` when it does not exist.
@@ -374,5 +382,24 @@ http://b:2  unreachable: connection refused  -     -                         -  
         assert_eq!(json["workers"][0]["status"]["role"], "active");
         assert_eq!(json["workers"][1]["error"], "connection refused");
         assert_eq!(json["leader_held"], true);
+    }
+
+    #[test]
+    fn both_lanes_and_their_delay_queues_are_shown() {
+        let names = Names::new("k", &[Duration::from_secs(1), Duration::from_secs(5)]);
+        let got = wanted_queues(&names);
+        let got: Vec<(&str, &str)> = got.iter().map(|(q, k)| (q.as_str(), *k)).collect();
+        assert_eq!(
+            got,
+            [
+                ("k.requests", "requests"),
+                ("k.retry.1s", "retry"),
+                ("k.retry.5s", "retry"),
+                ("k.bulk", "bulk"),
+                ("k.bulk.retry.1s", "bulk_retry"),
+                ("k.bulk.retry.5s", "bulk_retry"),
+                ("k.dead", "dead"),
+            ]
+        );
     }
 }

@@ -100,9 +100,10 @@ pub fn parse_error(raw: &str) -> Result<DeadError, String> {
         "retries_exhausted" => DeadError::RetriesExhausted,
         "unknown_app" => DeadError::UnknownApp,
         "delivery_limit" => DeadError::DeliveryLimit,
+        "expired" => DeadError::Expired,
         other => {
             return Err(format!(
-                "{other:?} is not an error (validation, permanent, retries_exhausted, unknown_app, delivery_limit)"
+                "{other:?} is not an error (validation, permanent, retries_exhausted, unknown_app, delivery_limit, expired)"
             ))
         }
     })
@@ -242,6 +243,10 @@ mod tests {
         for (filter, want) in cases {
             assert_eq!(filter.matches(&l), want, "{filter:?}");
         }
+        let expired = letter(DeadError::Expired, None, "r1", 10);
+        assert!(f(Some(DeadError::Expired), None, None, None).matches(&expired));
+        assert!(!f(Some(DeadError::Expired), None, None, None).matches(&l));
+        assert!(!f(Some(DeadError::Validation), None, None, None).matches(&expired));
         let unknown_time = Letter::read(1, b"x", None);
         assert!(!f(None, None, None, Some(0)).matches(&unknown_time));
         assert!(!f(None, None, Some("x"), None).matches(&unknown_time));
@@ -266,6 +271,7 @@ mod tests {
             DeadError::RetriesExhausted,
             DeadError::UnknownApp,
             DeadError::DeliveryLimit,
+            DeadError::Expired,
         ] {
             assert_eq!(parse_error(e.as_str()), Ok(e));
         }

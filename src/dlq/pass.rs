@@ -149,7 +149,7 @@ async fn get(ch: &Channel, queue: &str) -> Result<Option<lapin::message::BasicGe
 /// What a sweep does with a matching letter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Republish it to this queue (the requests queue), at most `rate` per second.
+    /// Republish it to this queue (a lane's job queue: `{ns}.bulk` or `{ns}.requests`), at most `rate` per second.
     Replay {
         /// Destination queue.
         to: String,

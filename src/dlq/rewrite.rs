@@ -1,4 +1,4 @@
-//! The properties a letter is republished with: replayed to the requests queue (dead-letter state moved into
+//! The properties a letter is republished with: replayed to a job queue (dead-letter state moved into
 //! `kickq-dlq-history`, attempts reset) or re-appended to the dead queue (unchanged but for broker bookkeeping).
 
 use crate::amqp::headers::{self, DLQ_HISTORY};

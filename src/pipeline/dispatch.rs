@@ -391,6 +391,7 @@ mod tests {
                 reason: None,
                 app_id: None,
                 job_id: Some(format!("j{id}")),
+                not_after: None,
             },
             app_id: 1,
             attempts: 0,

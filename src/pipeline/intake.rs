@@ -45,6 +45,7 @@ pub enum IntakeEnd {
 
 /// Decodes a delivery into a [`Job`], or says why it cannot be used (with
 /// whatever job id and attempt count could be read, for the dead letter).
+/// A job whose `not_after` is before `now` is [`Unusable::Expired`].
 pub fn decode(
     body: &[u8],
     props: &BasicProperties,
@@ -76,6 +77,9 @@ pub fn decode(
         Selected::Unknown(id) => return Err((Unusable::UnknownApp(id), request.job_id, attempts)),
         Selected::NoDefault => return Err((Unusable::NoApp, request.job_id, attempts)),
     };
+    if let Some(deadline) = request.not_after.filter(|_| request.expired_at(now)) {
+        return Err((Unusable::Expired(deadline), request.job_id, attempts));
+    }
     Ok(Job {
         id,
         app_id,
@@ -437,6 +441,55 @@ mod tests {
             Utc::now(),
         );
         assert!(ok.is_ok(), "the configured AppId named explicitly is fine");
+    }
+
+    #[test]
+    fn expiry_is_judged_against_the_given_clock_by_table() {
+        let t = |s: &str| job::parse_not_after(s).unwrap();
+        let props = BasicProperties::default().with_message_id("m-5".into());
+        let body =
+            |not_after: &str| format!(r#"{{"room_id":"r","user_ids":["a"],"not_after":"{not_after}"}}"#).into_bytes();
+        let deadline = "2026-12-01T12:00:00Z";
+        // (body, now, expected: None = usable)
+        let cases: Vec<(Vec<u8>, &str, Option<Unusable>)> = vec![
+            (body(deadline), "2026-12-01T11:00:00Z", None),
+            (body(deadline), deadline, None),
+            (
+                body(deadline),
+                "2026-12-01T12:00:00.001Z",
+                Some(Unusable::Expired(t(deadline))),
+            ),
+            (
+                body("2026-12-01T13:00:00+01:00"),
+                "2026-12-02T00:00:00Z",
+                Some(Unusable::Expired(t(deadline))),
+            ),
+            (
+                br#"{"room_id":"r","user_ids":["a"]}"#.to_vec(),
+                "2099-01-01T00:00:00Z",
+                None,
+            ),
+            (
+                body("soon"),
+                "2026-12-01T11:00:00Z",
+                Some(Unusable::Validation(
+                    "not a job message: not_after must be an RFC 3339 time such as 2026-12-01T12:00:00Z, \
+                     got \"soon\" at line 1 column 51"
+                        .into(),
+                )),
+            ),
+        ];
+        for (body, now, want) in cases {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            match (decode(&body, &props, false, &cfg(), 1, t(now)), want) {
+                (Ok(job), None) => assert_eq!(job.received_at, t(now), "{text}"),
+                (Err((got, job_id, _)), Some(want)) => {
+                    assert_eq!(got, want, "{text} at {now}");
+                    assert_eq!(job_id.as_deref(), Some("m-5"), "{text}: the dead letter keeps the id");
+                }
+                (got, want) => panic!("{text} at {now}: got {:?}, want {want:?}", got.map(|j| j.request)),
+            }
+        }
     }
 
     #[test]

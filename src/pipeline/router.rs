@@ -338,6 +338,13 @@ impl Router {
                 DeadError::UnknownApp,
                 "the job names no app_id and this worker has no default app (mark one default = true)".to_owned(),
             ),
+            Unusable::Expired(deadline) => (
+                DeadError::Expired,
+                format!(
+                    "not_after {} had passed when the job was taken in; no call was made",
+                    headers::rfc3339(deadline)
+                ),
+            ),
         };
         let dl = DeadLetter {
             error,

@@ -81,6 +81,8 @@ pub enum Unusable {
     UnknownApp(u32),
     /// Names no AppId, and no app is the default.
     NoApp,
+    /// Its `not_after` (this instant) had passed when intake took it.
+    Expired(DateTime<Utc>),
 }
 
 /// Intake -> router.

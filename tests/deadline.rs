@@ -1,0 +1,71 @@
+//! Job deadlines end to end (`kickq run` in process, the real RabbitMQ, mock-zego): a job past its `not_after`
+//! when the worker takes it is dead-lettered `expired` with its original bytes and costs no call; a job still in
+//! time, and one with an unparseable `not_after` (`validation`), are judged as they should be.
+
+mod common;
+
+use common::*;
+use kickq::testkit::headers::DeadError;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_not_after_is_dead_lettered_expired_without_a_call() {
+    let ns = Ns::new("expired");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    // Byte-exact bodies as another producer might write them (spacing, an
+    // offset, a fraction): the dead letter must keep them as they are.
+    let past = br#"{"room_id":"late-1", "user_ids":["a","b"], "not_after":"2020-01-01T12:00:00.5+02:00", "job_id":"late-job"}"#;
+    let bad = br#"{"room_id":"late-2","user_ids":["c"],"not_after":"next tuesday"}"#;
+    let future = serde_json::to_vec(&serde_json::json!({
+        "room_id": "in-time",
+        "user_ids": ["survivor"],
+        "not_after": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+    }))
+    .unwrap();
+    broker.publish_raw(&ns.names.requests, past).await;
+    broker.publish_raw(&ns.names.requests, bad).await;
+    broker.publish_raw(&ns.names.requests, &future).await;
+    let worker = spawn_worker(worker_config(&ns, &mock.base_url(), 1000)).await;
+    wait_for(Duration::from_secs(20), "the job in time kicked", || async {
+        !mock.kicked().is_empty()
+    })
+    .await;
+    wait_for(Duration::from_secs(20), "both unusable jobs dead-lettered", || async {
+        broker.depth(&ns.names.dead).await == 2 && broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
+    worker.stop().await;
+    let dead = broker.drain(&ns.names.dead).await;
+    assert_eq!(dead.len(), 2);
+    let (body, props) = &dead[0];
+    assert_eq!(body.as_slice(), past.as_slice(), "the original bytes");
+    let info = dead_info(props);
+    assert_eq!(info.error, DeadError::Expired);
+    assert_eq!(info.job_id.as_deref(), Some("late-job"));
+    assert!(
+        info.detail.contains("not_after 2020-01-01T10:00:00.500Z had passed"),
+        "{}",
+        info.detail
+    );
+    assert_eq!(
+        kickq::testkit::headers::get_str(props.headers().as_ref(), "kickq-error").as_deref(),
+        Some("expired")
+    );
+    let (body, props) = &dead[1];
+    assert_eq!(body.as_slice(), bad.as_slice());
+    let info = dead_info(props);
+    assert_eq!(info.error, DeadError::Validation);
+    assert!(
+        info.detail.contains("not_after must be an RFC 3339 time") && info.detail.contains("next tuesday"),
+        "{}",
+        info.detail
+    );
+    let calls = mock.calls();
+    assert!(
+        calls.iter().all(|c| c.user_ids == ["survivor"]),
+        "no call for an expired or invalid job: {calls:?}"
+    );
+    assert_eq!(calls.len(), 1);
+}
