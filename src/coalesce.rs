@@ -346,6 +346,48 @@ impl<W: Clone> Coalescer<W> {
         Some(Chunk { key, users })
     }
 
+    /// Takes out of the group's next call (its first `chunk_size` users)
+    /// every user whose waiters all say they are `expired`, and returns them
+    /// as one chunk; `None` when there are none. Users behind them move up
+    /// and are judged in turn, so the next [`Coalescer::take`] cuts a call of
+    /// live users only. Costs the call's size plus the users removed.
+    pub fn remove_expired(&mut self, app_id: u32, id: GroupId, expired: impl Fn(&W) -> bool) -> Option<Chunk<W>> {
+        let app = self.apps.get_mut(&app_id)?;
+        let group = app.groups.get(&id)?;
+        let dead = |g: &Group<W>, u: &Arc<str>| g.waiters.get(u).is_some_and(|ws| ws.iter().all(&expired));
+        let window = app.chunk_size.min(group.order.len());
+        if !group.order.iter().take(window).any(|(u, _)| dead(group, u)) {
+            return None;
+        }
+        app.unindex(id);
+        let chunk_size = app.chunk_size;
+        let group = app.groups.get_mut(&id).expect("presence checked above");
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < chunk_size.min(group.order.len()) {
+            if dead(group, &group.order[i].0) {
+                let (user_id, _) = group.order.remove(i).expect("index in range");
+                let waiters = group
+                    .waiters
+                    .remove(&user_id)
+                    .expect("order and waiters hold the same users");
+                out.push(ChunkUser { user_id, waiters });
+            } else {
+                i += 1;
+            }
+        }
+        let key = group.key.clone();
+        if group.order.is_empty() {
+            app.groups.remove(&id);
+            app.ids.remove(&key);
+        } else {
+            app.index(id);
+        }
+        app.users -= out.len();
+        self.users -= out.len();
+        Some(Chunk { key, users: out })
+    }
+
     /// Sets the AppId's users per call (after a 50011) and re-indexes.
     pub fn set_chunk_size(&mut self, app_id: u32, chunk_size: usize) {
         let app = self.apps.entry(app_id).or_insert_with(|| AppGroups::new(chunk_size));
@@ -662,6 +704,36 @@ mod tests {
         assert!(
             calls as f64 <= minimum as f64 * 1.05,
             "{calls} calls, minimum {minimum}"
+        );
+    }
+    /// Expired users leave the next call; those behind them move up and are
+    /// judged too; a user with one waiter still in time stays.
+    #[test]
+    fn expired_users_leave_the_next_call() {
+        let t0 = Instant::now();
+        let mut c: Coalescer<u32> = Coalescer::new(policy());
+        // Waiter 9 is expired, every other is not.
+        c.add(key("r"), users(&["a", "b", "c"]), 9, t0);
+        c.add(key("r"), users(&["d", "e", "f", "g"]), 1, t0);
+        c.add(key("r"), users(&["a"]), 2, t0); // a has a waiter in time
+        c.add(key("r"), users(&["h"]), 9, t0);
+        let (id, _) = c.next_with_reason(1, t0, Input::default()).unwrap();
+        let gone = c.remove_expired(1, id, |w| *w == 9).unwrap();
+        let names: Vec<&str> = gone.users.iter().map(|u| &*u.user_id).collect();
+        assert_eq!(names, ["b", "c"], "a stays for waiter 2; h is not in the next call");
+        assert_eq!(c.pending_users(), 6);
+        let call = c.take(1, id).unwrap();
+        let names: Vec<&str> = call.users.iter().map(|u| &*u.user_id).collect();
+        assert_eq!(names, ["a", "d", "e", "f", "g"]);
+        // h is now at the front: judged on the next call.
+        assert!(c.remove_expired(1, id, |w| *w == 9).is_some());
+        assert_eq!(c.pending_users(), 0);
+        assert!(c.take(1, id).is_none(), "the emptied group is gone");
+        c.add(key("s"), users(&["x"]), 1, t0);
+        let (id, _) = c.next_with_reason(1, t0, Input::default()).unwrap();
+        assert!(
+            c.remove_expired(1, id, |w| *w == 9).is_none(),
+            "nothing expired: nothing removed"
         );
     }
 }

@@ -420,7 +420,10 @@ mod tests {
 
     #[test]
     fn every_counter_and_the_build_info_render_from_the_start() {
-        let rendered = install().render();
+        let handle = install();
+        // The worker registers each configured app at start.
+        register_app(1234567890, 50);
+        let rendered = handle.render();
         let series: Vec<&str> = rendered.lines().filter(|l| !l.starts_with('#')).collect();
         for name in [
             MESSAGES_CONSUMED,
@@ -440,6 +443,8 @@ mod tests {
             CALLS_IN_FLIGHT,
             HALTED_APPS,
             ACTIVE,
+            APP_RATE_LIMIT,
+            APP_HALTED,
         ] {
             assert!(
                 series
@@ -450,6 +455,8 @@ mod tests {
         }
         for (name, label) in [
             (USERS, "outcome=\"skipped\""),
+            (USERS, "app=\"1234567890\""),
+            (APP_RATE_LIMIT, "app=\"1234567890\""),
             (API_CALLS, "code=\"transport\""),
             (API_CALLS, "code=\"100000004\""),
             (TAKEOVERS, "reason=\"crashed\""),

@@ -38,6 +38,17 @@ use tokio_util::sync::CancellationToken;
 /// window of 20,000 one-user messages gives calls within 1% of the minimum,
 /// where 10,000 gives 10% more calls. Memory is about prefetch x message size.
 pub const DEFAULT_PREFETCH: u16 = 20_000;
+/// Default unacked bulk messages. Bulk messages come grouped by room
+/// (`kickq enqueue --file` puts up to 100 users of one room in each), so a
+/// small window still fills calls; a small window also keeps every bulk
+/// delivery far from the broker's 30-minute consumer timeout (see
+/// [`BULK_WINDOW_WORK`]).
+pub const DEFAULT_BULK_PREFETCH: u16 = 1_000;
+/// Most work the bulk window may hold, in time at the slowest app's rate with
+/// five users a call and every message at the largest allowed size: a third
+/// of the broker's 30-minute consumer timeout, so no bulk delivery nears it
+/// even while live traffic takes most tokens.
+pub const BULK_WINDOW_WORK: Duration = Duration::from_secs(600);
 /// Reconnect backoff: first delay, and the cap. Jittered (full jitter on top
 /// of the exponential step), so a fleet that lost the same broker does not
 /// come back in lock-step.
@@ -64,8 +75,11 @@ pub struct WorkerConfig {
     pub apps: Apps,
     /// Queue names.
     pub names: Names,
-    /// Unacked messages the broker may push.
+    /// Unacked live messages the broker may push.
     pub prefetch: u16,
+    /// Unacked bulk messages the broker may push (bounded further by
+    /// [`WorkerConfig::effective_bulk_prefetch`]).
+    pub bulk_prefetch: u16,
     /// Deliveries before the broker dead-letters a message as poison.
     pub delivery_limit: u32,
     /// Validation limits.
@@ -104,6 +118,7 @@ impl WorkerConfig {
             apps: Apps::single(AppConfig::new(credentials)),
             names,
             prefetch: DEFAULT_PREFETCH,
+            bulk_prefetch: DEFAULT_BULK_PREFETCH,
             delivery_limit: crate::amqp::topology::DEFAULT_DELIVERY_LIMIT,
             limits: Limits::default(),
             driver: DriverConfig::default(),
@@ -116,6 +131,21 @@ impl WorkerConfig {
             database_url: None,
             metrics_addr: None,
         }
+    }
+
+    /// The bulk prefetch in use: `bulk_prefetch`, lowered so that a full
+    /// window of messages at the largest allowed size is at most
+    /// [`BULK_WINDOW_WORK`] of calls at the slowest app's rate.
+    pub fn effective_bulk_prefetch(&self) -> u16 {
+        let rate = self
+            .apps
+            .iter()
+            .map(|a| a.rate)
+            .min()
+            .unwrap_or(crate::config::DEFAULT_RATE);
+        let users = BULK_WINDOW_WORK.as_secs() as usize * rate as usize * crate::ratelimit::MAX_USERS_PER_CALL;
+        let messages = (users / self.limits.max_users_per_message.max(1)).clamp(1, u16::MAX as usize);
+        self.bulk_prefetch.min(messages as u16).max(1)
     }
 
     /// Every app's calls go to this base URL (a regional host, or a mock-zego).

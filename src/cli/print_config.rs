@@ -23,6 +23,7 @@ pub(crate) fn render(cfg: &WorkerConfig) -> String {
         toml::Value::Array(cfg.names.retry.iter().map(|(delay, _)| d(*delay)).collect()),
     );
     put("prefetch", n(cfg.prefetch.into()));
+    put("bulk_prefetch", n(cfg.bulk_prefetch.into()));
     put("max_users_per_message", n(cfg.limits.max_users_per_message as u64));
     put("id_charset", s(&cfg.limits.id_charset.to_string()));
     put("delivery_limit", n(cfg.delivery_limit.into()));

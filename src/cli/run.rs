@@ -15,7 +15,7 @@ use crate::pipeline::coalescer::{
 use crate::pipeline::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::ratelimit::DEFAULT_PROBE_INTERVAL;
 use crate::secret::Secret;
-use crate::worker::{WorkerConfig, DEFAULT_PREFETCH};
+use crate::worker::{WorkerConfig, DEFAULT_BULK_PREFETCH, DEFAULT_PREFETCH};
 use crate::zego::client::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_TIMEOUT};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +111,11 @@ pub struct RunArgs {
     /// Unacked messages the broker may push to this worker (1 to 65535).
     #[arg(long, env = "KICKQ_PREFETCH", default_value_t = DEFAULT_PREFETCH)]
     prefetch: u16,
+    /// Unacked bulk-lane messages the broker may push (1 to 65535); lowered
+    /// at start so that a full window is at most 10 minutes of calls at the
+    /// slowest app's rate.
+    #[arg(long = "bulk-prefetch", env = "KICKQ_BULK_PREFETCH", default_value_t = DEFAULT_BULK_PREFETCH)]
+    bulk_prefetch: u16,
     /// Most user ids one message may carry.
     #[arg(long = "max-users-per-message", env = "KICKQ_MAX_USERS_PER_MESSAGE", default_value_t = DEFAULT_MAX_USERS_PER_MESSAGE)]
     max_users_per_message: usize,
@@ -208,6 +213,7 @@ impl RunArgs {
             }
         }
         positive("KICKQ_PREFETCH", self.prefetch >= 1)?;
+        positive("KICKQ_BULK_PREFETCH", self.bulk_prefetch >= 1)?;
         positive("KICKQ_MAX_USERS_PER_MESSAGE", self.max_users_per_message >= 1)?;
         positive("KICKQ_DELIVERY_LIMIT", self.delivery_limit >= 1)?;
         positive("KICKQ_MAX_ATTEMPTS", self.max_attempts >= 1)?;
@@ -238,6 +244,7 @@ impl RunArgs {
         Ok(WorkerConfig {
             connection_name,
             prefetch: self.prefetch,
+            bulk_prefetch: self.bulk_prefetch,
             delivery_limit: self.delivery_limit,
             limits: Limits {
                 max_users_per_message: self.max_users_per_message,

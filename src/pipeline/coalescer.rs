@@ -237,6 +237,21 @@ pub async fn run(cx: Context) {
                         continue 'apps;
                     }
                 };
+                // A user whose every job is past its not_after is
+                // dead-lettered `expired` instead of spending a token; the
+                // group is then judged again.
+                let wall = chrono::Utc::now();
+                if let Some(gone) = lanes[lane].core.remove_expired(app, id, |j| j.request.expired_at(wall)) {
+                    let d = Dispatch {
+                        chunk: gone,
+                        mode: Mode::Expired,
+                        slot: None,
+                    };
+                    if output.send(d).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 // The app's own slots only: one app's slow calls never
                 // take another's.
                 let slot = match held.remove(&app).or_else(|| slots.try_take(app)) {

@@ -97,6 +97,7 @@ pub async fn run<A: KickApi>(
                 match d.mode {
                     Mode::Call(granted) => execute(&*api, &gate, d.chunk, Some(granted), halt_log_interval).await,
                     Mode::Defer => deferred(d.chunk),
+                    Mode::Expired => expired(d.chunk),
                 }
             };
             let outcome = tokio::select! {
@@ -134,6 +135,26 @@ fn deferred(chunk: Chunk<Arc<Job>>) -> ChunkOutcome {
     }
 }
 
+fn expired(chunk: Chunk<Arc<Job>>) -> ChunkOutcome {
+    ChunkOutcome {
+        users: chunk
+            .users
+            .into_iter()
+            .map(|u| UserResult {
+                expired: true,
+                ..user_result(
+                    u,
+                    Disposition::DeadLetter,
+                    None,
+                    None,
+                    "not_after had passed when its call's turn came; no call was made",
+                )
+            })
+            .collect(),
+        calls: Vec::new(),
+    }
+}
+
 fn user_result(
     u: ChunkUser<Arc<Job>>,
     disposition: Disposition,
@@ -148,6 +169,7 @@ fn user_result(
         code,
         request_id: request_id.map(str::to_owned),
         detail: detail.to_owned(),
+        expired: false,
     }
 }
 
@@ -385,6 +407,7 @@ mod tests {
     fn job(id: u64, users: &[&str]) -> Arc<Job> {
         Arc::new(Job {
             id,
+            lane: crate::amqp::topology::Lane::Live,
             request: KickRequest {
                 room_id: "r".into(),
                 user_ids: users.iter().map(|u| u.to_string()).collect(),

@@ -3,6 +3,7 @@
 
 use crate::amqp::delivery::Delivery;
 use crate::amqp::headers;
+use crate::amqp::topology::Lane;
 use crate::config::apps::{Apps, Selected};
 use crate::health::Health;
 use crate::job::{self, Limits};
@@ -26,6 +27,8 @@ pub struct IntakeConfig {
     pub apps: Arc<Apps>,
     /// Validation limits.
     pub limits: Limits,
+    /// The lane this intake consumes; its jobs' retries return to it.
+    pub lane: Lane,
 }
 
 /// Why intake stopped.
@@ -83,6 +86,7 @@ pub fn decode(
     Ok(Job {
         id,
         app_id,
+        lane: cfg.lane,
         attempts,
         first_attempt_at: spent.first_attempt_at,
         rate_limited: spent.rate_limited,
@@ -107,7 +111,7 @@ const LOOKUP_BATCH: usize = 256;
 pub struct Context {
     /// The consuming channel: every delivery handle acks on it.
     pub channel: Channel,
-    /// The consumer on `{ns}.requests`.
+    /// The consumer on the lane's queue (`{ns}.requests` or `{ns}.bulk`).
     pub consumer: Consumer,
     /// How to judge a message.
     pub cfg: IntakeConfig,
@@ -123,6 +127,18 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Fires at shutdown: stop consuming, hand on what was taken.
     pub stop: CancellationToken,
+}
+
+/// Runs every lane's intake at once: ends with `Stopped` once all have
+/// stopped, or with the first other end (the session then cuts the rest).
+pub async fn run_lanes(lanes: Vec<Context>) -> IntakeEnd {
+    let mut running: futures_util::stream::FuturesUnordered<_> = lanes.into_iter().map(run).collect();
+    while let Some(end) = running.next().await {
+        if !matches!(end, IntakeEnd::Stopped) {
+            return end;
+        }
+    }
+    IntakeEnd::Stopped
 }
 
 /// Runs intake until the consumer ends, the broker fails, or `stop` fires.
@@ -317,6 +333,7 @@ mod tests {
         IntakeConfig {
             apps: Arc::new(apps(&[42], Some(42))),
             limits: Limits::default(),
+            lane: Lane::Live,
         }
     }
 
@@ -367,6 +384,7 @@ mod tests {
             let cfg = IntakeConfig {
                 apps: Arc::new(apps(ids, *default)),
                 limits: Limits::default(),
+                lane: Lane::Bulk,
             };
             let got = decode(body, &props, false, &cfg, 1, Utc::now())
                 .map(|j| j.app_id)

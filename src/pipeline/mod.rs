@@ -37,7 +37,7 @@ pub mod stage;
 
 use crate::amqp::connect::{connect, describe, explain};
 use crate::amqp::publish::Publisher;
-use crate::amqp::topology;
+use crate::amqp::topology::{self, Lane};
 use crate::health::Health;
 use crate::ledger::Ledger;
 use crate::ratelimit::Gate;
@@ -142,54 +142,74 @@ async fn active_session<A: KickApi>(
         lock::Leadership::Lost(why) => return lost(why),
     };
 
-    let setup = async {
+    // One channel per lane, each with its own prefetch: a full bulk window
+    // never stands in the way of a live delivery. Both are on the connection
+    // that holds the lock, so the two lanes are always served by the same
+    // process, with the one budget.
+    let bulk_prefetch = cfg.effective_bulk_prefetch();
+    let consume = |lane: Lane, prefetch: u16| async move {
         let channel = conn.create_channel().await?;
         // Quorum queues refuse global QoS: the prefetch is per consumer.
-        channel
-            .basic_qos(cfg.prefetch, BasicQosOptions { global: false })
-            .await?;
+        channel.basic_qos(prefetch, BasicQosOptions { global: false }).await?;
         let consumer = channel
             .basic_consume(
-                cfg.names.requests.as_str().into(),
-                format!("{}-{n}", cfg.connection_name).into(),
+                cfg.names.queue(lane).into(),
+                format!("{}-{lane}-{n}", cfg.connection_name).into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
-        let watch_channel = conn.create_channel().await?;
-        Ok::<_, lapin::Error>((channel, consumer, watch_channel))
+        Ok::<_, lapin::Error>((channel, consumer))
     };
-    let (channel, consumer, watch_channel) = match setup.await {
+    let setup = async {
+        let live = consume(Lane::Live, cfg.prefetch).await?;
+        let bulk = consume(Lane::Bulk, bulk_prefetch).await?;
+        let watch_channel = conn.create_channel().await?;
+        Ok::<_, lapin::Error>((live, bulk, watch_channel))
+    };
+    let ((channel, consumer), (bulk_channel, bulk_consumer), watch_channel) = match setup.await {
         Ok(v) => v,
         Err(e) => return lost(format!("setup: {}", describe(&e))),
     };
     health.reset_in_flight();
-    tracing::info!(session = n, queue = %cfg.names.requests, "consuming");
+    tracing::info!(
+        session = n,
+        live = %cfg.names.requests,
+        live_prefetch = cfg.prefetch,
+        bulk = %cfg.names.bulk,
+        bulk_prefetch,
+        "consuming both lanes, live first"
+    );
 
     let (to_coalescer, coalescer_rx) = mpsc::channel(STAGE_CHANNEL);
+    let (bulk_to_coalescer, bulk_rx) = mpsc::channel(STAGE_CHANNEL);
     let (to_dispatcher, dispatcher_rx) = mpsc::channel(STAGE_CHANNEL);
     let (to_router, router_rx) = mpsc::channel(STAGE_CHANNEL);
     let stop_intake = shared.shutdown.child_token();
     let abort = CancellationToken::new();
     let slots = slots::Slots::new(cfg.max_in_flight);
-    let intake_cfg = IntakeConfig {
-        apps: Arc::new(cfg.apps.clone()),
+    let apps = Arc::new(cfg.apps.clone());
+    let intake_cfg = |lane| IntakeConfig {
+        apps: apps.clone(),
         limits: cfg.limits,
+        lane,
     };
     let (ledger_writes, ledger_state) = watch::channel(LedgerWrites::Flowing);
-    let mut intake = tokio::spawn(intake::run(intake::Context {
+    let lane_intake = |lane, channel: &lapin::Channel, consumer, to_coalescer| intake::Context {
         channel: channel.clone(),
         consumer,
-        cfg: intake_cfg,
+        cfg: intake_cfg(lane),
         ledger: shared.ledger.clone(),
         to_coalescer,
         to_router: to_router.clone(),
         ids: shared.ids.clone(),
         health: health.clone(),
         stop: stop_intake.clone(),
-    }));
-    // Until the bulk lane is consumed, its input is closed from the start.
-    let (_, bulk_rx) = mpsc::channel(1);
+    };
+    let mut intake = tokio::spawn(intake::run_lanes(vec![
+        lane_intake(Lane::Live, &channel, consumer, to_coalescer),
+        lane_intake(Lane::Bulk, &bulk_channel, bulk_consumer, bulk_to_coalescer),
+    ]));
     tokio::spawn(coalescer::run(coalescer::Context {
         live: coalescer_rx,
         bulk: bulk_rx,
@@ -334,5 +354,6 @@ async fn active_session<A: KickApi>(
     // (the caller does, after this) lets the broker take every ack first.
     let _ = tokio::time::timeout(CLOSE_STEP, publisher.channel().close(200, "bye".into())).await;
     drop(channel);
+    drop(bulk_channel);
     (session_end, tally)
 }

@@ -93,7 +93,8 @@ enum Tag {
 
 /// Where users deferred by a halt go, and how long they stay there.
 struct DeferQueue {
-    name: String,
+    /// Index of the delay queue in either lane's list (both have the same delays).
+    index: usize,
     delay: Duration,
 }
 
@@ -129,7 +130,7 @@ fn message_for(
             // A rate answer goes to the shortest delay: the gate's slow-down
             // already paces the AppId, and a longer wait only idles budget.
             let step = if attempts == job.attempts { 1 } else { attempts };
-            let (_, queue) = names.retry_for(step);
+            let (_, queue) = names.retry_queue(job.lane, step);
             let h = headers::retry(&state(attempts, rate_limited, job.halted_for), job_id, &job.carried);
             (queue.clone(), persistent_json(Some(job_id), h))
         }
@@ -141,7 +142,8 @@ fn message_for(
             st.first_attempt_at = job.first_attempt_at;
             st.halted = true;
             let h = headers::retry(&st, job_id, &job.carried);
-            (defer.name.clone(), persistent_json(Some(job_id), h))
+            let (_, name) = &names.retries(job.lane)[defer.index];
+            (name.clone(), persistent_json(Some(job_id), h))
         }
         Tag::Dead(error, code) => {
             let detail = match code {
@@ -206,15 +208,16 @@ pub async fn run(cx: Context) -> (RouterEnd, Tally) {
         cfg,
         abort,
     } = cx;
-    let (delay, name) = cfg
-        .names
-        .retry
+    // Both lanes have the same delays: the index names the queue in either.
+    let retry = &cfg.names.retry;
+    let index = retry
         .iter()
-        .find(|(d, _)| *d >= cfg.defer_delay)
-        .or(cfg.names.retry.last())
-        .expect("there is always at least one delay queue")
-        .clone();
-    let defer = DeferQueue { name, delay };
+        .position(|(d, _)| *d >= cfg.defer_delay)
+        .unwrap_or(retry.len() - 1);
+    let defer = DeferQueue {
+        index,
+        delay: retry[index].0,
+    };
     let mut r = Router {
         cfg,
         publisher,
@@ -377,7 +380,10 @@ impl Router {
                 if !self.books.get(&job.id).is_some_and(|b| b.is_pending(&u.user_id)) {
                     continue;
                 }
-                let action = plan(u.disposition, &job.spent(), now, &self.cfg.budget);
+                let action = match u.expired {
+                    true => Action::DeadLetter(DeadError::Expired),
+                    false => plan(u.disposition, &job.spent(), now, &self.cfg.budget),
+                };
                 entries.push(Entry {
                     job,
                     user: u.user_id.clone(),
@@ -589,10 +595,15 @@ fn outcome_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amqp::topology::Lane;
     use crate::job::KickRequest;
     use lapin::types::{AMQPValue, FieldTable};
 
     fn job(attempts: u32, halted_before: bool, history: bool) -> Arc<Job> {
+        lane_job(attempts, halted_before, history, Lane::Live)
+    }
+
+    fn lane_job(attempts: u32, halted_before: bool, history: bool, lane: Lane) -> Arc<Job> {
         let mut carried = FieldTable::default();
         if history {
             carried.insert(
@@ -604,6 +615,7 @@ mod tests {
             id: 1,
             request: KickRequest::new("r", ["a"]).with_job_id("j"),
             app_id: 1,
+            lane,
             attempts,
             first_attempt_at: Some(Utc::now() - chrono::Duration::minutes(3)),
             rate_limited: 2,
@@ -633,7 +645,7 @@ mod tests {
             &[Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15)],
         );
         let defer = DeferQueue {
-            name: "kq.retry.5s".into(),
+            index: 1,
             delay: Duration::from_secs(5),
         };
         let now = Utc::now();
@@ -647,6 +659,7 @@ mod tests {
             rate_limited: 3,
             kind: "rate_limited",
         };
+        #[derive(Clone)]
         struct Case {
             tag: Tag,
             action: Action,
@@ -701,10 +714,23 @@ mod tests {
                 min_halted_ms: 0,
             },
         ];
-        for c in cases {
-            let e = entry(job(2, true, true), c.action);
+        // A bulk job's retries and deferrals return to the bulk lane.
+        let cases = cases.into_iter().flat_map(|c| {
+            let bulk = Case {
+                queue: match c.queue {
+                    "kq.retry.15s" => "kq.bulk.retry.15s",
+                    "kq.retry.5s" => "kq.bulk.retry.5s",
+                    "kq.retry.1s" => "kq.bulk.retry.1s",
+                    other => other,
+                },
+                ..c.clone()
+            };
+            [(Lane::Live, c), (Lane::Bulk, bulk)]
+        });
+        for (lane, c) in cases {
+            let e = entry(lane_job(2, true, true, lane), c.action);
             let (queue, props) = message_for(c.tag, &[&e], now, &names, &defer);
-            assert_eq!(queue, c.queue, "{:?}", c.tag);
+            assert_eq!(queue, c.queue, "{lane} {:?}", c.tag);
             assert!(props.expiration().is_none(), "{:?}: no per-message expiration", c.tag);
             let h = props.headers().as_ref();
             assert_eq!(

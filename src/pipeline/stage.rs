@@ -4,6 +4,7 @@
 //! sends or receives, never the stage that receives them.
 
 use crate::amqp::delivery::Delivery;
+use crate::amqp::topology::Lane;
 use crate::coalesce::Chunk;
 use crate::job::KickRequest;
 use crate::ledger::CallRow;
@@ -20,8 +21,10 @@ pub struct Job {
     pub id: u64,
     /// The validated message, with `job_id` filled in.
     pub request: KickRequest,
-    /// The AppId it is for (the message's, or the configured one).
+    /// The AppId it is for (the message's, or the default app).
     pub app_id: u32,
+    /// The lane it came from; its retries and deferrals return to it.
+    pub lane: Lane,
     /// API attempts already made for these users before this delivery
     /// (the `kickq-attempts` header of a retry; 0 for a fresh job).
     pub attempts: u32,
@@ -123,6 +126,9 @@ pub enum Mode {
     /// Do not call: the AppId is halted and these users have been held too
     /// long; hand them back to the broker unchanged.
     Defer,
+    /// Do not call: every job waiting on these users is past its
+    /// `not_after`; dead-letter them `expired`.
+    Expired,
 }
 
 /// Coalescer -> dispatcher.
@@ -153,6 +159,9 @@ pub struct UserResult {
     pub request_id: Option<String>,
     /// Human-readable detail: the API message or the transport failure.
     pub detail: String,
+    /// Past every waiting job's `not_after` before its call: dead-lettered
+    /// `expired`, no call made (`disposition` is then not used).
+    pub expired: bool,
 }
 
 /// Dispatcher -> router: the users of one chunk and the calls made for them.
