@@ -22,15 +22,16 @@
 //! main.rs        the binary: calls cli::main, nothing else
 //! lib.rs         the public API and this map
 //! job.rs         KickRequest and its validation (worker, enqueue, producer API)
-//! config/        shared settings, validated into types
+//! config/        shared settings validated into types: mod.rs, file.rs (the config file), apps.rs (the apps served)
 //! secret.rs      the credential wrapper whose Debug prints [redacted]
-//! zego/          sign, client, codes: the vendor API, usable on its own
+//! zego/          sign, client, clients (one per AppId), codes: the vendor API, usable on its own
 //! worker.rs      `kickq run` as a library call: WorkerConfig, the run loop, reconnects
 //! pipeline/      one broker session of `kickq run`, a file per stage in flow order:
 //!   mod.rs         composition root: connections, channels, stage tasks, supervision, stop
 //!   lock.rs        take the leadership lock (standby until then), the takeover hold, release last
-//!   intake.rs      deliveries -> JobIn (decode, validate, ledger skip)
-//!   coalescer.rs   the async loop around coalesce::Coalescer; spends tokens
+//!   intake.rs      deliveries of each lane -> JobIn (decode, validate, select the app, expire, ledger skip)
+//!   coalescer.rs   the async loop around two coalesce::Coalescers (live first, then bulk); expires, spends tokens
+//!   slots.rs       call slots per app, handed to each call
 //!   dispatch.rs    chunks -> calls; reports each result to the gate
 //!   router.rs      outcomes -> acks, retries, dead letters, ledger rows (the only place that acks)
 //!   stage.rs       the messages between stages, and the ledger backpressure signal
@@ -49,7 +50,8 @@
 //! health.rs      what the worker reports (read only) and the /metrics, /healthz, /readyz, /status server
 //! metrics.rs     every metric name and label
 //! table.rs       aligned plain-text tables for operator commands
-//! cli/           main (parse, logging, exit codes), one file per subcommand, confirmation, signals
+//! cli/           main (parse, logging, exit codes), one file per subcommand, settings.rs (the config file as clap
+//!                defaults), print_config.rs, confirmation, signals
 //! ```
 
 /// The commit this build was made from (`git rev-parse --short HEAD`, or the

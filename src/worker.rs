@@ -38,16 +38,19 @@ use tokio_util::sync::CancellationToken;
 /// window of 20,000 one-user messages gives calls within 1% of the minimum,
 /// where 10,000 gives 10% more calls. Memory is about prefetch x message size.
 pub const DEFAULT_PREFETCH: u16 = 20_000;
-/// Default unacked bulk messages. Bulk messages come grouped by room
-/// (`kickq enqueue --file` puts up to 100 users of one room in each), so a
-/// small window still fills calls; a small window also keeps every bulk
-/// delivery far from the broker's 30-minute consumer timeout (see
-/// [`BULK_WINDOW_WORK`]).
+/// Default unacked bulk messages. A sweep of one-user messages over many
+/// rooms still fills calls of five from a window this size, and a window of
+/// `kickq enqueue --file` messages (100 users of one room each) is 100,000
+/// users: 400 s of calls at 50/s, far from the broker's 30-minute consumer
+/// timeout (see [`WorkerConfig::effective_bulk_prefetch`]).
 pub const DEFAULT_BULK_PREFETCH: u16 = 1_000;
-/// Most work the bulk window may hold, in time at the slowest app's rate with
-/// five users a call and every message at the largest allowed size: a third
-/// of the broker's 30-minute consumer timeout, so no bulk delivery nears it
-/// even while live traffic takes most tokens.
+/// Users per message the bulk window is sized for: what `kickq enqueue
+/// --file` writes by default.
+pub const BULK_SIZED_FOR_USERS: usize = 100;
+/// Most work a full bulk window may hold, at the slowest app's rate with five
+/// users a call, for messages of [`BULK_SIZED_FOR_USERS`]: a third of the
+/// broker's 30-minute consumer timeout, so no bulk delivery nears it even
+/// while live traffic takes some of the tokens.
 pub const BULK_WINDOW_WORK: Duration = Duration::from_secs(600);
 /// Reconnect backoff: first delay, and the cap. Jittered (full jitter on top
 /// of the exponential step), so a fleet that lost the same broker does not
@@ -134,18 +137,24 @@ impl WorkerConfig {
     }
 
     /// The bulk prefetch in use: `bulk_prefetch`, lowered so that a full
-    /// window of messages at the largest allowed size is at most
+    /// window of messages of [`BULK_SIZED_FOR_USERS`] users (or fewer, if
+    /// `KICKQ_MAX_USERS_PER_MESSAGE` is lower) is at most
     /// [`BULK_WINDOW_WORK`] of calls at the slowest app's rate.
     pub fn effective_bulk_prefetch(&self) -> u16 {
+        let per_message = BULK_SIZED_FOR_USERS.min(self.limits.max_users_per_message.max(1));
+        let messages = (self.users_in(BULK_WINDOW_WORK) / per_message).clamp(1, u16::MAX as usize);
+        self.bulk_prefetch.min(messages as u16).max(1)
+    }
+
+    /// Users the slowest app kicks in `d` at full rate, five a call.
+    fn users_in(&self, d: Duration) -> usize {
         let rate = self
             .apps
             .iter()
             .map(|a| a.rate)
             .min()
             .unwrap_or(crate::config::DEFAULT_RATE);
-        let users = BULK_WINDOW_WORK.as_secs() as usize * rate as usize * crate::ratelimit::MAX_USERS_PER_CALL;
-        let messages = (users / self.limits.max_users_per_message.max(1)).clamp(1, u16::MAX as usize);
-        self.bulk_prefetch.min(messages as u16).max(1)
+        d.as_secs() as usize * rate as usize * crate::ratelimit::MAX_USERS_PER_CALL
     }
 
     /// Every app's calls go to this base URL (a regional host, or a mock-zego).
@@ -509,6 +518,41 @@ mod tests {
     /// Whatever prints the whole validated configuration (a panic message, a
     /// debug log) shows no secret: not the ServerSecret, not the broker's or
     /// PostgreSQL's password.
+    /// The bulk window holds at most ten minutes of the slowest app's calls
+    /// for messages of up to 100 users.
+    #[test]
+    fn the_bulk_window_is_bounded_by_the_slowest_rate() {
+        let cfg = |rate: u32, max_users: usize, prefetch: u16| {
+            let mut c = WorkerConfig::new(
+                Secret::new("amqp://127.0.0.1"),
+                Names::new("kq", crate::amqp::topology::DEFAULT_RETRY_DELAYS),
+                Credentials {
+                    app_id: 1,
+                    secret: Secret::new("0123456789abcdef0123456789abcdef"),
+                },
+            )
+            .with_rate(rate);
+            c.limits.max_users_per_message = max_users;
+            c.bulk_prefetch = prefetch;
+            c.effective_bulk_prefetch()
+        };
+        // 600 s x rate x 5 users / 100 users a message.
+        for (rate, max_users, prefetch, want) in [
+            (50, 1000, 1000, 1000),
+            (50, 1000, 5000, 1500),
+            (10, 1000, 1000, 300),
+            (1, 1000, 1000, 30),
+            (1, 10, 1000, 300),
+            (50, 1000, 20, 20),
+        ] {
+            assert_eq!(
+                cfg(rate, max_users, prefetch),
+                want,
+                "rate {rate}, max users {max_users}, prefetch {prefetch}"
+            );
+        }
+    }
+
     #[test]
     fn the_configuration_prints_no_secret() {
         let secret = "s3cr3t-0123456789abcdef0123456789";

@@ -69,3 +69,49 @@ async fn a_job_past_its_not_after_is_dead_lettered_expired_without_a_call() {
     );
     assert_eq!(calls.len(), 1);
 }
+
+/// A job still in time when taken in, whose deadline passes while it waits
+/// behind a sweep: expiry is checked again just before its call, so it is
+/// dead-lettered `expired` and costs no call; the users of the sweep are all
+/// kicked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passes_while_waiting_is_caught_before_the_call() {
+    let ns = Ns::new("expires-waiting");
+    let rate = 20;
+    let mock = mock(rate).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    // 400 users in 80 full calls: four seconds at 20/s. Full groups go
+    // first, so the late job's lone user waits until the sweep is done.
+    let sweep: Vec<Vec<u8>> = (0..400)
+        .map(|u| job(&format!("sweep-{}", u % 80), &[&format!("u{u}")], None))
+        .collect();
+    broker.publish_many(&ns.names.bulk, &sweep).await;
+    let deadline = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let late = serde_json::to_vec(&serde_json::json!({
+        "room_id": "late-room",
+        "user_ids": ["late-user"],
+        "not_after": deadline.to_rfc3339(),
+        "job_id": "late-while-waiting",
+    }))
+    .unwrap();
+    broker.publish_raw(&ns.names.bulk, &late).await;
+    let worker = spawn_worker(worker_config(&ns, &mock.base_url(), rate)).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the sweep kicked and the late job dead-lettered",
+        || async { mock.kicked().len() >= 400 && broker.depth(&ns.names.dead).await == 1 },
+    )
+    .await;
+    worker.stop().await;
+    let dead = broker.drain(&ns.names.dead).await;
+    let (body, props) = &dead[0];
+    assert_eq!(body.as_slice(), late.as_slice(), "the original bytes");
+    let info = dead_info(props);
+    assert_eq!(info.error, DeadError::Expired, "{}", info.detail);
+    assert!(info.detail.contains("no call was made"), "{}", info.detail);
+    assert!(
+        mock.calls().iter().all(|c| c.room_id.as_deref() != Some("late-room")),
+        "the expired user cost a call"
+    );
+}

@@ -154,9 +154,11 @@ async fn the_log_says_what_the_worker_did_and_a_clean_stop_logs_no_error() {
     assert!(out.status.success(), "{err}");
     let line = |needle: &str| err.lines().find(|l| l.contains(needle)).map(str::to_owned);
     let start = line("kickq worker starting").expect("a start line");
+    assert!(start.contains("\"apps\":1"), "{start}");
+    let app = line("serving app").expect("a line per app served");
     assert!(
-        start.contains(&mock.base_url()) && start.contains("not the production default"),
-        "{start}"
+        app.contains(&mock.base_url()) && app.contains("not the production default") && app.contains("1234567890"),
+        "{app}"
     );
     assert!(line("this worker is active").is_some(), "the role: {err}");
     let dead = line("\"message\":\"dead-lettered\"").expect("one WARN line per dead letter");

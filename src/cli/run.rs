@@ -112,8 +112,8 @@ pub struct RunArgs {
     #[arg(long, env = "KICKQ_PREFETCH", default_value_t = DEFAULT_PREFETCH)]
     prefetch: u16,
     /// Unacked bulk-lane messages the broker may push (1 to 65535); lowered
-    /// at start so that a full window is at most 10 minutes of calls at the
-    /// slowest app's rate.
+    /// at start so that a full window of 100-user messages is at most 10
+    /// minutes of calls at the slowest app's rate.
     #[arg(long = "bulk-prefetch", env = "KICKQ_BULK_PREFETCH", default_value_t = DEFAULT_BULK_PREFETCH)]
     bulk_prefetch: u16,
     /// Most user ids one message may carry.

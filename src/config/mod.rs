@@ -61,9 +61,10 @@ pub enum ConfigError {
 /// environment or a file only: argv is visible to every user through `ps`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ZegoArgs {
-    /// ZEGOCLOUD AppId (uint32). The ServerSecret is read from the environment
-    /// variable ZEGO_SERVER_SECRET, or from the file named by
-    /// ZEGO_SERVER_SECRET_FILE; never from the command line.
+    /// ZEGOCLOUD AppId (uint32) of the one app. The ServerSecret is read from
+    /// the environment variable ZEGO_SERVER_SECRET, or from the file named by
+    /// ZEGO_SERVER_SECRET_FILE; never from the command line. Several apps are
+    /// listed in the config file's [[apps]] instead.
     #[arg(long = "app-id", env = "ZEGO_APP_ID", value_name = "APP_ID")]
     pub app_id: Option<String>,
 }
