@@ -271,3 +271,83 @@ async fn a_slow_app_keeps_to_its_own_call_slots() {
     .await;
     worker.stop().await;
 }
+
+/// The binary with a config file: two apps (one secret by variable, one by
+/// file), the second the default. A job names its app, a job without one
+/// goes to the default app, and a job for an app not in the file is
+/// dead-lettered `unknown_app` with its original bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_the_apps_of_its_config_file() {
+    let ns = Ns::new("apps-file");
+    let mock = two_app_mock(50, &[]).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let dir = std::env::temp_dir().join(format!("kickq-apps-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("zego-b");
+    std::fs::write(&secret_file, format!("{SECRET_B}\n")).unwrap();
+    let config = dir.join("kickq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "namespace = \"{ns}\"\nprefetch = 500\n\n[[apps]]\napp_id = {APP_ID}\nsecret_env = \"KQ_TEST_APPS_SECRET_A\"\napi_url = \"{url}\"\n\n[[apps]]\napp_id = {APP_B}\nsecret_file = \"{file}\"\napi_url = \"{url}\"\ndefault = true\n",
+            ns = ns.name(),
+            url = mock.base_url(),
+            file = secret_file.display(),
+        ),
+    )
+    .unwrap();
+    let config_path = config.display().to_string();
+    let unknown = br#"{"room_id":"nowhere","user_ids":["z"],"app_id":424242,"job_id":"unknown-app-job"}"#;
+    broker
+        .publish_many(
+            &ns.names.requests,
+            &[
+                serde_json::to_vec(&serde_json::json!({"room_id": "for-a", "user_ids": ["a1"], "app_id": APP_ID}))
+                    .unwrap(),
+                job("for-default", &["d1"], None),
+                unknown.to_vec(),
+            ],
+        )
+        .await;
+    // The file's apps replace ZEGO_APP_ID, which the helper sets: unset it.
+    let mut child = spawn_binary_worker(
+        &ns,
+        &mock.base_url(),
+        50,
+        &[
+            ("KICKQ_CONFIG", config_path.as_str()),
+            ("KQ_TEST_APPS_SECRET_A", SECRET),
+            ("ZEGO_APP_ID", ""),
+        ],
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "both jobs kicked and the unknown one dead",
+        || async { mock.kicked().len() >= 2 && broker.depth(&ns.names.dead).await == 1 },
+    )
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "{status:?}");
+    let by_room: std::collections::BTreeMap<String, u32> =
+        mock.kicked().into_iter().map(|k| (k.room_id, k.app_id)).collect();
+    assert_eq!(by_room.get("for-a"), Some(&APP_ID), "{by_room:?}");
+    assert_eq!(
+        by_room.get("for-default"),
+        Some(&APP_B),
+        "a job without app_id goes to the default app"
+    );
+    let dead = broker.drain(&ns.names.dead).await;
+    assert_eq!(dead[0].0.as_slice(), unknown.as_slice());
+    let info = dead_info(&dead[0].1);
+    assert_eq!(
+        info.error,
+        kickq::testkit::headers::DeadError::UnknownApp,
+        "{}",
+        info.detail
+    );
+}

@@ -481,8 +481,12 @@ pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &s
             std::env::var("KICKQ_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .stdin(std::process::Stdio::null());
+    // An empty value unsets the variable.
     for (k, v) in extra {
-        cmd.env(k, v);
+        match v.is_empty() {
+            true => cmd.env_remove(k),
+            false => cmd.env(k, v),
+        };
     }
     cmd.spawn().expect("spawn the kickq binary")
 }
