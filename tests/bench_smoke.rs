@@ -123,9 +123,16 @@ async fn apps_child_worker_serves_every_app() {
     let r = run(Scenario::Apps, 0.01).await;
     assert_accounted(&r, false);
     let calls = r.figure("calls").unwrap().kickq;
-    assert_eq!(r.figure("minimum calls").unwrap().kickq, 30.0, "3 apps of 10 full calls");
+    assert_eq!(
+        r.figure("minimum calls").unwrap().kickq,
+        30.0,
+        "3 apps of 10 full calls"
+    );
     assert!(calls >= 30.0);
-    assert!(r.figure("min app calls/s / L").unwrap().kickq > 0.0, "every app was called");
+    assert!(
+        r.figure("min app calls/s / L").unwrap().kickq > 0.0,
+        "every app was called"
+    );
     assert!(r.figure("worker CPU (s)").unwrap().kickq > 0.0);
     assert!(r.figure("peak RSS, VmHWM (MiB)").unwrap().kickq > 0.0);
 }

@@ -89,23 +89,26 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
     r.param("scale", env.settings().scale);
     r.param("calls_per_app", per_app);
     r.param("messages", total);
-    r.figures.push(Figure::new("aggregate calls/s (baseline: N x L)", rates.aggregate).vs(ideal));
+    r.figures
+        .push(Figure::new("aggregate calls/s (baseline: N x L)", rates.aggregate).vs(ideal));
     r.figures.push(
         Figure::new("aggregate calls/s / (N x L)", rates.aggregate / ideal).target(Target::AtLeast(TARGET_AGGREGATE)),
     );
-    r.figures.push(Figure::new("min app calls/s / L", quantile(&per_app_eff, 0.0)));
-    r.figures.push(Figure::new("median app calls/s / L", quantile(&per_app_eff, 0.5)));
+    r.figures
+        .push(Figure::new("min app calls/s / L", quantile(&per_app_eff, 0.0)));
+    r.figures
+        .push(Figure::new("median app calls/s / L", quantile(&per_app_eff, 0.5)));
     r.figures.push(
-        Figure::new(format!("busiest 1 s of any app (L={rate})"), busiest as f64).target(Target::AtMost(f64::from(rate))),
+        Figure::new(format!("busiest 1 s of any app (L={rate})"), busiest as f64)
+            .target(Target::AtMost(f64::from(rate))),
     );
     r.figures
         .push(Figure::new("206 answers", m.counters.rate_limited as f64).target(Target::AtMost(0.0)));
     r.figures.push(Figure::new("calls", m.counters.calls as f64));
     r.figures.push(Figure::new("minimum calls", minimum as f64));
-    r.figures.push(Figure::new(
-        "wall, child start to last call (s)",
-        m.wall.as_secs_f64(),
-    ).vs(per_app as f64 / f64::from(rate)));
+    r.figures.push(
+        Figure::new("wall, child start to last call (s)", m.wall.as_secs_f64()).vs(per_app as f64 / f64::from(rate)),
+    );
     r.figures.push(Figure::new(
         "worker CPU s per 1,000 calls",
         m.cpu.as_secs_f64() * 1000.0 / m.counters.calls.max(1) as f64,
@@ -199,10 +202,7 @@ fn rates_of(calls: &[(u32, u64)], app_ids: &[u32], rate: u32) -> AppRates {
 
 /// [`rates_of`] over the mock's call records.
 fn app_rates(calls: &[crate::mock_zego::CallRecord], app_ids: &[u32], rate: u32) -> AppRates {
-    let calls: Vec<(u32, u64)> = calls
-        .iter()
-        .filter_map(|c| c.app_id.map(|a| (a, c.at_us)))
-        .collect();
+    let calls: Vec<(u32, u64)> = calls.iter().filter_map(|c| c.app_id.map(|a| (a, c.at_us))).collect();
     rates_of(&calls, app_ids, rate)
 }
 
@@ -304,7 +304,11 @@ mod tests {
         let cases: &[(&[u32], f64, &[f64])] = &[
             (&[1], 50.0, &[50.0]),
             (&[1, 2], 10.0 / (0.17 + 0.01), &[50.0, 5.0 / (0.16 + 0.02)]),
-            (&[1, 2, 3], 10.0 / (0.17 + 1.0 / 150.0), &[50.0, 5.0 / (0.16 + 0.02), 0.0]),
+            (
+                &[1, 2, 3],
+                10.0 / (0.17 + 1.0 / 150.0),
+                &[50.0, 5.0 / (0.16 + 0.02), 0.0],
+            ),
             (&[3], 0.0, &[0.0]),
         ];
         for (ids, aggregate, per_app) in cases {
@@ -323,11 +327,17 @@ mod tests {
         let parsed: toml::Value = toml::from_str(&text).expect("valid TOML");
         let apps = parsed["apps"].as_array().expect("[[apps]]");
         assert_eq!(apps.len(), 3);
-        assert_eq!(apps[2]["app_id"].as_integer(), Some(i64::from(app_credentials(2).app_id)));
+        assert_eq!(
+            apps[2]["app_id"].as_integer(),
+            Some(i64::from(app_credentials(2).app_id))
+        );
         assert_eq!(apps[2]["secret_env"].as_str(), Some("KQBENCH_SECRET_2"));
         assert_eq!(apps[0]["rate"].as_integer(), Some(50));
         for i in 0..3 {
-            assert!(!text.contains(app_credentials(i).secret.expose()), "no secret in the file");
+            assert!(
+                !text.contains(app_credentials(i).secret.expose()),
+                "no secret in the file"
+            );
         }
     }
 }

@@ -233,11 +233,15 @@ mod tests {
         let mut now = before;
         while now < before + Duration::from_millis(30) && start.elapsed() < Duration::from_secs(10) {
             x = x.wrapping_add(std::hint::black_box(1));
-            if x % 1_000_000 == 0 {
+            if x.is_multiple_of(1_000_000) {
                 now = cpu_time(std::process::id()).expect("still alive");
             }
         }
-        assert!(now >= before + Duration::from_millis(30), "{before:?} -> {now:?} after {:?}", start.elapsed());
+        assert!(
+            now >= before + Duration::from_millis(30),
+            "{before:?} -> {now:?} after {:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The bench's environment: its own AppId and secret, its settings (broker, database, rate, scale), and the
+//! The bench's environment: its own AppIds and secrets, its settings (broker, database, rate, scale, apps), and the
 //! namespaces and databases it creates, each deleted at the end of its scenario and again by [`BenchEnv::cleanup`].
 
 use super::BenchError;

@@ -67,7 +67,15 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
                     Consumer::Kickq(Box::new(cfg))
                 };
                 let live_q = names.queue(Lane::Live).to_owned();
-                let idle = paced(env, &names, mock, kickq(&names), live, Pace::kickq(&live_q, Duration::ZERO)).await?;
+                let idle = paced(
+                    env,
+                    &names,
+                    mock,
+                    kickq(&names),
+                    live,
+                    Pace::kickq(&live_q, Duration::ZERO),
+                )
+                .await?;
                 let conn = env.connect("lanes").await?;
                 publish_all(&conn, &names.bulk, bodies.iter().cloned()).await?;
                 let swept = paced(env, &names, mock, kickq(&names), live, Pace::kickq(&live_q, SETTLE)).await?;
@@ -104,10 +112,8 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
     r.param("interval_ms", INTERVAL.as_millis());
     r.param("sweep_users", workload::users(&bulk));
     let q = |m: &Paced, p: f64| quantile(&m.latencies, p);
-    r.figures
-        .push(Figure::new("p50 live, no sweep (ms)", q(&idle, 0.5)));
-    r.figures
-        .push(Figure::new("p99 live, no sweep (ms)", q(&idle, 0.99)));
+    r.figures.push(Figure::new("p50 live, no sweep (ms)", q(&idle, 0.5)));
+    r.figures.push(Figure::new("p99 live, no sweep (ms)", q(&idle, 0.99)));
     r.figures
         .push(Figure::new("p50 live, during sweep (ms)", q(&swept, 0.5)).vs(q(&base, 0.5)));
     r.figures.push(
@@ -117,9 +123,8 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
     );
     r.figures
         .push(Figure::new("max live, during sweep (ms)", q(&swept, 1.0)).vs(q(&base, 1.0)));
-    r.figures.push(
-        Figure::new("live kicks served, during sweep", swept.served as f64).vs(base.served as f64),
-    );
+    r.figures
+        .push(Figure::new("live kicks served, during sweep", swept.served as f64).vs(base.served as f64));
     let (k_rates, b_rates) = (swept.window_rates(), base.window_rates());
     r.figures.push(
         Figure::new("calls/s during live traffic / L", k_rates.all / f64::from(rate))
@@ -175,7 +180,8 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
     }
     if swept.bulk_left == 0 {
         r.notes.push(
-            "the sweep ran out before kickq was stopped: its during-sweep figures may not hold a saturated budget".into(),
+            "the sweep ran out before kickq was stopped: its during-sweep figures may not hold a saturated budget"
+                .into(),
         );
     }
     r.notes.push(format!(
@@ -234,7 +240,12 @@ impl Paced {
         let calls: Vec<(u64, bool)> = self
             .calls
             .iter()
-            .map(|c| (c.at_us, c.room_id.as_deref().is_some_and(|r| r.starts_with("bulk-room-"))))
+            .map(|c| {
+                (
+                    c.at_us,
+                    c.room_id.as_deref().is_some_and(|r| r.starts_with("bulk-room-")),
+                )
+            })
             .collect();
         window_rates(&calls, self.window_us, INTERVAL)
     }
@@ -332,7 +343,9 @@ async fn paced(
             };
             publisher.publish(pace.queue, &warm.body(), props()).await?;
             if !until_rooms_kicked(mock, &HashSet::from([warm.room.clone()]), STALL).await {
-                return Err(BenchError::Stalled(format!("the warm-up kick was not called for in {STALL:?}")));
+                return Err(BenchError::Stalled(format!(
+                    "the warm-up kick was not called for in {STALL:?}"
+                )));
             }
         }
         tokio::time::sleep(pace.settle).await;
@@ -377,7 +390,9 @@ async fn paced(
         calls,
         // The warm-up message is acked too; on the one queue, the sweep's
         // messages ahead make this meaningless (the baseline is not accounted).
-        live_acked: published.saturating_sub(live_left).saturating_sub(u64::from(pace.warm_up)),
+        live_acked: published
+            .saturating_sub(live_left)
+            .saturating_sub(u64::from(pace.warm_up)),
         bulk_left,
     })
 }
@@ -389,7 +404,14 @@ mod tests {
     #[test]
     fn window_rates_count_calls_inside_the_window() {
         let s = 1_000_000;
-        let calls = [(0, true), (s, true), (s, false), (2 * s, true), (3 * s, false), (4 * s, true)];
+        let calls = [
+            (0, true),
+            (s, true),
+            (s, false),
+            (2 * s, true),
+            (3 * s, false),
+            (4 * s, true),
+        ];
         let cases = [
             // window, minimum length, all, bulk, secs
             ((s, 3 * s), Duration::ZERO, 4.0 / 2.0, 2.0 / 2.0, 2.0),
@@ -418,6 +440,9 @@ mod tests {
         assert_eq!(rounded, [5, 20, 1000]);
         let (none, served) = latencies(&sent, &HashMap::new(), t0 + ms(300));
         assert_eq!(served, 0);
-        assert_eq!(none.iter().map(|v| v.round() as u64).collect::<Vec<_>>(), [100, 200, 300]);
+        assert_eq!(
+            none.iter().map(|v| v.round() as u64).collect::<Vec<_>>(),
+            [100, 200, 300]
+        );
     }
 }

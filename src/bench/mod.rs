@@ -2,7 +2,7 @@
 //! in-process strict mock-zego, and report figures, ratios and targets.
 //!
 //! ```text
-//! env.rs        the bench's AppId and secret, its settings, namespaces and databases it creates and deletes
+//! env.rs        the bench's AppIds and secrets, its settings, namespaces and databases it creates and deletes
 //! workload.rs   the messages of each scenario and their accounting facts (pure)
 //! publish.rs    publishing many messages with pipelined confirms
 //! wait.rs       waiting for the mock to have kicked everyone, cheaply
