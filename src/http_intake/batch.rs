@@ -63,7 +63,7 @@ mod tests {
             (r#"[{"room_id":"r","user_ids":["a"]},{"room_id":"r","user_ids":[]}]"#, Err("job 1 is invalid: user_ids is empty".into())),
             (r#"[{"room_id":"r","user_ids":["a"]}, 7]"#, Err("job 1 is invalid: not a job message: a job message is a JSON object".into())),
             (r#"{"room_id":"","user_ids":["a"]}"#, Err("job 0 is invalid: room_id must be 1 to 128 bytes, got 0".into())),
-            (r#"[{"room_id":"r","user_ids":["a"],"not_after":"soon"}]"#, Err("job 0 is invalid: not a job message: not_after must be an RFC 3339 time such as 2026-12-01T12:00:00Z, got \"soon\" at line 1 column 50".into())),
+            (r#"[{"room_id":"r","user_ids":["a"],"not_after":"soon"}]"#, Err("job 0 is invalid: not a job message: not_after must be an RFC 3339 time such as 2026-12-01T12:00:00Z, got \"soon\" at line 1 column 19".into())),
             ("7", Err("the body must be a job message or a JSON array of them: expected { or [".into())),
             ("", Err("the body must be a job message or a JSON array of them: expected { or [".into())),
         ];
