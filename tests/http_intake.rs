@@ -16,7 +16,11 @@ const TOKEN: &str = "intake-test-token-1";
 
 /// A token file holding a comment, a retired token line and TOKEN.
 fn token_file(tag: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("kickq-intake-{tag}-{}-{}", std::process::id(), rand::random::<u32>()));
+    let path = std::env::temp_dir().join(format!(
+        "kickq-intake-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::write(&path, format!("# rotated weekly\n\nother-token\n{TOKEN}\n")).unwrap();
     path
 }
@@ -40,7 +44,13 @@ struct Reply {
     body: Value,
 }
 
-async fn post(addr: SocketAddr, query: &str, token: Option<&str>, key: Option<&str>, body: impl Into<reqwest::Body>) -> Reply {
+async fn post(
+    addr: SocketAddr,
+    query: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> Reply {
     let mut req = reqwest::Client::new()
         .post(format!("http://{addr}/v1/kicks{query}"))
         .header("content-type", "application/json")
@@ -86,7 +96,10 @@ async fn requests_without_a_valid_token_are_refused_and_the_document_needs_none(
     assert_eq!(r.status, 401);
     assert_eq!(broker.depth(&ns.names.requests).await, 0, "nothing was published");
     // Both tokens of the file work.
-    assert_eq!(post(addr, "", Some("other-token"), None, body.clone()).await.status, 202);
+    assert_eq!(
+        post(addr, "", Some("other-token"), None, body.clone()).await.status,
+        202
+    );
     assert_eq!(post(addr, "", Some(TOKEN), None, body).await.status, 202);
     let doc = reqwest::get(format!("http://{addr}/v1/openapi.json")).await.unwrap();
     assert_eq!(doc.status().as_u16(), 200);
@@ -118,11 +131,17 @@ async fn the_worker_refuses_to_start_without_a_token_file() {
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("KICKQ_HTTP_INTAKE_TOKEN_FILE") && err.contains("required"), "{err}");
+    assert!(
+        err.contains("KICKQ_HTTP_INTAKE_TOKEN_FILE") && err.contains("required"),
+        "{err}"
+    );
     // A token file that does not exist, or holds no token, stops the start too.
     let empty = std::env::temp_dir().join(format!("kickq-intake-empty-{}", std::process::id()));
     std::fs::write(&empty, "# no token yet\n\n").unwrap();
-    for (path, says) in [("/nonexistent/kickq-tokens", "cannot read"), (empty.to_str().unwrap(), "holds no token")] {
+    for (path, says) in [
+        ("/nonexistent/kickq-tokens", "cannot read"),
+        (empty.to_str().unwrap(), "holds no token"),
+    ] {
         let mut env = base.to_vec();
         env.push(("KICKQ_HTTP_INTAKE_TOKEN_FILE", path));
         let out = tokio::time::timeout(Duration::from_secs(20), kickq(&ns, &["run"], &env, None))
@@ -130,7 +149,10 @@ async fn the_worker_refuses_to_start_without_a_token_file() {
             .expect("the start is refused at once");
         let (_, err) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains("KICKQ_HTTP_INTAKE_TOKEN_FILE") && err.contains(says), "{err}");
+        assert!(
+            err.contains("KICKQ_HTTP_INTAKE_TOKEN_FILE") && err.contains(says),
+            "{err}"
+        );
     }
     std::fs::remove_file(empty).unwrap();
 }
@@ -191,11 +213,22 @@ async fn an_invalid_element_a_bad_lane_or_a_large_body_publishes_nothing() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.body["index"], 2);
     // The producer API's and kickq enqueue's wording of the rule.
-    assert_eq!(r.body["error"], "job 2 is invalid: user_ids[1] must be 1 to 64 bytes, got 0");
+    assert_eq!(
+        r.body["error"],
+        "job 2 is invalid: user_ids[1] must be 1 to 64 bytes, got 0"
+    );
     for (query, body, want) in [
-        ("?lane=fast", job("r", &["a"], None), "lane: \"fast\" is not a lane: use live or bulk"),
+        (
+            "?lane=fast",
+            job("r", &["a"], None),
+            "lane: \"fast\" is not a lane: use live or bulk",
+        ),
         ("", b"[]".to_vec(), "the body is an empty array: give at least one job"),
-        ("", b"{\"room_id\": 7}".to_vec(), "job 0 is invalid: not a job message: invalid type: integer `7`, expected a string at line 1 column 13"),
+        (
+            "",
+            b"{\"room_id\": 7}".to_vec(),
+            "job 0 is invalid: not a job message: invalid type: integer `7`, expected a string at line 1 column 13",
+        ),
     ] {
         let r = post(addr, query, Some(TOKEN), None, body).await;
         assert_eq!((r.status, r.body["error"].as_str().unwrap()), (400, want));
@@ -205,13 +238,27 @@ async fn an_invalid_element_a_bad_lane_or_a_large_body_publishes_nothing() {
     let r = post(addr, "", Some(TOKEN), None, big.clone()).await;
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(r.body["error"], "the body is larger than 4096 bytes");
-    assert_eq!(chunked_status(addr, &big).await, 413, "streamed without a Content-Length");
-    assert_eq!(broker.depth(&ns.names.requests).await, 0, "nothing of a refused request is published");
+    assert_eq!(
+        chunked_status(addr, &big).await,
+        413,
+        "streamed without a Content-Length"
+    );
+    assert_eq!(
+        broker.depth(&ns.names.requests).await,
+        0,
+        "nothing of a refused request is published"
+    );
     assert_eq!(broker.depth(&ns.names.bulk).await, 0);
     // ?lane=bulk goes to the bulk lane.
     let r = post(addr, "?lane=bulk", Some(TOKEN), None, job("r", &["a"], None)).await;
     assert_eq!(r.status, 202, "{}", r.body);
-    assert_eq!((broker.depth(&ns.names.requests).await, broker.depth(&ns.names.bulk).await), (0, 1));
+    assert_eq!(
+        (
+            broker.depth(&ns.names.requests).await,
+            broker.depth(&ns.names.bulk).await
+        ),
+        (0, 1)
+    );
 }
 
 /// POSTs `body` in chunks (Transfer-Encoding: chunked, no Content-Length) over a raw connection: the status.
@@ -235,7 +282,10 @@ async fn chunked_status(addr: SocketAddr, body: &[u8]) -> u16 {
     let mut reply = Vec::new();
     let _ = s.read_to_end(&mut reply).await;
     let text = String::from_utf8_lossy(&reply);
-    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status: {text}"))
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +304,12 @@ async fn the_rate_cap_answers_429_with_retry_after() {
     }
     assert_eq!(statuses, [400, 400, 429], "a burst of the rate, then 429");
     // Another token has a bucket of its own.
-    assert_eq!(post(addr, "?lane=fast", Some("other-token"), None, job("r", &["a"], None)).await.status, 400);
+    assert_eq!(
+        post(addr, "?lane=fast", Some("other-token"), None, job("r", &["a"], None))
+            .await
+            .status,
+        400
+    );
 }
 
 async fn idempotent_retry(ns: &Ns, broker: &Broker, addr: SocketAddr) {
@@ -331,7 +386,11 @@ async fn a_broker_outage_is_answered_503_never_202() {
         let r = post(addr, "", Some(TOKEN), key, job("r", &["a"], None)).await;
         assert_eq!(r.status, 503, "{}", r.body);
         assert_eq!(r.headers["retry-after"], "5");
-        assert!(!r.body["error"].as_str().unwrap().contains("127.0.0.1"), "no broker detail to clients: {}", r.body);
+        assert!(
+            !r.body["error"].as_str().unwrap().contains("127.0.0.1"),
+            "no broker detail to clients: {}",
+            r.body
+        );
     }
     // The connection closed by the broker: a 503 (or, if the publish won the race, a 202 that was confirmed), then
     // a reconnect on demand.
@@ -339,7 +398,10 @@ async fn a_broker_outage_is_answered_503_never_202() {
     let broker = Broker::connect().await;
     broker.declare(&ns.names).await;
     let (_worker, addr) = intake(&ns, &amqp_url(), |c| c.rate = 1000).await;
-    assert_eq!(post(addr, "", Some(TOKEN), None, job("r", &["a"], None)).await.status, 202);
+    assert_eq!(
+        post(addr, "", Some(TOKEN), None, job("r", &["a"], None)).await.status,
+        202
+    );
     let name = format!("{}-worker-http-intake", ns.name());
     assert_eq!(close_connections_named(&name), 1, "the intake has its own connection");
     let mut seen = Vec::new();
@@ -382,7 +444,8 @@ fn documented(doc: &Value) -> Vec<(u16, Vec<String>)> {
 
 /// A job within the document's Job schema (ids from the vendor set).
 fn valid_job() -> impl Strategy<Value = Value> {
-    let id = |max: usize| proptest::string::string_regex(&format!("[A-Za-z0-9~!@#$%^&*()_+=`;',.<>/-]{{1,{max}}}")).unwrap();
+    let id =
+        |max: usize| proptest::string::string_regex(&format!("[A-Za-z0-9~!@#$%^&*()_+=`;',.<>/-]{{1,{max}}}")).unwrap();
     (
         id(128),
         proptest::collection::vec(id(64), 1..5),
@@ -420,7 +483,11 @@ fn invalid_job() -> impl Strategy<Value = Value> {
 
 #[test]
 fn the_served_document_and_the_handler_agree() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let ns = Ns::new("http-openapi");
     let (broker, worker, addr) = rt.block_on(async {
         let broker = Broker::connect().await;
@@ -429,13 +496,23 @@ fn the_served_document_and_the_handler_agree() {
         (broker, worker, addr)
     });
     let doc: Value = rt.block_on(async {
-        reqwest::get(format!("http://{addr}/v1/openapi.json")).await.unwrap().json_bytes().await
+        reqwest::get(format!("http://{addr}/v1/openapi.json"))
+            .await
+            .unwrap()
+            .json_bytes()
+            .await
     });
     let allowed = documented(&doc);
     let job_schema = &doc["components"]["schemas"]["Job"];
-    assert_eq!(job_schema["properties"]["user_ids"]["items"]["maxLength"], 64, "the constraints generated from");
+    assert_eq!(
+        job_schema["properties"]["user_ids"]["items"]["maxLength"], 64,
+        "the constraints generated from"
+    );
     let published = std::sync::atomic::AtomicU32::new(0);
-    let cases = (proptest::collection::vec(prop_oneof![valid_job(), invalid_job()], 1..4), any::<bool>());
+    let cases = (
+        proptest::collection::vec(prop_oneof![valid_job(), invalid_job()], 1..4),
+        any::<bool>(),
+    );
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 48,
         ..ProptestConfig::default()
@@ -461,7 +538,12 @@ fn the_served_document_and_the_handler_agree() {
                 .find(|(code, _)| *code == r.status)
                 .unwrap_or_else(|| panic!("{} is not a documented answer: {}", r.status, r.body));
             for field in required {
-                prop_assert!(r.body.get(field).is_some(), "{}: {field} missing from {}", r.status, r.body);
+                prop_assert!(
+                    r.body.get(field).is_some(),
+                    "{}: {field} missing from {}",
+                    r.status,
+                    r.body
+                );
             }
             match invalid {
                 Some(i) => {

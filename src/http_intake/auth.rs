@@ -147,7 +147,8 @@ mod tests {
 
     #[test]
     fn bearer_headers_by_table() {
-        let cases: &[(Option<&[u8]>, Option<&[u8]>)] = &[
+        type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+        let cases: &[Case] = &[
             (None, None),
             (Some(b"Bearer abc"), Some(b"abc")),
             (Some(b"bearer abc "), Some(b"abc")),

@@ -68,7 +68,9 @@ mod tests {
             ("", Err("the body must be a job message or a JSON array of them: expected { or [".into())),
         ];
         for (body, want) in cases {
-            let got = parse_batch(body.as_bytes(), &limits).map(|v| v.len()).map_err(|e| e.to_string());
+            let got = parse_batch(body.as_bytes(), &limits)
+                .map(|v| v.len())
+                .map_err(|e| e.to_string());
             assert_eq!(&got, want, "{body}");
         }
         assert!(matches!(parse_batch(b"[1,", &limits), Err(BatchError::NotJobs(_))));

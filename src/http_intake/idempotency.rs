@@ -161,9 +161,17 @@ mod tests {
         let hour = chrono::Duration::hours(1);
         let cases = [
             (None, b"h".as_slice(), Decision::Fresh),
-            (Some(row(b"h", &["a", "b"], now - hour)), b"h", Decision::Replay(vec!["a".into(), "b".into()])),
+            (
+                Some(row(b"h", &["a", "b"], now - hour)),
+                b"h",
+                Decision::Replay(vec!["a".into(), "b".into()]),
+            ),
             (Some(row(b"h", &["a"], now - hour)), b"other", Decision::Conflict),
-            (Some(row(b"h", &["a"], now - hour * 23)), b"h", Decision::Replay(vec!["a".into()])),
+            (
+                Some(row(b"h", &["a"], now - hour * 23)),
+                b"h",
+                Decision::Replay(vec!["a".into()]),
+            ),
             (Some(row(b"h", &["a"], now - hour * 24)), b"h", Decision::Fresh),
             (Some(row(b"h", &["a"], now - hour * 25)), b"other", Decision::Fresh),
         ];
@@ -208,7 +216,10 @@ mod tests {
         assert!(m.get("b").is_some() && m.get("c").is_some());
         let later = now + chrono::Duration::hours(25);
         m.put("d", row(b"4", &["jd"], later), later);
-        assert!(m.get("b").is_none() && m.get("c").is_none(), "expired keys go on insert");
+        assert!(
+            m.get("b").is_none() && m.get("c").is_none(),
+            "expired keys go on insert"
+        );
         assert_eq!(m.get("d").unwrap().job_ids, vec!["jd".to_string()]);
         assert_eq!((m.rows.len(), m.order.len()), (1, 1));
     }

@@ -32,7 +32,13 @@ pub(crate) fn take(bucket: Option<Bucket>, now: Duration, rate: u32) -> (Bucket,
     let elapsed = now.saturating_sub(b.at).as_secs_f64();
     let tokens = (b.tokens + elapsed * rate).min(rate);
     if tokens >= 1.0 {
-        (Bucket { tokens: tokens - 1.0, at: now }, Verdict::Allow)
+        (
+            Bucket {
+                tokens: tokens - 1.0,
+                at: now,
+            },
+            Verdict::Allow,
+        )
     } else {
         let wait = Duration::from_secs_f64((1.0 - tokens) / rate);
         (Bucket { tokens, at: now }, Verdict::Deny(wait))
@@ -93,16 +99,22 @@ mod tests {
             (2, &[0, 0, 500], &[Verdict::Allow, Verdict::Allow, Verdict::Allow]),
             (2, &[0, 0, 250], &[Verdict::Allow, Verdict::Allow, deny(250)]),
             // A denied request costs nothing: the wait keeps shrinking.
-            (2, &[0, 0, 100, 400, 510], &[
-                Verdict::Allow,
-                Verdict::Allow,
-                deny(400),
-                deny(100),
-                Verdict::Allow,
-            ]),
+            (
+                2,
+                &[0, 0, 100, 400, 510],
+                &[Verdict::Allow, Verdict::Allow, deny(400), deny(100), Verdict::Allow],
+            ),
             // Idle time never banks more than one second's worth.
-            (2, &[0, 10_000, 10_000, 10_000], &[Verdict::Allow, Verdict::Allow, Verdict::Allow, deny(500)]),
-            (1, &[0, 0, 999, 1010], &[Verdict::Allow, deny(1000), deny(1), Verdict::Allow]),
+            (
+                2,
+                &[0, 10_000, 10_000, 10_000],
+                &[Verdict::Allow, Verdict::Allow, Verdict::Allow, deny(500)],
+            ),
+            (
+                1,
+                &[0, 0, 999, 1010],
+                &[Verdict::Allow, deny(1000), deny(1), Verdict::Allow],
+            ),
         ];
         for (rate, times, want) in cases {
             let mut bucket = None;

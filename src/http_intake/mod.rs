@@ -113,7 +113,9 @@ pub(crate) async fn bind(
         limits: producer.limits,
         publisher: publisher::IntakePublisher::new(amqp_url, producer),
         max_bytes: cfg.max_bytes,
-        key_locks: (0..idempotency::KEY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+        key_locks: (0..idempotency::KEY_LOCKS)
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect(),
     });
     let app = Router::new()
         .route("/v1/kicks", post(handler::post_kicks))
@@ -124,7 +126,9 @@ pub(crate) async fn bind(
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .map_err(|source| IntakeError::Bind { addr: cfg.addr, source })?;
-    let local = listener.local_addr().map_err(|source| IntakeError::Bind { addr: cfg.addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| IntakeError::Bind { addr: cfg.addr, source })?;
     Ok((local, async move {
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await
     }))
