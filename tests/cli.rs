@@ -413,6 +413,11 @@ fn config_file_refusals_name_the_key() {
             &[("KQ_TEST_SECRET", S32)],
             "above ZEGOCLOUD's documented 50",
         ),
+        (
+            "[[apps]]\napp_id = 5\nsecret_env = \"KQ_TEST_SECRET\"\napi_url = \"http://rtc-api.example.com\"\n",
+            &[("KQ_TEST_SECRET", S32)],
+            "app 5:",
+        ),
     ];
     for (i, (text, env, want)) in cases.iter().enumerate() {
         let cfg = TempConfig::new(&format!("refuse{i}"), text);

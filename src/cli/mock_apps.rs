@@ -1,9 +1,8 @@
 //! `kickq mock-zego --app APP_ID:SECRET_ENV`: the value's syntax, and the list of AppIds the mock serves, built from `--app` and ZEGO_APP_ID with each secret read from the environment.
 
-use crate::config::{read_secret, ConfigError, Credentials, SECRET_BYTES};
+use crate::config::{read_secret, ConfigError, Credentials};
 use crate::mock_zego::MockApp;
 use std::env::VarError;
-use std::fmt;
 
 /// One `--app` value, syntax-checked: an AppId and the NAME of the
 /// environment variable that holds its ServerSecret.
@@ -15,25 +14,7 @@ pub(crate) struct AppArg {
     pub(crate) secret_env: EnvName,
 }
 
-/// An environment variable's name as given to `--app`. Its `Display` names
-/// it, except a name exactly as long as a ServerSecret: that is most likely
-/// the secret itself pasted where its variable's name belongs, and an error
-/// line must not echo it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct EnvName(pub(crate) String);
-
-impl fmt::Display for EnvName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.len() == SECRET_BYTES {
-            write!(
-                f,
-                "<a {SECRET_BYTES}-byte name, as long as a ServerSecret: give the variable's NAME, never the secret>"
-            )
-        } else {
-            f.write_str(&self.0)
-        }
-    }
-}
+pub(crate) use crate::config::EnvName;
 
 /// Why the `--app` values (with ZEGO_APP_ID) give no usable list of AppIds.
 /// `Display` is the one line `kickq` prints; it never holds a secret.

@@ -23,7 +23,8 @@ pub(crate) fn render(cfg: &WorkerConfig) -> String {
         toml::Value::Array(cfg.names.retry.iter().map(|(delay, _)| d(*delay)).collect()),
     );
     put("prefetch", n(cfg.prefetch.into()));
-    put("bulk_prefetch", n(cfg.bulk_prefetch.into()));
+    // The prefetch in use: the configured one, bounded as the run bounds it.
+    put("bulk_prefetch", n(cfg.effective_bulk_prefetch().into()));
     put("max_users_per_message", n(cfg.limits.max_users_per_message as u64));
     put("id_charset", s(&cfg.limits.id_charset.to_string()));
     put("delivery_limit", n(cfg.delivery_limit.into()));

@@ -339,6 +339,18 @@ fn hostname() -> String {
 pub async fn run(args: RunArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
     let cfg = args.config(file)?;
     if args.print_config {
+        // Validated as the run would: each app's client is built (its
+        // api_url checked) before anything is printed.
+        for app in cfg.apps.iter() {
+            crate::zego::client::ZegoClient::new(crate::zego::client::ClientConfig {
+                base_url: app.api_url.clone(),
+                app_id: app.app_id(),
+                secret: app.credentials.secret.clone(),
+                connect_timeout: cfg.connect_timeout,
+                total_timeout: cfg.http_timeout,
+            })
+            .map_err(|e| anyhow::anyhow!("app {}: {e}", app.app_id()))?;
+        }
         print!("{}", crate::cli::print_config::render(&cfg));
         return Ok(());
     }

@@ -128,7 +128,8 @@ impl Apps {
                 (Some(_), Some(_)) => return Err(bad("give secret_env or secret_file, not both".into())),
                 (None, None) => return Err(bad("give secret_env (a variable's name) or secret_file (a path)".into())),
                 (Some(name), None) => {
-                    let value = env(name).ok_or_else(|| bad(format!("secret_env names {name}, which is not set")))?;
+                    let shown = crate::config::EnvName(name.clone());
+                    let value = env(name).ok_or_else(|| bad(format!("secret_env names {shown}, which is not set")))?;
                     (value, SecretSource::Env(name.clone()))
                 }
                 (None, Some(path)) => {
@@ -343,6 +344,11 @@ mod tests {
             (
                 vec![entry(1, Some("SHORT"), false)],
                 Err("its secret (env SHORT) must be exactly 32 bytes"),
+            ),
+            // A secret pasted where the variable's name belongs is not echoed.
+            (
+                vec![entry(1, Some(S), false)],
+                Err("give the variable's NAME, never the secret"),
             ),
             (vec![entry(1, None, false)], Err("give secret_env")),
             (vec![entry(0, Some("GOOD"), false)], Err("must not be 0")),

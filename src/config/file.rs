@@ -36,8 +36,14 @@ const INLINE_SECRETS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Settings whose URL may carry a password, which must come from the environment instead.
-const URL_SETTINGS: &[(&str, &str)] = &[("amqp_url", "KICKQ_AMQP_URL"), ("database_url", "DATABASE_URL")];
+/// Whether a setting's value is a URL that carries a password (in its user
+/// info, or as a `password=` query parameter, as PostgreSQL allows), which
+/// must come from the environment instead. Every setting is checked: any
+/// `*_url` may carry one.
+fn holds_password(value: &str) -> bool {
+    url::Url::parse(value)
+        .is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")))
+}
 
 /// One `[[apps]]` entry as written; [`crate::config::apps`] validates it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -129,7 +135,15 @@ impl ConfigFile {
             path: path.to_owned(),
             why,
         };
-        let table: toml::Table = toml::from_str(text).map_err(|e| shape(e.to_string().trim_end().to_owned()))?;
+        // toml's own Display quotes the offending source line, which may be a
+        // secret or a password: say where, and what, but not the text.
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            shape(match line {
+                Some(n) => format!("line {n}: {}", e.message().trim_end()),
+                None => e.message().trim_end().to_owned(),
+            })
+        })?;
         let mut file = ConfigFile {
             path: path.to_owned(),
             ..ConfigFile::default()
@@ -153,14 +167,17 @@ impl ConfigFile {
             }
             let text = setting_text(&value)
                 .ok_or_else(|| shape(format!("`{key}` must be a string, number, boolean or list of them")))?;
-            if let Some((_, env)) = URL_SETTINGS.iter().find(|(k, _)| *k == key) {
-                if url::Url::parse(&text).is_ok_and(|u| u.password().is_some()) {
-                    return Err(FileError::InlineSecret {
-                        path: path.to_owned(),
-                        key,
-                        instead: format!("the URL holds a password: set {env} in the environment instead"),
-                    });
-                }
+            if holds_password(&text) {
+                let env = match key.as_str() {
+                    "amqp_url" => "KICKQ_AMQP_URL".to_owned(),
+                    "database_url" => "DATABASE_URL".to_owned(),
+                    other => format!("its environment variable (KICKQ_{})", other.to_ascii_uppercase()),
+                };
+                return Err(FileError::InlineSecret {
+                    path: path.to_owned(),
+                    key,
+                    instead: format!("the URL holds a password: set {env} in the environment instead"),
+                });
             }
             file.settings.insert(key, text);
         }
@@ -292,13 +309,30 @@ secret_file = "/run/secrets/zego-games"
             ("[[apps]]\nsecret_env = \"S\"\n", "missing field `app_id`"),
             ("apps = 3\n", "`apps` must be a list"),
             ("[limits]\nx = 1\n", "`limits` must be a string"),
-            ("prefetch = \n", "kickq.toml"),
+            ("prefetch = \n", "kickq.toml: line 1:"),
+            (
+                "database_url = \"postgres://u@db/kickq?password=pw\"\n",
+                "set DATABASE_URL in the environment",
+            ),
+            (
+                "management_url = \"http://admin:pw@127.0.0.1:15672\"\n",
+                "(KICKQ_MANAGEMENT_URL)",
+            ),
+            // A malformed line is located, never quoted: it may hold a secret.
+            (
+                "namespace = \"kq\"\nzego_server = 0123456789abcdef0123456789abcdef\n",
+                "line 2:",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(want), "{text:?}: {err}");
             assert!(!err.contains("0123456789abcdef"), "the secret is printed: {err}");
-            assert!(!err.contains(":pw@"), "the password is printed: {err}");
+            assert!(
+                !err.contains(":pw@") && !err.contains("password=pw"),
+                "the password is printed: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
         }
     }
 

@@ -57,6 +57,26 @@ pub enum ConfigError {
     Apps(String),
 }
 
+/// An environment variable's name as given to `--app` or `secret_env`. Its `Display` names
+/// it, except a name exactly as long as a ServerSecret: that is most likely
+/// the secret itself pasted where its variable's name belongs, and an error
+/// line must not echo it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvName(pub String);
+
+impl std::fmt::Display for EnvName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.len() == SECRET_BYTES {
+            write!(
+                f,
+                "<a {SECRET_BYTES}-byte name, as long as a ServerSecret: give the variable's NAME, never the secret>"
+            )
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
 /// The AppId and where its secret comes from. The secret is read from the
 /// environment or a file only: argv is visible to every user through `ps`.
 #[derive(Debug, Clone, clap::Args)]

@@ -108,11 +108,27 @@ struct LaneState {
     open: bool,
 }
 
+/// Live cuts in a row after which a bulk group that has waited `max_wait`
+/// takes one token: while live traffic takes every token, bulk still moves
+/// at a tenth of the rate and never nears the broker's 30-minute consumer
+/// timeout, and a live kick waits one token interval more now and then.
+pub const BULK_EVERY: u32 = 10;
+
 /// Which lane's group gets an app's token now: the live lane's choice if it
-/// has one; else the bulk lane's, so bulk gets every token live leaves free.
-/// The earliest instant either lane would be worth a token, when neither is.
-pub(crate) fn pick(live: Result<(GroupId, Why), Next>, bulk: impl FnOnce() -> Result<(GroupId, Why), Next>) -> Pick {
+/// has one (unless `live_streak` live cuts in a row have left an overdue
+/// bulk group waiting, see [`BULK_EVERY`]); else the bulk lane's, so bulk
+/// gets every token live leaves free. The earliest instant either lane
+/// would be worth a token, when neither is.
+pub(crate) fn pick(
+    live: Result<(GroupId, Why), Next>,
+    live_streak: u32,
+    bulk: impl FnOnce() -> Result<(GroupId, Why), Next>,
+) -> Pick {
     let live_wait = match live {
+        Ok((id, why)) if live_streak + 1 >= BULK_EVERY => match bulk() {
+            Ok((bulk_id, Why::Overdue)) => return Pick::Cut(BULK, bulk_id, Why::Overdue),
+            _ => return Pick::Cut(LIVE, id, why),
+        },
         Ok((id, why)) => return Pick::Cut(LIVE, id, why),
         Err(Next::WaitUntil(at)) => Some(at),
         Err(Next::Idle) => None,
@@ -157,6 +173,8 @@ pub async fn run(cx: Context) {
     let mut deadline: Option<Instant> = None;
     // A slot taken for an app whose token then was not free, kept for its next cut.
     let mut held: HashMap<u32, Slot> = HashMap::new();
+    // Live cuts in a row per app (see BULK_EVERY).
+    let mut live_streak: HashMap<u32, u32> = HashMap::new();
     let mut token_blocked_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
@@ -197,12 +215,15 @@ pub async fn run(cx: Context) {
                 // waited `max_hold`, or at once past `max_halted_pending`,
                 // so a halted app never holds the prefetch window or the
                 // pending capacity the other apps need.
-                for l in &mut lanes {
+                // The cap counts the app's users in both lanes; bulk goes back first.
+                for lane in [BULK, LIVE] {
                     loop {
-                        let age = match l.core.app_users(app) > cfg.max_halted_pending {
+                        let held = lanes[LIVE].core.app_users(app) + lanes[BULK].core.app_users(app);
+                        let age = match held > cfg.max_halted_pending {
                             true => Duration::ZERO,
                             false => cfg.max_hold,
                         };
+                        let l = &mut lanes[lane];
                         let Some(id) = l.core.overdue(app, now, age) else { break };
                         let chunk = l.core.take(app, id).expect("overdue names a live group");
                         let d = Dispatch {
@@ -225,9 +246,12 @@ pub async fn run(cx: Context) {
                     continue 'apps;
                 }
                 let seen = |l: &LaneState| if l.open { l.input } else { Input::default() };
-                let choice = pick(lanes[LIVE].core.next_with_reason(app, now, seen(&lanes[LIVE])), || {
-                    lanes[BULK].core.next_with_reason(app, now, seen(&lanes[BULK]))
-                });
+                let streak = live_streak.get(&app).copied().unwrap_or(0);
+                let choice = pick(
+                    lanes[LIVE].core.next_with_reason(app, now, seen(&lanes[LIVE])),
+                    streak,
+                    || lanes[BULK].core.next_with_reason(app, now, seen(&lanes[BULK])),
+                );
                 let (lane, id, why) = match choice {
                     Pick::Cut(lane, id, why) => (lane, id, why),
                     Pick::Wait(at) => {
@@ -270,6 +294,12 @@ pub async fn run(cx: Context) {
                     crate::metrics::token_wait(now - since);
                 }
                 let chunk = lanes[lane].core.take(app, id).expect("next names a live group");
+                match lane {
+                    LIVE => *live_streak.entry(app).or_default() += 1,
+                    _ => {
+                        live_streak.remove(&app);
+                    }
+                }
                 crate::metrics::coalesced(why.as_str(), chunk.users.len());
                 tracing::trace!(?why, lane, users = chunk.users.len(), "cut");
                 let d = Dispatch {
@@ -393,7 +423,23 @@ mod tests {
             (Err(Next::Idle), Err(Next::Idle), Pick::Wait(None)),
         ];
         for (live, bulk, want) in cases {
-            assert_eq!(pick(*live, || *bulk), *want, "live {live:?}, bulk {bulk:?}");
+            assert_eq!(pick(*live, 0, || *bulk), *want, "live {live:?}, bulk {bulk:?}");
+        }
+        // After BULK_EVERY - 1 live cuts in a row, an overdue bulk group
+        // takes one token; a bulk group that is merely full does not.
+        let late = BULK_EVERY - 1;
+        let streaks: &[(u32, Choice, Pick)] = &[
+            (late, Ok((g2, Why::Overdue)), Pick::Cut(BULK, g2, Why::Overdue)),
+            (late, Ok((g2, Why::Full)), Pick::Cut(LIVE, g1, Why::Full)),
+            (late - 1, Ok((g2, Why::Overdue)), Pick::Cut(LIVE, g1, Why::Full)),
+            (late, Err(Next::Idle), Pick::Cut(LIVE, g1, Why::Full)),
+        ];
+        for (streak, bulk, want) in streaks {
+            assert_eq!(
+                pick(Ok((g1, Why::Full)), *streak, || *bulk),
+                *want,
+                "streak {streak}, bulk {bulk:?}"
+            );
         }
     }
 
@@ -401,7 +447,7 @@ mod tests {
     #[test]
     fn bulk_is_not_asked_when_live_cuts() {
         let g = GroupId::for_tests(1);
-        let got = pick(Ok((g, Why::Full)), || panic!("bulk asked although live had a group"));
+        let got = pick(Ok((g, Why::Full)), 0, || panic!("bulk asked although live had a group"));
         assert_eq!(got, Pick::Cut(LIVE, g, Why::Full));
     }
 }
