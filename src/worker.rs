@@ -52,6 +52,9 @@ pub const BULK_SIZED_FOR_USERS: usize = 100;
 /// broker's 30-minute consumer timeout, so no bulk delivery nears it even
 /// while live traffic takes some of the tokens.
 pub const BULK_WINDOW_WORK: Duration = Duration::from_secs(600);
+/// Outcome events are off by default: a deployment that does not consume
+/// them publishes nothing more, and declares no exchange.
+pub const DEFAULT_EVENTS: bool = false;
 /// Reconnect backoff: first delay, and the cap. Jittered (full jitter on top
 /// of the exponential step), so a fleet that lost the same broker does not
 /// come back in lock-step.
@@ -105,6 +108,9 @@ pub struct WorkerConfig {
     pub database_url: Option<Secret>,
     /// Metrics and health server address; `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
+    /// Publish one outcome event per finished delivery to `<ns>.events`,
+    /// confirmed before its ack (`KICKQ_EVENTS`).
+    pub events: bool,
 }
 
 impl WorkerConfig {
@@ -133,6 +139,7 @@ impl WorkerConfig {
             http_timeout: crate::zego::client::DEFAULT_HTTP_TIMEOUT,
             database_url: None,
             metrics_addr: None,
+            events: DEFAULT_EVENTS,
         }
     }
 
@@ -185,6 +192,12 @@ impl WorkerConfig {
     /// Records every job, call and outcome in the ledger at this PostgreSQL URL.
     pub fn with_ledger(mut self, database_url: Secret) -> Self {
         self.database_url = Some(database_url);
+        self
+    }
+
+    /// Publishes outcome events to `<ns>.events` (see the README's Outcome events).
+    pub fn with_events(mut self, on: bool) -> Self {
+        self.events = on;
         self
     }
 

@@ -42,6 +42,7 @@ pub(crate) fn render(cfg: &WorkerConfig) -> String {
         "metrics_addr",
         s(&cfg.metrics_addr.map_or("0".to_owned(), |a| a.to_string())),
     );
+    put("events", s(if cfg.events { "on" } else { "off" }));
     if let Some(db) = &cfg.database_url {
         put("database_url", url(db.expose()));
     }
