@@ -465,6 +465,7 @@ async fn run_loop<A: KickApi>(
         acked = summary.tally.acked,
         dead_letters = summary.tally.dead_letters,
         retries = summary.tally.retries,
+        events = summary.tally.events,
         reconnects = summary.reconnects,
         "kickq worker stopped"
     );
@@ -485,6 +486,7 @@ fn add_tally(sum: &mut Tally, t: Tally) {
     sum.ack_failed += t.ack_failed;
     sum.dead_letters += t.dead_letters;
     sum.retries += t.retries;
+    sum.events += t.events;
 }
 
 /// Opens and migrates the ledger, waiting out an unreachable database;

@@ -273,14 +273,19 @@ fn users_are_listed_by_verdict_with_their_request_ids() {
 #[test]
 fn readme_examples_are_rendered_by_this_code() {
     let readme = include_str!("../../../README.md");
+    let mut missing = Vec::new();
     for (outcome, f) in examples() {
         let text = pretty(&render(&f, at()));
         if std::env::var_os("KICKQ_PRINT_EVENT_EXAMPLES").is_some() {
             println!("{outcome}:\n```json\n{text}\n```\n");
         }
-        assert!(
-            readme.contains(&text),
-            "README's Outcome events lacks the {outcome} example as rendered:\n{text}"
-        );
+        if !readme.contains(&text) {
+            missing.push(format!("{outcome}:\n{text}"));
+        }
     }
+    assert!(
+        missing.is_empty(),
+        "README's Outcome events lacks these examples as rendered:\n{}",
+        missing.join("\n")
+    );
 }
