@@ -11,6 +11,7 @@ use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptio
 use lapin::types::FieldTable;
 use lapin::Consumer;
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 
@@ -263,4 +264,131 @@ async fn tail_json_outcome_failed_prints_failed_events_only() {
         .expect("the tail exits on SIGINT")
         .unwrap();
     assert_eq!(status.code(), Some(130));
+}
+
+/// The job ids of every message in `queue`, read with a consumer that acks
+/// nothing: closing its channel hands them all back.
+async fn peek_job_ids(broker: &Broker, queue: &str) -> std::collections::BTreeSet<String> {
+    let n = broker.depth(queue).await as usize;
+    let ch = broker.conn.create_channel().await.unwrap();
+    ch.basic_qos(n.clamp(1, 65535) as u16, Default::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(queue.into(), "".into(), Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < n {
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a ready message arrives")
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+        ids.insert(v["job_id"].as_str().unwrap().to_owned());
+    }
+    let _ = ch.close(200, "".into()).await;
+    ids
+}
+
+/// RELIABILITY.md: a `kickq run` child with `KICKQ_EVENTS=on`, killed with
+/// SIGKILL mid-sweep and restarted: every job acked has its event, and
+/// events repeated by the redelivery of what was in flight are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_sweep_with_events_on_every_acked_job_has_its_event() {
+    let ns = Ns::new("events-kill");
+    let rate = 200;
+    let mock = mock(rate).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut events = bind_all(&broker, &ns).await;
+    // 3,000 one-user jobs over 600 rooms, each with its own job id.
+    let jobs = 3000;
+    let bodies: Vec<Vec<u8>> = (0..jobs)
+        .map(|n| body(&format!("room-{}", n % 600), &[&format!("u{n}")], &format!("j-{n}")))
+        .collect();
+    broker.publish_many(&ns.names.requests, &bodies).await;
+    let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String, String)>::new()));
+    let sink = collected.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(g) = next_event(&mut events, Duration::from_secs(120)).await {
+            let id = g.body["id"].as_str().unwrap().to_owned();
+            let job = g.body["subject"].as_str().unwrap_or_default().to_owned();
+            sink.lock().unwrap().push((id, job, g.key));
+        }
+    });
+    let on = [("KICKQ_EVENTS", "on")];
+    let mut first = spawn_binary_worker(&ns, &mock.base_url(), rate, &on);
+    wait_for(Duration::from_secs(60), "a third of the sweep kicked", || async {
+        mock.kicked().len() >= jobs / 3
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let kicked_at_kill = mock.kicked().len();
+    // The broker returns the dead worker's unacked deliveries; what is not
+    // in the queue then was acked. Read the queue without taking anything.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events_at_kill: std::collections::BTreeSet<String> =
+        collected.lock().unwrap().iter().map(|(_, j, _)| j.clone()).collect();
+    let queued = peek_job_ids(&broker, &ns.names.requests).await;
+    let acked_at_kill: Vec<String> = (0..jobs)
+        .map(|n| format!("j-{n}"))
+        .filter(|j| !queued.contains(j))
+        .collect();
+    let acked_without_event_at_kill = acked_at_kill.iter().filter(|j| !events_at_kill.contains(*j)).count();
+    let events_at_kill = events_at_kill.len();
+    let mut second = spawn_binary_worker(&ns, &mock.base_url(), rate, &on);
+    let kicked_users = || {
+        mock.kicked()
+            .into_iter()
+            .map(|k| k.user_id)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    wait_for(Duration::from_secs(120), "every user kicked", || async { kicked_users().len() == jobs }).await;
+    wait_for(Duration::from_secs(60), "every delivery acked", || async {
+        broker.depth(&ns.names.requests).await == 0
+    })
+    .await;
+    let job_ids = || {
+        collected
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, j, _)| j.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    wait_for(Duration::from_secs(30), "an event for every job", || async { job_ids().len() == jobs }).await;
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(second.wait().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.abort();
+    let got = collected.lock().unwrap().clone();
+    let mut per_id: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut per_job: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for (id, job, key) in &got {
+        *per_id.entry(id).or_default() += 1;
+        per_job.entry(job).or_default().insert(id);
+        assert!(key.starts_with("kicked."), "{job}: {key}");
+    }
+    let duplicate_ids: usize = per_id.values().map(|n| n - 1).sum();
+    let jobs_with_two_ids = per_job.values().filter(|ids| ids.len() > 1).count();
+    let missing = (0..jobs).filter(|n| !per_job.contains_key(format!("j-{n}").as_str())).count();
+    let repeated_kicks = mock.kicked().len() - jobs;
+    eprintln!(
+        "FIGURE events-kill9 jobs={jobs} kicked_at_kill={kicked_at_kill} events_at_kill={events_at_kill} acked_at_kill={} acked_without_event_at_kill={acked_without_event_at_kill} events={} distinct_ids={} duplicate_ids={duplicate_ids} jobs_with_two_ids={jobs_with_two_ids} acked_jobs_without_event={missing} repeated_kicks={repeated_kicks}",
+        acked_at_kill.len(),
+        got.len(),
+        per_id.len()
+    );
+    assert!(acked_at_kill.len() > 0 && acked_at_kill.len() < jobs, "killed mid-sweep");
+    assert_eq!(acked_without_event_at_kill, 0, "an acked delivery always has its event");
+    // Every job is acked (the queue is empty) and every job has its event.
+    assert_eq!(missing, 0);
+    // A redelivered job ends the same way: the same id, never a second one.
+    assert_eq!(jobs_with_two_ids, 0);
+    // Repeats are bounded by what was unacked at the kill.
+    assert!(duplicate_ids <= jobs - events_at_kill, "{duplicate_ids}");
 }
