@@ -77,7 +77,10 @@ async fn next_event(consumer: &mut Consumer, within: Duration) -> Option<Got> {
     let d = tokio::time::timeout(within, consumer.next()).await.ok()??.unwrap();
     let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
     let p = &d.properties;
-    assert_eq!(p.content_type().as_ref().unwrap().as_str(), "application/cloudevents+json");
+    assert_eq!(
+        p.content_type().as_ref().unwrap().as_str(),
+        "application/cloudevents+json"
+    );
     assert_eq!(p.message_id().as_ref().unwrap().as_str(), body["id"].as_str().unwrap());
     assert_eq!(p.kind().as_ref().unwrap().as_str(), body["type"].as_str().unwrap());
     assert!(p.timestamp().is_some());
@@ -106,7 +109,9 @@ async fn one_event_per_finished_delivery_with_its_outcome() {
     let q = &ns.names.requests;
     broker.publish_raw(q, &body("ok-1", &["a", "b"], "j-kicked")).await;
     broker.publish_raw(q, &body("flaky-1", &["f"], "j-flaky")).await;
-    broker.publish_raw(q, &body("partial-1", &["p1", "p2"], "j-partial")).await;
+    broker
+        .publish_raw(q, &body("partial-1", &["p1", "p2"], "j-partial"))
+        .await;
     broker.publish_raw(q, &body("bad-1", &["x"], "j-failed")).await;
     broker.publish_raw(q, b"room=1&user=victim").await;
     let past = serde_json::json!({"room_id": "late-1", "user_ids": ["l"], "job_id": "j-expired", "not_after": "2020-01-01T00:00:00Z"});
@@ -117,11 +122,18 @@ async fn one_event_per_finished_delivery_with_its_outcome() {
     while got.len() < 7 {
         match next_event(&mut events, Duration::from_secs(20)).await {
             Some(g) => got.push(g),
-            None => panic!("only {} of 7 events came: {:?}", got.len(), got.iter().map(|g| &g.key).collect::<Vec<_>>()),
+            None => panic!(
+                "only {} of 7 events came: {:?}",
+                got.len(),
+                got.iter().map(|g| &g.key).collect::<Vec<_>>()
+            ),
         }
     }
     // And no more: exactly one per finished delivery.
-    assert!(next_event(&mut events, Duration::from_secs(2)).await.is_none(), "an extra event");
+    assert!(
+        next_event(&mut events, Duration::from_secs(2)).await.is_none(),
+        "an extra event"
+    );
     worker.stop().await;
 
     let mut by_job: BTreeMap<String, Vec<&Got>> = BTreeMap::new();
@@ -149,7 +161,11 @@ async fn one_event_per_finished_delivery_with_its_outcome() {
 
     let flaky = &by_job["j-flaky"];
     let keys: Vec<&str> = flaky.iter().map(|g| g.key.as_str()).collect();
-    assert_eq!(keys, [format!("retrying.{app}"), format!("kicked.{app}")], "retry, then kick");
+    assert_eq!(
+        keys,
+        [format!("retrying.{app}"), format!("kicked.{app}")],
+        "retry, then kick"
+    );
     assert_eq!(flaky[0].body["data"]["users"]["retrying"], serde_json::json!(["f"]));
     assert_eq!(flaky[0].body["data"]["attempts"], 0);
     assert_eq!(flaky[1].body["data"]["attempts"], 1);
@@ -186,7 +202,10 @@ async fn events_off_declares_no_exchange_and_publishes_nothing() {
     broker.declare(&ns.names).await;
     let worker = spawn_worker(worker_config(&ns, &mock.base_url(), 50)).await;
     broker.publish_raw(&ns.names.requests, &body("ok-1", &["a"], "j")).await;
-    wait_for(Duration::from_secs(10), "the kick", || async { mock.kicked().len() == 1 }).await;
+    wait_for(Duration::from_secs(10), "the kick", || async {
+        mock.kicked().len() == 1
+    })
+    .await;
     wait_for(Duration::from_secs(5), "the ack", || async {
         broker.depth(&ns.names.requests).await == 0
     })
@@ -209,6 +228,11 @@ async fn events_off_declares_no_exchange_and_publishes_nothing() {
         .await
         .expect_err("with events off the worker declares no exchange");
     assert_eq!(topology::reply_code(&err), Some(404), "{err}");
+    // Cleanup deletes the exchange too, and a missing one is not an error.
+    let ch = broker.conn.create_channel().await.unwrap();
+    topology::delete_all(&ch, &ns.names)
+        .await
+        .expect("deleting a namespace without an events exchange");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,9 +263,15 @@ async fn tail_json_outcome_failed_prints_failed_events_only() {
     assert!(ready.contains("binding failed.*"), "{ready}");
     let mut out = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
     let worker = spawn_worker(worker_config(&ns, &mock.base_url(), 50).with_events(true)).await;
-    broker.publish_raw(&ns.names.requests, &body("ok-1", &["a"], "j-ok")).await;
-    broker.publish_raw(&ns.names.requests, &body("bad-1", &["x"], "j-bad")).await;
-    broker.publish_raw(&ns.names.requests, &body("ok-2", &["b"], "j-ok-2")).await;
+    broker
+        .publish_raw(&ns.names.requests, &body("ok-1", &["a"], "j-ok"))
+        .await;
+    broker
+        .publish_raw(&ns.names.requests, &body("bad-1", &["x"], "j-bad"))
+        .await;
+    broker
+        .publish_raw(&ns.names.requests, &body("ok-2", &["b"], "j-ok-2"))
+        .await;
     let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
         .await
         .expect("a failed event within 20 s")
@@ -250,7 +280,10 @@ async fn tail_json_outcome_failed_prints_failed_events_only() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["type"], "com.kickq.job.failed");
     assert_eq!(v["subject"], "j-bad");
-    wait_for(Duration::from_secs(10), "both kicks", || async { mock.kicked().len() == 2 }).await;
+    wait_for(Duration::from_secs(10), "both kicks", || async {
+        mock.kicked().len() == 2
+    })
+    .await;
     let summary = worker.stop().await;
     assert_eq!(summary.tally.events, 3, "three deliveries, three events");
     // Nothing more: the kicked events were not bound.
@@ -258,7 +291,11 @@ async fn tail_json_outcome_failed_prints_failed_events_only() {
     assert!(more.is_err(), "only the failed event is printed: {more:?}");
     // Ctrl-C exits 130.
     let pid = tail.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = tokio::time::timeout(Duration::from_secs(10), tail.wait())
         .await
         .expect("the tail exits on SIGINT")
@@ -271,7 +308,9 @@ async fn tail_json_outcome_failed_prints_failed_events_only() {
 async fn peek_job_ids(broker: &Broker, queue: &str) -> std::collections::BTreeSet<String> {
     let n = broker.depth(queue).await as usize;
     let ch = broker.conn.create_channel().await.unwrap();
-    ch.basic_qos(n.clamp(1, 65535) as u16, Default::default()).await.unwrap();
+    ch.basic_qos(n.clamp(1, 65535) as u16, Default::default())
+        .await
+        .unwrap();
     let mut consumer = ch
         .basic_consume(queue.into(), "".into(), Default::default(), FieldTable::default())
         .await
@@ -344,7 +383,10 @@ async fn kill9_mid_sweep_with_events_on_every_acked_job_has_its_event() {
             .map(|k| k.user_id)
             .collect::<std::collections::BTreeSet<_>>()
     };
-    wait_for(Duration::from_secs(120), "every user kicked", || async { kicked_users().len() == jobs }).await;
+    wait_for(Duration::from_secs(120), "every user kicked", || async {
+        kicked_users().len() == jobs
+    })
+    .await;
     wait_for(Duration::from_secs(60), "every delivery acked", || async {
         broker.depth(&ns.names.requests).await == 0
     })
@@ -357,7 +399,10 @@ async fn kill9_mid_sweep_with_events_on_every_acked_job_has_its_event() {
             .map(|(_, j, _)| j.clone())
             .collect::<std::collections::BTreeSet<_>>()
     };
-    wait_for(Duration::from_secs(30), "an event for every job", || async { job_ids().len() == jobs }).await;
+    wait_for(Duration::from_secs(30), "an event for every job", || async {
+        job_ids().len() == jobs
+    })
+    .await;
     Command::new("kill")
         .args(["-TERM", &second.id().to_string()])
         .status()
@@ -375,7 +420,9 @@ async fn kill9_mid_sweep_with_events_on_every_acked_job_has_its_event() {
     }
     let duplicate_ids: usize = per_id.values().map(|n| n - 1).sum();
     let jobs_with_two_ids = per_job.values().filter(|ids| ids.len() > 1).count();
-    let missing = (0..jobs).filter(|n| !per_job.contains_key(format!("j-{n}").as_str())).count();
+    let missing = (0..jobs)
+        .filter(|n| !per_job.contains_key(format!("j-{n}").as_str()))
+        .count();
     let repeated_kicks = mock.kicked().len() - jobs;
     eprintln!(
         "FIGURE events-kill9 jobs={jobs} kicked_at_kill={kicked_at_kill} events_at_kill={events_at_kill} acked_at_kill={} acked_without_event_at_kill={acked_without_event_at_kill} events={} distinct_ids={} duplicate_ids={duplicate_ids} jobs_with_two_ids={jobs_with_two_ids} acked_jobs_without_event={missing} repeated_kicks={repeated_kicks}",
@@ -383,7 +430,10 @@ async fn kill9_mid_sweep_with_events_on_every_acked_job_has_its_event() {
         got.len(),
         per_id.len()
     );
-    assert!(acked_at_kill.len() > 0 && acked_at_kill.len() < jobs, "killed mid-sweep");
+    assert!(
+        !acked_at_kill.is_empty() && acked_at_kill.len() < jobs,
+        "killed mid-sweep"
+    );
     assert_eq!(acked_without_event_at_kill, 0, "an acked delivery always has its event");
     // Every job is acked (the queue is empty) and every job has its event.
     assert_eq!(missing, 0);
@@ -391,4 +441,42 @@ async fn kill9_mid_sweep_with_events_on_every_acked_job_has_its_event() {
     assert_eq!(jobs_with_two_ids, 0);
     // Repeats are bounded by what was unacked at the kill.
     assert!(duplicate_ids <= jobs - events_at_kill, "{duplicate_ids}");
+}
+
+/// With the ledger on, a job published again after it was kicked is acked
+/// without a call: its event says `kicked` with the users `already_done`,
+/// and repeats the first event's id (the same outcome of the same message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_already_done_by_the_ledger_repeats_its_kicked_event() {
+    let db = TestDb::new().await;
+    let ns = Ns::new("events-ledger");
+    let mock = mock(50).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let mut events = bind_all(&broker, &ns).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 50).with_events(true);
+    cfg.database_url = Some(kickq::secret::Secret::new(db.url.clone()));
+    let worker = spawn_worker(cfg).await;
+    let job = body("r-1", &["a", "b"], "j-again");
+    broker.publish_raw(&ns.names.requests, &job).await;
+    let first = next_event(&mut events, Duration::from_secs(20))
+        .await
+        .expect("the first event");
+    broker.publish_raw(&ns.names.requests, &job).await;
+    let second = next_event(&mut events, Duration::from_secs(20))
+        .await
+        .expect("the second event");
+    worker.stop().await;
+    db.drop_db().await;
+    assert_eq!(mock.kicked().len(), 2, "the second delivery made no call");
+    assert_eq!(first.key, second.key);
+    assert_eq!(first.body["data"]["users"]["kicked"].as_array().unwrap().len(), 2);
+    let mut done: Vec<String> = serde_json::from_value(second.body["data"]["users"]["already_done"].clone()).unwrap();
+    done.sort();
+    assert_eq!(done, ["a", "b"]);
+    assert_eq!(second.body["data"]["users"]["kicked"], serde_json::json!([]));
+    assert_eq!(
+        first.body["id"], second.body["id"],
+        "the same outcome of the same message"
+    );
 }

@@ -418,7 +418,8 @@ impl Router {
             self.health.count_users("skipped", skipped.len() as u64);
         }
         if self.cfg.events {
-            self.trails.insert(job.id, trail(&self.cfg.names.namespace, &job, &skipped));
+            self.trails
+                .insert(job.id, trail(&self.cfg.names.namespace, &job, &skipped));
         }
         let book = Book::new(delivery, &job.request.user_ids, &skipped);
         if book.is_done() {
@@ -458,7 +459,16 @@ impl Router {
         };
         let event = self.cfg.events.then(|| {
             let default_app = self.cfg.default_app.filter(|_| expired);
-            let f = unusable_trail(&self.cfg.names.namespace, &body, &job_id, attempts, lane, default_app, error, &detail);
+            let f = unusable_trail(
+                &self.cfg.names.namespace,
+                &body,
+                &job_id,
+                attempts,
+                lane,
+                default_app,
+                error,
+                &detail,
+            );
             event::render(&f, Utc::now())
         });
         let dl = DeadLetter {
@@ -598,7 +608,11 @@ impl Router {
                 detail,
             ));
         }
-        if let Some(trail) = self.trails.get_mut(&e.job.id) {
+        let trail = match self.cfg.events {
+            true => self.trails.get_mut(&e.job.id),
+            false => None,
+        };
+        if let Some(trail) = trail {
             let verdict = match e.action {
                 Action::Kicked => Verdict::Kicked,
                 Action::NothingToDo => Verdict::NothingToDo,

@@ -76,7 +76,11 @@ fn parts(outcome: Outcome) -> IdParts<'static> {
 #[test]
 fn event_ids_are_stable_and_change_with_each_part() {
     let base = event_id(&parts(Outcome::Kicked));
-    assert_eq!(base, event_id(&parts(Outcome::Kicked)), "the same outcome repeats its id");
+    assert_eq!(
+        base,
+        event_id(&parts(Outcome::Kicked)),
+        "the same outcome repeats its id"
+    );
     let reordered = IdParts {
         users: vec!["b", "a"],
         ..parts(Outcome::Kicked)
@@ -241,7 +245,16 @@ fn bodies_are_structured_cloudevents_with_every_documented_field() {
         assert_eq!(v.get("subject").and_then(|s| s.as_str()), f.job_id.as_deref());
         let d = &v["data"];
         assert_eq!(d["outcome"], want.as_str());
-        for key in ["job_id", "app_id", "room_id", "reason", "lane", "attempts", "users", "request_ids"] {
+        for key in [
+            "job_id",
+            "app_id",
+            "room_id",
+            "reason",
+            "lane",
+            "attempts",
+            "users",
+            "request_ids",
+        ] {
             assert!(d.get(key).is_some(), "{want}: data.{key}");
         }
         for key in ["kicked", "nothing_to_do", "already_done", "retrying", "dead_lettered"] {
@@ -264,7 +277,10 @@ fn users_are_listed_by_verdict_with_their_request_ids() {
     assert_eq!(d["users"]["dead_lettered"][0]["error"], "permanent");
     assert_eq!(d["users"]["dead_lettered"][0]["code"], 2);
     assert_eq!(d["users"]["dead_lettered"][0]["request_id"], "9e4f7a2c1b3d5e60");
-    assert_eq!(d["request_ids"], serde_json::json!(["c3a9e5f1027d4b86", "9e4f7a2c1b3d5e60"]));
+    assert_eq!(
+        d["request_ids"],
+        serde_json::json!(["c3a9e5f1027d4b86", "9e4f7a2c1b3d5e60"])
+    );
     assert_eq!(d["attempts"], 1);
 }
 
