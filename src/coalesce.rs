@@ -155,6 +155,15 @@ impl<W> Group<W> {
     fn oldest(&self) -> Instant {
         self.order.front().expect("an empty group is removed at once").1
     }
+
+    /// A user taken out of `order`, with its waiters taken out too.
+    fn chunk_user(&mut self, user_id: Arc<str>) -> ChunkUser<W> {
+        let waiters = self
+            .waiters
+            .remove(&user_id)
+            .expect("order and waiters hold the same users");
+        ChunkUser { user_id, waiters }
+    }
 }
 
 /// Per-AppId groups and the indexes the policy reads.
@@ -191,6 +200,21 @@ impl<W> AppGroups<W> {
         self.by_age.remove(&(age, id));
         self.by_size.remove(&(Reverse(size), age, id));
         self.full.remove(&(age, id));
+    }
+
+    /// After `removed` users left group `id` (unindexed): drops the group if
+    /// it is empty, else indexes it again. Returns its key.
+    fn after_removal(&mut self, id: GroupId, removed: usize) -> GroupKey {
+        let group = &self.groups[&id];
+        let key = group.key.clone();
+        if group.order.is_empty() {
+            self.groups.remove(&id);
+            self.ids.remove(&key);
+        } else {
+            self.index(id);
+        }
+        self.users -= removed;
+        key
     }
 
     fn index(&mut self, id: GroupId) {
@@ -323,25 +347,9 @@ impl<W: Clone> Coalescer<W> {
         let max = app.chunk_size;
         let group = app.groups.get_mut(&id).expect("presence checked above");
         let n = max.min(group.order.len());
-        let users: Vec<ChunkUser<W>> = group
-            .order
-            .drain(..n)
-            .map(|(user_id, _)| {
-                let waiters = group
-                    .waiters
-                    .remove(&user_id)
-                    .expect("order and waiters hold the same users");
-                ChunkUser { user_id, waiters }
-            })
-            .collect();
-        let key = group.key.clone();
-        if group.order.is_empty() {
-            app.groups.remove(&id);
-            app.ids.remove(&key);
-        } else {
-            app.index(id);
-        }
-        app.users -= users.len();
+        let order: Vec<Arc<str>> = group.order.drain(..n).map(|(user_id, _)| user_id).collect();
+        let users: Vec<ChunkUser<W>> = order.into_iter().map(|u| group.chunk_user(u)).collect();
+        let key = app.after_removal(id, users.len());
         self.users -= users.len();
         Some(Chunk { key, users })
     }
@@ -367,23 +375,12 @@ impl<W: Clone> Coalescer<W> {
         while i < chunk_size.min(group.order.len()) {
             if dead(group, &group.order[i].0) {
                 let (user_id, _) = group.order.remove(i).expect("index in range");
-                let waiters = group
-                    .waiters
-                    .remove(&user_id)
-                    .expect("order and waiters hold the same users");
-                out.push(ChunkUser { user_id, waiters });
+                out.push(group.chunk_user(user_id));
             } else {
                 i += 1;
             }
         }
-        let key = group.key.clone();
-        if group.order.is_empty() {
-            app.groups.remove(&id);
-            app.ids.remove(&key);
-        } else {
-            app.index(id);
-        }
-        app.users -= out.len();
+        let key = app.after_removal(id, out.len());
         self.users -= out.len();
         Some(Chunk { key, users: out })
     }

@@ -47,6 +47,9 @@
 //! dlq/           kickq dlq: pass lock, read, filter, show, replay and purge dead letters
 //! mock_zego/     the strict stand-in for the real API
 //! bench/         `kickq bench`: scenarios, the naive baseline, figures and targets
+//! http_intake/   `kickq run`'s POST /v1/kicks: mod.rs (settings, listener), auth.rs (bearer tokens), limit.rs
+//!                (per-token rate cap), batch.rs (the body's jobs), idempotency.rs (keys: ledger or memory),
+//!                publisher.rs (its own confirmed broker connection), handler.rs (the endpoint)
 //! health.rs      what the worker reports (read only) and the /metrics, /healthz, /readyz, /status server
 //! metrics.rs     every metric name and label
 //! table.rs       aligned plain-text tables for operator commands
@@ -75,6 +78,7 @@ pub(crate) mod bulk;
 pub(crate) mod coalesce;
 pub(crate) mod dlq;
 pub(crate) mod health;
+pub(crate) mod http_intake;
 pub(crate) mod leadership;
 pub(crate) mod ledger;
 pub(crate) mod metrics;

@@ -248,6 +248,11 @@ impl Producer {
         Ok(Producer { conn, publisher, cfg })
     }
 
+    /// Whether the connection is still open (the HTTP intake reconnects when not).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.conn.status().connected()
+    }
+
     /// The queue names this producer publishes to.
     pub fn names(&self) -> &Names {
         &self.cfg.names

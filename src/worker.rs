@@ -10,6 +10,7 @@
 
 pub use crate::amqp::topology::Names;
 pub use crate::coalesce::Policy;
+pub use crate::http_intake::{IntakeConfig, IntakeError};
 
 use crate::config::apps::{AppConfig, Apps};
 use crate::config::Credentials;
@@ -111,6 +112,8 @@ pub struct WorkerConfig {
     /// Publish one outcome event per finished delivery to `<ns>.events`,
     /// confirmed before its ack (`KICKQ_EVENTS`).
     pub events: bool,
+    /// The HTTP intake (`POST /v1/kicks`); `None` (the default) turns it off.
+    pub http_intake: Option<IntakeConfig>,
 }
 
 impl WorkerConfig {
@@ -140,6 +143,7 @@ impl WorkerConfig {
             database_url: None,
             metrics_addr: None,
             events: DEFAULT_EVENTS,
+            http_intake: None,
         }
     }
 
@@ -201,6 +205,12 @@ impl WorkerConfig {
         self
     }
 
+    /// Serves the HTTP intake (`POST /v1/kicks`) as `intake` says.
+    pub fn with_http_intake(mut self, intake: IntakeConfig) -> Self {
+        self.http_intake = Some(intake);
+        self
+    }
+
     /// Serves /metrics, /healthz, /readyz and /status on this address.
     pub fn with_metrics(mut self, addr: SocketAddr) -> Self {
         self.metrics_addr = Some(addr);
@@ -228,6 +238,9 @@ pub enum WorkerError {
     /// constraint): the worker stops rather than hold every ack for ever.
     #[error("audit ledger: {0} (check DATABASE_URL, or run `kickq migrate`)")]
     Ledger(LedgerError),
+    /// The HTTP intake cannot start (no usable token file, the address taken).
+    #[error(transparent)]
+    HttpIntake(#[from] IntakeError),
 }
 
 /// What a run did, summed over its sessions.
@@ -252,6 +265,7 @@ pub struct Worker<A = Clients> {
     gate: Gate,
     health: Arc<Health>,
     metrics_addr: Option<SocketAddr>,
+    intake_addr: Option<SocketAddr>,
     server_stop: CancellationToken,
 }
 
@@ -296,12 +310,37 @@ impl<A: KickApi> Worker<A> {
             metrics_addr = Some(local);
             tokio::spawn(serve);
         }
+        let mut intake_addr = None;
+        if let Some(intake) = &cfg.http_intake {
+            let producer = crate::producer::ProducerConfig {
+                names: cfg.names.clone(),
+                delivery_limit: cfg.delivery_limit,
+                connection_name: format!("{}-http-intake", cfg.connection_name),
+                limits: cfg.limits,
+                max_in_flight: crate::producer::MAX_IN_FLIGHT,
+            };
+            let stop = server_stop.clone();
+            let (local, serve) = crate::http_intake::bind(
+                intake,
+                cfg.amqp_url.clone(),
+                producer,
+                cfg.database_url.as_ref(),
+                async move { stop.cancelled().await },
+            )
+            .await
+            // The metrics server, if any, stops too.
+            .inspect_err(|_| server_stop.cancel())?;
+            tracing::info!(addr = %local, "http intake on POST /v1/kicks (bearer tokens of KICKQ_HTTP_INTAKE_TOKEN_FILE)");
+            intake_addr = Some(local);
+            tokio::spawn(serve);
+        }
         Ok(Self {
             cfg,
             api,
             gate,
             health,
             metrics_addr,
+            intake_addr,
             server_stop,
         })
     }
@@ -309,6 +348,11 @@ impl<A: KickApi> Worker<A> {
     /// Where /metrics, /healthz, /readyz and /status are served, if anywhere.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Where the HTTP intake is served, if anywhere.
+    pub fn intake_addr(&self) -> Option<SocketAddr> {
+        self.intake_addr
     }
 
     /// Opens the ledger, then runs broker sessions until `shutdown` fires;

@@ -17,6 +17,7 @@ fn env(scale: f64) -> BenchEnv {
         rate: 500,
         scale,
         exe: Some(env!("CARGO_BIN_EXE_kickq").into()),
+        apps: 3,
     })
 }
 
@@ -104,4 +105,37 @@ async fn enqueue_runs_or_says_why_not() {
         Status::Skipped(why) => assert_eq!(why, kickq::testkit::bench::enqueue::NOT_AVAILABLE),
         Status::Ran => assert!(r.figure("messages queued by enqueue").unwrap().kickq > 0.0),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_serves_every_live_kick_beside_the_sweep() {
+    let r = run(Scenario::Lanes, 0.03).await;
+    assert_accounted(&r, false);
+    let served = r.figure("live kicks served, during sweep").unwrap();
+    assert_eq!(served.kickq, 9.0, "every live kick of the sweep run");
+    assert!(
+        served.baseline.is_some_and(|b| b <= 9.0),
+        "the baseline's count is its own"
+    );
+    assert!(r.figure("p99 live, during sweep (ms)").unwrap().kickq.is_finite());
+    assert!(r.figure("sweep calls/s during live traffic").unwrap().kickq > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_child_worker_serves_every_app() {
+    let r = run(Scenario::Apps, 0.01).await;
+    assert_accounted(&r, false);
+    let calls = r.figure("calls").unwrap().kickq;
+    assert_eq!(
+        r.figure("minimum calls").unwrap().kickq,
+        30.0,
+        "3 apps of 10 full calls"
+    );
+    assert!(calls >= 30.0);
+    assert!(
+        r.figure("min app calls/s / L").unwrap().kickq > 0.0,
+        "every app was called"
+    );
+    assert!(r.figure("worker CPU (s)").unwrap().kickq > 0.0);
+    assert!(r.figure("peak RSS, VmHWM (MiB)").unwrap().kickq > 0.0);
 }

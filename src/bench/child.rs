@@ -1,5 +1,6 @@
-//! A `kickq` child process (the worker of the backlog scenario, `kickq enqueue`), and its memory as the
-//! kernel counts it: VmRSS sampled from `/proc/<pid>/status`, and VmHWM, the kernel's own peak.
+//! A `kickq` child process (the worker of the backlog and apps scenarios, `kickq enqueue`), and its memory and
+//! CPU time as the kernel counts them: VmRSS sampled from `/proc/<pid>/status`, VmHWM (the kernel's own peak),
+//! and user + system time from `/proc/<pid>/stat`.
 
 use super::BenchError;
 use std::path::Path;
@@ -13,10 +14,18 @@ use tokio::process::{Child, Command};
 const SAMPLE: Duration = Duration::from_millis(50);
 /// Time a worker gets to drain after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
+/// Clock ticks per second of `/proc/<pid>/stat`'s times: Linux's USER_HZ,
+/// which the kernel's user ABI fixes at 100 whatever its internal HZ (this
+/// crate has no unsafe code to ask `sysconf(_SC_CLK_TCK)`).
+const CLOCK_TICKS_PER_SEC: u64 = 100;
 /// Settings of the parent that must not leak into a child (a stray
-/// `DATABASE_URL` would turn the ledger on).
+/// `DATABASE_URL` would turn the ledger on, a stray `ZEGO_APP_ID` or
+/// `KICKQ_CONFIG` would clash with the apps a child is given).
 const SCRUBBED_ENV: &[&str] = &[
     "DATABASE_URL",
+    "KICKQ_CONFIG",
+    "ZEGO_APP_ID",
+    "ZEGO_SERVER_SECRET",
     "ZEGO_SERVER_SECRET_FILE",
     "KICKQ_METRICS_ADDR",
     "KICKQ_PREFETCH",
@@ -52,6 +61,25 @@ pub fn memory(pid: u32) -> Option<Memory> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .map(|t| parse_status(&t))
+}
+
+/// User + system CPU time, in clock ticks, out of a `/proc/<pid>/stat` text
+/// (fields 14 and 15, counted after the parenthesised command name, which may
+/// hold spaces); they include the process's exited threads.
+pub fn parse_cpu_ticks(text: &str) -> Option<u64> {
+    let (_, rest) = text.rsplit_once(')')?;
+    // After the name: field 3 (state) is the first, so utime (14) is the 12th.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A live process's CPU time (user + system) so far; `None` once it is gone.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = parse_cpu_ticks(&text)?;
+    Some(Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_SEC))
 }
 
 /// A running child with an RSS sampler.
@@ -118,6 +146,11 @@ impl Sampled {
         }
     }
 
+    /// Its CPU time (user + system) so far; zero once it is gone.
+    pub fn cpu(&self) -> Duration {
+        cpu_time(self.pid).unwrap_or_default()
+    }
+
     /// Whether it has exited, and how.
     pub fn try_exit(&mut self) -> Result<Option<std::process::ExitStatus>, BenchError> {
         self.child.try_wait().map_err(|source| BenchError::Io {
@@ -173,6 +206,42 @@ mod tests {
             }
         );
         assert_eq!(parse_status(""), Memory::default());
+    }
+
+    #[test]
+    fn parses_proc_stat_cpu_ticks() {
+        let rest = "S 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 9 0 100";
+        let cases: &[(String, Option<u64>)] = &[
+            (format!("4242 (kickq) {rest}"), Some(281)),
+            (format!("4242 (tokio-rt worker) {rest}"), Some(281)),
+            (format!("4242 (a) b) {rest}"), Some(281)),
+            ("4242 (kickq) S 1 2".to_owned(), None),
+            ("no name here".to_owned(), None),
+            (String::new(), None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_cpu_ticks(text), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        // Spinning makes the reading advance, by whole ticks (10 ms each).
+        let before = cpu_time(std::process::id()).expect("this process is alive");
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut now = before;
+        while now < before + Duration::from_millis(30) && start.elapsed() < Duration::from_secs(10) {
+            x = x.wrapping_add(std::hint::black_box(1));
+            if x.is_multiple_of(1_000_000) {
+                now = cpu_time(std::process::id()).expect("still alive");
+            }
+        }
+        assert!(
+            now >= before + Duration::from_millis(30),
+            "{before:?} -> {now:?} after {:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

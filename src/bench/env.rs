@@ -1,11 +1,11 @@
-//! The bench's environment: its own AppId and secret, its settings (broker, database, rate, scale), and the
+//! The bench's environment: its own AppIds and secrets, its settings (broker, database, rate, scale, apps), and the
 //! namespaces and databases it creates, each deleted at the end of its scenario and again by [`BenchEnv::cleanup`].
 
 use super::BenchError;
 use crate::amqp::connect::connect;
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::config::Credentials;
-use crate::mock_zego::{MockConfig, MockZego};
+use crate::mock_zego::{MockApp, MockConfig, MockZego};
 use crate::secret::Secret;
 use crate::worker::WorkerConfig;
 use lapin::Connection;
@@ -35,8 +35,26 @@ pub struct BenchSettings {
     pub rate: u32,
     /// Fraction of each scenario's full size (1.0 is the size).
     pub scale: f64,
-    /// The `kickq` binary run as a child (backlog, enqueue); `None` skips those scenarios.
+    /// The `kickq` binary run as a child (backlog, enqueue, apps); `None` skips those scenarios.
     pub exe: Option<PathBuf>,
+    /// Apps of the apps scenario, each at `rate` (`--apps`).
+    pub apps: usize,
+}
+
+/// The credentials of the bench's app number `i` (0-based): app 0 is
+/// [`BENCH_APP_ID`] with [`BENCH_SECRET`]; app `i` is the AppId `i` above it,
+/// with a secret of its own (32 characters, as the vendor's are).
+pub fn app_credentials(i: usize) -> Credentials {
+    if i == 0 {
+        return Credentials {
+            app_id: BENCH_APP_ID,
+            secret: Secret::new(BENCH_SECRET),
+        };
+    }
+    Credentials {
+        app_id: BENCH_APP_ID + u32::try_from(i).expect("fewer apps than AppIds"),
+        secret: Secret::new(format!("benchapp{i:024}")),
+    }
 }
 
 /// The settings plus everything created so far that still has to be deleted.
@@ -139,6 +157,34 @@ impl BenchEnv {
         .map_err(BenchError::Mock)
     }
 
+    /// Starts the strict mock serving `n` AppIds ([`app_credentials`] 0 to
+    /// `n - 1`), each with its own window of `rate_limit` (0: unlimited).
+    pub async fn mock_apps(&self, rate_limit: u32, n: usize) -> Result<MockZego, BenchError> {
+        let first = app_credentials(0);
+        MockZego::start(
+            MockConfig {
+                app_id: first.app_id,
+                secret: first.secret,
+                apps: (1..n)
+                    .map(|i| {
+                        let c = app_credentials(i);
+                        MockApp {
+                            app_id: c.app_id,
+                            secret: c.secret,
+                        }
+                    })
+                    .collect(),
+                rate_limit,
+                faults: Vec::new(),
+                clock_offset_secs: 0,
+                id_charset: crate::job::IdCharset::Vendor,
+            },
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .map_err(BenchError::Mock)
+    }
+
     /// A fresh, empty database, remembered for cleanup; its URL. `Ok(None)`
     /// when the bench has no database URL.
     pub async fn create_database(&self) -> Result<Option<Secret>, BenchError> {
@@ -214,4 +260,21 @@ pub fn retry_delays_setting(names: &Names) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_app_has_its_own_app_id_and_secret() {
+        assert_eq!(app_credentials(0).app_id, BENCH_APP_ID);
+        assert_eq!(app_credentials(0).secret.expose(), BENCH_SECRET);
+        let ids: std::collections::BTreeSet<u32> = (0..50).map(|i| app_credentials(i).app_id).collect();
+        assert_eq!(ids.len(), 50);
+        let secrets: std::collections::BTreeSet<String> =
+            (0..50).map(|i| app_credentials(i).secret.expose().to_owned()).collect();
+        assert_eq!(secrets.len(), 50);
+        assert!(secrets.iter().all(|s| s.len() == 32), "{secrets:?}");
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::env::BenchEnv;
 use super::figures::{quantile, tally, Accounting, Figure, Report, Target};
-use super::runs::{arrival, collect, queue_depth, start, Consumer, STALL};
+use super::runs::{collect, first_arrivals, queue_depth, start, Consumer, STALL};
 use super::wait::until_kicked;
 use super::workload::{self, Kick};
 use super::BenchError;
@@ -143,13 +143,7 @@ async fn paced(
     let (started, _) = stopped?;
     let left = queue_depth(env, &names.requests).await?;
     let run = collect(mock, started, (n as u64 + 1).saturating_sub(left));
-    let mut first: HashMap<&str, Instant> = HashMap::new();
-    for c in &run.calls {
-        if let Some(room) = c.room_id.as_deref() {
-            let at = arrival(mock, c);
-            first.entry(room).and_modify(|t| *t = (*t).min(at)).or_insert(at);
-        }
-    }
+    let first = first_arrivals(mock, &run.calls);
     let mut latencies: Vec<f64> = sent_at
         .iter()
         .filter_map(|(room, sent)| first.get(room.as_str()).map(|at| at.saturating_duration_since(*sent)))

@@ -2,7 +2,7 @@
 //! in-process strict mock-zego, and report figures, ratios and targets.
 //!
 //! ```text
-//! env.rs        the bench's AppId and secret, its settings, namespaces and databases it creates and deletes
+//! env.rs        the bench's AppIds and secrets, its settings, namespaces and databases it creates and deletes
 //! workload.rs   the messages of each scenario and their accounting facts (pure)
 //! publish.rs    publishing many messages with pipelined confirms
 //! wait.rs       waiting for the mock to have kicked everyone, cheaply
@@ -10,14 +10,15 @@
 //! baseline.rs   the naive worker: one call per message, same gate, no coalescing
 //! bare.rs       the bare consume-and-ack loop (drain's yardstick)
 //! null_api.rs   an in-process API without HTTP (drain's diagnosis: pipeline cost alone)
-//! child.rs      a `kickq` child process and its peak RSS
+//! child.rs      a `kickq` child process, its peak RSS and its CPU time
 //! figures.rs    figures, targets, reports, the table and the JSON lines
-//! sweep.rs light.rs drain.rs backlog.rs enqueue.rs   one scenario each
+//! sweep.rs light.rs drain.rs backlog.rs enqueue.rs lanes.rs apps.rs   one scenario each
 //! ```
 //!
 //! Each scenario is a library function so that `tests/bench_smoke.rs` runs
 //! them at a tiny scale and checks their accounting (never their timing).
 
+pub mod apps;
 pub mod backlog;
 pub mod bare;
 pub mod baseline;
@@ -26,6 +27,7 @@ pub mod drain;
 pub mod enqueue;
 pub mod env;
 pub mod figures;
+pub mod lanes;
 pub mod light;
 pub mod null_api;
 pub mod publish;
@@ -109,16 +111,22 @@ pub enum Scenario {
     Backlog,
     /// `kickq enqueue` throughput.
     Enqueue,
+    /// Live-kick latency while a bulk sweep saturates the budget.
+    Lanes,
+    /// Many apps at their rates in one worker.
+    Apps,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Sweep,
         Scenario::Light,
         Scenario::Drain,
         Scenario::Backlog,
         Scenario::Enqueue,
+        Scenario::Lanes,
+        Scenario::Apps,
     ];
 
     /// Its name on the command line and in reports.
@@ -129,6 +137,8 @@ impl Scenario {
             Scenario::Drain => "drain",
             Scenario::Backlog => "backlog",
             Scenario::Enqueue => "enqueue",
+            Scenario::Lanes => "lanes",
+            Scenario::Apps => "apps",
         }
     }
 
@@ -140,6 +150,8 @@ impl Scenario {
             Scenario::Drain => drain::run(env).await,
             Scenario::Backlog => backlog::run(env).await,
             Scenario::Enqueue => enqueue::run(env).await,
+            Scenario::Lanes => lanes::run(env).await,
+            Scenario::Apps => apps::run(env).await,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::amqp::topology::Names;
 use crate::mock_zego::{CallRecord, Counters, MockZego};
 use crate::secret::Secret;
 use crate::worker::WorkerConfig;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +53,18 @@ pub struct RunResult {
 /// The instant a call arrived at the mock.
 pub fn arrival(mock: &MockZego, call: &CallRecord) -> Instant {
     mock.started() + Duration::from_micros(call.at_us)
+}
+
+/// The arrival of the first call for each room among `calls`.
+pub fn first_arrivals<'a>(mock: &MockZego, calls: &'a [CallRecord]) -> HashMap<&'a str, Instant> {
+    let mut first: HashMap<&str, Instant> = HashMap::new();
+    for c in calls {
+        if let Some(room) = c.room_id.as_deref() {
+            let at = arrival(mock, c);
+            first.entry(room).and_modify(|t| *t = (*t).min(at)).or_insert(at);
+        }
+    }
+    first
 }
 
 /// Resets the mock, starts the consumer on `names`, waits for `expected` to be

@@ -24,6 +24,12 @@ impl Kick {
         serde_json::to_vec(&serde_json::json!({"room_id": self.room, "user_ids": self.users}))
             .expect("a map of strings serialises")
     }
+
+    /// The job message's JSON body, naming the app it belongs to (`app_id`).
+    pub fn body_for(&self, app_id: u32) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"room_id": self.room, "user_ids": self.users, "app_id": app_id}))
+            .expect("a map of strings and a number serialises")
+    }
 }
 
 /// A (room, user) pair.
@@ -81,6 +87,37 @@ pub fn light_kick(i: usize) -> Kick {
     }
 }
 
+/// The lanes scenario's live kick `i`: one user in a room of its own, as in light load.
+pub fn live_kick(i: usize) -> Kick {
+    Kick {
+        room: format!("live-room-{i}"),
+        users: vec![format!("v{i}")],
+    }
+}
+
+/// The lanes scenario's bulk message `i`: a full call's worth of users
+/// (five) in a room of its own, so the sweep's calls are full whatever the
+/// bulk lane's prefetch.
+pub fn bulk_kick(i: usize) -> Kick {
+    Kick {
+        room: format!("bulk-room-{i}"),
+        users: (0..crate::ratelimit::MAX_USERS_PER_CALL)
+            .map(|u| format!("s{i}-{u}"))
+            .collect(),
+    }
+}
+
+/// The apps scenario's message `j` of app number `app` (0-based): a full
+/// call's worth of users (five) in a room of its own.
+pub fn app_kick(app: usize, j: usize) -> Kick {
+    Kick {
+        room: format!("app{app}-room-{j}"),
+        users: (0..crate::ratelimit::MAX_USERS_PER_CALL)
+            .map(|u| format!("a{app}-{j}-{u}"))
+            .collect(),
+    }
+}
+
 /// Every distinct (room, user) pair of `kicks`.
 pub fn pairs<'a>(kicks: impl IntoIterator<Item = &'a Kick>) -> HashSet<Pair> {
     kicks
@@ -135,6 +172,22 @@ mod tests {
         assert!(m.iter().all(|k| (1..=5).contains(&k.users.len())));
         let body: serde_json::Value = serde_json::from_slice(&m[0].body()).unwrap();
         assert_eq!(body["room_id"], m[0].room.as_str());
+    }
+
+    #[test]
+    fn lanes_and_apps_messages_are_full_calls_in_rooms_of_their_own() {
+        let bulk: Vec<Kick> = (0..4).map(bulk_kick).collect();
+        assert!(bulk.iter().all(|k| k.users.len() == 5));
+        assert_eq!(minimum_calls(&pairs(&bulk)), 4, "one full call each");
+        let live: Vec<Kick> = (0..3).map(live_kick).collect();
+        assert!(pairs(&live).is_disjoint(&pairs(&bulk)));
+        let apps: Vec<Kick> = (0..2).flat_map(|a| (0..3).map(move |j| app_kick(a, j))).collect();
+        assert_eq!(pairs(&apps).len(), 30, "users distinct across apps");
+        assert_eq!(minimum_calls(&pairs(&apps)), 6);
+        let body: serde_json::Value = serde_json::from_slice(&apps[4].body_for(7)).unwrap();
+        assert_eq!(body["app_id"], 7);
+        assert_eq!(body["room_id"], "app1-room-1");
+        assert_eq!(body["user_ids"].as_array().unwrap().len(), 5);
     }
 
     #[test]

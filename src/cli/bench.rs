@@ -21,7 +21,10 @@ pub const DEFAULT_BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432
 /// (latency at one kick per 100 ms), drain (users per second with the API
 /// unlimited, against a bare consume-and-ack loop), backlog (peak RSS of
 /// `kickq run` draining a million messages), enqueue (`kickq enqueue`
-/// lines per second). Each runs in a namespace of its own, deleted at the end.
+/// lines per second), lanes (live-kick latency while a bulk sweep saturates
+/// the budget, against one FIFO queue), apps (N apps at their rates in one
+/// `kickq run`, against N × L). Each runs in a namespace of its own, deleted
+/// at the end.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -35,6 +38,9 @@ pub struct BenchArgs {
     /// Fraction of each scenario's full size, for quick runs (e.g. 0.1).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Apps of the apps scenario, each at the rate L, in one worker.
+    #[arg(long, default_value_t = crate::bench::apps::APPS, value_parser = apps_count)]
+    apps: usize,
     /// Print one JSON object per scenario, one per line, on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
@@ -59,6 +65,10 @@ pub enum ScenarioArg {
     Backlog,
     /// `kickq enqueue` throughput.
     Enqueue,
+    /// Live-kick latency while a bulk sweep saturates the budget.
+    Lanes,
+    /// Many apps at their rates in one worker.
+    Apps,
 }
 
 impl ScenarioArg {
@@ -70,7 +80,18 @@ impl ScenarioArg {
             ScenarioArg::Drain => vec![Scenario::Drain],
             ScenarioArg::Backlog => vec![Scenario::Backlog],
             ScenarioArg::Enqueue => vec![Scenario::Enqueue],
+            ScenarioArg::Lanes => vec![Scenario::Lanes],
+            ScenarioArg::Apps => vec![Scenario::Apps],
         }
+    }
+}
+
+/// `--apps`: 1 to [`crate::bench::apps::MAX_APPS`].
+fn apps_count(s: &str) -> Result<usize, String> {
+    let max = crate::bench::apps::MAX_APPS;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {max}")),
     }
 }
 
@@ -92,6 +113,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         rate: args.rate,
         scale: args.scale,
         exe: std::env::current_exe().ok(),
+        apps: args.apps,
     };
     let env = BenchEnv::new(settings);
     let stop = CancellationToken::new();
@@ -170,5 +192,27 @@ fn print(report: &Report, json: bool) {
         let _ = out.flush();
     } else {
         println!("{table}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apps_count_is_bounded() {
+        let cases: &[(&str, Option<usize>)] = &[
+            ("1", Some(1)),
+            ("20", Some(20)),
+            ("1000", Some(1000)),
+            ("0", None),
+            ("1001", None),
+            ("-3", None),
+            ("two", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(apps_count(text).ok(), *want, "{text:?}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use crate::pipeline::coalescer::{
 use crate::pipeline::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::ratelimit::DEFAULT_PROBE_INTERVAL;
 use crate::secret::Secret;
-use crate::worker::{WorkerConfig, DEFAULT_BULK_PREFETCH, DEFAULT_EVENTS, DEFAULT_PREFETCH};
+use crate::worker::{IntakeConfig, WorkerConfig, DEFAULT_BULK_PREFETCH, DEFAULT_EVENTS, DEFAULT_PREFETCH};
 use crate::zego::client::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_TIMEOUT};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -171,6 +171,20 @@ pub struct RunArgs {
     /// topic exchange, confirmed before the ack: on or off (`--events` alone is on).
     #[arg(long, env = "KICKQ_EVENTS", value_name = "on|off", default_value = "off", num_args = 0..=1, default_missing_value = "on", value_parser = clap::builder::BoolishValueParser::new())]
     events: bool,
+    /// Address of the HTTP intake (POST /v1/kicks); unset (the default) or 0 turns it off.
+    /// Needs --http-intake-token-file.
+    #[arg(long = "http-intake-addr", env = "KICKQ_HTTP_INTAKE_ADDR")]
+    http_intake_addr: Option<String>,
+    /// File of the HTTP intake's bearer tokens, one a line (# comments and
+    /// blank lines ignored); re-read when it changes.
+    #[arg(long = "http-intake-token-file", env = "KICKQ_HTTP_INTAKE_TOKEN_FILE")]
+    http_intake_token_file: Option<std::path::PathBuf>,
+    /// Largest body the HTTP intake accepts, in bytes (413 past it).
+    #[arg(long = "http-intake-max-bytes", env = "KICKQ_HTTP_INTAKE_MAX_BYTES", default_value_t = crate::http_intake::DEFAULT_MAX_BYTES)]
+    http_intake_max_bytes: usize,
+    /// Requests a second each HTTP intake token may make (429 past it).
+    #[arg(long = "http-intake-rate", env = "KICKQ_HTTP_INTAKE_RATE", default_value_t = crate::http_intake::DEFAULT_RATE)]
+    http_intake_rate: u32,
     /// PostgreSQL URL of the audit ledger; unset runs without a ledger.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -231,6 +245,7 @@ impl RunArgs {
                 why: format!("{a:?} is not host:port (or 0 to turn it off)"),
             })?),
         };
+        let http_intake = self.http_intake()?;
         let connection_name = self
             .connection_name
             .clone()
@@ -279,8 +294,43 @@ impl RunArgs {
             database_url: self.database_url.clone().filter(|u| !u.is_empty()).map(Secret::new),
             metrics_addr,
             events: self.events,
+            http_intake,
             ..first
         })
+    }
+
+    /// The HTTP intake's settings: off without an address; with one, the
+    /// token file is required (authentication is never off).
+    fn http_intake(&self) -> Result<Option<IntakeConfig>, ConfigError> {
+        let addr = match self.http_intake_addr.as_deref().map(str::trim) {
+            None | Some("") | Some("0") => return Ok(None),
+            Some(a) => a.parse().map_err(|_| ConfigError::Invalid {
+                name: "KICKQ_HTTP_INTAKE_ADDR",
+                why: format!("{a:?} is not host:port (or 0 to turn it off)"),
+            })?,
+        };
+        let token_file = self
+            .http_intake_token_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or(ConfigError::Invalid {
+                name: "KICKQ_HTTP_INTAKE_TOKEN_FILE",
+                why: "required when KICKQ_HTTP_INTAKE_ADDR is set: the intake never runs without authentication".into(),
+            })?;
+        let positive = |name: &'static str, ok: bool| match ok {
+            true => Ok(()),
+            false => Err(ConfigError::Invalid {
+                name,
+                why: "must be at least 1".into(),
+            }),
+        };
+        positive("KICKQ_HTTP_INTAKE_MAX_BYTES", self.http_intake_max_bytes >= 1)?;
+        positive("KICKQ_HTTP_INTAKE_RATE", self.http_intake_rate >= 1)?;
+        Ok(Some(IntakeConfig {
+            max_bytes: self.http_intake_max_bytes,
+            rate: self.http_intake_rate,
+            ..IntakeConfig::new(addr, token_file)
+        }))
     }
 }
 

@@ -12,17 +12,19 @@
 //!
 //! One file per concern: `error.rs` (what failed, and whether waiting helps),
 //! `rows.rs` (what is written), `write.rs` (the batched writes), `read.rs`
-//! (history and the redelivery skip), `prune.rs` (retention). The tests are
+//! (history and the redelivery skip), `prune.rs` (retention), `idempotency.rs` (the HTTP intake's keys). The tests are
 //! in `tests.rs`, against the PostgreSQL named by `DATABASE_URL` (read by
 //! `#[sqlx::test]`, which makes a fresh database per test).
 
 mod error;
+mod idempotency;
 mod prune;
 mod read;
 mod rows;
 mod write;
 
 pub use error::LedgerError;
+pub use idempotency::IdempotencyRow;
 pub use prune::{prune_cutoff, PruneCounts, PruneProgress, PruneRun, PruneTable, PRUNE_BATCH_ROWS};
 pub use read::{HistoryQuery, HistoryRow};
 pub use rows::{CallRow, LedgerBatch, OutcomeRow, ReceiptRow, UnknownOutcome, UserOutcome};

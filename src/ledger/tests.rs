@@ -853,6 +853,10 @@ async fn migrate_applies_then_reports_nothing_pending(pool: PgPool) {
             PendingMigration {
                 version: 2,
                 description: "done includes halted then resumed".into()
+            },
+            PendingMigration {
+                version: 3,
+                description: "http idempotency".into()
             }
         ]
     );
