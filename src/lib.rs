@@ -33,11 +33,11 @@
 //!   coalescer.rs   the async loop around two coalesce::Coalescers (live first, then bulk); expires, spends tokens
 //!   slots.rs       call slots per app, handed to each call
 //!   dispatch.rs    chunks -> calls; reports each result to the gate
-//!   router.rs      outcomes -> acks, retries, dead letters, ledger rows (the only place that acks)
+//!   router.rs      outcomes -> acks, retries, dead letters, ledger rows, events (the only place that acks)
 //!   stage.rs       the messages between stages, and the ledger backpressure signal
 //!   monitor.rs     queue watchdog and progress line
 //! coalesce.rs    the pure Coalescer: groups, dedupe, which chunk next; no async, no metrics
-//! outcome/       the router's pure decisions: plan.rs (per user), book.rs (per delivery)
+//! outcome/       the router's pure decisions: plan.rs (per user), book.rs (per delivery), event.rs (outcome events)
 //! ratelimit/     the per-AppId gate: window, spacing, slow-down, halt, chunk size; report/plan/take
 //! leadership.rs  the leadership record and the pure takeover hold
 //! amqp/          transport only: connect, topology, lock, publish with confirms, delivery, headers

@@ -53,6 +53,9 @@ pub const BULK_SIZED_FOR_USERS: usize = 100;
 /// broker's 30-minute consumer timeout, so no bulk delivery nears it even
 /// while live traffic takes some of the tokens.
 pub const BULK_WINDOW_WORK: Duration = Duration::from_secs(600);
+/// Outcome events are off by default: a deployment that does not consume
+/// them publishes nothing more, and declares no exchange.
+pub const DEFAULT_EVENTS: bool = false;
 /// Reconnect backoff: first delay, and the cap. Jittered (full jitter on top
 /// of the exponential step), so a fleet that lost the same broker does not
 /// come back in lock-step.
@@ -106,6 +109,9 @@ pub struct WorkerConfig {
     pub database_url: Option<Secret>,
     /// Metrics and health server address; `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
+    /// Publish one outcome event per finished delivery to `<ns>.events`,
+    /// confirmed before its ack (`KICKQ_EVENTS`).
+    pub events: bool,
     /// The HTTP intake (`POST /v1/kicks`); `None` (the default) turns it off.
     pub http_intake: Option<IntakeConfig>,
 }
@@ -136,6 +142,7 @@ impl WorkerConfig {
             http_timeout: crate::zego::client::DEFAULT_HTTP_TIMEOUT,
             database_url: None,
             metrics_addr: None,
+            events: DEFAULT_EVENTS,
             http_intake: None,
         }
     }
@@ -189,6 +196,12 @@ impl WorkerConfig {
     /// Records every job, call and outcome in the ledger at this PostgreSQL URL.
     pub fn with_ledger(mut self, database_url: Secret) -> Self {
         self.database_url = Some(database_url);
+        self
+    }
+
+    /// Publishes outcome events to `<ns>.events` (see the README's Outcome events).
+    pub fn with_events(mut self, on: bool) -> Self {
+        self.events = on;
         self
     }
 
@@ -496,6 +509,7 @@ async fn run_loop<A: KickApi>(
         acked = summary.tally.acked,
         dead_letters = summary.tally.dead_letters,
         retries = summary.tally.retries,
+        events = summary.tally.events,
         reconnects = summary.reconnects,
         "kickq worker stopped"
     );
@@ -516,6 +530,7 @@ fn add_tally(sum: &mut Tally, t: Tally) {
     sum.ack_failed += t.ack_failed;
     sum.dead_letters += t.dead_letters;
     sum.retries += t.retries;
+    sum.events += t.events;
 }
 
 /// Opens and migrates the ledger, waiting out an unreachable database;

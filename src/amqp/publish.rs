@@ -37,11 +37,20 @@ pub enum PublishError {
     ConfirmTimeout(Duration),
 }
 
-/// A channel in confirm mode. Publishes are mandatory, so a message to a
-/// missing queue comes back as an error instead of a silent confirm.
+/// A channel in confirm mode. Publishes to queues are mandatory, so a
+/// message to a missing queue comes back as an error instead of a silent
+/// confirm; broadcasts to an exchange ([`Publisher::broadcast_all`]) are not.
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
+}
+
+/// Where a publish goes.
+enum Route<'a> {
+    /// A queue by name, through the default exchange, mandatory.
+    Queue,
+    /// A topic exchange, not mandatory (see [`Publisher::broadcast_all`]).
+    Broadcast(&'a str),
 }
 
 /// A publish on its way; [`Pending::confirmed`] waits for the broker's word.
@@ -67,11 +76,25 @@ impl Publisher {
     /// [`Pending`] to know it is durable. Sending several before awaiting
     /// any pipelines them.
     pub async fn send(&self, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<Pending, PublishError> {
+        self.send_via(&Route::Queue, routing_key, body, props).await
+    }
+
+    async fn send_via(
+        &self,
+        route: &Route<'_>,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<Pending, PublishError> {
+        let (exchange, mandatory) = match route {
+            Route::Queue => ("", true),
+            Route::Broadcast(exchange) => (*exchange, false),
+        };
         let publish = self.channel.basic_publish(
-            ShortString::from(""),
+            ShortString::from(exchange),
             ShortString::from(routing_key),
             BasicPublishOptions {
-                mandatory: true,
+                mandatory,
                 ..BasicPublishOptions::default()
             },
             body,
@@ -99,6 +122,37 @@ impl Publisher {
         K: AsRef<str>,
         B: AsRef<[u8]>,
     {
+        self.publish_all_via(&Route::Queue, window, messages).await
+    }
+
+    /// [`Publisher::publish_all`] to a topic `exchange` with `mandatory` off:
+    /// for broadcasts (outcome events) that no consumer has to be bound to.
+    /// The broker confirms a message it routed to no queue; that is the
+    /// deliberate difference from every other publish.
+    pub async fn broadcast_all<K, B>(
+        &self,
+        exchange: &str,
+        window: usize,
+        messages: impl IntoIterator<Item = (K, B, BasicProperties)>,
+    ) -> Result<u64, PublishError>
+    where
+        K: AsRef<str>,
+        B: AsRef<[u8]>,
+    {
+        self.publish_all_via(&Route::Broadcast(exchange), window, messages)
+            .await
+    }
+
+    async fn publish_all_via<K, B>(
+        &self,
+        route: &Route<'_>,
+        window: usize,
+        messages: impl IntoIterator<Item = (K, B, BasicProperties)>,
+    ) -> Result<u64, PublishError>
+    where
+        K: AsRef<str>,
+        B: AsRef<[u8]>,
+    {
         let mut in_flight: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
         let mut confirmed = 0u64;
         for (key, body, props) in messages {
@@ -106,7 +160,7 @@ impl Publisher {
                 in_flight.pop_front().expect("the window is full").confirmed().await?;
                 confirmed += 1;
             }
-            in_flight.push_back(self.send(key.as_ref(), body.as_ref(), props).await?);
+            in_flight.push_back(self.send_via(route, key.as_ref(), body.as_ref(), props).await?);
         }
         for p in in_flight {
             p.confirmed().await?;
@@ -144,6 +198,17 @@ impl Pending {
             }
         }
     }
+}
+
+/// Properties of an outcome event: persistent, CloudEvents JSON, the event
+/// id as the message id, its type, and its time (seconds, as AMQP has it).
+pub fn event_properties(e: &crate::outcome::event::Event) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(crate::outcome::event::CONTENT_TYPE.into())
+        .with_message_id(e.id.as_str().into())
+        .with_type(e.event_type.as_str().into())
+        .with_timestamp(e.time.timestamp().max(0) as u64)
 }
 
 /// Properties of every kickq message: persistent JSON with a message id.

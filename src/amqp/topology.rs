@@ -12,6 +12,8 @@
 //!                  │   └──── TTL expiry ── {ns}.retry.<delay> <── worker (retries, halts)
 //!                  └─ worker (validation, permanent, retries exhausted, expired) ──> {ns}.dead
 //!
+//! worker (KICKQ_EVENTS=on) ──> {ns}.events (topic exchange) ──> whoever is bound (`<outcome>.<app_id>`)
+//!
 //! sweeps, replays ──> {ns}.bulk ──(worker)──> API                    (the bulk lane)
 //!                       │   ▲    └─ delivery limit exceeded ──> {ns}.dead
 //!                       │   └──── TTL expiry ── {ns}.bulk.retry.<delay> <── worker
@@ -23,7 +25,7 @@
 //! get ahead of a bulk sweep by living in a queue of their own. A retry goes
 //! back to its own lane through that lane's delay queues.
 
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::Channel;
 use std::fmt;
@@ -125,6 +127,9 @@ pub struct Names {
     pub dead_lock: String,
     /// That pass's one-message record (its start), for a second operator.
     pub dead_lock_state: String,
+    /// The durable topic exchange of outcome events (declared only with
+    /// `KICKQ_EVENTS=on`, or by `kickq events tail`).
+    pub events: String,
 }
 
 impl Names {
@@ -140,6 +145,7 @@ impl Names {
             leader_state: format!("{namespace}.leader.state"),
             dead_lock: format!("{namespace}.dead.lock"),
             dead_lock_state: format!("{namespace}.dead.lock.state"),
+            events: format!("{namespace}.events"),
             retry: retry_delays
                 .iter()
                 .map(|d| (*d, format!("{namespace}.retry.{}", delay_label(*d))))
@@ -302,6 +308,22 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> R
     Ok(q.message_count())
 }
 
+/// Declares the events exchange: a durable topic exchange, so a consumer
+/// binds `failed.#` or `*.<app_id>` (idempotent).
+pub async fn declare_events(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
+    channel
+        .exchange_declare(
+            names.events.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
 /// What a passive declare says of an existing queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueState {
@@ -344,13 +366,17 @@ pub fn reply_code(e: &lapin::Error) -> Option<u16> {
     }
 }
 
-/// Deletes every queue of the namespace (the demo, bench and tests clean up
-/// with this). Returns how many messages went with them.
+/// Deletes every queue of the namespace, and its events exchange (the demo,
+/// bench and tests clean up with this; deleting what does not exist is not
+/// an error). Returns how many messages went with the queues.
 pub async fn delete_all(channel: &Channel, names: &Names) -> Result<u32, lapin::Error> {
     let mut n = 0;
     for name in names.all() {
         n += channel.queue_delete(name.into(), QueueDeleteOptions::default()).await?;
     }
+    channel
+        .exchange_delete(names.events.as_str().into(), ExchangeDeleteOptions::default())
+        .await?;
     Ok(n)
 }
 
@@ -376,6 +402,8 @@ mod tests {
         assert_eq!(n.dead_lock_state, "kickq.dead.lock.state");
         assert_eq!(n.leader, "kickq.leader");
         assert_eq!(n.leader_state, "kickq.leader.state");
+        assert_eq!(n.events, "kickq.events");
+        assert!(!n.all().contains(&"kickq.events"), "an exchange, not a queue");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub(crate) mod demo;
 pub(crate) mod dlq;
 pub(crate) mod docs;
 pub(crate) mod enqueue;
+pub(crate) mod events;
 pub(crate) mod history;
 pub(crate) mod ledger;
 pub(crate) mod migrate;
@@ -67,6 +68,8 @@ enum Command {
     /// List, replay or purge dead letters, without ever losing one.
     #[command(long_about = crate::cli::dlq::LONG_ABOUT)]
     Dlq(crate::cli::dlq::DlqArgs),
+    /// Watch outcome events (`kickq events tail`): what each finished delivery became, live.
+    Events(crate::cli::events::EventsArgs),
     /// Serve a strict stand-in for ZEGOCLOUD's KickoutUser API (tests, demo, bench).
     MockZego(crate::cli::mock_zego::MockZegoArgs),
     /// Apply the audit ledger's database migrations.
@@ -209,6 +212,7 @@ pub fn main() -> ExitCode {
             Command::Run(a) => crate::cli::run::run(*a, file.as_ref()).await,
             Command::Enqueue(a) => crate::cli::enqueue::run(*a).await,
             Command::Dlq(a) => crate::cli::dlq::run(a).await,
+            Command::Events(a) => crate::cli::events::run(a).await,
             Command::MockZego(a) => crate::cli::mock_zego::run(a).await,
             Command::Migrate(a) => crate::cli::migrate::run(a).await,
             Command::History(a) => crate::cli::history::run(a).await,

@@ -43,6 +43,7 @@ pub(crate) fn render(cfg: &WorkerConfig) -> String {
         "metrics_addr",
         s(&cfg.metrics_addr.map_or("0".to_owned(), |a| a.to_string())),
     );
+    put("events", s(if cfg.events { "on" } else { "off" }));
     if let Some(intake) = &cfg.http_intake {
         put("http_intake_addr", s(&intake.addr.to_string()));
         put("http_intake_token_file", s(&intake.token_file.display().to_string()));

@@ -15,7 +15,7 @@ use crate::pipeline::coalescer::{
 use crate::pipeline::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::ratelimit::DEFAULT_PROBE_INTERVAL;
 use crate::secret::Secret;
-use crate::worker::{IntakeConfig, WorkerConfig, DEFAULT_BULK_PREFETCH, DEFAULT_PREFETCH};
+use crate::worker::{IntakeConfig, WorkerConfig, DEFAULT_BULK_PREFETCH, DEFAULT_EVENTS, DEFAULT_PREFETCH};
 use crate::zego::client::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_TIMEOUT};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -167,6 +167,10 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz; 0 turns the server off.
     #[arg(long = "metrics-addr", env = "KICKQ_METRICS_ADDR", default_value = crate::health::DEFAULT_METRICS_ADDR)]
     metrics_addr: String,
+    /// Publish one outcome event per finished delivery to the `<ns>.events`
+    /// topic exchange, confirmed before the ack: on or off (`--events` alone is on).
+    #[arg(long, env = "KICKQ_EVENTS", value_name = "on|off", default_value = "off", num_args = 0..=1, default_missing_value = "on", value_parser = clap::builder::BoolishValueParser::new())]
+    events: bool,
     /// Address of the HTTP intake (POST /v1/kicks); unset (the default) or 0 turns it off.
     /// Needs --http-intake-token-file.
     #[arg(long = "http-intake-addr", env = "KICKQ_HTTP_INTAKE_ADDR")]
@@ -289,6 +293,7 @@ impl RunArgs {
             http_timeout: self.http_timeout,
             database_url: self.database_url.clone().filter(|u| !u.is_empty()).map(Secret::new),
             metrics_addr,
+            events: self.events,
             http_intake,
             ..first
         })
@@ -378,6 +383,7 @@ const _: () = {
     assert!(DEFAULT_MAX_RETRY_AGE.as_secs() == 900);
     assert!(DEFAULT_HTTP_TIMEOUT.as_secs() == 10);
     assert!(DEFAULT_RETRY_DELAYS.len() == 7);
+    assert!(!DEFAULT_EVENTS);
 };
 
 #[cfg(test)]
@@ -397,6 +403,27 @@ mod tests {
         assert_eq!(charset(&["run", "--id-charset", "any"]).unwrap(), IdCharset::Any);
         let err = charset(&["run", "--id-charset", "none"]).unwrap_err().to_string();
         assert!(err.contains("use vendor or any"), "{err}");
+    }
+
+    #[test]
+    fn events_switch_by_table() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let events = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.run.events);
+        let cases: &[(&[&str], Option<bool>)] = &[
+            (&["run"], Some(false)),
+            (&["run", "--events"], Some(true)),
+            (&["run", "--events", "on"], Some(true)),
+            (&["run", "--events=off"], Some(false)),
+            (&["run", "--events", "maybe"], None),
+        ];
+        for (argv, want) in cases {
+            assert_eq!(events(argv).ok(), *want, "{argv:?}");
+        }
     }
 
     #[test]

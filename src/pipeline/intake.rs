@@ -212,6 +212,7 @@ pub async fn run(cx: Context) -> IntakeEnd {
                         why,
                         job_id,
                         attempts,
+                        lane: cfg.lane,
                     };
                     match send(&to_router, input, &stop).await {
                         Sent::Ok => {}

@@ -129,6 +129,9 @@ async fn active_session<A: KickApi>(
     let declared = async {
         let publisher = Publisher::open(publish_conn).await?;
         topology::declare(publisher.channel(), &cfg.names, cfg.delivery_limit).await?;
+        if cfg.events {
+            topology::declare_events(publisher.channel(), &cfg.names).await?;
+        }
         Ok::<_, lapin::Error>(publisher)
     };
     let publisher = match declared.await {
@@ -235,6 +238,8 @@ async fn active_session<A: KickApi>(
         ledger_batch_rows: router::DEFAULT_LEDGER_BATCH_ROWS,
         ledger_linger: router::DEFAULT_LEDGER_LINGER,
         defer_delay: cfg.probe_interval,
+        events: cfg.events,
+        default_app: cfg.apps.default_app(),
     };
     let mut router = tokio::spawn(router::run(router::Context {
         input: router_rx,

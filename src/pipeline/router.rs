@@ -1,14 +1,16 @@
 //! The outcome router: the only module that acknowledges deliveries. It turns each user's result into done,
 //! a retry message, a deferral or a dead letter (publisher-confirmed), writes the ledger rows, and acks a
-//! delivery once all of its users are resolved and everything they caused is durable.
+//! delivery once all of its users are resolved and everything they caused is durable (with
+//! `KICKQ_EVENTS=on`, its outcome event too).
 
 use crate::amqp::delivery::{Acked, Delivery};
 use crate::amqp::headers::{self, DeadError, DeadLetter};
-use crate::amqp::publish::{persistent_json, PublishError, Publisher};
+use crate::amqp::publish::{event_properties, persistent_json, PublishError, Publisher, PUBLISH_WINDOW};
 use crate::amqp::topology::Names;
 use crate::health::Health;
 use crate::ledger::{Ledger, LedgerBatch, OutcomeRow, ReceiptRow, UserOutcome};
 use crate::outcome::book::Book;
+use crate::outcome::event::{self, Finished, UserVerdict, Verdict};
 use crate::outcome::plan::{plan, Action, Budget};
 use crate::pipeline::stage::{ChunkOutcome, Job, LedgerWrites, RouterInput, Unusable};
 use chrono::{DateTime, Utc};
@@ -41,6 +43,12 @@ pub struct RouterConfig {
     pub ledger_linger: Duration,
     /// Delay before users deferred by a halt come back (rounded up to a delay queue).
     pub defer_delay: Duration,
+    /// Publish an outcome event per finished delivery to `names.events`
+    /// before its ack (`KICKQ_EVENTS`).
+    pub events: bool,
+    /// The app of jobs that name none: the routing key of an event for a
+    /// job that expired at intake without naming its app.
+    pub default_app: Option<u32>,
 }
 
 /// Why the router stopped.
@@ -70,6 +78,8 @@ pub struct Tally {
     pub dead_letters: u64,
     /// Retry messages published (including deferrals).
     pub retries: u64,
+    /// Outcome events published (confirmed).
+    pub events: u64,
 }
 
 /// One user's verdict for one job, on its way to being made durable.
@@ -146,10 +156,7 @@ fn message_for(
             (name.clone(), persistent_json(Some(job_id), h))
         }
         Tag::Dead(error, code) => {
-            let detail = match code {
-                Some(c) => format!("code {c} ({}): {}", crate::zego::codes::describe(c), first.detail),
-                None => first.detail.clone(),
-            };
+            let detail = dead_detail(code, &first.detail);
             let dl = DeadLetter {
                 error,
                 code,
@@ -161,6 +168,93 @@ fn message_for(
             let h = headers::dead_letter(Some(&job.carried), &dl);
             (names.dead.clone(), persistent_json(Some(job_id), h))
         }
+    }
+}
+
+/// A dead letter's `kickq-detail`: the API's code and its meaning, then the detail.
+fn dead_detail(code: Option<i64>, detail: &str) -> String {
+    match code {
+        Some(c) => format!("code {c} ({}): {detail}", crate::zego::codes::describe(c)),
+        None => detail.to_owned(),
+    }
+}
+
+/// The start of a usable delivery's event record: its job, and its users
+/// already done by the ledger's word.
+fn trail(namespace: &str, job: &Job, skipped: &[String]) -> Finished {
+    Finished {
+        namespace: namespace.to_owned(),
+        job_id: Some(job.job_id().to_owned()),
+        app_id: Some(job.app_id),
+        room_id: Some(job.request.room_id.clone()),
+        reason: job.request.reason.clone(),
+        lane: job.lane.as_str(),
+        attempts: job.attempts,
+        rate_limited: job.rate_limited,
+        halted_ms: job.halted_for.as_millis() as u64,
+        users: skipped
+            .iter()
+            .map(|u| UserVerdict {
+                user_id: u.clone(),
+                verdict: Verdict::AlreadyDone,
+                request_id: None,
+            })
+            .collect(),
+        unusable: None,
+        body_key: None,
+    }
+}
+
+/// The event record of a delivery that could not be used: what can be read
+/// of its body (room, reason, users, app) with the dead letter's error for
+/// every user.
+#[allow(clippy::too_many_arguments)]
+fn unusable_trail(
+    namespace: &str,
+    body: &[u8],
+    job_id: &Option<String>,
+    attempts: u32,
+    lane: crate::amqp::topology::Lane,
+    default_app: Option<u32>,
+    error: DeadError,
+    detail: &str,
+) -> Finished {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    let users = v
+        .get("user_ids")
+        .and_then(|u| u.as_array())
+        .map(|a| a.iter().filter_map(|u| u.as_str()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let app_id = v
+        .get("app_id")
+        .and_then(|a| a.as_u64())
+        .and_then(|a| u32::try_from(a).ok())
+        .or(default_app);
+    Finished {
+        namespace: namespace.to_owned(),
+        job_id: job_id.clone(),
+        app_id,
+        room_id: text("room_id"),
+        reason: text("reason"),
+        lane: lane.as_str(),
+        attempts,
+        rate_limited: 0,
+        halted_ms: 0,
+        users: users
+            .into_iter()
+            .map(|u| UserVerdict {
+                user_id: u.to_owned(),
+                verdict: Verdict::DeadLettered {
+                    error,
+                    code: None,
+                    detail: detail.to_owned(),
+                },
+                request_id: None,
+            })
+            .collect(),
+        unusable: Some((error, detail.to_owned())),
+        body_key: job_id.is_none().then(|| event::body_key(body)),
     }
 }
 
@@ -176,6 +270,11 @@ struct Router {
     rows_since: Option<Instant>,
     tally: Tally,
     defer: DeferQueue,
+    /// With events on: what each unfinished delivery's users became, by job
+    /// id (empty, and never touched, with events off).
+    trails: HashMap<u64, Finished>,
+    /// Events of the deliveries in `ready`, published before their acks.
+    events: Vec<event::Event>,
 }
 
 /// What the router runs with, built by the composition root (`pipeline/mod.rs`).
@@ -230,6 +329,8 @@ pub async fn run(cx: Context) -> (RouterEnd, Tally) {
         rows_since: None,
         tally: Tally::default(),
         defer,
+        trails: HashMap::new(),
+        events: Vec::new(),
     };
     let end = loop {
         let flush_at = r.rows_since.map(|t| t + r.cfg.ledger_linger);
@@ -282,7 +383,8 @@ impl Router {
                 why,
                 job_id,
                 attempts,
-            } => self.unusable(delivery, body, why, job_id, attempts).await,
+                lane,
+            } => self.unusable(delivery, body, why, job_id, attempts, lane).await,
             RouterInput::Outcome(outcome) => self.outcome(outcome).await,
         }
     }
@@ -315,9 +417,13 @@ impl Router {
             crate::metrics::users(job.app_id, "skipped", skipped.len() as u64);
             self.health.count_users("skipped", skipped.len() as u64);
         }
+        if self.cfg.events {
+            self.trails
+                .insert(job.id, trail(&self.cfg.names.namespace, &job, &skipped));
+        }
         let book = Book::new(delivery, &job.request.user_ids, &skipped);
         if book.is_done() {
-            self.ready.push(book.into_handle());
+            self.finished(job.id, book.into_handle());
         } else {
             self.books.insert(job.id, book);
         }
@@ -330,7 +436,9 @@ impl Router {
         why: Unusable,
         job_id: Option<String>,
         attempts: u32,
+        lane: crate::amqp::topology::Lane,
     ) -> Result<(), PublishError> {
+        let expired = matches!(why, Unusable::Expired(_));
         let (error, detail) = match why {
             Unusable::Validation(d) => (DeadError::Validation, d),
             Unusable::UnknownApp(app) => (
@@ -349,6 +457,20 @@ impl Router {
                 ),
             ),
         };
+        let event = self.cfg.events.then(|| {
+            let default_app = self.cfg.default_app.filter(|_| expired);
+            let f = unusable_trail(
+                &self.cfg.names.namespace,
+                &body,
+                &job_id,
+                attempts,
+                lane,
+                default_app,
+                error,
+                &detail,
+            );
+            event::render(&f, Utc::now())
+        });
         let dl = DeadLetter {
             error,
             code: None,
@@ -361,6 +483,7 @@ impl Router {
         self.publisher.publish(&self.cfg.names.dead, &body, props).await?;
         crate::metrics::dead_letter(error.as_str());
         self.tally.dead_letters += 1;
+        self.events.extend(event);
         self.ready.push(delivery);
         Ok(())
     }
@@ -452,9 +575,7 @@ impl Router {
             }
             messages.push((queue, body, props));
         }
-        self.publisher
-            .publish_all(crate::amqp::publish::PUBLISH_WINDOW, messages)
-            .await?;
+        self.publisher.publish_all(PUBLISH_WINDOW, messages).await?;
         Ok(())
     }
 
@@ -487,6 +608,27 @@ impl Router {
                 detail,
             ));
         }
+        let trail = match self.cfg.events {
+            true => self.trails.get_mut(&e.job.id),
+            false => None,
+        };
+        if let Some(trail) = trail {
+            let verdict = match e.action {
+                Action::Kicked => Verdict::Kicked,
+                Action::NothingToDo => Verdict::NothingToDo,
+                Action::Retry { .. } | Action::Defer => Verdict::Retrying,
+                Action::DeadLetter(error) => Verdict::DeadLettered {
+                    error,
+                    code: e.code,
+                    detail: dead_detail(e.code, &e.detail),
+                },
+            };
+            trail.users.push(UserVerdict {
+                user_id: e.user.to_string(),
+                verdict,
+                request_id: e.request_id.clone(),
+            });
+        }
         let done = match self.books.get_mut(&e.job.id) {
             Some(book) => {
                 book.resolve(&e.user);
@@ -496,16 +638,24 @@ impl Router {
         };
         if done {
             let book = self.books.remove(&e.job.id).expect("book looked up just above");
-            self.ready.push(book.into_handle());
+            self.finished(e.job.id, book.into_handle());
         }
+    }
+
+    /// Readies a finished delivery's ack, and renders its event if events are on.
+    fn finished(&mut self, job: u64, delivery: Delivery) {
+        if let Some(trail) = self.trails.remove(&job) {
+            self.events.push(event::render(&trail, Utc::now()));
+        }
+        self.ready.push(delivery);
     }
 
     fn note_rows(&mut self) {
         self.rows_since.get_or_insert_with(Instant::now);
     }
 
-    /// Writes pending ledger rows (waiting out a PostgreSQL outage), then
-    /// acks every delivery that is done.
+    /// Writes pending ledger rows (waiting out a PostgreSQL outage), publishes
+    /// the events of the deliveries that are done (confirmed), then acks them.
     async fn flush(&mut self, abort: &CancellationToken) -> Result<(), RouterEnd> {
         if let Some(ledger) = &self.ledger {
             if !self.rows.is_empty() {
@@ -537,6 +687,24 @@ impl Router {
                 self.rows = LedgerBatch::default();
             }
             self.rows_since = None;
+        }
+        if !self.events.is_empty() {
+            // Not mandatory: an event nobody is bound for is confirmed and
+            // dropped by the broker, by design. Consumers come and go; kicks
+            // must not wait for them, nor fail without them. A failed publish
+            // ends the session like a failed retry publish: nothing here is
+            // acked, so no delivery is acked without its event.
+            let events = std::mem::take(&mut self.events);
+            let n = events.len() as u64;
+            let messages = events.into_iter().map(|e| {
+                let props = event_properties(&e);
+                (e.routing_key, e.body, props)
+            });
+            self.publisher
+                .broadcast_all(&self.cfg.names.events, PUBLISH_WINDOW, messages)
+                .await
+                .map_err(RouterEnd::Broker)?;
+            self.tally.events += n;
         }
         for d in self.ready.drain(..) {
             self.health.delivery_finished();

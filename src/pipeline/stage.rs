@@ -113,6 +113,8 @@ pub enum RouterInput {
         job_id: Option<String>,
         /// Attempts header of the original, if any.
         attempts: u32,
+        /// The lane it came from (for its outcome event).
+        lane: Lane,
     },
     /// Dispatcher -> router: what became of a chunk's users.
     Outcome(ChunkOutcome),
