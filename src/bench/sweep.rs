@@ -19,6 +19,9 @@ pub const DUPLICATES: f64 = 0.1;
 pub const TARGET_EFFICIENCY: f64 = 0.98;
 /// Target: wall time / ideal (minimum / L).
 pub const TARGET_WALL: f64 = 1.03;
+/// Target: the sweep's wall with outcome events on over its wall with them
+/// off (issue #15: events must not slow kicks).
+pub const TARGET_EVENTS_WALL: f64 = 1.02;
 
 /// Runs the sweep (and its ledger-on repeat when the bench has a database).
 pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
@@ -76,6 +79,57 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
         }
     };
 
+    // Outcome events on (KICKQ_EVENTS): one confirmed event per delivery
+    // before its ack, to `<ns>.events`, with a queue bound to every event so
+    // that they are routed and stored, as with a real consumer.
+    let events = env
+        .scoped("sweep-events", |names| {
+            let (bodies, expected, mock) = (&bodies, &expected, &mock);
+            async move {
+                let conn = env.connect("publish").await?;
+                let ch = conn.create_channel().await?;
+                crate::amqp::topology::declare_events(&ch, &names).await?;
+                let sink = format!("{}.bench-event-sink", names.namespace);
+                ch.queue_declare(
+                    sink.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        auto_delete: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await?;
+                ch.queue_bind(
+                    sink.as_str().into(),
+                    names.events.as_str().into(),
+                    "#".into(),
+                    Default::default(),
+                    lapin::types::FieldTable::default(),
+                )
+                .await?;
+                publish_all(&conn, &names.requests, bodies.iter().cloned()).await?;
+                let mut cfg = env.worker_config(&names, &mock.base_url(), rate);
+                cfg.events = true;
+                let n = bodies.len() as u64;
+                let run = measure(env, &names, mock, Consumer::Kickq(Box::new(cfg)), expected, minimum, n).await;
+                let stored = ch
+                    .queue_declare(
+                        sink.as_str().into(),
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await
+                    .map(|q| q.message_count());
+                let _ = ch.queue_delete(sink.as_str().into(), Default::default()).await;
+                let _ = conn.close(200, "sweep published".into()).await;
+                Ok((run?, stored?))
+            }
+        })
+        .await;
+
     let mut r = Report::new("sweep");
     r.param("rate", rate);
     r.param("scale", env.settings().scale);
@@ -122,6 +176,30 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
             );
         }
         Err(why) => r.notes.push(format!("ledger run skipped: {why}")),
+    }
+    match &events {
+        Ok((e, stored)) => {
+            let wall = |x: &RunResult| x.wall.as_secs_f64();
+            r.figures
+                .push(Figure::new("wall, events on vs off (s)", wall(e)).vs(wall(&k)));
+            r.figures.push(
+                Figure::new("wall events on / off", wall(e) / wall(&k).max(f64::EPSILON))
+                    .target(Target::AtMost(TARGET_EVENTS_WALL)),
+            );
+            r.figures
+                .push(Figure::new("events stored, events on", f64::from(*stored)));
+            r.figures.push(
+                Figure::new("206 answers, events on", e.counters.rate_limited as f64).target(Target::AtMost(0.0)),
+            );
+            let (ek, eu) = tally(&expected, &e.kicked);
+            acc.kickq_kicked = acc.kickq_kicked.min(ek);
+            acc.kickq_unexpected += eu;
+            r.notes.push(format!(
+                "events on: one confirmed event per delivery to a queue bound to '#' ({} messages, {stored} events stored)",
+                kicks.len()
+            ));
+        }
+        Err(e) => r.notes.push(format!("events run failed: {e}")),
     }
     r.accounting = Some(acc);
     summary_note(&mut r, &k);
