@@ -12,6 +12,14 @@ use lapin::types::FieldTable;
 use std::io::Write;
 use tokio_util::sync::CancellationToken;
 
+/// Most events the tail's queue holds while its reader is slow (a paused
+/// terminal, `| less`); past it the oldest are dropped. With acks and a small
+/// prefetch the backlog stays on the broker and bounded: a slow tail never
+/// grows without limit, on the broker or in this process.
+pub const TAIL_BACKLOG: i64 = 10_000;
+/// Events the broker pushes before the tail has printed and acked them.
+const TAIL_PREFETCH: u16 = 100;
+
 /// `kickq events`: outcome events (published with `KICKQ_EVENTS=on`).
 #[derive(Debug, clap::Args)]
 pub struct EventsArgs {
@@ -63,6 +71,9 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::Error::msg(crate::amqp::connect::explain(&url, &e).to_string()))?;
     let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(TAIL_PREFETCH, lapin::options::BasicQosOptions::default())
+        .await?;
     // The same declaration as the worker's, so tailing before any worker
     // published works; it routes nothing until a worker runs with events on.
     topology::declare_events(&channel, &names).await?;
@@ -74,7 +85,18 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 auto_delete: true,
                 ..QueueDeclareOptions::default()
             },
-            FieldTable::default(),
+            {
+                let mut args = FieldTable::default();
+                args.insert(
+                    "x-max-length".into(),
+                    lapin::types::AMQPValue::LongLongInt(TAIL_BACKLOG),
+                );
+                args.insert(
+                    "x-overflow".into(),
+                    lapin::types::AMQPValue::LongString("drop-head".into()),
+                );
+                args
+            },
         )
         .await?;
     let key = binding_key(args.outcome, args.app.as_deref());
@@ -91,10 +113,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
         .basic_consume(
             queue.name().clone(),
             "kickq-events-tail".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
+            BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
@@ -120,6 +139,9 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
             // A closed pipe (`| head`): the reader is gone, so is the tail.
             return Ok(());
         }
+        drop(out);
+        // Acked once printed: the next event comes only as the reader keeps up.
+        delivery.acker.ack(lapin::options::BasicAckOptions::default()).await?;
     }
     let _ = conn.close(200, "tail done".into()).await;
     Err(Interrupted.into())

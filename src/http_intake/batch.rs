@@ -30,7 +30,10 @@ pub(crate) fn parse_batch(body: &[u8], limits: &Limits) -> Result<Vec<KickReques
             .map(|j| vec![j])
             .map_err(|error| BatchError::Invalid { index: 0, error }),
         Some(b'[') => {
-            let elements: Vec<serde_json::Value> =
+            // Each element as the bytes that were sent, not re-serialized: a
+            // duplicate key, the byte cap and error positions are judged on
+            // what the client wrote, exactly as over AMQP.
+            let elements: Vec<&serde_json::value::RawValue> =
                 serde_json::from_slice(body).map_err(|e| BatchError::NotJobs(e.to_string()))?;
             if elements.is_empty() {
                 return Err(BatchError::Empty);
@@ -39,8 +42,7 @@ pub(crate) fn parse_batch(body: &[u8], limits: &Limits) -> Result<Vec<KickReques
                 .iter()
                 .enumerate()
                 .map(|(index, element)| {
-                    let raw = serde_json::to_vec(element).expect("a parsed JSON value serializes");
-                    job::parse(&raw, limits).map_err(|error| BatchError::Invalid { index, error })
+                    job::parse(element.get().as_bytes(), limits).map_err(|error| BatchError::Invalid { index, error })
                 })
                 .collect()
         }
@@ -63,8 +65,10 @@ mod tests {
             (r#"[{"room_id":"r","user_ids":["a"]},{"room_id":"r","user_ids":[]}]"#, Err("job 1 is invalid: user_ids is empty".into())),
             (r#"[{"room_id":"r","user_ids":["a"]}, 7]"#, Err("job 1 is invalid: not a job message: a job message is a JSON object".into())),
             (r#"{"room_id":"","user_ids":["a"]}"#, Err("job 0 is invalid: room_id must be 1 to 128 bytes, got 0".into())),
-            (r#"[{"room_id":"r","user_ids":["a"],"not_after":"soon"}]"#, Err("job 0 is invalid: not a job message: not_after must be an RFC 3339 time such as 2026-12-01T12:00:00Z, got \"soon\" at line 1 column 19".into())),
+            (r#"[{"room_id":"r","user_ids":["a"],"not_after":"soon"}]"#, Err("job 0 is invalid: not a job message: not_after must be an RFC 3339 time such as 2026-12-01T12:00:00Z, got \"soon\" at line 1 column 51".into())),
             ("7", Err("the body must be a job message or a JSON array of them: expected { or [".into())),
+            // A duplicate key is refused in an array as it is alone (and over AMQP).
+            (r#"[{"room_id":"a","room_id":"b","user_ids":["u"]}]"#, Err("job 0 is invalid: not a job message: duplicate field `room_id` at line 1 column 24".into())),
             ("", Err("the body must be a job message or a JSON array of them: expected { or [".into())),
         ];
         for (body, want) in cases {

@@ -13,10 +13,15 @@ use std::time::Duration;
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Longest key accepted: room for any UUID or ULID with a prefix.
 pub const MAX_KEY_BYTES: usize = 255;
-/// Most keys kept in memory without the ledger: at about 100 bytes and a
-/// few job ids each, tens of MB at most; past it the oldest key is forgotten
-/// first (a retry after that publishes again).
+/// Most keys kept in memory without the ledger; past it (or past
+/// [`MEMORY_JOB_IDS`]) the oldest key is forgotten first (a retry after that
+/// publishes again).
 pub const DEFAULT_MEMORY_KEYS: usize = 100_000;
+/// Most job ids kept in memory over all keys: one 1 MiB body may hold tens of
+/// thousands of jobs, so the key count alone would not bound memory. A
+/// million ids of at most 128 bytes is at most about 150 MB, and far less
+/// for the usual 36-byte UUIDs.
+pub const MEMORY_JOB_IDS: usize = 1_000_000;
 /// Same-key requests wait for each other on one of this many locks (picked
 /// by the key's hash), so a retry racing its original publishes nothing twice.
 pub(crate) const KEY_LOCKS: usize = 64;
@@ -79,6 +84,8 @@ pub(crate) struct Memory {
     cap: usize,
     rows: HashMap<String, IdempotencyRow>,
     order: VecDeque<String>,
+    /// Job ids held over all rows (bounded by [`MEMORY_JOB_IDS`]).
+    ids: usize,
 }
 
 impl Memory {
@@ -87,6 +94,7 @@ impl Memory {
             cap: cap.max(1),
             rows: HashMap::new(),
             order: VecDeque::new(),
+            ids: 0,
         }
     }
 
@@ -95,18 +103,26 @@ impl Memory {
     }
 
     fn put(&mut self, key: &str, row: IdempotencyRow, now: DateTime<Utc>) {
+        // A key stored again (past its window) takes the newest place.
+        if let Some(old) = self.rows.remove(key) {
+            self.ids -= old.job_ids.len();
+            self.order.retain(|k| k != key);
+        }
         let cutoff = now - window();
         while let Some(oldest) = self.order.front() {
             let expired = self.rows.get(oldest).is_none_or(|r| r.created_at < cutoff);
-            if !expired && self.rows.len() < self.cap {
+            let full = self.rows.len() >= self.cap || self.ids + row.job_ids.len() > MEMORY_JOB_IDS;
+            if !expired && !full {
                 break;
             }
             let oldest = self.order.pop_front().expect("front was Some");
-            self.rows.remove(&oldest);
+            if let Some(gone) = self.rows.remove(&oldest) {
+                self.ids -= gone.job_ids.len();
+            }
         }
-        if self.rows.insert(key.to_owned(), row).is_none() {
-            self.order.push_back(key.to_owned());
-        }
+        self.ids += row.job_ids.len();
+        self.rows.insert(key.to_owned(), row);
+        self.order.push_back(key.to_owned());
     }
 }
 
@@ -221,6 +237,25 @@ mod tests {
             "expired keys go on insert"
         );
         assert_eq!(m.get("d").unwrap().job_ids, vec!["jd".to_string()]);
-        assert_eq!((m.rows.len(), m.order.len()), (1, 1));
+        assert_eq!((m.rows.len(), m.order.len(), m.ids), (1, 1, 1));
+        // Stored again, a key takes the newest place: the other goes first.
+        m.put("e", row(b"5", &["je"], later), later);
+        m.put("d", row(b"4", &["jd"], later), later);
+        m.put("f", row(b"6", &["jf"], later), later);
+        assert!(m.get("e").is_none() && m.get("d").is_some() && m.get("f").is_some());
+    }
+
+    /// The job ids held over all keys are bounded, not only the key count.
+    #[test]
+    fn memory_is_bounded_by_job_ids_too() {
+        let now = Utc::now();
+        let mut m = Memory::new(1000);
+        let big: Vec<String> = (0..MEMORY_JOB_IDS / 2 + 1).map(|i| i.to_string()).collect();
+        let big: Vec<&str> = big.iter().map(String::as_str).collect();
+        m.put("a", row(b"1", &big, now), now);
+        m.put("b", row(b"2", &big, now), now);
+        assert!(m.get("a").is_none(), "two halves and one over do not fit");
+        assert!(m.get("b").is_some());
+        assert_eq!(m.ids, big.len());
     }
 }
