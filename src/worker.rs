@@ -24,7 +24,7 @@ use crate::pipeline::router::Tally;
 use crate::pipeline::{session, SessionEnd, Shared};
 use crate::ratelimit::Gate;
 use crate::secret::Secret;
-use crate::zego::client::{ClientConfig, ZegoClient};
+use crate::zego::client::ZegoClient;
 use crate::zego::clients::Clients;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::net::SocketAddr;
@@ -124,10 +124,15 @@ impl WorkerConfig {
     /// [`WorkerConfig::with_app`]. Change the rest with the `with_*` setters or struct
     /// update syntax (`WorkerConfig { prefetch: 100, ..WorkerConfig::new(..) }`).
     pub fn new(amqp_url: Secret, names: Names, credentials: Credentials) -> Self {
+        Self::for_apps(amqp_url, names, Apps::single(AppConfig::new(credentials)))
+    }
+
+    /// [`WorkerConfig::new`] for validated apps (the config file's `[[apps]]`).
+    pub fn for_apps(amqp_url: Secret, names: Names, apps: Apps) -> Self {
         Self {
             amqp_url,
             connection_name: format!("kickq-worker-{}", std::process::id()),
-            apps: Apps::single(AppConfig::new(credentials)),
+            apps,
             names,
             prefetch: DEFAULT_PREFETCH,
             bulk_prefetch: DEFAULT_BULK_PREFETCH,
@@ -145,6 +150,18 @@ impl WorkerConfig {
             events: DEFAULT_EVENTS,
             http_intake: None,
         }
+    }
+
+    /// One API client per app, built as the run builds them (`--print-config`
+    /// builds them too, to validate each `api_url`).
+    pub fn clients(&self) -> Result<Clients, WorkerError> {
+        let mut clients = Clients::default();
+        for app in self.apps.iter() {
+            let client = ZegoClient::new(app.client_config(self.connect_timeout, self.http_timeout))
+                .map_err(|e| WorkerError::Client(format!("app {}: {e}", app.app_id())))?;
+            clients.insert(client);
+        }
+        Ok(clients)
     }
 
     /// The bulk prefetch in use: `bulk_prefetch`, lowered so that a full
@@ -273,18 +290,7 @@ impl Worker<Clients> {
     /// Builds one API client per app from `cfg` and binds the metrics server
     /// (if `cfg.metrics_addr` is set).
     pub async fn bind(cfg: WorkerConfig) -> Result<Self, WorkerError> {
-        let mut clients = Clients::default();
-        for app in cfg.apps.iter() {
-            let client = ZegoClient::new(ClientConfig {
-                base_url: app.api_url.clone(),
-                app_id: app.app_id(),
-                secret: app.credentials.secret.clone(),
-                connect_timeout: cfg.connect_timeout,
-                total_timeout: cfg.http_timeout,
-            })
-            .map_err(|e| WorkerError::Client(format!("app {}: {e}", app.app_id())))?;
-            clients.insert(client);
-        }
+        let clients = cfg.clients()?;
         Self::bind_with_api(cfg, Arc::new(clients)).await
     }
 }

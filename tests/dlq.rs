@@ -724,12 +724,7 @@ async fn a_replay_stopped_by_ctrl_c_stops_between_letters_and_exits_130() {
         broker.depth(&ns.names.bulk).await >= 2
     })
     .await;
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    send_signal(child.id().unwrap(), "INT");
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .expect("it stops soon after Ctrl-C")
@@ -945,12 +940,7 @@ async fn a_paced_replay_acks_each_letter_at_once_and_stops_on_ctrl_c_while_waiti
         || async { unacked(&ns.names.dead) == Some(0) },
     )
     .await;
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(child.id().unwrap(), "INT");
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .expect("Ctrl-C stops the wait for the next replay")

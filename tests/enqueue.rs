@@ -646,12 +646,7 @@ async fn a_real_ctrl_c_exits_130_with_the_checkpoint_saved() {
     while !cp.exists() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let pid = child.id().expect("running").to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    send_signal(child.id().expect("running"), "INT");
     let out = child.wait_with_output().await.unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");

@@ -290,12 +290,7 @@ async fn tail_json_outcome_failed_prints_failed_events_only() {
     let more = tokio::time::timeout(Duration::from_secs(1), out.next_line()).await;
     assert!(more.is_err(), "only the failed event is printed: {more:?}");
     // Ctrl-C exits 130.
-    let pid = tail.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(tail.id().unwrap(), "INT");
     let status = tokio::time::timeout(Duration::from_secs(10), tail.wait())
         .await
         .expect("the tail exits on SIGINT")

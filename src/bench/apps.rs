@@ -7,7 +7,7 @@ use super::child;
 use super::env::{app_credentials, BenchEnv};
 use super::figures::{quantile, tally, Accounting, Figure, Report, Target};
 use super::publish::publish_generated;
-use super::runs::{arrival, queue_depth, STALL};
+use super::runs::{last_kick, queue_depth, STALL};
 use super::wait::{kicked_pairs, until_kicked};
 use super::workload;
 use super::BenchError;
@@ -267,12 +267,7 @@ async fn drain_with_child(
     let status = worker.terminate().await?;
     waited?;
     let calls = mock.calls();
-    let last = calls
-        .iter()
-        .filter(|c| c.code == Some(0))
-        .map(|c| arrival(mock, c))
-        .max()
-        .unwrap_or(start);
+    let last = last_kick(mock, &calls, start);
     let left = queue_depth(env, &names.requests).await?;
     Ok(Measured {
         counters: mock.counters(),

@@ -168,15 +168,21 @@ impl Running {
     }
 }
 
-/// The run's figures from the mock, for a consumer started at `start` that acked `acked` messages.
-pub fn collect(mock: &MockZego, start: Instant, acked: u64) -> RunResult {
-    let calls = mock.calls();
-    let last = calls
+/// When the last call that kicked someone (code 0) reached the mock, on the
+/// bench's clock; `start` when none did.
+pub fn last_kick(mock: &MockZego, calls: &[crate::mock_zego::CallRecord], start: Instant) -> Instant {
+    calls
         .iter()
         .filter(|c| c.code == Some(0))
         .map(|c| arrival(mock, c))
         .max()
-        .unwrap_or(start);
+        .unwrap_or(start)
+}
+
+/// The run's figures from the mock, for a consumer started at `start` that acked `acked` messages.
+pub fn collect(mock: &MockZego, start: Instant, acked: u64) -> RunResult {
+    let calls = mock.calls();
+    let last = last_kick(mock, &calls, start);
     RunResult {
         start,
         wall: last.saturating_duration_since(start),

@@ -8,7 +8,7 @@ use crate::amqp::topology::{self, Lane, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::config::apps::{AppConfig, Apps};
 use crate::config::file::ConfigFile;
 use crate::config::{self, parse_duration, ZegoArgs};
-use crate::zego::client::{ApiReply, ClientConfig, TransportError, ZegoClient};
+use crate::zego::client::{ApiReply, TransportError, ZegoClient};
 use crate::zego::codes::{classify_code, describe, Disposition};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -475,13 +475,7 @@ async fn api_checks(args: &CheckArgs, file: Option<&ConfigFile>) -> Vec<Check> {
 }
 
 async fn api_check(app: &AppConfig, http_timeout: Duration) -> Check {
-    let client = match ZegoClient::new(ClientConfig {
-        base_url: app.api_url.clone(),
-        app_id: app.app_id(),
-        secret: app.credentials.secret.clone(),
-        connect_timeout: crate::zego::client::DEFAULT_CONNECT_TIMEOUT,
-        total_timeout: http_timeout,
-    }) {
+    let client = match ZegoClient::new(app.client_config(crate::zego::client::DEFAULT_CONNECT_TIMEOUT, http_timeout)) {
         Ok(c) => c,
         Err(e) => return Check::new("api", Status::Fail, e.to_string(), Some("fix ZEGO_API_URL")),
     };

@@ -250,16 +250,6 @@ impl RunArgs {
             .connection_name
             .clone()
             .unwrap_or_else(|| format!("kickq-worker-{}-{}", hostname(), std::process::id()));
-        let mut first = WorkerConfig::new(
-            amqp_url,
-            names,
-            apps.iter()
-                .next()
-                .expect("validated apps are never empty")
-                .credentials
-                .clone(),
-        );
-        first.apps = apps;
         Ok(WorkerConfig {
             connection_name,
             prefetch: self.prefetch,
@@ -295,7 +285,7 @@ impl RunArgs {
             metrics_addr,
             events: self.events,
             http_intake,
-            ..first
+            ..WorkerConfig::for_apps(amqp_url, names, apps)
         })
     }
 
@@ -346,16 +336,7 @@ pub async fn run(args: RunArgs, file: Option<&ConfigFile>) -> anyhow::Result<()>
     if args.print_config {
         // Validated as the run would: each app's client is built (its
         // api_url checked) before anything is printed.
-        for app in cfg.apps.iter() {
-            crate::zego::client::ZegoClient::new(crate::zego::client::ClientConfig {
-                base_url: app.api_url.clone(),
-                app_id: app.app_id(),
-                secret: app.credentials.secret.clone(),
-                connect_timeout: cfg.connect_timeout,
-                total_timeout: cfg.http_timeout,
-            })
-            .map_err(|e| anyhow::anyhow!("app {}: {e}", app.app_id()))?;
-        }
+        cfg.clients()?;
         print!("{}", crate::cli::print_config::render(&cfg));
         return Ok(());
     }

@@ -55,6 +55,21 @@ impl AppConfig {
     pub fn app_id(&self) -> u32 {
         self.credentials.app_id
     }
+
+    /// What its API client is built from, with these timeouts.
+    pub fn client_config(
+        &self,
+        connect_timeout: std::time::Duration,
+        total_timeout: std::time::Duration,
+    ) -> crate::zego::client::ClientConfig {
+        crate::zego::client::ClientConfig {
+            base_url: self.api_url.clone(),
+            app_id: self.app_id(),
+            secret: self.credentials.secret.clone(),
+            connect_timeout,
+            total_timeout,
+        }
+    }
 }
 
 /// Which app a job belongs to, or why none (see [`Apps::select`]).

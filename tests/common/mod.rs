@@ -522,3 +522,13 @@ pub fn text(o: &std::process::Output) -> (String, String) {
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
+
+/// Sends `signal` (`INT`, `TERM`, ...) to the process `pid`, as Ctrl-C or a
+/// service manager would, and asserts it was delivered.
+pub fn send_signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
