@@ -1,5 +1,5 @@
-//! The worker's observable state (connected, consuming, halted, ledger reachable) and the HTTP server that
-//! serves `/metrics`, `/healthz`, `/readyz` and `/status` from it.
+//! The worker's observable state (per shard: connected, consuming or standby; halted apps, ledger reachable)
+//! and the HTTP server that serves `/metrics`, `/healthz`, `/readyz` and `/status` from it.
 
 use crate::ratelimit::Gate;
 use axum::extract::State;
@@ -24,14 +24,106 @@ const LEDGER_DOWN: u8 = 2;
 /// each flag is independent and read only for reporting.
 #[derive(Debug)]
 pub struct Health {
-    connected: AtomicBool,
-    consuming: AtomicBool,
     ledger: AtomicU8,
-    in_flight: std::sync::atomic::AtomicUsize,
-    taken: std::sync::atomic::AtomicU64,
-    standby: AtomicBool,
+    shards: Vec<Arc<ShardState>>,
     progress: Counts,
     gate: Gate,
+}
+
+/// One served shard's part: each shard has its own broker session, lock and
+/// consumers, so its own role.
+#[derive(Debug, Default)]
+pub struct ShardState {
+    name: String,
+    connected: AtomicBool,
+    consuming: AtomicBool,
+    standby: AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    taken: AtomicU64,
+    queue_ready: AtomicU64,
+}
+
+impl ShardState {
+    /// The shard's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The shard's broker connection is up (or not).
+    pub fn set_connected(&self, v: bool) {
+        self.connected.store(v, Ordering::Relaxed);
+    }
+
+    /// The shard's consumers are active (or not).
+    pub fn set_consuming(&self, v: bool) {
+        self.consuming.store(v, Ordering::Relaxed);
+    }
+
+    /// This process waits for the shard's lock (true) or holds it or is
+    /// connecting (false). A standby is ready: waiting is its job.
+    pub fn set_standby(&self, v: bool) {
+        self.standby.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether this process is the shard's standby now.
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(Ordering::Relaxed)
+    }
+
+    /// Whether the shard's consumers are active.
+    pub fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
+    }
+
+    /// Whether the shard's broker connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Intake took a delivery.
+    pub fn delivery_taken(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.taken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Deliveries taken since the process started (never decreases).
+    pub fn taken_total(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// The router finished (acked or returned) a delivery.
+    pub fn delivery_finished(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Deliveries taken and not yet finished in this session.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A new session starts: nothing of the old one is in flight any more.
+    pub fn reset_in_flight(&self) {
+        self.in_flight.store(0, Ordering::Relaxed);
+    }
+
+    /// Messages ready in the shard's live queue, as the last check saw them.
+    pub fn set_queue_ready(&self, n: u32) {
+        self.queue_ready.store(n.into(), Ordering::Relaxed);
+    }
+
+    /// Its role now.
+    pub fn role(&self) -> Role {
+        role(self.is_standby(), self.is_consuming())
+    }
+
+    /// Clears the session flags (between sessions).
+    pub fn session_ended(&self) {
+        self.set_connected(false);
+        self.set_consuming(false);
+        self.set_standby(false);
+    }
 }
 
 /// What the worker did, counted for the periodic progress line (the metrics
@@ -45,7 +137,6 @@ struct Counts {
     skipped: AtomicU64,
     calls: AtomicU64,
     pending_users: AtomicU64,
-    queue_ready: AtomicU64,
 }
 
 /// A reading of the progress counters (totals since start, and the pending
@@ -66,7 +157,7 @@ pub struct Progress {
     pub calls: u64,
     /// Users waiting in the coalescer now.
     pub pending_users: u64,
-    /// Messages ready in the requests queue at the last check.
+    /// Messages ready in the live queues at the last check.
     pub queue_ready: u64,
 }
 
@@ -101,39 +192,38 @@ impl Progress {
 }
 
 impl Health {
-    /// A fresh state for a worker using `gate`.
+    /// A fresh state for a worker using `gate`, serving the default shard.
+    #[cfg(test)]
     pub fn new(gate: Gate, ledger_on: bool) -> Self {
+        Self::for_shards(gate, ledger_on, &[crate::config::shards::DEFAULT_SHARD])
+    }
+
+    /// A fresh state for a worker using `gate`, serving `shards`.
+    pub fn for_shards(gate: Gate, ledger_on: bool, shards: &[&str]) -> Self {
         Self {
-            connected: AtomicBool::new(false),
-            consuming: AtomicBool::new(false),
             ledger: AtomicU8::new(if ledger_on { LEDGER_DOWN } else { LEDGER_OFF }),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            taken: std::sync::atomic::AtomicU64::new(0),
-            standby: AtomicBool::new(false),
+            shards: shards
+                .iter()
+                .map(|name| {
+                    Arc::new(ShardState {
+                        name: (*name).to_owned(),
+                        ..ShardState::default()
+                    })
+                })
+                .collect(),
             progress: Counts::default(),
             gate,
         }
     }
 
-    /// The broker connection is up (or not).
-    pub fn set_connected(&self, v: bool) {
-        self.connected.store(v, Ordering::Relaxed);
+    /// The state of a served shard (`None` if this worker does not serve it).
+    pub fn shard(&self, name: &str) -> Option<Arc<ShardState>> {
+        self.shards.iter().find(|s| s.name == name).cloned()
     }
 
-    /// The consumer is active (or not).
-    pub fn set_consuming(&self, v: bool) {
-        self.consuming.store(v, Ordering::Relaxed);
-    }
-
-    /// This process waits for the leadership lock (true) or holds it or is
-    /// connecting (false). A standby is ready: waiting is its job.
-    pub fn set_standby(&self, v: bool) {
-        self.standby.store(v, Ordering::Relaxed);
-    }
-
-    /// Whether this process is a standby now.
+    /// Whether no shard is active and every one waits for its lock.
     pub fn is_standby(&self) -> bool {
-        self.standby.load(Ordering::Relaxed)
+        self.shards.iter().all(|s| s.is_standby())
     }
 
     /// Users reached an outcome (the router's labels: `kicked`,
@@ -162,11 +252,6 @@ impl Health {
         self.progress.pending_users.store(n as u64, Ordering::Relaxed);
     }
 
-    /// Messages ready in the requests queue, as the last check saw them.
-    pub fn set_queue_ready(&self, n: u32) {
-        self.progress.queue_ready.store(n.into(), Ordering::Relaxed);
-    }
-
     /// The progress counters now.
     pub fn progress(&self) -> Progress {
         let c = &self.progress;
@@ -179,7 +264,7 @@ impl Health {
             skipped: r(&c.skipped),
             calls: r(&c.calls),
             pending_users: r(&c.pending_users),
-            queue_ready: r(&c.queue_ready),
+            queue_ready: self.shards.iter().map(|s| r(&s.queue_ready)).sum(),
         }
     }
 
@@ -188,32 +273,9 @@ impl Health {
         &self.gate
     }
 
-    /// Intake took a delivery.
-    pub fn delivery_taken(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.taken.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Deliveries taken since the process started (never decreases).
-    pub fn taken_total(&self) -> u64 {
-        self.taken.load(Ordering::Relaxed)
-    }
-
-    /// The router finished (acked or returned) a delivery.
-    pub fn delivery_finished(&self) {
-        let _ = self
-            .in_flight
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-    }
-
-    /// Deliveries taken and not yet finished in this session.
+    /// Deliveries taken and not yet finished, over every shard.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// A new session starts: nothing of the old one is in flight any more.
-    pub fn reset_in_flight(&self) {
-        self.in_flight.store(0, Ordering::Relaxed);
+        self.shards.iter().map(|s| s.in_flight()).sum()
     }
 
     /// The last ledger operation succeeded (or not). Ignored when the ledger is off.
@@ -228,11 +290,15 @@ impl Health {
     /// Every reason the worker is not ready; empty when ready.
     pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
-        if !self.connected.load(Ordering::Relaxed) {
-            why.push("broker: not connected".to_owned());
-        }
-        if !self.consuming.load(Ordering::Relaxed) && !self.is_standby() {
-            why.push("consumer: not consuming".to_owned());
+        let named = self.shards.len() > 1 || self.shards.iter().any(|s| s.name != crate::config::shards::DEFAULT_SHARD);
+        for s in &self.shards {
+            let of = if named { format!(" (shard {})", s.name) } else { String::new() };
+            if !s.is_connected() {
+                why.push(format!("broker: not connected{of}"));
+            }
+            if !s.is_consuming() && !s.is_standby() {
+                why.push(format!("consumer: not consuming{of}"));
+            }
         }
         for (app, halt) in self.gate.halted_apps() {
             why.push(format!(
@@ -249,14 +315,14 @@ impl Health {
 }
 
 impl Health {
-    /// Whether the broker connection is up.
+    /// Whether every shard's broker connection is up.
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.shards.iter().all(|s| s.is_connected())
     }
 
-    /// Whether the consumer is active.
+    /// Whether some shard is active (holds its lock and consumes).
     pub fn is_consuming(&self) -> bool {
-        self.consuming.load(Ordering::Relaxed)
+        self.shards.iter().any(|s| s.is_consuming())
     }
 
     /// What `/status` returns: this worker's role, apps, halts, backlog and calls.
@@ -291,6 +357,15 @@ impl Health {
             deliveries_in_flight: self.in_flight(),
             calls_per_sec: m.calls_per_sec,
             not_ready: self.not_ready(),
+            shards: self
+                .shards
+                .iter()
+                .map(|s| ShardStatus {
+                    shard: s.name.clone(),
+                    role: s.role(),
+                    connected: s.is_connected(),
+                })
+                .collect(),
         }
     }
 }
@@ -368,6 +443,20 @@ pub struct WorkerStatus {
     pub calls_per_sec: f64,
     /// Every reason `/readyz` fails; empty when ready.
     pub not_ready: Vec<String>,
+    /// Each served shard's role (`role` above is `active` when any shard is).
+    #[serde(default)]
+    pub shards: Vec<ShardStatus>,
+}
+
+/// One served shard in `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardStatus {
+    /// The shard (`default` for apps without one).
+    pub shard: String,
+    /// Active, standby or connecting, for this shard.
+    pub role: Role,
+    /// Whether this shard's broker connection is up.
+    pub connected: bool,
 }
 
 #[derive(Clone)]
@@ -474,9 +563,10 @@ mod tests {
         let s = h.status();
         assert_eq!(s.role, Role::Connecting);
         assert!(s.apps.is_empty() && s.halted.is_empty());
-        h.set_connected(true);
-        h.set_consuming(true);
-        h.delivery_taken();
+        let d = h.shard("default").unwrap();
+        d.set_connected(true);
+        d.set_consuming(true);
+        d.delivery_taken();
         gate.report(
             7,
             crate::ratelimit::Feedback::Halt(100000004),
@@ -495,8 +585,36 @@ mod tests {
         assert_eq!(json["role"], "active");
         assert_eq!(json["halted"][0]["code"], 100000004);
         assert_eq!(json["not_ready"].as_array().unwrap().len(), 1);
-        h.set_standby(true);
+        d.set_standby(true);
         assert_eq!(h.status().role, Role::Standby);
+        assert_eq!(h.status().shards[0].role, Role::Standby);
+    }
+
+    /// Two shards: active when one is; each shard's reasons named.
+    #[test]
+    fn shards_report_their_own_role() {
+        let h = Health::for_shards(Gate::new(50, Duration::from_secs(30)), false, &["eu", "us"]);
+        let (eu, us) = (h.shard("eu").unwrap(), h.shard("us").unwrap());
+        eu.set_connected(true);
+        eu.set_consuming(true);
+        us.set_connected(true);
+        us.set_standby(true);
+        let s = h.status();
+        assert_eq!(s.role, Role::Active);
+        assert_eq!(
+            s.shards.iter().map(|x| (x.shard.as_str(), x.role)).collect::<Vec<_>>(),
+            vec![("eu", Role::Active), ("us", Role::Standby)]
+        );
+        assert!(h.not_ready().is_empty(), "{:?}", h.not_ready());
+        us.session_ended();
+        assert_eq!(
+            h.not_ready(),
+            vec!["broker: not connected (shard us)", "consumer: not consuming (shard us)"]
+        );
+        eu.delivery_taken();
+        us.delivery_taken();
+        assert_eq!(h.in_flight(), 2);
+        assert!(h.shard("asia").is_none());
     }
 
     #[test]
@@ -507,8 +625,9 @@ mod tests {
         assert!(why.iter().any(|w| w.starts_with("broker")), "{why:?}");
         assert!(why.iter().any(|w| w.starts_with("consumer")), "{why:?}");
         assert!(why.iter().any(|w| w.starts_with("ledger")), "{why:?}");
-        h.set_connected(true);
-        h.set_consuming(true);
+        let d = h.shard("default").unwrap();
+        d.set_connected(true);
+        d.set_consuming(true);
         h.set_ledger_ok(true);
         assert!(h.not_ready().is_empty());
         gate.report(
@@ -520,8 +639,8 @@ mod tests {
         let why = h.not_ready();
         assert_eq!(why.len(), 1);
         assert!(why[0].contains("100000005"), "{why:?}");
-        h.set_consuming(false);
-        h.set_standby(true);
+        d.set_consuming(false);
+        d.set_standby(true);
         assert_eq!(
             h.not_ready().len(),
             1,

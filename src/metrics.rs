@@ -54,6 +54,8 @@ pub const RECONNECTS: &str = "kickq_broker_reconnects_total";
 pub const LEDGER_WRITES: &str = "kickq_ledger_writes_total";
 /// 1 while this process holds its namespace's leadership lock (active), 0 while standby.
 pub const ACTIVE: &str = "kickq_active";
+/// Jobs forwarded to the shard that serves their app, by that shard.
+pub const FORWARDED: &str = "kickq_forwarded_total";
 /// Times this process took the leadership lock, by `reason` of the first
 /// call's hold (`no_record`, `released`, `crashed`, `stale`).
 pub const TAKEOVERS: &str = "kickq_leader_takeovers_total";
@@ -135,7 +137,8 @@ fn describe() {
     describe_counter!(ACK_FAILURES, "Acks that did not land");
     describe_counter!(RECONNECTS, "Reconnect attempts after a lost or failed broker session");
     describe_counter!(LEDGER_WRITES, "Ledger batch writes");
-    describe_gauge!(ACTIVE, "1 while this worker holds the leadership lock");
+    describe_gauge!(ACTIVE, "1 while this worker holds the shard's leadership lock, by shard");
+    describe_counter!(FORWARDED, "Jobs that reached a shard not serving their app, forwarded to the one that does, by that shard");
     describe_counter!(TAKEOVERS, "Leadership lock takeovers by hold reason");
     describe_gauge!(BUILD_INFO, "1, labelled with the build's version and git commit");
 }
@@ -185,7 +188,6 @@ fn register_all() {
     gauge!(PENDING_GROUPS).increment(0.0);
     gauge!(CALLS_IN_FLIGHT).increment(0.0);
     gauge!(HALTED_APPS).increment(0.0);
-    gauge!(ACTIVE).increment(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => crate::GIT_SHA).set(1.0);
 }
 
@@ -404,9 +406,20 @@ pub fn ledger_write(ok: bool) {
     counter!(LEDGER_WRITES, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
-/// This process became active (true) or standby (false).
-pub fn active(on: bool) {
-    gauge!(ACTIVE).set(if on { 1.0 } else { 0.0 });
+/// This process became active (true) or standby (false) for `shard`.
+pub fn active(shard: &str, on: bool) {
+    gauge!(ACTIVE, "shard" => shard.to_owned()).set(if on { 1.0 } else { 0.0 });
+}
+
+/// A served shard's series exist from the start (standby until its lock).
+pub fn register_shard(shard: &str) {
+    gauge!(ACTIVE, "shard" => shard.to_owned()).set(0.0);
+    counter!(FORWARDED, "shard" => shard.to_owned()).increment(0);
+}
+
+/// A job was forwarded to `shard`'s queue.
+pub fn forwarded(shard: &str) {
+    counter!(FORWARDED, "shard" => shard.to_owned()).increment(1);
 }
 
 /// This process took the leadership lock.
@@ -423,6 +436,7 @@ mod tests {
         let handle = install();
         // The worker registers each configured app at start.
         register_app(1234567890, 50);
+        register_shard("default");
         let rendered = handle.render();
         let series: Vec<&str> = rendered.lines().filter(|l| !l.starts_with('#')).collect();
         for name in [
@@ -445,6 +459,7 @@ mod tests {
             ACTIVE,
             APP_RATE_LIMIT,
             APP_HALTED,
+            FORWARDED,
         ] {
             assert!(
                 series

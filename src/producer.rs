@@ -49,6 +49,7 @@ use crate::amqp::connect::connect;
 use crate::amqp::publish::{persistent_json, Pending, PublishError, Publisher};
 pub use crate::amqp::topology::Lane;
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
+pub use crate::config::shards::Routing;
 use crate::job::{self, InvalidJob, KickRequest, Limits, LimitsError};
 use crate::secret::Secret;
 use lapin::types::FieldTable;
@@ -126,6 +127,13 @@ pub struct ProducerConfig {
     /// Most publishes [`Producer::enqueue_many`] keeps unconfirmed, and so the
     /// most jobs in doubt after a broker failure ([`MAX_IN_FLIGHT`] by default).
     pub max_in_flight: usize,
+    /// With shards: which shard serves each app (the config file's
+    /// `[[apps]]`). Jobs then go to the topic exchange `{ns}.jobs` with
+    /// routing key `<lane>.<app_id>` (`<lane>.default` for a job naming
+    /// none), which the producer declares and binds like the worker; a job
+    /// whose app no shard serves is returned and refused. `None`: straight
+    /// to `{ns}.requests` or `{ns}.bulk`.
+    pub routing: Option<Routing>,
 }
 
 impl ProducerConfig {
@@ -137,6 +145,7 @@ impl ProducerConfig {
             connection_name: format!("kickq-producer-{}", std::process::id()),
             limits: Limits::default(),
             max_in_flight: MAX_IN_FLIGHT,
+            routing: None,
         }
     }
 
@@ -238,9 +247,11 @@ impl Producer {
         // Declared on a throwaway channel: a refused declare closes its channel,
         // and the publisher's must stay usable for the error to be reported cleanly.
         let channel = conn.create_channel().await.map_err(ProducerError::Connect)?;
-        topology::declare(&channel, &cfg.names, cfg.delivery_limit)
-            .await
-            .map_err(|source| ProducerError::Topology {
+        let declared = match &cfg.routing {
+            Some(routing) => topology::declare_routing(&channel, &cfg.names, routing, cfg.delivery_limit).await,
+            None => topology::declare(&channel, &cfg.names, cfg.delivery_limit).await.map(|_| ()),
+        };
+        declared.map_err(|source| ProducerError::Topology {
                 namespace: cfg.names.namespace.clone(),
                 source,
             })?;
@@ -382,10 +393,19 @@ impl Producer {
     async fn send_valid(&self, lane: Lane, job: KickRequest) -> Result<Sent, PublishError> {
         let job_id = job.job_id.clone().expect("prepare gave the job an id");
         let props = persistent_json(Some(&job_id), FieldTable::default());
-        let pending = self
-            .publisher
-            .send(self.cfg.names.queue(lane), &job.to_body(), props)
-            .await?;
+        let pending = match &self.cfg.routing {
+            Some(_) => {
+                let key = Routing::routing_key(lane.as_str(), job.app_id);
+                self.publisher
+                    .send_routed(&self.cfg.names.jobs, &key, &job.to_body(), props)
+                    .await?
+            }
+            None => {
+                self.publisher
+                    .send(self.cfg.names.queue(lane), &job.to_body(), props)
+                    .await?
+            }
+        };
         Ok(Sent { job_id, pending })
     }
 }

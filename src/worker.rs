@@ -1,6 +1,7 @@
 //! `kickq run` as a library call: the worker's settings ([`WorkerConfig`]), and the run loop that opens the
-//! metrics server and the ledger, then runs one broker session after another (see `pipeline`) with jittered
-//! reconnects until shutdown.
+//! metrics server and the ledger, then, for each shard served, runs one broker session after another (see
+//! `pipeline`) with jittered reconnects until shutdown. Shards run side by side, each with its own lock, so
+//! one shard's standby or outage never pauses another.
 //!
 //! The gate, the API client and the ledger outlive sessions, so the rate
 //! limit holds across a reconnect. The whole stop is bounded by the drain
@@ -13,6 +14,7 @@ pub use crate::coalesce::Policy;
 pub use crate::http_intake::{IntakeConfig, IntakeError};
 
 use crate::config::apps::{AppConfig, Apps};
+use crate::config::shards::{Routing, ShardName};
 use crate::config::Credentials;
 use crate::health::Health;
 use crate::job::Limits;
@@ -114,6 +116,10 @@ pub struct WorkerConfig {
     pub events: bool,
     /// The HTTP intake (`POST /v1/kicks`); `None` (the default) turns it off.
     pub http_intake: Option<IntakeConfig>,
+    /// Which shard serves each app of the whole deployment, including apps
+    /// of shards this worker does not serve (the config file's `[[apps]]`);
+    /// `None`: the apps above are the whole deployment.
+    pub routing: Option<Routing>,
 }
 
 impl WorkerConfig {
@@ -149,7 +155,33 @@ impl WorkerConfig {
             metrics_addr: None,
             events: DEFAULT_EVENTS,
             http_intake: None,
+            routing: None,
         }
+    }
+
+    /// Which shard serves each app of the deployment.
+    pub fn routing(&self) -> Routing {
+        self.routing.clone().unwrap_or_else(|| self.apps.routing())
+    }
+
+    /// The shards this worker serves: those of its apps.
+    pub fn shards(&self) -> Vec<ShardName> {
+        self.apps.shards()
+    }
+
+    /// The settings of one shard's sessions: its queue names, its apps, and
+    /// connections named `<name>-<shard>` (the default shard's keep the
+    /// worker's name).
+    fn for_shard(&self, shard: &ShardName) -> WorkerConfig {
+        let mut cfg = self.clone();
+        cfg.names = self.names.for_shard(shard);
+        if let Some(apps) = self.apps.of_shard(shard) {
+            cfg.apps = apps;
+        }
+        if !shard.is_default() {
+            cfg.connection_name = format!("{}-{shard}", self.connection_name);
+        }
+        cfg
     }
 
     /// One API client per app, built as the run builds them (`--print-config`
@@ -299,13 +331,18 @@ impl<A: KickApi> Worker<A> {
     /// [`Worker::bind`] with any [`KickApi`] (the bench's baseline and tests use this).
     pub async fn bind_with_api(cfg: WorkerConfig, api: Arc<A>) -> Result<Self, WorkerError> {
         let gate = Gate::with_limits(cfg.apps.iter().map(|a| (a.app_id(), a.rate)), cfg.probe_interval);
-        let health = Arc::new(Health::new(gate.clone(), cfg.database_url.is_some()));
+        let shards = cfg.shards();
+        let shard_names: Vec<&str> = shards.iter().map(ShardName::as_str).collect();
+        let health = Arc::new(Health::for_shards(gate.clone(), cfg.database_url.is_some(), &shard_names));
         let server_stop = CancellationToken::new();
         let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics_addr {
             let handle = crate::metrics::install();
             for app in cfg.apps.iter() {
                 crate::metrics::register_app(app.app_id(), app.rate);
+            }
+            for shard in &shards {
+                crate::metrics::register_shard(shard.as_str());
             }
             let stop = server_stop.clone();
             let (local, serve) =
@@ -318,12 +355,14 @@ impl<A: KickApi> Worker<A> {
         }
         let mut intake_addr = None;
         if let Some(intake) = &cfg.http_intake {
+            let routing = cfg.routing();
             let producer = crate::producer::ProducerConfig {
                 names: cfg.names.clone(),
                 delivery_limit: cfg.delivery_limit,
                 connection_name: format!("{}-http-intake", cfg.connection_name),
                 limits: cfg.limits,
                 max_in_flight: crate::producer::MAX_IN_FLIGHT,
+                routing: routing.is_sharded().then_some(routing),
             };
             let stop = server_stop.clone();
             let (local, serve) = crate::http_intake::bind(
@@ -430,19 +469,77 @@ async fn run_loop<A: KickApi>(
     if cfg.apps.default_app().is_none() {
         tracing::info!("no app is marked default: jobs that name no app_id are dead-lettered unknown_app");
     }
-    let shared = Shared {
-        cfg,
-        gate,
-        api,
-        ledger,
-        health,
-        ids: Arc::new(AtomicU64::new(0)),
-        shutdown,
-    };
+    let routing = Arc::new(cfg.routing());
+    let shards = cfg.shards();
+    if routing.is_sharded() {
+        tracing::info!(
+            serving = %crate::config::apps::names(&shards),
+            deployment = %crate::config::apps::names(&routing.shards()),
+            exchange = %cfg.names.jobs,
+            "serving {} of the deployment's shards; each has its own lock, queues and standby",
+            shards.len()
+        );
+    }
+    let _reporter = crate::pipeline::monitor::AbortOnDrop(tokio::spawn(crate::pipeline::monitor::report_progress(
+        health.clone(),
+        cfg.apps.iter().map(|a| a.rate).sum(),
+    )));
+    // Cancelled by the shutdown, or by one shard's fatal failure (a ledger
+    // that waiting will not fix), which stops every shard.
+    let stop = shutdown.child_token();
+    let ids = Arc::new(AtomicU64::new(0));
+    let mut running = tokio::task::JoinSet::new();
+    for shard in &shards {
+        let shared = Shared {
+            cfg: cfg.for_shard(shard),
+            gate: gate.clone(),
+            api: api.clone(),
+            ledger: ledger.clone(),
+            shard: health.shard(shard.as_str()).expect("health has every served shard"),
+            health: health.clone(),
+            routing: routing.clone(),
+            ids: ids.clone(),
+            shutdown: stop.clone(),
+        };
+        running.spawn(shard_loop(shared));
+    }
+    let mut summary = RunSummary::default();
+    let mut fatal = None;
+    while let Some(ended) = running.join_next().await {
+        let (part, err) = match ended {
+            Ok(v) => v,
+            Err(e) => (RunSummary::default(), Some(WorkerError::Client(format!("a shard's task failed: {e}")))),
+        };
+        add_tally(&mut summary.tally, part.tally);
+        summary.reconnects += part.reconnects;
+        if let Some(e) = err {
+            stop.cancel();
+            fatal.get_or_insert(e);
+        }
+    }
+    tracing::info!(
+        acked = summary.tally.acked,
+        dead_letters = summary.tally.dead_letters,
+        retries = summary.tally.retries,
+        events = summary.tally.events,
+        forwarded = summary.tally.forwarded,
+        reconnects = summary.reconnects,
+        "kickq worker stopped"
+    );
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+/// One shard's broker sessions, one after another with jittered reconnects,
+/// until its stop fires or a failure waiting will not fix.
+async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<WorkerError>) {
     let mut summary = RunSummary::default();
     let mut backoff = reconnect_backoff();
     let mut sessions = 0u64;
     let mut fatal = None;
+    let shard = shared.cfg.names.shard.clone();
     loop {
         if shared.shutdown.is_cancelled() {
             break;
@@ -463,15 +560,13 @@ async fn run_loop<A: KickApi>(
                 // A step outside the pipeline (connecting, declaring, the
                 // takeover record) did not notice the stop in time. Dropping
                 // the session drops its connections: unacked deliveries return.
-                tracing::warn!(bound_ms = stop_bound(&shared.cfg).as_millis() as u64, "the stop overran its bound; leaving without finishing the session");
+                tracing::warn!(shard = %shard, bound_ms = stop_bound(&shared.cfg).as_millis() as u64, "the stop overran its bound; leaving without finishing the session");
                 (SessionEnd::Shutdown, Tally::default())
             }
         };
         add_tally(&mut summary.tally, tally);
-        shared.health.set_connected(false);
-        shared.health.set_consuming(false);
-        shared.health.set_standby(false);
-        crate::metrics::active(false);
+        shared.shard.session_ended();
+        crate::metrics::active(&shard, false);
         match end {
             SessionEnd::Shutdown => break,
             SessionEnd::Fatal(e) => {
@@ -484,11 +579,13 @@ async fn run_loop<A: KickApi>(
                     // Waiting will not fix it, but a fixed user or vhost
                     // needs no restart: say so loudly, each time.
                     tracing::error!(
+                        shard = %shard,
                         retry_in_ms = delay.as_millis() as u64,
                         "cannot open a broker session: {e}"
                     );
                 } else {
                     tracing::warn!(
+                        shard = %shard,
                         retry_in_ms = delay.as_millis() as u64,
                         "cannot open a broker session: {e}"
                     );
@@ -503,7 +600,7 @@ async fn run_loop<A: KickApi>(
                     backoff = reconnect_backoff();
                 }
                 let delay = backoff.next().unwrap_or(RECONNECT_MAX);
-                tracing::warn!(reason = %why, retry_in_ms = delay.as_millis() as u64, "broker session lost; reconnecting");
+                tracing::warn!(shard = %shard, reason = %why, retry_in_ms = delay.as_millis() as u64, "broker session lost; reconnecting");
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -511,18 +608,7 @@ async fn run_loop<A: KickApi>(
             }
         }
     }
-    tracing::info!(
-        acked = summary.tally.acked,
-        dead_letters = summary.tally.dead_letters,
-        retries = summary.tally.retries,
-        events = summary.tally.events,
-        reconnects = summary.reconnects,
-        "kickq worker stopped"
-    );
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(summary),
-    }
+    (summary, fatal)
 }
 
 /// Longest a stop may take from the signal: the drain deadline, the grace,
@@ -537,6 +623,7 @@ fn add_tally(sum: &mut Tally, t: Tally) {
     sum.dead_letters += t.dead_letters;
     sum.retries += t.retries;
     sum.events += t.events;
+    sum.forwarded += t.forwarded;
 }
 
 /// Opens and migrates the ledger, waiting out an unreachable database;

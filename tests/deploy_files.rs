@@ -173,7 +173,8 @@ fn dashboard_series_are_what_the_exporter_renders() {
     m::ack_failure("stale");
     m::reconnect();
     m::ledger_write(true);
-    m::active(true);
+    m::active("default", true);
+    m::forwarded("eu");
     m::takeover("released");
     let rendered: BTreeSet<String> = handle
         .render()

@@ -1,15 +1,122 @@
-//! Opening a named broker connection; the URL (which holds the password) is a secret and is logged redacted.
+//! Opening a named broker connection to one node of a list (`KICKQ_AMQP_URL` may name several, comma-separated);
+//! the URL (which holds the password) is a secret and is logged redacted.
+//!
+//! lapin takes one URI, so the node list is ours: each connect tries the
+//! nodes in turn, starting at the node last reached (a reconnect after that
+//! node died moves on at once: the refusal is immediate), and logs which node
+//! it reached, by host and port only.
 
 use crate::secret::Secret;
 use lapin::{Connection, ConnectionProperties, ErrorKind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-/// Connects to the broker. `name` shows in `rabbitmqctl list_connections
-/// client_properties` and the management UI, so an operator (or a test) can
-/// find and close exactly this connection.
+/// Longest wait for one node of a list before the next is tried: a node
+/// that is down refuses at once, but one cut off by the network answers
+/// nothing, and the others must not wait behind it. Not applied to a single
+/// node, which has no other to try.
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The node of the list that the last connect reached (per process: every
+/// caller shares one broker list).
+static LAST_REACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// The nodes of `KICKQ_AMQP_URL`: comma-separated URLs. After the first, an
+/// entry may be only `host:port`, taking the first URL's scheme, user,
+/// password, vhost and options (so the password is written once). A comma
+/// inside a password must be written `%2C`.
+pub fn nodes(url: &str) -> Vec<String> {
+    let mut parts = url.split(',').map(str::trim).filter(|p| !p.is_empty());
+    let Some(first) = parts.next() else {
+        return vec![url.to_owned()];
+    };
+    let base = url::Url::parse(first).ok();
+    let mut out = vec![first.to_owned()];
+    for p in parts {
+        if p.contains("://") {
+            out.push(p.to_owned());
+            continue;
+        }
+        let joined = base.as_ref().and_then(|b| {
+            let (host, port) = match p.rsplit_once(':') {
+                Some((h, port)) => (h, Some(port.parse::<u16>().ok()?)),
+                None => (p, None),
+            };
+            let mut u = b.clone();
+            u.set_host(Some(host)).ok()?;
+            u.set_port(port.or(b.port())).ok()?;
+            Some(u.to_string())
+        });
+        // Unjoinable: passed on as written, and refused by the client there.
+        out.push(joined.unwrap_or_else(|| p.to_owned()));
+    }
+    out
+}
+
+/// `host:port` of a node URL, for logs and errors (never the password).
+pub fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .map(|u| {
+            let known = match u.scheme() {
+                "amqp" => Some(5672),
+                "amqps" => Some(5671),
+                _ => None,
+            };
+            let port = u.port().or(known).map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}{port}", u.host_str().unwrap_or("?"))
+        })
+        .unwrap_or_else(|| "[unparseable url]".into())
+}
+
+/// Connects to the broker: to the first node of the list that answers,
+/// trying them in turn from the one last reached. `name` shows in
+/// `rabbitmqctl list_connections client_properties` and the management UI,
+/// so an operator (or a test) can find and close exactly this connection.
+/// The error is the last node's.
 pub async fn connect(url: &Secret, name: &str) -> Result<Connection, lapin::Error> {
     crate::zego::client::install_crypto_provider();
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url.expose(), props).await
+    let nodes = nodes(url.expose());
+    let n = nodes.len();
+    let start = LAST_REACHED.load(Ordering::Relaxed) % n;
+    let mut last_err = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let attempt = Connection::connect(&nodes[i], props);
+        let result = if n == 1 {
+            attempt.await
+        } else {
+            match tokio::time::timeout(NODE_CONNECT_TIMEOUT, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {NODE_CONNECT_TIMEOUT:?}"),
+                ))),
+            }
+        };
+        match result {
+            Ok(conn) => {
+                if n > 1 {
+                    let moved = LAST_REACHED.swap(i, Ordering::Relaxed) != i;
+                    let node = host_of(&nodes[i]);
+                    if moved || k > 0 {
+                        tracing::info!(node = %node, index = i + 1, of = n, connection = name, "connected to broker node {node} ({} of {n})", i + 1);
+                    } else {
+                        tracing::debug!(node = %node, index = i + 1, of = n, connection = name, "connected to broker node {node}");
+                    }
+                }
+                return Ok(conn);
+            }
+            Err(e) => {
+                if n > 1 {
+                    tracing::warn!(node = %host_of(&nodes[i]), index = i + 1, of = n, error = %describe(&e), "broker node did not answer; trying the next");
+                }
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.expect("a list has at least one node"))
 }
 
 /// A broker error as a log-safe string: lapin's errors never carry the URL,
@@ -69,16 +176,12 @@ impl ConnectError {
     }
 }
 
-/// Turns a connect failure of `url` into a [`ConnectError`].
+/// Turns a connect failure of `url` (one node or a list) into a
+/// [`ConnectError`]; a list names every node it tried.
 pub fn explain(url: &Secret, err: &lapin::Error) -> ConnectError {
-    let parsed = url::Url::parse(url.expose()).ok();
-    let host = parsed
-        .as_ref()
-        .map(|u| {
-            let port = u.port_or_known_default().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{}{port}", u.host_str().unwrap_or("?"))
-        })
-        .unwrap_or_else(|| "[unparseable url]".into());
+    let nodes = nodes(url.expose());
+    let parsed = url::Url::parse(&nodes[0]).ok();
+    let host = nodes.iter().map(|n| host_of(n)).collect::<Vec<_>>().join(", ");
     let vhost = parsed
         .as_ref()
         .map(|u| {
@@ -134,6 +237,40 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("refused").count(), 1, "the cause once: {text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn node_lists_by_table() {
+        let cases: &[(&str, &[&str])] = &[
+            ("amqp://u:p@h1:5672/%2f", &["amqp://u:p@h1:5672/%2f"]),
+            (
+                "amqp://u:p@h1:5701/%2f,amqp://u:p@h2:5702/%2f",
+                &["amqp://u:p@h1:5701/%2f", "amqp://u:p@h2:5702/%2f"],
+            ),
+            (
+                "amqp://u:p@h1:5701/vh?heartbeat=5, h2:5702 ,h3",
+                &[
+                    "amqp://u:p@h1:5701/vh?heartbeat=5",
+                    "amqp://u:p@h2:5702/vh?heartbeat=5",
+                    "amqp://u:p@h3:5701/vh?heartbeat=5",
+                ],
+            ),
+            ("amqp://u:p@h1/%2f,,", &["amqp://u:p@h1/%2f"]),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(&nodes(raw), want, "{raw}");
+        }
+        assert_eq!(host_of("amqp://u:secret@10.0.0.2:5702/%2f"), "10.0.0.2:5702");
+        assert_eq!(host_of("amqps://u:secret@mq.example"), "mq.example:5671");
+    }
+
+    #[tokio::test]
+    async fn a_list_is_tried_in_turn_and_the_error_names_every_node() {
+        let url = Secret::new("amqp://guest:hunter2@127.0.0.1:1/%2f,127.0.0.1:2".to_owned());
+        let err = connect(&url, "kickq-test").await.unwrap_err();
+        let text = explain(&url, &err).to_string();
+        assert!(text.contains("127.0.0.1:1, 127.0.0.1:2"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
     }
 

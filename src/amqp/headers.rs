@@ -5,6 +5,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::BasicProperties;
+use std::collections::BTreeMap;
 
 /// Dead letters: why (`validation`, `permanent`, `retries_exhausted`, `unknown_app`, `expired`).
 pub const ERROR: &str = "kickq-error";
@@ -282,6 +284,56 @@ pub fn read_dead_letter(headers: Option<&FieldTable>) -> DeadLetter {
         job_id: get_str(headers, JOB_ID),
         failed_at: get_time(headers, FAILED_AT).unwrap_or_else(Utc::now),
     }
+}
+
+/// The properties of a message republished unchanged (a letter put back at
+/// the tail of the dead queue, a job forwarded to its shard): the original's,
+/// minus `x-delivery-count` (the broker's count of this copy's deliveries).
+pub fn reappend_properties(orig: &BasicProperties) -> BasicProperties {
+    let kept: BTreeMap<ShortString, AMQPValue> = orig
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.as_str() != "x-delivery-count")
+        .collect();
+    copy_properties(orig, FieldTable::from(kept))
+}
+
+/// The original's properties with `headers`, persistent. `expiration` is
+/// dropped (a replay must not expire on the way), and so are `user-id` (the
+/// broker rejects a user id other than the publisher's) and `cluster-id`.
+pub fn copy_properties(orig: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    let mut p = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+    if let Some(v) = orig.content_type() {
+        p = p.with_content_type(v.clone());
+    }
+    if let Some(v) = orig.content_encoding() {
+        p = p.with_content_encoding(v.clone());
+    }
+    if let Some(v) = orig.priority() {
+        p = p.with_priority(*v);
+    }
+    if let Some(v) = orig.correlation_id() {
+        p = p.with_correlation_id(v.clone());
+    }
+    if let Some(v) = orig.reply_to() {
+        p = p.with_reply_to(v.clone());
+    }
+    if let Some(v) = orig.message_id() {
+        p = p.with_message_id(v.clone());
+    }
+    if let Some(v) = orig.timestamp() {
+        p = p.with_timestamp(*v);
+    }
+    if let Some(v) = orig.kind() {
+        p = p.with_type(v.clone());
+    }
+    if let Some(v) = orig.app_id() {
+        p = p.with_app_id(v.clone());
+    }
+    p
 }
 
 #[cfg(test)]

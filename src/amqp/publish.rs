@@ -29,7 +29,7 @@ pub enum PublishError {
     #[error("the broker refused the message (nack)")]
     Nacked,
     /// No queue of that name: the message was returned, not stored.
-    #[error("no queue named {0:?}: the message was returned")]
+    #[error("no queue took the message (routing key {0}): it was returned")]
     Unroutable(String),
     /// No confirm came within [`CONFIRM_TIMEOUT`] (a broker alarm, a stuck
     /// connection): whether the broker has the message is unknown.
@@ -49,6 +49,9 @@ pub struct Publisher {
 enum Route<'a> {
     /// A queue by name, through the default exchange, mandatory.
     Queue,
+    /// Through an exchange, mandatory: a message no binding takes comes back
+    /// and fails (the jobs exchange of a sharded deployment).
+    Exchange(&'a str),
     /// A topic exchange, not mandatory (see [`Publisher::broadcast_all`]).
     Broadcast(&'a str),
 }
@@ -79,6 +82,20 @@ impl Publisher {
         self.send_via(&Route::Queue, routing_key, body, props).await
     }
 
+    /// Sends through `exchange` with `routing_key`, mandatory: a message no
+    /// binding takes is returned, and its confirm is
+    /// [`PublishError::Unroutable`].
+    pub async fn send_routed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<Pending, PublishError> {
+        self.send_via(&Route::Exchange(exchange), routing_key, body, props)
+            .await
+    }
+
     async fn send_via(
         &self,
         route: &Route<'_>,
@@ -88,6 +105,7 @@ impl Publisher {
     ) -> Result<Pending, PublishError> {
         let (exchange, mandatory) = match route {
             Route::Queue => ("", true),
+            Route::Exchange(exchange) => (*exchange, true),
             Route::Broadcast(exchange) => (*exchange, false),
         };
         let publish = self.channel.basic_publish(
@@ -103,10 +121,11 @@ impl Publisher {
         let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, publish)
             .await
             .map_err(|_| PublishError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
-        Ok(Pending {
-            confirm,
-            routing_key: routing_key.to_owned(),
-        })
+        let routing_key = match route {
+            Route::Exchange(exchange) => format!("{routing_key} on {exchange}"),
+            _ => routing_key.to_owned(),
+        };
+        Ok(Pending { confirm, routing_key })
     }
 
     /// Sends every message in order, pipelined with at most `window`

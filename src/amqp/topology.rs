@@ -20,12 +20,29 @@
 //!                       └─ worker (as above) ──> {ns}.dead
 //! ```
 //!
+//! With shards (`shard = "eu"` in `[[apps]]`), each shard has the job and
+//! delay queues and the lock above under `{ns}.{shard}.` (`kickq.eu.requests`,
+//! `kickq.eu.bulk`, `kickq.eu.retry.1s`, `kickq.eu.leader`); the dead letters,
+//! their lock and the events exchange stay one per namespace. Producers then
+//! publish to the topic exchange `{ns}.jobs` with routing key
+//! `<lane>.<app_id>` (`<lane>.default` for a job naming no app), bound from
+//! the config to each app's shard:
+//!
+//! ```text
+//! producers ──> {ns}.jobs ── live.<app of eu> ──> {ns}.eu.requests
+//!                  (topic) ── bulk.<app of eu> ──> {ns}.eu.bulk
+//!                          ── live.<app of us> ──> {ns}.us.requests   ...
+//! ```
+//!
 //! Two lanes, two queues: RabbitMQ 3.x quorum queues have no message
 //! priority (4.x priorities are coarse and version-dependent), so live kicks
 //! get ahead of a bulk sweep by living in a queue of their own. A retry goes
 //! back to its own lane through that lane's delay queues.
 
-use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use crate::config::shards::{Routing, ShardName};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::Channel;
 use std::fmt;
@@ -130,6 +147,12 @@ pub struct Names {
     /// The durable topic exchange of outcome events (declared only with
     /// `KICKQ_EVENTS=on`, or by `kickq events tail`).
     pub events: String,
+    /// The shard these job queues and this lock belong to
+    /// ([`crate::config::shards::DEFAULT_SHARD`]: the unsharded names).
+    pub shard: String,
+    /// The durable topic exchange producers publish jobs to once the config
+    /// has shards: routing key `<lane>.<app_id>`.
+    pub jobs: String,
 }
 
 impl Names {
@@ -146,6 +169,8 @@ impl Names {
             dead_lock: format!("{namespace}.dead.lock"),
             dead_lock_state: format!("{namespace}.dead.lock.state"),
             events: format!("{namespace}.events"),
+            shard: crate::config::shards::DEFAULT_SHARD.to_owned(),
+            jobs: format!("{namespace}.jobs"),
             retry: retry_delays
                 .iter()
                 .map(|d| (*d, format!("{namespace}.retry.{}", delay_label(*d))))
@@ -154,6 +179,28 @@ impl Names {
                 .iter()
                 .map(|d| (*d, format!("{namespace}.bulk.retry.{}", delay_label(*d))))
                 .collect(),
+        }
+    }
+
+    /// The names of `shard` in this namespace: its job and delay queues and
+    /// its lock under `{ns}.{shard}.`; dead letters, their lock, events and
+    /// the jobs exchange stay the namespace's. The default shard's names are
+    /// the unsharded ones.
+    pub fn for_shard(&self, shard: &ShardName) -> Names {
+        let base = Names::new(&self.namespace, &self.retry.iter().map(|(d, _)| *d).collect::<Vec<_>>());
+        if shard.is_default() {
+            return base;
+        }
+        let sharded = Names::new(&format!("{}.{shard}", self.namespace), &base.retry.iter().map(|(d, _)| *d).collect::<Vec<_>>());
+        Names {
+            requests: sharded.requests,
+            bulk: sharded.bulk,
+            retry: sharded.retry,
+            bulk_retry: sharded.bulk_retry,
+            leader: sharded.leader,
+            leader_state: sharded.leader_state,
+            shard: shard.as_str().to_owned(),
+            ..base
         }
     }
 
@@ -324,6 +371,62 @@ pub async fn declare_events(channel: &Channel, names: &Names) -> Result<(), lapi
         .await
 }
 
+/// Declares the queues of every shard of `routing`, the jobs exchange, and
+/// its bindings: each app's `live.<app_id>` and `bulk.<app_id>` (and
+/// `<lane>.default` for the default app) to its shard's lane queue, and
+/// unbinds each key from every other shard's queue, so an app moved to
+/// another shard is not delivered to both (idempotent). `names` is the
+/// namespace's (any shard's).
+pub async fn declare_routing(
+    channel: &Channel,
+    names: &Names,
+    routing: &Routing,
+    delivery_limit: u32,
+) -> Result<(), lapin::Error> {
+    channel
+        .exchange_declare(
+            names.jobs.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for shard in routing.shards() {
+        let shard_names = names.for_shard(&shard);
+        declare(channel, &shard_names, delivery_limit).await?;
+        for lane in Lane::ALL {
+            let queue = shard_names.queue(lane);
+            let mine = routing.keys_of(&shard, lane.as_str());
+            for key in routing.all_keys(lane.as_str()) {
+                if mine.contains(&key) {
+                    channel
+                        .queue_bind(
+                            queue.into(),
+                            names.jobs.as_str().into(),
+                            key.as_str().into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                } else {
+                    channel
+                        .queue_unbind(
+                            queue.into(),
+                            names.jobs.as_str().into(),
+                            key.as_str().into(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a passive declare says of an existing queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueState {
@@ -377,6 +480,9 @@ pub async fn delete_all(channel: &Channel, names: &Names) -> Result<u32, lapin::
     channel
         .exchange_delete(names.events.as_str().into(), ExchangeDeleteOptions::default())
         .await?;
+    channel
+        .exchange_delete(names.jobs.as_str().into(), ExchangeDeleteOptions::default())
+        .await?;
     Ok(n)
 }
 
@@ -404,6 +510,34 @@ mod tests {
         assert_eq!(n.leader_state, "kickq.leader.state");
         assert_eq!(n.events, "kickq.events");
         assert!(!n.all().contains(&"kickq.events"), "an exchange, not a queue");
+    }
+
+    #[test]
+    fn shards_have_their_own_job_queues_and_lock_and_share_the_rest() {
+        let n = Names::new("kickq", DEFAULT_RETRY_DELAYS);
+        let eu = n.for_shard(&ShardName::parse("eu").unwrap());
+        assert_eq!(eu.requests, "kickq.eu.requests");
+        assert_eq!(eu.bulk, "kickq.eu.bulk");
+        assert_eq!(eu.retry[0].1, "kickq.eu.retry.1s");
+        assert_eq!(eu.bulk_retry[6].1, "kickq.eu.bulk.retry.300s");
+        assert_eq!(eu.leader, "kickq.eu.leader");
+        assert_eq!(eu.leader_state, "kickq.eu.leader.state");
+        assert_eq!(eu.shard, "eu");
+        for (shared, of_eu) in [
+            (&n.dead, &eu.dead),
+            (&n.dead_lock, &eu.dead_lock),
+            (&n.events, &eu.events),
+            (&n.jobs, &eu.jobs),
+            (&n.namespace, &eu.namespace),
+        ] {
+            assert_eq!(shared, of_eu);
+        }
+        assert_eq!(eu.jobs, "kickq.jobs");
+        assert_eq!(n.for_shard(&ShardName::default()), n, "the default shard is the unsharded names");
+        assert_eq!(eu.for_shard(&ShardName::default()), n, "from any shard's names");
+        let back = retry_args(&eu, Lane::Bulk, Duration::from_secs(1));
+        assert_eq!(back.inner()["x-dead-letter-routing-key"], s("kickq.eu.bulk"));
+        assert_eq!(requests_args(&eu, 20).inner()["x-dead-letter-routing-key"], s("kickq.dead"));
     }
 
     #[test]

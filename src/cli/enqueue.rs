@@ -249,15 +249,24 @@ pub fn group_size(asked: Option<u64>, limit: usize) -> Result<usize, GroupSizeEr
 }
 
 /// Runs `kickq enqueue`.
-pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
+pub async fn run(args: EnqueueArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
     let not_after = deadline(args.not_after, args.ttl, Utc::now())?;
     match &args.file {
-        Some(path) => bulk(&args, path, not_after).await,
-        None => single(&args, not_after).await,
+        Some(path) => bulk(&args, path, not_after, routing_of(file)?).await,
+        None => single(&args, not_after, routing_of(file)?).await,
     }
 }
 
-async fn connect(args: &EnqueueArgs) -> anyhow::Result<Producer> {
+/// The config file's shards, if it has any: jobs then go through `{ns}.jobs`.
+fn routing_of(file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<Option<crate::producer::Routing>> {
+    let Some(file) = file.filter(|f| !f.apps.is_empty()) else {
+        return Ok(None);
+    };
+    let routing = crate::config::apps::routing(&file.apps)?;
+    Ok(routing.is_sharded().then_some(routing))
+}
+
+async fn connect(args: &EnqueueArgs, routing: Option<crate::producer::Routing>) -> anyhow::Result<Producer> {
     let (url, names) = args.broker.resolve()?;
     let cfg = ProducerConfig {
         names,
@@ -265,11 +274,16 @@ async fn connect(args: &EnqueueArgs) -> anyhow::Result<Producer> {
         connection_name: format!("kickq-enqueue-{}", std::process::id()),
         limits: args.limits(),
         max_in_flight: crate::producer::MAX_IN_FLIGHT,
+        routing,
     };
     Ok(Producer::connect_with(&url, cfg).await?)
 }
 
-async fn single(args: &EnqueueArgs, not_after: Option<DateTime<Utc>>) -> anyhow::Result<()> {
+async fn single(
+    args: &EnqueueArgs,
+    not_after: Option<DateTime<Utc>>,
+    routing: Option<crate::producer::Routing>,
+) -> anyhow::Result<()> {
     let room = args.room.clone().context("--room or --file is required")?;
     let mut request = KickRequest::new(room, args.users.iter().cloned());
     request.reason = args.reason.clone();
@@ -285,7 +299,7 @@ async fn single(args: &EnqueueArgs, not_after: Option<DateTime<Utc>>) -> anyhow:
         }
         return Ok(());
     }
-    let producer = connect(args).await?;
+    let producer = connect(args, routing).await?;
     let lane = args.lane();
     let summary = format!("enqueued job {job_id} to {}: {request}", producer.names().queue(lane));
     producer.enqueue_to(lane, request).await?;
@@ -451,7 +465,12 @@ impl Keeper {
     }
 }
 
-async fn bulk(args: &EnqueueArgs, path: &Path, not_after: Option<DateTime<Utc>>) -> anyhow::Result<()> {
+async fn bulk(
+    args: &EnqueueArgs,
+    path: &Path,
+    not_after: Option<DateTime<Utc>>,
+    routing: Option<crate::producer::Routing>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     // Checked before reading, so that a bad setting fails fast even on a large file.
     // A group size the worker would refuse is a usage error (exit 2), said in one line.
@@ -597,7 +616,7 @@ async fn bulk(args: &EnqueueArgs, path: &Path, not_after: Option<DateTime<Utc>>)
         return Err(Interrupted.into());
     }
 
-    let producer = connect(args).await?;
+    let producer = connect(args, routing).await?;
     let keeper = match &cp_path {
         Some(p) => {
             let mut k = Keeper {

@@ -210,7 +210,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Demo(a) => crate::cli::demo::run(a).await,
             Command::Run(a) => crate::cli::run::run(*a, file.as_ref()).await,
-            Command::Enqueue(a) => crate::cli::enqueue::run(*a).await,
+            Command::Enqueue(a) => crate::cli::enqueue::run(*a, file.as_ref()).await,
             Command::Dlq(a) => crate::cli::dlq::run(a).await,
             Command::Events(a) => crate::cli::events::run(a).await,
             Command::MockZego(a) => crate::cli::mock_zego::run(a).await,
@@ -219,7 +219,7 @@ pub fn main() -> ExitCode {
             Command::Ledger(a) => crate::cli::ledger::run(a).await,
             Command::Bench(a) => crate::cli::bench::run(*a).await,
             Command::Check(a) => crate::cli::check::run(*a, file.as_ref()).await,
-            Command::Status(a) => crate::cli::status::run(*a).await,
+            Command::Status(a) => crate::cli::status::run(*a, file.as_ref()).await,
             Command::Completions(a) => {
                 crate::cli::docs::completions(Cli::command(), a.shell, &mut std::io::stdout());
                 Ok(())

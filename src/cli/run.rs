@@ -40,17 +40,20 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    /// The validated URL (as a secret) and queue names.
+    /// The validated URL (as a secret; each node of a comma-separated list
+    /// checked) and queue names.
     pub fn resolve(&self) -> Result<(Secret, Names), ConfigError> {
-        let url = url::Url::parse(&self.amqp_url).map_err(|e| ConfigError::Invalid {
-            name: "KICKQ_AMQP_URL",
-            why: e.to_string(),
-        })?;
-        if !matches!(url.scheme(), "amqp" | "amqps") {
-            return Err(ConfigError::Invalid {
+        for node in crate::amqp::connect::nodes(&self.amqp_url) {
+            let url = url::Url::parse(&node).map_err(|e| ConfigError::Invalid {
                 name: "KICKQ_AMQP_URL",
-                why: format!("scheme must be amqp or amqps, not {}", url.scheme()),
-            });
+                why: format!("{e} (node {})", crate::amqp::connect::host_of(&node)),
+            })?;
+            if !matches!(url.scheme(), "amqp" | "amqps") {
+                return Err(ConfigError::Invalid {
+                    name: "KICKQ_AMQP_URL",
+                    why: format!("scheme must be amqp or amqps, not {}", url.scheme()),
+                });
+            }
         }
         validate_namespace(&self.namespace)?;
         let delays = parse_delays(&self.retry_delays)?;
@@ -188,6 +191,11 @@ pub struct RunArgs {
     /// PostgreSQL URL of the audit ledger; unset runs without a ledger.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Shards to serve, comma-separated (`eu,us`; `default` is the apps
+    /// without a shard); unset serves every shard of the config file. Each
+    /// shard has its own lock: one worker is active per shard.
+    #[arg(long, env = "KICKQ_SHARDS", value_delimiter = ',')]
+    shards: Vec<String>,
     /// Print the merged, validated configuration (config file, environment,
     /// flags; secrets redacted) as TOML, and exit.
     #[arg(long = "print-config")]
@@ -195,11 +203,36 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// `--shards` validated; `None` when unset (every shard).
+    fn served_shards(&self) -> Result<Option<Vec<crate::config::shards::ShardName>>, ConfigError> {
+        let names: Vec<&str> = self.shards.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let mut shards = Vec::with_capacity(names.len());
+        for n in names {
+            let shard = crate::config::shards::ShardName::parse(n).map_err(|e| ConfigError::Invalid {
+                name: "KICKQ_SHARDS",
+                why: e.to_string(),
+            })?;
+            if !shards.contains(&shard) {
+                shards.push(shard);
+            }
+        }
+        Ok(Some(shards))
+    }
+
     /// Validates every setting, and the config file's apps, into a [`WorkerConfig`].
     pub fn config(&self, file: Option<&ConfigFile>) -> Result<WorkerConfig, ConfigError> {
         let (amqp_url, names) = self.broker.resolve()?;
         let file_apps = file.map_or(&[][..], |f| &f.apps[..]);
-        let apps = Apps::resolve(&self.zego, file_apps, self.rate, &self.api_url)?;
+        let serve = self.served_shards()?;
+        let apps = Apps::resolve_serving(&self.zego, file_apps, self.rate, &self.api_url, serve.as_deref())?;
+        let routing = if file_apps.is_empty() {
+            None
+        } else {
+            Some(crate::config::apps::routing(file_apps)?)
+        };
         let positive = |name: &'static str, ok: bool| {
             if ok {
                 Ok(())
@@ -285,6 +318,7 @@ impl RunArgs {
             metrics_addr,
             events: self.events,
             http_intake,
+            routing,
             ..WorkerConfig::for_apps(amqp_url, names, apps)
         })
     }

@@ -20,9 +20,10 @@ over the last minute. An unreachable worker is shown as such and does not
 fail the command; an unreachable broker does.
 
 --json prints one object:
-{\"namespace\", \"leader_held\", \"queues\": [{\"queue\", \"kind\", \"exists\", \"ready\",
-\"consumers\"}], \"workers\": [{\"url\", \"status\", \"error\"}]}, where status is
-the worker's /status body (see the README) or null.";
+{\"namespace\", \"leader_held\", \"leaders\": [{\"shard\", \"held\"}], \"queues\": [{\"queue\",
+\"kind\", \"exists\", \"ready\", \"consumers\"}], \"workers\": [{\"url\", \"status\", \"error\"}]},
+where status is the worker's /status body (see the README) or null. With shards in the
+config file, every shard's queues and lock are listed.";
 
 /// Time allowed for one worker's `/status`: it answers from memory, so
 /// anything slower is a worker in trouble, and the command must not hang on it.
@@ -79,12 +80,23 @@ pub struct WorkerRow {
 pub struct Report {
     /// The namespace reported on (`KICKQ_NAMESPACE`).
     pub namespace: String,
-    /// Whether a worker holds `{ns}.leader` now.
+    /// Whether every shard's lock is held now (`{ns}.leader` without shards).
     pub leader_held: bool,
+    /// Each shard's lock (one, `default`, without shards).
+    pub leaders: Vec<LeaderRow>,
     /// Requests, retry (shortest first) and dead queues.
     pub queues: Vec<QueueRow>,
     /// Each worker asked.
     pub workers: Vec<WorkerRow>,
+}
+
+/// One shard's leadership lock.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaderRow {
+    /// The shard (`default` for apps without one).
+    pub shard: String,
+    /// Whether a worker holds its lock now.
+    pub held: bool,
 }
 
 /// The worker URLs to ask: those given, else the one made from the metrics
@@ -108,15 +120,21 @@ pub fn worker_urls(given: &[String], metrics_addr: &str) -> Vec<String> {
 
 /// The text output: the queues table, then the workers table.
 pub fn render(r: &Report) -> String {
-    let mut out = format!(
-        "namespace {}: leadership lock {}\n\n",
-        escape(&r.namespace),
-        if r.leader_held {
-            "held"
-        } else {
-            "free (no active worker)"
+    let state = |held: bool| if held { "held" } else { "free (no active worker)" };
+    let mut out = match &r.leaders[..] {
+        [one] if one.shard == crate::config::shards::DEFAULT_SHARD => format!(
+            "namespace {}: leadership lock {}\n\n",
+            escape(&r.namespace),
+            state(one.held)
+        ),
+        many => {
+            let locks: Vec<String> = many
+                .iter()
+                .map(|l| format!("shard {} {}", escape(&l.shard), state(l.held)))
+                .collect();
+            format!("namespace {}: leadership locks: {}\n\n", escape(&r.namespace), locks.join(", "))
         }
-    );
+    };
     let dash = || "-".to_owned();
     let mut rows = vec![["queue", "ready", "consumers"].map(String::from)];
     for q in &r.queues {
@@ -145,7 +163,7 @@ pub fn render(r: &Report) -> String {
         rows.push(match (&w.status, &w.error) {
             (Some(s), _) => [
                 escape(&w.url),
-                s.role.as_str().into(),
+                role_text(s),
                 if s.apps.is_empty() {
                     dash()
                 } else {
@@ -180,8 +198,12 @@ pub fn render(r: &Report) -> String {
 }
 
 /// Runs `kickq status`.
-pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+pub async fn run(args: StatusArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
     let (url, names) = args.broker.resolve()?;
+    let shards = match file.filter(|f| !f.apps.is_empty()) {
+        Some(f) => crate::config::apps::routing(&f.apps)?.shards(),
+        None => vec![crate::config::shards::ShardName::default()],
+    };
     let conn = tokio::time::timeout(
         BROKER_CONNECT_TIMEOUT,
         crate::amqp::connect::connect(&url, "kickq-status"),
@@ -190,7 +212,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     .map_err(|_| anyhow::anyhow!("broker: no answer within {}s", BROKER_CONNECT_TIMEOUT.as_secs()))?
     .map_err(|e| anyhow::anyhow!("broker: {}", crate::amqp::connect::describe(&e)))?;
     let mut queues = Vec::new();
-    for (queue, kind) in wanted_queues(&names) {
+    for (queue, kind) in wanted_queues(&names, &shards) {
         let found = passive(&conn, &queue).await?;
         queues.push(QueueRow {
             exists: found.is_some(),
@@ -200,16 +222,25 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             kind,
         });
     }
-    let leader_held = match passive(&conn, &names.leader).await {
-        Ok(found) => found.is_some(),
-        Err(e) if reply_code(&e) == Some(RESOURCE_LOCKED) => true,
-        Err(e) => return Err(e.into()),
-    };
+    let mut leaders = Vec::new();
+    for shard in &shards {
+        let held = match passive(&conn, &names.for_shard(shard).leader).await {
+            Ok(found) => found.is_some(),
+            Err(e) if reply_code(&e) == Some(RESOURCE_LOCKED) => true,
+            Err(e) => return Err(e.into()),
+        };
+        leaders.push(LeaderRow {
+            shard: shard.to_string(),
+            held,
+        });
+    }
+    let leader_held = leaders.iter().all(|l| l.held);
     let _ = conn.close(200, "kickq status done".into()).await;
     let workers = fetch_workers(&worker_urls(&args.workers, &args.metrics_addr)).await;
     let report = Report {
         namespace: names.namespace.clone(),
         leader_held,
+        leaders,
         queues,
         workers,
     };
@@ -221,15 +252,34 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The queues `kickq status` shows, in order, with their kind: the live
-/// lane and its delay queues, the bulk lane and its delay queues, the dead letters.
-fn wanted_queues(names: &Names) -> Vec<(String, &'static str)> {
-    let mut wanted = vec![(names.requests.clone(), "requests")];
-    wanted.extend(names.retry.iter().map(|(_, n)| (n.clone(), "retry")));
-    wanted.push((names.bulk.clone(), "bulk"));
-    wanted.extend(names.bulk_retry.iter().map(|(_, n)| (n.clone(), "bulk_retry")));
+/// The queues `kickq status` shows, in order, with their kind: for each
+/// shard the live lane and its delay queues, the bulk lane and its delay
+/// queues; then the dead letters.
+fn wanted_queues(names: &Names, shards: &[crate::config::shards::ShardName]) -> Vec<(String, &'static str)> {
+    let mut wanted = Vec::new();
+    for shard in shards {
+        let names = names.for_shard(shard);
+        wanted.push((names.requests.clone(), "requests"));
+        wanted.extend(names.retry.iter().map(|(_, n)| (n.clone(), "retry")));
+        wanted.push((names.bulk.clone(), "bulk"));
+        wanted.extend(names.bulk_retry.iter().map(|(_, n)| (n.clone(), "bulk_retry")));
+    }
     wanted.push((names.dead.clone(), "dead"));
     wanted
+}
+
+/// A worker's role: one word, or each shard's when it serves named shards
+/// (`eu active, us standby`).
+fn role_text(s: &WorkerStatus) -> String {
+    match &s.shards[..] {
+        [] => s.role.as_str().into(),
+        [one] if one.shard == crate::config::shards::DEFAULT_SHARD => s.role.as_str().into(),
+        many => many
+            .iter()
+            .map(|x| format!("{} {}", escape(&x.shard), x.role.as_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// Ready messages and consumers of a queue; `None` when it does not exist.
@@ -332,10 +382,15 @@ mod tests {
             deliveries_in_flight: 5,
             calls_per_sec: 48.04,
             not_ready: vec![],
+            shards: vec![],
         };
         let r = Report {
             namespace: "k".into(),
             leader_held: true,
+            leaders: vec![LeaderRow {
+                shard: "default".into(),
+                held: true,
+            }],
             queues: vec![
                 QueueRow {
                     queue: "k.requests".into(),
@@ -387,7 +442,7 @@ http://b:2  unreachable: connection refused  -     -                         -  
     #[test]
     fn both_lanes_and_their_delay_queues_are_shown() {
         let names = Names::new("k", &[Duration::from_secs(1), Duration::from_secs(5)]);
-        let got = wanted_queues(&names);
+        let got = wanted_queues(&names, &[crate::config::shards::ShardName::default()]);
         let got: Vec<(&str, &str)> = got.iter().map(|(q, k)| (q.as_str(), *k)).collect();
         assert_eq!(
             got,
@@ -400,6 +455,56 @@ http://b:2  unreachable: connection refused  -     -                         -  
                 ("k.bulk.retry.5s", "bulk_retry"),
                 ("k.dead", "dead"),
             ]
+        );
+    }
+
+    #[test]
+    fn every_shard_is_shown_and_the_dead_letters_once() {
+        let names = Names::new("k", &[Duration::from_secs(1)]);
+        let shards: Vec<_> = ["default", "eu"]
+            .iter()
+            .map(|s| crate::config::shards::ShardName::parse(s).unwrap())
+            .collect();
+        let got = wanted_queues(&names, &shards);
+        let got: Vec<&str> = got.iter().map(|(q, _)| q.as_str()).collect();
+        assert_eq!(
+            got,
+            [
+                "k.requests",
+                "k.retry.1s",
+                "k.bulk",
+                "k.bulk.retry.1s",
+                "k.eu.requests",
+                "k.eu.retry.1s",
+                "k.eu.bulk",
+                "k.eu.bulk.retry.1s",
+                "k.dead",
+            ]
+        );
+        let status = |shards: Vec<crate::health::ShardStatus>| WorkerStatus {
+            version: String::new(),
+            role: Role::Active,
+            connected: true,
+            apps: vec![],
+            halted: vec![],
+            pending_users: 0,
+            pending_groups: 0,
+            calls_in_flight: 0,
+            deliveries_in_flight: 0,
+            calls_per_sec: 0.0,
+            not_ready: vec![],
+            shards,
+        };
+        let shard = |name: &str, role| crate::health::ShardStatus {
+            shard: name.into(),
+            role,
+            connected: true,
+        };
+        assert_eq!(role_text(&status(vec![])), "active");
+        assert_eq!(role_text(&status(vec![shard("default", Role::Active)])), "active");
+        assert_eq!(
+            role_text(&status(vec![shard("eu", Role::Active), shard("us", Role::Standby)])),
+            "eu active, us standby"
         );
     }
 }

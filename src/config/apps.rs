@@ -2,6 +2,7 @@
 //! from the config file's `[[apps]]` (secrets read from their variable or file), with the default app chosen.
 
 use crate::config::file::FileApp;
+use crate::config::shards::{Routing, ShardName};
 use crate::config::{check_secret, parse_app_id, ConfigError, Credentials};
 use std::path::PathBuf;
 
@@ -38,6 +39,9 @@ pub struct AppConfig {
     pub api_url: String,
     /// Where the secret came from.
     pub secret_source: SecretSource,
+    /// The shard that serves it (the default shard unless the config file
+    /// says `shard = "..."`).
+    pub shard: ShardName,
 }
 
 impl AppConfig {
@@ -48,7 +52,14 @@ impl AppConfig {
             rate: crate::config::DEFAULT_RATE,
             api_url: crate::config::DEFAULT_API_URL.to_owned(),
             secret_source: SecretSource::Given,
+            shard: ShardName::default(),
         }
+    }
+
+    /// The same app, served by `shard`.
+    pub fn in_shard(mut self, shard: ShardName) -> Self {
+        self.shard = shard;
+        self
     }
 
     /// Its AppId.
@@ -134,11 +145,36 @@ impl Apps {
         default_api_url: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        Self::from_file_serving(entries, default_rate, default_api_url, env, None)
+    }
+
+    /// [`Apps::from_file`] for the apps of the shards in `serve` only (all
+    /// when `None`): the secrets of other shards' apps are not read, since
+    /// this process never calls for them.
+    pub fn from_file_serving(
+        entries: &[FileApp],
+        default_rate: u32,
+        default_api_url: &str,
+        env: impl Fn(&str) -> Option<String>,
+        serve: Option<&[ShardName]>,
+    ) -> Result<Self, ConfigError> {
+        let routing = routing(entries)?;
+        if let Some(serve) = serve {
+            let known = routing.shards();
+            if let Some(unknown) = serve.iter().find(|s| !known.contains(s)) {
+                return Err(ConfigError::Apps(format!(
+                    "no app is in shard {unknown} (--shards); the config's shards are {}",
+                    names(&known)
+                )));
+            }
+        }
+        let served = |e: &FileApp| {
+            let shard = routing.shard_of(e.app_id).cloned().unwrap_or_default();
+            serve.is_none_or(|s| s.contains(&shard))
+        };
         let mut list = Vec::with_capacity(entries.len());
-        let mut default = None;
-        for e in entries {
+        for e in entries.iter().filter(|e| served(e)) {
             let bad = |why: String| ConfigError::App { app_id: e.app_id, why };
-            parse_app_id(&e.app_id.to_string()).map_err(|_| bad("app_id must not be 0".into()))?;
             let (value, source) = match (&e.secret_env, &e.secret_file) {
                 (Some(_), Some(_)) => return Err(bad("give secret_env or secret_file, not both".into())),
                 (None, None) => return Err(bad("give secret_env (a variable's name) or secret_file (a path)".into())),
@@ -157,15 +193,6 @@ impl Apps {
                 }
             };
             let secret = check_secret(value).map_err(|why| bad(format!("its secret ({source}) {why}")))?;
-            if e.default {
-                if let Some(other) = default {
-                    return Err(ConfigError::Apps(format!(
-                        "{other} and {} are both marked default = true; mark one",
-                        e.app_id
-                    )));
-                }
-                default = Some(e.app_id);
-            }
             let rate = e.rate.unwrap_or(default_rate);
             if rate == 0 {
                 return Err(bad("rate must be at least 1".into()));
@@ -178,9 +205,16 @@ impl Apps {
                 rate,
                 api_url: e.api_url.clone().unwrap_or_else(|| default_api_url.to_owned()),
                 secret_source: source,
+                shard: routing.shard_of(e.app_id).cloned().unwrap_or_default(),
             });
         }
-        Self::new(list, default)
+        if list.is_empty() {
+            return Err(ConfigError::Apps("no app is configured".into()));
+        }
+        // The deployment's default app, if this process serves it: a served
+        // app is not the default just because it is the only one served.
+        let default = routing.default_app().filter(|d| list.iter().any(|a| a.app_id() == *d));
+        Ok(Self { list, default })
     }
 
     /// The apps of a command: the config file's `[[apps]]` if it lists any,
@@ -193,15 +227,36 @@ impl Apps {
         default_rate: u32,
         default_api_url: &str,
     ) -> Result<Self, ConfigError> {
+        Self::resolve_serving(zego, file_apps, default_rate, default_api_url, None)
+    }
+
+    /// [`Apps::resolve`] for the apps of the shards in `serve` (all when
+    /// `None`; `ZEGO_APP_ID`'s one app is in the default shard).
+    pub fn resolve_serving(
+        zego: &crate::config::ZegoArgs,
+        file_apps: &[FileApp],
+        default_rate: u32,
+        default_api_url: &str,
+        serve: Option<&[ShardName]>,
+    ) -> Result<Self, ConfigError> {
         if !file_apps.is_empty() {
             if zego.app_id.is_some() {
                 return Err(ConfigError::Apps(
                     "ZEGO_APP_ID (or --app-id) is set and the config file lists [[apps]]: keep one of them".into(),
                 ));
             }
-            return Self::from_file(file_apps, default_rate, default_api_url, |name| {
-                std::env::var(name).ok()
-            });
+            return Self::from_file_serving(
+                file_apps,
+                default_rate,
+                default_api_url,
+                |name| std::env::var(name).ok(),
+                serve,
+            );
+        }
+        if let Some(unknown) = serve.and_then(|s| s.iter().find(|s| !s.is_default())) {
+            return Err(ConfigError::Apps(format!(
+                "no app is in shard {unknown} (--shards): shards come from the config file's [[apps]]"
+            )));
         }
         let credentials = zego.credentials()?;
         let secret_source = match std::env::var_os(crate::config::SECRET_ENV) {
@@ -217,7 +272,29 @@ impl Apps {
             rate: default_rate,
             api_url: default_api_url.to_owned(),
             secret_source,
+            shard: ShardName::default(),
         }))
+    }
+
+    /// Which shard serves each of these apps.
+    pub fn routing(&self) -> Routing {
+        Routing::new(self.iter().map(|a| (a.app_id(), a.shard.clone())), self.default)
+    }
+
+    /// The shards these apps are in, each once, in name order.
+    pub fn shards(&self) -> Vec<ShardName> {
+        self.routing().shards()
+    }
+
+    /// The apps of one shard (the default app stays the default if it is one
+    /// of them); `None` if the shard has none of these apps.
+    pub fn of_shard(&self, shard: &ShardName) -> Option<Apps> {
+        let list: Vec<AppConfig> = self.iter().filter(|a| &a.shard == shard).cloned().collect();
+        if list.is_empty() {
+            return None;
+        }
+        let default = self.default.filter(|d| list.iter().any(|a| a.app_id() == *d));
+        Some(Self { list, default })
     }
 
     /// Every app, in configured order.
@@ -277,6 +354,44 @@ impl Apps {
     }
 }
 
+/// Which shard serves each app of the config file's `[[apps]]` (all of them,
+/// secrets unread), with the default app. Refuses a bad shard name, an AppId
+/// listed twice, and two defaults.
+pub fn routing(entries: &[FileApp]) -> Result<Routing, ConfigError> {
+    let mut pairs = Vec::with_capacity(entries.len());
+    let mut default = None;
+    for (i, e) in entries.iter().enumerate() {
+        let bad = |why: String| ConfigError::App { app_id: e.app_id, why };
+        parse_app_id(&e.app_id.to_string()).map_err(|_| bad("app_id must not be 0".into()))?;
+        if entries[..i].iter().any(|b| b.app_id == e.app_id) {
+            return Err(bad("is listed twice".into()));
+        }
+        let shard = match &e.shard {
+            None => ShardName::default(),
+            Some(raw) => ShardName::parse(raw).map_err(|err| bad(format!("shard: {err}")))?,
+        };
+        if e.default {
+            if let Some(other) = default {
+                return Err(ConfigError::Apps(format!(
+                    "{other} and {} are both marked default = true; mark one",
+                    e.app_id
+                )));
+            }
+            default = Some(e.app_id);
+        }
+        pairs.push((e.app_id, shard));
+    }
+    if default.is_none() && entries.len() == 1 {
+        default = Some(entries[0].app_id);
+    }
+    Ok(Routing::new(pairs, default))
+}
+
+/// Shard names for a message: `default, eu, us`.
+pub fn names(shards: &[ShardName]) -> String {
+    shards.iter().map(ShardName::as_str).collect::<Vec<_>>().join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,7 +414,61 @@ mod tests {
             rate: None,
             api_url: None,
             default,
+            shard: None,
         }
+    }
+
+    fn in_shard(shard: &str, e: FileApp) -> FileApp {
+        FileApp {
+            shard: Some(shard.into()),
+            ..e
+        }
+    }
+
+    /// `--shards` picks the apps whose secrets are read; the deployment's
+    /// default stays the default only where it is served.
+    #[test]
+    fn serving_shards_by_table() {
+        let sh = |names: &[&str]| names.iter().map(|n| ShardName::parse(n).unwrap()).collect::<Vec<_>>();
+        let entries = vec![
+            in_shard("eu", entry(1, Some("GOOD"), false)),
+            in_shard("us", entry(2, Some("UNSET"), true)),
+            entry(3, Some("GOOD"), false),
+        ];
+        /// Shards served, and the apps and default that gives, or a piece of the error.
+        type Case<'a> = (Option<&'a [&'a str]>, Result<(Vec<u32>, Option<u32>), &'a str>);
+        let cases: &[Case] = &[
+            (Some(&["eu"]), Ok((vec![1], None))),
+            (Some(&["eu", "default"]), Ok((vec![1, 3], None))),
+            (Some(&["default"]), Ok((vec![3], None))),
+            // app 2's secret variable is unset: only serving us reads it.
+            (Some(&["us"]), Err("secret_env names UNSET")),
+            (None, Err("secret_env names UNSET")),
+            (Some(&["asia"]), Err("no app is in shard asia (--shards); the config's shards are default, eu, us")),
+        ];
+        for (serve, want) in cases {
+            let serve = serve.map(sh);
+            let got = Apps::from_file_serving(&entries, 50, "https://rtc-api.zego.im", env, serve.as_deref());
+            match (got, want) {
+                (Ok(apps), Ok((ids, default))) => {
+                    assert_eq!(&apps.iter().map(|a| a.app_id()).collect::<Vec<_>>(), ids, "{serve:?}");
+                    assert_eq!(apps.default_app(), *default, "{serve:?}");
+                }
+                (Err(e), Err(text)) => assert!(e.to_string().contains(text), "{serve:?}: {e}"),
+                (got, want) => panic!("{serve:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        let all = routing(&entries).unwrap();
+        assert_eq!(all.default_app(), Some(2));
+        assert_eq!(all.shard_of(1).unwrap().as_str(), "eu");
+        assert_eq!(all.shard_of(3).unwrap().as_str(), "default");
+        let bad = vec![in_shard("EU", entry(1, Some("GOOD"), false))];
+        assert!(routing(&bad).unwrap_err().to_string().contains("shard: \"EU\" is not a shard name"));
+        let apps = Apps::from_file_serving(&entries[..1], 50, "https://rtc-api.zego.im", env, None).unwrap();
+        assert_eq!(apps.default_app(), Some(1), "one app is the default, as before");
+        let eu = apps.of_shard(&ShardName::parse("eu").unwrap()).unwrap();
+        assert_eq!(eu.default_app(), Some(1));
+        assert!(apps.of_shard(&ShardName::default()).is_none());
     }
 
     fn env(name: &str) -> Option<String> {

@@ -39,10 +39,13 @@ const INLINE_SECRETS: &[(&str, &str)] = &[
 /// Whether a setting's value is a URL that carries a password (in its user
 /// info, or as a `password=` query parameter, as PostgreSQL allows), which
 /// must come from the environment instead. Every setting is checked: any
-/// `*_url` may carry one.
+/// `*_url` may carry one, and each node of a comma-separated broker list.
 fn holds_password(value: &str) -> bool {
-    url::Url::parse(value)
-        .is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")))
+    value.split(',').any(|part| {
+        let part = part.trim();
+        let parsed = url::Url::parse(part).or_else(|_| url::Url::parse(&format!("amqp://{part}")));
+        parsed.is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")))
+    })
 }
 
 /// One `[[apps]]` entry as written; [`crate::config::apps`] validates it.
@@ -66,6 +69,10 @@ pub struct FileApp {
     /// The app of jobs that name none.
     #[serde(default)]
     pub default: bool,
+    /// The shard that serves this app (queues `{ns}.{shard}.requests`, ...);
+    /// none: the default shard (`{ns}.requests`).
+    #[serde(default)]
+    pub shard: Option<String>,
 }
 
 /// A parsed config file.
@@ -276,6 +283,7 @@ secret_file = "/run/secrets/zego-games"
                 rate: Some(50),
                 api_url: Some("https://rtc-api.zego.im".into()),
                 default: true,
+                shard: None,
             }
         );
         assert_eq!(
@@ -313,6 +321,10 @@ secret_file = "/run/secrets/zego-games"
             (
                 "database_url = \"postgres://u@db/kickq?password=pw\"\n",
                 "set DATABASE_URL in the environment",
+            ),
+            (
+                "amqp_url = \"amqp://u@h1/%2f,amqp://u:pw@h2/%2f\"\n",
+                "set KICKQ_AMQP_URL in the environment",
             ),
             (
                 "management_url = \"http://admin:pw@127.0.0.1:15672\"\n",

@@ -1,10 +1,11 @@
 //! Settings shared by several subcommands, parsed once by clap and validated into types; defaults are named constants.
 //!
 //! `file.rs` reads the config file (settings and `[[apps]]`), `apps.rs`
-//! validates the apps a worker serves.
+//! validates the apps a worker serves, `shards.rs` says which shard serves each app.
 
 pub mod apps;
 pub mod file;
+pub mod shards;
 
 use crate::secret::Secret;
 use std::path::PathBuf;
@@ -194,6 +195,17 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 /// Removes the password (and the query string, which may carry one:
 /// `?password=` is legal in a PostgreSQL URL) from a URL so it can be logged.
 pub fn redact_url(url: &str) -> String {
+    // A broker list (`KICKQ_AMQP_URL`) is comma-separated: each node is
+    // redacted alone, or a later node's password would pass as a path.
+    if url.contains(',') {
+        return url
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| if p.contains("://") { redact_url(p) } else if p.contains('@') { "[unparseable url]".into() } else { p.to_owned() })
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
@@ -209,6 +221,16 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broker_list_is_redacted_node_by_node() {
+        let got = redact_url("amqp://u:pw1@h1:5701/%2f,amqp://u:pw2@h2:5702/%2f, h3:5703,u:pw3@h4");
+        assert!(!got.contains("pw1") && !got.contains("pw2") && !got.contains("pw3"), "{got}");
+        assert_eq!(
+            got,
+            "amqp://u:%5Bredacted%5D@h1:5701/%2f,amqp://u:%5Bredacted%5D@h2:5702/%2f,h3:5703,[unparseable url]"
+        );
+    }
 
     #[test]
     fn app_id_table() {

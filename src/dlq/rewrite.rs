@@ -53,58 +53,10 @@ pub fn replay_properties(orig: &BasicProperties, now: DateTime<Utc>) -> BasicPro
         .filter(|(k, _)| !k.as_str().starts_with("x-") && !DEATH_STATE.contains(&k.as_str()))
         .collect();
     kept.insert(DLQ_HISTORY.into(), AMQPValue::FieldArray(FieldArray::from(history)));
-    copy(orig, FieldTable::from(kept))
+    headers::copy_properties(orig, FieldTable::from(kept))
 }
 
-/// The properties of a letter put back at the tail of the dead queue: the
-/// original's, minus `x-delivery-count` (the broker's count of this copy's
-/// deliveries, which `kickq dlq list` itself raises).
-pub fn reappend_properties(orig: &BasicProperties) -> BasicProperties {
-    let kept: BTreeMap<ShortString, AMQPValue> = orig
-        .headers()
-        .as_ref()
-        .map(|h| h.inner().clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| k.as_str() != "x-delivery-count")
-        .collect();
-    copy(orig, FieldTable::from(kept))
-}
-
-/// The original's properties with `headers`, persistent. `expiration` is
-/// dropped (a replay must not expire on the way), and so are `user-id` (the
-/// broker rejects a user id other than the publisher's) and `cluster-id`.
-fn copy(orig: &BasicProperties, headers: FieldTable) -> BasicProperties {
-    let mut p = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
-    if let Some(v) = orig.content_type() {
-        p = p.with_content_type(v.clone());
-    }
-    if let Some(v) = orig.content_encoding() {
-        p = p.with_content_encoding(v.clone());
-    }
-    if let Some(v) = orig.priority() {
-        p = p.with_priority(*v);
-    }
-    if let Some(v) = orig.correlation_id() {
-        p = p.with_correlation_id(v.clone());
-    }
-    if let Some(v) = orig.reply_to() {
-        p = p.with_reply_to(v.clone());
-    }
-    if let Some(v) = orig.message_id() {
-        p = p.with_message_id(v.clone());
-    }
-    if let Some(v) = orig.timestamp() {
-        p = p.with_timestamp(*v);
-    }
-    if let Some(v) = orig.kind() {
-        p = p.with_type(v.clone());
-    }
-    if let Some(v) = orig.app_id() {
-        p = p.with_app_id(v.clone());
-    }
-    p
-}
+pub use crate::amqp::headers::reappend_properties;
 
 fn put_str(t: &mut FieldTable, name: &str, value: &str) {
     t.insert(

@@ -1,11 +1,13 @@
-//! Intake: consume from `{ns}.requests`, decode and validate each delivery, register it with the router, and
-//! hand its users to the coalescer. Unusable input goes straight to the router for dead-lettering.
+//! Intake: consume from the shard's lane queues, decode and validate each delivery, register it with the router,
+//! and hand its users to the coalescer. Unusable input goes straight to the router for dead-lettering, and a job
+//! of an app another shard serves goes to the router to be forwarded there.
 
 use crate::amqp::delivery::Delivery;
 use crate::amqp::headers;
 use crate::amqp::topology::Lane;
 use crate::config::apps::{Apps, Selected};
-use crate::health::Health;
+use crate::config::shards::{Elsewhere, Routing};
+use crate::health::ShardState;
 use crate::job::{self, Limits};
 use crate::ledger::Ledger;
 use crate::pipeline::stage::{Job, JobIn, RouterInput, Unusable};
@@ -29,6 +31,24 @@ pub struct IntakeConfig {
     pub limits: Limits,
     /// The lane this intake consumes; its jobs' retries return to it.
     pub lane: Lane,
+    /// Which shard serves each app of the deployment.
+    pub routing: Arc<Routing>,
+    /// The shard this intake consumes for.
+    pub shard: Arc<ShardState>,
+}
+
+impl IntakeConfig {
+    /// Where a job this shard has no app for belongs: another shard that
+    /// serves its app (or the default app, for a job naming none), or
+    /// nowhere (then it is dead-lettered as unusable).
+    pub fn elsewhere(&self, why: &Unusable) -> Elsewhere {
+        let here = crate::config::shards::ShardName::parse(self.shard.name()).unwrap_or_default();
+        match why {
+            Unusable::UnknownApp(app) => self.routing.elsewhere(&here, Some(*app)),
+            Unusable::NoApp => self.routing.elsewhere(&here, None),
+            Unusable::Validation(_) | Unusable::Expired(_) => Elsewhere::Nowhere,
+        }
+    }
 }
 
 /// Why intake stopped.
@@ -124,7 +144,7 @@ pub struct Context {
     /// Process-unique delivery ids, shared by every session of the run.
     pub ids: Arc<AtomicU64>,
     /// Where intake reports (consuming, deliveries taken).
-    pub health: Arc<Health>,
+    pub shard: Arc<ShardState>,
     /// Fires at shutdown: stop consuming, hand on what was taken.
     pub stop: CancellationToken,
 }
@@ -151,7 +171,7 @@ pub async fn run(cx: Context) -> IntakeEnd {
         to_coalescer,
         to_router,
         ids,
-        health,
+        shard: health,
         stop,
     } = cx;
     health.set_consuming(true);
@@ -204,15 +224,29 @@ pub async fn run(cx: Context) -> IntakeEnd {
             match decoded {
                 Ok(job) => jobs.push((handle, job)),
                 Err((why, job_id, attempts)) => {
-                    crate::metrics::message_consumed(false);
-                    tracing::warn!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), reason = ?why, "unusable message; dead-lettering it verbatim");
-                    let input = RouterInput::Unusable {
-                        delivery: handle,
-                        body: delivery.data,
-                        why,
-                        job_id,
-                        attempts,
-                        lane: cfg.lane,
+                    let input = match cfg.elsewhere(&why) {
+                        Elsewhere::Shard(to) => {
+                            tracing::info!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), shard = %cfg.shard.name(), to_shard = %to, reason = ?why, "job of an app another shard serves; forwarding it there");
+                            RouterInput::Forward {
+                                delivery: handle,
+                                body: delivery.data,
+                                properties: delivery.properties,
+                                to,
+                                lane: cfg.lane,
+                            }
+                        }
+                        Elsewhere::Nowhere => {
+                            crate::metrics::message_consumed(false);
+                            tracing::warn!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), reason = ?why, "unusable message; dead-lettering it verbatim");
+                            RouterInput::Unusable {
+                                delivery: handle,
+                                body: delivery.data,
+                                why,
+                                job_id,
+                                attempts,
+                                lane: cfg.lane,
+                            }
+                        }
                     };
                     match send(&to_router, input, &stop).await {
                         Sent::Ok => {}
@@ -335,6 +369,8 @@ mod tests {
             apps: Arc::new(apps(&[42], Some(42))),
             limits: Limits::default(),
             lane: Lane::Live,
+            routing: Arc::new(Routing::default()),
+            shard: Arc::new(ShardState::default()),
         }
     }
 
@@ -384,8 +420,8 @@ mod tests {
         for (ids, default, body, want) in cases {
             let cfg = IntakeConfig {
                 apps: Arc::new(apps(ids, *default)),
-                limits: Limits::default(),
                 lane: Lane::Bulk,
+                ..cfg()
             };
             let got = decode(body, &props, false, &cfg, 1, Utc::now())
                 .map(|j| j.app_id)

@@ -39,9 +39,9 @@ pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &P
             Ok(Some(lock)) => break lock,
             Ok(None) => {
                 if !contended {
-                    shared.health.set_standby(true);
-                    crate::metrics::active(false);
-                    tracing::info!(lock = %names.leader, role = "standby", "another worker holds the leadership lock; standing by, holding no deliveries");
+                    shared.shard.set_standby(true);
+                    crate::metrics::active(&names.shard, false);
+                    tracing::info!(shard = %names.shard, lock = %names.leader, role = "standby", "another worker holds the leadership lock; standing by, holding no deliveries");
                 }
                 contended = true;
             }
@@ -61,14 +61,15 @@ pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &P
     let now_ms = leadership::now_ms();
     let (hold_ms, reason) = leadership::takeover_hold(record, now_ms, contended);
     let hold_at = leadership::instant_of(hold_ms, now_ms);
-    shared.gate.hold_until(hold_at);
+    shared.gate.hold_apps_until(&shared.app_ids(), hold_at);
     if let Err(e) = lock::write_record(publisher, names, Record::Active { at_ms: now_ms }).await {
         return Leadership::Lost(format!("leader record: {e}"));
     }
-    shared.health.set_standby(false);
-    crate::metrics::active(true);
+    shared.shard.set_standby(false);
+    crate::metrics::active(&names.shard, true);
     crate::metrics::takeover(reason.as_str());
     tracing::info!(
+        shard = %names.shard,
         lock = %names.leader,
         role = "active",
         first_call_in_ms = (hold_ms - now_ms).max(0),
@@ -91,14 +92,14 @@ pub(crate) async fn release(
     let now = leadership::now_ms();
     let last = shared
         .gate
-        .last_call()
+        .last_call_of(&shared.app_ids())
         .map_or(now, |t| leadership::ms_of(t + WINDOW, now));
     let free_at_ms = last.max(leadership::ms_of(hold_at, now));
     let release = lock::write_record(publisher, &shared.cfg.names, Record::Released { free_at_ms });
     match tokio::time::timeout(CLOSE_STEP, release).await {
         Ok(Ok(())) => {
             let _ = tokio::time::timeout(CLOSE_STEP, lock.release()).await;
-            tracing::info!(free_in_ms = (free_at_ms - now).max(0), "released the leadership lock");
+            tracing::info!(shard = %shared.cfg.names.shard, free_in_ms = (free_at_ms - now).max(0), "released the leadership lock");
         }
         _ => tracing::warn!("could not write the release record; the next worker waits a full window"),
     }

@@ -38,7 +38,8 @@ pub mod stage;
 use crate::amqp::connect::{connect, describe, explain};
 use crate::amqp::publish::Publisher;
 use crate::amqp::topology::{self, Lane};
-use crate::health::Health;
+use crate::config::shards::Routing;
+use crate::health::{Health, ShardState};
 use crate::ledger::Ledger;
 use crate::ratelimit::Gate;
 use crate::worker::{WorkerConfig, WorkerError, SHUTDOWN_GRACE};
@@ -86,10 +87,23 @@ pub(crate) struct Shared<A> {
     pub(crate) ledger: Option<Ledger>,
     /// What the worker reports (read by /readyz, /status, the progress line).
     pub(crate) health: Arc<Health>,
+    /// This shard's part of it (role, deliveries in flight).
+    pub(crate) shard: Arc<ShardState>,
+    /// Which shard serves each app of the deployment: where a job that this
+    /// shard does not serve is forwarded.
+    pub(crate) routing: Arc<Routing>,
     /// Process-unique delivery ids.
     pub(crate) ids: Arc<AtomicU64>,
     /// Fires once, on SIGTERM or SIGINT (or a test's stop).
     pub(crate) shutdown: CancellationToken,
+}
+
+impl<A> Shared<A> {
+    /// The AppIds this shard serves: its takeover hold and its release
+    /// record are theirs only.
+    pub(crate) fn app_ids(&self) -> Vec<u32> {
+        self.cfg.apps.iter().map(|a| a.app_id()).collect()
+    }
 }
 
 /// Closes a connection, bounded by [`CLOSE_STEP`]. Unacked deliveries of its
@@ -128,7 +142,13 @@ async fn active_session<A: KickApi>(
     let lost = |why: String| (SessionEnd::Lost(why), Tally::default());
     let declared = async {
         let publisher = Publisher::open(publish_conn).await?;
-        topology::declare(publisher.channel(), &cfg.names, cfg.delivery_limit).await?;
+        if shared.routing.is_sharded() {
+            // Every shard's queues, the jobs exchange and its bindings: a
+            // producer's job routes as soon as any worker has started.
+            topology::declare_routing(publisher.channel(), &cfg.names, &shared.routing, cfg.delivery_limit).await?;
+        } else {
+            topology::declare(publisher.channel(), &cfg.names, cfg.delivery_limit).await?;
+        }
         if cfg.events {
             topology::declare_events(publisher.channel(), &cfg.names).await?;
         }
@@ -138,7 +158,7 @@ async fn active_session<A: KickApi>(
         Ok(p) => p,
         Err(e) => return lost(format!("setup: {}", describe(&e))),
     };
-    health.set_connected(true);
+    shared.shard.set_connected(true);
     let (lock, hold_at) = match lock::take(shared, conn, &publisher).await {
         lock::Leadership::Taken { lock, hold_at } => (lock, hold_at),
         lock::Leadership::Shutdown => return (SessionEnd::Shutdown, Tally::default()),
@@ -174,9 +194,10 @@ async fn active_session<A: KickApi>(
         Ok(v) => v,
         Err(e) => return lost(format!("setup: {}", describe(&e))),
     };
-    health.reset_in_flight();
+    shared.shard.reset_in_flight();
     tracing::info!(
         session = n,
+        shard = %cfg.names.shard,
         live = %cfg.names.requests,
         live_prefetch = cfg.prefetch,
         bulk = %cfg.names.bulk,
@@ -196,6 +217,8 @@ async fn active_session<A: KickApi>(
         apps: apps.clone(),
         limits: cfg.limits,
         lane,
+        routing: shared.routing.clone(),
+        shard: shared.shard.clone(),
     };
     let (ledger_writes, ledger_state) = watch::channel(LedgerWrites::Flowing);
     let lane_intake = |lane, channel: &lapin::Channel, consumer, to_coalescer| intake::Context {
@@ -206,7 +229,7 @@ async fn active_session<A: KickApi>(
         to_coalescer,
         to_router: to_router.clone(),
         ids: shared.ids.clone(),
-        health: health.clone(),
+        shard: shared.shard.clone(),
         stop: stop_intake.clone(),
     };
     let mut intake = tokio::spawn(intake::run_lanes(vec![
@@ -247,6 +270,7 @@ async fn active_session<A: KickApi>(
         ledger: shared.ledger.clone(),
         ledger_writes,
         health: health.clone(),
+        shard: shared.shard.clone(),
         cfg: router_cfg,
         abort: abort.clone(),
     }));
@@ -259,14 +283,8 @@ async fn active_session<A: KickApi>(
     let mut watchdog = tokio::spawn(monitor::watch_queue(
         watch_channel,
         cfg.names.requests.clone(),
-        health.clone(),
+        shared.shard.clone(),
     ));
-    let reporter = tokio::spawn(monitor::report_progress(
-        health.clone(),
-        cfg.apps.iter().map(|a| a.rate).sum(),
-    ));
-
-    let _reporter = monitor::AbortOnDrop(reporter);
     let cut = |abort: &CancellationToken, intake: &tokio::task::JoinHandle<IntakeEnd>| {
         abort.cancel();
         intake.abort();

@@ -2,7 +2,7 @@
 //! into a reconnect, and the periodic progress line.
 
 use crate::amqp::connect::describe;
-use crate::health::Health;
+use crate::health::{Health, ShardState};
 use lapin::types::FieldTable;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +71,7 @@ pub(crate) async fn report_progress(health: Arc<Health>, rate: u32) {
 /// held ready messages over two checks while this worker held none: the
 /// broker dropped or starved our consumer without a word, and only a new
 /// session (re-declare, re-consume) brings it back.
-pub(crate) async fn watch_queue(channel: lapin::Channel, queue: String, health: Arc<Health>) -> String {
+pub(crate) async fn watch_queue(channel: lapin::Channel, queue: String, health: Arc<ShardState>) -> String {
     use lapin::options::QueueDeclareOptions;
     let passive = QueueDeclareOptions {
         passive: true,

@@ -7,7 +7,7 @@ use crate::amqp::delivery::{Acked, Delivery};
 use crate::amqp::headers::{self, DeadError, DeadLetter};
 use crate::amqp::publish::{event_properties, persistent_json, PublishError, Publisher, PUBLISH_WINDOW};
 use crate::amqp::topology::Names;
-use crate::health::Health;
+use crate::health::{Health, ShardState};
 use crate::ledger::{Ledger, LedgerBatch, OutcomeRow, ReceiptRow, UserOutcome};
 use crate::outcome::book::Book;
 use crate::outcome::event::{self, Finished, UserVerdict, Verdict};
@@ -80,6 +80,8 @@ pub struct Tally {
     pub retries: u64,
     /// Outcome events published (confirmed).
     pub events: u64,
+    /// Jobs forwarded to the shard that serves their app (confirmed).
+    pub forwarded: u64,
 }
 
 /// One user's verdict for one job, on its way to being made durable.
@@ -264,6 +266,7 @@ struct Router {
     ledger: Option<Ledger>,
     ledger_writes: watch::Sender<LedgerWrites>,
     health: Arc<Health>,
+    shard: Arc<ShardState>,
     books: HashMap<u64, Book<Delivery>>,
     ready: Vec<Delivery>,
     rows: LedgerBatch,
@@ -289,6 +292,8 @@ pub struct Context {
     pub ledger_writes: watch::Sender<LedgerWrites>,
     /// Where the router reports its counts and the ledger's state.
     pub health: Arc<Health>,
+    /// The shard's deliveries in flight.
+    pub shard: Arc<ShardState>,
     /// Settings.
     pub cfg: RouterConfig,
     /// Fires when the session is gone: stop at once.
@@ -304,6 +309,7 @@ pub async fn run(cx: Context) -> (RouterEnd, Tally) {
         ledger,
         ledger_writes,
         health,
+        shard,
         cfg,
         abort,
     } = cx;
@@ -323,6 +329,7 @@ pub async fn run(cx: Context) -> (RouterEnd, Tally) {
         ledger,
         ledger_writes,
         health,
+        shard,
         books: HashMap::new(),
         ready: Vec::new(),
         rows: LedgerBatch::default(),
@@ -385,6 +392,13 @@ impl Router {
                 attempts,
                 lane,
             } => self.unusable(delivery, body, why, job_id, attempts, lane).await,
+            RouterInput::Forward {
+                delivery,
+                body,
+                properties,
+                to,
+                lane,
+            } => self.forward(delivery, body, properties, to, lane).await,
             RouterInput::Outcome(outcome) => self.outcome(outcome).await,
         }
     }
@@ -484,6 +498,27 @@ impl Router {
         crate::metrics::dead_letter(error.as_str());
         self.tally.dead_letters += 1;
         self.events.extend(event);
+        self.ready.push(delivery);
+        Ok(())
+    }
+
+    /// A job of another shard's app: republished unchanged to that shard's
+    /// queue of its lane, confirmed, and acked with the next batch. It spends
+    /// nothing here and is never called from this shard.
+    async fn forward(
+        &mut self,
+        delivery: Delivery,
+        body: Vec<u8>,
+        properties: lapin::BasicProperties,
+        to: crate::config::shards::ShardName,
+        lane: crate::amqp::topology::Lane,
+    ) -> Result<(), PublishError> {
+        let queue = self.cfg.names.for_shard(&to).queue(lane).to_owned();
+        self.publisher
+            .publish(&queue, &body, headers::reappend_properties(&properties))
+            .await?;
+        crate::metrics::forwarded(to.as_str());
+        self.tally.forwarded += 1;
         self.ready.push(delivery);
         Ok(())
     }
@@ -707,7 +742,7 @@ impl Router {
             self.tally.events += n;
         }
         for d in self.ready.drain(..) {
-            self.health.delivery_finished();
+            self.shard.delivery_finished();
             match d.ack().await {
                 Ok(Acked::Done) => self.tally.acked += 1,
                 Ok(Acked::WillRedeliver) => {
@@ -729,7 +764,7 @@ impl Router {
     async fn return_unfinished(&mut self) {
         let n = self.books.len();
         for (_, book) in self.books.drain() {
-            self.health.delivery_finished();
+            self.shard.delivery_finished();
             let _ = book.into_handle().requeue().await;
         }
         if n > 0 {

@@ -116,6 +116,20 @@ pub enum RouterInput {
         /// The lane it came from (for its outcome event).
         lane: Lane,
     },
+    /// A job of an app that another shard serves: republish it unchanged to
+    /// that shard's queue of the same lane, confirmed, then ack.
+    Forward {
+        /// The handle that acks.
+        delivery: Delivery,
+        /// The original body bytes.
+        body: Vec<u8>,
+        /// The original properties (kept, but for the broker's delivery count).
+        properties: lapin::BasicProperties,
+        /// The shard that serves its app.
+        to: crate::config::shards::ShardName,
+        /// Its lane, kept.
+        lane: Lane,
+    },
     /// Dispatcher -> router: what became of a chunk's users.
     Outcome(ChunkOutcome),
 }

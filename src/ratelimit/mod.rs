@@ -17,8 +17,8 @@
 //! and keeps coalescing working, since tokens stay scarce.
 //!
 //! A process does not know what the previous active worker spent in the last
-//! window; `leadership` works that out when the lock is taken and holds every
-//! budget until then ([`Gate::hold_until`]). A budget itself starts free.
+//! window; `leadership` works that out when the lock is taken and holds the
+//! budgets of the shard's apps until then ([`Gate::hold_apps_until`]). A budget itself starts free.
 //!
 //! The core ([`AppBudget`]) is pure: every method takes `now`. [`Gate`] wraps
 //! it in a mutex for the coalescer and the dispatcher, and its async
@@ -411,8 +411,6 @@ pub struct Gate {
 #[derive(Debug, Default)]
 struct Budgets {
     apps: HashMap<u32, AppBudget>,
-    /// The hold every budget created from now on starts with.
-    not_before: Option<Instant>,
 }
 
 impl Gate {
@@ -488,35 +486,33 @@ impl Gate {
         self.with(app_id, |b| b.try_acquire(now))
     }
 
-    /// Runs `f` on the AppId's budget, creating it on first use (with the
-    /// gate-wide hold, if one is set).
+    /// Runs `f` on the AppId's budget, creating it on first use (a shard's
+    /// takeover hold creates the budgets of its apps, so a hold is never
+    /// missed).
     fn with<R>(&self, app_id: u32, f: impl FnOnce(&mut AppBudget) -> R) -> R {
         let mut guard = self.lock();
-        let Budgets { apps, not_before } = &mut *guard;
-        let budget = apps.entry(app_id).or_insert_with(|| {
-            let mut b = AppBudget::new(self.limit(app_id), self.probe_interval, Instant::now());
-            if let Some(at) = *not_before {
-                b.hold_until(at);
-            }
-            b
-        });
+        let budget = guard
+            .apps
+            .entry(app_id)
+            .or_insert_with(|| AppBudget::new(self.limit(app_id), self.probe_interval, Instant::now()));
         f(budget)
     }
 
-    /// Holds every AppId, present and future, until `at`: called when this
-    /// process becomes the active worker (see `leadership`).
-    pub fn hold_until(&self, at: Instant) {
-        let mut guard = self.lock();
-        guard.not_before = Some(guard.not_before.map_or(at, |t| t.max(at)));
-        for b in guard.apps.values_mut() {
-            b.hold_until(at);
+    /// Holds these AppIds until `at`: called when this process becomes the
+    /// active worker of the shard that serves them. Other AppIds (another
+    /// shard's, with its own lock) are not held.
+    pub fn hold_apps_until(&self, apps: &[u32], at: Instant) {
+        for app in apps {
+            self.with(*app, |b| b.hold_until(at));
         }
     }
 
-    /// The start of the most recent call of any AppId.
-    pub fn last_call(&self) -> Option<Instant> {
-        self.lock().apps.values().filter_map(AppBudget::last_call).max()
+    /// The start of the most recent call of these AppIds.
+    pub fn last_call_of(&self, apps: &[u32]) -> Option<Instant> {
+        let guard = self.lock();
+        apps.iter().filter_map(|a| guard.apps.get(a)?.last_call()).max()
     }
+
 
     /// Waits for a token, or returns `None` at once if the AppId is halted:
     /// a caller that is not the coalescer (a split retry inside the
@@ -791,18 +787,26 @@ mod tests {
         assert_eq!(b.succeeded(), None, "the count restarts after a shrink");
     }
 
+    #[test]
+    fn a_shards_hold_and_last_call_are_its_apps_only() {
+        let t0 = Instant::now();
+        let gate = Gate::with_limits([(1, 50), (2, 50)], DEFAULT_PROBE_INTERVAL);
+        gate.hold_apps_until(&[1], t0 + ms(500));
+        assert_eq!(gate.take(1, t0), Grant::Later(t0 + ms(500)), "held: its shard was taken over");
+        assert_eq!(gate.take(2, t0), Grant::Now, "another shard's app is not held");
+        assert_eq!(gate.last_call_of(&[1]), None);
+        assert_eq!(gate.last_call_of(&[1, 2]), Some(t0));
+        assert_eq!(gate.last_call_of(&[2]), Some(t0));
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_gate_hold_reaches_present_and_future_apps() {
+    async fn a_hold_reaches_an_app_before_its_first_call() {
         let gate = Gate::new(50, Duration::from_secs(30));
         let t0 = Instant::now();
-        gate.with(1, |_| ());
-        gate.hold_until(t0 + ms(500));
-        for app in [1, 2] {
-            assert_eq!(gate.with(app, |b| b.peek(t0)), Grant::Later(t0 + ms(500)), "app {app}");
-        }
-        assert_eq!(gate.last_call(), None);
+        gate.hold_apps_until(&[2], t0 + ms(500));
+        assert_eq!(gate.last_call_of(&[2]), None);
         gate.acquire(2).await.unwrap();
-        assert_eq!(gate.last_call(), Some(t0 + ms(500)));
+        assert_eq!(gate.last_call_of(&[2]), Some(t0 + ms(500)));
     }
 
     #[test]
