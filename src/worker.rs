@@ -175,7 +175,10 @@ impl WorkerConfig {
     fn for_shard(&self, shard: &ShardName) -> WorkerConfig {
         let mut cfg = self.clone();
         cfg.names = self.names.for_shard(shard);
-        if let Some(apps) = self.apps.of_shard(shard) {
+        if let Some(mut apps) = self.apps.of_shard(shard) {
+            // The deployment's default app, wherever it is served: a shard's
+            // one app is not the default just for being alone there.
+            apps.keep_default(self.routing().default_app());
             cfg.apps = apps;
         }
         if !shard.is_default() {

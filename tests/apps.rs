@@ -6,38 +6,12 @@ mod common;
 use common::*;
 use kickq::config::apps::AppConfig;
 use kickq::config::Credentials;
-use kickq::mock_zego::{MockApp, MockConfig, MockZego};
+use kickq::mock_zego::MockZego;
 use kickq::secret::Secret;
 use std::time::Duration;
 
-/// The second app of these tests (the first is `common::APP_ID`).
-const APP_B: u32 = 987654321;
-const SECRET_B: &str = "fedcba9876543210fedcba9876543210";
 /// A secret the mock does not hold for APP_ID: calls signed with it answer 100000005.
 const WRONG: &str = "ffffffffffffffffffffffffffffffff";
-
-async fn two_app_mock(rate: u32, faults: &[&str]) -> MockZego {
-    MockZego::start(
-        MockConfig {
-            app_id: APP_ID,
-            secret: Secret::new(SECRET),
-            apps: vec![MockApp {
-                app_id: APP_B,
-                secret: Secret::new(SECRET_B),
-            }],
-            rate_limit: rate,
-            faults: faults
-                .iter()
-                .map(|f| kickq::mock_zego::fault_syntax::parse_fault(f).unwrap())
-                .collect(),
-            clock_offset_secs: 0,
-            id_charset: kickq::job::IdCharset::Vendor,
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap()
-}
 
 /// Jobs of one user each: `users` users over `rooms` rooms, for `app`.
 fn jobs(app: u32, prefix: &str, rooms: usize, users: usize) -> Vec<Vec<u8>> {

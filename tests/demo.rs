@@ -60,9 +60,7 @@ fn with_keep_the_demo_leaves_its_dead_letters_and_says_how_to_list_them() {
         .expect("the demo names its namespace")
         .to_owned();
     // Deletes whatever the demo left, even if an assertion fails.
-    let _cleanup = common::Ns {
-        names: kickq::testkit::topology::Names::new(&ns, &[]),
-    };
+    let _cleanup = common::Ns::for_names(kickq::testkit::topology::Names::new(&ns, &[]));
     assert!(
         out.status.success(),
         "{stdout}\n{}",

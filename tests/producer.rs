@@ -55,9 +55,7 @@ async fn producer_connect_uses_the_worker_defaults() {
     // cleanup must delete those queues too.
     let ns = Ns::new("prod-defaults");
     let defaults = ProducerConfig::new(ns.name()).names;
-    let _also_delete = Ns {
-        names: defaults.clone(),
-    };
+    let _also_delete = Ns::for_names(defaults.clone());
     let p = Producer::connect(&amqp_url(), ns.name()).await.unwrap();
     p.enqueue(KickRequest::new("r", ["u"])).await.unwrap();
     assert_eq!(p.names(), &defaults);

@@ -324,6 +324,11 @@ impl Apps {
         known
     }
 
+    /// Makes `default` the default app if it is one of these, else none.
+    pub fn keep_default(&mut self, default: Option<u32>) {
+        self.default = default.filter(|d| self.get(*d).is_some());
+    }
+
     /// The app with this AppId.
     pub fn get(&self, app_id: u32) -> Option<&AppConfig> {
         self.list.iter().find(|a| a.app_id() == app_id)

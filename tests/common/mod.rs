@@ -18,6 +18,9 @@ use std::time::Duration;
 
 pub const APP_ID: u32 = 1234567890;
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
+/// The second app of the several-app tests, with its own secret.
+pub const APP_B: u32 = 987654321;
+pub const SECRET_B: &str = "fedcba9876543210fedcba9876543210";
 
 /// The broker: `KICKQ_TEST_AMQP_URL`, else a RabbitMQ container started once
 /// per test binary and left for the reaper.
@@ -128,6 +131,8 @@ pub const TEST_RETRY_DELAYS: &[Duration] = &[
 /// test panics), because the broker outlives every run.
 pub struct Ns {
     pub names: Names,
+    /// Shards whose queues are deleted too (see [`Ns::shard`]).
+    shards: std::sync::Mutex<Vec<Names>>,
 }
 
 impl Ns {
@@ -140,17 +145,36 @@ impl Ns {
         );
         Ns {
             names: Names::new(&ns, TEST_RETRY_DELAYS),
+            shards: Default::default(),
+        }
+    }
+
+    /// Deletes these names' queues when it drops (names made elsewhere).
+    pub fn for_names(names: Names) -> Ns {
+        Ns {
+            names,
+            shards: Default::default(),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.names.namespace
     }
+
+    /// The queue names of `shard` in this namespace, deleted with it.
+    pub fn shard(&self, shard: &str) -> Names {
+        let names = self
+            .names
+            .for_shard(&kickq::config::shards::ShardName::parse(shard).unwrap());
+        self.shards.lock().unwrap().push(names.clone());
+        names
+    }
 }
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        let names = self.names.clone();
+        let mut all = vec![self.names.clone()];
+        all.extend(self.shards.lock().unwrap().drain(..));
         let url = amqp_url();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -160,7 +184,9 @@ impl Drop for Ns {
             rt.block_on(async {
                 if let Ok(conn) = Connection::connect(&url, ConnectionProperties::default()).await {
                     if let Ok(ch) = conn.create_channel().await {
-                        let _ = topology::delete_all(&ch, &names).await;
+                        for names in &all {
+                            let _ = topology::delete_all(&ch, names).await;
+                        }
                     }
                     let _ = conn.close(200, "test cleanup".into()).await;
                 }
@@ -315,6 +341,31 @@ pub async fn mock(rate_limit: u32) -> MockZego {
     )
     .await
     .expect("mock-zego binds a loopback port")
+}
+
+/// A mock serving [`APP_ID`] and [`APP_B`], each with its own secret and
+/// its own `rate` window, with these faults.
+pub async fn two_app_mock(rate: u32, faults: &[&str]) -> MockZego {
+    MockZego::start(
+        MockConfig {
+            app_id: APP_ID,
+            secret: Secret::new(SECRET),
+            apps: vec![kickq::mock_zego::MockApp {
+                app_id: APP_B,
+                secret: Secret::new(SECRET_B),
+            }],
+            rate_limit: rate,
+            faults: faults
+                .iter()
+                .map(|f| kickq::mock_zego::fault_syntax::parse_fault(f).unwrap())
+                .collect(),
+            clock_offset_secs: 0,
+            id_charset: kickq::job::IdCharset::Vendor,
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 /// Polls `f` every 50 ms until it returns true or `limit` passes.
