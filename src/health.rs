@@ -290,9 +290,17 @@ impl Health {
     /// Every reason the worker is not ready; empty when ready.
     pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
-        let named = self.shards.len() > 1 || self.shards.iter().any(|s| s.name != crate::config::shards::DEFAULT_SHARD);
+        let named = self.shards.len() > 1
+            || self
+                .shards
+                .iter()
+                .any(|s| s.name != crate::config::shards::DEFAULT_SHARD);
         for s in &self.shards {
-            let of = if named { format!(" (shard {})", s.name) } else { String::new() };
+            let of = if named {
+                format!(" (shard {})", s.name)
+            } else {
+                String::new()
+            };
             if !s.is_connected() {
                 why.push(format!("broker: not connected{of}"));
             }

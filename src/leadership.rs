@@ -19,7 +19,7 @@
 //!
 //! A new holder must not call before the previous holder's last window has
 //! passed, or the AppId's rate doubles for a second. The holder keeps one
-//! message in `{ns}.leader.state` (`x-max-length` 1): refreshed every
+//! message in `{ns}.leader.record` (`x-max-length` 1): refreshed every
 //! [`REFRESH_INTERVAL`] while active, and rewritten on a graceful release
 //! with the instant its rate window frees. [`takeover_hold`] turns what the
 //! successor finds there into the instant of its first call.

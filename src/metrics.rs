@@ -137,8 +137,14 @@ fn describe() {
     describe_counter!(ACK_FAILURES, "Acks that did not land");
     describe_counter!(RECONNECTS, "Reconnect attempts after a lost or failed broker session");
     describe_counter!(LEDGER_WRITES, "Ledger batch writes");
-    describe_gauge!(ACTIVE, "1 while this worker holds the shard's leadership lock, by shard");
-    describe_counter!(FORWARDED, "Jobs that reached a shard not serving their app, forwarded to the one that does, by that shard");
+    describe_gauge!(
+        ACTIVE,
+        "1 while this worker holds the shard's leadership lock, by shard"
+    );
+    describe_counter!(
+        FORWARDED,
+        "Jobs that reached a shard not serving their app, forwarded to the one that does, by that shard"
+    );
     describe_counter!(TAKEOVERS, "Leadership lock takeovers by hold reason");
     describe_gauge!(BUILD_INFO, "1, labelled with the build's version and git commit");
 }

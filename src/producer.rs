@@ -249,12 +249,14 @@ impl Producer {
         let channel = conn.create_channel().await.map_err(ProducerError::Connect)?;
         let declared = match &cfg.routing {
             Some(routing) => topology::declare_routing(&channel, &cfg.names, routing, cfg.delivery_limit).await,
-            None => topology::declare(&channel, &cfg.names, cfg.delivery_limit).await.map(|_| ()),
+            None => topology::declare(&channel, &cfg.names, cfg.delivery_limit)
+                .await
+                .map(|_| ()),
         };
         declared.map_err(|source| ProducerError::Topology {
-                namespace: cfg.names.namespace.clone(),
-                source,
-            })?;
+            namespace: cfg.names.namespace.clone(),
+            source,
+        })?;
         let _ = channel.close(200, "declared".into()).await;
         Ok(Producer { conn, publisher, cfg })
     }

@@ -336,7 +336,11 @@ impl<A: KickApi> Worker<A> {
         let gate = Gate::with_limits(cfg.apps.iter().map(|a| (a.app_id(), a.rate)), cfg.probe_interval);
         let shards = cfg.shards();
         let shard_names: Vec<&str> = shards.iter().map(ShardName::as_str).collect();
-        let health = Arc::new(Health::for_shards(gate.clone(), cfg.database_url.is_some(), &shard_names));
+        let health = Arc::new(Health::for_shards(
+            gate.clone(),
+            cfg.database_url.is_some(),
+            &shard_names,
+        ));
         let server_stop = CancellationToken::new();
         let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics_addr {
@@ -511,7 +515,10 @@ async fn run_loop<A: KickApi>(
     while let Some(ended) = running.join_next().await {
         let (part, err) = match ended {
             Ok(v) => v,
-            Err(e) => (RunSummary::default(), Some(WorkerError::Client(format!("a shard's task failed: {e}")))),
+            Err(e) => (
+                RunSummary::default(),
+                Some(WorkerError::Client(format!("a shard's task failed: {e}"))),
+            ),
         };
         add_tally(&mut summary.tally, part.tally);
         summary.reconnects += part.reconnects;

@@ -68,7 +68,12 @@ fn roles(status: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|s| (s["shard"].as_str().unwrap().to_owned(), s["role"].as_str().unwrap().to_owned()))
+                .map(|s| {
+                    (
+                        s["shard"].as_str().unwrap().to_owned(),
+                        s["role"].as_str().unwrap().to_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -91,7 +96,14 @@ fn config_file(ns: &Ns, mock: &MockZego, dir: &std::path::Path) -> String {
 }
 
 /// One `kickq run --shards <shards>` child with the config file.
-fn spawn_shard_worker(ns: &Ns, mock: &MockZego, config: &str, shards: &str, name: &str, port: u16) -> std::process::Child {
+fn spawn_shard_worker(
+    ns: &Ns,
+    mock: &MockZego,
+    config: &str,
+    shards: &str,
+    name: &str,
+    port: u16,
+) -> std::process::Child {
     let port = port.to_string();
     let name = format!("{}-{name}", ns.name());
     spawn_binary_worker(
@@ -124,15 +136,15 @@ async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
     let dir = std::env::temp_dir().join(format!("kickq-shards-kill-{}", std::process::id()));
     let config = config_file(&ns, &mock, &dir);
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
-    let mut w1 = spawn_shard_worker(&ns, &mock, &config, "eu", "w1", p1);
-    let mut w2 = spawn_shard_worker(&ns, &mock, &config, "us", "w2", p2);
+    let mut w1 = ChildGuard(spawn_shard_worker(&ns, &mock, &config, "eu", "w1", p1));
+    let mut w2 = ChildGuard(spawn_shard_worker(&ns, &mock, &config, "us", "w2", p2));
     let role_of = |port| async move { status(port).await.map(|s| roles(&s)).unwrap_or_default() };
     let active = |shard: &str| vec![(shard.to_owned(), "active".to_owned())];
     wait_for(Duration::from_secs(20), "w1 active for eu, w2 for us", || async {
         role_of(p1).await == active("eu") && role_of(p2).await == active("us")
     })
     .await;
-    let mut w3 = spawn_shard_worker(&ns, &mock, &config, "eu,us", "w3", p3);
+    let mut w3 = ChildGuard(spawn_shard_worker(&ns, &mock, &config, "eu,us", "w3", p3));
     let standby = vec![
         ("eu".to_owned(), "standby".to_owned()),
         ("us".to_owned(), "standby".to_owned()),
@@ -144,10 +156,18 @@ async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
     let broker = Broker::connect().await;
     for names in [&eu, &us] {
         for queue in [&names.requests, &names.bulk] {
-            assert_eq!(consumers(&broker, queue).await, 1, "{queue}: only the active worker consumes");
+            assert_eq!(
+                consumers(&broker, queue).await,
+                1,
+                "{queue}: only the active worker consumes"
+            );
         }
     }
-    assert_eq!(consumers(&broker, &ns.names.requests).await, 0, "no app is in the default shard");
+    assert_eq!(
+        consumers(&broker, &ns.names.requests).await,
+        0,
+        "no app is in the default shard"
+    );
 
     // 25 jobs a second for each app through the exchange, for 8 s; w1 dies at 3 s.
     let producer = Producer::connect_with(
@@ -169,7 +189,7 @@ async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
             producer.enqueue(job).await.unwrap();
         }
         if kill_ms.is_none() && started.elapsed() >= Duration::from_secs(3) {
-            w1.kill().unwrap();
+            w1.0.kill().unwrap();
             kill_ms = Some(mock_ms(&mock));
         }
         tokio::time::sleep_until((started + Duration::from_millis(40 * (i as u64 + 1))).into()).await;
@@ -182,7 +202,7 @@ async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
         kicked.len() >= 2 * per_app
     })
     .await;
-    let _ = w1.wait();
+    let _ = w1.0.wait();
     let s3 = status(p3).await.expect("w3 answers");
     assert_eq!(
         roles(&s3),
@@ -193,15 +213,24 @@ async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
         "w3 took eu only"
     );
     for child in [&w2, &w3] {
-        send_signal(child.id(), "TERM");
+        send_signal(child.0.id(), "TERM");
     }
-    let (s2, s3) = (w2.wait().unwrap(), w3.wait().unwrap());
+    let (s2, s3) = (w2.0.wait().unwrap(), w3.0.wait().unwrap());
     let _ = std::fs::remove_dir_all(&dir);
     assert!(s2.success() && s3.success(), "{s2:?} {s3:?}");
 
     let (a, b) = (arrivals(&mock, APP_ID), arrivals(&mock, APP_B));
-    let first_after = a.iter().copied().find(|t| *t > kill_ms).expect("eu calls after the kill");
-    let last_before = a.iter().copied().filter(|t| *t <= kill_ms).max().expect("eu calls before the kill");
+    let first_after = a
+        .iter()
+        .copied()
+        .find(|t| *t > kill_ms)
+        .expect("eu calls after the kill");
+    let last_before = a
+        .iter()
+        .copied()
+        .filter(|t| *t <= kill_ms)
+        .max()
+        .expect("eu calls before the kill");
     let handover = first_after - kill_ms;
     let us_gap = longest_gap(&b, kill_ms.saturating_sub(1000), publish_end_ms);
     eprintln!(
@@ -281,21 +310,32 @@ async fn a_job_in_the_wrong_shards_queue_is_forwarded_and_kicked_there() {
         consumers(&broker, &eu.requests).await == 1 && consumers(&broker, &us.requests).await == 1
     })
     .await;
-    let for_us = serde_json::to_vec(&serde_json::json!({"room_id": "us-room", "user_ids": ["u1"], "app_id": APP_B, "job_id": "fwd-1"})).unwrap();
+    let for_us = serde_json::to_vec(
+        &serde_json::json!({"room_id": "us-room", "user_ids": ["u1"], "app_id": APP_B, "job_id": "fwd-1"}),
+    )
+    .unwrap();
     let no_app = job("default-room", &["d1"], None);
     let unknown = br#"{"room_id":"nowhere","user_ids":["z"],"app_id":424242}"#.to_vec();
-    broker.publish_many(&eu.requests, &[for_us, no_app, unknown.clone()]).await;
+    broker
+        .publish_many(&eu.requests, &[for_us, no_app, unknown.clone()])
+        .await;
     broker.publish_raw(&eu.bulk, &job("bulk-room", &["b1"], None)).await;
-    wait_for(Duration::from_secs(15), "the forwarded jobs kicked, the unknown one dead", || async {
-        mock.kicked().len() >= 3 && broker.depth(&ns.names.dead).await == 1
-    })
+    wait_for(
+        Duration::from_secs(15),
+        "the forwarded jobs kicked, the unknown one dead",
+        || async { mock.kicked().len() >= 3 && broker.depth(&ns.names.dead).await == 1 },
+    )
     .await;
     let eu_summary = w_eu.stop().await;
     let us_summary = w_us.stop().await;
     let kicked: std::collections::BTreeMap<String, u32> =
         mock.kicked().into_iter().map(|k| (k.room_id, k.app_id)).collect();
     for room in ["us-room", "default-room", "bulk-room"] {
-        assert_eq!(kicked.get(room), Some(&APP_B), "{room} kicked with us's app: {kicked:?}");
+        assert_eq!(
+            kicked.get(room),
+            Some(&APP_B),
+            "{room} kicked with us's app: {kicked:?}"
+        );
     }
     assert_eq!(
         mock.calls().iter().filter(|c| c.app_id == Some(APP_ID)).count(),
@@ -414,5 +454,9 @@ async fn bad_credentials_of_one_shards_app_halt_that_app_only() {
             ("us".to_owned(), "active".to_owned())
         ]
     );
-    assert_eq!(broker.depth(&ns.names.dead).await, 0, "nothing dead-lettered for a halt");
+    assert_eq!(
+        broker.depth(&ns.names.dead).await,
+        0,
+        "nothing dead-lettered for a halt"
+    );
 }

@@ -1,5 +1,5 @@
 //! The leadership lock and record on the broker: taking `{ns}.leader` (exclusive, so `RESOURCE_LOCKED` means
-//! another connection holds it), reading and writing `{ns}.leader.state`, and releasing the lock.
+//! another connection holds it), reading and writing `{ns}.leader.record`, and releasing the lock.
 
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
 use crate::amqp::topology::Names;

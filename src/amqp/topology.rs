@@ -3,9 +3,9 @@
 //!
 //! ```text
 //! {ns}.leader        exclusive lock of the active worker's connection
-//! {ns}.leader.state  its one-message record for the next holder
+//! {ns}.leader.record its one-message record for the next holder (quorum)
 //! {ns}.dead.lock     exclusive lock of the connection running a `kickq dlq` pass
-//! {ns}.dead.lock.state  that pass's one-message record (when it started, who)
+//! {ns}.dead.lock.record  that pass's one-message record (when it started, who; quorum)
 //!
 //! producers ──> {ns}.requests ──(worker)──> API                     (the live lane)
 //!                  │   ▲    └─ delivery limit exceeded ──> {ns}.dead
@@ -165,9 +165,9 @@ impl Names {
             bulk: format!("{namespace}.bulk"),
             dead: format!("{namespace}.dead"),
             leader: format!("{namespace}.leader"),
-            leader_state: format!("{namespace}.leader.state"),
+            leader_state: format!("{namespace}.leader.record"),
             dead_lock: format!("{namespace}.dead.lock"),
-            dead_lock_state: format!("{namespace}.dead.lock.state"),
+            dead_lock_state: format!("{namespace}.dead.lock.record"),
             events: format!("{namespace}.events"),
             shard: crate::config::shards::DEFAULT_SHARD.to_owned(),
             jobs: format!("{namespace}.jobs"),
@@ -191,7 +191,10 @@ impl Names {
         if shard.is_default() {
             return base;
         }
-        let sharded = Names::new(&format!("{}.{shard}", self.namespace), &base.retry.iter().map(|(d, _)| *d).collect::<Vec<_>>());
+        let sharded = Names::new(
+            &format!("{}.{shard}", self.namespace),
+            &base.retry.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+        );
         Names {
             requests: sharded.requests,
             bulk: sharded.bulk,
@@ -301,12 +304,19 @@ pub fn retry_args(names: &Names, lane: Lane, delay: Duration) -> FieldTable {
     t
 }
 
-/// Arguments of `{ns}.leader.state` and `{ns}.dead.lock.state`: a classic
+/// Arguments of `{ns}.leader.record` and `{ns}.dead.lock.record`: a quorum
 /// queue that keeps only the newest record (a new one pushes the old out at
-/// the head).
+/// the head). Quorum, not classic: a durable classic queue is unusable while
+/// its one home node is down (`NOT_FOUND - home node ... is down`), which
+/// would stop every worker of a cluster that lost that node from starting a
+/// session; a quorum queue goes on with a majority of its members. (Until
+/// 0.1 these were the classic `{ns}.leader.state` and `{ns}.dead.lock.state`:
+/// new names, because a queue's type cannot change once declared. A
+/// successor that finds no record waits a full window, so an upgrade that
+/// mixes old and new workers is safe.)
 pub fn leader_state_args() -> FieldTable {
     let mut t = FieldTable::default();
-    t.insert("x-queue-type".into(), s("classic"));
+    t.insert("x-queue-type".into(), s("quorum"));
     t.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
     t.insert("x-overflow".into(), s("drop-head"));
     t
@@ -505,9 +515,9 @@ mod tests {
         assert_eq!(n.retry_for(99).0, Duration::from_secs(300));
         assert_eq!(n.all().len(), 19);
         assert_eq!(n.dead_lock, "kickq.dead.lock");
-        assert_eq!(n.dead_lock_state, "kickq.dead.lock.state");
+        assert_eq!(n.dead_lock_state, "kickq.dead.lock.record");
         assert_eq!(n.leader, "kickq.leader");
-        assert_eq!(n.leader_state, "kickq.leader.state");
+        assert_eq!(n.leader_state, "kickq.leader.record");
         assert_eq!(n.events, "kickq.events");
         assert!(!n.all().contains(&"kickq.events"), "an exchange, not a queue");
     }
@@ -521,7 +531,7 @@ mod tests {
         assert_eq!(eu.retry[0].1, "kickq.eu.retry.1s");
         assert_eq!(eu.bulk_retry[6].1, "kickq.eu.bulk.retry.300s");
         assert_eq!(eu.leader, "kickq.eu.leader");
-        assert_eq!(eu.leader_state, "kickq.eu.leader.state");
+        assert_eq!(eu.leader_state, "kickq.eu.leader.record");
         assert_eq!(eu.shard, "eu");
         for (shared, of_eu) in [
             (&n.dead, &eu.dead),
@@ -533,11 +543,18 @@ mod tests {
             assert_eq!(shared, of_eu);
         }
         assert_eq!(eu.jobs, "kickq.jobs");
-        assert_eq!(n.for_shard(&ShardName::default()), n, "the default shard is the unsharded names");
+        assert_eq!(
+            n.for_shard(&ShardName::default()),
+            n,
+            "the default shard is the unsharded names"
+        );
         assert_eq!(eu.for_shard(&ShardName::default()), n, "from any shard's names");
         let back = retry_args(&eu, Lane::Bulk, Duration::from_secs(1));
         assert_eq!(back.inner()["x-dead-letter-routing-key"], s("kickq.eu.bulk"));
-        assert_eq!(requests_args(&eu, 20).inner()["x-dead-letter-routing-key"], s("kickq.dead"));
+        assert_eq!(
+            requests_args(&eu, 20).inner()["x-dead-letter-routing-key"],
+            s("kickq.dead")
+        );
     }
 
     #[test]

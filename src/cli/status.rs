@@ -132,7 +132,11 @@ pub fn render(r: &Report) -> String {
                 .iter()
                 .map(|l| format!("shard {} {}", escape(&l.shard), state(l.held)))
                 .collect();
-            format!("namespace {}: leadership locks: {}\n\n", escape(&r.namespace), locks.join(", "))
+            format!(
+                "namespace {}: leadership locks: {}\n\n",
+                escape(&r.namespace),
+                locks.join(", ")
+            )
         }
     };
     let dash = || "-".to_owned();

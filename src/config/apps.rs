@@ -449,7 +449,10 @@ mod tests {
             // app 2's secret variable is unset: only serving us reads it.
             (Some(&["us"]), Err("secret_env names UNSET")),
             (None, Err("secret_env names UNSET")),
-            (Some(&["asia"]), Err("no app is in shard asia (--shards); the config's shards are default, eu, us")),
+            (
+                Some(&["asia"]),
+                Err("no app is in shard asia (--shards); the config's shards are default, eu, us"),
+            ),
         ];
         for (serve, want) in cases {
             let serve = serve.map(sh);
@@ -468,7 +471,10 @@ mod tests {
         assert_eq!(all.shard_of(1).unwrap().as_str(), "eu");
         assert_eq!(all.shard_of(3).unwrap().as_str(), "default");
         let bad = vec![in_shard("EU", entry(1, Some("GOOD"), false))];
-        assert!(routing(&bad).unwrap_err().to_string().contains("shard: \"EU\" is not a shard name"));
+        assert!(routing(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("shard: \"EU\" is not a shard name"));
         let apps = Apps::from_file_serving(&entries[..1], 50, "https://rtc-api.zego.im", env, None).unwrap();
         assert_eq!(apps.default_app(), Some(1), "one app is the default, as before");
         let eu = apps.of_shard(&ShardName::parse("eu").unwrap()).unwrap();

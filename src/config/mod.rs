@@ -202,7 +202,15 @@ pub fn redact_url(url: &str) -> String {
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| if p.contains("://") { redact_url(p) } else if p.contains('@') { "[unparseable url]".into() } else { p.to_owned() })
+            .map(|p| {
+                if p.contains("://") {
+                    redact_url(p)
+                } else if p.contains('@') {
+                    "[unparseable url]".into()
+                } else {
+                    p.to_owned()
+                }
+            })
             .collect::<Vec<_>>()
             .join(",");
     }
@@ -225,7 +233,10 @@ mod tests {
     #[test]
     fn a_broker_list_is_redacted_node_by_node() {
         let got = redact_url("amqp://u:pw1@h1:5701/%2f,amqp://u:pw2@h2:5702/%2f, h3:5703,u:pw3@h4");
-        assert!(!got.contains("pw1") && !got.contains("pw2") && !got.contains("pw3"), "{got}");
+        assert!(
+            !got.contains("pw1") && !got.contains("pw2") && !got.contains("pw3"),
+            "{got}"
+        );
         assert_eq!(
             got,
             "amqp://u:%5Bredacted%5D@h1:5701/%2f,amqp://u:%5Bredacted%5D@h2:5702/%2f,h3:5703,[unparseable url]"

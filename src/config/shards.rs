@@ -35,7 +35,9 @@ impl ShardName {
     pub fn parse(s: &str) -> Result<Self, BadShardName> {
         let ok = !s.is_empty()
             && s.len() <= MAX_SHARD_NAME
-            && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if ok {

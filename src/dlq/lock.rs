@@ -1,5 +1,5 @@
 //! The dead-letter pass lock: taking `{ns}.dead.lock` (exclusive, so `RESOURCE_LOCKED` means another
-//! connection runs a pass), the holder's record in `{ns}.dead.lock.state` (when it started, who), and what a
+//! connection runs a pass), the holder's record in `{ns}.dead.lock.record` (when it started, who), and what a
 //! second operator is told.
 
 use crate::amqp::headers::rfc3339;
@@ -94,7 +94,7 @@ async fn declare_state(channel: &Channel, names: &Names) -> Result<(), lapin::Er
 }
 
 /// Reads the holder's record without taking it: fetched unacked, handed back
-/// (a classic queue of one message: no order or delivery limit to mind).
+/// (a queue of one message, with no delivery limit: no order or limit to mind).
 async fn read_holder(conn: &Connection, names: &Names) -> Result<Holder, lapin::Error> {
     let ch = conn.create_channel().await?;
     declare_state(&ch, names).await?;

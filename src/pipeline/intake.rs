@@ -230,7 +230,7 @@ pub async fn run(cx: Context) -> IntakeEnd {
                             RouterInput::Forward {
                                 delivery: handle,
                                 body: delivery.data,
-                                properties: delivery.properties,
+                                properties: Box::new(delivery.properties),
                                 to,
                                 lane: cfg.lane,
                             }

@@ -509,7 +509,7 @@ impl Router {
         &mut self,
         delivery: Delivery,
         body: Vec<u8>,
-        properties: lapin::BasicProperties,
+        properties: Box<lapin::BasicProperties>,
         to: crate::config::shards::ShardName,
         lane: crate::amqp::topology::Lane,
     ) -> Result<(), PublishError> {

@@ -124,7 +124,7 @@ pub enum RouterInput {
         /// The original body bytes.
         body: Vec<u8>,
         /// The original properties (kept, but for the broker's delivery count).
-        properties: lapin::BasicProperties,
+        properties: Box<lapin::BasicProperties>,
         /// The shard that serves its app.
         to: crate::config::shards::ShardName,
         /// Its lane, kept.

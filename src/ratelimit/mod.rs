@@ -513,7 +513,6 @@ impl Gate {
         apps.iter().filter_map(|a| guard.apps.get(a)?.last_call()).max()
     }
 
-
     /// Waits for a token, or returns `None` at once if the AppId is halted:
     /// a caller that is not the coalescer (a split retry inside the
     /// dispatcher) must not spend the probe.
@@ -792,7 +791,11 @@ mod tests {
         let t0 = Instant::now();
         let gate = Gate::with_limits([(1, 50), (2, 50)], DEFAULT_PROBE_INTERVAL);
         gate.hold_apps_until(&[1], t0 + ms(500));
-        assert_eq!(gate.take(1, t0), Grant::Later(t0 + ms(500)), "held: its shard was taken over");
+        assert_eq!(
+            gate.take(1, t0),
+            Grant::Later(t0 + ms(500)),
+            "held: its shard was taken over"
+        );
         assert_eq!(gate.take(2, t0), Grant::Now, "another shard's app is not held");
         assert_eq!(gate.last_call_of(&[1]), None);
         assert_eq!(gate.last_call_of(&[1, 2]), Some(t0));

@@ -542,6 +542,17 @@ pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &s
     cmd.spawn().expect("spawn the kickq binary")
 }
 
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing
+/// test leaves no worker running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `kickq` with the namespace's broker settings and optional stdin.
 pub async fn kickq(ns: &Ns, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"));

@@ -1,0 +1,188 @@
+//! The broker as a three-node RabbitMQ cluster of the test's own (`tests/support/cluster.sh`, on ports of its own;
+//! the machine's broker on 5672 is left alone): a sweep, `kill -9` of the node that leads the live queue mid-sweep,
+//! and the worker on a node list carries on. Ignored by default (the cluster takes about 30 s to start): run with
+//! `cargo test --test cluster -- --ignored`, as `.ci/run` does.
+
+mod common;
+
+use common::*;
+use kickq::secret::Secret;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// AMQP ports base..base+2, distribution base+100.., management base+200..
+const BASE_PORT: u16 = 5741;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/cluster.sh")
+}
+
+/// A running cluster; stopped and removed on drop, even when the test fails.
+struct Cluster {
+    dir: PathBuf,
+    /// (node name, AMQP port).
+    nodes: Vec<(String, u16)>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("kickq-cluster-{}", std::process::id()));
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(&dir)
+            .arg(BASE_PORT.to_string())
+            .output()
+            .expect("run cluster.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let cluster = Cluster {
+            dir,
+            nodes: stdout
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split_whitespace();
+                    Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
+                })
+                .collect(),
+        };
+        assert!(
+            out.status.success() && cluster.nodes.len() == 3,
+            "cluster.sh start failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg(args[0])
+            .arg(&self.dir)
+            .arg(BASE_PORT.to_string())
+            .args(&args[1..])
+            .output()
+            .expect("run cluster.sh");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The node leading quorum queue `queue`, polled until one does.
+    fn leader(&self, queue: &str) -> String {
+        for _ in 0..30 {
+            let l = self.run(&["leader", queue]);
+            if !l.is_empty() {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("no leader for {queue}");
+    }
+
+    /// The node list, as `KICKQ_AMQP_URL` takes it: the first node as a
+    /// full URL, the others as host:port.
+    fn url(&self) -> String {
+        let mut url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.nodes[0].1);
+        for (_, port) in &self.nodes[1..] {
+            url.push_str(&format!(",127.0.0.1:{port}"));
+        }
+        url
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.run(&["stop"]);
+    }
+}
+
+/// The most of `times` (sorted, ms) inside any one-second window.
+fn busiest_second(times: &[u64]) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= 1000 {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+/// 5,000 users (one a job, 500 rooms) in the live queue of a three-node
+/// cluster; the worker is given the node list. Mid-sweep the node leading
+/// the live queue is killed with `kill -9`: nothing is lost, calls resume
+/// within 10 s, and no second goes over the limit.
+#[test]
+#[ignore = "starts a three-node RabbitMQ cluster of its own (about 30 s); run in the --ignored group"]
+fn killing_the_node_that_leads_the_live_queue_loses_nothing() {
+    let cluster = Cluster::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ns = Ns::new("cluster");
+        let mock = mock(50).await;
+        let url = cluster.url();
+        // The sweep, published through the node list (so the first node
+        // declares the queues and leads them).
+        let users = 5000;
+        let producer = kickq::producer::Producer::connect_with(
+            &Secret::new(url.clone()),
+            kickq::producer::ProducerConfig::new(ns.name()),
+        )
+        .await
+        .expect("the producer reaches the cluster");
+        let jobs = (0..users).map(|i| kickq::job::KickRequest::new(format!("room-{}", i % 500), [format!("user-{i}")]));
+        producer
+            .enqueue_many_to(kickq::producer::Lane::Live, jobs)
+            .await
+            .unwrap();
+        producer.close().await.unwrap();
+        let leader = cluster.leader(&ns.names.requests);
+        let mut worker = ChildGuard(spawn_binary_worker(
+            &ns,
+            &mock.base_url(),
+            50,
+            &[("KICKQ_AMQP_URL", url.as_str()), ("RUST_LOG", "kickq=info,warn")],
+        ));
+        wait_for(Duration::from_secs(30), "the sweep under way", || async { mock.calls().len() >= 150 }).await;
+        let killed = cluster.run(&["kill9", &leader]);
+        let kill_ms = mock.started().elapsed().as_millis() as u64;
+        assert!(!killed.is_empty(), "kill9 {leader} printed no pid");
+        wait_for(Duration::from_secs(120), "every user kicked", || async {
+            let kicked: std::collections::BTreeSet<String> = mock.kicked().into_iter().map(|k| k.user_id).collect();
+            kicked.len() >= users
+        })
+        .await;
+        let new_leader = cluster.leader(&ns.names.requests);
+        send_signal(worker.0.id(), "TERM");
+        let status = worker.0.wait().unwrap();
+        let calls: Vec<u64> = mock.calls().iter().map(|c| c.at_ms).collect();
+        let before = calls.iter().filter(|t| **t <= kill_ms).count();
+        let resumed = calls.iter().copied().find(|t| *t > kill_ms).expect("calls after the kill") - kill_ms;
+        let last_before = kill_ms - calls.iter().copied().filter(|t| *t <= kill_ms).max().unwrap();
+        let kicked = mock.kicked();
+        let distinct: std::collections::BTreeSet<&str> = kicked.iter().map(|k| k.user_id.as_str()).collect();
+        let counters = mock.counters();
+        eprintln!(
+            "cluster node loss: killed {leader} (leader of {}) after {before} calls; last call {last_before} ms before the kill, \
+             first call {resumed} ms after it; new leader {new_leader}; {} calls in all, busiest second {}, answers 206: {}; \
+             {} users kicked ({} kicks, {} duplicates)",
+            ns.names.requests,
+            calls.len(),
+            busiest_second(&calls),
+            counters.rate_limited,
+            distinct.len(),
+            kicked.len(),
+            kicked.len() - distinct.len(),
+        );
+        assert!(status.success(), "the worker stopped cleanly: {status:?}");
+        assert_ne!(new_leader, leader, "a surviving node leads the queue");
+        assert_eq!(distinct.len(), users, "nothing lost");
+        assert!(resumed <= 10_000, "calls resumed {resumed} ms after the node loss (target 10 s)");
+        assert!(busiest_second(&calls) <= 50, "a second over the limit: {}", busiest_second(&calls));
+        assert_eq!(counters.rate_limited, 0, "the mock answered 206");
+    });
+}
