@@ -22,25 +22,28 @@
 //! main.rs        the binary: calls cli::main, nothing else
 //! lib.rs         the public API and this map
 //! job.rs         KickRequest and its validation (worker, enqueue, producer API)
-//! config/        shared settings validated into types: mod.rs, file.rs (the config file), apps.rs (the apps served)
+//! config/        shared settings validated into types: mod.rs, file.rs (the config file), apps.rs (the apps served),
+//!                shards.rs (which shard serves each app, routing keys, where a misrouted job belongs)
 //! secret.rs      the credential wrapper whose Debug prints [redacted]
 //! zego/          sign, client, clients (one per AppId), codes: the vendor API, usable on its own
-//! worker.rs      `kickq run` as a library call: WorkerConfig, the run loop, reconnects
-//! pipeline/      one broker session of `kickq run`, a file per stage in flow order:
+//! worker.rs      `kickq run` as a library call: WorkerConfig, the run loop (one session loop per shard), reconnects
+//! pipeline/      one broker session of one shard of `kickq run`, a file per stage in flow order:
 //!   mod.rs         composition root: connections, channels, stage tasks, supervision, stop
 //!   lock.rs        take the leadership lock (standby until then), the takeover hold, release last
-//!   intake.rs      deliveries of each lane -> JobIn (decode, validate, select the app, expire, ledger skip)
+//!   intake.rs      deliveries of each lane -> JobIn (decode, validate, select the app, expire, ledger skip);
+//!                  another shard's job -> the router, to forward
 //!   coalescer.rs   the async loop around two coalesce::Coalescers (live first, then bulk); expires, spends tokens
 //!   slots.rs       call slots per app, handed to each call
 //!   dispatch.rs    chunks -> calls; reports each result to the gate
-//!   router.rs      outcomes -> acks, retries, dead letters, ledger rows, events (the only place that acks)
+//!   router.rs      outcomes -> acks, retries, dead letters, forwards, ledger rows, events (the only place that acks)
 //!   stage.rs       the messages between stages, and the ledger backpressure signal
 //!   monitor.rs     queue watchdog and progress line
 //! coalesce.rs    the pure Coalescer: groups, dedupe, which chunk next; no async, no metrics
 //! outcome/       the router's pure decisions: plan.rs (per user), book.rs (per delivery), event.rs (outcome events)
 //! ratelimit/     the per-AppId gate: window, spacing, slow-down, halt, chunk size; report/plan/take
 //! leadership.rs  the leadership record and the pure takeover hold
-//! amqp/          transport only: connect, topology, lock, publish with confirms, delivery, headers
+//! amqp/          transport only: connect (a node list), topology (shards, the jobs exchange), lock, publish with
+//!                confirms, delivery, headers
 //! ledger/        mod.rs (handle, pool, migrations), error.rs, rows.rs, write.rs, read.rs, prune.rs, tests.rs
 //! producer.rs    the producer API: connect, declare, enqueue confirmed jobs with stable ids
 //! bulk/          kickq enqueue --file: parse, validate, group, publish in order, checkpoint
@@ -50,7 +53,7 @@
 //! http_intake/   `kickq run`'s POST /v1/kicks: mod.rs (settings, listener), auth.rs (bearer tokens), limit.rs
 //!                (per-token rate cap), batch.rs (the body's jobs), idempotency.rs (keys: ledger or memory),
 //!                publisher.rs (its own confirmed broker connection), handler.rs (the endpoint)
-//! health.rs      what the worker reports (read only) and the /metrics, /healthz, /readyz, /status server
+//! health.rs      what the worker reports (read only; each shard's role) and the /metrics, /healthz, /readyz, /status server
 //! metrics.rs     every metric name and label
 //! table.rs       aligned plain-text tables for operator commands
 //! cli/           main (parse, logging, exit codes), one file per subcommand, settings.rs (the config file as clap

@@ -251,7 +251,7 @@ fn halt_fix(code: i64) -> &'static str {
 /// Runs every check and prints them; fails (exit 1) if any check failed.
 pub async fn run(args: CheckArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
     let mut checks = Vec::new();
-    checks.extend(broker_checks(&args).await);
+    checks.extend(broker_checks(&args, file).await);
     checks.push(database_check(args.database_url.as_deref()).await);
     checks.extend(api_checks(&args, file).await);
     if args.json {
@@ -267,7 +267,24 @@ pub async fn run(args: CheckArgs, file: Option<&ConfigFile>) -> anyhow::Result<(
     }
 }
 
-async fn broker_checks(args: &CheckArgs) -> Vec<Check> {
+async fn broker_checks(args: &CheckArgs, file: Option<&ConfigFile>) -> Vec<Check> {
+    // With shards in the config file, every shard's queues (the default
+    // shard's only if an app is in it).
+    let shards = match file
+        .filter(|f| !f.apps.is_empty())
+        .map(|f| crate::config::apps::routing(&f.apps))
+    {
+        Some(Ok(r)) => r.shards(),
+        Some(Err(e)) => {
+            return vec![Check::new(
+                "config",
+                Status::Fail,
+                e.to_string(),
+                Some("fix the config file's [[apps]]"),
+            )]
+        }
+        None => vec![crate::config::shards::ShardName::default()],
+    };
     let (url, names) = match args.broker.resolve() {
         Ok(v) => v,
         Err(e) => {
@@ -305,7 +322,7 @@ async fn broker_checks(args: &CheckArgs) -> Vec<Check> {
         }
     };
     let mut checks = vec![Check::new("broker", Status::Ok, format!("connected to {shown}"), None)];
-    for (name, expected) in expected_queues(&names, args.delivery_limit) {
+    for (name, expected) in expected_queues(&names, &shards, args.delivery_limit) {
         checks.push(queue_check(&conn, &name, expected).await);
     }
     if let Some(base) = &args.management_url {
@@ -316,20 +333,31 @@ async fn broker_checks(args: &CheckArgs) -> Vec<Check> {
     checks
 }
 
-/// Every durable queue of the namespace with the arguments kickq declares it with.
-fn expected_queues(names: &Names, delivery_limit: u32) -> Vec<(String, FieldTable)> {
-    let mut v = vec![
-        (names.requests.clone(), topology::requests_args(names, delivery_limit)),
-        (names.dead.clone(), topology::dead_args()),
-        (names.leader_state.clone(), topology::leader_state_args()),
-        (names.dead_lock_state.clone(), topology::leader_state_args()),
-    ];
-    for (delay, name) in &names.retry {
-        v.push((name.clone(), topology::retry_args(names, Lane::Live, *delay)));
-    }
-    v.push((names.bulk.clone(), topology::requests_args(names, delivery_limit)));
-    for (delay, name) in &names.bulk_retry {
-        v.push((name.clone(), topology::retry_args(names, Lane::Bulk, *delay)));
+/// Every durable queue of the namespace (each shard's lanes and record)
+/// with the arguments kickq declares it with.
+fn expected_queues(
+    names: &Names,
+    shards: &[crate::config::shards::ShardName],
+    delivery_limit: u32,
+) -> Vec<(String, FieldTable)> {
+    let mut v = Vec::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let names = &names.for_shard(shard);
+        v.push((names.requests.clone(), topology::requests_args(names, delivery_limit)));
+        if i == 0 {
+            v.push((names.dead.clone(), topology::dead_args()));
+        }
+        v.push((names.leader_state.clone(), topology::leader_state_args()));
+        if i == 0 {
+            v.push((names.dead_lock_state.clone(), topology::leader_state_args()));
+        }
+        for (delay, name) in &names.retry {
+            v.push((name.clone(), topology::retry_args(names, Lane::Live, *delay)));
+        }
+        v.push((names.bulk.clone(), topology::requests_args(names, delivery_limit)));
+        for (delay, name) in &names.bulk_retry {
+            v.push((name.clone(), topology::retry_args(names, Lane::Bulk, *delay)));
+        }
     }
     v
 }

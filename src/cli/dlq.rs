@@ -169,8 +169,33 @@ struct ActOptions {
     confirm: ConfirmArgs,
 }
 
+/// With shards in the config file: each app's (and the default app's) queue
+/// of `lane` in its shard, so a replay goes straight to the shard that
+/// serves the letter's app.
+fn shard_queues(
+    file: Option<&crate::config::file::ConfigFile>,
+    names: &crate::amqp::topology::Names,
+    lane: crate::amqp::topology::Lane,
+) -> anyhow::Result<Vec<(Option<u32>, String)>> {
+    let Some(file) = file.filter(|f| !f.apps.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let routing = crate::config::apps::routing(&file.apps)?;
+    if !routing.is_sharded() {
+        return Ok(Vec::new());
+    }
+    let mut v: Vec<(Option<u32>, String)> = routing
+        .iter()
+        .map(|(app, shard)| (Some(app), names.for_shard(shard).queue(lane).to_owned()))
+        .collect();
+    if let Some(shard) = routing.shard_for(None) {
+        v.push((None, names.for_shard(shard).queue(lane).to_owned()));
+    }
+    Ok(v)
+}
+
 /// Runs `kickq dlq`.
-pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
+pub async fn run(args: DlqArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
     match args.command {
         DlqCommand::List(a) => list(a).await,
         DlqCommand::Replay(a) => {
@@ -178,6 +203,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             let action = Action::Replay {
                 to: names.queue(a.lane).to_owned(),
                 rate: a.rate,
+                by_app: shard_queues(file, &names, a.lane)?,
             };
             let opts = ActOptions {
                 limit: a.limit,

@@ -211,7 +211,7 @@ pub fn main() -> ExitCode {
             Command::Demo(a) => crate::cli::demo::run(a).await,
             Command::Run(a) => crate::cli::run::run(*a, file.as_ref()).await,
             Command::Enqueue(a) => crate::cli::enqueue::run(*a, file.as_ref()).await,
-            Command::Dlq(a) => crate::cli::dlq::run(a).await,
+            Command::Dlq(a) => crate::cli::dlq::run(a, file.as_ref()).await,
             Command::Events(a) => crate::cli::events::run(a).await,
             Command::MockZego(a) => crate::cli::mock_zego::run(a).await,
             Command::Migrate(a) => crate::cli::migrate::run(a).await,

@@ -74,10 +74,19 @@ pub(crate) fn render(cfg: &WorkerConfig) -> String {
                 "default".into(),
                 toml::Value::Boolean(cfg.apps.default_app() == Some(a.app_id())),
             );
+            if !a.shard.is_default() {
+                app.insert("shard".into(), s(a.shard.as_str()));
+            }
             toml::Value::Table(app)
         })
         .collect();
     t.insert("apps".into(), toml::Value::Array(apps));
+    // The shards this worker serves, when any is named (the apps above are
+    // theirs; the config's other shards' apps are not served here).
+    if cfg.shards().iter().any(|s| !s.is_default()) {
+        let shards = cfg.shards().iter().map(|x| s(x.as_str())).collect();
+        t.insert("shards".into(), toml::Value::Array(shards));
+    }
     let body = toml::to_string(&t).expect("a table of strings, numbers and arrays always serializes");
     format!("# kickq run --print-config: merged from the config file, the environment and the flags; secrets redacted\n{body}")
 }

@@ -142,6 +142,14 @@ pub async fn peek_until(
     (peeked, report.end)
 }
 
+/// Where a replayed letter goes: its app's shard queue when the letter's
+/// job could be read and its app (or, naming none, the default app) is
+/// listed, else `to`.
+pub fn replay_queue<'a>(to: &'a str, by_app: &'a [(Option<u32>, String)], app: Option<Option<u32>>) -> &'a str {
+    app.and_then(|a| by_app.iter().find(|(k, _)| *k == a))
+        .map_or(to, |(_, q)| q.as_str())
+}
+
 async fn get(ch: &Channel, queue: &str) -> Result<Option<lapin::message::BasicGetMessage>, lapin::Error> {
     ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await
 }
@@ -155,6 +163,10 @@ pub enum Action {
         to: String,
         /// Most replays per second; `None` for as fast as confirms allow.
         rate: Option<f64>,
+        /// With shards: the lane's queue of the shard that serves each app
+        /// (`None`: the default app, for a job naming none). A letter whose
+        /// app is listed goes there; any other to `to`.
+        by_app: Vec<(Option<u32>, String)>,
     },
     /// Remove it.
     Purge,
@@ -363,17 +375,19 @@ async fn pass(
         report.examined += 1;
         let d = m.delivery;
         let letter = Letter::read(report.examined, &d.data, d.properties.headers().as_ref());
+        let app = letter.job.as_ref().map(|j| j.app_id);
         let matches = cfg.filter.matches(&letter);
         report.matched += u64::from(matches);
         on_letter(letter, matches);
         let take = act && !limit_reached && matches;
         let sent = match (&cfg.action, take) {
             (Action::Purge, true) => Ok(None),
-            (Action::Replay { to, .. }, true) => {
+            (Action::Replay { to, by_app, .. }, true) => {
                 if let Some(spacing) = spacing {
                     next_replay = Some(Instant::now() + spacing);
                 }
                 let props = replay_properties(&d.properties, Utc::now());
+                let to = replay_queue(to, by_app, app);
                 publisher.send(to, &d.data, props).await.map(Some)
             }
             (_, false) => publisher
@@ -447,6 +461,27 @@ async fn settle(flight: Option<Flight>, report: &mut SweepReport) -> Result<(), 
         report.kept += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod replay_queue_tests {
+    use super::replay_queue;
+
+    #[test]
+    fn a_replay_goes_to_its_apps_shard_by_table() {
+        let by_app = vec![(Some(1), "k.eu.bulk".to_owned()), (None, "k.us.bulk".to_owned())];
+        // (the letter's job: unreadable, or its app_id), where it goes
+        let cases: &[(Option<Option<u32>>, &str)] = &[
+            (Some(Some(1)), "k.eu.bulk"),
+            (Some(None), "k.us.bulk"),
+            (Some(Some(9)), "k.bulk"),
+            (None, "k.bulk"),
+        ];
+        for (app, want) in cases {
+            assert_eq!(replay_queue("k.bulk", &by_app, *app), *want, "{app:?}");
+        }
+        assert_eq!(replay_queue("k.bulk", &[], Some(Some(1))), "k.bulk", "no shards");
+    }
 }
 
 #[cfg(test)]

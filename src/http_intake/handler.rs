@@ -30,6 +30,22 @@ pub(crate) struct Intake {
     pub(crate) limits: Limits,
     pub(crate) max_bytes: usize,
     pub(crate) key_locks: Vec<tokio::sync::Mutex<()>>,
+    /// With shards: which shard serves each app. A job whose app no shard
+    /// serves is refused (400) rather than returned by the broker, which a
+    /// client would see as a 503 and retry for ever.
+    pub(crate) routing: Option<crate::config::shards::Routing>,
+}
+
+/// The first job (by index) whose app no shard serves, with that app.
+pub(crate) fn unrouted(
+    routing: Option<&crate::config::shards::Routing>,
+    jobs: &[crate::job::KickRequest],
+) -> Option<(usize, Option<u32>)> {
+    let routing = routing?;
+    jobs.iter()
+        .enumerate()
+        .find(|(_, j)| routing.shard_for(j.app_id).is_none())
+        .map(|(i, j)| (i, j.app_id))
 }
 
 /// A refusal: the status, the `{"error": ...}` body, and maybe a `Retry-After`.
@@ -115,6 +131,13 @@ pub(crate) async fn post_kicks(
             return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
     };
+    if let Some((index, app)) = unrouted(s.routing.as_ref(), &jobs) {
+        let error = match app {
+            Some(a) => format!("job {index}: no shard of this deployment serves app_id {a}"),
+            None => format!("job {index}: it names no app_id and this deployment has no default app"),
+        };
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": error, "index": index }))).into_response();
+    }
     let Some(key) = key else {
         return publish(&s, lane, jobs).await.map_or_else(|r| r, accepted);
     };
@@ -209,6 +232,23 @@ pub(crate) async fn openapi() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_no_shard_serves_is_found_by_index() {
+        use crate::config::shards::{Routing, ShardName};
+        let eu = ShardName::parse("eu").unwrap();
+        let with_default = Routing::new([(1, eu.clone())], Some(1));
+        let no_default = Routing::new([(1, eu)], None);
+        let job = |app: Option<u32>| crate::job::KickRequest {
+            app_id: app,
+            ..crate::job::KickRequest::new("r", ["u"])
+        };
+        let jobs = [job(Some(1)), job(None), job(Some(7))];
+        assert_eq!(unrouted(None, &jobs), None, "no shards: the worker judges");
+        assert_eq!(unrouted(Some(&with_default), &jobs), Some((2, Some(7))));
+        assert_eq!(unrouted(Some(&no_default), &jobs), Some((1, None)));
+        assert_eq!(unrouted(Some(&with_default), &jobs[..2]), None);
+    }
 
     #[test]
     fn lanes_by_table() {

@@ -111,6 +111,7 @@ pub(crate) async fn bind(
         limiter: limit::Limiter::new(cfg.rate),
         store,
         limits: producer.limits,
+        routing: producer.routing.clone(),
         publisher: publisher::IntakePublisher::new(amqp_url, producer),
         max_bytes: cfg.max_bytes,
         key_locks: (0..idempotency::KEY_LOCKS)
