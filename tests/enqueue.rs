@@ -223,6 +223,23 @@ async fn enqueue_reads_stdin() {
     assert!(got[0].1.as_deref().unwrap().starts_with("stdin-"), "{got:?}");
 }
 
+/// With `--format` given nothing detects the format, so nothing rewound the
+/// spooled stdin: it was read from its end, 0 lines, and the run failed
+/// with "the input changed" (seen while writing the shards tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_reads_stdin_with_a_format_given() {
+    let ns = Ns::new("enq-stdin-fmt");
+    let input = b"{\"room_id\":\"r1\",\"user_ids\":[\"u1\"]}\n{\"room_id\":\"r1\",\"user_ids\":[\"u2\"]}\n";
+    let out = kickq(&ns, &["enqueue", "--file", "-", "--format", "jsonl"], &[], Some(input)).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("lines 2:"), "{stdout}");
+    let broker = Broker::connect().await;
+    let got = published(&broker, &ns).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0.user_ids, vec!["u1", "u2"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_line_publishes_nothing_unless_skipped() {
     let ns = Ns::new("enq-bad");

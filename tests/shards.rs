@@ -460,3 +460,130 @@ async fn bad_credentials_of_one_shards_app_halt_that_app_only() {
         "nothing dead-lettered for a halt"
     );
 }
+
+/// The command line with shards in the config file: `enqueue` routes by app
+/// through `{ns}.jobs` (and refuses an app no shard serves, storing nothing);
+/// `status` lists every shard's queues and lock; `run --print-config
+/// --shards eu` needs only eu's secret and prints the shard; `dlq replay`
+/// sends a letter to its app's shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_routes_by_shard() {
+    let ns = Ns::new("shards-cli");
+    let eu = ns.shard("eu");
+    let us = ns.shard("us");
+    let mock = two_app_mock(50, &[]).await;
+    let dir = std::env::temp_dir().join(format!("kickq-shards-cli-{}", std::process::id()));
+    let config = config_file(&ns, &mock, &dir);
+    let with_config = |args: &[&str]| {
+        let mut v = vec!["--config", config.as_str()];
+        v.extend_from_slice(args);
+        v.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>, env: Vec<(&'static str, &'static str)>, stdin: Option<Vec<u8>>| {
+        let ns = &ns;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kickq(ns, &args, &env, stdin.as_deref()).await
+        }
+    };
+    let lines = format!(
+        "{{\"room_id\":\"eu-r\",\"user_ids\":[\"e1\"],\"app_id\":{APP_ID}}}\n{{\"room_id\":\"us-r\",\"user_ids\":[\"u1\"],\"app_id\":{APP_B}}}\n"
+    );
+    let jobs_file = dir.join("jobs.jsonl");
+    std::fs::write(&jobs_file, lines).unwrap();
+    let jobs_path = jobs_file.display().to_string();
+    let out = run(with_config(&["enqueue", "--file", &jobs_path]), vec![], None).await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = run(
+        with_config(&["enqueue", "--room", "no-app", "--user", "d1"]),
+        vec![],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let broker = Broker::connect().await;
+    for (queue, want) in [(&eu.bulk, 1), (&us.bulk, 1), (&us.requests, 1), (&eu.requests, 0)] {
+        assert_eq!(broker.depth(queue).await, want, "{queue}");
+    }
+    let unknown = "{\"room_id\":\"x\",\"user_ids\":[\"z\"],\"app_id\":424242}\n";
+    let unknown_file = dir.join("unknown.jsonl");
+    std::fs::write(&unknown_file, unknown).unwrap();
+    let unknown_path = unknown_file.display().to_string();
+    let out = run(
+        with_config(&["enqueue", "--file", &unknown_path, "--lane", "live"]),
+        vec![],
+        None,
+    )
+    .await;
+    let (_, err) = text(&out);
+    assert!(!out.status.success(), "an app no shard serves is refused");
+    assert!(
+        err.contains("no queue took the message") && err.contains("live.424242"),
+        "{err}"
+    );
+    assert_eq!(
+        (broker.depth(&eu.requests).await, broker.depth(&us.requests).await),
+        (0, 1),
+        "stored nowhere"
+    );
+
+    let out = run(with_config(&["status", "--json", "--metrics-addr", "0"]), vec![], None).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let leaders: Vec<&str> = report["leaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["shard"].as_str().unwrap())
+        .collect();
+    assert_eq!(leaders, ["eu", "us"]);
+    let queues: Vec<&str> = report["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["queue"].as_str().unwrap())
+        .collect();
+    for q in [&eu.requests, &eu.bulk, &us.requests, &ns.names.dead] {
+        assert!(queues.contains(&q.as_str()), "{q} in {queues:?}");
+    }
+
+    let out = run(
+        with_config(&["run", "--print-config", "--shards", "eu"]),
+        vec![("KQ_TEST_SHARD_SECRET_EU", SECRET)],
+        None,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "us's secret is not needed to serve eu: {stderr}");
+    assert!(
+        stdout.contains("shard = \"eu\"") && stdout.contains("shards = [\"eu\"]"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(&APP_B.to_string()),
+        "us's app is not served here: {stdout}"
+    );
+    let out = run(
+        with_config(&["run", "--print-config", "--shards", "asia"]),
+        vec![("KQ_TEST_SHARD_SECRET_EU", SECRET)],
+        None,
+    )
+    .await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no app is in shard asia"), "{stderr}");
+
+    let letter = format!("{{\"room_id\":\"replayed\",\"user_ids\":[\"r1\"],\"app_id\":{APP_ID}}}");
+    broker.publish_raw(&ns.names.dead, letter.as_bytes()).await;
+    let out = run(
+        with_config(&["dlq", "replay", "--room", "replayed", "--yes"]),
+        vec![],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(broker.depth(&eu.bulk).await, 2, "the letter went to eu's bulk lane");
+    assert_eq!(broker.depth(&ns.names.dead).await, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -331,6 +331,8 @@ fn open_input(path: &Path) -> anyhow::Result<(String, std::fs::File)> {
         // Unlinked at once: the open file lives until the run ends, whatever happens.
         let _ = std::fs::remove_file(&spool);
         std::io::copy(&mut std::io::stdin().lock(), &mut file).context("reading stdin")?;
+        // Read from the start: with --format given nothing else rewinds it.
+        rewind(&mut file)?;
         return Ok(("stdin".into(), file));
     }
     let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
