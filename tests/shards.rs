@@ -13,7 +13,7 @@ use kickq::job::KickRequest;
 use kickq::mock_zego::MockZego;
 use kickq::producer::{Producer, ProducerConfig};
 use kickq::secret::Secret;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A secret the mock does not hold for APP_ID: calls signed with it answer 100000005.
 const WRONG: &str = "ffffffffffffffffffffffffffffffff";
@@ -58,6 +58,7 @@ fn free_port() -> u16 {
 
 /// `/status` of a child worker, as JSON (`None` while it does not answer).
 async fn status(port: u16) -> Option<serde_json::Value> {
+    kickq::zego::install_crypto_provider();
     let r = reqwest::get(format!("http://127.0.0.1:{port}/status")).await.ok()?;
     serde_json::from_str(&r.text().await.ok()?).ok()
 }
@@ -124,9 +125,10 @@ fn spawn_shard_worker(
 }
 
 /// Three workers over two shards: w1 serves eu, w2 serves us, w3 both (the
-/// hot standby of each). Each shard has exactly one active worker. Jobs of
-/// both apps go through the `{ns}.jobs` exchange at 25/s each; `kill -9` of
-/// w1 hands eu to w3 within 2 s, while us never pauses; nothing is lost.
+/// hot standby of each). Each shard has exactly one active worker. A
+/// backlog of both apps goes through the `{ns}.jobs` exchange; `kill -9` of
+/// w1 mid-backlog hands eu to w3 within 2 s, while us never pauses (its
+/// calls go on at 50/s); nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
     let ns = Ns::new("shards-kill");
@@ -169,34 +171,41 @@ async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
         "no app is in the default shard"
     );
 
-    // 25 jobs a second for each app through the exchange, for 8 s; w1 dies at 3 s.
+    // A backlog of 400 one-user jobs in rooms of their own for each app,
+    // through the exchange: 8 s of calls at 50/s each, so both workers call
+    // at the full rate whatever the publisher does. w1 dies 3 s in.
     let producer = Producer::connect_with(
         &Secret::new(amqp_url()),
         ProducerConfig {
             routing: Some(routing()),
+            // The test's delays: the namespace's cleanup deletes these queues.
+            names: ns.names.clone(),
             ..ProducerConfig::new(ns.name())
         },
     )
     .await
     .unwrap();
-    let per_app = 200;
-    let started = Instant::now();
-    let mut kill_ms = None;
+    let per_app = 400;
+    let mut jobs = Vec::new();
     for i in 0..per_app {
         for (app, tag) in [(APP_ID, "eu"), (APP_B, "us")] {
             let mut job = KickRequest::new(format!("{tag}-room-{i}"), [format!("{tag}-user-{i}")]);
             job.app_id = Some(app);
-            producer.enqueue(job).await.unwrap();
+            jobs.push(job);
         }
-        if kill_ms.is_none() && started.elapsed() >= Duration::from_secs(3) {
-            w1.0.kill().unwrap();
-            kill_ms = Some(mock_ms(&mock));
-        }
-        tokio::time::sleep_until((started + Duration::from_millis(40 * (i as u64 + 1))).into()).await;
     }
-    let publish_end_ms = mock_ms(&mock);
-    let kill_ms = kill_ms.expect("w1 was killed mid-run");
+    producer
+        .enqueue_many_to(kickq::producer::Lane::Live, jobs)
+        .await
+        .unwrap();
     producer.close().await.unwrap();
+    wait_for(Duration::from_secs(10), "both apps calling", || async {
+        !arrivals(&mock, APP_ID).is_empty() && !arrivals(&mock, APP_B).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    w1.0.kill().unwrap();
+    let kill_ms = mock_ms(&mock);
     wait_for(Duration::from_secs(30), "every job of both apps kicked", || async {
         let kicked = mock.kicked();
         kicked.len() >= 2 * per_app
@@ -232,10 +241,12 @@ async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
         .max()
         .expect("eu calls before the kill");
     let handover = first_after - kill_ms;
-    let us_gap = longest_gap(&b, kill_ms.saturating_sub(1000), publish_end_ms);
+    // us's calls from a second before the kill to 2 s after it: its
+    // backlog lasts longer, so a pause there is the worker's.
+    let us_gap = longest_gap(&b, kill_ms.saturating_sub(1000), kill_ms + 2000);
     eprintln!(
         "shard handover: eu's last call {} ms before the kill, first call {handover} ms after it (w3); \
-         us's longest gap between calls from 1 s before the kill to the last publish: {us_gap} ms; \
+         us's longest gap between calls from 1 s before the kill to 2 s after it: {us_gap} ms; \
          calls eu {} us {}, kicked {}",
         kill_ms - last_before,
         a.len(),
@@ -402,6 +413,7 @@ async fn bad_credentials_of_one_shards_app_halt_that_app_only() {
     })
     .await;
     let took = mock_ms(&mock) - t0;
+    kickq::zego::install_crypto_provider();
     let status: serde_json::Value = serde_json::from_str(
         &reqwest::get(format!("http://{metrics}/status"))
             .await
