@@ -420,6 +420,10 @@ pub fn active(shard: &str, on: bool) {
 /// A served shard's series exist from the start (standby until its lock).
 pub fn register_shard(shard: &str) {
     gauge!(ACTIVE, "shard" => shard.to_owned()).set(0.0);
+}
+
+/// The forward counter of a shard of the deployment exists from the start.
+pub fn register_forwarded(shard: &str) {
     counter!(FORWARDED, "shard" => shard.to_owned()).increment(0);
 }
 
@@ -443,6 +447,7 @@ mod tests {
         // The worker registers each configured app at start.
         register_app(1234567890, 50);
         register_shard("default");
+        register_forwarded("default");
         let rendered = handle.render();
         let series: Vec<&str> = rendered.lines().filter(|l| !l.starts_with('#')).collect();
         for name in [

@@ -266,6 +266,11 @@ impl Producer {
         self.conn.status().connected()
     }
 
+    /// Whether jobs go through `{ns}.jobs` by app (the config has shards).
+    pub fn routes_by_shard(&self) -> bool {
+        self.cfg.routing.is_some()
+    }
+
     /// The queue names this producer publishes to.
     pub fn names(&self) -> &Names {
         &self.cfg.names

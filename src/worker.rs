@@ -351,6 +351,10 @@ impl<A: KickApi> Worker<A> {
             for shard in &shards {
                 crate::metrics::register_shard(shard.as_str());
             }
+            // Forwards go to any shard of the deployment, served here or not.
+            for shard in cfg.routing().shards() {
+                crate::metrics::register_forwarded(shard.as_str());
+            }
             let stop = server_stop.clone();
             let (local, serve) =
                 crate::health::bind(addr, health.clone(), handle, async move { stop.cancelled().await })

@@ -52,19 +52,6 @@ fn arrivals(mock: &MockZego, app: u32) -> Vec<u64> {
         .collect()
 }
 
-/// The most of `times` (sorted, ms) inside any one-second window.
-fn busiest_second(times: &[u64]) -> usize {
-    let mut best = 0;
-    let mut lo = 0;
-    for hi in 0..times.len() {
-        while times[hi] - times[lo] >= 1000 {
-            lo += 1;
-        }
-        best = best.max(hi - lo + 1);
-    }
-    best
-}
-
 fn kicked_of(mock: &MockZego, prefix: &str) -> usize {
     mock.kicked().iter().filter(|k| k.room_id.starts_with(prefix)).count()
 }

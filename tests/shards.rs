@@ -241,11 +241,15 @@ async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
         .max()
         .expect("eu calls before the kill");
     let handover = first_after - kill_ms;
+    // A call w1 sent just before the kill may land after it: the handover
+    // is the longest pause in eu's calls around the kill, which holds the
+    // takeover's one-window hold.
+    let eu_gap = longest_gap(&a, kill_ms.saturating_sub(1000), kill_ms + 3000);
     // us's calls from a second before the kill to 2 s after it: its
     // backlog lasts longer, so a pause there is the worker's.
     let us_gap = longest_gap(&b, kill_ms.saturating_sub(1000), kill_ms + 2000);
     eprintln!(
-        "shard handover: eu's last call {} ms before the kill, first call {handover} ms after it (w3); \
+        "shard handover: eu's last call {} ms before the kill, first call {handover} ms after it (w3), longest eu pause {eu_gap} ms; \
          us's longest gap between calls from 1 s before the kill to 2 s after it: {us_gap} ms; \
          calls eu {} us {}, kicked {}",
         kill_ms - last_before,
@@ -254,6 +258,10 @@ async fn a_killed_shard_worker_hands_only_its_shard_to_the_standby() {
         mock.kicked().len()
     );
     assert!(handover <= 2000, "eu resumed {handover} ms after the kill (target 2 s)");
+    assert!(
+        (1000..=2000).contains(&eu_gap),
+        "eu's longest pause around the kill was {eu_gap} ms: the handover (with its one-window hold) must be in it, and at most 2 s"
+    );
     assert!(us_gap <= 500, "us paused {us_gap} ms around eu's handover");
     let kicked: std::collections::BTreeSet<String> = mock.kicked().into_iter().map(|k| k.user_id).collect();
     for i in 0..per_app {
@@ -331,10 +339,25 @@ async fn a_job_in_the_wrong_shards_queue_is_forwarded_and_kicked_there() {
         .publish_many(&eu.requests, &[for_us, no_app, unknown.clone()])
         .await;
     broker.publish_raw(&eu.bulk, &job("bulk-room", &["b1"], None)).await;
+    // A job already forwarded 3 times (workers disagreeing on its shard) is
+    // dead-lettered rather than handed on again.
+    let looping =
+        serde_json::to_vec(&serde_json::json!({"room_id": "loop-room", "user_ids": ["l1"], "app_id": APP_B})).unwrap();
+    let mut forwarded = lapin::types::FieldTable::default();
+    forwarded.insert("kickq-forwards".into(), lapin::types::AMQPValue::LongLongInt(3));
+    broker
+        .publisher
+        .publish(
+            &eu.requests,
+            &looping,
+            kickq::testkit::publish::persistent_json(None, forwarded),
+        )
+        .await
+        .unwrap();
     wait_for(
         Duration::from_secs(15),
-        "the forwarded jobs kicked, the unknown one dead",
-        || async { mock.kicked().len() >= 3 && broker.depth(&ns.names.dead).await == 1 },
+        "the forwarded jobs kicked, the unknown and the looping one dead",
+        || async { mock.kicked().len() >= 3 && broker.depth(&ns.names.dead).await == 2 },
     )
     .await;
     let eu_summary = w_eu.stop().await;
@@ -356,12 +379,18 @@ async fn a_job_in_the_wrong_shards_queue_is_forwarded_and_kicked_there() {
     assert_eq!(eu_summary.tally.forwarded, 3, "{eu_summary:?}");
     assert_eq!(us_summary.tally.forwarded, 0, "{us_summary:?}");
     let dead = broker.drain(&ns.names.dead).await;
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].0, unknown, "only the unknown app's job, verbatim");
-    assert_eq!(
-        dead_info(&dead[0].1).error,
-        kickq::testkit::headers::DeadError::UnknownApp
-    );
+    assert_eq!(dead.len(), 2);
+    let of = |body: &[u8]| {
+        dead.iter()
+            .find(|(b, _)| b.as_slice() == body)
+            .map(|(_, p)| dead_info(p))
+    };
+    let unknown_info = of(&unknown).expect("the unknown app's job, verbatim");
+    assert_eq!(unknown_info.error, kickq::testkit::headers::DeadError::UnknownApp);
+    let loop_info = of(&looping).expect("the looping job, verbatim");
+    assert_eq!(loop_info.error, kickq::testkit::headers::DeadError::UnknownApp);
+    assert!(loop_info.detail.contains("forwarded 3 times"), "{}", loop_info.detail);
+    assert!(!mock.kicked().iter().any(|k| k.room_id == "loop-room"));
     for q in [&eu.requests, &eu.bulk, &us.requests, &us.bulk] {
         assert_eq!(broker.depth(q).await, 0, "{q} drained");
     }

@@ -53,6 +53,13 @@ pub fn nodes(url: &str) -> Vec<String> {
     out
 }
 
+/// Whether a comma-separated list has an entry after the first with user
+/// info but no scheme (`amqp://u:12,34@h`): a password with a raw comma,
+/// which would be taken for two nodes.
+pub fn has_split_password(url: &str) -> bool {
+    url.split(',').skip(1).any(|p| p.contains('@') && !p.contains("://"))
+}
+
 /// `host:port` of a node URL, for logs and errors (never the password).
 pub fn host_of(url: &str) -> String {
     url::Url::parse(url)
@@ -262,6 +269,15 @@ mod tests {
             assert_eq!(&nodes(raw), want, "{raw}");
         }
         assert_eq!(host_of("amqp://u:secret@10.0.0.2:5702/%2f"), "10.0.0.2:5702");
+        for (raw, split) in [
+            ("amqp://u:12,34@h/%2f", true),
+            ("amqp://u:p@h1/%2f,u:p@h2", true),
+            ("amqp://u:p@h1/%2f,h2:5672", false),
+            ("amqp://u:p@h1/%2f,amqp://u:p@h2/%2f", false),
+            ("amqp://u:p%2C1@h1/%2f", false),
+        ] {
+            assert_eq!(has_split_password(raw), split, "{raw}");
+        }
         assert_eq!(host_of("amqps://u:secret@mq.example"), "mq.example:5671");
     }
 

@@ -33,6 +33,8 @@ pub const RATE_LIMITED: &str = "kickq-rate-limited";
 pub const HALTED_MS: &str = "kickq-halted-ms";
 /// Replays: the dead-letter history of the message, one entry per replay.
 pub const DLQ_HISTORY: &str = "kickq-dlq-history";
+/// Times a job was forwarded from a shard that does not serve its app.
+pub const FORWARDS: &str = "kickq-forwards";
 
 /// Why a letter is dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -247,6 +249,26 @@ pub fn get_bool(headers: Option<&FieldTable>, name: &str) -> bool {
 pub fn get_time(headers: Option<&FieldTable>, name: &str) -> Option<DateTime<Utc>> {
     let s = get_str(headers, name)?;
     DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// How often a job was forwarded between shards (0 when never).
+pub fn forwards(headers: Option<&FieldTable>) -> u32 {
+    get_i64(headers, FORWARDS)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+/// The properties of a job forwarded to another shard: the original's
+/// (as [`reappend_properties`]), with [`FORWARDS`] one higher.
+pub fn forward_properties(orig: &BasicProperties) -> BasicProperties {
+    let mut p = reappend_properties(orig);
+    let mut h = p.headers().clone().unwrap_or_default();
+    h.insert(
+        FORWARDS.into(),
+        AMQPValue::LongLongInt((forwards(orig.headers().as_ref()) + 1).into()),
+    );
+    p = p.with_headers(h);
+    p
 }
 
 /// The quorum queue's delivery count (`x-delivery-count`): how often the

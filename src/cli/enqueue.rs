@@ -257,6 +257,13 @@ pub async fn run(args: EnqueueArgs, file: Option<&crate::config::file::ConfigFil
     }
 }
 
+/// The routing key a job goes out with, when the producer routes by shard.
+fn producer_routing_key(producer: &Producer, lane: crate::amqp::topology::Lane, app: Option<u32>) -> Option<String> {
+    producer
+        .routes_by_shard()
+        .then(|| crate::producer::Routing::routing_key(lane.as_str(), app))
+}
+
 /// The config file's shards, if it has any: jobs then go through `{ns}.jobs`.
 fn routing_of(file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<Option<crate::producer::Routing>> {
     let Some(file) = file.filter(|f| !f.apps.is_empty()) else {
@@ -301,7 +308,11 @@ async fn single(
     }
     let producer = connect(args, routing).await?;
     let lane = args.lane();
-    let summary = format!("enqueued job {job_id} to {}: {request}", producer.names().queue(lane));
+    let to = match &producer_routing_key(&producer, lane, request.app_id) {
+        Some(key) => format!("{} (routing key {key})", producer.names().jobs),
+        None => producer.names().queue(lane).to_owned(),
+    };
+    let summary = format!("enqueued job {job_id} to {to}: {request}");
     producer.enqueue_to(lane, request).await?;
     producer.close().await?;
     match args.json {

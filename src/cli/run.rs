@@ -43,6 +43,14 @@ impl BrokerArgs {
     /// The validated URL (as a secret; each node of a comma-separated list
     /// checked) and queue names.
     pub fn resolve(&self) -> Result<(Secret, Names), ConfigError> {
+        // A raw comma inside a password would split it into two "nodes",
+        // and print its first half as a host:port: refuse such a list.
+        if crate::amqp::connect::has_split_password(&self.amqp_url) {
+            return Err(ConfigError::Invalid {
+                name: "KICKQ_AMQP_URL",
+                why: "a node of the list holds '@' without a scheme: write a comma inside a password as %2C".into(),
+            });
+        }
         for node in crate::amqp::connect::nodes(&self.amqp_url) {
             let url = url::Url::parse(&node).map_err(|e| ConfigError::Invalid {
                 name: "KICKQ_AMQP_URL",

@@ -43,7 +43,13 @@ const INLINE_SECRETS: &[(&str, &str)] = &[
 fn holds_password(value: &str) -> bool {
     value.split(',').any(|part| {
         let part = part.trim();
-        let parsed = url::Url::parse(part).or_else(|_| url::Url::parse(&format!("amqp://{part}")));
+        // `u:pw@h2` parses as a URL of scheme `u`: a part without `://`
+        // is a broker node's `host:port` (or user info) after the first.
+        let parsed = match part.contains("://") {
+            true => url::Url::parse(part),
+            false if part.contains('@') => return true,
+            false => url::Url::parse(&format!("amqp://{part}")),
+        };
         parsed.is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")))
     })
 }
@@ -324,6 +330,10 @@ secret_file = "/run/secrets/zego-games"
             ),
             (
                 "amqp_url = \"amqp://u@h1/%2f,amqp://u:pw@h2/%2f\"\n",
+                "set KICKQ_AMQP_URL in the environment",
+            ),
+            (
+                "amqp_url = \"amqp://u@h1/%2f,u:pw@h2\"\n",
                 "set KICKQ_AMQP_URL in the environment",
             ),
             (

@@ -197,6 +197,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 pub fn redact_url(url: &str) -> String {
     // A broker list (`KICKQ_AMQP_URL`) is comma-separated: each node is
     // redacted alone, or a later node's password would pass as a path.
+    if crate::amqp::connect::has_split_password(url) {
+        return "[unparseable url]".into();
+    }
     if url.contains(',') {
         return url
             .split(',')
@@ -238,8 +241,18 @@ mod tests {
             "{got}"
         );
         assert_eq!(
+            got, "[unparseable url]",
+            "a later node with user info but no scheme may be a password's half"
+        );
+        let got = redact_url("amqp://u:pw1@h1:5701/%2f,amqp://u:pw2@h2:5702/%2f, h3:5703");
+        assert_eq!(
             got,
-            "amqp://u:%5Bredacted%5D@h1:5701/%2f,amqp://u:%5Bredacted%5D@h2:5702/%2f,h3:5703,[unparseable url]"
+            "amqp://u:%5Bredacted%5D@h1:5701/%2f,amqp://u:%5Bredacted%5D@h2:5702/%2f,h3:5703"
+        );
+        assert_eq!(
+            redact_url("amqp://u:12,34@h/%2f"),
+            "[unparseable url]",
+            "a raw comma in a password"
         );
     }
 

@@ -20,14 +20,21 @@ pub const MAX_SHARD_NAME: usize = 32;
 /// so it cannot clash): it is bound to the default app's shard.
 pub const DEFAULT_APP_KEY: &str = "default";
 
+/// Names a shard may not take: `{ns}.<name>.` would clash with the
+/// namespace's own queues (shard `bulk`'s `kickq.bulk.retry.1s` is the
+/// default shard's bulk delay queue; shard `leader`'s record is
+/// `kickq.leader.record`).
+pub const RESERVED: &[&str] = &["bulk", "dead", "events", "jobs", "leader", "requests", "retry"];
+
 /// A validated shard name: 1 to [`MAX_SHARD_NAME`] of `a-z`, `0-9`, `-`, `_`,
-/// starting with a letter or digit (it becomes part of queue names).
+/// starting with a letter or digit (it becomes part of queue names), and
+/// none of [`RESERVED`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ShardName(String);
 
 /// A shard name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a shard name: use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter or digit")]
+#[error("{0:?} is not a shard name: use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter or digit, other than bulk, dead, events, jobs, leader, requests and retry")]
 pub struct BadShardName(pub String);
 
 impl ShardName {
@@ -39,7 +46,8 @@ impl ShardName {
                 .next()
                 .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && !RESERVED.contains(&s);
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -204,6 +212,10 @@ mod tests {
             ("eu ", false),
             (&"x".repeat(33), false),
             (&"x".repeat(32), true),
+            ("bulk", false),
+            ("leader", false),
+            ("retry", false),
+            ("bulk2", true),
         ] {
             assert_eq!(ShardName::parse(raw).is_ok(), ok, "{raw:?}");
         }

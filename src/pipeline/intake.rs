@@ -21,6 +21,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Forwards after which a job that still reached a shard not serving its
+/// app is dead-lettered (`unknown_app`) instead of forwarded again: one
+/// forward is a misrouted publish, more mean the workers disagree.
+pub const MAX_FORWARDS: u32 = 3;
+
 /// What intake needs to judge a message.
 #[derive(Debug, Clone)]
 pub struct IntakeConfig {
@@ -46,7 +51,7 @@ impl IntakeConfig {
         match why {
             Unusable::UnknownApp(app) => self.routing.elsewhere(&here, Some(*app)),
             Unusable::NoApp => self.routing.elsewhere(&here, None),
-            Unusable::Validation(_) | Unusable::Expired(_) => Elsewhere::Nowhere,
+            Unusable::Validation(_) | Unusable::Expired(_) | Unusable::Misrouted { .. } => Elsewhere::Nowhere,
         }
     }
 }
@@ -224,7 +229,20 @@ pub async fn run(cx: Context) -> IntakeEnd {
             match decoded {
                 Ok(job) => jobs.push((handle, job)),
                 Err((why, job_id, attempts)) => {
-                    let input = match cfg.elsewhere(&why) {
+                    let forwards = headers::forwards(delivery.properties.headers().as_ref());
+                    // Workers that disagree on the app's shard (a config
+                    // rollout) would hand it back and forth for ever.
+                    let (why, elsewhere) = match cfg.elsewhere(&why) {
+                        Elsewhere::Shard(to) if forwards >= MAX_FORWARDS => (
+                            Unusable::Misrouted {
+                                to: to.to_string(),
+                                forwards,
+                            },
+                            Elsewhere::Nowhere,
+                        ),
+                        other => (why, other),
+                    };
+                    let input = match elsewhere {
                         Elsewhere::Shard(to) => {
                             tracing::info!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), shard = %cfg.shard.name(), to_shard = %to, reason = ?why, "job of an app another shard serves; forwarding it there");
                             RouterInput::Forward {

@@ -459,6 +459,12 @@ impl Router {
                 DeadError::UnknownApp,
                 format!("no secret for AppId {app} in this worker"),
             ),
+            Unusable::Misrouted { to, forwards } => (
+                DeadError::UnknownApp,
+                format!(
+                    "forwarded {forwards} times between shards and back at one that does not serve its app (next: shard {to}): the workers' configs disagree on the app's shard"
+                ),
+            ),
             Unusable::NoApp => (
                 DeadError::UnknownApp,
                 "the job names no app_id and this worker has no default app (mark one default = true)".to_owned(),
@@ -515,7 +521,7 @@ impl Router {
     ) -> Result<(), PublishError> {
         let queue = self.cfg.names.for_shard(&to).queue(lane).to_owned();
         self.publisher
-            .publish(&queue, &body, headers::reappend_properties(&properties))
+            .publish(&queue, &body, headers::forward_properties(&properties))
             .await?;
         crate::metrics::forwarded(to.as_str());
         self.tally.forwarded += 1;

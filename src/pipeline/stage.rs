@@ -86,6 +86,15 @@ pub enum Unusable {
     NoApp,
     /// Its `not_after` (this instant) had passed when intake took it.
     Expired(DateTime<Utc>),
+    /// Forwarded this many times already, and again at a shard not serving
+    /// its app (the one it would go to next is `to`): the workers' configs
+    /// disagree on the app's shard.
+    Misrouted {
+        /// The shard this worker would forward it to.
+        to: String,
+        /// Forwards so far.
+        forwards: u32,
+    },
 }
 
 /// Intake -> router.

@@ -368,6 +368,19 @@ pub async fn two_app_mock(rate: u32, faults: &[&str]) -> MockZego {
     .unwrap()
 }
 
+/// The most of `times` (sorted, ms) inside any one-second window.
+pub fn busiest_second(times: &[u64]) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= 1000 {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
 /// Polls `f` every 50 ms until it returns true or `limit` passes.
 pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut f: F)
 where
