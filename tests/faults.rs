@@ -302,6 +302,11 @@ async fn f05_api_outage_dead_letters_nothing() {
     broker.declare(&ns.names).await;
     let (bodies, want) = sweep(30, 10);
     broker.publish_many(&ns.names.requests, &bodies).await;
+    // The child declares delay queues of its own delays: delete them too.
+    let _also_delete = Ns::for_names(kickq::testkit::topology::Names::new(
+        ns.name(),
+        &[1, 2, 4, 8, 16, 30].map(Duration::from_secs),
+    ));
     let extra = [
         ("KICKQ_RETRY_DELAYS", "1s,2s,4s,8s,16s,30s"),
         ("KICKQ_HTTP_TIMEOUT", "2s"),
@@ -419,6 +424,11 @@ async fn f07_rate_answers_slow_the_bucket_without_a_storm() {
     broker.declare(&ns.names).await;
     let (bodies, want) = sweep(400, 5);
     broker.publish_many(&ns.names.requests, &bodies).await;
+    // The child declares delay queues of its own delays: delete them too.
+    let _also_delete = Ns::for_names(kickq::testkit::topology::Names::new(
+        ns.name(),
+        &[500, 1000, 2000, 4000].map(Duration::from_millis),
+    ));
     let extra = [("KICKQ_MAX_ATTEMPTS", "8"), ("KICKQ_RETRY_DELAYS", "500ms,1s,2s,4s")];
     let mut w = start(&ns, &mock.base_url(), rate, &extra, "w");
     wait_for(Duration::from_secs(60), "everything kicked", || {
