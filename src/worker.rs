@@ -507,6 +507,7 @@ async fn run_loop<A: KickApi>(
             api: api.clone(),
             ledger: ledger.clone(),
             shard: health.shard(shard.as_str()).expect("health has every served shard"),
+            here: shard.clone(),
             health: health.clone(),
             routing: routing.clone(),
             ids: ids.clone(),

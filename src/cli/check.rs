@@ -270,12 +270,9 @@ pub async fn run(args: CheckArgs, file: Option<&ConfigFile>) -> anyhow::Result<(
 async fn broker_checks(args: &CheckArgs, file: Option<&ConfigFile>) -> Vec<Check> {
     // With shards in the config file, every shard's queues (the default
     // shard's only if an app is in it).
-    let shards = match file
-        .filter(|f| !f.apps.is_empty())
-        .map(|f| crate::config::apps::routing(&f.apps))
-    {
-        Some(Ok(r)) => r.shards(),
-        Some(Err(e)) => {
+    let shards = match crate::config::apps::file_shards(file) {
+        Ok(shards) => shards,
+        Err(e) => {
             return vec![Check::new(
                 "config",
                 Status::Fail,
@@ -283,7 +280,6 @@ async fn broker_checks(args: &CheckArgs, file: Option<&ConfigFile>) -> Vec<Check
                 Some("fix the config file's [[apps]]"),
             )]
         }
-        None => vec![crate::config::shards::ShardName::default()],
     };
     let (url, names) = match args.broker.resolve() {
         Ok(v) => v,

@@ -177,13 +177,9 @@ fn shard_queues(
     names: &crate::amqp::topology::Names,
     lane: crate::amqp::topology::Lane,
 ) -> anyhow::Result<Vec<(Option<u32>, String)>> {
-    let Some(file) = file.filter(|f| !f.apps.is_empty()) else {
+    let Some(routing) = crate::config::apps::file_routing(file)?.filter(|r| r.is_sharded()) else {
         return Ok(Vec::new());
     };
-    let routing = crate::config::apps::routing(&file.apps)?;
-    if !routing.is_sharded() {
-        return Ok(Vec::new());
-    }
     let mut v: Vec<(Option<u32>, String)> = routing
         .iter()
         .map(|(app, shard)| (Some(app), names.for_shard(shard).queue(lane).to_owned()))

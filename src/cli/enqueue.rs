@@ -266,11 +266,7 @@ fn producer_routing_key(producer: &Producer, lane: crate::amqp::topology::Lane, 
 
 /// The config file's shards, if it has any: jobs then go through `{ns}.jobs`.
 fn routing_of(file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<Option<crate::producer::Routing>> {
-    let Some(file) = file.filter(|f| !f.apps.is_empty()) else {
-        return Ok(None);
-    };
-    let routing = crate::config::apps::routing(&file.apps)?;
-    Ok(routing.is_sharded().then_some(routing))
+    Ok(crate::config::apps::file_routing(file)?.filter(|r| r.is_sharded()))
 }
 
 async fn connect(args: &EnqueueArgs, routing: Option<crate::producer::Routing>) -> anyhow::Result<Producer> {

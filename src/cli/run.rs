@@ -236,11 +236,7 @@ impl RunArgs {
         let file_apps = file.map_or(&[][..], |f| &f.apps[..]);
         let serve = self.served_shards()?;
         let apps = Apps::resolve_serving(&self.zego, file_apps, self.rate, &self.api_url, serve.as_deref())?;
-        let routing = if file_apps.is_empty() {
-            None
-        } else {
-            Some(crate::config::apps::routing(file_apps)?)
-        };
+        let routing = crate::config::apps::file_routing(file)?;
         let positive = |name: &'static str, ok: bool| {
             if ok {
                 Ok(())

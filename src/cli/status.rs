@@ -204,10 +204,7 @@ pub fn render(r: &Report) -> String {
 /// Runs `kickq status`.
 pub async fn run(args: StatusArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
     let (url, names) = args.broker.resolve()?;
-    let shards = match file.filter(|f| !f.apps.is_empty()) {
-        Some(f) => crate::config::apps::routing(&f.apps)?.shards(),
-        None => vec![crate::config::shards::ShardName::default()],
-    };
+    let shards = crate::config::apps::file_shards(file)?;
     let conn = tokio::time::timeout(
         BROKER_CONNECT_TIMEOUT,
         crate::amqp::connect::connect(&url, "kickq-status"),

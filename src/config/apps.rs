@@ -392,6 +392,19 @@ pub fn routing(entries: &[FileApp]) -> Result<Routing, ConfigError> {
     Ok(Routing::new(pairs, default))
 }
 
+/// The routing of a command's config file: `None` without a file or
+/// without `[[apps]]` (then everything is the default shard's).
+pub fn file_routing(file: Option<&crate::config::file::ConfigFile>) -> Result<Option<Routing>, ConfigError> {
+    file.filter(|f| !f.apps.is_empty())
+        .map(|f| routing(&f.apps))
+        .transpose()
+}
+
+/// The shards a command looks at: the config file's, or the default shard.
+pub fn file_shards(file: Option<&crate::config::file::ConfigFile>) -> Result<Vec<ShardName>, ConfigError> {
+    Ok(file_routing(file)?.map_or_else(|| vec![ShardName::default()], |r| r.shards()))
+}
+
 /// Shard names for a message: `default, eu, us`.
 pub fn names(shards: &[ShardName]) -> String {
     shards.iter().map(ShardName::as_str).collect::<Vec<_>>().join(", ")

@@ -40,6 +40,8 @@ pub struct IntakeConfig {
     pub routing: Arc<Routing>,
     /// The shard this intake consumes for.
     pub shard: Arc<ShardState>,
+    /// Its name, as a shard name (where a misrouted job is judged from).
+    pub here: crate::config::shards::ShardName,
 }
 
 impl IntakeConfig {
@@ -47,10 +49,9 @@ impl IntakeConfig {
     /// serves its app (or the default app, for a job naming none), or
     /// nowhere (then it is dead-lettered as unusable).
     pub fn elsewhere(&self, why: &Unusable) -> Elsewhere {
-        let here = crate::config::shards::ShardName::parse(self.shard.name()).unwrap_or_default();
         match why {
-            Unusable::UnknownApp(app) => self.routing.elsewhere(&here, Some(*app)),
-            Unusable::NoApp => self.routing.elsewhere(&here, None),
+            Unusable::UnknownApp(app) => self.routing.elsewhere(&self.here, Some(*app)),
+            Unusable::NoApp => self.routing.elsewhere(&self.here, None),
             Unusable::Validation(_) | Unusable::Expired(_) | Unusable::Misrouted { .. } => Elsewhere::Nowhere,
         }
     }
@@ -389,6 +390,7 @@ mod tests {
             lane: Lane::Live,
             routing: Arc::new(Routing::default()),
             shard: Arc::new(ShardState::default()),
+            here: crate::config::shards::ShardName::default(),
         }
     }
 

@@ -89,6 +89,8 @@ pub(crate) struct Shared<A> {
     pub(crate) health: Arc<Health>,
     /// This shard's part of it (role, deliveries in flight).
     pub(crate) shard: Arc<ShardState>,
+    /// The shard these sessions serve.
+    pub(crate) here: crate::config::shards::ShardName,
     /// Which shard serves each app of the deployment: where a job that this
     /// shard does not serve is forwarded.
     pub(crate) routing: Arc<Routing>,
@@ -219,6 +221,7 @@ async fn active_session<A: KickApi>(
         lane,
         routing: shared.routing.clone(),
         shard: shared.shard.clone(),
+        here: shared.here.clone(),
     };
     let (ledger_writes, ledger_state) = watch::channel(LedgerWrites::Flowing);
     let lane_intake = |lane, channel: &lapin::Channel, consumer, to_coalescer| intake::Context {
