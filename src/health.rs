@@ -1,6 +1,7 @@
 //! The worker's observable state (per shard: connected, consuming or standby; halted apps, ledger reachable)
 //! and the HTTP server that serves `/metrics`, `/healthz`, `/readyz` and `/status` from it.
 
+use crate::amqp::topology::Lane;
 use crate::ratelimit::Gate;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -41,6 +42,10 @@ pub struct ShardState {
     in_flight: std::sync::atomic::AtomicUsize,
     taken: AtomicU64,
     queue_ready: AtomicU64,
+    /// The role last seen by [`ShardState::role_since`]'s bookkeeping, and
+    /// since when (wall-clock milliseconds).
+    last_role: AtomicU8,
+    role_since_ms: std::sync::atomic::AtomicI64,
 }
 
 impl ShardState {
@@ -57,12 +62,31 @@ impl ShardState {
     /// The shard's consumers are active (or not).
     pub fn set_consuming(&self, v: bool) {
         self.consuming.store(v, Ordering::Relaxed);
+        self.note_role();
+    }
+
+    /// Records when the role changed, for [`ShardState::role_since`].
+    fn note_role(&self) {
+        let now = self.role() as u8 + 1;
+        if self.last_role.swap(now, Ordering::Relaxed) != now {
+            self.role_since_ms
+                .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        }
+    }
+
+    /// When the shard took its current role (`None` before the first).
+    pub fn role_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self.last_role.load(Ordering::Relaxed) {
+            0 => None,
+            _ => chrono::DateTime::from_timestamp_millis(self.role_since_ms.load(Ordering::Relaxed)),
+        }
     }
 
     /// This process waits for the shard's lock (true) or holds it or is
     /// connecting (false). A standby is ready: waiting is its job.
     pub fn set_standby(&self, v: bool) {
         self.standby.store(v, Ordering::Relaxed);
+        self.note_role();
     }
 
     /// Whether this process is the shard's standby now.
@@ -137,6 +161,34 @@ struct Counts {
     skipped: AtomicU64,
     calls: AtomicU64,
     pending_users: AtomicU64,
+    /// The same by lane (live, bulk), for the console.
+    lanes: [LaneCounts; 2],
+}
+
+#[derive(Debug, Default)]
+struct LaneCounts {
+    kicked: AtomicU64,
+    dead_lettered: AtomicU64,
+    pending_users: AtomicU64,
+}
+
+/// A lane's users since start (kicked, dead-lettered) and waiting in the
+/// coalescer now.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LaneProgress {
+    /// Users kicked.
+    pub kicked: u64,
+    /// Users dead-lettered.
+    pub dead_lettered: u64,
+    /// Users waiting in the coalescer now.
+    pub pending_users: u64,
+}
+
+fn lane_index(lane: Lane) -> usize {
+    match lane {
+        Lane::Live => 0,
+        Lane::Bulk => 1,
+    }
 }
 
 /// A reading of the progress counters (totals since start, and the pending
@@ -229,8 +281,14 @@ impl Health {
     /// Users reached an outcome (the router's labels: `kicked`,
     /// `nothing_to_do`, `retry_scheduled`, `deferred`, `dead_lettered`,
     /// `skipped`).
-    pub fn count_users(&self, outcome: &str, n: u64) {
+    pub fn count_users(&self, lane: Lane, outcome: &str, n: u64) {
         let c = &self.progress;
+        let by_lane = &c.lanes[lane_index(lane)];
+        match outcome {
+            "kicked" => by_lane.kicked.fetch_add(n, Ordering::Relaxed),
+            "dead_lettered" => by_lane.dead_lettered.fetch_add(n, Ordering::Relaxed),
+            _ => 0,
+        };
         let counter = match outcome {
             "kicked" => &c.kicked,
             "nothing_to_do" => &c.nothing_to_do,
@@ -247,9 +305,22 @@ impl Health {
         self.progress.calls.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Users waiting in the coalescer now.
-    pub fn set_pending_users(&self, n: usize) {
-        self.progress.pending_users.store(n as u64, Ordering::Relaxed);
+    /// Users waiting in the coalescer now, in the live and the bulk lane.
+    pub fn set_pending_users(&self, live: usize, bulk: usize) {
+        let c = &self.progress;
+        c.pending_users.store((live + bulk) as u64, Ordering::Relaxed);
+        c.lanes[0].pending_users.store(live as u64, Ordering::Relaxed);
+        c.lanes[1].pending_users.store(bulk as u64, Ordering::Relaxed);
+    }
+
+    /// A lane's users kicked and dead-lettered since start, and waiting now.
+    pub fn lane_progress(&self, lane: Lane) -> LaneProgress {
+        let c = &self.progress.lanes[lane_index(lane)];
+        LaneProgress {
+            kicked: c.kicked.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            pending_users: c.pending_users.load(Ordering::Relaxed),
+        }
     }
 
     /// The progress counters now.
@@ -525,23 +596,26 @@ mod tests {
     fn progress_counts_by_outcome_and_diffs() {
         let h = Health::new(Gate::new(50, Duration::from_secs(30)), false);
         assert!(!h.progress().busy());
-        h.count_users("kicked", 3);
-        h.count_users("retry_scheduled", 1);
-        h.count_users("deferred", 1);
-        h.count_users("dead_lettered", 2);
-        h.count_users("unknown-label", 9);
+        h.count_users(Lane::Live, "kicked", 3);
+        h.count_users(Lane::Bulk, "retry_scheduled", 1);
+        h.count_users(Lane::Live, "deferred", 1);
+        h.count_users(Lane::Bulk, "dead_lettered", 2);
+        h.count_users(Lane::Live, "unknown-label", 9);
         h.count_calls(2);
         let first = h.progress();
         assert_eq!(
             (first.kicked, first.retried, first.dead_lettered, first.calls),
             (3, 2, 2, 2)
         );
-        h.count_users("kicked", 1);
-        h.set_pending_users(7);
+        h.count_users(Lane::Bulk, "kicked", 1);
+        h.set_pending_users(3, 4);
         let d = h.progress().since(&first);
         assert_eq!((d.kicked, d.retried, d.calls, d.pending_users), (1, 0, 0, 7));
         assert!(d.busy());
-        h.set_pending_users(0);
+        let (live, bulk) = (h.lane_progress(Lane::Live), h.lane_progress(Lane::Bulk));
+        assert_eq!((live.kicked, live.dead_lettered, live.pending_users), (3, 0, 3));
+        assert_eq!((bulk.kicked, bulk.dead_lettered, bulk.pending_users), (1, 2, 4));
+        h.set_pending_users(0, 0);
         assert!(
             !h.progress().since(&h.progress()).busy(),
             "nothing done, nothing waiting"
@@ -596,6 +670,14 @@ mod tests {
         d.set_standby(true);
         assert_eq!(h.status().role, Role::Standby);
         assert_eq!(h.status().shards[0].role, Role::Standby);
+        let since = d.role_since().expect("a role was taken");
+        d.set_standby(true);
+        assert_eq!(d.role_since(), Some(since), "the same role keeps its start");
+        assert!(Health::new(gate, false)
+            .shard("default")
+            .unwrap()
+            .role_since()
+            .is_none());
     }
 
     /// Two shards: active when one is; each shard's reasons named.

@@ -53,6 +53,10 @@
 //! http_intake/   `kickq run`'s POST /v1/kicks: mod.rs (settings, listener), auth.rs (bearer tokens), limit.rs
 //!                (per-token rate cap), batch.rs (the body's jobs), idempotency.rs (keys: ledger or memory),
 //!                publisher.rs (its own confirmed broker connection), handler.rs (the endpoint)
+//! console/       `kickq run`'s web console (KICKQ_CONSOLE_ADDR): mod.rs (settings, routes, the auth gate), auth.rs
+//!                (tokens, sessions, CSRF), source.rs (what pages read: health, gate, broker, dlq passes, ledger),
+//!                fleet.rs (workers from the management API), chart.rs (inline SVG), layout.rs, login.rs, one file
+//!                per page (overview.rs, dead.rs, history.rs, workers.rs), assets/ (style.css, vendored htmx)
 //! health.rs      what the worker reports (read only; each shard's role) and the /metrics, /healthz, /readyz, /status server
 //! metrics.rs     every metric name and label
 //! table.rs       aligned plain-text tables for operator commands
@@ -79,6 +83,7 @@ pub(crate) mod amqp;
 pub(crate) mod bench;
 pub(crate) mod bulk;
 pub(crate) mod coalesce;
+pub(crate) mod console;
 pub(crate) mod dlq;
 pub(crate) mod health;
 pub(crate) mod http_intake;

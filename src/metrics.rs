@@ -7,6 +7,7 @@
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -229,7 +230,7 @@ pub const CALL_RATE_WINDOW: Duration = Duration::from_secs(60);
 static PENDING_USERS_NOW: AtomicUsize = AtomicUsize::new(0);
 static PENDING_GROUPS_NOW: AtomicUsize = AtomicUsize::new(0);
 static CALLS_IN_FLIGHT_NOW: AtomicI64 = AtomicI64::new(0);
-static CALLS_WINDOW: Mutex<SecondBuckets> = Mutex::new(SecondBuckets::new());
+static CALLS_WINDOW: Mutex<SecondBuckets> = Mutex::new(SecondBuckets::<WINDOW_SECS>::new());
 
 fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -240,27 +241,28 @@ fn now_sec() -> u64 {
     Instant::now().duration_since(epoch()).as_secs()
 }
 
-/// Events counted in one-second buckets over the last [`CALL_RATE_WINDOW`]:
-/// pure (the caller says which second it is), fixed memory.
-#[derive(Debug)]
-pub struct SecondBuckets {
-    /// `(second, count)`, indexed by `second % WINDOW_SECS`.
-    buckets: [(u64, u64); WINDOW_SECS],
+/// Events counted in one-second buckets over the last `N` seconds (by
+/// default [`CALL_RATE_WINDOW`]): pure (the caller says which second it is),
+/// fixed memory.
+#[derive(Debug, Clone)]
+pub struct SecondBuckets<const N: usize = WINDOW_SECS> {
+    /// `(second, count)`, indexed by `second % N`.
+    buckets: [(u64, u64); N],
 }
 
 const WINDOW_SECS: usize = CALL_RATE_WINDOW.as_secs() as usize;
 
-impl SecondBuckets {
+impl<const N: usize> SecondBuckets<N> {
     /// No events.
     pub const fn new() -> Self {
         Self {
-            buckets: [(u64::MAX, 0); WINDOW_SECS],
+            buckets: [(u64::MAX, 0); N],
         }
     }
 
     /// One event in second `sec`.
     pub fn record(&mut self, sec: u64) {
-        let b = &mut self.buckets[sec as usize % WINDOW_SECS];
+        let b = &mut self.buckets[sec as usize % N];
         if b.0 != sec {
             *b = (sec, 0);
         }
@@ -271,16 +273,51 @@ impl SecondBuckets {
     pub fn count(&self, now: u64) -> u64 {
         self.buckets
             .iter()
-            .filter(|(s, _)| *s <= now && now - *s < WINDOW_SECS as u64)
+            .filter(|(s, _)| *s <= now && now - *s < N as u64)
             .map(|(_, n)| n)
             .sum()
     }
+
+    /// Events of each second of the window that ends with second `now`,
+    /// oldest first (`N` values; a second with none, or before the first
+    /// event, is 0).
+    pub fn series(&self, now: u64) -> Vec<u64> {
+        (0..N as u64)
+            .map(|back| {
+                let sec = now.checked_sub(N as u64 - 1 - back);
+                sec.map_or(0, |sec| match self.buckets[sec as usize % N] {
+                    (s, n) if s == sec => n,
+                    _ => 0,
+                })
+            })
+            .collect()
+    }
 }
 
-impl Default for SecondBuckets {
+impl<const N: usize> Default for SecondBuckets<N> {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// How far back the console's calls-per-second line reaches: five minutes
+/// show a sweep's start, a halt and a slow-down together, in 300 points.
+pub const CALL_SERIES_WINDOW: Duration = Duration::from_secs(300);
+const SERIES_SECS: usize = CALL_SERIES_WINDOW.as_secs() as usize;
+
+/// Each AppId's calls per second over the last [`CALL_SERIES_WINDOW`].
+static APP_CALLS: Mutex<BTreeMap<u32, SecondBuckets<SERIES_SECS>>> = Mutex::new(BTreeMap::new());
+
+/// An AppId's API calls answered in each second of the last
+/// [`CALL_SERIES_WINDOW`], oldest first (the current second last; every
+/// value 0 for an AppId that made none). In-process, like [`snapshot`].
+pub fn app_call_series(app_id: u32) -> Vec<u64> {
+    let now = now_sec();
+    APP_CALLS
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&app_id).map(|b| b.series(now)))
+        .unwrap_or_else(|| vec![0; SERIES_SECS])
 }
 
 /// This process's backlog, calls in flight and call rate now.
@@ -344,8 +381,12 @@ pub fn users(app_id: u32, outcome: &'static str, n: u64) {
 pub fn api_call(app_id: u32, disposition: &'static str, code: Option<i64>, latency: Duration, users: usize) {
     counter!(API_CALLS, "app" => app_label(app_id), "disposition" => disposition, "code" => code_label(code))
         .increment(1);
+    let sec = now_sec();
     if let Ok(mut w) = CALLS_WINDOW.lock() {
-        w.record(now_sec());
+        w.record(sec);
+    }
+    if let Ok(mut m) = APP_CALLS.lock() {
+        m.entry(app_id).or_default().record(sec);
     }
     histogram!(CALL_LATENCY).record(latency.as_secs_f64());
     histogram!(USERS_PER_CALL).record(users as f64);
@@ -515,11 +556,31 @@ mod tests {
             (&[100], 99, 0),
         ];
         for &(events, now, want) in table {
-            let mut b = SecondBuckets::new();
+            let mut b = SecondBuckets::<60>::new();
             for &e in events {
                 b.record(e);
             }
             assert_eq!(b.count(now), want, "events {events:?} at {now}");
+        }
+    }
+
+    #[test]
+    fn second_buckets_give_a_series_oldest_first() {
+        // (events at these seconds, now, expected series of a 4-second window)
+        let table: &[(&[u64], u64, [u64; 4])] = &[
+            (&[], 10, [0, 0, 0, 0]),
+            (&[10], 10, [0, 0, 0, 1]),
+            (&[7, 8, 8, 10], 10, [1, 2, 0, 1]),
+            (&[3, 7], 10, [1, 0, 0, 0]),
+            (&[1], 2, [0, 0, 1, 0]),
+            (&[2, 6], 6, [0, 0, 0, 1]),
+        ];
+        for &(events, now, want) in table {
+            let mut b = SecondBuckets::<4>::new();
+            for &e in events {
+                b.record(e);
+            }
+            assert_eq!(b.series(now), want.to_vec(), "events {events:?} at {now}");
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub use crate::amqp::topology::Names;
 pub use crate::coalesce::Policy;
+pub use crate::console::{ConsoleConfig, ConsoleError};
 pub use crate::http_intake::{IntakeConfig, IntakeError};
 
 use crate::config::apps::{AppConfig, Apps};
@@ -116,6 +117,8 @@ pub struct WorkerConfig {
     pub events: bool,
     /// The HTTP intake (`POST /v1/kicks`); `None` (the default) turns it off.
     pub http_intake: Option<IntakeConfig>,
+    /// The web console (`KICKQ_CONSOLE_ADDR`); `None` (the default) turns it off.
+    pub console: Option<ConsoleConfig>,
     /// Which shard serves each app of the whole deployment, including apps
     /// of shards this worker does not serve (the config file's `[[apps]]`);
     /// `None`: the apps above are the whole deployment.
@@ -155,6 +158,7 @@ impl WorkerConfig {
             metrics_addr: None,
             events: DEFAULT_EVENTS,
             http_intake: None,
+            console: None,
             routing: None,
         }
     }
@@ -257,6 +261,12 @@ impl WorkerConfig {
         self
     }
 
+    /// Serves the web console as `console` says.
+    pub fn with_console(mut self, console: ConsoleConfig) -> Self {
+        self.console = Some(console);
+        self
+    }
+
     /// Serves the HTTP intake (`POST /v1/kicks`) as `intake` says.
     pub fn with_http_intake(mut self, intake: IntakeConfig) -> Self {
         self.http_intake = Some(intake);
@@ -293,6 +303,9 @@ pub enum WorkerError {
     /// The HTTP intake cannot start (no usable token file, the address taken).
     #[error(transparent)]
     HttpIntake(#[from] IntakeError),
+    /// The web console could not start.
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
 }
 
 /// What a run did, summed over its sessions.
@@ -318,6 +331,7 @@ pub struct Worker<A = Clients> {
     health: Arc<Health>,
     metrics_addr: Option<SocketAddr>,
     intake_addr: Option<SocketAddr>,
+    console_addr: Option<SocketAddr>,
     server_stop: CancellationToken,
 }
 
@@ -390,6 +404,17 @@ impl<A: KickApi> Worker<A> {
             intake_addr = Some(local);
             tokio::spawn(serve);
         }
+        let mut console_addr = None;
+        if let Some(console) = &cfg.console {
+            let stop = server_stop.clone();
+            let source = console_source(&cfg, &gate, &health, console).await;
+            let (local, serve) = crate::console::bind(console, source, async move { stop.cancelled().await })
+                .await
+                .inspect_err(|_| server_stop.cancel())?;
+            tracing::info!(addr = %local, "console on http://{local}/ (tokens of its token file)");
+            console_addr = Some(local);
+            tokio::spawn(serve);
+        }
         Ok(Self {
             cfg,
             api,
@@ -397,6 +422,7 @@ impl<A: KickApi> Worker<A> {
             health,
             metrics_addr,
             intake_addr,
+            console_addr,
             server_stop,
         })
     }
@@ -404,6 +430,11 @@ impl<A: KickApi> Worker<A> {
     /// Where /metrics, /healthz, /readyz and /status are served, if anywhere.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Where the web console is served, if anywhere.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_addr
     }
 
     /// Where the HTTP intake is served, if anywhere.
@@ -426,6 +457,56 @@ impl<A: KickApi> Worker<A> {
         server_stop.cancel();
         result
     }
+}
+
+/// What the console reads: this worker's health and gate, the deployment's
+/// apps (those of other shards with their default rate, as far as this
+/// worker knows them), its broker and its ledger.
+async fn console_source(
+    cfg: &WorkerConfig,
+    gate: &Gate,
+    health: &Arc<Health>,
+    console: &ConsoleConfig,
+) -> crate::console::source::Source {
+    use crate::console::source::AppInfo;
+    let routing = cfg.routing();
+    let mut apps: Vec<AppInfo> = cfg
+        .apps
+        .iter()
+        .map(|a| AppInfo {
+            app_id: a.app_id(),
+            rate: a.rate,
+            shard: routing.shard_for(Some(a.app_id())).cloned().unwrap_or_default(),
+            served_here: true,
+        })
+        .collect();
+    for (app_id, shard) in routing.iter() {
+        if !apps.iter().any(|a| a.app_id == app_id) {
+            apps.push(AppInfo {
+                app_id,
+                rate: gate.limit(app_id),
+                shard: shard.clone(),
+                served_here: false,
+            });
+        }
+    }
+    apps.sort_by_key(|a| (!a.served_here, a.app_id));
+    let ledger = match &cfg.database_url {
+        // An unparseable URL: the worker's own ledger open says so and stops.
+        Some(u) => crate::ledger::Ledger::connect(u.expose()).await.ok(),
+        None => None,
+    };
+    crate::console::source::Source::new(
+        health.clone(),
+        gate.clone(),
+        cfg.names.clone(),
+        routing,
+        apps,
+        cfg.amqp_url.clone(),
+        ledger,
+        console.management_url.clone(),
+        format!("{}-console", cfg.connection_name),
+    )
 }
 
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {

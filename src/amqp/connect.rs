@@ -82,6 +82,19 @@ pub fn host_of(url: &str) -> String {
 /// so an operator (or a test) can find and close exactly this connection.
 /// The error is the last node's.
 pub async fn connect(url: &Secret, name: &str) -> Result<Connection, lapin::Error> {
+    connect_as(url, name, &[]).await
+}
+
+/// Client property naming the namespace of a worker's session connection.
+pub const NAMESPACE_PROPERTY: &str = "kickq-namespace";
+/// Client property naming the shard of a worker's session connection.
+pub const SHARD_PROPERTY: &str = "kickq-shard";
+
+/// [`connect`] with extra client properties (`(name, value)`), which the
+/// management API shows with the connection: a worker's session connection
+/// carries its namespace and shard ([`NAMESPACE_PROPERTY`], [`SHARD_PROPERTY`]),
+/// so the console can tell a shard's standbys from other connections.
+pub async fn connect_as(url: &Secret, name: &str, properties: &[(&str, &str)]) -> Result<Connection, lapin::Error> {
     crate::zego::client::install_crypto_provider();
     let nodes = nodes(url.expose());
     let n = nodes.len();
@@ -89,7 +102,10 @@ pub async fn connect(url: &Secret, name: &str) -> Result<Connection, lapin::Erro
     let mut last_err = None;
     for k in 0..n {
         let i = (start + k) % n;
-        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let mut props = ConnectionProperties::default().with_connection_name(name.into());
+        for (k, v) in properties {
+            props = props.with_client_property((*k).into(), (*v).into());
+        }
         let attempt = Connection::connect(&nodes[i], props);
         let result = if n == 1 {
             attempt.await

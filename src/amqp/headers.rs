@@ -194,6 +194,47 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// A header value as text, for showing a letter: strings as they are, times
+/// in RFC 3339, arrays and tables spelled out.
+pub fn display(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        AMQPValue::ShortString(v) => v.as_str().to_owned(),
+        AMQPValue::Timestamp(secs) => i64::try_from(*secs)
+            .ok()
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+            .map_or_else(|| secs.to_string(), rfc3339),
+        AMQPValue::FieldArray(a) => {
+            let items: Vec<String> = a.as_slice().iter().map(display).collect();
+            format!("[{}]", items.join(", "))
+        }
+        AMQPValue::FieldTable(t) => {
+            let items: Vec<String> = t
+                .inner()
+                .iter()
+                .map(|(k, v)| format!("{}: {}", k.as_str(), display(v)))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        AMQPValue::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into_owned(),
+        other => match serde_json::to_value(other) {
+            Ok(serde_json::Value::Object(m)) => m.values().next().map_or_else(String::new, |v| v.to_string()),
+            Ok(v) => v.to_string(),
+            Err(_) => format!("{other:?}"),
+        },
+    }
+}
+
+/// Every header of a message as `(name, text)`, in the table's order (by name).
+pub fn lines(headers: Option<&FieldTable>) -> Vec<(String, String)> {
+    headers.map_or_else(Vec::new, |h| {
+        h.inner()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), display(v)))
+            .collect()
+    })
+}
+
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -471,6 +471,20 @@ pub async fn inspect(conn: &lapin::Connection, queue: &str) -> Result<Option<Que
     }
 }
 
+/// AMQP's reply code for an exclusive queue another connection owns.
+const RESOURCE_LOCKED: u16 = 405;
+
+/// Whether a lock queue (exclusive: `{ns}.leader`, `{ns}.dead.lock`) is held
+/// by some connection now: it exists, or the broker refuses to show another
+/// connection's exclusive queue.
+pub async fn lock_held(conn: &lapin::Connection, queue: &str) -> Result<bool, lapin::Error> {
+    match inspect(conn, queue).await {
+        Ok(found) => Ok(found.is_some()),
+        Err(e) if reply_code(&e) == Some(RESOURCE_LOCKED) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 /// The AMQP reply code of a broker refusal, if the error is one.
 pub fn reply_code(e: &lapin::Error) -> Option<u16> {
     match e.kind() {

@@ -188,7 +188,7 @@ async fn call(
             Ok(reply) if reply.code == 7 || reply.code == 206 => {
                 gate.report(
                     app_id,
-                    crate::ratelimit::Feedback::RateLimited,
+                    crate::ratelimit::Feedback::RateLimited(reply.code),
                     tokio::time::Instant::now(),
                     Duration::ZERO,
                 );

@@ -42,6 +42,49 @@ pub struct DemoArgs {
     /// are deleted) and print the command that lists them.
     #[arg(long)]
     keep: bool,
+    /// Serve the web console while the demo runs (and after its sweep, until
+    /// Ctrl-C), and print its URL and a one-time token.
+    #[arg(long)]
+    console: bool,
+    /// Where --console listens.
+    #[arg(long = "console-addr", value_name = "HOST:PORT", default_value = crate::console::DEMO_CONSOLE_ADDR)]
+    console_addr: std::net::SocketAddr,
+}
+
+/// The demo's console: a fresh token in a file of its own (owner-only), deleted when the demo ends.
+struct DemoConsole {
+    config: crate::console::ConsoleConfig,
+    token: String,
+}
+
+impl DemoConsole {
+    fn new(addr: std::net::SocketAddr, namespace: &str) -> anyhow::Result<DemoConsole> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token = crate::console::auth::random_token();
+        let path = std::env::temp_dir().join(format!("{namespace}.console-token"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        writeln!(f, "{token}")?;
+        Ok(DemoConsole {
+            config: crate::console::ConsoleConfig {
+                addr,
+                token_file: path,
+                management_url: None,
+            },
+            token,
+        })
+    }
+}
+
+impl Drop for DemoConsole {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config.token_file);
+    }
 }
 
 /// One line of the sample: a kick job or, for the last few, input the worker must refuse.
@@ -113,7 +156,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let publisher = Publisher::open(&conn).await?;
     topology::declare(publisher.channel(), &names, DEFAULT_DELIVERY_LIMIT).await?;
-    let result = demo(&url, &names, &conn, &publisher).await;
+    let console = match args.console {
+        true => Some(DemoConsole::new(args.console_addr, &names.namespace)?),
+        false => None,
+    };
+    let result = demo(&url, &names, &conn, &publisher, console.as_ref()).await;
+    drop(console);
     // Clean up whatever happened; --keep spares the dead letters only once the demo succeeded.
     let keep = args.keep && result.is_ok();
     let deleted = delete_queues(publisher.channel(), &names, keep).await;
@@ -166,7 +214,13 @@ async fn delete_queues(channel: &lapin::Channel, names: &Names, keep_dead: bool)
     Ok(())
 }
 
-async fn demo(url: &Secret, names: &Names, conn: &Connection, publisher: &Publisher) -> anyhow::Result<()> {
+async fn demo(
+    url: &Secret,
+    names: &Names,
+    conn: &Connection,
+    publisher: &Publisher,
+    console: Option<&DemoConsole>,
+) -> anyhow::Result<()> {
     let faults = [
         "room=gone-*,code=50001",
         "room=banned-*,code=2",
@@ -229,8 +283,17 @@ async fn demo(url: &Secret, names: &Names, conn: &Connection, publisher: &Publis
         .with_api_url(mock.base_url())
         .with_rate(DEMO_RATE)
     };
+    let cfg = WorkerConfig {
+        console: console.map(|c| c.config.clone()),
+        ..cfg
+    };
     let started = Instant::now();
-    let worker = tokio::spawn(crate::worker::run(cfg, stop.clone()));
+    let worker = crate::worker::Worker::bind(cfg).await?;
+    if let (Some(c), Some(addr)) = (console, worker.console_addr()) {
+        println!("console: http://{addr}/  one-time token: {}", c.token);
+        println!("  (log in with the token; it is good until the demo stops)");
+    }
+    let worker = tokio::spawn(worker.run(stop.clone()));
 
     let total = expect.kicks.len() as u64;
     let bar = if std::io::stdout().is_terminal() {
@@ -266,6 +329,16 @@ async fn demo(url: &Secret, names: &Names, conn: &Connection, publisher: &Publis
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed();
+    if let Some(c) = console {
+        println!(
+            "sweep done in {:.1} s; the console stays up at http://{}/ until Ctrl-C, which stops the demo and deletes its queues",
+            elapsed.as_secs_f64(),
+            c.config.addr
+        );
+        let signalled = CancellationToken::new();
+        tokio::spawn(crate::cli::signals::cancel_on_signal(signalled.clone()));
+        signalled.cancelled().await;
+    }
     stop.cancel();
     let summary = worker.await.context("worker task")??;
 

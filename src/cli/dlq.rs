@@ -90,16 +90,22 @@ pub struct FilterArgs {
     /// Only letters that failed at or after this time: RFC 3339 or an age such as 30m, 2h or 7d.
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     pub since: Option<DateTime<Utc>>,
+    /// Only letters of this AppId (a job naming no app is the config file's default app's).
+    #[arg(long, value_name = "APP_ID")]
+    pub app: Option<u32>,
 }
 
 impl FilterArgs {
-    /// The filter these arguments ask for.
-    pub fn filter(&self) -> Filter {
+    /// The filter these arguments ask for, with the default app a job naming none belongs to.
+    pub fn filter_with(&self, default_app: Option<u32>) -> Filter {
         Filter {
             error: self.error,
             code: self.code,
             room: self.room.clone(),
             since: self.since,
+            app: self.app,
+            default_app,
+            keys: Vec::new(),
         }
     }
 }
@@ -177,23 +183,20 @@ fn shard_queues(
     names: &crate::amqp::topology::Names,
     lane: crate::amqp::topology::Lane,
 ) -> anyhow::Result<Vec<(Option<u32>, String)>> {
-    let Some(routing) = crate::config::apps::file_routing(file)?.filter(|r| r.is_sharded()) else {
-        return Ok(Vec::new());
-    };
-    let mut v: Vec<(Option<u32>, String)> = routing
-        .iter()
-        .map(|(app, shard)| (Some(app), names.for_shard(shard).queue(lane).to_owned()))
-        .collect();
-    if let Some(shard) = routing.shard_for(None) {
-        v.push((None, names.for_shard(shard).queue(lane).to_owned()));
-    }
-    Ok(v)
+    let routing = crate::config::apps::file_routing(file)?;
+    Ok(crate::dlq::pass::replay_targets(routing.as_ref(), names, lane))
+}
+
+/// The default app of the config file, that `--app` matches letters naming no app against.
+fn default_app(file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<Option<u32>> {
+    Ok(crate::config::apps::file_routing(file)?.and_then(|r| r.default_app()))
 }
 
 /// Runs `kickq dlq`.
 pub async fn run(args: DlqArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
+    let default_app = default_app(file)?;
     match args.command {
-        DlqCommand::List(a) => list(a).await,
+        DlqCommand::List(a) => list(a, default_app).await,
         DlqCommand::Replay(a) => {
             let (url, names) = a.broker.resolve()?;
             let action = Action::Replay {
@@ -205,7 +208,7 @@ pub async fn run(args: DlqArgs, file: Option<&crate::config::file::ConfigFile>) 
                 limit: a.limit,
                 confirm: a.confirm,
             };
-            act(&url, &names, action, a.filter.filter(), opts).await
+            act(&url, &names, action, a.filter.filter_with(default_app), opts).await
         }
         DlqCommand::Purge(a) => {
             let (url, names) = a.broker.resolve()?;
@@ -213,7 +216,7 @@ pub async fn run(args: DlqArgs, file: Option<&crate::config::file::ConfigFile>) 
                 limit: a.limit,
                 confirm: a.confirm,
             };
-            act(&url, &names, Action::Purge, a.filter.filter(), opts).await
+            act(&url, &names, Action::Purge, a.filter.filter_with(default_app), opts).await
         }
     }
 }
@@ -243,10 +246,10 @@ async fn open(url: &crate::secret::Secret) -> anyhow::Result<Connection> {
         .map_err(|e| anyhow::Error::msg(crate::amqp::connect::explain(url, &e).to_string()))
 }
 
-async fn list(args: ListArgs) -> anyhow::Result<()> {
+async fn list(args: ListArgs, default_app: Option<u32>) -> anyhow::Result<()> {
     let (url, names) = args.broker.resolve()?;
     let conn = open(&url).await?;
-    let filter = args.filter.filter();
+    let filter = args.filter.filter_with(default_app);
     let total = crate::dlq::pass::depth(&conn, &names.dead).await?;
     let _lock = take_lock(&conn, &names).await?;
     let stop = CancellationToken::new();
@@ -494,6 +497,8 @@ mod tests {
             "r",
             "--since",
             "2024-05-01T00:00:00Z",
+            "--app",
+            "42",
             "--rate",
             "5",
             "--yes",
@@ -502,11 +507,13 @@ mod tests {
         let DlqCommand::Replay(a) = cli.dlq.command else {
             panic!("replay")
         };
-        let f = a.filter.filter();
+        let f = a.filter.filter_with(None);
         assert_eq!(f.error, Some(DeadError::RetriesExhausted));
         assert_eq!(f.code, Some(-1));
         assert_eq!(f.room.as_deref(), Some("r"));
         assert!(f.since.is_some());
+        assert_eq!(f.app, Some(42));
+        assert_eq!(a.filter.filter_with(Some(9)).default_app, Some(9));
         assert_eq!(a.rate, Some(5.0));
         assert_eq!(a.lane, Lane::Bulk, "replays go to bulk unless told");
         assert!(a.confirm.yes && !a.confirm.dry_run);
@@ -524,7 +531,7 @@ mod tests {
         assert_eq!(
             Cli::try_parse_from(["t", "list", "--error", "expired"])
                 .map(|c| match c.dlq.command {
-                    DlqCommand::List(l) => l.filter.filter().error,
+                    DlqCommand::List(l) => l.filter.filter_with(None).error,
                     _ => None,
                 })
                 .ok(),

@@ -12,19 +12,21 @@ pub const DEFAULT_LIMIT: i64 = 50;
 /// Largest `--limit`: a bound on one read of the ledger.
 pub const MAX_LIMIT: i64 = 100_000;
 
-/// `kickq history --room R [--user U] [--job J] [--since T] [--limit N] [--json]`.
+/// `kickq history [--room R] [--user U] [--job J] [--since T] [--limit N] [--json]`, at least one of room, user
+/// and job.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group = clap::ArgGroup::new("search").args(["room", "user", "job"]).required(true).multiple(true))]
 pub struct HistoryArgs {
     /// The ledger database.
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Room to show.
+    /// Only this room.
     #[arg(long, value_name = "ROOM_ID")]
-    pub room: String,
-    /// Only this user.
+    pub room: Option<String>,
+    /// Only this user (without --room: in every room).
     #[arg(long, value_name = "USER_ID")]
     pub user: Option<String>,
-    /// Only this job.
+    /// Only this job (without --room: in every room).
     #[arg(long, value_name = "JOB_ID")]
     pub job: Option<String>,
     /// Only rows at or after this time: RFC 3339 (2024-05-01T12:00:00Z) or an
@@ -79,10 +81,10 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         json.push('\n');
         json
     } else if rows.is_empty() {
-        eprintln!("no ledger rows for room {:?} match", args.room);
+        eprintln!("no ledger rows match {}", describe(&args.query()));
         return Ok(());
     } else {
-        format_table(&rows)
+        format_table(&rows, args.room.is_none())
     };
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         // `kickq history ... | head` closing the pipe early is not a failure.
@@ -91,17 +93,42 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     }
 }
 
+/// What a history query looks for, in words: `room "r", user "u"`.
+pub fn describe(q: &HistoryQuery) -> String {
+    let mut parts = Vec::new();
+    for (what, v) in [("room", &q.room_id), ("user", &q.user_id), ("job", &q.job_id)] {
+        if let Some(v) = v {
+            parts.push(format!("{what} {v:?}"));
+        }
+    }
+    if let Some(t) = q.since {
+        parts.push(format!("since {}", t.to_rfc3339_opts(SecondsFormat::Secs, true)));
+    }
+    parts.join(", ")
+}
+
 /// The history table: a header and one line per row, columns aligned, in the
-/// order given (the ledger returns newest first). Missing values print as `-`;
-/// control characters are escaped so a hostile reason cannot drive the
-/// terminal. Alignment counts chars, so wide (CJK) ids may skew it.
-pub fn format_table(rows: &[HistoryRow]) -> String {
-    const HEADER: [&str; 7] = ["TIME", "USER", "OUTCOME", "CODE", "REQUEST_ID", "JOB_ID", "REASON"];
+/// order given (the ledger returns newest first), with a ROOM column when the
+/// rows may come from several rooms. Missing values print as `-`; control
+/// characters are escaped so a hostile reason cannot drive the terminal.
+/// Alignment counts chars, so wide (CJK) ids may skew it.
+pub fn format_table(rows: &[HistoryRow], rooms: bool) -> String {
+    const HEADER: [&str; 8] = [
+        "TIME",
+        "ROOM",
+        "USER",
+        "OUTCOME",
+        "CODE",
+        "REQUEST_ID",
+        "JOB_ID",
+        "REASON",
+    ];
     let opt = |s: &Option<String>| s.as_deref().map_or_else(|| "-".to_owned(), escape);
-    let mut table: Vec<[String; 7]> = vec![HEADER.map(String::from)];
+    let mut table: Vec<[String; 8]> = vec![HEADER.map(String::from)];
     table.extend(rows.iter().map(|r| {
         [
             r.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            escape(&r.room_id),
             escape(&r.user_id),
             r.outcome.as_str().to_owned(),
             r.code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
@@ -110,6 +137,13 @@ pub fn format_table(rows: &[HistoryRow]) -> String {
             opt(&r.reason),
         ]
     }));
+    if !rooms {
+        let without: Vec<[String; 7]> = table
+            .into_iter()
+            .map(|[t, _, u, o, c, q, j, r]| [t, u, o, c, q, j, r])
+            .collect();
+        return crate::table::render(&without);
+    }
     crate::table::render(&table)
 }
 
@@ -163,13 +197,14 @@ TIME                      USER          OUTCOME        CODE        REQUEST_ID  J
 2024-05-01T12:00:00.000Z  alice         kicked         0           req-123     job-1   spam
 2024-05-01T12:00:00.000Z  bob-the-long  dead_lettered  1000000001  -           job-1   -
 ";
-        assert_eq!(format_table(&rows), expected);
+        assert_eq!(format_table(&rows, false), expected);
+        assert!(format_table(&rows, true).starts_with("TIME                      ROOM  USER"));
     }
 
     #[test]
     fn table_escapes_control_characters() {
         let rows = [row("u", UserOutcome::Skipped, None, None, Some("evil\n\u{1b}[2J"))];
-        let table = format_table(&rows);
+        let table = format_table(&rows, false);
         assert_eq!(table.lines().count(), 2, "{table}");
         assert!(table.ends_with("evil\\n\\u{1b}[2J\n"), "{table}");
     }
@@ -209,7 +244,7 @@ TIME                      USER          OUTCOME        CODE        REQUEST_ID  J
         ])
         .unwrap();
         let q = cli.history.query();
-        assert_eq!(q.room_id, "r");
+        assert_eq!(q.room_id.as_deref(), Some("r"));
         assert_eq!(q.user_id.as_deref(), Some("u"));
         assert_eq!(q.job_id.as_deref(), Some("j"));
         assert_eq!(q.since, Some(Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap()));
@@ -223,7 +258,16 @@ TIME                      USER          OUTCOME        CODE        REQUEST_ID  J
             5
         );
         assert!(Cli::try_parse_from(["t", "--room", "r", "--limit", "0"]).is_err());
-        assert!(Cli::try_parse_from(["t", "--user", "u"]).is_err(), "--room is required");
+        assert!(
+            Cli::try_parse_from(["t", "--since", "2h"]).is_err(),
+            "a room, user or job is required"
+        );
+        let by_user = Cli::try_parse_from(["t", "--user", "u"]).unwrap().history.query();
+        assert_eq!((by_user.room_id, by_user.user_id.as_deref()), (None, Some("u")));
+        assert_eq!(
+            describe(&cli.history.query()),
+            "room \"r\", user \"u\", job \"j\", since 2024-05-01T00:00:00Z"
+        );
     }
 
     #[test]

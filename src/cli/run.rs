@@ -196,6 +196,18 @@ pub struct RunArgs {
     /// Requests a second each HTTP intake token may make (429 past it).
     #[arg(long = "http-intake-rate", env = "KICKQ_HTTP_INTAKE_RATE", default_value_t = crate::http_intake::DEFAULT_RATE)]
     http_intake_rate: u32,
+    /// Address of the web console; unset (the default) or 0 turns it off.
+    /// Needs a token file (--console-token-file, else --http-intake-token-file).
+    #[arg(long = "console-addr", env = "KICKQ_CONSOLE_ADDR")]
+    console_addr: Option<String>,
+    /// File of the console's tokens, one a line (# comments and blank lines
+    /// ignored); unset: the HTTP intake's token file.
+    #[arg(long = "console-token-file", env = "KICKQ_CONSOLE_TOKEN_FILE")]
+    console_token_file: Option<std::path::PathBuf>,
+    /// RabbitMQ management API base URL (http://user:pass@host:15672), for the
+    /// console's workers page (every worker session of each shard).
+    #[arg(long = "management-url", env = "KICKQ_MANAGEMENT_URL", hide_env_values = true)]
+    management_url: Option<String>,
     /// PostgreSQL URL of the audit ledger; unset runs without a ledger.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -283,6 +295,7 @@ impl RunArgs {
             })?),
         };
         let http_intake = self.http_intake()?;
+        let console = self.console()?;
         let connection_name = self
             .connection_name
             .clone()
@@ -322,6 +335,7 @@ impl RunArgs {
             metrics_addr,
             events: self.events,
             http_intake,
+            console,
             routing,
             ..WorkerConfig::for_apps(amqp_url, names, apps)
         })
@@ -358,6 +372,38 @@ impl RunArgs {
             max_bytes: self.http_intake_max_bytes,
             rate: self.http_intake_rate,
             ..IntakeConfig::new(addr, token_file)
+        }))
+    }
+}
+
+impl RunArgs {
+    /// The console's settings: off without an address; with one, a token
+    /// file is required (the console is never open).
+    fn console(&self) -> Result<Option<crate::console::ConsoleConfig>, ConfigError> {
+        let addr = match self.console_addr.as_deref().map(str::trim) {
+            None | Some("") | Some("0") => return Ok(None),
+            Some(a) => a.parse().map_err(|_| ConfigError::Invalid {
+                name: "KICKQ_CONSOLE_ADDR",
+                why: format!("{a:?} is not host:port (or 0 to turn it off)"),
+            })?,
+        };
+        let token_file = [&self.console_token_file, &self.http_intake_token_file]
+            .into_iter()
+            .flatten()
+            .find(|p| !p.as_os_str().is_empty())
+            .cloned()
+            .ok_or(ConfigError::Invalid {
+                name: "KICKQ_CONSOLE_TOKEN_FILE",
+                why: "required when KICKQ_CONSOLE_ADDR is set (or KICKQ_HTTP_INTAKE_TOKEN_FILE): the console never runs without authentication".into(),
+            })?;
+        Ok(Some(crate::console::ConsoleConfig {
+            addr,
+            token_file,
+            management_url: self
+                .management_url
+                .clone()
+                .filter(|u| !u.trim().is_empty())
+                .map(Secret::new),
         }))
     }
 }

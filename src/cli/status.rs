@@ -2,7 +2,7 @@
 //! each reachable worker's `/status` (role, apps, halts, backlog, calls/s), as tables or one JSON object.
 
 use super::run::BrokerArgs;
-use crate::amqp::topology::{reply_code, Names};
+use crate::amqp::topology::Names;
 use crate::health::WorkerStatus;
 use crate::table::{escape, render as table};
 use lapin::Connection;
@@ -30,7 +30,6 @@ config file, every shard's queues and lock are listed.";
 pub const WORKER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time allowed to connect to the broker.
 pub const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const RESOURCE_LOCKED: u16 = 405;
 
 /// `kickq status`.
 #[derive(Debug, Clone, clap::Args)]
@@ -225,11 +224,7 @@ pub async fn run(args: StatusArgs, file: Option<&crate::config::file::ConfigFile
     }
     let mut leaders = Vec::new();
     for shard in &shards {
-        let held = match passive(&conn, &names.for_shard(shard).leader).await {
-            Ok(found) => found.is_some(),
-            Err(e) if reply_code(&e) == Some(RESOURCE_LOCKED) => true,
-            Err(e) => return Err(e.into()),
-        };
+        let held = crate::amqp::topology::lock_held(&conn, &names.for_shard(shard).leader).await?;
         leaders.push(LeaderRow {
             shard: shard.to_string(),
             held,

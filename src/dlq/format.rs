@@ -59,6 +59,8 @@ pub fn to_json(letters: &[Letter]) -> Value {
             .map(|l| {
                 json!({
                     "position": l.position,
+                    "key": l.key,
+                    "app_id": l.app_id(),
                     "error": l.error.as_str(),
                     "code": l.code,
                     "detail": l.detail,
@@ -163,6 +165,9 @@ mod tests {
             body_preview: job.is_none().then(|| "not json\n".into()),
             job,
             replays: 0,
+            key: format!("{position:016x}"),
+            body: String::new(),
+            headers: Vec::new(),
         }
     }
 

@@ -31,7 +31,17 @@ pub struct Letter {
     pub body_preview: Option<String>,
     /// Times it was replayed before (entries of `kickq-dlq-history`).
     pub replays: usize,
+    /// What tells this letter from the others (a digest of its body and
+    /// kickq headers; identical copies share it), for selecting letters.
+    pub key: String,
+    /// The whole body as lossy UTF-8, cut at [`MAX_BODY_SHOWN`] bytes.
+    pub body: String,
+    /// Every header as `(name, text)`.
+    pub headers: Vec<(String, String)>,
 }
+
+/// Longest body a letter keeps for showing (the console).
+pub const MAX_BODY_SHOWN: usize = 16 * 1024;
 
 impl Letter {
     /// Reads a letter from its body and headers.
@@ -40,7 +50,12 @@ impl Letter {
         let job: Option<KickRequest> = serde_json::from_slice(body).ok();
         let body_preview = job.is_none().then(|| preview(body));
         let failed_at = headers::get_time(h, headers::FAILED_AT).or_else(|| x_death_time(h));
+        let key = key_of(body, &dl, failed_at);
+        let shown = &body[..body.len().min(MAX_BODY_SHOWN)];
         Letter {
+            key,
+            body: String::from_utf8_lossy(shown).into_owned(),
+            headers: headers::lines(h),
             position,
             error: dl.error,
             code: dl.code,
@@ -54,10 +69,35 @@ impl Letter {
         }
     }
 
+    /// The AppId its job names, if the body is a job message that names one.
+    pub fn app_id(&self) -> Option<u32> {
+        self.job.as_ref().and_then(|j| j.app_id)
+    }
+
     /// The room, if the body is a job message.
     pub fn room(&self) -> Option<&str> {
         self.job.as_ref().map(|j| j.room_id.as_str())
     }
+}
+
+/// The first 8 bytes of SHA-256 over the body and what kickq wrote of the
+/// death, in hex.
+fn key_of(body: &[u8], dl: &headers::DeadLetter, failed_at: Option<DateTime<Utc>>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(body);
+    h.update([0]);
+    h.update(dl.error.as_str());
+    h.update([0]);
+    h.update(dl.detail.as_bytes());
+    h.update([0]);
+    h.update(
+        failed_at
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default()
+            .to_le_bytes(),
+    );
+    hex::encode(&h.finalize()[..8])
 }
 
 /// `body` as lossy UTF-8, cut on a char boundary.
@@ -120,6 +160,13 @@ pub struct Filter {
     pub room: Option<String>,
     /// Only letters that died at or after this time (never one of unknown time).
     pub since: Option<DateTime<Utc>>,
+    /// Only letters of this AppId: the job names it, or names none and this
+    /// is the default app (never a letter whose body is not a job).
+    pub app: Option<u32>,
+    /// The default app (the config file's), that a job naming no app belongs to.
+    pub default_app: Option<u32>,
+    /// Only these letters (by [`Letter::key`]); empty for any.
+    pub keys: Vec<String>,
 }
 
 impl Filter {
@@ -129,6 +176,10 @@ impl Filter {
             && self.code.is_none_or(|c| Some(c) == l.code)
             && self.room.as_deref().is_none_or(|r| Some(r) == l.room())
             && self.since.is_none_or(|t| l.failed_at.is_some_and(|at| at >= t))
+            && self
+                .app
+                .is_none_or(|a| l.job.as_ref().is_some_and(|j| j.app_id.or(self.default_app) == Some(a)))
+            && (self.keys.is_empty() || self.keys.contains(&l.key))
     }
 
     /// The conditions in words, for prompts and summaries.
@@ -145,6 +196,14 @@ impl Filter {
         }
         if let Some(t) = self.since {
             parts.push(format!("failed since {}", headers::rfc3339(t)));
+        }
+        if let Some(a) = self.app {
+            parts.push(format!("app {a}"));
+        }
+        match self.keys.len() {
+            0 => {}
+            1 => parts.push(format!("letter {}", self.keys[0])),
+            n => parts.push(format!("{n} selected letters")),
         }
         if parts.is_empty() {
             "every letter".into()
@@ -226,6 +285,7 @@ mod tests {
             code,
             room: room.map(String::from),
             since: since.map(at),
+            ..Filter::default()
         };
         let cases = [
             (f(None, None, None, None), true),
@@ -253,6 +313,56 @@ mod tests {
     }
 
     #[test]
+    fn filters_by_app_and_selected_keys() {
+        let mut named = KickRequest::new("r1", ["u"]);
+        named.app_id = Some(7);
+        let named = Letter::read(1, &named.to_body(), None);
+        let unnamed = Letter::read(2, &KickRequest::new("r1", ["v"]).to_body(), None);
+        let not_a_job = Letter::read(3, b"x", None);
+        let app = |app, default_app| Filter {
+            app: Some(app),
+            default_app,
+            ..Filter::default()
+        };
+        // (filter, matches named (app 7), unnamed, not a job)
+        let cases = [
+            (app(7, None), [true, false, false]),
+            (app(7, Some(7)), [true, true, false]),
+            (app(8, Some(8)), [false, true, false]),
+            (app(8, None), [false, false, false]),
+        ];
+        for (filter, want) in cases {
+            let got = [&named, &unnamed, &not_a_job].map(|l| filter.matches(l));
+            assert_eq!(got, want, "{filter:?}");
+        }
+        assert_ne!(named.key, unnamed.key);
+        assert_eq!(
+            named.key,
+            Letter::read(9, &named_body(), None).key,
+            "the position is not part of the key"
+        );
+        let keys = |k: &[&str]| Filter {
+            keys: k.iter().map(|s| s.to_string()).collect(),
+            ..Filter::default()
+        };
+        assert!(keys(&[]).matches(&named));
+        assert!(keys(&[&named.key]).matches(&named));
+        assert!(!keys(&[&named.key]).matches(&unnamed));
+        assert!(keys(&["0", &unnamed.key]).matches(&unnamed));
+        assert_eq!(keys(&[&named.key]).describe(), format!("letter {}", named.key));
+        assert_eq!(keys(&["a", "b"]).describe(), "2 selected letters");
+        assert_eq!(app(7, None).describe(), "app 7");
+        assert_eq!(named.app_id(), Some(7));
+        assert!(named.body.contains("\"room_id\":\"r1\""), "{}", named.body);
+    }
+
+    fn named_body() -> Vec<u8> {
+        let mut j = KickRequest::new("r1", ["u"]);
+        j.app_id = Some(7);
+        j.to_body()
+    }
+
+    #[test]
     fn describes_filters_and_parses_errors() {
         assert_eq!(Filter::default().describe(), "every letter");
         let f = Filter {
@@ -260,6 +370,7 @@ mod tests {
             code: Some(1),
             room: Some("r".into()),
             since: Some(at(1)),
+            ..Filter::default()
         };
         assert_eq!(
             f.describe(),

@@ -150,6 +150,27 @@ pub fn replay_queue<'a>(to: &'a str, by_app: &'a [(Option<u32>, String)], app: O
         .map_or(to, |(_, q)| q.as_str())
 }
 
+/// Each app's (and, under `None`, the default app's) queue of `lane` in
+/// its shard, for [`Action::Replay`]'s `by_app`: empty without shards,
+/// where every letter goes to the lane's one queue.
+pub fn replay_targets(
+    routing: Option<&crate::config::shards::Routing>,
+    names: &crate::amqp::topology::Names,
+    lane: crate::amqp::topology::Lane,
+) -> Vec<(Option<u32>, String)> {
+    let Some(routing) = routing.filter(|r| r.is_sharded()) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(Option<u32>, String)> = routing
+        .iter()
+        .map(|(app, shard)| (Some(app), names.for_shard(shard).queue(lane).to_owned()))
+        .collect();
+    if let Some(shard) = routing.shard_for(None) {
+        v.push((None, names.for_shard(shard).queue(lane).to_owned()));
+    }
+    v
+}
+
 async fn get(ch: &Channel, queue: &str) -> Result<Option<lapin::message::BasicGetMessage>, lapin::Error> {
     ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await
 }

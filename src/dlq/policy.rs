@@ -122,6 +122,16 @@ pub fn vhost_of(amqp_url: &url::Url) -> String {
 /// Asks the management API at `base` about `queue` in the AMQP URL's vhost,
 /// with the management URL's credentials, else the AMQP URL's.
 pub async fn fetch(base: &str, amqp_url: &str, queue: &str) -> Reply {
+    get(base, amqp_url, |vhost| {
+        format!("queues/{}/{}", encode_segment(vhost), encode_segment(queue))
+    })
+    .await
+}
+
+/// GETs `/api/<path>` of the management API at `base` (`path` made from the
+/// AMQP URL's vhost), with the management URL's credentials, else the AMQP
+/// URL's. The JSON answer comes back as [`Reply::Queue`].
+pub async fn get(base: &str, amqp_url: &str, path: impl FnOnce(&str) -> String) -> Reply {
     let (Ok(mut base), Ok(amqp)) = (url::Url::parse(base), url::Url::parse(amqp_url)) else {
         return Reply::Unreachable("KICKQ_MANAGEMENT_URL is not a URL".into());
     };
@@ -132,12 +142,7 @@ pub async fn fetch(base: &str, amqp_url: &str, queue: &str) -> Reply {
     };
     let _ = base.set_username("");
     let _ = base.set_password(None);
-    let at = format!(
-        "{}/api/queues/{}/{}",
-        base.as_str().trim_end_matches('/'),
-        encode_segment(&vhost_of(&amqp)),
-        encode_segment(queue)
-    );
+    let at = format!("{}/api/{}", base.as_str().trim_end_matches('/'), path(&vhost_of(&amqp)));
     let http = match reqwest::Client::builder()
         .timeout(MANAGEMENT_TIMEOUT)
         .no_proxy()

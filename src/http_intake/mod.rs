@@ -5,7 +5,7 @@
 //! (the body's jobs), `idempotency.rs` (keys: ledger or memory),
 //! `publisher.rs` (its own broker connection), `handler.rs` (the endpoint).
 
-mod auth;
+pub(crate) mod auth;
 mod batch;
 mod handler;
 mod idempotency;

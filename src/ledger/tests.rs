@@ -68,7 +68,7 @@ fn call(room: &str, users: &[&str], at: DateTime<Utc>) -> CallRow {
 
 fn query(room: &str) -> HistoryQuery {
     HistoryQuery {
-        room_id: room.into(),
+        room_id: Some(room.into()),
         user_id: None,
         job_id: None,
         since: None,
@@ -264,6 +264,28 @@ async fn batch_round_trip_and_history_filters(pool: PgPool) {
         .unwrap()
         .is_empty());
     assert!(ledger.history(&query("nowhere")).await.unwrap().is_empty());
+    let anywhere = |user: Option<&str>, job: Option<&str>| HistoryQuery {
+        room_id: None,
+        user_id: user.map(String::from),
+        job_id: job.map(String::from),
+        ..query("")
+    };
+    let users = |rows: Vec<HistoryRow>| rows.into_iter().map(|r| (r.job_id, r.user_id)).collect::<Vec<_>>();
+    let pair = |j: &str, u: &str| (j.to_owned(), u.to_owned());
+    assert_eq!(
+        users(ledger.history(&anywhere(Some("a"), None)).await.unwrap()),
+        vec![pair("j3", "a"), pair("j2", "a"), pair("j1", "a")],
+        "a user in any room"
+    );
+    assert_eq!(
+        users(ledger.history(&anywhere(None, Some("j2"))).await.unwrap()),
+        vec![pair("j2", "a")],
+        "a job in any room"
+    );
+    assert!(
+        ledger.history(&anywhere(None, None)).await.unwrap().is_empty(),
+        "no room, user or job: nothing"
+    );
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -411,23 +433,33 @@ async fn lookups_use_their_indexes(pool: PgPool) {
         "the batch lookup probes the index: {text}"
     );
 
-    for (q, index) in [
-        (query("r"), "user_outcomes_room_at"),
+    let by_user = HistoryQuery {
+        room_id: None,
+        user_id: Some("u".into()),
+        ..query("r")
+    };
+    // (query, the indexes that serve it in order: room+user may take either)
+    for (q, indexes) in [
+        (query("r"), &["user_outcomes_room_at"][..]),
         (
             HistoryQuery {
                 user_id: Some("u".into()),
                 ..query("r")
             },
-            "user_outcomes_room_user_at",
+            &["user_outcomes_room_user_at", "user_outcomes_user_at"],
         ),
+        (by_user, &["user_outcomes_user_at"]),
     ] {
         let sql = format!("EXPLAIN {}", history_sql(&q).sql());
-        let mut explain = sqlx::query(&sql).bind(q.room_id.as_str());
+        let mut explain = sqlx::query(&sql);
+        if let Some(r) = &q.room_id {
+            explain = explain.bind(r.as_str());
+        }
         if let Some(u) = &q.user_id {
             explain = explain.bind(u.as_str());
         }
         let text = plan(explain.bind(q.limit).fetch_all(&mut *conn).await.unwrap());
-        assert!(text.contains(index), "{q:?}: {text}");
+        assert!(indexes.iter().any(|i| text.contains(i)), "{q:?}: {text}");
         assert!(!text.contains("Sort"), "the index gives the order: {text}");
     }
 }
@@ -857,6 +889,10 @@ async fn migrate_applies_then_reports_nothing_pending(pool: PgPool) {
             PendingMigration {
                 version: 3,
                 description: "http idempotency".into()
+            },
+            PendingMigration {
+                version: 4,
+                description: "history by user".into()
             }
         ]
     );

@@ -316,7 +316,7 @@ pub async fn run(cx: Context) {
         let users = lanes[LIVE].core.pending_users() + lanes[BULK].core.pending_users();
         let groups = lanes[LIVE].core.pending_groups() + lanes[BULK].core.pending_groups();
         crate::metrics::pending(users, groups);
-        health.set_pending_users(users);
+        health.set_pending_users(lanes[LIVE].core.pending_users(), lanes[BULK].core.pending_users());
 
         // Live is read while the live lane is under the cap; bulk only while
         // everything together is, and it is read second.
@@ -340,7 +340,7 @@ pub async fn run(cx: Context) {
         }
     }
     crate::metrics::pending(0, 0);
-    health.set_pending_users(0);
+    health.set_pending_users(0, 0);
 }
 
 /// Folds a received job, and whatever else is already queued (up to

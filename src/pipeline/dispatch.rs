@@ -313,7 +313,7 @@ pub async fn execute<A: KickApi>(
             other => {
                 match other {
                     Disposition::RateLimited => {
-                        if let Changed::Slowed(factor) = report(Feedback::RateLimited) {
+                        if let Changed::Slowed(factor) = report(Feedback::RateLimited(code.unwrap_or_default())) {
                             tracing::info!(
                                 app_id = app,
                                 code,

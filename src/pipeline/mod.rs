@@ -116,7 +116,11 @@ async fn close(conn: &Connection) {
 
 pub(crate) async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionEnd, Tally) {
     let cfg = &shared.cfg;
-    let conn = match connect(&cfg.amqp_url, &cfg.connection_name).await {
+    let properties = [
+        (crate::amqp::connect::NAMESPACE_PROPERTY, cfg.names.namespace.as_str()),
+        (crate::amqp::connect::SHARD_PROPERTY, shared.here.as_str()),
+    ];
+    let conn = match crate::amqp::connect::connect_as(&cfg.amqp_url, &cfg.connection_name, &properties).await {
         Ok(c) => c,
         Err(e) => return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default()),
     };

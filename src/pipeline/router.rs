@@ -429,7 +429,7 @@ impl Router {
         }
         if !skipped.is_empty() {
             crate::metrics::users(job.app_id, "skipped", skipped.len() as u64);
-            self.health.count_users("skipped", skipped.len() as u64);
+            self.health.count_users(job.lane, "skipped", skipped.len() as u64);
         }
         if self.cfg.events {
             self.trails
@@ -632,7 +632,7 @@ impl Router {
             Action::DeadLetter(_) => ("dead_lettered", UserOutcome::DeadLettered),
         };
         crate::metrics::users(e.job.app_id, label, 1);
-        self.health.count_users(label, 1);
+        self.health.count_users(e.job.lane, label, 1);
         if self.ledger.is_some() {
             self.note_rows();
             let detail = match e.action {

@@ -82,6 +82,8 @@ pub struct AppBudget {
     factor: f64,
     factor_updated: Instant,
     last_slow_down: Option<Instant>,
+    /// The code of the last rate answer that slowed it down.
+    slow_down_code: i64,
     halt: Option<Halt>,
     probe_interval: Duration,
     chunk_size: usize,
@@ -90,6 +92,17 @@ pub struct AppBudget {
     /// No call before this instant: set when this process takes the
     /// leadership lock, from what the previous holder left (see `leadership`).
     not_before: Option<Instant>,
+}
+
+/// How far, why and since when an AppId runs below its rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slowed {
+    /// The fraction of its rate it runs at now.
+    pub factor: f64,
+    /// The rate answer's code (7 or 206).
+    pub code: i64,
+    /// When the last rate answer halved its rate.
+    pub since: Instant,
 }
 
 /// Why and since when an AppId is halted.
@@ -120,6 +133,7 @@ impl AppBudget {
             factor: 1.0,
             factor_updated: now,
             last_slow_down: None,
+            slow_down_code: 0,
             halt: None,
             probe_interval,
             chunk_size: MAX_USERS_PER_CALL,
@@ -247,8 +261,9 @@ impl AppBudget {
 
     /// A rate answer (7 or 206): halve the rate, at most once per window so a
     /// burst of answers to calls already in flight counts as one signal.
-    pub fn slow_down(&mut self, now: Instant) -> bool {
+    pub fn slow_down(&mut self, code: i64, now: Instant) -> bool {
         self.recover(now);
+        self.slow_down_code = code;
         if self
             .last_slow_down
             .is_some_and(|t| now.saturating_duration_since(t) < self.window)
@@ -258,6 +273,18 @@ impl AppBudget {
         self.factor = (self.factor * 0.5).max(MIN_RATE_FACTOR);
         self.last_slow_down = Some(now);
         true
+    }
+
+    /// Slowed down now: the factor, the last rate answer's code and when it
+    /// came; `None` at the full rate.
+    pub fn slowed(&mut self, now: Instant) -> Option<Slowed> {
+        let factor = self.factor(now);
+        let since = self.last_slow_down?;
+        (factor < 1.0).then_some(Slowed {
+            factor,
+            code: self.slow_down_code,
+            since,
+        })
     }
 
     /// Current slow-down factor (1 = full configured rate).
@@ -357,8 +384,8 @@ pub enum Feedback {
     /// The call kicked its users or found nothing to do: a step towards
     /// growing the chunk back after a shrink.
     Succeeded,
-    /// A rate answer (7, 206): slow this AppId down.
-    RateLimited,
+    /// A rate answer (7, 206, the code): slow this AppId down.
+    RateLimited(i64),
     /// 50011, the user list is too long: fewer users per call.
     Shrink,
     /// Bad credentials or clock (the code): stop calling but for probes.
@@ -455,7 +482,7 @@ impl Gate {
             Feedback::Resumed => b.resume().map_or(Changed::Nothing, Changed::Resumed),
             Feedback::Succeeded => b.succeeded().map_or(Changed::Nothing, Changed::ChunkSize),
             Feedback::Shrink => Changed::ChunkSize(b.shrink()),
-            Feedback::RateLimited => match b.slow_down(now) {
+            Feedback::RateLimited(code) => match b.slow_down(code, now) {
                 true => Changed::Slowed(b.factor(now)),
                 false => Changed::Nothing,
             },
@@ -543,6 +570,18 @@ impl Gate {
         v
     }
 
+    /// AppIds running below their rate now, in ascending order (for the console).
+    pub fn slowed_apps(&self, now: Instant) -> Vec<(u32, Slowed)> {
+        let mut guard = self.lock();
+        let mut v: Vec<(u32, Slowed)> = guard
+            .apps
+            .iter_mut()
+            .filter_map(|(app, b)| b.slowed(now).map(|s| (*app, s)))
+            .collect();
+        v.sort_by_key(|(app, _)| *app);
+        v
+    }
+
     /// AppIds with a budget, in ascending order: those called (or held) since
     /// the process started (for `/status`).
     pub fn app_ids(&self) -> Vec<u32> {
@@ -595,7 +634,7 @@ mod tests {
             (Feedback::Succeeded, Changed::Nothing, 5, false),
             (Feedback::Shrink, Changed::ChunkSize(2), 2, false),
             (Feedback::Shrink, Changed::ChunkSize(1), 1, false),
-            (Feedback::RateLimited, Changed::Slowed(0.5), 1, false),
+            (Feedback::RateLimited(7), Changed::Slowed(0.5), 1, false),
             (
                 Feedback::Halt(100000004),
                 Changed::Halted {
@@ -693,15 +732,23 @@ mod tests {
     fn slow_down_halves_once_per_window_and_recovers() {
         let t0 = Instant::now();
         let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0);
-        assert!(b.slow_down(t0));
-        assert!(!b.slow_down(t0 + ms(10)), "a burst of answers is one signal");
+        assert_eq!(b.slowed(t0), None, "full rate");
+        assert!(b.slow_down(7, t0));
+        assert!(!b.slow_down(206, t0 + ms(10)), "a burst of answers is one signal");
+        let s = b.slowed(t0 + ms(10)).expect("slowed");
+        assert_eq!(
+            (s.code, s.since),
+            (206, t0),
+            "the last answer's code, the halving's time"
+        );
         assert_eq!(b.effective_limit(t0 + ms(10)), 25);
-        assert!(b.slow_down(t0 + Duration::from_secs(2)));
+        assert!(b.slow_down(7, t0 + Duration::from_secs(2)));
         // 0.5 + 2 s * 0.1 = 0.7, halved = 0.35
         assert!((b.factor(t0 + Duration::from_secs(2)) - 0.35).abs() < 1e-9);
         assert_eq!(b.factor(t0 + Duration::from_secs(20)), 1.0);
+        assert_eq!(b.slowed(t0 + Duration::from_secs(20)), None, "recovered");
         for i in 0..20 {
-            b.slow_down(t0 + Duration::from_secs(30 + 2 * i));
+            b.slow_down(7, t0 + Duration::from_secs(30 + 2 * i));
         }
         assert!(b.factor(t0 + Duration::from_secs(68)) >= MIN_RATE_FACTOR);
         assert!(b.effective_limit(t0 + Duration::from_secs(68)) >= 1);

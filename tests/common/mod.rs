@@ -448,6 +448,7 @@ pub struct Running {
     pub stop: tokio_util::sync::CancellationToken,
     pub handle: tokio::task::JoinHandle<Result<kickq::worker::RunSummary, kickq::worker::WorkerError>>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    pub console_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn spawn_worker(cfg: kickq::worker::WorkerConfig) -> Running {
@@ -455,11 +456,13 @@ pub async fn spawn_worker(cfg: kickq::worker::WorkerConfig) -> Running {
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = kickq::worker::Worker::bind(cfg).await.expect("the worker binds");
     let metrics_addr = worker.metrics_addr();
+    let console_addr = worker.console_addr();
     let handle = tokio::spawn(worker.run(stop.clone()));
     Running {
         stop,
         handle,
         metrics_addr,
+        console_addr,
     }
 }
 

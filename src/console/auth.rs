@@ -1,0 +1,292 @@
+//! Who may use the console: the token file's tokens (checked in constant time by the HTTP intake's `Tokens`),
+//! the sessions a login opens (cookie `kickq_console`, `HttpOnly`, `SameSite=Strict`, `Secure` unless on
+//! loopback), the CSRF token of every state-changing form, and `Authorization: Bearer` for scripts.
+//!
+//! Sessions live in this process's memory only: a restart logs everyone out,
+//! which is the safe side for a tool that can purge dead letters. Only the
+//! SHA-256 of a session's cookie is kept, so a memory dump holds no usable
+//! cookie, and the log names a session by a short label derived from it.
+
+use crate::http_intake::auth::{bearer, Tokens};
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::HeaderMap;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "kickq_console";
+/// The cookie that carries the login form's CSRF token until the login.
+pub const LOGIN_COOKIE: &str = "kickq_console_login";
+/// How long a session lasts after its login: a working day. A console left
+/// open overnight asks for the token again.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions kept at once; past it the oldest is dropped. A bound on
+/// the memory a stream of logins can take.
+pub const MAX_SESSIONS: usize = 1_000;
+
+/// How a request is authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// A bearer token (a script): no cookie, so no CSRF to check.
+    Bearer,
+    /// A logged-in browser session.
+    Session {
+        /// The session's name in the log (not its cookie).
+        label: String,
+        /// The token its forms must carry.
+        csrf: String,
+    },
+}
+
+impl Access {
+    /// Who did it, for the log: `session 1a2b3c4d` or `bearer token`.
+    pub fn who(&self) -> String {
+        match self {
+            Access::Bearer => "bearer token".into(),
+            Access::Session { label, .. } => format!("session {label}"),
+        }
+    }
+
+    /// Whether a form's `csrf` field is right: always for a bearer token,
+    /// else equal (in constant time) to the session's.
+    pub fn csrf_ok(&self, presented: Option<&str>) -> bool {
+        match self {
+            Access::Bearer => true,
+            Access::Session { csrf, .. } => presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(csrf.as_bytes()))),
+        }
+    }
+
+    /// The CSRF token to put in forms (empty for a bearer token).
+    pub fn csrf(&self) -> &str {
+        match self {
+            Access::Bearer => "",
+            Access::Session { csrf, .. } => csrf,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    label: String,
+    csrf: String,
+    opened: Instant,
+}
+
+/// The tokens and the open sessions.
+#[derive(Debug)]
+pub struct Auth {
+    tokens: Tokens,
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// Whether cookies get `Secure` (not on loopback).
+    pub secure: bool,
+}
+
+/// 32 random bytes in hex: session cookies and CSRF tokens.
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut b);
+    hex::encode(b)
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// A cookie's value in a request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Strict`, `Path=/`, `Secure`
+/// when `secure`; `max_age` 0 clears it.
+pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> String {
+    format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        max_age.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+impl Auth {
+    /// The tokens of the token file and no session.
+    pub fn new(tokens: Tokens, secure: bool) -> Auth {
+        Auth {
+            tokens,
+            sessions: Mutex::new(HashMap::new()),
+            secure,
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.sessions.lock().expect("no panic holds the session lock")
+    }
+
+    /// Whether `token` is one of the token file's (constant time).
+    pub fn token_ok(&self, token: &str) -> bool {
+        self.tokens.check(token.trim().as_bytes()).is_some()
+    }
+
+    /// Opens a session: its cookie value and its access.
+    pub fn open(&self, now: Instant) -> (String, Access) {
+        let cookie = random_token();
+        let d = digest(&cookie);
+        let label = hex::encode(&d[..4]);
+        let csrf = random_token();
+        let mut sessions = self.sessions();
+        sessions.retain(|_, s| now.saturating_duration_since(s.opened) < SESSION_TTL);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.opened).map(|(k, _)| *k) {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            d,
+            Session {
+                label: label.clone(),
+                csrf: csrf.clone(),
+                opened: now,
+            },
+        );
+        (cookie, Access::Session { label, csrf })
+    }
+
+    /// Ends the session of this cookie, if it is one.
+    pub fn close(&self, cookie: &str) {
+        self.sessions().remove(&digest(cookie));
+    }
+
+    /// How the request is authenticated, if at all: a bearer token of the
+    /// file, else a live session's cookie.
+    pub fn access(&self, headers: &HeaderMap, now: Instant) -> Option<Access> {
+        if let Some(token) = bearer(headers.get(AUTHORIZATION).map(|v| v.as_bytes())) {
+            return self.tokens.check(token).map(|_| Access::Bearer);
+        }
+        let c = cookie(headers, SESSION_COOKIE)?;
+        let sessions = self.sessions();
+        let s = sessions.get(&digest(c))?;
+        (now.saturating_duration_since(s.opened) < SESSION_TTL).then(|| Access::Session {
+            label: s.label.clone(),
+            csrf: s.csrf.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn auth(dir: &std::path::Path) -> Auth {
+        let f = dir.join("tokens");
+        std::fs::write(&f, "# console\nright-token\n").unwrap();
+        Auth::new(Tokens::load(&f).unwrap(), false)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn access_by_bearer_token_or_session_cookie() {
+        let dir = std::env::temp_dir().join(format!("kickq-console-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = auth(&dir);
+        let now = Instant::now();
+        // (headers, expected access kind: None, Some(true) bearer, Some(false) session)
+        assert_eq!(a.access(&headers(&[]), now), None);
+        assert_eq!(
+            a.access(&headers(&[("authorization", "Bearer right-token")]), now),
+            Some(Access::Bearer)
+        );
+        for wrong in [
+            "Bearer wrong",
+            "Bearer right-toke",
+            "Bearer right-token2",
+            "Basic right-token",
+        ] {
+            assert_eq!(a.access(&headers(&[("authorization", wrong)]), now), None, "{wrong}");
+        }
+        assert!(a.token_ok(" right-token\n"));
+        assert!(!a.token_ok("right-tokenx") && !a.token_ok("") && !a.token_ok("r"));
+        let (c, opened) = a.open(now);
+        let cookie = format!("other=1; {SESSION_COOKIE}={c}");
+        let got = a.access(&headers(&[("cookie", &cookie)]), now).expect("a session");
+        assert_eq!(got, opened);
+        assert!(matches!(got, Access::Session { .. }));
+        assert_eq!(
+            a.access(&headers(&[("cookie", &format!("{SESSION_COOKIE}={c}x"))]), now),
+            None,
+            "another cookie value"
+        );
+        assert_eq!(
+            a.access(&headers(&[("cookie", &cookie)]), now + SESSION_TTL),
+            None,
+            "expired"
+        );
+        a.close(&c);
+        assert_eq!(a.access(&headers(&[("cookie", &cookie)]), now), None, "logged out");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn csrf_by_table() {
+        let s = Access::Session {
+            label: "l".into(),
+            csrf: "abc".into(),
+        };
+        for (access, presented, want) in [
+            (&s, Some("abc"), true),
+            (&s, Some("abd"), false),
+            (&s, Some("ab"), false),
+            (&s, Some(""), false),
+            (&s, None, false),
+            (&Access::Bearer, None, true),
+        ] {
+            assert_eq!(access.csrf_ok(presented), want, "{access:?} {presented:?}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_strict_and_secure_off_loopback() {
+        assert_eq!(
+            set_cookie("a", "b", Duration::from_secs(60), true),
+            "a=b; Path=/; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        assert!(!set_cookie("a", "b", Duration::ZERO, false).contains("Secure"));
+        let h = headers(&[("cookie", "x=1; kickq_console = v ; y=2")]);
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("v"));
+        assert_eq!(cookie(&h, "z"), None);
+        assert_ne!(random_token(), random_token());
+        assert_eq!(random_token().len(), 64);
+    }
+
+    #[test]
+    fn sessions_are_bounded() {
+        let dir = std::env::temp_dir().join(format!("kickq-console-bound-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = auth(&dir);
+        let t0 = Instant::now();
+        let (first, _) = a.open(t0);
+        for i in 1..=MAX_SESSIONS {
+            a.open(t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(a.sessions().len(), MAX_SESSIONS);
+        let h = headers(&[("cookie", &format!("{SESSION_COOKIE}={first}"))]);
+        assert_eq!(a.access(&h, t0), None, "the oldest went first");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
