@@ -359,7 +359,7 @@ async fn dead_letters_are_filtered_replayed_and_purged_with_the_cli_passes() {
     let (status, html) = post("/dead/confirm", asked.clone()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        html.contains("replay 1 of 4 letter(s) in") && html.contains(&s.ns.names.requests),
+        html.contains("Replay 1 of 4 letter(s) in") && html.contains(&s.ns.names.requests),
         "{html}"
     );
     s.mock.set_faults(Vec::new());
@@ -410,7 +410,7 @@ async fn dead_letters_are_filtered_replayed_and_purged_with_the_cli_passes() {
     // Purge every validation letter; the CLI sees what is left.
     let purge = vec![("action", "purge-all".to_owned()), ("error", "validation".to_owned())];
     let (_, html) = post("/dead/confirm", purge.clone()).await;
-    assert!(html.contains("purge 1 of 3 letter(s)"), "{html}");
+    assert!(html.contains("Purge 1 of 3 letter(s)"), "{html}");
     let mut purge = purge;
     purge.push(("count", "1".into()));
     let (_, html) = post("/dead/act", purge).await;

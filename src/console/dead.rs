@@ -157,7 +157,7 @@ fn filter_form(q: &Query) -> Markup {
     }
 }
 
-fn letter_row(l: &Letter) -> Markup {
+fn letter_row(l: &Letter, default_app: Option<u32>) -> Markup {
     let users = l.job.as_ref().map(|j| j.user_ids.join(", ")).unwrap_or_default();
     html! {
         tr {
@@ -166,7 +166,13 @@ fn letter_row(l: &Letter) -> Markup {
             td { @if let Some(t) = l.failed_at { (layout::time(t)) } @else { "-" } }
             td { span.badge.bad { (l.error.as_str()) } }
             td.n { @if let Some(c) = l.code { (c) } @else { "-" } }
-            td { @if let Some(a) = l.app_id() { (a) } @else { "-" } }
+            td {
+                @match (l.app_id(), default_app, l.job.is_some()) {
+                    (Some(a), _, _) => (a),
+                    (None, Some(d), true) => { (d) " " span.sub { "(default)" } },
+                    _ => "-",
+                }
+            }
             td.room { (l.room().unwrap_or("-")) }
             td.users { (users) }
             td.n { (l.attempts) }
@@ -243,7 +249,7 @@ pub async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Response {
                                 th {} th.n { "#" } th { "failed at" } th { "error" } th.n { "code" } th { "app" }
                                 th { "room" } th { "users" } th.n { "attempts" } th { "detail" }
                             } }
-                            tbody { @for l in &p.letters { (letter_row(l)) } }
+                            tbody { @for l in &p.letters { (letter_row(l, default_app(&console))) } }
                         }
                     }
                 }
@@ -258,16 +264,18 @@ struct Asked {
     verb: Verb,
     selection: bool,
     lane: Lane,
+    /// The form's fields.
+    pairs: Vec<(String, String)>,
 }
 
-fn read_form(console: &Console, access: &Access, body: &[u8]) -> Result<(Asked, Vec<(String, String)>), Response> {
+fn read_form(console: &Console, access: &Access, body: &[u8]) -> Result<Asked, Box<Response>> {
     let pairs = form_pairs(body);
     if !access.csrf_ok(field(&pairs, "csrf")) {
-        return Err(forbidden());
+        return Err(Box::new(forbidden()));
     }
     let bad = |e: String| {
         let body = html! { h1 { "Dead letters" } (layout::notice("bad", &e)) p { a href="/dead" { "back" } } };
-        (StatusCode::BAD_REQUEST, page_of(console, access, body)).into_response()
+        Box::new((StatusCode::BAD_REQUEST, page_of(console, access, body)).into_response())
     };
     let Some((verb, selection)) = parse_action(field(&pairs, "action")) else {
         return Err(bad("no action: use one of the page's buttons".into()));
@@ -280,15 +288,13 @@ fn read_form(console: &Console, access: &Access, body: &[u8]) -> Result<(Asked, 
         }
     }
     let lane = lane_of(&pairs);
-    Ok((
-        Asked {
-            q,
-            verb,
-            selection,
-            lane,
-        },
+    Ok(Asked {
+        q,
+        verb,
+        selection,
+        lane,
         pairs,
-    ))
+    })
 }
 
 fn destination(console: &Console, asked: &Asked) -> String {
@@ -305,13 +311,23 @@ fn destination(console: &Console, asked: &Asked) -> String {
     }
 }
 
+/// The CLI's question with the destination before its question mark, capitalised: `Replay 1 of 5 letter(s)
+/// in q (matching ...) into q.requests?`.
+pub fn question(prompt: &str, destination: &str) -> String {
+    let mut s = format!("{}{destination}?", prompt.trim_end_matches('?'));
+    if let Some(first) = s.get(..1) {
+        s = first.to_uppercase() + &s[1..];
+    }
+    s
+}
+
 /// `POST /dead/confirm`: counts what the action would move (the pass `dlq
 /// list` makes) and asks.
 pub async fn confirm(st: St, access: Access, body: Bytes) -> Response {
     let console = st.0;
-    let (asked, pairs) = match read_form(&console, &access, &body) {
+    let asked = match read_form(&console, &access, &body) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let counted = match console.source.letters(&asked.q.filter, 0).await {
         Ok(p) => p,
@@ -327,15 +343,12 @@ pub async fn confirm(st: St, access: Access, body: Bytes) -> Response {
             p { a href=(back) { "back" } }
         } @else {
             form.confirm method="post" action="/dead/act" {
-                p.question {
-                    (crate::cli::dlq::prompt(verb, counted.matched, counted.scanned, dead, &asked.q.filter))
-                    (destination(&console, &asked))
-                }
+                p.question { (question(&crate::cli::dlq::prompt(verb, counted.matched, counted.scanned, dead, &asked.q.filter), &destination(&console, &asked))) }
                 @if asked.verb == Verb::Purge { p.notice.bad { "A purge cannot be undone." } }
                 input type="hidden" name="csrf" value=(access.csrf());
                 input type="hidden" name="count" value=(counted.matched);
                 input type="hidden" name="lane" value=(asked.lane.as_str());
-                input type="hidden" name="action" value=(field(&pairs, "action").unwrap_or_default());
+                input type="hidden" name="action" value=(field(&asked.pairs, "action").unwrap_or_default());
                 (hidden_fields(&asked.q))
                 @if asked.selection { @for k in &asked.q.filter.keys { input type="hidden" name="key" value=(k); } }
                 button.danger[asked.verb == Verb::Purge] type="submit" { "Yes, " (verb) " " (counted.matched) " letter(s)" }
@@ -351,11 +364,11 @@ pub async fn confirm(st: St, access: Access, body: Bytes) -> Response {
 /// with what moved and who asked.
 pub async fn act(st: St, access: Access, body: Bytes) -> Response {
     let console = st.0;
-    let (asked, pairs) = match read_form(&console, &access, &body) {
+    let asked = match read_form(&console, &access, &body) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
-    let Some(count) = field(&pairs, "count")
+    let Some(count) = field(&asked.pairs, "count")
         .and_then(|c| c.parse::<u64>().ok())
         .filter(|c| *c > 0)
     else {
@@ -457,6 +470,21 @@ mod tests {
         }
         let qs = query_string(&parse_query(&pairs(&[("room", "a b&c")]), None).unwrap());
         assert_eq!(qs, "room=a+b%26c");
+    }
+
+    #[test]
+    fn the_question_names_the_destination() {
+        assert_eq!(
+            question(
+                "replay 1 of 5 letter(s) in q.dead (matching every letter)?",
+                " into q.requests"
+            ),
+            "Replay 1 of 5 letter(s) in q.dead (matching every letter) into q.requests?"
+        );
+        assert_eq!(
+            question("purge 2 of 2 letter(s) in q.dead (matching app 7)?", ""),
+            "Purge 2 of 2 letter(s) in q.dead (matching app 7)?"
+        );
     }
 
     #[test]

@@ -15,10 +15,14 @@ use tokio::time::Instant;
 /// Seconds the "now" rate averages over: the last ten whole seconds.
 pub const RATE_SECS: usize = 10;
 
-/// Calls per second over the last [`RATE_SECS`] whole seconds of `series`
-/// (its last value is the current, unfinished second, left out).
-pub fn recent_rate(series: &[u64]) -> f64 {
-    let whole = &series[..series.len().saturating_sub(1)];
+/// The whole seconds of a series: its last value is the current,
+/// unfinished second, left out of the rate and the line.
+pub fn whole_seconds(series: &[u64]) -> &[u64] {
+    &series[..series.len().saturating_sub(1)]
+}
+
+/// Calls per second over the last [`RATE_SECS`] whole seconds.
+pub fn recent_rate(whole: &[u64]) -> f64 {
     let tail = &whole[whole.len().saturating_sub(RATE_SECS)..];
     if tail.is_empty() {
         return 0.0;
@@ -117,8 +121,9 @@ pub async fn live_part(console: &Console) -> Markup {
                 h2 { "Apps" }
                 div.apps {
                     @for app in &console.source.apps {
-                        @let series = crate::metrics::app_call_series(app.app_id);
-                        @let rate = recent_rate(&series);
+                        @let all = crate::metrics::app_call_series(app.app_id);
+                        @let series = whole_seconds(&all);
+                        @let rate = recent_rate(series);
                         @let state = state_of(console, app.app_id, app.served_here, now);
                         article.app data-app=(app.app_id) {
                             header {
@@ -131,7 +136,7 @@ pub async fn live_part(console: &Console) -> Markup {
                                 " calls/s of " (app.rate) " "
                                 span.sub { "(last " (RATE_SECS) " s)" }
                             }
-                            (super::chart::calls(&series, app.rate, &format!("AppId {} calls per second, last 5 minutes", app.app_id)))
+                            (super::chart::calls(series, app.rate, &format!("AppId {} calls per second, last 5 minutes", app.app_id)))
                         }
                     }
                 }
@@ -215,7 +220,8 @@ mod tests {
             ([vec![0; 290], vec![50; 10], vec![7]].concat(), 50.0),
             ([vec![50; 5], vec![0; 5], vec![3]].concat(), 25.0),
         ] {
-            assert_eq!(recent_rate(&series), want, "{series:?}");
+            assert_eq!(recent_rate(whole_seconds(&series)), want, "{series:?}");
         }
+        assert_eq!(whole_seconds(&[1, 2, 3]), &[1, 2]);
     }
 }

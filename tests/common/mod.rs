@@ -523,6 +523,14 @@ pub fn init_logs() {
 /// A `kickq run` child process, configured for tests through the environment
 /// (never argv: the secret must not show in `ps`).
 pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) -> std::process::Child {
+    binary_worker(ns, api_url, rate, extra)
+        .spawn()
+        .expect("spawn the kickq binary")
+}
+
+/// The command [`spawn_binary_worker`] runs, to change before spawning it
+/// (a test that reads the worker's log pipes its stderr).
+pub fn binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) -> std::process::Command {
     let delays: Vec<String> = TEST_RETRY_DELAYS
         .iter()
         .map(|d| format!("{}ms", d.as_millis()))
@@ -555,7 +563,7 @@ pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &s
             false => cmd.env(k, v),
         };
     }
-    cmd.spawn().expect("spawn the kickq binary")
+    cmd
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped, so a failing
