@@ -1,6 +1,7 @@
 //! The broker as a three-node RabbitMQ cluster of the test's own (`tests/support/cluster.sh`, on ports of its own;
 //! the machine's broker on 5672 is left alone): a sweep, `kill -9` of the node that leads the live queue mid-sweep,
-//! and the worker on a node list carries on. Ignored by default (the cluster takes about 30 s to start): run with
+//! and the worker on a node list carries on; before the kill, the console's workers page lists the active worker
+//! and a standby from the cluster's management API. Ignored by default (the cluster takes about 30 s to start): run with
 //! `cargo test --test cluster -- --ignored`, as `.ci/run` does.
 
 mod common;
@@ -23,6 +24,8 @@ struct Cluster {
     dir: PathBuf,
     /// (node name, AMQP port).
     nodes: Vec<(String, u16)>,
+    /// Each node's management API port, in the same order.
+    management: Vec<u16>,
 }
 
 impl Cluster {
@@ -36,8 +39,13 @@ impl Cluster {
             .output()
             .expect("run cluster.sh");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let management = stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+            .collect();
         let cluster = Cluster {
             dir,
+            management,
             nodes: stdout
                 .lines()
                 .filter_map(|l| {
@@ -128,12 +136,69 @@ fn killing_the_node_that_leads_the_live_queue_loses_nothing() {
             .unwrap();
         producer.close().await.unwrap();
         let leader = cluster.leader(&ns.names.requests);
+        // The console, with the management API of the first node, and a token file.
+        let dir = std::env::temp_dir().join(format!("{}-console", ns.name()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, "cluster-console-token\n").unwrap();
+        let console_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let console_addr = format!("127.0.0.1:{console_port}");
+        let management = format!("http://guest:guest@127.0.0.1:{}", cluster.management[0]);
         let mut worker = ChildGuard(spawn_binary_worker(
             &ns,
             &mock.base_url(),
             50,
-            &[("KICKQ_AMQP_URL", url.as_str()), ("RUST_LOG", "kickq=info,warn")],
+            &[
+                ("KICKQ_AMQP_URL", url.as_str()),
+                ("RUST_LOG", "kickq=info,warn"),
+                ("KICKQ_CONSOLE_ADDR", &console_addr),
+                ("KICKQ_CONSOLE_TOKEN_FILE", tokens.to_str().unwrap()),
+                ("KICKQ_MANAGEMENT_URL", &management),
+            ],
         ));
+        let standby_name = format!("{}-standby", ns.name());
+        let mut standby = ChildGuard(spawn_binary_worker(
+            &ns,
+            &mock.base_url(),
+            50,
+            &[("KICKQ_AMQP_URL", url.as_str()), ("KICKQ_CONNECTION_NAME", &standby_name)],
+        ));
+        kickq::zego::client::install_crypto_provider();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let active_name = format!("{}-bin", ns.name());
+        // Each listed worker is a row: its name, then its role.
+        let row = |page: &str, name: &str, role: &str| {
+            page.split("<tr>")
+                .any(|tr| tr.contains(&format!("<code>{name}</code>")) && tr.contains(&format!(">{role}<")))
+        };
+        let asked = std::time::Instant::now();
+        let page = loop {
+            let got = http
+                .get(format!("http://{console_addr}/workers"))
+                .header("authorization", "Bearer cluster-console-token")
+                .send()
+                .await;
+            let page = match got {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if row(&page, &active_name, "active") && row(&page, &standby_name, "standby") {
+                break page;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(60),
+                "the console never listed the active worker and the standby: {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert!(page.contains("connected since"), "{page}");
+        send_signal(standby.0.id(), "TERM");
+        assert!(standby.0.wait().unwrap().success(), "the standby stopped cleanly");
+        let _ = std::fs::remove_dir_all(&dir);
         wait_for(Duration::from_secs(30), "the sweep under way", || async { mock.calls().len() >= 150 }).await;
         let killed = cluster.run(&["kill9", &leader]);
         let kill_ms = mock.started().elapsed().as_millis() as u64;
