@@ -45,13 +45,7 @@ async fn a_sound_deployment_passes_every_check() {
     let ns = Ns::new("check-ok");
     let b = Broker::connect().await;
     b.declare(&ns.names).await;
-    let db = TestDb::new().await;
-    kickq::testkit::ledger::Ledger::connect(&db.url)
-        .await
-        .unwrap()
-        .migrate()
-        .await
-        .unwrap();
+    let db = TestDb::migrated().await;
     let m = api().await;
     let url = m.base_url();
     let o = kickq(&ns, &["check"], &env(&url, SECRET, &db.url), None).await;

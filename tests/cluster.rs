@@ -137,16 +137,8 @@ fn killing_the_node_that_leads_the_live_queue_loses_nothing() {
         producer.close().await.unwrap();
         let leader = cluster.leader(&ns.names.requests);
         // The console, with the management API of the first node, and a token file.
-        let dir = std::env::temp_dir().join(format!("{}-console", ns.name()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let tokens = dir.join("tokens");
-        std::fs::write(&tokens, "cluster-console-token\n").unwrap();
-        let console_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let console_addr = format!("127.0.0.1:{console_port}");
+        let (dir, tokens) = token_file(&ns, "cluster-console-token\n");
+        let console_addr = format!("127.0.0.1:{}", free_port());
         let management = format!("http://guest:guest@127.0.0.1:{}", cluster.management[0]);
         let mut worker = ChildGuard(spawn_binary_worker(
             &ns,

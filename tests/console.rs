@@ -44,17 +44,8 @@ struct Setup {
 async fn setup(tag: &str) -> Setup {
     let ns = Ns::new(tag);
     let mock = mock(50).await;
-    let db = TestDb::new().await;
-    kickq::testkit::ledger::Ledger::connect(&db.url)
-        .await
-        .unwrap()
-        .migrate()
-        .await
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("{}-console", ns.name()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token_file = dir.join("tokens");
-    std::fs::write(&token_file, format!("# test\n{TOKEN}\nsecond-token\n")).unwrap();
+    let db = TestDb::migrated().await;
+    let (dir, token_file) = token_file(&ns, &format!("# test\n{TOKEN}\nsecond-token\n"));
     let cfg = kickq::worker::WorkerConfig {
         database_url: Some(Secret::new(db.url.clone())),
         ..worker_config(&ns, &mock.base_url(), 50).with_console(ConsoleConfig {

@@ -20,14 +20,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// carries two: at 50 calls/s it lasts 40 s, longer than the test needs.
 const SWEEP: usize = 2_000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn shot_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console")
 }
@@ -72,6 +64,22 @@ async fn element(c: &Client, css: &str) -> fantoccini::elements::Element {
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("no {css}: {e}"))
+}
+
+/// Clicks the element.
+async fn click(c: &Client, css: &str) {
+    element(c, css).await.click().await.unwrap();
+}
+
+/// Types `text` into the element.
+async fn type_into(c: &Client, css: &str, text: &str) {
+    element(c, css).await.send_keys(text).await.unwrap();
+}
+
+/// Follows the navigation link to `path` and waits for its page.
+async fn go(c: &Client, path: &str) {
+    click(c, &format!("header.top nav a[href=\"{path}\"]")).await;
+    at_path(c, path).await;
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
@@ -126,17 +134,8 @@ async fn an_operator_logs_in_watches_a_sweep_replays_a_letter_and_logs_out() {
     let ns = Ns::new("console-browser");
     let mock = mock(50).await;
     mock.set_faults(vec![kickq::mock_zego::parse_fault("room=broken-*,code=2").unwrap()]);
-    let db = TestDb::new().await;
-    kickq::testkit::ledger::Ledger::connect(&db.url)
-        .await
-        .unwrap()
-        .migrate()
-        .await
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("{}-browser", ns.name()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token_file = dir.join("tokens");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let db = TestDb::migrated().await;
+    let (dir, token_file) = token_file(&ns, &format!("{TOKEN}\n"));
     let console_port = free_port();
     let console_addr = format!("127.0.0.1:{console_port}");
     let base = format!("http://{console_addr}");
@@ -195,8 +194,8 @@ async fn an_operator_logs_in_watches_a_sweep_replays_a_letter_and_logs_out() {
     assert_eq!(c.current_url().await.unwrap().path(), "/login");
     shot(&c, "login").await;
     // A wrong token is refused.
-    element(&c, "#token").await.send_keys("not-the-token").await.unwrap();
-    element(&c, "button[type=submit]").await.click().await.unwrap();
+    type_into(&c, "#token", "not-the-token").await;
+    click(&c, "button[type=submit]").await;
     assert!(element(&c, ".notice")
         .await
         .text()
@@ -204,8 +203,8 @@ async fn an_operator_logs_in_watches_a_sweep_replays_a_letter_and_logs_out() {
         .unwrap()
         .contains("not in the token file"));
     // The right one opens the overview.
-    element(&c, "#token").await.send_keys(TOKEN).await.unwrap();
-    element(&c, "button[type=submit]").await.click().await.unwrap();
+    type_into(&c, "#token", TOKEN).await;
+    click(&c, "button[type=submit]").await;
     at_path(&c, "/").await;
 
     // The sweep's rate shows on the overview (refreshed in place by htmx).
@@ -236,23 +235,14 @@ async fn an_operator_logs_in_watches_a_sweep_replays_a_letter_and_logs_out() {
     shot(&c, "overview").await;
 
     // Filter the dead letters through the form.
-    element(&c, "header.top nav a[href=\"/dead\"]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    at_path(&c, "/dead").await;
+    go(&c, "/dead").await;
     element(&c, "select[name=error]")
         .await
         .select_by_value("permanent")
         .await
         .unwrap();
-    element(&c, "input[name=room]")
-        .await
-        .send_keys("broken-3")
-        .await
-        .unwrap();
-    element(&c, "form.filters button").await.click().await.unwrap();
+    type_into(&c, "input[name=room]", "broken-3").await;
+    click(&c, "form.filters button").await;
     until(Duration::from_secs(20), "the filtered list", || async {
         c.current_url()
             .await
@@ -265,11 +255,7 @@ async fn an_operator_logs_in_watches_a_sweep_replays_a_letter_and_logs_out() {
     assert!(summary.starts_with("1 of 5 letter(s)"), "{summary}");
     let rows = c.find_all(Locator::Css("table.letters > tbody > tr")).await.unwrap();
     assert_eq!(rows.len(), 1);
-    element(&c, "table.letters details summary")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, "table.letters details summary").await;
     let details = text_of(&c, "table.letters details").await;
     assert!(
         details.contains("kickq-error") && details.contains("broken-3"),
@@ -279,38 +265,25 @@ async fn an_operator_logs_in_watches_a_sweep_replays_a_letter_and_logs_out() {
 
     // The room is fixed: replay that letter into the live lane.
     mock.set_faults(Vec::new());
-    element(&c, "input[name=key]").await.click().await.unwrap();
+    click(&c, "input[name=key]").await;
     element(&c, "select[name=lane]")
         .await
         .select_by_value("live")
         .await
         .unwrap();
-    element(&c, "button[value=replay-selected]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, "button[value=replay-selected]").await;
     let question = element(&c, "p.question").await.text().await.unwrap();
     assert!(question.starts_with("Replay 1 of 5 letter(s)"), "{question}");
     assert!(question.contains(&ns.names.requests), "{question}");
     shot(&c, "confirm").await;
-    element(&c, "form.confirm button").await.click().await.unwrap();
+    click(&c, "form.confirm button").await;
     let result = element(&c, "p.notice.ok").await.text().await.unwrap();
     assert!(result.contains("replayed 1, kept 4"), "{result}");
 
     // History finds the user kicked, with a RequestId.
-    element(&c, "header.top nav a[href=\"/history\"]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    at_path(&c, "/history").await;
-    element(&c, "input[name=room]")
-        .await
-        .send_keys("broken-3")
-        .await
-        .unwrap();
-    element(&c, "form.filters button").await.click().await.unwrap();
+    go(&c, "/history").await;
+    type_into(&c, "input[name=room]", "broken-3").await;
+    click(&c, "form.filters button").await;
     until(Duration::from_secs(30), "broken-3 kicked in the history", || async {
         let table = text_of(&c, "table.history").await;
         if table.contains("kicked") {
@@ -331,18 +304,13 @@ async fn an_operator_logs_in_watches_a_sweep_replays_a_letter_and_logs_out() {
     shot(&c, "history").await;
 
     // Workers: this worker holds the lock and is active.
-    element(&c, "header.top nav a[href=\"/workers\"]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    at_path(&c, "/workers").await;
+    go(&c, "/workers").await;
     let shard = element(&c, "section.shard").await.text().await.unwrap();
     assert!(shard.contains("held") && shard.contains("active since"), "{shard}");
     shot(&c, "workers").await;
 
     // Log out: the console asks for the token again.
-    element(&c, "form.logout button").await.click().await.unwrap();
+    click(&c, "form.logout button").await;
     at_path(&c, "/login").await;
     c.goto(&format!("{base}/dead")).await.unwrap();
     at_path(&c, "/login").await;

@@ -309,13 +309,7 @@ async fn rows(pool: &sqlx::PgPool) -> [i64; 3] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_asks_for_yes_counts_in_a_dry_run_and_reports_json() {
-    let db = TestDb::new().await;
-    kickq::testkit::ledger::Ledger::connect(&db.url)
-        .await
-        .unwrap()
-        .migrate()
-        .await
-        .unwrap();
+    let db = TestDb::migrated().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     for (days, n) in [(200, 2), (10, 1)] {
         for i in 0..n {
@@ -549,13 +543,7 @@ async fn a_4_kb_request_id_is_stored_as_a_128_byte_prefix_and_the_job_is_acked()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_goes_in_batches_and_a_stop_between_them_reports_what_went() {
-    let db = TestDb::new().await;
-    kickq::testkit::ledger::Ledger::connect(&db.url)
-        .await
-        .unwrap()
-        .migrate()
-        .await
-        .unwrap();
+    let db = TestDb::migrated().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     sqlx::query(
         "insert into job_receipts (job_id, app_id, room_id, user_ids, attempts, redelivered, received_at) \

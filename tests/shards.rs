@@ -47,15 +47,6 @@ fn mock_ms(mock: &MockZego) -> u64 {
     mock.started().elapsed().as_millis() as u64
 }
 
-/// A free loopback port for a child's metrics server.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `/status` of a child worker, as JSON (`None` while it does not answer).
 async fn status(port: u16) -> Option<serde_json::Value> {
     kickq::zego::install_crypto_provider();

@@ -39,11 +39,8 @@ pub fn page(
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
+                (head_common(title))
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false}"#;
-                title { (title) " · kickq console" }
-                link rel="stylesheet" href="/assets/style.css";
                 script src="/assets/htmx.min.js" defer {}
                 @if let Some(secs) = refresh {
                     noscript { meta http-equiv="refresh" content=(secs); }
@@ -69,6 +66,16 @@ pub fn page(
                 footer { "kickq " (crate::VERSION) }
             }
         }
+    }
+}
+
+/// What every page's `<head>` starts with: charset, viewport, title, styles.
+pub fn head_common(title: &str) -> Markup {
+    html! {
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        title { (title) " · kickq console" }
+        link rel="stylesheet" href="/assets/style.css";
     }
 }
 

@@ -18,12 +18,7 @@ fn login_page(csrf: &str, error: Option<&str>) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · kickq console" }
-                link rel="stylesheet" href="/assets/style.css";
-            }
+            head { (super::layout::head_common("Log in")) }
             body.login {
                 main {
                     form.card method="post" action="/login" {

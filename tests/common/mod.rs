@@ -109,6 +109,18 @@ impl TestDb {
         }
     }
 
+    /// A fresh database with every migration applied.
+    pub async fn migrated() -> TestDb {
+        let db = TestDb::new().await;
+        kickq::testkit::ledger::Ledger::connect(&db.url)
+            .await
+            .unwrap()
+            .migrate()
+            .await
+            .unwrap();
+        db
+    }
+
     pub async fn drop_db(self) {
         let pool = sqlx::PgPool::connect(&self.admin).await.unwrap();
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
@@ -518,6 +530,25 @@ pub fn init_logs() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// A free loopback port (for a child's server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory of the namespace's own holding a token file with `tokens`:
+/// `(dir, file)`; remove the directory when done.
+pub fn token_file(ns: &Ns, tokens: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{}-tokens", ns.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens");
+    std::fs::write(&file, tokens).unwrap();
+    (dir, file)
 }
 
 /// A `kickq run` child process, configured for tests through the environment
