@@ -341,7 +341,7 @@ impl Drop for TempConfig {
 fn print_config_merges_file_env_and_flags_and_redacts() {
     let cfg = TempConfig::new(
         "print",
-        "namespace = \"fromfile\"\nprefetch = 1234\nmax_in_flight = 7\n\n[[apps]]\napp_id = 1234567890\nsecret_env = \"KQ_TEST_SECRET_MAIN\"\ndefault = true\n\n[[apps]]\napp_id = 987654321\nsecret_env = \"KQ_TEST_SECRET_GAMES\"\nrate = 20\napi_url = \"https://rtc-api-sha.zego.im\"\n",
+        "namespace = \"fromfile\"\nprefetch = 1234\nmax_in_flight = 7\nconsole_addr = \"127.0.0.1:9465\"\nconsole_token_file = \"/etc/kickq/console-tokens\"\n\n[[apps]]\napp_id = 1234567890\nsecret_env = \"KQ_TEST_SECRET_MAIN\"\ndefault = true\n\n[[apps]]\napp_id = 987654321\nsecret_env = \"KQ_TEST_SECRET_GAMES\"\nrate = 20\napi_url = \"https://rtc-api-sha.zego.im\"\n",
     );
     let (ok, out, err) = kickq(
         &["run", "--config", &cfg.path(), "--print-config", "--max-in-flight", "9"],
@@ -350,6 +350,7 @@ fn print_config_merges_file_env_and_flags_and_redacts() {
             ("KQ_TEST_SECRET_GAMES", "fedcba9876543210fedcba9876543210"),
             ("KICKQ_PREFETCH", "555"),
             ("KICKQ_AMQP_URL", "amqp://kickq:broker-pw-77@127.0.0.1:5672/%2f"),
+            ("KICKQ_MANAGEMENT_URL", "http://admin:mgmt-pw-88@127.0.0.1:15672"),
         ],
     );
     assert!(ok, "{err}");
@@ -364,7 +365,15 @@ fn print_config_merges_file_env_and_flags_and_redacts() {
     assert_eq!(apps[1]["rate"].as_integer(), Some(20));
     assert_eq!(apps[1]["api_url"].as_str(), Some("https://rtc-api-sha.zego.im"));
     assert_eq!(apps[1]["secret_env"].as_str(), Some("KQ_TEST_SECRET_GAMES"));
-    for hidden in [S32, "fedcba9876543210", "broker-pw-77"] {
+    assert_eq!(t["console_addr"].as_str(), Some("127.0.0.1:9465"));
+    assert_eq!(t["console_token_file"].as_str(), Some("/etc/kickq/console-tokens"));
+    assert!(
+        t["management_url"]
+            .as_str()
+            .is_some_and(|u| u.contains("127.0.0.1:15672")),
+        "{out}"
+    );
+    for hidden in [S32, "fedcba9876543210", "broker-pw-77", "mgmt-pw-88"] {
         assert!(!out.contains(hidden), "{hidden} printed:\n{out}");
     }
     // The same file through KICKQ_CONFIG.

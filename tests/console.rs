@@ -168,6 +168,16 @@ async fn only_a_token_or_a_session_gets_in() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "POST {path}");
     }
+    // htmx's refresh of an ended session is sent to the login.
+    let r = s
+        .http
+        .get(s.url("/live"))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["hx-redirect"], "/login");
     // Assets and the login form need nothing.
     assert_eq!(
         s.http.get(s.url("/assets/style.css")).send().await.unwrap().status(),
@@ -417,6 +427,19 @@ async fn dead_letters_are_filtered_replayed_and_purged_with_the_cli_passes() {
     assert_eq!(rooms.len(), 2, "{letters}");
     assert!(rooms.contains(&"banned-2"));
     assert!(letters[0]["key"].as_str().is_some_and(|k| k.len() == 16), "{letters}");
+    // The CLI's --app: a job that names no app is ZEGO_APP_ID's, as in the console.
+    let app = APP_ID.to_string();
+    let out = kickq(
+        &s.ns,
+        &["dlq", "list", "--json", "--app", &app],
+        &[("ZEGO_APP_ID", &app)],
+        None,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{}", text(&out).1);
+    let out = kickq(&s.ns, &["dlq", "list", "--app", "7"], &[("ZEGO_APP_ID", &app)], None).await;
+    assert!(text(&out).1.contains("0 of 2 letter(s)"), "{}", text(&out).1);
 
     // Nothing secret on any page: not the ServerSecret, not the AMQP URL.
     for path in ["/", "/dead", "/history?room=banned-1", "/workers"] {
@@ -432,6 +455,7 @@ async fn dead_letters_are_filtered_replayed_and_purged_with_the_cli_passes() {
 #[tokio::test]
 async fn the_console_never_runs_open() {
     let ns = Ns::new("console-open");
+    let (dir, empty) = token_file(&ns, "# no token yet\n\n");
     for (env, says) in [
         (vec![("KICKQ_CONSOLE_ADDR", "127.0.0.1:0")], "KICKQ_CONSOLE_TOKEN_FILE"),
         (
@@ -442,6 +466,13 @@ async fn the_console_never_runs_open() {
             "/nonexistent/kickq-tokens",
         ),
         (vec![("KICKQ_CONSOLE_ADDR", "not an address")], "KICKQ_CONSOLE_ADDR"),
+        (
+            vec![
+                ("KICKQ_CONSOLE_ADDR", "127.0.0.1:0"),
+                ("KICKQ_CONSOLE_TOKEN_FILE", empty.to_str().unwrap()),
+            ],
+            "holds no token",
+        ),
     ] {
         let mut env = env;
         env.extend([
@@ -454,4 +485,55 @@ async fn the_console_never_runs_open() {
         assert_eq!(out.status.code(), Some(1), "{env:?}: {stderr}");
         assert!(stderr.contains(says), "{env:?}: {stderr}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Without a token file of its own the console takes the HTTP intake's; off
+/// loopback its session cookie is `Secure`.
+#[tokio::test]
+async fn off_loopback_the_cookie_is_secure_and_the_intake_tokens_serve() {
+    let ns = Ns::new("console-secure");
+    let mock = mock(50).await;
+    let (dir, tokens) = token_file(&ns, &format!("{TOKEN}\n"));
+    let port = free_port();
+    let _worker = ChildGuard(spawn_binary_worker(
+        &ns,
+        &mock.base_url(),
+        50,
+        &[
+            ("KICKQ_CONSOLE_ADDR", &format!("0.0.0.0:{port}")),
+            ("KICKQ_HTTP_INTAKE_TOKEN_FILE", tokens.to_str().unwrap()),
+        ],
+    ));
+    kickq::zego::client::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut form = None;
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("{base}/login")).send().await {
+            form = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let form = form.expect("the console listens");
+    let login_cookie = cookie_pair(&form, "kickq_console_login").unwrap();
+    assert!(set_cookie_line(&form, "kickq_console_login").contains("; Secure"));
+    let csrf = hidden(&form.text().await.unwrap(), "csrf");
+    let r = http
+        .post(format!("{base}/login"))
+        .header(COOKIE, &login_cookie)
+        .form_of(&[("csrf", csrf.as_str()), ("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the intake's token logs in");
+    let line = set_cookie_line(&r, "kickq_console");
+    assert!(line.contains("; Secure") && line.contains("HttpOnly"), "{line}");
+    mock.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

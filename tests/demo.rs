@@ -111,3 +111,73 @@ fn without_a_broker_the_demo_says_how_to_get_one() {
     assert!(lines[0].contains("docker compose up -d rabbitmq"), "{stderr}");
     assert!(!lines[0].contains("guest:guest"), "the password is redacted: {stderr}");
 }
+
+/// `kickq demo --console`: the URL and a token of this run are printed, the console answers with it (and
+/// refuses another), it stays up after the sweep until SIGTERM, and then the token file and the queues go.
+#[tokio::test]
+async fn with_console_the_demo_serves_the_console_until_stopped() {
+    use std::io::BufRead;
+    let mut child = common::ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+            .args(["demo", "--console", "--console-addr", "127.0.0.1:0"])
+            .env("KICKQ_AMQP_URL", common::amqp_url())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kickq demo --console"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next_line_with = |what: &str| -> String {
+        loop {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("no line with {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+    let ns = next_line_with("queues kickq-demo-");
+    let ns = ns
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("kickq-demo-").and_then(|w| w.strip_suffix(".*")))
+        .map(|pid| format!("kickq-demo-{pid}"))
+        .expect("the demo names its namespace");
+    let line = next_line_with("one-time token: ");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the console's URL")
+        .to_owned();
+    let token = line.rsplit(' ').next().unwrap().to_owned();
+    assert!(!url.ends_with(":0/"), "the bound port is printed: {url}");
+    assert_eq!(token.len(), 64, "{line}");
+    let token_file = std::env::temp_dir().join(format!("{ns}.console-token"));
+    assert!(token_file.exists(), "{token_file:?}");
+    kickq::zego::client::install_crypto_provider();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |bearer: String| {
+        http.get(&url)
+            .header("authorization", format!("Bearer {bearer}"))
+            .send()
+    };
+    let page = get(token.clone()).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("AppId 1234567890"));
+    assert_eq!(get("not-it".into()).await.unwrap().status(), 401);
+    let done = next_line_with("sweep done");
+    assert!(done.contains(&url), "{done}");
+    // Still up after the sweep, until a signal.
+    assert_eq!(get(token.clone()).await.unwrap().status(), 200);
+    common::send_signal(child.0.id(), "TERM");
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!token_file.exists(), "the token file is deleted");
+    assert!(!queues().contains(&ns), "demo queues left behind");
+}

@@ -289,9 +289,10 @@ async fn demo(
     };
     let started = Instant::now();
     let worker = crate::worker::Worker::bind(cfg).await?;
-    if let (Some(c), Some(addr)) = (console, worker.console_addr()) {
+    let console_at = worker.console_addr();
+    if let (Some(c), Some(addr)) = (console, console_at) {
         println!("console: http://{addr}/  one-time token: {}", c.token);
-        println!("  (log in with the token; it is good until the demo stops)");
+        println!("  (made for this run; log in with it until the demo stops)");
     }
     let worker = tokio::spawn(worker.run(stop.clone()));
 
@@ -329,11 +330,12 @@ async fn demo(
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed();
-    if let Some(c) = console {
+    // The sweep's calls, before any the console's replays add.
+    let counters = mock.counters();
+    if let Some(addr) = console_at {
         println!(
-            "sweep done in {:.1} s; the console stays up at http://{}/ until Ctrl-C, which stops the demo and deletes its queues",
+            "sweep done in {:.1} s; the console stays up at http://{addr}/ until Ctrl-C, which stops the demo and deletes its queues",
             elapsed.as_secs_f64(),
-            c.config.addr
         );
         let signalled = CancellationToken::new();
         tokio::spawn(crate::cli::signals::cancel_on_signal(signalled.clone()));
@@ -342,7 +344,6 @@ async fn demo(
     stop.cancel();
     let summary = worker.await.context("worker task")??;
 
-    let counters = mock.counters();
     let calls = counters.calls;
     // Read without consuming, so that --keep leaves them all.
     let peeked = crate::dlq::pass::peek(conn, &names.dead, &Default::default(), None, |_| {}).await?;

@@ -90,7 +90,7 @@ pub struct FilterArgs {
     /// Only letters that failed at or after this time: RFC 3339 or an age such as 30m, 2h or 7d.
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     pub since: Option<DateTime<Utc>>,
-    /// Only letters of this AppId (a job naming no app is the config file's default app's).
+    /// Only letters of this AppId (a job naming no app is the default app's: the config file's, else ZEGO_APP_ID).
     #[arg(long, value_name = "APP_ID")]
     pub app: Option<u32>,
 }
@@ -105,7 +105,7 @@ impl FilterArgs {
             since: self.since,
             app: self.app,
             default_app,
-            keys: Vec::new(),
+            keys: Default::default(),
         }
     }
 }
@@ -187,9 +187,14 @@ fn shard_queues(
     Ok(crate::dlq::pass::replay_targets(routing.as_ref(), names, lane))
 }
 
-/// The default app of the config file, that `--app` matches letters naming no app against.
+/// The default app that `--app` matches letters naming no app against: the
+/// config file's, else `ZEGO_APP_ID` (the one app of a worker without a file),
+/// as the worker itself resolves a job that names none.
 fn default_app(file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<Option<u32>> {
-    Ok(crate::config::apps::file_routing(file)?.and_then(|r| r.default_app()))
+    Ok(match crate::config::apps::file_routing(file)? {
+        Some(r) => r.default_app(),
+        None => std::env::var("ZEGO_APP_ID").ok().and_then(|v| v.trim().parse().ok()),
+    })
 }
 
 /// Runs `kickq dlq`.

@@ -50,6 +50,13 @@ pub(crate) fn render(cfg: &WorkerConfig) -> String {
         put("http_intake_max_bytes", n(intake.max_bytes as u64));
         put("http_intake_rate", n(intake.rate.into()));
     }
+    if let Some(console) = &cfg.console {
+        put("console_addr", s(&console.addr.to_string()));
+        put("console_token_file", s(&console.token_file.display().to_string()));
+        if let Some(m) = &console.management_url {
+            put("management_url", url(m.expose()));
+        }
+    }
     if let Some(db) = &cfg.database_url {
         put("database_url", url(db.expose()));
     }

@@ -63,13 +63,18 @@ pub fn parse_query(pairs: &[(String, String)], default_app: Option<u32>) -> Resu
     Ok(q)
 }
 
-/// The selected letters of a form (`key` fields).
-pub fn selected(pairs: &[(String, String)]) -> Vec<String> {
-    pairs
+/// The selected letters of a form (`key` fields), at most [`MAX_SHOWN`]
+/// (a page never lists more), else why not.
+pub fn selected(pairs: &[(String, String)]) -> Result<std::collections::BTreeSet<String>, String> {
+    let keys: std::collections::BTreeSet<String> = pairs
         .iter()
         .filter(|(k, v)| k == "key" && !v.trim().is_empty())
         .map(|(_, v)| v.trim().to_owned())
-        .collect()
+        .collect();
+    match keys.len() {
+        n if n > MAX_SHOWN => Err(format!("{n} letters selected: at most {MAX_SHOWN} at once")),
+        _ => Ok(keys),
+    }
 }
 
 /// What a form's button asks.
@@ -195,6 +200,15 @@ fn letter_row(l: &Letter, default_app: Option<u32>) -> Markup {
     }
 }
 
+/// Runs a dlq pass in a task of its own and waits for it: dropping the
+/// request (a closed tab) never cuts a pass short.
+async fn detached<T: Send + 'static>(pass: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    match tokio::spawn(pass).await {
+        Ok(t) => t,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 fn page_of(console: &Console, access: &Access, body: Markup) -> Html<String> {
     let ns = &console.source.names.namespace;
     Html(layout::page("Dead letters", Page::Dead, ns, access, None, body).into_string())
@@ -215,7 +229,10 @@ pub async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Response {
             return (StatusCode::BAD_REQUEST, page_of(&console, &access, body)).into_response();
         }
     };
-    let listed = console.source.letters(&q.filter, q.limit).await;
+    let listed = {
+        let (c, filter, limit) = (console.clone(), q.filter.clone(), q.limit);
+        detached(async move { c.source.letters(&filter, limit).await }).await
+    };
     let dead = console.source.names.dead.clone();
     let body = html! {
         h1 { "Dead letters" }
@@ -282,7 +299,7 @@ fn read_form(console: &Console, access: &Access, body: &[u8]) -> Result<Asked, B
     };
     let mut q = parse_query(&pairs, default_app(console)).map_err(bad)?;
     if selection {
-        q.filter.keys = selected(&pairs);
+        q.filter.keys = selected(&pairs).map_err(bad)?;
         if q.filter.keys.is_empty() {
             return Err(bad("no letter selected: tick the letters first".into()));
         }
@@ -329,7 +346,11 @@ pub async fn confirm(st: St, access: Access, body: Bytes) -> Response {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let counted = match console.source.letters(&asked.q.filter, 0).await {
+    let counting = {
+        let (c, filter) = (console.clone(), asked.q.filter.clone());
+        detached(async move { c.source.letters(&filter, 0).await })
+    };
+    let counted = match counting.await {
         Ok(p) => p,
         Err(e) => return page_of(&console, &access, super::overview::error(&e)).into_response(),
     };
@@ -384,25 +405,37 @@ pub async fn act(st: St, access: Access, body: Bytes) -> Response {
     };
     let (verb, done) = asked.verb.words();
     let dead = console.source.names.dead.clone();
-    let started = std::time::Instant::now();
-    let report = match console.source.sweep(action, asked.q.filter.clone(), Some(count)).await {
+    let to = destination(&console, &asked);
+    let filter = asked.q.filter.clone();
+    let who = access.who();
+    // The pass and its log line run in a task of their own: a browser that
+    // closes the tab or loses the connection drops this handler, not the
+    // pass, which settles what is in flight and says what it moved.
+    let pass = {
+        let (console, dead, to) = (console.clone(), dead.clone(), to.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let report = console.source.sweep(action, filter.clone(), Some(count)).await?;
+            let secs = started.elapsed().as_secs_f64();
+            tracing::info!(
+                session = %who,
+                action = verb,
+                filter = %filter.describe(),
+                confirmed = count,
+                moved = report.taken,
+                kept = report.kept + report.unread,
+                in_doubt = report.in_flight,
+                "console: {done} {} letter(s) of {dead}{to}",
+                report.taken
+            );
+            Ok::<_, SourceError>((report, secs))
+        }
+    };
+    let (report, secs) = match detached(pass).await {
         Ok(r) => r,
         Err(e) => return page_of(&console, &access, super::overview::error(&e)).into_response(),
     };
-    let secs = started.elapsed().as_secs_f64();
     let summary = crate::cli::dlq::summary(&report, &dead, done, &asked.q.filter, secs);
-    let to = destination(&console, &asked);
-    tracing::info!(
-        session = %access.who(),
-        action = verb,
-        filter = %asked.q.filter.describe(),
-        confirmed = count,
-        moved = report.taken,
-        kept = report.kept + report.unread,
-        in_doubt = report.in_flight,
-        "console: {done} {} letter(s) of {dead}{to}",
-        report.taken
-    );
     let failed = match &report.end {
         SweepEnd::Failed(e) => Some(SourceError::Broker(e.to_string())),
         _ => None,
@@ -500,9 +533,18 @@ mod tests {
             assert_eq!(parse_action(v), want, "{v:?}");
         }
         assert_eq!(
-            selected(&pairs(&[("key", "a"), ("room", "r"), ("key", " "), ("key", "b")])),
-            vec!["a", "b"]
+            selected(&pairs(&[
+                ("key", "b"),
+                ("room", "r"),
+                ("key", " "),
+                ("key", "a"),
+                ("key", "b")
+            ]))
+            .unwrap(),
+            ["a", "b"].map(String::from).into()
         );
+        let many: Vec<(String, String)> = (0..=MAX_SHOWN).map(|i| ("key".into(), i.to_string())).collect();
+        assert!(selected(&many).unwrap_err().contains("at most"));
         assert_eq!(lane_of(&pairs(&[("lane", "live")])), Lane::Live);
         assert_eq!(lane_of(&pairs(&[("lane", "x")])), Lane::Bulk);
         assert_eq!(lane_of(&[]), Lane::Bulk, "a replay goes to bulk unless told");

@@ -69,7 +69,7 @@ pub struct ConsoleConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
     /// The token file cannot be used.
-    #[error("KICKQ_CONSOLE_TOKEN_FILE: {0}")]
+    #[error("console token file (KICKQ_CONSOLE_TOKEN_FILE, else KICKQ_HTTP_INTAKE_TOKEN_FILE): {0}")]
     Tokens(#[from] crate::http_intake::TokenError),
     /// The address cannot be bound.
     #[error("console: cannot listen on {addr}: {source}")]
@@ -108,6 +108,17 @@ impl FromRequestParts<Shared> for Access {
             .is_some_and(|v| v.contains("text/html"));
         if html && parts.method == axum::http::Method::GET {
             return Err(Redirect::to("/login").into_response());
+        }
+        // The overview's htmx refresh after the session ended: htmx swaps
+        // nothing on a 401, but follows HX-Redirect, so the page goes to the
+        // login instead of showing figures that no longer move.
+        if parts.headers.contains_key("hx-request") {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                [("hx-redirect", "/login")],
+                "the session ended: log in again\n",
+            )
+                .into_response());
         }
         Err((
             StatusCode::UNAUTHORIZED,
@@ -209,7 +220,7 @@ pub(crate) async fn bind(
     source: source::Source,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = std::io::Result<()>>), ConsoleError> {
-    let tokens = Tokens::load(&cfg.token_file)?;
+    let tokens = Tokens::load_for(&cfg.token_file, "console")?;
     let console = Arc::new(Console {
         auth: auth::Auth::new(tokens, secure_cookies(cfg.addr)),
         source,

@@ -106,8 +106,9 @@ fn count(n: Option<u32>) -> Markup {
 
 /// The live part: apps, lanes, queues.
 pub async fn live_part(console: &Console) -> Markup {
-    let now = Instant::now();
     let queues = console.source.queues().await;
+    // Read after the broker's answer: the budgets are read at this instant.
+    let now = Instant::now();
     let health = &console.source.health;
     let ready = |lane: Lane, q: &Queues| -> u64 {
         q.shards

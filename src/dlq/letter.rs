@@ -166,7 +166,7 @@ pub struct Filter {
     /// The default app (the config file's), that a job naming no app belongs to.
     pub default_app: Option<u32>,
     /// Only these letters (by [`Letter::key`]); empty for any.
-    pub keys: Vec<String>,
+    pub keys: std::collections::BTreeSet<String>,
 }
 
 impl Filter {
@@ -200,10 +200,10 @@ impl Filter {
         if let Some(a) = self.app {
             parts.push(format!("app {a}"));
         }
-        match self.keys.len() {
-            0 => {}
-            1 => parts.push(format!("letter {}", self.keys[0])),
-            n => parts.push(format!("{n} selected letters")),
+        match (self.keys.len(), self.keys.first()) {
+            (1, Some(k)) => parts.push(format!("letter {k}")),
+            (0, _) => {}
+            (n, _) => parts.push(format!("{n} selected letters")),
         }
         if parts.is_empty() {
             "every letter".into()

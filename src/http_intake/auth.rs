@@ -81,6 +81,8 @@ fn stamp(path: &Path) -> Option<Stamp> {
 #[derive(Debug)]
 pub(crate) struct Tokens {
     path: PathBuf,
+    /// Who reads the file, for the log: `http intake` or `console`.
+    reader: &'static str,
     loaded: Mutex<(Option<Stamp>, Vec<TokenId>)>,
 }
 
@@ -99,10 +101,16 @@ fn read(path: &Path) -> Result<Vec<TokenId>, TokenError> {
 impl Tokens {
     /// Reads the file; a missing, unreadable or empty file is an error.
     pub(crate) fn load(path: &Path) -> Result<Tokens, TokenError> {
+        Self::load_for(path, "http intake")
+    }
+
+    /// [`Tokens::load`] for another reader, named in its log lines.
+    pub(crate) fn load_for(path: &Path, reader: &'static str) -> Result<Tokens, TokenError> {
         let st = stamp(path);
         let tokens = read(path)?;
         Ok(Tokens {
             path: path.to_owned(),
+            reader,
             loaded: Mutex::new((st, tokens)),
         })
     }
@@ -117,10 +125,10 @@ impl Tokens {
             loaded.0 = now;
             match read(&self.path) {
                 Ok(tokens) => {
-                    tracing::info!(tokens = tokens.len(), "http intake: token file re-read");
+                    tracing::info!(tokens = tokens.len(), "{}: token file re-read", self.reader);
                     loaded.1 = tokens;
                 }
-                Err(e) => tracing::warn!("http intake: keeping the previous tokens: {e}"),
+                Err(e) => tracing::warn!("{}: keeping the previous tokens: {e}", self.reader),
             }
         }
         find(&loaded.1, presented)

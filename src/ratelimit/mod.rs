@@ -154,9 +154,21 @@ impl AppBudget {
         self.starts.back().copied()
     }
 
-    fn recover(&mut self, now: Instant) {
+    /// The slow-down factor at `now`, recovered since the last update;
+    /// reads nothing but the budget, changes nothing.
+    fn factor_at(&self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.factor_updated).as_secs_f64();
-        self.factor = (self.factor + elapsed * RECOVERY_PER_SEC).min(1.0);
+        (self.factor + elapsed * RECOVERY_PER_SEC).min(1.0)
+    }
+
+    /// Brings the factor up to `now`. An instant before the last update (a
+    /// caller that read the clock earlier) changes nothing, so no interval
+    /// is ever counted twice.
+    fn recover(&mut self, now: Instant) {
+        if now <= self.factor_updated {
+            return;
+        }
+        self.factor = self.factor_at(now);
         self.factor_updated = now;
     }
 
@@ -277,8 +289,8 @@ impl AppBudget {
 
     /// Slowed down now: the factor, the last rate answer's code and when it
     /// came; `None` at the full rate.
-    pub fn slowed(&mut self, now: Instant) -> Option<Slowed> {
-        let factor = self.factor(now);
+    pub fn slowed(&self, now: Instant) -> Option<Slowed> {
+        let factor = self.factor_at(now);
         let since = self.last_slow_down?;
         (factor < 1.0).then_some(Slowed {
             factor,
@@ -570,12 +582,13 @@ impl Gate {
         v
     }
 
-    /// AppIds running below their rate now, in ascending order (for the console).
+    /// AppIds running below their rate now, in ascending order (for the
+    /// console). Reads the budgets without changing them.
     pub fn slowed_apps(&self, now: Instant) -> Vec<(u32, Slowed)> {
-        let mut guard = self.lock();
+        let guard = self.lock();
         let mut v: Vec<(u32, Slowed)> = guard
             .apps
-            .iter_mut()
+            .iter()
             .filter_map(|(app, b)| b.slowed(now).map(|s| (*app, s)))
             .collect();
         v.sort_by_key(|(app, _)| *app);
@@ -747,6 +760,13 @@ mod tests {
         assert!((b.factor(t0 + Duration::from_secs(2)) - 0.35).abs() < 1e-9);
         assert_eq!(b.factor(t0 + Duration::from_secs(20)), 1.0);
         assert_eq!(b.slowed(t0 + Duration::from_secs(20)), None, "recovered");
+        // A reading with an earlier instant counts no interval twice.
+        let mut c = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0);
+        c.slow_down(7, t0 + Duration::from_secs(1));
+        let before = c.slowed(t0 + Duration::from_secs(2)).unwrap().factor;
+        assert_eq!(c.factor(t0), 0.5, "an earlier instant changes nothing");
+        assert_eq!(c.slowed(t0 + Duration::from_secs(2)).unwrap().factor, before);
+        assert!((before - 0.6).abs() < 1e-9, "{before}");
         for i in 0..20 {
             b.slow_down(7, t0 + Duration::from_secs(30 + 2 * i));
         }
