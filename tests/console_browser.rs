@@ -253,7 +253,10 @@ async fn an_operator_logs_in_watches_a_sweep_replays_a_letter_and_logs_out() {
     .await;
     let summary = element(&c, "p.summary").await.text().await.unwrap();
     assert!(summary.starts_with("1 of 5 letter(s)"), "{summary}");
-    let rows = c.find_all(Locator::Css("table.letters > tbody > tr")).await.unwrap();
+    let rows = c
+        .find_all(Locator::Css("table.letters > tbody > tr.letter"))
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     click(&c, "table.letters details summary").await;
     let details = text_of(&c, "table.letters details").await;

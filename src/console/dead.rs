@@ -165,7 +165,7 @@ fn filter_form(q: &Query) -> Markup {
 fn letter_row(l: &Letter, default_app: Option<u32>) -> Markup {
     let users = l.job.as_ref().map(|j| j.user_ids.join(", ")).unwrap_or_default();
     html! {
-        tr {
+        tr.letter {
             td { input type="checkbox" name="key" value=(l.key) aria-label={"select letter " (l.position)}; }
             td.n { (l.position) }
             td { @if let Some(t) = l.failed_at { (layout::time(t)) } @else { "-" } }
@@ -181,8 +181,11 @@ fn letter_row(l: &Letter, default_app: Option<u32>) -> Markup {
             td.room { (l.room().unwrap_or("-")) }
             td.users { (users) }
             td.n { (l.attempts) }
-            td.detail {
-                (l.detail)
+            td.detail { (l.detail) }
+        }
+        tr.more {
+            td {}
+            td colspan="9" {
                 details {
                     summary { "body and headers" }
                     dl {
