@@ -152,6 +152,9 @@ fn killing_the_node_that_leads_the_live_queue_loses_nothing() {
                 ("KICKQ_MANAGEMENT_URL", &management),
             ],
         ));
+        // The first worker takes the lock (it calls) before the second starts,
+        // so the second is the standby: both starting at once is a race either wins.
+        wait_for(Duration::from_secs(30), "the first worker calling", || async { !mock.calls().is_empty() }).await;
         let standby_name = format!("{}-standby", ns.name());
         let mut standby = ChildGuard(spawn_binary_worker(
             &ns,

@@ -27,8 +27,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// the memory a stream of logins can take.
 pub const MAX_SESSIONS: usize = 1_000;
 
-/// How a request is authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a request is authenticated. `Debug` leaves out the CSRF token.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Access {
     /// A bearer token (a script): no cookie, so no CSRF to check.
     Bearer,
@@ -39,6 +39,15 @@ pub enum Access {
         /// The token its forms must carry.
         csrf: String,
     },
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Bearer => f.write_str("Bearer"),
+            Access::Session { label, .. } => write!(f, "Session({label}, csrf [redacted])"),
+        }
+    }
 }
 
 impl Access {
@@ -68,11 +77,20 @@ impl Access {
     }
 }
 
-#[derive(Debug)]
 struct Session {
     label: String,
     csrf: String,
     opened: Instant,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("label", &self.label)
+            .field("csrf", &"[redacted]")
+            .field("opened", &self.opened)
+            .finish()
+    }
 }
 
 /// The tokens and the open sessions.
@@ -239,6 +257,24 @@ mod tests {
         );
         a.close(&c);
         assert_eq!(a.access(&headers(&[("cookie", &cookie)]), now), None, "logged out");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn debug_never_prints_a_csrf_token() {
+        let s = Access::Session {
+            label: "l1".into(),
+            csrf: "secret-csrf".into(),
+        };
+        assert_eq!(format!("{s:?}"), "Session(l1, csrf [redacted])");
+        let dir = std::env::temp_dir().join(format!("kickq-console-debug-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = auth(&dir);
+        let (cookie, Access::Session { csrf, .. }) = a.open(Instant::now()) else {
+            panic!("a session")
+        };
+        let shown = format!("{a:?}");
+        assert!(!shown.contains(&csrf) && !shown.contains(&cookie), "{shown}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
