@@ -14,22 +14,17 @@ use std::time::Duration;
 
 const TOKEN: &str = "intake-test-token-1";
 
-/// A token file holding a comment, a retired token line and TOKEN.
-fn token_file(tag: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "kickq-intake-{tag}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::write(&path, format!("# rotated weekly\n\nother-token\n{TOKEN}\n")).unwrap();
-    path
+/// A token file holding a comment, a retired token line and TOKEN, in the
+/// namespace's own directory (removed when the namespace drops).
+fn intake_tokens(ns: &Ns) -> PathBuf {
+    token_file(ns, &format!("# rotated weekly\n\nother-token\n{TOKEN}\n")).1
 }
 
 /// A worker bound (not running, so nothing consumes) with its intake on a free port.
 async fn intake(ns: &Ns, amqp: &str, tweak: impl FnOnce(&mut IntakeConfig)) -> (Worker, SocketAddr) {
     kickq::zego::client::install_crypto_provider();
     init_logs();
-    let mut intake = IntakeConfig::new("127.0.0.1:0".parse().unwrap(), token_file(ns.name()));
+    let mut intake = IntakeConfig::new("127.0.0.1:0".parse().unwrap(), intake_tokens(ns));
     tweak(&mut intake);
     let mut cfg = worker_config(ns, "http://127.0.0.1:9", 1000).with_http_intake(intake);
     cfg.amqp_url = kickq::secret::Secret::new(amqp);
@@ -136,8 +131,7 @@ async fn the_worker_refuses_to_start_without_a_token_file() {
         "{err}"
     );
     // A token file that does not exist, or holds no token, stops the start too.
-    let empty = std::env::temp_dir().join(format!("kickq-intake-empty-{}", std::process::id()));
-    std::fs::write(&empty, "# no token yet\n\n").unwrap();
+    let (_, empty) = token_file(&ns, "# no token yet\n\n");
     for (path, says) in [
         ("/nonexistent/kickq-tokens", "cannot read"),
         (empty.to_str().unwrap(), "holds no token"),
@@ -154,7 +148,6 @@ async fn the_worker_refuses_to_start_without_a_token_file() {
             "{err}"
         );
     }
-    std::fs::remove_file(empty).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +156,7 @@ async fn a_valid_batch_is_published_with_confirms_and_kicked() {
     let mock = mock(1000).await;
     let broker = Broker::connect().await;
     broker.declare(&ns.names).await;
-    let mut intake = IntakeConfig::new("127.0.0.1:0".parse().unwrap(), token_file(ns.name()));
+    let mut intake = IntakeConfig::new("127.0.0.1:0".parse().unwrap(), intake_tokens(&ns));
     intake.rate = 1000;
     let cfg = worker_config(&ns, &mock.base_url(), 1000).with_http_intake(intake);
     kickq::zego::client::install_crypto_provider();
@@ -356,7 +349,7 @@ async fn a_retried_request_with_its_idempotency_key_publishes_nothing_again_in_t
     let ledger = kickq::testkit::ledger::Ledger::connect(&db.url).await.unwrap();
     ledger.migrate().await.unwrap();
     kickq::zego::client::install_crypto_provider();
-    let mut intake_cfg = IntakeConfig::new("127.0.0.1:0".parse().unwrap(), token_file(ns.name()));
+    let mut intake_cfg = IntakeConfig::new("127.0.0.1:0".parse().unwrap(), intake_tokens(&ns));
     intake_cfg.rate = 1000;
     let cfg = worker_config(&ns, "http://127.0.0.1:9", 1000)
         .with_http_intake(intake_cfg.clone())

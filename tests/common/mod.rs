@@ -185,6 +185,8 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
+        // The namespace's token files (see `token_file`).
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("{}-tokens", self.name())));
         let mut all = vec![self.names.clone()];
         all.extend(self.shards.lock().unwrap().drain(..));
         let url = amqp_url();
@@ -542,7 +544,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A directory of the namespace's own holding a token file with `tokens`:
-/// `(dir, file)`; remove the directory when done.
+/// `(dir, file)`; the namespace removes the directory when it drops.
 pub fn token_file(ns: &Ns, tokens: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("{}-tokens", ns.name()));
     std::fs::create_dir_all(&dir).unwrap();
