@@ -11,6 +11,7 @@ mod common;
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "browser-test-token-5f1c2a";
@@ -22,6 +23,20 @@ const SWEEP: usize = 2_000;
 
 fn shot_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console")
+}
+
+/// chromedriver in a process group of its own, killed with the Chromium it
+/// started when the test ends, passed or failed: a failing test never
+/// reaches the session's close, and Chromium would outlive it.
+struct Driver(std::process::Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
 }
 
 async fn shot(c: &Client, name: &str) {
@@ -178,11 +193,12 @@ async fn an_operator_logs_in_watches_a_sweep_replays_a_letter_and_logs_out() {
     broker.publish_many(&ns.names.bulk, &sweep).await;
 
     let driver_port = free_port();
-    let _driver = ChildGuard(
+    let _driver = Driver(
         std::process::Command::new(CHROMEDRIVER)
             .arg(format!("--port={driver_port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver starts"),
     );
