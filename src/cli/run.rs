@@ -287,13 +287,7 @@ impl RunArgs {
         positive("KICKQ_MAX_RATE_LIMITED", self.max_rate_limited >= 1)?;
         positive("KICKQ_MAX_IN_FLIGHT", self.max_in_flight >= 1)?;
         positive("KICKQ_PROBE_INTERVAL", !self.probe_interval.is_zero())?;
-        let metrics_addr = match self.metrics_addr.trim() {
-            "0" | "" => None,
-            a => Some(a.parse().map_err(|_| ConfigError::Invalid {
-                name: "KICKQ_METRICS_ADDR",
-                why: format!("{a:?} is not host:port (or 0 to turn it off)"),
-            })?),
-        };
+        let metrics_addr = optional_addr("KICKQ_METRICS_ADDR", Some(&self.metrics_addr))?;
         let http_intake = self.http_intake()?;
         let console = self.console()?;
         let connection_name = self
@@ -344,12 +338,8 @@ impl RunArgs {
     /// The HTTP intake's settings: off without an address; with one, the
     /// token file is required (authentication is never off).
     fn http_intake(&self) -> Result<Option<IntakeConfig>, ConfigError> {
-        let addr = match self.http_intake_addr.as_deref().map(str::trim) {
-            None | Some("") | Some("0") => return Ok(None),
-            Some(a) => a.parse().map_err(|_| ConfigError::Invalid {
-                name: "KICKQ_HTTP_INTAKE_ADDR",
-                why: format!("{a:?} is not host:port (or 0 to turn it off)"),
-            })?,
+        let Some(addr) = optional_addr("KICKQ_HTTP_INTAKE_ADDR", self.http_intake_addr.as_deref())? else {
+            return Ok(None);
         };
         let token_file = self
             .http_intake_token_file
@@ -380,12 +370,8 @@ impl RunArgs {
     /// The console's settings: off without an address; with one, a token
     /// file is required (the console is never open).
     fn console(&self) -> Result<Option<crate::console::ConsoleConfig>, ConfigError> {
-        let addr = match self.console_addr.as_deref().map(str::trim) {
-            None | Some("") | Some("0") => return Ok(None),
-            Some(a) => a.parse().map_err(|_| ConfigError::Invalid {
-                name: "KICKQ_CONSOLE_ADDR",
-                why: format!("{a:?} is not host:port (or 0 to turn it off)"),
-            })?,
+        let Some(addr) = optional_addr("KICKQ_CONSOLE_ADDR", self.console_addr.as_deref())? else {
+            return Ok(None);
         };
         let token_file = [&self.console_token_file, &self.http_intake_token_file]
             .into_iter()
@@ -405,6 +391,18 @@ impl RunArgs {
                 .filter(|u| !u.trim().is_empty())
                 .map(Secret::new),
         }))
+    }
+}
+
+/// A listening address that may be off: unset, empty or `0` is off;
+/// anything else must be host:port, else the error names the setting.
+fn optional_addr(name: &'static str, raw: Option<&str>) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    match raw.map(str::trim) {
+        None | Some("") | Some("0") => Ok(None),
+        Some(a) => a.parse().map(Some).map_err(|_| ConfigError::Invalid {
+            name,
+            why: format!("{a:?} is not host:port (or 0 to turn it off)"),
+        }),
     }
 }
 
