@@ -75,10 +75,11 @@ pub(crate) async fn post_kicks(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // Authentication first: nothing of an unauthenticated request is read or logged.
+    // Authentication first: nothing of an unauthenticated request is parsed or logged.
     let presented = bearer(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes));
     let Some(token) = presented.and_then(|t| s.tokens.check(t)) else {
         tracing::info!("http intake: 401 (missing or unknown bearer token)");
+        drain_unauthenticated(&headers, body).await;
         let mut r = refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -181,6 +182,36 @@ pub(crate) async fn post_kicks(
         }
     }
 }
+
+/// Reads and discards a small unauthenticated body before its 401 is sent.
+///
+/// A server that answers before reading the body closes the connection
+/// while the client is still writing, and the client then sees a broken pipe
+/// or a reset instead of the 401 (which of the two depends on who is faster).
+/// Draining a body of at most [`UNAUTHENTICATED_DRAIN_BYTES`], within
+/// [`UNAUTHENTICATED_DRAIN_TIME`], lets a well-behaved client read its 401,
+/// as hyper and most proxies do. A larger body (declared or sent) is not read
+/// further: the connection is closed, and such a client may see the closed
+/// connection rather than the 401. Either way nothing of it is published.
+async fn drain_unauthenticated(headers: &HeaderMap, body: Body) {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > UNAUTHENTICATED_DRAIN_BYTES as u64) {
+        return;
+    }
+    let read = axum::body::to_bytes(body, UNAUTHENTICATED_DRAIN_BYTES);
+    let _ = tokio::time::timeout(UNAUTHENTICATED_DRAIN_TIME, read).await;
+}
+
+/// Most bytes of an unauthenticated body read (and discarded) so that its
+/// client sees the 401: a job or a small batch, never the 1 MiB cap, so a
+/// client without a token cannot make the intake read much.
+pub(crate) const UNAUTHENTICATED_DRAIN_BYTES: usize = 64 * 1024;
+/// Longest wait for that body: a client on a slow link sends 64 KiB well
+/// within it, and a client that stalls holds the request no longer.
+pub(crate) const UNAUTHENTICATED_DRAIN_TIME: Duration = Duration::from_secs(2);
 
 fn is_length_limit(e: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
