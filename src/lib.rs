@@ -43,7 +43,7 @@
 //! ratelimit/     the per-AppId gate: window, spacing, slow-down, halt, chunk size; report/plan/take
 //! leadership.rs  the leadership record and the pure takeover hold
 //! amqp/          transport only: connect (a node list), topology (shards, the jobs exchange), lock, publish with
-//!                confirms, delivery, headers
+//!                confirms, delivery, headers, version (the broker's, and its known issues)
 //! ledger/        mod.rs (handle, pool, migrations), error.rs, rows.rs, write.rs, read.rs, prune.rs, tests.rs
 //! producer.rs    the producer API: connect, declare, enqueue confirmed jobs with stable ids
 //! bulk/          kickq enqueue --file: parse, validate, group, publish in order, checkpoint

@@ -13,10 +13,40 @@ use std::process::Command;
 use std::time::Duration;
 
 /// AMQP ports base..base+2, distribution base+100.., management base+200..
+/// (the host's RabbitMQ, `tests/support/cluster.sh`).
 const BASE_PORT: u16 = 5741;
 
+/// Which RabbitMQ the cluster runs: the machine's (`cluster.sh`, the
+/// default), or RabbitMQ 4.0 from its Debian 13 root (`rabbitmq4.sh`, with
+/// `KICKQ_TEST_CLUSTER=rabbitmq4`; AMQP ports 5771-5773, Khepri on).
+fn rabbitmq4() -> bool {
+    std::env::var("KICKQ_TEST_CLUSTER").as_deref() == Ok("rabbitmq4")
+}
+
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/cluster.sh")
+    let name = if rabbitmq4() { "rabbitmq4.sh" } else { "cluster.sh" };
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
+}
+
+/// The script's command line for `args` (`start`, `stop`, `leader Q`, `kill9 N`).
+fn script_args(dir: &std::path::Path, args: &[&str]) -> Vec<String> {
+    if rabbitmq4() {
+        let verb = match args[0] {
+            "start" => "start-cluster",
+            "stop" => "stop-cluster",
+            other => other,
+        };
+        std::iter::once(verb)
+            .chain(args[1..].iter().copied())
+            .map(String::from)
+            .collect()
+    } else {
+        let mut v = vec![args[0].to_owned(), dir.display().to_string(), BASE_PORT.to_string()];
+        v.extend(args[1..].iter().map(|a| a.to_string()));
+        v
+    }
 }
 
 /// A running cluster; stopped and removed on drop, even when the test fails.
@@ -33,11 +63,9 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("kickq-cluster-{}", std::process::id()));
         let out = Command::new("bash")
             .arg(script())
-            .arg("start")
-            .arg(&dir)
-            .arg(BASE_PORT.to_string())
+            .args(script_args(&dir, &["start"]))
             .output()
-            .expect("run cluster.sh");
+            .expect("run the cluster script");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let management = stdout
             .lines()
@@ -56,7 +84,8 @@ impl Cluster {
         };
         assert!(
             out.status.success() && cluster.nodes.len() == 3,
-            "cluster.sh start failed: {stdout}\n{}",
+            "{} start failed: {stdout}\n{}",
+            script().display(),
             String::from_utf8_lossy(&out.stderr)
         );
         cluster
@@ -65,12 +94,9 @@ impl Cluster {
     fn run(&self, args: &[&str]) -> String {
         let out = Command::new("bash")
             .arg(script())
-            .arg(args[0])
-            .arg(&self.dir)
-            .arg(BASE_PORT.to_string())
-            .args(&args[1..])
+            .args(script_args(&self.dir, args))
             .output()
-            .expect("run cluster.sh");
+            .expect("run the cluster script");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 

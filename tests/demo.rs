@@ -37,7 +37,7 @@ fn the_demo_runs_end_to_end_and_cleans_up() {
 }
 
 fn queues() -> String {
-    let listed = std::process::Command::new("rabbitmqctl")
+    let listed = common::rabbitmqctl_command()
         .args(["list_queues", "--quiet", "name"])
         .output()
         .expect("rabbitmqctl");

@@ -313,6 +313,86 @@ async fn replay_moves_matching_letters_and_keeps_the_rest_in_order() {
     }
 }
 
+/// Letters of a producer's priority (the broker keeps it when it dead-letters
+/// a job): from RabbitMQ 4.0 a quorum queue serves priority above 4 first.
+/// A pass that re-appended a letter with its priority met the copy again
+/// before the letters it had not read (one listed twice, another missed);
+/// re-appended without it, every pass reads each letter once, a filtered
+/// replay moves every match, and what is kept has lost its priority. On
+/// 3.x, which has no quorum priorities, the walk was always FIFO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_with_a_high_priority_are_each_read_once_per_pass() {
+    let ns = Ns::new("dlq-priority");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let plan: [(&str, &str, Option<u8>); 8] = [
+        ("t0", "keep", None),
+        ("t1", "move", Some(7)),
+        ("t2", "keep", Some(7)),
+        ("t3", "move", None),
+        ("t4", "keep", Some(9)),
+        ("t5", "move", Some(7)),
+        ("t6", "keep", None),
+        ("t7", "move", Some(5)),
+    ];
+    for (t, room, priority) in plan {
+        let s = seed(t, room, DeadError::Permanent, Some(2));
+        let dl = DeadLetter {
+            error: s.error,
+            code: s.code,
+            detail: "died".into(),
+            attempts: 1,
+            job_id: None,
+            failed_at: s.failed_at,
+        };
+        let mut props = persistent_json(None, headers::dead_letter(None, &dl));
+        if let Some(p) = priority {
+            props = props.with_priority(p);
+        }
+        broker.publisher.publish(&ns.names.dead, &s.body, props).await.unwrap();
+    }
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let all: Vec<String> = plan.iter().map(|(t, _, _)| t.to_string()).collect();
+    let mut last = Vec::new();
+    for listing in 1..=3 {
+        let out = kickq(&ns, &["dlq", "list", "--json", "--limit", "100"], &[], None).await;
+        ok(&out);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let listed: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["user_ids"][0].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(sorted(listed.clone()), all, "listing {listing}: each letter once");
+        if listing > 1 {
+            // After one pass nothing keeps a priority: the walk is FIFO.
+            assert_eq!(listed, last, "listing {listing} in the order of the one before");
+        }
+        last = listed;
+        wait_depth(&broker, &ns.names.dead, 8).await;
+    }
+    let out = kickq(&ns, &["dlq", "replay", "--room", "move", "--yes"], &[], None).await;
+    let (stdout, _) = ok(&out);
+    assert!(stdout.contains("replayed 4, kept 4 in order"), "{stdout}");
+    let moved = broker.take_all(&ns.names.bulk).await;
+    assert_eq!(sorted(tags(&moved)), ["t1", "t3", "t5", "t7"]);
+    wait_depth(&broker, &ns.names.dead, 4).await;
+    let kept = broker.drain(&ns.names.dead).await;
+    let keep: Vec<String> = last
+        .into_iter()
+        .filter(|t| !["t1", "t3", "t5", "t7"].contains(&t.as_str()))
+        .collect();
+    assert_eq!(tags(&kept), keep, "kept in the order they were listed");
+    assert!(
+        kept.iter().all(|(_, p)| p.priority().is_none()),
+        "a letter a pass re-appended keeps no priority"
+    );
+}
+
 /// A replay goes to the bulk lane unless `--lane live` says otherwise, and
 /// `--error expired` picks the expired letters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -758,7 +838,7 @@ impl Policy {
     fn set(queue: &str, definition: &str) -> Policy {
         let name = format!("{queue}-policy");
         let pattern = format!("^{}$", queue.replace('.', "\\."));
-        let status = std::process::Command::new("rabbitmqctl")
+        let status = rabbitmqctl_command()
             .args(["set_policy", "--apply-to", "queues", &name, &pattern, definition])
             .status()
             .expect("rabbitmqctl runs");
@@ -769,9 +849,7 @@ impl Policy {
 
 impl Drop for Policy {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["clear_policy", &self.0])
-            .status();
+        let _ = rabbitmqctl_command().args(["clear_policy", &self.0]).status();
     }
 }
 
@@ -893,7 +971,7 @@ async fn a_rate_out_of_bounds_is_refused_before_any_replay() {
 
 /// Messages of `queue` delivered and not yet acked, from `rabbitmqctl`.
 fn unacked(queue: &str) -> Option<u64> {
-    let out = std::process::Command::new("rabbitmqctl")
+    let out = rabbitmqctl_command()
         .args([
             "list_queues",
             "--no-table-headers",

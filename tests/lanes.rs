@@ -146,7 +146,7 @@ fn consumers(queue: &str) -> usize {
 /// The consumer tags (`<connection name>-<lane>-<session>`) of every
 /// consumer on these queues, each after its queue's name.
 fn queue_consumer_connections(queues: &[&str]) -> Vec<String> {
-    let out = std::process::Command::new("rabbitmqctl")
+    let out = rabbitmqctl_command()
         .args([
             "list_consumers",
             "-q",

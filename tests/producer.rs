@@ -223,7 +223,7 @@ struct Policy(String);
 
 impl Policy {
     fn set(name: &str, pattern: &str, definition: &str) -> Policy {
-        let ok = std::process::Command::new("rabbitmqctl")
+        let ok = rabbitmqctl_command()
             .args(["set_policy", "--apply-to", "queues", name, pattern, definition])
             .output()
             .expect("rabbitmqctl runs")
@@ -236,16 +236,14 @@ impl Policy {
 
 impl Drop for Policy {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["clear_policy", &self.0])
-            .output();
+        let _ = rabbitmqctl_command().args(["clear_policy", &self.0]).output();
     }
 }
 
 /// Waits until `rabbitmqctl list_queues` shows `policy` on `queue` ("" for none).
 async fn wait_for_policy(queue: &str, policy: &str) {
     wait_for(Duration::from_secs(20), "the policy applied", || async {
-        let out = std::process::Command::new("rabbitmqctl")
+        let out = rabbitmqctl_command()
             .args(["list_queues", "-q", "--no-table-headers", "name", "policy"])
             .output()
             .expect("rabbitmqctl runs");

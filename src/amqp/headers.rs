@@ -353,6 +353,28 @@ pub fn read_dead_letter(headers: Option<&FieldTable>) -> DeadLetter {
 /// the tail of the dead queue, a job forwarded to its shard): the original's,
 /// minus `x-delivery-count` (the broker's count of this copy's deliveries).
 pub fn reappend_properties(orig: &BasicProperties) -> BasicProperties {
+    copy_properties(orig, without_delivery_count(orig))
+}
+
+/// The properties of a letter put back at the tail of the dead queue by a
+/// `kickq dlq` pass: [`reappend_properties`] without the priority.
+///
+/// From RabbitMQ 4.0 a quorum queue serves a message of priority above 4
+/// ahead of the others (`rabbit_fifo_q`: high first, and every third
+/// dequeue the older of the two heads). A pass reads the queue once over its
+/// starting depth and re-appends each letter it keeps; a copy that kept a
+/// high priority would come round again before letters not read yet (listed
+/// twice, others never examined). A copy of normal priority is newer than
+/// every letter not read yet, so it is served after all of them, whatever
+/// priority those carry (a producer's priority stays on a letter that the
+/// broker dead-lettered).
+pub fn letter_reappend_properties(orig: &BasicProperties) -> BasicProperties {
+    copy(orig, without_delivery_count(orig), false)
+}
+
+/// The original's headers minus `x-delivery-count` (the broker's count of
+/// this copy's deliveries).
+fn without_delivery_count(orig: &BasicProperties) -> FieldTable {
     let kept: BTreeMap<ShortString, AMQPValue> = orig
         .headers()
         .as_ref()
@@ -361,13 +383,17 @@ pub fn reappend_properties(orig: &BasicProperties) -> BasicProperties {
         .into_iter()
         .filter(|(k, _)| k.as_str() != "x-delivery-count")
         .collect();
-    copy_properties(orig, FieldTable::from(kept))
+    FieldTable::from(kept)
 }
 
 /// The original's properties with `headers`, persistent. `expiration` is
 /// dropped (a replay must not expire on the way), and so are `user-id` (the
 /// broker rejects a user id other than the publisher's) and `cluster-id`.
 pub fn copy_properties(orig: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    copy(orig, headers, true)
+}
+
+fn copy(orig: &BasicProperties, headers: FieldTable, keep_priority: bool) -> BasicProperties {
     let mut p = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
     if let Some(v) = orig.content_type() {
         p = p.with_content_type(v.clone());
@@ -375,8 +401,8 @@ pub fn copy_properties(orig: &BasicProperties, headers: FieldTable) -> BasicProp
     if let Some(v) = orig.content_encoding() {
         p = p.with_content_encoding(v.clone());
     }
-    if let Some(v) = orig.priority() {
-        p = p.with_priority(*v);
+    if let Some(v) = orig.priority().filter(|_| keep_priority) {
+        p = p.with_priority(v);
     }
     if let Some(v) = orig.correlation_id() {
         p = p.with_correlation_id(v.clone());

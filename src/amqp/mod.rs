@@ -7,3 +7,4 @@ pub mod headers;
 pub mod lock;
 pub mod publish;
 pub mod topology;
+pub(crate) mod version;

@@ -90,9 +90,12 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
                 let ch = conn.create_channel().await?;
                 crate::amqp::topology::declare_events(&ch, &names).await?;
                 let sink = format!("{}.bench-event-sink", names.namespace);
+                // Exclusive to this connection: RabbitMQ 4.x deprecates
+                // transient non-exclusive queues (refused by default from 4.3).
                 ch.queue_declare(
                     sink.as_str().into(),
                     lapin::options::QueueDeclareOptions {
+                        exclusive: true,
                         auto_delete: true,
                         ..Default::default()
                     },

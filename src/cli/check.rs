@@ -20,6 +20,9 @@ pub const LONG_ABOUT: &str = "Verify a deployment before traffic, declaring noth
 
 Checks, one line each (ok, warn or FAIL, what, and the fix):
   broker     the broker is reachable and the credentials in KICKQ_AMQP_URL work;
+  broker version  the RabbitMQ version (from the AMQP handshake; over TLS
+             from KICKQ_MANAGEMENT_URL), with a warning for each known issue
+             of its range (see the README's broker compatibility table);
   queue      each queue of the namespace that exists has the arguments kickq
              declares (a differing one is named, with both values); an absent
              queue is fine: `kickq run` declares it at start;
@@ -318,6 +321,15 @@ async fn broker_checks(args: &CheckArgs, file: Option<&ConfigFile>) -> Vec<Check
         }
     };
     let mut checks = vec![Check::new("broker", Status::Ok, format!("connected to {shown}"), None)];
+    let first = crate::amqp::connect::nodes(url.expose())
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let mut found = crate::amqp::version::probe(&first).await;
+    if let (Ok(None), Some(base)) = (&found, &args.management_url) {
+        found = crate::amqp::version::from_management(base, url.expose()).await;
+    }
+    checks.push(version_check(&found));
     for (name, expected) in expected_queues(&names, &shards, args.delivery_limit) {
         checks.push(queue_check(&conn, &name, expected).await);
     }
@@ -409,6 +421,36 @@ async fn queue_check(conn: &Connection, queue: &str, expected: FieldTable) -> Ch
     }
 }
 
+/// The `broker version` line: the version, and a warning for each known
+/// issue of its range ([`crate::amqp::version::notes`]).
+pub fn version_check(found: &Result<Option<(String, String)>, String>) -> Check {
+    let name = "broker version";
+    match found {
+        Ok(Some((product, version))) => {
+            let notes = crate::amqp::version::notes(version);
+            if notes.is_empty() {
+                Check::new(name, Status::Ok, format!("{product} {version}"), None)
+            } else {
+                let issues: Vec<&str> = notes.iter().map(|n| n.issue).collect();
+                let fixes: Vec<&str> = notes.iter().map(|n| n.fix).collect();
+                Check::new(
+                    name,
+                    Status::Warn,
+                    format!("{product} {version}: {}", issues.join("; ")),
+                    Some(&fixes.join("; ")),
+                )
+            }
+        }
+        Ok(None) => Check::new(
+            name,
+            Status::Warn,
+            "unknown: a TLS broker's handshake is not read",
+            Some("set KICKQ_MANAGEMENT_URL to read the version from the management API"),
+        ),
+        Err(why) => Check::new(name, Status::Warn, format!("unknown: {why}"), None),
+    }
+}
+
 /// The `dead policy` line: a policy capping the dead queue is a warning.
 pub fn dead_policy(dead: &str, v: &crate::dlq::policy::Verdict) -> Check {
     use crate::dlq::policy::Verdict;
@@ -428,6 +470,16 @@ pub fn dead_policy(dead: &str, v: &crate::dlq::policy::Verdict) -> Check {
             Status::Warn,
             format!("policies not checked: {why}"),
             Some("check KICKQ_MANAGEMENT_URL and that the management plugin is enabled"),
+        ),
+        Verdict::Unreported => Check::new(
+            name,
+            Status::Warn,
+            "unknown: the management API reports no policy for the queue (metrics collection disabled, \
+             RabbitMQ before 4.2.5)",
+            Some(
+                "run `rabbitmqctl list_policies` and check that no policy matching the dead queue sets \
+                 delivery-limit, max-length, max-length-bytes, message-ttl or expires",
+            ),
         ),
     }
 }
@@ -519,6 +571,34 @@ mod tests {
             request_id: "r-1".into(),
             http_status: 200,
         })
+    }
+
+    #[test]
+    fn version_lines_by_table() {
+        let found = |v: &str| Ok(Some(("RabbitMQ".to_owned(), v.to_owned())));
+        let c = version_check(&found("4.0.5"));
+        assert_eq!(
+            (c.status, c.detail.as_str(), c.fix),
+            (Status::Ok, "RabbitMQ 4.0.5", None)
+        );
+        let c = version_check(&found("4.0.2"));
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.starts_with("RabbitMQ 4.0.2: 4.0.0 to 4.0.4 can crash"),
+            "{}",
+            c.detail
+        );
+        assert!(c.fix.unwrap().contains("4.0.5"));
+        let c = version_check(&found("4.2.1"));
+        assert!(c.detail.contains("Khepri") && c.status == Status::Warn, "{}", c.detail);
+        let c = version_check(&Ok(None));
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.fix.unwrap().contains("KICKQ_MANAGEMENT_URL"));
+        let c = version_check(&Err("no connection.start within 5s".into()));
+        assert_eq!(
+            (c.status, c.detail.as_str()),
+            (Status::Warn, "unknown: no connection.start within 5s")
+        );
     }
 
     #[test]

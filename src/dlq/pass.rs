@@ -12,7 +12,7 @@
 //! each for one publish confirm, so no pass nears the consumer timeout.
 
 use super::letter::{Filter, Letter};
-use super::rewrite::{reappend_properties, replay_properties};
+use super::rewrite::{letter_reappend_properties, replay_properties};
 use crate::amqp::publish::{Pending, PublishError, Publisher};
 use chrono::Utc;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
@@ -412,7 +412,7 @@ async fn pass(
                 publisher.send(to, &d.data, props).await.map(Some)
             }
             (_, false) => publisher
-                .send(&cfg.dead, &d.data, reappend_properties(&d.properties))
+                .send(&cfg.dead, &d.data, letter_reappend_properties(&d.properties))
                 .await
                 .map(Some),
         };

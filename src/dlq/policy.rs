@@ -53,6 +53,11 @@ pub enum Verdict {
     Capped(String, Vec<String>),
     /// The API could not be read: why.
     Unknown(String),
+    /// The queue's document carries no policy fields: RabbitMQ before 4.2.5
+    /// leaves out `policy` and `effective_policy_definition` when metrics
+    /// collection is disabled (the direction 4.x takes), so whether a policy
+    /// caps the queue cannot be told. Never taken for "no policy".
+    Unreported,
 }
 
 /// Judges the management API's reply about a queue.
@@ -64,6 +69,9 @@ pub fn verdict(reply: &Reply) -> Verdict {
         Reply::Status(s) => return Verdict::Unknown(format!("the management API answered HTTP {s}")),
         Reply::Unreachable(why) => return Verdict::Unknown(format!("cannot reach the management API: {why}")),
     };
+    if q.get("policy").is_none() && q.get("effective_policy_definition").is_none() {
+        return Verdict::Unreported;
+    }
     let names: Vec<&str> = ["policy", "operator_policy"]
         .iter()
         .filter_map(|k| q[*k].as_str().filter(|s| !s.is_empty()))
@@ -210,6 +218,16 @@ mod tests {
         for (reply, want) in cases {
             assert_eq!(verdict(&reply), want, "{reply:?}");
         }
+        // Metrics collection off (RabbitMQ before 4.2.5): no policy fields at
+        // all is not "no policy"; a policy field alone still counts.
+        assert_eq!(
+            verdict(&Reply::Queue(json!({"name": "kickq.dead", "vhost": "/"}))),
+            Verdict::Unreported
+        );
+        assert_eq!(
+            verdict(&Reply::Queue(json!({"name": "kickq.dead", "policy": null}))),
+            Verdict::Uncapped(None)
+        );
         let Verdict::Capped(name, caps) = verdict(&Reply::Queue(json!({
             "policy": "p", "operator_policy": "op",
             "effective_policy_definition": {"max-length": 10, "message-ttl": 60000}

@@ -56,7 +56,7 @@ pub fn replay_properties(orig: &BasicProperties, now: DateTime<Utc>) -> BasicPro
     headers::copy_properties(orig, FieldTable::from(kept))
 }
 
-pub use crate::amqp::headers::reappend_properties;
+pub use crate::amqp::headers::letter_reappend_properties;
 
 fn put_str(t: &mut FieldTable, name: &str, value: &str) {
     t.insert(
@@ -165,13 +165,17 @@ mod tests {
     }
 
     #[test]
-    fn a_reappend_only_drops_the_delivery_count() {
-        let orig = dead(None);
-        let p = reappend_properties(&orig);
+    fn a_reappend_only_drops_the_delivery_count_and_the_priority() {
+        let orig = dead(None).with_priority(7);
+        let p = letter_reappend_properties(&orig);
         let mut want = orig.headers().clone().unwrap().inner().clone();
         want.remove("x-delivery-count");
         assert_eq!(p.headers().as_ref().unwrap().inner(), &want);
         assert_eq!(p.message_id(), orig.message_id());
         assert_eq!(p.content_type(), orig.content_type());
+        assert_eq!(p.priority(), &None, "a re-appended letter keeps no priority");
+        assert_eq!(p.delivery_mode(), &Some(2));
+        // A job forwarded to its shard keeps its producer's priority.
+        assert_eq!(crate::amqp::headers::forward_properties(&orig).priority(), &Some(7));
     }
 }

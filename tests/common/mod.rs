@@ -492,11 +492,23 @@ impl Running {
     }
 }
 
+/// `rabbitmqctl` of the broker under test: `KICKQ_TEST_RABBITMQCTL` (a
+/// command line, split at whitespace, e.g. `bash tests/support/rabbitmq4.sh
+/// ctl single rabbitmqctl` for the RabbitMQ 4.0 test bed), else the
+/// machine's `rabbitmqctl`.
+pub fn rabbitmqctl_command() -> std::process::Command {
+    let line = std::env::var("KICKQ_TEST_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
+    let mut words = line.split_whitespace();
+    let mut cmd = std::process::Command::new(words.next().unwrap_or("rabbitmqctl"));
+    cmd.args(words).current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
 /// Closes, through `rabbitmqctl`, exactly the broker connections whose
 /// client-provided name is `name` (tests share one broker and run in
 /// parallel). Returns how many were closed.
 pub fn close_connections_named(name: &str) -> usize {
-    let out = std::process::Command::new("rabbitmqctl")
+    let out = rabbitmqctl_command()
         .args([
             "list_connections",
             "--no-table-headers",
@@ -514,7 +526,7 @@ pub fn close_connections_named(name: &str) -> usize {
     }
     for line in text.lines().filter(|l| l.contains(&needle)) {
         let pid = line.split('\t').next().unwrap_or_default().trim();
-        let status = std::process::Command::new("rabbitmqctl")
+        let status = rabbitmqctl_command()
             .args(["close_connection", pid, "closed by a kickq test"])
             .status()
             .expect("rabbitmqctl runs");
