@@ -1,28 +1,62 @@
-//! Leadership of a namespace: the broker lock that makes exactly one worker active, the record the active
-//! worker keeps for its successor, and the pure decision of how long a new holder waits before its first call.
+//! Leadership of a shard: the lease that makes at most one worker active (its rules and their proof), the
+//! record the active worker leaves its successor, and the pure decision of how long a new holder waits before
+//! its first call.
 //!
-//! # Why a lock queue
+//! # The lease
 //!
-//! Single active consumer (SAC) alone cannot tell a standby that it is a
-//! standby: AMQP 0-9-1 says nothing to the waiting consumer, so a standby
-//! under a deep backlog looks exactly like a starved consumer, and it cannot
-//! know when it took over (so it cannot prime its rate window at the right
-//! moment). The lock is an exclusive, auto-delete queue `{ns}.leader`,
-//! declared on the connection that consumes. The broker lets one connection
-//! own it and answers `RESOURCE_LOCKED` (405) to every other; it deletes the
-//! queue when its owner's connection goes, so a crash releases the lock as
-//! soon as the broker sees the socket close. Only the holder consumes; the
-//! others retry the declaration every [`LOCK_RETRY`] and hold no deliveries.
-//! SAC stays on the queues as a second guard.
+//! Each shard has a lease queue `{ns}.leader.lease`: a quorum queue with
+//! single active consumer (SAC), holding one token message. Every worker of
+//! the shard consumes it with a prefetch of 1; the broker delivers to the
+//! active consumer only, so the worker that receives the token is the
+//! candidate leader, and the others, waiting consumers, are standbys holding
+//! no deliveries. The holder renews every [`RENEW_INTERVAL`]: it hands the
+//! token back (`basic.nack` with requeue; every [`REPLACE_AFTER`] deliveries
+//! it publishes a fresh token and acks the old one instead, so that the
+//! token's delivery count and the queue's Raft log stay small) and waits for
+//! the next delivery. The lease runs [`LEASE`] from the instant the renewal
+//! was sent, once its delivery has come back; no call starts after it ends
+//! (the gate refuses tokens, and the session ends, so its deliveries go back
+//! to the queue). Nothing here rests on exclusive queues, whose records of a
+//! lost node RabbitMQ 4.2 with Khepri keeps until the node returns.
+//!
+//! # Why at most one worker calls at any instant
+//!
+//! Assumptions: quorum queue semantics as in `rabbit_fifo` from 3.10 to 4.2
+//! (a delivery goes only to the active consumer; the active consumer
+//! changes only when it cancels, its channel closes, or the queue's leader
+//! sees its node down (`noconnection`), and then the next consumer is
+//! activated and receives the token); each host's monotonic clock runs at
+//! the rate of real time (drift of parts per million, far inside the
+//! margins); and `LEASE < WINDOW`-sized margins hold as written below.
+//!
+//! 1. A delivery after a renewal sent at `s` proves that the queue's leader
+//!    processed that renewal and still saw this worker as its active
+//!    consumer at some instant `q >= s` (prefetch 1: no other delivery can
+//!    be on its way while the token is held).
+//! 2. The holder A calls only while `now < s + LEASE` for the latest such `s`.
+//! 3. A new holder B is activated at `T`, after the queue stopped seeing A as
+//!    active, so `T > q >= s` for A's last proven renewal: A's last call
+//!    starts before `T + LEASE`.
+//! 4. B receives the token at `R >= T` and makes its first call at
+//!    `R + LEASE + WINDOW` or later ([`takeover_hold`]). So B's first call is
+//!    at least one rate window after A's last, and the two never overlap.
+//!
+//! A partition that cuts A's broker node off: A's renewals get no answer, so
+//! A stops within `LEASE`, while the others take at least the cluster's
+//! failure detection (`net_ticktime`, 45 to 75 s by default) to activate B.
+//! A worker killed with `kill -9`: its socket closes, the broker returns the
+//! token at once, and B calls `LEASE + WINDOW` later (1.77 s).
 //!
 //! # Why a record
 //!
-//! A new holder must not call before the previous holder's last window has
-//! passed, or the AppId's rate doubles for a second. The holder keeps one
-//! message in `{ns}.leader.record` (`x-max-length` 1): refreshed every
-//! [`REFRESH_INTERVAL`] while active, and rewritten on a graceful release
-//! with the instant its rate window frees. [`takeover_hold`] turns what the
-//! successor finds there into the instant of its first call.
+//! A graceful stop need not cost its successor the full hold. The holder
+//! keeps its record in `{ns}.leader.record` (`x-max-length` 1): on a graceful
+//! release, once its last call has returned, it writes the instant from
+//! which no call can share a window with any of its own, then lets the
+//! token go. The record is true whoever reads it, whatever the lease did
+//! meanwhile, because the holder makes no call after writing it; a new
+//! holder takes (consumes) the record when it is activated, so an old
+//! release never speaks for a later holder.
 //!
 //! Times in the record are wall-clock milliseconds, because two processes
 //! share no monotonic clock. Hosts of one deployment are expected to run NTP;
@@ -33,19 +67,33 @@ use crate::ratelimit::WINDOW;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// How often a standby tries to take the lock. A crash is noticed by the
-/// broker at once (the socket closes), so this is most of the takeover gap.
-pub const LOCK_RETRY: Duration = Duration::from_millis(250);
-/// How often the active worker refreshes its record. After a crash the
-/// successor waits the last refresh plus this plus one window.
-pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
-/// Longest hold a record can impose: one window and two refreshes past now.
-pub const MAX_HOLD: Duration =
-    Duration::from_millis(WINDOW.as_millis() as u64 + 2 * REFRESH_INTERVAL.as_millis() as u64);
-/// A record of an active holder older than this, when the lock was just
-/// held by someone, means the holder was alive but could not refresh (a
-/// broker alarm blocks publishing): nothing is known of its last calls.
-pub const STALE_AFTER: Duration = Duration::from_millis(3 * REFRESH_INTERVAL.as_millis() as u64);
+/// How long a confirmed renewal keeps the lease: far below the cluster's
+/// failure detection (net_ticktime, 60 s by default), so a worker cut off
+/// from the lease queue stops long before anyone else is activated; short
+/// enough that a takeover after `kill -9` holds `LEASE + WINDOW`, under 2 s.
+pub const LEASE: Duration = Duration::from_millis(750);
+/// How often the holder renews: five renewals per lease, so a renewal whose
+/// round trip takes up to `LEASE - RENEW_INTERVAL` (600 ms: a broker busy
+/// with a fsync or a GC pause) costs nothing.
+pub const RENEW_INTERVAL: Duration = Duration::from_millis(150);
+/// Deliveries of one token after which a renewal publishes a fresh token
+/// (and acks the old one) instead of handing it back: about 45 s of
+/// renewals. It keeps the token far below any delivery limit, and lets the
+/// quorum queue truncate its log (a message that never leaves holds it).
+/// While publishing is blocked (a broker alarm) renewals hand the token back.
+pub const REPLACE_AFTER: i64 = 300;
+/// How long a standby waits for the token before it says it stands by.
+pub const STANDBY_AFTER: Duration = Duration::from_millis(300);
+/// Longest hold a record can impose, and the hold when nothing is known of
+/// the previous holder: its lease, then a window.
+pub const MAX_HOLD: Duration = Duration::from_millis(LEASE.as_millis() as u64 + WINDOW.as_millis() as u64);
+
+/// Whether a renewal replaces the token instead of handing it back: the
+/// token has been delivered `delivery_count` times (the broker's
+/// `x-delivery-count`, absent on a first delivery).
+pub fn should_replace(delivery_count: Option<i64>) -> bool {
+    delivery_count.is_some_and(|n| n >= REPLACE_AFTER)
+}
 
 /// What the holder of the lock last wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,14 +129,13 @@ impl Record {
 /// Why a new holder waits as long as it does (for the takeover log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HoldReason {
-    /// No record: nothing is known of the last window, so a full one.
+    /// No record: nothing is known of the last holder, so its lease and a window.
     NoRecord,
     /// A graceful release: until its window frees.
     Released,
-    /// The holder crashed: its last refresh, one refresh interval and a window.
+    /// The previous holder was active and did not release (a crash, a lost
+    /// connection, a partition): its lease and a window.
     Crashed,
-    /// The holder was alive but its record stale: a full window from now.
-    Stale,
 }
 
 impl HoldReason {
@@ -98,33 +145,19 @@ impl HoldReason {
             HoldReason::NoRecord => "no_record",
             HoldReason::Released => "released",
             HoldReason::Crashed => "crashed",
-            HoldReason::Stale => "stale",
         }
     }
 }
 
-/// The wall-clock millisecond before which a new holder makes no call.
-/// `contended` is true when this process saw the lock held (it was a
-/// standby), so the previous holder was alive a moment ago.
-pub fn takeover_hold(record: Option<Record>, now_ms: i64, contended: bool) -> (i64, HoldReason) {
-    let window = WINDOW.as_millis() as i64;
-    let refresh = REFRESH_INTERVAL.as_millis() as i64;
-    let (at, reason) = match record {
-        None => (now_ms + window, HoldReason::NoRecord),
-        Some(Record::Released { free_at_ms }) => (free_at_ms, HoldReason::Released),
-        Some(Record::Active { at_ms }) if contended && now_ms - at_ms > STALE_AFTER.as_millis() as i64 => {
-            (now_ms + window, HoldReason::Stale)
-        }
-        // The lock was held a moment ago: the holder lived until about now,
-        // and a refresh can land up to STALE_AFTER late, so count from the
-        // earlier of the two safe bounds.
-        Some(Record::Active { at_ms }) if contended => (
-            (at_ms + STALE_AFTER.as_millis() as i64).min(now_ms) + window,
-            HoldReason::Crashed,
-        ),
-        Some(Record::Active { at_ms }) => (at_ms + refresh + window, HoldReason::Crashed),
-    };
-    (at.min(now_ms + MAX_HOLD.as_millis() as i64), reason)
+/// The wall-clock millisecond before which a new holder, activated at
+/// `now_ms`, makes no call, from the record it took.
+pub fn takeover_hold(record: Option<Record>, now_ms: i64) -> (i64, HoldReason) {
+    let full = now_ms + MAX_HOLD.as_millis() as i64;
+    match record {
+        None => (full, HoldReason::NoRecord),
+        Some(Record::Released { free_at_ms }) => (free_at_ms.min(full), HoldReason::Released),
+        Some(Record::Active { .. }) => (full, HoldReason::Crashed),
+    }
 }
 
 /// Wall-clock milliseconds now.
@@ -161,68 +194,51 @@ mod tests {
     #[test]
     fn takeover_hold_table() {
         let now = 1_000_000;
-        let w = WINDOW.as_millis() as i64;
-        let r = REFRESH_INTERVAL.as_millis() as i64;
-        let cap = now + MAX_HOLD.as_millis() as i64;
+        let full = now + LEASE.as_millis() as i64 + WINDOW.as_millis() as i64;
         use HoldReason::*;
-        let cases: Vec<(Option<Record>, bool, i64, HoldReason)> = vec![
-            (None, false, now + w, NoRecord),
-            (None, true, now + w, NoRecord),
+        let cases: Vec<(Option<Record>, i64, HoldReason)> = vec![
+            (None, full, NoRecord),
             // A graceful release long ago, or an idle system: no wait at all.
             (
                 Some(Record::Released {
                     free_at_ms: now - 5_000,
                 }),
-                true,
                 now - 5_000,
                 Released,
             ),
             // A release mid-sweep: until the last call's window ends.
-            (
-                Some(Record::Released { free_at_ms: now + 700 }),
-                true,
-                now + 700,
-                Released,
-            ),
-            // A crash a moment ago, seen by a standby: the holder lived until
-            // about now, so a window from now.
-            (Some(Record::Active { at_ms: now - 100 }), true, now + w, Crashed),
-            (Some(Record::Active { at_ms: now - 700 }), true, now + w, Crashed),
-            // The lock was free when we came: the holder died before we
-            // started, after its last refresh: that, one interval, a window.
-            (
-                Some(Record::Active { at_ms: now - 100 }),
-                false,
-                now - 100 + r + w,
-                Crashed,
-            ),
-            // A holder that died an hour ago (a fresh start after it): no wait.
-            (
-                Some(Record::Active { at_ms: now - 3_600_000 }),
-                false,
-                now - 3_600_000 + r + w,
-                Crashed,
-            ),
-            // The lock was held just now but the record is old: refreshes
-            // were blocked, so nothing is known: a full window.
-            (Some(Record::Active { at_ms: now - 20_000 }), true, now + w, Stale),
+            (Some(Record::Released { free_at_ms: now + 700 }), now + 700, Released),
+            // A holder that did not release, however fresh or old its
+            // record: its lease may still run, then a window.
+            (Some(Record::Active { at_ms: now - 100 }), full, Crashed),
+            (Some(Record::Active { at_ms: now - 3_600_000 }), full, Crashed),
             // A record from a clock far ahead is capped.
             (
                 Some(Record::Released {
                     free_at_ms: now + 3_600_000,
                 }),
-                true,
-                cap,
+                full,
                 Released,
             ),
-            (Some(Record::Active { at_ms: now + 3_600_000 }), false, cap, Crashed),
         ];
-        for (record, contended, want, reason) in cases {
-            assert_eq!(
-                takeover_hold(record, now, contended),
-                (want, reason),
-                "{record:?} contended={contended}"
-            );
+        for (record, want, reason) in cases {
+            assert_eq!(takeover_hold(record, now), (want, reason), "{record:?}");
+        }
+        assert_eq!(MAX_HOLD, Duration::from_millis(1770), "the hold after a crash");
+        assert!(LEASE + WINDOW < Duration::from_secs(2), "kill -9 takeover within 2 s");
+        assert!(RENEW_INTERVAL * 5 == LEASE);
+    }
+
+    #[test]
+    fn a_token_is_replaced_once_it_was_delivered_often() {
+        for (count, want) in [
+            (None, false),
+            (Some(1), false),
+            (Some(REPLACE_AFTER - 1), false),
+            (Some(REPLACE_AFTER), true),
+            (Some(1_000_000), true),
+        ] {
+            assert_eq!(should_replace(count), want, "{count:?}");
         }
     }
 

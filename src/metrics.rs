@@ -58,7 +58,7 @@ pub const ACTIVE: &str = "kickq_active";
 /// Jobs forwarded to the shard that serves their app, by that shard.
 pub const FORWARDED: &str = "kickq_forwarded_total";
 /// Times this process took the leadership lock, by `reason` of the first
-/// call's hold (`no_record`, `released`, `crashed`, `stale`).
+/// call's hold (`no_record`, `released`, `crashed`).
 pub const TAKEOVERS: &str = "kickq_leader_takeovers_total";
 /// Always 1, labelled with the build's `version` and `git_sha`, so a
 /// dashboard can tell which build each worker runs.
@@ -183,12 +183,7 @@ fn register_all() {
     for r in LEDGER_RESULTS {
         counter!(LEDGER_WRITES, "result" => *r).increment(0);
     }
-    for r in [
-        HoldReason::NoRecord,
-        HoldReason::Released,
-        HoldReason::Crashed,
-        HoldReason::Stale,
-    ] {
+    for r in [HoldReason::NoRecord, HoldReason::Released, HoldReason::Crashed] {
         counter!(TAKEOVERS, "reason" => r.as_str()).increment(0);
     }
     gauge!(PENDING_USERS).increment(0.0);

@@ -1131,7 +1131,10 @@ async fn f14_sigterm_hands_over_without_two_workers_calling() {
     );
     assert_eq!(c.rate_limited, 0);
     assert_eq!(acc.lost, 0);
-    assert!(a.log_lines("released the leadership lock") == 1, "A released the lock");
+    assert!(
+        a.log_lines("released the leadership lease") == 1,
+        "A released the lease"
+    );
     a.assert_clean("guest");
     b.assert_clean("guest");
 }

@@ -596,3 +596,40 @@ async fn an_id_outside_the_vendor_set_is_dead_lettered_as_validation_without_a_c
          (digits, letters and ~!@#$%^&*()_+=-`;',.<>/\\): ' '"
     );
 }
+
+/// RabbitMQ 4.2 with Khepri keeps a lost node's exclusive queues until the
+/// node returns or is removed. Here another connection holds `{ns}.leader`,
+/// the exclusive queue that used to be the leadership lock, for the whole
+/// test, as such a record would: the worker takes the lease and kicks all
+/// the same. (With the exclusive-queue lock, it stood by for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_does_not_rest_on_an_exclusive_queue_record() {
+    let ns = Ns::new("khepri");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    // The stale record: an exclusive queue of the old lock's name, owned by a
+    // connection that never lets it go (it goes when the test ends).
+    let stale = broker.conn.create_channel().await.unwrap();
+    stale
+        .queue_declare(
+            format!("{}.leader", ns.name()).as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("the stale record is taken");
+    broker
+        .publish_many(&ns.names.requests, &[job("room-k", &["u1", "u2"], None)])
+        .await;
+    let worker = spawn_worker(worker_config(&ns, &mock.base_url(), 1000)).await;
+    wait_for(Duration::from_secs(15), "the kick", || async {
+        mock.kicked().len() == 2
+    })
+    .await;
+    worker.stop().await;
+}

@@ -89,11 +89,15 @@ pub async fn connect(url: &Secret, name: &str) -> Result<Connection, lapin::Erro
 pub const NAMESPACE_PROPERTY: &str = "kickq-namespace";
 /// Client property naming the shard of a worker's session connection.
 pub const SHARD_PROPERTY: &str = "kickq-shard";
+/// Client property naming the worker (its `KICKQ_CONNECTION_NAME`) on its
+/// session's lease connection.
+pub const WORKER_PROPERTY: &str = "kickq-worker";
 
 /// [`connect`] with extra client properties (`(name, value)`), which the
-/// management API shows with the connection: a worker's session connection
-/// carries its namespace and shard ([`NAMESPACE_PROPERTY`], [`SHARD_PROPERTY`]),
-/// so the console can tell a shard's standbys from other connections.
+/// management API shows with the connection: a worker session's lease
+/// connection carries its namespace, shard and name ([`NAMESPACE_PROPERTY`],
+/// [`SHARD_PROPERTY`], [`WORKER_PROPERTY`]), so the console can tell a shard's
+/// standbys from other connections.
 pub async fn connect_as(url: &Secret, name: &str, properties: &[(&str, &str)]) -> Result<Connection, lapin::Error> {
     crate::zego::client::install_crypto_provider();
     let nodes = nodes(url.expose());

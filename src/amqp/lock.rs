@@ -1,37 +1,164 @@
-//! The leadership lock and record on the broker: taking `{ns}.leader` (exclusive, so `RESOURCE_LOCKED` means
-//! another connection holds it), reading and writing `{ns}.leader.record`, and releasing the lock.
+//! The leadership lease and record on the broker: subscribing to `{ns}.leader.lease` (quorum, single active
+//! consumer, one token), receiving, renewing and releasing the token, and reading and writing
+//! `{ns}.leader.record`; plus the exclusive-queue lock of `kickq dlq` passes. The rules and their proof are
+//! `crate::leadership`.
 
+use crate::amqp::headers::get_i64;
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
-use crate::amqp::topology::Names;
+use crate::amqp::topology::{lease_args, Names};
 use crate::leadership::Record;
-use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ErrorKind};
+use lapin::{Channel, Connection, Consumer, ErrorKind};
+use std::time::Duration;
 
 /// AMQP's reply code for an exclusive queue that another connection owns.
 const RESOURCE_LOCKED: u16 = 405;
 
-/// The held lock: the channel it was declared on (the lock itself belongs to
-/// the connection, and goes when it closes).
-pub struct Lock {
-    channel: Channel,
-    queue: String,
+/// The body of a lease token: it carries nothing, its delivery is the message.
+const TOKEN: &[u8] = b"{\"token\":\"kickq leadership\"}";
+
+/// Why the lease was lost or could not be held.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The channel or connection failed.
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The first token could not be published.
+    #[error("{0}")]
+    Publish(#[from] PublishError),
+    /// The broker cancelled the lease consumer (queue deleted, node down).
+    #[error("the broker cancelled the lease consumer")]
+    Cancelled,
 }
 
-/// Tries once to take the lock on `conn`. `Ok(None)`: another connection
-/// holds it. A failed attempt costs a channel (the broker closes a channel
-/// on a 405), so each attempt opens its own.
-pub async fn try_take(conn: &Connection, names: &Names) -> Result<Option<Lock>, lapin::Error> {
-    Ok(declare_exclusive(conn, &names.leader).await?.map(|channel| Lock {
+/// A worker's place in the lease queue: a waiting consumer until the token
+/// comes, then its holder. Dropped or released, its channel closes and a held
+/// token goes back to the queue, to the next consumer.
+pub struct Lease {
+    channel: Channel,
+    consumer: Consumer,
+    held: Option<Delivery>,
+}
+
+/// Subscribes to the lease queue of `names` on `conn` (prefetch 1, so the
+/// holder has the token and nothing else), and puts a token in when the queue
+/// has neither a token nor a consumer that could hold one (its first use; two
+/// workers starting at once may both put one: a second token only waits in
+/// the queue, since the one active consumer holds one at a time).
+pub async fn subscribe(
+    conn: &Connection,
+    publisher: &Publisher,
+    names: &Names,
+    tag: &str,
+) -> Result<Lease, LeaseError> {
+    let channel = conn.create_channel().await?;
+    channel.basic_qos(1, BasicQosOptions { global: false }).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let q = channel
+        .queue_declare(names.leader.as_str().into(), durable, lease_args())
+        .await?;
+    if q.message_count() == 0 && q.consumer_count() == 0 {
+        publisher
+            .publish(&names.leader, TOKEN, persistent_json(None, FieldTable::default()))
+            .await?;
+    }
+    let consumer = channel
+        .basic_consume(
+            names.leader.as_str().into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(Lease {
         channel,
-        queue: names.leader.clone(),
-    }))
+        consumer,
+        held: None,
+    })
+}
+
+impl Lease {
+    /// Waits for the next delivery of a token: this worker is the queue's
+    /// active consumer when it returns `Ok`.
+    pub async fn receive(&mut self) -> Result<(), LeaseError> {
+        match self.consumer.next().await {
+            Some(Ok(d)) => {
+                self.held = Some(d);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e.into()),
+            None => Err(LeaseError::Cancelled),
+        }
+    }
+
+    /// Sends a renewal: the held token goes back (`nack`, requeued) or, once
+    /// it was delivered often ([`crate::leadership::should_replace`]), a fresh
+    /// token is published (within `publish_within`, else it goes back after
+    /// all) and the held one acked. The caller then awaits [`Lease::receive`]:
+    /// the next delivery proves that the queue processed this renewal while
+    /// this worker was its active consumer.
+    pub async fn send_renewal(&mut self, publisher: &Publisher, publish_within: Duration) -> Result<(), LeaseError> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        let count = get_i64(held.properties.headers().as_ref(), "x-delivery-count");
+        if crate::leadership::should_replace(count) {
+            let queue = self.consumer.queue();
+            let fresh = publisher.publish(queue.as_str(), TOKEN, persistent_json(None, FieldTable::default()));
+            if let Ok(Ok(())) = tokio::time::timeout(publish_within, fresh).await {
+                held.acker.ack(BasicAckOptions::default()).await?;
+                return Ok(());
+            }
+        }
+        held.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the record the previous holder left (consumed, so that it never
+    /// speaks for a later holder).
+    pub async fn take_record(&self, names: &Names) -> Result<Option<Record>, lapin::Error> {
+        let got = self
+            .channel
+            .basic_get(names.leader_state.as_str().into(), BasicGetOptions { no_ack: true })
+            .await?;
+        Ok(got.and_then(|m| Record::from_body(&m.delivery.data)))
+    }
+
+    /// Lets the token go: closes the lease channel, so the held token returns
+    /// to the queue and the next consumer receives it at once.
+    pub async fn release(self) -> Result<(), lapin::Error> {
+        self.channel.close(200, "lease released".into()).await
+    }
+}
+
+/// Writes the record, confirmed.
+pub async fn write_record(publisher: &Publisher, names: &Names, record: Record) -> Result<(), PublishError> {
+    publisher
+        .publish(
+            &names.leader_state,
+            &record.to_body(),
+            persistent_json(None, FieldTable::default()),
+        )
+        .await
 }
 
 /// Declares `queue` exclusive and auto-delete on a channel of its own: the
-/// lock pattern of the leader and of dlq passes. `Ok(Some(channel))`: this
-/// connection owns it now (until it closes); `Ok(None)`: another connection
-/// does (RESOURCE_LOCKED, which also closes the channel).
+/// lock of `kickq dlq` passes. `Ok(Some(channel))`: this connection owns it
+/// now (until it closes); `Ok(None)`: another connection does
+/// (RESOURCE_LOCKED, which also closes the channel).
 pub async fn declare_exclusive(conn: &Connection, queue: &str) -> Result<Option<Channel>, lapin::Error> {
     let channel = conn.create_channel().await?;
     let opts = QueueDeclareOptions {
@@ -49,36 +176,4 @@ pub async fn declare_exclusive(conn: &Connection, queue: &str) -> Result<Option<
 
 fn is_locked(e: &lapin::Error) -> bool {
     matches!(e.kind(), ErrorKind::ProtocolError(p) if p.get_id() == RESOURCE_LOCKED)
-}
-
-impl Lock {
-    /// Takes the record the previous holder left (it is replaced at once by
-    /// ours, so taking it does no harm).
-    pub async fn take_record(&self, names: &Names) -> Result<Option<Record>, lapin::Error> {
-        let got = self
-            .channel
-            .basic_get(names.leader_state.as_str().into(), BasicGetOptions { no_ack: true })
-            .await?;
-        Ok(got.and_then(|m| Record::from_body(&m.delivery.data)))
-    }
-
-    /// Releases the lock: deletes the queue, so a standby's next attempt
-    /// takes it without waiting for this connection to close.
-    pub async fn release(self) -> Result<(), lapin::Error> {
-        self.channel
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-        Ok(())
-    }
-}
-
-/// Writes the record, confirmed.
-pub async fn write_record(publisher: &Publisher, names: &Names, record: Record) -> Result<(), PublishError> {
-    publisher
-        .publish(
-            &names.leader_state,
-            &record.to_body(),
-            persistent_json(None, FieldTable::default()),
-        )
-        .await
 }

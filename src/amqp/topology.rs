@@ -2,8 +2,8 @@
 //! (RabbitMQ 3.x and 4.x differ in their defaults, and arguments cannot change once a queue exists).
 //!
 //! ```text
-//! {ns}.leader        exclusive lock of the active worker's connection
-//! {ns}.leader.record its one-message record for the next holder (quorum)
+//! {ns}.leader.lease  the leadership lease: one token, single active consumer (quorum)
+//! {ns}.leader.record the active worker's one-message record for the next holder (quorum)
 //! {ns}.dead.lock     exclusive lock of the connection running a `kickq dlq` pass
 //! {ns}.dead.lock.record  that pass's one-message record (when it started, who; quorum)
 //!
@@ -22,7 +22,7 @@
 //!
 //! With shards (`shard = "eu"` in `[[apps]]`), each shard has the job and
 //! delay queues and the lock above under `{ns}.{shard}.` (`kickq.eu.requests`,
-//! `kickq.eu.bulk`, `kickq.eu.retry.1s`, `kickq.eu.leader`); the dead letters,
+//! `kickq.eu.bulk`, `kickq.eu.retry.1s`, `kickq.eu.leader.lease`); the dead letters,
 //! their lock and the events exchange stay one per namespace. Producers then
 //! publish to the topic exchange `{ns}.jobs` with routing key
 //! `<lane>.<app_id>` (`<lane>.default` for a job naming no app), bound from
@@ -134,8 +134,9 @@ pub struct Names {
     /// Delay queues of the bulk lane (the same delays); expired messages
     /// return to `bulk`.
     pub bulk_retry: Vec<(Duration, String)>,
-    /// The leadership lock: an exclusive queue that only the active worker's
-    /// connection holds (never declared durable, never holds a message).
+    /// The leadership lease: a quorum queue with single active consumer
+    /// holding one token, which only the active worker receives (see
+    /// `crate::leadership`).
     pub leader: String,
     /// The active worker's one-message record for its successor.
     pub leader_state: String,
@@ -164,7 +165,7 @@ impl Names {
             requests: format!("{namespace}.requests"),
             bulk: format!("{namespace}.bulk"),
             dead: format!("{namespace}.dead"),
-            leader: format!("{namespace}.leader"),
+            leader: format!("{namespace}.leader.lease"),
             leader_state: format!("{namespace}.leader.record"),
             dead_lock: format!("{namespace}.dead.lock"),
             dead_lock_state: format!("{namespace}.dead.lock.record"),
@@ -237,10 +238,15 @@ impl Names {
         self.retry_queue(Lane::Live, failed_attempt)
     }
 
-    /// Every durable queue name (the lock queue goes with its holder's
+    /// Every durable queue name (the dlq pass lock goes with its holder's
     /// connection, so it is not among them).
     pub fn all(&self) -> Vec<&str> {
-        let mut v = vec![self.requests.as_str(), self.dead.as_str(), self.leader_state.as_str()];
+        let mut v = vec![
+            self.requests.as_str(),
+            self.dead.as_str(),
+            self.leader.as_str(),
+            self.leader_state.as_str(),
+        ];
         v.extend(self.retry.iter().map(|(_, n)| n.as_str()));
         v.push(self.dead_lock_state.as_str());
         v.push(self.bulk.as_str());
@@ -292,7 +298,9 @@ pub fn dead_args() -> FieldTable {
 }
 
 /// Arguments of a delay queue of `lane`: nobody consumes it; messages expire
-/// back into that lane's queue (`{ns}.requests` or `{ns}.bulk`).
+/// back into that lane's queue (`{ns}.requests` or `{ns}.bulk`). No delivery
+/// limit, on purpose: nothing is ever delivered from it, so none (3.x) and
+/// RabbitMQ 4's default of 20 are the same.
 pub fn retry_args(names: &Names, lane: Lane, delay: Duration) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("x-queue-type".into(), s("quorum"));
@@ -301,6 +309,30 @@ pub fn retry_args(names: &Names, lane: Lane, delay: Duration) -> FieldTable {
     t.insert("x-dead-letter-routing-key".into(), s(names.queue(lane)));
     t.insert("x-dead-letter-strategy".into(), s("at-least-once"));
     t.insert("x-overflow".into(), s("reject-publish"));
+    t
+}
+
+/// Deliveries of a lease token before the broker drops it: never reached,
+/// since a renewal replaces a token delivered
+/// [`crate::leadership::REPLACE_AFTER`] times, and set on purpose (RabbitMQ
+/// 4 would apply 20, and 3.x none).
+pub const LEASE_DELIVERY_LIMIT: u32 = 1_000_000;
+
+/// Arguments of `{ns}.leader.lease`: a quorum queue (Raft-replicated: the
+/// active consumer changes only as its leader decides) with single active
+/// consumer. `x-consumer-disconnected-timeout` (RabbitMQ 4.3+; earlier
+/// versions ignore it) makes the queue give up a consumer on a node it lost
+/// at once rather than after 4.3's default of 60 s, so failover stays within
+/// the cluster's failure detection.
+pub fn lease_args() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), s("quorum"));
+    t.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    t.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(LEASE_DELIVERY_LIMIT.into()),
+    );
+    t.insert("x-consumer-disconnected-timeout".into(), AMQPValue::LongLongInt(0));
     t
 }
 
@@ -314,6 +346,12 @@ pub fn retry_args(names: &Names, lane: Lane, delay: Duration) -> FieldTable {
 /// new names, because a queue's type cannot change once declared. A
 /// successor that finds no record waits a full window, so an upgrade that
 /// mixes old and new workers is safe.)
+///
+/// No delivery limit, on purpose: a record is read by taking it (`basic.get`
+/// without ack; `kickq dlq` puts its copy back by publishing it again), never
+/// handed back, so no read counts a delivery, and RabbitMQ 4's default of 20
+/// never applies. (Arguments cannot change once a queue exists: setting one
+/// now would refuse every deployment's existing record queue.)
 pub fn leader_state_args() -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("x-queue-type".into(), s("quorum"));
@@ -474,8 +512,8 @@ pub async fn inspect(conn: &lapin::Connection, queue: &str) -> Result<Option<Que
 /// AMQP's reply code for an exclusive queue another connection owns.
 const RESOURCE_LOCKED: u16 = 405;
 
-/// Whether a lock queue (exclusive: `{ns}.leader`, `{ns}.dead.lock`) is held
-/// by some connection now: it exists, or the broker refuses to show another
+/// Whether the dlq pass lock (exclusive: `{ns}.dead.lock`) is held by some
+/// connection now: it exists, or the broker refuses to show another
 /// connection's exclusive queue.
 pub async fn lock_held(conn: &lapin::Connection, queue: &str) -> Result<bool, lapin::Error> {
     match inspect(conn, queue).await {
@@ -483,6 +521,13 @@ pub async fn lock_held(conn: &lapin::Connection, queue: &str) -> Result<bool, la
         Err(e) if reply_code(&e) == Some(RESOURCE_LOCKED) => Ok(true),
         Err(e) => Err(e),
     }
+}
+
+/// Whether a worker holds the leadership lease `{ns}.leader.lease` now: a
+/// consumer has the token (none ready). A queue not declared yet, or a token
+/// waiting with no consumer, is a lease nobody holds.
+pub fn lease_held(state: Option<QueueState>) -> bool {
+    state.is_some_and(|q| q.consumers > 0 && q.ready == 0)
 }
 
 /// The AMQP reply code of a broker refusal, if the error is one.
@@ -527,10 +572,10 @@ mod tests {
         assert_eq!(n.retry_for(1).0, Duration::from_secs(1));
         assert_eq!(n.retry_for(2).0, Duration::from_secs(5));
         assert_eq!(n.retry_for(99).0, Duration::from_secs(300));
-        assert_eq!(n.all().len(), 19);
+        assert_eq!(n.all().len(), 20);
         assert_eq!(n.dead_lock, "kickq.dead.lock");
         assert_eq!(n.dead_lock_state, "kickq.dead.lock.record");
-        assert_eq!(n.leader, "kickq.leader");
+        assert_eq!(n.leader, "kickq.leader.lease");
         assert_eq!(n.leader_state, "kickq.leader.record");
         assert_eq!(n.events, "kickq.events");
         assert!(!n.all().contains(&"kickq.events"), "an exchange, not a queue");
@@ -544,7 +589,7 @@ mod tests {
         assert_eq!(eu.bulk, "kickq.eu.bulk");
         assert_eq!(eu.retry[0].1, "kickq.eu.retry.1s");
         assert_eq!(eu.bulk_retry[6].1, "kickq.eu.bulk.retry.300s");
-        assert_eq!(eu.leader, "kickq.eu.leader");
+        assert_eq!(eu.leader, "kickq.eu.leader.lease");
         assert_eq!(eu.leader_state, "kickq.eu.leader.record");
         assert_eq!(eu.shard, "eu");
         for (shared, of_eu) in [

@@ -113,10 +113,10 @@ pub fn notes(version: &str) -> Vec<Note> {
     if v >= (4, 2, 0) {
         out.push(Note {
             issue: "with Khepri (the default metadata store of new 4.2 clusters), a lost node's exclusive queues \
-                    stay until it returns: the leadership lock ({ns}.leader) and the dlq pass lock of a worker \
-                    connected to that node stay taken, and no standby takes over until the node is back",
-            fix: "keep Mnesia, or bring a lost node back or remove it from the cluster (`rabbitmqctl \
-                  forget_cluster_node`) to free the locks",
+                    stay until it returns: the dlq pass lock ({ns}.dead.lock) of a connection to that node stays \
+                    taken (leadership uses no exclusive queue)",
+            fix: "bring a lost node back, or remove it from the cluster (`rabbitmqctl forget_cluster_node`), to \
+                  free the pass lock",
         });
     }
     out

@@ -341,7 +341,7 @@ async fn broker_checks(args: &CheckArgs, file: Option<&ConfigFile>) -> Vec<Check
     checks
 }
 
-/// Every durable queue of the namespace (each shard's lanes and record)
+/// Every durable queue of the namespace (each shard's lanes, lease and record)
 /// with the arguments kickq declares it with.
 fn expected_queues(
     names: &Names,
@@ -355,6 +355,7 @@ fn expected_queues(
         if i == 0 {
             v.push((names.dead.clone(), topology::dead_args()));
         }
+        v.push((names.leader.clone(), topology::lease_args()));
         v.push((names.leader_state.clone(), topology::leader_state_args()));
         if i == 0 {
             v.push((names.dead_lock_state.clone(), topology::leader_state_args()));

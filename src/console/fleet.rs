@@ -1,9 +1,9 @@
-//! The workers of each shard as the broker's management API sees them: every session connection of the
-//! namespace (client properties `kickq-namespace`, `kickq-shard`), and which of them owns the shard's
-//! leadership lock (the exclusive queue's owner). Read only when `KICKQ_MANAGEMENT_URL` is set: AMQP alone
-//! tells whether a lock is held and how many consumers a queue has, not by whom.
+//! The workers of each shard as the broker's management API sees them: every session's lease connection of
+//! the namespace (client properties `kickq-namespace`, `kickq-shard`, `kickq-worker`), and which of them holds the shard's
+//! leadership lease (the lease queue's active consumer). Read only when `KICKQ_MANAGEMENT_URL` is set: AMQP
+//! alone tells whether the lease is held and how many consumers a queue has, not by whom.
 
-use crate::amqp::connect::{NAMESPACE_PROPERTY, SHARD_PROPERTY};
+use crate::amqp::connect::{NAMESPACE_PROPERTY, SHARD_PROPERTY, WORKER_PROPERTY};
 use crate::dlq::policy::{encode_segment, get, Reply};
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
@@ -18,7 +18,7 @@ pub struct Member {
     pub host: String,
     /// When it connected.
     pub since: Option<DateTime<Utc>>,
-    /// Whether it owns the shard's lock (the active worker).
+    /// Whether it holds the shard's lease (the active worker).
     pub active: bool,
 }
 
@@ -27,10 +27,13 @@ pub struct Member {
 pub struct Fleet {
     /// `(shard, members)`, in the order asked.
     pub shards: Vec<(String, Vec<Member>)>,
+    /// What could not be told, one line each (a shard whose active worker the
+    /// API does not name): shown above the list, never taken for "standby".
+    pub warnings: Vec<String>,
 }
 
-/// Reads the namespace's connections and each lock's owner (`locks`:
-/// `(shard, lock queue)`) from the management API at `base`.
+/// Reads the namespace's connections and each lease's holder (`locks`:
+/// `(shard, lease queue)`) from the management API at `base`.
 pub async fn read(
     base: &Secret,
     amqp_url: &Secret,
@@ -52,19 +55,40 @@ pub async fn read(
         Reply::Unreachable(why) => return Err(format!("management API: {why}")),
     };
     let mut owners = Vec::new();
+    let mut warnings = Vec::new();
     for (shard, queue) in locks {
         let owner = match crate::dlq::policy::fetch(base, &amqp, queue).await {
-            Reply::Queue(q) => owner_of(&q),
+            Reply::Queue(q) => match owner_of(&q) {
+                Ok(o) => o,
+                Err(why) => {
+                    tracing::warn!(shard = %shard, queue = %queue, "console: the active worker is unknown: {why}");
+                    warnings.push(format!("shard {shard}: which worker is active is unknown: {why}"));
+                    None
+                }
+            },
             _ => None,
         };
         owners.push((shard.clone(), owner));
     }
-    Ok(fleet_of(&connections, namespace, &owners))
+    let mut fleet = fleet_of(&connections, namespace, &owners);
+    fleet.warnings = warnings;
+    Ok(fleet)
 }
 
-/// The broker's name of the connection owning an exclusive queue.
-pub fn owner_of(queue: &Value) -> Option<String> {
-    queue.get("owner_pid_details")?.get("name")?.as_str().map(String::from)
+/// The broker's name of the connection whose consumer is the lease queue's
+/// active one (`consumer_details[].active`, `channel_details.connection_name`):
+/// `Ok(None)` when no consumer is active (nobody holds the lease); `Err` when
+/// the document lists no consumers at all (metrics collection disabled, or
+/// a RabbitMQ that leaves the field out), so the holder cannot be told.
+pub fn owner_of(queue: &Value) -> Result<Option<String>, String> {
+    let Some(consumers) = queue.get("consumer_details").and_then(Value::as_array) else {
+        return Err("the management API lists no consumers of the lease queue (metrics collection disabled?)".into());
+    };
+    Ok(consumers
+        .iter()
+        .find(|c| c["active"].as_bool() == Some(true))
+        .and_then(|c| c["channel_details"]["connection_name"].as_str())
+        .map(String::from))
 }
 
 /// Pure: groups the session connections of `namespace`'s shards (in the
@@ -82,9 +106,11 @@ pub fn fleet_of(connections: &Value, namespace: &str, owners: &[(String, Option<
             })
             .map(|c| {
                 let broker_name = c["name"].as_str().unwrap_or_default();
+                let props = &c["client_properties"];
                 Member {
-                    name: c["client_properties"]["connection_name"]
+                    name: props[WORKER_PROPERTY]
                         .as_str()
+                        .or(props["connection_name"].as_str())
                         .unwrap_or(broker_name)
                         .to_owned(),
                     host: c["peer_host"].as_str().unwrap_or("?").to_owned(),
@@ -96,7 +122,10 @@ pub fn fleet_of(connections: &Value, namespace: &str, owners: &[(String, Option<
         members.sort_by_key(|m| (!m.active, m.since));
         shards.push((shard.clone(), members));
     }
-    Fleet { shards }
+    Fleet {
+        shards,
+        warnings: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -109,7 +138,12 @@ mod tests {
             "name": broker,
             "peer_host": "10.0.0.5",
             "connected_at": at,
-            "client_properties": {"connection_name": name, "kickq-namespace": ns, "kickq-shard": shard}
+            "client_properties": {
+                "connection_name": format!("{name}-lease"),
+                "kickq-worker": name,
+                "kickq-namespace": ns,
+                "kickq-shard": shard
+            }
         })
     }
 
@@ -143,10 +177,21 @@ mod tests {
         assert_eq!(f.shards[0].1[0].since, DateTime::from_timestamp_millis(2_000));
         assert_eq!(f.shards[0].1[0].host, "10.0.0.5");
         assert_eq!(fleet_of(&json!({}), "kickq", &owners).shards[0].1, vec![]);
+        let consumer =
+            |active: bool, conn: &str| json!({"active": active, "channel_details": {"connection_name": conn}});
         assert_eq!(
-            owner_of(&json!({"owner_pid_details": {"name": "a:1 -> b:5672"}})).as_deref(),
-            Some("a:1 -> b:5672")
+            owner_of(&json!({"consumer_details": [consumer(false, "a:2 -> b:5672"), consumer(true, "a:1 -> b:5672")]})),
+            Ok(Some("a:1 -> b:5672".to_owned()))
         );
-        assert_eq!(owner_of(&json!({"name": "kickq.leader"})), None);
+        assert_eq!(
+            owner_of(&json!({"consumer_details": [consumer(false, "a:2 -> b:5672")]})),
+            Ok(None),
+            "nobody holds it"
+        );
+        assert_eq!(owner_of(&json!({"consumer_details": []})), Ok(None));
+        assert!(
+            owner_of(&json!({"name": "kickq.leader.lease"})).is_err(),
+            "no consumer list: unknown, not free"
+        );
     }
 }

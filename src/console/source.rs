@@ -264,7 +264,7 @@ impl Source {
 }
 
 async fn read_queues(conn: &Connection, names: &Names, shards: &[ShardName]) -> Result<Queues, lapin::Error> {
-    use crate::amqp::topology::{inspect, lock_held};
+    use crate::amqp::topology::{inspect, lease_held};
     let mut out = Queues::default();
     for shard in shards {
         let n = names.for_shard(shard);
@@ -283,7 +283,7 @@ async fn read_queues(conn: &Connection, names: &Names, shards: &[ShardName]) -> 
                 live.as_ref().map_or(0, |q| q.consumers),
                 bulk.as_ref().map_or(0, |q| q.consumers),
             ),
-            lock_held: lock_held(conn, &n.leader).await?,
+            lock_held: lease_held(inspect(conn, &n.leader).await?),
         });
     }
     out.dead = inspect(conn, &names.dead).await?.map(|q| q.ready);

@@ -1,6 +1,6 @@
-//! Workers: for each shard, whether its leadership lock is held and its queues have consumers (the broker,
+//! Workers: for each shard, whether its leadership lease is held and its queues have consumers (the broker,
 //! over AMQP), this worker's own role and since when, and, with `KICKQ_MANAGEMENT_URL`, every worker
-//! session of the shard: the lock's owner (active) and the standbys, with host and connection time.
+//! session of the shard: the lease holder (active) and the standbys, with host and connection time.
 
 use super::layout::{self, Page};
 use super::{Access, St};
@@ -61,6 +61,9 @@ pub async fn page(st: St, access: Access) -> Html<String> {
                     None => p.sub { "Set KICKQ_MANAGEMENT_URL on the worker to list every worker of the shard (the broker's connection list)." },
                     Some(Err(e)) => (super::overview::error(e)),
                     Some(Ok(f)) => {
+                        @for w in f.warnings.iter().filter(|w| w.starts_with(&format!("shard {name}:"))) {
+                            p.notice.warn { (w) }
+                        }
                         @let members = f.shards.iter().find(|(s, _)| *s == name).map(|(_, m)| m.as_slice()).unwrap_or_default();
                         @if members.is_empty() {
                             p.sub { "No worker session of this shard is connected." }

@@ -6,7 +6,7 @@ use crate::amqp::headers::rfc3339;
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
 use crate::amqp::topology::{leader_state_args, Names};
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
@@ -93,25 +93,32 @@ async fn declare_state(channel: &Channel, names: &Names) -> Result<(), lapin::Er
     Ok(())
 }
 
-/// Reads the holder's record without taking it: fetched unacked, handed back
-/// (a queue of one message, with no delivery limit: no order or limit to mind).
-async fn read_holder(conn: &Connection, names: &Names) -> Result<Holder, lapin::Error> {
+/// Reads the holder's record and puts it back: taken (no ack needed) and
+/// published again, confirmed. A record handed back (`nack` with requeue)
+/// would count a delivery each time, and RabbitMQ 4 drops a message after
+/// 20 (its default delivery limit, which this queue, declared before 4.0,
+/// does not set): a busy pass refused to twenty operators would lose its
+/// record. The copy goes to the tail of a one-message queue: if a new pass
+/// wrote its record in the instant between, the older copy wins, and a
+/// refusal names the pass before; the record only ever informs.
+async fn read_holder(conn: &Connection, names: &Names) -> Result<Holder, LockError> {
     let ch = conn.create_channel().await?;
     declare_state(&ch, names).await?;
     let got = ch
-        .basic_get(names.dead_lock_state.as_str().into(), BasicGetOptions { no_ack: false })
+        .basic_get(names.dead_lock_state.as_str().into(), BasicGetOptions { no_ack: true })
         .await?;
     let holder = match got {
         Some(m) => {
-            let h = read_record(&m.delivery.data);
-            m.delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
+            let publisher = Publisher::open(conn).await?;
+            publisher
+                .publish(
+                    &names.dead_lock_state,
+                    &m.delivery.data,
+                    persistent_json(None, FieldTable::default()),
+                )
                 .await?;
-            h
+            let _ = publisher.channel().close(200, "record put back".into()).await;
+            read_record(&m.delivery.data)
         }
         None => Holder::default(),
     };

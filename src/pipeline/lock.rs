@@ -1,25 +1,29 @@
-//! The first and last steps of an active session: wait for the leadership lock as a standby, hold the first
-//! call for the takeover, keep the leader record fresh, and release the lock last. The pure takeover rule is `crate::leadership`; the broker side is `crate::amqp::lock`.
+//! The first and last steps of an active session, and its lease keeper: wait for the leadership token as a
+//! standby, hold the first call for the takeover, renew the lease while active (the gate refuses calls once it
+//! runs out), and release it last. The rules and their proof are `crate::leadership`; the broker side is
+//! `crate::amqp::lock`.
 
 use super::{Shared, CLOSE_STEP};
 use crate::amqp::connect::describe;
-use crate::amqp::lock::{self, Lock};
-use crate::amqp::publish::{PublishError, Publisher};
-use crate::amqp::topology::Names;
-use crate::leadership::{self, Record};
-use crate::ratelimit::WINDOW;
+use crate::amqp::lock::{self, Lease, LeaseError};
+use crate::amqp::publish::Publisher;
+use crate::leadership::{self, Record, LEASE, RENEW_INTERVAL};
+use crate::ratelimit::{Gate, WINDOW};
 use lapin::Connection;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How waiting for the lock ended.
+/// How waiting for the token ended.
 pub(crate) enum Leadership {
-    /// The lock is ours and the record says we are active; the gate holds
-    /// the first call until `hold_at`.
+    /// The token is ours, the lease confirmed; the gate holds the first call
+    /// until `hold_at`.
     Taken {
-        /// The lock, released last by [`release`].
-        lock: Lock,
+        /// The lease, renewed by [`keep`] and released last by [`release`].
+        lease: Lease,
         /// When the first call may go (the takeover hold).
-        hold_at: tokio::time::Instant,
+        hold_at: Instant,
+        /// When the lease ends unless renewed.
+        until: Instant,
     },
     /// Stopped on request while standing by.
     Shutdown,
@@ -27,68 +31,154 @@ pub(crate) enum Leadership {
     Lost(String),
 }
 
-/// Waits for the leadership lock, as a standby holding no deliveries; once
-/// it is ours, reads what the previous holder left, holds the gate until the
-/// previous holder's window is over (`leadership::takeover_hold`) and writes
-/// our own record.
+fn lost(what: &str, e: &LeaseError) -> Leadership {
+    Leadership::Lost(match e {
+        LeaseError::Broker(b) => format!("{what}: {}", describe(b)),
+        other => format!("{what}: {other}"),
+    })
+}
+
+/// Waits for the leadership token, as a standby holding no deliveries; once
+/// it comes, takes what the previous holder left, holds the gate until the
+/// previous holder's lease and window are over (`leadership::takeover_hold`),
+/// and confirms the lease with a first renewal.
 pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &Publisher) -> Leadership {
     let names = &shared.cfg.names;
-    let mut contended = false;
-    let lock = loop {
-        match lock::try_take(conn, names).await {
-            Ok(Some(lock)) => break lock,
-            Ok(None) => {
-                if !contended {
-                    shared.shard.set_standby(true);
-                    crate::metrics::active(&names.shard, false);
-                    tracing::info!(shard = %names.shard, lock = %names.leader, role = "standby", "another worker holds the leadership lock; standing by, holding no deliveries");
-                }
-                contended = true;
-            }
-            Err(e) => return Leadership::Lost(format!("leadership lock: {}", describe(&e))),
-        }
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return Leadership::Shutdown,
-            _ = tokio::time::sleep(leadership::LOCK_RETRY) => {}
-        }
+    let tag = format!("{}-lease", shared.cfg.connection_name);
+    let mut lease = match lock::subscribe(conn, publisher, names, &tag).await {
+        Ok(l) => l,
+        Err(e) => return lost("leadership lease", &e),
     };
-    // Active from here. What the previous holder left says when our first
-    // call may go; our own window (the gate outlives sessions) holds too.
-    let record = match lock.take_record(names).await {
+    let standby = tokio::time::sleep(leadership::STANDBY_AFTER);
+    tokio::pin!(standby);
+    let mut standing_by = false;
+    loop {
+        tokio::select! {
+            got = lease.receive() => match got {
+                Ok(()) => break,
+                Err(e) => return lost("leadership lease", &e),
+            },
+            _ = &mut standby, if !standing_by => {
+                standing_by = true;
+                shared.shard.set_standby(true);
+                crate::metrics::active(&names.shard, false);
+                tracing::info!(shard = %names.shard, lease = %names.leader, role = "standby", "another worker holds the leadership lease; standing by, holding no deliveries");
+            }
+            _ = shared.shutdown.cancelled() => return Leadership::Shutdown,
+        }
+    }
+    // The token is ours. The previous holder may call until its lease ends;
+    // what it left says whether it released earlier.
+    let activated = Instant::now();
+    let record = match lease.take_record(names).await {
         Ok(r) => r,
         Err(e) => return Leadership::Lost(format!("leader record: {}", describe(&e))),
     };
     let now_ms = leadership::now_ms();
-    let (hold_ms, reason) = leadership::takeover_hold(record, now_ms, contended);
-    let hold_at = leadership::instant_of(hold_ms, now_ms);
-    shared.gate.hold_apps_until(&shared.app_ids(), hold_at);
-    if let Err(e) = lock::write_record(publisher, names, Record::Active { at_ms: now_ms }).await {
-        return Leadership::Lost(format!("leader record: {e}"));
-    }
+    let (hold_ms, reason) = leadership::takeover_hold(record, now_ms);
+    let hold_at = leadership::instant_of(hold_ms, now_ms).min(activated + leadership::MAX_HOLD);
+    let apps = shared.app_ids();
+    shared.gate.hold_apps_until(&apps, hold_at);
+    let until = match renew(&mut lease, publisher).await {
+        Ok(until) => until,
+        Err(why) => return Leadership::Lost(why),
+    };
+    shared.gate.lease_apps_until(&apps, Some(until));
     shared.shard.set_standby(false);
     crate::metrics::active(&names.shard, true);
     crate::metrics::takeover(reason.as_str());
     tracing::info!(
         shard = %names.shard,
-        lock = %names.leader,
+        lease = %names.leader,
         role = "active",
-        first_call_in_ms = (hold_ms - now_ms).max(0),
+        first_call_in_ms = hold_at.saturating_duration_since(Instant::now()).as_millis() as u64,
         hold = reason.as_str(),
-        "took the leadership lock; this worker is active"
+        "took the leadership lease; this worker is active"
     );
-    Leadership::Taken { lock, hold_at }
+    Leadership::Taken { lease, hold_at, until }
 }
 
-/// The last step of a graceful stop, once every call has returned and while
-/// the lock is still ours: say when our window frees, then let the lock go.
-/// (With the connection gone, the lock went with it and a successor may
-/// have written its own record: the caller does not call this then.)
+/// One renewal: sends it, and waits for the token to come back within the
+/// lease. Returns the new end of the lease, counted from the send.
+async fn renew(lease: &mut Lease, publisher: &Publisher) -> Result<Instant, String> {
+    let sent = Instant::now();
+    let round = async {
+        lease.send_renewal(publisher, RENEW_INTERVAL).await?;
+        lease.receive().await
+    };
+    match tokio::time::timeout(LEASE, round).await {
+        Ok(Ok(())) => Ok(sent + LEASE),
+        Ok(Err(e)) => Err(format!("leadership lease: {e}")),
+        Err(_) => Err(format!(
+            "leadership lease not confirmed within {} ms (broker node unreachable or stalled?)",
+            LEASE.as_millis()
+        )),
+    }
+}
+
+/// How the lease keeper ended.
+pub(crate) enum KeepEnd {
+    /// Stopped on request, the lease still ours until `until`.
+    Stopped {
+        /// The lease, to release.
+        lease: Lease,
+        /// When it ends unless renewed.
+        until: Instant,
+    },
+    /// The lease was lost: why. The gate already refuses calls.
+    Lost(String),
+}
+
+/// Renews the lease every [`RENEW_INTERVAL`] until `stop`, moving the gate's
+/// lease end of `apps` with each confirmed renewal. A renewal not confirmed
+/// before the lease ends loses it: the gate's end stays where it was, so no
+/// call starts after it, and the session ends.
+pub(crate) async fn keep(
+    mut lease: Lease,
+    publisher: Publisher,
+    gate: Gate,
+    apps: Vec<u32>,
+    mut until: Instant,
+    stop: CancellationToken,
+) -> KeepEnd {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return KeepEnd::Stopped { lease, until },
+            _ = tokio::time::sleep(RENEW_INTERVAL) => {}
+        }
+        // A renewal may take until the lease ends, not longer.
+        let round = tokio::time::timeout_at(until, renew(&mut lease, &publisher));
+        match round.await {
+            Ok(Ok(next)) => {
+                until = next;
+                gate.lease_apps_until(&apps, Some(until));
+            }
+            Ok(Err(why)) => return KeepEnd::Lost(why),
+            Err(_) => {
+                return KeepEnd::Lost(format!(
+                    "leadership lease not confirmed within {} ms (broker node unreachable or stalled?); \
+                     this worker stops calling and its deliveries go back",
+                    LEASE.as_millis()
+                ))
+            }
+        }
+    }
+}
+
+/// The last step of a graceful stop, once every call has returned: say when
+/// our window frees, then let the token go. The record is written only while
+/// the lease is ours, and is true whatever happens after: no call follows it.
 pub(crate) async fn release(
     shared: &Shared<impl Sized>,
-    lock: Lock,
+    lease: Lease,
+    until: Instant,
     publisher: &Publisher,
-    hold_at: tokio::time::Instant,
+    hold_at: Instant,
 ) {
+    if Instant::now() >= until {
+        tracing::warn!("the leadership lease ran out during the stop; the next worker waits a full hold");
+        return;
+    }
     let now = leadership::now_ms();
     let last = shared
         .gate
@@ -98,39 +188,9 @@ pub(crate) async fn release(
     let release = lock::write_record(publisher, &shared.cfg.names, Record::Released { free_at_ms });
     match tokio::time::timeout(CLOSE_STEP, release).await {
         Ok(Ok(())) => {
-            let _ = tokio::time::timeout(CLOSE_STEP, lock.release()).await;
-            tracing::info!(shard = %shared.cfg.names.shard, free_in_ms = (free_at_ms - now).max(0), "released the leadership lock");
+            let _ = tokio::time::timeout(CLOSE_STEP, lease.release()).await;
+            tracing::info!(shard = %shared.cfg.names.shard, free_in_ms = (free_at_ms - now).max(0), "released the leadership lease");
         }
-        _ => tracing::warn!("could not write the release record; the next worker waits a full window"),
-    }
-}
-
-/// Keeps the leader record fresh until `stop`; returns why it could not.
-pub(crate) async fn refresh_record(publisher: Publisher, names: Names, stop: CancellationToken) -> String {
-    // A fixed beat: a slow confirm does not push the next refresh back.
-    let mut beat = tokio::time::interval(leadership::REFRESH_INTERVAL);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    beat.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return String::new(),
-            _ = beat.tick() => {}
-        }
-        let record = Record::Active {
-            at_ms: leadership::now_ms(),
-        };
-        match lock::write_record(&publisher, &names, record).await {
-            Ok(()) => {}
-            // A broker alarm blocks publishing for as long as it lasts; acks
-            // go on over the other connection, so the session stays. A
-            // successor that finds the record stale waits a full window.
-            Err(PublishError::ConfirmTimeout(after)) => {
-                tracing::warn!(
-                    after_ms = after.as_millis() as u64,
-                    "leader record not confirmed (broker alarm?); still active, trying again"
-                );
-            }
-            Err(e) => return format!("leader record: {e}"),
-        }
+        _ => tracing::warn!("could not write the release record; the next worker waits a full hold"),
     }
 }

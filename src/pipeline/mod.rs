@@ -1,21 +1,22 @@
 //! `kickq run`'s pipeline, one file per stage in flow order, and this file, the composition root of one
-//! broker session: its connections, the leadership lock, the bounded channels, the stage tasks, their
+//! broker session: its connections, the leadership lease, the bounded channels, the stage tasks, their
 //! supervision and a bounded stop.
 //!
 //! ```text
-//! lock ─> intake ──JobIn──> coalescer ──Dispatch──> dispatch ──Outcome──> router ──ack──> broker
+//! lease ─> intake ──JobIn──> coalescer ──Dispatch──> dispatch ──Outcome──> router ──ack──> broker
 //!           └────────────── Received / Unusable ──────────────────────────┘
 //! ```
 //!
-//! The files, in the order data flows: `lock.rs` (take the leadership lock,
-//! hold the first call, keep the record fresh, release it last), `intake.rs`,
+//! The files, in the order data flows: `lock.rs` (take the leadership lease,
+//! hold the first call, renew the lease, release it last), `intake.rs`,
 //! `coalescer.rs`, `dispatch.rs`, `router.rs`; `stage.rs` holds the messages
 //! between stages, and `monitor.rs` the session's side tasks (queue watchdog,
 //! progress line). Only this file and `worker.rs` see every stage.
 //!
-//! A session is two connections: one that holds the leadership lock and
-//! consumes (and acks), and one that publishes (retries, dead letters, the
-//! leader record). RabbitMQ blocks every connection that publishes during a
+//! A session is three connections: one that consumes (and acks), one that
+//! publishes (retries, dead letters, the leader record, a fresh lease token
+//! now and then), and one for the leadership lease, whose renewals must
+//! never queue behind job deliveries. RabbitMQ blocks every connection that publishes during a
 //! memory or disk alarm; kept apart, acks of kicked users go on through an
 //! alarm. Everything consumed in a session belongs to it: when the broker goes
 //! away the session is dropped whole (its unacked deliveries return to the
@@ -23,8 +24,10 @@
 //!
 //! Shutdown: intake stops, the coalescer sends what tokens allow until the
 //! drain deadline, the router acks what is done; then the session writes its
-//! release record and lets the lock go, last, so a standby never calls while
-//! this worker's calls are in flight.
+//! release record and lets the lease go, last, so a standby never calls while
+//! this worker's calls are in flight. A lease that is not renewed in time
+//! ends the session like a lost connection: no call starts after it, and the
+//! deliveries go back to the queue.
 
 pub mod coalescer;
 pub mod dispatch;
@@ -116,11 +119,7 @@ async fn close(conn: &Connection) {
 
 pub(crate) async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionEnd, Tally) {
     let cfg = &shared.cfg;
-    let properties = [
-        (crate::amqp::connect::NAMESPACE_PROPERTY, cfg.names.namespace.as_str()),
-        (crate::amqp::connect::SHARD_PROPERTY, shared.here.as_str()),
-    ];
-    let conn = match crate::amqp::connect::connect_as(&cfg.amqp_url, &cfg.connection_name, &properties).await {
+    let conn = match connect(&cfg.amqp_url, &cfg.connection_name).await {
         Ok(c) => c,
         Err(e) => return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default()),
     };
@@ -131,18 +130,53 @@ pub(crate) async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionE
             return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default());
         }
     };
-    let (end, tally) = active_session(shared, n, &conn, &publish_conn).await;
+    // The lease has a connection of its own: its renewals never wait behind
+    // a prefetch window of job deliveries on the consuming connection (a
+    // backlog of thousands fills it at the start of a session).
+    // It carries the worker's namespace, shard and name, so the console tells
+    // a shard's workers, and which of them holds the lease, from the
+    // management API's connection list.
+    let properties = [
+        (crate::amqp::connect::NAMESPACE_PROPERTY, cfg.names.namespace.as_str()),
+        (crate::amqp::connect::SHARD_PROPERTY, shared.here.as_str()),
+        (crate::amqp::connect::WORKER_PROPERTY, cfg.connection_name.as_str()),
+    ];
+    let lease_name = format!("{}-lease", cfg.connection_name);
+    let lease_conn = match crate::amqp::connect::connect_as(&cfg.amqp_url, &lease_name, &properties).await {
+        Ok(c) => c,
+        Err(e) => {
+            close(&conn).await;
+            close(&publish_conn).await;
+            return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default());
+        }
+    };
+    let conns = Conns {
+        consume: &conn,
+        publish: &publish_conn,
+        lease: &lease_conn,
+    };
+    let (end, tally) = active_session(shared, n, conns).await;
     close(&conn).await;
     close(&publish_conn).await;
+    close(&lease_conn).await;
     (end, tally)
 }
 
-async fn active_session<A: KickApi>(
-    shared: &Shared<A>,
-    n: u64,
-    conn: &Connection,
-    publish_conn: &Connection,
-) -> (SessionEnd, Tally) {
+/// The three connections of a session: consuming (and acking), publishing,
+/// and the leadership lease.
+#[derive(Clone, Copy)]
+struct Conns<'a> {
+    consume: &'a Connection,
+    publish: &'a Connection,
+    lease: &'a Connection,
+}
+
+async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>) -> (SessionEnd, Tally) {
+    let Conns {
+        consume: conn,
+        publish: publish_conn,
+        lease: lease_conn,
+    } = conns;
     let cfg = &shared.cfg;
     let health = &shared.health;
     let lost = |why: String| (SessionEnd::Lost(why), Tally::default());
@@ -165,16 +199,16 @@ async fn active_session<A: KickApi>(
         Err(e) => return lost(format!("setup: {}", describe(&e))),
     };
     shared.shard.set_connected(true);
-    let (lock, hold_at) = match lock::take(shared, conn, &publisher).await {
-        lock::Leadership::Taken { lock, hold_at } => (lock, hold_at),
+    let (lease, hold_at, until) = match lock::take(shared, lease_conn, &publisher).await {
+        lock::Leadership::Taken { lease, hold_at, until } => (lease, hold_at, until),
         lock::Leadership::Shutdown => return (SessionEnd::Shutdown, Tally::default()),
         lock::Leadership::Lost(why) => return lost(why),
     };
 
     // One channel per lane, each with its own prefetch: a full bulk window
-    // never stands in the way of a live delivery. Both are on the connection
-    // that holds the lock, so the two lanes are always served by the same
-    // process, with the one budget.
+    // never stands in the way of a live delivery. Both are consumed by the
+    // session that holds the lease, so the two lanes are always served by
+    // the same process, with the one budget.
     let bulk_prefetch = cfg.effective_bulk_prefetch();
     let consume = |lane: Lane, prefetch: u16| async move {
         let channel = conn.create_channel().await?;
@@ -281,11 +315,14 @@ async fn active_session<A: KickApi>(
         cfg: router_cfg,
         abort: abort.clone(),
     }));
-    let stop_refresh = CancellationToken::new();
-    let mut refresher = tokio::spawn(lock::refresh_record(
+    let stop_keeper = CancellationToken::new();
+    let mut keeper = tokio::spawn(lock::keep(
+        lease,
         publisher.clone(),
-        cfg.names.clone(),
-        stop_refresh.clone(),
+        shared.gate.clone(),
+        shared.app_ids(),
+        until,
+        stop_keeper.clone(),
     ));
     let mut watchdog = tokio::spawn(monitor::watch_queue(
         watch_channel,
@@ -298,7 +335,11 @@ async fn active_session<A: KickApi>(
     };
     let end = tokio::select! {
         lost = &mut watchdog => Some(lost.unwrap_or_else(|e| format!("watchdog task failed: {e}"))),
-        why = &mut refresher => Some(why.unwrap_or_else(|e| format!("leader record task failed: {e}"))),
+        kept = &mut keeper => Some(match kept {
+            Ok(lock::KeepEnd::Lost(why)) => why,
+            Ok(lock::KeepEnd::Stopped { .. }) => "the lease keeper stopped".to_owned(),
+            Err(e) => format!("lease task failed: {e}"),
+        }),
         ended = &mut intake => match ended {
             Ok(IntakeEnd::Stopped) => None,
             Ok(IntakeEnd::Cancelled) => Some("the broker cancelled the consumer (queue deleted or node down)".to_owned()),
@@ -307,7 +348,7 @@ async fn active_session<A: KickApi>(
             Ok(IntakeEnd::Ledger(e)) => {
                 cut(&abort, &intake);
                 watchdog.abort();
-                stop_refresh.cancel();
+                stop_keeper.cancel();
                 return (SessionEnd::Fatal(WorkerError::Ledger(e)), Tally::default());
             }
             Err(e) => Some(format!("intake task failed: {e}")),
@@ -315,7 +356,7 @@ async fn active_session<A: KickApi>(
         ended = &mut router => {
             cut(&abort, &intake);
             watchdog.abort();
-            stop_refresh.cancel();
+            stop_keeper.cancel();
             let (end, tally) = match ended {
                 Ok((RouterEnd::Ledger(e), tally)) => (SessionEnd::Fatal(WorkerError::Ledger(e)), tally),
                 // At shutdown this is the normal end; its tally counts either way.
@@ -357,20 +398,23 @@ async fn active_session<A: KickApi>(
                     (false, tally)
                 }
             };
-            stop_refresh.cancel();
-            let _ = tokio::time::timeout(CLOSE_STEP, &mut refresher).await;
-            if drained && conn.status().connected() {
-                // Every call has returned and the lock is still ours: say
-                // when our window frees, then let the lock go, last. (With
-                // the connection gone, the lock went with it and a successor
-                // may have written its own record: leave that alone.)
-                lock::release(shared, lock, &publisher, hold_at).await;
+            stop_keeper.cancel();
+            let kept = tokio::time::timeout(CLOSE_STEP, &mut keeper).await;
+            if let (true, Ok(Ok(lock::KeepEnd::Stopped { lease, until }))) = (drained, kept) {
+                if lease_conn.status().connected() {
+                    // Every call has returned and the lease is still ours:
+                    // say when our window frees, then let the token go,
+                    // last. (With the connection gone, the token went with
+                    // it and a successor may have written its own record:
+                    // leave that alone.)
+                    lock::release(shared, lease, until, &publisher, hold_at).await;
+                }
             }
             (SessionEnd::Shutdown, tally)
         }
         Some(why) => {
             cut(&abort, &intake);
-            stop_refresh.cancel();
+            stop_keeper.cancel();
             let tally = match tokio::time::timeout(Duration::from_secs(5), &mut router).await {
                 Ok(Ok((_, tally))) => tally,
                 _ => Tally::default(),

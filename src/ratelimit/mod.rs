@@ -92,7 +92,15 @@ pub struct AppBudget {
     /// No call before this instant: set when this process takes the
     /// leadership lock, from what the previous holder left (see `leadership`).
     not_before: Option<Instant>,
+    /// No call from this instant on: the end of this process's leadership
+    /// lease (see `leadership`); `None` where no lease governs the budget
+    /// (the bench's bare runs, tests of the gate alone).
+    lease_until: Option<Instant>,
 }
+
+/// How soon a budget whose lease has run out is asked again: a renewal that
+/// comes back late extends the lease, and the coalescer then goes on.
+pub const LEASE_RECHECK: Duration = Duration::from_millis(20);
 
 /// How far, why and since when an AppId runs below its rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -139,7 +147,15 @@ impl AppBudget {
             chunk_size: MAX_USERS_PER_CALL,
             successes_at_size: 0,
             not_before: None,
+            lease_until: None,
         }
+    }
+
+    /// Allows calls only before `until` (`None`: no lease governs it). The
+    /// leadership lease sets it at each confirmed renewal; a call is never
+    /// granted on a lease that has run out, even a probe.
+    pub fn lease_until(&mut self, until: Option<Instant>) {
+        self.lease_until = until;
     }
 
     /// Makes no call start before `at` (later of this and any earlier hold).
@@ -191,6 +207,9 @@ impl AppBudget {
     /// Looks without taking: when could a call start?
     pub fn peek(&mut self, now: Instant) -> Grant {
         self.prune(now);
+        if self.lease_until.is_some_and(|end| now >= end) {
+            return Grant::Later(now + LEASE_RECHECK);
+        }
         if let Some(halt) = self.halt {
             let free_at = self.window_free_at(now);
             return if now >= halt.next_probe && free_at <= now {
@@ -546,6 +565,14 @@ impl Gate {
         }
     }
 
+    /// Allows calls of these AppIds only before `until`: the end of this
+    /// process's leadership lease of the shard that serves them.
+    pub fn lease_apps_until(&self, apps: &[u32], until: Option<Instant>) {
+        for app in apps {
+            self.with(*app, |b| b.lease_until(until));
+        }
+    }
+
     /// The start of the most recent call of these AppIds.
     pub fn last_call_of(&self, apps: &[u32]) -> Option<Instant> {
         let guard = self.lock();
@@ -802,6 +829,30 @@ mod tests {
         b.hold_until(t0 + window);
         assert_eq!(b.try_acquire(t0), Grant::Later(t0 + window));
         assert_eq!(b.try_acquire(t0 + window), Grant::Now);
+    }
+
+    #[test]
+    fn no_call_is_granted_on_a_lease_that_ran_out_not_even_a_probe() {
+        let t0 = Instant::now();
+        let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0);
+        b.lease_until(Some(t0 + ms(750)));
+        assert_eq!(b.try_acquire(t0), Grant::Now, "within the lease");
+        assert_eq!(
+            b.try_acquire(t0 + ms(750)),
+            Grant::Later(t0 + ms(750) + LEASE_RECHECK),
+            "at its end: asked again soon"
+        );
+        assert_eq!(b.last_call(), Some(t0), "nothing recorded for the refusal");
+        // A renewal that came back extends it: calls go on.
+        b.lease_until(Some(t0 + ms(1500)));
+        assert_eq!(b.try_acquire(t0 + ms(800)), Grant::Now);
+        // A halted AppId's probe waits for the lease too.
+        b.halt(100000005, t0 + ms(800));
+        b.lease_until(Some(t0 + ms(900)));
+        let later = t0 + ms(800) + DEFAULT_PROBE_INTERVAL;
+        assert_eq!(b.try_acquire(later), Grant::Later(later + LEASE_RECHECK));
+        b.lease_until(None);
+        assert_eq!(b.try_acquire(later), Grant::Probe, "no lease governs it");
     }
 
     #[test]

@@ -194,6 +194,7 @@ management.tcp.ip = 127.0.0.1
 management.tcp.port = ${MGMT[i]}
 log.console = false
 log.file.level = info
+cluster_partition_handling = pause_minority
 EOF
     # b and c boot first without plugins: they are reset right away, and stopping the rabbit app
     # with the management plugin loaded costs an extra ~5 s.  start_app re-reads this file, so they

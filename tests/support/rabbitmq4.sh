@@ -133,7 +133,8 @@ launch_node() {
     local i=$1 nd=$IDIR/${SFX[$1]} hd=$HDIR/${SFX[$1]}
     mkdir -p "$hd/mnesia" "$hd/log" "$hd/conf.d"; : > "$hd/rabbitmq-env.conf"
     printf '%s\n' "listeners.tcp.1 = 127.0.0.1:${AMQP[i]}" "management.tcp.ip = 127.0.0.1" \
-        "management.tcp.port = ${MGMT[i]}" "cluster_name = $PFX-$INST" "log.console = false" > "$hd/rabbitmq.conf"
+        "management.tcp.port = ${MGMT[i]}" "cluster_name = $PFX-$INST" "log.console = false" \
+        "cluster_partition_handling = pause_minority" > "$hd/rabbitmq.conf"
     # b and c boot without plugins: they are reset at once (as in cluster.sh); start_app re-reads the file
     if (( i == 0 )); then echo '[rabbitmq_management].' ; else echo '[].'; fi > "$hd/enabled_plugins"
     ( cd / && exec setsid "${IN_ROOT[@]}" HOME="$IDIR/home" ERL_EPMD_PORT="$EPMD_PORT" ERL_EPMD_ADDRESS=127.0.0.1 \
