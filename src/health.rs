@@ -453,9 +453,9 @@ impl Health {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Holds the leadership lock and consumes.
+    /// Holds the leadership lease and consumes.
     Active,
-    /// Waits for the leadership lock.
+    /// Waits for the leadership lease.
     Standby,
     /// Neither yet (connecting, declaring, or between sessions).
     Connecting,

@@ -29,7 +29,7 @@
 //! worker.rs      `kickq run` as a library call: WorkerConfig, the run loop (one session loop per shard), reconnects
 //! pipeline/      one broker session of one shard of `kickq run`, a file per stage in flow order:
 //!   mod.rs         composition root: connections, channels, stage tasks, supervision, stop
-//!   lock.rs        take the leadership lock (standby until then), the takeover hold, release last
+//!   lock.rs        take the leadership lease (standby until then), the takeover hold, renew it, release last
 //!   intake.rs      deliveries of each lane -> JobIn (decode, validate, select the app, expire, ledger skip);
 //!                  another shard's job -> the router, to forward
 //!   coalescer.rs   the async loop around two coalesce::Coalescers (live first, then bulk); expires, spends tokens
@@ -41,8 +41,8 @@
 //! coalesce.rs    the pure Coalescer: groups, dedupe, which chunk next; no async, no metrics
 //! outcome/       the router's pure decisions: plan.rs (per user), book.rs (per delivery), event.rs (outcome events)
 //! ratelimit/     the per-AppId gate: window, spacing, slow-down, halt, chunk size; report/plan/take
-//! leadership.rs  the leadership record and the pure takeover hold
-//! amqp/          transport only: connect (a node list), topology (shards, the jobs exchange), lock, publish with
+//! leadership.rs  the leadership lease (its rules and their proof), the record, and the pure takeover hold
+//! amqp/          transport only: connect (a node list), topology (shards, the jobs exchange), lock (the lease, the dlq pass lock), publish with
 //!                confirms, delivery, headers, version (the broker's, and its known issues)
 //! ledger/        mod.rs (handle, pool, migrations), error.rs, rows.rs, write.rs, read.rs, prune.rs, tests.rs
 //! producer.rs    the producer API: connect, declare, enqueue confirmed jobs with stable ids

@@ -541,7 +541,7 @@ async fn run_loop<A: KickApi>(
         namespace = %cfg.names.namespace,
         prefetch = cfg.prefetch,
         broker = %crate::config::redact_url(cfg.amqp_url.expose()),
-        "kickq worker starting; active or standby is decided by the leadership lock"
+        "kickq worker starting; active or standby is decided by the leadership lease"
     );
     for app in cfg.apps.iter() {
         let production = app.api_url.trim_end_matches('/') == crate::config::DEFAULT_API_URL;

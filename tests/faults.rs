@@ -1052,8 +1052,13 @@ async fn f13_standby_under_a_deep_backlog_stays_and_takes_over_fast() {
         "the backlog ({}) was deeper than the prefetch",
         f.backlog_at_kill
     );
+    // The takeover is the 1.77 s hold (the lease, 750 ms, and a window, 1.02 s)
+    // plus the broker noticing the closed socket and the standby being
+    // scheduled: milliseconds on a quiet machine (1.78 to 1.79 s measured),
+    // more on a loaded 2-core one. The bound keeps a stuck takeover from
+    // passing, not the figure, which goes to RELIABILITY.md.
     assert!(
-        f.takeover < Duration::from_secs(2),
+        f.takeover < Duration::from_millis(1770) + Duration::from_secs(3),
         "calls resumed {:?} after the kill",
         f.takeover
     );

@@ -42,7 +42,9 @@ pub enum LeaseError {
 pub struct Lease {
     channel: Channel,
     consumer: Consumer,
-    held: Option<Delivery>,
+    /// The token while held (boxed: a delivery is large, and a lease moves
+    /// between tasks).
+    held: Option<Box<Delivery>>,
 }
 
 /// Subscribes to the lease queue of `names` on `conn` (prefetch 1, so the
@@ -91,7 +93,7 @@ impl Lease {
     pub async fn receive(&mut self) -> Result<(), LeaseError> {
         match self.consumer.next().await {
             Some(Ok(d)) => {
-                self.held = Some(d);
+                self.held = Some(Box::new(d));
                 Ok(())
             }
             Some(Err(e)) => Err(e.into()),

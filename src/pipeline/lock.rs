@@ -18,8 +18,9 @@ pub(crate) enum Leadership {
     /// The token is ours, the lease confirmed; the gate holds the first call
     /// until `hold_at`.
     Taken {
-        /// The lease, renewed by [`keep`] and released last by [`release`].
-        lease: Lease,
+        /// The lease, renewed by [`keep`] and released last by [`release`]
+        /// (boxed: a consumer is large).
+        lease: Box<Lease>,
         /// When the first call may go (the takeover hold).
         hold_at: Instant,
         /// When the lease ends unless renewed.
@@ -95,7 +96,11 @@ pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &P
         hold = reason.as_str(),
         "took the leadership lease; this worker is active"
     );
-    Leadership::Taken { lease, hold_at, until }
+    Leadership::Taken {
+        lease: Box::new(lease),
+        hold_at,
+        until,
+    }
 }
 
 /// One renewal: sends it, and waits for the token to come back within the
@@ -121,7 +126,7 @@ pub(crate) enum KeepEnd {
     /// Stopped on request, the lease still ours until `until`.
     Stopped {
         /// The lease, to release.
-        lease: Lease,
+        lease: Box<Lease>,
         /// When it ends unless renewed.
         until: Instant,
     },
@@ -134,7 +139,7 @@ pub(crate) enum KeepEnd {
 /// before the lease ends loses it: the gate's end stays where it was, so no
 /// call starts after it, and the session ends.
 pub(crate) async fn keep(
-    mut lease: Lease,
+    mut lease: Box<Lease>,
     publisher: Publisher,
     gate: Gate,
     apps: Vec<u32>,
@@ -170,7 +175,7 @@ pub(crate) async fn keep(
 /// the lease is ours, and is true whatever happens after: no call follows it.
 pub(crate) async fn release(
     shared: &Shared<impl Sized>,
-    lease: Lease,
+    lease: Box<Lease>,
     until: Instant,
     publisher: &Publisher,
     hold_at: Instant,
