@@ -364,20 +364,7 @@ async fn fake_management_with(
 #[tokio::test]
 async fn a_policy_capping_the_dead_queue_is_a_warning() {
     let ns = Ns::new("check-cap");
-    let b = Broker::connect().await;
-    b.declare(&ns.names).await;
-    let (management, seen) = fake_management(&ns.names.dead).await;
-    let m = api().await;
-    let url = m.base_url();
-    let mut e = env(&url, SECRET, "");
-    e.push(("KICKQ_MANAGEMENT_URL", &management));
-    let o = kickq(&ns, &["check"], &e, None).await;
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "a warning does not fail the check: {out}{err}");
-    let line = out
-        .lines()
-        .find(|l| l.contains(&format!("dead policy {}:", ns.names.dead)))
-        .unwrap_or_else(|| panic!("no dead policy line: {out}"));
+    let (line, out, err, seen) = dead_policy_line(&ns, None).await;
     assert!(
         line.starts_with(&format!(
             "warn  dead policy {}: policy cap-dead caps it: delivery-limit 5 (",
@@ -396,27 +383,48 @@ async fn a_policy_capping_the_dead_queue_is_a_warning() {
     );
 }
 
+/// Runs `kickq check` against a stand-in management API answering the dead
+/// queue with `body` (else the capping policy of [`fake_management`]), and
+/// returns its `dead policy` line, its stdout and stderr, and what the
+/// stand-in was asked. A warning never fails the check.
+async fn dead_policy_line(
+    ns: &Ns,
+    body: Option<serde_json::Value>,
+) -> (
+    String,
+    String,
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+) {
+    let b = Broker::connect().await;
+    b.declare(&ns.names).await;
+    let (management, seen) = match body {
+        Some(body) => fake_management_with(&ns.names.dead, body).await,
+        None => fake_management(&ns.names.dead).await,
+    };
+    let m = api().await;
+    let url = m.base_url();
+    let mut e = env(&url, SECRET, "");
+    e.push(("KICKQ_MANAGEMENT_URL", &management));
+    let o = kickq(ns, &["check"], &e, None).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "a warning does not fail the check: {out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&format!("dead policy {}:", ns.names.dead)))
+        .unwrap_or_else(|| panic!("no dead policy line: {out}"))
+        .to_owned();
+    (line, out, err, seen)
+}
+
 /// RabbitMQ before 4.2.5 with metrics collection disabled sends a queue's
 /// document without `policy` or `effective_policy_definition`: that is no
 /// evidence that no policy applies, so the line is a warning, never ok.
 #[tokio::test]
 async fn a_queue_document_without_policy_fields_is_unknown_not_ok() {
     let ns = Ns::new("check-nopolicy");
-    let b = Broker::connect().await;
-    b.declare(&ns.names).await;
     let body = serde_json::json!({"name": ns.names.dead, "vhost": "/", "type": "quorum"});
-    let (management, _) = fake_management_with(&ns.names.dead, body).await;
-    let m = api().await;
-    let url = m.base_url();
-    let mut e = env(&url, SECRET, "");
-    e.push(("KICKQ_MANAGEMENT_URL", &management));
-    let o = kickq(&ns, &["check"], &e, None).await;
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "a warning does not fail the check: {out}{err}");
-    let line = out
-        .lines()
-        .find(|l| l.contains(&format!("dead policy {}:", ns.names.dead)))
-        .unwrap_or_else(|| panic!("no dead policy line: {out}"));
+    let (line, ..) = dead_policy_line(&ns, Some(body)).await;
     assert!(
         line.starts_with(&format!(
             "warn  dead policy {}: unknown: the management API reports no policy",

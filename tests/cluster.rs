@@ -142,6 +142,33 @@ impl Cluster {
     }
 }
 
+/// The tests' runtime: the cluster starts and stops outside it (its drop
+/// runs a script and waits).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Publishes `users` one-user jobs over `rooms` rooms to the live queue
+/// through the node list `url` (its first node declares the queues).
+async fn publish_sweep(url: &str, ns: &Ns, users: usize, rooms: usize) {
+    let producer = kickq::producer::Producer::connect_with(
+        &Secret::new(url.to_owned()),
+        kickq::producer::ProducerConfig::new(ns.name()),
+    )
+    .await
+    .expect("the producer reaches the cluster");
+    let jobs = (0..users).map(|i| kickq::job::KickRequest::new(format!("room-{}", i % rooms), [format!("user-{i}")]));
+    producer
+        .enqueue_many_to(kickq::producer::Lane::Live, jobs)
+        .await
+        .unwrap();
+    producer.close().await.unwrap();
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.run(&["stop"]);
@@ -156,30 +183,14 @@ impl Drop for Cluster {
 #[ignore = "starts a three-node RabbitMQ cluster of its own (about 30 s); run in the --ignored group"]
 fn killing_the_node_that_leads_the_live_queue_loses_nothing() {
     let cluster = Cluster::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let ns = Ns::new("cluster");
         let mock = mock(50).await;
         let url = cluster.url();
         // The sweep, published through the node list (so the first node
         // declares the queues and leads them).
         let users = 5000;
-        let producer = kickq::producer::Producer::connect_with(
-            &Secret::new(url.clone()),
-            kickq::producer::ProducerConfig::new(ns.name()),
-        )
-        .await
-        .expect("the producer reaches the cluster");
-        let jobs = (0..users).map(|i| kickq::job::KickRequest::new(format!("room-{}", i % 500), [format!("user-{i}")]));
-        producer
-            .enqueue_many_to(kickq::producer::Lane::Live, jobs)
-            .await
-            .unwrap();
-        producer.close().await.unwrap();
+        publish_sweep(&url, &ns, users, 500).await;
         let leader = cluster.leader(&ns.names.requests);
         // The console, with the management API of the first node, and a token file.
         let (dir, tokens) = token_file(&ns, "cluster-console-token\n");
@@ -309,28 +320,12 @@ const NET_TICKTIME: Duration = Duration::from_secs(60);
 #[ignore = "starts a three-node RabbitMQ cluster of its own and freezes a node for 90 s; run in the --ignored group"]
 fn freezing_the_active_workers_node_hands_over_within_failure_detection() {
     let cluster = Cluster::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let ns = Ns::new("freeze");
         let mock = mock(50).await;
         let db = TestDb::migrated().await;
         let users = 6000;
-        let producer = kickq::producer::Producer::connect_with(
-            &Secret::new(cluster.url_from(1)),
-            kickq::producer::ProducerConfig::new(ns.name()),
-        )
-        .await
-        .expect("the producer reaches the cluster");
-        let jobs = (0..users).map(|i| kickq::job::KickRequest::new(format!("room-{}", i % 600), [format!("user-{i}")]));
-        producer
-            .enqueue_many_to(kickq::producer::Lane::Live, jobs)
-            .await
-            .unwrap();
-        producer.close().await.unwrap();
+        publish_sweep(&cluster.url_from(1), &ns, users, 600).await;
         // The active worker connects to node 0 first, the standby to node 1.
         let (a_url, b_url) = (cluster.url_from(0), cluster.url_from(1));
         let b_name = format!("{}-standby", ns.name());

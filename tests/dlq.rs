@@ -70,6 +70,18 @@ fn tags(msgs: &[(Vec<u8>, BasicProperties)]) -> Vec<String> {
     msgs.iter().map(|(b, _)| tag(b)).collect()
 }
 
+/// The first user of each letter `dlq list --json --limit <limit>` prints, in order.
+async fn listed_users(ns: &Ns, limit: usize) -> Vec<String> {
+    let out = kickq(ns, &["dlq", "list", "--json", "--limit", &limit.to_string()], &[], None).await;
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["user_ids"][0].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn wait_depth(broker: &Broker, queue: &str, n: u32) {
     wait_for(Duration::from_secs(10), &format!("{queue} to hold {n}"), || async {
         broker.depth(queue).await == n
@@ -190,14 +202,7 @@ async fn listing_many_letters_keeps_their_order() {
         let (_, stderr) = ok(&out);
         assert!(stderr.contains("100 of 100 letter(s)"), "{stderr}");
     }
-    let out = kickq(&ns, &["dlq", "list", "--json", "--limit", "1000"], &[], None).await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let listed: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["user_ids"][0].as_str().unwrap().to_owned())
-        .collect();
+    let listed = listed_users(&ns, 1000).await;
     assert_eq!(listed, want, "the third listing sees the first order");
     wait_depth(&broker, &ns.names.dead, 100).await;
     assert_eq!(tags(&broker.drain(&ns.names.dead).await), want);
@@ -358,15 +363,7 @@ async fn letters_with_a_high_priority_are_each_read_once_per_pass() {
     let all: Vec<String> = plan.iter().map(|(t, _, _)| t.to_string()).collect();
     let mut last = Vec::new();
     for listing in 1..=3 {
-        let out = kickq(&ns, &["dlq", "list", "--json", "--limit", "100"], &[], None).await;
-        ok(&out);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let listed: Vec<String> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["user_ids"][0].as_str().unwrap().to_owned())
-            .collect();
+        let listed = listed_users(&ns, 100).await;
         assert_eq!(sorted(listed.clone()), all, "listing {listing}: each letter once");
         if listing > 1 {
             // After one pass nothing keeps a priority: the walk is FIFO.
