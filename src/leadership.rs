@@ -50,13 +50,18 @@
 //! # Why a record
 //!
 //! A graceful stop need not cost its successor the full hold. The holder
-//! keeps its record in `{ns}.leader.record` (`x-max-length` 1): on a graceful
-//! release, once its last call has returned, it writes the instant from
-//! which no call can share a window with any of its own, then lets the
-//! token go. The record is true whoever reads it, whatever the lease did
-//! meanwhile, because the holder makes no call after writing it; a new
-//! holder takes (consumes) the record when it is activated, so an old
-//! release never speaks for a later holder.
+//! keeps its record in `{ns}.leader.record` (`x-max-length` 1): `active`
+//! when it takes the token and every 250 ms after; on a graceful release,
+//! once its last call has returned, the instant from which no call can share
+//! a window with any of its own, before it lets the token go. A release
+//! record is true of its writer whoever reads it, because the writer makes
+//! no call after writing it. A new holder takes (consumes) the record when
+//! it is activated and writes its own `active` one, refreshed, so a release
+//! speaks for a later holder only if it landed after that holder's last
+//! refresh and that holder then died without releasing, within 250 ms (a
+//! release whose writer's lease connection dropped mid-write; the residual
+//! risk is that narrow, and the Released hold never exceeds one window past
+//! the release's own last call).
 //!
 //! Times in the record are wall-clock milliseconds, because two processes
 //! share no monotonic clock. Hosts of one deployment are expected to run NTP;

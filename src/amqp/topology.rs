@@ -523,11 +523,13 @@ pub async fn lock_held(conn: &lapin::Connection, queue: &str) -> Result<bool, la
     }
 }
 
-/// Whether a worker holds the leadership lease `{ns}.leader.lease` now: a
-/// consumer has the token (none ready). A queue not declared yet, or a token
-/// waiting with no consumer, is a lease nobody holds.
+/// Whether a worker holds the leadership lease `{ns}.leader.lease` now: some
+/// worker consumes it (the active consumer holds the token; a spare token,
+/// which a replacement that was confirmed late leaves, waits ready beside it,
+/// so the ready count says nothing). A queue not declared yet, or one with
+/// no consumer, is a lease nobody holds.
 pub fn lease_held(state: Option<QueueState>) -> bool {
-    state.is_some_and(|q| q.consumers > 0 && q.ready == 0)
+    state.is_some_and(|q| q.consumers > 0)
 }
 
 /// The AMQP reply code of a broker refusal, if the error is one.

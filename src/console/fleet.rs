@@ -81,9 +81,15 @@ pub async fn read(
 /// the document lists no consumers at all (metrics collection disabled, or
 /// a RabbitMQ that leaves the field out), so the holder cannot be told.
 pub fn owner_of(queue: &Value) -> Result<Option<String>, String> {
+    let unknown =
+        || "the management API lists no consumers of the lease queue (metrics collection disabled?)".to_owned();
     let Some(consumers) = queue.get("consumer_details").and_then(Value::as_array) else {
-        return Err("the management API lists no consumers of the lease queue (metrics collection disabled?)".into());
+        return Err(unknown());
     };
+    // An empty list while the queue counts consumers: the details are not collected.
+    if consumers.is_empty() && queue["consumers"].as_u64().is_some_and(|n| n > 0) {
+        return Err(unknown());
+    }
     Ok(consumers
         .iter()
         .find(|c| c["active"].as_bool() == Some(true))
@@ -188,7 +194,11 @@ mod tests {
             Ok(None),
             "nobody holds it"
         );
-        assert_eq!(owner_of(&json!({"consumer_details": []})), Ok(None));
+        assert_eq!(owner_of(&json!({"consumer_details": [], "consumers": 0})), Ok(None));
+        assert!(
+            owner_of(&json!({"consumer_details": [], "consumers": 2})).is_err(),
+            "consumers counted but not listed: unknown"
+        );
         assert!(
             owner_of(&json!({"name": "kickq.leader.lease"})).is_err(),
             "no consumer list: unknown, not free"

@@ -85,6 +85,17 @@ pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &P
         Err(why) => return Leadership::Lost(why),
     };
     shared.gate.lease_apps_until(&apps, Some(until));
+    if let Err(e) = lock::write_record(
+        publisher,
+        names,
+        Record::Active {
+            at_ms: leadership::now_ms(),
+        },
+    )
+    .await
+    {
+        return Leadership::Lost(format!("leader record: {e}"));
+    }
     shared.shard.set_standby(false);
     crate::metrics::active(&names.shard, true);
     crate::metrics::takeover(reason.as_str());
@@ -146,11 +157,17 @@ pub(crate) async fn keep(
     mut until: Instant,
     stop: CancellationToken,
 ) -> KeepEnd {
+    // The first renewal goes at once: setting up the consumers after the
+    // takeover took part of the first lease already.
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return KeepEnd::Stopped { lease, until },
-            _ = tokio::time::sleep(RENEW_INTERVAL) => {}
+        if !first {
+            tokio::select! {
+                _ = stop.cancelled() => return KeepEnd::Stopped { lease, until },
+                _ = tokio::time::sleep(RENEW_INTERVAL) => {}
+            }
         }
+        first = false;
         // A renewal may take until the lease ends, not longer.
         let round = tokio::time::timeout_at(until, renew(&mut lease, &publisher));
         match round.await {
@@ -199,3 +216,33 @@ pub(crate) async fn release(
         _ => tracing::warn!("could not write the release record; the next worker waits a full hold"),
     }
 }
+
+/// Keeps the active worker's record fresh (every [`REFRESH_INTERVAL`]) until
+/// `stop`: it says "active, not released", and overwrites within one
+/// interval a release record of a previous holder that landed after this
+/// worker took the token. While a broker alarm blocks publishing it waits;
+/// the lease needs no publish, so the worker stays active.
+pub(crate) async fn refresh_record(publisher: Publisher, names: crate::amqp::topology::Names, stop: CancellationToken) {
+    let mut beat = tokio::time::interval(REFRESH_INTERVAL);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = beat.tick() => {}
+        }
+        let record = Record::Active {
+            at_ms: leadership::now_ms(),
+        };
+        let write = lock::write_record(&publisher, &names, record);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            written = write => if let Err(e) = written {
+                tracing::debug!("leader record not refreshed ({e}); trying again");
+            }
+        }
+    }
+}
+
+/// How often the active worker refreshes its record.
+pub(crate) const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);

@@ -324,6 +324,14 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
         until,
         stop_keeper.clone(),
     ));
+    // The active worker's record, refreshed: a release record that landed
+    // late (its writer's lease connection dropped mid-write) is overwritten
+    // within a refresh, so it never speaks for this holder.
+    tokio::spawn(lock::refresh_record(
+        publisher.clone(),
+        cfg.names.clone(),
+        stop_keeper.clone(),
+    ));
     let mut watchdog = tokio::spawn(monitor::watch_queue(
         watch_channel,
         cfg.names.requests.clone(),
@@ -405,8 +413,8 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
                     // Every call has returned and the lease is still ours:
                     // say when our window frees, then let the token go,
                     // last. (With the connection gone, the token went with
-                    // it and a successor may have written its own record:
-                    // leave that alone.)
+                    // it and a successor may hold it already: no release
+                    // record then, so it holds its full hold.)
                     lock::release(shared, lease, until, &publisher, hold_at).await;
                 }
             }
@@ -415,6 +423,10 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
         Some(why) => {
             cut(&abort, &intake);
             stop_keeper.cancel();
+            // The token goes back now, not after the router's wait: no
+            // release record is written, so the successor holds its full
+            // hold whatever this session's calls did.
+            close(lease_conn).await;
             let tally = match tokio::time::timeout(Duration::from_secs(5), &mut router).await {
                 Ok(Ok((_, tally))) => tally,
                 _ => Tally::default(),
