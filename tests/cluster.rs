@@ -58,10 +58,19 @@ struct Cluster {
     management: Vec<u16>,
     /// Each node's beam.smp process, in the same order.
     pids: Vec<u32>,
+    /// This test's turn ([`ONE_AT_A_TIME`]); declared last, so it is
+    /// released after the drop has stopped the cluster.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One cluster at a time: every test's cluster takes the same ports and
+/// node names, and the harness runs tests of one binary in parallel.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     fn start() -> Cluster {
+        // Held until the cluster is dropped (stopped): see `Cluster::_turn`.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = std::env::temp_dir().join(format!("kickq-cluster-{}", std::process::id()));
         let out = Command::new("bash")
             .arg(script())
@@ -81,6 +90,7 @@ impl Cluster {
             dir,
             management,
             pids,
+            _turn: turn,
             nodes: stdout
                 .lines()
                 .filter_map(|l| {
