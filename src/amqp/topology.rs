@@ -312,30 +312,6 @@ pub fn retry_args(names: &Names, lane: Lane, delay: Duration) -> FieldTable {
     t
 }
 
-/// Deliveries of a lease token before the broker drops it: never reached,
-/// since a renewal replaces a token delivered
-/// [`crate::leadership::REPLACE_AFTER`] times, and set on purpose (RabbitMQ
-/// 4 would apply 20, and 3.x none).
-pub const LEASE_DELIVERY_LIMIT: u32 = 1_000_000;
-
-/// Arguments of `{ns}.leader.lease`: a quorum queue (Raft-replicated: the
-/// active consumer changes only as its leader decides) with single active
-/// consumer. `x-consumer-disconnected-timeout` (RabbitMQ 4.3+; earlier
-/// versions ignore it) makes the queue give up a consumer on a node it lost
-/// at once rather than after 4.3's default of 60 s, so failover stays within
-/// the cluster's failure detection.
-pub fn lease_args() -> FieldTable {
-    let mut t = FieldTable::default();
-    t.insert("x-queue-type".into(), s("quorum"));
-    t.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    t.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(LEASE_DELIVERY_LIMIT.into()),
-    );
-    t.insert("x-consumer-disconnected-timeout".into(), AMQPValue::LongLongInt(0));
-    t
-}
-
 /// Arguments of `{ns}.leader.record` and `{ns}.dead.lock.record`: a quorum
 /// queue that keeps only the newest record (a new one pushes the old out at
 /// the head). Quorum, not classic: a durable classic queue is unusable while
@@ -521,15 +497,6 @@ pub async fn lock_held(conn: &lapin::Connection, queue: &str) -> Result<bool, la
         Err(e) if reply_code(&e) == Some(RESOURCE_LOCKED) => Ok(true),
         Err(e) => Err(e),
     }
-}
-
-/// Whether a worker holds the leadership lease `{ns}.leader.lease` now: some
-/// worker consumes it (the active consumer holds the token; a spare token,
-/// which a replacement that was confirmed late leaves, waits ready beside it,
-/// so the ready count says nothing). A queue not declared yet, or one with
-/// no consumer, is a lease nobody holds.
-pub fn lease_held(state: Option<QueueState>) -> bool {
-    state.is_some_and(|q| q.consumers > 0)
 }
 
 /// The AMQP reply code of a broker refusal, if the error is one.

@@ -355,7 +355,7 @@ fn expected_queues(
         if i == 0 {
             v.push((names.dead.clone(), topology::dead_args()));
         }
-        v.push((names.leader.clone(), topology::lease_args()));
+        v.push((names.leader.clone(), crate::amqp::lock::lease_args()));
         v.push((names.leader_state.clone(), topology::leader_state_args()));
         if i == 0 {
             v.push((names.dead_lock_state.clone(), topology::leader_state_args()));

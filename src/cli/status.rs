@@ -225,7 +225,7 @@ pub async fn run(args: StatusArgs, file: Option<&crate::config::file::ConfigFile
     let mut leaders = Vec::new();
     for shard in &shards {
         let lease = crate::amqp::topology::inspect(&conn, &names.for_shard(shard).leader).await?;
-        let held = crate::amqp::topology::lease_held(lease);
+        let held = crate::amqp::lock::lease_held(lease);
         leaders.push(LeaderRow {
             shard: shard.to_string(),
             held,

@@ -264,7 +264,8 @@ impl Source {
 }
 
 async fn read_queues(conn: &Connection, names: &Names, shards: &[ShardName]) -> Result<Queues, lapin::Error> {
-    use crate::amqp::topology::{inspect, lease_held};
+    use crate::amqp::lock::lease_held;
+    use crate::amqp::topology::inspect;
     let mut out = Queues::default();
     for shard in shards {
         let n = names.for_shard(shard);
