@@ -880,8 +880,9 @@ async fn thirty_listings_under_a_delivery_limit_policy_keep_every_letter() {
     assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["a", "b", "c"]);
 }
 
-/// Waits until some connection holds the namespace's dlq pass lock: a passive
-/// declare of another connection's exclusive queue is refused (405).
+/// Waits until some pass holds the namespace's dlq pass lock: its lease
+/// queue has a consumer (the holder; a second pass only waits there for
+/// `TAKE_WAIT`).
 async fn wait_lock_held(broker: &Broker, ns: &Ns) {
     wait_for(Duration::from_secs(20), "a dlq pass to hold the lock", || async {
         let ch = broker.conn.create_channel().await.unwrap();
@@ -890,15 +891,47 @@ async fn wait_lock_held(broker: &Broker, ns: &Ns) {
             ..Default::default()
         };
         let r = ch
-            .queue_declare(
-                format!("{}.dead.lock", ns.name()).as_str().into(),
-                passive,
-                FieldTable::default(),
-            )
+            .queue_declare(ns.names.dead_lease.as_str().into(), passive, FieldTable::default())
             .await;
-        matches!(r, Err(e) if kickq::testkit::topology::reply_code(&e) == Some(405))
+        matches!(r, Ok(q) if q.consumer_count() > 0)
     })
     .await;
+}
+
+/// RabbitMQ 4.2 with Khepri keeps a lost node's exclusive queues until the
+/// node returns or is removed. Here another connection holds
+/// `{ns}.dead.lock`, the exclusive queue that used to be the pass lock, as
+/// such a record would: passes run all the same. (With the exclusive-queue
+/// lock, every pass was refused until that node came back.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_do_not_rest_on_an_exclusive_queue_record() {
+    let ns = Ns::new("dlq-khepri");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds: Vec<Seed> = (0..3)
+        .map(|i| seed(&format!("t{i}"), "r", DeadError::Permanent, None))
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+    let stale = broker.conn.create_channel().await.unwrap();
+    stale
+        .queue_declare(
+            format!("{}.dead.lock", ns.name()).as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the stale record is taken");
+    let o = kickq(&ns, &["dlq", "list", "--json"], &[], None).await;
+    let (stdout, _) = ok(&o);
+    assert_eq!(json_of(&stdout).as_array().map(Vec::len), Some(3), "{stdout}");
+    let o = kickq(&ns, &["dlq", "purge", "--yes", "--room", "r"], &[], None).await;
+    let (stdout, _) = ok(&o);
+    assert!(stdout.contains("purged 3"), "{stdout}");
+    wait_depth(&broker, &ns.names.dead, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! The leadership lease and record on the broker: subscribing to `{ns}.leader.lease` (quorum, single active
 //! consumer, one token), receiving, renewing and releasing the token, and reading and writing
-//! `{ns}.leader.record`; plus the exclusive-queue lock of `kickq dlq` passes. The rules and their proof are
-//! `crate::leadership`.
+//! `{ns}.leader.record`. The `kickq dlq` pass lock (`{ns}.dead.lease`) is the same primitive. The rules and
+//! their proof are `crate::leadership`.
 
 use crate::amqp::headers::get_i64;
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
@@ -14,11 +14,8 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::types::{AMQPValue, LongString};
-use lapin::{Channel, Connection, Consumer, ErrorKind};
+use lapin::{Channel, Connection, Consumer};
 use std::time::Duration;
-
-/// AMQP's reply code for an exclusive queue that another connection owns.
-const RESOURCE_LOCKED: u16 = 405;
 
 /// The body of a lease token: it carries nothing, its delivery is the message.
 const TOKEN: &[u8] = b"{\"token\":\"kickq leadership\"}";
@@ -84,34 +81,27 @@ pub struct Lease {
     held: Option<Box<Delivery>>,
 }
 
-/// Subscribes to the lease queue of `names` on `conn` (prefetch 1, so the
+/// Subscribes to the lease queue `queue` on `conn` (prefetch 1, so the
 /// holder has the token and nothing else), and puts a token in when the queue
 /// has neither a token nor a consumer that could hold one (its first use; two
 /// workers starting at once may both put one: a second token only waits in
 /// the queue, since the one active consumer holds one at a time).
-pub async fn subscribe(
-    conn: &Connection,
-    publisher: &Publisher,
-    names: &Names,
-    tag: &str,
-) -> Result<Lease, LeaseError> {
+pub async fn subscribe(conn: &Connection, publisher: &Publisher, queue: &str, tag: &str) -> Result<Lease, LeaseError> {
     let channel = conn.create_channel().await?;
     channel.basic_qos(1, BasicQosOptions { global: false }).await?;
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    let q = channel
-        .queue_declare(names.leader.as_str().into(), durable, lease_args())
-        .await?;
+    let q = channel.queue_declare(queue.into(), durable, lease_args()).await?;
     if q.message_count() == 0 && q.consumer_count() == 0 {
         publisher
-            .publish(&names.leader, TOKEN, persistent_json(None, FieldTable::default()))
+            .publish(queue, TOKEN, persistent_json(None, FieldTable::default()))
             .await?;
     }
     let consumer = channel
         .basic_consume(
-            names.leader.as_str().into(),
+            queue.into(),
             tag.into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -192,27 +182,4 @@ pub async fn write_record(publisher: &Publisher, names: &Names, record: Record) 
             persistent_json(None, FieldTable::default()),
         )
         .await
-}
-
-/// Declares `queue` exclusive and auto-delete on a channel of its own: the
-/// lock of `kickq dlq` passes. `Ok(Some(channel))`: this connection owns it
-/// now (until it closes); `Ok(None)`: another connection does
-/// (RESOURCE_LOCKED, which also closes the channel).
-pub async fn declare_exclusive(conn: &Connection, queue: &str) -> Result<Option<Channel>, lapin::Error> {
-    let channel = conn.create_channel().await?;
-    let opts = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        durable: false,
-        ..QueueDeclareOptions::default()
-    };
-    match channel.queue_declare(queue.into(), opts, FieldTable::default()).await {
-        Ok(_) => Ok(Some(channel)),
-        Err(e) if is_locked(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn is_locked(e: &lapin::Error) -> bool {
-    matches!(e.kind(), ErrorKind::ProtocolError(p) if p.get_id() == RESOURCE_LOCKED)
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! {ns}.leader.lease  the leadership lease: one token, single active consumer (quorum)
 //! {ns}.leader.record the active worker's one-message record for the next holder (quorum)
-//! {ns}.dead.lock     exclusive lock of the connection running a `kickq dlq` pass
+//! {ns}.dead.lease   the `kickq dlq` pass lock: one token, single active consumer (quorum)
 //! {ns}.dead.lock.record  that pass's one-message record (when it started, who; quorum)
 //!
 //! producers ──> {ns}.requests ──(worker)──> API                     (the live lane)
@@ -140,9 +140,10 @@ pub struct Names {
     pub leader: String,
     /// The active worker's one-message record for its successor.
     pub leader_state: String,
-    /// The dead-letter pass lock: an exclusive queue that only the connection
-    /// running a `kickq dlq` pass holds (never durable, never holds a message).
-    pub dead_lock: String,
+    /// The dead-letter pass lock: a lease queue as `leader` is (quorum,
+    /// single active consumer, one token), whose token only the running
+    /// `kickq dlq` pass receives.
+    pub dead_lease: String,
     /// That pass's one-message record (its start), for a second operator.
     pub dead_lock_state: String,
     /// The durable topic exchange of outcome events (declared only with
@@ -167,7 +168,7 @@ impl Names {
             dead: format!("{namespace}.dead"),
             leader: format!("{namespace}.leader.lease"),
             leader_state: format!("{namespace}.leader.record"),
-            dead_lock: format!("{namespace}.dead.lock"),
+            dead_lease: format!("{namespace}.dead.lease"),
             dead_lock_state: format!("{namespace}.dead.lock.record"),
             events: format!("{namespace}.events"),
             shard: crate::config::shards::DEFAULT_SHARD.to_owned(),
@@ -238,8 +239,7 @@ impl Names {
         self.retry_queue(Lane::Live, failed_attempt)
     }
 
-    /// Every durable queue name (the dlq pass lock goes with its holder's
-    /// connection, so it is not among them).
+    /// Every durable queue name.
     pub fn all(&self) -> Vec<&str> {
         let mut v = vec![
             self.requests.as_str(),
@@ -248,6 +248,7 @@ impl Names {
             self.leader_state.as_str(),
         ];
         v.extend(self.retry.iter().map(|(_, n)| n.as_str()));
+        v.push(self.dead_lease.as_str());
         v.push(self.dead_lock_state.as_str());
         v.push(self.bulk.as_str());
         v.extend(self.bulk_retry.iter().map(|(_, n)| n.as_str()));
@@ -354,6 +355,13 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> R
         .await?;
     channel
         .queue_declare(names.dead_lock_state.as_str().into(), durable(), leader_state_args())
+        .await?;
+    channel
+        .queue_declare(
+            names.dead_lease.as_str().into(),
+            durable(),
+            crate::amqp::lock::lease_args(),
+        )
         .await?;
     for lane in Lane::ALL {
         for (delay, name) in names.retries(lane) {
@@ -485,20 +493,6 @@ pub async fn inspect(conn: &lapin::Connection, queue: &str) -> Result<Option<Que
     }
 }
 
-/// AMQP's reply code for an exclusive queue another connection owns.
-const RESOURCE_LOCKED: u16 = 405;
-
-/// Whether the dlq pass lock (exclusive: `{ns}.dead.lock`) is held by some
-/// connection now: it exists, or the broker refuses to show another
-/// connection's exclusive queue.
-pub async fn lock_held(conn: &lapin::Connection, queue: &str) -> Result<bool, lapin::Error> {
-    match inspect(conn, queue).await {
-        Ok(found) => Ok(found.is_some()),
-        Err(e) if reply_code(&e) == Some(RESOURCE_LOCKED) => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
 /// The AMQP reply code of a broker refusal, if the error is one.
 pub fn reply_code(e: &lapin::Error) -> Option<u16> {
     match e.kind() {
@@ -541,8 +535,8 @@ mod tests {
         assert_eq!(n.retry_for(1).0, Duration::from_secs(1));
         assert_eq!(n.retry_for(2).0, Duration::from_secs(5));
         assert_eq!(n.retry_for(99).0, Duration::from_secs(300));
-        assert_eq!(n.all().len(), 20);
-        assert_eq!(n.dead_lock, "kickq.dead.lock");
+        assert_eq!(n.all().len(), 21);
+        assert_eq!(n.dead_lease, "kickq.dead.lease");
         assert_eq!(n.dead_lock_state, "kickq.dead.lock.record");
         assert_eq!(n.leader, "kickq.leader.lease");
         assert_eq!(n.leader_state, "kickq.leader.record");
@@ -563,7 +557,7 @@ mod tests {
         assert_eq!(eu.shard, "eu");
         for (shared, of_eu) in [
             (&n.dead, &eu.dead),
-            (&n.dead_lock, &eu.dead_lock),
+            (&n.dead_lease, &eu.dead_lease),
             (&n.events, &eu.events),
             (&n.jobs, &eu.jobs),
             (&n.namespace, &eu.namespace),

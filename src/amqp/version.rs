@@ -89,8 +89,9 @@ pub struct Note {
 
 /// The known issues of RabbitMQ `version` (`major.minor.patch`, a suffix
 /// such as `-rc.1` ignored) for kickq, from the release notes and source of
-/// 3.13, 4.0, 4.1 and 4.2. Empty for a version with none, or one that cannot
-/// be read.
+/// 3.13, 4.0, 4.1 and 4.2 (4.2's Khepri, which keeps a lost node's
+/// exclusive queues, is none: kickq's locks are leases, not exclusive
+/// queues). Empty for a version with none, or one that cannot be read.
 pub fn notes(version: &str) -> Vec<Note> {
     let Some(v) = parse(version) else {
         return Vec::new();
@@ -108,15 +109,6 @@ pub fn notes(version: &str) -> Vec<Note> {
             issue: "4.0.0 to 4.0.4 can crash dead-lettering, during an upgrade from 3.13, of messages re-published \
                     with x-death (replayed or re-appended letters)",
             fix: "upgrade to 4.0.5 or later before upgrading a 3.13 cluster",
-        });
-    }
-    if v >= (4, 2, 0) {
-        out.push(Note {
-            issue: "with Khepri (the default metadata store of new 4.2 clusters), a lost node's exclusive queues \
-                    stay until it returns: the dlq pass lock ({ns}.dead.lock) of a connection to that node stays \
-                    taken (leadership uses no exclusive queue)",
-            fix: "bring a lost node back, or remove it from the cluster (`rabbitmqctl forget_cluster_node`), to \
-                  free the pass lock",
         });
     }
     out
@@ -154,9 +146,10 @@ mod tests {
             ("4.0.5", &[]),
             ("4.0.9", &[]),
             ("4.1.8", &[]),
-            ("4.2.0", &["with"]),
-            ("4.2.9", &["with"]),
-            ("4.3.0-rc.1", &["with"]),
+            ("4.2.0", &[]),
+            ("4.2.5", &[]),
+            ("4.2.9", &[]),
+            ("4.3.0-rc.1", &[]),
             ("4", &[]),
             ("unknown", &[]),
             ("", &[]),

@@ -18,7 +18,6 @@ use chrono::{DateTime, Utc};
 use lapin::Connection;
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Letters `dlq list` shows when `--limit` is not given.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
@@ -42,7 +41,7 @@ is re-appended to the tail of the queue first, so the rest keep their order
 and an interruption loses nothing (at most the letters in flight are left
 duplicated; the summary says how many). Safe while workers run.
 
-One pass runs at a time per namespace (lock queue <namespace>.dead.lock): a
+One pass runs at a time per namespace (lease queue <namespace>.dead.lease): a
 second list, replay or purge fails with \"another dlq pass is running (since
 ...)\" and changes nothing.
 
@@ -256,8 +255,8 @@ async fn list(args: ListArgs, default_app: Option<u32>) -> anyhow::Result<()> {
     let conn = open(&url).await?;
     let filter = args.filter.filter_with(default_app);
     let total = crate::dlq::pass::depth(&conn, &names.dead).await?;
-    let _lock = take_lock(&conn, &names).await?;
-    let stop = CancellationToken::new();
+    let lock = take_lock(&conn, &names).await?;
+    let stop = lock.lost().child_token();
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
     let mut progress = Progress::new("list", "letters", total.into());
     let (peeked, end) = peek_until(&conn, &names.dead, &filter, Some(args.limit), &stop, |n| {
@@ -267,6 +266,14 @@ async fn list(args: ListArgs, default_app: Option<u32>) -> anyhow::Result<()> {
     progress.finish();
     let cancelled = match end {
         SweepEnd::Failed(e) => return Err(e.into()),
+        SweepEnd::Cancelled if lock.lost().is_cancelled() => {
+            let _ = conn.close(200, "lock lost".into()).await;
+            bail!(
+                "{LOCK_LOST} after {} of {} letter(s): none lost; the ones read are now behind the others",
+                peeked.scanned,
+                peeked.depth
+            );
+        }
         SweepEnd::Cancelled => true,
         _ => false,
     };
@@ -332,7 +339,7 @@ async fn act(
     let conn = open(url).await?;
     // The lock is held until the connection closes: through the count, the
     // question and the sweep, so the count stays exact.
-    let _lock = take_lock(&conn, names).await?;
+    let lock = take_lock(&conn, names).await?;
     if opts.confirm.dry_run {
         let peeked = peek(&conn, dead, &filter, opts.limit.map(|l| l as usize), |_| {}).await?;
         let _ = conn.close(200, "dry run".into()).await;
@@ -351,7 +358,7 @@ async fn act(
     }
     // From here on Ctrl-C stops between steps: a count or a sweep settles
     // what is in flight.
-    let stop = CancellationToken::new();
+    let stop = lock.lost().child_token();
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
     if consent == Consent::Ask {
         // Count the matching letters first, with the pass `dlq list` makes
@@ -415,6 +422,10 @@ async fn act(
             let _ = conn.close(200, "done".into()).await;
             Ok(())
         }
+        SweepEnd::Cancelled if lock.lost().is_cancelled() => {
+            let _ = conn.close(200, "lock lost".into()).await;
+            bail!("{LOCK_LOST}: the letters not yet examined were not touched; run it again to finish")
+        }
         SweepEnd::Cancelled => {
             let _ = conn.close(200, "interrupted".into()).await;
             eprintln!("kickq: interrupted: the letters not yet examined were not touched; run it again to finish");
@@ -434,6 +445,10 @@ async fn act(
         )),
     }
 }
+
+/// Why a pass stopped that nobody interrupted: its lock's renewal went
+/// unanswered, so another pass may hold the lock now.
+const LOCK_LOST: &str = "the dlq pass lock was lost (its renewal went unanswered: the broker node cut off or the connection gone), so the pass stopped";
 
 /// Ctrl-C before the sweep began.
 async fn interrupted_unchanged(conn: Connection) -> anyhow::Result<()> {

@@ -15,7 +15,6 @@ use crate::secret::Secret;
 use lapin::Connection;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Time allowed for the broker's answers to one page's questions: a page
 /// must come back even when the broker does not.
@@ -197,16 +196,8 @@ impl Source {
     /// The matching letters (at most `limit`, in queue order) and the counts,
     /// with `kickq dlq list`'s pass: every letter re-appended in order.
     pub async fn letters(&self, filter: &Filter, limit: usize) -> Result<Peeked, SourceError> {
-        let (conn, _lock) = self.pass_connection().await?;
-        let (peeked, end) = peek_until(
-            &conn,
-            &self.names.dead,
-            filter,
-            Some(limit),
-            &CancellationToken::new(),
-            |_| {},
-        )
-        .await;
+        let (conn, lock) = self.pass_connection().await?;
+        let (peeked, end) = peek_until(&conn, &self.names.dead, filter, Some(limit), lock.lost(), |_| {}).await;
         let _ = conn.close(200, "listed".into()).await;
         match end {
             SweepEnd::Failed(e) => Err(broker_err(e)),
@@ -217,7 +208,7 @@ impl Source {
     /// Replays or purges the matching letters, at most `limit`: `kickq dlq
     /// replay|purge`'s sweep, under the same lock.
     pub async fn sweep(&self, action: Action, filter: Filter, limit: Option<u64>) -> Result<SweepReport, SourceError> {
-        let (conn, _lock) = self.pass_connection().await?;
+        let (conn, lock) = self.pass_connection().await?;
         let cfg = SweepConfig {
             dead: self.names.dead.clone(),
             action,
@@ -225,7 +216,7 @@ impl Source {
             limit,
             abandon_after: None,
         };
-        let report = sweep(&conn, &cfg, &CancellationToken::new(), |_| {}).await;
+        let report = sweep(&conn, &cfg, lock.lost(), |_| {}).await;
         let _ = conn.close(200, "swept".into()).await;
         Ok(report)
     }

@@ -1,14 +1,36 @@
-//! The dead-letter pass lock: taking `{ns}.dead.lock` (exclusive, so `RESOURCE_LOCKED` means another
-//! connection runs a pass), the holder's record in `{ns}.dead.lock.record` (when it started, who), and what a
+//! The dead-letter pass lock: the token of `{ns}.dead.lease` (the leadership lease's primitive: a quorum
+//! queue with single active consumer, so it holds on every broker version and metadata store, through a
+//! partition), its keeper, the holder's record in `{ns}.dead.lock.record` (when it started, who), and what a
 //! second operator is told.
 
 use crate::amqp::headers::rfc3339;
+use crate::amqp::lock::{Lease, LeaseError};
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
 use crate::amqp::topology::{leader_state_args, Names};
 use chrono::{DateTime, Utc};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a pass waits for the lock's token before it says who holds
+/// it. A free lock's token comes within one round trip to the broker
+/// (milliseconds); a held one never comes while its holder runs. Generous,
+/// so that a slow broker refuses a pass rarely (a refusal changes nothing),
+/// and short enough for an operator to wait out.
+pub const TAKE_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a held lock is renewed (its token handed back and received
+/// again): far within the broker's consumer timeout (30 min by default),
+/// which would otherwise close a long replay's lock channel and hand the
+/// token to the next pass.
+pub const RENEW_EVERY: Duration = Duration::from_secs(20);
+
+/// A renewal that is not answered within this ends the pass: its broker
+/// node is cut off (or the connection gone), and the queue may have given
+/// the token to another pass.
+pub const RENEW_WITHIN: Duration = Duration::from_secs(10);
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +44,9 @@ pub enum LockError {
     /// The record was not confirmed.
     #[error("{0}")]
     Publish(#[from] PublishError),
+    /// The lease queue refused or cancelled the subscription.
+    #[error("dlq pass lock: {0}")]
+    Lease(#[from] LeaseError),
 }
 
 /// What the holder of the lock recorded, as far as it could be read.
@@ -59,17 +84,46 @@ pub fn read_record(body: &[u8]) -> Holder {
     }
 }
 
-/// Proof that this process holds the pass lock (the lock itself belongs to
-/// the connection, and goes when it closes, also when the process dies).
-pub struct PassLock(());
+/// Proof that this process holds the pass lock. A keeper task renews it
+/// and cancels [`PassLock::lost`] when a renewal goes unanswered; dropped,
+/// the lock goes (the lease channel closes and the token returns to the
+/// queue), as it does when the holder's connection closes or its process
+/// dies.
+pub struct PassLock {
+    lost: CancellationToken,
+    keeper: tokio::task::JoinHandle<()>,
+}
 
-/// Takes the pass lock on `conn` and records the start, or says who holds it.
+impl PassLock {
+    /// Cancelled once the lock may be someone else's: a pass stops then.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+}
+
+impl Drop for PassLock {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// Takes the pass lock on `conn` and records the start, or says who holds it
+/// (after [`TAKE_WAIT`] without the token).
 pub async fn take(conn: &Connection, names: &Names) -> Result<PassLock, LockError> {
-    let Some(channel) = crate::amqp::lock::declare_exclusive(conn, &names.dead_lock).await? else {
-        return Err(LockError::Held(read_holder(conn, names).await.unwrap_or_default()));
-    };
-    declare_state(&channel, names).await?;
     let publisher = Publisher::open(conn).await?;
+    let tag = format!("kickq-dlq-{}-{}", host(), std::process::id());
+    let mut lease = crate::amqp::lock::subscribe(conn, &publisher, &names.dead_lease, &tag).await?;
+    match tokio::time::timeout(TAKE_WAIT, lease.receive()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => {
+            let _ = lease.release().await;
+            return Err(LockError::Held(read_holder(conn, names).await.unwrap_or_default()));
+        }
+    }
+    let channel = conn.create_channel().await?;
+    declare_state(&channel, names).await?;
+    let _ = channel.close(200, "declared".into()).await;
     let by = format!("{} pid {}", host(), std::process::id());
     publisher
         .publish(
@@ -78,8 +132,33 @@ pub async fn take(conn: &Connection, names: &Names) -> Result<PassLock, LockErro
             persistent_json(None, FieldTable::default()),
         )
         .await?;
-    let _ = publisher.channel().close(200, "recorded".into()).await;
-    Ok(PassLock(()))
+    let lost = CancellationToken::new();
+    let keeper = tokio::spawn(keep(lease, publisher, names.dead_lease.clone(), lost.clone()));
+    Ok(PassLock { lost, keeper })
+}
+
+/// Renews the held lock every [`RENEW_EVERY`] until dropped; cancels `lost`
+/// when a renewal is not answered within [`RENEW_WITHIN`].
+async fn keep(mut lease: Lease, publisher: Publisher, queue: String, lost: CancellationToken) {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let renewal = async {
+            lease.send_renewal(&publisher, RENEW_WITHIN).await?;
+            lease.receive().await
+        };
+        match tokio::time::timeout(RENEW_WITHIN, renewal).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %queue, error = %e, "the dlq pass lock was lost; stopping the pass");
+                break;
+            }
+            Err(_) => {
+                tracing::warn!(lease = %queue, within_s = RENEW_WITHIN.as_secs(), "the dlq pass lock could not be renewed; stopping the pass");
+                break;
+            }
+        }
+    }
+    lost.cancel();
 }
 
 async fn declare_state(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {

@@ -6,7 +6,7 @@
 //! format.rs    the table and the JSON of `dlq list`
 //! rewrite.rs   properties of a replay (history header) and of a re-append
 //! pass.rs      peek (list: every letter re-appended) and sweep (replay / purge) over basic.get
-//! lock.rs      {ns}.dead.lock: one pass at a time, and who holds it since when
+//! lock.rs      {ns}.dead.lease: one pass at a time, and who holds it since when
 //! policy.rs    broker policies that cap the dead queue (management API), for `kickq check`
 //! ```
 

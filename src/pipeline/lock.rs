@@ -46,7 +46,7 @@ fn lost(what: &str, e: &LeaseError) -> Leadership {
 pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &Publisher) -> Leadership {
     let names = &shared.cfg.names;
     let tag = format!("{}-lease", shared.cfg.connection_name);
-    let mut lease = match lock::subscribe(conn, publisher, names, &tag).await {
+    let mut lease = match lock::subscribe(conn, publisher, &names.leader, &tag).await {
         Ok(l) => l,
         Err(e) => return lost("leadership lease", &e),
     };
