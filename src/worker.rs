@@ -108,6 +108,10 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// HTTP total timeout per call.
     pub http_timeout: Duration,
+    /// Where the rate window counts an answered call from (the default,
+    /// [`crate::ratelimit::Counting::Arrival`]: its estimated arrival at the
+    /// gateway; the bench's baseline counts from the answer).
+    pub rate_counting: crate::ratelimit::Counting,
     /// PostgreSQL URL; `None` runs without a ledger.
     pub database_url: Option<Secret>,
     /// Metrics and health server address; `None` turns it off.
@@ -154,6 +158,7 @@ impl WorkerConfig {
             halt_log_interval: crate::pipeline::dispatch::DEFAULT_HALT_LOG_INTERVAL,
             connect_timeout: crate::zego::client::DEFAULT_CONNECT_TIMEOUT,
             http_timeout: crate::zego::client::DEFAULT_HTTP_TIMEOUT,
+            rate_counting: crate::ratelimit::Counting::default(),
             database_url: None,
             metrics_addr: None,
             events: DEFAULT_EVENTS,
@@ -347,7 +352,8 @@ impl Worker<Clients> {
 impl<A: KickApi> Worker<A> {
     /// [`Worker::bind`] with any [`KickApi`] (the bench's baseline and tests use this).
     pub async fn bind_with_api(cfg: WorkerConfig, api: Arc<A>) -> Result<Self, WorkerError> {
-        let gate = Gate::with_limits(cfg.apps.iter().map(|a| (a.app_id(), a.rate)), cfg.probe_interval);
+        let gate = Gate::with_limits(cfg.apps.iter().map(|a| (a.app_id(), a.rate)), cfg.probe_interval)
+            .with_counting(cfg.rate_counting);
         let shards = cfg.shards();
         let shard_names: Vec<&str> = shards.iter().map(ShardName::as_str).collect();
         let health = Arc::new(Health::for_shards(

@@ -26,6 +26,7 @@ async fn two_app_mock() -> MockZego {
         faults: vec![],
         clock_offset_secs: 0,
         id_charset: IdCharset::Vendor,
+        distance: Default::default(),
     };
     MockZego::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
@@ -158,6 +159,7 @@ async fn an_app_id_given_twice_is_refused_at_start() {
         faults: vec![],
         clock_offset_secs: 0,
         id_charset: IdCharset::Vendor,
+        distance: Default::default(),
     };
     let err = MockZego::start(cfg, "127.0.0.1:0".parse().unwrap())
         .await

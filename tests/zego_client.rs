@@ -382,6 +382,7 @@ async fn control_routes_over_http_with_serve() {
         faults: vec![],
         clock_offset_secs: 0,
         id_charset: IdCharset::Vendor,
+        distance: Default::default(),
     };
     let server = tokio::spawn(kickq::mock_zego::serve(cfg, listener, async {
         let _ = stopped.await;

@@ -150,6 +150,7 @@ impl BenchEnv {
                 faults: Vec::new(),
                 clock_offset_secs: 0,
                 id_charset: crate::job::IdCharset::Vendor,
+                distance: Default::default(),
             },
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         )
@@ -178,6 +179,7 @@ impl BenchEnv {
                 faults: Vec::new(),
                 clock_offset_secs: 0,
                 id_charset: crate::job::IdCharset::Vendor,
+                distance: Default::default(),
             },
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         )

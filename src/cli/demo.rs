@@ -239,6 +239,7 @@ async fn demo(
             faults,
             clock_offset_secs: 0,
             id_charset: crate::job::IdCharset::Vendor,
+            distance: Default::default(),
         },
         "127.0.0.1:0".parse().expect("a literal socket address"),
     )

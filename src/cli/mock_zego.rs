@@ -76,6 +76,17 @@ pub struct MockZegoArgs {
     /// spaces and non-ASCII ids.
     #[arg(long = "id-charset", value_name = "vendor|any", default_value = "vendor", value_parser = |s: &str| s.parse::<IdCharset>())]
     pub id_charset: IdCharset,
+
+    /// Play a gateway this far away: each request waits MS (± --jitter-ms)
+    /// before the rate window counts it (the gateway counts arrivals), and
+    /// each answer waits as long again (drawn afresh). 0: loopback.
+    #[arg(long = "one-way-ms", value_name = "MS", default_value_t = 0)]
+    pub one_way_ms: u64,
+
+    /// Jitter of each leg: a uniform draw in [-MS, +MS] added to
+    /// --one-way-ms, per leg and call; at most --one-way-ms.
+    #[arg(long = "jitter-ms", value_name = "MS", default_value_t = 0)]
+    pub jitter_ms: u64,
 }
 
 fn fault_arg(text: &str) -> Result<FaultRule, FaultSyntaxError> {
@@ -98,6 +109,7 @@ pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
     let app_ids: Vec<u32> = std::iter::once(first.app_id)
         .chain(more.iter().map(|a| a.app_id))
         .collect();
+    let distance = crate::mock_zego::Distance::new(args.one_way_ms, args.jitter_ms).context("--jitter-ms")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -111,6 +123,8 @@ pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
         rate_limit = args.rate_limit,
         faults = args.faults.len(),
         id_charset = %args.id_charset,
+        one_way_ms = args.one_way_ms,
+        jitter_ms = args.jitter_ms,
         "mock-zego listening"
     );
     let cfg = MockConfig {
@@ -121,6 +135,7 @@ pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
         faults: args.faults,
         clock_offset_secs: args.clock_offset,
         id_charset: args.id_charset,
+        distance,
     };
     serve(cfg, listener, stop_signal())
         .await

@@ -279,6 +279,7 @@ mod tests {
             faults,
             clock_offset_secs: 0,
             id_charset: IdCharset::Vendor,
+            distance: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! [`FaultRule`]), `POST /_mock/reset`.
 
 mod conn;
+pub mod distance;
 mod engine;
 pub mod fault_syntax;
 pub mod faults;
@@ -19,6 +20,7 @@ pub mod state;
 pub mod verify;
 mod window;
 
+pub use distance::{Distance, JitterTooLarge};
 pub use fault_syntax::{parse_fault, FaultSyntaxError};
 pub use faults::{glob, FaultEffect, FaultRule};
 pub use state::{AppCounters, CallLog, CallRecord, Counters, Kicked};
@@ -57,6 +59,9 @@ pub struct MockConfig {
     /// `kickq::job` validates with); [`IdCharset::Any`] lets tests send
     /// hostile ids (spaces, non-ASCII) through the query encoding.
     pub id_charset: IdCharset,
+    /// How far the mock plays the gateway: each request waits one leg before
+    /// the rate window counts it, each answer another. Loopback by default.
+    pub distance: Distance,
 }
 
 /// One more AppId the mock serves, beside [`MockConfig::app_id`].
@@ -177,6 +182,11 @@ impl MockZego {
     /// Sets the requests allowed per AppId per sliding second; 0 is unlimited.
     pub fn set_rate_limit(&self, per_sec: u32) {
         self.shared.engine().set_rate_limit(per_sec);
+    }
+
+    /// Sets how far the mock plays the gateway, for calls from now on.
+    pub fn set_distance(&self, distance: Distance) {
+        self.shared.set_distance(distance);
     }
 
     /// Sets which characters room and user ids may hold.

@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// Cancelled when the server shuts down; releases hanging calls.
     pub(crate) shutdown: CancellationToken,
+    /// The legs each call waits (see [`super::Distance`]).
+    distance: Mutex<super::Distance>,
 }
 
 impl Shared {
@@ -31,7 +33,17 @@ impl Shared {
             engine: Mutex::new(Engine::new(cfg)?),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            distance: Mutex::new(cfg.distance),
         })
+    }
+
+    /// The distance calls travel from now on.
+    pub(crate) fn set_distance(&self, d: super::Distance) {
+        *self.distance.lock().unwrap_or_else(PoisonError::into_inner) = d;
+    }
+
+    fn distance(&self) -> super::Distance {
+        *self.distance.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The engine. A panic while it was held can only come from a bug in a
@@ -83,6 +95,15 @@ async fn api(
     ConnectInfo(conn): ConnectInfo<ConnHandle>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    // The request's leg: the gateway counts it when it arrives.
+    let distance = shared.distance();
+    let (out, back) = (distance.leg(rand::random()), distance.leg(rand::random()));
+    if !out.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(out) => {}
+            () = shared.shutdown.cancelled() => return drop_connection(&conn),
+        }
+    }
     let reply = {
         let mut engine = shared.engine();
         // Read the clock under the lock so arrival times are recorded in order.
@@ -94,9 +115,11 @@ async fn api(
             &mut rand::random::<f64>,
         )
     };
-    if !reply.latency.is_zero() {
+    // Fault latency, then the answer's leg.
+    let wait = reply.latency + back;
+    if !wait.is_zero() {
         tokio::select! {
-            () = tokio::time::sleep(reply.latency) => {}
+            () = tokio::time::sleep(wait) => {}
             () = shared.shutdown.cancelled() => return drop_connection(&conn),
         }
     }

@@ -188,6 +188,19 @@ pub fn disposition_label(d: Disposition) -> &'static str {
     }
 }
 
+/// Whether an HTTP answer came back, so the call's round trip is a sample
+/// of the path (`ratelimit`'s floor). Any status counts: an answer from a
+/// proxy in front of the gateway is a shorter round trip, which only lowers
+/// the floor (safe). A timeout or a failed connection is no sample.
+fn answered_by_gateway(result: &Result<crate::zego::ApiReply, crate::zego::TransportError>) -> bool {
+    use crate::zego::TransportError as T;
+    match result {
+        Ok(_) => true,
+        Err(T::HttpStatus(_) | T::NotJson { .. } | T::Redirect(_)) => true,
+        Err(_) => false,
+    }
+}
+
 /// Calls the API for a chunk (its token is already spent) and for any split
 /// or shrunk sub-chunks (each pays its own token), and says what became of
 /// every user.
@@ -224,7 +237,13 @@ pub async fn execute<A: KickApi>(
         let call = api.kickout(key.app_id, &key.room_id, &ids, key.reason.as_deref()).await;
         crate::metrics::calls_in_flight(-1.0);
         if let Some(granted) = token {
-            gate.report(app, Feedback::Answered { granted }, Instant::now(), halt_log_interval);
+            let answered = answered_by_gateway(&call.result);
+            gate.report(
+                app,
+                Feedback::Answered { granted, answered },
+                Instant::now(),
+                halt_log_interval,
+            );
         }
         let disposition = classify(&call.result, ids.len());
         let (code, message, request_id, http_status, transport) = match &call.result {

@@ -16,6 +16,61 @@
 //! Spacing costs nothing under backlog (the window allows no more anyway)
 //! and keeps coalescing working, since tokens stay scarce.
 //!
+//! # Counting each call from its arrival at the gateway
+//!
+//! The gateway counts a call when it arrives; we see when we spent its
+//! token (`s`, before the request leaves) and when its answer came back
+//! (`a`). Its arrival `g` lies between them, on neither clock we can read.
+//! Write `out = g - s` and `back = a - g` (each including whatever our own
+//! host adds: a late task, a slow read), so a call's measured round trip is
+//! `r = a - s = out + back`.
+//!
+//! *Rule* ([`Counting::Arrival`]). Once answered, a call holds its place in
+//! the window from `a - r_min`, where `r_min` is the fastest round trip
+//! measured among recent calls of the AppId ([`RttFloor`]): at least
+//! [`RTT_MIN_SAMPLES`] answers within [`RTT_MEMORY`]. A call that got no
+//! answer (a timeout, a transport error), or one answered before the floor
+//! has enough samples, holds its place from `a` itself, the rule before this
+//! one ([`Counting::Answer`]). Until its answer, a call holds its place from
+//! its token `s`.
+//!
+//! *Claim.* At most `limit` calls of an AppId arrive at the gateway within
+//! any one second.
+//!
+//! *Assumptions.* (A1) Any two calls' legs together take at least the floor
+//! less the margin: `out_j + back_i >= r_min - WINDOW_MARGIN` (each leg is at
+//! least its share of the fastest round trip seen, within the margin; the
+//! margin also absorbs the floor's sampling error). (A2) The gateway's clock
+//! and ours run at the same rate over a second. (A3) A call comes back
+//! (answered, timed out or failed) within one window of its token, before
+//! its place could be taken: round trips under a second.
+//!
+//! *Proof.* The budget grants a token at `s_j` only when fewer than `limit`
+//! places lie within the last window `W = 1 s + WINDOW_MARGIN`: every call
+//! `i` whose place `p_i` is within `W` of `s_j` counts. So for the call `i`
+//! whose place `j` takes over (the `limit`-th most recent), `s_j >= p_i + W`.
+//! Its arrival `g_i <= a_i - back_i`, and `g_j >= s_j + out_j`, so
+//! `g_j - g_i >= p_i + W - a_i + out_j + back_i`. With `p_i = a_i - r_min`
+//! and (A1), `g_j - g_i >= W - WINDOW_MARGIN = 1 s`; with `p_i = a_i` (no
+//! floor, no answer), `g_j - g_i >= W + out_j + back_i > 1 s`. Each of the
+//! `limit` places therefore carries at most one arrival in any second: no
+//! second holds more than `limit`. A place moves only later (`a_i - r_min >=
+//! s_i`, since `r_min <= r_i`), so the window never frees a place early.
+//! Where (A3) fails (a call slower than a second, which the gateway may have
+//! seen late), its place may have been taken already; its answer puts it
+//! back in the window from then on, so the calls after it count it, and a
+//! rate answer, if the gateway saw one call too many, slows the AppId down
+//! and the call is retried: the claim then holds from that answer on.
+//!
+//! *Why this and not the answer alone.* Counting from the answer makes a
+//! token reusable a window plus a whole round trip after it was spent: at
+//! 200 ms that is a fifth of the budget. Counting from `a - r_min` gives
+//! back the part of the round trip that is certain (the floor) and keeps
+//! only the jitter above it: the budget's ceiling is `limit / (W + E[r -
+//! r_min])`. No rule that keeps the claim for every jitter can do better
+//! than paying the jitter once per window: pacing by send time with a
+//! jitter-sized margin pays the outbound leg's whole range instead.
+//!
 //! A process does not know what the previous active worker spent in the last
 //! window; `leadership` works that out when the lock is taken and holds the
 //! budgets of the shard's apps until then ([`Gate::hold_apps_until`]). A budget itself starts free.
@@ -30,10 +85,74 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Added to the 1-second window. Calls start on our clock but are counted on
-/// arrival at the gateway; 20 ms covers the spread of request latencies seen
-/// on a loaded host, at a cost of 2% of peak throughput.
+/// Added to the 1-second window: (A1)'s margin in the module docs, the room
+/// for a round-trip floor measured a little above the true one (the
+/// fastest of a few hundred jittered samples) and for timers that wake late.
+/// 20 ms costs 2% of peak throughput.
 pub const WINDOW_MARGIN: Duration = Duration::from_millis(20);
+/// How long a measured round trip stays in the floor ([`RttFloor`]). A floor
+/// that is too low only costs throughput (places count later than they
+/// need), so a long memory is safe; it is what lets the floor rise again
+/// when the path to the gateway gets longer.
+pub const RTT_MEMORY: Duration = Duration::from_secs(30);
+/// Answers in [`RTT_MEMORY`] before the floor is used: the fastest of fewer
+/// samples may stand well above the true fastest round trip (the sampling
+/// error that [`WINDOW_MARGIN`] covers once there are this many). Four
+/// seconds of calls at the documented rate.
+pub const RTT_MIN_SAMPLES: usize = 200;
+
+/// Where an answered call's place in the window goes (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Counting {
+    /// From its estimated arrival at the gateway: the answer less the
+    /// fastest recent round trip.
+    #[default]
+    Arrival,
+    /// From its answer: safe without any estimate, and a window plus a whole
+    /// round trip per token (the bench's baseline).
+    Answer,
+}
+
+/// The fastest round trip among recent answers: a sliding-window minimum
+/// (a monotonic queue), with the number of samples in the window.
+#[derive(Debug, Default)]
+pub struct RttFloor {
+    /// (when measured, round trip), round trips increasing front to back.
+    mins: VecDeque<(Instant, Duration)>,
+    /// When each sample in the memory was measured, oldest first.
+    samples: VecDeque<Instant>,
+}
+
+impl RttFloor {
+    /// Adds a round trip measured at `now`.
+    pub fn add(&mut self, rtt: Duration, now: Instant) {
+        self.expire(now);
+        while self.mins.back().is_some_and(|&(_, r)| r >= rtt) {
+            self.mins.pop_back();
+        }
+        self.mins.push_back((now, rtt));
+        self.samples.push_back(now);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let old = |t: Instant| t + RTT_MEMORY <= now;
+        while self.mins.front().is_some_and(|&(t, _)| old(t)) {
+            self.mins.pop_front();
+        }
+        while self.samples.front().is_some_and(|&t| old(t)) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The floor at `now`: `None` with fewer than [`RTT_MIN_SAMPLES`] samples
+    /// in memory.
+    pub fn floor(&mut self, now: Instant) -> Option<Duration> {
+        self.expire(now);
+        (self.samples.len() >= RTT_MIN_SAMPLES)
+            .then(|| self.mins.front().map(|&(_, r)| r))
+            .flatten()
+    }
+}
 /// The window every budget counts over: the API's second plus the margin.
 pub const WINDOW: Duration = Duration::from_millis(1000 + WINDOW_MARGIN.as_millis() as u64);
 /// How early a call may start against its even spacing: more than the
@@ -96,6 +215,10 @@ pub struct AppBudget {
     /// lease (see `leadership`); `None` where no lease governs the budget
     /// (the bench's bare runs, tests of the gate alone).
     lease_until: Option<Instant>,
+    /// Where an answered call's place goes.
+    counting: Counting,
+    /// The fastest recent round trip, for [`Counting::Arrival`].
+    rtt: RttFloor,
 }
 
 /// How soon a budget whose lease has run out is asked again: a renewal that
@@ -148,7 +271,16 @@ impl AppBudget {
             successes_at_size: 0,
             not_before: None,
             lease_until: None,
+            counting: Counting::default(),
+            rtt: RttFloor::default(),
         }
+    }
+
+    /// Counts answered calls as `counting` says (the default is
+    /// [`Counting::Arrival`]).
+    pub fn with_counting(mut self, counting: Counting) -> Self {
+        self.counting = counting;
+        self
     }
 
     /// Allows calls only before `until` (`None`: no lease governs it). The
@@ -271,22 +403,41 @@ impl AppBudget {
         }
     }
 
-    /// The call whose token was spent at `granted` counts from `at` (its
-    /// answer, see [`Feedback::Answered`]): its place in the window moves
-    /// there (kept in order), so the call that replaces it a window later
-    /// cannot reach the API within one second of it. A token not found
-    /// (already out of the window) changes nothing.
-    pub fn sent(&mut self, granted: Instant, at: Instant) {
-        if at <= granted {
+    /// The call whose token was spent at `granted` came back at `at`:
+    /// `answered` when the gateway answered it (a round trip measured), not
+    /// when it timed out or failed on the way. Its place in the window moves
+    /// to its estimated arrival ([`Counting`], module docs), kept in order.
+    /// A call whose place already left the window comes back into it when
+    /// its new place is still within one. A "return" before its token
+    /// changes nothing.
+    pub fn sent(&mut self, granted: Instant, at: Instant, answered: bool) {
+        if at < granted {
             return;
         }
-        let Some(mut i) = self.starts.iter().rposition(|&t| t == granted) else {
-            return;
+        let place = match (self.counting, answered) {
+            (Counting::Arrival, true) => {
+                self.rtt.add(at - granted, at);
+                let floor = self.rtt.floor(at).unwrap_or_default();
+                at.checked_sub(floor).unwrap_or(at).max(granted)
+            }
+            _ => at,
         };
-        self.starts[i] = at;
+        let mut i = match self.starts.iter().rposition(|&t| t == granted) {
+            Some(i) => i,
+            None if place + self.window > at => {
+                self.starts.push_back(place);
+                self.starts.len() - 1
+            }
+            None => return,
+        };
+        self.starts[i] = place;
         while i + 1 < self.starts.len() && self.starts[i + 1] < self.starts[i] {
             self.starts.swap(i, i + 1);
             i += 1;
+        }
+        while i > 0 && self.starts[i - 1] > self.starts[i] {
+            self.starts.swap(i, i - 1);
+            i -= 1;
         }
     }
 
@@ -398,16 +549,18 @@ impl AppBudget {
 /// back into pacing, chunk size and halt state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feedback {
-    /// The call whose token was spent at `granted` was answered now (the
-    /// `now` of [`Gate::report`]). The API saw it at some moment between
-    /// token and answer, so the window counts it from the answer: the call
-    /// that takes its place a window later can never reach the API within a
-    /// second of it, however late it left (a busy host delays a call between
-    /// token and wire by tens of milliseconds, more than the window's margin).
-    /// Costs the call's latency once per window of the AppId's rate.
+    /// The call whose token was spent at `granted` came back now (the `now`
+    /// of [`Gate::report`]). The API saw it at some moment between token and
+    /// answer; the window counts it from its estimated arrival (the answer
+    /// less the fastest recent round trip), or from the answer itself with no
+    /// estimate yet or no answer (module docs: the rule and its proof).
     Answered {
         /// When its token was spent.
         granted: Instant,
+        /// Whether the gateway answered (any HTTP answer): the round trip is
+        /// a sample of the path. `false` for a timeout or a transport error,
+        /// which count from now.
+        answered: bool,
     },
     /// The API answered with a verdict past authentication (any code but a
     /// halt): the credentials and clock are good again.
@@ -464,6 +617,8 @@ pub struct Gate {
     /// Per-AppId limits (each app's configured `rate`).
     limits: Arc<HashMap<u32, u32>>,
     probe_interval: Duration,
+    /// Where every budget counts answered calls from.
+    counting: Counting,
 }
 
 #[derive(Debug, Default)]
@@ -479,7 +634,16 @@ impl Gate {
             limit,
             limits: Arc::default(),
             probe_interval,
+            counting: Counting::default(),
         }
+    }
+
+    /// Budgets that count answered calls as `counting` says (the default is
+    /// [`Counting::Arrival`]; the bench's baseline uses
+    /// [`Counting::Answer`]). For a gate no budget was made in yet.
+    pub fn with_counting(mut self, counting: Counting) -> Self {
+        self.counting = counting;
+        self
     }
 
     /// Budgets of each app's own limit; an AppId not listed gets the
@@ -506,8 +670,8 @@ impl Gate {
     /// returns what changed. The only way results reach the budget.
     pub fn report(&self, app_id: u32, feedback: Feedback, now: Instant, halt_log_interval: Duration) -> Changed {
         self.with(app_id, |b| match feedback {
-            Feedback::Answered { granted } => {
-                b.sent(granted, now);
+            Feedback::Answered { granted, answered } => {
+                b.sent(granted, now, answered);
                 Changed::Nothing
             }
             Feedback::Resumed => b.resume().map_or(Changed::Nothing, Changed::Resumed),
@@ -552,7 +716,9 @@ impl Gate {
         let budget = guard
             .apps
             .entry(app_id)
-            .or_insert_with(|| AppBudget::new(self.limit(app_id), self.probe_interval, Instant::now()));
+            .or_insert_with(|| {
+                AppBudget::new(self.limit(app_id), self.probe_interval, Instant::now()).with_counting(self.counting)
+            });
         f(budget)
     }
 

@@ -350,6 +350,7 @@ pub async fn mock(rate_limit: u32) -> MockZego {
             faults: Vec::new(),
             clock_offset_secs: 0,
             id_charset: kickq::job::IdCharset::Vendor,
+            distance: Default::default(),
         },
         "127.0.0.1:0".parse().unwrap(),
     )
@@ -375,6 +376,7 @@ pub async fn two_app_mock(rate: u32, faults: &[&str]) -> MockZego {
                 .collect(),
             clock_offset_secs: 0,
             id_charset: kickq::job::IdCharset::Vendor,
+            distance: Default::default(),
         },
         "127.0.0.1:0".parse().unwrap(),
     )
