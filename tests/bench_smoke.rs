@@ -139,3 +139,15 @@ async fn apps_child_worker_serves_every_app() {
     assert!(r.figure("worker CPU (s)").unwrap().kickq > 0.0);
     assert!(r.figure("peak RSS, VmHWM (MiB)").unwrap().kickq > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan_accounts_for_every_user_at_every_distance() {
+    let r = run(Scenario::Wan, 0.02).await;
+    assert_accounted(&r, true);
+    let live = r.figure("live kicks served, 200ms").unwrap();
+    assert_eq!(live.kickq, 5.0, "every live kick, counting from arrival");
+    assert_eq!(live.baseline, Some(5.0), "every live kick, counting from the answer");
+    for rtt in [50, 200, 400] {
+        assert!(r.figure(&format!("busiest 1 s at mock, {rtt}ms")).is_some());
+    }
+}

@@ -12,7 +12,7 @@
 //! null_api.rs   an in-process API without HTTP (drain's diagnosis: pipeline cost alone)
 //! child.rs      a `kickq` child process, its peak RSS and its CPU time
 //! figures.rs    figures, targets, reports, the table and the JSON lines
-//! sweep.rs light.rs drain.rs backlog.rs enqueue.rs lanes.rs apps.rs   one scenario each
+//! sweep.rs light.rs drain.rs backlog.rs enqueue.rs lanes.rs apps.rs wan.rs   one scenario each
 //! ```
 //!
 //! Each scenario is a library function so that `tests/bench_smoke.rs` runs
@@ -34,6 +34,7 @@ pub mod publish;
 pub mod runs;
 pub mod sweep;
 pub mod wait;
+pub mod wan;
 pub mod workload;
 
 pub use env::{BenchEnv, BenchSettings};
@@ -115,11 +116,13 @@ pub enum Scenario {
     Lanes,
     /// Many apps at their rates in one worker.
     Apps,
+    /// Pacing and live latency with the API 50 to 400 ms away.
+    Wan,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Sweep,
         Scenario::Light,
         Scenario::Drain,
@@ -127,6 +130,7 @@ impl Scenario {
         Scenario::Enqueue,
         Scenario::Lanes,
         Scenario::Apps,
+        Scenario::Wan,
     ];
 
     /// Its name on the command line and in reports.
@@ -139,6 +143,7 @@ impl Scenario {
             Scenario::Enqueue => "enqueue",
             Scenario::Lanes => "lanes",
             Scenario::Apps => "apps",
+            Scenario::Wan => "wan",
         }
     }
 
@@ -152,6 +157,7 @@ impl Scenario {
             Scenario::Enqueue => enqueue::run(env).await,
             Scenario::Lanes => lanes::run(env).await,
             Scenario::Apps => apps::run(env).await,
+            Scenario::Wan => wan::run(env).await,
         }
     }
 }

@@ -23,8 +23,10 @@ pub const DEFAULT_BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432
 /// `kickq run` draining a million messages), enqueue (`kickq enqueue`
 /// lines per second), lanes (live-kick latency while a bulk sweep saturates
 /// the budget, against one FIFO queue), apps (N apps at their rates in one
-/// `kickq run`, against N × L). Each runs in a namespace of its own, deleted
-/// at the end.
+/// `kickq run`, against N × L), wan (the sweep with the API 50, 200 and
+/// 400 ms away, the rate window counting calls from their estimated arrival
+/// against counting from the answer, and live-kick latency at 200 ms). Each
+/// runs in a namespace of its own, deleted at the end.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -69,6 +71,8 @@ pub enum ScenarioArg {
     Lanes,
     /// Many apps at their rates in one worker.
     Apps,
+    /// The sweep and live kicks with the API 50 to 400 ms away (round trip).
+    Wan,
 }
 
 impl ScenarioArg {
@@ -82,6 +86,7 @@ impl ScenarioArg {
             ScenarioArg::Enqueue => vec![Scenario::Enqueue],
             ScenarioArg::Lanes => vec![Scenario::Lanes],
             ScenarioArg::Apps => vec![Scenario::Apps],
+            ScenarioArg::Wan => vec![Scenario::Wan],
         }
     }
 }
