@@ -31,6 +31,7 @@ async fn mock_with(rate_limit: u32, id_charset: IdCharset) -> MockZego {
         faults: vec![],
         clock_offset_secs: 0,
         id_charset,
+        distance: Default::default(),
     };
     MockZego::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
