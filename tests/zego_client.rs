@@ -470,3 +470,26 @@ async fn a_long_or_malformed_request_id_is_kept_bounded_and_the_answer_stands() 
         "req-\u{FFFD}\u{FFFD}\u{FFFD}-\u{FFFD}-end"
     );
 }
+
+/// mock-zego far away: the request waits one leg before the rate window
+/// counts it (its recorded arrival), the answer another, so a call takes a
+/// whole round trip; jitter larger than the leg is refused.
+#[tokio::test]
+async fn a_far_mock_counts_each_call_one_leg_after_it_was_sent_and_answers_a_leg_later() {
+    let m = mock(50).await;
+    m.set_distance(kickq::mock_zego::Distance::new(120, 0).unwrap());
+    let c = client(&m.base_url());
+    let sent = std::time::Instant::now();
+    let call = c.kickout("far-room", &ids(&["u1"]), None).await;
+    let took = sent.elapsed();
+    assert_eq!(code(&call), 0);
+    assert!(took >= Duration::from_millis(240), "the round trip took {took:?}");
+    let arrived = m.started() + Duration::from_micros(m.calls()[0].at_us);
+    let out = arrived.saturating_duration_since(sent);
+    assert!(
+        out >= Duration::from_millis(120) && out < took,
+        "counted {out:?} after it was sent, answered after {took:?}"
+    );
+    assert!(kickq::mock_zego::Distance::new(10, 11).is_err());
+    m.shutdown().await;
+}

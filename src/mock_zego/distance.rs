@@ -57,7 +57,13 @@ mod tests {
     fn legs_stay_within_the_jitter_by_table() {
         let d = Distance::new(100, 20).unwrap();
         let ms = |u: f64| d.leg(u).as_secs_f64() * 1000.0;
-        for (u, want) in [(0.0, 80.0), (0.5, 100.0), (0.999_999, 120.0), (1.0, 120.0), (-3.0, 80.0)] {
+        for (u, want) in [
+            (0.0, 80.0),
+            (0.5, 100.0),
+            (0.999_999, 120.0),
+            (1.0, 120.0),
+            (-3.0, 80.0),
+        ] {
             assert!((ms(u) - want).abs() < 0.01, "u {u}: {} ms, want {want}", ms(u));
         }
         assert_eq!(Distance::default().leg(0.7), Duration::ZERO);

@@ -64,7 +64,8 @@ fn run(counting: Counting, paths: &[Path], seed: u64, no_answer_every: Option<us
             b.sent(granted, at, answered);
         }
         while b.try_acquire(now) == Grant::Now {
-            let mut leg = || Duration::from_secs_f64((path.one_way + path.jitter * (2.0 * draws.unit() - 1.0)) / 1000.0);
+            let mut leg =
+                || Duration::from_secs_f64((path.one_way + path.jitter * (2.0 * draws.unit() - 1.0)) / 1000.0);
             let (out, back) = (leg(), leg());
             calls += 1;
             let answered = no_answer_every.is_none_or(|n| !calls.is_multiple_of(n));
@@ -101,23 +102,83 @@ type Case<'a> = (&'a str, Counting, &'a [Path], Option<usize>, f64);
 fn a_gateway_that_counts_arrivals_never_sees_more_than_the_limit_by_table() {
     let cases: &[Case] = &[
         ("loopback", Counting::Arrival, &[path(0.3, 0.2, 40)], None, 47.5),
-        ("50 ms ± 5 each way", Counting::Arrival, &[path(25.0, 5.0, 40)], None, 47.0),
-        ("200 ms ± 20 each way", Counting::Arrival, &[path(100.0, 20.0, 40)], None, 46.5),
-        ("400 ms ± 40 each way", Counting::Arrival, &[path(200.0, 40.0, 40)], None, 44.5),
-        ("400 ms, jitter as large as the leg", Counting::Arrival, &[path(200.0, 200.0, 40)], None, 30.0),
+        (
+            "50 ms ± 5 each way",
+            Counting::Arrival,
+            &[path(25.0, 5.0, 40)],
+            None,
+            47.0,
+        ),
+        (
+            "200 ms ± 20 each way",
+            Counting::Arrival,
+            &[path(100.0, 20.0, 40)],
+            None,
+            46.5,
+        ),
+        (
+            "400 ms ± 40 each way",
+            Counting::Arrival,
+            &[path(200.0, 40.0, 40)],
+            None,
+            44.5,
+        ),
+        (
+            "400 ms, jitter as large as the leg",
+            Counting::Arrival,
+            &[path(200.0, 200.0, 40)],
+            None,
+            30.0,
+        ),
         // The path gets longer: the old floor is too low for a while (places
         // count later than they need), never too high.
-        ("50 then 400 ms", Counting::Arrival, &[path(25.0, 5.0, 20), path(200.0, 40.0, 40)], None, 43.0),
+        (
+            "50 then 400 ms",
+            Counting::Arrival,
+            &[path(25.0, 5.0, 20), path(200.0, 40.0, 40)],
+            None,
+            43.0,
+        ),
         // The path gets shorter by less than the margin: (A1) still holds.
         // (A path that shortens by more within a round trip breaks (A1) until
         // the first fast answer lowers the floor: `ratelimit`'s docs.)
-        ("200 then 185 ms", Counting::Arrival, &[path(100.0, 20.0, 20), path(92.5, 20.0, 40)], None, 45.0),
+        (
+            "200 then 185 ms",
+            Counting::Arrival,
+            &[path(100.0, 20.0, 20), path(92.5, 20.0, 40)],
+            None,
+            45.0,
+        ),
         // Calls without an answer count from their failure, as before.
-        ("200 ms, every 7th call unanswered", Counting::Arrival, &[path(100.0, 20.0, 40)], Some(7), 45.0),
-        ("every call unanswered: no floor", Counting::Arrival, &[path(100.0, 20.0, 40)], Some(1), 39.0),
+        (
+            "200 ms, every 7th call unanswered",
+            Counting::Arrival,
+            &[path(100.0, 20.0, 40)],
+            Some(7),
+            45.0,
+        ),
+        (
+            "every call unanswered: no floor",
+            Counting::Arrival,
+            &[path(100.0, 20.0, 40)],
+            Some(1),
+            39.0,
+        ),
         // The baseline: a window plus a whole round trip per token.
-        ("answer counting, 200 ms", Counting::Answer, &[path(100.0, 20.0, 40)], None, 39.0),
-        ("answer counting, 400 ms", Counting::Answer, &[path(200.0, 40.0, 40)], None, 33.0),
+        (
+            "answer counting, 200 ms",
+            Counting::Answer,
+            &[path(100.0, 20.0, 40)],
+            None,
+            39.0,
+        ),
+        (
+            "answer counting, 400 ms",
+            Counting::Answer,
+            &[path(200.0, 40.0, 40)],
+            None,
+            33.0,
+        ),
     ];
     for (seed, (case, counting, paths, no_answer, least)) in cases.iter().enumerate() {
         let seen = run(*counting, paths, 0x9E37_79B9_7F4A_7C15 ^ seed as u64, *no_answer);
@@ -133,7 +194,10 @@ fn a_gateway_that_counts_arrivals_never_sees_more_than_the_limit_by_table() {
     let far = [path(100.0, 20.0, 40)];
     let ours = run(Counting::Arrival, &far, 7, None).per_sec;
     let baseline = run(Counting::Answer, &far, 7, None).per_sec;
-    assert!(ours > baseline * 1.12, "arrival {ours:.1}/s against answer {baseline:.1}/s");
+    assert!(
+        ours > baseline * 1.12,
+        "arrival {ours:.1}/s against answer {baseline:.1}/s"
+    );
 }
 
 #[test]

@@ -722,12 +722,9 @@ impl Gate {
     /// missed).
     fn with<R>(&self, app_id: u32, f: impl FnOnce(&mut AppBudget) -> R) -> R {
         let mut guard = self.lock();
-        let budget = guard
-            .apps
-            .entry(app_id)
-            .or_insert_with(|| {
-                AppBudget::new(self.limit(app_id), self.probe_interval, Instant::now()).with_counting(self.counting)
-            });
+        let budget = guard.apps.entry(app_id).or_insert_with(|| {
+            AppBudget::new(self.limit(app_id), self.probe_interval, Instant::now()).with_counting(self.counting)
+        });
         f(budget)
     }
 
