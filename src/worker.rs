@@ -345,6 +345,7 @@ impl Worker<Clients> {
     /// (if `cfg.metrics_addr` is set).
     pub async fn bind(cfg: WorkerConfig) -> Result<Self, WorkerError> {
         let clients = cfg.clients()?;
+        clients.warm_up_in_background();
         Self::bind_with_api(cfg, Arc::new(clients)).await
     }
 }

@@ -493,3 +493,18 @@ async fn a_far_mock_counts_each_call_one_leg_after_it_was_sent_and_answers_a_leg
     assert!(kickq::mock_zego::Distance::new(10, 11).is_err());
     m.shutdown().await;
 }
+
+/// Opening connections ahead of the first call sends nothing the gateway
+/// counts (no AppId, no signature): the mock logs no call and its rate
+/// window stays empty.
+#[tokio::test]
+async fn warming_up_opens_connections_and_spends_no_call() {
+    let m = mock(1).await;
+    let c = client(&m.base_url());
+    let w = c.warm_up(4).await;
+    assert_eq!((w.answered, w.http.as_deref()), (4, Some("HTTP/1.1")), "{w:?}");
+    assert!(m.calls().is_empty(), "{:?}", m.calls());
+    // The one call a second the mock allows is still there.
+    assert_eq!(code(&c.kickout("r", &ids(&["u1"]), None).await), 0);
+    m.shutdown().await;
+}

@@ -24,4 +24,29 @@ impl Clients {
     pub fn app_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.by_app.keys().copied()
     }
+
+    /// Opens connections to every app's gateway ahead of the first call, in
+    /// the background, and logs what each got ([`ZegoClient::warm_up`]).
+    pub fn warm_up_in_background(&self) {
+        for client in self.by_app.values().cloned() {
+            tokio::spawn(async move {
+                let w = client.warm_up(crate::zego::client::WARM_CONNECTIONS).await;
+                let took_ms = u64::try_from(w.took.as_millis()).unwrap_or(u64::MAX);
+                match w.http {
+                    Some(http) => tracing::info!(
+                        app_id = client.app_id(),
+                        answered = w.answered,
+                        http = %http,
+                        took_ms,
+                        "API connections opened ahead of the first call"
+                    ),
+                    None => tracing::warn!(
+                        app_id = client.app_id(),
+                        took_ms,
+                        "could not open an API connection ahead of the first call; calls will open their own"
+                    ),
+                }
+            });
+        }
+    }
 }
