@@ -28,7 +28,8 @@ impl Clients {
     /// Opens connections to every app's gateway ahead of the first call, in
     /// the background, and logs what each got ([`ZegoClient::warm_up`]).
     pub fn warm_up_in_background(&self) {
-        for client in self.by_app.values().cloned() {
+        for client in self.by_app.values() {
+            let client = client.clone();
             tokio::spawn(async move {
                 let w = client.warm_up(crate::zego::client::WARM_CONNECTIONS).await;
                 let took_ms = u64::try_from(w.took.as_millis()).unwrap_or(u64::MAX);
