@@ -135,6 +135,16 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
         let wall = |x: &RunResult| x.wall.as_secs_f64();
         r.figures
             .push(Figure::new(format!("wall (s), {rtt}ms"), wall(&d.ours)).vs(wall(&d.base)));
+        // Tokens that come sooner can also mean fewer users per call: the
+        // users kicked per second is what a sweep feels.
+        let calls = |x: &RunResult| x.calls.len() as f64;
+        r.figures
+            .push(Figure::new(format!("calls, {rtt}ms (minimum {minimum})"), calls(&d.ours)).vs(calls(&d.base)));
+        let users_per_sec = |x: &RunResult| expected.len() as f64 / x.wall.as_secs_f64().max(f64::EPSILON);
+        r.figures.push(
+            Figure::new(format!("users/s over the wall, {rtt}ms"), users_per_sec(&d.ours))
+                .vs(users_per_sec(&d.base)),
+        );
     }
     let live_rtt = (2 * LIVE_DISTANCE.0) as f64;
     let q = |m: &Live, p: f64| quantile(&m.latencies, p);
