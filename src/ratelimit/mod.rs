@@ -75,7 +75,8 @@
 //! only the jitter above it: the budget's ceiling is `limit / (W + E[r -
 //! r_min])`. No rule that keeps the claim for every jitter can do better
 //! than paying the jitter once per window: pacing by send time with a
-//! jitter-sized margin pays the outbound leg's whole range instead.
+//! jitter-sized margin pays the outbound leg's whole range instead, the
+//! same on average (BENCHMARKS.md, "Far from the gateway").
 //!
 //! A process does not know what the previous active worker spent in the last
 //! window; `leadership` works that out when the lock is taken and holds the
