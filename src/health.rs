@@ -358,7 +358,8 @@ impl Health {
     }
 
     /// The ledger is on and its last write failed: new calls must wait, since
-    /// Every reason the worker is not ready; empty when ready.
+    /// Every reason the worker cannot serve (`/readyz` fails): a shard not
+    /// connected, or neither consuming nor standing by. Empty when ready.
     pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
         let named = self.shards.len() > 1
@@ -379,6 +380,16 @@ impl Health {
                 why.push(format!("consumer: not consuming{of}"));
             }
         }
+        why
+    }
+
+    /// What keeps this worker from kicking though it can serve: halted
+    /// AppIds and an unreachable ledger. Not readiness (`/readyz` stays 200):
+    /// taking the process out of service would close its HTTP intake and
+    /// console just when operators need them, and fix nothing; `/status`,
+    /// the metrics and the alert rules report these.
+    pub fn degraded(&self) -> Vec<String> {
+        let mut why = Vec::new();
         for (app, halt) in self.gate.halted_apps() {
             why.push(format!(
                 "halted: AppId {app} answered code {} ({}); probing",
@@ -436,6 +447,7 @@ impl Health {
             deliveries_in_flight: self.in_flight(),
             calls_per_sec: m.calls_per_sec,
             not_ready: self.not_ready(),
+            degraded: self.degraded(),
             shards: self
                 .shards
                 .iter()
@@ -522,6 +534,9 @@ pub struct WorkerStatus {
     pub calls_per_sec: f64,
     /// Every reason `/readyz` fails; empty when ready.
     pub not_ready: Vec<String>,
+    /// What keeps it from kicking while ready: halts, the ledger.
+    #[serde(default)]
+    pub degraded: Vec<String>,
     /// Each served shard's role (`role` above is `active` when any shard is).
     #[serde(default)]
     pub shards: Vec<ShardStatus>,
@@ -666,7 +681,12 @@ mod tests {
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["role"], "active");
         assert_eq!(json["halted"][0]["code"], 100000004);
-        assert_eq!(json["not_ready"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            json["not_ready"].as_array().unwrap().len(),
+            0,
+            "a halt is no readiness failure"
+        );
+        assert_eq!(json["degraded"].as_array().unwrap().len(), 1);
         d.set_standby(true);
         assert_eq!(h.status().role, Role::Standby);
         assert_eq!(h.status().shards[0].role, Role::Standby);
@@ -714,31 +734,35 @@ mod tests {
         let why = h.not_ready();
         assert!(why.iter().any(|w| w.starts_with("broker")), "{why:?}");
         assert!(why.iter().any(|w| w.starts_with("consumer")), "{why:?}");
-        assert!(why.iter().any(|w| w.starts_with("ledger")), "{why:?}");
         let d = h.shard("default").unwrap();
         d.set_connected(true);
         d.set_consuming(true);
-        h.set_ledger_ok(true);
         assert!(h.not_ready().is_empty());
+        // A ledger down and a halt degrade the worker; it still serves.
+        h.set_ledger_ok(false);
         gate.report(
             7,
             crate::ratelimit::Feedback::Halt(100000005),
             tokio::time::Instant::now(),
             Duration::ZERO,
         );
-        let why = h.not_ready();
-        assert_eq!(why.len(), 1);
-        assert!(why[0].contains("100000005"), "{why:?}");
+        assert!(h.not_ready().is_empty(), "{:?}", h.not_ready());
+        let degraded = h.degraded();
+        assert_eq!(degraded.len(), 2, "{degraded:?}");
+        assert!(degraded[0].contains("100000005"), "{degraded:?}");
+        assert!(degraded[1].starts_with("ledger"), "{degraded:?}");
+        h.set_ledger_ok(true);
         d.set_consuming(false);
         d.set_standby(true);
-        assert_eq!(
-            h.not_ready().len(),
-            1,
+        assert!(
+            h.not_ready().is_empty(),
             "a standby needs no consumer: {:?}",
             h.not_ready()
         );
+        d.set_standby(false);
+        assert_eq!(h.not_ready(), vec!["consumer: not consuming"]);
         let off = Health::new(gate, false);
         off.set_ledger_ok(false);
-        assert!(!off.not_ready().iter().any(|w| w.starts_with("ledger")));
+        assert!(!off.degraded().iter().any(|w| w.starts_with("ledger")));
     }
 }

@@ -132,6 +132,34 @@ fn dashboard_names_only_defined_metrics() {
     }
 }
 
+/// The alert rules name only metrics the exporter defines, with label
+/// values it renders, and Prometheus loads them.
+#[test]
+fn alert_rules_name_only_defined_metrics() {
+    let known = defined_series(&read("src/metrics.rs"));
+    let rules = read("deploy/alerts.yml");
+    let exprs: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).collect();
+    assert!(exprs.len() >= 4, "{exprs:?}");
+    let mut named = BTreeSet::new();
+    for e in &exprs {
+        named.extend(metric_refs(e));
+    }
+    let unknown: Vec<_> = named.iter().filter(|m| !known.contains(*m)).collect();
+    assert!(unknown.is_empty(), "alerts name undefined metrics: {unknown:?}");
+    for must in [
+        "kickq_app_halted",
+        "kickq_ledger_writes_total",
+        "kickq_dead_letters_total",
+    ] {
+        assert!(named.contains(must), "no alert on {must}");
+    }
+    // The ledger's failure label is the one src/metrics.rs writes.
+    assert!(read("src/metrics.rs").contains(r#"if ok { "ok" } else { "error" }"#));
+    assert!(rules.contains(r#"result="error""#));
+    assert!(read("deploy/prometheus.yml").contains("/etc/prometheus/alerts.yml"));
+    assert!(read("docker-compose.yml").contains("./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro"));
+}
+
 #[test]
 fn dashboard_covers_every_metric() {
     let source = read("src/metrics.rs");

@@ -934,6 +934,47 @@ async fn passes_do_not_rest_on_an_exclusive_queue_record() {
     wait_depth(&broker, &ns.names.dead, 0).await;
 }
 
+/// A prompt holds no lock: while one operator's replay waits at its
+/// `[y/N]`, another lists the letters (the console's page reads them the same
+/// way). The replay counted under the lock and let it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_waiting_at_its_prompt_blocks_no_reader() {
+    let ns = Ns::new("dlq-prompt");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let seeds: Vec<Seed> = (0..20)
+        .map(|i| seed(&format!("t{i}"), "r", DeadError::Permanent, None))
+        .collect();
+    publish_letters(&broker, &ns, &seeds).await;
+    let mut first = spawn_on_a_terminal(&ns, "dlq replay");
+    let mut answer = first.stdin.take().unwrap();
+    // Two readers at once, while the replay counts and then waits for its
+    // answer: each waits its turn for the lock, none is refused.
+    let (a, b) = tokio::join!(
+        kickq(&ns, &["dlq", "list", "--json"], &[], None),
+        kickq(&ns, &["dlq", "list", "--json"], &[], None)
+    );
+    for o in [&a, &b] {
+        let (stdout, _) = ok(o);
+        assert_eq!(json_of(&stdout).as_array().map(Vec::len), Some(20), "{stdout}");
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut answer, b"n\n").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), first.wait_with_output())
+        .await
+        .expect("the replay ends")
+        .unwrap();
+    drop(answer);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("replay 20 of 20 letter(s)"), "{stdout}{stderr}");
+    assert_eq!(broker.depth(&ns.names.bulk).await, 0);
+    wait_depth(&broker, &ns.names.dead, 20).await;
+    let want: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    assert_eq!(tags(&broker.drain(&ns.names.dead).await), want);
+}
+
+/// A pass that runs (a replay paced at one letter per 100 s) holds the
+/// lock: a pass that will not wait (`--wait 0s`: the 2 s a free lock may
+/// take) is refused with who runs it, and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_pass_is_refused_while_one_runs_and_changes_nothing() {
     let ns = Ns::new("dlq-two");
@@ -943,14 +984,23 @@ async fn a_second_pass_is_refused_while_one_runs_and_changes_nothing() {
         .map(|i| seed(&format!("t{i}"), "r", DeadError::Permanent, None))
         .collect();
     publish_letters(&broker, &ns, &seeds).await;
-    // The first pass: a replay waiting at its prompt, holding the lock.
-    let mut first = spawn_on_a_terminal(&ns, "dlq replay");
-    let mut answer = first.stdin.take().unwrap();
+    let first = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["dlq", "replay", "--yes", "--rate", "0.01"])
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_depth(&broker, &ns.names.bulk, 1).await;
     wait_lock_held(&broker, &ns).await;
     for args in [
-        &["dlq", "purge", "--yes"][..],
-        &["dlq", "replay", "--yes", "--json"],
-        &["dlq", "list"],
+        &["dlq", "purge", "--yes", "--wait", "0s"][..],
+        &["dlq", "replay", "--yes", "--json", "--wait", "0s"],
+        &["dlq", "list", "--wait", "0s"],
     ] {
         let o = kickq(&ns, args, &[], None).await;
         let (stdout, stderr) = text(&o);
@@ -965,7 +1015,7 @@ async fn a_second_pass_is_refused_while_one_runs_and_changes_nothing() {
     // limit of 20 where none is set) a record handed back was dropped after
     // twenty refusals, and the later ones said "since unknown".
     for i in 0..22 {
-        let o = kickq(&ns, &["dlq", "list"], &[], None).await;
+        let o = kickq(&ns, &["dlq", "list", "--wait", "0s"], &[], None).await;
         let (_, stderr) = text(&o);
         assert!(
             stderr.contains("another dlq pass is running (since 20") && stderr.contains(" pid "),
@@ -973,22 +1023,21 @@ async fn a_second_pass_is_refused_while_one_runs_and_changes_nothing() {
             i + 4
         );
     }
-    assert_eq!(broker.depth(&ns.names.bulk).await, 0);
-    tokio::io::AsyncWriteExt::write_all(&mut answer, b"n\n").await.unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(60), first.wait_with_output())
+    assert_eq!(
+        broker.depth(&ns.names.bulk).await,
+        1,
+        "only the running replay's first letter"
+    );
+    send_signal(first.id().unwrap(), "INT");
+    let out = tokio::time::timeout(Duration::from_secs(30), first.wait_with_output())
         .await
         .expect("the first pass ends")
         .unwrap();
-    drop(answer);
-    let (stdout, stderr) = text(&out);
-    assert!(stdout.contains("replay 20 of 20 letter(s)"), "{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(130), "{:?}", text(&out));
     // Once it has ended, the next pass runs.
     let o = kickq(&ns, &["dlq", "purge", "--yes", "--room", "none"], &[], None).await;
     let (stdout, _) = ok(&o);
-    assert!(stdout.contains("examined 20 of 20"), "{stdout}");
-    wait_depth(&broker, &ns.names.dead, 20).await;
-    let want: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
-    assert_eq!(tags(&broker.drain(&ns.names.dead).await), want);
+    assert!(stdout.contains("examined 19 of 19"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -337,7 +337,8 @@ async fn f05_api_outage_dead_letters_nothing() {
 }
 
 /// 6: a wrong secret, then a clock outside the window: halted, nothing
-/// dead-lettered, /readyz failing; resumes with nothing lost.
+/// dead-lettered, still ready (/status names the halt); resumes with
+/// nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f06_credential_and_clock_faults_halt_then_resume() {
     for (tag, fault) in [("secret", 0), ("clock", 1)] {
@@ -365,8 +366,14 @@ async fn f06_credential_and_clock_faults_halt_then_resume() {
             mock.calls().iter().any(|c| c.code == Some(code))
         })
         .await;
+        // Halted but serving: readiness holds, /status names the halt.
         let ready = http_get(&format!("http://{addr}/readyz")).await;
-        assert!(ready.0 == 503 && ready.1.contains(&code.to_string()), "{ready:?}");
+        assert_eq!(ready.0, 200, "{ready:?}");
+        let status = http_get(&format!("http://{addr}/status")).await;
+        assert!(
+            status.1.contains("\"degraded\":[\"halted") && status.1.contains(&code.to_string()),
+            "{status:?}"
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(broker.depth(&ns.names.dead).await, 0);
         let halted_calls = mock.calls().len();

@@ -316,9 +316,17 @@ async fn halt_keeps_every_message_and_resumes_by_itself() {
         mock.calls().iter().any(|c| c.code == Some(100000005))
     })
     .await;
+    // Halted, the worker still serves (its intake, console and metrics):
+    // readiness holds; /status says why nothing is kicked.
     let ready = reqwest_get(&format!("http://{addr}/readyz")).await;
-    assert_eq!(ready.0, 503, "{}", ready.1);
-    assert!(ready.1.contains("100000005"), "{}", ready.1);
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    let status = reqwest_get(&format!("http://{addr}/status")).await.1;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["degraded"][0].as_str().unwrap().contains("100000005"),
+        "{status}"
+    );
+    assert_eq!(status["not_ready"], serde_json::json!([]), "{status}");
     // Halted: probes only, a few per second at most, and nothing dead-lettered.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = mock.calls().len();

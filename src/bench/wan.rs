@@ -142,8 +142,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
             .push(Figure::new(format!("calls, {rtt}ms (minimum {minimum})"), calls(&d.ours)).vs(calls(&d.base)));
         let users_per_sec = |x: &RunResult| expected.len() as f64 / x.wall.as_secs_f64().max(f64::EPSILON);
         r.figures.push(
-            Figure::new(format!("users/s over the wall, {rtt}ms"), users_per_sec(&d.ours))
-                .vs(users_per_sec(&d.base)),
+            Figure::new(format!("users/s over the wall, {rtt}ms"), users_per_sec(&d.ours)).vs(users_per_sec(&d.base)),
         );
     }
     let live_rtt = (2 * LIVE_DISTANCE.0) as f64;

@@ -178,10 +178,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "  {}",
             list_command(&names.namespace, &args.amqp_url, env_url.as_deref())
         );
-        println!(
-            "and delete that queue when done: rabbitmqctl delete_queue {}",
-            names.dead
-        );
+        println!("and delete the queues it and `kickq dlq` leave when done:");
+        for queue in kept_queues(&names) {
+            println!("  rabbitmqctl delete_queue {queue}");
+        }
     } else {
         println!(
             "The demo's queues ({}.*) are deleted now; `kickq demo --keep` leaves its dead letters to try `kickq dlq` on.",
@@ -189,6 +189,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The queues a `--keep` demo leaves, with those a `kickq dlq` pass on them
+/// declares (its lease and its record).
+fn kept_queues(names: &Names) -> [&str; 3] {
+    [&names.dead, &names.dead_lease, &names.dead_lock_state]
 }
 
 /// The `kickq dlq list` command that shows the demo's dead letters. The URL
@@ -400,6 +406,19 @@ async fn depth(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_demo_names_every_queue_a_dlq_pass_leaves() {
+        let names = Names::new("kickq-demo-7", &[std::time::Duration::from_secs(1)]);
+        assert_eq!(
+            kept_queues(&names),
+            [
+                "kickq-demo-7.dead",
+                "kickq-demo-7.dead.lease",
+                "kickq-demo-7.dead.lock.record"
+            ]
+        );
+    }
 
     #[test]
     fn the_list_command_names_the_namespace_and_never_the_url() {

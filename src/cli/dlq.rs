@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use lapin::Connection;
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Letters `dlq list` shows when `--limit` is not given.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
@@ -41,9 +42,10 @@ is re-appended to the tail of the queue first, so the rest keep their order
 and an interruption loses nothing (at most the letters in flight are left
 duplicated; the summary says how many). Safe while workers run.
 
-One pass runs at a time per namespace (lease queue <namespace>.dead.lease): a
-second list, replay or purge fails with \"another dlq pass is running (since
-...)\" and changes nothing.
+One pass runs at a time per namespace (lease queue <namespace>.dead.lease),
+and never while a prompt waits for its answer: a second list, replay or
+purge waits its turn up to --wait (30s), then fails with \"another dlq pass
+is running (since ...)\" and changes nothing.
 
 Validation letters (bodies that were not valid jobs) are replayed as they
 are: unless the input was fixed elsewhere they are dead-lettered again. So
@@ -115,6 +117,9 @@ pub struct ListArgs {
     /// Broker and namespace.
     #[command(flatten)]
     pub broker: BrokerArgs,
+    /// --wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Which letters.
     #[command(flatten)]
     pub filter: FilterArgs,
@@ -132,6 +137,9 @@ pub struct ReplayArgs {
     /// Broker and namespace.
     #[command(flatten)]
     pub broker: BrokerArgs,
+    /// --wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Which letters.
     #[command(flatten)]
     pub filter: FilterArgs,
@@ -156,6 +164,9 @@ pub struct PurgeArgs {
     /// Broker and namespace.
     #[command(flatten)]
     pub broker: BrokerArgs,
+    /// --wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Which letters.
     #[command(flatten)]
     pub filter: FilterArgs,
@@ -167,11 +178,23 @@ pub struct PurgeArgs {
     pub confirm: ConfirmArgs,
 }
 
+/// How long a pass waits in line for the one before it. The default, 30 s:
+/// reads and sweeps of a few thousand letters take seconds, so two
+/// operators and the console take turns instead of refusing each other.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct WaitArgs {
+    /// How long to wait for another dlq pass (an operator's, the console's)
+    /// to end before giving up with who runs it; at least 2s.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::config::parse_duration)]
+    pub wait: std::time::Duration,
+}
+
 /// How `replay` and `purge` run, beyond what they do to which letters.
 #[derive(Debug, Clone, Copy)]
 struct ActOptions {
     limit: Option<u64>,
     confirm: ConfirmArgs,
+    wait: std::time::Duration,
 }
 
 /// With shards in the config file: each app's (and the default app's) queue
@@ -211,6 +234,7 @@ pub async fn run(args: DlqArgs, file: Option<&crate::config::file::ConfigFile>) 
             let opts = ActOptions {
                 limit: a.limit,
                 confirm: a.confirm,
+                wait: a.wait.wait,
             };
             act(&url, &names, action, a.filter.filter_with(default_app), opts).await
         }
@@ -219,6 +243,7 @@ pub async fn run(args: DlqArgs, file: Option<&crate::config::file::ConfigFile>) 
             let opts = ActOptions {
                 limit: a.limit,
                 confirm: a.confirm,
+                wait: a.wait.wait,
             };
             act(&url, &names, Action::Purge, a.filter.filter_with(default_app), opts).await
         }
@@ -233,10 +258,28 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(rate)
 }
 
-/// Takes the pass lock on `conn`, or fails with the line that says who holds it.
-async fn take_lock(conn: &Connection, names: &Names) -> anyhow::Result<lock::PassLock> {
-    match lock::take(conn, names).await {
+/// Takes the pass lock on `conn`, waiting in line up to `wait` (saying so on
+/// stderr after 2 s), or fails with the line that says who holds it.
+async fn take_lock(
+    conn: &Connection,
+    names: &Names,
+    wait: std::time::Duration,
+    stop: &CancellationToken,
+) -> anyhow::Result<lock::PassLock> {
+    let on_wait = |h: &lock::Holder| {
+        eprintln!(
+            "kickq: {}; waiting up to {}s for it to end",
+            lock::running_message(h),
+            wait.max(lock::FREE_LOCK_WAIT).as_secs()
+        );
+    };
+    match lock::take(conn, names, wait, stop, on_wait).await {
         Ok(l) => Ok(l),
+        Err(lock::LockError::Interrupted) => {
+            let _ = conn.close(200, "interrupted".into()).await;
+            eprintln!("kickq: interrupted while waiting for another dlq pass; nothing changed");
+            Err(Interrupted.into())
+        }
         Err(e) => {
             let _ = conn.close(200, "locked".into()).await;
             Err(e.into())
@@ -255,18 +298,20 @@ async fn list(args: ListArgs, default_app: Option<u32>) -> anyhow::Result<()> {
     let conn = open(&url).await?;
     let filter = args.filter.filter_with(default_app);
     let total = crate::dlq::pass::depth(&conn, &names.dead).await?;
-    let lock = take_lock(&conn, &names).await?;
-    let stop = lock.lost().child_token();
+    let stop = CancellationToken::new();
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
+    let lock = take_lock(&conn, &names, args.wait.wait, &stop).await?;
     let mut progress = Progress::new("list", "letters", total.into());
-    let (peeked, end) = peek_until(&conn, &names.dead, &filter, Some(args.limit), &stop, |n| {
+    let (peeked, end) = peek_until(&conn, &names.dead, &filter, Some(args.limit), lock.stop(), |n| {
         progress.inc(n)
     })
     .await;
+    let lost = lock.is_lost();
+    lock.release().await;
     progress.finish();
     let cancelled = match end {
         SweepEnd::Failed(e) => return Err(e.into()),
-        SweepEnd::Cancelled if lock.lost().is_cancelled() => {
+        SweepEnd::Cancelled if lost => {
             let _ = conn.close(200, "lock lost".into()).await;
             bail!(
                 "{LOCK_LOST} after {} of {} letter(s): none lost; the ones read are now behind the others",
@@ -337,11 +382,15 @@ async fn act(
     }
     let dead = names.dead.as_str();
     let conn = open(url).await?;
-    // The lock is held until the connection closes: through the count, the
-    // question and the sweep, so the count stays exact.
-    let lock = take_lock(&conn, names).await?;
+    // Ctrl-C stops between steps: a wait in line, a count or a sweep
+    // settles what is in flight.
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
     if opts.confirm.dry_run {
-        let peeked = peek(&conn, dead, &filter, opts.limit.map(|l| l as usize), |_| {}).await?;
+        let lock = take_lock(&conn, names, opts.wait, &stop).await?;
+        let peeked = peek(&conn, dead, &filter, opts.limit.map(|l| l as usize), |_| {}).await;
+        lock.release().await;
+        let peeked = peeked?;
         let _ = conn.close(200, "dry run".into()).await;
         if opts.confirm.json {
             write_stdout(&format!("{}\n", Tally::of_dry_run(&peeked).to_json(done)))?;
@@ -356,19 +405,30 @@ async fn act(
         }
         return Ok(());
     }
-    // From here on Ctrl-C stops between steps: a count or a sweep settles
-    // what is in flight.
-    let stop = lock.lost().child_token();
-    tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
     if consent == Consent::Ask {
         // Count the matching letters first, with the pass `dlq list` makes
-        // (every letter re-appended in order), so the question is exact.
-        let total = crate::dlq::pass::depth(&conn, dead).await?;
+        // (every letter re-appended in order), so the question is exact when
+        // asked. The lock is let go for the question: nobody waits on an
+        // operator's answer. The sweep takes it again and applies the
+        // filter to each letter as it finds it, so letters that came or
+        // went meanwhile are counted in its summary.
+        // The count runs on a connection of its own, closed before the
+        // question: closing it is what lets the lock go.
+        let counting = open(url).await?;
+        let lock = take_lock(&counting, names, opts.wait, &stop).await?;
+        let total = crate::dlq::pass::depth(&counting, dead).await?;
         let mut progress = Progress::new("count", "letters", total.into());
-        let (counted, end) = peek_until(&conn, dead, &filter, Some(0), &stop, |n| progress.inc(n)).await;
+        let (counted, end) = peek_until(&counting, dead, &filter, Some(0), lock.stop(), |n| progress.inc(n)).await;
         progress.finish();
+        let lost = lock.is_lost();
+        lock.release().await;
+        let _ = counting.close(200, "counted".into()).await;
         match end {
             SweepEnd::Failed(e) => return Err(e.into()),
+            SweepEnd::Cancelled if lost => {
+                let _ = conn.close(200, "lock lost".into()).await;
+                bail!("{LOCK_LOST} while counting; nothing changed");
+            }
             SweepEnd::Cancelled => return interrupted_unchanged(conn).await,
             _ => {}
         }
@@ -391,6 +451,7 @@ async fn act(
             Answer::Interrupted => return interrupted_unchanged(conn).await,
         }
     }
+    let lock = take_lock(&conn, names, opts.wait, &stop).await?;
     let depth = crate::dlq::pass::depth(&conn, dead).await?;
     let cfg = SweepConfig {
         dead: dead.to_owned(),
@@ -402,7 +463,7 @@ async fn act(
     let started = Instant::now();
     let mut progress = Progress::new(verb, "letters", depth.into());
     let mut last = 0;
-    let report = sweep(&conn, &cfg, &stop, |r| {
+    let report = sweep(&conn, &cfg, lock.stop(), |r| {
         let settled = r.taken + r.kept;
         progress.inc(settled - last);
         last = settled;
@@ -422,7 +483,7 @@ async fn act(
             let _ = conn.close(200, "done".into()).await;
             Ok(())
         }
-        SweepEnd::Cancelled if lock.lost().is_cancelled() => {
+        SweepEnd::Cancelled if lock.is_lost() => {
             let _ = conn.close(200, "lock lost".into()).await;
             bail!("{LOCK_LOST}: the letters not yet examined were not touched; run it again to finish")
         }

@@ -379,6 +379,7 @@ mod tests {
             deliveries_in_flight: 5,
             calls_per_sec: 48.04,
             not_ready: vec![],
+            degraded: vec![],
             shards: vec![],
         };
         let r = Report {
@@ -490,6 +491,7 @@ http://b:2  unreachable: connection refused  -     -                         -  
             deliveries_in_flight: 0,
             calls_per_sec: 0.0,
             not_ready: vec![],
+            degraded: vec![],
             shards,
         };
         let shard = |name: &str, role| crate::health::ShardStatus {

@@ -19,6 +19,11 @@ use std::time::Duration;
 /// Time allowed for the broker's answers to one page's questions: a page
 /// must come back even when the broker does not.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a page view or an action waits in line for another dlq pass (an
+/// operator's `kickq dlq`, another tab) before the page says who runs it: a
+/// pass over a few thousand letters takes seconds, and a browser waits that
+/// long for a page.
+pub const DEAD_PAGE_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a read failed: the page shows it in place of the part it could not fill.
 #[derive(Debug, thiserror::Error)]
@@ -175,13 +180,15 @@ impl Source {
         got
     }
 
-    /// A fresh connection for one dlq pass: the pass lock belongs to the
+    /// A fresh connection for one dlq pass, waiting in line up to
+    /// [`DEAD_PAGE_WAIT`] for another pass: the pass lock belongs to the
     /// connection and goes with it.
     async fn pass_connection(&self) -> Result<(Connection, crate::dlq::lock::PassLock), SourceError> {
         let conn = connect(&self.amqp_url, &format!("{}-dlq", self.connection_name))
             .await
             .map_err(|e| broker_err(crate::amqp::connect::describe(&e)))?;
-        match crate::dlq::lock::take(&conn, &self.names).await {
+        let never = tokio_util::sync::CancellationToken::new();
+        match crate::dlq::lock::take(&conn, &self.names, DEAD_PAGE_WAIT, &never, |_| {}).await {
             Ok(lock) => Ok((conn, lock)),
             Err(e) => {
                 let _ = conn.close(200, "locked".into()).await;
@@ -197,7 +204,8 @@ impl Source {
     /// with `kickq dlq list`'s pass: every letter re-appended in order.
     pub async fn letters(&self, filter: &Filter, limit: usize) -> Result<Peeked, SourceError> {
         let (conn, lock) = self.pass_connection().await?;
-        let (peeked, end) = peek_until(&conn, &self.names.dead, filter, Some(limit), lock.lost(), |_| {}).await;
+        let (peeked, end) = peek_until(&conn, &self.names.dead, filter, Some(limit), lock.stop(), |_| {}).await;
+        lock.release().await;
         let _ = conn.close(200, "listed".into()).await;
         match end {
             SweepEnd::Failed(e) => Err(broker_err(e)),
@@ -216,7 +224,8 @@ impl Source {
             limit,
             abandon_after: None,
         };
-        let report = sweep(&conn, &cfg, lock.lost(), |_| {}).await;
+        let report = sweep(&conn, &cfg, lock.stop(), |_| {}).await;
+        lock.release().await;
         let _ = conn.close(200, "swept".into()).await;
         Ok(report)
     }

@@ -11,15 +11,15 @@ use chrono::{DateTime, Utc};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How long a pass waits for the lock's token before it says who holds
-/// it. A free lock's token comes within one round trip to the broker
-/// (milliseconds); a held one never comes while its holder runs. Generous,
-/// so that a slow broker refuses a pass rarely (a refusal changes nothing),
-/// and short enough for an operator to wait out.
-pub const TAKE_WAIT: Duration = Duration::from_secs(2);
+/// The least time a pass waits for the lock's token: a free lock's token
+/// comes within one round trip to the broker (milliseconds); this leaves a
+/// slow broker room, so that a free lock is rarely called held.
+pub const FREE_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a held lock is renewed (its token handed back and received
 /// again): far within the broker's consumer timeout (30 min by default),
@@ -47,6 +47,9 @@ pub enum LockError {
     /// The lease queue refused or cancelled the subscription.
     #[error("dlq pass lock: {0}")]
     Lease(#[from] LeaseError),
+    /// Stopped (Ctrl-C) while waiting in line.
+    #[error("interrupted while waiting for another dlq pass to end; nothing changed")]
+    Interrupted,
 }
 
 /// What the holder of the lock recorded, as far as it could be read.
@@ -58,11 +61,16 @@ pub struct Holder {
     pub by: Option<String>,
 }
 
-/// The line a second operator gets.
-pub fn held_message(h: &Holder) -> String {
+/// What a pass waiting in line is told about the one before it.
+pub fn running_message(h: &Holder) -> String {
     let since = h.since.map_or_else(|| "unknown".to_owned(), rfc3339);
     let by = h.by.as_deref().map(|b| format!(", by {b}")).unwrap_or_default();
-    format!("another dlq pass is running (since {since}{by}); nothing changed: try again when it ends")
+    format!("another dlq pass is running (since {since}{by})")
+}
+
+/// The line a second operator gets.
+pub fn held_message(h: &Holder) -> String {
+    format!("{}; nothing changed: try again when it ends", running_message(h))
 }
 
 /// The record's body: one JSON object.
@@ -84,41 +92,84 @@ pub fn read_record(body: &[u8]) -> Holder {
     }
 }
 
-/// Proof that this process holds the pass lock. A keeper task renews it
-/// and cancels [`PassLock::lost`] when a renewal goes unanswered; dropped,
-/// the lock goes (the lease channel closes and the token returns to the
-/// queue), as it does when the holder's connection closes or its process
-/// dies.
+/// Proof that this process holds the pass lock. A keeper task renews it;
+/// when a renewal goes unanswered it cancels [`PassLock::stop`] and
+/// [`PassLock::is_lost`] turns true. The lock itself goes when the
+/// connection it was taken on closes, also when its process dies: a pass
+/// closes its connection when it is done with the lock.
 pub struct PassLock {
-    lost: CancellationToken,
-    keeper: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+    lost: Arc<AtomicBool>,
+    release: CancellationToken,
+    keeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl PassLock {
-    /// Cancelled once the lock may be someone else's: a pass stops then.
-    pub fn lost(&self) -> &CancellationToken {
-        &self.lost
+    /// Cancelled when the pass must stop: the `stop` given to [`take`] was
+    /// cancelled (Ctrl-C), or the lock may be someone else's now.
+    pub fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Whether the lock was lost (a renewal went unanswered).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Stops renewing; the lock goes when the caller closes the connection
+    /// it was taken on, which it does next (the next pass in line then gets
+    /// the token).
+    pub async fn release(mut self) {
+        self.release.cancel();
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.await;
+        }
     }
 }
 
 impl Drop for PassLock {
     fn drop(&mut self) {
-        self.keeper.abort();
+        self.release.cancel();
     }
 }
 
-/// Takes the pass lock on `conn` and records the start, or says who holds it
-/// (after [`TAKE_WAIT`] without the token).
-pub async fn take(conn: &Connection, names: &Names) -> Result<PassLock, LockError> {
+/// Takes the pass lock on `conn`, waiting in line up to `wait` (at least
+/// [`FREE_LOCK_WAIT`]) for the pass before it, and records the start; or
+/// says who holds it. `on_wait` runs once, after [`FREE_LOCK_WAIT`], when the
+/// lock is still held (to tell the operator why nothing happens). The
+/// lock's [`PassLock::stop`] is a child of `stop`.
+pub async fn take(
+    conn: &Connection,
+    names: &Names,
+    wait: Duration,
+    stop: &CancellationToken,
+    on_wait: impl FnOnce(&Holder),
+) -> Result<PassLock, LockError> {
     let publisher = Publisher::open(conn).await?;
     let tag = format!("kickq-dlq-{}-{}", host(), std::process::id());
     let mut lease = crate::amqp::lock::subscribe(conn, &publisher, &names.dead_lease, &tag).await?;
-    match tokio::time::timeout(TAKE_WAIT, lease.receive()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e.into()),
-        Err(_) => {
-            let _ = lease.release().await;
-            return Err(LockError::Held(read_holder(conn, names).await.unwrap_or_default()));
+    let deadline = tokio::time::Instant::now() + wait.max(FREE_LOCK_WAIT);
+    let mut on_wait = Some(on_wait);
+    loop {
+        let step = (tokio::time::Instant::now() + FREE_LOCK_WAIT).min(deadline);
+        tokio::select! {
+            got = tokio::time::timeout_at(step, lease.receive()) => match got {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    let _ = lease.release().await;
+                    return Err(LockError::Held(read_holder(conn, names).await.unwrap_or_default()));
+                }
+                Err(_) => {
+                    if let Some(f) = on_wait.take() {
+                        f(&read_holder(conn, names).await.unwrap_or_default());
+                    }
+                }
+            },
+            () = stop.cancelled() => {
+                let _ = lease.release().await;
+                return Err(LockError::Interrupted);
+            }
         }
     }
     let channel = conn.create_channel().await?;
@@ -132,33 +183,60 @@ pub async fn take(conn: &Connection, names: &Names) -> Result<PassLock, LockErro
             persistent_json(None, FieldTable::default()),
         )
         .await?;
-    let lost = CancellationToken::new();
-    let keeper = tokio::spawn(keep(lease, publisher, names.dead_lease.clone(), lost.clone()));
-    Ok(PassLock { lost, keeper })
+    let pass_stop = stop.child_token();
+    let lost = Arc::new(AtomicBool::new(false));
+    let release = CancellationToken::new();
+    let keeper = tokio::spawn(keep(
+        lease,
+        publisher,
+        names.dead_lease.clone(),
+        Keeper {
+            stop: pass_stop.clone(),
+            lost: lost.clone(),
+            release: release.clone(),
+        },
+    ));
+    Ok(PassLock {
+        stop: pass_stop,
+        lost,
+        release,
+        keeper: Some(keeper),
+    })
 }
 
-/// Renews the held lock every [`RENEW_EVERY`] until dropped; cancels `lost`
-/// when a renewal is not answered within [`RENEW_WITHIN`].
-async fn keep(mut lease: Lease, publisher: Publisher, queue: String, lost: CancellationToken) {
+/// What the keeper signals and listens to.
+struct Keeper {
+    stop: CancellationToken,
+    lost: Arc<AtomicBool>,
+    release: CancellationToken,
+}
+
+/// Renews the held lock every [`RENEW_EVERY`] until released; on a renewal
+/// not answered within [`RENEW_WITHIN`], marks it lost and stops the pass.
+async fn keep(mut lease: Lease, publisher: Publisher, queue: String, k: Keeper) {
     loop {
-        tokio::time::sleep(RENEW_EVERY).await;
+        tokio::select! {
+            () = tokio::time::sleep(RENEW_EVERY) => {}
+            // The lease channel stays open: the caller closes the
+            // connection next, which hands the token on (the path every
+            // pass has always taken).
+            () = k.release.cancelled() => return,
+        }
         let renewal = async {
             lease.send_renewal(&publisher, RENEW_WITHIN).await?;
             lease.receive().await
         };
-        match tokio::time::timeout(RENEW_WITHIN, renewal).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(lease = %queue, error = %e, "the dlq pass lock was lost; stopping the pass");
-                break;
-            }
-            Err(_) => {
-                tracing::warn!(lease = %queue, within_s = RENEW_WITHIN.as_secs(), "the dlq pass lock could not be renewed; stopping the pass");
-                break;
-            }
-        }
+        let failed = match tokio::time::timeout(RENEW_WITHIN, renewal).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {}s", RENEW_WITHIN.as_secs()),
+        };
+        tracing::warn!(lease = %queue, error = %failed, "the dlq pass lock was lost; stopping the pass");
+        k.lost.store(true, Ordering::Relaxed);
+        k.stop.cancel();
+        let _ = lease.release().await;
+        return;
     }
-    lost.cancel();
 }
 
 async fn declare_state(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
