@@ -42,6 +42,7 @@ pub struct ShardState {
     in_flight: std::sync::atomic::AtomicUsize,
     taken: AtomicU64,
     queue_ready: AtomicU64,
+    bulk_ready: AtomicU64,
     /// The role last seen by [`ShardState::role_since`]'s bookkeeping, and
     /// since when (wall-clock milliseconds).
     last_role: AtomicU8,
@@ -137,6 +138,11 @@ impl ShardState {
         self.queue_ready.store(n.into(), Ordering::Relaxed);
     }
 
+    /// Messages ready in the shard's bulk queue, as the last check saw them.
+    pub fn set_bulk_ready(&self, n: u32) {
+        self.bulk_ready.store(n.into(), Ordering::Relaxed);
+    }
+
     /// Its role now.
     pub fn role(&self) -> Role {
         role(self.is_standby(), self.is_consuming())
@@ -211,6 +217,8 @@ pub struct Progress {
     pub pending_users: u64,
     /// Messages ready in the live queues at the last check.
     pub queue_ready: u64,
+    /// Messages ready in the bulk queues at the last check.
+    pub bulk_ready: u64,
 }
 
 impl Progress {
@@ -226,6 +234,7 @@ impl Progress {
             calls: self.calls - earlier.calls,
             pending_users: self.pending_users,
             queue_ready: self.queue_ready,
+            bulk_ready: self.bulk_ready,
         }
     }
 
@@ -239,6 +248,7 @@ impl Progress {
             + self.calls
             + self.pending_users
             + self.queue_ready
+            + self.bulk_ready
             > 0
     }
 }
@@ -336,6 +346,7 @@ impl Health {
             calls: r(&c.calls),
             pending_users: r(&c.pending_users),
             queue_ready: self.shards.iter().map(|s| r(&s.queue_ready)).sum(),
+            bulk_ready: self.shards.iter().map(|s| r(&s.bulk_ready)).sum(),
         }
     }
 

@@ -40,6 +40,9 @@ pub const DEAD_LETTERS: &str = "kickq_dead_letters_total";
 pub const RETRIES: &str = "kickq_retries_total";
 /// AppIds currently halted (credentials, clock or configuration).
 pub const HALTED_APPS: &str = "kickq_halted_apps";
+/// Messages in a queue of the worker's shards, by `queue` and `state`
+/// (`ready`), read by a passive declare every few seconds while active.
+pub const QUEUE_MESSAGES: &str = "kickq_queue_messages";
 /// Each served app's configured calls per second, by `app` (the line to draw
 /// `rate(kickq_api_calls_total)` against).
 pub const APP_RATE_LIMIT: &str = "kickq_app_rate_limit";
@@ -147,6 +150,10 @@ fn describe() {
         "Jobs that reached a shard not serving their app, forwarded to the one that does, by that shard"
     );
     describe_counter!(TAKEOVERS, "Leadership lock takeovers by hold reason");
+    describe_gauge!(
+        QUEUE_MESSAGES,
+        "Messages in each lane queue and the dead-letter queue, by queue and state (ready)"
+    );
     describe_gauge!(BUILD_INFO, "1, labelled with the build's version and git commit");
 }
 
@@ -426,6 +433,11 @@ pub fn retry(kind: &'static str) {
 /// The number of halted AppIds.
 pub fn halted_apps(n: usize) {
     gauge!(HALTED_APPS).set(n as f64);
+}
+
+/// Messages ready in `queue`, as a passive declare just saw them.
+pub fn queue_ready(queue: &str, n: u32) {
+    gauge!(QUEUE_MESSAGES, "queue" => queue.to_owned(), "state" => "ready").set(f64::from(n));
 }
 
 /// A redelivered message arrived.

@@ -197,6 +197,7 @@ fn dashboard_series_are_what_the_exporter_renders() {
     m::dead_letter("validation");
     m::retry("transient");
     m::halted_apps(0);
+    m::queue_ready("kickq.requests", 3);
     m::redelivery();
     m::ack_failure("stale");
     m::reconnect();

@@ -641,3 +641,30 @@ async fn leadership_does_not_rest_on_an_exclusive_queue_record() {
     .await;
     worker.stop().await;
 }
+
+/// Operators see the whole backlog: every lane's and the dead queue's ready
+/// messages reach `/metrics` (`kickq_queue_messages{queue,state}`), read by
+/// the active worker every few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depths_reach_the_metrics() {
+    let ns = Ns::new("depth");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    // Letters nobody consumes: the dead queue's depth stays put.
+    let letters: Vec<Vec<u8>> = (0..3).map(|i| job("room-d", &[&format!("d{i}")], None)).collect();
+    broker.publish_many(&ns.names.dead, &letters).await;
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let worker = spawn_worker(cfg).await;
+    let addr = worker.metrics_addr.expect("metrics server bound");
+    let want = |q: &str, n: u32| format!("kickq_queue_messages{{queue=\"{q}\",state=\"ready\"}} {n}");
+    wait_for(Duration::from_secs(20), "the depths in /metrics", || async {
+        let m = reqwest_get(&format!("http://{addr}/metrics")).await.1;
+        m.contains(&want(&ns.names.dead, 3))
+            && m.contains(&want(&ns.names.bulk, 0))
+            && m.contains(&want(&ns.names.requests, 0))
+    })
+    .await;
+    worker.stop().await;
+}

@@ -334,7 +334,11 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
     ));
     let mut watchdog = tokio::spawn(monitor::watch_queue(
         watch_channel,
-        cfg.names.requests.clone(),
+        monitor::Watched {
+            live: cfg.names.requests.clone(),
+            bulk: cfg.names.bulk.clone(),
+            dead: cfg.names.dead.clone(),
+        },
         shared.shard.clone(),
     ));
     let cut = |abort: &CancellationToken, intake: &tokio::task::JoinHandle<IntakeEnd>| {

@@ -52,7 +52,9 @@ pub(crate) async fn report_progress(health: Arc<Health>, rate: u32) {
                 calls_per_s = (d.calls as f64 / secs * 10.0).round() / 10.0,
                 limit_per_s = rate,
                 pending_users = d.pending_users,
-                backlog = d.queue_ready,
+                backlog = d.queue_ready + d.bulk_ready,
+                live_ready = d.queue_ready,
+                bulk_ready = d.bulk_ready,
                 "progress over the last {}s",
                 PROGRESS_INTERVAL.as_secs()
             );
@@ -67,11 +69,23 @@ pub(crate) async fn report_progress(health: Arc<Health>, rate: u32) {
     }
 }
 
+/// The queues a session watches: its live lane (the watchdog's), and the
+/// bulk lane and dead letters, whose depths it only reports.
+pub(crate) struct Watched {
+    /// The live lane's queue.
+    pub(crate) live: String,
+    /// The bulk lane's queue.
+    pub(crate) bulk: String,
+    /// The dead-letter queue.
+    pub(crate) dead: String,
+}
+
 /// Returns (a reason) once the queue is gone, has no consumer left, or has
 /// held ready messages over two checks while this worker held none: the
 /// broker dropped or starved our consumer without a word, and only a new
 /// session (re-declare, re-consume) brings it back.
-pub(crate) async fn watch_queue(channel: lapin::Channel, queue: String, health: Arc<ShardState>) -> String {
+pub(crate) async fn watch_queue(channel: lapin::Channel, queues: Watched, health: Arc<ShardState>) -> String {
+    let queue = queues.live;
     use lapin::options::QueueDeclareOptions;
     let passive = QueueDeclareOptions {
         passive: true,
@@ -99,7 +113,20 @@ pub(crate) async fn watch_queue(channel: lapin::Channel, queue: String, health: 
                     );
                 }
                 health.set_queue_ready(q.message_count());
+                crate::metrics::queue_ready(&queue, q.message_count());
                 tracing::trace!(queue = %queue, ready = q.message_count(), "queue check ok");
+                // The other queues' depths, for the progress line and the
+                // metrics (a failed read here ends nothing: the live queue's
+                // check is the watchdog).
+                for (name, is_bulk) in [(&queues.bulk, true), (&queues.dead, false)] {
+                    let read = channel.queue_declare(name.as_str().into(), passive, FieldTable::default());
+                    if let Ok(Ok(q)) = tokio::time::timeout(WATCHDOG_INTERVAL, read).await {
+                        crate::metrics::queue_ready(name, q.message_count());
+                        if is_bulk {
+                            health.set_bulk_ready(q.message_count());
+                        }
+                    }
+                }
             }
             Ok(Err(e)) => return format!("queue {queue} check failed: {}", describe(&e)),
             Err(_) => return format!("queue {queue} check got no answer in {:?}", WATCHDOG_INTERVAL * 2),
