@@ -488,13 +488,33 @@ async fn the_console_never_runs_open() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Without a token file of its own the console takes the HTTP intake's; off
-/// loopback its session cookie is `Secure`.
+/// The console never takes the HTTP intake's tokens: without a file of its
+/// own it does not start, and beside one an intake token does not log in.
+/// Off loopback its session cookie is `Secure`.
 #[tokio::test]
-async fn off_loopback_the_cookie_is_secure_and_the_intake_tokens_serve() {
+async fn off_loopback_the_cookie_is_secure_and_intake_tokens_never_open_the_console() {
     let ns = Ns::new("console-secure");
     let mock = mock(50).await;
     let (dir, tokens) = token_file(&ns, &format!("{TOKEN}\n"));
+    let intake = dir.join("intake-tokens");
+    std::fs::write(&intake, "an-intake-token-of-a-producer-0123456789abcdef\n").unwrap();
+    let out = kickq(
+        &ns,
+        &["run"],
+        &[
+            ("KICKQ_CONSOLE_ADDR", "127.0.0.1:0"),
+            ("KICKQ_HTTP_INTAKE_ADDR", "127.0.0.1:0"),
+            ("KICKQ_HTTP_INTAKE_TOKEN_FILE", intake.to_str().unwrap()),
+            ("ZEGO_APP_ID", "1234567890"),
+            ("ZEGO_SERVER_SECRET", SECRET),
+            ("KICKQ_METRICS_ADDR", "0"),
+        ],
+        None,
+    )
+    .await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("KICKQ_CONSOLE_TOKEN_FILE"), "{stderr}");
     let port = free_port();
     let _worker = ChildGuard(spawn_binary_worker(
         &ns,
@@ -502,7 +522,9 @@ async fn off_loopback_the_cookie_is_secure_and_the_intake_tokens_serve() {
         50,
         &[
             ("KICKQ_CONSOLE_ADDR", &format!("0.0.0.0:{port}")),
-            ("KICKQ_HTTP_INTAKE_TOKEN_FILE", tokens.to_str().unwrap()),
+            ("KICKQ_CONSOLE_TOKEN_FILE", tokens.to_str().unwrap()),
+            ("KICKQ_HTTP_INTAKE_ADDR", "127.0.0.1:0"),
+            ("KICKQ_HTTP_INTAKE_TOKEN_FILE", intake.to_str().unwrap()),
         ],
     ));
     kickq::zego::client::install_crypto_provider();
@@ -524,6 +546,21 @@ async fn off_loopback_the_cookie_is_secure_and_the_intake_tokens_serve() {
     let login_cookie = cookie_pair(&form, "kickq_console_login").unwrap();
     assert!(set_cookie_line(&form, "kickq_console_login").contains("; Secure"));
     let csrf = hidden(&form.text().await.unwrap(), "csrf");
+    let refused = http
+        .post(format!("{base}/login"))
+        .header(COOKIE, &login_cookie)
+        .form_of(&[
+            ("csrf", csrf.as_str()),
+            ("token", "an-intake-token-of-a-producer-0123456789abcdef"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::UNAUTHORIZED,
+        "an intake token opens nothing"
+    );
     let r = http
         .post(format!("{base}/login"))
         .header(COOKIE, &login_cookie)
@@ -531,7 +568,7 @@ async fn off_loopback_the_cookie_is_secure_and_the_intake_tokens_serve() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the intake's token logs in");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the console's token logs in");
     let line = set_cookie_line(&r, "kickq_console");
     assert!(line.contains("; Secure") && line.contains("HttpOnly"), "{line}");
     mock.shutdown().await;

@@ -197,7 +197,7 @@ pub struct RunArgs {
     #[arg(long = "http-intake-rate", env = "KICKQ_HTTP_INTAKE_RATE", default_value_t = crate::http_intake::DEFAULT_RATE)]
     http_intake_rate: u32,
     /// Address of the web console; unset (the default) or 0 turns it off.
-    /// Needs a token file (--console-token-file, else --http-intake-token-file).
+    /// Needs --console-token-file (the HTTP intake's tokens never open it).
     #[arg(long = "console-addr", env = "KICKQ_CONSOLE_ADDR")]
     console_addr: Option<String>,
     /// File of the console's tokens, one a line (# comments and blank lines
@@ -373,14 +373,16 @@ impl RunArgs {
         let Some(addr) = optional_addr("KICKQ_CONSOLE_ADDR", self.console_addr.as_deref())? else {
             return Ok(None);
         };
-        let token_file = [&self.console_token_file, &self.http_intake_token_file]
-            .into_iter()
-            .flatten()
-            .find(|p| !p.as_os_str().is_empty())
+        // The console's own tokens, never the HTTP intake's: a producer's
+        // token must not purge dead letters.
+        let token_file = self
+            .console_token_file
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
             .cloned()
             .ok_or(ConfigError::Invalid {
                 name: "KICKQ_CONSOLE_TOKEN_FILE",
-                why: "required when KICKQ_CONSOLE_ADDR is set (or KICKQ_HTTP_INTAKE_TOKEN_FILE): the console never runs without authentication".into(),
+                why: "required when KICKQ_CONSOLE_ADDR is set: the console never runs without authentication, and takes tokens of its own (an HTTP intake token never opens it)".into(),
             })?;
         Ok(Some(crate::console::ConsoleConfig {
             addr,

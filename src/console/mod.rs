@@ -59,7 +59,7 @@ pub const REFRESH_SECS: u64 = 3;
 pub struct ConsoleConfig {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Its tokens, one a line (`KICKQ_CONSOLE_TOKEN_FILE`, else the HTTP intake's token file).
+    /// Its tokens, one a line (`KICKQ_CONSOLE_TOKEN_FILE`; never the HTTP intake's).
     pub token_file: PathBuf,
     /// The RabbitMQ management API (`KICKQ_MANAGEMENT_URL`), for the workers page's connection list.
     pub management_url: Option<crate::secret::Secret>,
@@ -69,7 +69,7 @@ pub struct ConsoleConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
     /// The token file cannot be used.
-    #[error("console token file (KICKQ_CONSOLE_TOKEN_FILE, else KICKQ_HTTP_INTAKE_TOKEN_FILE): {0}")]
+    #[error("console token file (KICKQ_CONSOLE_TOKEN_FILE): {0}")]
     Tokens(#[from] crate::http_intake::TokenError),
     /// The address cannot be bound.
     #[error("console: cannot listen on {addr}: {source}")]
