@@ -599,3 +599,44 @@ fn the_served_document_and_the_handler_agree() {
     assert_eq!(depth, published.into_inner(), "every 202 is queued, nothing else");
     drop(worker);
 }
+
+/// Revocation is real: a token removed from the file, an emptied file or a
+/// removed one refuses at once (fail closed); a file that comes back serves
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_or_removed_token_file_revokes_every_token() {
+    let ns = Ns::new("http-revoke");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let path = intake_tokens(&ns);
+    let tokens = path.clone();
+    let (_worker, addr) = intake(&ns, &amqp_url(), move |c| c.token_file = tokens).await;
+    let body = job("room-1", &["u1"], None);
+    assert_eq!(post(addr, "", Some(TOKEN), None, body.clone()).await.status, 202);
+    // The token leaves the file (a new file renamed over the old one).
+    let next = path.with_extension("next");
+    std::fs::write(&next, "other-token\n").unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    assert_eq!(post(addr, "", Some(TOKEN), None, body.clone()).await.status, 401);
+    assert_eq!(
+        post(addr, "", Some("other-token"), None, body.clone()).await.status,
+        202
+    );
+    // Emptied: every token refused.
+    std::fs::write(&next, "# nobody\n").unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    assert_eq!(
+        post(addr, "", Some("other-token"), None, body.clone()).await.status,
+        401
+    );
+    // Removed: still refused (not the tokens of before).
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        post(addr, "", Some("other-token"), None, body.clone()).await.status,
+        401
+    );
+    // Back: served again.
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    assert_eq!(post(addr, "", Some(TOKEN), None, body).await.status, 202);
+    assert_eq!(broker.depth(&ns.names.requests).await, 3);
+}

@@ -7,7 +7,7 @@
 //! SHA-256 of a session's cookie is kept, so a memory dump holds no usable
 //! cookie, and the log names a session by a short label derived from it.
 
-use crate::http_intake::auth::{bearer, Tokens};
+use crate::http_intake::auth::{bearer, TokenId, Tokens};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -78,6 +78,9 @@ impl Access {
 }
 
 struct Session {
+    /// The token that opened it: the session ends when that token leaves
+    /// the token file.
+    token: TokenId,
     label: String,
     csrf: String,
     opened: Instant,
@@ -149,13 +152,13 @@ impl Auth {
         self.sessions.lock().expect("no panic holds the session lock")
     }
 
-    /// Whether `token` is one of the token file's (constant time).
-    pub fn token_ok(&self, token: &str) -> bool {
-        self.tokens.check(token.trim().as_bytes()).is_some()
+    /// Which of the token file's tokens `token` is, if any (constant time).
+    pub fn token_id(&self, token: &str) -> Option<TokenId> {
+        self.tokens.check(token.trim().as_bytes())
     }
 
-    /// Opens a session: its cookie value and its access.
-    pub fn open(&self, now: Instant) -> (String, Access) {
+    /// Opens a session for the token `token`: its cookie value and its access.
+    pub fn open(&self, now: Instant, token: TokenId) -> (String, Access) {
         let cookie = random_token();
         let d = digest(&cookie);
         let label = hex::encode(&d[..4]);
@@ -170,6 +173,7 @@ impl Auth {
         sessions.insert(
             d,
             Session {
+                token,
                 label: label.clone(),
                 csrf: csrf.clone(),
                 opened: now,
@@ -190,8 +194,17 @@ impl Auth {
             return self.tokens.check(token).map(|_| Access::Bearer);
         }
         let c = cookie(headers, SESSION_COOKIE)?;
+        let key = digest(c);
+        let token = self.sessions().get(&key)?.token;
+        // A session lives only as long as the token that opened it.
+        if !self.tokens.still_has(&token) {
+            if let Some(s) = self.sessions().remove(&key) {
+                tracing::info!(session = %s.label, "console: session ended: its token left the token file");
+            }
+            return None;
+        }
         let sessions = self.sessions();
-        let s = sessions.get(&digest(c))?;
+        let s = sessions.get(&key)?;
         (now.saturating_duration_since(s.opened) < SESSION_TTL).then(|| Access::Session {
             label: s.label.clone(),
             csrf: s.csrf.clone(),
@@ -238,9 +251,9 @@ mod tests {
         ] {
             assert_eq!(a.access(&headers(&[("authorization", wrong)]), now), None, "{wrong}");
         }
-        assert!(a.token_ok(" right-token\n"));
-        assert!(!a.token_ok("right-tokenx") && !a.token_ok("") && !a.token_ok("r"));
-        let (c, opened) = a.open(now);
+        let id = a.token_id(" right-token\n").expect("the file's token");
+        assert!(a.token_id("right-tokenx").is_none() && a.token_id("").is_none() && a.token_id("r").is_none());
+        let (c, opened) = a.open(now, id);
         let cookie = format!("other=1; {SESSION_COOKIE}={c}");
         let got = a.access(&headers(&[("cookie", &cookie)]), now).expect("a session");
         assert_eq!(got, opened);
@@ -261,6 +274,29 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_token_ends_the_sessions_it_opened() {
+        let dir = std::env::temp_dir().join(format!("kickq-console-revoke-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("tokens");
+        std::fs::write(&f, "token-a\ntoken-b\n").unwrap();
+        let a = Auth::new(Tokens::load(&f).unwrap(), false);
+        let now = Instant::now();
+        let (ca, _) = a.open(now, a.token_id("token-a").unwrap());
+        let (cb, _) = a.open(now, a.token_id("token-b").unwrap());
+        let h = |c: &str| headers(&[("cookie", &format!("{SESSION_COOKIE}={c}"))]);
+        assert!(a.access(&h(&ca), now).is_some() && a.access(&h(&cb), now).is_some());
+        // token-a revoked (a new file renamed over the old one).
+        std::fs::write(dir.join("next"), "token-b\n").unwrap();
+        std::fs::rename(dir.join("next"), &f).unwrap();
+        assert_eq!(a.access(&h(&ca), now), None, "token-a's session ended");
+        assert!(a.access(&h(&cb), now).is_some(), "token-b's goes on");
+        // An emptied file ends every session.
+        std::fs::write(&f, "").unwrap();
+        assert_eq!(a.access(&h(&cb), now), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn debug_never_prints_a_csrf_token() {
         let s = Access::Session {
             label: "l1".into(),
@@ -270,7 +306,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kickq-console-debug-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let a = auth(&dir);
-        let (cookie, Access::Session { csrf, .. }) = a.open(Instant::now()) else {
+        let id = a.token_id("right-token").unwrap();
+        let (cookie, Access::Session { csrf, .. }) = a.open(Instant::now(), id) else {
             panic!("a session")
         };
         let shown = format!("{a:?}");
@@ -316,9 +353,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let a = auth(&dir);
         let t0 = Instant::now();
-        let (first, _) = a.open(t0);
+        let id = a.token_id("right-token").unwrap();
+        let (first, _) = a.open(t0, id);
         for i in 1..=MAX_SESSIONS {
-            a.open(t0 + Duration::from_millis(i as u64));
+            a.open(t0 + Duration::from_millis(i as u64), id);
         }
         assert_eq!(a.sessions().len(), MAX_SESSIONS);
         let h = headers(&[("cookie", &format!("{SESSION_COOKIE}={first}"))]);

@@ -63,7 +63,7 @@ pub async fn login(st: St, headers: HeaderMap, body: Bytes) -> Response {
         return forbidden();
     }
     let token = field(&pairs, "token").unwrap_or_default();
-    if !console.auth.token_ok(token) {
+    let Some(id) = console.auth.token_id(token) else {
         tracing::warn!("console: login refused (wrong token)");
         return with_login_cookie(
             StatusCode::UNAUTHORIZED,
@@ -71,8 +71,8 @@ pub async fn login(st: St, headers: HeaderMap, body: Bytes) -> Response {
             console.auth.secure,
             Some("That token is not in the token file."),
         );
-    }
-    let (value, access) = console.auth.open(std::time::Instant::now());
+    };
+    let (value, access) = console.auth.open(std::time::Instant::now(), id);
     tracing::info!(session = %access.who(), "console: logged in");
     let secure = console.auth.secure;
     let mut resp = (StatusCode::SEE_OTHER, [(LOCATION, "/")]).into_response();

@@ -115,23 +115,45 @@ impl Tokens {
         })
     }
 
-    /// Which token `presented` is, if any. The file is re-read first if it
-    /// changed since the last read; a changed file that cannot be used (gone,
-    /// unreadable, empty) keeps the last good tokens, with a warning.
+    /// Which token `presented` is, if any (the file re-read first if it
+    /// changed: [`Tokens::current`]).
     pub(crate) fn check(&self, presented: &[u8]) -> Option<TokenId> {
+        let loaded = self.current();
+        find(&loaded.1, presented)
+    }
+
+    /// Whether the token `id` is still in the file (a console session checks
+    /// the token that opened it on every request).
+    pub(crate) fn still_has(&self, id: &TokenId) -> bool {
+        self.current().1.iter().any(|k| k == id)
+    }
+
+    /// The tokens now. The file is re-read when it changed since the last
+    /// read, and on every call while it cannot be used. A file that is gone,
+    /// unreadable or holds no token revokes every token (fail closed), with
+    /// an ERROR line each time it is read so: revoking a token by emptying
+    /// or removing the file must never leave it working.
+    fn current(&self) -> std::sync::MutexGuard<'_, (Option<Stamp>, Vec<TokenId>)> {
         let mut loaded = self.loaded.lock().expect("no panic holds the token lock");
         let now = stamp(&self.path);
-        if now != loaded.0 {
+        let failed = loaded.1.is_empty();
+        if now != loaded.0 || failed {
             loaded.0 = now;
             match read(&self.path) {
                 Ok(tokens) => {
                     tracing::info!(tokens = tokens.len(), "{}: token file re-read", self.reader);
                     loaded.1 = tokens;
                 }
-                Err(e) => tracing::warn!("{}: keeping the previous tokens: {e}", self.reader),
+                Err(e) => {
+                    tracing::error!(
+                        "{}: every token refused until the token file can be used: {e}",
+                        self.reader
+                    );
+                    loaded.1.clear();
+                }
             }
         }
-        find(&loaded.1, presented)
+        loaded
     }
 }
 
@@ -183,7 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rotated_file_is_read_again_and_a_broken_one_keeps_the_last() {
+    fn a_rotated_file_is_read_again_and_a_broken_or_empty_one_revokes_every_token() {
         let dir = std::env::temp_dir().join(format!("kickq-tokens-{}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tokens");
@@ -196,10 +218,18 @@ mod tests {
         assert!(tokens.check(b"new").is_some());
         assert!(tokens.check(b"old").is_none());
         std::fs::remove_file(&path).unwrap();
-        assert!(tokens.check(b"new").is_some(), "a vanished file keeps the last tokens");
+        assert!(tokens.check(b"new").is_none(), "a vanished file revokes every token");
         assert!(matches!(Tokens::load(&path), Err(TokenError::Read { .. })));
+        // Back: read again at once (a failed file is re-read on every check).
+        std::fs::write(&path, "new\n").unwrap();
+        assert!(tokens.check(b"new").is_some());
+        let id = tokens.check(b"new").unwrap();
+        assert!(tokens.still_has(&id));
+        // Emptied: fail closed, every token refused.
         std::fs::write(&path, "# none\n").unwrap();
         assert!(matches!(Tokens::load(&path), Err(TokenError::Empty(_))));
+        assert!(tokens.check(b"new").is_none(), "an emptied file revokes every token");
+        assert!(!tokens.still_has(&id));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
