@@ -363,6 +363,26 @@ async fn idempotent_retry(ns: &Ns, broker: &Broker, addr: SocketAddr) {
     assert_eq!(bad.status, 400);
     assert_eq!(broker.depth(&ns.names.requests).await, 2);
     assert_eq!(broker.depth(&ns.names.bulk).await, 0);
+    // A key belongs to its token: another token's request with the same key
+    // neither gets the first one's answer (its job ids) nor a conflict.
+    let theirs = post(addr, "", Some("other-token"), Some(&key), job("room-4", &["d"], None)).await;
+    assert_eq!(theirs.status, 202, "{}", theirs.body);
+    assert!(theirs.headers.get("idempotent-replayed").is_none());
+    assert_ne!(ids(&theirs), ids(&first));
+    let same_body = post(addr, "", Some("other-token"), Some(&key), body_of_first()).await;
+    assert_eq!(same_body.status, 422, "the other token's key now holds its own request");
+    let mine = post(addr, "", Some(TOKEN), Some(&key), body_of_first()).await;
+    assert_eq!(ids(&mine), ids(&first), "the first token still gets its own answer");
+    assert_eq!(broker.depth(&ns.names.requests).await, 3);
+}
+
+/// The two-job body `idempotent_retry` sends first.
+fn body_of_first() -> Vec<u8> {
+    serde_json::to_vec(&json!([
+        {"room_id": "room-1", "user_ids": ["a"]},
+        {"room_id": "room-2", "user_ids": ["b"]}
+    ]))
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,7 +419,8 @@ async fn a_retried_request_with_its_idempotency_key_publishes_nothing_again_in_t
     let again = post(other.intake_addr().unwrap(), "", Some(TOKEN), Some(key), body).await;
     assert_eq!((first.status, again.status), (202, 202));
     assert_eq!(ids(&first), ids(&again));
-    assert_eq!(broker.depth(&ns.names.requests).await, 3);
+    // idempotent_retry's three, and this one once.
+    assert_eq!(broker.depth(&ns.names.requests).await, 4);
     drop((worker, other));
     db.drop_db().await;
 }

@@ -142,6 +142,9 @@ pub(crate) async fn post_kicks(
     let Some(key) = key else {
         return publish(&s, lane, jobs).await.map_or_else(|r| r, accepted);
     };
+    // A key belongs to the token that used it: another token's request with
+    // the same key is another request, never its answer, never its conflict.
+    let key = scoped_key(&token, &key);
     // Same-key requests go one at a time, so a retry racing its original
     // finds the original's answer.
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -181,6 +184,13 @@ pub(crate) async fn post_kicks(
             accepted(ids)
         }
     }
+}
+
+/// The stored form of an `Idempotency-Key`: the key within the scope of the
+/// token that presented it (the first 8 bytes of the token's SHA-256, in
+/// hex: the token itself is never stored).
+fn scoped_key(token: &super::auth::TokenId, key: &str) -> String {
+    format!("{}:{key}", hex::encode(&token[..8]))
 }
 
 /// Reads and discards a small unauthenticated body before its 401 is sent.
