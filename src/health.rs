@@ -164,6 +164,9 @@ struct Counts {
     nothing_to_do: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    /// Messages dead-lettered whole, before any call (invalid, expired, of no
+    /// app served): their users are not counted above.
+    unusable: AtomicU64,
     skipped: AtomicU64,
     calls: AtomicU64,
     pending_users: AtomicU64,
@@ -209,6 +212,9 @@ pub struct Progress {
     pub retried: u64,
     /// Users dead-lettered.
     pub dead_lettered: u64,
+    /// Messages dead-lettered whole before any call (invalid, expired, of no
+    /// app served).
+    pub unusable: u64,
     /// Users skipped because the ledger shows them done for their job id.
     pub skipped: u64,
     /// API calls answered.
@@ -230,6 +236,7 @@ impl Progress {
             nothing_to_do: self.nothing_to_do - earlier.nothing_to_do,
             retried: self.retried - earlier.retried,
             dead_lettered: self.dead_lettered - earlier.dead_lettered,
+            unusable: self.unusable - earlier.unusable,
             skipped: self.skipped - earlier.skipped,
             calls: self.calls - earlier.calls,
             pending_users: self.pending_users,
@@ -244,6 +251,7 @@ impl Progress {
             + self.nothing_to_do
             + self.retried
             + self.dead_lettered
+            + self.unusable
             + self.skipped
             + self.calls
             + self.pending_users
@@ -310,6 +318,12 @@ impl Health {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Messages were dead-lettered whole, before any call (invalid,
+    /// expired, of no app this worker serves).
+    pub fn count_unusable(&self, n: u64) {
+        self.progress.unusable.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// API calls were answered.
     pub fn count_calls(&self, n: u64) {
         self.progress.calls.fetch_add(n, Ordering::Relaxed);
@@ -342,6 +356,7 @@ impl Health {
             nothing_to_do: r(&c.nothing_to_do),
             retried: r(&c.retried),
             dead_lettered: r(&c.dead_lettered),
+            unusable: r(&c.unusable),
             skipped: r(&c.skipped),
             calls: r(&c.calls),
             pending_users: r(&c.pending_users),

@@ -437,3 +437,46 @@ fn config_file_refusals_name_the_key() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }
+
+/// `--log-format pretty` into a pipe (not a terminal) writes no ANSI
+/// escapes; the far mock's flags are in its start line.
+#[test]
+fn pretty_logs_into_a_pipe_carry_no_ansi_escapes() {
+    use std::io::Read;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["--log-format", "pretty", "mock-zego", "--listen", &addr.to_string()])
+        .args(["--one-way-ms", "100", "--jitter-ms", "20"])
+        .env_remove("ZEGO_SERVER_SECRET_FILE")
+        .env("ZEGO_APP_ID", "3")
+        .env("ZEGO_SERVER_SECRET", S32)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kickq mock-zego");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mock-zego never listened on {addr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("mock-zego listening"), "{err}");
+    assert!(err.contains("one_way_ms=100") && err.contains("jitter_ms=20"), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escapes in a pipe: {err:?}");
+    let (code, _, err) = kickq_code(
+        &["mock-zego", "--one-way-ms", "10", "--jitter-ms", "11"],
+        &[("ZEGO_APP_ID", "3"), ("ZEGO_SERVER_SECRET", S32)],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("jitter 11 ms exceeds the one-way delay 10 ms"), "{err}");
+}

@@ -133,13 +133,16 @@ async fn the_log_says_what_the_worker_did_and_a_clean_stop_logs_no_error() {
             &[
                 job("good-1", &["a", "b"], None),
                 br#"{"room_id":"bad-1","user_ids":["x"],"job_id":"job-bad"}"#.to_vec(),
+                br#"{"room_id":"late-1","user_ids":["y","z"],"job_id":"job-late","not_after":"2020-01-01T00:00:00Z"}"#
+                    .to_vec(),
+                br#"{"room_id":"","user_ids":["w"],"job_id":"job-invalid"}"#.to_vec(),
             ],
         )
         .await;
     wait_for(
         Duration::from_secs(20),
-        "the good users kicked and the bad one dead",
-        || async { mock.kicked().len() == 2 && broker.depth(&ns.names.dead).await == 1 },
+        "the good users kicked and the others dead",
+        || async { mock.kicked().len() == 2 && broker.depth(&ns.names.dead).await == 3 },
     )
     .await;
     // One progress line comes every 10 s while there was work.
@@ -172,10 +175,28 @@ async fn the_log_says_what_the_worker_did_and_a_clean_stop_logs_no_error() {
     ] {
         assert!(dead.contains(part), "{part} in {dead}");
     }
+    // An expired job says so, with its room, users and deadline; an
+    // unusable one says why in words, never in Rust's debug text.
+    let late = line("expired job").expect("a line for the expired job");
+    for part in [
+        "job-late",
+        "late-1",
+        "[\\\"y\\\",\\\"z\\\"]",
+        "2020-01-01T00:00:00.000Z",
+    ] {
+        assert!(late.contains(part), "{part} in {late}");
+    }
+    let invalid = line("unusable message").expect("a line for the invalid job");
+    assert!(invalid.contains("\"reason\":\"invalid job: room_id"), "{invalid}");
+    assert!(
+        !err.contains("Expired(") && !err.contains("Validation("),
+        "debug text in the log: {err}"
+    );
     let progress = line("progress over the last 10s").expect("a progress line");
     for part in [
         "\"kicked\":2",
         "\"dead_lettered\":1",
+        "\"unusable_messages\":2",
         "\"limit_per_s\":50",
         "\"calls\":2",
     ] {

@@ -115,7 +115,12 @@ fn init_tracing(format: Option<LogFormat>, default_filter: &str) {
             .flatten_event(true)
             .boxed()
     } else {
-        fmt::layer().with_writer(std::io::stderr).boxed()
+        // Colours only on a terminal: `--log-format pretty` into a file or a
+        // pipe writes no ANSI escapes.
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed()
     };
     tracing_subscriber::registry()
         .with(filter)

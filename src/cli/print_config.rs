@@ -13,7 +13,7 @@ pub(crate) fn render(cfg: &WorkerConfig) -> String {
     };
     let s = |v: &str| toml::Value::String(v.to_owned());
     // A URL encodes the brackets of the redaction mark; the printout shows it plain.
-    let url = |v: &str| toml::Value::String(crate::config::redact_url(v).replace("%5Bredacted%5D", "[redacted]"));
+    let url = |v: &str| toml::Value::String(crate::config::redact_url(v));
     let n = |v: u64| toml::Value::Integer(v as i64);
     let d = |v: Duration| toml::Value::String(duration(v));
     put("amqp_url", url(cfg.amqp_url.expose()));

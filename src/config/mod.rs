@@ -192,6 +192,10 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Stands for the password inside [`redact_url`] before it is shown as
+/// `[redacted]`: URL-safe, so the URL keeps it verbatim.
+const PASSWORD_PLACEHOLDER: &str = "kickq-redacted-password";
+
 /// Removes the password (and the query string, which may carry one:
 /// `?password=` is legal in a PostgreSQL URL) from a URL so it can be logged.
 pub fn redact_url(url: &str) -> String {
@@ -219,11 +223,17 @@ pub fn redact_url(url: &str) -> String {
     }
     match url::Url::parse(url) {
         Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("[redacted]"));
-            }
+            // A placeholder the URL keeps as it is, then shown as the
+            // readable `[redacted]` (set as such, the URL would percent-encode
+            // it to `%5Bredacted%5D`).
+            let redacted = u.password().is_some() && u.set_password(Some(PASSWORD_PLACEHOLDER)).is_ok();
             u.set_query(None);
-            u.to_string()
+            let shown = u.to_string();
+            if redacted {
+                shown.replacen(&format!(":{PASSWORD_PLACEHOLDER}@"), ":[redacted]@", 1)
+            } else {
+                shown
+            }
         }
         Err(_) => "[unparseable url]".into(),
     }
@@ -247,8 +257,13 @@ mod tests {
         let got = redact_url("amqp://u:pw1@h1:5701/%2f,amqp://u:pw2@h2:5702/%2f, h3:5703");
         assert_eq!(
             got,
-            "amqp://u:%5Bredacted%5D@h1:5701/%2f,amqp://u:%5Bredacted%5D@h2:5702/%2f,h3:5703"
+            "amqp://u:[redacted]@h1:5701/%2f,amqp://u:[redacted]@h2:5702/%2f,h3:5703"
         );
+        assert_eq!(
+            redact_url("amqp://u:pw@h:5672/%2f?x=1"),
+            "amqp://u:[redacted]@h:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://h:5672/%2f"), "amqp://h:5672/%2f");
         assert_eq!(
             redact_url("amqp://u:12,34@h/%2f"),
             "[unparseable url]",

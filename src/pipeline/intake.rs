@@ -107,6 +107,15 @@ pub fn decode(
         Selected::NoDefault => return Err((Unusable::NoApp, request.job_id, attempts)),
     };
     if let Some(deadline) = request.not_after.filter(|_| request.expired_at(now)) {
+        tracing::warn!(
+            delivery = id,
+            job_id = request.job_id.as_deref().unwrap_or(""),
+            app_id,
+            room = %request.room_id,
+            users = %serde_json::to_string(&request.user_ids).unwrap_or_default(),
+            not_after = %headers::rfc3339(deadline),
+            "expired job: its not_after passed before it could be called; dead-lettering it"
+        );
         return Err((Unusable::Expired(deadline), request.job_id, attempts));
     }
     Ok(Job {
@@ -245,7 +254,7 @@ pub async fn run(cx: Context) -> IntakeEnd {
                     };
                     let input = match elsewhere {
                         Elsewhere::Shard(to) => {
-                            tracing::info!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), shard = %cfg.shard.name(), to_shard = %to, reason = ?why, "job of an app another shard serves; forwarding it there");
+                            tracing::info!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), shard = %cfg.shard.name(), to_shard = %to, reason = %why, "job of an app another shard serves; forwarding it there");
                             RouterInput::Forward {
                                 delivery: handle,
                                 body: delivery.data,
@@ -256,7 +265,10 @@ pub async fn run(cx: Context) -> IntakeEnd {
                         }
                         Elsewhere::Nowhere => {
                             crate::metrics::message_consumed(false);
-                            tracing::warn!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), reason = ?why, "unusable message; dead-lettering it verbatim");
+                            // An expired job has its own line, with its room and users.
+                            if !matches!(why, Unusable::Expired(_)) {
+                                tracing::warn!(delivery = id, job_id = job_id.as_deref().unwrap_or(""), reason = %why, "unusable message; dead-lettering it verbatim");
+                            }
                             RouterInput::Unusable {
                                 delivery: handle,
                                 body: delivery.data,

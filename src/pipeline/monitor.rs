@@ -47,6 +47,7 @@ pub(crate) async fn report_progress(health: Arc<Health>, rate: u32) {
                 nothing_to_do = d.nothing_to_do,
                 retried = d.retried,
                 dead_lettered = d.dead_lettered,
+                unusable_messages = d.unusable,
                 skipped = d.skipped,
                 calls = d.calls,
                 calls_per_s = (d.calls as f64 / secs * 10.0).round() / 10.0,

@@ -502,6 +502,7 @@ impl Router {
         let props = persistent_json(job_id.as_deref(), headers::dead_letter(None, &dl));
         self.publisher.publish(&self.cfg.names.dead, &body, props).await?;
         crate::metrics::dead_letter(error.as_str());
+        self.health.count_unusable(1);
         self.tally.dead_letters += 1;
         self.events.extend(event);
         self.ready.push(delivery);

@@ -97,6 +97,23 @@ pub enum Unusable {
     },
 }
 
+/// What an operator reads in the log: the reason in words, never Rust's
+/// debug text.
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::Validation(why) => write!(f, "invalid job: {why}"),
+            Unusable::UnknownApp(app) => write!(f, "app_id {app} is not one this worker serves"),
+            Unusable::NoApp => f.write_str("the job names no app_id and this worker has no default app"),
+            Unusable::Expired(at) => write!(f, "expired: its not_after {} had passed", crate::amqp::headers::rfc3339(*at)),
+            Unusable::Misrouted { to, forwards } => write!(
+                f,
+                "forwarded {forwards} time(s) and bound for shard {to} again: the workers' configs disagree on its app's shard"
+            ),
+        }
+    }
+}
+
 /// Intake -> router.
 #[derive(Debug)]
 pub enum RouterInput {
