@@ -233,6 +233,12 @@ async fn status_shows_queues_and_the_active_worker() {
     b.publish_raw(&ns.names.requests, &common::job("room-s", &["u1", "u2"], None))
         .await;
     common::wait_for(Duration::from_secs(20), "the kick", || async { m.kicked().len() == 2 }).await;
+    // The mock records the kick before its answer reaches the worker, which
+    // counts the call only then.
+    common::wait_for(Duration::from_secs(20), "the answered call counted", || async {
+        status().await["calls_per_sec"].as_f64().unwrap_or(0.0) > 0.0
+    })
+    .await;
     let s = status().await;
     assert_eq!(s["apps"], serde_json::json!([APP_ID]), "{s}");
     assert_eq!(s["connected"], true, "{s}");

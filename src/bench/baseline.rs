@@ -178,11 +178,21 @@ async fn call(
     reason: Option<&str>,
 ) -> bool {
     for _ in 0..MAX_ATTEMPTS {
-        if gate.acquire(app_id).await.is_none() {
+        let Some(granted) = gate.acquire(app_id).await else {
             return false;
-        }
+        };
         stats.calls.fetch_add(1, Ordering::Relaxed);
         let result = client.kickout(room, users, reason).await;
+        // The same gate as kickq's, told when each call came back.
+        gate.report(
+            app_id,
+            crate::ratelimit::Feedback::Answered {
+                granted,
+                answered: crate::pipeline::dispatch::answered_by_gateway(&result.result),
+            },
+            tokio::time::Instant::now(),
+            Duration::ZERO,
+        );
         match result.result {
             Ok(reply) if reply.code == 0 => return true,
             Ok(reply) if reply.code == 7 || reply.code == 206 => {

@@ -192,7 +192,7 @@ pub fn disposition_label(d: Disposition) -> &'static str {
 /// of the path (`ratelimit`'s floor). Any status counts: an answer from a
 /// proxy in front of the gateway is a shorter round trip, which only lowers
 /// the floor (safe). A timeout or a failed connection is no sample.
-fn answered_by_gateway(result: &Result<crate::zego::ApiReply, crate::zego::TransportError>) -> bool {
+pub(crate) fn answered_by_gateway(result: &Result<crate::zego::ApiReply, crate::zego::TransportError>) -> bool {
     use crate::zego::TransportError as T;
     match result {
         Ok(_) => true,

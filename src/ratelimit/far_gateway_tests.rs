@@ -38,6 +38,18 @@ struct Seen {
 /// later. Every `no_answer_every`-th call gets no answer (reported at the
 /// moment its answer would have come, as a failure).
 fn run(counting: Counting, paths: &[Path], seed: u64, no_answer_every: Option<usize>) -> Seen {
+    run_with(counting, paths, seed, no_answer_every, None)
+}
+
+/// [`run`], where every `slow_every`-th call's request takes 1.5 s more to
+/// reach the gateway (a call slower than a window).
+fn run_with(
+    counting: Counting,
+    paths: &[Path],
+    seed: u64,
+    no_answer_every: Option<usize>,
+    slow_every: Option<usize>,
+) -> Seen {
     let t0 = Instant::now();
     let mut b = AppBudget::new(50, DEFAULT_PROBE_INTERVAL, t0).with_counting(counting);
     let mut draws = Draws(seed);
@@ -64,10 +76,14 @@ fn run(counting: Counting, paths: &[Path], seed: u64, no_answer_every: Option<us
             b.sent(granted, at, answered);
         }
         while b.try_acquire(now) == Grant::Now {
+            b.track(now);
             let mut leg =
                 || Duration::from_secs_f64((path.one_way + path.jitter * (2.0 * draws.unit() - 1.0)) / 1000.0);
-            let (out, back) = (leg(), leg());
+            let (mut out, back) = (leg(), leg());
             calls += 1;
+            if slow_every.is_some_and(|n| calls.is_multiple_of(n)) {
+                out += Duration::from_millis(1500);
+            }
             let answered = no_answer_every.is_none_or(|n| !calls.is_multiple_of(n));
             arrivals.push(now - t0 + out);
             in_flight.push((now, now + out + back, answered));
@@ -180,14 +196,31 @@ fn a_gateway_that_counts_arrivals_never_sees_more_than_the_limit_by_table() {
             33.0,
         ),
     ];
-    for (seed, (case, counting, paths, no_answer, least)) in cases.iter().enumerate() {
-        let seen = run(*counting, paths, 0x9E37_79B9_7F4A_7C15 ^ seed as u64, *no_answer);
-        eprintln!("{case}: busiest {}, {:.2} calls/s", seen.busiest, seen.per_sec);
-        assert!(seen.busiest <= 50, "{case}: {} arrivals in one second", seen.busiest);
+    for (i, (case, counting, paths, no_answer, least)) in cases.iter().enumerate() {
+        for seed in 0..3u64 {
+            let seen = run(
+                *counting,
+                paths,
+                0x9E37_79B9_7F4A_7C15 ^ (i as u64 * 7919 + seed),
+                *no_answer,
+            );
+            eprintln!("{case}: busiest {}, {:.2} calls/s", seen.busiest, seen.per_sec);
+            assert!(seen.busiest <= 50, "{case}: {} arrivals in one second", seen.busiest);
+            assert!(
+                seen.per_sec >= *least,
+                "{case}: {:.1} calls/s, expected at least {least}",
+                seen.per_sec
+            );
+        }
+    }
+    // Calls slower than a window (their requests reach the gateway 1.5 s
+    // late) keep their places until they come back.
+    for seed in 0..3u64 {
+        let seen = run_with(Counting::Arrival, &[path(100.0, 20.0, 40)], 11 + seed, None, Some(25));
         assert!(
-            seen.per_sec >= *least,
-            "{case}: {:.1} calls/s, expected at least {least}",
-            seen.per_sec
+            seen.busiest <= 50,
+            "slow calls: {} arrivals in one second",
+            seen.busiest
         );
     }
     // The gain: at 200 ms the arrival rule spends what the answer rule gives away.
@@ -247,4 +280,26 @@ fn an_answered_call_moves_to_its_estimated_arrival_never_before_its_token() {
     assert_eq!(d.try_acquire(s), Grant::Now);
     d.sent(s, s + ms(180), true);
     assert_eq!(d.last_call(), Some(s + ms(180)));
+}
+
+#[test]
+fn a_call_in_flight_keeps_its_place_until_it_comes_back() {
+    let t0 = Instant::now();
+    let ms = |n: u64| Duration::from_millis(n);
+    let mut b = AppBudget::new(1, DEFAULT_PROBE_INTERVAL, t0);
+    assert_eq!(b.try_acquire(t0), Grant::Now);
+    b.track(t0);
+    // A window later the call is still out: its place is not free.
+    let later = t0 + WINDOW + ms(5);
+    assert_eq!(b.peek(later), Grant::Later(later + IN_FLIGHT_RECHECK));
+    // It comes back 1.5 s after its token: counted from then (no floor yet).
+    b.sent(t0, t0 + ms(1500), true);
+    assert_eq!(b.peek(t0 + ms(1500)), Grant::Later(t0 + ms(1500) + WINDOW));
+    // A token never reported (its call abandoned) holds its place only for
+    // UNANSWERED_AFTER.
+    let mut c = AppBudget::new(1, DEFAULT_PROBE_INTERVAL, t0);
+    assert_eq!(c.try_acquire(t0), Grant::Now);
+    c.track(t0);
+    assert!(matches!(c.peek(t0 + ms(30_000)), Grant::Later(_)));
+    assert_eq!(c.peek(t0 + UNANSWERED_AFTER), Grant::Now);
 }

@@ -35,21 +35,18 @@
 //! its token `s`.
 //!
 //! *Claim.* At most `limit` calls of an AppId arrive at the gateway within
-//! any one second.
+//! any one second, under the assumptions below.
 //!
 //! *Assumptions.* (A1) Any two calls' legs together take at least the floor
 //! less the margin: `out_j + back_i >= r_min - WINDOW_MARGIN` (each leg is at
 //! least its share of the fastest round trip seen, within the margin; the
-//! margin also absorbs the floor's sampling error). This includes a path
-//! that does not get faster by more than the margin within a round trip: a
-//! call sent on a path that just got much shorter reaches the gateway before
-//! any answer could lower the floor, and the gateway may then see one call
-//! too many in a second, once (it answers 206; the AppId slows down, the
-//! call is retried, nothing is lost). A path that gets longer is safe: the
-//! old floor only makes places count later. (A2) The gateway's clock
-//! and ours run at the same rate over a second. (A3) A call comes back
-//! (answered, timed out or failed) within one window of its token, before
-//! its place could be taken: round trips under a second.
+//! margin also absorbs the floor's sampling error). (A2) The gateway's clock
+//! and ours run at the same rate over a second. (A3) A call that gets no
+//! answer (a timeout, a transport error) reached the gateway, if it did at
+//! all, before its failure was reported (no request bytes still on the way
+//! after the client gave up). Until a call comes back its place stays in the
+//! window from its token, however long it takes ([`AppBudget::track`]; a
+//! call never reported stops holding it after [`UNANSWERED_AFTER`]).
 //!
 //! *Proof.* The budget grants a token at `s_j` only when fewer than `limit`
 //! places lie within the last window `W = 1 s + WINDOW_MARGIN`: every call
@@ -57,16 +54,26 @@
 //! whose place `j` takes over (the `limit`-th most recent), `s_j >= p_i + W`.
 //! Its arrival `g_i <= a_i - back_i`, and `g_j >= s_j + out_j`, so
 //! `g_j - g_i >= p_i + W - a_i + out_j + back_i`. With `p_i = a_i - r_min`
-//! and (A1), `g_j - g_i >= W - WINDOW_MARGIN = 1 s`; with `p_i = a_i` (no
-//! floor, no answer), `g_j - g_i >= W + out_j + back_i > 1 s`. Each of the
+//! and (A1), `g_j - g_i >= W - WINDOW_MARGIN = 1 s`; with `p_i = a_i` (an
+//! answer, no floor yet), `g_j - g_i >= W + out_j + back_i > 1 s`; with no
+//! answer, (A3) gives `g_i <= a_i = p_i`, so `g_j - g_i >= W + out_j > 1 s`.
+//! Each of the
 //! `limit` places therefore carries at most one arrival in any second: no
 //! second holds more than `limit`. A place moves only later (`a_i - r_min >=
-//! s_i`, since `r_min <= r_i`), so the window never frees a place early.
-//! Where (A3) fails (a call slower than a second, which the gateway may have
-//! seen late), its place may have been taken already; its answer puts it
-//! back in the window from then on, so the calls after it count it, and a
-//! rate answer, if the gateway saw one call too many, slows the AppId down
-//! and the call is retried: the claim then holds from that answer on.
+//! s_i`, since `r_min <= r_i`), and a call in flight keeps its place, so
+//! the window never frees a place early.
+//!
+//! *Where the assumptions bend.* (A1) is an assumption, not a measurement:
+//! the floor is the fastest round trip *seen*, above the true fastest by a
+//! sampling error that shrinks with the samples (a few ms for a few hundred
+//! samples at ± 40 ms of jitter on each leg) and grows with the jitter; the
+//! margin covers it for jitter up to about ± 40 ms a leg. A path that gets
+//! faster by more than the margin breaks (A1) until the first fast answer
+//! lowers the floor: the calls placed with the old floor may then put a
+//! call or two over the limit within one window. The gateway answers those
+//! 206; the AppId slows down and the calls are retried, nothing is lost. A
+//! path that gets longer is safe: the old floor only makes places count
+//! later.
 //!
 //! *Why this and not the answer alone.* Counting from the answer makes a
 //! token reusable a window plus a whole round trip after it was spent: at
@@ -229,7 +236,21 @@ pub struct AppBudget {
     counting: Counting,
     /// The fastest recent round trip, for [`Counting::Arrival`].
     rtt: RttFloor,
+    /// Tokens spent by the gate's callers ([`Gate::take`], [`Gate::acquire`])
+    /// whose calls have not come back yet: their places stay in the window
+    /// however long they take (a call slower than a window may reach the
+    /// gateway late), until [`AppBudget::sent`] or [`UNANSWERED_AFTER`].
+    in_flight: Vec<Instant>,
 }
+
+/// After this long an in-flight token that was never reported (its call
+/// abandoned: a session that ended mid-call) stops holding its place. Far
+/// above any call's life (the HTTP client's total timeout, 10 s by default).
+pub const UNANSWERED_AFTER: Duration = Duration::from_secs(60);
+
+/// How soon a budget whose next place is held by a call still in flight
+/// after a whole window is asked again: that call's answer frees it.
+pub const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(20);
 
 /// How soon a budget whose lease has run out is asked again: a renewal that
 /// comes back late extends the lease, and the coalescer then goes on.
@@ -283,7 +304,14 @@ impl AppBudget {
             lease_until: None,
             counting: Counting::default(),
             rtt: RttFloor::default(),
+            in_flight: Vec::new(),
         }
+    }
+
+    /// The call of the token spent at `granted` is in flight: its place
+    /// stays in the window until it comes back ([`AppBudget::sent`]).
+    pub fn track(&mut self, granted: Instant) {
+        self.in_flight.push(granted);
     }
 
     /// Counts answered calls as `counting` says (the default is
@@ -337,13 +365,9 @@ impl AppBudget {
     }
 
     fn prune(&mut self, now: Instant) {
-        while let Some(&oldest) = self.starts.front() {
-            if oldest + self.window <= now {
-                self.starts.pop_front();
-            } else {
-                break;
-            }
-        }
+        self.in_flight.retain(|&g| g + UNANSWERED_AFTER > now);
+        let (window, in_flight) = (self.window, &self.in_flight);
+        self.starts.retain(|&t| t + window > now || in_flight.contains(&t));
     }
 
     /// Looks without taking: when could a call start?
@@ -373,8 +397,15 @@ impl AppBudget {
         let window_free = if self.starts.len() < limit {
             now
         } else {
-            // The call that must leave the window before one more may enter.
-            self.starts[self.starts.len() - limit] + self.window
+            // The call that must leave the window before one more may enter;
+            // one still in flight after a whole window leaves when it comes
+            // back, which is not known yet.
+            let leaves = self.starts[self.starts.len() - limit] + self.window;
+            if leaves <= now {
+                now + IN_FLIGHT_RECHECK
+            } else {
+                leaves
+            }
         };
         // GCRA: `last_start` holds the theoretical time of the next call, so
         // a timer that wakes a millisecond late does not push every later
@@ -407,9 +438,15 @@ impl AppBudget {
         self.last_start = Some(self.last_start.map_or(now, |tat| tat.max(now)) + spacing);
         self.starts.push_back(now);
         // Keep memory bounded by the configured limit even after a slow-down
-        // shrank the effective one: older entries can never matter again.
+        // shrank the effective one: older entries can never matter again
+        // (a call in flight keeps its place).
         while self.starts.len() > self.limit as usize {
-            self.starts.pop_front();
+            match self.starts.iter().position(|t| !self.in_flight.contains(t)) {
+                Some(i) => {
+                    self.starts.remove(i);
+                }
+                None => break,
+            }
         }
     }
 
@@ -421,6 +458,9 @@ impl AppBudget {
     /// its new place is still within one. A "return" before its token
     /// changes nothing.
     pub fn sent(&mut self, granted: Instant, at: Instant, answered: bool) {
+        if let Some(i) = self.in_flight.iter().position(|&g| g == granted) {
+            self.in_flight.swap_remove(i);
+        }
         if at < granted {
             return;
         }
@@ -715,7 +755,13 @@ impl Gate {
     /// probe of a halted AppId when it is due ([`Grant::Probe`]); else says
     /// when to ask again.
     pub fn take(&self, app_id: u32, now: Instant) -> Grant {
-        self.with(app_id, |b| b.try_acquire(now))
+        self.with(app_id, |b| {
+            let grant = b.try_acquire(now);
+            if matches!(grant, Grant::Now | Grant::Probe) {
+                b.track(now);
+            }
+            grant
+        })
     }
 
     /// Runs `f` on the AppId's budget, creating it on first use (a shard's
@@ -763,7 +809,11 @@ impl Gate {
                 if b.halted().is_some() {
                     None
                 } else {
-                    Some(b.try_acquire(now))
+                    let grant = b.try_acquire(now);
+                    if matches!(grant, Grant::Now | Grant::Probe) {
+                        b.track(now);
+                    }
+                    Some(grant)
                 }
             });
             match grant {
@@ -1134,10 +1184,22 @@ mod tests {
     fn apps_have_their_own_limits_windows_and_halts() {
         let gate = Gate::with_limits([(1, 2), (2, 3)], Duration::from_secs(30));
         let t0 = Instant::now();
-        // Tokens granted over one window, asked every millisecond.
+        // Tokens granted over one window, asked every millisecond; each call
+        // comes back a millisecond after its token.
         let taken = |app| {
             (0..1000)
-                .filter(|ms| gate.take(app, t0 + Duration::from_millis(*ms)) == Grant::Now)
+                .filter(|ms| {
+                    let at = t0 + Duration::from_millis(*ms);
+                    let granted = gate.take(app, at) == Grant::Now;
+                    if granted {
+                        let answered = Feedback::Answered {
+                            granted: at,
+                            answered: true,
+                        };
+                        gate.report(app, answered, at + Duration::from_millis(1), Duration::ZERO);
+                    }
+                    granted
+                })
                 .count()
         };
         assert_eq!(taken(1), 2);

@@ -44,6 +44,10 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// HTTP/2 they are one.
 pub const WARM_CONNECTIONS: usize = 4;
 
+/// Most body bytes a warm-up answer is read for (an `OPTIONS` answer is
+/// empty or a short error page).
+const WARM_UP_BODY_BYTES: usize = 16 * 1024;
+
 /// What [`ZegoClient::warm_up`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmUp {
@@ -286,8 +290,16 @@ impl ZegoClient {
                 .await
                 .ok()?;
             let version = response.version();
-            // Read to the end, so the connection goes back to the pool.
-            let _ = response.bytes().await;
+            // Read to the end (a few KiB at most), so the connection goes
+            // back to the pool; a longer body is dropped with its connection.
+            let mut response = response;
+            let mut read = 0usize;
+            while let Ok(Some(chunk)) = response.chunk().await {
+                read += chunk.len();
+                if read > WARM_UP_BODY_BYTES {
+                    break;
+                }
+            }
             Some(version)
         };
         let answers = futures_util::future::join_all((0..connections).map(|_| one())).await;
