@@ -972,6 +972,23 @@ async fn a_pass_waiting_at_its_prompt_blocks_no_reader() {
     assert_eq!(tags(&broker.drain(&ns.names.dead).await), want);
 }
 
+/// `kickq dlq replay --yes --rate 0.01` in the background: one replay per
+/// 100 s, so it replays one letter and then holds the pass lock for the
+/// whole test.
+fn spawn_paced_replay(ns: &Ns) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
+        .args(["dlq", "replay", "--yes", "--rate", "0.01"])
+        .env("KICKQ_AMQP_URL", amqp_url())
+        .env("KICKQ_NAMESPACE", ns.name())
+        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A pass that runs (a replay paced at one letter per 100 s) holds the
 /// lock: a pass that will not wait (`--wait 0s`: the 2 s a free lock may
 /// take) is refused with who runs it, and changes nothing.
@@ -984,17 +1001,7 @@ async fn a_second_pass_is_refused_while_one_runs_and_changes_nothing() {
         .map(|i| seed(&format!("t{i}"), "r", DeadError::Permanent, None))
         .collect();
     publish_letters(&broker, &ns, &seeds).await;
-    let first = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
-        .args(["dlq", "replay", "--yes", "--rate", "0.01"])
-        .env("KICKQ_AMQP_URL", amqp_url())
-        .env("KICKQ_NAMESPACE", ns.name())
-        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = spawn_paced_replay(&ns);
     wait_depth(&broker, &ns.names.bulk, 1).await;
     wait_lock_held(&broker, &ns).await;
     for args in [
@@ -1090,17 +1097,7 @@ async fn a_paced_replay_acks_each_letter_at_once_and_stops_on_ctrl_c_while_waiti
         .collect();
     publish_letters(&broker, &ns, &seeds).await;
     // One replay per 100 s: the second is never due during the test.
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"))
-        .args(["dlq", "replay", "--yes", "--rate", "0.01"])
-        .env("KICKQ_AMQP_URL", amqp_url())
-        .env("KICKQ_NAMESPACE", ns.name())
-        .env("KICKQ_RETRY_DELAYS", "200ms,400ms,800ms")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_paced_replay(&ns);
     wait_depth(&broker, &ns.names.bulk, 1).await;
     // The replayed letter is acked, and no other letter is held while waiting.
     wait_for(
