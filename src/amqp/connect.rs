@@ -17,6 +17,19 @@ use std::time::Duration;
 /// node, which has no other to try.
 pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest wait for a connection's close to be answered. lapin ends its
+/// I/O loop without answering a close it had queued when a channel closed
+/// by a dropped handle races it (it reports that as a connection error), so
+/// an unbounded close could hold a finished command forever; the socket goes
+/// with the connection either way.
+pub const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
+/// Closes `conn` with `reason`, waiting at most [`CLOSE_WITHIN`]; what is
+/// left unacknowledged on it returns to its queues as with any close.
+pub async fn close(conn: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_WITHIN, conn.close(200, reason.into())).await;
+}
+
 /// The node of the list that the last connect reached (per process: every
 /// caller shares one broker list).
 static LAST_REACHED: AtomicUsize = AtomicUsize::new(0);

@@ -58,7 +58,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
                     kick(k, n_apps).body_for(app_credentials(k % n_apps).app_id)
                 })
                 .await?;
-                let _ = conn.close(200, "apps published".into()).await;
+                crate::amqp::connect::close(&conn, "apps published").await;
                 write_config(file, n_apps, rate, &mock.base_url())?;
                 let work = Work {
                     n_apps,

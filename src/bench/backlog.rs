@@ -151,7 +151,7 @@ async fn drain_with_child(
     waited?;
     let run = collect(mock, start, 0);
     let left = queue_depth(env, &names.requests).await?;
-    let _ = conn.close(200, "backlog done".into()).await;
+    crate::amqp::connect::close(&conn, "backlog done").await;
     Ok(Measured {
         peak,
         publish_secs,

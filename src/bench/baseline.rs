@@ -120,7 +120,7 @@ pub async fn run(cfg: BaselineConfig, shutdown: CancellationToken) -> Result<Bas
     tracker.close();
     tracker.wait().await;
     let _ = channel.close(200, "baseline done".into()).await;
-    let _ = conn.close(200, "baseline done".into()).await;
+    crate::amqp::connect::close(&conn, "baseline done").await;
     if let Some(e) = failure {
         return Err(e.into());
     }

@@ -58,7 +58,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
                 publish_all(&conn, &names.requests, bodies.iter().cloned()).await?;
                 let cfg = env.worker_config(&names, &mock.base_url(), UNLIMITED_RATE);
                 let null = without_http(env, &names, cfg, expected, n as u64).await?;
-                let _ = conn.close(200, "drain done".into()).await;
+                crate::amqp::connect::close(&conn, "drain done").await;
                 Ok((k, bare.0, null))
             }
         })

@@ -168,7 +168,7 @@ async fn measure(
     })
     .await?;
     let publish_secs = t.elapsed().as_secs_f64();
-    let _ = conn.close(200, "enqueue done".into()).await;
+    crate::amqp::connect::close(&conn, "enqueue done").await;
     Ok((enqueue_secs, publish_secs, queued, status.to_string(), peak))
 }
 

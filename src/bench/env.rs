@@ -107,7 +107,7 @@ impl BenchEnv {
         let conn = self.connect("setup").await?;
         let ch = conn.create_channel().await?;
         let declared = topology::declare(&ch, &names, DEFAULT_DELIVERY_LIMIT).await;
-        let _ = conn.close(200, "bench setup done".into()).await;
+        crate::amqp::connect::close(&conn, "bench setup done").await;
         declared?;
         Ok(names)
     }
@@ -117,7 +117,7 @@ impl BenchEnv {
         let conn = self.connect("cleanup").await?;
         let ch = conn.create_channel().await?;
         let deleted = topology::delete_all(&ch, names).await;
-        let _ = conn.close(200, "bench cleanup done".into()).await;
+        crate::amqp::connect::close(&conn, "bench cleanup done").await;
         deleted?;
         lock(&self.namespaces).retain(|n| n != names);
         Ok(())

@@ -98,7 +98,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
                     },
                 )
                 .await?;
-                let _ = conn.close(200, "lanes done".into()).await;
+                crate::amqp::connect::close(&conn, "lanes done").await;
                 Ok((idle, swept, base))
             }
         })
@@ -372,7 +372,7 @@ async fn paced(
     };
     let (running, outcome) = running.until(work).await?;
     let stopped = running.stop().await;
-    let _ = conn.close(200, "lanes live done".into()).await;
+    crate::amqp::connect::close(&conn, "lanes live done").await;
     let (sent_at, (first, last), cutoff) = outcome?;
     stopped?;
     let live_left = queue_depth(env, pace.queue).await?;

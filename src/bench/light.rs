@@ -138,7 +138,7 @@ async fn paced(
     };
     let (running, outcome) = running.until(work).await?;
     let stopped = running.stop().await;
-    let _ = conn.close(200, "light done".into()).await;
+    crate::amqp::connect::close(&conn, "light done").await;
     let sent_at = outcome?;
     let (started, _) = stopped?;
     let left = queue_depth(env, &names.requests).await?;

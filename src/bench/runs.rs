@@ -94,7 +94,7 @@ pub async fn measure(
 pub async fn queue_depth(env: &BenchEnv, queue: &str) -> Result<u64, BenchError> {
     let conn = env.connect("depth").await?;
     let q = crate::amqp::topology::inspect(&conn, queue).await;
-    let _ = conn.close(200, "depth read".into()).await;
+    crate::amqp::connect::close(&conn, "depth read").await;
     Ok(q?.map_or(0, |q| u64::from(q.ready)))
 }
 

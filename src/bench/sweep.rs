@@ -44,7 +44,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
                 let k = measure(env, &names, mock, Consumer::Kickq(Box::new(cfg)), expected, minimum, n).await?;
                 publish_all(&conn, &names.requests, bodies.iter().cloned()).await?;
                 let b = measure(env, &names, mock, Consumer::Baseline { rate }, expected, n, n).await?;
-                let _ = conn.close(200, "sweep published".into()).await;
+                crate::amqp::connect::close(&conn, "sweep published").await;
                 Ok((k, b))
             }
         })
@@ -64,7 +64,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
                         l.migrate().await?;
                         let conn = env.connect("publish").await?;
                         publish_all(&conn, &names.requests, bodies.iter().cloned()).await?;
-                        let _ = conn.close(200, "sweep published".into()).await;
+                        crate::amqp::connect::close(&conn, "sweep published").await;
                         let mut cfg = env.worker_config(&names, &mock.base_url(), rate);
                         cfg.database_url = Some(db.clone());
                         let n = bodies.len() as u64;
@@ -127,7 +127,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
                     .await
                     .map(|q| q.message_count());
                 let _ = ch.queue_delete(sink.as_str().into(), Default::default()).await;
-                let _ = conn.close(200, "sweep published".into()).await;
+                crate::amqp::connect::close(&conn, "sweep published").await;
                 Ok((run?, stored?))
             }
         })

@@ -92,7 +92,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
                         base,
                     });
                 }
-                let _ = conn.close(200, "wan published".into()).await;
+                crate::amqp::connect::close(&conn, "wan published").await;
                 mock.set_distance(distance(LIVE_DISTANCE)?);
                 let live_ours = paced(env, &names, mock, kickq(Counting::Arrival), live).await?;
                 let live_base = paced(env, &names, mock, kickq(Counting::Answer), live).await?;
@@ -293,7 +293,7 @@ async fn paced(
     };
     let (running, outcome) = running.until(work).await?;
     let stopped = running.stop().await;
-    let _ = conn.close(200, "wan live done".into()).await;
+    crate::amqp::connect::close(&conn, "wan live done").await;
     let sent_at = outcome?;
     let (started, _) = stopped?;
     let left = queue_depth(env, &names.requests).await?;

@@ -337,7 +337,7 @@ async fn broker_checks(args: &CheckArgs, file: Option<&ConfigFile>) -> Vec<Check
         let reply = crate::dlq::policy::fetch(base, url.expose(), &names.dead).await;
         checks.push(dead_policy(&names.dead, &crate::dlq::policy::verdict(&reply)));
     }
-    let _ = conn.close(200, "kickq check done".into()).await;
+    crate::amqp::connect::close(&conn, "kickq check done").await;
     checks
 }
 

@@ -165,7 +165,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Clean up whatever happened; --keep spares the dead letters only once the demo succeeded.
     let keep = args.keep && result.is_ok();
     let deleted = delete_queues(publisher.channel(), &names, keep).await;
-    let _ = conn.close(200, "demo done".into()).await;
+    crate::amqp::connect::close(&conn, "demo done").await;
     deleted.context("deleting the demo's queues")?;
     result?;
     if keep {

@@ -276,12 +276,12 @@ async fn take_lock(
     match lock::take(conn, names, wait, stop, on_wait).await {
         Ok(l) => Ok(l),
         Err(lock::LockError::Interrupted) => {
-            let _ = conn.close(200, "interrupted".into()).await;
+            crate::amqp::connect::close(conn, "interrupted").await;
             eprintln!("kickq: interrupted while waiting for another dlq pass; nothing changed");
             Err(Interrupted.into())
         }
         Err(e) => {
-            let _ = conn.close(200, "locked".into()).await;
+            crate::amqp::connect::close(conn, "locked").await;
             Err(e.into())
         }
     }
@@ -312,7 +312,7 @@ async fn list(args: ListArgs, default_app: Option<u32>) -> anyhow::Result<()> {
     let cancelled = match end {
         SweepEnd::Failed(e) => return Err(e.into()),
         SweepEnd::Cancelled if lost => {
-            let _ = conn.close(200, "lock lost".into()).await;
+            crate::amqp::connect::close(&conn, "lock lost").await;
             bail!(
                 "{LOCK_LOST} after {} of {} letter(s): none lost; the ones read are now behind the others",
                 peeked.scanned,
@@ -322,7 +322,7 @@ async fn list(args: ListArgs, default_app: Option<u32>) -> anyhow::Result<()> {
         SweepEnd::Cancelled => true,
         _ => false,
     };
-    let _ = conn.close(200, "listed".into()).await;
+    crate::amqp::connect::close(&conn, "listed").await;
     let text = if args.json {
         format!("{}\n", to_json(&peeked.letters))
     } else {
@@ -391,7 +391,7 @@ async fn act(
         let peeked = peek(&conn, dead, &filter, opts.limit.map(|l| l as usize), |_| {}).await;
         lock.release().await;
         let peeked = peeked?;
-        let _ = conn.close(200, "dry run".into()).await;
+        crate::amqp::connect::close(&conn, "dry run").await;
         if opts.confirm.json {
             write_stdout(&format!("{}\n", Tally::of_dry_run(&peeked).to_json(done)))?;
         } else {
@@ -422,11 +422,11 @@ async fn act(
         progress.finish();
         let lost = lock.is_lost();
         lock.release().await;
-        let _ = counting.close(200, "counted".into()).await;
+        crate::amqp::connect::close(&counting, "counted").await;
         match end {
             SweepEnd::Failed(e) => return Err(e.into()),
             SweepEnd::Cancelled if lost => {
-                let _ = conn.close(200, "lock lost".into()).await;
+                crate::amqp::connect::close(&conn, "lock lost").await;
                 bail!("{LOCK_LOST} while counting; nothing changed");
             }
             SweepEnd::Cancelled => return interrupted_unchanged(conn).await,
@@ -434,7 +434,7 @@ async fn act(
         }
         let n = opts.limit.map_or(counted.matched, |l| counted.matched.min(l));
         if n == 0 {
-            let _ = conn.close(200, "nothing to do".into()).await;
+            crate::amqp::connect::close(&conn, "nothing to do").await;
             eprintln!(
                 "none of the {} letter(s) in {dead} match {}; nothing to {verb}",
                 counted.scanned,
@@ -445,7 +445,7 @@ async fn act(
         match ask(&prompt(verb, n, counted.scanned, dead, &filter), &stop).await? {
             Answer::Yes => {}
             Answer::No => {
-                let _ = conn.close(200, "not confirmed".into()).await;
+                crate::amqp::connect::close(&conn, "not confirmed").await;
                 bail!("not confirmed; nothing changed");
             }
             Answer::Interrupted => return interrupted_unchanged(conn).await,
@@ -478,28 +478,26 @@ async fn act(
             summary(&report, dead, done, &filter, started.elapsed().as_secs_f64())
         );
     }
+    if let SweepEnd::Abandoned = report.end {
+        play_crash(report.in_flight);
+    }
+    let lost = lock.is_lost();
+    lock.release().await;
     match report.end {
         SweepEnd::Done => {
-            let _ = conn.close(200, "done".into()).await;
+            crate::amqp::connect::close(&conn, "done").await;
             Ok(())
         }
-        SweepEnd::Cancelled if lock.is_lost() => {
-            let _ = conn.close(200, "lock lost".into()).await;
+        SweepEnd::Cancelled if lost => {
+            crate::amqp::connect::close(&conn, "lock lost").await;
             bail!("{LOCK_LOST}: the letters not yet examined were not touched; run it again to finish")
         }
         SweepEnd::Cancelled => {
-            let _ = conn.close(200, "interrupted".into()).await;
+            crate::amqp::connect::close(&conn, "interrupted").await;
             eprintln!("kickq: interrupted: the letters not yet examined were not touched; run it again to finish");
             Err(Interrupted.into())
         }
-        SweepEnd::Abandoned => {
-            // The test hook plays a crash: leave without closing anything.
-            eprintln!(
-                "kickq: stopped by {STOP_AFTER_ENV} with {} letter(s) in flight",
-                report.in_flight
-            );
-            std::process::exit(3);
-        }
+        SweepEnd::Abandoned => play_crash(report.in_flight),
         SweepEnd::Failed(e) => Err(e).context(format!(
             "{} letter(s) were in flight: each is still in {dead} and may also have been {done} or re-appended",
             report.in_flight
@@ -511,9 +509,16 @@ async fn act(
 /// unanswered, so another pass may hold the lock now.
 const LOCK_LOST: &str = "the dlq pass lock was lost (its renewal went unanswered: the broker node cut off or the connection gone), so the pass stopped";
 
+/// The test hook ([`STOP_AFTER_ENV`]) plays a crash: the process leaves
+/// without closing anything, the lock and the letters in flight included.
+fn play_crash(in_flight: u64) -> ! {
+    eprintln!("kickq: stopped by {STOP_AFTER_ENV} with {in_flight} letter(s) in flight");
+    std::process::exit(3);
+}
+
 /// Ctrl-C before the sweep began.
 async fn interrupted_unchanged(conn: Connection) -> anyhow::Result<()> {
-    let _ = conn.close(200, "interrupted".into()).await;
+    crate::amqp::connect::close(&conn, "interrupted").await;
     eprintln!("kickq: interrupted; nothing changed");
     Err(Interrupted.into())
 }

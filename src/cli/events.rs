@@ -143,7 +143,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
         // Acked once printed: the next event comes only as the reader keeps up.
         delivery.acker.ack(lapin::options::BasicAckOptions::default()).await?;
     }
-    let _ = conn.close(200, "tail done".into()).await;
+    crate::amqp::connect::close(&conn, "tail done").await;
     Err(Interrupted.into())
 }
 

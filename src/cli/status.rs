@@ -232,7 +232,7 @@ pub async fn run(args: StatusArgs, file: Option<&crate::config::file::ConfigFile
         });
     }
     let leader_held = leaders.iter().all(|l| l.held);
-    let _ = conn.close(200, "kickq status done".into()).await;
+    crate::amqp::connect::close(&conn, "kickq status done").await;
     let workers = fetch_workers(&worker_urls(&args.workers, &args.metrics_addr)).await;
     let report = Report {
         namespace: names.namespace.clone(),

@@ -181,8 +181,8 @@ impl Source {
     }
 
     /// A fresh connection for one dlq pass, waiting in line up to
-    /// [`DEAD_PAGE_WAIT`] for another pass: the pass lock belongs to the
-    /// connection and goes with it.
+    /// [`DEAD_PAGE_WAIT`] for another pass. The pass releases the lock
+    /// before it closes the connection.
     async fn pass_connection(&self) -> Result<(Connection, crate::dlq::lock::PassLock), SourceError> {
         let conn = connect(&self.amqp_url, &format!("{}-dlq", self.connection_name))
             .await
@@ -191,7 +191,7 @@ impl Source {
         match crate::dlq::lock::take(&conn, &self.names, DEAD_PAGE_WAIT, &never, |_| {}).await {
             Ok(lock) => Ok((conn, lock)),
             Err(e) => {
-                let _ = conn.close(200, "locked".into()).await;
+                crate::amqp::connect::close(&conn, "locked").await;
                 Err(match e {
                     crate::dlq::lock::LockError::Held(_) => SourceError::Locked(e.to_string()),
                     other => broker_err(other),
@@ -206,7 +206,7 @@ impl Source {
         let (conn, lock) = self.pass_connection().await?;
         let (peeked, end) = peek_until(&conn, &self.names.dead, filter, Some(limit), lock.stop(), |_| {}).await;
         lock.release().await;
-        let _ = conn.close(200, "listed".into()).await;
+        crate::amqp::connect::close(&conn, "listed").await;
         match end {
             SweepEnd::Failed(e) => Err(broker_err(e)),
             _ => Ok(peeked),
@@ -226,7 +226,7 @@ impl Source {
         };
         let report = sweep(&conn, &cfg, lock.stop(), |_| {}).await;
         lock.release().await;
-        let _ = conn.close(200, "swept".into()).await;
+        crate::amqp::connect::close(&conn, "swept").await;
         Ok(report)
     }
 

@@ -94,9 +94,9 @@ pub fn read_record(body: &[u8]) -> Holder {
 
 /// Proof that this process holds the pass lock. A keeper task renews it;
 /// when a renewal goes unanswered it cancels [`PassLock::stop`] and
-/// [`PassLock::is_lost`] turns true. The lock itself goes when the
-/// connection it was taken on closes, also when its process dies: a pass
-/// closes its connection when it is done with the lock.
+/// [`PassLock::is_lost`] turns true. [`PassLock::release`] lets it go; it
+/// also goes when the connection it was taken on closes, and when its
+/// process dies.
 pub struct PassLock {
     stop: CancellationToken,
     lost: Arc<AtomicBool>,
@@ -116,9 +116,11 @@ impl PassLock {
         self.lost.load(Ordering::Relaxed)
     }
 
-    /// Stops renewing; the lock goes when the caller closes the connection
-    /// it was taken on, which it does next (the next pass in line then gets
-    /// the token).
+    /// Stops renewing and lets the lock go: the lease channel and the
+    /// keeper's publisher channel are closed when this returns (the next
+    /// pass in line gets the token), so the caller may close the connection.
+    /// Every pass releases before it closes the connection the lock was
+    /// taken on.
     pub async fn release(mut self) {
         self.release.cancel();
         if let Some(keeper) = self.keeper.take() {
@@ -155,9 +157,13 @@ pub async fn take(
         tokio::select! {
             got = tokio::time::timeout_at(step, lease.receive()) => match got {
                 Ok(Ok(())) => break,
-                Ok(Err(e)) => return Err(e.into()),
+                Ok(Err(e)) => {
+                    let _ = publisher.channel().close(200, "dlq pass lock not taken".into()).await;
+                    return Err(e.into());
+                }
                 Err(_) if tokio::time::Instant::now() >= deadline => {
                     let _ = lease.release().await;
+                    let _ = publisher.channel().close(200, "dlq pass lock held".into()).await;
                     return Err(LockError::Held(read_holder(conn, names).await.unwrap_or_default()));
                 }
                 Err(_) => {
@@ -168,6 +174,7 @@ pub async fn take(
             },
             () = stop.cancelled() => {
                 let _ = lease.release().await;
+                let _ = publisher.channel().close(200, "interrupted".into()).await;
                 return Err(LockError::Interrupted);
             }
         }
@@ -217,10 +224,16 @@ async fn keep(mut lease: Lease, publisher: Publisher, queue: String, k: Keeper) 
     loop {
         tokio::select! {
             () = tokio::time::sleep(RENEW_EVERY) => {}
-            // The lease channel stays open: the caller closes the
-            // connection next, which hands the token on (the path every
-            // pass has always taken).
-            () = k.release.cancelled() => return,
+            () = k.release.cancelled() => {
+                // Both channels are closed here, answered, before the
+                // caller closes the connection: a channel closed by a
+                // dropped handle while the connection closes makes lapin
+                // end its I/O loop and leave the connection's close
+                // unanswered. Closing the lease channel hands the token on.
+                let _ = lease.release().await;
+                let _ = publisher.channel().close(200, "dlq pass done".into()).await;
+                return;
+            }
         }
         let renewal = async {
             lease.send_renewal(&publisher, RENEW_WITHIN).await?;
@@ -235,6 +248,7 @@ async fn keep(mut lease: Lease, publisher: Publisher, queue: String, k: Keeper) 
         k.lost.store(true, Ordering::Relaxed);
         k.stop.cancel();
         let _ = lease.release().await;
+        let _ = publisher.channel().close(200, "dlq pass lock lost".into()).await;
         return;
     }
 }

@@ -639,14 +639,23 @@ pub async fn kickq(ns: &Ns, args: &[&str], env: &[(&str, &str)], stdin: Option<&
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("the kickq binary starts");
+    let mut child = cmd.kill_on_drop(true).spawn().expect("the kickq binary starts");
     let mut input = child.stdin.take().expect("stdin is piped");
     if let Some(bytes) = stdin {
         tokio::io::AsyncWriteExt::write_all(&mut input, bytes).await.unwrap();
     }
     drop(input);
-    child.wait_with_output().await.unwrap()
+    // A command that hangs fails its test here, killed, instead of holding
+    // the suite until CI's time runs out.
+    tokio::time::timeout(COMMAND_WITHIN, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("kickq {args:?} did not end within {COMMAND_WITHIN:?}; killed"))
+        .unwrap()
 }
+
+/// The longest a `kickq` command of a test may run ([`kickq`]): far above
+/// any command's own waits (a dlq pass waits in line 30 s at most).
+pub const COMMAND_WITHIN: Duration = Duration::from_secs(120);
 
 /// A command's stdout and stderr as text.
 pub fn text(o: &std::process::Output) -> (String, String) {
