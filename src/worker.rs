@@ -114,6 +114,9 @@ pub struct WorkerConfig {
     pub rate_counting: crate::ratelimit::Counting,
     /// PostgreSQL URL; `None` runs without a ledger.
     pub database_url: Option<Secret>,
+    /// How long the ledger's record of a done (job id, room, user) makes a
+    /// redelivery of it a skip (`KICKQ_DEDUPE_WINDOW`).
+    pub dedupe_window: Duration,
     /// Metrics and health server address; `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
     /// Publish one outcome event per finished delivery to `<ns>.events`,
@@ -160,6 +163,7 @@ impl WorkerConfig {
             http_timeout: crate::zego::client::DEFAULT_HTTP_TIMEOUT,
             rate_counting: crate::ratelimit::Counting::default(),
             database_url: None,
+            dedupe_window: crate::ledger::DEFAULT_DEDUPE_WINDOW,
             metrics_addr: None,
             events: DEFAULT_EVENTS,
             http_intake: None,
@@ -538,7 +542,7 @@ async fn run_loop<A: KickApi>(
             None
         }
         Some(url) => match open_ledger(url, &health, &shutdown).await? {
-            Some(l) => Some(l),
+            Some(l) => Some(l.with_dedupe_window(cfg.dedupe_window)),
             None => return Ok(RunSummary::default()),
         },
     };

@@ -418,8 +418,13 @@ async fn prune_asks_for_yes_counts_in_a_dry_run_and_reports_json() {
     db.drop_db().await;
 }
 
+/// A plain run of the same file again is a new run: it kicks again (a
+/// daily ban list re-kicks a user who rejoined). A producer that wants the
+/// same file never to kick twice names its ids (`--job-id-prefix`): then a
+/// second run, even grouped otherwise, is skipped, since the ids name the
+/// rooms, not the messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rerun_of_a_file_with_another_group_size_kicks_no_one_twice() {
+async fn a_new_run_of_a_file_kicks_again_and_a_named_one_does_not() {
     let db = TestDb::new().await;
     let ns = Ns::new("rerun-file");
     let mock = mock(1000).await;
@@ -437,39 +442,97 @@ async fn a_rerun_of_a_file_with_another_group_size_kicks_no_one_twice() {
     let file = path.to_str().unwrap();
     let ckpt_path = std::env::temp_dir().join(format!("{}-sweep.ckpt", ns.name()));
     let ckpt = ckpt_path.to_str().unwrap();
-    let run = |size: &'static str| {
+    let run = |size: &'static str, prefix: Option<&'static str>| {
         let ns = &ns;
         async move {
-            let args = ["enqueue", "--file", file, "--group-size", size, "--checkpoint", ckpt];
+            let mut args = vec!["enqueue", "--file", file, "--group-size", size, "--checkpoint", ckpt];
+            if let Some(p) = prefix {
+                args.extend(["--job-id-prefix", p]);
+            }
             let out = kickq(ns, &args, &[], None).await;
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
     };
-    run("4").await;
-    wait_for(Duration::from_secs(20), "every user kicked", || async {
-        mock.kicked().len() == 30
-    })
-    .await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    wait_for(Duration::from_secs(10), "their rows", || async {
-        count(&pool, "select count(*) from user_outcomes where outcome = 'kicked'").await == 30
-    })
-    .await;
+    let kicked_rows = |n: i64| {
+        let pool = &pool;
+        async move {
+            wait_for(Duration::from_secs(20), "the run's kicks", || async {
+                count(pool, "select count(*) from user_outcomes where outcome = 'kicked'").await == n
+            })
+            .await;
+        }
+    };
+    run("4", None).await;
+    kicked_rows(30).await;
+    run("7", None).await;
+    kicked_rows(60).await;
+    assert_eq!(mock.kicked().len(), 60, "the new run kicked every user again");
+
+    run("4", Some("bans-2026-12-07")).await;
+    kicked_rows(90).await;
     let calls = mock.calls().len();
-    // The whole file again, grouped otherwise: the job ids name the rooms,
-    // not the messages, so the ledger knows every user.
-    // A new run, not a resume: its checkpoint starts afresh.
-    let _ = std::fs::remove_file(&ckpt_path);
-    run("7").await;
-    wait_for(Duration::from_secs(20), "the rerun skipped", || async {
+    run("7", Some("bans-2026-12-07")).await;
+    wait_for(Duration::from_secs(20), "the named rerun skipped", || async {
         count(&pool, "select count(*) from user_outcomes where outcome = 'skipped'").await == 30
     })
     .await;
     worker.stop().await;
-    assert_eq!(mock.calls().len(), calls, "the rerun made no call");
-    assert_eq!(mock.kicked().len(), 30, "no one kicked twice");
+    assert_eq!(mock.calls().len(), calls, "the named rerun made no call");
+    assert_eq!(mock.kicked().len(), 90, "no one kicked twice under one prefix");
     let _ = std::fs::remove_file(&ckpt_path);
     let _ = std::fs::remove_file(&path);
+    pool.close().await;
+    db.drop_db().await;
+}
+
+/// The job id is the idempotency key within `KICKQ_DEDUPE_WINDOW` only: the
+/// same job re-sent after the window kicks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_id_dedupes_only_within_the_window() {
+    let db = TestDb::new().await;
+    let ns = Ns::new("dedupe-window");
+    let mock = mock(1000).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let job = br#"{"room_id":"r","user_ids":["a","b"],"job_id":"daily-bans"}"#.to_vec();
+    let mut cfg = worker_config(&ns, &mock.base_url(), 1000);
+    cfg.database_url = Some(Secret::new(db.url.clone()));
+    cfg.dedupe_window = Duration::from_secs(3);
+    let worker = spawn_worker(cfg).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let outcomes = |outcome: &'static str, n: i64| {
+        let pool = &pool;
+        async move {
+            let sql = format!("select count(*) from user_outcomes where outcome = '{outcome}'");
+            wait_for(Duration::from_secs(20), outcome, || async {
+                count(pool, &sql).await == n
+            })
+            .await;
+        }
+    };
+    broker
+        .publish_many(&ns.names.requests, std::slice::from_ref(&job))
+        .await;
+    wait_for(Duration::from_secs(20), "the kicks", || async {
+        mock.kicked().len() == 2
+    })
+    .await;
+    outcomes("kicked", 2).await;
+    // Within the window: skipped.
+    broker
+        .publish_many(&ns.names.requests, std::slice::from_ref(&job))
+        .await;
+    outcomes("skipped", 2).await;
+    assert_eq!(mock.kicked().len(), 2);
+    // After it: kicked again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    broker
+        .publish_many(&ns.names.requests, std::slice::from_ref(&job))
+        .await;
+    outcomes("kicked", 4).await;
+    worker.stop().await;
+    assert_eq!(mock.kicked().len(), 4, "the job id no longer dedupes after the window");
     pool.close().await;
     db.drop_db().await;
 }

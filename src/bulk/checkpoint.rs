@@ -92,8 +92,9 @@ pub enum CheckpointError {
     },
     /// A plain run of an input whose last run was interrupted.
     #[error(
-        "the checkpoint at {path} says an earlier run of this input stopped after line {through}: \
-         pass --resume to continue from line {next}, or delete the checkpoint to start over"
+        "the checkpoint at {path} says an earlier run of this input stopped after line {through}; \
+         nothing was published: pass --resume to continue it from line {next} (its job ids, so nobody is \
+         kicked twice), or --new-run to send the whole input again as a new run (new job ids)"
     )]
     Unfinished {
         /// The checkpoint's path.
@@ -114,16 +115,19 @@ pub fn beside(file: &Path) -> PathBuf {
 
 /// Where a run starts (`--resume-from` line, 1 for the whole input), given
 /// the checkpoint found at `path`, this run's own checkpoint fields `now`,
-/// and whether `--resume` was given. Refuses a resume that would not derive
-/// the same messages, and a plain run over an unfinished one.
+/// and whether `--resume` or `--new-run` was given. Refuses a resume that
+/// would not derive the same messages, and a plain run over an unfinished
+/// one (`--new-run` says that a new run is meant).
 pub fn start_line(
     found: Option<&Checkpoint>,
     now: &Checkpoint,
     resume: bool,
+    new_run: bool,
     path: &Path,
 ) -> Result<u64, CheckpointError> {
     let path = path.to_path_buf();
     match (found, resume) {
+        (_, false) if new_run => Ok(1),
         (None, true) => Err(CheckpointError::Missing(path)),
         (Some(cp), true) => {
             if cp.input_md5 != now.input_md5 {
@@ -213,31 +217,37 @@ mod tests {
     fn start_line_by_table() {
         let now = cp("h", 100, "p", 0, false);
         let p = Path::new("f.kickq-checkpoint");
-        // (found, --resume) -> start line or the error's first words
-        let table: Vec<(Option<Checkpoint>, bool, Result<u64, &str>)> = vec![
-            (None, false, Ok(1)),
-            (None, true, Err("--resume: there is no checkpoint")),
-            (Some(cp("h", 100, "p", 41, false)), true, Ok(42)),
-            (Some(cp("h", 100, "p", 100, true)), true, Ok(101)),
-            (Some(cp("other", 100, "p", 41, false)), true, Err("--resume: the input changed")),
+        // (found, --resume, --new-run) -> start line or the error's first words
+        type Case = (Option<Checkpoint>, bool, bool, Result<u64, &'static str>);
+        let table: Vec<Case> = vec![
+            (None, false, false, Ok(1)),
+            (None, false, true, Ok(1)),
+            (None, true, false, Err("--resume: there is no checkpoint")),
+            (Some(cp("h", 100, "p", 41, false)), true, false, Ok(42)),
+            (Some(cp("h", 100, "p", 100, true)), true, false, Ok(101)),
+            (Some(cp("other", 100, "p", 41, false)), true, false, Err("--resume: the input changed")),
             (
                 Some(cp("h", 50, "p", 41, false)),
                 true,
+                false,
                 Err("--resume: the checkpoint at f.kickq-checkpoint was written with --group-size 50, not 100"),
             ),
-            (Some(cp("h", 100, "q", 41, false)), true, Err("--resume: the checkpoint at f.kickq-checkpoint was written with --job-id-prefix \"q\"")),
+            (Some(cp("h", 100, "q", 41, false)), true, false, Err("--resume: the checkpoint at f.kickq-checkpoint was written with --job-id-prefix \"q\"")),
             (
                 Some(cp("h", 100, "p", 41, false)),
                 false,
-                Err("the checkpoint at f.kickq-checkpoint says an earlier run of this input stopped after line 41: pass --resume to continue from line 42"),
+                false,
+                Err("the checkpoint at f.kickq-checkpoint says an earlier run of this input stopped after line 41; nothing was published: pass --resume to continue it from line 42 (its job ids, so nobody is kicked twice), or --new-run"),
             ),
-            (Some(cp("h", 100, "p", 100, true)), false, Ok(1)),
-            (Some(cp("other", 100, "p", 41, false)), false, Ok(1)),
+            // --new-run starts over whatever the checkpoint says.
+            (Some(cp("h", 100, "p", 41, false)), false, true, Ok(1)),
+            (Some(cp("h", 100, "p", 100, true)), false, false, Ok(1)),
+            (Some(cp("other", 100, "p", 41, false)), false, false, Ok(1)),
         ];
-        for (found, resume, want) in table {
-            let got = start_line(found.as_ref(), &now, resume, p).map_err(|e| e.to_string());
+        for (found, resume, new_run, want) in table {
+            let got = start_line(found.as_ref(), &now, resume, new_run, p).map_err(|e| e.to_string());
             match want {
-                Ok(n) => assert_eq!(got.as_ref().ok(), Some(&n), "{found:?} {resume}: {got:?}"),
+                Ok(n) => assert_eq!(got.as_ref().ok(), Some(&n), "{found:?} {resume} {new_run}: {got:?}"),
                 Err(w) => {
                     let e = got.expect_err(w);
                     assert!(e.starts_with(w), "{e} should start with {w}");

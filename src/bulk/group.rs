@@ -210,10 +210,11 @@ impl Grouper {
 
 /// The job id of a message without one of its own: `{prefix}:{g}`, where
 /// `g` names the message's group (its room, reason and AppId) by a hash.
-/// Every message of one group in one input shares the id, whatever the
-/// group size: the job id is the worker's idempotency key, so a rerun of the
-/// same file (with the ledger on) skips the users already done, even with
-/// another `--group-size` or from another `--resume-from`.
+/// Every message of one group in one run shares the id, whatever the group
+/// size: the job id is the worker's idempotency key (within its dedupe
+/// window), so a resume of the run (with the ledger on) skips the users
+/// already done, even from another `--resume-from`. The prefix names the
+/// run (`crate::bulk::load::prefix_of`), so a new run kicks again.
 pub fn job_id(prefix: &str, m: &Message) -> String {
     group_job_id(prefix, &m.job.room_id, m.job.reason.as_deref(), m.job.app_id)
 }

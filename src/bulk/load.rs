@@ -390,25 +390,36 @@ pub fn input_hash(input: &[u8]) -> String {
     hex::encode(Md5::digest(input))
 }
 
-/// The default job-id prefix: the input's name (file name, or `stdin`) and the
-/// first 8 hex digits of its MD5, so a rerun on the same input gets the same
-/// ids while another file of the same name does not.
+/// The default job-id prefix of a run that is not a resume: the input's
+/// name (file name, or `stdin`), the first 8 hex digits of its MD5 and the
+/// run's tag ([`run_tag`]). A resume takes its checkpoint's prefix instead,
+/// so its ids are the interrupted run's; a new run of the same input gets
+/// new ids, so a ledger-backed worker kicks again.
 #[cfg(test)]
-pub fn default_prefix(name: &str, input: &[u8]) -> String {
-    prefix_of(name, &input_hash(input))
+pub fn default_prefix(name: &str, input: &[u8], run: &str) -> String {
+    prefix_of(name, &input_hash(input), run)
 }
 
-/// [`default_prefix`] from the input's hex MD5.
-pub fn prefix_of(name: &str, digest: &str) -> String {
+/// A run's tag: when it started, to the second, and a random 16-bit nonce,
+/// so that two runs of one input in the same second still differ
+/// (`20261207T215501Z-9f3e`).
+pub fn run_tag(started: DateTime<Utc>, nonce: u16) -> String {
+    format!("{}-{nonce:04x}", started.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// [`default_prefix`] from the input's hex MD5 and the run's tag; the name
+/// is cut (on a character boundary) so that the prefix fits
+/// [`MAX_PREFIX_BYTES`].
+pub fn prefix_of(name: &str, digest: &str, run: &str) -> String {
     let clean: String = name
         .chars()
         .map(|c| if c.is_control() || c == ':' { '_' } else { c })
         .collect();
-    let mut end = clean.len().min(MAX_PREFIX_BYTES - 9);
+    let mut end = clean.len().min(MAX_PREFIX_BYTES - 10 - run.len());
     while !clean.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}-{}", &clean[..end], &digest[..8])
+    format!("{}-{}-{run}", &clean[..end], &digest[..8])
 }
 
 /// Checks a `--job-id-prefix`: 1 to [`MAX_PREFIX_BYTES`] bytes, no control characters.
@@ -652,18 +663,32 @@ mod tests {
     #[test]
     fn the_input_hash_is_the_full_md5() {
         assert_eq!(input_hash(b""), "d41d8cd98f00b204e9800998ecf8427e");
-        assert!(default_prefix("f", b"").ends_with(&input_hash(b"")[..8]));
+        assert!(default_prefix("f", b"", "t").contains(&input_hash(b"")[..8]));
     }
 
     #[test]
-    fn prefixes_name_the_input_and_its_content() {
-        let a = default_prefix("bans.csv", b"r,u\n");
-        assert!(a.starts_with("bans.csv-") && a.len() == "bans.csv-".len() + 8, "{a}");
-        assert_eq!(a, default_prefix("bans.csv", b"r,u\n"), "stable");
-        assert_ne!(a, default_prefix("bans.csv", b"r,v\n"), "content counts");
-        let long = default_prefix(&"é".repeat(200), b"");
+    fn prefixes_name_the_input_its_content_and_the_run() {
+        let t = DateTime::parse_from_rfc3339("2026-12-07T21:55:01Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let run = run_tag(t, 0x9f3e);
+        assert_eq!(run, "20261207T215501Z-9f3e");
+        let a = default_prefix("bans.csv", b"r,u\n", &run);
+        assert_eq!(
+            a,
+            format!("bans.csv-{}-20261207T215501Z-9f3e", &input_hash(b"r,u\n")[..8])
+        );
+        assert_eq!(a, default_prefix("bans.csv", b"r,u\n", &run), "stable within a run");
+        assert_ne!(a, default_prefix("bans.csv", b"r,v\n", &run), "content counts");
+        assert_ne!(
+            a,
+            default_prefix("bans.csv", b"r,u\n", &run_tag(t, 1)),
+            "each run has its own"
+        );
+        let long = default_prefix(&"é".repeat(200), b"", &run);
         assert!(long.len() <= MAX_PREFIX_BYTES && check_prefix(&long).is_ok(), "{long}");
-        assert_eq!(default_prefix("a:b\n", b"").split('-').next(), Some("a_b_"));
+        assert!(long.ends_with(&run), "{long}");
+        assert_eq!(default_prefix("a:b\n", b"", &run).split('-').next(), Some("a_b_"));
         assert!(check_prefix("").is_err());
         assert!(check_prefix("a\tb").is_err());
         assert!(check_prefix(&"x".repeat(MAX_PREFIX_BYTES + 1)).is_err());

@@ -7,9 +7,9 @@ use super::run::BrokerArgs;
 use super::Interrupted;
 use crate::amqp::topology::{Lane, DEFAULT_DELIVERY_LIMIT};
 use crate::bulk::checkpoint::{self, Checkpoint, CHECKPOINT_VERSION};
-use crate::bulk::group::{as_published, Grouper, Message};
+use crate::bulk::group::{as_published, job_id, Grouper, Message};
 use crate::bulk::load::{
-    check_prefix, detect_stream, prefix_of, scan, LoadError, LoadOptions, Scanned, MAX_KEPT_INVALID,
+    check_prefix, detect_stream, prefix_of, run_tag, scan, LoadError, LoadOptions, Scanned, MAX_KEPT_INVALID,
 };
 use crate::bulk::parse::{Format, HeaderMode};
 use crate::bulk::send::{send_in_order, Feed, SendError, SendReport, DEFAULT_WINDOW};
@@ -59,20 +59,30 @@ room_id,user_id[,reason]. A first CSV line whose fields are all column names
 (room_id, user_id, reason) is a header and maps the columns by name, in any
 order; --header / --no-header override. Every record is validated as the
 worker would; one bad line publishes nothing unless --skip-invalid. Records
-are grouped per (room, reason) into messages of up to --group-size users;
-each message's job id is derived from the input (--job-id-prefix, default:
-file name and a hash of the content) and its first line. A line counts as
-enqueued once its message is confirmed.
+are grouped per (room, reason) into messages of up to --group-size users. A
+line counts as enqueued once its message is confirmed.
+
+Job ids: a record's own job_id is kept. Otherwise every message of one
+(room, reason, AppId) group gets the id PREFIX:HASH, where PREFIX is
+--job-id-prefix or, by default, the file name, a hash of its content and the
+run's start time and nonce (bans.csv-1a2b3c4d-20261207T215501Z-9f3e). The job
+id is the worker's idempotency key within KICKQ_DEDUPE_WINDOW (24 h): a
+resume keeps the interrupted run's ids, so nobody is kicked twice; each new
+run of the same file gets new ids, so it kicks again. For content
+idempotency (the same file never kicks twice within the window), pass your
+own --job-id-prefix, or job_id in JSON Lines.
 
 A checkpoint beside the file (F.kickq-checkpoint, or --checkpoint PATH; stdin
-needs --checkpoint) holds the input's hash, the group size and the last
-confirmed line. Interrupted (Ctrl-C: exit 130, broker lost)? The run prints
-\"confirmed through line N\"; rerun with --resume (the same input and
---group-size, checked), or --resume-from N+1: the messages that start before
-that line are skipped, so nothing is lost or sent twice.
+needs --checkpoint) holds the input's hash, the group size, the job-id prefix
+and the last confirmed line. Interrupted (Ctrl-C: exit 130, broker lost)?
+The run prints \"confirmed through line N\"; rerun with --resume (the same
+input, checked; the run's group size and ids), or --resume-from N+1: the
+messages that start before that line are skipped, so nothing is lost or sent
+twice. A plain run over an unfinished checkpoint is refused; --new-run sends
+the whole input again as a new run.
 
---json prints the report as one JSON object; with --dry-run, the messages
-that would be published, one JSON line each.";
+--json prints the report as one JSON object, with the job ids it confirmed;
+with --dry-run, the messages that would be published, one JSON line each.";
 
 /// `kickq enqueue`: publish kick jobs to `{ns}.requests` or `{ns}.bulk` (see [`LONG_ABOUT`]).
 #[derive(Debug, Clone, clap::Args)]
@@ -129,9 +139,12 @@ pub struct EnqueueArgs {
     /// Skip the messages that start before this line (from "confirmed through line N": give N+1).
     #[arg(long = "resume-from", value_name = "LINE", value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["room", "resume"])]
     pub resume_from: Option<u64>,
-    /// Continue from the checkpoint (refused if the input or --group-size changed).
+    /// Continue the interrupted run from its checkpoint, under its job ids and group size (refused if the input changed).
     #[arg(long, conflicts_with = "room")]
     pub resume: bool,
+    /// Send the whole input again as a new run (new job ids) although the checkpoint says an earlier run stopped.
+    #[arg(long = "new-run", conflicts_with_all = ["room", "resume", "resume_from"])]
+    pub new_run: bool,
     /// Checkpoint file (default: the input's path + .kickq-checkpoint; stdin has none unless given).
     #[arg(long, value_name = "PATH", conflicts_with = "room")]
     pub checkpoint: Option<PathBuf>,
@@ -176,11 +189,6 @@ impl EnqueueArgs {
             max_users_per_message: usize::try_from(self.max_users_per_message).unwrap_or(usize::MAX),
             id_charset: self.id_charset,
         }
-    }
-
-    /// The group size of this run (see [`group_size`]).
-    pub fn group_size(&self) -> Result<usize, GroupSizeError> {
-        group_size(self.group_size, self.limits().max_users_per_message)
     }
 
     /// Where this run publishes: `--lane`, else bulk for a file, live for one job.
@@ -481,15 +489,7 @@ async fn bulk(
     routing: Option<crate::producer::Routing>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    // Checked before reading, so that a bad setting fails fast even on a large file.
-    // A group size the worker would refuse is a usage error (exit 2), said in one line.
-    let group_size = args
-        .group_size()
-        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{e}\n")))?;
-    args.broker.resolve()?;
-    if let Some(p) = &args.job_id_prefix {
-        check_prefix(p).map_err(|e| anyhow::anyhow!("--job-id-prefix {e}"))?;
-    }
+    let started_at = Utc::now();
     let stdin = path.as_os_str() == "-";
     let cp_path = match (&args.checkpoint, stdin) {
         (Some(p), _) => Some(p.clone()),
@@ -497,6 +497,25 @@ async fn bulk(
         (None, true) if args.resume => bail!("--resume on stdin needs --checkpoint PATH"),
         (None, true) => None,
     };
+    // The checkpoint is read first: a resume takes its group size and job-id
+    // prefix, and the first pass counts what a resume skips; it is checked
+    // against the input after.
+    let found = match &cp_path {
+        Some(p) => checkpoint::read(p)?,
+        None => None,
+    };
+    // Checked before reading, so that a bad setting fails fast even on a large file.
+    // A group size the worker would refuse is a usage error (exit 2), said in one line.
+    let asked = match (&found, args.group_size) {
+        (Some(cp), None) if args.resume => Some(cp.group_size),
+        (_, asked) => asked,
+    };
+    let group_size = group_size(asked, args.limits().max_users_per_message)
+        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{e}\n")))?;
+    args.broker.resolve()?;
+    if let Some(p) = &args.job_id_prefix {
+        check_prefix(p).map_err(|e| anyhow::anyhow!("--job-id-prefix {e}"))?;
+    }
     let stop = CancellationToken::new();
     tokio::spawn(crate::cli::signals::cancel_on_signal(stop.clone()));
 
@@ -515,11 +534,6 @@ async fn bulk(
         limits: args.limits(),
         not_after,
     };
-    // The checkpoint is read first so that the first pass counts what a resume skips; it is checked after.
-    let found = match &cp_path {
-        Some(p) if args.resume_from.is_none() => checkpoint::read(p)?,
-        _ => None,
-    };
     let planned_from = match (args.resume_from, &found) {
         (Some(n), _) => n,
         (None, Some(cp)) if args.resume => cp.resume_from(),
@@ -531,10 +545,14 @@ async fn bulk(
     if format == Format::Jsonl && (args.header || args.no_header) {
         bail!("--header and --no-header apply to CSV input, not JSON Lines");
     }
-    let prefix = args
-        .job_id_prefix
-        .clone()
-        .unwrap_or_else(|| prefix_of(&name, &scanned.md5));
+    // A resume (--resume, or --resume-from over this input's checkpoint) is
+    // the interrupted run: its ids. Anything else is a new run: new ids.
+    let resuming = args.resume || args.resume_from.is_some();
+    let prefix = match (&args.job_id_prefix, &found) {
+        (Some(p), _) => p.clone(),
+        (None, Some(cp)) if resuming && cp.input_md5 == scanned.md5 => cp.job_id_prefix.clone(),
+        (None, _) => prefix_of(&name, &scanned.md5, &run_tag(started_at, rand::random())),
+    };
     let fresh = Checkpoint {
         version: CHECKPOINT_VERSION,
         input_md5: scanned.md5.clone(),
@@ -557,7 +575,7 @@ async fn bulk(
     let (from, by_checkpoint) = match (args.resume_from, &cp_path) {
         (Some(n), _) => (n, false),
         (None, Some(p)) => (
-            checkpoint::start_line(found.as_ref(), &fresh, args.resume, p)?,
+            checkpoint::start_line(found.as_ref(), &fresh, args.resume, args.new_run, p)?,
             args.resume,
         ),
         (None, None) => (1, false),
@@ -648,6 +666,7 @@ async fn bulk(
     let reader = tokio::task::spawn_blocking(move || feed_messages(file, format, opts, from, md5, tx));
     let mut progress = Progress::new("enqueue", "users", todo_users);
     let mut done = 0usize;
+    let mut ids = JobIds::default();
     let report = send_in_order(
         &producer,
         args.lane(),
@@ -658,6 +677,7 @@ async fn bulk(
         &stop,
         |m: &Message, now: u64| {
             done += 1;
+            ids.confirmed(&prefix, m);
             progress.inc(m.job.user_ids.len() as u64);
             through.store(now, Ordering::SeqCst);
             if let Some(k) = &keeper {
@@ -681,7 +701,21 @@ async fn bulk(
         prefix: &prefix,
         started,
     };
-    finish(args, &run, &report, read.err(), keeper)
+    finish(args, &run, &report, read.err(), keeper, ids.0)
+}
+
+/// The distinct job ids of the confirmed messages, in the order first
+/// confirmed.
+#[derive(Default)]
+struct JobIds(Vec<String>, std::collections::HashSet<String>);
+
+impl JobIds {
+    fn confirmed(&mut self, prefix: &str, m: &Message) {
+        let id = m.job.job_id.clone().unwrap_or_else(|| job_id(prefix, m));
+        if self.1.insert(id.clone()) {
+            self.0.push(id);
+        }
+    }
 }
 
 fn finish(
@@ -690,6 +724,7 @@ fn finish(
     sent: &SendReport,
     read_error: Option<anyhow::Error>,
     keeper: Option<Arc<Mutex<Keeper>>>,
+    job_ids: Vec<String>,
 ) -> anyhow::Result<()> {
     let judged = run.judged;
     let through = sent.confirmed_through;
@@ -709,6 +744,7 @@ fn finish(
     });
     let mut report = Report::new(run, outcome, (sent.confirmed, sent.users), through, cp_path.as_deref());
     report.in_doubt = sent.in_doubt;
+    report.job_ids = job_ids;
     match args.json {
         true => println!("{}", serde_json::to_string(&report)?),
         false => println!("{}", report.text(&format!("confirmed through line {through}"))),
@@ -825,8 +861,11 @@ pub struct Report {
     pub published_messages: usize,
     /// Users in them.
     pub published_users: u64,
-    /// Distinct job ids published (one per message).
-    pub job_ids: usize,
+    /// The distinct job ids of the confirmed messages, in the order first
+    /// confirmed (one per room, reason and AppId of the run, or the input's
+    /// own): what `kickq history --job` looks up. Empty on a dry run, whose
+    /// `--json` prints each message with its id.
+    pub job_ids: Vec<String>,
     /// Every line up to this one is in a confirmed message.
     pub confirmed_through: u64,
     /// Messages sent but not known to be stored (after a broker failure).
@@ -888,7 +927,7 @@ impl Report {
             },
             published_messages: published.0,
             published_users: published.1,
-            job_ids: published.0,
+            job_ids: Vec::new(),
             confirmed_through: through,
             in_doubt: 0,
             job_id_prefix: prefix.to_owned(),
@@ -948,7 +987,10 @@ mod tests {
         let one = ok(&["t", "--room", "r", "--user", "a", "--user", "b", "--reason", "x"]).unwrap();
         assert_eq!(one.users, vec!["a", "b"]);
         assert_eq!(one.group_size, None);
-        assert_eq!(one.group_size(), Ok(DEFAULT_GROUP_SIZE));
+        assert_eq!(
+            group_size(one.group_size, one.limits().max_users_per_message),
+            Ok(DEFAULT_GROUP_SIZE)
+        );
         assert!(ok(&["t", "--file", "-", "--resume-from", "7", "--group-size", "5"]).is_ok());
         assert_eq!(
             ok(&["t", "--file", "-", "--format", "csv"]).unwrap().format,
@@ -993,7 +1035,11 @@ mod tests {
         let args = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().enqueue;
         let low = args(&["t", "--file", "-", "--max-users-per-message", "50"]);
         assert_eq!(low.limits().max_users_per_message, 50);
-        assert_eq!(low.group_size(), Ok(50), "the default adapts down");
+        assert_eq!(
+            group_size(low.group_size, low.limits().max_users_per_message),
+            Ok(50),
+            "the default adapts down"
+        );
         let above = args(&[
             "t",
             "--file",
@@ -1003,7 +1049,7 @@ mod tests {
             "--group-size",
             "100",
         ]);
-        assert!(above.group_size().is_err());
+        assert!(group_size(above.group_size, above.limits().max_users_per_message).is_err());
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub(crate) fn render(cfg: &WorkerConfig) -> String {
     put("max_group_wait", d(cfg.driver.policy.max_wait));
     put("drain_deadline", d(cfg.driver.drain_deadline));
     put("http_timeout", d(cfg.http_timeout));
+    put("dedupe_window", d(cfg.dedupe_window));
     put("connection_name", s(&cfg.connection_name));
     put(
         "metrics_addr",

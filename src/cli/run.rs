@@ -169,6 +169,12 @@ pub struct RunArgs {
     /// Time allowed at shutdown to send what tokens allow; the rest returns to the queue.
     #[arg(long = "drain-deadline", env = "KICKQ_DRAIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     drain_deadline: Duration,
+    /// How long the ledger's record that a job id's user is done makes a
+    /// redelivery or re-send of that job id skip the user (the job id is the
+    /// idempotency key within this window, like common idempotency-key
+    /// windows; after it, the same job id kicks again).
+    #[arg(long = "dedupe-window", env = "KICKQ_DEDUPE_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    dedupe_window: Duration,
     /// Total timeout of one API call.
     #[arg(long = "http-timeout", env = "KICKQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     http_timeout: Duration,
@@ -326,6 +332,7 @@ impl RunArgs {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             http_timeout: self.http_timeout,
             database_url: self.database_url.clone().filter(|u| !u.is_empty()).map(Secret::new),
+            dedupe_window: self.dedupe_window,
             metrics_addr,
             events: self.events,
             http_intake,

@@ -69,7 +69,15 @@ pub struct PendingMigration {
 #[derive(Clone)]
 pub struct Ledger {
     pool: PgPool,
+    dedupe_window: Duration,
 }
+
+/// How long a done (job id, room, user) makes a redelivery of that job id
+/// skip the user, by default: a day, as common idempotency-key windows
+/// keep a key. Long enough for any redelivery, retry or resumed run of one
+/// sweep; short enough that a daily ban list re-sent under the same ids
+/// kicks a user who rejoined.
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl fmt::Debug for Ledger {
     // By hand so that no connect option (the password among them) is printed.
@@ -94,12 +102,26 @@ impl Ledger {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(Ledger { pool })
+        Ok(Ledger {
+            pool,
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
+        })
     }
 
     /// Wraps an existing pool (tests, or a caller that tunes its own).
     pub fn from_pool(pool: PgPool) -> Ledger {
-        Ledger { pool }
+        Ledger {
+            pool,
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
+        }
+    }
+
+    /// The same ledger, whose done lookups ([`Ledger::kicked_users`],
+    /// [`Ledger::done_users`]) see only outcomes written within `window`
+    /// of the database's clock.
+    pub fn with_dedupe_window(mut self, window: Duration) -> Ledger {
+        self.dedupe_window = window;
+        self
     }
 
     /// Applies every embedded migration the database lacks. Safe to run from

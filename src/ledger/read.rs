@@ -61,7 +61,7 @@ impl Ledger {
         if users.is_empty() {
             return Ok(HashSet::new());
         }
-        Ok(select_done_users(&self.pool, job_id, room_id, users).await?)
+        Ok(select_done_users(&self.pool, job_id, room_id, users, self.dedupe_window).await?)
     }
 
     /// [`Ledger::kicked_users`] for many jobs in one statement: for each
@@ -69,7 +69,7 @@ impl Ledger {
     /// per batch of deliveries, so checking every delivery costs one round
     /// trip per batch, not one per message.
     pub async fn done_users(&self, jobs: &[(&str, &str, &[String])]) -> Result<Vec<HashSet<String>>, LedgerError> {
-        Ok(select_done_users_batch(&self.pool, jobs).await?)
+        Ok(select_done_users_batch(&self.pool, jobs, self.dedupe_window).await?)
     }
 
     /// Outcome rows matching `q`, newest first (rows of the same instant:
@@ -87,7 +87,8 @@ impl Ledger {
 pub(super) const DONE_USERS_SQL: &str = "
     SELECT DISTINCT user_id FROM user_outcomes
     WHERE job_id = $1 AND room_id = $2 AND user_id = ANY($3::text[])
-      AND outcome IN ('kicked', 'halted_then_resumed', 'nothing_to_do')";
+      AND outcome IN ('kicked', 'halted_then_resumed', 'nothing_to_do')
+      AND at >= now() - make_interval(secs => $4)";
 
 /// The lookup for many jobs at once: one statement per intake batch, each
 /// (job, room, user) triple probing the same partial index.
@@ -96,13 +97,15 @@ pub(super) const DONE_USERS_BATCH_SQL: &str = "
     FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(job_id, room_id, user_id)
     JOIN user_outcomes o
       ON o.job_id = k.job_id AND o.room_id = k.room_id AND o.user_id = k.user_id
-    WHERE o.outcome IN ('kicked', 'halted_then_resumed', 'nothing_to_do')";
+    WHERE o.outcome IN ('kicked', 'halted_then_resumed', 'nothing_to_do')
+      AND o.at >= now() - make_interval(secs => $4)";
 
 /// Runs [`DONE_USERS_BATCH_SQL`] for `jobs` (job id, room id, users); returns
 /// each job's done users in the caller's spelling.
 pub(super) async fn select_done_users_batch(
     pool: &PgPool,
     jobs: &[(&str, &str, &[String])],
+    window: Duration,
 ) -> Result<Vec<HashSet<String>>, sqlx::Error> {
     let (mut job_ids, mut rooms, mut users) = (Vec::new(), Vec::new(), Vec::new());
     for (job, room, us) in jobs {
@@ -120,6 +123,7 @@ pub(super) async fn select_done_users_batch(
         .bind(&job_ids)
         .bind(&rooms)
         .bind(&users)
+        .bind(window.as_secs_f64())
         .fetch_all(pool)
         .await?;
     let mut stored: HashSet<(String, String, String)> = HashSet::with_capacity(rows.len());
@@ -148,11 +152,13 @@ pub(super) async fn select_done_users(
     job_id: &str,
     room_id: &str,
     users: &[String],
+    window: Duration,
 ) -> Result<HashSet<String>, sqlx::Error> {
     let rows = sqlx::query(DONE_USERS_SQL)
         .bind(pg_text(job_id))
         .bind(pg_text(room_id))
         .bind(users.iter().map(|u| pg_text(u)).collect::<Vec<_>>())
+        .bind(window.as_secs_f64())
         .fetch_all(pool)
         .await?;
     let stored: HashSet<String> = rows.iter().map(|r| r.try_get("user_id")).collect::<Result<_, _>>()?;

@@ -21,6 +21,50 @@ fn t(secs: i64, micros: u32) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + secs, micros * 1000).unwrap()
 }
 
+/// A dedupe window that reaches back to the rows of [`t`].
+const YEARS: std::time::Duration = std::time::Duration::from_secs(20 * 365 * 86_400);
+
+/// A done user counts only within the dedupe window (by the database's
+/// clock): a job id re-sent after it kicks again.
+#[sqlx::test(migrations = "./migrations")]
+async fn done_users_count_only_within_the_dedupe_window(pool: PgPool) {
+    let now = Utc::now();
+    let ago = |h: i64| now - chrono::Duration::hours(h);
+    Ledger::from_pool(pool.clone())
+        .write(&LedgerBatch {
+            outcomes: vec![
+                outcome("j", "r", "hour-ago", UserOutcome::Kicked, ago(1)),
+                outcome("j", "r", "yesterday", UserOutcome::Kicked, ago(25)),
+                outcome("j", "r", "last-week", UserOutcome::NothingToDo, ago(24 * 7)),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ask: Vec<String> = ["hour-ago", "yesterday", "last-week"].map(String::from).to_vec();
+    let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
+    // (window, users still done)
+    let table: [(Option<std::time::Duration>, &[&str]); 4] = [
+        (None, &["hour-ago"]),
+        (Some(hours(2)), &["hour-ago"]),
+        (Some(hours(48)), &["hour-ago", "yesterday"]),
+        (Some(hours(24 * 8)), &["hour-ago", "yesterday", "last-week"]),
+    ];
+    for (window, want) in table {
+        let ledger = match window {
+            None => Ledger::from_pool(pool.clone()),
+            Some(w) => Ledger::from_pool(pool.clone()).with_dedupe_window(w),
+        };
+        let want: HashSet<String> = want.iter().map(|s| s.to_string()).collect();
+        assert_eq!(ledger.kicked_users("j", "r", &ask).await.unwrap(), want, "{window:?}");
+        assert_eq!(
+            ledger.done_users(&[("j", "r", &ask)]).await.unwrap()[0],
+            want,
+            "{window:?}"
+        );
+    }
+}
+
 fn outcome(job: &str, room: &str, user: &str, outcome: UserOutcome, at: DateTime<Utc>) -> OutcomeRow {
     OutcomeRow {
         job_id: job.into(),
@@ -335,7 +379,8 @@ async fn same_instant_reads_back_last_written_first(pool: PgPool) {
 
 #[sqlx::test(migrations = "./migrations")]
 async fn kicked_users_only_counts_final_outcomes_of_that_job_and_room(pool: PgPool) {
-    let ledger = Ledger::from_pool(pool);
+    // The rows are of 2023 (`t`): a window that reaches them.
+    let ledger = Ledger::from_pool(pool).with_dedupe_window(YEARS);
     let batch = LedgerBatch {
         outcomes: vec![
             outcome("j1", "r", "kicked", UserOutcome::Kicked, t(0, 0)),
@@ -415,6 +460,7 @@ async fn lookups_use_their_indexes(pool: PgPool) {
         .bind("j")
         .bind("r")
         .bind(vec!["a".to_string()])
+        .bind(86_400.0_f64)
         .fetch_all(&mut *conn)
         .await
         .unwrap();
@@ -424,6 +470,7 @@ async fn lookups_use_their_indexes(pool: PgPool) {
         .bind(vec!["j".to_string(); 3])
         .bind(vec!["r".to_string(); 3])
         .bind(vec!["a".to_string(), "b".to_string(), "c".to_string()])
+        .bind(86_400.0_f64)
         .fetch_all(&mut *conn)
         .await
         .unwrap();
@@ -708,7 +755,7 @@ async fn empty_batch_is_a_no_op(pool: PgPool) {
 
 #[sqlx::test(migrations = "./migrations")]
 async fn ten_thousand_outcomes_in_one_write(pool: PgPool) {
-    let ledger = Ledger::from_pool(pool.clone());
+    let ledger = Ledger::from_pool(pool.clone()).with_dedupe_window(YEARS);
     let outcomes: Vec<OutcomeRow> = (0..10_000)
         .map(|i| {
             let o = if i % 2 == 0 {
