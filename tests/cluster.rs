@@ -203,7 +203,7 @@ fn killing_the_node_that_leads_the_live_queue_loses_nothing() {
         publish_sweep(&url, &ns, users, 500).await;
         let leader = cluster.leader(&ns.names.requests);
         // The console, with the management API of the first node, and a token file.
-        let (dir, tokens) = token_file(&ns, "cluster-console-token\n");
+        let (dir, tokens) = token_file(&ns, "cluster-console-token-0123456789\n");
         let console_addr = format!("127.0.0.1:{}", free_port());
         let management = format!("http://guest:guest@127.0.0.1:{}", cluster.management[0]);
         let mut worker = ChildGuard(spawn_binary_worker(
@@ -240,7 +240,7 @@ fn killing_the_node_that_leads_the_live_queue_loses_nothing() {
         let page = loop {
             let got = http
                 .get(format!("http://{console_addr}/workers"))
-                .header("authorization", "Bearer cluster-console-token")
+                .header("authorization", "Bearer cluster-console-token-0123456789")
                 .send()
                 .await;
             let page = match got {

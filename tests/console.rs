@@ -45,7 +45,7 @@ async fn setup(tag: &str) -> Setup {
     let ns = Ns::new(tag);
     let mock = mock(50).await;
     let db = TestDb::migrated().await;
-    let (dir, token_file) = token_file(&ns, &format!("# test\n{TOKEN}\nsecond-token\n"));
+    let (dir, token_file) = token_file(&ns, &format!("# test\n{TOKEN}\nsecond-token-0123456789abcdef\n"));
     let cfg = kickq::worker::WorkerConfig {
         database_url: Some(Secret::new(db.url.clone())),
         ..worker_config(&ns, &mock.base_url(), 50).with_console(ConsoleConfig {
@@ -257,7 +257,7 @@ async fn only_a_token_or_a_session_gets_in() {
     let r = s
         .http
         .get(s.url("/workers"))
-        .header(AUTHORIZATION, "Bearer second-token")
+        .header(AUTHORIZATION, "Bearer second-token-0123456789abcdef")
         .send()
         .await
         .unwrap();
@@ -471,7 +471,7 @@ async fn the_console_never_runs_open() {
                 ("KICKQ_CONSOLE_ADDR", "127.0.0.1:0"),
                 ("KICKQ_CONSOLE_TOKEN_FILE", empty.to_str().unwrap()),
             ],
-            "holds no token",
+            "holds no usable token",
         ),
     ] {
         let mut env = env;

@@ -12,12 +12,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const TOKEN: &str = "intake-test-token-1";
+const TOKEN: &str = "intake-test-token-1-0123456789abcdef";
 
 /// A token file holding a comment, a retired token line and TOKEN, in the
 /// namespace's own directory (removed when the namespace drops).
 fn intake_tokens(ns: &Ns) -> PathBuf {
-    token_file(ns, &format!("# rotated weekly\n\nother-token\n{TOKEN}\n")).1
+    token_file(
+        ns,
+        &format!("# rotated weekly\n\nother-token-0123456789abcdef\n{TOKEN}\n"),
+    )
+    .1
 }
 
 /// A worker bound (not running, so nothing consumes) with its intake on a free port.
@@ -126,7 +130,9 @@ async fn requests_without_a_valid_token_are_refused_and_the_document_needs_none(
     assert_eq!(broker.depth(&ns.names.requests).await, 0, "nothing was published");
     // Both tokens of the file work.
     assert_eq!(
-        post(addr, "", Some("other-token"), None, body.clone()).await.status,
+        post(addr, "", Some("other-token-0123456789abcdef"), None, body.clone())
+            .await
+            .status,
         202
     );
     assert_eq!(post(addr, "", Some(TOKEN), None, body).await.status, 202);
@@ -165,10 +171,14 @@ async fn the_worker_refuses_to_start_without_a_token_file() {
         "{err}"
     );
     // A token file that does not exist, or holds no token, stops the start too.
-    let (_, empty) = token_file(&ns, "# no token yet\n\n");
+    let (dir, empty) = token_file(&ns, "# no token yet\n\n");
+    // Tokens weaker than 128 bits are refused when the file is read.
+    let weak = dir.join("weak-tokens");
+    std::fs::write(&weak, "ci:hunter2hunter2\n").unwrap();
     for (path, says) in [
         ("/nonexistent/kickq-tokens", "cannot read"),
-        (empty.to_str().unwrap(), "holds no token"),
+        (empty.to_str().unwrap(), "holds no usable token"),
+        (weak.to_str().unwrap(), "holds no usable token"),
     ] {
         let mut env = base.to_vec();
         env.push(("KICKQ_HTTP_INTAKE_TOKEN_FILE", path));
@@ -181,7 +191,54 @@ async fn the_worker_refuses_to_start_without_a_token_file() {
             err.contains("KICKQ_HTTP_INTAKE_TOKEN_FILE") && err.contains(says),
             "{err}"
         );
+        if path == weak.to_str().unwrap() {
+            assert!(
+                err.contains("token refused: about 84 bits, fewer than 128") && err.contains(r#""token":"ci""#),
+                "the line names the token and its strength: {err}"
+            );
+            assert!(!err.contains("hunter2"), "never the secret: {err}");
+        }
     }
+}
+
+/// Token files take `name:token` lines: a weak line is refused while the
+/// others serve, and a token rotated under the same name keeps its
+/// idempotency keys (they are scoped by the name, not the secret).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_have_names_weak_ones_are_refused_and_a_rotation_keeps_the_keys() {
+    let ns = Ns::new("http-names");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let (a, b) = ("0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210");
+    // A file beside the one `intake` writes (`token_file`'s path).
+    let path = token_file(&ns, "").0.join("named-tokens");
+    std::fs::write(&path, format!("# producers\nci:{a}\nweak:hunter2hunter2\n")).unwrap();
+    let tokens = path.clone();
+    let (_worker, addr) = intake(&ns, &amqp_url(), move |c| c.token_file = tokens).await;
+    let body = job("room-1", &["u1"], None);
+    assert_eq!(
+        post(addr, "", Some("hunter2hunter2"), None, body.clone()).await.status,
+        401
+    );
+    let first = post(addr, "", Some(a), Some("nightly-1"), body.clone()).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    // ci's secret rotated: a new file renamed over the old one.
+    let next = path.with_extension("next");
+    std::fs::write(&next, format!("ci:{b}\n")).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    assert_eq!(
+        post(addr, "", Some(a), None, body.clone()).await.status,
+        401,
+        "the old secret"
+    );
+    let again = post(addr, "", Some(b), Some("nightly-1"), body).await;
+    assert_eq!(again.status, 202, "{}", again.body);
+    assert_eq!(
+        again.headers["idempotent-replayed"], "true",
+        "the same name, the same keys"
+    );
+    assert_eq!(ids(&again), ids(&first));
+    assert_eq!(broker.depth(&ns.names.requests).await, 1, "published once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,9 +389,15 @@ async fn the_rate_cap_answers_429_with_retry_after() {
     assert_eq!(statuses, [400, 400, 429], "a burst of the rate, then 429");
     // Another token has a bucket of its own.
     assert_eq!(
-        post(addr, "?lane=fast", Some("other-token"), None, job("r", &["a"], None))
-            .await
-            .status,
+        post(
+            addr,
+            "?lane=fast",
+            Some("other-token-0123456789abcdef"),
+            None,
+            job("r", &["a"], None)
+        )
+        .await
+        .status,
         400
     );
 }
@@ -365,11 +428,25 @@ async fn idempotent_retry(ns: &Ns, broker: &Broker, addr: SocketAddr) {
     assert_eq!(broker.depth(&ns.names.bulk).await, 0);
     // A key belongs to its token: another token's request with the same key
     // neither gets the first one's answer (its job ids) nor a conflict.
-    let theirs = post(addr, "", Some("other-token"), Some(&key), job("room-4", &["d"], None)).await;
+    let theirs = post(
+        addr,
+        "",
+        Some("other-token-0123456789abcdef"),
+        Some(&key),
+        job("room-4", &["d"], None),
+    )
+    .await;
     assert_eq!(theirs.status, 202, "{}", theirs.body);
     assert!(theirs.headers.get("idempotent-replayed").is_none());
     assert_ne!(ids(&theirs), ids(&first));
-    let same_body = post(addr, "", Some("other-token"), Some(&key), body_of_first()).await;
+    let same_body = post(
+        addr,
+        "",
+        Some("other-token-0123456789abcdef"),
+        Some(&key),
+        body_of_first(),
+    )
+    .await;
     assert_eq!(same_body.status, 422, "the other token's key now holds its own request");
     let mine = post(addr, "", Some(TOKEN), Some(&key), body_of_first()).await;
     assert_eq!(ids(&mine), ids(&first), "the first token still gets its own answer");
@@ -636,24 +713,30 @@ async fn an_emptied_or_removed_token_file_revokes_every_token() {
     assert_eq!(post(addr, "", Some(TOKEN), None, body.clone()).await.status, 202);
     // The token leaves the file (a new file renamed over the old one).
     let next = path.with_extension("next");
-    std::fs::write(&next, "other-token\n").unwrap();
+    std::fs::write(&next, "other-token-0123456789abcdef\n").unwrap();
     std::fs::rename(&next, &path).unwrap();
     assert_eq!(post(addr, "", Some(TOKEN), None, body.clone()).await.status, 401);
     assert_eq!(
-        post(addr, "", Some("other-token"), None, body.clone()).await.status,
+        post(addr, "", Some("other-token-0123456789abcdef"), None, body.clone())
+            .await
+            .status,
         202
     );
     // Emptied: every token refused.
     std::fs::write(&next, "# nobody\n").unwrap();
     std::fs::rename(&next, &path).unwrap();
     assert_eq!(
-        post(addr, "", Some("other-token"), None, body.clone()).await.status,
+        post(addr, "", Some("other-token-0123456789abcdef"), None, body.clone())
+            .await
+            .status,
         401
     );
     // Removed: still refused (not the tokens of before).
     std::fs::remove_file(&path).unwrap();
     assert_eq!(
-        post(addr, "", Some("other-token"), None, body.clone()).await.status,
+        post(addr, "", Some("other-token-0123456789abcdef"), None, body.clone())
+            .await
+            .status,
         401
     );
     // Back: served again.

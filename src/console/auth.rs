@@ -7,7 +7,7 @@
 //! SHA-256 of a session's cookie is kept, so a memory dump holds no usable
 //! cookie, and the log names a session by a short label derived from it.
 
-use crate::http_intake::auth::{bearer, TokenId, Tokens};
+use crate::http_intake::auth::{bearer, Known, TokenId, Tokens};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -30,12 +30,15 @@ pub const MAX_SESSIONS: usize = 1_000;
 /// How a request is authenticated. `Debug` leaves out the CSRF token.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Access {
-    /// A bearer token (a script): no cookie, so no CSRF to check.
-    Bearer,
+    /// A bearer token (a script), by its name: no cookie, so no CSRF to
+    /// check.
+    Bearer(String),
     /// A logged-in browser session.
     Session {
         /// The session's name in the log (not its cookie).
         label: String,
+        /// The name of the token that opened it.
+        token: String,
         /// The token its forms must carry.
         csrf: String,
     },
@@ -44,18 +47,19 @@ pub enum Access {
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Access::Bearer => f.write_str("Bearer"),
-            Access::Session { label, .. } => write!(f, "Session({label}, csrf [redacted])"),
+            Access::Bearer(token) => write!(f, "Bearer({token})"),
+            Access::Session { label, token, .. } => write!(f, "Session({label}, token {token}, csrf [redacted])"),
         }
     }
 }
 
 impl Access {
-    /// Who did it, for the log: `session 1a2b3c4d` or `bearer token`.
+    /// Who did it, for the log, by the token's name (never the secret):
+    /// `session 1a2b3c4d of token ops-alice` or `bearer token ci-bot`.
     pub fn who(&self) -> String {
         match self {
-            Access::Bearer => "bearer token".into(),
-            Access::Session { label, .. } => format!("session {label}"),
+            Access::Bearer(token) => format!("bearer token {token}"),
+            Access::Session { label, token, .. } => format!("session {label} of token {token}"),
         }
     }
 
@@ -63,7 +67,7 @@ impl Access {
     /// else equal (in constant time) to the session's.
     pub fn csrf_ok(&self, presented: Option<&str>) -> bool {
         match self {
-            Access::Bearer => true,
+            Access::Bearer(_) => true,
             Access::Session { csrf, .. } => presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(csrf.as_bytes()))),
         }
     }
@@ -71,7 +75,7 @@ impl Access {
     /// The CSRF token to put in forms (empty for a bearer token).
     pub fn csrf(&self) -> &str {
         match self {
-            Access::Bearer => "",
+            Access::Bearer(_) => "",
             Access::Session { csrf, .. } => csrf,
         }
     }
@@ -81,6 +85,8 @@ struct Session {
     /// The token that opened it: the session ends when that token leaves
     /// the token file.
     token: TokenId,
+    /// That token's name.
+    name: String,
     label: String,
     csrf: String,
     opened: Instant,
@@ -90,6 +96,7 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("label", &self.label)
+            .field("token", &self.name)
             .field("csrf", &"[redacted]")
             .field("opened", &self.opened)
             .finish()
@@ -153,12 +160,12 @@ impl Auth {
     }
 
     /// Which of the token file's tokens `token` is, if any (constant time).
-    pub fn token_id(&self, token: &str) -> Option<TokenId> {
+    pub(crate) fn token_id(&self, token: &str) -> Option<Known> {
         self.tokens.check(token.trim().as_bytes())
     }
 
     /// Opens a session for the token `token`: its cookie value and its access.
-    pub fn open(&self, now: Instant, token: TokenId) -> (String, Access) {
+    pub(crate) fn open(&self, now: Instant, token: Known) -> (String, Access) {
         let cookie = random_token();
         let d = digest(&cookie);
         let label = hex::encode(&d[..4]);
@@ -173,13 +180,21 @@ impl Auth {
         sessions.insert(
             d,
             Session {
-                token,
+                token: token.id,
+                name: token.name.clone(),
                 label: label.clone(),
                 csrf: csrf.clone(),
                 opened: now,
             },
         );
-        (cookie, Access::Session { label, csrf })
+        (
+            cookie,
+            Access::Session {
+                label,
+                token: token.name,
+                csrf,
+            },
+        )
     }
 
     /// Ends the session of this cookie, if it is one.
@@ -191,7 +206,7 @@ impl Auth {
     /// file, else a live session's cookie.
     pub fn access(&self, headers: &HeaderMap, now: Instant) -> Option<Access> {
         if let Some(token) = bearer(headers.get(AUTHORIZATION).map(|v| v.as_bytes())) {
-            return self.tokens.check(token).map(|_| Access::Bearer);
+            return self.tokens.check(token).map(|k| Access::Bearer(k.name));
         }
         let c = cookie(headers, SESSION_COOKIE)?;
         let key = digest(c);
@@ -207,6 +222,7 @@ impl Auth {
         let s = sessions.get(&key)?;
         (now.saturating_duration_since(s.opened) < SESSION_TTL).then(|| Access::Session {
             label: s.label.clone(),
+            token: s.name.clone(),
             csrf: s.csrf.clone(),
         })
     }
@@ -219,9 +235,12 @@ mod tests {
 
     fn auth(dir: &std::path::Path) -> Auth {
         let f = dir.join("tokens");
-        std::fs::write(&f, "# console\nright-token\n").unwrap();
+        std::fs::write(&f, format!("# console\nops:{RIGHT}\n")).unwrap();
         Auth::new(Tokens::load(&f).unwrap(), false)
     }
+
+    /// The test file's token (its name: `ops`).
+    const RIGHT: &str = "right-token-0123456789abcdef";
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -240,19 +259,20 @@ mod tests {
         // (headers, expected access kind: None, Some(true) bearer, Some(false) session)
         assert_eq!(a.access(&headers(&[]), now), None);
         assert_eq!(
-            a.access(&headers(&[("authorization", "Bearer right-token")]), now),
-            Some(Access::Bearer)
+            a.access(&headers(&[("authorization", &format!("Bearer {RIGHT}"))]), now),
+            Some(Access::Bearer("ops".into()))
         );
         for wrong in [
-            "Bearer wrong",
-            "Bearer right-toke",
-            "Bearer right-token2",
-            "Basic right-token",
+            "Bearer wrong".to_owned(),
+            format!("Bearer {}", &RIGHT[..RIGHT.len() - 1]),
+            format!("Bearer {RIGHT}2"),
+            format!("Basic {RIGHT}"),
+            "Bearer ops".to_owned(),
         ] {
-            assert_eq!(a.access(&headers(&[("authorization", wrong)]), now), None, "{wrong}");
+            assert_eq!(a.access(&headers(&[("authorization", &wrong)]), now), None, "{wrong}");
         }
-        let id = a.token_id(" right-token\n").expect("the file's token");
-        assert!(a.token_id("right-tokenx").is_none() && a.token_id("").is_none() && a.token_id("r").is_none());
+        let id = a.token_id(&format!(" {RIGHT}\n")).expect("the file's token");
+        assert!(a.token_id(&format!("{RIGHT}x")).is_none() && a.token_id("").is_none() && a.token_id("r").is_none());
         let (c, opened) = a.open(now, id);
         let cookie = format!("other=1; {SESSION_COOKIE}={c}");
         let got = a.access(&headers(&[("cookie", &cookie)]), now).expect("a session");
@@ -278,15 +298,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kickq-console-revoke-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("tokens");
-        std::fs::write(&f, "token-a\ntoken-b\n").unwrap();
+        let (ta, tb) = ("token-a-0123456789abcdef", "token-b-0123456789abcdef");
+        std::fs::write(&f, format!("{ta}\n{tb}\n")).unwrap();
         let a = Auth::new(Tokens::load(&f).unwrap(), false);
         let now = Instant::now();
-        let (ca, _) = a.open(now, a.token_id("token-a").unwrap());
-        let (cb, _) = a.open(now, a.token_id("token-b").unwrap());
+        let (ca, _) = a.open(now, a.token_id(ta).unwrap());
+        let (cb, _) = a.open(now, a.token_id(tb).unwrap());
         let h = |c: &str| headers(&[("cookie", &format!("{SESSION_COOKIE}={c}"))]);
         assert!(a.access(&h(&ca), now).is_some() && a.access(&h(&cb), now).is_some());
         // token-a revoked (a new file renamed over the old one).
-        std::fs::write(dir.join("next"), "token-b\n").unwrap();
+        std::fs::write(dir.join("next"), format!("{tb}\n")).unwrap();
         std::fs::rename(dir.join("next"), &f).unwrap();
         assert_eq!(a.access(&h(&ca), now), None, "token-a's session ended");
         assert!(a.access(&h(&cb), now).is_some(), "token-b's goes on");
@@ -300,13 +321,16 @@ mod tests {
     fn debug_never_prints_a_csrf_token() {
         let s = Access::Session {
             label: "l1".into(),
+            token: "ops".into(),
             csrf: "secret-csrf".into(),
         };
-        assert_eq!(format!("{s:?}"), "Session(l1, csrf [redacted])");
+        assert_eq!(format!("{s:?}"), "Session(l1, token ops, csrf [redacted])");
+        assert_eq!(s.who(), "session l1 of token ops");
+        assert_eq!(Access::Bearer("ci".into()).who(), "bearer token ci");
         let dir = std::env::temp_dir().join(format!("kickq-console-debug-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let a = auth(&dir);
-        let id = a.token_id("right-token").unwrap();
+        let id = a.token_id(RIGHT).unwrap();
         let (cookie, Access::Session { csrf, .. }) = a.open(Instant::now(), id) else {
             panic!("a session")
         };
@@ -319,6 +343,7 @@ mod tests {
     fn csrf_by_table() {
         let s = Access::Session {
             label: "l".into(),
+            token: "t".into(),
             csrf: "abc".into(),
         };
         for (access, presented, want) in [
@@ -327,7 +352,7 @@ mod tests {
             (&s, Some("ab"), false),
             (&s, Some(""), false),
             (&s, None, false),
-            (&Access::Bearer, None, true),
+            (&Access::Bearer("t".into()), None, true),
         ] {
             assert_eq!(access.csrf_ok(presented), want, "{access:?} {presented:?}");
         }
@@ -353,10 +378,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let a = auth(&dir);
         let t0 = Instant::now();
-        let id = a.token_id("right-token").unwrap();
-        let (first, _) = a.open(t0, id);
+        let id = a.token_id(RIGHT).unwrap();
+        let (first, _) = a.open(t0, id.clone());
         for i in 1..=MAX_SESSIONS {
-            a.open(t0 + Duration::from_millis(i as u64), id);
+            a.open(t0 + Duration::from_millis(i as u64), id.clone());
         }
         assert_eq!(a.sessions().len(), MAX_SESSIONS);
         let h = headers(&[("cookie", &format!("{SESSION_COOKIE}={first}"))]);

@@ -127,6 +127,7 @@ mod tests {
     fn the_shell_escapes_and_marks_the_page() {
         let a = Access::Session {
             label: "l".into(),
+            token: "ops".into(),
             csrf: "tok".into(),
         };
         let html = page("<x>", Page::Dead, "ns<1>", &a, Some(3), html! { "body" }).into_string();
@@ -138,7 +139,7 @@ mod tests {
             html.contains(r#"<noscript><meta http-equiv="refresh" content="3"></noscript>"#),
             "{html}"
         );
-        let bearer = page("t", Page::Overview, "ns", &Access::Bearer, None, html! {}).into_string();
+        let bearer = page("t", Page::Overview, "ns", &Access::Bearer("ci".into()), None, html! {}).into_string();
         assert!(!bearer.contains("Log out") && !bearer.contains("refresh"));
     }
 }

@@ -70,7 +70,9 @@ pub struct ConsoleConfig {
 pub enum ConsoleError {
     /// The token file cannot be used.
     #[error("console token file (KICKQ_CONSOLE_TOKEN_FILE): {0}")]
-    Tokens(#[from] crate::http_intake::TokenError),
+    /// (Not a `source`: the message holds it already, so a chain of
+    /// causes does not print it twice.)
+    Tokens(crate::http_intake::TokenError),
     /// The address cannot be bound.
     #[error("console: cannot listen on {addr}: {source}")]
     Bind {
@@ -79,6 +81,12 @@ pub enum ConsoleError {
         /// The operating system's refusal.
         source: std::io::Error,
     },
+}
+
+impl From<crate::http_intake::TokenError> for ConsoleError {
+    fn from(e: crate::http_intake::TokenError) -> Self {
+        ConsoleError::Tokens(e)
+    }
 }
 
 /// What every handler shares.

@@ -1,10 +1,12 @@
-//! Bearer tokens of the HTTP intake: read from `KICKQ_HTTP_INTAKE_TOKEN_FILE` (one a line, `#` comments and blank
-//! lines ignored), re-read when the file changes, and compared in constant time.
+//! Bearer tokens of the HTTP intake and the console: read from a token file (`name:token` or `token` a line, `#`
+//! comments and blank lines ignored), checked for strength, re-read when the file changes, and compared in constant
+//! time.
 //!
-//! Only SHA-256 digests of the tokens are kept. A presented token is hashed
-//! and compared with every digest by `subtle::ConstantTimeEq`, all of them,
-//! whatever matched: neither its length nor which token it resembles shows
-//! in the time taken.
+//! Only SHA-256 digests of the tokens are kept, with their names. A
+//! presented token is hashed and compared with every digest by
+//! `subtle::ConstantTimeEq`, all of them, whatever matched: neither its
+//! length nor which token it resembles shows in the time taken. Logs,
+//! idempotency scopes and console actions name the token, never the secret.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -15,29 +17,106 @@ use subtle::ConstantTimeEq;
 /// never the token itself.
 pub(crate) type TokenId = [u8; 32];
 
+/// The least strength of a token, in bits (as [`token_bits`] counts them):
+/// what a guesser must search. 128 bits is the usual floor for a bearer
+/// secret (`openssl rand -hex 16` makes one).
+pub const MIN_TOKEN_BITS: u32 = 128;
+
+/// Longest token name.
+pub const MAX_TOKEN_NAME: usize = 64;
+
 /// Why the token file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// It could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
-        /// The file named by `KICKQ_HTTP_INTAKE_TOKEN_FILE`.
+        /// The token file.
         path: PathBuf,
         /// The operating system's refusal.
         source: std::io::Error,
     },
-    /// It holds no token (only blank lines and comments).
-    #[error("{0} holds no token (one a line; blank lines and # comments are ignored)")]
+    /// It holds no usable token (only blank lines, comments, or tokens
+    /// refused as weak or as a repeated name).
+    #[error(
+        "{0} holds no usable token (`name:token` or `token` a line, each of at least {MIN_TOKEN_BITS} bits, \
+         e.g. 32 hex digits from `openssl rand -hex 16`; blank lines and # comments are ignored)"
+    )]
     Empty(PathBuf),
 }
 
-/// The tokens of a token file's text: one a line, trimmed; blank lines and
-/// lines starting with `#` skipped.
-pub(crate) fn parse_tokens(text: &str) -> Vec<&str> {
+/// One line of a token file: `name:token`, or a bare `token` (named by
+/// its digest: [`default_name`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Line<'a> {
+    /// Its line number, for the log.
+    pub number: usize,
+    /// The name given, if any.
+    pub name: Option<&'a str>,
+    /// The secret.
+    pub token: &'a str,
+}
+
+/// Whether `s` can be a token's name: 1 to [`MAX_TOKEN_NAME`] characters
+/// of letters, digits, `.`, `_`, `-` and `@`.
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_TOKEN_NAME
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+/// The lines of a token file's text: trimmed; blank lines and lines
+/// starting with `#` skipped. A line whose part before its first `:` is a
+/// name is `name:token`; any other line is a bare token (so a token that
+/// holds a `:` must be written with a name).
+pub(crate) fn parse_tokens(text: &str) -> Vec<Line<'_>> {
     text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(number, l)| match l.split_once(':') {
+            Some((name, token)) if is_name(name.trim()) => Line {
+                number,
+                name: Some(name.trim()),
+                token: token.trim(),
+            },
+            _ => Line {
+                number,
+                name: None,
+                token: l,
+            },
+        })
         .collect()
+}
+
+/// The strength of a token in bits: its length times the bits of the
+/// smallest usual alphabet that holds all its characters (hex: 4,
+/// base64 or base64url: 6, any other printable ASCII: 6.5, anything else:
+/// 8). kickq cannot see how a token was made, so this counts what a
+/// guesser of that alphabet must search; a word-like token counts more
+/// than it is worth, never less.
+pub fn token_bits(token: &str) -> u32 {
+    let per_char = if token.chars().all(|c| c.is_ascii_hexdigit()) {
+        4.0
+    } else if token
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '='))
+    {
+        6.0
+    } else if token.chars().all(|c| c.is_ascii_graphic()) {
+        6.5
+    } else {
+        8.0
+    };
+    (token.chars().count() as f64 * per_char) as u32
+}
+
+/// The name of a token given without one: the first 8 bytes of its
+/// SHA-256 in hex (what idempotency keys were scoped by before tokens had
+/// names, so a bare token keeps its scope).
+pub(crate) fn default_name(id: &TokenId) -> String {
+    hex::encode(&id[..8])
 }
 
 /// The token of an `Authorization: Bearer <token>` header value (the
@@ -56,15 +135,25 @@ fn digest(token: &[u8]) -> TokenId {
     Sha256::digest(token).into()
 }
 
-/// The digest of `presented` if it is one of `known`: every digest is
+/// A token of the file, as kept: its digest and its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Known {
+    /// The token's SHA-256.
+    pub id: TokenId,
+    /// Its name in logs, idempotency scopes and console actions.
+    pub name: String,
+}
+
+/// The token `presented` is, if it is one of `known`: every digest is
 /// compared, in constant time each.
-pub(crate) fn find(known: &[TokenId], presented: &[u8]) -> Option<TokenId> {
+pub(crate) fn find(known: &[Known], presented: &[u8]) -> Option<Known> {
+    use subtle::ConditionallySelectable;
     let d = digest(presented);
-    let mut hit = subtle::Choice::from(0u8);
-    for k in known {
-        hit |= k.ct_eq(&d);
+    let mut index = u32::MAX;
+    for (i, k) in known.iter().enumerate() {
+        index.conditional_assign(&(i as u32), k.id.ct_eq(&d));
     }
-    bool::from(hit).then_some(d)
+    known.get(index as usize).cloned()
 }
 
 /// What identifies a version of the file: modification time, size, inode
@@ -83,15 +172,44 @@ pub(crate) struct Tokens {
     path: PathBuf,
     /// Who reads the file, for the log: `http intake` or `console`.
     reader: &'static str,
-    loaded: Mutex<(Option<Stamp>, Vec<TokenId>)>,
+    loaded: Mutex<(Option<Stamp>, Vec<Known>)>,
 }
 
-fn read(path: &Path) -> Result<Vec<TokenId>, TokenError> {
+/// Reads the token file: each line's token, unless it is weaker than
+/// [`MIN_TOKEN_BITS`] or repeats an earlier line's name, which are refused
+/// with an ERROR line each (its line number and name, never the token).
+fn read(path: &Path, reader: &str) -> Result<Vec<Known>, TokenError> {
     let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let tokens: Vec<TokenId> = parse_tokens(&text).into_iter().map(|t| digest(t.as_bytes())).collect();
+    let mut tokens: Vec<Known> = Vec::new();
+    for line in parse_tokens(&text) {
+        let id = digest(line.token.as_bytes());
+        let name = line.name.map_or_else(|| default_name(&id), str::to_owned);
+        let bits = token_bits(line.token);
+        if bits < MIN_TOKEN_BITS {
+            tracing::error!(
+                file = %path.display(),
+                line = line.number,
+                token = %name,
+                bits,
+                "{reader}: token refused: about {bits} bits, fewer than {MIN_TOKEN_BITS} \
+                 (use 32 hex digits or more: `openssl rand -hex 16`)"
+            );
+            continue;
+        }
+        if tokens.iter().any(|k| k.name == name) {
+            tracing::error!(
+                file = %path.display(),
+                line = line.number,
+                token = %name,
+                "{reader}: token refused: its name is an earlier line's"
+            );
+            continue;
+        }
+        tokens.push(Known { id, name });
+    }
     if tokens.is_empty() {
         return Err(TokenError::Empty(path.to_owned()));
     }
@@ -107,7 +225,7 @@ impl Tokens {
     /// [`Tokens::load`] for another reader, named in its log lines.
     pub(crate) fn load_for(path: &Path, reader: &'static str) -> Result<Tokens, TokenError> {
         let st = stamp(path);
-        let tokens = read(path)?;
+        let tokens = read(path, reader)?;
         Ok(Tokens {
             path: path.to_owned(),
             reader,
@@ -117,7 +235,7 @@ impl Tokens {
 
     /// Which token `presented` is, if any (the file re-read first if it
     /// changed: [`Tokens::current`]).
-    pub(crate) fn check(&self, presented: &[u8]) -> Option<TokenId> {
+    pub(crate) fn check(&self, presented: &[u8]) -> Option<Known> {
         let loaded = self.current();
         find(&loaded.1, presented)
     }
@@ -125,7 +243,7 @@ impl Tokens {
     /// Whether the token `id` is still in the file (a console session checks
     /// the token that opened it on every request).
     pub(crate) fn still_has(&self, id: &TokenId) -> bool {
-        self.current().1.iter().any(|k| k == id)
+        self.current().1.iter().any(|k| &k.id == id)
     }
 
     /// The tokens now. The file is re-read when it changed since the last
@@ -133,13 +251,13 @@ impl Tokens {
     /// unreadable or holds no token revokes every token (fail closed), with
     /// an ERROR line each time it is read so: revoking a token by emptying
     /// or removing the file must never leave it working.
-    fn current(&self) -> std::sync::MutexGuard<'_, (Option<Stamp>, Vec<TokenId>)> {
+    fn current(&self) -> std::sync::MutexGuard<'_, (Option<Stamp>, Vec<Known>)> {
         let mut loaded = self.loaded.lock().expect("no panic holds the token lock");
         let now = stamp(&self.path);
         let failed = loaded.1.is_empty();
         if now != loaded.0 || failed {
             loaded.0 = now;
-            match read(&self.path) {
+            match read(&self.path, self.reader) {
                 Ok(tokens) => {
                     tracing::info!(tokens = tokens.len(), "{}: token file re-read", self.reader);
                     loaded.1 = tokens;
@@ -163,15 +281,37 @@ mod tests {
 
     #[test]
     fn token_file_lines_by_table() {
-        let cases: &[(&str, &[&str])] = &[
+        let line = |number, name, token| Line { number, name, token };
+        let cases: &[(&str, &[Line])] = &[
             ("", &[]),
-            ("a\n", &["a"]),
-            ("  a  \r\n\n# old: x\nb\n", &["a", "b"]),
+            ("a\n", &[line(1, None, "a")]),
+            ("  a  \r\n\n# old: x\nb\n", &[line(1, None, "a"), line(4, None, "b")]),
             ("#only\n\n   \n", &[]),
-            ("a b\n", &["a b"]),
+            ("a b\n", &[line(1, None, "a b")]),
+            ("ci-bot:abc\n", &[line(1, Some("ci-bot"), "abc")]),
+            (" ops@example : abc:def \n", &[line(1, Some("ops@example"), "abc:def")]),
+            // Not a name before the colon: the whole line is the token.
+            ("a b:c\n", &[line(1, None, "a b:c")]),
         ];
         for (text, want) in cases {
             assert_eq!(parse_tokens(text), *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn token_strength_by_table() {
+        let cases: &[(&str, u32)] = &[
+            ("", 0),
+            ("0123456789abcdef0123456789abcdef", 128),
+            ("0123456789abcdef0123456789abcde", 124),
+            ("ZZZZZZZZZZZZZZZZZZZZZZ", 132),
+            ("AAAAAAAAAAAAAAAAAAAAAA", 88),
+            ("intake-test-token-1", 114),
+            ("p@ssw0rd!", 58),
+            ("é", 8),
+        ];
+        for (token, bits) in cases {
+            assert_eq!(token_bits(token), *bits, "{token:?}");
         }
     }
 
@@ -195,9 +335,13 @@ mod tests {
 
     #[test]
     fn only_known_tokens_match() {
-        let known = [digest(b"t1"), digest(b"t2")];
-        assert_eq!(find(&known, b"t1"), Some(digest(b"t1")));
-        assert_eq!(find(&known, b"t2"), Some(digest(b"t2")));
+        let k = |t: &[u8], name: &str| Known {
+            id: digest(t),
+            name: name.into(),
+        };
+        let known = [k(b"t1", "one"), k(b"t2", "two")];
+        assert_eq!(find(&known, b"t1"), Some(k(b"t1", "one")));
+        assert_eq!(find(&known, b"t2"), Some(k(b"t2", "two")));
         for wrong in [&b"t3"[..], b"", b"t1 ", b"T1"] {
             assert_eq!(find(&known, wrong), None, "{wrong:?}");
         }
@@ -209,27 +353,53 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kickq-tokens-{}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tokens");
-        std::fs::write(&path, "old\n").unwrap();
+        let (old, new) = (OLD.as_bytes(), NEW.as_bytes());
+        std::fs::write(&path, format!("{OLD}\n")).unwrap();
         let tokens = Tokens::load(&path).unwrap();
-        assert!(tokens.check(b"old").is_some());
+        assert!(tokens.check(old).is_some());
         // Atomic rotation: a new file renamed over the old one.
-        std::fs::write(dir.join("next"), "# rotated\nnew\n").unwrap();
+        std::fs::write(dir.join("next"), format!("# rotated\n{NEW}\n")).unwrap();
         std::fs::rename(dir.join("next"), &path).unwrap();
-        assert!(tokens.check(b"new").is_some());
-        assert!(tokens.check(b"old").is_none());
+        assert!(tokens.check(new).is_some());
+        assert!(tokens.check(old).is_none());
         std::fs::remove_file(&path).unwrap();
-        assert!(tokens.check(b"new").is_none(), "a vanished file revokes every token");
+        assert!(tokens.check(new).is_none(), "a vanished file revokes every token");
         assert!(matches!(Tokens::load(&path), Err(TokenError::Read { .. })));
         // Back: read again at once (a failed file is re-read on every check).
-        std::fs::write(&path, "new\n").unwrap();
-        assert!(tokens.check(b"new").is_some());
-        let id = tokens.check(b"new").unwrap();
+        std::fs::write(&path, format!("{NEW}\n")).unwrap();
+        assert!(tokens.check(new).is_some());
+        let id = tokens.check(new).unwrap().id;
         assert!(tokens.still_has(&id));
         // Emptied: fail closed, every token refused.
         std::fs::write(&path, "# none\n").unwrap();
         assert!(matches!(Tokens::load(&path), Err(TokenError::Empty(_))));
-        assert!(tokens.check(b"new").is_none(), "an emptied file revokes every token");
+        assert!(tokens.check(new).is_none(), "an emptied file revokes every token");
         assert!(!tokens.still_has(&id));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    const OLD: &str = "0123456789abcdef0123456789abcdef";
+    const NEW: &str = "fedcba9876543210fedcba9876543210";
+
+    /// Weak tokens and repeated names are refused when the file is read;
+    /// the others keep working, by their names.
+    #[test]
+    fn weak_tokens_and_repeated_names_are_refused_and_names_are_kept() {
+        let dir = std::env::temp_dir().join(format!("kickq-tokens-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        let text = format!("ci:{OLD}\nweak:hunter2\nci:{NEW}\n{NEW}\nshort-bare-token\n");
+        std::fs::write(&path, text).unwrap();
+        let tokens = Tokens::load(&path).unwrap();
+        assert_eq!(tokens.check(OLD.as_bytes()).map(|k| k.name), Some("ci".to_owned()));
+        let bare = tokens.check(NEW.as_bytes()).expect("the bare line of NEW is kept");
+        assert_eq!(bare.name, default_name(&digest(NEW.as_bytes())));
+        assert_eq!(bare.name.len(), 16);
+        for refused in ["hunter2", "short-bare-token"] {
+            assert!(tokens.check(refused.as_bytes()).is_none(), "{refused}");
+        }
+        std::fs::write(&path, "weak:hunter2\n").unwrap();
+        assert!(matches!(Tokens::load(&path), Err(TokenError::Empty(_))));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

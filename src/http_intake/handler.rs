@@ -1,7 +1,7 @@
 //! `POST /v1/kicks`: authenticate, rate-cap, read the capped body, validate every job, answer a replayed
 //! `Idempotency-Key`, publish with confirms, answer 202 with the job ids; every refusal as a JSON `{"error"}`.
 
-use super::auth::{bearer, Tokens};
+use super::auth::{bearer, Known, Tokens};
 use super::batch::{parse_batch, BatchError};
 use super::idempotency::{decide, parse_key, request_hash, Decision, Store, KEY_LOCKS};
 use super::limit::{Limiter, Verdict};
@@ -85,7 +85,20 @@ pub(crate) async fn post_kicks(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     };
-    if let Verdict::Deny(wait) = s.limiter.check(&token) {
+    // Every line of this request names its token (never the secret).
+    let span = tracing::info_span!("http_intake", token = %token.name);
+    tracing::Instrument::instrument(authenticated(s, query, headers, body, token), span).await
+}
+
+/// The rest of a request, once `token` has authenticated it.
+async fn authenticated(
+    s: Arc<Intake>,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Body,
+    token: Known,
+) -> Response {
+    if let Verdict::Deny(wait) = s.limiter.check(&token.id) {
         return with_retry_after(
             refuse(StatusCode::TOO_MANY_REQUESTS, "request rate of this token exceeded"),
             wait,
@@ -144,7 +157,7 @@ pub(crate) async fn post_kicks(
     };
     // A key belongs to the token that used it: another token's request with
     // the same key is another request, never its answer, never its conflict.
-    let key = scoped_key(&token, &key);
+    let key = scoped_key(&token.name, &key);
     // Same-key requests go one at a time, so a retry racing its original
     // finds the original's answer.
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -187,10 +200,11 @@ pub(crate) async fn post_kicks(
 }
 
 /// The stored form of an `Idempotency-Key`: the key within the scope of the
-/// token that presented it (the first 8 bytes of the token's SHA-256, in
-/// hex: the token itself is never stored).
-fn scoped_key(token: &super::auth::TokenId, key: &str) -> String {
-    format!("{}:{key}", hex::encode(&token[..8]))
+/// token that presented it, by the token's name (a bare token's name is the
+/// first 8 bytes of its SHA-256, in hex: the token itself is never stored).
+/// A token rotated under the same name keeps its keys.
+fn scoped_key(token_name: &str, key: &str) -> String {
+    format!("{token_name}:{key}")
 }
 
 /// Reads and discards a small unauthenticated body before its 401 is sent.

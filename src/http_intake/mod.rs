@@ -74,7 +74,9 @@ impl IntakeConfig {
 pub enum IntakeError {
     /// The token file is missing, unreadable or empty.
     #[error("KICKQ_HTTP_INTAKE_TOKEN_FILE: {0}")]
-    Tokens(#[from] TokenError),
+    /// (Not a `source`: the message holds it already, so a chain of
+    /// causes does not print it twice.)
+    Tokens(TokenError),
     /// The address could not be bound.
     #[error("KICKQ_HTTP_INTAKE_ADDR: cannot listen on {addr}: {source}")]
     Bind {
@@ -83,6 +85,12 @@ pub enum IntakeError {
         /// The operating system's refusal.
         source: std::io::Error,
     },
+}
+
+impl From<TokenError> for IntakeError {
+    fn from(e: TokenError) -> Self {
+        IntakeError::Tokens(e)
+    }
 }
 
 /// Reads the tokens, binds the listener, and returns its address and the
