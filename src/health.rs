@@ -624,7 +624,7 @@ pub async fn bind(
     let local = listener.local_addr()?;
     let app = router(health, metrics);
     Ok((local, async move {
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        crate::serve::serve(listener, app, crate::serve::Bounds::default(), "metrics", shutdown).await
     }))
 }
 

@@ -50,7 +50,9 @@
 //! dlq/           kickq dlq: pass lock, read, filter, show, replay and purge dead letters
 //! mock_zego/     the strict stand-in for the real API
 //! bench/         `kickq bench`: scenarios, the naive baseline, figures and targets
-//! http_intake/   `kickq run`'s POST /v1/kicks: mod.rs (settings, listener), auth.rs (bearer tokens), limit.rs
+//! access/        who may use the HTTP doors: tokens.rs (token files: named tokens, strength, constant-time checks),
+//!                throttle.rs (failed authentications per client address); used by the intake and the console
+//! http_intake/   `kickq run`'s POST /v1/kicks: mod.rs (settings, listener), limit.rs
 //!                (per-token rate cap), batch.rs (the body's jobs), idempotency.rs (keys: ledger or memory),
 //!                publisher.rs (its own confirmed broker connection), handler.rs (the endpoint)
 //! console/       `kickq run`'s web console (KICKQ_CONSOLE_ADDR): mod.rs (settings, routes, the auth gate), auth.rs
@@ -58,6 +60,7 @@
 //!                fleet.rs (workers from the management API), chart.rs (inline SVG), layout.rs, login.rs, one file
 //!                per page (overview.rs, dead.rs, history.rs, workers.rs), assets/ (style.css, vendored htmx)
 //! health.rs      what the worker reports (read only; each shard's role) and the /metrics, /healthz, /readyz, /status server
+//! serve.rs       serving the HTTP listeners (health, intake, console): header, idle and body timeouts, a connection cap
 //! metrics.rs     every metric name and label
 //! table.rs       aligned plain-text tables for operator commands
 //! cli/           main (parse, logging, exit codes), one file per subcommand, settings.rs (the config file as clap
@@ -79,6 +82,7 @@ pub mod secret;
 pub mod worker;
 pub mod zego;
 
+pub(crate) mod access;
 pub(crate) mod amqp;
 pub(crate) mod bench;
 pub(crate) mod bulk;
@@ -93,6 +97,7 @@ pub(crate) mod metrics;
 pub(crate) mod outcome;
 pub(crate) mod pipeline;
 pub(crate) mod ratelimit;
+pub(crate) mod serve;
 pub(crate) mod table;
 
 /// Internals the integration tests in `tests/` reach for (queue names and

@@ -13,6 +13,7 @@ pub use crate::amqp::topology::Names;
 pub use crate::coalesce::Policy;
 pub use crate::console::{ConsoleConfig, ConsoleError};
 pub use crate::http_intake::{IntakeConfig, IntakeError};
+pub use crate::serve::Bounds as ListenerBounds;
 
 use crate::config::apps::{AppConfig, Apps};
 use crate::config::shards::{Routing, ShardName};

@@ -574,3 +574,43 @@ async fn off_loopback_the_cookie_is_secure_and_intake_tokens_never_open_the_cons
     mock.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Failed logins (and wrong bearer tokens) are throttled per client
+/// address: after ten in a minute, even the right token is refused with 429
+/// and Retry-After, by the login form and as a bearer token.
+#[tokio::test]
+async fn failed_logins_are_throttled_per_address() {
+    let s = setup("console-throttle").await;
+    let form = s.http.get(s.url("/login")).send().await.unwrap();
+    let login_cookie = cookie_pair(&form, "kickq_console_login").unwrap();
+    let csrf = hidden(&form.text().await.unwrap(), "csrf");
+    let try_login = |token: String| {
+        let (s, login_cookie, csrf) = (&s, login_cookie.clone(), csrf.clone());
+        async move {
+            s.http
+                .post(s.url("/login"))
+                .header(COOKIE, &login_cookie)
+                .form_of(&[("csrf", csrf.as_str()), ("token", token.as_str())])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..10 {
+        let r = try_login(format!("{TOKEN}-guess-{i}")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let r = try_login(TOKEN.to_owned()).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(cookie_pair(&r, "kickq_console"), None, "no session");
+    let r = s
+        .http
+        .get(s.url("/workers"))
+        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "a bearer token too");
+    s.teardown().await;
+}

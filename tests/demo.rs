@@ -149,7 +149,7 @@ async fn with_console_the_demo_serves_the_console_until_stopped() {
         .find_map(|w| w.strip_prefix("kickq-demo-").and_then(|w| w.strip_suffix(".*")))
         .map(|pid| format!("kickq-demo-{pid}"))
         .expect("the demo names its namespace");
-    let line = next_line_with("one-time token: ");
+    let line = next_line_with("login token for this run: ");
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -161,7 +161,13 @@ async fn with_console_the_demo_serves_the_console_until_stopped() {
     let token_file = std::env::temp_dir().join(format!("{ns}.console-token"));
     assert!(token_file.exists(), "{token_file:?}");
     kickq::zego::client::install_crypto_provider();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // No pooled connection: the console closes one idle for its header
+    // timeout, which may cross a request on it.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let get = |bearer: String| {
         http.get(&url)
             .header("authorization", format!("Bearer {bearer}"))

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use kickq::worker::{IntakeConfig, Worker};
+use kickq::worker::{IntakeConfig, ListenerBounds, Worker};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -743,4 +743,141 @@ async fn an_emptied_or_removed_token_file_revokes_every_token() {
     std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
     assert_eq!(post(addr, "", Some(TOKEN), None, body).await.status, 202);
     assert_eq!(broker.depth(&ns.names.requests).await, 3);
+}
+
+/// Reads `stream` until the server closes it, at most `within`: what it
+/// sent, or `None` if it was still open then.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    match tokio::time::timeout(within, stream.read_to_end(&mut got)).await {
+        Ok(_) => Some(got),
+        Err(_) => None,
+    }
+}
+
+/// The listener does not wait on slow clients: one that sends its headers
+/// too slowly (slowloris) or nothing at all is cut off after the header
+/// timeout, and one that drips its body gets 408 after the body timeout,
+/// with nothing published. (A probe held connections over 130 s before.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let ns = Ns::new("http-slow");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let bounds = ListenerBounds {
+        header_read: Duration::from_secs(1),
+        body: Duration::from_secs(1),
+        ..ListenerBounds::default()
+    };
+    let (_worker, addr) = intake(&ns, &amqp_url(), move |c| c.listener = bounds).await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /v1/kicks HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut drip = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/kicks HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n[{{\"room_id\""
+    );
+    drip.write_all(head.as_bytes()).await.unwrap();
+    for (name, stream) in [("partial headers", &mut slow), ("nothing sent", &mut idle)] {
+        let got = closed_within(stream, Duration::from_secs(10)).await;
+        assert!(got.is_some(), "{name}: still open after 10 s (header timeout 1 s)");
+    }
+    let got = closed_within(&mut drip, Duration::from_secs(10))
+        .await
+        .expect("a dripped body is answered and the connection closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
+    // A prompt client is served as before.
+    assert_eq!(
+        post(addr, "", Some(TOKEN), None, job("r", &["a"], None)).await.status,
+        202
+    );
+}
+
+/// At most its caps of connections are open at once, per client address
+/// and in all: past either a connection is closed at once, unread (well
+/// before the header timeout), and served again once a slot is free. (300
+/// partial connections took 300 file descriptors before.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_capped_per_client_and_in_all() {
+    let ns = Ns::new("http-cap");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let bounds = ListenerBounds {
+        header_read: Duration::from_secs(30),
+        max_connections: 3,
+        max_per_client: 2,
+        ..ListenerBounds::default()
+    };
+    let (_worker, addr) = intake(&ns, &amqp_url(), move |c| c.listener = bounds).await;
+    // A connection from another loopback address (Linux routes 127/8 to lo).
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(ip, 0)).unwrap();
+            socket.connect(addr).await.unwrap()
+        }
+    };
+    // Let the listener take each connection before the next comes.
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    let mut held = vec![from("127.0.0.1").await, from("127.0.0.1").await];
+    settle().await;
+    let mut third = from("127.0.0.1").await;
+    let got = closed_within(&mut third, Duration::from_secs(10))
+        .await
+        .expect("a third from one address is closed at once, not after the 30 s header timeout");
+    assert!(got.is_empty(), "closed unread: {}", String::from_utf8_lossy(&got));
+    let mut other = from("127.0.0.2").await;
+    assert!(
+        closed_within(&mut other, Duration::from_secs(1)).await.is_none(),
+        "another address still gets a connection"
+    );
+    held.push(other);
+    settle().await;
+    let mut fourth = from("127.0.0.3").await;
+    let got = closed_within(&mut fourth, Duration::from_secs(10))
+        .await
+        .expect("a connection past the listener's cap is closed at once");
+    assert!(got.is_empty(), "closed unread: {}", String::from_utf8_lossy(&got));
+    drop(held.swap_remove(0));
+    wait_for(Duration::from_secs(10), "a freed slot serves again", || async {
+        matches!(
+            try_post(addr, "", Some(TOKEN), None, job("r", &["a"], None)).await,
+            Ok(r) if r.status == 202
+        )
+    })
+    .await;
+}
+
+/// Wrong bearer tokens are throttled per client address: after ten, even
+/// the right token is refused (429, with Retry-After) for the rest of the
+/// minute, before any token is compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_throttled_per_address() {
+    let ns = Ns::new("http-throttle");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let (_worker, addr) = intake(&ns, &amqp_url(), |_| {}).await;
+    let body = job("r", &["a"], None);
+    for i in 0..10 {
+        let guess = format!("{TOKEN}-{i}");
+        assert_eq!(
+            post(addr, "", Some(&guess), None, body.clone()).await.status,
+            401,
+            "guess {i}"
+        );
+    }
+    let r = post(addr, "", Some(TOKEN), None, body).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(r.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("too many failed authentications"));
+    assert_eq!(broker.depth(&ns.names.requests).await, 0);
 }

@@ -43,7 +43,7 @@ pub struct DemoArgs {
     #[arg(long)]
     keep: bool,
     /// Serve the web console while the demo runs (and after its sweep, until
-    /// Ctrl-C), and print its URL and a one-time token.
+    /// Ctrl-C), and print its URL and a login token made for this run.
     #[arg(long)]
     console: bool,
     /// Where --console listens.
@@ -298,7 +298,7 @@ async fn demo(
     let worker = crate::worker::Worker::bind(cfg).await?;
     let console_at = worker.console_addr();
     if let (Some(c), Some(addr)) = (console, console_at) {
-        println!("console: http://{addr}/  one-time token: {}", c.token);
+        println!("console: http://{addr}/  login token for this run: {}", c.token);
         println!("  (made for this run; log in with it until the demo stops)");
     }
     let worker = tokio::spawn(worker.run(stop.clone()));

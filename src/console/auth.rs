@@ -7,7 +7,8 @@
 //! SHA-256 of a session's cookie is kept, so a memory dump holds no usable
 //! cookie, and the log names a session by a short label derived from it.
 
-use crate::http_intake::auth::{bearer, Known, TokenId, Tokens};
+use crate::access::throttle::Throttle;
+use crate::access::tokens::{bearer, Known, TokenId, Tokens};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -108,6 +109,8 @@ impl std::fmt::Debug for Session {
 pub struct Auth {
     tokens: Tokens,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// Failed logins and bearer tokens per client address.
+    pub(crate) throttle: Throttle,
     /// Whether cookies get `Secure` (not on loopback).
     pub secure: bool,
 }
@@ -151,6 +154,7 @@ impl Auth {
         Auth {
             tokens,
             sessions: Mutex::new(HashMap::new()),
+            throttle: Throttle::default(),
             secure,
         }
     }
@@ -203,10 +207,15 @@ impl Auth {
     }
 
     /// How the request is authenticated, if at all: a bearer token of the
-    /// file, else a live session's cookie.
-    pub fn access(&self, headers: &HeaderMap, now: Instant) -> Option<Access> {
+    /// file, else a live session's cookie. A wrong bearer token counts
+    /// against `client` ([`Auth::throttle`]).
+    pub fn access(&self, headers: &HeaderMap, now: Instant, client: crate::serve::Client) -> Option<Access> {
         if let Some(token) = bearer(headers.get(AUTHORIZATION).map(|v| v.as_bytes())) {
-            return self.tokens.check(token).map(|k| Access::Bearer(k.name));
+            let found = self.tokens.check(token).map(|k| Access::Bearer(k.name));
+            if found.is_none() {
+                self.throttle.failed(client.ip(), now);
+            }
+            return found;
         }
         let c = cookie(headers, SESSION_COOKIE)?;
         let key = digest(c);
@@ -239,6 +248,9 @@ mod tests {
         Auth::new(Tokens::load(&f).unwrap(), false)
     }
 
+    /// A request whose client address is not known (never throttled).
+    const ANY: crate::serve::Client = crate::serve::Client(None);
+
     /// The test file's token (its name: `ops`).
     const RIGHT: &str = "right-token-0123456789abcdef";
 
@@ -257,9 +269,9 @@ mod tests {
         let a = auth(&dir);
         let now = Instant::now();
         // (headers, expected access kind: None, Some(true) bearer, Some(false) session)
-        assert_eq!(a.access(&headers(&[]), now), None);
+        assert_eq!(a.access(&headers(&[]), now, ANY), None);
         assert_eq!(
-            a.access(&headers(&[("authorization", &format!("Bearer {RIGHT}"))]), now),
+            a.access(&headers(&[("authorization", &format!("Bearer {RIGHT}"))]), now, ANY),
             Some(Access::Bearer("ops".into()))
         );
         for wrong in [
@@ -269,27 +281,31 @@ mod tests {
             format!("Basic {RIGHT}"),
             "Bearer ops".to_owned(),
         ] {
-            assert_eq!(a.access(&headers(&[("authorization", &wrong)]), now), None, "{wrong}");
+            assert_eq!(
+                a.access(&headers(&[("authorization", &wrong)]), now, ANY),
+                None,
+                "{wrong}"
+            );
         }
         let id = a.token_id(&format!(" {RIGHT}\n")).expect("the file's token");
         assert!(a.token_id(&format!("{RIGHT}x")).is_none() && a.token_id("").is_none() && a.token_id("r").is_none());
         let (c, opened) = a.open(now, id);
         let cookie = format!("other=1; {SESSION_COOKIE}={c}");
-        let got = a.access(&headers(&[("cookie", &cookie)]), now).expect("a session");
+        let got = a.access(&headers(&[("cookie", &cookie)]), now, ANY).expect("a session");
         assert_eq!(got, opened);
         assert!(matches!(got, Access::Session { .. }));
         assert_eq!(
-            a.access(&headers(&[("cookie", &format!("{SESSION_COOKIE}={c}x"))]), now),
+            a.access(&headers(&[("cookie", &format!("{SESSION_COOKIE}={c}x"))]), now, ANY),
             None,
             "another cookie value"
         );
         assert_eq!(
-            a.access(&headers(&[("cookie", &cookie)]), now + SESSION_TTL),
+            a.access(&headers(&[("cookie", &cookie)]), now + SESSION_TTL, ANY),
             None,
             "expired"
         );
         a.close(&c);
-        assert_eq!(a.access(&headers(&[("cookie", &cookie)]), now), None, "logged out");
+        assert_eq!(a.access(&headers(&[("cookie", &cookie)]), now, ANY), None, "logged out");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -305,15 +321,15 @@ mod tests {
         let (ca, _) = a.open(now, a.token_id(ta).unwrap());
         let (cb, _) = a.open(now, a.token_id(tb).unwrap());
         let h = |c: &str| headers(&[("cookie", &format!("{SESSION_COOKIE}={c}"))]);
-        assert!(a.access(&h(&ca), now).is_some() && a.access(&h(&cb), now).is_some());
+        assert!(a.access(&h(&ca), now, ANY).is_some() && a.access(&h(&cb), now, ANY).is_some());
         // token-a revoked (a new file renamed over the old one).
         std::fs::write(dir.join("next"), format!("{tb}\n")).unwrap();
         std::fs::rename(dir.join("next"), &f).unwrap();
-        assert_eq!(a.access(&h(&ca), now), None, "token-a's session ended");
-        assert!(a.access(&h(&cb), now).is_some(), "token-b's goes on");
+        assert_eq!(a.access(&h(&ca), now, ANY), None, "token-a's session ended");
+        assert!(a.access(&h(&cb), now, ANY).is_some(), "token-b's goes on");
         // An emptied file ends every session.
         std::fs::write(&f, "").unwrap();
-        assert_eq!(a.access(&h(&cb), now), None);
+        assert_eq!(a.access(&h(&cb), now, ANY), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -385,7 +401,7 @@ mod tests {
         }
         assert_eq!(a.sessions().len(), MAX_SESSIONS);
         let h = headers(&[("cookie", &format!("{SESSION_COOKIE}={first}"))]);
-        assert_eq!(a.access(&h, t0), None, "the oldest went first");
+        assert_eq!(a.access(&h, t0, ANY), None, "the oldest went first");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

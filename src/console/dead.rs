@@ -386,7 +386,7 @@ pub async fn confirm(st: St, access: Access, body: Bytes) -> Response {
 
 /// `POST /dead/act`: the sweep, at most the confirmed count, logged at INFO
 /// with what moved and who asked.
-pub async fn act(st: St, access: Access, body: Bytes) -> Response {
+pub async fn act(st: St, access: Access, client: crate::serve::Client, body: Bytes) -> Response {
     let console = st.0;
     let asked = match read_form(&console, &access, &body) {
         Ok(a) => a,
@@ -422,6 +422,7 @@ pub async fn act(st: St, access: Access, body: Bytes) -> Response {
             let secs = started.elapsed().as_secs_f64();
             tracing::info!(
                 session = %who,
+                %client,
                 action = verb,
                 filter = %filter.describe(),
                 confirmed = count,

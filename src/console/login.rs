@@ -3,6 +3,7 @@
 
 use super::auth::{cookie, random_token, set_cookie, LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL};
 use super::{field, forbidden, form_pairs, Access, St};
+use crate::access::throttle::Verdict;
 use axum::body::Bytes;
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
@@ -54,8 +55,13 @@ pub async fn form(st: St) -> Response {
 /// `POST /login`: a token of the file opens a session (303 to the overview);
 /// a wrong one answers 401 with the form again. The token is compared in
 /// constant time (SHA-256, then `subtle`).
-pub async fn login(st: St, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn login(st: St, client: crate::serve::Client, headers: HeaderMap, body: Bytes) -> Response {
     let console = st.0;
+    let now = std::time::Instant::now();
+    if let Verdict::Refuse(wait) = console.auth.throttle.check(client.ip(), now) {
+        tracing::warn!(%client, "console: login refused unread (too many failed logins from this address)");
+        return super::too_many_failures(wait);
+    }
     let pairs = form_pairs(&body);
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     let presented = field(&pairs, "csrf").unwrap_or_default();
@@ -64,7 +70,8 @@ pub async fn login(st: St, headers: HeaderMap, body: Bytes) -> Response {
     }
     let token = field(&pairs, "token").unwrap_or_default();
     let Some(id) = console.auth.token_id(token) else {
-        tracing::warn!("console: login refused (wrong token)");
+        console.auth.throttle.failed(client.ip(), now);
+        tracing::warn!(%client, "console: login refused (wrong token)");
         return with_login_cookie(
             StatusCode::UNAUTHORIZED,
             &random_token(),
@@ -72,8 +79,8 @@ pub async fn login(st: St, headers: HeaderMap, body: Bytes) -> Response {
             Some("That token is not in the token file."),
         );
     };
-    let (value, access) = console.auth.open(std::time::Instant::now(), id);
-    tracing::info!(session = %access.who(), "console: logged in");
+    let (value, access) = console.auth.open(now, id);
+    tracing::info!(session = %access.who(), %client, "console: logged in");
     let secure = console.auth.secure;
     let mut resp = (StatusCode::SEE_OTHER, [(LOCATION, "/")]).into_response();
     let h = resp.headers_mut();
@@ -87,7 +94,7 @@ pub async fn login(st: St, headers: HeaderMap, body: Bytes) -> Response {
 }
 
 /// `POST /logout` (CSRF-checked): ends the session and clears its cookie.
-pub async fn logout(st: St, access: Access, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn logout(st: St, access: Access, client: crate::serve::Client, headers: HeaderMap, body: Bytes) -> Response {
     let pairs = form_pairs(&body);
     if !access.csrf_ok(field(&pairs, "csrf")) {
         return forbidden();
@@ -95,7 +102,7 @@ pub async fn logout(st: St, access: Access, headers: HeaderMap, body: Bytes) -> 
     if let Some(c) = cookie(&headers, SESSION_COOKIE) {
         st.0.auth.close(c);
     }
-    tracing::info!(session = %access.who(), "console: logged out");
+    tracing::info!(session = %access.who(), %client, "console: logged out");
     (
         StatusCode::SEE_OTHER,
         [

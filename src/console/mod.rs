@@ -31,7 +31,8 @@ pub mod overview;
 pub mod source;
 pub mod workers;
 
-use crate::http_intake::auth::Tokens;
+use crate::access::throttle::Verdict;
+use crate::access::tokens::Tokens;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::request::Parts;
@@ -72,7 +73,7 @@ pub enum ConsoleError {
     #[error("console token file (KICKQ_CONSOLE_TOKEN_FILE): {0}")]
     /// (Not a `source`: the message holds it already, so a chain of
     /// causes does not print it twice.)
-    Tokens(crate::http_intake::TokenError),
+    Tokens(crate::access::TokenError),
     /// The address cannot be bound.
     #[error("console: cannot listen on {addr}: {source}")]
     Bind {
@@ -83,8 +84,8 @@ pub enum ConsoleError {
     },
 }
 
-impl From<crate::http_intake::TokenError> for ConsoleError {
-    fn from(e: crate::http_intake::TokenError) -> Self {
+impl From<crate::access::TokenError> for ConsoleError {
+    fn from(e: crate::access::TokenError) -> Self {
         ConsoleError::Tokens(e)
     }
 }
@@ -98,6 +99,17 @@ pub struct Console {
     pub source: source::Source,
 }
 
+/// The answer to an address that failed to authenticate too often lately:
+/// 429, with how long until its window ends.
+pub(crate) fn too_many_failures(wait: std::time::Duration) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
+        "too many failed logins or tokens from this address: try again later\n",
+    )
+        .into_response()
+}
+
 /// The console's state as handlers receive it.
 pub type Shared = Arc<Console>;
 
@@ -105,8 +117,17 @@ impl FromRequestParts<Shared> for Access {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
-        if let Some(a) = state.auth.access(&parts.headers, std::time::Instant::now()) {
+        let client = crate::serve::Client::of(parts);
+        let now = std::time::Instant::now();
+        if let Verdict::Refuse(wait) = state.auth.throttle.check(client.ip(), now) {
+            tracing::warn!(%client, "console: 429 (too many failed logins or tokens from this address)");
+            return Err(too_many_failures(wait));
+        }
+        if let Some(a) = state.auth.access(&parts.headers, now, client) {
             return Ok(a);
+        }
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            tracing::warn!(%client, "console: 401 (wrong bearer token)");
         }
         // A browser goes to the login form; a script gets 401.
         let html = parts
@@ -241,7 +262,7 @@ pub(crate) async fn bind(
         .map_err(|source| ConsoleError::Bind { addr: cfg.addr, source })?;
     let app = router(console);
     Ok((local, async move {
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        crate::serve::serve(listener, app, crate::serve::Bounds::default(), "console", shutdown).await
     }))
 }
 

@@ -1,12 +1,12 @@
 //! `POST /v1/kicks`: authenticate, rate-cap, read the capped body, validate every job, answer a replayed
 //! `Idempotency-Key`, publish with confirms, answer 202 with the job ids; every refusal as a JSON `{"error"}`.
 
-use super::auth::{bearer, Known, Tokens};
 use super::batch::{parse_batch, BatchError};
 use super::idempotency::{decide, parse_key, request_hash, Decision, Store, KEY_LOCKS};
 use super::limit::{Limiter, Verdict};
 use super::publisher::IntakePublisher;
 use super::RETRY_AFTER_UNAVAILABLE;
+use crate::access::tokens::{bearer, Known, Tokens};
 use crate::amqp::topology::Lane;
 use crate::job::Limits;
 use crate::ledger::IdempotencyRow;
@@ -25,6 +25,8 @@ use std::time::Duration;
 pub(crate) struct Intake {
     pub(crate) tokens: Tokens,
     pub(crate) limiter: Limiter,
+    /// Failed authentications per client address.
+    pub(crate) throttle: crate::access::throttle::Throttle,
     pub(crate) store: Store,
     pub(crate) publisher: IntakePublisher,
     pub(crate) limits: Limits,
@@ -72,13 +74,31 @@ fn lane_of(query: &HashMap<String, String>) -> Result<Lane, String> {
 pub(crate) async fn post_kicks(
     State(s): State<Arc<Intake>>,
     Query(query): Query<HashMap<String, String>>,
+    client: crate::serve::Client,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // An address that failed too often lately is refused before any token
+    // is compared.
+    let now = std::time::Instant::now();
+    if let crate::access::throttle::Verdict::Refuse(wait) = s.throttle.check(client.ip(), now) {
+        tracing::warn!(%client, "http intake: 429 (too many failed authentications from this address)");
+        drain_unauthenticated(&headers, body).await;
+        return with_retry_after(
+            refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address: try again later",
+            ),
+            wait,
+        );
+    }
     // Authentication first: nothing of an unauthenticated request is parsed or logged.
     let presented = bearer(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes));
     let Some(token) = presented.and_then(|t| s.tokens.check(t)) else {
-        tracing::info!("http intake: 401 (missing or unknown bearer token)");
+        if presented.is_some() {
+            s.throttle.failed(client.ip(), now);
+        }
+        tracing::info!(%client, "http intake: 401 (missing or unknown bearer token)");
         drain_unauthenticated(&headers, body).await;
         let mut r = refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         r.headers_mut()
@@ -86,7 +106,7 @@ pub(crate) async fn post_kicks(
         return r;
     };
     // Every line of this request names its token (never the secret).
-    let span = tracing::info_span!("http_intake", token = %token.name);
+    let span = tracing::info_span!("http_intake", token = %token.name, %client);
     tracing::Instrument::instrument(authenticated(s, query, headers, body, token), span).await
 }
 
@@ -129,6 +149,12 @@ async fn authenticated(
     let bytes = match axum::body::to_bytes(body, s.max_bytes).await {
         Ok(b) => b,
         Err(e) if is_length_limit(&e) => return too_large(),
+        Err(e) if body_timed_out(&e) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time: send it at once after the headers",
+            )
+        }
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
     };
     let jobs = match parse_batch(&bytes, &s.limits) {
@@ -197,6 +223,19 @@ async fn authenticated(
             accepted(ids)
         }
     }
+}
+
+/// Whether reading the body failed because the listener's body timeout
+/// (`crate::serve::BODY_TIMEOUT`) passed.
+fn body_timed_out(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The stored form of an `Idempotency-Key`: the key within the scope of the

@@ -1,7 +1,7 @@
 //! The per-token request rate cap of the HTTP intake: a token bucket per token (pure [`take`], tested by table),
 //! and the map of buckets the handler asks.
 
-use super::auth::TokenId;
+use crate::access::tokens::TokenId;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

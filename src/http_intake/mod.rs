@@ -1,18 +1,18 @@
 //! The HTTP intake of `kickq run` (`POST /v1/kicks`, `GET /v1/openapi.json`): its settings, and the composition of
 //! the token check, the rate cap, the idempotency keys and the confirmed publisher into one axum listener.
 //!
-//! `auth.rs` (bearer tokens), `limit.rs` (per-token rate cap), `batch.rs`
+//! Tokens and the throttle of failed authentications are `crate::access`'s;
+//! here: `limit.rs` (per-token rate cap), `batch.rs`
 //! (the body's jobs), `idempotency.rs` (keys: ledger or memory),
 //! `publisher.rs` (its own broker connection), `handler.rs` (the endpoint).
 
-pub(crate) mod auth;
 mod batch;
 mod handler;
 mod idempotency;
 mod limit;
 mod publisher;
 
-pub use auth::TokenError;
+pub use crate::access::TokenError;
 pub use idempotency::DEFAULT_MEMORY_KEYS;
 
 use crate::ledger::Ledger;
@@ -54,6 +54,9 @@ pub struct IntakeConfig {
     pub rate: u32,
     /// Idempotency keys kept in memory when the ledger is off ([`DEFAULT_MEMORY_KEYS`]).
     pub memory_keys: usize,
+    /// The listener's timeouts and connection cap (defaults:
+    /// [`crate::worker::ListenerBounds::default`]).
+    pub listener: crate::serve::Bounds,
 }
 
 impl IntakeConfig {
@@ -65,6 +68,7 @@ impl IntakeConfig {
             max_bytes: DEFAULT_MAX_BYTES,
             rate: DEFAULT_RATE,
             memory_keys: DEFAULT_MEMORY_KEYS,
+            listener: crate::serve::Bounds::default(),
         }
     }
 }
@@ -104,7 +108,7 @@ pub(crate) async fn bind(
     database_url: Option<&Secret>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = std::io::Result<()>>), IntakeError> {
-    let tokens = auth::Tokens::load(&cfg.token_file)?;
+    let tokens = crate::access::tokens::Tokens::load(&cfg.token_file)?;
     let namespace = producer.names.namespace.clone();
     let store = match database_url.map(|u| Ledger::connect(u.expose())) {
         Some(ledger) => match ledger.await {
@@ -117,6 +121,7 @@ pub(crate) async fn bind(
     let intake = Arc::new(handler::Intake {
         tokens,
         limiter: limit::Limiter::new(cfg.rate),
+        throttle: crate::access::throttle::Throttle::default(),
         store,
         limits: producer.limits,
         routing: producer.routing.clone(),
@@ -138,7 +143,8 @@ pub(crate) async fn bind(
     let local = listener
         .local_addr()
         .map_err(|source| IntakeError::Bind { addr: cfg.addr, source })?;
+    let bounds = cfg.listener;
     Ok((local, async move {
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        crate::serve::serve(listener, app, bounds, "http intake", shutdown).await
     }))
 }
