@@ -312,6 +312,31 @@ fn completions_and_man_page_print() {
     assert!(ok, "{err}");
     assert!(out.lines().any(|l| l.starts_with(".TH kickq")), "{out}");
     assert!(out.contains(".SH NAME") && out.contains("enqueue"), "{out}");
+    // Every page the pages name exists: `kickq man --dir` writes them all,
+    // and `kickq man dlq list` prints one.
+    let dir = std::env::temp_dir().join(format!("kickq-man-{}", std::process::id()));
+    let (ok, _, err) = kickq(&["man", "--dir", dir.to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    let mut named = std::collections::BTreeSet::new();
+    for page in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(page.unwrap().path()).unwrap();
+        for piece in text.split("kickq\\-").skip(1) {
+            if let Some(name) = piece.split("(1)").next().filter(|n| !n.contains(char::is_whitespace)) {
+                named.insert(format!("kickq-{}.1", name.replace("\\-", "-")));
+            }
+        }
+    }
+    assert!(named.contains("kickq-dlq-list.1") && named.len() > 10, "{named:?}");
+    for page in &named {
+        assert!(dir.join(page).exists(), "{page} is named but was not written");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (ok, out, err) = kickq(&["man", "dlq", "list"], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains(".TH kickq-dlq-list 1"), "{out}");
+    let (code, _, err) = kickq_code(&["man", "nope"], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no command \"nope\""), "{err}");
 }
 
 /// A config file in a directory of its own, removed on drop.

@@ -21,9 +21,19 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
-/// `kickq man`.
+/// `kickq man`: the page of kickq, or of one of its commands, or all of
+/// them into a directory.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ManArgs {}
+pub struct ManArgs {
+    /// Write kickq.1 and a page for every command (kickq-enqueue.1,
+    /// kickq-dlq-list.1, ...) into DIR, instead of printing one page.
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<std::path::PathBuf>,
+    /// The command whose page to print: `kickq man dlq list` prints
+    /// kickq-dlq-list(1), the page kickq-dlq(1) refers to.
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
 
 /// Writes the completion script for `shell` of the command `cmd`.
 pub fn completions(mut cmd: clap::Command, shell: Shell, out: &mut dyn Write) {
@@ -36,7 +46,32 @@ pub fn completions(mut cmd: clap::Command, shell: Shell, out: &mut dyn Write) {
     clap_complete::generate(shell, &mut cmd, name, out);
 }
 
-/// Writes the roff man page of the command `cmd`.
-pub fn man(cmd: clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
-    clap_mangen::Man::new(cmd).render(out)
+/// Writes the roff man page of the command `cmd`, or of its subcommand
+/// `args.command`, to `out`; or, with `args.dir`, every page into that
+/// directory (the pages a page's SEE ALSO and COMMANDS name, so none is
+/// missing).
+pub fn man(cmd: clap::Command, args: &ManArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    if let Some(dir) = &args.dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        clap_mangen::generate_to(cmd, dir).with_context(|| format!("writing the pages into {}", dir.display()))?;
+        return Ok(());
+    }
+    let mut page = &cmd;
+    for name in &args.command {
+        page = page.find_subcommand(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no command {name:?} (its commands: {})",
+                page.get_display_name().unwrap_or(page.get_name()),
+                page.get_subcommands()
+                    .map(|c| c.get_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    }
+    clap_mangen::Man::new(page.clone()).render(out)?;
+    Ok(())
 }

@@ -229,7 +229,7 @@ pub fn main() -> ExitCode {
                 crate::cli::docs::completions(Cli::command(), a.shell, &mut std::io::stdout());
                 Ok(())
             }
-            Command::Man(_) => crate::cli::docs::man(Cli::command(), &mut std::io::stdout()).map_err(Into::into),
+            Command::Man(a) => crate::cli::docs::man(Cli::command(), &a, &mut std::io::stdout()),
         }
     });
     match result {
