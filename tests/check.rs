@@ -321,6 +321,14 @@ async fn status_shows_queues_and_the_active_worker() {
     )
     .await;
     assert!(!o.status.success(), "an unreachable broker fails status");
+    // It says where it looked and which setting named it, as enqueue does,
+    // and never the password.
+    let (_, stderr) = text(&o);
+    assert!(
+        stderr.contains("cannot reach the broker at 127.0.0.1:1 (KICKQ_AMQP_URL)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("guest:x"), "{stderr}");
 }
 
 /// A stand-in for the RabbitMQ management API: answers `GET /api/queues/%2F/<dead>`

@@ -209,8 +209,18 @@ pub async fn run(args: StatusArgs, file: Option<&crate::config::file::ConfigFile
         crate::amqp::connect::connect(&url, "kickq-status"),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("broker: no answer within {}s", BROKER_CONNECT_TIMEOUT.as_secs()))?
-    .map_err(|e| anyhow::anyhow!("broker: {}", crate::amqp::connect::describe(&e)))?;
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "cannot reach the broker at {} (KICKQ_AMQP_URL): no answer within {}s",
+            crate::amqp::connect::nodes(url.expose())
+                .iter()
+                .map(|n| crate::amqp::connect::host_of(n))
+                .collect::<Vec<_>>()
+                .join(", "),
+            BROKER_CONNECT_TIMEOUT.as_secs()
+        )
+    })?
+    .map_err(|e| anyhow::Error::msg(crate::amqp::connect::explain(&url, &e).to_string()))?;
     let mut queues = Vec::new();
     for (queue, kind) in wanted_queues(&names, &shards) {
         let found = passive(&conn, &queue).await?;
