@@ -312,3 +312,39 @@ async fn the_binary_serves_the_apps_of_its_config_file() {
         info.detail
     );
 }
+
+/// A halt's ERROR line says what to check for its code: for a signature
+/// error (100000005), the ServerSecret, by the settings that hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_says_what_to_check_for_its_code() {
+    use std::io::BufRead;
+    let ns = Ns::new("apps-halt-hint");
+    let mock = mock(50).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    broker
+        .publish_many(&ns.names.requests, &[job("room-h", &["u1"], None)])
+        .await;
+    let mut cmd = binary_worker(&ns, &mock.base_url(), 50, &[("ZEGO_SERVER_SECRET", WRONG)]);
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = ChildGuard(cmd.spawn().expect("spawn the kickq binary"));
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("halted") && line.contains("\"level\":\"ERROR\"") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("an ERROR line for the halt");
+    assert!(line.contains(r#""code":100000005"#), "{line}");
+    assert!(
+        line.contains(r#""check":"check the ServerSecret (ZEGO_SERVER_SECRET or the app's secret_env)"#),
+        "{line}"
+    );
+    assert!(!line.contains(WRONG), "never the secret: {line}");
+}

@@ -346,7 +346,14 @@ pub async fn execute<A: KickApi>(
                         let changed = report(Feedback::Halt(c));
                         crate::metrics::app_halted(app, true);
                         if let Changed::Halted { log: true, .. } = changed {
-                            tracing::error!(app_id = app, code = c, meaning = crate::zego::codes::describe(c), "API rejects this AppId's calls; halted: no calls except a probe now and then, and no message is dead-lettered");
+                            tracing::error!(
+                                app_id = app,
+                                code = c,
+                                meaning = crate::zego::codes::describe(c),
+                                check = crate::zego::codes::halt_hint(c),
+                                "API rejects this AppId's calls; halted: no calls except a probe now and then, and no message is dead-lettered; {}",
+                                crate::zego::codes::halt_hint(c)
+                            );
                         }
                     }
                     _ => {}

@@ -200,10 +200,53 @@ pub fn describe(code: i64) -> &'static str {
     find(code).map_or("unknown code", |r| r.meaning)
 }
 
+/// What an operator should check when a code halts an AppId: the setting
+/// or the clock it points at, in words for the ERROR line.
+pub fn halt_hint(code: i64) -> &'static str {
+    match code {
+        3 => "check the AppId and its ServerSecret (ZEGO_APP_ID, ZEGO_SERVER_SECRET or the app's secret_env)",
+        100000000 => "check the API URL (ZEGO_API_URL or the app's api_url): its host must be ZEGOCLOUD's rtc-api host of the app's region",
+        100000001 | 100000010 => "check the AppId (ZEGO_APP_ID or the app's app_id): it is not one ZEGOCLOUD knows",
+        100000002..=100000004 => "check this host's clock (NTP): a signature's timestamp must be within 10 minutes of ZEGOCLOUD's",
+        100000005 => "check the ServerSecret (ZEGO_SERVER_SECRET or the app's secret_env): the 32 characters of this AppId's own secret",
+        100000006..=100000009 | 100000013 | 100000014 => {
+            "the request kickq signed is malformed: a kickq bug or a change of the API; report it with this line"
+        }
+        100000011 | 100000016 | 100000017 => {
+            "check the app in ZEGOCLOUD's console: its configuration, production environment and the server API service"
+        }
+        _ => "see this code in ZEGOCLOUD's return codes",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn every_halting_code_has_a_hint_of_its_own_kind() {
+        // (code, words the hint must hold)
+        let cases: &[(i64, &str)] = &[
+            (3, "ServerSecret"),
+            (100000000, "API URL"),
+            (100000001, "AppId"),
+            (100000002, "clock"),
+            (100000003, "clock"),
+            (100000004, "clock"),
+            (100000005, "ServerSecret"),
+            (100000007, "malformed"),
+            (100000010, "AppId"),
+            (100000017, "console"),
+            (42, "return codes"),
+        ];
+        for (code, words) in cases {
+            assert!(halt_hint(*code).contains(words), "{code}: {}", halt_hint(*code));
+        }
+        for r in CODES.iter().filter(|r| matches!(r.rule, Rule::Always(Halt))) {
+            assert_ne!(halt_hint(r.code), halt_hint(42), "{} has a hint of its own", r.code);
+        }
+    }
 
     const T: Disposition = Retry(RetryKind::Transient);
     const U: Disposition = Retry(RetryKind::UnknownCode);
