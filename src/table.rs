@@ -1,5 +1,6 @@
-//! Plain-text tables for the operator commands (`kickq history`, `kickq dlq list`): aligned columns, and cell
-//! text with control characters escaped so a hostile id cannot drive the terminal.
+//! Plain-text tables for the operator commands (`kickq history`, `kickq dlq list`): aligned columns, and the
+//! one way ids are shown safely everywhere (tables, console pages, log lines): control characters and invisible
+//! bidirectional or format characters escaped, so a hostile id can neither drive a terminal nor be spoofed.
 
 /// Renders rows (the first is the header) as columns two spaces apart; the
 /// last column is not padded, so no line ends in spaces.
@@ -28,17 +29,70 @@ pub fn render<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
-/// `s` with control characters written as escapes (`\n`, `\u{1b}`).
+/// Whether `c` is shown as an escape: a control character, or an
+/// invisible character that reorders or hides text (bidirectional
+/// embeddings, overrides and isolates, directional marks, zero-width
+/// characters, the byte-order mark), with which a displayed id could pass
+/// for another (`u\u{202e}1resu` shows as "uresu1").
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        )
+}
+
+/// `s` with every [`is_unsafe`] character written as an escape (`\n`,
+/// `\u{1b}`, `\u{202e}`).
 pub fn escape(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if is_unsafe(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+/// A writer that passes log lines on with every [`is_unsafe`] character
+/// that is not ASCII written as an escape, so an id in a log line cannot
+/// reorder what an operator reads: `\u202e` in JSON lines (a JSON escape,
+/// valid there since JSON holds non-ASCII text only within strings),
+/// `\u{202e}` in pretty ones. ASCII control characters are left to the
+/// log format (JSON escapes them; the pretty format is for a terminal). A
+/// log event reaches it in one write, so a character is never split
+/// between two.
+pub struct SafeLines<W> {
+    /// Where the lines go.
+    pub inner: W,
+    /// Whether the lines are JSON.
+    pub json: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for SafeLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) if text.chars().any(|c| !c.is_ascii() && is_unsafe(c)) => {
+                let mut out = String::with_capacity(text.len() + 16);
+                for c in text.chars() {
+                    match (!c.is_ascii() && is_unsafe(c), self.json) {
+                        (true, true) => out.push_str(&format!("\\u{:04x}", c as u32)),
+                        (true, false) => out.push_str(&c.escape_unicode().to_string()),
+                        (false, _) => out.push(c),
+                    }
+                }
+                self.inner.write_all(out.as_bytes())?;
+                Ok(buf.len())
+            }
+            _ => self.inner.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
@@ -53,5 +107,44 @@ mod tests {
         ];
         assert_eq!(render(&rows), "a          long header  x\nwide cell  b\n");
         assert_eq!(escape("evil\n\u{1b}[2J"), "evil\\n\\u{1b}[2J");
+    }
+
+    #[test]
+    fn bidi_and_invisible_characters_are_escaped_by_table() {
+        let cases = [
+            ("plain-id_1", "plain-id_1"),
+            ("u\u{202e}1resu", "u\\u{202e}1resu"),
+            ("a\u{2066}b\u{2069}", "a\\u{2066}b\\u{2069}"),
+            ("zero\u{200b}width", "zero\\u{200b}width"),
+            ("\u{feff}bom", "\\u{feff}bom"),
+            ("mark\u{200f}", "mark\\u{200f}"),
+            ("é中文", "é中文"),
+        ];
+        for (id, shown) in cases {
+            assert_eq!(escape(id), shown, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn log_lines_reach_the_writer_without_bidi_characters() {
+        use std::io::Write;
+        let line = "{\"room\":\"r\u{202e}1\",\"é\":1}\n";
+        let mut json = SafeLines {
+            inner: Vec::new(),
+            json: true,
+        };
+        json.write_all(line.as_bytes()).unwrap();
+        json.write_all(b"plain\n").unwrap();
+        let out = String::from_utf8(json.inner).unwrap();
+        assert_eq!(out, "{\"room\":\"r\\u202e1\",\"é\":1}\nplain\n");
+        // Still JSON, meaning the same id.
+        let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        assert_eq!(v["room"], "r\u{202e}1");
+        let mut pretty = SafeLines {
+            inner: Vec::new(),
+            json: false,
+        };
+        pretty.write_all("room=r\u{202e}1\n".as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(pretty.inner).unwrap(), "room=r\\u{202e}1\n");
     }
 }

@@ -614,3 +614,31 @@ async fn failed_logins_are_throttled_per_address() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "a bearer token too");
     s.teardown().await;
 }
+
+/// Ids are shown safely: a bidirectional override in a dead letter's room
+/// or user id reaches the page as the escape `\u{202e}`, never as the
+/// character that would reorder what the operator reads.
+#[tokio::test]
+async fn bidi_characters_in_ids_are_shown_escaped() {
+    let s = setup("console-bidi").await;
+    let broker = Broker::connect().await;
+    broker.declare(&s.ns.names).await;
+    let body = "{\"room_id\":\"room\u{202e}1\",\"user_ids\":[\"user\u{2066}2\"]}";
+    broker.publish_many(&s.ns.names.dead, &[body.as_bytes().to_vec()]).await;
+    let r = s
+        .http
+        .get(s.url("/dead"))
+        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("room\\u{202e}1"), "the room, escaped: {html}");
+    assert!(html.contains("user\\u{2066}2"), "the user, escaped");
+    assert!(
+        !html.contains('\u{202e}') && !html.contains('\u{2066}'),
+        "no bidirectional character reaches the page"
+    );
+    s.teardown().await;
+}

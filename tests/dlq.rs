@@ -1121,3 +1121,21 @@ async fn a_paced_replay_acks_each_letter_at_once_and_stops_on_ctrl_c_while_waiti
     wait_depth(&broker, &ns.names.dead, 2).await;
     assert_eq!(tags(&broker.drain(&ns.names.dead).await), ["t1", "t2"]);
 }
+
+/// `kickq dlq list` shows ids safely: a bidirectional override in a
+/// letter's room or user id is printed as the escape `\u{202e}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_escapes_bidi_characters_in_ids() {
+    let ns = Ns::new("dlq-bidi");
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let body = "{\"room_id\":\"room\u{202e}1\",\"user_ids\":[\"user\u{200f}2\"]}";
+    broker.publish_many(&ns.names.dead, &[body.as_bytes().to_vec()]).await;
+    let o = kickq(&ns, &["dlq", "list"], &[], None).await;
+    let (stdout, _) = ok(&o);
+    assert!(
+        stdout.contains("room\\u{202e}1") && stdout.contains("user\\u{200f}2"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\u{202e}') && !stdout.contains('\u{200f}'), "{stdout}");
+}

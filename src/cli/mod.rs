@@ -110,7 +110,10 @@ fn init_tracing(format: Option<LogFormat>, default_filter: &str) {
     };
     let layer = if json {
         fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| crate::table::SafeLines {
+                inner: std::io::stderr(),
+                json: true,
+            })
             .json()
             .flatten_event(true)
             .boxed()
@@ -118,7 +121,10 @@ fn init_tracing(format: Option<LogFormat>, default_filter: &str) {
         // Colours only on a terminal: `--log-format pretty` into a file or a
         // pipe writes no ANSI escapes.
         fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| crate::table::SafeLines {
+                inner: std::io::stderr(),
+                json: false,
+            })
             .with_ansi(std::io::stderr().is_terminal())
             .boxed()
     };

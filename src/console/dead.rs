@@ -9,6 +9,7 @@ use super::{field, forbidden, form_pairs, Access, Console, St};
 use crate::amqp::topology::Lane;
 use crate::dlq::letter::{parse_error, Filter, Letter};
 use crate::dlq::pass::{Action, SweepEnd};
+use crate::table::escape;
 use axum::body::Bytes;
 use axum::extract::RawQuery;
 use axum::http::StatusCode;
@@ -163,7 +164,11 @@ fn filter_form(q: &Query) -> Markup {
 }
 
 fn letter_row(l: &Letter, default_app: Option<u32>) -> Markup {
-    let users = l.job.as_ref().map(|j| j.user_ids.join(", ")).unwrap_or_default();
+    let users = l
+        .job
+        .as_ref()
+        .map(|j| j.user_ids.iter().map(|u| escape(u)).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
     html! {
         tr.letter {
             td { input type="checkbox" name="key" value=(l.key) aria-label={"select letter " (l.position)}; }
@@ -178,10 +183,10 @@ fn letter_row(l: &Letter, default_app: Option<u32>) -> Markup {
                     _ => "-",
                 }
             }
-            td.room { (l.room().unwrap_or("-")) }
+            td.room { (escape(l.room().unwrap_or("-"))) }
             td.users { (users) }
             td.n { (l.attempts) }
-            td.detail { (l.detail) }
+            td.detail { (escape(&l.detail)) }
         }
         tr.more {
             td {}
@@ -190,12 +195,12 @@ fn letter_row(l: &Letter, default_app: Option<u32>) -> Markup {
                     summary { "body and headers" }
                     dl {
                         dt { "key" } dd { code { (l.key) } }
-                        dt { "job id" } dd { (l.job_id.as_deref().unwrap_or("-")) }
+                        dt { "job id" } dd { (escape(l.job_id.as_deref().unwrap_or("-"))) }
                         dt { "replayed before" } dd { (l.replays) }
                     }
-                    pre.body { (l.body) }
+                    pre.body { (escape(&l.body)) }
                     table.headers {
-                        @for (k, v) in &l.headers { tr { th { (k) } td { (v) } } }
+                        @for (k, v) in &l.headers { tr { th { (escape(k)) } td { (escape(v)) } } }
                     }
                 }
             }

@@ -4,6 +4,7 @@
 use super::layout::{self, Page};
 use super::{field, form_pairs, Access, St};
 use crate::ledger::HistoryQuery;
+use crate::table::escape;
 use axum::extract::RawQuery;
 use axum::response::Html;
 use maud::html;
@@ -62,14 +63,14 @@ pub async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Html<Strin
                             @for r in &rows {
                                 tr {
                                     td { (layout::time(r.at)) }
-                                    td { (r.room_id) }
-                                    td { (r.user_id) }
+                                    td { (escape(&r.room_id)) }
+                                    td { (escape(&r.user_id)) }
                                     td { span class={"badge " (outcome_class(r.outcome.as_str()))} { (r.outcome.as_str()) } }
                                     td.n { @if let Some(c) = r.code { (c) } @else { "-" } }
                                     td { code { (r.request_id.as_deref().unwrap_or("-")) } }
-                                    td { (r.job_id) }
-                                    td { (r.reason.as_deref().unwrap_or("-")) }
-                                    td.detail { (r.detail.as_deref().unwrap_or("")) }
+                                    td { (escape(&r.job_id)) }
+                                    td { (escape(r.reason.as_deref().unwrap_or("-"))) }
+                                    td.detail { (escape(r.detail.as_deref().unwrap_or(""))) }
                                 }
                             }
                         }
