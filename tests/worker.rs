@@ -668,3 +668,46 @@ async fn queue_depths_reach_the_metrics() {
     .await;
     worker.stop().await;
 }
+
+/// A stop says what it drains (pending users per lane, the deadline) and
+/// what it returned to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_logs_what_it_drains_and_what_it_returns() {
+    use std::io::BufRead;
+    let ns = Ns::new("stop-log");
+    let mock = mock(1).await;
+    let broker = Broker::connect().await;
+    broker.declare(&ns.names).await;
+    let jobs: Vec<Vec<u8>> = (0..30).map(|i| job(&format!("room-{i}"), &["u"], None)).collect();
+    broker.publish_many(&ns.names.requests, &jobs).await;
+    let mut cmd = binary_worker(&ns, &mock.base_url(), 1, &[("RUST_LOG", "info")]);
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = ChildGuard(cmd.spawn().expect("spawn the kickq binary"));
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("stopping:") && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    wait_for(Duration::from_secs(20), "a first kick", || async {
+        !mock.kicked().is_empty()
+    })
+    .await;
+    send_signal(child.0.id(), "TERM");
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the drain's first line");
+    assert!(first.contains("no more deliveries taken"), "{first}");
+    assert!(first.contains(r#""deadline_ms":2000"#), "{first}");
+    let pending: u64 = serde_json::from_str::<serde_json::Value>(&first).unwrap()["live_users"]
+        .as_u64()
+        .unwrap();
+    assert!(pending > 0, "users were pending at a rate of 1/s: {first}");
+    let last = rx.recv_timeout(Duration::from_secs(20)).expect("the drain's end");
+    assert!(last.contains("drain deadline passed; returning"), "{last}");
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

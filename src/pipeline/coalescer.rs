@@ -182,12 +182,15 @@ pub async fn run(cx: Context) {
         let input_open = lanes[LIVE].open || lanes[BULK].open;
         if !input_open {
             if pending == 0 {
+                if deadline.is_some() {
+                    tracing::info!("stopping: every pending user was sent; nothing returns to the queue");
+                }
                 break;
             }
             if deadline.is_some_and(|d| now >= d) {
                 tracing::info!(
                     users = pending,
-                    "drain deadline passed; returning the rest to the queue"
+                    "stopping: drain deadline passed; returning {pending} pending user(s) to the queue (their deliveries are not acked)"
                 );
                 break;
             }
@@ -365,10 +368,20 @@ fn receive(lane: &mut LaneState, first: Option<JobIn>, rx: &mut mpsc::Receiver<J
     true
 }
 
-/// Once both inputs have closed (shutdown), the drain deadline starts.
+/// Once both inputs have closed (shutdown), the drain deadline starts, and
+/// the log says what is being drained.
 fn on_closed(lanes: &[LaneState; 2], deadline: &mut Option<Instant>, drain: Duration) {
     if !lanes[LIVE].open && !lanes[BULK].open && deadline.is_none() {
         *deadline = Some(Instant::now() + drain);
+        let (live, bulk) = (lanes[LIVE].core.pending_users(), lanes[BULK].core.pending_users());
+        tracing::info!(
+            live_users = live,
+            bulk_users = bulk,
+            deadline_ms = drain.as_millis() as u64,
+            "stopping: no more deliveries taken; sending what the rate allows of {} pending user(s) \
+             within the drain deadline, then returning the rest to the queue",
+            live + bulk
+        );
     }
 }
 
