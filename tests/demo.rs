@@ -187,3 +187,25 @@ async fn with_console_the_demo_serves_the_console_until_stopped() {
     assert!(!token_file.exists(), "the token file is deleted");
     assert!(!queues().contains(&ns), "demo queues left behind");
 }
+
+/// On a terminal the demo's progress bar is not drowned by the worker's
+/// info lines: without RUST_LOG only warnings and errors are logged.
+#[test]
+fn on_a_terminal_the_progress_bar_is_not_drowned_by_log_lines() {
+    let command = format!("{} demo", env!("CARGO_BIN_EXE_kickq"));
+    let out = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("KICKQ_AMQP_URL", common::amqp_url())
+        .env_remove("RUST_LOG")
+        .env_remove("KICKQ_LOG_FORMAT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux script runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("kicked") && screen.contains("users kicked"), "{screen}");
+    assert!(
+        !screen.contains(" INFO ") && !screen.contains("\"level\":\"INFO\""),
+        "no info line on the terminal: {screen}"
+    );
+}

@@ -206,11 +206,14 @@ pub fn main() -> ExitCode {
         }
         Err(e) => return usage_error(&e),
     };
-    // The bench runs workers in-process: their info lines would bury its table.
-    let default_filter = if matches!(cli.command, Command::Bench(_)) {
-        "warn"
-    } else {
-        "info"
+    let default_filter = match &cli.command {
+        // The bench runs workers in-process: their info lines would bury its table.
+        Command::Bench(_) => "warn",
+        // On a terminal the demo draws its progress bar on stderr and says
+        // what happened itself: the worker's info lines would drown the bar
+        // (RUST_LOG=info brings them back).
+        Command::Demo(_) if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() => "warn",
+        _ => "info",
     };
     init_tracing(cli.log_format, default_filter);
     let runtime = tokio::runtime::Builder::new_multi_thread()
