@@ -24,9 +24,11 @@ use tokio::sync::Semaphore;
 /// holding the listener.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a client may take to send a request's body once its headers
-/// are in: an intake batch of the largest allowed size (1 MiB by default)
-/// takes well under a second on any working link.
+/// How long a client may take to send a request's whole body once its
+/// headers are in (one deadline for the body, not a wait between chunks, so
+/// a client dripping a byte at a time is cut off too): an intake batch of
+/// the largest allowed size (1 MiB by default) takes well under a second on
+/// any working link.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most connections one listener keeps open at once; past it a new
@@ -74,7 +76,6 @@ pub async fn serve(
     name: &'static str,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(bounds.body));
     let slots = Arc::new(Semaphore::new(bounds.max_connections));
     let per_client = PerClient::default();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -100,7 +101,7 @@ pub async fn serve(
         let slot = slots.clone().try_acquire_owned().ok();
         let client_slot = slot
             .as_ref()
-            .and_then(|_| per_client.take(peer.ip(), bounds.max_per_client));
+            .and_then(|_| per_client.take(counted_as(peer.ip()), bounds.max_per_client));
         let (Some(slot), Some(client_slot)) = (slot, client_slot) else {
             refused_since_log += 1;
             if refused_since_log == 1 || refused_since_log.is_power_of_two() {
@@ -120,6 +121,7 @@ pub async fn serve(
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            let req = req.map(|body| axum::body::Body::new(DeadlineBody::new(body, bounds.body)));
             let mut app = app.clone();
             tower_service::Service::call(&mut app, req)
         });
@@ -134,6 +136,79 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// A request body that fails with [`BodyTimeout`] once its deadline, set
+/// when the request's headers were read, has passed: a deadline for the
+/// whole body (tower-http's body timeout waits per chunk, which a client
+/// dripping bytes never trips).
+struct DeadlineBody<B> {
+    inner: B,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    within: Duration,
+}
+
+impl<B> DeadlineBody<B> {
+    fn new(inner: B, within: Duration) -> Self {
+        DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(within)),
+            within,
+        }
+    }
+}
+
+/// The body did not arrive within the listener's body timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the body did not arrive within {0:?} of the headers")]
+pub struct BodyTimeout(pub Duration);
+
+impl<B> http_body::Body for DeadlineBody<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if let std::task::Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            return std::task::Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.deadline.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Some(Err(Box::new(BodyTimeout(this.within))))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client address as per-client bounds count it: an IPv6 address by its
+/// /64 (one host or site usually holds a whole /64, so counting each
+/// address alone would let it pass any per-client bound), an IPv4-mapped
+/// one as the IPv4 address, an IPv4 address as itself.
+pub fn counted_as(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// Open connections per client address.
@@ -175,9 +250,10 @@ impl Drop for ClientSlot {
 pub struct Client(pub Option<std::net::SocketAddr>);
 
 impl Client {
-    /// The client's IP address, if known.
+    /// The client's address as the throttle and the caps count it, if
+    /// known: [`counted_as`].
     pub fn ip(&self) -> Option<std::net::IpAddr> {
-        self.0.map(|a| a.ip())
+        self.0.map(|a| counted_as(a.ip()))
     }
 
     /// The client of a request's parts.
@@ -200,5 +276,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Client::of(parts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_addresses_are_counted_by_table() {
+        let cases = [
+            ("192.0.2.7", "192.0.2.7"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::"),
+            ("2001:db8:1:2::1", "2001:db8:1:2::"),
+            ("2001:db8:1:3::1", "2001:db8:1:3::"),
+        ];
+        for (ip, counted) in cases {
+            assert_eq!(
+                counted_as(ip.parse().unwrap()),
+                counted.parse::<std::net::IpAddr>().unwrap(),
+                "{ip}"
+            );
+        }
     }
 }

@@ -30,15 +30,24 @@ pub fn render<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// Whether `c` is shown as an escape: a control character, or an
-/// invisible character that reorders or hides text (bidirectional
+/// invisible character that reorders, hides or breaks text (bidirectional
 /// embeddings, overrides and isolates, directional marks, zero-width
-/// characters, the byte-order mark), with which a displayed id could pass
-/// for another (`u\u{202e}1resu` shows as "uresu1").
+/// characters, line and paragraph separators, the soft hyphen, the
+/// byte-order mark, interlinear annotations, tag characters), with which a
+/// displayed id could pass for another (`u\u{202e}1resu` shows as "uresu1").
 pub fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
@@ -78,7 +87,12 @@ impl<W: std::io::Write> std::io::Write for SafeLines<W> {
                 let mut out = String::with_capacity(text.len() + 16);
                 for c in text.chars() {
                     match (!c.is_ascii() && is_unsafe(c), self.json) {
-                        (true, true) => out.push_str(&format!("\\u{:04x}", c as u32)),
+                        // JSON escapes are UTF-16 units: a pair beyond the BMP.
+                        (true, true) => {
+                            for unit in c.encode_utf16(&mut [0; 2]) {
+                                out.push_str(&format!("\\u{unit:04x}"));
+                            }
+                        }
                         (true, false) => out.push_str(&c.escape_unicode().to_string()),
                         (false, _) => out.push(c),
                     }
@@ -118,6 +132,9 @@ mod tests {
             ("zero\u{200b}width", "zero\\u{200b}width"),
             ("\u{feff}bom", "\\u{feff}bom"),
             ("mark\u{200f}", "mark\\u{200f}"),
+            ("line\u{2028}sep", "line\\u{2028}sep"),
+            ("soft\u{ad}hyphen", "soft\\u{ad}hyphen"),
+            ("tag\u{e0041}", "tag\\u{e0041}"),
             ("é中文", "é中文"),
         ];
         for (id, shown) in cases {
@@ -140,6 +157,15 @@ mod tests {
         // Still JSON, meaning the same id.
         let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
         assert_eq!(v["room"], "r\u{202e}1");
+        let mut tag = SafeLines {
+            inner: Vec::new(),
+            json: true,
+        };
+        tag.write_all("{\"u\":\"a\u{e0041}\"}".as_bytes()).unwrap();
+        let out = String::from_utf8(tag.inner).unwrap();
+        assert_eq!(out, "{\"u\":\"a\\udb40\\udc41\"}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["u"], "a\u{e0041}");
         let mut pretty = SafeLines {
             inner: Vec::new(),
             json: false,

@@ -58,12 +58,17 @@ pub(crate) struct Line<'a> {
 }
 
 /// Whether `s` can be a token's name: 1 to [`MAX_TOKEN_NAME`] characters
-/// of letters, digits, `.`, `_`, `-` and `@`.
+/// of letters, digits, `.`, `_`, `-` and `@`, starting with a letter, and
+/// not 8 or more hex digits alone (what the first part of a bare hex secret
+/// holding a `:` would be: such a line stays one token, and no part of a
+/// secret becomes a logged name).
 fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_TOKEN_NAME
+    let hex_run = s.len() >= 8 && s.chars().all(|c| c.is_ascii_hexdigit());
+    s.len() <= MAX_TOKEN_NAME
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+        && !hex_run
 }
 
 /// The lines of a token file's text: trimmed; blank lines and lines
@@ -90,14 +95,26 @@ pub(crate) fn parse_tokens(text: &str) -> Vec<Line<'_>> {
         .collect()
 }
 
+/// Fewest distinct characters a token may hold: a random token of 22 or
+/// more characters holds far more; `aaaa…` or `0101…` holds fewer, and
+/// is refused whatever its length.
+pub const MIN_DISTINCT_CHARS: usize = 8;
+
 /// The strength of a token in bits: its length times the bits of the
-/// smallest usual alphabet that holds all its characters (hex: 4,
-/// base64 or base64url: 6, any other printable ASCII: 6.5, anything else:
-/// 8). kickq cannot see how a token was made, so this counts what a
-/// guesser of that alphabet must search; a word-like token counts more
-/// than it is worth, never less.
+/// smallest usual alphabet that holds all its characters (digits: 3.32,
+/// hex: 4, base64 or base64url: 6, any other printable ASCII: 6.5,
+/// anything else: 8); 0 for a token of fewer than [`MIN_DISTINCT_CHARS`]
+/// distinct characters. kickq cannot see how a token was made, so this
+/// counts what a guesser of that alphabet must search; a word-like token
+/// counts more than it is worth.
 pub fn token_bits(token: &str) -> u32 {
-    let per_char = if token.chars().all(|c| c.is_ascii_hexdigit()) {
+    let distinct: std::collections::HashSet<char> = token.chars().collect();
+    if distinct.len() < MIN_DISTINCT_CHARS {
+        return 0;
+    }
+    let per_char = if token.chars().all(|c| c.is_ascii_digit()) {
+        std::f64::consts::LOG2_10
+    } else if token.chars().all(|c| c.is_ascii_hexdigit()) {
         4.0
     } else if token
         .chars()
@@ -199,12 +216,12 @@ fn read(path: &Path, reader: &str) -> Result<Vec<Known>, TokenError> {
             );
             continue;
         }
-        if tokens.iter().any(|k| k.name == name) {
+        if tokens.iter().any(|k| k.name == name || k.id == id) {
             tracing::error!(
                 file = %path.display(),
                 line = line.number,
                 token = %name,
-                "{reader}: token refused: its name is an earlier line's"
+                "{reader}: token refused: its name or its secret is an earlier line's"
             );
             continue;
         }
@@ -238,6 +255,12 @@ impl Tokens {
     pub(crate) fn check(&self, presented: &[u8]) -> Option<Known> {
         let loaded = self.current();
         find(&loaded.1, presented)
+    }
+
+    /// Whether any token is usable now (the file read, with a usable token):
+    /// while none is, a refused request says nothing about its client.
+    pub(crate) fn usable(&self) -> bool {
+        !self.current().1.is_empty()
     }
 
     /// Whether the token `id` is still in the file (a console session checks
@@ -292,6 +315,10 @@ mod tests {
             (" ops@example : abc:def \n", &[line(1, Some("ops@example"), "abc:def")]),
             // Not a name before the colon: the whole line is the token.
             ("a b:c\n", &[line(1, None, "a b:c")]),
+            ("1st:abc\n", &[line(1, None, "1st:abc")]),
+            // A hex secret holding a colon stays whole: no part of it is a name.
+            ("deadbeef01:23456789\n", &[line(1, None, "deadbeef01:23456789")]),
+            ("cafe:23456789\n", &[line(1, Some("cafe"), "23456789")]),
         ];
         for (text, want) in cases {
             assert_eq!(parse_tokens(text), *want, "{text:?}");
@@ -304,11 +331,17 @@ mod tests {
             ("", 0),
             ("0123456789abcdef0123456789abcdef", 128),
             ("0123456789abcdef0123456789abcde", 124),
-            ("ZZZZZZZZZZZZZZZZZZZZZZ", 132),
-            ("AAAAAAAAAAAAAAAAAAAAAA", 88),
+            ("ZYXWVUTSRQPONMLKJIHGFz", 132),
+            ("ABCDEF0123ABCDEF0123AB", 88),
+            // Digits alone: 3.32 bits each.
+            ("01234567890123456789012345678901234567", 126),
+            ("012345678901234567890123456789012345678", 129),
+            // Too few distinct characters, whatever the length.
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 0),
+            ("0101010101010101010101010101010101010101", 0),
             ("intake-test-token-1", 114),
             ("p@ssw0rd!", 58),
-            ("é", 8),
+            ("éèêëēėęě", 64),
         ];
         for (token, bits) in cases {
             assert_eq!(token_bits(token), *bits, "{token:?}");

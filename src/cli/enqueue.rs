@@ -500,14 +500,23 @@ async fn bulk(
     // The checkpoint is read first: a resume takes its group size and job-id
     // prefix, and the first pass counts what a resume skips; it is checked
     // against the input after.
+    // --new-run and --resume-from do not need the checkpoint: one that
+    // cannot be read is set aside (with a warning) rather than blocking them.
     let found = match &cp_path {
-        Some(p) => checkpoint::read(p)?,
+        Some(p) => match checkpoint::read(p) {
+            Ok(found) => found,
+            Err(e) if args.new_run || args.resume_from.is_some() => {
+                eprintln!("kickq: warning: {e}; set aside");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
     // Checked before reading, so that a bad setting fails fast even on a large file.
     // A group size the worker would refuse is a usage error (exit 2), said in one line.
     let asked = match (&found, args.group_size) {
-        (Some(cp), None) if args.resume => Some(cp.group_size),
+        (Some(cp), None) if args.resume || args.resume_from.is_some() => Some(cp.group_size),
         (_, asked) => asked,
     };
     let group_size = group_size(asked, args.limits().max_users_per_message)
@@ -629,6 +638,7 @@ async fn bulk(
             judged: &judged,
             start,
             prefix: &prefix,
+            group_size,
             started,
         };
         let report = Report::new(&run, Outcome::DryRun, (todo_messages, todo_users), scanned.lines, None);
@@ -658,7 +668,12 @@ async fn bulk(
         None => None,
     };
     let through = Arc::new(AtomicU64::new(first_through));
-    exit_on_second_signal(stop.clone(), through.clone(), keeper.clone());
+    exit_on_second_signal(
+        stop.clone(),
+        through.clone(),
+        keeper.clone(),
+        (prefix.clone(), group_size),
+    );
     let stop_after = std::env::var(STOP_AFTER_ENV).ok().and_then(|v| v.parse::<usize>().ok());
     rewind(&mut file)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(FEED_DEPTH);
@@ -699,6 +714,7 @@ async fn bulk(
         judged: &judged,
         start,
         prefix: &prefix,
+        group_size,
         started,
     };
     finish(args, &run, &report, read.err(), keeper, ids.0)
@@ -749,12 +765,15 @@ fn finish(
         true => println!("{}", serde_json::to_string(&report)?),
         false => println!("{}", report.text(&format!("confirmed through line {through}"))),
     }
+    // --resume-from names the run's prefix and group size too: without a
+    // checkpoint nothing else would give the rerun this run's job ids.
+    let resume_from = resume_from_flags(through + 1, run.prefix, run.group_size);
     if let Some(e) = cp_error {
-        eprintln!("kickq: warning: {e}; resume with --resume-from {}", through + 1);
+        eprintln!("kickq: warning: {e}; resume with {resume_from}");
     }
     let rerun = match &cp_path {
-        Some(_) => format!("--resume (or --resume-from {})", through + 1),
-        None => format!("--resume-from {}", through + 1),
+        Some(_) => format!("--resume (or {resume_from})"),
+        None => resume_from,
     };
     if let Some(e) = &sent.failure {
         let e = match (e, read_error) {
@@ -778,10 +797,24 @@ fn finish(
     Ok(())
 }
 
+/// The flags of a rerun that continues this run from `line` under its job
+/// ids: `--resume-from N --job-id-prefix 'P' --group-size G`.
+fn resume_from_flags(line: u64, prefix: &str, group_size: usize) -> String {
+    format!(
+        "--resume-from {line} --job-id-prefix '{}' --group-size {group_size}",
+        prefix.replace('\'', "'\\''")
+    )
+}
+
 /// After the first Ctrl-C the run finishes its messages in flight; a second
 /// one exits at once (130), still saving the checkpoint and saying where a
 /// rerun must resume.
-fn exit_on_second_signal(stop: CancellationToken, through: Arc<AtomicU64>, keeper: Option<Arc<Mutex<Keeper>>>) {
+fn exit_on_second_signal(
+    stop: CancellationToken,
+    through: Arc<AtomicU64>,
+    keeper: Option<Arc<Mutex<Keeper>>>,
+    run: (String, usize),
+) {
     tokio::spawn(async move {
         stop.cancelled().await;
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -793,8 +826,8 @@ fn exit_on_second_signal(stop: CancellationToken, through: Arc<AtomicU64>, keepe
             }
             eprintln!(
                 "kickq: interrupted again: confirmed through line {n}; messages in flight may or may not be stored; \
-                 rerun with --resume-from {}",
-                n + 1
+                 rerun with {}",
+                resume_from_flags(n + 1, &run.0, run.1)
             );
             std::process::exit(crate::cli::signals::SECOND_SIGNAL_EXIT);
         }
@@ -888,6 +921,8 @@ pub struct Run<'a> {
     pub start: Start,
     /// The prefix of the derived job ids.
     pub prefix: &'a str,
+    /// The run's group size.
+    pub group_size: usize,
     /// When the run started, for `elapsed_ms`.
     pub started: Instant,
 }
@@ -906,6 +941,7 @@ impl Report {
             start,
             prefix,
             started,
+            ..
         } = *run;
         let s = &judged.scanned;
         Report {
@@ -1170,6 +1206,7 @@ mod tests {
             judged: &judged,
             start,
             prefix: "p",
+            group_size: 1,
             started: Instant::now(),
         };
         let mut r = Report::new(&run, Outcome::Complete, published, through, None);

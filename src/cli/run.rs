@@ -173,7 +173,7 @@ pub struct RunArgs {
     /// redelivery or re-send of that job id skip the user (the job id is the
     /// idempotency key within this window, like common idempotency-key
     /// windows; after it, the same job id kicks again).
-    #[arg(long = "dedupe-window", env = "KICKQ_DEDUPE_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long = "dedupe-window", env = "KICKQ_DEDUPE_WINDOW", default_value = "24h", value_parser = parse_dedupe_window)]
     dedupe_window: Duration,
     /// Total timeout of one API call.
     #[arg(long = "http-timeout", env = "KICKQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -458,9 +458,35 @@ const _: () = {
     assert!(!DEFAULT_EVENTS);
 };
 
+/// `--dedupe-window`: 1 minute to 365 days. Shorter would let a redelivery
+/// after a crash kick again; longer is past what any redelivery needs (and
+/// past what PostgreSQL's interval arithmetic is asked to carry).
+fn parse_dedupe_window(raw: &str) -> Result<Duration, String> {
+    let d = parse_duration(raw)?;
+    let (least, most) = (Duration::from_secs(60), Duration::from_secs(365 * 86_400));
+    if d < least || d > most {
+        return Err(format!("{raw} is outside 1m..365d"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dedupe_window_is_bounded() {
+        for (raw, ok) in [
+            ("24h", true),
+            ("1m", true),
+            ("365d", true),
+            ("59s", false),
+            ("0s", false),
+            ("366d", false),
+        ] {
+            assert_eq!(parse_dedupe_window(raw).is_ok(), ok, "{raw}");
+        }
+    }
 
     #[test]
     fn id_charset_flag() {

@@ -168,6 +168,11 @@ impl Auth {
         self.tokens.check(token.trim().as_bytes())
     }
 
+    /// Whether the token file has a usable token now.
+    pub(crate) fn tokens_usable(&self) -> bool {
+        self.tokens.usable()
+    }
+
     /// Opens a session for the token `token`: its cookie value and its access.
     pub(crate) fn open(&self, now: Instant, token: Known) -> (String, Access) {
         let cookie = random_token();
@@ -212,7 +217,7 @@ impl Auth {
     pub fn access(&self, headers: &HeaderMap, now: Instant, client: crate::serve::Client) -> Option<Access> {
         if let Some(token) = bearer(headers.get(AUTHORIZATION).map(|v| v.as_bytes())) {
             let found = self.tokens.check(token).map(|k| Access::Bearer(k.name));
-            if found.is_none() {
+            if found.is_none() && self.tokens.usable() {
                 self.throttle.failed(client.ip(), now);
             }
             return found;

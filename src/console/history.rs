@@ -67,7 +67,7 @@ pub async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Html<Strin
                                     td { (escape(&r.user_id)) }
                                     td { span class={"badge " (outcome_class(r.outcome.as_str()))} { (r.outcome.as_str()) } }
                                     td.n { @if let Some(c) = r.code { (c) } @else { "-" } }
-                                    td { code { (r.request_id.as_deref().unwrap_or("-")) } }
+                                    td { code { (escape(r.request_id.as_deref().unwrap_or("-"))) } }
                                     td { (escape(&r.job_id)) }
                                     td { (escape(r.reason.as_deref().unwrap_or("-"))) }
                                     td.detail { (escape(r.detail.as_deref().unwrap_or(""))) }

@@ -70,7 +70,9 @@ pub async fn login(st: St, client: crate::serve::Client, headers: HeaderMap, bod
     }
     let token = field(&pairs, "token").unwrap_or_default();
     let Some(id) = console.auth.token_id(token) else {
-        console.auth.throttle.failed(client.ip(), now);
+        if console.auth.tokens_usable() {
+            console.auth.throttle.failed(client.ip(), now);
+        }
         tracing::warn!(%client, "console: login refused (wrong token)");
         return with_login_cookie(
             StatusCode::UNAUTHORIZED,

@@ -119,7 +119,11 @@ impl FromRequestParts<Shared> for Access {
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
         let client = crate::serve::Client::of(parts);
         let now = std::time::Instant::now();
-        if let Verdict::Refuse(wait) = state.auth.throttle.check(client.ip(), now) {
+        // Only a token is throttled: a session's 256-bit cookie is no
+        // guess, and an operator behind the same proxy as a guesser keeps
+        // working.
+        let bearer = parts.headers.contains_key(header::AUTHORIZATION);
+        if let (true, Verdict::Refuse(wait)) = (bearer, state.auth.throttle.check(client.ip(), now)) {
             tracing::warn!(%client, "console: 429 (too many failed logins or tokens from this address)");
             return Err(too_many_failures(wait));
         }

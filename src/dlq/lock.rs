@@ -158,12 +158,11 @@ pub async fn take(
             got = tokio::time::timeout_at(step, lease.receive()) => match got {
                 Ok(Ok(())) => break,
                 Ok(Err(e)) => {
-                    let _ = publisher.channel().close(200, "dlq pass lock not taken".into()).await;
+                    close_both(lease, &publisher, "dlq pass lock not taken").await;
                     return Err(e.into());
                 }
                 Err(_) if tokio::time::Instant::now() >= deadline => {
-                    let _ = lease.release().await;
-                    let _ = publisher.channel().close(200, "dlq pass lock held".into()).await;
+                    close_both(lease, &publisher, "dlq pass lock held").await;
                     return Err(LockError::Held(read_holder(conn, names).await.unwrap_or_default()));
                 }
                 Err(_) => {
@@ -173,23 +172,30 @@ pub async fn take(
                 }
             },
             () = stop.cancelled() => {
-                let _ = lease.release().await;
-                let _ = publisher.channel().close(200, "interrupted".into()).await;
+                close_both(lease, &publisher, "interrupted").await;
                 return Err(LockError::Interrupted);
             }
         }
     }
-    let channel = conn.create_channel().await?;
-    declare_state(&channel, names).await?;
-    let _ = channel.close(200, "declared".into()).await;
-    let by = format!("{} pid {}", host(), std::process::id());
-    publisher
-        .publish(
-            &names.dead_lock_state,
-            &record_body(Utc::now(), &by),
-            persistent_json(None, FieldTable::default()),
-        )
-        .await?;
+    // The record: on a failure the lock is let go, its channels closed.
+    let recorded = async {
+        let channel = conn.create_channel().await?;
+        declare_state(&channel, names).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        let by = format!("{} pid {}", host(), std::process::id());
+        publisher
+            .publish(
+                &names.dead_lock_state,
+                &record_body(Utc::now(), &by),
+                persistent_json(None, FieldTable::default()),
+            )
+            .await?;
+        Ok::<(), LockError>(())
+    };
+    if let Err(e) = recorded.await {
+        close_both(lease, &publisher, "dlq pass record not written").await;
+        return Err(e);
+    }
     let pass_stop = stop.child_token();
     let lost = Arc::new(AtomicBool::new(false));
     let release = CancellationToken::new();
@@ -211,6 +217,15 @@ pub async fn take(
     })
 }
 
+/// Lets `lease` go and closes `publisher`'s channel, each bounded by
+/// [`crate::amqp::connect::CLOSE_WITHIN`] (a broker that stopped answering
+/// is the case a lost lock comes from).
+async fn close_both(lease: Lease, publisher: &Publisher, reason: &str) {
+    let within = crate::amqp::connect::CLOSE_WITHIN;
+    let _ = tokio::time::timeout(within, lease.release()).await;
+    let _ = tokio::time::timeout(within, publisher.channel().close(200, reason.into())).await;
+}
+
 /// What the keeper signals and listens to.
 struct Keeper {
     stop: CancellationToken,
@@ -225,13 +240,13 @@ async fn keep(mut lease: Lease, publisher: Publisher, queue: String, k: Keeper) 
         tokio::select! {
             () = tokio::time::sleep(RENEW_EVERY) => {}
             () = k.release.cancelled() => {
-                // Both channels are closed here, answered, before the
-                // caller closes the connection: a channel closed by a
-                // dropped handle while the connection closes makes lapin
-                // end its I/O loop and leave the connection's close
-                // unanswered. Closing the lease channel hands the token on.
-                let _ = lease.release().await;
-                let _ = publisher.channel().close(200, "dlq pass done".into()).await;
+                // Both channels are closed here, answered (or given up
+                // after CLOSE_WITHIN), before the caller closes the
+                // connection: a channel closed by a dropped handle while the
+                // connection closes makes lapin end its I/O loop and leave
+                // the connection's close unanswered. Closing the lease
+                // channel hands the token on.
+                close_both(lease, &publisher, "dlq pass done").await;
                 return;
             }
         }
@@ -247,8 +262,7 @@ async fn keep(mut lease: Lease, publisher: Publisher, queue: String, k: Keeper) 
         tracing::warn!(lease = %queue, error = %failed, "the dlq pass lock was lost; stopping the pass");
         k.lost.store(true, Ordering::Relaxed);
         k.stop.cancel();
-        let _ = lease.release().await;
-        let _ = publisher.channel().close(200, "dlq pass lock lost".into()).await;
+        close_both(lease, &publisher, "dlq pass lock lost").await;
         return;
     }
 }

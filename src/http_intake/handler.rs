@@ -95,7 +95,9 @@ pub(crate) async fn post_kicks(
     // Authentication first: nothing of an unauthenticated request is parsed or logged.
     let presented = bearer(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes));
     let Some(token) = presented.and_then(|t| s.tokens.check(t)) else {
-        if presented.is_some() {
+        // While no token is usable (the file broken), a refusal says nothing
+        // about the client: it does not count against it.
+        if presented.is_some() && s.tokens.usable() {
             s.throttle.failed(client.ip(), now);
         }
         tracing::info!(%client, "http intake: 401 (missing or unknown bearer token)");
@@ -230,7 +232,7 @@ async fn authenticated(
 fn body_timed_out(e: &axum::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
-        if c.is::<tower_http::timeout::TimeoutError>() {
+        if c.is::<crate::serve::BodyTimeout>() {
             return true;
         }
         cause = c.source();
