@@ -43,6 +43,8 @@ pub struct ShardState {
     taken: AtomicU64,
     queue_ready: AtomicU64,
     bulk_ready: AtomicU64,
+    /// Deliveries of each lane (live, bulk) this worker holds unacked now.
+    unacked: [std::sync::Arc<AtomicU64>; 2],
     /// The role last seen by [`ShardState::role_since`]'s bookkeeping, and
     /// since when (wall-clock milliseconds).
     last_role: AtomicU8,
@@ -133,7 +135,13 @@ impl ShardState {
         self.in_flight.store(0, Ordering::Relaxed);
     }
 
-    /// Messages ready in the shard's live queue, as the last check saw them.
+    /// The count of `lane`'s deliveries this shard holds unacked, for each
+    /// delivery to hold its place in ([`crate::amqp::delivery::Held`]).
+    pub fn unacked(&self, lane: Lane) -> std::sync::Arc<AtomicU64> {
+        self.unacked[lane_index(lane)].clone()
+    }
+
+    /// Messages ready in the live queue at the last check.
     pub fn set_queue_ready(&self, n: u32) {
         self.queue_ready.store(n.into(), Ordering::Relaxed);
     }
@@ -225,6 +233,10 @@ pub struct Progress {
     pub queue_ready: u64,
     /// Messages ready in the bulk queues at the last check.
     pub bulk_ready: u64,
+    /// Live deliveries this worker holds unacked now.
+    pub live_unacked: u64,
+    /// Bulk deliveries this worker holds unacked now.
+    pub bulk_unacked: u64,
 }
 
 impl Progress {
@@ -242,6 +254,8 @@ impl Progress {
             pending_users: self.pending_users,
             queue_ready: self.queue_ready,
             bulk_ready: self.bulk_ready,
+            live_unacked: self.live_unacked,
+            bulk_unacked: self.bulk_unacked,
         }
     }
 
@@ -362,6 +376,8 @@ impl Health {
             pending_users: r(&c.pending_users),
             queue_ready: self.shards.iter().map(|s| r(&s.queue_ready)).sum(),
             bulk_ready: self.shards.iter().map(|s| r(&s.bulk_ready)).sum(),
+            live_unacked: self.shards.iter().map(|s| r(&s.unacked[0])).sum(),
+            bulk_unacked: self.shards.iter().map(|s| r(&s.unacked[1])).sum(),
         }
     }
 

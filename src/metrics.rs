@@ -440,6 +440,12 @@ pub fn queue_ready(queue: &str, n: u32) {
     gauge!(QUEUE_MESSAGES, "queue" => queue.to_owned(), "state" => "ready").set(f64::from(n));
 }
 
+/// Messages of `queue` this worker holds unacked now (taken, not yet
+/// finished): with one active worker per shard, the queue's unacked depth.
+pub fn queue_unacked(queue: &str, n: u64) {
+    gauge!(QUEUE_MESSAGES, "queue" => queue.to_owned(), "state" => "unacked").set(n as f64);
+}
+
 /// A redelivered message arrived.
 pub fn redelivery() {
     counter!(REDELIVERIES).increment(1);

@@ -3,6 +3,30 @@
 
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::Acker;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// One count of a held delivery (taken, not yet finished): the count goes
+/// up when it is made and down when it is dropped, however the delivery
+/// ends (acked, handed back, or dropped with its session).
+#[derive(Debug)]
+pub struct Held(Arc<AtomicU64>);
+
+impl Held {
+    /// Counts one more delivery in `count`.
+    pub fn new(count: Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Held(count)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
 
 /// What became of an ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,12 +45,20 @@ pub enum Acked {
 pub struct Delivery {
     id: u64,
     acker: Acker,
+    /// Its place in its lane's count of unacked deliveries.
+    _held: Option<Held>,
 }
 
 impl Delivery {
     /// Wraps lapin's acker; `id` is unique within the process.
     pub fn new(id: u64, acker: Acker) -> Self {
-        Self { id, acker }
+        Self { id, acker, _held: None }
+    }
+
+    /// The same delivery, counted in `held` until it is finished or dropped.
+    pub fn counted(mut self, held: Held) -> Self {
+        self._held = Some(held);
+        self
     }
 
     /// The process-unique id.

@@ -227,7 +227,8 @@ pub async fn run(cx: Context) -> IntakeEnd {
         for delivery in batch {
             let id = ids.fetch_add(1, Ordering::Relaxed);
             health.delivery_taken();
-            let handle = Delivery::new(id, delivery.acker.clone());
+            let handle = Delivery::new(id, delivery.acker.clone())
+                .counted(crate::amqp::delivery::Held::new(health.unacked(cfg.lane)));
             let decoded = decode(
                 &delivery.data,
                 &delivery.properties,

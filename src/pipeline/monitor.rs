@@ -56,6 +56,8 @@ pub(crate) async fn report_progress(health: Arc<Health>, rate: u32) {
                 backlog = d.queue_ready + d.bulk_ready,
                 live_ready = d.queue_ready,
                 bulk_ready = d.bulk_ready,
+                live_unacked = d.live_unacked,
+                bulk_unacked = d.bulk_unacked,
                 "progress over the last {}s",
                 PROGRESS_INTERVAL.as_secs()
             );
@@ -115,6 +117,9 @@ pub(crate) async fn watch_queue(channel: lapin::Channel, queues: Watched, health
                 }
                 health.set_queue_ready(q.message_count());
                 crate::metrics::queue_ready(&queue, q.message_count());
+                let unacked = |lane| health.unacked(lane).load(std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::queue_unacked(&queue, unacked(crate::amqp::topology::Lane::Live));
+                crate::metrics::queue_unacked(&queues.bulk, unacked(crate::amqp::topology::Lane::Bulk));
                 tracing::trace!(queue = %queue, ready = q.message_count(), "queue check ok");
                 // The other queues' depths, for the progress line and the
                 // metrics (a failed read here ends nothing: the live queue's
