@@ -171,6 +171,7 @@ struct Counts {
     kicked: AtomicU64,
     nothing_to_do: AtomicU64,
     retried: AtomicU64,
+    deferred: AtomicU64,
     dead_lettered: AtomicU64,
     /// Messages dead-lettered whole, before any call (invalid, expired, of no
     /// app served): their users are not counted above.
@@ -216,8 +217,11 @@ pub struct Progress {
     pub kicked: u64,
     /// Users with nothing to do (room gone, not in the room).
     pub nothing_to_do: u64,
-    /// Users scheduled for a retry or deferred by a halt.
+    /// Users scheduled for a retry (an attempt failed).
     pub retried: u64,
+    /// Users handed back while their AppId was halted (no attempt of
+    /// theirs failed: a halt is not a retry).
+    pub deferred: u64,
     /// Users dead-lettered.
     pub dead_lettered: u64,
     /// Messages dead-lettered whole before any call (invalid, expired, of no
@@ -247,6 +251,7 @@ impl Progress {
             kicked: self.kicked - earlier.kicked,
             nothing_to_do: self.nothing_to_do - earlier.nothing_to_do,
             retried: self.retried - earlier.retried,
+            deferred: self.deferred - earlier.deferred,
             dead_lettered: self.dead_lettered - earlier.dead_lettered,
             unusable: self.unusable - earlier.unusable,
             skipped: self.skipped - earlier.skipped,
@@ -264,6 +269,7 @@ impl Progress {
         self.kicked
             + self.nothing_to_do
             + self.retried
+            + self.deferred
             + self.dead_lettered
             + self.unusable
             + self.skipped
@@ -324,7 +330,8 @@ impl Health {
         let counter = match outcome {
             "kicked" => &c.kicked,
             "nothing_to_do" => &c.nothing_to_do,
-            "retry_scheduled" | "deferred" => &c.retried,
+            "retry_scheduled" => &c.retried,
+            "deferred" => &c.deferred,
             "dead_lettered" => &c.dead_lettered,
             "skipped" => &c.skipped,
             _ => return,
@@ -369,6 +376,7 @@ impl Health {
             kicked: r(&c.kicked),
             nothing_to_do: r(&c.nothing_to_do),
             retried: r(&c.retried),
+            deferred: r(&c.deferred),
             dead_lettered: r(&c.dead_lettered),
             unusable: r(&c.unusable),
             skipped: r(&c.skipped),
@@ -661,8 +669,15 @@ mod tests {
         h.count_calls(2);
         let first = h.progress();
         assert_eq!(
-            (first.kicked, first.retried, first.dead_lettered, first.calls),
-            (3, 2, 2, 2)
+            (
+                first.kicked,
+                first.retried,
+                first.deferred,
+                first.dead_lettered,
+                first.calls
+            ),
+            (3, 1, 1, 2, 2),
+            "a deferral by a halt is not a retry"
         );
         h.count_users(Lane::Bulk, "kicked", 1);
         h.set_pending_users(3, 4);

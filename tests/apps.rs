@@ -325,15 +325,21 @@ async fn a_halt_says_what_to_check_for_its_code() {
     broker
         .publish_many(&ns.names.requests, &[job("room-h", &["u1"], None)])
         .await;
-    let mut cmd = binary_worker(&ns, &mock.base_url(), 50, &[("ZEGO_SERVER_SECRET", WRONG)]);
+    let mut cmd = binary_worker(
+        &ns,
+        &mock.base_url(),
+        50,
+        &[("ZEGO_SERVER_SECRET", WRONG), ("RUST_LOG", "info")],
+    );
     cmd.stderr(std::process::Stdio::piped());
     let mut child = ChildGuard(cmd.spawn().expect("spawn the kickq binary"));
     let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("halted") && line.contains("\"level\":\"ERROR\"") {
-                let _ = tx.send(line);
+            let wanted = (line.contains("halted") && line.contains("\"level\":\"ERROR\""))
+                || line.contains("progress over the last");
+            if wanted && tx.send(line).is_err() {
                 return;
             }
         }
@@ -347,4 +353,17 @@ async fn a_halt_says_what_to_check_for_its_code() {
         "{line}"
     );
     assert!(!line.contains(WRONG), "never the secret: {line}");
+    // The progress line counts the user handed back by the halt (at each
+    // probe, here every 300 ms) as deferred, not as retried: no attempt of
+    // theirs failed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let progress = std::iter::from_fn(|| {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        rx.recv_timeout(left).ok()
+    })
+    .find(|l| l.contains("progress over the last"))
+    .expect("a progress line");
+    let v: serde_json::Value = serde_json::from_str(&progress).unwrap();
+    assert_eq!(v["retried"], 0, "{progress}");
+    assert!(v["deferred_by_halt"].as_u64().unwrap() > 0, "{progress}");
 }

@@ -46,6 +46,7 @@ pub(crate) async fn report_progress(health: Arc<Health>, rate: u32) {
                 kicked = d.kicked,
                 nothing_to_do = d.nothing_to_do,
                 retried = d.retried,
+                deferred_by_halt = d.deferred,
                 dead_lettered = d.dead_lettered,
                 unusable_messages = d.unusable,
                 skipped = d.skipped,
