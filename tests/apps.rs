@@ -317,7 +317,6 @@ async fn the_binary_serves_the_apps_of_its_config_file() {
 /// error (100000005), the ServerSecret, by the settings that hold it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halt_says_what_to_check_for_its_code() {
-    use std::io::BufRead;
     let ns = Ns::new("apps-halt-hint");
     let mock = mock(50).await;
     let broker = Broker::connect().await;
@@ -325,25 +324,13 @@ async fn a_halt_says_what_to_check_for_its_code() {
     broker
         .publish_many(&ns.names.requests, &[job("room-h", &["u1"], None)])
         .await;
-    let mut cmd = binary_worker(
+    let (_child, rx) = spawn_binary_worker_logging(
         &ns,
         &mock.base_url(),
         50,
         &[("ZEGO_SERVER_SECRET", WRONG), ("RUST_LOG", "info")],
+        &["API rejects this AppId", "progress over the last"],
     );
-    cmd.stderr(std::process::Stdio::piped());
-    let mut child = ChildGuard(cmd.spawn().expect("spawn the kickq binary"));
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            let wanted = (line.contains("halted") && line.contains("\"level\":\"ERROR\""))
-                || line.contains("progress over the last");
-            if wanted && tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
     let line = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("an ERROR line for the halt");

@@ -711,25 +711,14 @@ async fn unacked_depth_reaches_the_metrics() {
 /// what it returned to the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_logs_what_it_drains_and_what_it_returns() {
-    use std::io::BufRead;
     let ns = Ns::new("stop-log");
     let mock = mock(1).await;
     let broker = Broker::connect().await;
     broker.declare(&ns.names).await;
     let jobs: Vec<Vec<u8>> = (0..30).map(|i| job(&format!("room-{i}"), &["u"], None)).collect();
     broker.publish_many(&ns.names.requests, &jobs).await;
-    let mut cmd = binary_worker(&ns, &mock.base_url(), 1, &[("RUST_LOG", "info")]);
-    cmd.stderr(std::process::Stdio::piped());
-    let mut child = ChildGuard(cmd.spawn().expect("spawn the kickq binary"));
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("stopping:") && tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (mut child, rx) =
+        spawn_binary_worker_logging(&ns, &mock.base_url(), 1, &[("RUST_LOG", "info")], &["stopping:"]);
     wait_for(Duration::from_secs(20), "a first kick", || async {
         !mock.kicked().is_empty()
     })

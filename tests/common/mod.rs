@@ -624,6 +624,32 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The binary worker of [`binary_worker`] with its stderr piped: the guard
+/// and the receiving end of its log lines that hold `needle` (read on a
+/// thread of their own, so the worker never blocks on a full pipe).
+pub fn spawn_binary_worker_logging(
+    ns: &Ns,
+    api_url: &str,
+    rate: u32,
+    extra: &[(&str, &str)],
+    needle: &'static [&'static str],
+) -> (ChildGuard, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut cmd = binary_worker(ns, api_url, rate, extra);
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = ChildGuard(cmd.spawn().expect("spawn the kickq binary"));
+    let stderr = child.0.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if needle.iter().any(|n| line.contains(n)) && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
 /// Runs `kickq` with the namespace's broker settings and optional stdin.
 pub async fn kickq(ns: &Ns, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"));
