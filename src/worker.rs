@@ -675,6 +675,10 @@ async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<Worker
         add_tally(&mut summary.tally, tally);
         shared.shard.session_ended();
         crate::metrics::active(&shard, false);
+        // The session's deliveries are gone with it: no unacked depth of
+        // this worker's stays exported (a standby reports none).
+        crate::metrics::queue_unacked(&shared.cfg.names.requests, 0);
+        crate::metrics::queue_unacked(&shared.cfg.names.bulk, 0);
         match end {
             SessionEnd::Shutdown => break,
             SessionEnd::Fatal(e) => {

@@ -973,3 +973,26 @@ async fn new_run_sends_the_whole_input_again_under_new_ids() {
     let out = kickq(&ns, &both, &[], None).await;
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
 }
+
+/// A checkpoint that cannot be read does not block `--new-run` (or
+/// `--resume-from`), and is moved aside, not overwritten: it may be the only
+/// record of an interrupted run's job ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_checkpoint_is_moved_aside_not_overwritten() {
+    let ns = Ns::new("enq-cp-aside");
+    let (csv, want) = sweep(20, 4);
+    let file = TempFile::new(&ns, "aside.csv", &csv);
+    let cp = checkpoint_of(&file.0);
+    std::fs::write(&cp, b"{not a checkpoint").unwrap();
+    let args = ["enqueue", "--file", file.arg(), "--new-run"];
+    let out = kickq(&ns, &args, &[], None).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let aside = std::path::PathBuf::from(format!("{}.unreadable", cp.display()));
+    assert!(stderr.contains("moved to") && stderr.contains(".unreadable"), "{stderr}");
+    assert_eq!(std::fs::read(&aside).unwrap(), b"{not a checkpoint");
+    assert_eq!(read_checkpoint(&cp)["complete"].as_bool(), Some(true), "a checkpoint of its own");
+    let broker = Broker::connect().await;
+    assert_exactly_once(kicks(&published(&broker, &ns).await), want);
+    let _ = std::fs::remove_file(&aside);
+}

@@ -670,17 +670,18 @@ async fn queue_depths_reach_the_metrics() {
 }
 
 /// The deliveries a worker holds unacked reach /metrics too
-/// (`state="unacked"`): at a rate of one call a second, thirty jobs are
-/// taken at once and wait, unacked, while the ready depth is 0.
+/// (`state="unacked"`): at two calls a second, twelve jobs are taken at
+/// once and wait, unacked, while the ready depth is 0; once they are all
+/// kicked the count is back to 0 (no count leaks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_depth_reaches_the_metrics() {
     let ns = Ns::new("depth-unacked");
-    let mock = mock(1).await;
+    let mock = mock(2).await;
     let broker = Broker::connect().await;
     broker.declare(&ns.names).await;
-    let jobs: Vec<Vec<u8>> = (0..30).map(|i| job(&format!("room-{i}"), &["u"], None)).collect();
+    let jobs: Vec<Vec<u8>> = (0..12).map(|i| job(&format!("room-{i}"), &["u"], None)).collect();
     broker.publish_many(&ns.names.requests, &jobs).await;
-    let mut cfg = worker_config(&ns, &mock.base_url(), 1);
+    let mut cfg = worker_config(&ns, &mock.base_url(), 2);
     cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
     let worker = spawn_worker(cfg).await;
     let addr = worker.metrics_addr.expect("metrics server bound");
@@ -690,18 +691,24 @@ async fn unacked_depth_reaches_the_metrics() {
             ns.names.requests
         )
     };
+    let read = || async {
+        let m = reqwest_get(&format!("http://{addr}/metrics")).await.1;
+        let unacked: Option<u64> = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&line("unacked")))
+            .and_then(|v| v.trim().parse().ok());
+        (unacked, m.contains(&format!("{}0", line("ready"))))
+    };
     wait_for(
         Duration::from_secs(20),
         "unacked live deliveries in /metrics",
-        || async {
-            let m = reqwest_get(&format!("http://{addr}/metrics")).await.1;
-            let unacked: u64 = m
-                .lines()
-                .find_map(|l| l.strip_prefix(&line("unacked")))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            unacked >= 10 && m.contains(&format!("{}0", line("ready")))
-        },
+        || async { matches!(read().await, (Some(n), true) if n >= 5) },
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(30),
+        "every job kicked and the count back to 0",
+        || async { mock.kicked().len() == 12 && read().await.0 == Some(0) },
     )
     .await;
     worker.stop().await;

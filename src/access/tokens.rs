@@ -202,6 +202,21 @@ fn read(path: &Path, reader: &str) -> Result<Vec<Known>, TokenError> {
     })?;
     let mut tokens: Vec<Known> = Vec::new();
     for line in parse_tokens(&text) {
+        if let (None, Some((before, _))) = (line.name, line.token.split_once(':')) {
+            let name_like = !before.is_empty()
+                && before.len() <= MAX_TOKEN_NAME
+                && before
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+            if name_like {
+                tracing::warn!(
+                    file = %path.display(),
+                    line = line.number,
+                    "{reader}: the part before ':' is not taken as a name (a name starts with a letter and is \
+                     not a run of 8 or more hex digits): the whole line is one token"
+                );
+            }
+        }
         let id = digest(line.token.as_bytes());
         let name = line.name.map_or_else(|| default_name(&id), str::to_owned);
         let bits = token_bits(line.token);
@@ -260,7 +275,9 @@ impl Tokens {
     /// Whether any token is usable now (the file read, with a usable token):
     /// while none is, a refused request says nothing about its client.
     pub(crate) fn usable(&self) -> bool {
-        !self.current().1.is_empty()
+        // As last read: a broken file is re-read (and its ERROR logged) by
+        // the check that came before, not again here.
+        !self.loaded.lock().expect("no panic holds the token lock").1.is_empty()
     }
 
     /// Whether the token `id` is still in the file (a console session checks

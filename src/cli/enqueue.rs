@@ -506,7 +506,11 @@ async fn bulk(
         Some(p) => match checkpoint::read(p) {
             Ok(found) => found,
             Err(e) if args.new_run || args.resume_from.is_some() => {
-                eprintln!("kickq: warning: {e}; set aside");
+                // Kept aside, not overwritten: it may be the only record of
+                // an interrupted run's job-id prefix.
+                let aside = PathBuf::from(format!("{}.unreadable", p.display()));
+                std::fs::rename(p, &aside).with_context(|| format!("setting {} aside", p.display()))?;
+                eprintln!("kickq: warning: {e}; moved to {}", aside.display());
                 None
             }
             Err(e) => return Err(e.into()),
@@ -515,8 +519,9 @@ async fn bulk(
     };
     // Checked before reading, so that a bad setting fails fast even on a large file.
     // A group size the worker would refuse is a usage error (exit 2), said in one line.
+    let from_checkpoint = args.group_size.is_none() && found.is_some() && (args.resume || args.resume_from.is_some());
     let asked = match (&found, args.group_size) {
-        (Some(cp), None) if args.resume || args.resume_from.is_some() => Some(cp.group_size),
+        (Some(cp), None) if from_checkpoint => Some(cp.group_size),
         (_, asked) => asked,
     };
     let group_size = group_size(asked, args.limits().max_users_per_message)
@@ -551,6 +556,17 @@ async fn bulk(
     let judged = judge(std::io::BufReader::new(&file), format, &opts, planned_from)
         .map_err(|e| anyhow::anyhow!("{e}; nothing was published (pass --no-header if the first line is data)"))?;
     let scanned = &judged.scanned;
+    // --resume-from takes the checkpoint's group size only for the input it
+    // was written for (--resume refuses another input below).
+    if let (true, Some(cp)) = (from_checkpoint && !args.resume, &found) {
+        if cp.input_md5 != scanned.md5 {
+            bail!(
+                "--resume-from: the checkpoint at {} is of another input (its hash differs), so its group size \
+                 does not apply: pass --group-size (and --job-id-prefix) of the run to continue; nothing was published",
+                cp_path.as_deref().map_or_else(String::new, |p| p.display().to_string())
+            );
+        }
+    }
     if format == Format::Jsonl && (args.header || args.no_header) {
         bail!("--header and --no-header apply to CSV input, not JSON Lines");
     }
@@ -801,7 +817,7 @@ fn finish(
 /// ids: `--resume-from N --job-id-prefix 'P' --group-size G`.
 fn resume_from_flags(line: u64, prefix: &str, group_size: usize) -> String {
     format!(
-        "--resume-from {line} --job-id-prefix '{}' --group-size {group_size}",
+        "--resume-from {line} --job-id-prefix='{}' --group-size {group_size}",
         prefix.replace('\'', "'\\''")
     )
 }
