@@ -989,9 +989,16 @@ async fn an_unreadable_checkpoint_is_moved_aside_not_overwritten() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     let aside = std::path::PathBuf::from(format!("{}.unreadable", cp.display()));
-    assert!(stderr.contains("moved to") && stderr.contains(".unreadable"), "{stderr}");
+    assert!(
+        stderr.contains("moved to") && stderr.contains(".unreadable"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read(&aside).unwrap(), b"{not a checkpoint");
-    assert_eq!(read_checkpoint(&cp)["complete"].as_bool(), Some(true), "a checkpoint of its own");
+    assert_eq!(
+        read_checkpoint(&cp)["complete"].as_bool(),
+        Some(true),
+        "a checkpoint of its own"
+    );
     let broker = Broker::connect().await;
     assert_exactly_once(kicks(&published(&broker, &ns).await), want);
     let _ = std::fs::remove_file(&aside);
