@@ -80,8 +80,52 @@ pub struct SafeLines<W> {
     pub json: bool,
 }
 
+/// The log fields that hold a list of ids. An event records them as a JSON
+/// array in a string (`users = %serde_json::to_string(&ids)`), since
+/// `tracing` has no list values without its unstable `valuable` support;
+/// JSON lines carry them as the array itself, so a log reader gets
+/// `"users":["a","b"]`.
+const ARRAY_FIELDS: [&str; 1] = ["users"];
+
+/// A JSON log line with every [`ARRAY_FIELDS`] field that holds a JSON
+/// array in a string written as that array, or `None` when the line has
+/// no such field. The line is edited in place, so its keys keep their
+/// order: `"users":"[` cannot occur inside a JSON string (its quotes would
+/// be escaped there), so where it occurs it is that field.
+fn lift_arrays(line: &str) -> Option<String> {
+    let mut out = line.to_owned();
+    let mut lifted = false;
+    for field in ARRAY_FIELDS {
+        let key = format!("\"{field}\":");
+        let Some(at) = out.find(&format!("{key}\"[")) else {
+            continue;
+        };
+        let value_at = at + key.len();
+        let mut values = serde_json::Deserializer::from_str(&out[value_at..]).into_iter::<String>();
+        let Some(Ok(text)) = values.next() else { continue };
+        let value_end = value_at + values.byte_offset();
+        let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else {
+            continue;
+        };
+        let Ok(array) = serde_json::to_string(&list) else {
+            continue;
+        };
+        out.replace_range(value_at..value_end, &array);
+        lifted = true;
+    }
+    lifted.then_some(out)
+}
+
 impl<W: std::io::Write> std::io::Write for SafeLines<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let lifted = if self.json {
+            std::str::from_utf8(buf).ok().and_then(lift_arrays)
+        } else {
+            None
+        };
+        let buf_in = buf;
+        let buf = lifted.as_deref().map_or(buf_in, str::as_bytes);
+        let written = buf_in.len();
         match std::str::from_utf8(buf) {
             Ok(text) if text.chars().any(|c| !c.is_ascii() && is_unsafe(c)) => {
                 let mut out = String::with_capacity(text.len() + 16);
@@ -98,9 +142,9 @@ impl<W: std::io::Write> std::io::Write for SafeLines<W> {
                     }
                 }
                 self.inner.write_all(out.as_bytes())?;
-                Ok(buf.len())
+                Ok(written)
             }
-            _ => self.inner.write(buf),
+            _ => self.inner.write_all(buf).map(|()| written),
         }
     }
 
@@ -112,6 +156,40 @@ impl<W: std::io::Write> std::io::Write for SafeLines<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_carry_id_lists_as_arrays() {
+        let cases = [
+            (
+                r#"{"level":"WARN","users":"[\"a\",\"b\"]","message":"dead-lettered"}"#,
+                r#"{"level":"WARN","users":["a","b"],"message":"dead-lettered"}"#,
+            ),
+            // Not a list: left as it was.
+            (
+                r#"{"users":"[not json","message":"m"}"#,
+                r#"{"users":"[not json","message":"m"}"#,
+            ),
+            (r#"{"users":3,"message":"m"}"#, r#"{"users":3,"message":"m"}"#),
+            // Another field holding the same text is left alone.
+            (r#"{"room":"[\"a\"]"}"#, r#"{"room":"[\"a\"]"}"#),
+        ];
+        for (line, shown) in cases {
+            let mut out = SafeLines {
+                inner: Vec::new(),
+                json: true,
+            };
+            std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes()).unwrap();
+            // Byte for byte: the keys keep their order.
+            assert_eq!(String::from_utf8(out.inner).unwrap(), format!("{shown}\n"), "{line}");
+        }
+        // Pretty lines are never touched.
+        let mut out = SafeLines {
+            inner: Vec::new(),
+            json: false,
+        };
+        std::io::Write::write_all(&mut out, b"users=[\"a\"]\n").unwrap();
+        assert_eq!(out.inner, b"users=[\"a\"]\n");
+    }
 
     #[test]
     fn aligns_columns_and_escapes_control_characters() {

@@ -602,7 +602,7 @@ impl Router {
                     tracing::warn!(
                         room = %job.request.room_id,
                         job_id = job.job_id(),
-                        users = ?users,
+                        users = %serde_json::to_string(&users).unwrap_or_default(),
                         error = error.as_str(),
                         code,
                         detail = %es[0].detail,
