@@ -13,6 +13,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY migrations ./migrations
 COPY src ./src
+COPY crates ./crates
 
 # The build context has no .git, so the commit `kickq --version` shows comes
 # from a build argument: `docker build --build-arg KICKQ_GIT_SHA=$(git

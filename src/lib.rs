@@ -74,11 +74,9 @@ pub const GIT_SHA: &str = env!("KICKQ_GIT_SHA");
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KICKQ_GIT_SHA"), ")");
 
 pub mod cli;
+pub use kickq_producer::{job, producer, secret};
 pub mod config;
-pub mod job;
 pub mod mock_zego;
-pub mod producer;
-pub mod secret;
 pub mod worker;
 pub mod zego;
 

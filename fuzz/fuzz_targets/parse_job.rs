@@ -1,4 +1,4 @@
-//! Fuzz target: arbitrary bytes into `kickq::job::parse` (default limits); it must never panic, and every
+//! Fuzz target: arbitrary bytes into `kickq_producer::job::parse` (default limits); it must never panic, and every
 //! accepted job must satisfy the invariants in `tests/support/job_invariants.rs`.
 
 #![no_main]

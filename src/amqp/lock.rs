@@ -5,7 +5,7 @@
 
 use crate::amqp::headers::get_i64;
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
-use crate::amqp::topology::{Names, QueueState};
+use crate::amqp::topology::{lease_args, Names, QueueState};
 use crate::leadership::Record;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -13,39 +13,11 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::types::{AMQPValue, LongString};
 use lapin::{Channel, Connection, Consumer};
 use std::time::Duration;
 
 /// The body of a lease token: it carries nothing, its delivery is the message.
 const TOKEN: &[u8] = b"{\"token\":\"kickq leadership\"}";
-
-/// Deliveries of a lease token before the broker drops it: never reached,
-/// since a renewal replaces a token delivered
-/// [`crate::leadership::REPLACE_AFTER`] times, and set on purpose (RabbitMQ
-/// 4 would apply 20, and 3.x none).
-pub const LEASE_DELIVERY_LIMIT: u32 = 1_000_000;
-
-/// Arguments of `{ns}.leader.lease`: a quorum queue (Raft-replicated: the
-/// active consumer changes only as its leader decides) with single active
-/// consumer. `x-consumer-disconnected-timeout` (RabbitMQ 4.3+; earlier
-/// versions ignore it) makes the queue give up a consumer on a node it lost
-/// at once rather than after 4.3's default of 60 s, so failover stays within
-/// the cluster's failure detection.
-pub fn lease_args() -> FieldTable {
-    let mut t = FieldTable::default();
-    t.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from(&b"quorum"[..])),
-    );
-    t.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    t.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(LEASE_DELIVERY_LIMIT.into()),
-    );
-    t.insert("x-consumer-disconnected-timeout".into(), AMQPValue::LongLongInt(0));
-    t
-}
 
 /// Whether a worker holds the leadership lease `{ns}.leader.lease` now: some
 /// worker consumes it (the active consumer holds the token; a spare token,

@@ -1,10 +1,11 @@
 //! Everything that talks AMQP: connecting, the queue topology, the leadership lock, consuming, publishing with confirms, the
 //! delivery handle and kickq's headers.
 
-pub mod connect;
 pub mod delivery;
 pub mod headers;
 pub mod lock;
-pub mod publish;
-pub mod topology;
 pub(crate) mod version;
+
+// The transport a producer needs lives in the producer crate; the worker
+// uses the same modules under the same paths.
+pub use kickq_producer::amqp::{connect, publish, topology};

@@ -355,10 +355,10 @@ fn expected_queues(
         if i == 0 {
             v.push((names.dead.clone(), topology::dead_args()));
         }
-        v.push((names.leader.clone(), crate::amqp::lock::lease_args()));
+        v.push((names.leader.clone(), topology::lease_args()));
         v.push((names.leader_state.clone(), topology::leader_state_args()));
         if i == 0 {
-            v.push((names.dead_lease.clone(), crate::amqp::lock::lease_args()));
+            v.push((names.dead_lease.clone(), topology::lease_args()));
             v.push((names.dead_lock_state.clone(), topology::leader_state_args()));
         }
         for (delay, name) in &names.retry {

@@ -5,7 +5,7 @@
 
 pub mod apps;
 pub mod file;
-pub mod shards;
+pub use kickq_producer::shards;
 
 use crate::secret::Secret;
 use std::path::PathBuf;

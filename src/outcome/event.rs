@@ -373,5 +373,16 @@ pub fn binding_key(outcome: Option<Outcome>, app: Option<&str>) -> String {
     }
 }
 
+/// Properties of an outcome event: persistent, CloudEvents JSON, the event
+/// id as the message id, its type, and its time (seconds, as AMQP has it).
+pub fn properties(e: &Event) -> lapin::BasicProperties {
+    lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(CONTENT_TYPE.into())
+        .with_message_id(e.id.as_str().into())
+        .with_type(e.event_type.as_str().into())
+        .with_timestamp(e.time.timestamp().max(0) as u64)
+}
+
 #[cfg(test)]
 mod tests;

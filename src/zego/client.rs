@@ -167,13 +167,7 @@ pub enum TransportError {
     Other(String),
 }
 
-/// Installs rustls' ring crypto provider for the process. reqwest is built
-/// without a provider, so this must run before the first client is built.
-/// Idempotent: a second call, or one after another provider was installed,
-/// changes nothing.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use kickq_producer::amqp::connect::install_crypto_provider;
 
 /// The wire shape of the API's answer.
 #[derive(serde::Deserialize)]

@@ -1,8 +1,8 @@
-//! What must hold for every body `kickq::job::parse` accepts or refuses; shared by the fuzz target
+//! What must hold for every body `kickq_producer::job::parse` accepts or refuses; shared by the fuzz target
 //! (`fuzz/fuzz_targets/parse_job.rs`) and `tests/fuzz_corpus.rs` through `#[path]`, so a finding and its
 //! regression test check exactly the same things.
 
-use kickq::job::{
+use kickq_producer::job::{
     parse, IdCharset, InvalidJob, KickRequest, Limits, MAX_JOB_ID_BYTES, MAX_MESSAGE_BYTES, MAX_REASON_BYTES,
     MAX_ROOM_ID_BYTES, MAX_USER_ID_BYTES,
 };
@@ -30,7 +30,7 @@ pub fn parse_and_check(body: &[u8]) -> Result<KickRequest, InvalidJob> {
 }
 
 /// ZEGOCLOUD's id set, written out again rather than taken from
-/// `kickq::job`, so that a change to the rule there shows up here.
+/// `kickq_producer::job`, so that a change to the rule there shows up here.
 const VENDOR_PUNCTUATION: &str = "~!@#$%^&*()_+=-`;',.<>/\\";
 
 fn check_id(field: &str, value: &str, max: usize) {

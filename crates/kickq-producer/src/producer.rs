@@ -19,8 +19,8 @@
 //! users it already kicked for it.
 //!
 //! ```no_run
-//! use kickq::job::KickRequest;
-//! use kickq::producer::{Lane, Producer, ProducerError};
+//! use kickq_producer::job::KickRequest;
+//! use kickq_producer::producer::{Lane, Producer, ProducerError};
 //!
 //! # async fn demo() -> Result<(), ProducerError> {
 //! let producer = Producer::connect("amqp://guest:guest@127.0.0.1:5672/%2f", "kickq").await?;
@@ -49,9 +49,9 @@ use crate::amqp::connect::connect;
 use crate::amqp::publish::{persistent_json, Pending, PublishError, Publisher};
 pub use crate::amqp::topology::Lane;
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
-pub use crate::config::shards::Routing;
 use crate::job::{self, InvalidJob, KickRequest, Limits, LimitsError};
 use crate::secret::Secret;
+pub use crate::shards::Routing;
 use lapin::types::FieldTable;
 use lapin::Connection;
 use std::collections::VecDeque;
@@ -262,7 +262,7 @@ impl Producer {
     }
 
     /// Whether the connection is still open (the HTTP intake reconnects when not).
-    pub(crate) fn is_connected(&self) -> bool {
+    pub fn is_connected(&self) -> bool {
         self.conn.status().connected()
     }
 

@@ -39,7 +39,7 @@
 //! get ahead of a bulk sweep by living in a queue of their own. A retry goes
 //! back to its own lane through that lane's delay queues.
 
-use crate::config::shards::{Routing, ShardName};
+use crate::shards::{Routing, ShardName};
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
@@ -150,7 +150,7 @@ pub struct Names {
     /// `KICKQ_EVENTS=on`, or by `kickq events tail`).
     pub events: String,
     /// The shard these job queues and this lock belong to
-    /// ([`crate::config::shards::DEFAULT_SHARD`]: the unsharded names).
+    /// ([`crate::shards::DEFAULT_SHARD`]: the unsharded names).
     pub shard: String,
     /// The durable topic exchange producers publish jobs to once the config
     /// has shards: routing key `<lane>.<app_id>`.
@@ -171,7 +171,7 @@ impl Names {
             dead_lease: format!("{namespace}.dead.lease"),
             dead_lock_state: format!("{namespace}.dead.lock.record"),
             events: format!("{namespace}.events"),
-            shard: crate::config::shards::DEFAULT_SHARD.to_owned(),
+            shard: crate::shards::DEFAULT_SHARD.to_owned(),
             jobs: format!("{namespace}.jobs"),
             retry: retry_delays
                 .iter()
@@ -344,6 +344,33 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
+/// Deliveries of a lease token before the broker drops it: never reached,
+/// since a renewal replaces a token delivered
+/// the worker's takeover wait (`REPLACE_AFTER`) times, and set on purpose (RabbitMQ
+/// 4 would apply 20, and 3.x none).
+pub const LEASE_DELIVERY_LIMIT: u32 = 1_000_000;
+
+/// Arguments of `{ns}.leader.lease`: a quorum queue (Raft-replicated: the
+/// active consumer changes only as its leader decides) with single active
+/// consumer. `x-consumer-disconnected-timeout` (RabbitMQ 4.3+; earlier
+/// versions ignore it) makes the queue give up a consumer on a node it lost
+/// at once rather than after 4.3's default of 60 s, so failover stays within
+/// the cluster's failure detection.
+pub fn lease_args() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from(&b"quorum"[..])),
+    );
+    t.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    t.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(LEASE_DELIVERY_LIMIT.into()),
+    );
+    t.insert("x-consumer-disconnected-timeout".into(), AMQPValue::LongLongInt(0));
+    t
+}
+
 /// Declares every queue of both lanes (idempotent: the same arguments
 /// redeclare silently). Returns the number of messages ready in `{ns}.requests`.
 pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> Result<u32, lapin::Error> {
@@ -357,11 +384,7 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> R
         .queue_declare(names.dead_lock_state.as_str().into(), durable(), leader_state_args())
         .await?;
     channel
-        .queue_declare(
-            names.dead_lease.as_str().into(),
-            durable(),
-            crate::amqp::lock::lease_args(),
-        )
+        .queue_declare(names.dead_lease.as_str().into(), durable(), lease_args())
         .await?;
     for lane in Lane::ALL {
         for (delay, name) in names.retries(lane) {

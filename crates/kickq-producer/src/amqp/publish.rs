@@ -219,17 +219,6 @@ impl Pending {
     }
 }
 
-/// Properties of an outcome event: persistent, CloudEvents JSON, the event
-/// id as the message id, its type, and its time (seconds, as AMQP has it).
-pub fn event_properties(e: &crate::outcome::event::Event) -> BasicProperties {
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(crate::outcome::event::CONTENT_TYPE.into())
-        .with_message_id(e.id.as_str().into())
-        .with_type(e.event_type.as_str().into())
-        .with_timestamp(e.time.timestamp().max(0) as u64)
-}
-
 /// Properties of every kickq message: persistent JSON with a message id.
 pub fn persistent_json(message_id: Option<&str>, headers: FieldTable) -> BasicProperties {
     let mut p = BasicProperties::default()

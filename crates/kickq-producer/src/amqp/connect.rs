@@ -106,13 +106,20 @@ pub const SHARD_PROPERTY: &str = "kickq-shard";
 /// session's lease connection.
 pub const WORKER_PROPERTY: &str = "kickq-worker";
 
+/// Installs rustls's ring provider as the process default, once: lapin's TLS
+/// (and the worker's HTTP client) need one chosen when more than one is
+/// linked. Later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// [`connect`] with extra client properties (`(name, value)`), which the
 /// management API shows with the connection: a worker session's lease
 /// connection carries its namespace, shard and name ([`NAMESPACE_PROPERTY`],
 /// [`SHARD_PROPERTY`], [`WORKER_PROPERTY`]), so the console can tell a shard's
 /// standbys from other connections.
 pub async fn connect_as(url: &Secret, name: &str, properties: &[(&str, &str)]) -> Result<Connection, lapin::Error> {
-    crate::zego::client::install_crypto_provider();
+    install_crypto_provider();
     let nodes = nodes(url.expose());
     let n = nodes.len();
     let start = LAST_REACHED.load(Ordering::Relaxed) % n;
