@@ -344,13 +344,11 @@ pub fn register_app(app_id: u32, rate: u32) {
     }
     // Each known code with the disposition it gets for one user and for
     // several, and transport failures (always retried).
-    let transport = crate::pipeline::dispatch::disposition_label(crate::zego::codes::Disposition::Retry(
-        crate::zego::codes::RetryKind::Transient,
-    ));
+    let transport = (crate::zego::codes::Disposition::Retry(crate::zego::codes::RetryKind::Transient)).as_str();
     counter!(API_CALLS, "app" => app.clone(), "disposition" => transport, "code" => code_label(None)).increment(0);
     for code in crate::zego::codes::known_codes() {
         for users in [1, 2] {
-            let d = crate::pipeline::dispatch::disposition_label(crate::zego::codes::classify_code(code, users));
+            let d = (crate::zego::codes::classify_code(code, users)).as_str();
             counter!(API_CALLS, "app" => app.clone(), "disposition" => d, "code" => code_label(Some(code)))
                 .increment(0);
         }

@@ -25,6 +25,7 @@ pub use crate::outcome::plan::Budget;
 pub use crate::pipeline::coalescer::DriverConfig;
 use crate::pipeline::dispatch::KickApi;
 use crate::pipeline::router::Tally;
+use crate::pipeline::SessionConfig;
 use crate::pipeline::{session, SessionEnd, Shared};
 use crate::ratelimit::Gate;
 use crate::secret::Secret;
@@ -67,9 +68,7 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// A session that lived this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
-/// Time past the drain deadline that a graceful stop may take: the last
-/// answers, the last ledger write and acks, the release record.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+pub use crate::pipeline::SHUTDOWN_GRACE;
 /// What all closing steps together may add to the drain deadline and the
 /// grace before the stop is cut short (see [`stop_bound`]).
 pub const CLOSE_BUDGET: Duration = Duration::from_secs(3);
@@ -186,19 +185,35 @@ impl WorkerConfig {
     /// The settings of one shard's sessions: its queue names, its apps, and
     /// connections named `<name>-<shard>` (the default shard's keep the
     /// worker's name).
-    fn for_shard(&self, shard: &ShardName) -> WorkerConfig {
-        let mut cfg = self.clone();
-        cfg.names = self.names.for_shard(shard);
-        if let Some(mut apps) = self.apps.of_shard(shard) {
+    fn session(&self, shard: &ShardName) -> SessionConfig {
+        let mut apps = self.apps.clone();
+        if let Some(mut of_shard) = self.apps.of_shard(shard) {
             // The deployment's default app, wherever it is served: a shard's
             // one app is not the default just for being alone there.
-            apps.keep_default(self.routing().default_app());
-            cfg.apps = apps;
+            of_shard.keep_default(self.routing().default_app());
+            apps = of_shard;
         }
-        if !shard.is_default() {
-            cfg.connection_name = format!("{}-{shard}", self.connection_name);
+        let connection_name = if shard.is_default() {
+            self.connection_name.clone()
+        } else {
+            format!("{}-{shard}", self.connection_name)
+        };
+        SessionConfig {
+            amqp_url: self.amqp_url.clone(),
+            connection_name,
+            names: self.names.for_shard(shard),
+            prefetch: self.prefetch,
+            bulk_prefetch: self.effective_bulk_prefetch(),
+            delivery_limit: self.delivery_limit,
+            limits: self.limits,
+            driver: self.driver,
+            budget: self.budget,
+            max_in_flight: self.max_in_flight,
+            probe_interval: self.probe_interval,
+            halt_log_interval: self.halt_log_interval,
+            events: self.events,
+            apps,
         }
-        cfg
     }
 
     /// One API client per app, built as the run builds them (`--print-config`
@@ -595,7 +610,7 @@ async fn run_loop<A: KickApi>(
     let mut running = tokio::task::JoinSet::new();
     for shard in &shards {
         let shared = Shared {
-            cfg: cfg.for_shard(shard),
+            cfg: cfg.session(shard),
             gate: gate.clone(),
             api: api.clone(),
             ledger: ledger.clone(),
@@ -660,7 +675,7 @@ async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<Worker
         let started = Instant::now();
         let bounded = async {
             shared.shutdown.cancelled().await;
-            tokio::time::sleep(stop_bound(&shared.cfg)).await;
+            tokio::time::sleep(bound_after_drain(shared.cfg.driver.drain_deadline)).await;
         };
         let (end, tally) = tokio::select! {
             ended = session(&shared, sessions) => ended,
@@ -668,7 +683,7 @@ async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<Worker
                 // A step outside the pipeline (connecting, declaring, the
                 // takeover record) did not notice the stop in time. Dropping
                 // the session drops its connections: unacked deliveries return.
-                tracing::warn!(shard = %shard, bound_ms = stop_bound(&shared.cfg).as_millis() as u64, "the stop overran its bound; leaving without finishing the session");
+                tracing::warn!(shard = %shard, bound_ms = bound_after_drain(shared.cfg.driver.drain_deadline).as_millis() as u64, "the stop overran its bound; leaving without finishing the session");
                 (SessionEnd::Shutdown, Tally::default())
             }
         };
@@ -682,7 +697,7 @@ async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<Worker
         match end {
             SessionEnd::Shutdown => break,
             SessionEnd::Fatal(e) => {
-                fatal = Some(e);
+                fatal = Some(WorkerError::Ledger(e));
                 break;
             }
             SessionEnd::NotOpened(e) => {
@@ -726,7 +741,12 @@ async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<Worker
 /// Longest a stop may take from the signal: the drain deadline, the grace,
 /// and the closing steps (release record, lock, connections).
 pub fn stop_bound(cfg: &WorkerConfig) -> Duration {
-    cfg.driver.drain_deadline + SHUTDOWN_GRACE + CLOSE_BUDGET
+    bound_after_drain(cfg.driver.drain_deadline)
+}
+
+/// [`stop_bound`] for a drain deadline.
+fn bound_after_drain(drain_deadline: Duration) -> Duration {
+    drain_deadline + SHUTDOWN_GRACE + CLOSE_BUDGET
 }
 
 fn add_tally(sum: &mut Tally, t: Tally) {

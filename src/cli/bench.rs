@@ -2,7 +2,7 @@
 //! table (and, with `--json`, one JSON object per scenario).
 
 use crate::bench::{BenchEnv, BenchSettings, Report, Scenario};
-use crate::cli::run::BrokerArgs;
+use crate::cli::flags::BrokerArgs;
 use crate::config::DEFAULT_RATE;
 use crate::secret::Secret;
 use anyhow::{bail, Context};

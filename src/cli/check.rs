@@ -2,7 +2,7 @@
 //! and migrations, API credentials and clock) without declaring anything; one line per check, or one JSON
 //! object. The verdicts are pure functions tested by table; `run` only gathers their inputs.
 
-use super::run::BrokerArgs;
+use super::flags::BrokerArgs;
 use crate::amqp::topology::reply_code;
 use crate::amqp::topology::{self, Lane, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::config::apps::{AppConfig, Apps};

@@ -4,7 +4,7 @@
 
 use crate::amqp::publish::{persistent_json, Publisher};
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
-use crate::cli::run::BrokerArgs;
+use crate::cli::flags::BrokerArgs;
 use crate::config::Credentials;
 use crate::mock_zego::{parse_fault, MockConfig, MockZego};
 use crate::pipeline::coalescer::DriverConfig;

@@ -2,17 +2,18 @@
 //! summaries; the passes themselves are in `crate::dlq`.
 
 use super::confirm::{ask, Answer, ConfirmArgs, Consent};
-use super::history::parse_since;
+use super::flags::BrokerArgs;
 use super::progress::Progress;
-use super::run::BrokerArgs;
-use super::Interrupted;
+use super::signals::Interrupted;
 use crate::amqp::connect::connect;
 use crate::amqp::headers::DeadError;
 use crate::amqp::topology::{Lane, Names};
 use crate::dlq::format::{format_table, to_json, Tally};
 use crate::dlq::letter::{parse_error, Filter};
 use crate::dlq::lock;
-use crate::dlq::pass::{peek, peek_until, replay_spacing, sweep, Action, SweepConfig, SweepEnd, SweepReport};
+use crate::dlq::pass::{peek, peek_until, replay_spacing, sweep, Action, SweepConfig, SweepEnd};
+use crate::dlq::words::{prompt, summary, DEFAULT_LIST_LIMIT};
+use crate::ledger::query::parse_since;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use lapin::Connection;
@@ -20,8 +21,6 @@ use std::io::{IsTerminal, Write};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Letters `dlq list` shows when `--limit` is not given.
-pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Test hook: when set to K, `dlq replay` and `dlq purge` stop as a crash
 /// would once K letters are settled, leaving the ones in flight unsettled.
 pub const STOP_AFTER_ENV: &str = "KICKQ_DLQ_STOP_AFTER";
@@ -521,42 +520,6 @@ async fn interrupted_unchanged(conn: Connection) -> anyhow::Result<()> {
     crate::amqp::connect::close(&conn, "interrupted").await;
     eprintln!("kickq: interrupted; nothing changed");
     Err(Interrupted.into())
-}
-
-/// The confirmation question: how many letters it would take (the matching
-/// ones, at most the limit) out of how many in the queue.
-pub fn prompt(verb: &str, taking: u64, of: u64, dead: &str, filter: &Filter) -> String {
-    format!(
-        "{verb} {taking} of {of} letter(s) in {dead} (matching {})?",
-        filter.describe()
-    )
-}
-
-/// The summary after a replay or purge.
-pub fn summary(r: &SweepReport, dead: &str, done: &str, filter: &Filter, secs: f64) -> String {
-    let how = match (&r.end, r.unread) {
-        (SweepEnd::Done, 0) => " in order".to_owned(),
-        (SweepEnd::Done, n) => format!(" in order ({n} not read: the limit was reached)"),
-        (SweepEnd::Cancelled, n) if n > 0 => format!(" ({n} not examined)"),
-        _ => String::new(),
-    };
-    let mut s = format!(
-        "examined {} of {} letter(s) in {dead} ({}): {done} {}, kept {}{how}; {:.1}s",
-        r.examined,
-        r.depth,
-        filter.describe(),
-        r.taken,
-        r.kept + r.unread,
-        secs
-    );
-    if r.in_flight > 0 {
-        s.push_str(&format!(
-            "\n{} letter(s) were in flight when it stopped: they are still in {dead} and may also have been {done} \
-             or re-appended (duplicates)",
-            r.in_flight
-        ));
-    }
-    s
 }
 
 #[cfg(test)]

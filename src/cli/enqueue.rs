@@ -2,9 +2,9 @@
 //! lane), validated, grouped and published with confirms; `--lane`, and a deadline from `--not-after` / `--ttl`; a checkpoint beside the file for `--resume`; the summary (text or `--json`); Ctrl-C
 //! reports the exact line and exits 130.
 
+use super::flags::BrokerArgs;
 use super::progress::Progress;
-use super::run::BrokerArgs;
-use super::Interrupted;
+use super::signals::Interrupted;
 use crate::amqp::topology::{Lane, DEFAULT_DELIVERY_LIMIT};
 use crate::bulk::checkpoint::{self, Checkpoint, CHECKPOINT_VERSION};
 use crate::bulk::group::{as_published, job_id, Grouper, Message};

@@ -1,10 +1,10 @@
 //! `kickq events tail`: the operator's live view of outcome events. Binds a temporary queue to `<ns>.events`
 //! and prints each event as it comes, one line each, or its raw JSON.
 
-use super::Interrupted;
+use super::signals::Interrupted;
 use crate::amqp::connect::connect;
 use crate::amqp::topology;
-use crate::cli::run::BrokerArgs;
+use crate::cli::flags::BrokerArgs;
 use crate::outcome::event::{binding_key, Outcome, UNKNOWN_APP};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};

@@ -1,16 +1,11 @@
 //! `kickq history`: who was kicked from a room, when, with which RequestId, as an aligned table or JSON.
 
-use super::ledger::DatabaseArgs;
-use crate::config::parse_duration;
+use super::flags::DatabaseArgs;
+use crate::ledger::query::{describe, parse_since, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::ledger::{HistoryQuery, HistoryRow};
 use crate::table::escape;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::io::Write;
-
-/// Rows shown when `--limit` is not given.
-pub const DEFAULT_LIMIT: i64 = 50;
-/// Largest `--limit`: a bound on one read of the ledger.
-pub const MAX_LIMIT: i64 = 100_000;
 
 /// `kickq history [--room R] [--user U] [--job J] [--since T] [--limit N] [--json]`, at least one of room, user
 /// and job.
@@ -54,24 +49,6 @@ impl HistoryArgs {
     }
 }
 
-/// `--since`: RFC 3339, or an age counted back from now.
-pub fn parse_since(raw: &str) -> Result<DateTime<Utc>, String> {
-    since_at(raw, Utc::now())
-}
-
-/// [`parse_since`] with `now` given, so it can be tested.
-pub fn since_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(raw.trim()) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let age =
-        parse_duration(raw).map_err(|_| format!("{raw:?} is neither an RFC 3339 time nor an age like 2h or 7d"))?;
-    chrono::Duration::from_std(age)
-        .ok()
-        .and_then(|age| now.checked_sub_signed(age))
-        .ok_or_else(|| format!("{raw:?} reaches too far back"))
-}
-
 /// Runs `kickq history`.
 pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     let ledger = args.database.ready_ledger().await?;
@@ -91,20 +68,6 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
-}
-
-/// What a history query looks for, in words: `room "r", user "u"`.
-pub fn describe(q: &HistoryQuery) -> String {
-    let mut parts = Vec::new();
-    for (what, v) in [("room", &q.room_id), ("user", &q.user_id), ("job", &q.job_id)] {
-        if let Some(v) = v {
-            parts.push(format!("{what} {v:?}"));
-        }
-    }
-    if let Some(t) = q.since {
-        parts.push(format!("since {}", t.to_rfc3339_opts(SecondsFormat::Secs, true)));
-    }
-    parts.join(", ")
 }
 
 /// The history table: a header and one line per row, columns aligned, in the
@@ -207,25 +170,6 @@ TIME                      USER          OUTCOME        CODE        REQUEST_ID  J
         let table = format_table(&rows, false);
         assert_eq!(table.lines().count(), 2, "{table}");
         assert!(table.ends_with("evil\\n\\u{1b}[2J\n"), "{table}");
-    }
-
-    #[test]
-    fn since_takes_rfc3339_or_an_age() {
-        let now = Utc.with_ymd_and_hms(2024, 5, 8, 0, 0, 0).unwrap();
-        assert_eq!(
-            since_at("7d", now).unwrap(),
-            Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            since_at("2h", now).unwrap(),
-            Utc.with_ymd_and_hms(2024, 5, 7, 22, 0, 0).unwrap()
-        );
-        assert_eq!(
-            since_at("2024-05-01T14:00:00+02:00", now).unwrap(),
-            Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
-        );
-        assert!(since_at("yesterday", now).unwrap_err().contains("RFC 3339"));
-        assert!(since_at("999999999999d", now).is_err());
     }
 
     #[test]

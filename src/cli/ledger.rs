@@ -2,14 +2,14 @@
 //! subcommand that opens the audit ledger.
 
 use super::confirm::{ask, Answer, ConfirmArgs, Consent};
+use super::flags::DatabaseArgs;
 use super::progress::Progress;
-use super::Interrupted;
+use super::signals::Interrupted;
 use crate::amqp::headers::rfc3339;
-use crate::config::{parse_duration, ConfigError};
-use crate::ledger::{prune_cutoff, Ledger, PruneCounts, PruneRun, PRUNE_BATCH_ROWS};
+use crate::config::parse_duration;
+use crate::ledger::{prune_cutoff, PruneCounts, PruneRun, PRUNE_BATCH_ROWS};
 use anyhow::bail;
 use chrono::{DateTime, Utc};
-use std::fmt;
 use std::io::IsTerminal;
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -18,73 +18,6 @@ use tokio_util::sync::CancellationToken;
 /// Test hook: when set to K, `ledger prune` stops after K batches exactly as
 /// Ctrl-C between batches would.
 pub const PRUNE_STOP_AFTER_ENV: &str = "KICKQ_PRUNE_STOP_AFTER";
-
-/// Environment variable holding the ledger's PostgreSQL URL.
-pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
-
-/// Where the audit ledger lives. The URL may hold a password, so `--help`
-/// never shows the environment value, `Debug` redacts it, and nothing prints
-/// it except through [`DatabaseArgs::display_url`].
-#[derive(Clone, clap::Args)]
-pub struct DatabaseArgs {
-    /// PostgreSQL URL of the audit ledger, e.g. postgres://kickq@db:5432/kickq.
-    /// Prefer the environment variable: argv is visible to every user through `ps`.
-    #[arg(long = "database-url", env = DATABASE_URL_ENV, hide_env_values = true, value_name = "URL")]
-    pub database_url: Option<String>,
-}
-
-impl fmt::Debug for DatabaseArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseArgs")
-            .field(
-                "database_url",
-                &self.database_url.as_deref().map(crate::config::redact_url),
-            )
-            .finish()
-    }
-}
-
-impl DatabaseArgs {
-    /// The URL, or the one-line "DATABASE_URL is required" error.
-    pub fn url(&self) -> Result<&str, ConfigError> {
-        self.database_url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-            .ok_or(ConfigError::Missing(DATABASE_URL_ENV))
-    }
-
-    /// The URL without password or query string (which may carry one), for
-    /// messages; empty when no URL is set.
-    pub fn display_url(&self) -> String {
-        self.database_url
-            .as_deref()
-            .map(crate::config::redact_url)
-            .unwrap_or_default()
-    }
-
-    /// A ledger handle for the URL. Connects lazily: an unreachable database
-    /// shows up as an error from the first statement.
-    pub async fn ledger(&self) -> anyhow::Result<Ledger> {
-        Ok(Ledger::connect(self.url()?).await?)
-    }
-
-    /// A ledger handle that is known to answer and to be migrated, for the
-    /// commands that read or prune it. Errors name the database (without a
-    /// password) and the fix.
-    pub async fn ready_ledger(&self) -> anyhow::Result<Ledger> {
-        let ledger = self.ledger().await?;
-        let at = self.display_url();
-        match ledger.pending_migrations().await {
-            Ok(pending) if pending.is_empty() => Ok(ledger),
-            Ok(pending) => anyhow::bail!(
-                "the ledger at {at} is not migrated ({} migration(s) pending): run `kickq migrate` (or start `kickq run`, which migrates)",
-                pending.len()
-            ),
-            Err(e) if e.is_unavailable() => anyhow::bail!("cannot reach PostgreSQL at {at} (DATABASE_URL): {e}"),
-            Err(e) => anyhow::bail!("the ledger at {at} (DATABASE_URL): {e}"),
-        }
-    }
-}
 
 /// `kickq ledger ...`: maintenance of the audit ledger.
 #[derive(Debug, Clone, clap::Args)]

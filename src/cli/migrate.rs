@@ -1,6 +1,6 @@
 //! `kickq migrate`: applies the audit ledger's embedded migrations and says which ones it applied.
 
-use super::ledger::DatabaseArgs;
+use super::flags::DatabaseArgs;
 use crate::ledger::PendingMigration;
 
 /// `kickq migrate`.

@@ -9,6 +9,7 @@ pub(crate) mod dlq;
 pub(crate) mod docs;
 pub(crate) mod enqueue;
 pub(crate) mod events;
+pub(crate) mod flags;
 pub(crate) mod history;
 pub(crate) mod ledger;
 pub(crate) mod migrate;
@@ -20,11 +21,6 @@ pub(crate) mod run;
 pub(crate) mod settings;
 pub(crate) mod signals;
 pub(crate) mod status;
-
-/// A command stopped by Ctrl-C: the binary exits 130, the shell convention.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
@@ -243,7 +239,7 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<crate::cli::Interrupted>().is_some() => ExitCode::from(130),
+        Err(e) if e.downcast_ref::<crate::cli::signals::Interrupted>().is_some() => ExitCode::from(130),
         // A usage error only found once the arguments are combined (e.g. `enqueue --group-size` above the limit).
         Err(e) if e.is::<clap::Error>() => usage_error(e.downcast_ref::<clap::Error>().expect("checked just above")),
         Err(e) => {

@@ -1,6 +1,7 @@
 //! `kickq run`: the worker's flags and environment variables, validated into a `WorkerConfig`.
 
-use crate::amqp::topology::{Names, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
+use super::flags::BrokerArgs;
+use crate::amqp::topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
 use crate::coalesce::{Policy, DEFAULT_DENSE_LINGER, DEFAULT_LINGER, DEFAULT_MAX_WAIT};
 use crate::config::apps::Apps;
 use crate::config::file::ConfigFile;
@@ -19,88 +20,6 @@ use crate::worker::{IntakeConfig, WorkerConfig, DEFAULT_BULK_PREFETCH, DEFAULT_E
 use crate::zego::client::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_TIMEOUT};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Broker and namespace settings shared by every command that touches queues.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BrokerArgs {
-    /// RabbitMQ URL. It holds the password: prefer the environment variable,
-    /// since a command line is visible to every user of the machine.
-    #[arg(long = "amqp-url", env = "KICKQ_AMQP_URL", default_value = config::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
-    pub amqp_url: String,
-    /// Prefix of every queue name.
-    #[arg(long, env = "KICKQ_NAMESPACE", default_value = config::DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    /// Delays of the retry queues, shortest first; attempt n waits the n-th.
-    #[arg(
-        long = "retry-delays",
-        env = "KICKQ_RETRY_DELAYS",
-        default_value = "1s,5s,15s,30s,60s,120s,300s"
-    )]
-    pub retry_delays: String,
-}
-
-impl BrokerArgs {
-    /// The validated URL (as a secret; each node of a comma-separated list
-    /// checked) and queue names.
-    pub fn resolve(&self) -> Result<(Secret, Names), ConfigError> {
-        // A raw comma inside a password would split it into two "nodes",
-        // and print its first half as a host:port: refuse such a list.
-        if crate::amqp::connect::has_split_password(&self.amqp_url) {
-            return Err(ConfigError::Invalid {
-                name: "KICKQ_AMQP_URL",
-                why: "a node of the list holds '@' without a scheme: write a comma inside a password as %2C".into(),
-            });
-        }
-        for node in crate::amqp::connect::nodes(&self.amqp_url) {
-            let url = url::Url::parse(&node).map_err(|e| ConfigError::Invalid {
-                name: "KICKQ_AMQP_URL",
-                why: format!("{e} (node {})", crate::amqp::connect::host_of(&node)),
-            })?;
-            if !matches!(url.scheme(), "amqp" | "amqps") {
-                return Err(ConfigError::Invalid {
-                    name: "KICKQ_AMQP_URL",
-                    why: format!("scheme must be amqp or amqps, not {}", url.scheme()),
-                });
-            }
-        }
-        validate_namespace(&self.namespace)?;
-        let delays = parse_delays(&self.retry_delays)?;
-        Ok((Secret::new(self.amqp_url.clone()), Names::new(&self.namespace, &delays)))
-    }
-}
-
-/// A namespace is a queue-name prefix: short, and free of characters that
-/// need quoting in `rabbitmqctl` or the management UI.
-pub fn validate_namespace(ns: &str) -> Result<(), ConfigError> {
-    let ok = !ns.is_empty()
-        && ns.len() <= 100
-        && ns
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            name: "KICKQ_NAMESPACE",
-            why: "use 1 to 100 of A-Z a-z 0-9 . _ -".into(),
-        })
-    }
-}
-
-fn parse_delays(raw: &str) -> Result<Vec<Duration>, ConfigError> {
-    let delays: Result<Vec<Duration>, String> = raw.split(',').map(|s| parse_duration(s.trim())).collect();
-    let delays = delays.map_err(|why| ConfigError::Invalid {
-        name: "KICKQ_RETRY_DELAYS",
-        why,
-    })?;
-    if delays.is_empty() || delays.iter().any(|d| d.is_zero()) {
-        return Err(ConfigError::Invalid {
-            name: "KICKQ_RETRY_DELAYS",
-            why: "give at least one delay, none of them zero".into(),
-        });
-    }
-    Ok(delays)
-}
 
 /// `kickq run`: drain the requests queue and kick.
 #[derive(Debug, Clone, clap::Args)]
@@ -526,21 +445,21 @@ mod tests {
 
     #[test]
     fn namespaces() {
-        assert!(validate_namespace("kickq").is_ok());
-        assert!(validate_namespace("t-1.a_b").is_ok());
+        assert!(super::super::flags::validate_namespace("kickq").is_ok());
+        assert!(super::super::flags::validate_namespace("t-1.a_b").is_ok());
         for bad in ["", "a b", "a/b", "ü"] {
-            assert!(validate_namespace(bad).is_err(), "{bad:?}");
+            assert!(super::super::flags::validate_namespace(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn delays() {
         assert_eq!(
-            parse_delays("1s, 250ms").unwrap(),
+            super::super::flags::parse_delays("1s, 250ms").unwrap(),
             vec![Duration::from_secs(1), Duration::from_millis(250)]
         );
-        assert!(parse_delays("0s").is_err());
-        assert!(parse_delays("x")
+        assert!(super::super::flags::parse_delays("0s").is_err());
+        assert!(super::super::flags::parse_delays("x")
             .unwrap_err()
             .to_string()
             .starts_with("KICKQ_RETRY_DELAYS"));

@@ -75,3 +75,8 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     tracing::warn!("second signal: exiting at once; unacked deliveries return to the queue");
     std::process::exit(SECOND_SIGNAL_EXIT);
 }
+
+/// A command stopped by Ctrl-C: the binary exits 130, the shell convention.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;

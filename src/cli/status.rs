@@ -1,7 +1,7 @@
 //! `kickq status`: queue depths and consumers from the broker (passive declares: nothing is created), and
 //! each reachable worker's `/status` (role, apps, halts, backlog, calls/s), as tables or one JSON object.
 
-use super::run::BrokerArgs;
+use super::flags::BrokerArgs;
 use crate::amqp::topology::Names;
 use crate::health::WorkerStatus;
 use crate::table::{escape, render as table};

@@ -38,7 +38,7 @@ pub const FIELDS: [&str; 5] = ["error", "code", "room", "app", "since"];
 /// naming none belongs to. A field that does not parse is an error naming it.
 pub fn parse_query(pairs: &[(String, String)], default_app: Option<u32>) -> Result<Query, String> {
     let mut q = Query {
-        limit: crate::cli::dlq::DEFAULT_LIST_LIMIT,
+        limit: crate::dlq::words::DEFAULT_LIST_LIMIT,
         ..Query::default()
     };
     q.filter.default_app = default_app;
@@ -50,7 +50,7 @@ pub fn parse_query(pairs: &[(String, String)], default_app: Option<u32>) -> Resu
             "code" => q.filter.code = Some(v.parse().map_err(|_| format!("code: {v:?} is not a number"))?),
             "room" => q.filter.room = Some(v.to_owned()),
             "app" => q.filter.app = Some(v.parse().map_err(|_| format!("app: {v:?} is not an AppId"))?),
-            "since" => q.filter.since = Some(crate::cli::history::parse_since(v).map_err(|e| format!("since: {e}"))?),
+            "since" => q.filter.since = Some(crate::ledger::query::parse_since(v).map_err(|e| format!("since: {e}"))?),
             _ => unreachable!("FIELDS lists the names matched here"),
         }
     }
@@ -372,7 +372,7 @@ pub async fn confirm(st: St, access: Access, body: Bytes) -> Response {
             p { a href=(back) { "back" } }
         } @else {
             form.confirm method="post" action="/dead/act" {
-                p.question { (question(&crate::cli::dlq::prompt(verb, counted.matched, counted.scanned, dead, &asked.q.filter), &destination(&console, &asked))) }
+                p.question { (question(&crate::dlq::words::prompt(verb, counted.matched, counted.scanned, dead, &asked.q.filter), &destination(&console, &asked))) }
                 @if asked.verb == Verb::Purge { p.notice.bad { "A purge cannot be undone." } }
                 input type="hidden" name="csrf" value=(access.csrf());
                 input type="hidden" name="count" value=(counted.matched);
@@ -444,7 +444,7 @@ pub async fn act(st: St, access: Access, client: crate::serve::Client, body: Byt
         Ok(r) => r,
         Err(e) => return page_of(&console, &access, super::overview::error(&e)).into_response(),
     };
-    let summary = crate::cli::dlq::summary(&report, &dead, done, &asked.q.filter, secs);
+    let summary = crate::dlq::words::summary(&report, &dead, done, &asked.q.filter, secs);
     let failed = match &report.end {
         SweepEnd::Failed(e) => Some(SourceError::Broker(e.to_string())),
         _ => None,
@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(q.fields.len(), 5);
         assert_eq!(
             parse_query(&[], None).unwrap().limit,
-            crate::cli::dlq::DEFAULT_LIST_LIMIT
+            crate::dlq::words::DEFAULT_LIST_LIMIT
         );
         assert_eq!(
             parse_query(&pairs(&[("room", "")]), None).unwrap().filter,

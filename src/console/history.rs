@@ -10,7 +10,7 @@ use axum::response::Html;
 use maud::html;
 
 /// Rows a search shows: `kickq history`'s default.
-pub const ROWS: i64 = crate::cli::history::DEFAULT_LIMIT;
+pub const ROWS: i64 = crate::ledger::query::DEFAULT_LIMIT;
 
 /// The ledger query of the search form; `None` when no room, user or job is given.
 pub fn query_of(pairs: &[(String, String)]) -> Option<HistoryQuery> {
@@ -52,7 +52,7 @@ pub async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Html<Strin
             (Some(_), Some(Err(e))) => (super::overview::error(&e)),
             (Some(q), Some(Ok(rows))) => {
                 p.summary {
-                    (rows.len()) " row(s) for " (crate::cli::history::describe(q))
+                    (rows.len()) " row(s) for " (crate::ledger::query::describe(q))
                     @if rows.len() as i64 == ROWS { ", the newest " (ROWS) }
                     "."
                 }

@@ -8,6 +8,7 @@
 //! pass.rs      peek (list: every letter re-appended) and sweep (replay / purge) over basic.get
 //! lock.rs      {ns}.dead.lease: one pass at a time, and who holds it since when
 //! policy.rs    broker policies that cap the dead queue (management API), for `kickq check`
+//! words.rs     what a pass says: the confirmation question, the summary, the list's default limit
 //! ```
 
 pub mod format;
@@ -16,3 +17,4 @@ pub mod lock;
 pub mod pass;
 pub mod policy;
 pub mod rewrite;
+pub mod words;

@@ -19,6 +19,7 @@
 mod error;
 mod idempotency;
 mod prune;
+pub(crate) mod query;
 mod read;
 mod rows;
 mod write;

@@ -173,21 +173,6 @@ fn user_result(
     }
 }
 
-/// Label of a disposition for metrics and logs.
-pub fn disposition_label(d: Disposition) -> &'static str {
-    match d {
-        Disposition::Kicked => "kicked",
-        Disposition::NothingToDo => "nothing_to_do",
-        Disposition::Retry(crate::zego::codes::RetryKind::Transient) => "retry",
-        Disposition::Retry(crate::zego::codes::RetryKind::UnknownCode) => "unknown_code",
-        Disposition::RateLimited => "rate_limited",
-        Disposition::DeadLetter => "dead_letter",
-        Disposition::Halt => "halt",
-        Disposition::SplitUsers => "split_users",
-        Disposition::ShrinkChunk => "shrink_chunk",
-    }
-}
-
 /// Whether an HTTP answer came back, so the call's round trip is a sample
 /// of the path (`ratelimit`'s floor). Any status counts: an answer from a
 /// proxy in front of the gateway is a shorter round trip, which only lowers
@@ -263,14 +248,8 @@ pub async fn execute<A: KickApi>(
             .max()
             .unwrap_or(0)
             + 1;
-        crate::metrics::api_call(
-            key.app_id,
-            disposition_label(disposition),
-            code,
-            call.latency,
-            ids.len(),
-        );
-        tracing::debug!(room = %key.room_id, users = ids.len(), code, disposition = disposition_label(disposition), latency_ms = call.latency.as_millis() as u64, request_id = request_id.as_deref().unwrap_or(""), "call answered");
+        crate::metrics::api_call(key.app_id, disposition.as_str(), code, call.latency, ids.len());
+        tracing::debug!(room = %key.room_id, users = ids.len(), code, disposition = disposition.as_str(), latency_ms = call.latency.as_millis() as u64, request_id = request_id.as_deref().unwrap_or(""), "call answered");
         let detail = match (&message, &transport) {
             (Some(m), _) => m.clone(),
             (None, Some(t)) => t.clone(),

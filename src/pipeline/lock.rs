@@ -3,15 +3,35 @@
 //! runs out), and release it last. The rules and their proof are `crate::leadership`; the broker side is
 //! `crate::amqp::lock`.
 
-use super::{Shared, CLOSE_STEP};
+use super::stage::CLOSE_STEP;
 use crate::amqp::connect::describe;
 use crate::amqp::lock::{self, Lease, LeaseError};
 use crate::amqp::publish::Publisher;
+use crate::amqp::topology::Names;
+use crate::health::ShardState;
 use crate::leadership::{self, Record, LEASE, RENEW_INTERVAL};
 use crate::ratelimit::{Gate, WINDOW};
 use lapin::Connection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// What the lease steps need of the session: the shard's names, its worker's
+/// connection name, its state, the gate and its apps, and the stop signal.
+/// The composition root builds it; a stage never reaches back into it.
+pub(crate) struct Seat<'a> {
+    /// The shard's queue names (its lease, its record).
+    pub(crate) names: &'a Names,
+    /// The worker's `KICKQ_CONNECTION_NAME`: the lease consumer's tag base.
+    pub(crate) connection_name: &'a str,
+    /// This shard's role (standby or active).
+    pub(crate) shard: &'a ShardState,
+    /// The per-AppId budgets: held for the takeover, leased while active.
+    pub(crate) gate: &'a Gate,
+    /// The AppIds this shard serves: its hold and its record are theirs only.
+    pub(crate) apps: Vec<u32>,
+    /// Fires once, on SIGTERM or SIGINT.
+    pub(crate) shutdown: &'a CancellationToken,
+}
 
 /// How waiting for the token ended.
 pub(crate) enum Leadership {
@@ -43,9 +63,9 @@ fn lost(what: &str, e: &LeaseError) -> Leadership {
 /// it comes, takes what the previous holder left, holds the gate until the
 /// previous holder's lease and window are over (`leadership::takeover_hold`),
 /// and confirms the lease with a first renewal.
-pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &Publisher) -> Leadership {
-    let names = &shared.cfg.names;
-    let tag = format!("{}-lease", shared.cfg.connection_name);
+pub(crate) async fn take(seat: &Seat<'_>, conn: &Connection, publisher: &Publisher) -> Leadership {
+    let names = seat.names;
+    let tag = format!("{}-lease", seat.connection_name);
     let mut lease = match lock::subscribe(conn, publisher, &names.leader, &tag).await {
         Ok(l) => l,
         Err(e) => return lost("leadership lease", &e),
@@ -61,11 +81,11 @@ pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &P
             },
             _ = &mut standby, if !standing_by => {
                 standing_by = true;
-                shared.shard.set_standby(true);
+                seat.shard.set_standby(true);
                 crate::metrics::active(&names.shard, false);
                 tracing::info!(shard = %names.shard, lease = %names.leader, role = "standby", "another worker holds the leadership lease; standing by, holding no deliveries");
             }
-            _ = shared.shutdown.cancelled() => return Leadership::Shutdown,
+            _ = seat.shutdown.cancelled() => return Leadership::Shutdown,
         }
     }
     // The token is ours. The previous holder may call until its lease ends;
@@ -78,13 +98,13 @@ pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &P
     let now_ms = leadership::now_ms();
     let (hold_ms, reason) = leadership::takeover_hold(record, now_ms);
     let hold_at = leadership::instant_of(hold_ms, now_ms).min(activated + leadership::MAX_HOLD);
-    let apps = shared.app_ids();
-    shared.gate.hold_apps_until(&apps, hold_at);
+    let apps = &seat.apps;
+    seat.gate.hold_apps_until(apps, hold_at);
     let until = match renew(&mut lease, publisher).await {
         Ok(until) => until,
         Err(why) => return Leadership::Lost(why),
     };
-    shared.gate.lease_apps_until(&apps, Some(until));
+    seat.gate.lease_apps_until(apps, Some(until));
     if let Err(e) = lock::write_record(
         publisher,
         names,
@@ -96,7 +116,7 @@ pub(crate) async fn take<A>(shared: &Shared<A>, conn: &Connection, publisher: &P
     {
         return Leadership::Lost(format!("leader record: {e}"));
     }
-    shared.shard.set_standby(false);
+    seat.shard.set_standby(false);
     crate::metrics::active(&names.shard, true);
     crate::metrics::takeover(reason.as_str());
     tracing::info!(
@@ -191,7 +211,7 @@ pub(crate) async fn keep(
 /// our window frees, then let the token go. The record is written only while
 /// the lease is ours, and is true whatever happens after: no call follows it.
 pub(crate) async fn release(
-    shared: &Shared<impl Sized>,
+    seat: &Seat<'_>,
     lease: Box<Lease>,
     until: Instant,
     publisher: &Publisher,
@@ -202,16 +222,16 @@ pub(crate) async fn release(
         return;
     }
     let now = leadership::now_ms();
-    let last = shared
+    let last = seat
         .gate
-        .last_call_of(&shared.app_ids())
+        .last_call_of(&seat.apps)
         .map_or(now, |t| leadership::ms_of(t + WINDOW, now));
     let free_at_ms = last.max(leadership::ms_of(hold_at, now));
-    let release = lock::write_record(publisher, &shared.cfg.names, Record::Released { free_at_ms });
+    let release = lock::write_record(publisher, seat.names, Record::Released { free_at_ms });
     match tokio::time::timeout(CLOSE_STEP, release).await {
         Ok(Ok(())) => {
             let _ = tokio::time::timeout(CLOSE_STEP, lease.release()).await;
-            tracing::info!(shard = %shared.cfg.names.shard, free_in_ms = (free_at_ms - now).max(0), "released the leadership lease");
+            tracing::info!(shard = %seat.names.shard, free_in_ms = (free_at_ms - now).max(0), "released the leadership lease");
         }
         _ => tracing::warn!("could not write the release record; the next worker waits a full hold"),
     }

@@ -40,12 +40,18 @@ pub mod stage;
 
 use crate::amqp::connect::{connect, describe, explain};
 use crate::amqp::publish::Publisher;
+use crate::amqp::topology::Names;
 use crate::amqp::topology::{self, Lane};
+use crate::config::apps::Apps;
 use crate::config::shards::Routing;
 use crate::health::{Health, ShardState};
+use crate::job::Limits;
 use crate::ledger::Ledger;
+use crate::ledger::LedgerError;
+use crate::outcome::plan::Budget;
 use crate::ratelimit::Gate;
-use crate::worker::{WorkerConfig, WorkerError, SHUTDOWN_GRACE};
+use crate::secret::Secret;
+use coalescer::DriverConfig;
 use dispatch::KickApi;
 use intake::{IntakeConfig, IntakeEnd};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -53,6 +59,7 @@ use lapin::types::FieldTable;
 use lapin::Connection;
 use router::{RouterConfig, RouterEnd, Tally};
 use stage::LedgerWrites;
+use stage::CLOSE_STEP;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,9 +70,6 @@ use tokio_util::sync::CancellationToken;
 /// Capacity of the stage channels: deep enough to smooth bursts, small enough
 /// that backpressure reaches the broker within a fraction of a second.
 const STAGE_CHANNEL: usize = 1024;
-/// Longest wait for each closing step (release record, lock, connections),
-/// so an unresponsive broker cannot hold the exit.
-const CLOSE_STEP: Duration = Duration::from_secs(1);
 /// How one session ended, for the run loop to act on.
 pub(crate) enum SessionEnd {
     /// Stopped on request; the run ends.
@@ -74,14 +78,54 @@ pub(crate) enum SessionEnd {
     NotOpened(crate::amqp::connect::ConnectError),
     /// The broker connection or a stage failed; reconnect.
     Lost(String),
-    /// A failure waiting will not fix; the run ends with it.
-    Fatal(WorkerError),
+    /// The ledger failed in a way waiting will not fix; the run ends with it.
+    Fatal(LedgerError),
+}
+
+/// Time past the drain deadline that a graceful stop may take: the last
+/// answers, the last ledger write and acks, the release record.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// What one shard's sessions need of the worker's settings: the broker, the
+/// shard's names and apps, and each stage's settings. The worker composes it
+/// (`WorkerConfig::session`); the front ends' settings (intake, console,
+/// metrics) are not part of it.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionConfig {
+    /// Broker URL (a node list); a secret.
+    pub(crate) amqp_url: Secret,
+    /// The connection name of this shard's worker (the lease's tag base).
+    pub(crate) connection_name: String,
+    /// The apps this shard serves.
+    pub(crate) apps: Apps,
+    /// This shard's queue names.
+    pub(crate) names: Names,
+    /// Unacked deliveries per consumer of the live lane.
+    pub(crate) prefetch: u16,
+    /// Unacked deliveries per consumer of the bulk lane (as sized for the apps' rate).
+    pub(crate) bulk_prefetch: u16,
+    /// Deliveries before the broker dead-letters a message as poison.
+    pub(crate) delivery_limit: u32,
+    /// What a job may hold.
+    pub(crate) limits: Limits,
+    /// The coalescer's settings.
+    pub(crate) driver: DriverConfig,
+    /// The retry budget of a user.
+    pub(crate) budget: Budget,
+    /// Calls in flight per app.
+    pub(crate) max_in_flight: usize,
+    /// Probe interval of a halted app.
+    pub(crate) probe_interval: Duration,
+    /// How often a halt's ERROR line repeats.
+    pub(crate) halt_log_interval: Duration,
+    /// Whether outcome events are published.
+    pub(crate) events: bool,
 }
 
 /// What every session of one run shares.
 pub(crate) struct Shared<A> {
-    /// The validated settings.
-    pub(crate) cfg: WorkerConfig,
+    /// The validated settings of this shard's sessions.
+    pub(crate) cfg: SessionConfig,
     /// The per-AppId budgets; they outlive sessions.
     pub(crate) gate: Gate,
     /// The API client (or the bench's and tests' stand-ins).
@@ -108,6 +152,18 @@ impl<A> Shared<A> {
     /// record are theirs only.
     pub(crate) fn app_ids(&self) -> Vec<u32> {
         self.cfg.apps.iter().map(|a| a.app_id()).collect()
+    }
+
+    /// What the lease steps need of this shard (see [`lock::Seat`]).
+    fn seat(&self) -> lock::Seat<'_> {
+        lock::Seat {
+            names: &self.cfg.names,
+            connection_name: &self.cfg.connection_name,
+            shard: &self.shard,
+            gate: &self.gate,
+            apps: self.app_ids(),
+            shutdown: &self.shutdown,
+        }
     }
 }
 
@@ -199,7 +255,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
         Err(e) => return lost(format!("setup: {}", describe(&e))),
     };
     shared.shard.set_connected(true);
-    let (lease, hold_at, until) = match lock::take(shared, lease_conn, &publisher).await {
+    let (lease, hold_at, until) = match lock::take(&shared.seat(), lease_conn, &publisher).await {
         lock::Leadership::Taken { lease, hold_at, until } => (lease, hold_at, until),
         lock::Leadership::Shutdown => return (SessionEnd::Shutdown, Tally::default()),
         lock::Leadership::Lost(why) => return lost(why),
@@ -209,7 +265,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
     // never stands in the way of a live delivery. Both are consumed by the
     // session that holds the lease, so the two lanes are always served by
     // the same process, with the one budget.
-    let bulk_prefetch = cfg.effective_bulk_prefetch();
+    let bulk_prefetch = cfg.bulk_prefetch;
     let consume = |lane: Lane, prefetch: u16| async move {
         let channel = conn.create_channel().await?;
         // Quorum queues refuse global QoS: the prefetch is per consumer.
@@ -361,7 +417,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
                 cut(&abort, &intake);
                 watchdog.abort();
                 stop_keeper.cancel();
-                return (SessionEnd::Fatal(WorkerError::Ledger(e)), Tally::default());
+                return (SessionEnd::Fatal(e), Tally::default());
             }
             Err(e) => Some(format!("intake task failed: {e}")),
         },
@@ -370,7 +426,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
             watchdog.abort();
             stop_keeper.cancel();
             let (end, tally) = match ended {
-                Ok((RouterEnd::Ledger(e), tally)) => (SessionEnd::Fatal(WorkerError::Ledger(e)), tally),
+                Ok((RouterEnd::Ledger(e), tally)) => (SessionEnd::Fatal(e), tally),
                 // At shutdown this is the normal end; its tally counts either way.
                 Ok((_, tally)) if shared.shutdown.is_cancelled() => (SessionEnd::Shutdown, tally),
                 Ok((RouterEnd::Broker(e), tally)) => (SessionEnd::Lost(format!("publish: {e}")), tally),
@@ -419,7 +475,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
                     // last. (With the connection gone, the token went with
                     // it and a successor may hold it already: no release
                     // record then, so it holds its full hold.)
-                    lock::release(shared, lease, until, &publisher, hold_at).await;
+                    lock::release(&shared.seat(), lease, until, &publisher, hold_at).await;
                 }
             }
             (SessionEnd::Shutdown, tally)

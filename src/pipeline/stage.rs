@@ -11,6 +11,12 @@ use crate::ledger::CallRow;
 use crate::zego::codes::Disposition;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest wait for each closing step of a session (release record, lock,
+/// connections, the router's last acks), so an unresponsive broker cannot
+/// hold the exit.
+pub(crate) const CLOSE_STEP: Duration = Duration::from_secs(1);
 
 /// A consumed, validated job, shared by every stage that holds some of its users.
 ///

@@ -27,6 +27,23 @@ pub enum Disposition {
     ShrinkChunk,
 }
 
+impl Disposition {
+    /// Its label in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Kicked => "kicked",
+            Disposition::NothingToDo => "nothing_to_do",
+            Disposition::Retry(RetryKind::Transient) => "retry",
+            Disposition::Retry(RetryKind::UnknownCode) => "unknown_code",
+            Disposition::RateLimited => "rate_limited",
+            Disposition::DeadLetter => "dead_letter",
+            Disposition::Halt => "halt",
+            Disposition::SplitUsers => "split_users",
+            Disposition::ShrinkChunk => "shrink_chunk",
+        }
+    }
+}
+
 /// Why a [`Disposition::Retry`] was chosen, so metrics can tell a flaky
 /// gateway from a code this build does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

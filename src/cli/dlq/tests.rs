@@ -1,6 +1,7 @@
 //! Unit tests of `dlq`.
 
 use super::*;
+use crate::dlq::pass::SweepReport;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
