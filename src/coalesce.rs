@@ -254,7 +254,7 @@ impl<W: Clone> Coalescer<W> {
         let app = self
             .apps
             .entry(key.app_id)
-            .or_insert_with(|| AppGroups::new(crate::ratelimit::MAX_USERS_PER_CALL));
+            .or_insert_with(|| AppGroups::new(crate::zego::MAX_USERS_PER_CALL));
         let id = match app.ids.get(&key) {
             Some(id) => {
                 let id = *id;

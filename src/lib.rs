@@ -49,7 +49,7 @@
 //! bulk/          kickq enqueue --file: parse, validate, group, publish in order, checkpoint
 //! dlq/           kickq dlq: pass lock, read, filter, show, replay and purge dead letters
 //! mock_zego/     the strict stand-in for the real API
-//! bench/         `kickq bench`: scenarios, the naive baseline, figures and targets
+//! bench/         `kickq bench` (the `bench` feature, on by default): scenarios, the naive baseline, figures and targets
 //! access/        who may use the HTTP doors: tokens.rs (token files: named tokens, strength, constant-time checks),
 //!                throttle.rs (failed authentications per client address); used by the intake and the console
 //! http_intake/   `kickq run`'s POST /v1/kicks: mod.rs (settings, listener), limit.rs
@@ -82,6 +82,7 @@ pub mod zego;
 
 pub(crate) mod access;
 pub(crate) mod amqp;
+#[cfg(feature = "bench")]
 pub(crate) mod bench;
 pub(crate) mod bulk;
 pub(crate) mod coalesce;
@@ -108,13 +109,21 @@ pub mod testkit {
     pub use crate::coalesce::Reason;
     pub use crate::health::DEFAULT_METRICS_ADDR;
     /// The benchmark, for its smoke test.
+    #[cfg(feature = "bench")]
     pub mod bench {
         pub use crate::bench::*;
     }
-    /// The ledger, for tests that read it back.
+    /// The ledger, for tests that read it back, and its SQL for the tests
+    /// of the ledger itself against PostgreSQL (`tests/it/ledger_store.rs`).
     pub mod ledger {
+        pub use crate::ledger::error::sqlstate_unavailable;
+        pub use crate::ledger::prune::earliest_cutoff;
+        pub use crate::ledger::read::{history_sql, DONE_USERS_BATCH_SQL, DONE_USERS_SQL};
+        pub use crate::ledger::write::{pg_interval, pg_text};
         pub use crate::ledger::*;
     }
+    /// The API client's limits, for the ledger's tests.
+    pub use crate::zego::client::MAX_REQUEST_ID_BYTES;
     /// Metric names and recorders, checked against the dashboard.
     pub mod metrics {
         pub use crate::metrics::*;

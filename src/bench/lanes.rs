@@ -135,7 +135,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
         .push(Figure::new("sweep calls/s during live traffic", k_rates.bulk).vs(b_rates.bulk));
     r.figures.push(Figure::new(
         "sweep users left at stop",
-        (swept.bulk_left * crate::ratelimit::MAX_USERS_PER_CALL as u64) as f64,
+        (swept.bulk_left * crate::zego::MAX_USERS_PER_CALL as u64) as f64,
     ));
     r.figures.push(
         Figure::new(

@@ -15,7 +15,7 @@
 //! sweep.rs light.rs drain.rs backlog.rs enqueue.rs lanes.rs apps.rs wan.rs   one scenario each
 //! ```
 //!
-//! Each scenario is a library function so that `tests/bench_smoke.rs` runs
+//! Each scenario is a library function so that `tests/it/bench_smoke.rs` runs
 //! them at a tiny scale and checks their accounting (never their timing).
 
 pub mod apps;

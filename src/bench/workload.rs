@@ -101,7 +101,7 @@ pub fn live_kick(i: usize) -> Kick {
 pub fn bulk_kick(i: usize) -> Kick {
     Kick {
         room: format!("bulk-room-{i}"),
-        users: (0..crate::ratelimit::MAX_USERS_PER_CALL)
+        users: (0..crate::zego::MAX_USERS_PER_CALL)
             .map(|u| format!("s{i}-{u}"))
             .collect(),
     }
@@ -112,7 +112,7 @@ pub fn bulk_kick(i: usize) -> Kick {
 pub fn app_kick(app: usize, j: usize) -> Kick {
     Kick {
         room: format!("app{app}-room-{j}"),
-        users: (0..crate::ratelimit::MAX_USERS_PER_CALL)
+        users: (0..crate::zego::MAX_USERS_PER_CALL)
             .map(|u| format!("a{app}-{j}-{u}"))
             .collect(),
     }
@@ -139,7 +139,7 @@ pub fn minimum_calls(pairs: &HashSet<Pair>) -> u64 {
     }
     per_room
         .values()
-        .map(|n| n.div_ceil(crate::ratelimit::MAX_USERS_PER_CALL as u64))
+        .map(|n| n.div_ceil(crate::zego::MAX_USERS_PER_CALL as u64))
         .sum()
 }
 

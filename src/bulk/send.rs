@@ -73,6 +73,23 @@ async fn pull(feed: &mut Receiver<Feed>) -> Next {
     }
 }
 
+/// Where and how a run publishes: the settings of [`send_in_order`].
+#[derive(Clone, Copy)]
+pub struct Sending<'a> {
+    /// The confirmed publisher.
+    pub producer: &'a Producer,
+    /// The lane the messages go to.
+    pub lane: Lane,
+    /// The job-id prefix of messages without a job id of their own.
+    pub prefix: &'a str,
+    /// The input's last line.
+    pub last_line: u64,
+    /// Most messages unconfirmed at once.
+    pub window: usize,
+    /// Fires on Ctrl-C: sending stops at the next boundary between lines.
+    pub stop: &'a CancellationToken,
+}
+
 /// Publishes the messages of `feed` to `lane` in order (they come in `(first_line,
 /// part)` order), message ids from `prefix` where a message has no job id of
 /// its own, with at most `window` unconfirmed; `last_line` is the input's.
@@ -80,17 +97,19 @@ async fn pull(feed: &mut Receiver<Feed>) -> Next {
 /// line confirmed through. When `stop` fires, sending stops at the next
 /// boundary between lines and what is in flight is awaited, so the confirmed
 /// messages are exactly a prefix covering whole lines.
-#[allow(clippy::too_many_arguments)]
 pub async fn send_in_order(
-    producer: &Producer,
-    lane: Lane,
-    prefix: &str,
+    run: Sending<'_>,
     feed: &mut Receiver<Feed>,
-    last_line: u64,
-    window: usize,
-    stop: &CancellationToken,
     mut on_confirmed: impl FnMut(&Message, u64),
 ) -> SendReport {
+    let Sending {
+        producer,
+        lane,
+        prefix,
+        last_line,
+        window,
+        stop,
+    } = run;
     let window = window.max(1);
     let mut in_flight: VecDeque<(Message, Pending)> = VecDeque::new();
     let mut next = pull(feed).await;

@@ -457,7 +457,7 @@ async fn act(
         action,
         filter: filter.clone(),
         limit: opts.limit,
-        abandon_after: std::env::var(STOP_AFTER_ENV).ok().and_then(|v| v.parse().ok()),
+        abandon_after: crate::cli::signals::test_hook(STOP_AFTER_ENV),
     };
     let started = Instant::now();
     let mut progress = Progress::new(verb, "letters", depth.into());

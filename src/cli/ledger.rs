@@ -122,7 +122,7 @@ async fn run_prune(args: PruneArgs) -> anyhow::Result<()> {
             }
         },
     };
-    let stop_after: Option<u64> = std::env::var(PRUNE_STOP_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+    let stop_after: Option<u64> = crate::cli::signals::test_hook(PRUNE_STOP_AFTER_ENV);
     let mut progress = Progress::new("prune", "rows", total);
     let run = ledger
         .prune_batched(cutoff, args.batch_rows, |p| {

@@ -1,6 +1,7 @@
 //! The command line: `main` (parse, logging, dispatch, exit codes) and one file per subcommand with its clap
 //! arguments and `run`. The only place `anyhow` is used; everything below it returns typed errors.
 
+#[cfg(feature = "bench")]
 pub(crate) mod bench;
 pub(crate) mod check;
 pub(crate) mod confirm;
@@ -74,6 +75,7 @@ enum Command {
     History(crate::cli::history::HistoryArgs),
     /// Maintain the audit ledger (retention).
     Ledger(crate::cli::ledger::LedgerArgs),
+    #[cfg(feature = "bench")]
     /// Measure kickq against a naive baseline on the local broker and an in-process mock; print figures and targets.
     Bench(Box<crate::cli::bench::BenchArgs>),
     /// Verify a deployment before traffic: broker, queue arguments, database, API credentials. Declares nothing.
@@ -204,6 +206,7 @@ pub fn main() -> ExitCode {
     };
     let default_filter = match &cli.command {
         // The bench runs workers in-process: their info lines would bury its table.
+        #[cfg(feature = "bench")]
         Command::Bench(_) => "warn",
         // On a terminal the demo draws its progress bar on stderr and says
         // what happened itself: the worker's info lines would drown the bar
@@ -227,6 +230,7 @@ pub fn main() -> ExitCode {
             Command::Migrate(a) => crate::cli::migrate::run(a).await,
             Command::History(a) => crate::cli::history::run(a).await,
             Command::Ledger(a) => crate::cli::ledger::run(a).await,
+            #[cfg(feature = "bench")]
             Command::Bench(a) => crate::cli::bench::run(*a).await,
             Command::Check(a) => crate::cli::check::run(*a, file.as_ref()).await,
             Command::Status(a) => crate::cli::status::run(*a, file.as_ref()).await,

@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(parse(&["kickq", "run"]), (100, "fromfile".into()));
         assert_eq!(parse(&["kickq", "run", "--prefetch", "7"]), (7, "fromfile".into()));
         // The environment is not set here (tests run in parallel); env over
-        // file is tested through the binary in tests/cli.rs.
+        // file is tested through the binary in tests/it/cli.rs.
     }
 
     #[test]

@@ -80,3 +80,16 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted")]
 pub struct Interrupted;
+
+/// A test hook's value (`KICKQ_ENQUEUE_STOP_AFTER`, `KICKQ_DLQ_STOP_AFTER`,
+/// `KICKQ_PRUNE_STOP_AFTER`: stop a pass part-way, as Ctrl-C or a crash
+/// would), read only in a build with the `test-hooks` feature, which the
+/// integration tests turn on and release builds do not: there the variable
+/// does nothing.
+pub(crate) fn test_hook<T: std::str::FromStr>(name: &str) -> Option<T> {
+    if cfg!(feature = "test-hooks") {
+        std::env::var(name).ok()?.parse().ok()
+    } else {
+        None
+    }
+}

@@ -100,6 +100,28 @@ pub struct Source {
     connection_name: String,
 }
 
+/// What the console reads from: the worker's state, its broker and its ledger ([`Source::new`]).
+pub struct Parts {
+    /// What the worker reports.
+    pub health: Arc<Health>,
+    /// The per-AppId budgets (halts, slow-downs).
+    pub gate: Gate,
+    /// The queue names of the deployment.
+    pub names: Names,
+    /// Which shard serves each app.
+    pub routing: Routing,
+    /// The apps of the deployment, those served here first.
+    pub apps: Vec<AppInfo>,
+    /// The broker (a secret).
+    pub amqp_url: Secret,
+    /// The ledger, if on.
+    pub ledger: Option<Ledger>,
+    /// The management API's URL (a secret), for the workers page.
+    pub management: Option<Secret>,
+    /// The console's own broker connection name.
+    pub connection_name: String,
+}
+
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Source")
@@ -115,18 +137,18 @@ fn broker_err(e: impl std::fmt::Display) -> SourceError {
 
 impl Source {
     /// The console's reads of this worker, its broker and ledger.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        health: Arc<Health>,
-        gate: Gate,
-        names: Names,
-        routing: Routing,
-        apps: Vec<AppInfo>,
-        amqp_url: Secret,
-        ledger: Option<Ledger>,
-        management: Option<Secret>,
-        connection_name: String,
-    ) -> Source {
+    pub fn new(parts: Parts) -> Source {
+        let Parts {
+            health,
+            gate,
+            names,
+            routing,
+            apps,
+            amqp_url,
+            ledger,
+            management,
+            connection_name,
+        } = parts;
         Source {
             health,
             gate,

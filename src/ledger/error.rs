@@ -73,6 +73,6 @@ pub(super) fn sqlx_unavailable(e: &sqlx::Error) -> bool {
 /// resources: too many connections, disk full, out of memory), 57P01..57P05
 /// (admin or crash shutdown, cannot connect now, idle session timeout) and
 /// 25006 (read-only transaction: a failover left us on a standby).
-pub(super) fn sqlstate_unavailable(code: &str) -> bool {
+pub fn sqlstate_unavailable(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "25006"
 }

@@ -12,17 +12,19 @@
 //!
 //! One file per concern: `error.rs` (what failed, and whether waiting helps),
 //! `rows.rs` (what is written), `write.rs` (the batched writes), `read.rs`
-//! (history and the redelivery skip), `prune.rs` (retention), `idempotency.rs` (the HTTP intake's keys). The tests are
-//! in `tests.rs`, against the PostgreSQL named by `DATABASE_URL` (read by
-//! `#[sqlx::test]`, which makes a fresh database per test).
+//! (history and the redelivery skip), `prune.rs` (retention), `idempotency.rs` (the HTTP intake's keys), `query.rs` (a
+//! history question in words). The tests that need PostgreSQL are an
+//! integration test, `tests/it/ledger_store.rs`, against the database named
+//! by `DATABASE_URL` (read by `#[sqlx::test]`, which makes a fresh database
+//! per test), so `cargo test --lib` needs none.
 
-mod error;
+pub(crate) mod error;
 mod idempotency;
-mod prune;
+pub(crate) mod prune;
 pub(crate) mod query;
-mod read;
+pub(crate) mod read;
 mod rows;
-mod write;
+pub(crate) mod write;
 
 pub use error::LedgerError;
 pub use idempotency::IdempotencyRow;
@@ -165,6 +167,3 @@ async fn select_applied_versions(pool: &PgPool) -> Result<HashSet<i64>, sqlx::Er
         Err(e) => Err(e),
     }
 }
-
-#[cfg(test)]
-mod tests;

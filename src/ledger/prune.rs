@@ -53,7 +53,7 @@ impl PruneTable {
 
     /// One batch: the oldest `$2` rows before `$1`, picked on the table's
     /// time index and deleted by primary key.
-    pub(super) fn delete_batch_sql(self) -> &'static str {
+    pub fn delete_batch_sql(self) -> &'static str {
         match self {
             PruneTable::JobReceipts => {
                 "DELETE FROM job_receipts WHERE id = ANY(ARRAY(
@@ -191,7 +191,7 @@ pub fn prune_cutoff(now: DateTime<Utc>, older_than: Duration) -> DateTime<Utc> {
 
 /// Year 1: older cutoffs cannot match any row a worker wrote, and chrono
 /// dates before PostgreSQL's range would fail to encode.
-pub(super) fn earliest_cutoff() -> DateTime<Utc> {
+pub fn earliest_cutoff() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z")
         .expect("a literal RFC 3339 timestamp parses")
         .with_timezone(&Utc)

@@ -84,7 +84,7 @@ impl Ledger {
 
 /// The redelivery lookup. The outcome predicate is spelled exactly as the
 /// partial index `user_outcomes_done` spells it, so the planner can use it.
-pub(super) const DONE_USERS_SQL: &str = "
+pub const DONE_USERS_SQL: &str = "
     SELECT DISTINCT user_id FROM user_outcomes
     WHERE job_id = $1 AND room_id = $2 AND user_id = ANY($3::text[])
       AND outcome IN ('kicked', 'halted_then_resumed', 'nothing_to_do')
@@ -92,7 +92,7 @@ pub(super) const DONE_USERS_SQL: &str = "
 
 /// The lookup for many jobs at once: one statement per intake batch, each
 /// (job, room, user) triple probing the same partial index.
-pub(super) const DONE_USERS_BATCH_SQL: &str = "
+pub const DONE_USERS_BATCH_SQL: &str = "
     SELECT DISTINCT o.job_id, o.room_id, o.user_id
     FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(job_id, room_id, user_id)
     JOIN user_outcomes o
@@ -174,7 +174,7 @@ pub(super) async fn select_done_users(
 /// The history statement for `q`. Only the filters that are set appear in the
 /// SQL, so each combination gets its own plan on the room, room+user, user or
 /// job index instead of one generic plan full of `$n IS NULL OR ...`.
-pub(super) fn history_sql(q: &HistoryQuery) -> QueryBuilder<'_, Postgres> {
+pub fn history_sql(q: &HistoryQuery) -> QueryBuilder<'_, Postgres> {
     let mut b = QueryBuilder::new(
         "SELECT at, room_id, user_id, job_id, outcome, code, request_id, reason, detail \
          FROM user_outcomes WHERE true",

@@ -32,7 +32,7 @@ impl Ledger {
 /// Text as PostgreSQL can store it: NUL becomes U+FFFD. `text` rejects NUL,
 /// and one such byte in a reason or an API message must not make a batch
 /// fail forever (its delivery would never be acked). Borrowed when clean.
-pub(super) fn pg_text(s: &str) -> Cow<'_, str> {
+pub fn pg_text(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
         Cow::Owned(s.replace('\0', "\u{FFFD}"))
     } else {
@@ -66,7 +66,7 @@ pub(super) fn pg_text_list(users: &[String]) -> Json<Vec<Cow<'_, str>>> {
 /// A latency as `interval`: truncated to microseconds, because sqlx refuses
 /// to encode a `Duration` with leftover nanoseconds (every measured one has
 /// them), and saturated rather than failing the batch.
-pub(super) fn pg_interval(d: Duration) -> PgInterval {
+pub fn pg_interval(d: Duration) -> PgInterval {
     PgInterval {
         months: 0,
         days: 0,

@@ -3,6 +3,8 @@
 //! arrivals in every 1-second window.
 
 use super::*;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A small deterministic generator (xorshift), so every case replays the
 /// same draws.

@@ -1,6 +1,9 @@
 //! Unit tests of `ratelimit`.
 
 use super::*;
+use crate::zego::MAX_USERS_PER_CALL;
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[test]
 fn a_call_that_leaves_late_holds_its_place_in_the_window_from_then() {

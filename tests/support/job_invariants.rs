@@ -1,5 +1,5 @@
 //! What must hold for every body `kickq_producer::job::parse` accepts or refuses; shared by the fuzz target
-//! (`fuzz/fuzz_targets/parse_job.rs`) and `tests/fuzz_corpus.rs` through `#[path]`, so a finding and its
+//! (`fuzz/fuzz_targets/parse_job.rs`) and `tests/it/fuzz_corpus.rs` through `#[path]`, so a finding and its
 //! regression test check exactly the same things.
 
 use kickq_producer::job::{

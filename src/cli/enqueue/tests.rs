@@ -1,6 +1,10 @@
 //! Unit tests of `enqueue`.
 
+use super::args::{TtlTooLong, DEFAULT_GROUP_SIZE};
 use super::*;
+use crate::amqp::topology::Lane;
+use crate::bulk::parse::HeaderMode;
+use crate::job::{IdCharset, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use clap::Parser;
 
 #[derive(Debug, Parser)]

@@ -2,7 +2,7 @@
 //! a batch published and kicked, an invalid element publishing nothing, idempotent retries, the size cap, a
 //! broker outage answered 503 (never 202), and the served OpenAPI document checked against the handler.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kickq::worker::{IntakeConfig, ListenerBounds, Worker};
@@ -139,7 +139,7 @@ async fn requests_without_a_valid_token_are_refused_and_the_document_needs_none(
     let doc = reqwest::get(format!("http://{addr}/v1/openapi.json")).await.unwrap();
     assert_eq!(doc.status().as_u16(), 200);
     let served: Value = doc.json_bytes().await;
-    let kept: Value = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    let kept: Value = serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
     assert_eq!(served, kept, "the served document is the one in docs/");
     assert_eq!(served["openapi"], "3.1.0");
 }

@@ -2,7 +2,7 @@
 //! when the worker takes it is dead-lettered `expired` with its original bytes and costs no call; a job still in
 //! time, and one with an unparseable `not_after` (`validation`), are judged as they should be.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kickq::testkit::headers::DeadError;

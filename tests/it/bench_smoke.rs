@@ -2,7 +2,7 @@
 //! checks its accounting (every user kicked, every message acked, kickq and the baseline kicking the same set).
 //! Never its timing: speed targets live in the bench's output and BENCHMARKS.md.
 
-mod common;
+use crate::common;
 
 use kickq::secret::Secret;
 use kickq::testkit::bench::figures::Status;

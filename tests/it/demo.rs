@@ -2,7 +2,7 @@
 //! its queues (with `--keep`, all but its dead letters, which the command it prints lists); with no broker it
 //! prints one line on how to get one and exits non-zero.
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_demo_runs_end_to_end_and_cleans_up() {

@@ -1,7 +1,7 @@
 //! `kill -9` of the real `kickq` binary mid-run, then a restart: nothing is lost, and repeated kicks are
 //! bounded by what was in flight.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeSet;

@@ -3,7 +3,7 @@
 //! history header, the confirmation rule and its prompt's count, `--json`, letters the broker dead-lettered
 //! itself, interrupted replays (a crash, Ctrl-C) that lose nothing, and the lane a replay goes to.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::*;
@@ -14,7 +14,6 @@ use kickq::testkit::publish::persistent_json;
 use lapin::options::{BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::BasicProperties;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A letter to seed: its body (unique per letter) and what it died of.
@@ -472,6 +471,7 @@ async fn replay_and_purge_refuse_without_yes_when_stdin_is_not_a_terminal() {
     assert_eq!(broker.depth(&ns.names.bulk).await, 0);
 }
 
+#[cfg(feature = "test-hooks")] // stops the command part-way through a test hook
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_replay_loses_no_letter() {
     let ns = Ns::new("dlq-crash");
@@ -514,7 +514,7 @@ async fn an_interrupted_replay_loses_no_letter() {
     .await;
     let replayed = broker.take_all(&ns.names.bulk).await;
     let dead = broker.drain(&ns.names.dead).await;
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut seen: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for t in tags(&replayed).into_iter().chain(tags(&dead)) {
         *seen.entry(t).or_default() += 1;
     }

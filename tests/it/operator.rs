@@ -2,7 +2,7 @@
 //! whose log says what it does (start line, dead letters, progress) and whose clean stop logs no ERROR, and
 //! ledger commands that say how to fix an unmigrated or unreachable database.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::{Command, Stdio};

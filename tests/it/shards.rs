@@ -3,7 +3,7 @@
 //! routed by the `{ns}.jobs` exchange, a job in the wrong shard's queue forwarded there, and a shard's bad
 //! credentials halting that shard's app only.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kickq::config::apps::{AppConfig, Apps};

@@ -2,7 +2,7 @@
 //! app's budget, the sweep still gets every token live traffic leaves, and both lanes are consumed by the one
 //! process that holds the leadership lock.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `kickq check` and `kickq status` through the binary, against the real broker and database and an
 //! in-process mock-zego; and a worker's `/status`.
 
-mod common;
+use crate::common;
 
 use common::{kickq, mock, text, Broker, Ns, TestDb, APP_ID, SECRET};
 use kickq::testkit::topology;

@@ -1,7 +1,7 @@
 //! Outcome events end to end (real broker, in-process mock): one event per finished delivery with the right
 //! outcome, none and no exchange with events off, and `kickq events tail` filtering by outcome.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::StreamExt;

@@ -1,7 +1,7 @@
 //! `kickq run` end to end against the real RabbitMQ and an in-process mock-zego: coalescing, rate, every
 //! outcome class, invalid input, halt and resume, broker-closed connections, and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kickq::mock_zego::FaultRule;

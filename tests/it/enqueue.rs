@@ -3,11 +3,11 @@
 //! `--skip-invalid`, dry runs (`--json`), the `--json` report, and interrupted bulk runs (exit 130) resumed by
 //! line or from the checkpoint with nothing lost or repeated; `--lane` and the deadline flags.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kickq::job::{self, KickRequest, Limits};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// A file in the temp directory, removed on drop.
@@ -366,6 +366,7 @@ fn confirmed_through(stdout: &str) -> u64 {
     stdout[at..].split_whitespace().next().unwrap().parse().unwrap()
 }
 
+#[cfg(feature = "test-hooks")] // stops the command part-way through a test hook
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_resumes_with_nothing_lost_or_repeated() {
     let ns = Ns::new("enq-resume");
@@ -385,7 +386,7 @@ async fn an_interrupted_run_resumes_with_nothing_lost_or_repeated() {
     assert!(stderr.contains(&format!("--resume-from {}", through + 1)), "{stderr}");
     let broker = Broker::connect().await;
     let first = published(&broker, &ns).await;
-    let covered: BTreeSet<u64> = first
+    let covered: std::collections::BTreeSet<u64> = first
         .iter()
         .flat_map(|(j, _)| {
             j.user_ids
@@ -613,6 +614,7 @@ fn read_checkpoint(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("the checkpoint exists")).expect("the checkpoint is JSON")
 }
 
+#[cfg(feature = "test-hooks")] // stops the command part-way through a test hook
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_resumes_and_refuses_a_changed_file_or_group_size() {
     let ns = Ns::new("enq-cp");
@@ -939,6 +941,7 @@ async fn deadline_flags_set_not_after_on_every_message() {
 
 /// `--new-run` over an unfinished checkpoint sends the whole input again,
 /// as a new run: new job ids, and a checkpoint of its own.
+#[cfg(feature = "test-hooks")] // stops the command part-way through a test hook
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_run_sends_the_whole_input_again_under_new_ids() {
     let ns = Ns::new("enq-new-run");

@@ -3,7 +3,7 @@
 //! attributes, bearer tokens for scripts, no secret on any page, and the dead letters' replay and purge
 //! through the CLI's passes. The browser test (`console_browser.rs`) drives the same pages in Chromium.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kickq::secret::Secret;

@@ -7,7 +7,7 @@
 //! the secret, any `Signature` value and the AMQP password. Figures are printed as `FIGURE` lines, gathered
 //! into RELIABILITY.md.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};

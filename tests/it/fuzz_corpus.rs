@@ -2,7 +2,7 @@
 //! (`fuzz/regressions/parse_job/`) through `kickq::job::parse`, checking the fuzz target's invariants, so
 //! the corpus and every finding stay tests on a stable toolchain.
 
-#[path = "support/job_invariants.rs"]
+#[path = "../support/job_invariants.rs"]
 mod job_invariants;
 
 use std::path::{Path, PathBuf};

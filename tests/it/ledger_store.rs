@@ -1,15 +1,11 @@
-//! The ledger against a real PostgreSQL: `#[sqlx::test]` reads `DATABASE_URL` and gives each test a fresh database with the migrations applied.
+//! The ledger's own tests against a real PostgreSQL (an integration test: `cargo test --lib` needs no database): `#[sqlx::test]` reads `DATABASE_URL` and gives each test a fresh database with the migrations applied.
 
-use super::error::*;
-use super::prune::*;
-use super::read::*;
-use super::rows::*;
-use super::write::*;
-use super::*;
 use chrono::{DateTime, TimeZone, Utc};
+use kickq::testkit::ledger::*;
 use sqlx::postgres::types::PgInterval;
 use sqlx::postgres::PgPool;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::Row;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -837,7 +833,7 @@ async fn a_4_kb_request_id_is_stored_as_its_first_128_bytes(pool: PgPool) {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(stored, long[..crate::zego::client::MAX_REQUEST_ID_BYTES]);
+    assert_eq!(stored, long[..kickq::testkit::MAX_REQUEST_ID_BYTES]);
     let back = ledger.history(&query("r")).await.unwrap();
     assert_eq!(back[0].request_id.as_deref(), Some(stored.as_str()));
 

@@ -4,9 +4,9 @@
 //! looks at the workers, and logs out; it saves a screenshot of each page under `docs/console/`.
 //!
 //! `#[ignore]`d because it needs `/usr/bin/chromium` and `/usr/bin/chromedriver`, which `.ci/run`
-//! installs: run it with `cargo test --test console_browser -- --ignored`.
+//! installs: run it with `cargo test --test it console_browser:: -- --ignored`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};

@@ -2,9 +2,9 @@
 //! the machine's broker on 5672 is left alone): a sweep, `kill -9` of the node that leads the live queue mid-sweep,
 //! and the worker on a node list carries on; before the kill, the console's workers page lists the active worker
 //! and a standby from the cluster's management API. Ignored by default (the cluster takes about 30 s to start): run with
-//! `cargo test --test cluster -- --ignored`, as `.ci/run` does.
+//! `cargo test --test it cluster:: -- --ignored`, as `.ci/run` does.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kickq::secret::Secret;

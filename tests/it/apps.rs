@@ -1,7 +1,7 @@
 //! Several apps in one worker against one mock-zego serving two AppIds: each app holds its own rate, and one
 //! app halted (wrong secret) or slow (its calls take seconds) never slows the other.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kickq::config::apps::AppConfig;

@@ -3,7 +3,7 @@
 //! nothing from a batch that holds an invalid job, and reports a batch cut short by a nack; one job goes to the
 //! live lane and a batch to the bulk lane unless the lane is given.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kickq::job::{self, InvalidJob, KickRequest, Limits};
