@@ -27,17 +27,17 @@ use tokio::time::Instant;
 /// Sparse input is a lone kick, and waiting for company that is not coming
 /// only adds latency (the bench measured 2 ms of linger as +3 ms at the
 /// median); a backlog is dense input and waits `DEFAULT_DENSE_LINGER`.
-pub const DEFAULT_LINGER: Duration = Duration::ZERO;
+pub(crate) const DEFAULT_LINGER: Duration = Duration::ZERO;
 /// Default pause required while input is dense: long enough to ride out a
 /// stall in a streaming backlog, short against any group's wait.
-pub const DEFAULT_DENSE_LINGER: Duration = Duration::from_millis(20);
+pub(crate) const DEFAULT_DENSE_LINGER: Duration = Duration::from_millis(20);
 /// Input whose last gap was shorter than this is dense (a backlog streaming
 /// in); a lone kick every few milliseconds or slower is not.
-pub const DEFAULT_DENSE_GAP: Duration = Duration::from_millis(10);
+pub(crate) const DEFAULT_DENSE_GAP: Duration = Duration::from_millis(10);
 /// Default bound on how long a group's oldest user waits while fuller groups
 /// are preferred. Long enough for full calls under a 50/s backlog, short
 /// enough that a delivery is never held near the broker's consumer timeout.
-pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(20);
 
 /// Timing policy of the coalescer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl Default for Policy {
 
 /// What the policy knows of the input stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Input {
+pub(crate) struct Input {
     /// When input last arrived; `None` once input has ended (shutdown) or
     /// before any arrived.
     pub last: Option<Instant>,
@@ -73,7 +73,7 @@ pub struct Input {
 
 /// Why no group is worth the AppId's next token now (see [`Coalescer::next_with_reason`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Nothing worth a token before this instant (or new input).
     WaitUntil(Instant),
     /// Nothing pending for this AppId.
@@ -104,7 +104,7 @@ impl Reason {
 
 /// Identifies a group inside one [`Coalescer`]; never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupId(u64);
+pub(crate) struct GroupId(u64);
 
 impl GroupId {
     /// A group id for other modules' tests.
@@ -116,7 +116,7 @@ impl GroupId {
 
 /// The coalescing key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct GroupKey {
+pub(crate) struct GroupKey {
     /// AppId.
     pub app_id: u32,
     /// Room.
@@ -127,7 +127,7 @@ pub struct GroupKey {
 
 /// One user of a call and everyone waiting on it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChunkUser<W> {
+pub(crate) struct ChunkUser<W> {
     /// The user id.
     pub user_id: Arc<str>,
     /// Every delivery that asked for this user (deduplicated into one call).
@@ -136,7 +136,7 @@ pub struct ChunkUser<W> {
 
 /// A call's worth of users cut from one group.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Chunk<W> {
+pub(crate) struct Chunk<W> {
     /// The group's key.
     pub key: GroupKey,
     /// 1..=chunk_size distinct users, oldest first.
@@ -230,7 +230,7 @@ impl<W> AppGroups<W> {
 
 /// The pending users of every AppId. `W` is what waits on a user: the
 /// worker uses a shared handle to the delivery, tests use plain numbers.
-pub struct Coalescer<W> {
+pub(crate) struct Coalescer<W> {
     apps: HashMap<u32, AppGroups<W>>,
     policy: Policy,
     next_id: u64,
@@ -239,7 +239,7 @@ pub struct Coalescer<W> {
 
 impl<W: Clone> Coalescer<W> {
     /// An empty coalescer.
-    pub fn new(policy: Policy) -> Self {
+    pub(crate) fn new(policy: Policy) -> Self {
         Self {
             apps: HashMap::new(),
             policy,
@@ -250,7 +250,7 @@ impl<W: Clone> Coalescer<W> {
 
     /// Adds a delivery's users. A user already pending in the same group gets
     /// one more waiter instead of a second place in a call.
-    pub fn add(&mut self, key: GroupKey, users: impl IntoIterator<Item = Arc<str>>, waiter: W, now: Instant) {
+    pub(crate) fn add(&mut self, key: GroupKey, users: impl IntoIterator<Item = Arc<str>>, waiter: W, now: Instant) {
         let app = self
             .apps
             .entry(key.app_id)
@@ -302,7 +302,7 @@ impl<W: Clone> Coalescer<W> {
 
     /// The policy's choice for the AppId's next token (see the module docs):
     /// the group to cut a call from and why, or why none.
-    pub fn next_with_reason(&self, app_id: u32, now: Instant, input: Input) -> Result<(GroupId, Reason), Next> {
+    pub(crate) fn next_with_reason(&self, app_id: u32, now: Instant, input: Input) -> Result<(GroupId, Reason), Next> {
         let Some(app) = self.apps.get(&app_id) else {
             return Err(Next::Idle);
         };
@@ -331,14 +331,14 @@ impl<W: Clone> Coalescer<W> {
 
     /// Groups older than `age`, oldest first: what a halted AppId must hand
     /// back to the broker rather than hold past the consumer timeout.
-    pub fn overdue(&self, app_id: u32, now: Instant, age: Duration) -> Option<GroupId> {
+    pub(crate) fn overdue(&self, app_id: u32, now: Instant, age: Duration) -> Option<GroupId> {
         let app = self.apps.get(&app_id)?;
         let &(oldest, id) = app.by_age.first()?;
         (oldest + age <= now).then_some(id)
     }
 
     /// Cuts up to the AppId's chunk size of users, oldest first, from a group.
-    pub fn take(&mut self, app_id: u32, id: GroupId) -> Option<Chunk<W>> {
+    pub(crate) fn take(&mut self, app_id: u32, id: GroupId) -> Option<Chunk<W>> {
         let app = self.apps.get_mut(&app_id)?;
         if !app.groups.contains_key(&id) {
             return None;
@@ -359,7 +359,12 @@ impl<W: Clone> Coalescer<W> {
     /// as one chunk; `None` when there are none. Users behind them move up
     /// and are judged in turn, so the next [`Coalescer::take`] cuts a call of
     /// live users only. Costs the call's size plus the users removed.
-    pub fn remove_expired(&mut self, app_id: u32, id: GroupId, expired: impl Fn(&W) -> bool) -> Option<Chunk<W>> {
+    pub(crate) fn remove_expired(
+        &mut self,
+        app_id: u32,
+        id: GroupId,
+        expired: impl Fn(&W) -> bool,
+    ) -> Option<Chunk<W>> {
         let app = self.apps.get_mut(&app_id)?;
         let group = app.groups.get(&id)?;
         let dead = |g: &Group<W>, u: &Arc<str>| g.waiters.get(u).is_some_and(|ws| ws.iter().all(&expired));
@@ -386,7 +391,7 @@ impl<W: Clone> Coalescer<W> {
     }
 
     /// Sets the AppId's users per call (after a 50011) and re-indexes.
-    pub fn set_chunk_size(&mut self, app_id: u32, chunk_size: usize) {
+    pub(crate) fn set_chunk_size(&mut self, app_id: u32, chunk_size: usize) {
         let app = self.apps.entry(app_id).or_insert_with(|| AppGroups::new(chunk_size));
         if app.chunk_size == chunk_size {
             return;
@@ -400,22 +405,22 @@ impl<W: Clone> Coalescer<W> {
     }
 
     /// Pending users of one AppId.
-    pub fn app_users(&self, app_id: u32) -> usize {
+    pub(crate) fn app_users(&self, app_id: u32) -> usize {
         self.apps.get(&app_id).map_or(0, |a| a.users)
     }
 
     /// AppIds that have pending users.
-    pub fn apps(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn apps(&self) -> impl Iterator<Item = u32> + '_ {
         self.apps.iter().filter(|(_, a)| a.users > 0).map(|(id, _)| *id)
     }
 
     /// Pending users, all AppIds.
-    pub fn pending_users(&self) -> usize {
+    pub(crate) fn pending_users(&self) -> usize {
         self.users
     }
 
     /// Pending groups, all AppIds.
-    pub fn pending_groups(&self) -> usize {
+    pub(crate) fn pending_groups(&self) -> usize {
         self.apps.values().map(|a| a.groups.len()).sum()
     }
 }

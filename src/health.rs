@@ -24,7 +24,7 @@ const LEDGER_DOWN: u8 = 2;
 /// Flags the stages set and the health server reads. All relaxed atomics:
 /// each flag is independent and read only for reporting.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     ledger: AtomicU8,
     shards: Vec<Arc<ShardState>>,
     progress: Counts,
@@ -34,7 +34,7 @@ pub struct Health {
 /// One served shard's part: each shard has its own broker session, lock and
 /// consumers, so its own role.
 #[derive(Debug, Default)]
-pub struct ShardState {
+pub(crate) struct ShardState {
     name: String,
     connected: AtomicBool,
     consuming: AtomicBool,
@@ -53,17 +53,17 @@ pub struct ShardState {
 
 impl ShardState {
     /// The shard's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The shard's broker connection is up (or not).
-    pub fn set_connected(&self, v: bool) {
+    pub(crate) fn set_connected(&self, v: bool) {
         self.connected.store(v, Ordering::Relaxed);
     }
 
     /// The shard's consumers are active (or not).
-    pub fn set_consuming(&self, v: bool) {
+    pub(crate) fn set_consuming(&self, v: bool) {
         self.consuming.store(v, Ordering::Relaxed);
         self.note_role();
     }
@@ -78,7 +78,7 @@ impl ShardState {
     }
 
     /// When the shard took its current role (`None` before the first).
-    pub fn role_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub(crate) fn role_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         match self.last_role.load(Ordering::Relaxed) {
             0 => None,
             _ => chrono::DateTime::from_timestamp_millis(self.role_since_ms.load(Ordering::Relaxed)),
@@ -87,77 +87,77 @@ impl ShardState {
 
     /// This process waits for the shard's lock (true) or holds it or is
     /// connecting (false). A standby is ready: waiting is its job.
-    pub fn set_standby(&self, v: bool) {
+    pub(crate) fn set_standby(&self, v: bool) {
         self.standby.store(v, Ordering::Relaxed);
         self.note_role();
     }
 
     /// Whether this process is the shard's standby now.
-    pub fn is_standby(&self) -> bool {
+    pub(crate) fn is_standby(&self) -> bool {
         self.standby.load(Ordering::Relaxed)
     }
 
     /// Whether the shard's consumers are active.
-    pub fn is_consuming(&self) -> bool {
+    pub(crate) fn is_consuming(&self) -> bool {
         self.consuming.load(Ordering::Relaxed)
     }
 
     /// Whether the shard's broker connection is up.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
 
     /// Intake took a delivery.
-    pub fn delivery_taken(&self) {
+    pub(crate) fn delivery_taken(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.taken.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deliveries taken since the process started (never decreases).
-    pub fn taken_total(&self) -> u64 {
+    pub(crate) fn taken_total(&self) -> u64 {
         self.taken.load(Ordering::Relaxed)
     }
 
     /// The router finished (acked or returned) a delivery.
-    pub fn delivery_finished(&self) {
+    pub(crate) fn delivery_finished(&self) {
         let _ = self
             .in_flight
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     /// Deliveries taken and not yet finished in this session.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// A new session starts: nothing of the old one is in flight any more.
-    pub fn reset_in_flight(&self) {
+    pub(crate) fn reset_in_flight(&self) {
         self.in_flight.store(0, Ordering::Relaxed);
     }
 
     /// The count of `lane`'s deliveries this shard holds unacked, for each
     /// delivery to hold its place in ([`crate::amqp::delivery::Held`]).
-    pub fn unacked(&self, lane: Lane) -> std::sync::Arc<AtomicU64> {
+    pub(crate) fn unacked(&self, lane: Lane) -> std::sync::Arc<AtomicU64> {
         self.unacked[lane_index(lane)].clone()
     }
 
     /// Messages ready in the live queue at the last check.
-    pub fn set_queue_ready(&self, n: u32) {
+    pub(crate) fn set_queue_ready(&self, n: u32) {
         self.queue_ready.store(n.into(), Ordering::Relaxed);
     }
 
     /// Messages ready in the shard's bulk queue, as the last check saw them.
-    pub fn set_bulk_ready(&self, n: u32) {
+    pub(crate) fn set_bulk_ready(&self, n: u32) {
         self.bulk_ready.store(n.into(), Ordering::Relaxed);
     }
 
     /// Its role now.
-    pub fn role(&self) -> Role {
+    pub(crate) fn role(&self) -> Role {
         role(self.is_standby(), self.is_consuming())
     }
 
     /// Clears the session flags (between sessions).
-    pub fn session_ended(&self) {
+    pub(crate) fn session_ended(&self) {
         self.set_connected(false);
         self.set_consuming(false);
         self.set_standby(false);
@@ -193,7 +193,7 @@ struct LaneCounts {
 /// A lane's users since start (kicked, dead-lettered) and waiting in the
 /// coalescer now.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LaneProgress {
+pub(crate) struct LaneProgress {
     /// Users kicked.
     pub kicked: u64,
     /// Users dead-lettered.
@@ -212,7 +212,7 @@ fn lane_index(lane: Lane) -> usize {
 /// A reading of the progress counters (totals since start, and the pending
 /// users and queue backlog now).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Users kicked.
     pub kicked: u64,
     /// Users with nothing to do (room gone, not in the room).
@@ -246,7 +246,7 @@ pub struct Progress {
 impl Progress {
     /// What happened between `earlier` and `self` (totals subtracted; the
     /// gauges are `self`'s).
-    pub fn since(&self, earlier: &Progress) -> Progress {
+    pub(crate) fn since(&self, earlier: &Progress) -> Progress {
         Progress {
             kicked: self.kicked - earlier.kicked,
             nothing_to_do: self.nothing_to_do - earlier.nothing_to_do,
@@ -265,7 +265,7 @@ impl Progress {
     }
 
     /// Whether there is anything to report: work done, or work waiting.
-    pub fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         self.kicked
             + self.nothing_to_do
             + self.retried
@@ -284,12 +284,12 @@ impl Progress {
 impl Health {
     /// A fresh state for a worker using `gate`, serving the default shard.
     #[cfg(test)]
-    pub fn new(gate: Gate, ledger_on: bool) -> Self {
+    pub(crate) fn new(gate: Gate, ledger_on: bool) -> Self {
         Self::for_shards(gate, ledger_on, &[crate::config::shards::DEFAULT_SHARD])
     }
 
     /// A fresh state for a worker using `gate`, serving `shards`.
-    pub fn for_shards(gate: Gate, ledger_on: bool, shards: &[&str]) -> Self {
+    pub(crate) fn for_shards(gate: Gate, ledger_on: bool, shards: &[&str]) -> Self {
         Self {
             ledger: AtomicU8::new(if ledger_on { LEDGER_DOWN } else { LEDGER_OFF }),
             shards: shards
@@ -307,19 +307,19 @@ impl Health {
     }
 
     /// The state of a served shard (`None` if this worker does not serve it).
-    pub fn shard(&self, name: &str) -> Option<Arc<ShardState>> {
+    pub(crate) fn shard(&self, name: &str) -> Option<Arc<ShardState>> {
         self.shards.iter().find(|s| s.name == name).cloned()
     }
 
     /// Whether no shard is active and every one waits for its lock.
-    pub fn is_standby(&self) -> bool {
+    pub(crate) fn is_standby(&self) -> bool {
         self.shards.iter().all(|s| s.is_standby())
     }
 
     /// Users reached an outcome (the router's labels: `kicked`,
     /// `nothing_to_do`, `retry_scheduled`, `deferred`, `dead_lettered`,
     /// `skipped`).
-    pub fn count_users(&self, lane: Lane, outcome: &str, n: u64) {
+    pub(crate) fn count_users(&self, lane: Lane, outcome: &str, n: u64) {
         let c = &self.progress;
         let by_lane = &c.lanes[lane_index(lane)];
         match outcome {
@@ -341,17 +341,17 @@ impl Health {
 
     /// Messages were dead-lettered whole, before any call (invalid,
     /// expired, of no app this worker serves).
-    pub fn count_unusable(&self, n: u64) {
+    pub(crate) fn count_unusable(&self, n: u64) {
         self.progress.unusable.fetch_add(n, Ordering::Relaxed);
     }
 
     /// API calls were answered.
-    pub fn count_calls(&self, n: u64) {
+    pub(crate) fn count_calls(&self, n: u64) {
         self.progress.calls.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Users waiting in the coalescer now, in the live and the bulk lane.
-    pub fn set_pending_users(&self, live: usize, bulk: usize) {
+    pub(crate) fn set_pending_users(&self, live: usize, bulk: usize) {
         let c = &self.progress;
         c.pending_users.store((live + bulk) as u64, Ordering::Relaxed);
         c.lanes[0].pending_users.store(live as u64, Ordering::Relaxed);
@@ -359,7 +359,7 @@ impl Health {
     }
 
     /// A lane's users kicked and dead-lettered since start, and waiting now.
-    pub fn lane_progress(&self, lane: Lane) -> LaneProgress {
+    pub(crate) fn lane_progress(&self, lane: Lane) -> LaneProgress {
         let c = &self.progress.lanes[lane_index(lane)];
         LaneProgress {
             kicked: c.kicked.load(Ordering::Relaxed),
@@ -369,7 +369,7 @@ impl Health {
     }
 
     /// The progress counters now.
-    pub fn progress(&self) -> Progress {
+    pub(crate) fn progress(&self) -> Progress {
         let c = &self.progress;
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Progress {
@@ -390,17 +390,17 @@ impl Health {
     }
 
     /// The gate this state reports on.
-    pub fn gate(&self) -> &Gate {
+    pub(crate) fn gate(&self) -> &Gate {
         &self.gate
     }
 
     /// Deliveries taken and not yet finished, over every shard.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.shards.iter().map(|s| s.in_flight()).sum()
     }
 
     /// The last ledger operation succeeded (or not). Ignored when the ledger is off.
-    pub fn set_ledger_ok(&self, ok: bool) {
+    pub(crate) fn set_ledger_ok(&self, ok: bool) {
         if self.ledger.load(Ordering::Relaxed) != LEDGER_OFF {
             self.ledger
                 .store(if ok { LEDGER_OK } else { LEDGER_DOWN }, Ordering::Relaxed);
@@ -410,7 +410,7 @@ impl Health {
     /// The ledger is on and its last write failed: new calls must wait, since
     /// Every reason the worker cannot serve (`/readyz` fails): a shard not
     /// connected, or neither consuming nor standing by. Empty when ready.
-    pub fn not_ready(&self) -> Vec<String> {
+    pub(crate) fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
         let named = self.shards.len() > 1
             || self
@@ -438,7 +438,7 @@ impl Health {
     /// taking the process out of service would close its HTTP intake and
     /// console just when operators need them, and fix nothing; `/status`,
     /// the metrics and the alert rules report these.
-    pub fn degraded(&self) -> Vec<String> {
+    pub(crate) fn degraded(&self) -> Vec<String> {
         let mut why = Vec::new();
         for (app, halt) in self.gate.halted_apps() {
             why.push(format!(
@@ -456,17 +456,17 @@ impl Health {
 
 impl Health {
     /// Whether every shard's broker connection is up.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.shards.iter().all(|s| s.is_connected())
     }
 
     /// Whether some shard is active (holds its lock and consumes).
-    pub fn is_consuming(&self) -> bool {
+    pub(crate) fn is_consuming(&self) -> bool {
         self.shards.iter().any(|s| s.is_consuming())
     }
 
     /// What `/status` returns: this worker's role, apps, halts, backlog and calls.
-    pub fn status(&self) -> WorkerStatus {
+    pub(crate) fn status(&self) -> WorkerStatus {
         let now = tokio::time::Instant::now();
         let wall = chrono::Utc::now();
         let m = crate::metrics::snapshot();
@@ -514,7 +514,7 @@ impl Health {
 /// A worker's role in its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub(crate) enum Role {
     /// Holds the leadership lease and consumes.
     Active,
     /// Waits for the leadership lease.
@@ -525,7 +525,7 @@ pub enum Role {
 
 impl Role {
     /// The JSON and table label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Active => "active",
             Role::Standby => "standby",
@@ -535,7 +535,7 @@ impl Role {
 }
 
 /// The role from the standby and consuming flags.
-pub fn role(standby: bool, consuming: bool) -> Role {
+pub(crate) fn role(standby: bool, consuming: bool) -> Role {
     match (standby, consuming) {
         (true, _) => Role::Standby,
         (false, true) => Role::Active,
@@ -545,7 +545,7 @@ pub fn role(standby: bool, consuming: bool) -> Role {
 
 /// One halted AppId in `/status`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct HaltStatus {
+pub(crate) struct HaltStatus {
     /// The AppId.
     pub app_id: u32,
     /// The API code that halted it.
@@ -561,7 +561,7 @@ pub struct HaltStatus {
 /// The JSON body of `/status` (documented in the README; fields are only
 /// ever added).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct WorkerStatus {
+pub(crate) struct WorkerStatus {
     /// `kickq --version`'s text: `0.1.0 (abc1234)`.
     pub version: String,
     /// Active, standby or connecting.
@@ -594,7 +594,7 @@ pub struct WorkerStatus {
 
 /// One served shard in `/status`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ShardStatus {
+pub(crate) struct ShardStatus {
     /// The shard (`default` for apps without one).
     pub shard: String,
     /// Active, standby or connecting, for this shard.
@@ -610,7 +610,7 @@ struct AppState {
 }
 
 /// The router: `/metrics`, `/healthz`, `/readyz`, `/status`.
-pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
+pub(crate) fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route(
@@ -638,7 +638,7 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
 
 /// Binds the server; returns the bound address and the future that serves
 /// until `shutdown` completes.
-pub async fn bind(
+pub(crate) async fn bind(
     addr: SocketAddr,
     health: Arc<Health>,
     metrics: PrometheusHandle,

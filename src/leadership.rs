@@ -76,34 +76,34 @@ use std::time::Duration;
 /// failure detection (net_ticktime, 60 s by default), so a worker cut off
 /// from the lease queue stops long before anyone else is activated; short
 /// enough that a takeover after `kill -9` holds `LEASE + WINDOW`, under 2 s.
-pub const LEASE: Duration = Duration::from_millis(750);
+pub(crate) const LEASE: Duration = Duration::from_millis(750);
 /// How often the holder renews: five renewals per lease, so a renewal whose
 /// round trip takes up to `LEASE - RENEW_INTERVAL` (600 ms: a broker busy
 /// with a fsync or a GC pause) costs nothing.
-pub const RENEW_INTERVAL: Duration = Duration::from_millis(150);
+pub(crate) const RENEW_INTERVAL: Duration = Duration::from_millis(150);
 /// Deliveries of one token after which a renewal publishes a fresh token
 /// (and acks the old one) instead of handing it back: about 45 s of
 /// renewals. It keeps the token far below any delivery limit, and lets the
 /// quorum queue truncate its log (a message that never leaves holds it).
 /// While publishing is blocked (a broker alarm) renewals hand the token back.
-pub const REPLACE_AFTER: i64 = 300;
+pub(crate) const REPLACE_AFTER: i64 = 300;
 /// How long a standby waits for the token before it says it stands by.
-pub const STANDBY_AFTER: Duration = Duration::from_millis(300);
+pub(crate) const STANDBY_AFTER: Duration = Duration::from_millis(300);
 /// Longest hold a record can impose, and the hold when nothing is known of
 /// the previous holder: its lease, then a window.
-pub const MAX_HOLD: Duration = Duration::from_millis(LEASE.as_millis() as u64 + WINDOW.as_millis() as u64);
+pub(crate) const MAX_HOLD: Duration = Duration::from_millis(LEASE.as_millis() as u64 + WINDOW.as_millis() as u64);
 
 /// Whether a renewal replaces the token instead of handing it back: the
 /// token has been delivered `delivery_count` times (the broker's
 /// `x-delivery-count`, absent on a first delivery).
-pub fn should_replace(delivery_count: Option<i64>) -> bool {
+pub(crate) fn should_replace(delivery_count: Option<i64>) -> bool {
     delivery_count.is_some_and(|n| n >= REPLACE_AFTER)
 }
 
 /// What the holder of the lock last wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
-pub enum Record {
+pub(crate) enum Record {
     /// The holder was active at `at_ms` and refreshing.
     Active {
         /// Wall-clock milliseconds of this refresh.
@@ -120,20 +120,20 @@ pub enum Record {
 
 impl Record {
     /// The JSON body of the record message.
-    pub fn to_body(self) -> Vec<u8> {
+    pub(crate) fn to_body(self) -> Vec<u8> {
         serde_json::to_vec(&self).expect("a record always serialises")
     }
 
     /// Reads a record body; `None` for anything else (it is then treated as
     /// no record: the full window).
-    pub fn from_body(body: &[u8]) -> Option<Record> {
+    pub(crate) fn from_body(body: &[u8]) -> Option<Record> {
         serde_json::from_slice(body).ok()
     }
 }
 
 /// Why a new holder waits as long as it does (for the takeover log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldReason {
+pub(crate) enum HoldReason {
     /// No record: nothing is known of the last holder, so its lease and a window.
     NoRecord,
     /// A graceful release: until its window frees.
@@ -145,7 +145,7 @@ pub enum HoldReason {
 
 impl HoldReason {
     /// The label in logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HoldReason::NoRecord => "no_record",
             HoldReason::Released => "released",
@@ -156,7 +156,7 @@ impl HoldReason {
 
 /// The wall-clock millisecond before which a new holder, activated at
 /// `now_ms`, makes no call, from the record it took.
-pub fn takeover_hold(record: Option<Record>, now_ms: i64) -> (i64, HoldReason) {
+pub(crate) fn takeover_hold(record: Option<Record>, now_ms: i64) -> (i64, HoldReason) {
     let full = now_ms + MAX_HOLD.as_millis() as i64;
     match record {
         None => (full, HoldReason::NoRecord),
@@ -166,12 +166,12 @@ pub fn takeover_hold(record: Option<Record>, now_ms: i64) -> (i64, HoldReason) {
 }
 
 /// Wall-clock milliseconds now.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 /// Converts a wall-clock millisecond to an instant on tokio's clock.
-pub fn instant_of(ms: i64, now_ms: i64) -> tokio::time::Instant {
+pub(crate) fn instant_of(ms: i64, now_ms: i64) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     let ahead = ms - now_ms;
     if ahead > 0 {
@@ -183,7 +183,7 @@ pub fn instant_of(ms: i64, now_ms: i64) -> tokio::time::Instant {
 }
 
 /// Converts an instant on tokio's clock to wall-clock milliseconds.
-pub fn ms_of(at: tokio::time::Instant, now_ms: i64) -> i64 {
+pub(crate) fn ms_of(at: tokio::time::Instant, now_ms: i64) -> i64 {
     let now = tokio::time::Instant::now();
     if at >= now {
         now_ms + (at - now).as_millis() as i64

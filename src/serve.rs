@@ -22,25 +22,25 @@ use tokio::sync::Semaphore;
 /// requests, short enough that a slowloris client holds a connection half
 /// a minute, not minutes; the per-client cap keeps one such client from
 /// holding the listener.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a client may take to send a request's whole body once its
 /// headers are in (one deadline for the body, not a wait between chunks, so
 /// a client dripping a byte at a time is cut off too): an intake batch of
 /// the largest allowed size (1 MiB by default) takes well under a second on
 /// any working link.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most connections one listener keeps open at once; past it a new
 /// connection is closed at once, before anything is read. Far above what
 /// producers, a browser and a scraper open, far below the process's file
 /// descriptor limit (1024 by default).
-pub const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 
 /// Most connections one client address keeps open on a listener: a
 /// browser opens 6 per host, a producer's pool a few dozen at most; one
 /// address cannot take the whole listener.
-pub const MAX_CONNECTIONS_PER_CLIENT: usize = 64;
+pub(crate) const MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 
 /// A listener's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl Default for Bounds {
 /// Serves `app` on `listener` within `bounds` until `shutdown` completes,
 /// then lets the open connections finish their requests. `name` names the
 /// listener in the log (`console`, `http intake`, `metrics`).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     bounds: Bounds,
@@ -161,7 +161,7 @@ impl<B> DeadlineBody<B> {
 /// The body did not arrive within the listener's body timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the body did not arrive within {0:?} of the headers")]
-pub struct BodyTimeout(pub Duration);
+pub(crate) struct BodyTimeout(pub Duration);
 
 impl<B> http_body::Body for DeadlineBody<B>
 where
@@ -198,7 +198,7 @@ where
 /// /64 (one host or site usually holds a whole /64, so counting each
 /// address alone would let it pass any per-client bound), an IPv4-mapped
 /// one as the IPv4 address, an IPv4 address as itself.
-pub fn counted_as(ip: std::net::IpAddr) -> std::net::IpAddr {
+pub(crate) fn counted_as(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => std::net::IpAddr::V4(v4),
@@ -247,17 +247,17 @@ impl Drop for ClientSlot {
 /// [`serve`] recorded for the connection (`None` when a handler runs
 /// without it, as in a test that calls the router directly).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Client(pub Option<std::net::SocketAddr>);
+pub(crate) struct Client(pub Option<std::net::SocketAddr>);
 
 impl Client {
     /// The client's address as the throttle and the caps count it, if
     /// known: [`counted_as`].
-    pub fn ip(&self) -> Option<std::net::IpAddr> {
+    pub(crate) fn ip(&self) -> Option<std::net::IpAddr> {
         self.0.map(|a| counted_as(a.ip()))
     }
 
     /// The client of a request's parts.
-    pub fn of(parts: &axum::http::request::Parts) -> Client {
+    pub(crate) fn of(parts: &axum::http::request::Parts) -> Client {
         Client(parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0))
     }
 }

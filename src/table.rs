@@ -4,7 +4,7 @@
 
 /// Renders rows (the first is the header) as columns two spaces apart; the
 /// last column is not padded, so no line ends in spaces.
-pub fn render<const N: usize>(rows: &[[String; N]]) -> String {
+pub(crate) fn render<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -35,7 +35,7 @@ pub fn render<const N: usize>(rows: &[[String; N]]) -> String {
 /// characters, line and paragraph separators, the soft hyphen, the
 /// byte-order mark, interlinear annotations, tag characters), with which a
 /// displayed id could pass for another (`u\u{202e}1resu` shows as "uresu1").
-pub fn is_unsafe(c: char) -> bool {
+pub(crate) fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -53,7 +53,7 @@ pub fn is_unsafe(c: char) -> bool {
 
 /// `s` with every [`is_unsafe`] character written as an escape (`\n`,
 /// `\u{1b}`, `\u{202e}`).
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.chars()
         .map(|c| {
             if is_unsafe(c) {
@@ -73,7 +73,7 @@ pub fn escape(s: &str) -> String {
 /// log format (JSON escapes them; the pretty format is for a terminal). A
 /// log event reaches it in one write, so a character is never split
 /// between two.
-pub struct SafeLines<W> {
+pub(crate) struct SafeLines<W> {
     /// Where the lines go.
     pub inner: W,
     /// Whether the lines are JSON.

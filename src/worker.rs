@@ -12,7 +12,12 @@
 pub use crate::amqp::topology::Names;
 pub use crate::coalesce::Policy;
 pub use crate::console::{ConsoleConfig, ConsoleError};
+// The front ends' defaults, for the CLI that configures them through the worker.
+pub(crate) use crate::console::DEMO_CONSOLE_ADDR;
 pub use crate::http_intake::{IntakeConfig, IntakeError};
+pub(crate) use crate::http_intake::{
+    DEFAULT_MAX_BYTES as DEFAULT_INTAKE_MAX_BYTES, DEFAULT_RATE as DEFAULT_INTAKE_RATE,
+};
 pub use crate::serve::Bounds as ListenerBounds;
 
 use crate::config::apps::{AppConfig, Apps};

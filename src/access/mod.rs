@@ -5,4 +5,4 @@
 pub(crate) mod throttle;
 pub(crate) mod tokens;
 
-pub use tokens::TokenError;
+pub(crate) use tokens::TokenError;

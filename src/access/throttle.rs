@@ -13,16 +13,16 @@ use std::time::{Duration, Instant};
 /// Failed authentications an address may make in one [`FAILURE_WINDOW`]:
 /// enough for a person who mistypes or pastes an old token a few times,
 /// far too few to guess a 128-bit token.
-pub const MAX_FAILURES: u32 = 10;
+pub(crate) const MAX_FAILURES: u32 = 10;
 
 /// The window over which failures count, from an address's first failure:
 /// once it ends the address starts afresh.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Addresses whose strikes are kept at once; past it the oldest window is
 /// forgotten first. A bound on the memory that a spread of addresses can
 /// take.
-pub const MAX_ADDRESSES: usize = 10_000;
+pub(crate) const MAX_ADDRESSES: usize = 10_000;
 
 /// One address's failures in its current window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,10 +20,10 @@ pub(crate) type TokenId = [u8; 32];
 /// The least strength of a token, in bits (as [`token_bits`] counts them):
 /// what a guesser must search. 128 bits is the usual floor for a bearer
 /// secret (`openssl rand -hex 16` makes one).
-pub const MIN_TOKEN_BITS: u32 = 128;
+pub(crate) const MIN_TOKEN_BITS: u32 = 128;
 
 /// Longest token name.
-pub const MAX_TOKEN_NAME: usize = 64;
+pub(crate) const MAX_TOKEN_NAME: usize = 64;
 
 /// Why the token file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,7 @@ pub(crate) fn parse_tokens(text: &str) -> Vec<Line<'_>> {
 /// Fewest distinct characters a token may hold: a random token of 22 or
 /// more characters holds far more; `aaaa…` or `0101…` holds fewer, and
 /// is refused whatever its length.
-pub const MIN_DISTINCT_CHARS: usize = 8;
+pub(crate) const MIN_DISTINCT_CHARS: usize = 8;
 
 /// The strength of a token in bits: its length times the bits of the
 /// smallest usual alphabet that holds all its characters (digits: 3.32,
@@ -107,7 +107,7 @@ pub const MIN_DISTINCT_CHARS: usize = 8;
 /// distinct characters. kickq cannot see how a token was made, so this
 /// counts what a guesser of that alphabet must search; a word-like token
 /// counts more than it is worth.
-pub fn token_bits(token: &str) -> u32 {
+pub(crate) fn token_bits(token: &str) -> u32 {
     let distinct: std::collections::HashSet<char> = token.chars().collect();
     if distinct.len() < MIN_DISTINCT_CHARS {
         return 0;
@@ -313,6 +313,14 @@ impl Tokens {
         }
         loaded
     }
+}
+
+/// 32 random bytes in hex (256 bits): the console's session cookies, CSRF
+/// tokens and the demo's login token.
+pub(crate) fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut b);
+    hex::encode(b)
 }
 
 #[cfg(test)]

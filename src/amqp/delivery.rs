@@ -10,11 +10,11 @@ use std::sync::Arc;
 /// up when it is made and down when it is dropped, however the delivery
 /// ends (acked, handed back, or dropped with its session).
 #[derive(Debug)]
-pub struct Held(Arc<AtomicU64>);
+pub(crate) struct Held(Arc<AtomicU64>);
 
 impl Held {
     /// Counts one more delivery in `count`.
-    pub fn new(count: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(count: Arc<AtomicU64>) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
         Held(count)
     }
@@ -30,7 +30,7 @@ impl Drop for Held {
 
 /// What became of an ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acked {
+pub(crate) enum Acked {
     /// The broker has it: the message is gone from the queue.
     Done,
     /// The channel it came on is gone (or it was already finished): the broker
@@ -42,7 +42,7 @@ pub enum Acked {
 ///
 /// Invariant: only the outcome router holds these, and only it finishes them.
 #[derive(Debug)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     id: u64,
     acker: Acker,
     /// Its place in its lane's count of unacked deliveries.
@@ -51,23 +51,23 @@ pub struct Delivery {
 
 impl Delivery {
     /// Wraps lapin's acker; `id` is unique within the process.
-    pub fn new(id: u64, acker: Acker) -> Self {
+    pub(crate) fn new(id: u64, acker: Acker) -> Self {
         Self { id, acker, _held: None }
     }
 
     /// The same delivery, counted in `held` until it is finished or dropped.
-    pub fn counted(mut self, held: Held) -> Self {
+    pub(crate) fn counted(mut self, held: Held) -> Self {
         self._held = Some(held);
         self
     }
 
     /// The process-unique id.
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
     /// Acks on the channel the message came on.
-    pub async fn ack(self) -> Result<Acked, lapin::Error> {
+    pub(crate) async fn ack(self) -> Result<Acked, lapin::Error> {
         match self.acker.ack(BasicAckOptions::default()).await? {
             true => Ok(Acked::Done),
             false => Ok(Acked::WillRedeliver),
@@ -75,7 +75,7 @@ impl Delivery {
     }
 
     /// Hands the message back to the queue at once (shutdown).
-    pub async fn requeue(self) -> Result<Acked, lapin::Error> {
+    pub(crate) async fn requeue(self) -> Result<Acked, lapin::Error> {
         match self.acker.reject(BasicRejectOptions { requeue: true }).await? {
             true => Ok(Acked::Done),
             false => Ok(Acked::WillRedeliver),

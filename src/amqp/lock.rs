@@ -24,13 +24,13 @@ const TOKEN: &[u8] = b"{\"token\":\"kickq leadership\"}";
 /// which a replacement that was confirmed late leaves, waits ready beside it,
 /// so the ready count says nothing). A queue not declared yet, or one with
 /// no consumer, is a lease nobody holds.
-pub fn lease_held(state: Option<QueueState>) -> bool {
+pub(crate) fn lease_held(state: Option<QueueState>) -> bool {
     state.is_some_and(|q| q.consumers > 0)
 }
 
 /// Why the lease was lost or could not be held.
 #[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
+pub(crate) enum LeaseError {
     /// The channel or connection failed.
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
@@ -45,7 +45,7 @@ pub enum LeaseError {
 /// A worker's place in the lease queue: a waiting consumer until the token
 /// comes, then its holder. Dropped or released, its channel closes and a held
 /// token goes back to the queue, to the next consumer.
-pub struct Lease {
+pub(crate) struct Lease {
     channel: Channel,
     consumer: Consumer,
     /// The token while held (boxed: a delivery is large, and a lease moves
@@ -58,7 +58,12 @@ pub struct Lease {
 /// has neither a token nor a consumer that could hold one (its first use; two
 /// workers starting at once may both put one: a second token only waits in
 /// the queue, since the one active consumer holds one at a time).
-pub async fn subscribe(conn: &Connection, publisher: &Publisher, queue: &str, tag: &str) -> Result<Lease, LeaseError> {
+pub(crate) async fn subscribe(
+    conn: &Connection,
+    publisher: &Publisher,
+    queue: &str,
+    tag: &str,
+) -> Result<Lease, LeaseError> {
     let channel = conn.create_channel().await?;
     channel.basic_qos(1, BasicQosOptions { global: false }).await?;
     let durable = QueueDeclareOptions {
@@ -89,7 +94,7 @@ pub async fn subscribe(conn: &Connection, publisher: &Publisher, queue: &str, ta
 impl Lease {
     /// Waits for the next delivery of a token: this worker is the queue's
     /// active consumer when it returns `Ok`.
-    pub async fn receive(&mut self) -> Result<(), LeaseError> {
+    pub(crate) async fn receive(&mut self) -> Result<(), LeaseError> {
         match self.consumer.next().await {
             Some(Ok(d)) => {
                 self.held = Some(Box::new(d));
@@ -106,7 +111,11 @@ impl Lease {
     /// all) and the held one acked. The caller then awaits [`Lease::receive`]:
     /// the next delivery proves that the queue processed this renewal while
     /// this worker was its active consumer.
-    pub async fn send_renewal(&mut self, publisher: &Publisher, publish_within: Duration) -> Result<(), LeaseError> {
+    pub(crate) async fn send_renewal(
+        &mut self,
+        publisher: &Publisher,
+        publish_within: Duration,
+    ) -> Result<(), LeaseError> {
         let Some(held) = self.held.take() else {
             return Ok(());
         };
@@ -130,7 +139,7 @@ impl Lease {
 
     /// Takes the record the previous holder left (consumed, so that it never
     /// speaks for a later holder).
-    pub async fn take_record(&self, names: &Names) -> Result<Option<Record>, lapin::Error> {
+    pub(crate) async fn take_record(&self, names: &Names) -> Result<Option<Record>, lapin::Error> {
         let got = self
             .channel
             .basic_get(names.leader_state.as_str().into(), BasicGetOptions { no_ack: true })
@@ -140,13 +149,13 @@ impl Lease {
 
     /// Lets the token go: closes the lease channel, so the held token returns
     /// to the queue and the next consumer receives it at once.
-    pub async fn release(self) -> Result<(), lapin::Error> {
+    pub(crate) async fn release(self) -> Result<(), lapin::Error> {
         self.channel.close(200, "lease released".into()).await
     }
 }
 
 /// Writes the record, confirmed.
-pub async fn write_record(publisher: &Publisher, names: &Names, record: Record) -> Result<(), PublishError> {
+pub(crate) async fn write_record(publisher: &Publisher, names: &Names, record: Record) -> Result<(), PublishError> {
     publisher
         .publish(
             &names.leader_state,

@@ -1,11 +1,11 @@
 //! Everything that talks AMQP: connecting, the queue topology, the leadership lock, consuming, publishing with confirms, the
 //! delivery handle and kickq's headers.
 
-pub mod delivery;
+pub(crate) mod delivery;
 pub mod headers;
-pub mod lock;
+pub(crate) mod lock;
 pub(crate) mod version;
 
 // The transport a producer needs lives in the producer crate; the worker
 // uses the same modules under the same paths.
-pub use kickq_producer::amqp::{connect, publish, topology};
+pub(crate) use kickq_producer::amqp::{connect, publish, topology};

@@ -15,11 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Longest wait for the broker's `connection.start`: it is the first thing a
 /// broker sends, within milliseconds of the protocol header.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The broker's product and version, from `connection.start`. `Ok(None)`
 /// for a TLS URL (not probed).
-pub async fn probe(amqp_url: &str) -> Result<Option<(String, String)>, String> {
+pub(crate) async fn probe(amqp_url: &str) -> Result<Option<(String, String)>, String> {
     let url = url::Url::parse(amqp_url).map_err(|e| format!("not a URL: {e}"))?;
     if url.scheme() != "amqp" {
         return Ok(None);
@@ -50,7 +50,7 @@ pub async fn probe(amqp_url: &str) -> Result<Option<(String, String)>, String> {
 
 /// The broker's version from the management API's overview at `base` (for
 /// a TLS broker, whose handshake [`probe`] does not read).
-pub async fn from_management(base: &str, amqp_url: &str) -> Result<Option<(String, String)>, String> {
+pub(crate) async fn from_management(base: &str, amqp_url: &str) -> Result<Option<(String, String)>, String> {
     use crate::dlq::policy::{get, Reply};
     match get(base, amqp_url, |_| "overview".to_owned()).await {
         Reply::Queue(v) => Ok(v["rabbitmq_version"]
@@ -80,7 +80,7 @@ fn server_version(bytes: &[u8]) -> Result<Option<(String, String)>, String> {
 
 /// A known issue of a RabbitMQ version range, as `kickq check` words it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Note {
+pub(crate) struct Note {
     /// What goes wrong.
     pub issue: &'static str,
     /// What to do.
@@ -92,7 +92,7 @@ pub struct Note {
 /// 3.13, 4.0, 4.1 and 4.2 (4.2's Khepri, which keeps a lost node's
 /// exclusive queues, is none: kickq's locks are leases, not exclusive
 /// queues). Empty for a version with none, or one that cannot be read.
-pub fn notes(version: &str) -> Vec<Note> {
+pub(crate) fn notes(version: &str) -> Vec<Note> {
     let Some(v) = parse(version) else {
         return Vec::new();
     };

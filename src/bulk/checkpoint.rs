@@ -6,13 +6,13 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Appended to the input's path for the default checkpoint path (`bans.csv` -> `bans.csv.kickq-checkpoint`).
-pub const CHECKPOINT_SUFFIX: &str = ".kickq-checkpoint";
+pub(crate) const CHECKPOINT_SUFFIX: &str = ".kickq-checkpoint";
 /// The `version` this build writes and reads: a later layout is refused, not misread.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub(crate) const CHECKPOINT_VERSION: u32 = 1;
 
 /// What a checkpoint holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// [`CHECKPOINT_VERSION`].
     pub version: u32,
     /// Hex MD5 of the whole input (see `load::input_hash`).
@@ -31,14 +31,14 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// The line a resumed run starts from (`--resume-from`).
-    pub fn resume_from(&self) -> u64 {
+    pub(crate) fn resume_from(&self) -> u64 {
         self.confirmed_through + 1
     }
 }
 
 /// Why a checkpoint cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
+pub(crate) enum CheckpointError {
     /// Reading or writing it failed.
     #[error("checkpoint {path}: {source}")]
     Io {
@@ -107,7 +107,7 @@ pub enum CheckpointError {
 }
 
 /// The default checkpoint path of an input file.
-pub fn beside(file: &Path) -> PathBuf {
+pub(crate) fn beside(file: &Path) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
     name.push(CHECKPOINT_SUFFIX);
     PathBuf::from(name)
@@ -118,7 +118,7 @@ pub fn beside(file: &Path) -> PathBuf {
 /// and whether `--resume` or `--new-run` was given. Refuses a resume that
 /// would not derive the same messages, and a plain run over an unfinished
 /// one (`--new-run` says that a new run is meant).
-pub fn start_line(
+pub(crate) fn start_line(
     found: Option<&Checkpoint>,
     now: &Checkpoint,
     resume: bool,
@@ -158,7 +158,7 @@ pub fn start_line(
 }
 
 /// Reads the checkpoint at `path`, `None` if there is none.
-pub fn read(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+pub(crate) fn read(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -178,7 +178,7 @@ pub fn read(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
 }
 
 /// Writes `cp` to `path` atomically: a temp file beside it, synced, then renamed over it.
-pub fn write(path: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
+pub(crate) fn write(path: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
     let io = |source| CheckpointError::Io {
         path: path.into(),
         source,

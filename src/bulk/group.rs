@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 
 /// One message to publish and the input lines it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub(crate) struct Message {
     /// The line that opened it: its place in the publish order.
     pub first_line: u64,
     /// 0 unless one line's users were split over several messages: then the
@@ -39,11 +39,11 @@ type Key = (
 /// like the bench's, which holds every open group of 1 M lines over 10,000
 /// rooms (so grouping is as good as with no bound there) and keeps a run's
 /// memory far below 200 MiB whatever the room count.
-pub const MAX_BUFFERED_BYTES: usize = 96 << 20;
+pub(crate) const MAX_BUFFERED_BYTES: usize = 96 << 20;
 /// Open messages kept before the oldest is sent unfilled: ten times the
 /// bench's 10,000 rooms, and about 60 MiB when every line is another room
 /// (the slot, the map entry and their growth slack weigh more than the ids).
-pub const MAX_OPEN_MESSAGES: usize = 100_000;
+pub(crate) const MAX_OPEN_MESSAGES: usize = 100_000;
 /// Accounted heap bytes of one user id besides its own bytes (`String` header and allocator slack).
 const USER_OVERHEAD: usize = 48;
 /// Accounted bytes of one open message besides its key's and users' bytes (its slot, its map entry, their slack).
@@ -63,7 +63,7 @@ struct Open {
 /// than [`MAX_OPEN_MESSAGES`] the oldest is closed unfilled. Messages come out in publish order (ascending
 /// `(first_line, part)`), and the same input always gives the same messages.
 #[derive(Debug)]
-pub struct Grouper {
+pub(crate) struct Grouper {
     size: usize,
     max_bytes: usize,
     open: HashMap<Key, u64>,
@@ -79,12 +79,12 @@ pub struct Grouper {
 
 impl Grouper {
     /// Messages of at most `size` users (at least 1), within [`MAX_BUFFERED_BYTES`].
-    pub fn new(size: usize) -> Self {
+    pub(crate) fn new(size: usize) -> Self {
         Self::bounded(size, MAX_BUFFERED_BYTES)
     }
 
     /// Messages of at most `size` users, the open ones holding at most about `max_bytes`.
-    pub fn bounded(size: usize, max_bytes: usize) -> Self {
+    pub(crate) fn bounded(size: usize, max_bytes: usize) -> Self {
         Self {
             size: size.max(1),
             max_bytes,
@@ -101,7 +101,7 @@ impl Grouper {
     /// Like [`Grouper::new`], but the messages' user ids are empty strings:
     /// the same messages (the bounds count the real ids), for counting them
     /// at a fraction of the memory.
-    pub fn counting(size: usize) -> Self {
+    pub(crate) fn counting(size: usize) -> Self {
         Self {
             keep: false,
             ..Self::new(size)
@@ -109,7 +109,7 @@ impl Grouper {
     }
 
     /// Adds the users of the job on `line`. Lines must come in ascending order.
-    pub fn push(&mut self, line: u64, job: KickRequest) {
+    pub(crate) fn push(&mut self, line: u64, job: KickRequest) {
         let key: Key = (job.room_id, job.reason, job.app_id, job.job_id, job.not_after);
         for user in job.user_ids {
             let seq = match self.open.get(&key) {
@@ -188,12 +188,12 @@ impl Grouper {
     }
 
     /// The next message ready to publish, in publish order.
-    pub fn pop_ready(&mut self) -> Option<Message> {
+    pub(crate) fn pop_ready(&mut self) -> Option<Message> {
         self.ready.pop_front()
     }
 
     /// Closes every open message (the input has ended): all are then ready.
-    pub fn close_all(&mut self) {
+    pub(crate) fn close_all(&mut self) {
         for s in &mut self.slots {
             s.closed = true;
         }
@@ -202,7 +202,7 @@ impl Grouper {
     }
 
     /// Every message, in publish order (ascending `(first_line, part)`).
-    pub fn finish(mut self) -> Vec<Message> {
+    pub(crate) fn finish(mut self) -> Vec<Message> {
         self.close_all();
         self.ready.into()
     }
@@ -215,7 +215,7 @@ impl Grouper {
 /// window), so a resume of the run (with the ledger on) skips the users
 /// already done, even from another `--resume-from`. The prefix names the
 /// run (`crate::bulk::load::prefix_of`), so a new run kicks again.
-pub fn job_id(prefix: &str, m: &Message) -> String {
+pub(crate) fn job_id(prefix: &str, m: &Message) -> String {
     group_job_id(prefix, &m.job.room_id, m.job.reason.as_deref(), m.job.app_id)
 }
 
@@ -239,7 +239,7 @@ pub fn group_job_id(prefix: &str, room_id: &str, reason: Option<&str>, app_id: O
 
 /// The job of a message as it is published: its job id derived with
 /// [`job_id`] where the input gave none.
-pub fn as_published(prefix: &str, m: &Message) -> KickRequest {
+pub(crate) fn as_published(prefix: &str, m: &Message) -> KickRequest {
     let mut job = m.job.clone();
     if job.job_id.is_none() {
         job.job_id = Some(job_id(prefix, m));

@@ -18,16 +18,16 @@ use md5::{Digest, Md5};
 use std::io::{BufRead, BufReader, Read};
 
 /// Longest job-id prefix: leaves room for `:{line}.{part}` within the 128-byte job id.
-pub const MAX_PREFIX_BYTES: usize = MAX_JOB_ID_BYTES - 28;
+pub(crate) const MAX_PREFIX_BYTES: usize = MAX_JOB_ID_BYTES - 28;
 /// Invalid lines kept with their reasons (the rest are only counted): the
 /// most the report prints (100 with `--skip-invalid`).
-pub const MAX_KEPT_INVALID: usize = 100;
+pub(crate) const MAX_KEPT_INVALID: usize = 100;
 /// Bytes of a CSV read window kept before the part already judged is dropped.
 const WINDOW_KEEP: usize = 64 << 10;
 
 /// How to read the input.
 #[derive(Debug, Clone, Copy)]
-pub struct LoadOptions {
+pub(crate) struct LoadOptions {
     /// Whether a CSV input opens with a header.
     pub header: HeaderMode,
     /// Most users per message.
@@ -42,7 +42,7 @@ pub struct LoadOptions {
 #[cfg(test)]
 impl LoadOptions {
     /// Detected header, `group_size` users a message, the default limits, the records' own deadlines.
-    pub fn new(group_size: usize) -> Self {
+    pub(crate) fn new(group_size: usize) -> Self {
         Self {
             header: HeaderMode::Detect,
             group_size,
@@ -54,7 +54,7 @@ impl LoadOptions {
 
 /// The input, judged: its counts, its hash, its first invalid lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scanned {
+pub(crate) struct Scanned {
     /// The format used (given or detected).
     pub format: Format,
     /// Physical lines in the input (the last line number).
@@ -78,7 +78,7 @@ pub struct Scanned {
 /// The input, judged and grouped, every message in memory: what [`load`] returns.
 #[cfg(test)]
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The judgement.
     pub scanned: Scanned,
     /// Messages in publish order.
@@ -87,7 +87,7 @@ pub struct Loaded {
 
 /// Why an input is refused as a whole.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub(crate) enum LoadError {
     /// The header line names columns that cannot be used.
     #[error("line {line}: header: {source}")]
     Header {
@@ -102,7 +102,7 @@ pub enum LoadError {
 }
 
 /// Guesses the format of a stream from its first non-blank UTF-8 line (see [`detect`]); CSV if none.
-pub fn detect_stream<R: BufRead>(mut input: R) -> std::io::Result<Format> {
+pub(crate) fn detect_stream<R: BufRead>(mut input: R) -> std::io::Result<Format> {
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -223,7 +223,7 @@ impl<R: Read> Read for Tap<R> {
 /// (the counts then cover only what was read). Lines are numbered from 1; a
 /// final line without a newline counts; a CSV record with a quoted line break
 /// counts at the line it starts on.
-pub fn scan<R: Read>(
+pub(crate) fn scan<R: Read>(
     input: R,
     format: Format,
     opts: &LoadOptions,
@@ -361,13 +361,13 @@ pub fn scan<R: Read>(
 /// Judges and groups a whole input held in memory, the format detected: the
 /// reference the streaming readings are tested against.
 #[cfg(test)]
-pub fn load(input: &[u8], opts: LoadOptions) -> Result<Loaded, LoadError> {
+pub(crate) fn load(input: &[u8], opts: LoadOptions) -> Result<Loaded, LoadError> {
     load_as(input, None, opts)
 }
 
 /// [`load`] in `format`, or detected when `None`.
 #[cfg(test)]
-pub fn load_as(input: &[u8], format: Option<Format>, opts: LoadOptions) -> Result<Loaded, LoadError> {
+pub(crate) fn load_as(input: &[u8], format: Option<Format>, opts: LoadOptions) -> Result<Loaded, LoadError> {
     let format = match format {
         Some(f) => f,
         None => detect_stream(input)?,
@@ -386,7 +386,7 @@ pub fn load_as(input: &[u8], format: Option<Format>, opts: LoadOptions) -> Resul
 /// The hash a checkpoint keeps of its input: the full hex MD5 (the one the
 /// default job-id prefix shortens), so that a changed file is refused.
 #[cfg(test)]
-pub fn input_hash(input: &[u8]) -> String {
+pub(crate) fn input_hash(input: &[u8]) -> String {
     hex::encode(Md5::digest(input))
 }
 
@@ -396,21 +396,21 @@ pub fn input_hash(input: &[u8]) -> String {
 /// so its ids are the interrupted run's; a new run of the same input gets
 /// new ids, so a ledger-backed worker kicks again.
 #[cfg(test)]
-pub fn default_prefix(name: &str, input: &[u8], run: &str) -> String {
+pub(crate) fn default_prefix(name: &str, input: &[u8], run: &str) -> String {
     prefix_of(name, &input_hash(input), run)
 }
 
 /// A run's tag: when it started, to the second, and a random 16-bit nonce,
 /// so that two runs of one input in the same second still differ
 /// (`20261207T215501Z-9f3e`).
-pub fn run_tag(started: DateTime<Utc>, nonce: u16) -> String {
+pub(crate) fn run_tag(started: DateTime<Utc>, nonce: u16) -> String {
     format!("{}-{nonce:04x}", started.format("%Y%m%dT%H%M%SZ"))
 }
 
 /// [`default_prefix`] from the input's hex MD5 and the run's tag; the name
 /// is cut (on a character boundary) so that the prefix fits
 /// [`MAX_PREFIX_BYTES`].
-pub fn prefix_of(name: &str, digest: &str, run: &str) -> String {
+pub(crate) fn prefix_of(name: &str, digest: &str, run: &str) -> String {
     let clean: String = name
         .chars()
         .map(|c| if c.is_control() || c == ':' { '_' } else { c })
@@ -423,7 +423,7 @@ pub fn prefix_of(name: &str, digest: &str, run: &str) -> String {
 }
 
 /// Checks a `--job-id-prefix`: 1 to [`MAX_PREFIX_BYTES`] bytes, no control characters.
-pub fn check_prefix(prefix: &str) -> Result<(), String> {
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() || prefix.len() > MAX_PREFIX_BYTES {
         return Err(format!("must be 1 to {MAX_PREFIX_BYTES} bytes"));
     }

@@ -10,8 +10,8 @@
 //! checkpoint.rs  the resumable record of a run: input hash, group size, last confirmed line
 //! ```
 
-pub mod checkpoint;
-pub mod group;
-pub mod load;
-pub mod parse;
-pub mod send;
+pub(crate) mod checkpoint;
+pub(crate) mod group;
+pub(crate) mod load;
+pub(crate) mod parse;
+pub(crate) mod send;

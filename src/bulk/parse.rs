@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 /// The two input formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// One job message (the README's JSON) per line.
     Jsonl,
     /// `room_id,user_id[,reason]` per record, or any order under a header.
@@ -39,7 +39,7 @@ impl fmt::Display for Format {
 /// Guesses the format from the first non-blank line: a job message is a JSON
 /// object, and no room id of a CSV line starts with `{` in practice (give
 /// `--format csv` if yours do).
-pub fn detect(first_line: &str) -> Format {
+pub(crate) fn detect(first_line: &str) -> Format {
     if strip_bom(first_line).trim_start().starts_with('{') {
         Format::Jsonl
     } else {
@@ -48,7 +48,7 @@ pub fn detect(first_line: &str) -> Format {
 }
 
 /// The UTF-8 byte order mark some spreadsheets write first.
-pub const BOM: &str = "\u{feff}";
+pub(crate) const BOM: &str = "\u{feff}";
 
 fn strip_bom(s: &str) -> &str {
     s.strip_prefix(BOM).unwrap_or(s)
@@ -56,7 +56,7 @@ fn strip_bom(s: &str) -> &str {
 
 /// Whether the first non-blank CSV record is a header (`--header`, `--no-header`, or neither).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HeaderMode {
+pub(crate) enum HeaderMode {
     /// A header iff every field of the first record is a column name.
     #[default]
     Detect,
@@ -68,7 +68,7 @@ pub enum HeaderMode {
 
 /// A CSV column kickq knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Column {
+pub(crate) enum Column {
     /// `room_id` (also `room`, `roomid`).
     RoomId,
     /// `user_id` (also `user`, `userid`).
@@ -81,7 +81,7 @@ pub enum Column {
 
 impl Column {
     /// The name the README and error lines use.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Column::RoomId => "room_id",
             Column::UserId => "user_id",
@@ -91,7 +91,7 @@ impl Column {
     }
 
     /// The column a header field names: its name or an alias, ignoring case and surrounding spaces.
-    pub fn named(field: &str) -> Option<Column> {
+    pub(crate) fn named(field: &str) -> Option<Column> {
         match field.trim().to_ascii_lowercase().as_str() {
             "room_id" | "room" | "roomid" => Some(Column::RoomId),
             "user_id" | "user" | "userid" => Some(Column::UserId),
@@ -110,7 +110,7 @@ impl fmt::Display for Column {
 
 /// Why a header line refuses the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HeaderError {
+pub(crate) enum HeaderError {
     /// A field that names no column.
     #[error("column {0:?} is unknown (known: room_id, user_id, reason)")]
     Unknown(String),
@@ -130,7 +130,7 @@ pub enum HeaderError {
 
 /// Where each column is in a record, from the header (or the fixed order without one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Columns {
+pub(crate) struct Columns {
     room: usize,
     user: usize,
     reason: Option<usize>,
@@ -140,7 +140,7 @@ pub struct Columns {
 
 impl Columns {
     /// Maps a header's fields to columns, refusing unknown, unsupported, duplicate and missing ones.
-    pub fn from_header(fields: &[&str]) -> Result<Columns, HeaderError> {
+    pub(crate) fn from_header(fields: &[&str]) -> Result<Columns, HeaderError> {
         let (mut room, mut user, mut reason) = (None, None, None);
         for (i, field) in fields.iter().enumerate() {
             let column = Column::named(field).ok_or_else(|| HeaderError::Unknown(field.trim().to_owned()))?;
@@ -167,7 +167,7 @@ impl Columns {
 /// Detection never guesses from ids: the record is a header iff every field
 /// is a column name; if only some are, the file is refused (naming the first
 /// unknown field) rather than kicking `user_id` from room `room_id`.
-pub fn header_decision(fields: &[&str], mode: HeaderMode) -> Result<Option<Columns>, HeaderError> {
+pub(crate) fn header_decision(fields: &[&str], mode: HeaderMode) -> Result<Option<Columns>, HeaderError> {
     match mode {
         HeaderMode::Absent => Ok(None),
         HeaderMode::Present => Columns::from_header(fields).map(Some),
@@ -184,7 +184,7 @@ pub fn header_decision(fields: &[&str], mode: HeaderMode) -> Result<Option<Colum
 
 /// Why a record is not a job.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LineError {
+pub(crate) enum LineError {
     /// The bytes are not UTF-8.
     #[error("not UTF-8")]
     NotUtf8,
@@ -215,7 +215,7 @@ pub enum LineError {
 /// Says a validation error of a CSV record in the file's words: the column,
 /// not the job message field (`column user_id is empty`, not
 /// `user_ids[0] must be 1 to 64 bytes, got 0`).
-pub fn column_error(e: InvalidJob) -> LineError {
+pub(crate) fn column_error(e: InvalidJob) -> LineError {
     let empty = |column| LineError::Column {
         column,
         problem: "is empty".into(),
@@ -250,7 +250,7 @@ pub fn column_error(e: InvalidJob) -> LineError {
 /// The job of one CSV record (fields already unquoted and trimmed): by the
 /// header's columns, or `room_id,user_id[,reason]` without one. An empty
 /// reason is no reason.
-pub fn csv_job(fields: &[&str], columns: Option<&Columns>, limits: &Limits) -> Result<KickRequest, LineError> {
+pub(crate) fn csv_job(fields: &[&str], columns: Option<&Columns>, limits: &Limits) -> Result<KickRequest, LineError> {
     let (room, user, reason) = match columns {
         None => match fields {
             [room, user] => (*room, *user, ""),
@@ -275,7 +275,7 @@ pub fn csv_job(fields: &[&str], columns: Option<&Columns>, limits: &Limits) -> R
 
 /// The job of one JSON Lines line (without its `\n`; a trailing `\r` and, on
 /// the first line, a BOM are dropped), or `None` for a blank line.
-pub fn jsonl_job(raw: &[u8], first: bool, limits: &Limits) -> Result<Option<KickRequest>, LineError> {
+pub(crate) fn jsonl_job(raw: &[u8], first: bool, limits: &Limits) -> Result<Option<KickRequest>, LineError> {
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     let text = std::str::from_utf8(raw).map_err(|_| LineError::NotUtf8)?;
     let text = if first { strip_bom(text) } else { text };

@@ -11,16 +11,16 @@ use tokio_util::sync::CancellationToken;
 
 /// Unconfirmed publishes kept in flight: enough to hide the confirm round trip
 /// (and the quorum queue's fsync) behind the following publishes.
-pub const DEFAULT_WINDOW: usize = 1000;
+pub(crate) const DEFAULT_WINDOW: usize = 1000;
 
 /// One item of the feed a run publishes: a message, or the end of the input
 /// (sent only once the whole input was read as judged; a feed that closes
 /// without it broke).
-pub type Feed = Option<Message>;
+pub(crate) type Feed = Option<Message>;
 
 /// Why a run ended early.
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// The broker refused or went away.
     #[error(transparent)]
     Producer(#[from] ProducerError),
@@ -31,7 +31,7 @@ pub enum SendError {
 
 /// How a run ended.
 #[derive(Debug)]
-pub struct SendReport {
+pub(crate) struct SendReport {
     /// Messages confirmed: always a prefix of the feed.
     pub confirmed: usize,
     /// Users in them.
@@ -75,7 +75,7 @@ async fn pull(feed: &mut Receiver<Feed>) -> Next {
 
 /// Where and how a run publishes: the settings of [`send_in_order`].
 #[derive(Clone, Copy)]
-pub struct Sending<'a> {
+pub(crate) struct Sending<'a> {
     /// The confirmed publisher.
     pub producer: &'a Producer,
     /// The lane the messages go to.
@@ -97,7 +97,7 @@ pub struct Sending<'a> {
 /// line confirmed through. When `stop` fires, sending stops at the next
 /// boundary between lines and what is in flight is awaited, so the confirmed
 /// messages are exactly a prefix covering whole lines.
-pub async fn send_in_order(
+pub(crate) async fn send_in_order(
     run: Sending<'_>,
     feed: &mut Receiver<Feed>,
     mut on_confirmed: impl FnMut(&Message, u64),

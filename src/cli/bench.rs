@@ -10,7 +10,7 @@ use std::io::Write;
 use tokio_util::sync::CancellationToken;
 
 /// Default PostgreSQL the bench creates and drops the ledger run's database through.
-pub const DEFAULT_BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub(crate) const DEFAULT_BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Measure kickq against a baseline on the local broker and an in-process
 /// strict mock-zego; every figure comes with the baseline's and their ratio
@@ -28,7 +28,7 @@ pub const DEFAULT_BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432
 /// against counting from the answer, and live-kick latency at 200 ms). Each
 /// runs in a namespace of its own, deleted at the end.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     /// Which scenario to run.
@@ -54,7 +54,7 @@ pub struct BenchArgs {
 
 /// `--scenario`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ScenarioArg {
+pub(crate) enum ScenarioArg {
     /// Every scenario in turn.
     All,
     /// Coalescing and pacing under the limit (and with the ledger).
@@ -101,7 +101,7 @@ fn apps_count(s: &str) -> Result<usize, String> {
 }
 
 /// Runs the chosen scenarios; fails if any could not run or lost track of a user.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.rate == 0 {
         bail!("--rate must be at least 1");
     }

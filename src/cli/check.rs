@@ -16,7 +16,7 @@ use lapin::Connection;
 use std::time::Duration;
 
 /// Longer help of `kickq check`.
-pub const LONG_ABOUT: &str = "Verify a deployment before traffic, declaring nothing.
+pub(crate) const LONG_ABOUT: &str = "Verify a deployment before traffic, declaring nothing.
 
 Checks, one line each (ok, warn or FAIL, what, and the fix):
   broker     the broker is reachable and the credentials in KICKQ_AMQP_URL work;
@@ -39,13 +39,13 @@ Exits 0 only if no check fails (warn does not fail). --json prints one object:
 
 /// Time allowed to connect to the broker: a check should answer quickly,
 /// and a broker that takes longer than this will trouble the worker too.
-pub const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// AMQP reply code of a declare whose arguments differ from the queue's.
 const PRECONDITION_FAILED: u16 = 406;
 
 /// `kickq check`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     #[command(flatten)]
@@ -60,7 +60,7 @@ pub struct CheckArgs {
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Total timeout of the API call.
-    #[arg(long = "http-timeout", env = "KICKQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "http-timeout", env = "KICKQ_HTTP_TIMEOUT", default_value = config::duration_text(crate::zego::client::DEFAULT_HTTP_TIMEOUT), value_parser = parse_duration)]
     http_timeout: Duration,
     /// RabbitMQ management API base URL (e.g. http://127.0.0.1:15672; credentials in it, else the AMQP
     /// URL's), to see the policies on the dead queue; unset skips that check.
@@ -74,7 +74,7 @@ pub struct CheckArgs {
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     /// Holds.
     Ok,
     /// Holds, with a remark; does not fail the check.
@@ -95,7 +95,7 @@ impl Status {
 
 /// One check's result: one line of output, one element of `checks` in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     /// What was checked: `broker`, `queue <name>`, `database`, `api`.
     pub check: String,
     /// The verdict.
@@ -118,7 +118,7 @@ impl Check {
 }
 
 /// The text output: one line per check.
-pub fn render(checks: &[Check]) -> String {
+pub(crate) fn render(checks: &[Check]) -> String {
     let mut out = String::new();
     for c in checks {
         out.push_str(&format!("{:<4}  {}: {}", c.status.label(), c.check, c.detail));
@@ -131,18 +131,18 @@ pub fn render(checks: &[Check]) -> String {
 }
 
 /// True when no check failed.
-pub fn passed(checks: &[Check]) -> bool {
+pub(crate) fn passed(checks: &[Check]) -> bool {
     checks.iter().all(|c| c.status != Status::Fail)
 }
 
 /// The `--json` output.
-pub fn to_json(checks: &[Check]) -> serde_json::Value {
+pub(crate) fn to_json(checks: &[Check]) -> serde_json::Value {
     serde_json::json!({"ok": passed(checks), "checks": checks})
 }
 
 /// One argument that differs, from the broker's PRECONDITION_FAILED text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgDiff {
+pub(crate) struct ArgDiff {
     /// The argument (`x-delivery-limit`, or `durable`).
     pub arg: String,
     /// What kickq declares (`None`: kickq does not set it).
@@ -154,7 +154,7 @@ pub struct ArgDiff {
 /// Reads RabbitMQ's "inequivalent arg 'A' for queue 'Q' in vhost 'V':
 /// received X but current is Y", where a value is `none`, `'v'` or `the value
 /// 'v' of type 't'`. `None` for any other text.
-pub fn parse_inequivalent(text: &str) -> Option<ArgDiff> {
+pub(crate) fn parse_inequivalent(text: &str) -> Option<ArgDiff> {
     let rest = text.split("inequivalent arg '").nth(1)?;
     let (arg, rest) = rest.split_once('\'')?;
     let rest = rest.split_once("received ")?.1;
@@ -178,7 +178,7 @@ pub fn parse_inequivalent(text: &str) -> Option<ArgDiff> {
 
 /// The verdict on an existing queue whose redeclare with kickq's arguments
 /// answered `text` (a PRECONDITION_FAILED).
-pub fn queue_mismatch(queue: &str, text: &str) -> Check {
+pub(crate) fn queue_mismatch(queue: &str, text: &str) -> Check {
     let fix = "drain the queue (kickq dlq, or a consumer), delete it and let `kickq run` declare it; or set the kickq setting that matches it (KICKQ_DELIVERY_LIMIT, KICKQ_RETRY_DELAYS, KICKQ_NAMESPACE)";
     let detail = match parse_inequivalent(text) {
         Some(d) => format!(
@@ -193,7 +193,7 @@ pub fn queue_mismatch(queue: &str, text: &str) -> Check {
 }
 
 /// The verdict on the API's answer to the check call.
-pub fn api_verdict(result: &Result<ApiReply, TransportError>) -> Check {
+pub(crate) fn api_verdict(result: &Result<ApiReply, TransportError>) -> Check {
     let name = "api";
     let reply = match result {
         Ok(r) => r,
@@ -252,7 +252,7 @@ fn halt_fix(code: i64) -> &'static str {
 }
 
 /// Runs every check and prints them; fails (exit 1) if any check failed.
-pub async fn run(args: CheckArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: CheckArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
     let mut checks = Vec::new();
     checks.extend(broker_checks(&args, file).await);
     checks.push(database_check(args.database_url.as_deref()).await);
@@ -425,7 +425,7 @@ async fn queue_check(conn: &Connection, queue: &str, expected: FieldTable) -> Ch
 
 /// The `broker version` line: the version, and a warning for each known
 /// issue of its range ([`crate::amqp::version::notes`]).
-pub fn version_check(found: &Result<Option<(String, String)>, String>) -> Check {
+pub(crate) fn version_check(found: &Result<Option<(String, String)>, String>) -> Check {
     let name = "broker version";
     match found {
         Ok(Some((product, version))) => {
@@ -454,7 +454,7 @@ pub fn version_check(found: &Result<Option<(String, String)>, String>) -> Check 
 }
 
 /// The `dead policy` line: a policy capping the dead queue is a warning.
-pub fn dead_policy(dead: &str, v: &crate::dlq::policy::Verdict) -> Check {
+pub(crate) fn dead_policy(dead: &str, v: &crate::dlq::policy::Verdict) -> Check {
     use crate::dlq::policy::Verdict;
     let name = format!("dead policy {dead}");
     match v {

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 /// What a destructive command does before acting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consent {
+pub(crate) enum Consent {
     /// Go ahead: `--yes`, or a dry run (which changes nothing).
     Proceed,
     /// Ask on the terminal.
@@ -17,7 +17,7 @@ pub enum Consent {
 
 /// Why a destructive command refuses without asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// `--json` output is for scripts, so it never prompts.
     Json,
     /// Stdin is not a terminal: a script must say `--yes` explicitly.
@@ -26,7 +26,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The one line the command fails with; `what` names what it would change.
-    pub fn message(self, what: &str) -> String {
+    pub(crate) fn message(self, what: &str) -> String {
         match self {
             Refusal::Json => {
                 format!("refusing to change {what} without --yes: --json never prompts (add --yes, or --dry-run)")
@@ -41,7 +41,7 @@ impl Refusal {
 /// The flags every changing command (`dlq replay`, `dlq purge`, `ledger
 /// prune`) takes, flattened into each one's arguments.
 #[derive(Debug, Clone, Copy, clap::Args)]
-pub struct ConfirmArgs {
+pub(crate) struct ConfirmArgs {
     /// Show what would change, with the counts; change nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
@@ -55,14 +55,14 @@ pub struct ConfirmArgs {
 
 impl ConfirmArgs {
     /// [`consent`] for these flags.
-    pub fn consent(&self, terminal: bool) -> Consent {
+    pub(crate) fn consent(&self, terminal: bool) -> Consent {
         consent(self.yes, self.dry_run, self.json, terminal)
     }
 }
 
 /// Whether a destructive command may go ahead (pure: the caller says whether
 /// stdin is a terminal).
-pub fn consent(yes: bool, dry_run: bool, json: bool, terminal: bool) -> Consent {
+pub(crate) fn consent(yes: bool, dry_run: bool, json: bool, terminal: bool) -> Consent {
     if yes || dry_run {
         Consent::Proceed
     } else if json {
@@ -76,7 +76,7 @@ pub fn consent(yes: bool, dry_run: bool, json: bool, terminal: bool) -> Consent 
 
 /// The answer to [`ask`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// y or yes.
     Yes,
     /// Anything else, or end of input.
@@ -88,7 +88,7 @@ pub enum Answer {
 /// Asks `question` on stderr and reads the answer from stdin, unless `stop`
 /// is cancelled first. The read runs on a thread of its own, left behind if
 /// `stop` wins (a blocking read cannot be cancelled; the process ends soon).
-pub async fn ask(question: &str, stop: &CancellationToken) -> std::io::Result<Answer> {
+pub(crate) async fn ask(question: &str, stop: &CancellationToken) -> std::io::Result<Answer> {
     eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -34,7 +34,7 @@ const DEMO_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `kickq demo`: run a sample sweep against an in-process mock API.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// RabbitMQ URL (the demo uses its own queues, never `kickq.*`).
     #[arg(long = "amqp-url", env = "KICKQ_AMQP_URL", default_value = crate::config::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     amqp_url: String,
@@ -47,13 +47,13 @@ pub struct DemoArgs {
     #[arg(long)]
     console: bool,
     /// Where --console listens.
-    #[arg(long = "console-addr", value_name = "HOST:PORT", default_value = crate::console::DEMO_CONSOLE_ADDR)]
+    #[arg(long = "console-addr", value_name = "HOST:PORT", default_value = crate::worker::DEMO_CONSOLE_ADDR)]
     console_addr: std::net::SocketAddr,
 }
 
 /// The demo's console: a fresh token in a file of its own (owner-only), deleted when the demo ends.
 struct DemoConsole {
-    config: crate::console::ConsoleConfig,
+    config: crate::worker::ConsoleConfig,
     token: String,
 }
 
@@ -61,7 +61,7 @@ impl DemoConsole {
     fn new(addr: std::net::SocketAddr, namespace: &str) -> anyhow::Result<DemoConsole> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let token = crate::console::auth::random_token();
+        let token = crate::access::tokens::random_token();
         let path = std::env::temp_dir().join(format!("{namespace}.console-token"));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -71,7 +71,7 @@ impl DemoConsole {
             .with_context(|| format!("creating {}", path.display()))?;
         writeln!(f, "{token}")?;
         Ok(DemoConsole {
-            config: crate::console::ConsoleConfig {
+            config: crate::worker::ConsoleConfig {
                 addr,
                 token_file: path,
                 management_url: None,
@@ -136,7 +136,7 @@ struct Expect {
 }
 
 /// Runs the demo.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let namespace = format!("kickq-demo-{}", std::process::id());
     let broker = BrokerArgs {
         amqp_url: args.amqp_url.clone(),

@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Test hook: when set to K, `dlq replay` and `dlq purge` stop as a crash
 /// would once K letters are settled, leaving the ones in flight unsettled.
-pub const STOP_AFTER_ENV: &str = "KICKQ_DLQ_STOP_AFTER";
+pub(crate) const STOP_AFTER_ENV: &str = "KICKQ_DLQ_STOP_AFTER";
 
 /// The long `--help` text of `kickq dlq`.
-pub const LONG_ABOUT: &str = "\
+pub(crate) const LONG_ABOUT: &str = "\
 Inspect and act on <namespace>.dead.
 
 list reads letters without consuming them: they stay in the queue, in order
@@ -57,7 +57,7 @@ and exits 130.";
 
 /// `kickq dlq`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DlqArgs {
+pub(crate) struct DlqArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: DlqCommand,
@@ -65,7 +65,7 @@ pub struct DlqArgs {
 
 /// The `kickq dlq` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum DlqCommand {
+pub(crate) enum DlqCommand {
     /// Show dead letters as a table (or JSON), without consuming them.
     List(ListArgs),
     /// Move matching letters back to the bulk lane, or --lane live (validation letters go back as they are).
@@ -76,7 +76,7 @@ pub enum DlqCommand {
 
 /// Which letters: every condition given must hold.
 #[derive(Debug, Clone, clap::Args)]
-pub struct FilterArgs {
+pub(crate) struct FilterArgs {
     /// Only letters dead for this reason: validation, permanent, retries_exhausted, unknown_app,
     /// delivery_limit, expired.
     #[arg(long, value_name = "ERROR", value_parser = parse_error)]
@@ -97,7 +97,7 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     /// The filter these arguments ask for, with the default app a job naming none belongs to.
-    pub fn filter_with(&self, default_app: Option<u32>) -> Filter {
+    pub(crate) fn filter_with(&self, default_app: Option<u32>) -> Filter {
         Filter {
             error: self.error,
             code: self.code,
@@ -112,7 +112,7 @@ impl FilterArgs {
 
 /// `kickq dlq list`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Broker and namespace.
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -132,7 +132,7 @@ pub struct ListArgs {
 
 /// `kickq dlq replay`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ReplayArgs {
+pub(crate) struct ReplayArgs {
     /// Broker and namespace.
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -159,7 +159,7 @@ pub struct ReplayArgs {
 
 /// `kickq dlq purge`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct PurgeArgs {
+pub(crate) struct PurgeArgs {
     /// Broker and namespace.
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -177,14 +177,17 @@ pub struct PurgeArgs {
     pub confirm: ConfirmArgs,
 }
 
+/// How long a pass waits in line for another by default ([`WaitArgs`]).
+pub(crate) const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a pass waits in line for the one before it. The default, 30 s:
 /// reads and sweeps of a few thousand letters take seconds, so two
 /// operators and the console take turns instead of refusing each other.
 #[derive(Debug, Clone, Copy, clap::Args)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// How long to wait for another dlq pass (an operator's, the console's)
     /// to end before giving up with who runs it; at least 2s.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::config::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = crate::config::duration_text(DEFAULT_WAIT), value_parser = crate::config::parse_duration)]
     pub wait: std::time::Duration,
 }
 
@@ -219,7 +222,7 @@ fn default_app(file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result
 }
 
 /// Runs `kickq dlq`.
-pub async fn run(args: DlqArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: DlqArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
     let default_app = default_app(file)?;
     match args.command {
         DlqCommand::List(a) => list(a, default_app).await,
@@ -251,7 +254,7 @@ pub async fn run(args: DlqArgs, file: Option<&crate::config::file::ConfigFile>) 
 
 /// `--rate`: a number within the bounds the pass accepts, checked before
 /// anything is read or sent.
-pub fn parse_rate(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
     let rate: f64 = s.parse().map_err(|_| format!("not a number: {s:?}"))?;
     replay_spacing(rate).map_err(|e| e.to_string())?;
     Ok(rate)

@@ -5,7 +5,7 @@ use std::io::Write;
 
 /// Shells `kickq completions` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Shell {
+pub(crate) enum Shell {
     /// bash: `source <(kickq completions bash)`.
     Bash,
     /// zsh: save as `_kickq` in a directory of `$fpath`.
@@ -16,7 +16,7 @@ pub enum Shell {
 
 /// `kickq completions`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for.
     pub shell: Shell,
 }
@@ -24,7 +24,7 @@ pub struct CompletionsArgs {
 /// `kickq man`: the page of kickq, or of one of its commands, or all of
 /// them into a directory.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// Write kickq.1 and a page for every command (kickq-enqueue.1,
     /// kickq-dlq-list.1, ...) into DIR, instead of printing one page.
     #[arg(long, value_name = "DIR", conflicts_with = "command")]
@@ -36,7 +36,7 @@ pub struct ManArgs {
 }
 
 /// Writes the completion script for `shell` of the command `cmd`.
-pub fn completions(mut cmd: clap::Command, shell: Shell, out: &mut dyn Write) {
+pub(crate) fn completions(mut cmd: clap::Command, shell: Shell, out: &mut dyn Write) {
     let name = cmd.get_name().to_owned();
     let shell = match shell {
         Shell::Bash => clap_complete::Shell::Bash,
@@ -50,7 +50,7 @@ pub fn completions(mut cmd: clap::Command, shell: Shell, out: &mut dyn Write) {
 /// `args.command`, to `out`; or, with `args.dir`, every page into that
 /// directory (the pages a page's SEE ALSO and COMMANDS name, so none is
 /// missing).
-pub fn man(cmd: clap::Command, args: &ManArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(crate) fn man(cmd: clap::Command, args: &ManArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use anyhow::Context;
     let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();

@@ -23,21 +23,21 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Invalid lines printed before "... and N more".
-pub const MAX_REPORTED_INVALID: usize = 20;
+pub(crate) const MAX_REPORTED_INVALID: usize = 20;
 /// Messages the reading thread may have ready ahead of the publisher: enough
 /// to keep it busy, few enough to keep memory small (at most 100 users each by default).
-pub const FEED_DEPTH: usize = 1000;
+pub(crate) const FEED_DEPTH: usize = 1000;
 /// Test hook: when set to K, the run behaves as if Ctrl-C arrived once K
 /// messages were confirmed (tests use it to interrupt a run at a known point).
-pub const STOP_AFTER_ENV: &str = "KICKQ_ENQUEUE_STOP_AFTER";
+pub(crate) const STOP_AFTER_ENV: &str = "KICKQ_ENQUEUE_STOP_AFTER";
 /// Least time between two checkpoint writes while confirms come in: one
 /// atomic write a second costs nothing next to the publishing, and a kill -9
 /// then resends at most a second of messages (with the same job ids). The
 /// last write, at the end or on Ctrl-C, is exact.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs `kickq enqueue`.
-pub async fn run(args: EnqueueArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: EnqueueArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
     let not_after = deadline(args.not_after, args.ttl, Utc::now())?;
     match &args.file {
         Some(path) => bulk(&args, path, not_after, routing_of(file)?).await,
@@ -147,7 +147,7 @@ fn rewind(file: &mut std::fs::File) -> anyhow::Result<()> {
 /// What the first pass found: the judgement, and the messages the whole
 /// input makes and those a start line skips.
 #[derive(Debug, Clone)]
-pub struct Judged {
+pub(crate) struct Judged {
     /// Counts, hash, first invalid lines.
     pub scanned: Scanned,
     /// Messages of the whole input.
@@ -159,7 +159,7 @@ pub struct Judged {
 }
 
 /// Judges and groups `input` without keeping the messages, counting those that start before `from`.
-pub fn judge<R: Read>(input: R, format: Format, opts: &LoadOptions, from: u64) -> Result<Judged, LoadError> {
+pub(crate) fn judge<R: Read>(input: R, format: Format, opts: &LoadOptions, from: u64) -> Result<Judged, LoadError> {
     let mut g = Grouper::counting(opts.group_size);
     let (mut messages, mut skipped, mut first_todo) = (0usize, (0usize, 0u64), None);
     let mut count = |m: Message, messages: &mut usize| {
@@ -228,7 +228,7 @@ fn feed_messages(
 
 /// Where a run started: what it skipped and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Start {
+pub(crate) struct Start {
     /// The first line not skipped.
     pub from: u64,
     /// Messages skipped (they start before `from`).
@@ -559,7 +559,7 @@ fn exit_on_second_signal(
 
 mod args;
 mod report;
-pub use args::{deadline, group_size, EnqueueArgs, LONG_ABOUT};
+pub(crate) use args::{deadline, group_size, EnqueueArgs, LONG_ABOUT};
 use report::{finish, report_invalid, resume_from_flags, Outcome, Report, Run};
 
 #[cfg(test)]

@@ -16,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 /// terminal, `| less`); past it the oldest are dropped. With acks and a small
 /// prefetch the backlog stays on the broker and bounded: a slow tail never
 /// grows without limit, on the broker or in this process.
-pub const TAIL_BACKLOG: i64 = 10_000;
+pub(crate) const TAIL_BACKLOG: i64 = 10_000;
 /// Events the broker pushes before the tail has printed and acked them.
 const TAIL_PREFETCH: u16 = 100;
 
 /// `kickq events`: outcome events (published with `KICKQ_EVENTS=on`).
 #[derive(Debug, clap::Args)]
-pub struct EventsArgs {
+pub(crate) struct EventsArgs {
     #[command(subcommand)]
     command: EventsCommand,
 }
@@ -59,7 +59,7 @@ fn parse_app(s: &str) -> Result<String, String> {
 }
 
 /// Runs `kickq events`.
-pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<()> {
     match args.command {
         EventsCommand::Tail(a) => tail(a).await,
     }

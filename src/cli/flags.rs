@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// Broker and namespace settings shared by every command that touches queues.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BrokerArgs {
+pub(crate) struct BrokerArgs {
     /// RabbitMQ URL. It holds the password: prefer the environment variable,
     /// since a command line is visible to every user of the machine.
     #[arg(long = "amqp-url", env = "KICKQ_AMQP_URL", default_value = config::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
@@ -21,7 +21,7 @@ pub struct BrokerArgs {
     #[arg(
         long = "retry-delays",
         env = "KICKQ_RETRY_DELAYS",
-        default_value = "1s,5s,15s,30s,60s,120s,300s"
+        default_value = crate::amqp::topology::DEFAULT_RETRY_DELAYS.iter().map(|d| config::duration_text(*d)).collect::<Vec<_>>().join(",")
     )]
     pub retry_delays: String,
 }
@@ -29,7 +29,7 @@ pub struct BrokerArgs {
 impl BrokerArgs {
     /// The validated URL (as a secret; each node of a comma-separated list
     /// checked) and queue names.
-    pub fn resolve(&self) -> Result<(Secret, Names), ConfigError> {
+    pub(crate) fn resolve(&self) -> Result<(Secret, Names), ConfigError> {
         // A raw comma inside a password would split it into two "nodes",
         // and print its first half as a host:port: refuse such a list.
         if crate::amqp::connect::has_split_password(&self.amqp_url) {
@@ -57,13 +57,13 @@ impl BrokerArgs {
 }
 
 /// Environment variable holding the ledger's PostgreSQL URL.
-pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
+pub(crate) const DATABASE_URL_ENV: &str = "DATABASE_URL";
 
 /// Where the audit ledger lives. The URL may hold a password, so `--help`
 /// never shows the environment value, `Debug` redacts it, and nothing prints
 /// it except through [`DatabaseArgs::display_url`].
 #[derive(Clone, clap::Args)]
-pub struct DatabaseArgs {
+pub(crate) struct DatabaseArgs {
     /// PostgreSQL URL of the audit ledger, e.g. postgres://kickq@db:5432/kickq.
     /// Prefer the environment variable: argv is visible to every user through `ps`.
     #[arg(long = "database-url", env = DATABASE_URL_ENV, hide_env_values = true, value_name = "URL")]
@@ -83,7 +83,7 @@ impl fmt::Debug for DatabaseArgs {
 
 impl DatabaseArgs {
     /// The URL, or the one-line "DATABASE_URL is required" error.
-    pub fn url(&self) -> Result<&str, ConfigError> {
+    pub(crate) fn url(&self) -> Result<&str, ConfigError> {
         self.database_url
             .as_deref()
             .filter(|u| !u.trim().is_empty())
@@ -92,7 +92,7 @@ impl DatabaseArgs {
 
     /// The URL without password or query string (which may carry one), for
     /// messages; empty when no URL is set.
-    pub fn display_url(&self) -> String {
+    pub(crate) fn display_url(&self) -> String {
         self.database_url
             .as_deref()
             .map(crate::config::redact_url)
@@ -101,14 +101,14 @@ impl DatabaseArgs {
 
     /// A ledger handle for the URL. Connects lazily: an unreachable database
     /// shows up as an error from the first statement.
-    pub async fn ledger(&self) -> anyhow::Result<Ledger> {
+    pub(crate) async fn ledger(&self) -> anyhow::Result<Ledger> {
         Ok(Ledger::connect(self.url()?).await?)
     }
 
     /// A ledger handle that is known to answer and to be migrated, for the
     /// commands that read or prune it. Errors name the database (without a
     /// password) and the fix.
-    pub async fn ready_ledger(&self) -> anyhow::Result<Ledger> {
+    pub(crate) async fn ready_ledger(&self) -> anyhow::Result<Ledger> {
         let ledger = self.ledger().await?;
         let at = self.display_url();
         match ledger.pending_migrations().await {
@@ -125,7 +125,7 @@ impl DatabaseArgs {
 
 /// A namespace is a queue-name prefix: short, and free of characters that
 /// need quoting in `rabbitmqctl` or the management UI.
-pub fn validate_namespace(ns: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_namespace(ns: &str) -> Result<(), ConfigError> {
     let ok = !ns.is_empty()
         && ns.len() <= 100
         && ns

@@ -11,7 +11,7 @@ use std::io::Write;
 /// and job.
 #[derive(Debug, Clone, clap::Args)]
 #[command(group = clap::ArgGroup::new("search").args(["room", "user", "job"]).required(true).multiple(true))]
-pub struct HistoryArgs {
+pub(crate) struct HistoryArgs {
     /// The ledger database.
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -38,7 +38,7 @@ pub struct HistoryArgs {
 
 impl HistoryArgs {
     /// The ledger query these arguments ask for.
-    pub fn query(&self) -> HistoryQuery {
+    pub(crate) fn query(&self) -> HistoryQuery {
         HistoryQuery {
             room_id: self.room.clone(),
             user_id: self.user.clone(),
@@ -50,7 +50,7 @@ impl HistoryArgs {
 }
 
 /// Runs `kickq history`.
-pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     let ledger = args.database.ready_ledger().await?;
     let rows = ledger.history(&args.query()).await?;
     let text = if args.json {
@@ -75,7 +75,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
 /// rows may come from several rooms. Missing values print as `-`; control
 /// characters are escaped so a hostile reason cannot drive the terminal.
 /// Alignment counts chars, so wide (CJK) ids may skew it.
-pub fn format_table(rows: &[HistoryRow], rooms: bool) -> String {
+pub(crate) fn format_table(rows: &[HistoryRow], rooms: bool) -> String {
     const HEADER: [&str; 8] = [
         "TIME",
         "ROOM",

@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Test hook: when set to K, `ledger prune` stops after K batches exactly as
 /// Ctrl-C between batches would.
-pub const PRUNE_STOP_AFTER_ENV: &str = "KICKQ_PRUNE_STOP_AFTER";
+pub(crate) const PRUNE_STOP_AFTER_ENV: &str = "KICKQ_PRUNE_STOP_AFTER";
 
 /// `kickq ledger ...`: maintenance of the audit ledger.
 #[derive(Debug, Clone, clap::Args)]
-pub struct LedgerArgs {
+pub(crate) struct LedgerArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: LedgerCommand,
@@ -29,14 +29,14 @@ pub struct LedgerArgs {
 
 /// The `kickq ledger` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum LedgerCommand {
+pub(crate) enum LedgerCommand {
     /// Delete receipts, API calls and outcomes older than a retention period.
     Prune(PruneArgs),
 }
 
 /// `kickq ledger prune --older-than AGE`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct PruneArgs {
+pub(crate) struct PruneArgs {
     /// The ledger database.
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -56,7 +56,7 @@ pub struct PruneArgs {
 }
 
 /// Parses a retention age; unlike [`parse_duration`] it refuses a bare number.
-pub fn parse_age(raw: &str) -> Result<Duration, String> {
+pub(crate) fn parse_age(raw: &str) -> Result<Duration, String> {
     let trimmed = raw.trim();
     if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return Err(format!("{raw:?} has no unit; write e.g. {trimmed}d or {trimmed}h"));
@@ -65,7 +65,7 @@ pub fn parse_age(raw: &str) -> Result<Duration, String> {
 }
 
 /// Runs `kickq ledger ...`.
-pub async fn run(args: LedgerArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: LedgerArgs) -> anyhow::Result<()> {
     match args.command {
         LedgerCommand::Prune(prune) => run_prune(prune).await,
     }
@@ -163,7 +163,7 @@ fn print_prune(args: &PruneArgs, cutoff: DateTime<Utc>, run: &PruneRun) {
 }
 
 /// The line after a prune's report: how many batches, and whether it finished.
-pub fn batches_line(run: &PruneRun, batch_rows: u64) -> String {
+pub(crate) fn batches_line(run: &PruneRun, batch_rows: u64) -> String {
     let end = if run.complete {
         "done"
     } else {
@@ -173,7 +173,7 @@ pub fn batches_line(run: &PruneRun, batch_rows: u64) -> String {
 }
 
 /// The confirmation question of `kickq ledger prune`.
-pub fn prune_question(would: &PruneCounts, cutoff: DateTime<Utc>) -> String {
+pub(crate) fn prune_question(would: &PruneCounts, cutoff: DateTime<Utc>) -> String {
     format!(
         "delete {} row(s) older than {} from the audit ledger ({} job_receipts, {} api_calls, {} user_outcomes)?",
         would.total(),
@@ -186,7 +186,7 @@ pub fn prune_question(would: &PruneCounts, cutoff: DateTime<Utc>) -> String {
 
 /// What `kickq ledger prune` prints: rows removed (or that would be, in a dry
 /// run) per table, aligned, then the cutoff.
-pub fn prune_report(counts: &PruneCounts, cutoff: DateTime<Utc>, dry_run: bool) -> String {
+pub(crate) fn prune_report(counts: &PruneCounts, cutoff: DateTime<Utc>, dry_run: bool) -> String {
     let lines = [
         ("job_receipts", counts.receipts),
         ("api_calls", counts.calls),
@@ -218,7 +218,7 @@ struct PruneJson {
 
 /// The `--json` object of `kickq ledger prune`, on one line. `batches` and
 /// `interrupted` came after the first six keys, which keep their meaning.
-pub fn prune_json(older_than: Duration, cutoff: DateTime<Utc>, run: &PruneRun, dry_run: bool) -> String {
+pub(crate) fn prune_json(older_than: Duration, cutoff: DateTime<Utc>, run: &PruneRun, dry_run: bool) -> String {
     let counts = &run.removed;
     let v = PruneJson {
         older_than_s: older_than.as_secs(),

@@ -5,7 +5,7 @@ use crate::ledger::PendingMigration;
 
 /// `kickq migrate`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct MigrateArgs {
+pub(crate) struct MigrateArgs {
     /// The ledger database.
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -14,7 +14,7 @@ pub struct MigrateArgs {
 /// Runs `kickq migrate`. Another process migrating at the same time is safe
 /// (sqlx takes an advisory lock); the report then may list a migration that
 /// the other process applied.
-pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let ledger = args.database.ledger().await?;
     let pending = ledger.pending_migrations().await?;
     ledger.migrate().await?;
@@ -23,7 +23,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
 }
 
 /// What `kickq migrate` prints, given the migrations that were pending.
-pub fn migrate_report(database: &str, applied: &[PendingMigration]) -> String {
+pub(crate) fn migrate_report(database: &str, applied: &[PendingMigration]) -> String {
     if applied.is_empty() {
         return format!("{database}: already up to date, nothing applied\n");
     }

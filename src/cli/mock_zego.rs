@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 /// AppId has its own secret and its own rate window, and any other AppId
 /// answers 100000010.
 #[derive(Debug, Clone, clap::Args)]
-pub struct MockZegoArgs {
+pub(crate) struct MockZegoArgs {
     /// The primary AppId, and where its secret comes from (optional with --app).
     #[command(flatten)]
     pub zego: ZegoArgs,
@@ -94,7 +94,7 @@ fn fault_arg(text: &str) -> Result<FaultRule, FaultSyntaxError> {
 }
 
 /// Serves the mock until Ctrl-C or SIGTERM.
-pub async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: MockZegoArgs) -> anyhow::Result<()> {
     // ZEGO_APP_ID, when set, needs its secret as it always did; without it
     // the --app values alone say what to serve.
     let primary = match args.zego.app_id {

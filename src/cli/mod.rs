@@ -132,12 +132,17 @@ fn init_tracing(format: Option<LogFormat>, default_filter: &str) {
         .init();
 }
 
-/// The environment variable behind the flag a clap error names (`for
-/// '--rate <RATE>'`), so the one error line names the setting however it
-/// was given.
-fn env_of_flag(message: &str) -> Option<String> {
+/// The environment variable behind the flag a clap error is about (its
+/// `InvalidArg` context, `--rate <RATE>`), so the one error line names the
+/// setting however it was given.
+fn env_of_flag(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
     use clap::CommandFactory;
-    let flag = message.split("for '--").nth(1)?.split([' ', '\'']).next()?;
+    let arg = match e.get(ContextKind::InvalidArg)? {
+        ContextValue::String(arg) => arg.as_str(),
+        _ => return None,
+    };
+    let flag = arg.strip_prefix("--")?.split([' ', '=']).next()?;
     fn find(cmd: &clap::Command, flag: &str) -> Option<String> {
         cmd.get_arguments()
             .find(|a| a.get_long() == Some(flag))
@@ -160,7 +165,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             .next()
             .unwrap_or("invalid arguments")
             .trim_start_matches("error: ");
-        if let Some(env) = env_of_flag(first) {
+        if let Some(env) = env_of_flag(e) {
             eprintln!("kickq: {first} (from {env} or the flag)");
             return ExitCode::from(2);
         }

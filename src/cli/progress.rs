@@ -6,10 +6,10 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 /// Interval of the quiet lines when stderr is not a terminal.
-pub const QUIET_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const QUIET_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Counts work done out of a known total and shows it on stderr.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     what: &'static str,
     unit: &'static str,
@@ -21,7 +21,7 @@ pub struct Progress {
 
 impl Progress {
     /// A bar for `total` `unit`s of `what` (e.g. "enqueue", "users").
-    pub fn new(what: &'static str, unit: &'static str, total: u64) -> Self {
+    pub(crate) fn new(what: &'static str, unit: &'static str, total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let style = ProgressStyle::with_template(&format!(
                 "{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, ETA {{eta}})"
@@ -44,7 +44,7 @@ impl Progress {
     }
 
     /// Adds `n` to the position.
-    pub fn inc(&mut self, n: u64) {
+    pub(crate) fn inc(&mut self, n: u64) {
         self.pos += n;
         match &self.bar {
             Some(b) => b.inc(n),
@@ -57,7 +57,7 @@ impl Progress {
     }
 
     /// Removes the bar (the caller prints its own summary).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

@@ -1,7 +1,7 @@
 //! `kickq run`: the worker's flags and environment variables, validated into a `WorkerConfig`.
 
 use super::flags::BrokerArgs;
-use crate::amqp::topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS};
+use crate::amqp::topology::DEFAULT_DELIVERY_LIMIT;
 use crate::coalesce::{Policy, DEFAULT_DENSE_LINGER, DEFAULT_LINGER, DEFAULT_MAX_WAIT};
 use crate::config::apps::Apps;
 use crate::config::file::ConfigFile;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 /// `kickq run`: drain the requests queue and kick.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     #[command(flatten)]
@@ -67,35 +67,35 @@ pub struct RunArgs {
     #[arg(long = "max-rate-limited", env = "KICKQ_MAX_RATE_LIMITED", default_value_t = DEFAULT_MAX_RATE_LIMITED)]
     max_rate_limited: u32,
     /// Longest from a user's first attempt to giving up, time halted excluded.
-    #[arg(long = "max-retry-age", env = "KICKQ_MAX_RETRY_AGE", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long = "max-retry-age", env = "KICKQ_MAX_RETRY_AGE", default_value = config::duration_text(DEFAULT_MAX_RETRY_AGE), value_parser = parse_duration)]
     max_retry_age: Duration,
     /// Most calls in flight at once.
     #[arg(long = "max-in-flight", env = "KICKQ_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
     /// Interval between probe calls while an AppId is halted.
-    #[arg(long = "probe-interval", env = "KICKQ_PROBE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "probe-interval", env = "KICKQ_PROBE_INTERVAL", default_value = config::duration_text(DEFAULT_PROBE_INTERVAL), value_parser = parse_duration)]
     probe_interval: Duration,
     /// Longest a halted AppId holds users before handing them back through a delay queue.
-    #[arg(long = "max-hold", env = "KICKQ_MAX_HOLD", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long = "max-hold", env = "KICKQ_MAX_HOLD", default_value = config::duration_text(DEFAULT_MAX_HOLD), value_parser = parse_duration)]
     max_hold: Duration,
     /// Pause in sparse input after which a partial call is sent (a backlog
     /// streaming in waits 20 ms instead).
-    #[arg(long, env = "KICKQ_LINGER", default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, env = "KICKQ_LINGER", default_value = config::duration_text(DEFAULT_LINGER), value_parser = parse_duration)]
     linger: Duration,
     /// Longest a group waits while fuller groups go first.
-    #[arg(long = "max-group-wait", env = "KICKQ_MAX_GROUP_WAIT", default_value = "20s", value_parser = parse_duration)]
+    #[arg(long = "max-group-wait", env = "KICKQ_MAX_GROUP_WAIT", default_value = config::duration_text(DEFAULT_MAX_WAIT), value_parser = parse_duration)]
     max_group_wait: Duration,
     /// Time allowed at shutdown to send what tokens allow; the rest returns to the queue.
-    #[arg(long = "drain-deadline", env = "KICKQ_DRAIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "drain-deadline", env = "KICKQ_DRAIN_DEADLINE", default_value = config::duration_text(DEFAULT_DRAIN_DEADLINE), value_parser = parse_duration)]
     drain_deadline: Duration,
     /// How long the ledger's record that a job id's user is done makes a
     /// redelivery or re-send of that job id skip the user (the job id is the
     /// idempotency key within this window, like common idempotency-key
     /// windows; after it, the same job id kicks again).
-    #[arg(long = "dedupe-window", env = "KICKQ_DEDUPE_WINDOW", default_value = "24h", value_parser = parse_dedupe_window)]
+    #[arg(long = "dedupe-window", env = "KICKQ_DEDUPE_WINDOW", default_value = config::duration_text(crate::ledger::DEFAULT_DEDUPE_WINDOW), value_parser = parse_dedupe_window)]
     dedupe_window: Duration,
     /// Total timeout of one API call.
-    #[arg(long = "http-timeout", env = "KICKQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "http-timeout", env = "KICKQ_HTTP_TIMEOUT", default_value = config::duration_text(DEFAULT_HTTP_TIMEOUT), value_parser = parse_duration)]
     http_timeout: Duration,
     /// Name of the broker connection (shown by rabbitmqctl and the management UI).
     #[arg(long = "connection-name", env = "KICKQ_CONNECTION_NAME")]
@@ -105,7 +105,7 @@ pub struct RunArgs {
     metrics_addr: String,
     /// Publish one outcome event per finished delivery to the `<ns>.events`
     /// topic exchange, confirmed before the ack: on or off (`--events` alone is on).
-    #[arg(long, env = "KICKQ_EVENTS", value_name = "on|off", default_value = "off", num_args = 0..=1, default_missing_value = "on", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "KICKQ_EVENTS", value_name = "on|off", default_value = if DEFAULT_EVENTS { "on" } else { "off" }, num_args = 0..=1, default_missing_value = "on", value_parser = clap::builder::BoolishValueParser::new())]
     events: bool,
     /// Address of the HTTP intake (POST /v1/kicks); unset (the default) or 0 turns it off.
     /// Needs --http-intake-token-file.
@@ -116,10 +116,10 @@ pub struct RunArgs {
     #[arg(long = "http-intake-token-file", env = "KICKQ_HTTP_INTAKE_TOKEN_FILE")]
     http_intake_token_file: Option<std::path::PathBuf>,
     /// Largest body the HTTP intake accepts, in bytes (413 past it).
-    #[arg(long = "http-intake-max-bytes", env = "KICKQ_HTTP_INTAKE_MAX_BYTES", default_value_t = crate::http_intake::DEFAULT_MAX_BYTES)]
+    #[arg(long = "http-intake-max-bytes", env = "KICKQ_HTTP_INTAKE_MAX_BYTES", default_value_t = crate::worker::DEFAULT_INTAKE_MAX_BYTES)]
     http_intake_max_bytes: usize,
     /// Requests a second each HTTP intake token may make (429 past it).
-    #[arg(long = "http-intake-rate", env = "KICKQ_HTTP_INTAKE_RATE", default_value_t = crate::http_intake::DEFAULT_RATE)]
+    #[arg(long = "http-intake-rate", env = "KICKQ_HTTP_INTAKE_RATE", default_value_t = crate::worker::DEFAULT_INTAKE_RATE)]
     http_intake_rate: u32,
     /// Address of the web console; unset (the default) or 0 turns it off.
     /// Needs --console-token-file (the HTTP intake's tokens never open it).
@@ -168,7 +168,7 @@ impl RunArgs {
     }
 
     /// Validates every setting, and the config file's apps, into a [`WorkerConfig`].
-    pub fn config(&self, file: Option<&ConfigFile>) -> Result<WorkerConfig, ConfigError> {
+    pub(crate) fn config(&self, file: Option<&ConfigFile>) -> Result<WorkerConfig, ConfigError> {
         let (amqp_url, names) = self.broker.resolve()?;
         let file_apps = file.map_or(&[][..], |f| &f.apps[..]);
         let serve = self.served_shards()?;
@@ -295,7 +295,7 @@ impl RunArgs {
 impl RunArgs {
     /// The console's settings: off without an address; with one, a token
     /// file is required (the console is never open).
-    fn console(&self) -> Result<Option<crate::console::ConsoleConfig>, ConfigError> {
+    fn console(&self) -> Result<Option<crate::worker::ConsoleConfig>, ConfigError> {
         let Some(addr) = optional_addr("KICKQ_CONSOLE_ADDR", self.console_addr.as_deref())? else {
             return Ok(None);
         };
@@ -310,7 +310,7 @@ impl RunArgs {
                 name: "KICKQ_CONSOLE_TOKEN_FILE",
                 why: "required when KICKQ_CONSOLE_ADDR is set: the console never runs without authentication, and takes tokens of its own (an HTTP intake token never opens it)".into(),
             })?;
-        Ok(Some(crate::console::ConsoleConfig {
+        Ok(Some(crate::worker::ConsoleConfig {
             addr,
             token_file,
             management_url: self
@@ -341,7 +341,7 @@ fn hostname() -> String {
 }
 
 /// Runs the worker until SIGTERM or SIGINT, then drains and exits.
-pub async fn run(args: RunArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: RunArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
     let cfg = args.config(file)?;
     if args.print_config {
         // Validated as the run would: each app's client is built (its
@@ -363,19 +363,6 @@ pub async fn run(args: RunArgs, file: Option<&ConfigFile>) -> anyhow::Result<()>
     crate::worker::run(cfg, shutdown).await?;
     Ok(())
 }
-
-// Keep the documented defaults and the clap literals in step.
-const _: () = {
-    assert!(DEFAULT_PROBE_INTERVAL.as_secs() == 30);
-    assert!(DEFAULT_MAX_HOLD.as_secs() == 120);
-    assert!(DEFAULT_DRAIN_DEADLINE.as_secs() == 10);
-    assert!(DEFAULT_MAX_WAIT.as_secs() == 20);
-    assert!(DEFAULT_LINGER.as_millis() == 0);
-    assert!(DEFAULT_MAX_RETRY_AGE.as_secs() == 900);
-    assert!(DEFAULT_HTTP_TIMEOUT.as_secs() == 10);
-    assert!(DEFAULT_RETRY_DELAYS.len() == 7);
-    assert!(!DEFAULT_EVENTS);
-};
 
 /// `--dedupe-window`: 1 minute to 365 days. Shorter would let a redelivery
 /// after a crash kick again; longer is past what any redelivery needs (and

@@ -16,7 +16,8 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 /// every close to avoid it would reintroduce that ack loss, so the one noisy
 /// source is silenced during the stop instead; kickq's own lines still say
 /// how the stop went, and before a stop lapin's channel errors show as ever.
-pub fn quiet_closing_channels() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+pub(crate) fn quiet_closing_channels() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool>
+{
     tracing_subscriber::filter::filter_fn(|meta| {
         !(STOPPING.load(Ordering::Relaxed)
             && meta.target() == "lapin::channels"
@@ -26,7 +27,7 @@ pub fn quiet_closing_channels() -> tracing_subscriber::filter::FilterFn<impl Fn(
 
 /// Exit code of a process ended by a second signal: 128 + SIGINT, the shell's
 /// convention for "interrupted".
-pub const SECOND_SIGNAL_EXIT: i32 = 130;
+pub(crate) const SECOND_SIGNAL_EXIT: i32 = 130;
 /// Signals this soon after the first are the same signal delivered twice,
 /// not a second one.
 #[cfg(unix)]
@@ -35,7 +36,7 @@ const DUPLICATE_WINDOW: std::time::Duration = std::time::Duration::from_millis(2
 /// Cancels `token` on the first SIGTERM or SIGINT (Ctrl-C), then exits the
 /// process at once on a second one. Exiting acks nothing more: the broker
 /// returns every unacked delivery when it sees the connection close.
-pub async fn cancel_on_signal(token: CancellationToken) {
+pub(crate) async fn cancel_on_signal(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -79,7 +80,7 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 /// A command stopped by Ctrl-C: the binary exits 130, the shell convention.
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted")]
-pub struct Interrupted;
+pub(crate) struct Interrupted;
 
 /// A test hook's value (`KICKQ_ENQUEUE_STOP_AFTER`, `KICKQ_DLQ_STOP_AFTER`,
 /// `KICKQ_PRUNE_STOP_AFTER`: stop a pass part-way, as Ctrl-C or a crash

@@ -9,7 +9,7 @@ use lapin::Connection;
 use std::time::Duration;
 
 /// Longer help of `kickq status`.
-pub const LONG_ABOUT: &str = "Show the namespace's queues and workers.
+pub(crate) const LONG_ABOUT: &str = "Show the namespace's queues and workers.
 
 From the broker (passive declares: nothing is created): messages ready and
 consumers of the requests (live), bulk, retry and dead queues, and whether a worker holds
@@ -27,13 +27,13 @@ config file, every shard's queues and lock are listed.";
 
 /// Time allowed for one worker's `/status`: it answers from memory, so
 /// anything slower is a worker in trouble, and the command must not hang on it.
-pub const WORKER_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const WORKER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time allowed to connect to the broker.
-pub const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `kickq status`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     /// Base URL of a worker's metrics server, e.g. http://10.0.0.5:9464
@@ -50,7 +50,7 @@ pub struct StatusArgs {
 
 /// One queue's figures.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct QueueRow {
+pub(crate) struct QueueRow {
     /// The queue name.
     pub queue: String,
     /// `requests`, `retry`, `bulk`, `bulk_retry` or `dead`.
@@ -65,7 +65,7 @@ pub struct QueueRow {
 
 /// One worker's `/status`, or why it could not be read.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct WorkerRow {
+pub(crate) struct WorkerRow {
     /// The base URL asked.
     pub url: String,
     /// Its `/status` body.
@@ -76,7 +76,7 @@ pub struct WorkerRow {
 
 /// Everything `kickq status` shows; its JSON form is the `--json` output.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// The namespace reported on (`KICKQ_NAMESPACE`).
     pub namespace: String,
     /// Whether every shard's lock is held now (`{ns}.leader` without shards).
@@ -91,7 +91,7 @@ pub struct Report {
 
 /// One shard's leadership lock.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LeaderRow {
+pub(crate) struct LeaderRow {
     /// The shard (`default` for apps without one).
     pub shard: String,
     /// Whether a worker holds its lock now.
@@ -100,7 +100,7 @@ pub struct LeaderRow {
 
 /// The worker URLs to ask: those given, else the one made from the metrics
 /// address (none when it is `0`, off). A wildcard host is asked on loopback.
-pub fn worker_urls(given: &[String], metrics_addr: &str) -> Vec<String> {
+pub(crate) fn worker_urls(given: &[String], metrics_addr: &str) -> Vec<String> {
     if !given.is_empty() {
         return given.iter().map(|u| u.trim_end_matches('/').to_owned()).collect();
     }
@@ -118,7 +118,7 @@ pub fn worker_urls(given: &[String], metrics_addr: &str) -> Vec<String> {
 }
 
 /// The text output: the queues table, then the workers table.
-pub fn render(r: &Report) -> String {
+pub(crate) fn render(r: &Report) -> String {
     let state = |held: bool| if held { "held" } else { "free (no active worker)" };
     let mut out = match &r.leaders[..] {
         [one] if one.shard == crate::config::shards::DEFAULT_SHARD => format!(
@@ -201,7 +201,7 @@ pub fn render(r: &Report) -> String {
 }
 
 /// Runs `kickq status`.
-pub async fn run(args: StatusArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: StatusArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
     let (url, names) = args.broker.resolve()?;
     let shards = crate::config::apps::file_shards(file)?;
     let conn = tokio::time::timeout(

@@ -192,6 +192,27 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A duration as [`parse_duration`] reads it back, in the largest whole unit:
+/// `15m`, `30s`, `250ms`, `24h`, `7d`. clap's defaults come from the constants
+/// through it, so a default has one source and `--help` shows it in words.
+pub fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0ms".to_owned(),
+        ms if ms % 1000 != 0 => format!("{ms}ms"),
+        _ => {
+            let s = d.as_secs();
+            match s {
+                // A day reads better as 24h; days from two on.
+                s if s % 86_400 == 0 && s >= 2 * 86_400 => format!("{}d", s / 86_400),
+                s if s % 3600 == 0 => format!("{}h", s / 3600),
+                s if s % 60 == 0 => format!("{}m", s / 60),
+                s => format!("{s}s"),
+            }
+        }
+    }
+}
+
 /// Stands for the password inside [`redact_url`] before it is shown as
 /// `[redacted]`: URL-safe, so the URL keeps it verbatim.
 const PASSWORD_PLACEHOLDER: &str = "kickq-redacted-password";
@@ -242,6 +263,26 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duration_text_reads_back_as_the_same_duration() {
+        let cases = [
+            (Duration::ZERO, "0ms"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(900), "15m"),
+            (Duration::from_secs(86_400), "24h"),
+            (Duration::from_secs(3 * 86_400), "3d"),
+            (Duration::from_secs(7200), "2h"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(duration_text(d), text);
+            assert_eq!(parse_duration(text), Ok(d), "{text}");
+        }
+    }
 
     #[test]
     fn a_broker_list_is_redacted_node_by_node() {

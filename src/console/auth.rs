@@ -18,19 +18,19 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// The session cookie's name.
-pub const SESSION_COOKIE: &str = "kickq_console";
+pub(crate) const SESSION_COOKIE: &str = "kickq_console";
 /// The cookie that carries the login form's CSRF token until the login.
-pub const LOGIN_COOKIE: &str = "kickq_console_login";
+pub(crate) const LOGIN_COOKIE: &str = "kickq_console_login";
 /// How long a session lasts after its login: a working day. A console left
 /// open overnight asks for the token again.
-pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+pub(crate) const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions kept at once; past it the oldest is dropped. A bound on
 /// the memory a stream of logins can take.
-pub const MAX_SESSIONS: usize = 1_000;
+pub(crate) const MAX_SESSIONS: usize = 1_000;
 
 /// How a request is authenticated. `Debug` leaves out the CSRF token.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// A bearer token (a script), by its name: no cookie, so no CSRF to
     /// check.
     Bearer(String),
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Access {
 impl Access {
     /// Who did it, for the log, by the token's name (never the secret):
     /// `session 1a2b3c4d of token ops-alice` or `bearer token ci-bot`.
-    pub fn who(&self) -> String {
+    pub(crate) fn who(&self) -> String {
         match self {
             Access::Bearer(token) => format!("bearer token {token}"),
             Access::Session { label, token, .. } => format!("session {label} of token {token}"),
@@ -66,7 +66,7 @@ impl Access {
 
     /// Whether a form's `csrf` field is right: always for a bearer token,
     /// else equal (in constant time) to the session's.
-    pub fn csrf_ok(&self, presented: Option<&str>) -> bool {
+    pub(crate) fn csrf_ok(&self, presented: Option<&str>) -> bool {
         match self {
             Access::Bearer(_) => true,
             Access::Session { csrf, .. } => presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(csrf.as_bytes()))),
@@ -74,7 +74,7 @@ impl Access {
     }
 
     /// The CSRF token to put in forms (empty for a bearer token).
-    pub fn csrf(&self) -> &str {
+    pub(crate) fn csrf(&self) -> &str {
         match self {
             Access::Bearer(_) => "",
             Access::Session { csrf, .. } => csrf,
@@ -106,7 +106,7 @@ impl std::fmt::Debug for Session {
 
 /// The tokens and the open sessions.
 #[derive(Debug)]
-pub struct Auth {
+pub(crate) struct Auth {
     tokens: Tokens,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     /// Failed logins and bearer tokens per client address.
@@ -115,19 +115,14 @@ pub struct Auth {
     pub secure: bool,
 }
 
-/// 32 random bytes in hex: session cookies and CSRF tokens.
-pub fn random_token() -> String {
-    let mut b = [0u8; 32];
-    rand::Rng::fill(&mut rand::rng(), &mut b);
-    hex::encode(b)
-}
+pub(crate) use crate::access::tokens::random_token;
 
 fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
 /// A cookie's value in a request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -140,7 +135,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A `Set-Cookie` value: `HttpOnly`, `SameSite=Strict`, `Path=/`, `Secure`
 /// when `secure`; `max_age` 0 clears it.
-pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> String {
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> String {
     format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         max_age.as_secs(),
@@ -150,7 +145,7 @@ pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> S
 
 impl Auth {
     /// The tokens of the token file and no session.
-    pub fn new(tokens: Tokens, secure: bool) -> Auth {
+    pub(crate) fn new(tokens: Tokens, secure: bool) -> Auth {
         Auth {
             tokens,
             sessions: Mutex::new(HashMap::new()),
@@ -207,14 +202,14 @@ impl Auth {
     }
 
     /// Ends the session of this cookie, if it is one.
-    pub fn close(&self, cookie: &str) {
+    pub(crate) fn close(&self, cookie: &str) {
         self.sessions().remove(&digest(cookie));
     }
 
     /// How the request is authenticated, if at all: a bearer token of the
     /// file, else a live session's cookie. A wrong bearer token counts
     /// against `client` ([`Auth::throttle`]).
-    pub fn access(&self, headers: &HeaderMap, now: Instant, client: crate::serve::Client) -> Option<Access> {
+    pub(crate) fn access(&self, headers: &HeaderMap, now: Instant, client: crate::serve::Client) -> Option<Access> {
         if let Some(token) = bearer(headers.get(AUTHORIZATION).map(|v| v.as_bytes())) {
             let found = self.tokens.check(token).map(|k| Access::Bearer(k.name));
             if found.is_none() && self.tokens.usable() {

@@ -12,7 +12,7 @@ const LEFT: f64 = 34.0;
 
 /// The points of `series` (one value a second, oldest first) as SVG
 /// coordinates, scaled so `top` is the drawing's top.
-pub fn points(series: &[u64], top: f64) -> String {
+pub(crate) fn points(series: &[u64], top: f64) -> String {
     let n = series.len().max(2) - 1;
     let top = top.max(1.0);
     series
@@ -28,13 +28,13 @@ pub fn points(series: &[u64], top: f64) -> String {
 }
 
 /// The scale's top: a little above the larger of the limit and the highest value.
-pub fn scale_top(series: &[u64], limit: u32) -> f64 {
+pub(crate) fn scale_top(series: &[u64], limit: u32) -> f64 {
     let max = series.iter().copied().max().unwrap_or(0).max(u64::from(limit)) as f64;
     (max * 1.15).ceil().max(1.0)
 }
 
 /// The chart of one app: its calls per second and a dashed line at `limit`.
-pub fn calls(series: &[u64], limit: u32, label: &str) -> Markup {
+pub(crate) fn calls(series: &[u64], limit: u32, label: &str) -> Markup {
     let top = scale_top(series, limit);
     let limit_y = H - (H - 4.0) * (f64::from(limit) / top).min(1.0);
     let svg = format!(

@@ -17,12 +17,12 @@ use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup};
 
 /// Most letters one page lists (`limit`): a page, not an export.
-pub const MAX_SHOWN: usize = 1_000;
+pub(crate) const MAX_SHOWN: usize = 1_000;
 
 /// What the forms ask for: the filter (and the text of its fields, to fill
 /// the form again), the selected letters, and the page's limit.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Query {
+pub(crate) struct Query {
     /// The filter, selection included.
     pub filter: Filter,
     /// The fields as typed: `(name, value)` of error, code, room, app, since.
@@ -32,11 +32,11 @@ pub struct Query {
 }
 
 /// The filter fields, in the form's order.
-pub const FIELDS: [&str; 5] = ["error", "code", "room", "app", "since"];
+pub(crate) const FIELDS: [&str; 5] = ["error", "code", "room", "app", "since"];
 
 /// Reads the filter from form or query pairs; `default_app` is the app a job
 /// naming none belongs to. A field that does not parse is an error naming it.
-pub fn parse_query(pairs: &[(String, String)], default_app: Option<u32>) -> Result<Query, String> {
+pub(crate) fn parse_query(pairs: &[(String, String)], default_app: Option<u32>) -> Result<Query, String> {
     let mut q = Query {
         limit: crate::dlq::words::DEFAULT_LIST_LIMIT,
         ..Query::default()
@@ -66,7 +66,7 @@ pub fn parse_query(pairs: &[(String, String)], default_app: Option<u32>) -> Resu
 
 /// The selected letters of a form (`key` fields), at most [`MAX_SHOWN`]
 /// (a page never lists more), else why not.
-pub fn selected(pairs: &[(String, String)]) -> Result<std::collections::BTreeSet<String>, String> {
+pub(crate) fn selected(pairs: &[(String, String)]) -> Result<std::collections::BTreeSet<String>, String> {
     let keys: std::collections::BTreeSet<String> = pairs
         .iter()
         .filter(|(k, v)| k == "key" && !v.trim().is_empty())
@@ -80,7 +80,7 @@ pub fn selected(pairs: &[(String, String)]) -> Result<std::collections::BTreeSet
 
 /// What a form's button asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
+pub(crate) enum Verb {
     /// Back to a lane.
     Replay,
     /// Remove.
@@ -98,7 +98,7 @@ impl Verb {
 
 /// The button's `action`: `replay` or `purge`, of the selected letters or
 /// of every matching one.
-pub fn parse_action(v: Option<&str>) -> Option<(Verb, bool)> {
+pub(crate) fn parse_action(v: Option<&str>) -> Option<(Verb, bool)> {
     Some(match v? {
         "replay-selected" => (Verb::Replay, true),
         "replay-all" => (Verb::Replay, false),
@@ -227,7 +227,7 @@ fn default_app(console: &Console) -> Option<u32> {
 }
 
 /// `GET /dead`: the filter form and the matching letters.
-pub async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Response {
+pub(crate) async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Response {
     let console = st.0;
     let pairs = form_pairs(raw.unwrap_or_default().as_bytes());
     let q = match parse_query(&pairs, default_app(&console)) {
@@ -338,7 +338,7 @@ fn destination(console: &Console, asked: &Asked) -> String {
 
 /// The CLI's question with the destination before its question mark, capitalised: `Replay 1 of 5 letter(s)
 /// in q (matching ...) into q.requests?`.
-pub fn question(prompt: &str, destination: &str) -> String {
+pub(crate) fn question(prompt: &str, destination: &str) -> String {
     let mut s = format!("{}{destination}?", prompt.trim_end_matches('?'));
     if let Some(first) = s.get(..1) {
         s = first.to_uppercase() + &s[1..];
@@ -348,7 +348,7 @@ pub fn question(prompt: &str, destination: &str) -> String {
 
 /// `POST /dead/confirm`: counts what the action would move (the pass `dlq
 /// list` makes) and asks.
-pub async fn confirm(st: St, access: Access, body: Bytes) -> Response {
+pub(crate) async fn confirm(st: St, access: Access, body: Bytes) -> Response {
     let console = st.0;
     let asked = match read_form(&console, &access, &body) {
         Ok(a) => a,
@@ -391,7 +391,7 @@ pub async fn confirm(st: St, access: Access, body: Bytes) -> Response {
 
 /// `POST /dead/act`: the sweep, at most the confirmed count, logged at INFO
 /// with what moved and who asked.
-pub async fn act(st: St, access: Access, client: crate::serve::Client, body: Bytes) -> Response {
+pub(crate) async fn act(st: St, access: Access, client: crate::serve::Client, body: Bytes) -> Response {
     let console = st.0;
     let asked = match read_form(&console, &access, &body) {
         Ok(a) => a,

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// One worker session connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
+pub(crate) struct Member {
     /// Its connection name (`KICKQ_CONNECTION_NAME`, and the shard).
     pub name: String,
     /// Where it connects from.
@@ -24,7 +24,7 @@ pub struct Member {
 
 /// Each shard's session connections, the active one first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fleet {
+pub(crate) struct Fleet {
     /// `(shard, members)`, in the order asked.
     pub shards: Vec<(String, Vec<Member>)>,
     /// What could not be told, one line each (a shard whose active worker the
@@ -34,7 +34,7 @@ pub struct Fleet {
 
 /// Reads the namespace's connections and each lease's holder (`locks`:
 /// `(shard, lease queue)`) from the management API at `base`.
-pub async fn read(
+pub(crate) async fn read(
     base: &Secret,
     amqp_url: &Secret,
     namespace: &str,
@@ -80,7 +80,7 @@ pub async fn read(
 /// `Ok(None)` when no consumer is active (nobody holds the lease); `Err` when
 /// the document lists no consumers at all (metrics collection disabled, or
 /// a RabbitMQ that leaves the field out), so the holder cannot be told.
-pub fn owner_of(queue: &Value) -> Result<Option<String>, String> {
+pub(crate) fn owner_of(queue: &Value) -> Result<Option<String>, String> {
     let unknown =
         || "the management API lists no consumers of the lease queue (metrics collection disabled?)".to_owned();
     let Some(consumers) = queue.get("consumer_details").and_then(Value::as_array) else {
@@ -99,7 +99,7 @@ pub fn owner_of(queue: &Value) -> Result<Option<String>, String> {
 
 /// Pure: groups the session connections of `namespace`'s shards (in the
 /// order of `owners`), marking the owner of each shard's lock active.
-pub fn fleet_of(connections: &Value, namespace: &str, owners: &[(String, Option<String>)]) -> Fleet {
+pub(crate) fn fleet_of(connections: &Value, namespace: &str, owners: &[(String, Option<String>)]) -> Fleet {
     let list = connections.as_array().map(Vec::as_slice).unwrap_or_default();
     let mut shards = Vec::new();
     for (shard, owner) in owners {

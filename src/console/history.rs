@@ -10,10 +10,10 @@ use axum::response::Html;
 use maud::html;
 
 /// Rows a search shows: `kickq history`'s default.
-pub const ROWS: i64 = crate::ledger::query::DEFAULT_LIMIT;
+pub(crate) const ROWS: i64 = crate::ledger::query::DEFAULT_LIMIT;
 
 /// The ledger query of the search form; `None` when no room, user or job is given.
-pub fn query_of(pairs: &[(String, String)]) -> Option<HistoryQuery> {
+pub(crate) fn query_of(pairs: &[(String, String)]) -> Option<HistoryQuery> {
     let get = |n: &str| field(pairs, n).map(String::from);
     let q = HistoryQuery {
         room_id: get("room"),
@@ -26,7 +26,7 @@ pub fn query_of(pairs: &[(String, String)]) -> Option<HistoryQuery> {
 }
 
 /// `GET /history?room=&user=&job=`.
-pub async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Html<String> {
+pub(crate) async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Html<String> {
     let console = st.0;
     let pairs = form_pairs(raw.unwrap_or_default().as_bytes());
     let value = |n: &str| field(&pairs, n).unwrap_or_default().to_owned();
@@ -84,7 +84,7 @@ pub async fn page(st: St, access: Access, RawQuery(raw): RawQuery) -> Html<Strin
 }
 
 /// The badge colour of an outcome.
-pub fn outcome_class(outcome: &str) -> &'static str {
+pub(crate) fn outcome_class(outcome: &str) -> &'static str {
     match outcome {
         "kicked" | "halted_then_resumed" | "nothing_to_do" | "skipped" => "ok",
         "dead_lettered" => "bad",

@@ -7,7 +7,7 @@ use maud::{html, Markup, DOCTYPE};
 
 /// Which page is shown, for the navigation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Page {
+pub(crate) enum Page {
     /// `/`.
     Overview,
     /// `/dead`.
@@ -27,7 +27,7 @@ const NAV: [(Page, &str, &str); 4] = [
 
 /// A whole page: `refresh` adds a `<meta http-equiv=refresh>` inside
 /// `<noscript>`, so a browser without JavaScript still refreshes it.
-pub fn page(
+pub(crate) fn page(
     title: &str,
     current: Page,
     namespace: &str,
@@ -70,7 +70,7 @@ pub fn page(
 }
 
 /// What every page's `<head>` starts with: charset, viewport, title, styles.
-pub fn head_common(title: &str) -> Markup {
+pub(crate) fn head_common(title: &str) -> Markup {
     html! {
         meta charset="utf-8";
         meta name="viewport" content="width=device-width, initial-scale=1";
@@ -81,17 +81,17 @@ pub fn head_common(title: &str) -> Markup {
 
 /// A page of its own for a notice (an error, a result): the shell without
 /// navigation state.
-pub fn notice(kind: &str, text: &str) -> Markup {
+pub(crate) fn notice(kind: &str, text: &str) -> Markup {
     html! { p class={"notice " (kind)} { (text) } }
 }
 
 /// A time as the pages show it: UTC, whole seconds.
-pub fn time(t: DateTime<Utc>) -> String {
+pub(crate) fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true).replace('T', " ")
 }
 
 /// How long ago `t` was, in the largest whole unit: `42s`, `5m`, `3h`, `2d`.
-pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(crate) fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let s = (now - t).num_seconds().max(0);
     match s {
         0..=119 => format!("{s}s"),

@@ -48,14 +48,14 @@ fn with_login_cookie(status: StatusCode, csrf: &str, secure: bool, error: Option
 }
 
 /// `GET /login`: the form, with a fresh CSRF token in a hidden field and a cookie.
-pub async fn form(st: St) -> Response {
+pub(crate) async fn form(st: St) -> Response {
     with_login_cookie(StatusCode::OK, &random_token(), st.0.auth.secure, None)
 }
 
 /// `POST /login`: a token of the file opens a session (303 to the overview);
 /// a wrong one answers 401 with the form again. The token is compared in
 /// constant time (SHA-256, then `subtle`).
-pub async fn login(st: St, client: crate::serve::Client, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn login(st: St, client: crate::serve::Client, headers: HeaderMap, body: Bytes) -> Response {
     let console = st.0;
     let now = std::time::Instant::now();
     if let Verdict::Refuse(wait) = console.auth.throttle.check(client.ip(), now) {
@@ -96,7 +96,13 @@ pub async fn login(st: St, client: crate::serve::Client, headers: HeaderMap, bod
 }
 
 /// `POST /logout` (CSRF-checked): ends the session and clears its cookie.
-pub async fn logout(st: St, access: Access, client: crate::serve::Client, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn logout(
+    st: St,
+    access: Access,
+    client: crate::serve::Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let pairs = form_pairs(&body);
     if !access.csrf_ok(field(&pairs, "csrf")) {
         return forbidden();

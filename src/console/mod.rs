@@ -20,16 +20,16 @@
 //! htmx only refreshes the overview's live part in place. Nothing is fetched
 //! from elsewhere at run time, and the Content-Security-Policy says so.
 
-pub mod auth;
-pub mod chart;
-pub mod dead;
-pub mod fleet;
-pub mod history;
-pub mod layout;
-pub mod login;
-pub mod overview;
-pub mod source;
-pub mod workers;
+pub(crate) mod auth;
+pub(crate) mod chart;
+pub(crate) mod dead;
+pub(crate) mod fleet;
+pub(crate) mod history;
+pub(crate) mod layout;
+pub(crate) mod login;
+pub(crate) mod overview;
+pub(crate) mod source;
+pub(crate) mod workers;
 
 use crate::access::throttle::Verdict;
 use crate::access::tokens::Tokens;
@@ -45,15 +45,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use auth::Access;
+pub(crate) use auth::Access;
 
 /// The console's address in `kickq demo --console`: next to the metrics
 /// server's 9464, on loopback.
-pub const DEMO_CONSOLE_ADDR: &str = "127.0.0.1:9465";
+pub(crate) const DEMO_CONSOLE_ADDR: &str = "127.0.0.1:9465";
 /// Seconds between the overview's refreshes: often enough to watch a sweep,
 /// rare enough that an open tab costs the broker nothing to speak of (one
 /// passive declare per queue each time).
-pub const REFRESH_SECS: u64 = 3;
+pub(crate) const REFRESH_SECS: u64 = 3;
 
 /// The console's settings.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ impl From<crate::access::TokenError> for ConsoleError {
 
 /// What every handler shares.
 #[derive(Debug)]
-pub struct Console {
+pub(crate) struct Console {
     /// Tokens and sessions.
     pub auth: auth::Auth,
     /// What the pages read.
@@ -111,7 +111,7 @@ pub(crate) fn too_many_failures(wait: std::time::Duration) -> Response {
 }
 
 /// The console's state as handlers receive it.
-pub type Shared = Arc<Console>;
+pub(crate) type Shared = Arc<Console>;
 
 impl FromRequestParts<Shared> for Access {
     type Rejection = Response;
@@ -163,7 +163,7 @@ impl FromRequestParts<Shared> for Access {
 }
 
 /// The answer to a state-changing form whose CSRF token is missing or wrong.
-pub fn forbidden() -> Response {
+pub(crate) fn forbidden() -> Response {
     (
         StatusCode::FORBIDDEN,
         "the form's CSRF token is missing or wrong: reload the page and try again\n",
@@ -173,12 +173,12 @@ pub fn forbidden() -> Response {
 
 /// A form body or query string as `(name, value)` pairs, repeated names
 /// kept (the dead letters' checkboxes).
-pub fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw).into_owned().collect()
 }
 
 /// The first value of `name` in `pairs`, trimmed, `None` when absent or empty.
-pub fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == name)
@@ -223,7 +223,7 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
 }
 
 /// The routes.
-pub fn router(console: Shared) -> Router {
+pub(crate) fn router(console: Shared) -> Router {
     Router::new()
         .route("/", get(overview::page))
         .route("/live", get(overview::live))
@@ -242,7 +242,7 @@ pub fn router(console: Shared) -> Router {
 
 /// Whether cookies of a console on `addr` need `Secure`: everywhere but
 /// loopback, where a browser talks plain HTTP to the machine itself.
-pub fn secure_cookies(addr: SocketAddr) -> bool {
+pub(crate) fn secure_cookies(addr: SocketAddr) -> bool {
     !addr.ip().is_loopback()
 }
 

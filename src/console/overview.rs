@@ -13,16 +13,16 @@ use maud::{html, Markup};
 use tokio::time::Instant;
 
 /// Seconds the "now" rate averages over: the last ten whole seconds.
-pub const RATE_SECS: usize = 10;
+pub(crate) const RATE_SECS: usize = 10;
 
 /// The whole seconds of a series: its last value is the current,
 /// unfinished second, left out of the rate and the line.
-pub fn whole_seconds(series: &[u64]) -> &[u64] {
+pub(crate) fn whole_seconds(series: &[u64]) -> &[u64] {
     &series[..series.len().saturating_sub(1)]
 }
 
 /// Calls per second over the last [`RATE_SECS`] whole seconds.
-pub fn recent_rate(whole: &[u64]) -> f64 {
+pub(crate) fn recent_rate(whole: &[u64]) -> f64 {
     let tail = &whole[whole.len().saturating_sub(RATE_SECS)..];
     if tail.is_empty() {
         return 0.0;
@@ -32,7 +32,7 @@ pub fn recent_rate(whole: &[u64]) -> f64 {
 
 /// An app's state in words, and its badge's class.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AppState {
+pub(crate) enum AppState {
     /// Calls go at the full rate.
     Running,
     /// Only probes go: the code, what it means, since when (seconds ago).
@@ -105,7 +105,7 @@ fn count(n: Option<u32>) -> Markup {
 }
 
 /// The live part: apps, lanes, queues.
-pub async fn live_part(console: &Console) -> Markup {
+pub(crate) async fn live_part(console: &Console) -> Markup {
     let queues = console.source.queues().await;
     // Read after the broker's answer: the budgets are read at this instant.
     let now = Instant::now();
@@ -191,7 +191,7 @@ pub async fn live_part(console: &Console) -> Markup {
 }
 
 /// `GET /`.
-pub async fn page(st: St, access: Access) -> Html<String> {
+pub(crate) async fn page(st: St, access: Access) -> Html<String> {
     let console = st.0;
     let live = live_part(&console).await;
     let ns = console.source.names.namespace.clone();
@@ -199,12 +199,12 @@ pub async fn page(st: St, access: Access) -> Html<String> {
 }
 
 /// `GET /live`: the live part alone, for htmx.
-pub async fn live(st: St, _access: Access) -> Html<String> {
+pub(crate) async fn live(st: St, _access: Access) -> Html<String> {
     Html(live_part(&st.0).await.into_string())
 }
 
 /// An error of the source, as the pages show it.
-pub fn error(e: &SourceError) -> Markup {
+pub(crate) fn error(e: &SourceError) -> Markup {
     layout::notice("bad", &e.to_string())
 }
 

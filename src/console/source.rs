@@ -18,16 +18,16 @@ use std::time::Duration;
 
 /// Time allowed for the broker's answers to one page's questions: a page
 /// must come back even when the broker does not.
-pub const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a page view or an action waits in line for another dlq pass (an
 /// operator's `kickq dlq`, another tab) before the page says who runs it: a
 /// pass over a few thousand letters takes seconds, and a browser waits that
 /// long for a page.
-pub const DEAD_PAGE_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const DEAD_PAGE_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a read failed: the page shows it in place of the part it could not fill.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     /// The broker did not answer (connect, declare, or a pass's step).
     #[error("broker: {0}")]
     Broker(String),
@@ -44,7 +44,7 @@ pub enum SourceError {
 
 /// One configured app as the console shows it.
 #[derive(Debug, Clone)]
-pub struct AppInfo {
+pub(crate) struct AppInfo {
     /// Its AppId.
     pub app_id: u32,
     /// Its calls per second.
@@ -57,7 +57,7 @@ pub struct AppInfo {
 
 /// One shard's queues as a passive declare sees them (`None`: absent).
 #[derive(Debug, Clone, Default)]
-pub struct ShardQueues {
+pub(crate) struct ShardQueues {
     /// The shard.
     pub shard: String,
     /// Messages ready in the live lane's queue.
@@ -74,7 +74,7 @@ pub struct ShardQueues {
 
 /// The broker's view of the namespace.
 #[derive(Debug, Clone, Default)]
-pub struct Queues {
+pub(crate) struct Queues {
     /// Each shard's queues.
     pub shards: Vec<ShardQueues>,
     /// Letters in the dead queue.
@@ -82,7 +82,7 @@ pub struct Queues {
 }
 
 /// What the pages read from.
-pub struct Source {
+pub(crate) struct Source {
     /// The worker's state.
     pub health: Arc<Health>,
     /// The worker's budgets (halts, slow-downs).
@@ -101,7 +101,7 @@ pub struct Source {
 }
 
 /// What the console reads from: the worker's state, its broker and its ledger ([`Source::new`]).
-pub struct Parts {
+pub(crate) struct Parts {
     /// What the worker reports.
     pub health: Arc<Health>,
     /// The per-AppId budgets (halts, slow-downs).
@@ -137,7 +137,7 @@ fn broker_err(e: impl std::fmt::Display) -> SourceError {
 
 impl Source {
     /// The console's reads of this worker, its broker and ledger.
-    pub fn new(parts: Parts) -> Source {
+    pub(crate) fn new(parts: Parts) -> Source {
         let Parts {
             health,
             gate,
@@ -164,19 +164,19 @@ impl Source {
     }
 
     /// Whether the ledger is on.
-    pub fn has_ledger(&self) -> bool {
+    pub(crate) fn has_ledger(&self) -> bool {
         self.ledger.is_some()
     }
 
     /// The shards of the deployment, in order.
-    pub fn shards(&self) -> Vec<ShardName> {
+    pub(crate) fn shards(&self) -> Vec<ShardName> {
         self.routing.shards()
     }
 
     /// Depths, consumers and locks of every shard's queues, and the dead
     /// queue's depth: passive declares on the console's own connection
     /// (opened on first use, again after a failure).
-    pub async fn queues(&self) -> Result<Queues, SourceError> {
+    pub(crate) async fn queues(&self) -> Result<Queues, SourceError> {
         let mut guard = self.broker.lock().await;
         let read = async {
             if guard.as_ref().is_none_or(|c| !c.status().connected()) {
@@ -224,7 +224,7 @@ impl Source {
 
     /// The matching letters (at most `limit`, in queue order) and the counts,
     /// with `kickq dlq list`'s pass: every letter re-appended in order.
-    pub async fn letters(&self, filter: &Filter, limit: usize) -> Result<Peeked, SourceError> {
+    pub(crate) async fn letters(&self, filter: &Filter, limit: usize) -> Result<Peeked, SourceError> {
         let (conn, lock) = self.pass_connection().await?;
         let (peeked, end) = peek_until(&conn, &self.names.dead, filter, Some(limit), lock.stop(), |_| {}).await;
         lock.release().await;
@@ -237,7 +237,12 @@ impl Source {
 
     /// Replays or purges the matching letters, at most `limit`: `kickq dlq
     /// replay|purge`'s sweep, under the same lock.
-    pub async fn sweep(&self, action: Action, filter: Filter, limit: Option<u64>) -> Result<SweepReport, SourceError> {
+    pub(crate) async fn sweep(
+        &self,
+        action: Action,
+        filter: Filter,
+        limit: Option<u64>,
+    ) -> Result<SweepReport, SourceError> {
         let (conn, lock) = self.pass_connection().await?;
         let cfg = SweepConfig {
             dead: self.names.dead.clone(),
@@ -254,7 +259,7 @@ impl Source {
 
     /// Where a replay into `lane` sends letters: the lane's queue, or each
     /// app's shard queue of it (as `kickq dlq replay` does).
-    pub fn replay_action(&self, lane: Lane) -> Action {
+    pub(crate) fn replay_action(&self, lane: Lane) -> Action {
         Action::Replay {
             to: self.names.queue(lane).to_owned(),
             rate: None,
@@ -263,14 +268,14 @@ impl Source {
     }
 
     /// Ledger rows, as `kickq history` reads them.
-    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRow>, SourceError> {
+    pub(crate) async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRow>, SourceError> {
         let ledger = self.ledger.as_ref().ok_or(SourceError::NoLedger)?;
         Ok(ledger.history(q).await?)
     }
 
     /// The broker's connections of this namespace's vhost, and who owns each
     /// shard's lock, from the management API (`None` when it is not configured).
-    pub async fn fleet(&self) -> Option<Result<super::fleet::Fleet, SourceError>> {
+    pub(crate) async fn fleet(&self) -> Option<Result<super::fleet::Fleet, SourceError>> {
         let base = self.management.as_ref()?;
         let shards = self.shards();
         let locks: Vec<(String, String)> = shards

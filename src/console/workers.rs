@@ -19,7 +19,7 @@ fn role_badge(role: Role) -> Markup {
 }
 
 /// `GET /workers`.
-pub async fn page(st: St, access: Access) -> Html<String> {
+pub(crate) async fn page(st: St, access: Access) -> Html<String> {
     let console = st.0;
     let src = &console.source;
     let queues = src.queues().await;

@@ -8,9 +8,9 @@ use crate::table::escape;
 use serde_json::{json, Value};
 
 /// Most user ids shown in the table's USERS column before "…".
-pub const SHOWN_USERS: usize = 3;
+pub(crate) const SHOWN_USERS: usize = 3;
 /// Longest DETAIL cell, in chars.
-pub const MAX_DETAIL_CHARS: usize = 80;
+pub(crate) const MAX_DETAIL_CHARS: usize = 80;
 
 const HEADER: [&str; 8] = ["#", "ROOM", "USERS", "ERROR", "CODE", "ATTEMPTS", "FAILED_AT", "DETAIL"];
 
@@ -18,7 +18,7 @@ const HEADER: [&str; 8] = ["#", "ROOM", "USERS", "ERROR", "CODE", "ATTEMPTS", "F
 /// values as `-`. USERS is the count and the first ids; a body that is not a
 /// job message is shown (lossy, cut) after the detail. Control characters are
 /// escaped so a hostile id cannot drive the terminal.
-pub fn format_table(letters: &[Letter]) -> String {
+pub(crate) fn format_table(letters: &[Letter]) -> String {
     let mut rows: Vec<[String; 8]> = vec![HEADER.map(String::from)];
     rows.extend(letters.iter().map(|l| {
         let users = match &l.job {
@@ -52,7 +52,7 @@ pub fn format_table(letters: &[Letter]) -> String {
 }
 
 /// The JSON array: every field of every letter, full user lists, times in RFC 3339.
-pub fn to_json(letters: &[Letter]) -> Value {
+pub(crate) fn to_json(letters: &[Letter]) -> Value {
     Value::Array(
         letters
             .iter()
@@ -80,7 +80,7 @@ pub fn to_json(letters: &[Letter]) -> Value {
 
 /// The counts of a replay or purge, real or dry, as `--json` prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Ready letters when the pass started.
     pub depth: u64,
     /// Letters read.
@@ -101,7 +101,7 @@ pub struct Tally {
 
 impl Tally {
     /// The counts of a sweep.
-    pub fn of_sweep(r: &SweepReport) -> Self {
+    pub(crate) fn of_sweep(r: &SweepReport) -> Self {
         Self {
             depth: r.depth,
             examined: r.examined,
@@ -114,7 +114,7 @@ impl Tally {
     }
 
     /// What a sweep would do, from a peek with the same filter and limit.
-    pub fn of_dry_run(p: &Peeked) -> Self {
+    pub(crate) fn of_dry_run(p: &Peeked) -> Self {
         let taken = p.letters.len() as u64;
         Self {
             depth: p.depth,
@@ -129,7 +129,7 @@ impl Tally {
 
     /// The `--json` object, on one line with its keys in the documented
     /// order; `taken_as` names the taken count (`replayed`, `purged`).
-    pub fn to_json(self, taken_as: &'static str) -> String {
+    pub(crate) fn to_json(self, taken_as: &'static str) -> String {
         format!(
             "{{\"depth\":{},\"examined\":{},\"matched\":{},\"{taken_as}\":{},\"kept\":{},\"in_doubt\":{},\"dry_run\":{}}}",
             self.depth, self.examined, self.matched, self.taken, self.kept, self.in_doubt, self.dry_run

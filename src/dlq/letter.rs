@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use lapin::types::{AMQPValue, FieldTable};
 
 /// Longest body excerpt kept for a letter whose body is not a job message.
-pub const MAX_PREVIEW_BYTES: usize = 200;
+pub(crate) const MAX_PREVIEW_BYTES: usize = 200;
 
 /// One dead letter as `kickq dlq` shows and filters it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Letter {
+pub(crate) struct Letter {
     /// 1-based position in the dead queue when it was read.
     pub position: u64,
     /// Why it is dead; `delivery_limit` for letters the broker dead-lettered itself.
@@ -41,11 +41,11 @@ pub struct Letter {
 }
 
 /// Longest body a letter keeps for showing (the console).
-pub const MAX_BODY_SHOWN: usize = 16 * 1024;
+pub(crate) const MAX_BODY_SHOWN: usize = 16 * 1024;
 
 impl Letter {
     /// Reads a letter from its body and headers.
-    pub fn read(position: u64, body: &[u8], h: Option<&FieldTable>) -> Letter {
+    pub(crate) fn read(position: u64, body: &[u8], h: Option<&FieldTable>) -> Letter {
         let dl = headers::read_dead_letter(h);
         let job: Option<KickRequest> = serde_json::from_slice(body).ok();
         let body_preview = job.is_none().then(|| preview(body));
@@ -70,12 +70,12 @@ impl Letter {
     }
 
     /// The AppId its job names, if the body is a job message that names one.
-    pub fn app_id(&self) -> Option<u32> {
+    pub(crate) fn app_id(&self) -> Option<u32> {
         self.job.as_ref().and_then(|j| j.app_id)
     }
 
     /// The room, if the body is a job message.
-    pub fn room(&self) -> Option<&str> {
+    pub(crate) fn room(&self) -> Option<&str> {
         self.job.as_ref().map(|j| j.room_id.as_str())
     }
 }
@@ -101,7 +101,7 @@ fn key_of(body: &[u8], dl: &headers::DeadLetter, failed_at: Option<DateTime<Utc>
 }
 
 /// `body` as lossy UTF-8, cut on a char boundary.
-pub fn preview(body: &[u8]) -> String {
+pub(crate) fn preview(body: &[u8]) -> String {
     let cut = &body[..body.len().min(MAX_PREVIEW_BYTES)];
     let mut s = String::from_utf8_lossy(cut).into_owned();
     if body.len() > MAX_PREVIEW_BYTES {
@@ -133,7 +133,7 @@ fn history_len(h: Option<&FieldTable>) -> usize {
 }
 
 /// Parses `--error`: the `kickq-error` values plus `delivery_limit`.
-pub fn parse_error(raw: &str) -> Result<DeadError, String> {
+pub(crate) fn parse_error(raw: &str) -> Result<DeadError, String> {
     Ok(match raw.trim() {
         "validation" => DeadError::Validation,
         "permanent" => DeadError::Permanent,
@@ -151,7 +151,7 @@ pub fn parse_error(raw: &str) -> Result<DeadError, String> {
 
 /// Which letters a command applies to; every field given must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Only letters dead for this reason.
     pub error: Option<DeadError>,
     /// Only letters with this API code.
@@ -171,7 +171,7 @@ pub struct Filter {
 
 impl Filter {
     /// Whether `l` passes every condition.
-    pub fn matches(&self, l: &Letter) -> bool {
+    pub(crate) fn matches(&self, l: &Letter) -> bool {
         self.error.is_none_or(|e| e == l.error)
             && self.code.is_none_or(|c| Some(c) == l.code)
             && self.room.as_deref().is_none_or(|r| Some(r) == l.room())
@@ -183,7 +183,7 @@ impl Filter {
     }
 
     /// The conditions in words, for prompts and summaries.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(e) = self.error {
             parts.push(format!("error {}", e.as_str()));

@@ -19,22 +19,22 @@ use tokio_util::sync::CancellationToken;
 /// The least time a pass waits for the lock's token: a free lock's token
 /// comes within one round trip to the broker (milliseconds); this leaves a
 /// slow broker room, so that a free lock is rarely called held.
-pub const FREE_LOCK_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const FREE_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a held lock is renewed (its token handed back and received
 /// again): far within the broker's consumer timeout (30 min by default),
 /// which would otherwise close a long replay's lock channel and hand the
 /// token to the next pass.
-pub const RENEW_EVERY: Duration = Duration::from_secs(20);
+pub(crate) const RENEW_EVERY: Duration = Duration::from_secs(20);
 
 /// A renewal that is not answered within this ends the pass: its broker
 /// node is cut off (or the connection gone), and the queue may have given
 /// the token to another pass.
-pub const RENEW_WITHIN: Duration = Duration::from_secs(10);
+pub(crate) const RENEW_WITHIN: Duration = Duration::from_secs(10);
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     /// Another connection holds it.
     #[error("{}", held_message(.0))]
     Held(Holder),
@@ -54,7 +54,7 @@ pub enum LockError {
 
 /// What the holder of the lock recorded, as far as it could be read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
     /// When its pass started.
     pub since: Option<DateTime<Utc>>,
     /// Who runs it: `host pid N`.
@@ -62,26 +62,26 @@ pub struct Holder {
 }
 
 /// What a pass waiting in line is told about the one before it.
-pub fn running_message(h: &Holder) -> String {
+pub(crate) fn running_message(h: &Holder) -> String {
     let since = h.since.map_or_else(|| "unknown".to_owned(), rfc3339);
     let by = h.by.as_deref().map(|b| format!(", by {b}")).unwrap_or_default();
     format!("another dlq pass is running (since {since}{by})")
 }
 
 /// The line a second operator gets.
-pub fn held_message(h: &Holder) -> String {
+pub(crate) fn held_message(h: &Holder) -> String {
     format!("{}; nothing changed: try again when it ends", running_message(h))
 }
 
 /// The record's body: one JSON object.
-pub fn record_body(since: DateTime<Utc>, by: &str) -> Vec<u8> {
+pub(crate) fn record_body(since: DateTime<Utc>, by: &str) -> Vec<u8> {
     serde_json::json!({"since": rfc3339(since), "by": by})
         .to_string()
         .into_bytes()
 }
 
 /// Reads a record body; anything unreadable is an unknown holder.
-pub fn read_record(body: &[u8]) -> Holder {
+pub(crate) fn read_record(body: &[u8]) -> Holder {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     Holder {
         since: v["since"]
@@ -97,7 +97,7 @@ pub fn read_record(body: &[u8]) -> Holder {
 /// [`PassLock::is_lost`] turns true. [`PassLock::release`] lets it go; it
 /// also goes when the connection it was taken on closes, and when its
 /// process dies.
-pub struct PassLock {
+pub(crate) struct PassLock {
     stop: CancellationToken,
     lost: Arc<AtomicBool>,
     release: CancellationToken,
@@ -107,12 +107,12 @@ pub struct PassLock {
 impl PassLock {
     /// Cancelled when the pass must stop: the `stop` given to [`take`] was
     /// cancelled (Ctrl-C), or the lock may be someone else's now.
-    pub fn stop(&self) -> &CancellationToken {
+    pub(crate) fn stop(&self) -> &CancellationToken {
         &self.stop
     }
 
     /// Whether the lock was lost (a renewal went unanswered).
-    pub fn is_lost(&self) -> bool {
+    pub(crate) fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Relaxed)
     }
 
@@ -121,7 +121,7 @@ impl PassLock {
     /// pass in line gets the token), so the caller may close the connection.
     /// Every pass releases before it closes the connection the lock was
     /// taken on.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         self.release.cancel();
         if let Some(keeper) = self.keeper.take() {
             let _ = keeper.await;
@@ -140,7 +140,7 @@ impl Drop for PassLock {
 /// says who holds it. `on_wait` runs once, after [`FREE_LOCK_WAIT`], when the
 /// lock is still held (to tell the operator why nothing happens). The
 /// lock's [`PassLock::stop`] is a child of `stop`.
-pub async fn take(
+pub(crate) async fn take(
     conn: &Connection,
     names: &Names,
     wait: Duration,

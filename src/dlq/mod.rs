@@ -11,10 +11,10 @@
 //! words.rs     what a pass says: the confirmation question, the summary, the list's default limit
 //! ```
 
-pub mod format;
-pub mod letter;
-pub mod lock;
-pub mod pass;
-pub mod policy;
-pub mod rewrite;
-pub mod words;
+pub(crate) mod format;
+pub(crate) mod letter;
+pub(crate) mod lock;
+pub(crate) mod pass;
+pub(crate) mod policy;
+pub(crate) mod rewrite;
+pub(crate) mod words;

@@ -35,11 +35,11 @@ use tokio_util::sync::CancellationToken;
 /// before the channel closes) stay under 32. A larger window does not
 /// speed a pass up (the gets, one queue round trip each, set the pace: 30
 /// measured no faster than 16 over 20,000 letters), so the margin is kept.
-pub const WINDOW: usize = 16;
+pub(crate) const WINDOW: usize = 16;
 
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PassError {
+pub(crate) enum PassError {
     /// The queue does not exist.
     #[error("no queue {0:?}: has a worker or producer ever run in this namespace?")]
     NoQueue(String),
@@ -57,7 +57,7 @@ pub enum PassError {
 /// Letters in `queue`. A passive declare counts ready messages only; under
 /// the pass lock that is every letter, since no other pass holds any and
 /// nothing else consumes the dead queue.
-pub async fn depth(conn: &Connection, queue: &str) -> Result<u32, PassError> {
+pub(crate) async fn depth(conn: &Connection, queue: &str) -> Result<u32, PassError> {
     match crate::amqp::topology::inspect(conn, queue).await? {
         Some(q) => Ok(q.ready),
         None => Err(PassError::NoQueue(queue.to_owned())),
@@ -66,7 +66,7 @@ pub async fn depth(conn: &Connection, queue: &str) -> Result<u32, PassError> {
 
 /// What a peek saw.
 #[derive(Debug)]
-pub struct Peeked {
+pub(crate) struct Peeked {
     /// Letters when it started.
     pub depth: u64,
     /// Letters read.
@@ -78,7 +78,7 @@ pub struct Peeked {
 }
 
 /// Reads every letter without consuming it, as [`peek_until`] never stopped.
-pub async fn peek(
+pub(crate) async fn peek(
     conn: &Connection,
     queue: &str,
     filter: &Filter,
@@ -99,7 +99,7 @@ pub async fn peek(
 /// A crash loses nothing: at worst the letters in flight ([`WINDOW`]) are
 /// left twice. Stopped through `stop`, it settles what is in flight and
 /// returns `Cancelled`: the letters read are then behind the unread ones.
-pub async fn peek_until(
+pub(crate) async fn peek_until(
     conn: &Connection,
     queue: &str,
     filter: &Filter,
@@ -145,7 +145,7 @@ pub async fn peek_until(
 /// Where a replayed letter goes: its app's shard queue when the letter's
 /// job could be read and its app (or, naming none, the default app) is
 /// listed, else `to`.
-pub fn replay_queue<'a>(to: &'a str, by_app: &'a [(Option<u32>, String)], app: Option<Option<u32>>) -> &'a str {
+pub(crate) fn replay_queue<'a>(to: &'a str, by_app: &'a [(Option<u32>, String)], app: Option<Option<u32>>) -> &'a str {
     app.and_then(|a| by_app.iter().find(|(k, _)| *k == a))
         .map_or(to, |(_, q)| q.as_str())
 }
@@ -153,7 +153,7 @@ pub fn replay_queue<'a>(to: &'a str, by_app: &'a [(Option<u32>, String)], app: O
 /// Each app's (and, under `None`, the default app's) queue of `lane` in
 /// its shard, for [`Action::Replay`]'s `by_app`: empty without shards,
 /// where every letter goes to the lane's one queue.
-pub fn replay_targets(
+pub(crate) fn replay_targets(
     routing: Option<&crate::config::shards::Routing>,
     names: &crate::amqp::topology::Names,
     lane: crate::amqp::topology::Lane,
@@ -177,7 +177,7 @@ async fn get(ch: &Channel, queue: &str) -> Result<Option<lapin::message::BasicGe
 
 /// What a sweep does with a matching letter.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Republish it to this queue (a lane's job queue: `{ns}.bulk` or `{ns}.requests`), at most `rate` per second.
     Replay {
         /// Destination queue.
@@ -195,7 +195,7 @@ pub enum Action {
 
 /// A sweep's settings.
 #[derive(Debug, Clone)]
-pub struct SweepConfig {
+pub(crate) struct SweepConfig {
     /// The dead queue.
     pub dead: String,
     /// What to do with matching letters.
@@ -211,7 +211,7 @@ pub struct SweepConfig {
 
 /// How a sweep ended.
 #[derive(Debug)]
-pub enum SweepEnd {
+pub(crate) enum SweepEnd {
     /// Every letter up to the starting depth was examined.
     Done,
     /// Stopped on request after settling what was in flight.
@@ -225,7 +225,7 @@ pub enum SweepEnd {
 /// What a sweep did. `taken` and `kept` count settled letters: replaced (if
 /// at all) by a confirmed publish, then acked.
 #[derive(Debug)]
-pub struct SweepReport {
+pub(crate) struct SweepReport {
     /// Ready letters when it started.
     pub depth: u64,
     /// Letters fetched.
@@ -256,18 +256,18 @@ struct Flight {
 /// Slowest `--rate` accepted: one replay per 100 s. Slower than that a pass
 /// would hold the pass lock for hours per hundred letters; replay in smaller
 /// batches instead.
-pub const MIN_RATE: f64 = 0.01;
+pub(crate) const MIN_RATE: f64 = 0.01;
 /// Fastest `--rate` accepted: 10,000 replays per second, above what one
 /// confirm-windowed pass reaches, so a higher one would mean no limit.
-pub const MAX_RATE: f64 = 10_000.0;
+pub(crate) const MAX_RATE: f64 = 10_000.0;
 
 /// A `--rate` outside [`MIN_RATE`, `MAX_RATE`] (or not a number).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("--rate must be between {MIN_RATE} and {MAX_RATE} messages per second, not {0}")]
-pub struct RateError(pub String);
+pub(crate) struct RateError(pub String);
 
 /// The time between two replays at `rate` per second, or why the rate is refused.
-pub fn replay_spacing(rate: f64) -> Result<Duration, RateError> {
+pub(crate) fn replay_spacing(rate: f64) -> Result<Duration, RateError> {
     if !(MIN_RATE..=MAX_RATE).contains(&rate) {
         return Err(RateError(rate.to_string()));
     }
@@ -281,7 +281,7 @@ pub fn replay_spacing(rate: f64) -> Result<Duration, RateError> {
 /// With a rate, each replay is settled (confirmed, then acked) before the
 /// next letter is read, and the wait for the next replay's turn happens with
 /// no letter held, so Ctrl-C (`stop`) ends it at once.
-pub async fn sweep(
+pub(crate) async fn sweep(
     conn: &Connection,
     cfg: &SweepConfig,
     stop: &CancellationToken,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Time allowed for the management API's answer: it is one small JSON
 /// document, and `kickq check` must answer quickly.
-pub const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Policy keys that cap the dead queue, each with what it does to the letters.
 /// RabbitMQ applies the lower of a policy's value and kickq's argument.
@@ -32,7 +32,7 @@ const CAPS: &[(&str, &str)] = &[
 
 /// What the management API said of the dead queue.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// HTTP 200 with the queue's JSON.
     Queue(Value),
     /// Another HTTP status.
@@ -44,7 +44,7 @@ pub enum Reply {
 /// The verdict: `None` when nothing caps the queue, else each cap found as
 /// `key value (effect)`, with the policy's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The queue does not exist (yet).
     Absent,
     /// No policy, or none that caps it.
@@ -61,7 +61,7 @@ pub enum Verdict {
 }
 
 /// Judges the management API's reply about a queue.
-pub fn verdict(reply: &Reply) -> Verdict {
+pub(crate) fn verdict(reply: &Reply) -> Verdict {
     let q = match reply {
         Reply::Queue(q) => q,
         Reply::Status(404) => return Verdict::Absent,
@@ -90,7 +90,7 @@ pub fn verdict(reply: &Reply) -> Verdict {
 }
 
 /// `%`-encodes a path segment of the management API (a vhost or queue name).
-pub fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -100,7 +100,7 @@ pub fn encode_segment(s: &str) -> String {
 }
 
 /// The vhost of an AMQP URL: its path, `%`-decoded; `/` when empty.
-pub fn vhost_of(amqp_url: &url::Url) -> String {
+pub(crate) fn vhost_of(amqp_url: &url::Url) -> String {
     let raw = amqp_url.path().strip_prefix('/').unwrap_or(amqp_url.path());
     if raw.is_empty() {
         return "/".into();
@@ -129,7 +129,7 @@ pub fn vhost_of(amqp_url: &url::Url) -> String {
 
 /// Asks the management API at `base` about `queue` in the AMQP URL's vhost,
 /// with the management URL's credentials, else the AMQP URL's.
-pub async fn fetch(base: &str, amqp_url: &str, queue: &str) -> Reply {
+pub(crate) async fn fetch(base: &str, amqp_url: &str, queue: &str) -> Reply {
     get(base, amqp_url, |vhost| {
         format!("queues/{}/{}", encode_segment(vhost), encode_segment(queue))
     })
@@ -139,7 +139,7 @@ pub async fn fetch(base: &str, amqp_url: &str, queue: &str) -> Reply {
 /// GETs `/api/<path>` of the management API at `base` (`path` made from the
 /// AMQP URL's vhost), with the management URL's credentials, else the AMQP
 /// URL's. The JSON answer comes back as [`Reply::Queue`].
-pub async fn get(base: &str, amqp_url: &str, path: impl FnOnce(&str) -> String) -> Reply {
+pub(crate) async fn get(base: &str, amqp_url: &str, path: impl FnOnce(&str) -> String) -> Reply {
     let (Ok(mut base), Ok(amqp)) = (url::Url::parse(base), url::Url::parse(amqp_url)) else {
         return Reply::Unreachable("KICKQ_MANAGEMENT_URL is not a URL".into());
     };

@@ -25,7 +25,7 @@ const DEATH_STATE: &[&str] = &[
 /// worker treat the message as a redelivery) and the death state removed, and
 /// an entry appended to `kickq-dlq-history` (earlier entries kept): replayed-at
 /// and the letter's error, code, detail, attempts and failed-at.
-pub fn replay_properties(orig: &BasicProperties, now: DateTime<Utc>) -> BasicProperties {
+pub(crate) fn replay_properties(orig: &BasicProperties, now: DateTime<Utc>) -> BasicProperties {
     let h = orig.headers().as_ref();
     let dl = headers::read_dead_letter(h);
     let mut entry = FieldTable::default();
@@ -56,7 +56,7 @@ pub fn replay_properties(orig: &BasicProperties, now: DateTime<Utc>) -> BasicPro
     headers::copy_properties(orig, FieldTable::from(kept))
 }
 
-pub use crate::amqp::headers::letter_reappend_properties;
+pub(crate) use crate::amqp::headers::letter_reappend_properties;
 
 fn put_str(t: &mut FieldTable, name: &str, value: &str) {
     t.insert(

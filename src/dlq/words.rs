@@ -5,11 +5,11 @@ use super::letter::Filter;
 use super::pass::{SweepEnd, SweepReport};
 
 /// Letters `dlq list` shows when `--limit` is not given.
-pub const DEFAULT_LIST_LIMIT: usize = 100;
+pub(crate) const DEFAULT_LIST_LIMIT: usize = 100;
 
 /// The confirmation question: how many letters it would take (the matching
 /// ones, at most the limit) out of how many in the queue.
-pub fn prompt(verb: &str, taking: u64, of: u64, dead: &str, filter: &Filter) -> String {
+pub(crate) fn prompt(verb: &str, taking: u64, of: u64, dead: &str, filter: &Filter) -> String {
     format!(
         "{verb} {taking} of {of} letter(s) in {dead} (matching {})?",
         filter.describe()
@@ -17,7 +17,7 @@ pub fn prompt(verb: &str, taking: u64, of: u64, dead: &str, filter: &Filter) -> 
 }
 
 /// The summary after a replay or purge.
-pub fn summary(r: &SweepReport, dead: &str, done: &str, filter: &Filter, secs: f64) -> String {
+pub(crate) fn summary(r: &SweepReport, dead: &str, done: &str, filter: &Filter, secs: f64) -> String {
     let how = match (&r.end, r.unread) {
         (SweepEnd::Done, 0) => " in order".to_owned(),
         (SweepEnd::Done, n) => format!(" in order ({n} not read: the limit was reached)"),

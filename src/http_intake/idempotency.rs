@@ -10,18 +10,18 @@ use std::time::Duration;
 
 /// How long a key answers with its first job ids: a day covers any client's
 /// retry schedule, and keeps the ledger's table small.
-pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+pub(super) const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Longest key accepted: room for any UUID or ULID with a prefix.
-pub const MAX_KEY_BYTES: usize = 255;
+pub(super) const MAX_KEY_BYTES: usize = 255;
 /// Most keys kept in memory without the ledger; past it (or past
 /// [`MEMORY_JOB_IDS`]) the oldest key is forgotten first (a retry after that
 /// publishes again).
-pub const DEFAULT_MEMORY_KEYS: usize = 100_000;
+pub(crate) const DEFAULT_MEMORY_KEYS: usize = 100_000;
 /// Most job ids kept in memory over all keys: one 1 MiB body may hold tens of
 /// thousands of jobs, so the key count alone would not bound memory. A
 /// million ids of at most 128 bytes is at most about 150 MB, and far less
 /// for the usual 36-byte UUIDs.
-pub const MEMORY_JOB_IDS: usize = 1_000_000;
+pub(super) const MEMORY_JOB_IDS: usize = 1_000_000;
 /// Same-key requests wait for each other on one of this many locks (picked
 /// by the key's hash), so a retry racing its original publishes nothing twice.
 pub(crate) const KEY_LOCKS: usize = 64;

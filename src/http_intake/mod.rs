@@ -12,8 +12,8 @@ mod idempotency;
 mod limit;
 mod publisher;
 
-pub use crate::access::TokenError;
-pub use idempotency::DEFAULT_MEMORY_KEYS;
+pub(crate) use crate::access::TokenError;
+pub(crate) use idempotency::DEFAULT_MEMORY_KEYS;
 
 use crate::ledger::Ledger;
 use crate::producer::ProducerConfig;
@@ -29,16 +29,16 @@ use std::time::Duration;
 /// Largest body accepted, by default (`KICKQ_HTTP_INTAKE_MAX_BYTES`): a
 /// job message's own cap, so one request holds at least one full job; a
 /// batch of 1 MiB is thousands of jobs.
-pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
 /// Requests a second each token may make, by default
 /// (`KICKQ_HTTP_INTAKE_RATE`), with a burst of one second's worth. A batch
 /// carries many jobs, so a well-behaved client needs few requests; the cap
 /// stops a looping one from filling the queue.
-pub const DEFAULT_RATE: u32 = 20;
+pub(crate) const DEFAULT_RATE: u32 = 20;
 /// `Retry-After` of a 503: a broker restart or a failover takes seconds.
-pub const RETRY_AFTER_UNAVAILABLE: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_AFTER_UNAVAILABLE: Duration = Duration::from_secs(5);
 /// The OpenAPI 3.1 document of the endpoint (`docs/openapi.json`), served at `/v1/openapi.json`.
-pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// The HTTP intake's settings (`KICKQ_HTTP_INTAKE_*`). Authentication is
 /// always on: there is no intake without a token file.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Longest a request waits for a (re)connection before it is answered 503:
 /// a client retries sooner than a dead broker answers a TCP connect.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a batch was not published (503).
 #[derive(Debug, thiserror::Error)]

@@ -6,18 +6,18 @@ use crate::config::parse_duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Rows shown when `--limit` is not given.
-pub const DEFAULT_LIMIT: i64 = 50;
+pub(crate) const DEFAULT_LIMIT: i64 = 50;
 
 /// Largest `--limit`: a bound on one read of the ledger.
-pub const MAX_LIMIT: i64 = 100_000;
+pub(crate) const MAX_LIMIT: i64 = 100_000;
 
 /// `--since`: RFC 3339, or an age counted back from now.
-pub fn parse_since(raw: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_since(raw: &str) -> Result<DateTime<Utc>, String> {
     since_at(raw, Utc::now())
 }
 
 /// [`parse_since`] with `now` given, so it can be tested.
-pub fn since_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+pub(crate) fn since_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(raw.trim()) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -30,7 +30,7 @@ pub fn since_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
 }
 
 /// What a history query looks for, in words: `room "r", user "u"`.
-pub fn describe(q: &HistoryQuery) -> String {
+pub(crate) fn describe(q: &HistoryQuery) -> String {
     let mut parts = Vec::new();
     for (what, v) in [("room", &q.room_id), ("user", &q.user_id), ("job", &q.job_id)] {
         if let Some(v) = v {

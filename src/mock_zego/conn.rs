@@ -17,24 +17,24 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP listener whose connections carry a kill switch.
-pub struct KillableListener(pub TcpListener);
+pub(super) struct KillableListener(pub TcpListener);
 
 /// The handler's side of one connection's kill switch.
 #[derive(Debug, Clone)]
-pub struct ConnHandle {
+pub(super) struct ConnHandle {
     kill: Arc<AtomicBool>,
 }
 
 impl ConnHandle {
     /// Makes the connection fail on its next read or write; the response the
     /// handler returns is never sent.
-    pub fn kill(&self) {
+    pub(super) fn kill(&self) {
         self.kill.store(true, Ordering::SeqCst);
     }
 }
 
 /// A TCP stream that fails, with a RST on close, once its handle is killed.
-pub struct KillableStream {
+pub(super) struct KillableStream {
     inner: TcpStream,
     kill: Arc<AtomicBool>,
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// What the HTTP layer must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// HTTP 200 with the API's JSON.
     Json {
         /// Return code.
@@ -33,7 +33,7 @@ pub enum Outcome {
 
 /// An outcome and how long to wait before producing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub(super) struct Reply {
     /// Added latency from fault rules.
     pub latency: Duration,
     /// What to send.
@@ -52,7 +52,7 @@ struct App {
 /// The mock's whole mutable state; the server keeps it under one lock so that
 /// arrival order, the rate windows and the records always agree.
 #[derive(Debug)]
-pub struct Engine {
+pub(super) struct Engine {
     /// Every AppId served; any other answers 100000010.
     apps: BTreeMap<u32, App>,
     /// The AppId [`Engine::set_secret`] changes.
@@ -70,7 +70,7 @@ pub struct Engine {
 
 impl Engine {
     /// A fresh engine for `cfg`; an AppId named twice is refused.
-    pub fn new(cfg: &MockConfig) -> Result<Self, DuplicateAppId> {
+    pub(super) fn new(cfg: &MockConfig) -> Result<Self, DuplicateAppId> {
         let apps = cfg
             .secrets()?
             .into_iter()
@@ -96,7 +96,13 @@ impl Engine {
     /// Decides and records one request. `now` is monotonic time since the
     /// mock started (non-decreasing across calls); `system_unix` is the wall
     /// clock before the test offset; `roll` feeds probabilistic fault rules.
-    pub fn handle(&mut self, raw_query: &str, now: Duration, system_unix: i64, roll: &mut dyn FnMut() -> f64) -> Reply {
+    pub(super) fn handle(
+        &mut self,
+        raw_query: &str,
+        now: Duration,
+        system_unix: i64,
+        roll: &mut dyn FnMut() -> f64,
+    ) -> Reply {
         let at_ms = self.records.arrive(now);
         let q = verify::parse_query(raw_query);
         let one = |p: &Param| match p {
@@ -193,53 +199,53 @@ impl Engine {
     }
 
     /// Replaces the fault rules and restarts their match counts.
-    pub fn set_faults(&mut self, rules: Vec<FaultRule>) {
+    pub(super) fn set_faults(&mut self, rules: Vec<FaultRule>) {
         self.fault_matches = vec![0; rules.len()];
         self.faults = rules;
     }
 
     /// Replaces the primary AppId's ServerSecret.
-    pub fn set_secret(&mut self, secret: Secret) {
+    pub(super) fn set_secret(&mut self, secret: Secret) {
         if let Some(app) = self.apps.get_mut(&self.primary) {
             app.secret = secret;
         }
     }
 
     /// Replaces the ServerSecret of `app_id`, one of the AppIds served.
-    pub fn set_app_secret(&mut self, app_id: u32, secret: Secret) -> Result<(), UnknownAppId> {
+    pub(super) fn set_app_secret(&mut self, app_id: u32, secret: Secret) -> Result<(), UnknownAppId> {
         let app = self.apps.get_mut(&app_id).ok_or(UnknownAppId(app_id))?;
         app.secret = secret;
         Ok(())
     }
 
     /// Sets the offset added to the system clock for the timestamp check.
-    pub fn set_clock_offset(&mut self, secs: i64) {
+    pub(super) fn set_clock_offset(&mut self, secs: i64) {
         self.clock_offset_secs = secs;
     }
 
     /// Sets the requests allowed per sliding second; 0 is unlimited.
-    pub fn set_rate_limit(&mut self, per_sec: u32) {
+    pub(super) fn set_rate_limit(&mut self, per_sec: u32) {
         self.rate_limit = per_sec;
     }
 
     /// Sets which characters room and user ids may hold.
-    pub fn set_id_charset(&mut self, charset: IdCharset) {
+    pub(super) fn set_id_charset(&mut self, charset: IdCharset) {
         self.id_charset = charset;
     }
 
     /// The counters.
-    pub fn counters(&self) -> Counters {
+    pub(super) fn counters(&self) -> Counters {
         self.records.counters()
     }
 
     /// The call and kick log.
-    pub fn log(&self) -> &CallLog {
+    pub(super) fn log(&self) -> &CallLog {
         self.records.log()
     }
 
     /// Forgets calls, kicks, counters, the rate windows and the fault rules'
     /// match counts; keeps the configuration and the rules.
-    pub fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.records.reset();
         self.apps.values_mut().for_each(|app| app.rate_window.clear());
         self.fault_matches.iter_mut().for_each(|m| *m = 0);

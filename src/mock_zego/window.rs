@@ -10,14 +10,14 @@ use std::time::Duration;
 /// time under the same lock that records it), so the queue stays sorted and
 /// everything older than `now - span` sits at its front.
 #[derive(Debug, Clone)]
-pub struct SlidingWindow {
+pub(super) struct SlidingWindow {
     span: Duration,
     arrivals: VecDeque<Duration>,
 }
 
 impl SlidingWindow {
     /// An empty window of length `span`.
-    pub fn new(span: Duration) -> Self {
+    pub(super) fn new(span: Duration) -> Self {
         Self {
             span,
             arrivals: VecDeque::new(),
@@ -27,7 +27,7 @@ impl SlidingWindow {
     /// Records an arrival at `now` (time since a fixed origin) and returns how
     /// many arrivals fall in `(now - span, now]`, this one included. An
     /// arrival exactly `span` earlier is outside the window.
-    pub fn record(&mut self, now: Duration) -> usize {
+    pub(super) fn record(&mut self, now: Duration) -> usize {
         if let Some(cutoff) = now.checked_sub(self.span) {
             while self.arrivals.front().is_some_and(|&t| t <= cutoff) {
                 self.arrivals.pop_front();
@@ -38,7 +38,7 @@ impl SlidingWindow {
     }
 
     /// Forgets every arrival.
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.arrivals.clear();
     }
 }

@@ -9,14 +9,14 @@ use std::sync::Arc;
 ///
 /// Invariant: `unresolved` only ever shrinks, and holds only users of the job.
 #[derive(Debug)]
-pub struct Book<D> {
+pub(crate) struct Book<D> {
     handle: D,
     unresolved: HashSet<Arc<str>>,
 }
 
 impl<D> Book<D> {
     /// A book for `users`, minus those already done (`skipped`).
-    pub fn new<'a>(handle: D, users: impl IntoIterator<Item = &'a String>, skipped: &[String]) -> Self {
+    pub(crate) fn new<'a>(handle: D, users: impl IntoIterator<Item = &'a String>, skipped: &[String]) -> Self {
         let unresolved = users
             .into_iter()
             .filter(|u| !skipped.contains(u))
@@ -27,22 +27,22 @@ impl<D> Book<D> {
 
     /// Marks a user resolved; false if it was not pending (a duplicate
     /// result, or a user of another delivery).
-    pub fn resolve(&mut self, user: &str) -> bool {
+    pub(crate) fn resolve(&mut self, user: &str) -> bool {
         self.unresolved.remove(user)
     }
 
     /// Whether `user` still awaits a verdict.
-    pub fn is_pending(&self, user: &str) -> bool {
+    pub(crate) fn is_pending(&self, user: &str) -> bool {
         self.unresolved.contains(user)
     }
 
     /// True when every user is resolved.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.unresolved.is_empty()
     }
 
     /// Gives up the handle (to ack it).
-    pub fn into_handle(self) -> D {
+    pub(crate) fn into_handle(self) -> D {
         self.handle
     }
 }

@@ -8,16 +8,16 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 
 /// The CloudEvents content type of an event body (structured mode).
-pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+pub(crate) const CONTENT_TYPE: &str = "application/cloudevents+json";
 /// The prefix of every event's `type`: `com.kickq.job.kicked` and so on.
-pub const TYPE_PREFIX: &str = "com.kickq.job.";
+pub(crate) const TYPE_PREFIX: &str = "com.kickq.job.";
 /// The routing-key app part of a delivery whose AppId could not be read.
-pub const UNKNOWN_APP: &str = "unknown";
+pub(crate) const UNKNOWN_APP: &str = "unknown";
 
 /// What became of one delivery, as a whole: the first word of the routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Every user kicked, found to need no kick, or already done for this job id.
     Kicked,
     /// Some users scheduled for a retry (or deferred by a halt), none dead-lettered.
@@ -32,7 +32,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in the README's order.
-    pub const ALL: [Outcome; 5] = [
+    pub(crate) const ALL: [Outcome; 5] = [
         Outcome::Kicked,
         Outcome::Retrying,
         Outcome::Partial,
@@ -41,7 +41,7 @@ impl Outcome {
     ];
 
     /// The outcome's name: `kicked`, `retrying`, `partial`, `failed`, `expired`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Kicked => "kicked",
             Outcome::Retrying => "retrying",
@@ -61,7 +61,7 @@ impl std::fmt::Display for Outcome {
 /// A `--outcome` value that names no outcome.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not an outcome: use kicked, retrying, partial, failed or expired")]
-pub struct UnknownOutcome(pub String);
+pub(crate) struct UnknownOutcome(pub String);
 
 impl std::str::FromStr for Outcome {
     type Err = UnknownOutcome;
@@ -76,7 +76,7 @@ impl std::str::FromStr for Outcome {
 
 /// One user's verdict in this delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Kicked by a call of this delivery.
     Kicked,
     /// The API said there was nothing to do (room gone, user not in it).
@@ -98,7 +98,7 @@ pub enum Verdict {
 
 /// A user of the delivery and what became of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserVerdict {
+pub(crate) struct UserVerdict {
     /// The user id.
     pub user_id: String,
     /// Their verdict.
@@ -112,7 +112,7 @@ pub struct UserVerdict {
 /// (`expired` when all of those are `expired`: a mix of `expired` and other
 /// errors is `failed`); otherwise any user retrying makes it `retrying`;
 /// otherwise it is `kicked`.
-pub fn outcome_of<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> Outcome {
+pub(crate) fn outcome_of<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> Outcome {
     let (mut users, mut dead, mut expired, mut retrying) = (0usize, 0usize, 0usize, 0usize);
     for v in verdicts {
         users += 1;
@@ -137,7 +137,7 @@ pub fn outcome_of<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> Outcom
 /// What identifies one delivery's outcome: the same message finishing the
 /// same way again (a redelivery after a crash) gets the same event id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdParts<'a> {
+pub(crate) struct IdParts<'a> {
     /// `KICKQ_NAMESPACE`.
     pub namespace: &'a str,
     /// The job id; for a delivery without one, the hex MD5 of its body.
@@ -159,7 +159,7 @@ pub struct IdParts<'a> {
 /// with every retry and deferral (a rate answer raises `kickq-rate-limited`,
 /// a deferral `kickq-halted-ms`), so each delivery of a job has its own id,
 /// and a redelivery of the same message that ends the same way repeats it.
-pub fn event_id(p: &IdParts<'_>) -> String {
+pub(crate) fn event_id(p: &IdParts<'_>) -> String {
     let mut users = p.users.clone();
     users.sort_unstable();
     let mut h = Md5::new();
@@ -184,13 +184,13 @@ pub fn event_id(p: &IdParts<'_>) -> String {
 }
 
 /// The hex MD5 of a body: the job key of a delivery without a job id.
-pub fn body_key(body: &[u8]) -> String {
+pub(crate) fn body_key(body: &[u8]) -> String {
     hex::encode(Md5::digest(body))
 }
 
 /// Everything an event says about a delivery, gathered by the router.
 #[derive(Debug, Clone)]
-pub struct Finished {
+pub(crate) struct Finished {
     /// `KICKQ_NAMESPACE`.
     pub namespace: String,
     /// The job id, when one could be read.
@@ -219,7 +219,7 @@ pub struct Finished {
 
 /// A rendered event: where it goes and what it says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// `<outcome>.<app_id>` (app `unknown` when none could be read).
     pub routing_key: String,
     /// The CloudEvents id (also the AMQP message id).
@@ -288,7 +288,7 @@ struct Failure<'a> {
 }
 
 /// Renders the event of a finished delivery at `time`.
-pub fn render(f: &Finished, time: DateTime<Utc>) -> Event {
+pub(crate) fn render(f: &Finished, time: DateTime<Utc>) -> Event {
     let outcome = match &f.unusable {
         Some((DeadError::Expired, _)) => Outcome::Expired,
         Some(_) => Outcome::Failed,
@@ -366,7 +366,7 @@ pub fn render(f: &Finished, time: DateTime<Utc>) -> Event {
 
 /// The binding key of `kickq events tail`: `<outcome>.<app>`, `*` for
 /// either left open (`#` when both are: every event).
-pub fn binding_key(outcome: Option<Outcome>, app: Option<&str>) -> String {
+pub(crate) fn binding_key(outcome: Option<Outcome>, app: Option<&str>) -> String {
     match (outcome, app) {
         (None, None) => "#".to_owned(),
         (o, a) => format!("{}.{}", o.map_or("*", Outcome::as_str), a.unwrap_or("*")),
@@ -375,7 +375,7 @@ pub fn binding_key(outcome: Option<Outcome>, app: Option<&str>) -> String {
 
 /// Properties of an outcome event: persistent, CloudEvents JSON, the event
 /// id as the message id, its type, and its time (seconds, as AMQP has it).
-pub fn properties(e: &Event) -> lapin::BasicProperties {
+pub(crate) fn properties(e: &Event) -> lapin::BasicProperties {
     lapin::BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(CONTENT_TYPE.into())

@@ -6,19 +6,19 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// Default most API attempts for a user before dead-lettering `retries_exhausted`.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// Default most attempts when the API answers a code we do not know: such a
 /// code may be permanent, so it gets a short budget before a human looks.
-pub const DEFAULT_MAX_UNKNOWN_ATTEMPTS: u32 = 3;
+pub(crate) const DEFAULT_MAX_UNKNOWN_ATTEMPTS: u32 = 3;
 /// Default longest time from a user's first attempt to giving up, not
 /// counting time spent halted.
-pub const DEFAULT_MAX_RETRY_AGE: Duration = Duration::from_secs(15 * 60);
+pub(crate) const DEFAULT_MAX_RETRY_AGE: Duration = Duration::from_secs(15 * 60);
 /// Default most rate answers (7, 206) for a user before dead-lettering
 /// `retries_exhausted`. A rate answer says nothing about the call, so it does
 /// not spend `max_attempts`; the gate's slow-down is the response to it. This
 /// cap only stops a mis-set rate from looping for ever: at the shortest
 /// delay it allows minutes of rate answers.
-pub const DEFAULT_MAX_RATE_LIMITED: u32 = 100;
+pub(crate) const DEFAULT_MAX_RATE_LIMITED: u32 = 100;
 
 /// The retry budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl Default for Budget {
 
 /// What a user's job has spent so far (from its retry headers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Spent {
+pub(crate) struct Spent {
     /// Failed API attempts (`kickq-attempts`); rate answers are not among them.
     pub attempts: u32,
     /// Rate answers (`kickq-rate-limited`).
@@ -60,7 +60,7 @@ pub struct Spent {
 
 impl Spent {
     /// Time since the first attempt, minus time halted.
-    pub fn age(&self, now: DateTime<Utc>) -> Duration {
+    pub(crate) fn age(&self, now: DateTime<Utc>) -> Duration {
         let since = self
             .first_attempt_at
             .map_or(Duration::ZERO, |t| (now - t).to_std().unwrap_or_default());
@@ -70,7 +70,7 @@ impl Spent {
 
 /// What to do with a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Resolved: kicked.
     Kicked,
     /// Resolved: nothing to do (room gone, user not in it).
@@ -92,7 +92,7 @@ pub enum Action {
 
 /// Decides for one user of one job, from what the job had `spent` before
 /// this delivery.
-pub fn plan(disposition: Disposition, spent: &Spent, now: DateTime<Utc>, budget: &Budget) -> Action {
+pub(crate) fn plan(disposition: Disposition, spent: &Spent, now: DateTime<Utc>, budget: &Budget) -> Action {
     let failed_attempt = spent.attempts + 1;
     let retry = |max: u32, kind: &'static str| {
         if failed_attempt >= max || spent.age(now) >= budget.max_age {

@@ -21,19 +21,19 @@ use tokio_util::sync::CancellationToken;
 
 /// Default time allowed at shutdown to send what tokens allow before the rest
 /// goes back to the queue.
-pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Default longest a halted AppId holds users before handing them back to the
 /// broker through a delay queue: far below the broker's 30-minute consumer
 /// timeout, so a long halt never gets the channel closed under us.
-pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(120);
 /// Pending users at which intake is no longer read (prefetch bounds it too;
 /// this guards against prefetch set very high with large messages).
-pub const DEFAULT_MAX_PENDING_USERS: usize = 200_000;
+pub(crate) const DEFAULT_MAX_PENDING_USERS: usize = 200_000;
 /// Most users a halted app holds in the coalescer. Past it, its oldest groups
 /// go back to the broker through a delay queue at once instead of after
 /// `max_hold`: otherwise a halted app under load would fill the prefetch
 /// window and the pending cap, and stall every other app of the worker.
-pub const DEFAULT_MAX_HALTED_PENDING: usize = 1_000;
+pub(crate) const DEFAULT_MAX_HALTED_PENDING: usize = 1_000;
 /// Most messages folded in from the input before deciding again, so a flood
 /// of input cannot starve the send side.
 const INPUT_BATCH: usize = 512;
@@ -75,7 +75,7 @@ fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
 }
 
 /// What the coalescer runs with, built by the composition root (`pipeline/mod.rs`).
-pub struct Context {
+pub(crate) struct Context {
     /// Jobs from the live lane's intake.
     pub live: mpsc::Receiver<JobIn>,
     /// Jobs from the bulk lane's intake.
@@ -112,7 +112,7 @@ struct LaneState {
 /// takes one token: while live traffic takes every token, bulk still moves
 /// at a tenth of the rate and never nears the broker's 30-minute consumer
 /// timeout, and a live kick waits one token interval more now and then.
-pub const BULK_EVERY: u32 = 10;
+pub(crate) const BULK_EVERY: u32 = 10;
 
 /// Which lane's group gets an app's token now: the live lane's choice if it
 /// has one (unless `live_streak` live cuts in a row have left an overdue
@@ -152,7 +152,7 @@ pub(crate) enum Pick {
 /// Runs until both inputs close and pending users are sent (or the drain
 /// deadline passes: they go back to the queue when the channel closes), or
 /// until `abort` fires (the broker session is gone).
-pub async fn run(cx: Context) {
+pub(crate) async fn run(cx: Context) {
     let Context {
         mut live,
         mut bulk,

@@ -21,9 +21,9 @@ use tokio_util::task::TaskTracker;
 /// Default most calls in flight at once. At 50 calls/s this allows 2 s of
 /// latency per call before the slots, not the rate, become the limit, and a
 /// slow room holds at most its own slot.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 100;
 /// Default interval between repeats of the halt log line.
-pub const DEFAULT_HALT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_HALT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The call the dispatcher makes; one client per app in production, a fake
 /// in unit tests.
@@ -73,7 +73,7 @@ impl KickApi for Clients {
 /// is called: chunks still queued are dropped, and calls in flight with their
 /// split or shrink follow-ups are abandoned; their deliveries return to the
 /// queue with the connection.
-pub async fn run<A: KickApi>(
+pub(crate) async fn run<A: KickApi>(
     mut input: mpsc::Receiver<Dispatch>,
     output: mpsc::Sender<RouterInput>,
     api: Arc<A>,
@@ -189,7 +189,7 @@ pub(crate) fn answered_by_gateway(result: &Result<crate::zego::ApiReply, crate::
 /// Calls the API for a chunk (its token is already spent) and for any split
 /// or shrunk sub-chunks (each pays its own token), and says what became of
 /// every user.
-pub async fn execute<A: KickApi>(
+pub(crate) async fn execute<A: KickApi>(
     api: &A,
     gate: &Gate,
     chunk: Chunk<Arc<Job>>,

@@ -24,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 /// Forwards after which a job that still reached a shard not serving its
 /// app is dead-lettered (`unknown_app`) instead of forwarded again: one
 /// forward is a misrouted publish, more mean the workers disagree.
-pub const MAX_FORWARDS: u32 = 3;
+pub(crate) const MAX_FORWARDS: u32 = 3;
 
 /// What intake needs to judge a message.
 #[derive(Debug, Clone)]
-pub struct IntakeConfig {
+pub(crate) struct IntakeConfig {
     /// The apps served; a message naming another (or none, with no default
     /// app) is `unknown_app`.
     pub apps: Arc<Apps>,
@@ -48,7 +48,7 @@ impl IntakeConfig {
     /// Where a job this shard has no app for belongs: another shard that
     /// serves its app (or the default app, for a job naming none), or
     /// nowhere (then it is dead-lettered as unusable).
-    pub fn elsewhere(&self, why: &Unusable) -> Elsewhere {
+    pub(crate) fn elsewhere(&self, why: &Unusable) -> Elsewhere {
         match why {
             Unusable::UnknownApp(app) => self.routing.elsewhere(&self.here, Some(*app)),
             Unusable::NoApp => self.routing.elsewhere(&self.here, None),
@@ -59,7 +59,7 @@ impl IntakeConfig {
 
 /// Why intake stopped.
 #[derive(Debug)]
-pub enum IntakeEnd {
+pub(crate) enum IntakeEnd {
     /// Asked to stop (shutdown); the consumer was cancelled.
     Stopped,
     /// The broker cancelled the consumer (queue deleted, node down).
@@ -75,7 +75,7 @@ pub enum IntakeEnd {
 /// Decodes a delivery into a [`Job`], or says why it cannot be used (with
 /// whatever job id and attempt count could be read, for the dead letter).
 /// A job whose `not_after` is before `now` is [`Unusable::Expired`].
-pub fn decode(
+pub(crate) fn decode(
     body: &[u8],
     props: &BasicProperties,
     redelivered: bool,
@@ -143,7 +143,7 @@ const LEDGER_RETRY: Duration = Duration::from_secs(1);
 const LOOKUP_BATCH: usize = 256;
 
 /// What intake runs with, built by the composition root (`pipeline/mod.rs`).
-pub struct Context {
+pub(crate) struct Context {
     /// The consuming channel: every delivery handle acks on it.
     pub channel: Channel,
     /// The consumer on the lane's queue (`{ns}.requests` or `{ns}.bulk`).
@@ -166,7 +166,7 @@ pub struct Context {
 
 /// Runs every lane's intake at once: ends with `Stopped` once all have
 /// stopped, or with the first other end (the session then cuts the rest).
-pub async fn run_lanes(lanes: Vec<Context>) -> IntakeEnd {
+pub(crate) async fn run_lanes(lanes: Vec<Context>) -> IntakeEnd {
     let mut running: futures_util::stream::FuturesUnordered<_> = lanes.into_iter().map(run).collect();
     while let Some(end) = running.next().await {
         if !matches!(end, IntakeEnd::Stopped) {
@@ -177,7 +177,7 @@ pub async fn run_lanes(lanes: Vec<Context>) -> IntakeEnd {
 }
 
 /// Runs intake until the consumer ends, the broker fails, or `stop` fires.
-pub async fn run(cx: Context) -> IntakeEnd {
+pub(crate) async fn run(cx: Context) -> IntakeEnd {
     let Context {
         channel,
         mut consumer,

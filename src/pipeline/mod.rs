@@ -29,14 +29,14 @@
 //! ends the session like a lost connection: no call starts after it, and the
 //! deliveries go back to the queue.
 
-pub mod coalescer;
-pub mod dispatch;
-pub mod intake;
+pub(crate) mod coalescer;
+pub(crate) mod dispatch;
+pub(crate) mod intake;
 pub(crate) mod lock;
 pub(crate) mod monitor;
-pub mod router;
+pub(crate) mod router;
 pub(crate) mod slots;
-pub mod stage;
+pub(crate) mod stage;
 
 use crate::amqp::connect::{connect, describe, explain};
 use crate::amqp::publish::Publisher;

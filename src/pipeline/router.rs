@@ -22,17 +22,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Default most ledger rows per batch write.
-pub const DEFAULT_LEDGER_BATCH_ROWS: usize = 2000;
+pub(crate) const DEFAULT_LEDGER_BATCH_ROWS: usize = 2000;
 /// Default longest a ledger row waits for its batch: bounds the ack latency
 /// the ledger adds under load (at light load a batch is written as soon as
 /// the router's input is empty).
-pub const DEFAULT_LEDGER_LINGER: Duration = Duration::from_millis(50);
+pub(crate) const DEFAULT_LEDGER_LINGER: Duration = Duration::from_millis(50);
 /// Pause between ledger write attempts while PostgreSQL is away.
 const LEDGER_RETRY: Duration = Duration::from_secs(1);
 
 /// The router's settings.
 #[derive(Debug, Clone)]
-pub struct RouterConfig {
+pub(crate) struct RouterConfig {
     /// Queue names (retry delays, dead letters).
     pub names: Names,
     /// The retry budget.
@@ -53,7 +53,7 @@ pub struct RouterConfig {
 
 /// Why the router stopped.
 #[derive(Debug)]
-pub enum RouterEnd {
+pub(crate) enum RouterEnd {
     /// Its input closed and everything was flushed.
     Drained,
     /// A publish or the ledger failed for good in this session; unacked
@@ -105,7 +105,7 @@ struct Router {
 }
 
 /// What the router runs with, built by the composition root (`pipeline/mod.rs`).
-pub struct Context {
+pub(crate) struct Context {
     /// Registrations from intake, outcomes from the dispatcher.
     pub input: mpsc::Receiver<RouterInput>,
     /// Confirmed publishes of retries and dead letters.
@@ -126,7 +126,7 @@ pub struct Context {
 
 /// Runs until the input closes (then flushes, acks what is done and returns
 /// the rest to the queue) or the session fails.
-pub async fn run(cx: Context) -> (RouterEnd, Tally) {
+pub(crate) async fn run(cx: Context) -> (RouterEnd, Tally) {
     let Context {
         mut input,
         publisher,

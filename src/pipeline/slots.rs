@@ -11,7 +11,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// One call's slot; dropping it frees the slot and wakes the coalescer.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     freed: Arc<Notify>,
 }
@@ -24,7 +24,7 @@ impl Drop for Slot {
 
 /// Every app's slots. Owned by the coalescer.
 #[derive(Debug)]
-pub struct Slots {
+pub(crate) struct Slots {
     per_app: usize,
     by_app: HashMap<u32, Arc<Semaphore>>,
     freed: Arc<Notify>,
@@ -32,7 +32,7 @@ pub struct Slots {
 
 impl Slots {
     /// `per_app` slots for each app (at least one).
-    pub fn new(per_app: usize) -> Self {
+    pub(crate) fn new(per_app: usize) -> Self {
         Self {
             per_app: per_app.max(1),
             by_app: HashMap::new(),
@@ -41,7 +41,7 @@ impl Slots {
     }
 
     /// A free slot of the app, if it has one.
-    pub fn try_take(&mut self, app_id: u32) -> Option<Slot> {
+    pub(crate) fn try_take(&mut self, app_id: u32) -> Option<Slot> {
         let per_app = self.per_app;
         let sem = self
             .by_app
@@ -56,7 +56,7 @@ impl Slots {
 
     /// Resolves when some slot has been freed since the last time this
     /// resolved (a slot freed while nobody waited is not lost).
-    pub async fn freed(&self) {
+    pub(crate) async fn freed(&self) {
         self.freed.notified().await;
     }
 }

@@ -22,7 +22,7 @@ pub(crate) const CLOSE_STEP: Duration = Duration::from_secs(1);
 ///
 /// Invariant: `request` passed validation and `request.job_id` is `Some`.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     /// Unique within this process; keys the router's books.
     pub id: u64,
     /// The validated message, with `job_id` filled in.
@@ -54,7 +54,7 @@ pub struct Job {
 
 impl Job {
     /// What the job had spent before this delivery, for the retry plan.
-    pub fn spent(&self) -> crate::outcome::plan::Spent {
+    pub(crate) fn spent(&self) -> crate::outcome::plan::Spent {
         crate::outcome::plan::Spent {
             attempts: self.attempts,
             rate_limited: self.rate_limited,
@@ -64,7 +64,7 @@ impl Job {
     }
 
     /// The job id (always present after intake).
-    pub fn job_id(&self) -> &str {
+    pub(crate) fn job_id(&self) -> &str {
         self.request
             .job_id
             .as_deref()
@@ -74,7 +74,7 @@ impl Job {
 
 /// Intake -> coalescer: users of a job that still need a call.
 #[derive(Debug)]
-pub struct JobIn {
+pub(crate) struct JobIn {
     /// The job.
     pub job: Arc<Job>,
     /// Its users minus those the ledger shows as already kicked.
@@ -83,7 +83,7 @@ pub struct JobIn {
 
 /// Why a delivery could not be used at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unusable {
+pub(crate) enum Unusable {
     /// Failed validation; the text is the reason.
     Validation(String),
     /// Names an AppId this worker has no secret for.
@@ -122,7 +122,7 @@ impl std::fmt::Display for Unusable {
 
 /// Intake -> router.
 #[derive(Debug)]
-pub enum RouterInput {
+pub(crate) enum RouterInput {
     /// A usable delivery, registered before its users reach the coalescer, so
     /// the router always knows a delivery before any call result for it.
     Received {
@@ -168,7 +168,7 @@ pub enum RouterInput {
 
 /// How the dispatcher should treat a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Call the API; the token was spent at this instant.
     Call(tokio::time::Instant),
     /// Do not call: the AppId is halted and these users have been held too
@@ -181,7 +181,7 @@ pub enum Mode {
 
 /// Coalescer -> dispatcher.
 #[derive(Debug)]
-pub struct Dispatch {
+pub(crate) struct Dispatch {
     /// The users to call for.
     pub chunk: Chunk<Arc<Job>>,
     /// Call or defer.
@@ -193,7 +193,7 @@ pub struct Dispatch {
 
 /// The final word of this round on one user of a chunk.
 #[derive(Debug, Clone)]
-pub struct UserResult {
+pub(crate) struct UserResult {
     /// The user.
     pub user_id: Arc<str>,
     /// Every job that asked for this user.
@@ -214,7 +214,7 @@ pub struct UserResult {
 
 /// Dispatcher -> router: the users of one chunk and the calls made for them.
 #[derive(Debug)]
-pub struct ChunkOutcome {
+pub(crate) struct ChunkOutcome {
     /// One entry per user of the chunk.
     pub users: Vec<UserResult>,
     /// Every HTTP attempt made (more than one after a split or shrink).
@@ -225,7 +225,7 @@ pub struct ChunkOutcome {
 /// by the composition root): while ledger writes stall, calls made now could
 /// not be recorded nor their deliveries acked, so the coalescer cuts none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LedgerWrites {
+pub(crate) enum LedgerWrites {
     /// Writes go through (or there is no ledger).
     Flowing,
     /// PostgreSQL is away; the router is waiting it out.

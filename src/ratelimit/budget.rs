@@ -10,17 +10,17 @@ use tokio::time::Instant;
 /// for a round-trip floor measured a little above the true one (the
 /// fastest of a few hundred jittered samples) and for timers that wake late.
 /// 20 ms costs 2% of peak throughput.
-pub const WINDOW_MARGIN: Duration = Duration::from_millis(20);
+pub(crate) const WINDOW_MARGIN: Duration = Duration::from_millis(20);
 /// How long a measured round trip stays in the floor ([`RttFloor`]). A floor
 /// that is too low only costs throughput (places count later than they
 /// need), so a long memory is safe; it is what lets the floor rise again
 /// when the path to the gateway gets longer.
-pub const RTT_MEMORY: Duration = Duration::from_secs(10);
+pub(crate) const RTT_MEMORY: Duration = Duration::from_secs(10);
 /// Answers in [`RTT_MEMORY`] before the floor is used: the fastest of fewer
 /// samples may stand well above the true fastest round trip (the sampling
 /// error that [`WINDOW_MARGIN`] covers once there are this many). Four
 /// seconds of calls at the documented rate.
-pub const RTT_MIN_SAMPLES: usize = 200;
+pub(crate) const RTT_MIN_SAMPLES: usize = 200;
 
 /// Where an answered call's place in the window goes (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,7 +37,7 @@ pub enum Counting {
 /// The fastest round trip among recent answers: a sliding-window minimum
 /// (a monotonic queue), with the number of samples in the window.
 #[derive(Debug, Default)]
-pub struct RttFloor {
+pub(crate) struct RttFloor {
     /// (when measured, round trip), round trips increasing front to back.
     mins: VecDeque<(Instant, Duration)>,
     /// When each sample in the memory was measured, oldest first.
@@ -46,7 +46,7 @@ pub struct RttFloor {
 
 impl RttFloor {
     /// Adds a round trip measured at `now`.
-    pub fn add(&mut self, rtt: Duration, now: Instant) {
+    pub(crate) fn add(&mut self, rtt: Duration, now: Instant) {
         self.expire(now);
         while self.mins.back().is_some_and(|&(_, r)| r >= rtt) {
             self.mins.pop_back();
@@ -67,7 +67,7 @@ impl RttFloor {
 
     /// The floor at `now`: `None` with fewer than [`RTT_MIN_SAMPLES`] samples
     /// in memory.
-    pub fn floor(&mut self, now: Instant) -> Option<Duration> {
+    pub(crate) fn floor(&mut self, now: Instant) -> Option<Duration> {
         self.expire(now);
         (self.samples.len() >= RTT_MIN_SAMPLES)
             .then(|| self.mins.front().map(|&(_, r)| r))
@@ -75,27 +75,27 @@ impl RttFloor {
     }
 }
 /// The window every budget counts over: the API's second plus the margin.
-pub const WINDOW: Duration = Duration::from_millis(1000 + WINDOW_MARGIN.as_millis() as u64);
+pub(crate) const WINDOW: Duration = Duration::from_millis(1000 + WINDOW_MARGIN.as_millis() as u64);
 /// How early a call may start against its even spacing: more than the
 /// timer's 1 ms granularity, far less than the spacing at any sane rate.
-pub const SPACING_TOLERANCE: Duration = Duration::from_millis(3);
+pub(crate) const SPACING_TOLERANCE: Duration = Duration::from_millis(3);
 /// Lowest fraction of the configured rate the slow-down may reach, so a burst
 /// of rate answers never stops an AppId completely.
-pub const MIN_RATE_FACTOR: f64 = 0.1;
+pub(crate) const MIN_RATE_FACTOR: f64 = 0.1;
 /// How fast a slowed AppId recovers: this fraction of the configured rate per
 /// second without a rate signal (full recovery from half speed in 5 s).
-pub const RECOVERY_PER_SEC: f64 = 0.1;
+pub(crate) const RECOVERY_PER_SEC: f64 = 0.1;
 /// Default interval between probe calls while an AppId is halted.
-pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// Successful calls after which a chunk size shrunk by 50011 grows by one
 /// user again: one second of calls at the documented rate, so one stray
 /// 50011 costs a few seconds of smaller calls, not a permanent factor of 2,
 /// while an API that really wants fewer users answers 50011 again at once.
-pub const GROW_AFTER_SUCCESSES: u32 = 50;
+pub(crate) const GROW_AFTER_SUCCESSES: u32 = 50;
 
 /// What the gate says when asked for a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Grant {
+pub(crate) enum Grant {
     /// A call may start now; the start is recorded.
     Now,
     /// A probe call may start now: the AppId is halted and this one call tests
@@ -111,7 +111,7 @@ pub enum Grant {
 /// within the last window; `factor` is in `[MIN_RATE_FACTOR, 1]`;
 /// `chunk_size` is in `1..=MAX_USERS_PER_CALL`.
 #[derive(Debug)]
-pub struct AppBudget {
+pub(crate) struct AppBudget {
     limit: u32,
     window: Duration,
     starts: VecDeque<Instant>,
@@ -148,19 +148,19 @@ pub struct AppBudget {
 /// After this long an in-flight token that was never reported (its call
 /// abandoned: a session that ended mid-call) stops holding its place. Far
 /// above any call's life (the HTTP client's total timeout, 10 s by default).
-pub const UNANSWERED_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const UNANSWERED_AFTER: Duration = Duration::from_secs(60);
 
 /// How soon a budget whose next place is held by a call still in flight
 /// after a whole window is asked again: that call's answer frees it.
-pub const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(20);
+pub(crate) const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(20);
 
 /// How soon a budget whose lease has run out is asked again: a renewal that
 /// comes back late extends the lease, and the coalescer then goes on.
-pub const LEASE_RECHECK: Duration = Duration::from_millis(20);
+pub(crate) const LEASE_RECHECK: Duration = Duration::from_millis(20);
 
 /// How far, why and since when an AppId runs below its rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Slowed {
+pub(crate) struct Slowed {
     /// The fraction of its rate it runs at now.
     pub factor: f64,
     /// The rate answer's code (7 or 206).
@@ -171,7 +171,7 @@ pub struct Slowed {
 
 /// Why and since when an AppId is halted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Halt {
+pub(crate) struct Halt {
     /// The API code that halted it.
     pub code: i64,
     /// When the halt began.
@@ -184,7 +184,7 @@ pub struct Halt {
 
 impl AppBudget {
     /// A budget of `limit` calls per window (`limit` ≥ 1).
-    pub fn new(limit: u32, probe_interval: Duration, now: Instant) -> Self {
+    pub(crate) fn new(limit: u32, probe_interval: Duration, now: Instant) -> Self {
         assert!(
             limit >= 1,
             "a rate limit of 0 would never grant a call; config validation rejects it"
@@ -212,13 +212,13 @@ impl AppBudget {
 
     /// The call of the token spent at `granted` is in flight: its place
     /// stays in the window until it comes back ([`AppBudget::sent`]).
-    pub fn track(&mut self, granted: Instant) {
+    pub(crate) fn track(&mut self, granted: Instant) {
         self.in_flight.push(granted);
     }
 
     /// Counts answered calls as `counting` says (the default is
     /// [`Counting::Arrival`]).
-    pub fn with_counting(mut self, counting: Counting) -> Self {
+    pub(crate) fn with_counting(mut self, counting: Counting) -> Self {
         self.counting = counting;
         self
     }
@@ -226,19 +226,19 @@ impl AppBudget {
     /// Allows calls only before `until` (`None`: no lease governs it). The
     /// leadership lease sets it at each confirmed renewal; a call is never
     /// granted on a lease that has run out, even a probe.
-    pub fn lease_until(&mut self, until: Option<Instant>) {
+    pub(crate) fn lease_until(&mut self, until: Option<Instant>) {
         self.lease_until = until;
     }
 
     /// Makes no call start before `at` (later of this and any earlier hold).
     /// A process that takes over an AppId calls this with the instant the
     /// previous holder's last window ends, so the two never share a window.
-    pub fn hold_until(&mut self, at: Instant) {
+    pub(crate) fn hold_until(&mut self, at: Instant) {
         self.not_before = Some(self.not_before.map_or(at, |t| t.max(at)));
     }
 
     /// The start of the most recent call, if any is still remembered.
-    pub fn last_call(&self) -> Option<Instant> {
+    pub(crate) fn last_call(&self) -> Option<Instant> {
         self.starts.back().copied()
     }
 
@@ -261,7 +261,7 @@ impl AppBudget {
     }
 
     /// Calls allowed per window right now, after slow-down.
-    pub fn effective_limit(&mut self, now: Instant) -> u32 {
+    pub(crate) fn effective_limit(&mut self, now: Instant) -> u32 {
         self.recover(now);
         ((self.limit as f64 * self.factor).floor() as u32).max(1)
     }
@@ -273,7 +273,7 @@ impl AppBudget {
     }
 
     /// Looks without taking: when could a call start?
-    pub fn peek(&mut self, now: Instant) -> Grant {
+    pub(crate) fn peek(&mut self, now: Instant) -> Grant {
         self.prune(now);
         if self.lease_until.is_some_and(|end| now >= end) {
             return Grant::Later(now + LEASE_RECHECK);
@@ -320,7 +320,7 @@ impl AppBudget {
     }
 
     /// Takes a token if one is free now, recording the call start.
-    pub fn try_acquire(&mut self, now: Instant) -> Grant {
+    pub(crate) fn try_acquire(&mut self, now: Instant) -> Grant {
         let grant = self.peek(now);
         match grant {
             Grant::Now => self.record(now),
@@ -359,7 +359,7 @@ impl AppBudget {
     /// A call whose place already left the window comes back into it when
     /// its new place is still within one. A "return" before its token
     /// changes nothing.
-    pub fn sent(&mut self, granted: Instant, at: Instant, answered: bool) {
+    pub(crate) fn sent(&mut self, granted: Instant, at: Instant, answered: bool) {
         if let Some(i) = self.in_flight.iter().position(|&g| g == granted) {
             self.in_flight.swap_remove(i);
         }
@@ -395,7 +395,7 @@ impl AppBudget {
 
     /// A rate answer (7 or 206): halve the rate, at most once per window so a
     /// burst of answers to calls already in flight counts as one signal.
-    pub fn slow_down(&mut self, code: i64, now: Instant) -> bool {
+    pub(crate) fn slow_down(&mut self, code: i64, now: Instant) -> bool {
         self.recover(now);
         self.slow_down_code = code;
         if self
@@ -411,7 +411,7 @@ impl AppBudget {
 
     /// Slowed down now: the factor, the last rate answer's code and when it
     /// came; `None` at the full rate.
-    pub fn slowed(&self, now: Instant) -> Option<Slowed> {
+    pub(crate) fn slowed(&self, now: Instant) -> Option<Slowed> {
         let factor = self.factor_at(now);
         let since = self.last_slow_down?;
         (factor < 1.0).then_some(Slowed {
@@ -422,14 +422,14 @@ impl AppBudget {
     }
 
     /// Current slow-down factor (1 = full configured rate).
-    pub fn factor(&mut self, now: Instant) -> f64 {
+    pub(crate) fn factor(&mut self, now: Instant) -> f64 {
         self.recover(now);
         self.factor
     }
 
     /// A halting answer: stop calling except for a probe every interval.
     /// Returns true when this call started the halt.
-    pub fn halt(&mut self, code: i64, now: Instant) -> bool {
+    pub(crate) fn halt(&mut self, code: i64, now: Instant) -> bool {
         match &mut self.halt {
             Some(h) => {
                 h.code = code;
@@ -449,17 +449,17 @@ impl AppBudget {
 
     /// A call was answered without a halting code: resume. Returns the halt
     /// that ended, if any.
-    pub fn resume(&mut self) -> Option<Halt> {
+    pub(crate) fn resume(&mut self) -> Option<Halt> {
         self.halt.take()
     }
 
     /// The current halt, if any.
-    pub fn halted(&self) -> Option<Halt> {
+    pub(crate) fn halted(&self) -> Option<Halt> {
         self.halt
     }
 
     /// True at most once per `interval` while halted: whether to log the halt now.
-    pub fn should_log_halt(&mut self, now: Instant, interval: Duration) -> bool {
+    pub(crate) fn should_log_halt(&mut self, now: Instant, interval: Duration) -> bool {
         match &mut self.halt {
             Some(h) if h.logged_at.is_none_or(|t| now.saturating_duration_since(t) >= interval) => {
                 h.logged_at = Some(now);
@@ -470,12 +470,12 @@ impl AppBudget {
     }
 
     /// Users per call for this AppId.
-    pub fn chunk_size(&self) -> usize {
+    pub(crate) fn chunk_size(&self) -> usize {
         self.chunk_size
     }
 
     /// The API said the user list is too long (50011): halve the chunk size.
-    pub fn shrink(&mut self) -> usize {
+    pub(crate) fn shrink(&mut self) -> usize {
         self.chunk_size = (self.chunk_size / 2).max(1);
         self.successes_at_size = 0;
         self.chunk_size
@@ -483,7 +483,7 @@ impl AppBudget {
 
     /// A call succeeded: after [`GROW_AFTER_SUCCESSES`] of them at a shrunk
     /// size, one more user per call. Returns the new size when it grew.
-    pub fn succeeded(&mut self) -> Option<usize> {
+    pub(crate) fn succeeded(&mut self) -> Option<usize> {
         if self.chunk_size >= MAX_USERS_PER_CALL {
             return None;
         }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 /// What the dispatcher tells the gate after a call: the one way results flow
 /// back into pacing, chunk size and halt state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feedback {
+pub(crate) enum Feedback {
     /// The call whose token was spent at `granted` came back now (the `now`
     /// of [`Gate::report`]). The API saw it at some moment between token and
     /// answer; the window counts it from its estimated arrival (the answer
@@ -40,7 +40,7 @@ pub enum Feedback {
 
 /// What a [`Feedback`] changed, for the dispatcher's log line.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Changed {
+pub(crate) enum Changed {
     /// Nothing an operator needs to hear about.
     Nothing,
     /// A halt ended (the halt it ended).
@@ -61,7 +61,7 @@ pub enum Changed {
 
 /// The one read of an AppId's state the coalescer makes before cutting calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Most users in one call now (5, less after a 50011 shrink).
     pub users_per_call: usize,
     /// Whether a token is free now, or when the next one is.
@@ -72,7 +72,7 @@ pub struct Plan {
 
 /// Shared, thread-safe budgets of every AppId. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     inner: Arc<Mutex<Budgets>>,
     /// The limit of an AppId not in `limits`.
     limit: u32,
@@ -90,7 +90,7 @@ struct Budgets {
 
 impl Gate {
     /// Budgets of `limit` calls per second for every AppId.
-    pub fn new(limit: u32, probe_interval: Duration) -> Self {
+    pub(crate) fn new(limit: u32, probe_interval: Duration) -> Self {
         Self {
             inner: Arc::default(),
             limit,
@@ -103,14 +103,14 @@ impl Gate {
     /// Budgets that count answered calls as `counting` says (the default is
     /// [`Counting::Arrival`]; the bench's baseline uses
     /// [`Counting::Answer`]). For a gate no budget was made in yet.
-    pub fn with_counting(mut self, counting: Counting) -> Self {
+    pub(crate) fn with_counting(mut self, counting: Counting) -> Self {
         self.counting = counting;
         self
     }
 
     /// Budgets of each app's own limit; an AppId not listed gets the
     /// documented 50 (none reaches the gate: intake refuses unknown apps).
-    pub fn with_limits(limits: impl IntoIterator<Item = (u32, u32)>, probe_interval: Duration) -> Self {
+    pub(crate) fn with_limits(limits: impl IntoIterator<Item = (u32, u32)>, probe_interval: Duration) -> Self {
         Self {
             limits: Arc::new(limits.into_iter().collect()),
             ..Self::new(crate::config::DEFAULT_RATE, probe_interval)
@@ -118,7 +118,7 @@ impl Gate {
     }
 
     /// The calls per second an AppId is allowed.
-    pub fn limit(&self, app_id: u32) -> u32 {
+    pub(crate) fn limit(&self, app_id: u32) -> u32 {
         self.limits.get(&app_id).copied().unwrap_or(self.limit)
     }
 
@@ -130,7 +130,7 @@ impl Gate {
 
     /// Takes in what a call's result says about the AppId (see [`Feedback`]);
     /// returns what changed. The only way results reach the budget.
-    pub fn report(&self, app_id: u32, feedback: Feedback, now: Instant, halt_log_interval: Duration) -> Changed {
+    pub(crate) fn report(&self, app_id: u32, feedback: Feedback, now: Instant, halt_log_interval: Duration) -> Changed {
         self.with(app_id, |b| match feedback {
             Feedback::Answered { granted, answered } => {
                 b.sent(granted, now, answered);
@@ -155,7 +155,7 @@ impl Gate {
 
     /// Users per call, the next token and the halt state of an AppId now,
     /// read at once. Spends nothing.
-    pub fn plan(&self, app_id: u32, now: Instant) -> Plan {
+    pub(crate) fn plan(&self, app_id: u32, now: Instant) -> Plan {
         self.with(app_id, |b| Plan {
             users_per_call: b.chunk_size(),
             next_token: b.peek(now),
@@ -166,7 +166,7 @@ impl Gate {
     /// Spends a token for a call now, if one is free ([`Grant::Now`]), or the
     /// probe of a halted AppId when it is due ([`Grant::Probe`]); else says
     /// when to ask again.
-    pub fn take(&self, app_id: u32, now: Instant) -> Grant {
+    pub(crate) fn take(&self, app_id: u32, now: Instant) -> Grant {
         self.with(app_id, |b| {
             let grant = b.try_acquire(now);
             if matches!(grant, Grant::Now | Grant::Probe) {
@@ -190,7 +190,7 @@ impl Gate {
     /// Holds these AppIds until `at`: called when this process becomes the
     /// active worker of the shard that serves them. Other AppIds (another
     /// shard's, with its own lock) are not held.
-    pub fn hold_apps_until(&self, apps: &[u32], at: Instant) {
+    pub(crate) fn hold_apps_until(&self, apps: &[u32], at: Instant) {
         for app in apps {
             self.with(*app, |b| b.hold_until(at));
         }
@@ -198,14 +198,14 @@ impl Gate {
 
     /// Allows calls of these AppIds only before `until`: the end of this
     /// process's leadership lease of the shard that serves them.
-    pub fn lease_apps_until(&self, apps: &[u32], until: Option<Instant>) {
+    pub(crate) fn lease_apps_until(&self, apps: &[u32], until: Option<Instant>) {
         for app in apps {
             self.with(*app, |b| b.lease_until(until));
         }
     }
 
     /// The start of the most recent call of these AppIds.
-    pub fn last_call_of(&self, apps: &[u32]) -> Option<Instant> {
+    pub(crate) fn last_call_of(&self, apps: &[u32]) -> Option<Instant> {
         let guard = self.lock();
         apps.iter().filter_map(|a| guard.apps.get(a)?.last_call()).max()
     }
@@ -214,7 +214,7 @@ impl Gate {
     /// a caller that is not the coalescer (a split retry inside the
     /// dispatcher) must not spend the probe.
     /// Returns the instant the token was spent at, for [`Feedback::Answered`].
-    pub async fn acquire(&self, app_id: u32) -> Option<Instant> {
+    pub(crate) async fn acquire(&self, app_id: u32) -> Option<Instant> {
         loop {
             let now = Instant::now();
             let grant = self.with(app_id, |b| {
@@ -237,7 +237,7 @@ impl Gate {
     }
 
     /// Every AppId's slow-down factor now (1 = full rate), for reporting.
-    pub fn factors(&self, now: Instant) -> Vec<(u32, f64)> {
+    pub(crate) fn factors(&self, now: Instant) -> Vec<(u32, f64)> {
         let mut guard = self.lock();
         let mut v: Vec<(u32, f64)> = guard.apps.iter_mut().map(|(app, b)| (*app, b.factor(now))).collect();
         v.sort_by_key(|(app, _)| *app);
@@ -246,7 +246,7 @@ impl Gate {
 
     /// AppIds running below their rate now, in ascending order (for the
     /// console). Reads the budgets without changing them.
-    pub fn slowed_apps(&self, now: Instant) -> Vec<(u32, Slowed)> {
+    pub(crate) fn slowed_apps(&self, now: Instant) -> Vec<(u32, Slowed)> {
         let guard = self.lock();
         let mut v: Vec<(u32, Slowed)> = guard
             .apps
@@ -259,14 +259,14 @@ impl Gate {
 
     /// AppIds with a budget, in ascending order: those called (or held) since
     /// the process started (for `/status`).
-    pub fn app_ids(&self) -> Vec<u32> {
+    pub(crate) fn app_ids(&self) -> Vec<u32> {
         let mut ids: Vec<u32> = self.lock().apps.keys().copied().collect();
         ids.sort_unstable();
         ids
     }
 
     /// Halted AppIds now (for readiness and metrics).
-    pub fn halted_apps(&self) -> Vec<(u32, Halt)> {
+    pub(crate) fn halted_apps(&self) -> Vec<(u32, Halt)> {
         self.lock()
             .apps
             .iter()

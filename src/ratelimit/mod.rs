@@ -96,8 +96,8 @@
 
 mod budget;
 mod gate;
-pub use budget::*;
-pub use gate::*;
+pub(crate) use budget::*;
+pub(crate) use gate::*;
 
 #[cfg(test)]
 mod far_gateway_tests;

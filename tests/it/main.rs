@@ -23,6 +23,7 @@ mod faults;
 mod fuzz_corpus;
 mod http_intake;
 mod lanes;
+mod layout;
 mod ledger;
 mod ledger_store;
 mod mock_apps;

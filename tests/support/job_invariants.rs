@@ -19,7 +19,7 @@ struct RawJob {
 
 /// Parses `body` with the default limits, checks every invariant, and returns
 /// the result. Panics, naming the broken invariant, if one does not hold.
-pub fn parse_and_check(body: &[u8]) -> Result<KickRequest, InvalidJob> {
+pub(super) fn parse_and_check(body: &[u8]) -> Result<KickRequest, InvalidJob> {
     let limits = Limits::default();
     let result = parse(body, &limits);
     match &result {
@@ -59,7 +59,7 @@ fn check_api_id(field: &str, value: &str, max: usize, charset: IdCharset) {
 }
 
 /// Checks a job that `parse` accepted from `body`.
-pub fn check_accepted(body: &[u8], job: &KickRequest, limits: &Limits) {
+pub(super) fn check_accepted(body: &[u8], job: &KickRequest, limits: &Limits) {
     assert!(
         body.len() <= MAX_MESSAGE_BYTES,
         "accepted a body of {} bytes",

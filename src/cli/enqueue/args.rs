@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Users per message when `--group-size` is not given.
-pub const DEFAULT_GROUP_SIZE: usize = 100;
+pub(super) const DEFAULT_GROUP_SIZE: usize = 100;
 
 /// The long `--help` text of `kickq enqueue`.
-pub const LONG_ABOUT: &str = "\
+pub(crate) const LONG_ABOUT: &str = "\
 Publish kick jobs, persistent and confirmed: one job to the live lane
 (<namespace>.requests), a file to the bulk lane (<namespace>.bulk), which the
 worker serves with what live kicks leave of the rate; --lane live|bulk
@@ -57,7 +57,7 @@ with --dry-run, the messages that would be published, one JSON line each.";
 
 /// `kickq enqueue`: publish kick jobs to `{ns}.requests` or `{ns}.bulk` (see [`LONG_ABOUT`]).
 #[derive(Debug, Clone, clap::Args)]
-pub struct EnqueueArgs {
+pub(crate) struct EnqueueArgs {
     /// Broker and namespace.
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -146,7 +146,7 @@ pub struct EnqueueArgs {
 
 impl EnqueueArgs {
     /// `--header`, `--no-header`, or detection.
-    pub fn header_mode(&self) -> HeaderMode {
+    pub(crate) fn header_mode(&self) -> HeaderMode {
         match (self.header, self.no_header) {
             (true, _) => HeaderMode::Present,
             (_, true) => HeaderMode::Absent,
@@ -155,7 +155,7 @@ impl EnqueueArgs {
     }
 
     /// The validation limits: the worker's, from `--max-users-per-message` and `--id-charset`.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_users_per_message: usize::try_from(self.max_users_per_message).unwrap_or(usize::MAX),
             id_charset: self.id_charset,
@@ -163,7 +163,7 @@ impl EnqueueArgs {
     }
 
     /// Where this run publishes: `--lane`, else bulk for a file, live for one job.
-    pub fn lane(&self) -> Lane {
+    pub(crate) fn lane(&self) -> Lane {
         self.lane.unwrap_or(match self.file {
             Some(_) => Lane::Bulk,
             None => Lane::Live,
@@ -179,12 +179,12 @@ fn parse_not_after_flag(raw: &str) -> Result<DateTime<Utc>, String> {
 /// A `--ttl` that reaches past the last time chrono can hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("--ttl {0:?} reaches too far ahead")]
-pub struct TtlTooLong(pub Duration);
+pub(crate) struct TtlTooLong(pub Duration);
 
 /// The deadline a run sets on every message: `--not-after` as given, or
 /// `now` + `--ttl` (taken once, so every message of a run shares it), or none
 /// (each job keeps its own). clap keeps the two flags apart.
-pub fn deadline(
+pub(crate) fn deadline(
     not_after: Option<DateTime<Utc>>,
     ttl: Option<Duration>,
     now: DateTime<Utc>,
@@ -207,7 +207,7 @@ pub fn deadline(
      (--max-users-per-message, KICKQ_MAX_USERS_PER_MESSAGE): every message would be dead-lettered \
      as validation; give --group-size {limit} or less"
 )]
-pub struct GroupSizeError {
+pub(crate) struct GroupSizeError {
     /// The size asked for.
     pub asked: u64,
     /// The worker's limit.
@@ -218,7 +218,7 @@ pub struct GroupSizeError {
 /// `limit`, refused above it (the worker would dead-letter every full
 /// message); without it [`DEFAULT_GROUP_SIZE`], lowered to `limit` if that is
 /// smaller.
-pub fn group_size(asked: Option<u64>, limit: usize) -> Result<usize, GroupSizeError> {
+pub(crate) fn group_size(asked: Option<u64>, limit: usize) -> Result<usize, GroupSizeError> {
     let limit = limit.max(1);
     match asked {
         None => Ok(DEFAULT_GROUP_SIZE.min(limit)),

@@ -92,7 +92,7 @@ pub(super) fn report_invalid(scanned: &Scanned, skipping: bool) {
 /// How a bulk run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// Every message confirmed.
     Complete,
     /// Stopped by Ctrl-C after the confirmed prefix.
@@ -106,7 +106,7 @@ pub enum Outcome {
 /// The report of a bulk run: the `--json` object (its fields are the README's
 /// contract) and the text summary.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Report {
+pub(super) struct Report {
     /// How the run ended.
     pub status: Outcome,
     /// `csv` or `jsonl`.
@@ -155,7 +155,7 @@ pub struct Report {
 /// What every report of one run shares: the judged input, where the run
 /// started, its job-id prefix and its start time.
 #[derive(Clone, Copy)]
-pub struct Run<'a> {
+pub(super) struct Run<'a> {
     /// The first reading's verdict on the input.
     pub judged: &'a Judged,
     /// Where the run started (what a resume skipped).
@@ -170,7 +170,7 @@ pub struct Run<'a> {
 
 impl Report {
     /// A report of `published` (messages, users) of `run`, confirmed through line `through`.
-    pub fn new(
+    pub(super) fn new(
         run: &Run<'_>,
         status: Outcome,
         published: (usize, u64),
@@ -214,7 +214,7 @@ impl Report {
     }
 
     /// The end-of-run summary for people, ending with `status`.
-    pub fn text(&self, status: &str) -> String {
+    pub(super) fn text(&self, status: &str) -> String {
         let secs = (self.elapsed_ms as f64 / 1000.0).max(1e-3);
         let mut text = format!(
             "lines {}: {} header, {} valid, {} invalid",

@@ -16,15 +16,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub const APP_ID: u32 = 1234567890;
-pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const APP_ID: u32 = 1234567890;
+pub(crate) const SECRET: &str = "0123456789abcdef0123456789abcdef";
 /// The second app of the several-app tests, with its own secret.
-pub const APP_B: u32 = 987654321;
-pub const SECRET_B: &str = "fedcba9876543210fedcba9876543210";
+pub(crate) const APP_B: u32 = 987654321;
+pub(crate) const SECRET_B: &str = "fedcba9876543210fedcba9876543210";
 
 /// The broker: `KICKQ_TEST_AMQP_URL`, else a RabbitMQ container started once
 /// per test binary and left for the reaper.
-pub fn amqp_url() -> String {
+pub(crate) fn amqp_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("KICKQ_TEST_AMQP_URL") {
         Ok(u) if !u.is_empty() => u,
@@ -43,7 +43,7 @@ pub fn amqp_url() -> String {
 }
 
 /// PostgreSQL: `KICKQ_TEST_DATABASE_URL`, else a container.
-pub fn database_url() -> String {
+pub(crate) fn database_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("KICKQ_TEST_DATABASE_URL") {
         Ok(u) if !u.is_empty() => u,
@@ -78,14 +78,14 @@ where
 }
 
 /// A fresh database for one test, dropped by [`TestDb::drop_db`].
-pub struct TestDb {
+pub(crate) struct TestDb {
     pub url: String,
     admin: String,
     name: String,
 }
 
 impl TestDb {
-    pub async fn new() -> TestDb {
+    pub(crate) async fn new() -> TestDb {
         let admin = database_url();
         let name = format!(
             "kickq_test_{}_{}",
@@ -110,7 +110,7 @@ impl TestDb {
     }
 
     /// A fresh database with every migration applied.
-    pub async fn migrated() -> TestDb {
+    pub(crate) async fn migrated() -> TestDb {
         let db = TestDb::new().await;
         kickq::testkit::ledger::Ledger::connect(&db.url)
             .await
@@ -121,7 +121,7 @@ impl TestDb {
         db
     }
 
-    pub async fn drop_db(self) {
+    pub(crate) async fn drop_db(self) {
         let pool = sqlx::PgPool::connect(&self.admin).await.unwrap();
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
             .execute(&pool)
@@ -133,7 +133,7 @@ impl TestDb {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Retry delays short enough for tests.
-pub const TEST_RETRY_DELAYS: &[Duration] = &[
+pub(crate) const TEST_RETRY_DELAYS: &[Duration] = &[
     Duration::from_millis(200),
     Duration::from_millis(400),
     Duration::from_millis(800),
@@ -141,14 +141,14 @@ pub const TEST_RETRY_DELAYS: &[Duration] = &[
 
 /// A unique namespace whose queues are deleted when it drops (even when the
 /// test panics), because the broker outlives every run.
-pub struct Ns {
+pub(crate) struct Ns {
     pub names: Names,
     /// Shards whose queues are deleted too (see [`Ns::shard`]).
     shards: std::sync::Mutex<Vec<Names>>,
 }
 
 impl Ns {
-    pub fn new(tag: &str) -> Ns {
+    pub(crate) fn new(tag: &str) -> Ns {
         let ns = format!(
             "kqt-{tag}-{}-{}-{}",
             std::process::id(),
@@ -162,19 +162,19 @@ impl Ns {
     }
 
     /// Deletes these names' queues when it drops (names made elsewhere).
-    pub fn for_names(names: Names) -> Ns {
+    pub(crate) fn for_names(names: Names) -> Ns {
         Ns {
             names,
             shards: Default::default(),
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.names.namespace
     }
 
     /// The queue names of `shard` in this namespace, deleted with it.
-    pub fn shard(&self, shard: &str) -> Names {
+    pub(crate) fn shard(&self, shard: &str) -> Names {
         let names = self
             .names
             .for_shard(&kickq::config::shards::ShardName::parse(shard).unwrap());
@@ -211,14 +211,14 @@ impl Drop for Ns {
 }
 
 /// A connection and a confirm-mode publisher for test-side work.
-pub struct Broker {
+pub(crate) struct Broker {
     pub conn: Connection,
     pub publisher: Publisher,
     pub channel: Channel,
 }
 
 impl Broker {
-    pub async fn connect() -> Broker {
+    pub(crate) async fn connect() -> Broker {
         let conn = Connection::connect(
             &amqp_url(),
             ConnectionProperties::default().with_connection_name("kickq-test-side".into()),
@@ -235,14 +235,14 @@ impl Broker {
     }
 
     /// Declares the namespace's topology as the worker would.
-    pub async fn declare(&self, names: &Names) {
+    pub(crate) async fn declare(&self, names: &Names) {
         topology::declare(&self.channel, names, topology::DEFAULT_DELIVERY_LIMIT)
             .await
             .unwrap();
     }
 
     /// Publishes a raw body, persistent, confirmed.
-    pub async fn publish_raw(&self, queue: &str, body: &[u8]) {
+    pub(crate) async fn publish_raw(&self, queue: &str, body: &[u8]) {
         self.publisher
             .publish(queue, body, persistent_json(None, FieldTable::default()))
             .await
@@ -250,7 +250,7 @@ impl Broker {
     }
 
     /// Publishes many bodies, pipelined, then waits for every confirm.
-    pub async fn publish_many(&self, queue: &str, bodies: &[Vec<u8>]) {
+    pub(crate) async fn publish_many(&self, queue: &str, bodies: &[Vec<u8>]) {
         let messages = bodies
             .iter()
             .map(|b| (queue, b, persistent_json(None, FieldTable::default())));
@@ -263,7 +263,7 @@ impl Broker {
     }
 
     /// Messages ready in a queue (passive declare).
-    pub async fn depth(&self, queue: &str) -> u32 {
+    pub(crate) async fn depth(&self, queue: &str) -> u32 {
         let ch = self.conn.create_channel().await.unwrap();
         let q = ch
             .queue_declare(
@@ -281,7 +281,7 @@ impl Broker {
     }
 
     /// Takes every message from a queue (acking them): body and properties.
-    pub async fn drain(&self, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
+    pub(crate) async fn drain(&self, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
         let mut out = Vec::new();
         while let Some(m) = self
             .channel
@@ -302,7 +302,7 @@ impl Broker {
     /// refuses `basic.get`. The prefetch stays small because RabbitMQ 3.x
     /// quorum queues can drop acks still queued in the channel when it closes
     /// (rabbitmq-server#10327), which would hand the messages out again.
-    pub async fn take_all(&self, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
+    pub(crate) async fn take_all(&self, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
         let n = self.depth(queue).await as usize;
         let ch = self.conn.create_channel().await.unwrap();
         ch.basic_qos(16, Default::default()).await.unwrap();
@@ -326,12 +326,12 @@ impl Broker {
 }
 
 /// Reads a dead letter's kickq headers.
-pub fn dead_info(props: &BasicProperties) -> headers::DeadLetter {
+pub(crate) fn dead_info(props: &BasicProperties) -> headers::DeadLetter {
     headers::read_dead_letter(props.headers().as_ref())
 }
 
 /// A job body.
-pub fn job(room: &str, users: &[&str], reason: Option<&str>) -> Vec<u8> {
+pub(crate) fn job(room: &str, users: &[&str], reason: Option<&str>) -> Vec<u8> {
     let mut v = serde_json::json!({"room_id": room, "user_ids": users});
     if let Some(r) = reason {
         v["reason"] = r.into();
@@ -340,7 +340,7 @@ pub fn job(room: &str, users: &[&str], reason: Option<&str>) -> Vec<u8> {
 }
 
 /// Starts the mock on a free loopback port.
-pub async fn mock(rate_limit: u32) -> MockZego {
+pub(crate) async fn mock(rate_limit: u32) -> MockZego {
     MockZego::start(
         MockConfig {
             app_id: APP_ID,
@@ -360,7 +360,7 @@ pub async fn mock(rate_limit: u32) -> MockZego {
 
 /// A mock serving [`APP_ID`] and [`APP_B`], each with its own secret and
 /// its own `rate` window, with these faults.
-pub async fn two_app_mock(rate: u32, faults: &[&str]) -> MockZego {
+pub(crate) async fn two_app_mock(rate: u32, faults: &[&str]) -> MockZego {
     MockZego::start(
         MockConfig {
             app_id: APP_ID,
@@ -385,7 +385,7 @@ pub async fn two_app_mock(rate: u32, faults: &[&str]) -> MockZego {
 }
 
 /// The most of `times` (sorted, ms) inside any one-second window.
-pub fn busiest_second(times: &[u64]) -> usize {
+pub(crate) fn busiest_second(times: &[u64]) -> usize {
     let mut best = 0;
     let mut lo = 0;
     for hi in 0..times.len() {
@@ -398,7 +398,7 @@ pub fn busiest_second(times: &[u64]) -> usize {
 }
 
 /// Polls `f` every 50 ms until it returns true or `limit` passes.
-pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut f: F)
+pub(crate) async fn wait_for<F, Fut>(limit: Duration, what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -413,7 +413,7 @@ where
 }
 
 /// Consumes a queue's next message with a consumer (for tests that watch a queue).
-pub async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u8>> {
+pub(crate) async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u8>> {
     let mut consumer = channel
         .basic_consume(queue.into(), "".into(), Default::default(), FieldTable::default())
         .await
@@ -427,7 +427,7 @@ pub async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u8>> {
 }
 
 /// A worker configuration for tests: fast retries, short probes and drains.
-pub fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::WorkerConfig {
+pub(crate) fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::WorkerConfig {
     use kickq::worker::DriverConfig;
     kickq::worker::WorkerConfig {
         driver: DriverConfig {
@@ -460,14 +460,14 @@ pub fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::Worker
 }
 
 /// An in-process worker.
-pub struct Running {
+pub(crate) struct Running {
     pub stop: tokio_util::sync::CancellationToken,
     pub handle: tokio::task::JoinHandle<Result<kickq::worker::RunSummary, kickq::worker::WorkerError>>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub console_addr: Option<std::net::SocketAddr>,
 }
 
-pub async fn spawn_worker(cfg: kickq::worker::WorkerConfig) -> Running {
+pub(crate) async fn spawn_worker(cfg: kickq::worker::WorkerConfig) -> Running {
     init_logs();
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = kickq::worker::Worker::bind(cfg).await.expect("the worker binds");
@@ -484,7 +484,7 @@ pub async fn spawn_worker(cfg: kickq::worker::WorkerConfig) -> Running {
 
 impl Running {
     /// Graceful stop, as on SIGTERM.
-    pub async fn stop(self) -> kickq::worker::RunSummary {
+    pub(crate) async fn stop(self) -> kickq::worker::RunSummary {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.handle)
             .await
@@ -498,7 +498,7 @@ impl Running {
 /// command line, split at whitespace, e.g. `bash tests/support/rabbitmq4.sh
 /// ctl single rabbitmqctl` for the RabbitMQ 4.0 test bed), else the
 /// machine's `rabbitmqctl`.
-pub fn rabbitmqctl_command() -> std::process::Command {
+pub(crate) fn rabbitmqctl_command() -> std::process::Command {
     let line = std::env::var("KICKQ_TEST_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
     let mut words = line.split_whitespace();
     let mut cmd = std::process::Command::new(words.next().unwrap_or("rabbitmqctl"));
@@ -509,7 +509,7 @@ pub fn rabbitmqctl_command() -> std::process::Command {
 /// Closes, through `rabbitmqctl`, exactly the broker connections whose
 /// client-provided name is `name` (tests share one broker and run in
 /// parallel). Returns how many were closed.
-pub fn close_connections_named(name: &str) -> usize {
+pub(crate) fn close_connections_named(name: &str) -> usize {
     let out = rabbitmqctl_command()
         .args([
             "list_connections",
@@ -540,7 +540,7 @@ pub fn close_connections_named(name: &str) -> usize {
 }
 
 /// Logs to the test's captured output, filtered by RUST_LOG (default: warn).
-pub fn init_logs() {
+pub(crate) fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -549,7 +549,7 @@ pub fn init_logs() {
 }
 
 /// A free loopback port (for a child's server).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -559,7 +559,7 @@ pub fn free_port() -> u16 {
 
 /// A directory of the namespace's own holding a token file with `tokens`:
 /// `(dir, file)`; the namespace removes the directory when it drops.
-pub fn token_file(ns: &Ns, tokens: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn token_file(ns: &Ns, tokens: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("{}-tokens", ns.name()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("tokens");
@@ -569,7 +569,7 @@ pub fn token_file(ns: &Ns, tokens: &str) -> (std::path::PathBuf, std::path::Path
 
 /// A `kickq run` child process, configured for tests through the environment
 /// (never argv: the secret must not show in `ps`).
-pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) -> std::process::Child {
+pub(crate) fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) -> std::process::Child {
     binary_worker(ns, api_url, rate, extra)
         .spawn()
         .expect("spawn the kickq binary")
@@ -577,7 +577,7 @@ pub fn spawn_binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &s
 
 /// The command [`spawn_binary_worker`] runs, to change before spawning it
 /// (a test that reads the worker's log pipes its stderr).
-pub fn binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) -> std::process::Command {
+pub(crate) fn binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) -> std::process::Command {
     let delays: Vec<String> = TEST_RETRY_DELAYS
         .iter()
         .map(|d| format!("{}ms", d.as_millis()))
@@ -615,7 +615,7 @@ pub fn binary_worker(ns: &Ns, api_url: &str, rate: u32, extra: &[(&str, &str)]) 
 
 /// A child process killed (SIGKILL) and reaped when dropped, so a failing
 /// test leaves no worker running.
-pub struct ChildGuard(pub std::process::Child);
+pub(crate) struct ChildGuard(pub std::process::Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -627,7 +627,7 @@ impl Drop for ChildGuard {
 /// The binary worker of [`binary_worker`] with its stderr piped: the guard
 /// and the receiving end of its log lines that hold `needle` (read on a
 /// thread of their own, so the worker never blocks on a full pipe).
-pub fn spawn_binary_worker_logging(
+pub(crate) fn spawn_binary_worker_logging(
     ns: &Ns,
     api_url: &str,
     rate: u32,
@@ -651,7 +651,7 @@ pub fn spawn_binary_worker_logging(
 }
 
 /// Runs `kickq` with the namespace's broker settings and optional stdin.
-pub async fn kickq(ns: &Ns, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> std::process::Output {
+pub(crate) async fn kickq(ns: &Ns, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kickq"));
     cmd.args(args)
         .env("KICKQ_AMQP_URL", amqp_url())
@@ -681,10 +681,10 @@ pub async fn kickq(ns: &Ns, args: &[&str], env: &[(&str, &str)], stdin: Option<&
 
 /// The longest a `kickq` command of a test may run ([`kickq`]): far above
 /// any command's own waits (a dlq pass waits in line 30 s at most).
-pub const COMMAND_WITHIN: Duration = Duration::from_secs(120);
+pub(crate) const COMMAND_WITHIN: Duration = Duration::from_secs(120);
 
 /// A command's stdout and stderr as text.
-pub fn text(o: &std::process::Output) -> (String, String) {
+pub(crate) fn text(o: &std::process::Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -693,7 +693,7 @@ pub fn text(o: &std::process::Output) -> (String, String) {
 
 /// Sends `signal` (`INT`, `TERM`, ...) to the process `pid`, as Ctrl-C or a
 /// service manager would, and asserts it was delivered.
-pub fn send_signal(pid: u32, signal: &str) {
+pub(crate) fn send_signal(pid: u32, signal: &str) {
     let sent = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()
