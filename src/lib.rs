@@ -35,7 +35,7 @@
 //! worker/        config.rs (WorkerConfig, its defaults, each shard's SessionConfig), tests.rs
 //! pipeline/      one broker session of one shard of `kickq run`, a file per stage in flow order:
 //!   mod.rs         composition root: SessionConfig, connections, channels, stage tasks, supervision, stop
-//!   lock.rs        take the leadership lease (standby until then), the takeover hold, renew it, release last
+//!   lease.rs       take the leadership lease (standby until then), the takeover hold, renew it, release last
 //!   intake.rs      deliveries of each lane -> JobIn (decode, validate, select the app, expire, ledger skip);
 //!                  another shard's job -> the router, to forward
 //!   coalescer.rs   the async loop around two coalesce::Coalescers (live first, then bulk); expires, spends tokens
@@ -50,13 +50,13 @@
 //! ratelimit/     the per-AppId gate: mod.rs (the rule and its proof), budget.rs (one AppId, pure), gate.rs (all of them,
 //!                report/plan/take), tests.rs, far_gateway_tests.rs
 //! leadership.rs  the leadership lease (its rules and their proof), the record, and the pure takeover hold
-//! amqp/          the worker's transport: lock (the lease, the dlq pass lock), delivery, headers, version (the broker's,
+//! amqp/          the worker's transport: lease (the leadership lease and the dlq pass lock's primitive), delivery, headers, version (the broker's,
 //!                and its known issues); connect, publish and topology are the producer crate's
 //! ledger/        mod.rs (handle, pool, migrations), error.rs, rows.rs, write.rs, read.rs, prune.rs, idempotency.rs,
 //!                query.rs (a history question in words: limits, --since, describe); its tests against PostgreSQL are
 //!                tests/it/ledger_store.rs
 //! bulk/          kickq enqueue --file: parse, validate, group, publish in order, checkpoint
-//! dlq/           kickq dlq: pass lock, read, filter, show, replay and purge dead letters; words.rs (what a pass says)
+//! dlq/           kickq dlq: pass_lock.rs (one pass at a time), read, filter, show, replay and purge dead letters; words.rs (what a pass says)
 //! mock_zego/     the strict stand-in for the real API
 //! bench/         `kickq bench` (the `bench` feature, on by default): scenarios, the naive baseline, figures, targets
 //! access/        who may use the HTTP doors: tokens.rs (token files: named tokens, strength, constant-time checks),

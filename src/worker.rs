@@ -27,9 +27,9 @@ use crate::health::Health;
 use crate::job::Limits;
 use crate::ledger::{Ledger, LedgerError};
 pub use crate::outcome::plan::Budget;
-pub use crate::pipeline::coalescer::DriverConfig;
+pub use crate::pipeline::coalescer::CoalescerConfig;
 use crate::pipeline::dispatch::KickApi;
-use crate::pipeline::router::Tally;
+use crate::pipeline::router::SessionTally;
 use crate::pipeline::SessionConfig;
 use crate::pipeline::{session, SessionEnd, Shared};
 use crate::ratelimit::Gate;
@@ -88,7 +88,7 @@ pub enum WorkerError {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RunSummary {
     /// Router tallies.
-    pub tally: Tally,
+    pub tally: SessionTally,
     /// Sessions started after the first.
     pub reconnects: u64,
 }
@@ -435,7 +435,7 @@ async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<Worker
                 // takeover record) did not notice the stop in time. Dropping
                 // the session drops its connections: unacked deliveries return.
                 tracing::warn!(shard = %shard, bound_ms = bound_after_drain(shared.cfg.driver.drain_deadline).as_millis() as u64, "the stop overran its bound; leaving without finishing the session");
-                (SessionEnd::Shutdown, Tally::default())
+                (SessionEnd::Shutdown, SessionTally::default())
             }
         };
         add_tally(&mut summary.tally, tally);
@@ -500,7 +500,7 @@ fn bound_after_drain(drain_deadline: Duration) -> Duration {
     drain_deadline + SHUTDOWN_GRACE + CLOSE_BUDGET
 }
 
-fn add_tally(sum: &mut Tally, t: Tally) {
+fn add_tally(sum: &mut SessionTally, t: SessionTally) {
     sum.acked += t.acked;
     sum.ack_failed += t.ack_failed;
     sum.dead_letters += t.dead_letters;

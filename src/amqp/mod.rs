@@ -3,7 +3,7 @@
 
 pub(crate) mod delivery;
 pub mod headers;
-pub(crate) mod lock;
+pub(crate) mod lease;
 pub(crate) mod version;
 
 // The transport a producer needs lives in the producer crate; the worker

@@ -7,7 +7,7 @@ use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::cli::flags::BrokerArgs;
 use crate::config::Credentials;
 use crate::mock_zego::{parse_fault, MockConfig, MockZego};
-use crate::pipeline::coalescer::DriverConfig;
+use crate::pipeline::coalescer::CoalescerConfig;
 use crate::secret::Secret;
 use crate::worker::WorkerConfig;
 use anyhow::Context;
@@ -272,9 +272,9 @@ async fn demo(
     let stop = CancellationToken::new();
     let cfg = WorkerConfig {
         connection_name: format!("{}-worker", names.namespace),
-        driver: DriverConfig {
+        driver: CoalescerConfig {
             drain_deadline: Duration::from_secs(2),
-            ..DriverConfig::default()
+            ..CoalescerConfig::default()
         },
         probe_interval: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),

@@ -8,10 +8,10 @@ use super::signals::Interrupted;
 use crate::amqp::connect::connect;
 use crate::amqp::headers::DeadError;
 use crate::amqp::topology::{Lane, Names};
-use crate::dlq::format::{format_table, to_json, Tally};
+use crate::dlq::format::{format_table, to_json, LetterCounts};
 use crate::dlq::letter::{parse_error, Filter};
-use crate::dlq::lock;
 use crate::dlq::pass::{peek, peek_until, replay_spacing, sweep, Action, SweepConfig, SweepEnd};
+use crate::dlq::pass_lock as lock;
 use crate::dlq::words::{prompt, summary, DEFAULT_LIST_LIMIT};
 use crate::ledger::query::parse_since;
 use anyhow::{bail, Context};
@@ -395,7 +395,7 @@ async fn act(
         let peeked = peeked?;
         crate::amqp::connect::close(&conn, "dry run").await;
         if opts.confirm.json {
-            write_stdout(&format!("{}\n", Tally::of_dry_run(&peeked).to_json(done)))?;
+            write_stdout(&format!("{}\n", LetterCounts::of_dry_run(&peeked).to_json(done)))?;
         } else {
             write_stdout(&format_table(&peeked.letters))?;
             println!(
@@ -473,7 +473,7 @@ async fn act(
     .await;
     progress.finish();
     if opts.confirm.json {
-        write_stdout(&format!("{}\n", Tally::of_sweep(&report).to_json(done)))?;
+        write_stdout(&format!("{}\n", LetterCounts::of_sweep(&report).to_json(done)))?;
     } else {
         println!(
             "{}",

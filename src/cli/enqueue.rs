@@ -437,7 +437,13 @@ async fn bulk(
             group_size,
             started,
         };
-        let report = Report::new(&run, Outcome::DryRun, (todo_messages, todo_users), scanned.lines, None);
+        let report = EnqueueSummary::new(
+            &run,
+            EnqueueEnd::DryRun,
+            (todo_messages, todo_users),
+            scanned.lines,
+            None,
+        );
         match args.json {
             true => eprintln!("{}", report.text("dry run: nothing published")),
             false => println!("{}", report.text("dry run: nothing published")),
@@ -560,7 +566,7 @@ fn exit_on_second_signal(
 mod args;
 mod report;
 pub(crate) use args::{deadline, group_size, EnqueueArgs, LONG_ABOUT};
-use report::{finish, report_invalid, resume_from_flags, Outcome, Report, Run};
+use report::{finish, report_invalid, resume_from_flags, EnqueueEnd, EnqueueSummary, Run};
 
 #[cfg(test)]
 mod tests;

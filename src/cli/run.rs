@@ -11,7 +11,7 @@ use crate::outcome::plan::{
     Budget, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RATE_LIMITED, DEFAULT_MAX_RETRY_AGE, DEFAULT_MAX_UNKNOWN_ATTEMPTS,
 };
 use crate::pipeline::coalescer::{
-    DriverConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HALTED_PENDING, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS,
+    CoalescerConfig, DEFAULT_DRAIN_DEADLINE, DEFAULT_MAX_HALTED_PENDING, DEFAULT_MAX_HOLD, DEFAULT_MAX_PENDING_USERS,
 };
 use crate::pipeline::dispatch::{DEFAULT_HALT_LOG_INTERVAL, DEFAULT_MAX_IN_FLIGHT};
 use crate::ratelimit::DEFAULT_PROBE_INTERVAL;
@@ -228,7 +228,7 @@ impl RunArgs {
                 max_users_per_message: self.max_users_per_message,
                 id_charset: self.id_charset,
             },
-            driver: DriverConfig {
+            driver: CoalescerConfig {
                 policy: Policy {
                     linger: self.linger,
                     dense_linger: DEFAULT_DENSE_LINGER,

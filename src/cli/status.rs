@@ -76,7 +76,7 @@ pub(crate) struct WorkerRow {
 
 /// Everything `kickq status` shows; its JSON form is the `--json` output.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub(crate) struct Report {
+pub(crate) struct StatusReport {
     /// The namespace reported on (`KICKQ_NAMESPACE`).
     pub namespace: String,
     /// Whether every shard's lock is held now (`{ns}.leader` without shards).
@@ -118,7 +118,7 @@ pub(crate) fn worker_urls(given: &[String], metrics_addr: &str) -> Vec<String> {
 }
 
 /// The text output: the queues table, then the workers table.
-pub(crate) fn render(r: &Report) -> String {
+pub(crate) fn render(r: &StatusReport) -> String {
     let state = |held: bool| if held { "held" } else { "free (no active worker)" };
     let mut out = match &r.leaders[..] {
         [one] if one.shard == crate::config::shards::DEFAULT_SHARD => format!(
@@ -235,7 +235,7 @@ pub(crate) async fn run(args: StatusArgs, file: Option<&crate::config::file::Con
     let mut leaders = Vec::new();
     for shard in &shards {
         let lease = crate::amqp::topology::inspect(&conn, &names.for_shard(shard).leader).await?;
-        let held = crate::amqp::lock::lease_held(lease);
+        let held = crate::amqp::lease::lease_held(lease);
         leaders.push(LeaderRow {
             shard: shard.to_string(),
             held,
@@ -244,7 +244,7 @@ pub(crate) async fn run(args: StatusArgs, file: Option<&crate::config::file::Con
     let leader_held = leaders.iter().all(|l| l.held);
     crate::amqp::connect::close(&conn, "kickq status done").await;
     let workers = fetch_workers(&worker_urls(&args.workers, &args.metrics_addr)).await;
-    let report = Report {
+    let report = StatusReport {
         namespace: names.namespace.clone(),
         leader_held,
         leaders,
@@ -392,7 +392,7 @@ mod tests {
             degraded: vec![],
             shards: vec![],
         };
-        let r = Report {
+        let r = StatusReport {
             namespace: "k".into(),
             leader_held: true,
             leaders: vec![LeaderRow {

@@ -205,17 +205,17 @@ impl Source {
     /// A fresh connection for one dlq pass, waiting in line up to
     /// [`DEAD_PAGE_WAIT`] for another pass. The pass releases the lock
     /// before it closes the connection.
-    async fn pass_connection(&self) -> Result<(Connection, crate::dlq::lock::PassLock), SourceError> {
+    async fn pass_connection(&self) -> Result<(Connection, crate::dlq::pass_lock::PassLock), SourceError> {
         let conn = connect(&self.amqp_url, &format!("{}-dlq", self.connection_name))
             .await
             .map_err(|e| broker_err(crate::amqp::connect::describe(&e)))?;
         let never = tokio_util::sync::CancellationToken::new();
-        match crate::dlq::lock::take(&conn, &self.names, DEAD_PAGE_WAIT, &never, |_| {}).await {
+        match crate::dlq::pass_lock::take(&conn, &self.names, DEAD_PAGE_WAIT, &never, |_| {}).await {
             Ok(lock) => Ok((conn, lock)),
             Err(e) => {
                 crate::amqp::connect::close(&conn, "locked").await;
                 Err(match e {
-                    crate::dlq::lock::LockError::Held(_) => SourceError::Locked(e.to_string()),
+                    crate::dlq::pass_lock::LockError::Held(_) => SourceError::Locked(e.to_string()),
                     other => broker_err(other),
                 })
             }
@@ -291,7 +291,7 @@ impl Source {
 }
 
 async fn read_queues(conn: &Connection, names: &Names, shards: &[ShardName]) -> Result<Queues, lapin::Error> {
-    use crate::amqp::lock::lease_held;
+    use crate::amqp::lease::lease_held;
     use crate::amqp::topology::inspect;
     let mut out = Queues::default();
     for shard in shards {

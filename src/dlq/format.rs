@@ -80,7 +80,7 @@ pub(crate) fn to_json(letters: &[Letter]) -> Value {
 
 /// The counts of a replay or purge, real or dry, as `--json` prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Tally {
+pub(crate) struct LetterCounts {
     /// Ready letters when the pass started.
     pub depth: u64,
     /// Letters read.
@@ -99,7 +99,7 @@ pub(crate) struct Tally {
     pub dry_run: bool,
 }
 
-impl Tally {
+impl LetterCounts {
     /// The counts of a sweep.
     pub(crate) fn of_sweep(r: &SweepReport) -> Self {
         Self {
@@ -257,7 +257,7 @@ mod tests {
             (sweep(6, 6, 4, 0, 0, 2), 0, 2),
         ];
         for (r, kept, in_doubt) in cases {
-            let t = Tally::of_sweep(&r);
+            let t = LetterCounts::of_sweep(&r);
             assert_eq!(
                 (t.kept, t.in_doubt, t.taken, t.dry_run),
                 (kept, in_doubt, r.taken, false),
@@ -270,13 +270,13 @@ mod tests {
             matched: 3,
             letters: vec![letter(1, None, DeadError::Permanent, None, "x")],
         };
-        let t = Tally::of_dry_run(&peeked);
+        let t = LetterCounts::of_dry_run(&peeked);
         assert_eq!((t.examined, t.matched, t.taken, t.kept, t.dry_run), (5, 3, 1, 4, true));
     }
 
     #[test]
     fn the_json_summary_has_a_fixed_shape() {
-        let t = Tally::of_sweep(&sweep(5, 3, 2, 3, 5, 1));
+        let t = LetterCounts::of_sweep(&sweep(5, 3, 2, 3, 5, 1));
         assert_eq!(
             t.to_json("replayed"),
             r#"{"depth":10,"examined":5,"matched":3,"replayed":2,"kept":8,"in_doubt":1,"dry_run":false}"#

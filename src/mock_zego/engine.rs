@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// What the HTTP layer must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub(super) enum HttpReply {
     /// HTTP 200 with the API's JSON.
     Json {
         /// Return code.
@@ -37,7 +37,7 @@ pub(super) struct Reply {
     /// Added latency from fault rules.
     pub latency: Duration,
     /// What to send.
-    pub outcome: Outcome,
+    pub outcome: HttpReply,
 }
 
 /// One AppId the mock serves.
@@ -174,14 +174,14 @@ impl Engine {
         let outcome = match answer {
             Answer::Code(code) => self.json(code, request_id_bytes),
             Answer::RateLimited => self.json(verify::RATE_LIMITED, request_id_bytes),
-            Answer::Http500 => Outcome::Http500,
-            Answer::Hang => Outcome::Hang,
-            Answer::Reset => Outcome::Reset,
+            Answer::Http500 => HttpReply::Http500,
+            Answer::Hang => HttpReply::Hang,
+            Answer::Reset => HttpReply::Reset,
         };
         (record.code, record.http_status) = match &outcome {
-            Outcome::Json { code, .. } => (Some(*code), Some(200)),
-            Outcome::Http500 => (None, Some(500)),
-            Outcome::Hang | Outcome::Reset => (None, None),
+            HttpReply::Json { code, .. } => (Some(*code), Some(200)),
+            HttpReply::Http500 => (None, Some(500)),
+            HttpReply::Hang | HttpReply::Reset => (None, None),
         };
         self.records.record(record, answer);
         Reply { latency, outcome }
@@ -189,13 +189,13 @@ impl Engine {
 
     /// A JSON answer with a fresh `RequestId`, padded or cut to `bytes` when
     /// a request-id fault fired.
-    fn json(&mut self, code: i64, bytes: Option<usize>) -> Outcome {
+    fn json(&mut self, code: i64, bytes: Option<usize>) -> HttpReply {
         self.request_seq += 1;
         let mut request_id = format!("mock-{}-{:08}", self.request_prefix, self.request_seq);
         if let Some(n) = bytes {
             request_id = sized_request_id(request_id, n);
         }
-        Outcome::Json { code, request_id }
+        HttpReply::Json { code, request_id }
     }
 
     /// Replaces the fault rules and restarts their match counts.
@@ -316,7 +316,7 @@ mod tests {
 
     fn code(reply: &Reply) -> Option<i64> {
         match &reply.outcome {
-            Outcome::Json { code, .. } => Some(*code),
+            HttpReply::Json { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -336,11 +336,11 @@ mod tests {
             FaultRule::new("*", FaultEffect::AbsentUsers("ghost-*".into())),
         ];
         let mut e = Engine::new(&config(0, faults)).unwrap();
-        let json = |c| Outcome::Json {
+        let json = |c| HttpReply::Json {
             code: c,
             request_id: String::new(),
         };
-        let cases: Vec<(&str, String, Outcome, u64)> = vec![
+        let cases: Vec<(&str, String, HttpReply, u64)> = vec![
             ("kick", signed("r", &["a", "b"], "s3cret", NOW), json(0), 0),
             ("wrong secret", signed("r", &["a"], "other", NOW), json(100000005), 0),
             ("stale", signed("r", &["a"], "s3cret", NOW - 660), json(100000004), 0),
@@ -358,16 +358,21 @@ mod tests {
                 json(0),
                 250,
             ),
-            ("http 500", signed("boom-1", &["e"], "s3cret", NOW), Outcome::Http500, 0),
-            ("hang", signed("hang-1", &["e"], "s3cret", NOW), Outcome::Hang, 0),
-            ("reset", signed("reset-1", &["e"], "s3cret", NOW), Outcome::Reset, 0),
+            (
+                "http 500",
+                signed("boom-1", &["e"], "s3cret", NOW),
+                HttpReply::Http500,
+                0,
+            ),
+            ("hang", signed("hang-1", &["e"], "s3cret", NOW), HttpReply::Hang, 0),
+            ("reset", signed("reset-1", &["e"], "s3cret", NOW), HttpReply::Reset, 0),
             ("absent", signed("r", &["f", "ghost-1"], "s3cret", NOW), json(50002), 0),
             ("no query", String::new(), json(100000006), 0),
         ];
         for (i, (name, query, want, latency)) in cases.iter().enumerate() {
             let reply = e.handle(query, at(i as u64 * 10), NOW, &mut || 0.0);
             let got = match reply.outcome {
-                Outcome::Json { code, .. } => json(code),
+                HttpReply::Json { code, .. } => json(code),
                 other => other,
             };
             assert_eq!(&got, want, "{name}");
@@ -602,7 +607,7 @@ mod tests {
         let mut e = Engine::new(&config(0, vec![])).unwrap();
         let ids: std::collections::HashSet<String> = (0..100)
             .map(|i| match e.handle("", at(i), NOW, &mut || 0.0).outcome {
-                Outcome::Json { request_id, .. } => request_id,
+                HttpReply::Json { request_id, .. } => request_id,
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -614,7 +619,7 @@ mod tests {
         let rule = FaultRule::new("long-*", FaultEffect::RequestIdBytes(4096));
         let mut e = Engine::new(&config(0, vec![rule])).unwrap();
         let reply = e.handle(&signed("long-1", &["a"], "s3cret", NOW), at(0), NOW, &mut || 0.0);
-        let Outcome::Json { code, request_id } = reply.outcome else {
+        let HttpReply::Json { code, request_id } = reply.outcome else {
             panic!("{reply:?}")
         };
         assert_eq!(code, 0, "the call succeeds");
@@ -622,7 +627,7 @@ mod tests {
         assert!(request_id.starts_with("mock-") && request_id.is_ascii(), "{request_id}");
         assert_eq!(e.log().kicked.len(), 1, "the user is kicked");
         let other = e.handle(&signed("short", &["a"], "s3cret", NOW), at(1), NOW, &mut || 0.0);
-        assert!(matches!(other.outcome, Outcome::Json { request_id, .. } if request_id.len() < 64));
+        assert!(matches!(other.outcome, HttpReply::Json { request_id, .. } if request_id.len() < 64));
         for n in [0, 1, 5, 22, 23, 24, 100] {
             assert_eq!(sized_request_id("mock-abcd1234-00000001".into(), n).len(), n, "{n}");
         }

@@ -1,7 +1,7 @@
 //! The mock's HTTP surface: the API route, the `/_mock/*` control routes, and the serve loop with graceful shutdown.
 
 use super::conn::{ConnHandle, KillableListener};
-use super::engine::{Engine, Outcome};
+use super::engine::{Engine, HttpReply};
 use super::faults::FaultRule;
 use super::state::{CallLog, Counters};
 use super::{DuplicateAppId, MockConfig};
@@ -124,22 +124,22 @@ async fn api(
         }
     }
     match reply.outcome {
-        Outcome::Json { code, request_id } => Json(serde_json::json!({
+        HttpReply::Json { code, request_id } => Json(serde_json::json!({
             "Code": code,
             "Message": crate::zego::describe(code),
             "RequestId": request_id,
         }))
         .into_response(),
-        Outcome::Http500 => (
+        HttpReply::Http500 => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Html("<html><head><title>500 Internal Server Error</title></head><body><h1>500 Internal Server Error</h1></body></html>"),
         )
             .into_response(),
-        Outcome::Hang => {
+        HttpReply::Hang => {
             shared.shutdown.cancelled().await;
             drop_connection(&conn)
         }
-        Outcome::Reset => drop_connection(&conn),
+        HttpReply::Reset => drop_connection(&conn),
     }
 }
 

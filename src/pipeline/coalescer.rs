@@ -44,7 +44,7 @@ const LEDGER_CHECK: Duration = Duration::from_millis(200);
 
 /// The driver's settings.
 #[derive(Debug, Clone, Copy)]
-pub struct DriverConfig {
+pub struct CoalescerConfig {
     /// The pure policy's timings.
     pub policy: Policy,
     /// Time allowed at shutdown to flush pending users.
@@ -58,7 +58,7 @@ pub struct DriverConfig {
     pub max_halted_pending: usize,
 }
 
-impl Default for DriverConfig {
+impl Default for CoalescerConfig {
     fn default() -> Self {
         Self {
             policy: Policy::default(),
@@ -87,7 +87,7 @@ pub(crate) struct Context {
     /// Call slots per app (`KICKQ_MAX_IN_FLIGHT` each); a chunk carries its slot to the dispatcher.
     pub slots: Slots,
     /// Timings and policy.
-    pub cfg: DriverConfig,
+    pub cfg: CoalescerConfig,
     /// The router's signal: while ledger writes stall, no call is cut.
     pub ledger: watch::Receiver<LedgerWrites>,
     /// Where the coalescer reports its pending users.

@@ -7,7 +7,7 @@
 //!           └────────────── Received / Unusable ──────────────────────────┘
 //! ```
 //!
-//! The files, in the order data flows: `lock.rs` (take the leadership lease,
+//! The files, in the order data flows: `lease.rs` (take the leadership lease,
 //! hold the first call, renew the lease, release it last), `intake.rs`,
 //! `coalescer.rs`, `dispatch.rs`, `router.rs`; `stage.rs` holds the messages
 //! between stages, and `monitor.rs` the session's side tasks (queue watchdog,
@@ -32,7 +32,7 @@
 pub(crate) mod coalescer;
 pub(crate) mod dispatch;
 pub(crate) mod intake;
-pub(crate) mod lock;
+pub(crate) mod lease;
 pub(crate) mod monitor;
 pub(crate) mod router;
 pub(crate) mod slots;
@@ -51,13 +51,13 @@ use crate::ledger::LedgerError;
 use crate::outcome::plan::Budget;
 use crate::ratelimit::Gate;
 use crate::secret::Secret;
-use coalescer::DriverConfig;
+use coalescer::CoalescerConfig;
 use dispatch::KickApi;
 use intake::{IntakeConfig, IntakeEnd};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
-use router::{RouterConfig, RouterEnd, Tally};
+use router::{RouterConfig, RouterEnd, SessionTally};
 use stage::LedgerWrites;
 use stage::CLOSE_STEP;
 use std::sync::atomic::AtomicU64;
@@ -109,7 +109,7 @@ pub(crate) struct SessionConfig {
     /// What a job may hold.
     pub(crate) limits: Limits,
     /// The coalescer's settings.
-    pub(crate) driver: DriverConfig,
+    pub(crate) driver: CoalescerConfig,
     /// The retry budget of a user.
     pub(crate) budget: Budget,
     /// Calls in flight per app.
@@ -154,9 +154,9 @@ impl<A> Shared<A> {
         self.cfg.apps.iter().map(|a| a.app_id()).collect()
     }
 
-    /// What the lease steps need of this shard (see [`lock::Seat`]).
-    fn seat(&self) -> lock::Seat<'_> {
-        lock::Seat {
+    /// What the lease steps need of this shard (see [`lease::Seat`]).
+    fn seat(&self) -> lease::Seat<'_> {
+        lease::Seat {
             names: &self.cfg.names,
             connection_name: &self.cfg.connection_name,
             shard: &self.shard,
@@ -173,17 +173,25 @@ async fn close(conn: &Connection) {
     let _ = tokio::time::timeout(CLOSE_STEP, conn.close(200, "bye".into())).await;
 }
 
-pub(crate) async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionEnd, Tally) {
+pub(crate) async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionEnd, SessionTally) {
     let cfg = &shared.cfg;
     let conn = match connect(&cfg.amqp_url, &cfg.connection_name).await {
         Ok(c) => c,
-        Err(e) => return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default()),
+        Err(e) => {
+            return (
+                SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)),
+                SessionTally::default(),
+            )
+        }
     };
     let publish_conn = match connect(&cfg.amqp_url, &format!("{}-publish", cfg.connection_name)).await {
         Ok(c) => c,
         Err(e) => {
             close(&conn).await;
-            return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default());
+            return (
+                SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)),
+                SessionTally::default(),
+            );
         }
     };
     // The lease has a connection of its own: its renewals never wait behind
@@ -203,7 +211,10 @@ pub(crate) async fn session<A: KickApi>(shared: &Shared<A>, n: u64) -> (SessionE
         Err(e) => {
             close(&conn).await;
             close(&publish_conn).await;
-            return (SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)), Tally::default());
+            return (
+                SessionEnd::NotOpened(explain(&cfg.amqp_url, &e)),
+                SessionTally::default(),
+            );
         }
     };
     let conns = Conns {
@@ -227,7 +238,7 @@ struct Conns<'a> {
     lease: &'a Connection,
 }
 
-async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>) -> (SessionEnd, Tally) {
+async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>) -> (SessionEnd, SessionTally) {
     let Conns {
         consume: conn,
         publish: publish_conn,
@@ -235,7 +246,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
     } = conns;
     let cfg = &shared.cfg;
     let health = &shared.health;
-    let lost = |why: String| (SessionEnd::Lost(why), Tally::default());
+    let lost = |why: String| (SessionEnd::Lost(why), SessionTally::default());
     let declared = async {
         let publisher = Publisher::open(publish_conn).await?;
         if shared.routing.is_sharded() {
@@ -255,10 +266,10 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
         Err(e) => return lost(format!("setup: {}", describe(&e))),
     };
     shared.shard.set_connected(true);
-    let (lease, hold_at, until) = match lock::take(&shared.seat(), lease_conn, &publisher).await {
-        lock::Leadership::Taken { lease, hold_at, until } => (lease, hold_at, until),
-        lock::Leadership::Shutdown => return (SessionEnd::Shutdown, Tally::default()),
-        lock::Leadership::Lost(why) => return lost(why),
+    let (lease, hold_at, until) = match lease::take(&shared.seat(), lease_conn, &publisher).await {
+        lease::Leadership::Taken { lease, hold_at, until } => (lease, hold_at, until),
+        lease::Leadership::Shutdown => return (SessionEnd::Shutdown, SessionTally::default()),
+        lease::Leadership::Lost(why) => return lost(why),
     };
 
     // One channel per lane, each with its own prefetch: a full bulk window
@@ -372,7 +383,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
         abort: abort.clone(),
     }));
     let stop_keeper = CancellationToken::new();
-    let mut keeper = tokio::spawn(lock::keep(
+    let mut keeper = tokio::spawn(lease::keep(
         lease,
         publisher.clone(),
         shared.gate.clone(),
@@ -383,7 +394,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
     // The active worker's record, refreshed: a release record that landed
     // late (its writer's lease connection dropped mid-write) is overwritten
     // within a refresh, so it never speaks for this holder.
-    tokio::spawn(lock::refresh_record(
+    tokio::spawn(lease::refresh_record(
         publisher.clone(),
         cfg.names.clone(),
         stop_keeper.clone(),
@@ -404,8 +415,8 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
     let end = tokio::select! {
         lost = &mut watchdog => Some(lost.unwrap_or_else(|e| format!("watchdog task failed: {e}"))),
         kept = &mut keeper => Some(match kept {
-            Ok(lock::KeepEnd::Lost(why)) => why,
-            Ok(lock::KeepEnd::Stopped { .. }) => "the lease keeper stopped".to_owned(),
+            Ok(lease::KeepEnd::Lost(why)) => why,
+            Ok(lease::KeepEnd::Stopped { .. }) => "the lease keeper stopped".to_owned(),
             Err(e) => format!("lease task failed: {e}"),
         }),
         ended = &mut intake => match ended {
@@ -417,7 +428,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
                 cut(&abort, &intake);
                 watchdog.abort();
                 stop_keeper.cancel();
-                return (SessionEnd::Fatal(e), Tally::default());
+                return (SessionEnd::Fatal(e), SessionTally::default());
             }
             Err(e) => Some(format!("intake task failed: {e}")),
         },
@@ -431,7 +442,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
                 Ok((_, tally)) if shared.shutdown.is_cancelled() => (SessionEnd::Shutdown, tally),
                 Ok((RouterEnd::Broker(e), tally)) => (SessionEnd::Lost(format!("publish: {e}")), tally),
                 Ok((other, tally)) => (SessionEnd::Lost(format!("router stopped: {other:?}")), tally),
-                Err(e) => (SessionEnd::Lost(format!("router task failed: {e}")), Tally::default()),
+                Err(e) => (SessionEnd::Lost(format!("router task failed: {e}")), SessionTally::default()),
             };
             return (end, tally);
         }
@@ -452,7 +463,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
                     cut(&abort, &intake);
                     (false, tally)
                 }
-                Ok(Err(_)) => (false, Tally::default()),
+                Ok(Err(_)) => (false, SessionTally::default()),
                 Err(_) => {
                     tracing::warn!(
                         deadline_ms = (cfg.driver.drain_deadline + SHUTDOWN_GRACE).as_millis() as u64,
@@ -461,21 +472,21 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
                     cut(&abort, &intake);
                     let tally = match tokio::time::timeout(CLOSE_STEP, &mut router).await {
                         Ok(Ok((_, tally))) => tally,
-                        _ => Tally::default(),
+                        _ => SessionTally::default(),
                     };
                     (false, tally)
                 }
             };
             stop_keeper.cancel();
             let kept = tokio::time::timeout(CLOSE_STEP, &mut keeper).await;
-            if let (true, Ok(Ok(lock::KeepEnd::Stopped { lease, until }))) = (drained, kept) {
+            if let (true, Ok(Ok(lease::KeepEnd::Stopped { lease, until }))) = (drained, kept) {
                 if lease_conn.status().connected() {
                     // Every call has returned and the lease is still ours:
                     // say when our window frees, then let the token go,
                     // last. (With the connection gone, the token went with
                     // it and a successor may hold it already: no release
                     // record then, so it holds its full hold.)
-                    lock::release(&shared.seat(), lease, until, &publisher, hold_at).await;
+                    lease::release(&shared.seat(), lease, until, &publisher, hold_at).await;
                 }
             }
             (SessionEnd::Shutdown, tally)
@@ -489,7 +500,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
             close(lease_conn).await;
             let tally = match tokio::time::timeout(Duration::from_secs(5), &mut router).await {
                 Ok(Ok((_, tally))) => tally,
-                _ => Tally::default(),
+                _ => SessionTally::default(),
             };
             (SessionEnd::Lost(why), tally)
         }

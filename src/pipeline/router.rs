@@ -69,7 +69,7 @@ pub(crate) enum RouterEnd {
 
 /// Tallies for the end-of-run summary and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Tally {
+pub struct SessionTally {
     /// Deliveries acked.
     pub acked: u64,
     /// Acks that did not land (the message will come again).
@@ -95,7 +95,7 @@ struct Router {
     ready: Vec<Delivery>,
     rows: LedgerBatch,
     rows_since: Option<Instant>,
-    tally: Tally,
+    tally: SessionTally,
     defer: DeferQueue,
     /// With events on: what each unfinished delivery's users became, by job
     /// id (empty, and never touched, with events off).
@@ -126,7 +126,7 @@ pub(crate) struct Context {
 
 /// Runs until the input closes (then flushes, acks what is done and returns
 /// the rest to the queue) or the session fails.
-pub(crate) async fn run(cx: Context) -> (RouterEnd, Tally) {
+pub(crate) async fn run(cx: Context) -> (RouterEnd, SessionTally) {
     let Context {
         mut input,
         publisher,
@@ -158,7 +158,7 @@ pub(crate) async fn run(cx: Context) -> (RouterEnd, Tally) {
         ready: Vec::new(),
         rows: LedgerBatch::default(),
         rows_since: None,
-        tally: Tally::default(),
+        tally: SessionTally::default(),
         defer,
         trails: HashMap::new(),
         events: Vec::new(),

@@ -46,7 +46,7 @@ pub struct WorkerConfig {
     /// Validation limits.
     pub limits: Limits,
     /// Coalescer timings.
-    pub driver: DriverConfig,
+    pub driver: CoalescerConfig,
     /// Retry budget.
     pub budget: Budget,
     /// Most calls in flight.
@@ -105,7 +105,7 @@ impl WorkerConfig {
             bulk_prefetch: DEFAULT_BULK_PREFETCH,
             delivery_limit: crate::amqp::topology::DEFAULT_DELIVERY_LIMIT,
             limits: Limits::default(),
-            driver: DriverConfig::default(),
+            driver: CoalescerConfig::default(),
             budget: Budget::default(),
             max_in_flight: crate::pipeline::dispatch::DEFAULT_MAX_IN_FLIGHT,
             probe_interval: crate::ratelimit::DEFAULT_PROBE_INTERVAL,

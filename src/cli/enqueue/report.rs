@@ -15,19 +15,19 @@ pub(super) fn finish(
     let through = sent.confirmed_through;
     let lines = judged.scanned.lines;
     let outcome = match (&sent.failure, sent.stopped) {
-        (Some(_), _) => Outcome::Failed,
-        (None, true) => Outcome::Interrupted,
-        (None, false) => Outcome::Complete,
+        (Some(_), _) => EnqueueEnd::Failed,
+        (None, true) => EnqueueEnd::Interrupted,
+        (None, false) => EnqueueEnd::Complete,
     };
     let mut cp_error = None;
     let cp_path = keeper.as_ref().map(|k| {
         let mut k = k.lock().expect("the checkpoint lock is never poisoned");
-        if let Err(e) = k.save(through, outcome == Outcome::Complete) {
+        if let Err(e) = k.save(through, outcome == EnqueueEnd::Complete) {
             cp_error = Some(e);
         }
         k.path.clone()
     });
-    let mut report = Report::new(run, outcome, (sent.confirmed, sent.users), through, cp_path.as_deref());
+    let mut report = EnqueueSummary::new(run, outcome, (sent.confirmed, sent.users), through, cp_path.as_deref());
     report.in_doubt = sent.in_doubt;
     report.job_ids = job_ids;
     match args.json {
@@ -92,7 +92,7 @@ pub(super) fn report_invalid(scanned: &Scanned, skipping: bool) {
 /// How a bulk run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum Outcome {
+pub(super) enum EnqueueEnd {
     /// Every message confirmed.
     Complete,
     /// Stopped by Ctrl-C after the confirmed prefix.
@@ -106,9 +106,9 @@ pub(super) enum Outcome {
 /// The report of a bulk run: the `--json` object (its fields are the README's
 /// contract) and the text summary.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub(super) struct Report {
+pub(super) struct EnqueueSummary {
     /// How the run ended.
-    pub status: Outcome,
+    pub status: EnqueueEnd,
     /// `csv` or `jsonl`.
     pub format: String,
     /// Physical lines.
@@ -168,11 +168,11 @@ pub(super) struct Run<'a> {
     pub started: Instant,
 }
 
-impl Report {
+impl EnqueueSummary {
     /// A report of `published` (messages, users) of `run`, confirmed through line `through`.
     pub(super) fn new(
         run: &Run<'_>,
-        status: Outcome,
+        status: EnqueueEnd,
         published: (usize, u64),
         through: u64,
         checkpoint: Option<&Path>,
@@ -185,7 +185,7 @@ impl Report {
             ..
         } = *run;
         let s = &judged.scanned;
-        Report {
+        EnqueueSummary {
             status,
             format: s.format.to_string(),
             lines: s.lines,

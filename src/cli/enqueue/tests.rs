@@ -189,7 +189,7 @@ fn header_flags_exclude_each_other_and_the_resume_flags_too() {
     assert!(mode(&["t", "--file", "-", "--resume", "--checkpoint", "c"]).is_ok());
 }
 
-fn report(input: &[u8], start: Start, published: (usize, u64)) -> Report {
+fn report(input: &[u8], start: Start, published: (usize, u64)) -> EnqueueSummary {
     let opts = LoadOptions::new(100);
     let judged = judge(input, Format::Csv, &opts, start.from).unwrap();
     let messages = crate::bulk::load::load(input, opts).unwrap().messages;
@@ -204,7 +204,7 @@ fn report(input: &[u8], start: Start, published: (usize, u64)) -> Report {
         group_size: 1,
         started: Instant::now(),
     };
-    let mut r = Report::new(&run, Outcome::Complete, published, through, None);
+    let mut r = EnqueueSummary::new(&run, EnqueueEnd::Complete, published, through, None);
     r.elapsed_ms = 2000;
     r
 }

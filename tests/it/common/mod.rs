@@ -428,12 +428,12 @@ pub(crate) async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u
 
 /// A worker configuration for tests: fast retries, short probes and drains.
 pub(crate) fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::WorkerConfig {
-    use kickq::worker::DriverConfig;
+    use kickq::worker::CoalescerConfig;
     kickq::worker::WorkerConfig {
-        driver: DriverConfig {
+        driver: CoalescerConfig {
             drain_deadline: Duration::from_secs(2),
             max_hold: Duration::from_secs(10),
-            ..DriverConfig::default()
+            ..CoalescerConfig::default()
         },
         budget: kickq::worker::Budget {
             max_attempts: 4,

@@ -4,7 +4,7 @@
 //! second operator is told.
 
 use crate::amqp::headers::rfc3339;
-use crate::amqp::lock::{Lease, LeaseError};
+use crate::amqp::lease::{Lease, LeaseError};
 use crate::amqp::publish::{persistent_json, PublishError, Publisher};
 use crate::amqp::topology::{leader_state_args, Names};
 use chrono::{DateTime, Utc};
@@ -149,7 +149,7 @@ pub(crate) async fn take(
 ) -> Result<PassLock, LockError> {
     let publisher = Publisher::open(conn).await?;
     let tag = format!("kickq-dlq-{}-{}", host(), std::process::id());
-    let mut lease = crate::amqp::lock::subscribe(conn, &publisher, &names.dead_lease, &tag).await?;
+    let mut lease = crate::amqp::lease::subscribe(conn, &publisher, &names.dead_lease, &tag).await?;
     let deadline = tokio::time::Instant::now() + wait.max(FREE_LOCK_WAIT);
     let mut on_wait = Some(on_wait);
     loop {

@@ -1,11 +1,11 @@
 //! The first and last steps of an active session, and its lease keeper: wait for the leadership token as a
 //! standby, hold the first call for the takeover, renew the lease while active (the gate refuses calls once it
 //! runs out), and release it last. The rules and their proof are `crate::leadership`; the broker side is
-//! `crate::amqp::lock`.
+//! `crate::amqp::lease`.
 
 use super::stage::CLOSE_STEP;
 use crate::amqp::connect::describe;
-use crate::amqp::lock::{self, Lease, LeaseError};
+use crate::amqp::lease::{self as broker, Lease, LeaseError};
 use crate::amqp::publish::Publisher;
 use crate::amqp::topology::Names;
 use crate::health::ShardState;
@@ -66,7 +66,7 @@ fn lost(what: &str, e: &LeaseError) -> Leadership {
 pub(crate) async fn take(seat: &Seat<'_>, conn: &Connection, publisher: &Publisher) -> Leadership {
     let names = seat.names;
     let tag = format!("{}-lease", seat.connection_name);
-    let mut lease = match lock::subscribe(conn, publisher, &names.leader, &tag).await {
+    let mut lease = match broker::subscribe(conn, publisher, &names.leader, &tag).await {
         Ok(l) => l,
         Err(e) => return lost("leadership lease", &e),
     };
@@ -105,7 +105,7 @@ pub(crate) async fn take(seat: &Seat<'_>, conn: &Connection, publisher: &Publish
         Err(why) => return Leadership::Lost(why),
     };
     seat.gate.lease_apps_until(apps, Some(until));
-    if let Err(e) = lock::write_record(
+    if let Err(e) = broker::write_record(
         publisher,
         names,
         Record::Active {
@@ -227,7 +227,7 @@ pub(crate) async fn release(
         .last_call_of(&seat.apps)
         .map_or(now, |t| leadership::ms_of(t + WINDOW, now));
     let free_at_ms = last.max(leadership::ms_of(hold_at, now));
-    let release = lock::write_record(publisher, seat.names, Record::Released { free_at_ms });
+    let release = broker::write_record(publisher, seat.names, Record::Released { free_at_ms });
     match tokio::time::timeout(CLOSE_STEP, release).await {
         Ok(Ok(())) => {
             let _ = tokio::time::timeout(CLOSE_STEP, lease.release()).await;
@@ -254,7 +254,7 @@ pub(crate) async fn refresh_record(publisher: Publisher, names: crate::amqp::top
         let record = Record::Active {
             at_ms: leadership::now_ms(),
         };
-        let write = lock::write_record(&publisher, &names, record);
+        let write = broker::write_record(&publisher, &names, record);
         tokio::select! {
             _ = stop.cancelled() => return,
             written = write => if let Err(e) = written {
