@@ -2,7 +2,7 @@
 //! group to cut into the next call.
 //!
 //! No clock, channel or I/O here: every method takes `now`, so the policy is
-//! tested by table. [`driver`] is the thin async loop around it.
+//! tested by table. The coalescer stage (`pipeline/coalescer.rs`) is the thin async loop around it.
 //!
 //! The policy, in order (see [`Coalescer::next`]):
 //! 1. a group whose oldest user has waited `max_wait` goes first (bounded wait);

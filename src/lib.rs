@@ -32,7 +32,7 @@
 //!                which shard serves each app is the producer crate's `shards`
 //! zego/          sign, client, clients (one per AppId), codes: the vendor API, usable on its own (MAX_USERS_PER_CALL)
 //! worker.rs      `kickq run` as a library call: the run loop (one session loop per shard), reconnects, the servers;
-//! worker/        config.rs (WorkerConfig, its defaults, each shard's SessionConfig), tests.rs
+//! worker/        config.rs (WorkerConfig, its defaults, each shard's SessionConfig), error.rs (WorkerError), tests.rs
 //! pipeline/      one broker session of one shard of `kickq run`, a file per stage in flow order:
 //!   mod.rs         composition root: SessionConfig, connections, channels, stage tasks, supervision, stop
 //!   lease.rs       take the leadership lease (standby until then), the takeover hold, renew it, release last
@@ -52,19 +52,21 @@
 //! leadership.rs  the leadership lease (its rules and their proof), the record, and the pure takeover hold
 //! amqp/          the worker's transport: lease (the leadership lease and the dlq pass lock's primitive), delivery, headers, version (the broker's,
 //!                and its known issues); connect, publish and topology are the producer crate's
-//! ledger/        mod.rs (handle, pool, migrations), error.rs, rows.rs, write.rs, read.rs, prune.rs, idempotency.rs,
+//! ledger/        handle.rs (Ledger: pool, connect, migrations), error.rs, rows.rs, write.rs, read.rs, prune.rs, idempotency.rs,
 //!                query.rs (a history question in words: limits, --since, describe); its tests against PostgreSQL are
 //!                tests/it/ledger_store.rs
-//! bulk/          kickq enqueue --file: parse, validate, group, publish in order, checkpoint
+//! bulk/          kickq enqueue --file: parse, validate, group, judge (the first pass), publish in order, checkpoint
 //! dlq/           kickq dlq: pass_lock.rs (one pass at a time), read, filter, show, replay and purge dead letters; words.rs (what a pass says)
-//! mock_zego/     the strict stand-in for the real API
-//! bench/         `kickq bench` (the `bench` feature, on by default): scenarios, the naive baseline, figures, targets
+//! mock_zego/     the strict stand-in for the real API: config.rs (what it serves), engine.rs, server.rs, state.rs, ...
+//! bench/         `kickq bench` (the `bench` feature, on by default): scenarios, the naive baseline, figures, targets,
+//!                error.rs (BenchError)
 //! access/        who may use the HTTP doors: tokens.rs (token files: named tokens, strength, constant-time checks),
 //!                throttle.rs (failed authentications per client address); used by the intake and the console
 //! http_intake/   `kickq run`'s POST /v1/kicks: mod.rs (settings, listener), limit.rs
 //!                (per-token rate cap), batch.rs (the body's jobs), idempotency.rs (keys: ledger or memory),
 //!                publisher.rs (its own confirmed broker connection), handler.rs (the endpoint)
-//! console/       `kickq run`'s web console (KICKQ_CONSOLE_ADDR): mod.rs (settings, routes, the auth gate), auth.rs
+//! console/       `kickq run`'s web console (KICKQ_CONSOLE_ADDR): mod.rs (settings, routes), state.rs (what handlers
+//!                share, the Access extractor: the auth gate, form helpers), auth.rs
 //!                (tokens, sessions, CSRF), source.rs (what pages read: health, gate, broker, dlq passes, ledger),
 //!                fleet.rs (workers from the management API), chart.rs (inline SVG), layout.rs, login.rs, one file
 //!                per page (overview.rs, dead.rs, history.rs, workers.rs), assets/ (style.css, vendored htmx)

@@ -20,21 +20,16 @@ pub(crate) use crate::http_intake::{
 };
 pub use crate::serve::Bounds as ListenerBounds;
 
-use crate::config::apps::{AppConfig, Apps};
-use crate::config::shards::{Routing, ShardName};
-use crate::config::Credentials;
+use crate::config::shards::ShardName;
 use crate::health::Health;
-use crate::job::Limits;
 use crate::ledger::{Ledger, LedgerError};
 pub use crate::outcome::plan::Budget;
 pub use crate::pipeline::coalescer::CoalescerConfig;
 use crate::pipeline::dispatch::KickApi;
 use crate::pipeline::router::SessionTally;
-use crate::pipeline::SessionConfig;
 use crate::pipeline::{session, SessionEnd, Shared};
 use crate::ratelimit::Gate;
 use crate::secret::Secret;
-use crate::zego::client::ZegoClient;
 use crate::zego::clients::Clients;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::net::SocketAddr;
@@ -55,34 +50,6 @@ pub use crate::pipeline::SHUTDOWN_GRACE;
 /// What all closing steps together may add to the drain deadline and the
 /// grace before the stop is cut short (see [`stop_bound`]).
 pub const CLOSE_BUDGET: Duration = Duration::from_secs(3);
-
-/// A failure that stops the worker (the broker being away is not one: that
-/// is retried for ever, loudly).
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The API client could not be built (e.g. a bad ZEGO_API_URL).
-    #[error("{0}")]
-    Client(String),
-    /// The metrics server could not bind.
-    #[error("KICKQ_METRICS_ADDR: cannot listen on {addr}: {source}")]
-    Metrics {
-        /// `KICKQ_METRICS_ADDR` as configured.
-        addr: SocketAddr,
-        /// The operating system's refusal (address in use, no permission).
-        source: std::io::Error,
-    },
-    /// The ledger failed for a reason that waiting will not fix (a bad
-    /// DATABASE_URL, authentication, a missing table or permission, a
-    /// constraint): the worker stops rather than hold every ack for ever.
-    #[error("audit ledger: {0} (check DATABASE_URL, or run `kickq migrate`)")]
-    Ledger(LedgerError),
-    /// The HTTP intake cannot start (no usable token file, the address taken).
-    #[error(transparent)]
-    HttpIntake(#[from] IntakeError),
-    /// The web console could not start.
-    #[error(transparent)]
-    Console(#[from] ConsoleError),
-}
 
 /// What a run did, summed over its sessions.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -426,7 +393,7 @@ async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<Worker
         let started = Instant::now();
         let bounded = async {
             shared.shutdown.cancelled().await;
-            tokio::time::sleep(bound_after_drain(shared.cfg.driver.drain_deadline)).await;
+            tokio::time::sleep(bound_after_drain(shared.cfg.coalescer.drain_deadline)).await;
         };
         let (end, tally) = tokio::select! {
             ended = session(&shared, sessions) => ended,
@@ -434,7 +401,7 @@ async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<Worker
                 // A step outside the pipeline (connecting, declaring, the
                 // takeover record) did not notice the stop in time. Dropping
                 // the session drops its connections: unacked deliveries return.
-                tracing::warn!(shard = %shard, bound_ms = bound_after_drain(shared.cfg.driver.drain_deadline).as_millis() as u64, "the stop overran its bound; leaving without finishing the session");
+                tracing::warn!(shard = %shard, bound_ms = bound_after_drain(shared.cfg.coalescer.drain_deadline).as_millis() as u64, "the stop overran its bound; leaving without finishing the session");
                 (SessionEnd::Shutdown, SessionTally::default())
             }
         };
@@ -492,7 +459,7 @@ async fn shard_loop<A: KickApi>(shared: Shared<A>) -> (RunSummary, Option<Worker
 /// Longest a stop may take from the signal: the drain deadline, the grace,
 /// and the closing steps (release record, lock, connections).
 pub fn stop_bound(cfg: &WorkerConfig) -> Duration {
-    bound_after_drain(cfg.driver.drain_deadline)
+    bound_after_drain(cfg.coalescer.drain_deadline)
 }
 
 /// [`stop_bound`] for a drain deadline.
@@ -547,9 +514,11 @@ async fn open_ledger(
 }
 
 mod config;
+mod error;
 pub use config::{
     WorkerConfig, BULK_SIZED_FOR_USERS, BULK_WINDOW_WORK, DEFAULT_BULK_PREFETCH, DEFAULT_EVENTS, DEFAULT_PREFETCH,
 };
+pub use error::WorkerError;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
-//! Everything that talks AMQP: connecting, the queue topology, the leadership lock, consuming, publishing with confirms, the
-//! delivery handle and kickq's headers.
+//! The worker's AMQP: the lease primitive (leadership and the dlq pass lock), the delivery handle, kickq's headers and
+//! the broker's version; connecting, the topology and publishing with confirms are the producer crate's, re-exported
+//! here under the same paths.
 
 pub(crate) mod delivery;
 pub mod headers;

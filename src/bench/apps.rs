@@ -5,12 +5,12 @@
 
 use super::child;
 use super::env::{app_credentials, BenchEnv};
+use super::error::BenchError;
 use super::figures::{quantile, tally, Accounting, Figure, Report, Target};
 use super::publish::publish_generated;
 use super::runs::{last_kick, queue_depth, STALL};
 use super::wait::{kicked_pairs, until_kicked};
 use super::workload;
-use super::BenchError;
 use crate::amqp::topology::Names;
 use crate::mock_zego::MockZego;
 use std::collections::{BTreeMap, HashSet};

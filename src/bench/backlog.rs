@@ -3,12 +3,12 @@
 
 use super::child::{self, Memory};
 use super::env::{BenchEnv, BENCH_APP_ID, BENCH_SECRET};
+use super::error::BenchError;
 use super::figures::{tally, Accounting, Figure, Report, Target};
 use super::publish::publish_generated;
 use super::runs::{collect, queue_depth, STALL};
 use super::wait::until_kicked;
 use super::workload;
-use super::BenchError;
 use crate::amqp::topology::Names;
 use crate::mock_zego::MockZego;
 use std::collections::HashSet;

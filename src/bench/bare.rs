@@ -1,7 +1,7 @@
 //! The bare consume-and-ack loop: the fastest any consumer of the queue could go on this broker, the yardstick
 //! of the drain scenario. It consumes `n` messages with the given prefetch and acks each, nothing else.
 
-use super::BenchError;
+use super::error::BenchError;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;

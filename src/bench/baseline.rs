@@ -2,7 +2,7 @@
 //! per message (split into fives), takes its tokens from the same gate as kickq (`Gate`/`AppBudget`), never
 //! coalesces across messages, and acks each message after its calls. Bench code, not product.
 
-use super::BenchError;
+use super::error::BenchError;
 use crate::amqp::connect::connect;
 use crate::amqp::topology::Names;
 use crate::job::{self, Limits};

@@ -2,7 +2,7 @@
 //! CPU time as the kernel counts them: VmRSS sampled from `/proc/<pid>/status`, VmHWM (the kernel's own peak),
 //! and user + system time from `/proc/<pid>/stat`.
 
-use super::BenchError;
+use super::error::BenchError;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};

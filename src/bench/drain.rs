@@ -4,12 +4,12 @@
 
 use super::bare::consume_and_ack;
 use super::env::BenchEnv;
+use super::error::BenchError;
 use super::figures::{tally, Accounting, Figure, Report, Target};
 use super::null_api::NullApi;
 use super::publish::publish_all;
 use super::runs::{measure, queue_depth, Consumer, STALL};
 use super::workload::{self, Kick};
-use super::BenchError;
 use crate::amqp::topology::Names;
 use crate::worker::{WorkerConfig, DEFAULT_PREFETCH};
 use std::collections::HashSet;

@@ -5,11 +5,11 @@
 
 use super::child;
 use super::env::BenchEnv;
+use super::error::BenchError;
 use super::figures::{Figure, Report, Target};
 use super::publish::publish_generated;
 use super::runs::queue_depth;
 use super::workload;
-use super::BenchError;
 use crate::amqp::topology::Names;
 use lapin::options::QueuePurgeOptions;
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! The bench's environment: its own AppIds and secrets, its settings (broker, database, rate, scale, apps), and the
 //! namespaces and databases it creates, each deleted at the end of its scenario and again by [`BenchEnv::cleanup`].
 
-use super::BenchError;
+use super::error::BenchError;
 use crate::amqp::connect::connect;
 use crate::amqp::topology::{self, Names, DEFAULT_DELIVERY_LIMIT};
 use crate::config::Credentials;

@@ -4,11 +4,11 @@
 //! of the budget the sweep still gets during the live traffic.
 
 use super::env::BenchEnv;
+use super::error::BenchError;
 use super::figures::{quantile, tally, Accounting, Figure, Report, Target};
 use super::publish::publish_all;
 use super::runs::{first_arrivals, queue_depth, start, Consumer, STALL};
 use super::workload::{self, Kick, Pair};
-use super::BenchError;
 use crate::amqp::publish::{persistent_json, Publisher};
 use crate::amqp::topology::{Lane, Names};
 use crate::mock_zego::{CallRecord, Counters, MockZego};
@@ -63,7 +63,7 @@ pub async fn run(env: &BenchEnv) -> Result<Report, BenchError> {
             async move {
                 let kickq = |names: &Names| {
                     let mut cfg = env.worker_config(names, &mock.base_url(), rate);
-                    cfg.driver.drain_deadline = DRAIN_DEADLINE;
+                    cfg.coalescer.drain_deadline = DRAIN_DEADLINE;
                     Consumer::Kickq(Box::new(cfg))
                 };
                 let live_q = names.queue(Lane::Live).to_owned();

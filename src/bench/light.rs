@@ -3,11 +3,11 @@
 //! baseline.
 
 use super::env::BenchEnv;
+use super::error::BenchError;
 use super::figures::{quantile, tally, Accounting, Figure, Report, Target};
 use super::runs::{collect, first_arrivals, queue_depth, start, Consumer, STALL};
 use super::wait::until_kicked;
 use super::workload::{self, Kick};
-use super::BenchError;
 use crate::amqp::publish::{persistent_json, Publisher};
 use crate::amqp::topology::Names;
 use crate::mock_zego::MockZego;

@@ -1,7 +1,7 @@
 //! Publishing a scenario's messages fast: persistent, on confirm-mode channels, with many confirms in flight
 //! at once, and every one of them awaited before the count is returned.
 
-use super::BenchError;
+use super::error::BenchError;
 use crate::amqp::publish::{persistent_json, Publisher};
 use lapin::types::FieldTable;
 use lapin::Connection;

@@ -4,9 +4,9 @@
 
 use super::baseline::{self, BaselineConfig};
 use super::env::{BenchEnv, BENCH_APP_ID, BENCH_SECRET};
+use super::error::BenchError;
 use super::wait::{kicked_pairs, until_kicked};
 use super::workload::Pair;
-use super::BenchError;
 use crate::amqp::topology::Names;
 use crate::mock_zego::{CallRecord, Counters, MockZego};
 use crate::secret::Secret;

@@ -2,11 +2,11 @@
 //! against an API limit L; kickq beside the baseline, then kickq again with the audit ledger on.
 
 use super::env::BenchEnv;
+use super::error::BenchError;
 use super::figures::{tally, Accounting, Figure, Report, Target};
 use super::publish::publish_all;
 use super::runs::{measure, Consumer, RunResult};
 use super::workload::{self, Kick};
-use super::BenchError;
 use crate::ledger::Ledger;
 
 /// Rooms at scale 1.

@@ -1,8 +1,8 @@
 //! Waiting until the mock has kicked every expected pair, without disturbing the run: the cheap call counter
 //! is polled, and the (costly) kick log is read only once calls have paused at or above the minimum.
 
+use super::error::BenchError;
 use super::workload::Pair;
-use super::BenchError;
 use crate::mock_zego::MockZego;
 use std::collections::HashSet;
 use std::time::Duration;

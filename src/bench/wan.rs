@@ -3,13 +3,13 @@
 //! answer (the old rule: the baseline), and live-kick latency at light load at 200 ms.
 
 use super::env::BenchEnv;
+use super::error::BenchError;
 use super::figures::{quantile, tally, Accounting, Figure, Report, Target};
 use super::publish::publish_all;
 use super::runs::{collect, first_arrivals, measure, queue_depth, start, Consumer, RunResult, STALL};
 use super::sweep::{summary_note, DUPLICATES, USERS_PER_ROOM};
 use super::wait::until_kicked;
 use super::workload::{self, Kick, Pair};
-use super::BenchError;
 use crate::amqp::publish::{persistent_json, Publisher};
 use crate::amqp::topology::Names;
 use crate::mock_zego::{Distance, MockZego};

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Appended to the input's path for the default checkpoint path (`bans.csv` -> `bans.csv.kickq-checkpoint`).
 pub(crate) const CHECKPOINT_SUFFIX: &str = ".kickq-checkpoint";
@@ -195,6 +196,41 @@ pub(crate) fn write(path: &Path, cp: &Checkpoint) -> Result<(), CheckpointError>
         f.sync_all().map_err(io)?;
     }
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Least time between two checkpoint writes while confirms come in: one
+/// atomic write a second costs nothing next to the publishing, and a kill -9
+/// then resends at most a second of messages (with the same job ids). The
+/// last write, at the end or on Ctrl-C, is exact.
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The checkpoint a run keeps: where, and its fields as of the last confirm.
+pub(crate) struct Keeper {
+    /// Where the checkpoint is written.
+    pub(crate) path: PathBuf,
+    /// Its fields as of the last confirm.
+    pub(crate) cp: Checkpoint,
+    /// When it was last written.
+    pub(crate) last_write: Instant,
+}
+
+impl Keeper {
+    /// Writes it through `through`, `complete` once the whole input is confirmed.
+    pub(crate) fn save(&mut self, through: u64, complete: bool) -> Result<(), CheckpointError> {
+        self.cp.confirmed_through = through;
+        self.cp.complete = complete;
+        self.last_write = Instant::now();
+        write(&self.path, &self.cp)
+    }
+
+    /// Saves at most every [`CHECKPOINT_INTERVAL`]; a failure is a warning (the final save reports).
+    pub(crate) fn tick(&mut self, through: u64) {
+        if self.last_write.elapsed() >= CHECKPOINT_INTERVAL {
+            if let Err(e) = self.save(through, false) {
+                tracing::warn!(error = %e, "could not update the checkpoint");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

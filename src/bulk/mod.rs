@@ -7,11 +7,13 @@
 //! load.rs    the whole input (csv crate): records -> invalid lines + messages; prefix, hash
 //! group.rs   messages per (room, reason), first-line order, resume arithmetic
 //! send.rs    publishing in order with a bounded window; the confirmed prefix
-//! checkpoint.rs  the resumable record of a run: input hash, group size, last confirmed line
+//! judge.rs   the first pass: judge and group without keeping the messages, what a start line skips
+//! checkpoint.rs  the resumable record of a run: input hash, group size, last confirmed line; its keeper
 //! ```
 
 pub(crate) mod checkpoint;
 pub(crate) mod group;
+pub(crate) mod judge;
 pub(crate) mod load;
 pub(crate) mod parse;
 pub(crate) mod send;

@@ -272,7 +272,7 @@ async fn demo(
     let stop = CancellationToken::new();
     let cfg = WorkerConfig {
         connection_name: format!("{}-worker", names.namespace),
-        driver: CoalescerConfig {
+        coalescer: CoalescerConfig {
             drain_deadline: Duration::from_secs(2),
             ..CoalescerConfig::default()
         },

@@ -150,7 +150,7 @@ pub(crate) struct ReplayArgs {
     pub rate: Option<f64>,
     /// The lane to replay into: bulk (<ns>.bulk, the default: a replay must
     /// not delay live kicks) or live (<ns>.requests).
-    #[arg(long, value_name = "live|bulk", default_value = "bulk", value_parser = |s: &str| s.parse::<Lane>())]
+    #[arg(long, value_name = "live|bulk", default_value_t = Lane::Bulk, value_parser = |s: &str| s.parse::<Lane>())]
     pub lane: Lane,
     /// --dry-run, --yes, --json.
     #[command(flatten)]

@@ -4,37 +4,28 @@
 
 use super::progress::Progress;
 use super::signals::Interrupted;
-use crate::bulk::checkpoint::{self, Checkpoint, CHECKPOINT_VERSION};
+use crate::bulk::checkpoint::{self, Checkpoint, Keeper, CHECKPOINT_VERSION};
 use crate::bulk::group::{as_published, job_id, Grouper, Message};
-use crate::bulk::load::{
-    check_prefix, detect_stream, prefix_of, run_tag, scan, LoadError, LoadOptions, Scanned, MAX_KEPT_INVALID,
-};
+use crate::bulk::judge::{judge, Start};
+use crate::bulk::load::{check_prefix, detect_stream, prefix_of, run_tag, scan, LoadOptions};
 use crate::bulk::parse::Format;
-use crate::bulk::send::{send_in_order, Feed, SendError, SendReport, Sending, DEFAULT_WINDOW};
+use crate::bulk::send::{send_in_order, Feed, Sending, DEFAULT_WINDOW};
 use crate::job::{self, KickRequest};
 use crate::producer::{Producer, ProducerConfig};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Invalid lines printed before "... and N more".
-pub(crate) const MAX_REPORTED_INVALID: usize = 20;
 /// Messages the reading thread may have ready ahead of the publisher: enough
 /// to keep it busy, few enough to keep memory small (at most 100 users each by default).
 pub(crate) const FEED_DEPTH: usize = 1000;
 /// Test hook: when set to K, the run behaves as if Ctrl-C arrived once K
 /// messages were confirmed (tests use it to interrupt a run at a known point).
 pub(crate) const STOP_AFTER_ENV: &str = "KICKQ_ENQUEUE_STOP_AFTER";
-/// Least time between two checkpoint writes while confirms come in: one
-/// atomic write a second costs nothing next to the publishing, and a kill -9
-/// then resends at most a second of messages (with the same job ids). The
-/// last write, at the end or on Ctrl-C, is exact.
-pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs `kickq enqueue`.
 pub(crate) async fn run(args: EnqueueArgs, file: Option<&crate::config::file::ConfigFile>) -> anyhow::Result<()> {
@@ -144,51 +135,6 @@ fn rewind(file: &mut std::fs::File) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the first pass found: the judgement, and the messages the whole
-/// input makes and those a start line skips.
-#[derive(Debug, Clone)]
-pub(crate) struct Judged {
-    /// Counts, hash, first invalid lines.
-    pub scanned: Scanned,
-    /// Messages of the whole input.
-    pub messages: usize,
-    /// Messages that start before the start line, and their users.
-    pub skipped: (usize, u64),
-    /// The first line of the first message not skipped, if any.
-    pub first_todo: Option<u64>,
-}
-
-/// Judges and groups `input` without keeping the messages, counting those that start before `from`.
-pub(crate) fn judge<R: Read>(input: R, format: Format, opts: &LoadOptions, from: u64) -> Result<Judged, LoadError> {
-    let mut g = Grouper::counting(opts.group_size);
-    let (mut messages, mut skipped, mut first_todo) = (0usize, (0usize, 0u64), None);
-    let mut count = |m: Message, messages: &mut usize| {
-        *messages += 1;
-        if m.first_line < from {
-            skipped.0 += 1;
-            skipped.1 += m.job.user_ids.len() as u64;
-        } else if first_todo.is_none() {
-            first_todo = Some(m.first_line);
-        }
-    };
-    let scanned = scan(input, format, opts, |line, job| {
-        g.push(line, job);
-        while let Some(m) = g.pop_ready() {
-            count(m, &mut messages);
-        }
-        true
-    })?;
-    for m in g.finish() {
-        count(m, &mut messages);
-    }
-    Ok(Judged {
-        scanned,
-        messages,
-        skipped,
-        first_todo,
-    })
-}
-
 /// The second pass: groups `input` again and feeds the messages that start
 /// at or after `from` to `feed`, then the end marker if the input is the one
 /// judged (same hash). Stops early when the receiver is gone.
@@ -224,42 +170,6 @@ fn feed_messages(
     }
     let _ = feed.blocking_send(None);
     Ok(())
-}
-
-/// Where a run started: what it skipped and why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Start {
-    /// The first line not skipped.
-    pub from: u64,
-    /// Messages skipped (they start before `from`).
-    pub skipped: usize,
-    /// What said so: `--resume-from` or the checkpoint.
-    pub by_checkpoint: bool,
-}
-
-/// The checkpoint a run keeps: where, and its fields as of the last confirm.
-struct Keeper {
-    path: PathBuf,
-    cp: Checkpoint,
-    last_write: Instant,
-}
-
-impl Keeper {
-    fn save(&mut self, through: u64, complete: bool) -> Result<(), checkpoint::CheckpointError> {
-        self.cp.confirmed_through = through;
-        self.cp.complete = complete;
-        self.last_write = Instant::now();
-        checkpoint::write(&self.path, &self.cp)
-    }
-
-    /// Saves at most every [`CHECKPOINT_INTERVAL`]; a failure is a warning (the final save reports).
-    fn tick(&mut self, through: u64) {
-        if self.last_write.elapsed() >= CHECKPOINT_INTERVAL {
-            if let Err(e) = self.save(through, false) {
-                tracing::warn!(error = %e, "could not update the checkpoint");
-            }
-        }
-    }
 }
 
 async fn bulk(

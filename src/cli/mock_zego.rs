@@ -7,6 +7,9 @@ use crate::mock_zego::{parse_fault, serve, FaultRule, FaultSyntaxError, MockConf
 use anyhow::Context;
 use std::net::SocketAddr;
 
+/// Where `kickq mock-zego` listens by default: loopback, a port of its own.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8085";
+
 /// Run a strict stand-in for ZEGOCLOUD's KickoutUser API, for tests and local
 /// development.
 ///
@@ -39,7 +42,7 @@ pub(crate) struct MockZegoArgs {
     pub apps: Vec<String>,
 
     /// Address and port to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8085")]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// Requests allowed per AppId in any sliding second, refused ones
@@ -74,7 +77,7 @@ pub(crate) struct MockZegoArgs {
     /// ~!@#$%^&*()_+=-`;',.<>/\), as the SDK reference states it. any: every
     /// character but control characters, to exercise query encoding with
     /// spaces and non-ASCII ids.
-    #[arg(long = "id-charset", value_name = "vendor|any", default_value = "vendor", value_parser = |s: &str| s.parse::<IdCharset>())]
+    #[arg(long = "id-charset", value_name = "vendor|any", default_value_t = IdCharset::default(), value_parser = |s: &str| s.parse::<IdCharset>())]
     pub id_charset: IdCharset,
 
     /// Play a gateway this far away: each request waits MS (± --jitter-ms)
@@ -195,7 +198,7 @@ mod tests {
         .unwrap();
         let a = cli.args;
         assert_eq!(a.zego.app_id.as_deref(), Some("42"));
-        assert_eq!(a.listen, "127.0.0.1:8085".parse::<SocketAddr>().unwrap());
+        assert_eq!(a.listen, DEFAULT_LISTEN.parse::<SocketAddr>().unwrap());
         assert_eq!(a.rate_limit, 50);
         assert_eq!(a.clock_offset, -660);
         assert_eq!(a.id_charset, IdCharset::Vendor);

@@ -33,10 +33,10 @@ pub(crate) fn render(cfg: &WorkerConfig) -> String {
     put("max_retry_age", d(cfg.budget.max_age));
     put("max_in_flight", n(cfg.max_in_flight as u64));
     put("probe_interval", d(cfg.probe_interval));
-    put("max_hold", d(cfg.driver.max_hold));
-    put("linger", d(cfg.driver.policy.linger));
-    put("max_group_wait", d(cfg.driver.policy.max_wait));
-    put("drain_deadline", d(cfg.driver.drain_deadline));
+    put("max_hold", d(cfg.coalescer.max_hold));
+    put("linger", d(cfg.coalescer.policy.linger));
+    put("max_group_wait", d(cfg.coalescer.policy.max_wait));
+    put("drain_deadline", d(cfg.coalescer.drain_deadline));
     put("http_timeout", d(cfg.http_timeout));
     put("dedupe_window", d(cfg.dedupe_window));
     put("connection_name", s(&cfg.connection_name));

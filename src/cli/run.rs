@@ -53,7 +53,7 @@ pub(crate) struct RunArgs {
     /// documented set: digits, letters and ~!@#$%^&*()_+=-`;',.<>/\) or any
     /// (every character but control characters). An id outside it is
     /// dead-lettered as validation, without a call.
-    #[arg(long = "id-charset", env = "KICKQ_ID_CHARSET", value_name = "vendor|any", default_value = "vendor", value_parser = |s: &str| s.parse::<IdCharset>())]
+    #[arg(long = "id-charset", env = "KICKQ_ID_CHARSET", value_name = "vendor|any", default_value_t = IdCharset::default(), value_parser = |s: &str| s.parse::<IdCharset>())]
     id_charset: IdCharset,
     /// Deliveries of one message before the broker dead-letters it as poison
     /// (fixed when the queue is first declared).
@@ -228,7 +228,7 @@ impl RunArgs {
                 max_users_per_message: self.max_users_per_message,
                 id_charset: self.id_charset,
             },
-            driver: CoalescerConfig {
+            coalescer: CoalescerConfig {
                 policy: Policy {
                     linger: self.linger,
                     dense_linger: DEFAULT_DENSE_LINGER,

@@ -1,7 +1,8 @@
 //! Settings shared by several subcommands, parsed once by clap and validated into types; defaults are named constants.
 //!
 //! `file.rs` reads the config file (settings and `[[apps]]`), `apps.rs`
-//! validates the apps a worker serves, `shards.rs` says which shard serves each app.
+//! validates the apps a worker serves; `shards` (which shard serves each app) is
+//! the producer crate's, re-exported here.
 
 pub mod apps;
 pub mod file;

@@ -5,7 +5,7 @@
 
 use super::layout::{self, Page};
 use super::source::SourceError;
-use super::{field, forbidden, form_pairs, Access, Console, St};
+use super::state::{field, forbidden, form_pairs, Access, Console, St};
 use crate::amqp::topology::Lane;
 use crate::dlq::letter::{parse_error, Filter, Letter};
 use crate::dlq::pass::{Action, SweepEnd};

@@ -2,7 +2,7 @@
 //! first, with each call's RequestId: `kickq history` in a page.
 
 use super::layout::{self, Page};
-use super::{field, form_pairs, Access, St};
+use super::state::{field, form_pairs, Access, St};
 use crate::ledger::HistoryQuery;
 use crate::table::escape;
 use axum::extract::RawQuery;

@@ -1,7 +1,7 @@
 //! The page shell every console page shares: head (styles, htmx, an optional refresh), the navigation with
 //! the namespace and version, the logout form, and small pieces (times, notices) the pages reuse.
 
-use super::Access;
+use super::state::Access;
 use chrono::{DateTime, SecondsFormat, Utc};
 use maud::{html, Markup, DOCTYPE};
 

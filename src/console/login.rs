@@ -2,7 +2,7 @@
 //! trades a token of the token file for a session cookie, and the logout.
 
 use super::auth::{cookie, random_token, set_cookie, LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL};
-use super::{field, forbidden, form_pairs, Access, St};
+use super::state::{field, forbidden, form_pairs, Access, St};
 use crate::access::throttle::Verdict;
 use axum::body::Bytes;
 use axum::http::header::{LOCATION, SET_COOKIE};
@@ -60,7 +60,7 @@ pub(crate) async fn login(st: St, client: crate::serve::Client, headers: HeaderM
     let now = std::time::Instant::now();
     if let Verdict::Refuse(wait) = console.auth.throttle.check(client.ip(), now) {
         tracing::warn!(%client, "console: login refused unread (too many failed logins from this address)");
-        return super::too_many_failures(wait);
+        return super::state::too_many_failures(wait);
     }
     let pairs = form_pairs(&body);
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();

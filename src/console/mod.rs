@@ -2,7 +2,8 @@
 //! authentication gate in front of every page.
 //!
 //! ```text
-//! mod.rs       settings, bind, routes, the Access extractor, security headers
+//! mod.rs       settings, bind, routes, security headers
+//! state.rs     what handlers share: Console, the Access extractor (the auth gate), form helpers
 //! auth.rs      tokens, sessions, cookies, CSRF
 //! source.rs    what the pages read (health, gate, metrics, broker, dlq passes, ledger)
 //! fleet.rs     each shard's workers from the management API
@@ -29,15 +30,12 @@ pub(crate) mod layout;
 pub(crate) mod login;
 pub(crate) mod overview;
 pub(crate) mod source;
+pub(crate) mod state;
 pub(crate) mod workers;
 
-use crate::access::throttle::Verdict;
 use crate::access::tokens::Tokens;
-use axum::extract::{FromRequestParts, State};
 use axum::http::header::{self, HeaderValue};
-use axum::http::request::Parts;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use std::future::Future;
@@ -45,15 +43,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub(crate) use auth::Access;
+pub(crate) use state::{Console, Shared};
 
 /// The console's address in `kickq demo --console`: next to the metrics
 /// server's 9464, on loopback.
 pub(crate) const DEMO_CONSOLE_ADDR: &str = "127.0.0.1:9465";
-/// Seconds between the overview's refreshes: often enough to watch a sweep,
-/// rare enough that an open tab costs the broker nothing to speak of (one
-/// passive declare per queue each time).
-pub(crate) const REFRESH_SECS: u64 = 3;
 
 /// The console's settings.
 #[derive(Debug, Clone)]
@@ -88,102 +82,6 @@ impl From<crate::access::TokenError> for ConsoleError {
     fn from(e: crate::access::TokenError) -> Self {
         ConsoleError::Tokens(e)
     }
-}
-
-/// What every handler shares.
-#[derive(Debug)]
-pub(crate) struct Console {
-    /// Tokens and sessions.
-    pub auth: auth::Auth,
-    /// What the pages read.
-    pub source: source::Source,
-}
-
-/// The answer to an address that failed to authenticate too often lately:
-/// 429, with how long until its window ends.
-pub(crate) fn too_many_failures(wait: std::time::Duration) -> Response {
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
-        "too many failed logins or tokens from this address: try again later\n",
-    )
-        .into_response()
-}
-
-/// The console's state as handlers receive it.
-pub(crate) type Shared = Arc<Console>;
-
-impl FromRequestParts<Shared> for Access {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
-        let client = crate::serve::Client::of(parts);
-        let now = std::time::Instant::now();
-        // Only a token is throttled: a session's 256-bit cookie is no
-        // guess, and an operator behind the same proxy as a guesser keeps
-        // working.
-        let bearer = parts.headers.contains_key(header::AUTHORIZATION);
-        if let (true, Verdict::Refuse(wait)) = (bearer, state.auth.throttle.check(client.ip(), now)) {
-            tracing::warn!(%client, "console: 429 (too many failed logins or tokens from this address)");
-            return Err(too_many_failures(wait));
-        }
-        if let Some(a) = state.auth.access(&parts.headers, now, client) {
-            return Ok(a);
-        }
-        if parts.headers.contains_key(header::AUTHORIZATION) {
-            tracing::warn!(%client, "console: 401 (wrong bearer token)");
-        }
-        // A browser goes to the login form; a script gets 401.
-        let html = parts
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"));
-        if html && parts.method == axum::http::Method::GET {
-            return Err(Redirect::to("/login").into_response());
-        }
-        // The overview's htmx refresh after the session ended: htmx swaps
-        // nothing on a 401, but follows HX-Redirect, so the page goes to the
-        // login instead of showing figures that no longer move.
-        if parts.headers.contains_key("hx-request") {
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                [("hx-redirect", "/login")],
-                "the session ended: log in again\n",
-            )
-                .into_response());
-        }
-        Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "log in at /login, or send Authorization: Bearer <token>\n",
-        )
-            .into_response())
-    }
-}
-
-/// The answer to a state-changing form whose CSRF token is missing or wrong.
-pub(crate) fn forbidden() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "the form's CSRF token is missing or wrong: reload the page and try again\n",
-    )
-        .into_response()
-}
-
-/// A form body or query string as `(name, value)` pairs, repeated names
-/// kept (the dead letters' checkboxes).
-pub(crate) fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(raw).into_owned().collect()
-}
-
-/// The first value of `name` in `pairs`, trimmed, `None` when absent or empty.
-pub(crate) fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
 }
 
 const STYLE: &str = include_str!("assets/style.css");
@@ -270,12 +168,10 @@ pub(crate) async fn bind(
     }))
 }
 
-/// `State` re-exported for the page modules.
-pub(crate) type St = State<Shared>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use state::{field, form_pairs};
 
     #[test]
     fn forms_keep_repeated_fields() {

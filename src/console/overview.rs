@@ -5,7 +5,7 @@
 
 use super::layout::{self, Page};
 use super::source::{Queues, SourceError};
-use super::{Access, Console, St, REFRESH_SECS};
+use super::state::{Access, Console, St, REFRESH_SECS};
 use crate::amqp::topology::Lane;
 use axum::response::Html;
 use chrono::Utc;

@@ -3,7 +3,7 @@
 //! session of the shard: the lease holder (active) and the standbys, with host and connection time.
 
 use super::layout::{self, Page};
-use super::{Access, St};
+use super::state::{Access, St};
 use crate::health::Role;
 use axum::response::Html;
 use chrono::Utc;

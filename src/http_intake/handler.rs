@@ -5,7 +5,6 @@ use super::batch::{parse_batch, BatchError};
 use super::idempotency::{decide, parse_key, request_hash, Decision, Store, KEY_LOCKS};
 use super::limit::{Limiter, Verdict};
 use super::publisher::IntakePublisher;
-use super::RETRY_AFTER_UNAVAILABLE;
 use crate::access::tokens::{bearer, Known, Tokens};
 use crate::amqp::topology::Lane;
 use crate::job::Limits;
@@ -20,6 +19,11 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// `Retry-After` of a 503: a broker restart or a failover takes seconds.
+pub(crate) const RETRY_AFTER_UNAVAILABLE: Duration = Duration::from_secs(5);
+/// The OpenAPI 3.1 document of the endpoint (`docs/openapi.json`), served at `/v1/openapi.json`.
+pub(crate) const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// Everything a request needs, shared by all of them.
 pub(crate) struct Intake {
@@ -320,7 +324,7 @@ async fn publish(s: &Intake, lane: Lane, jobs: Vec<crate::job::KickRequest>) -> 
 pub(crate) async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        super::OPENAPI,
+        OPENAPI,
     )
         .into_response()
 }

@@ -24,7 +24,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Largest body accepted, by default (`KICKQ_HTTP_INTAKE_MAX_BYTES`): a
 /// job message's own cap, so one request holds at least one full job; a
@@ -35,10 +34,6 @@ pub(crate) const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
 /// carries many jobs, so a well-behaved client needs few requests; the cap
 /// stops a looping one from filling the queue.
 pub(crate) const DEFAULT_RATE: u32 = 20;
-/// `Retry-After` of a 503: a broker restart or a failover takes seconds.
-pub(crate) const RETRY_AFTER_UNAVAILABLE: Duration = Duration::from_secs(5);
-/// The OpenAPI 3.1 document of the endpoint (`docs/openapi.json`), served at `/v1/openapi.json`.
-pub(crate) const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// The HTTP intake's settings (`KICKQ_HTTP_INTAKE_*`). Authentication is
 /// always on: there is no intake without a token file.

@@ -1,8 +1,11 @@
 //! The HTTP intake's idempotency keys in the ledger (`http_idempotency`): look one up, record one, and drop the
 //! rows past the window on every insert.
 
-use super::*;
+use super::error::*;
+use super::handle::*;
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPool;
+use sqlx::Row;
 
 /// One recorded request: the hash of its lane and body, the job ids it was
 /// answered with, and when.

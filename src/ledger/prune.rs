@@ -1,6 +1,7 @@
 //! Retention: `kickq ledger prune` removes rows older than a cutoff, in bounded batches, and counts them for a dry run.
 
-use super::*;
+use super::error::*;
+use super::handle::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::{PgConnection, PgPool};

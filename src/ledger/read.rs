@@ -1,11 +1,15 @@
 //! Reading the ledger back: users already done for a job id (the redelivery skip) and `kickq history`.
 
-use super::*;
+use super::error::*;
+use super::handle::*;
+use super::rows::*;
+use super::write::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::{PgPool, PgRow, Postgres};
 use sqlx::{QueryBuilder, Row};
 use std::collections::HashSet;
+use std::time::Duration;
 
 /// Which outcome rows [`Ledger::history`] returns: those matching every
 /// filter that is `Some`. At least one of room, user and job must be given

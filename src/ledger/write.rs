@@ -1,6 +1,8 @@
 //! Writing a batch in one transaction, one `INSERT ... SELECT FROM UNNEST(...)` per table, with text made safe for PostgreSQL.
 
-use super::*;
+use super::error::*;
+use super::handle::*;
+use super::rows::*;
 use sqlx::postgres::types::PgInterval;
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;

@@ -3,11 +3,11 @@
 //! Pure apart from its own state: time and randomness come in as arguments,
 //! so the whole pipeline is tested without a socket.
 
+use super::config::{DuplicateAppId, MockConfig, UnknownAppId};
 use super::faults::{self, FaultRule, Terminal};
 use super::state::{Answer, CallLog, CallRecord, Counters, Records};
 use super::verify::{self, Param, OK, USER_NOT_IN_ROOM};
 use super::window::SlidingWindow;
-use super::{DuplicateAppId, MockConfig, UnknownAppId};
 use crate::job::IdCharset;
 use crate::secret::Secret;
 use std::collections::BTreeMap;

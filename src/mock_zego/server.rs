@@ -1,10 +1,10 @@
 //! The mock's HTTP surface: the API route, the `/_mock/*` control routes, and the serve loop with graceful shutdown.
 
+use super::config::{DuplicateAppId, MockConfig};
 use super::conn::{ConnHandle, KillableListener};
 use super::engine::{Engine, HttpReply};
 use super::faults::FaultRule;
 use super::state::{CallLog, Counters};
-use super::{DuplicateAppId, MockConfig};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -24,7 +24,7 @@ pub(crate) struct Shared {
     /// Cancelled when the server shuts down; releases hanging calls.
     pub(crate) shutdown: CancellationToken,
     /// The legs each call waits (see [`super::Distance`]).
-    distance: Mutex<super::Distance>,
+    distance: Mutex<super::distance::Distance>,
 }
 
 impl Shared {
@@ -38,11 +38,11 @@ impl Shared {
     }
 
     /// The distance calls travel from now on.
-    pub(crate) fn set_distance(&self, d: super::Distance) {
+    pub(crate) fn set_distance(&self, d: super::distance::Distance) {
         *self.distance.lock().unwrap_or_else(PoisonError::into_inner) = d;
     }
 
-    fn distance(&self) -> super::Distance {
+    fn distance(&self) -> super::distance::Distance {
         *self.distance.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -42,7 +42,7 @@ const HALT_CHECK: Duration = Duration::from_secs(1);
 /// How often dispatch looks again while the ledger is down.
 const LEDGER_CHECK: Duration = Duration::from_millis(200);
 
-/// The driver's settings.
+/// The coalescer's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CoalescerConfig {
     /// The pure policy's timings.

@@ -109,7 +109,7 @@ pub(crate) struct SessionConfig {
     /// What a job may hold.
     pub(crate) limits: Limits,
     /// The coalescer's settings.
-    pub(crate) driver: CoalescerConfig,
+    pub(crate) coalescer: CoalescerConfig,
     /// The retry budget of a user.
     pub(crate) budget: Budget,
     /// Calls in flight per app.
@@ -350,7 +350,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
         output: to_dispatcher,
         gate: shared.gate.clone(),
         slots,
-        cfg: cfg.driver,
+        cfg: cfg.coalescer,
         ledger: ledger_state,
         health: health.clone(),
         abort: abort.clone(),
@@ -454,7 +454,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
             // Graceful: intake stops; the coalescer sends what tokens allow
             // until the drain deadline; the dispatcher finishes its calls; the
             // router acks. All of it within the deadline plus the grace.
-            let deadline = Instant::now() + cfg.driver.drain_deadline + SHUTDOWN_GRACE;
+            let deadline = Instant::now() + cfg.coalescer.drain_deadline + SHUTDOWN_GRACE;
             // `drained`: every call returned and every delivery was settled.
             let (drained, tally) = match tokio::time::timeout_at(deadline, &mut router).await {
                 Ok(Ok((RouterEnd::Drained, tally))) => (true, tally),
@@ -466,7 +466,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
                 Ok(Err(_)) => (false, SessionTally::default()),
                 Err(_) => {
                     tracing::warn!(
-                        deadline_ms = (cfg.driver.drain_deadline + SHUTDOWN_GRACE).as_millis() as u64,
+                        deadline_ms = (cfg.coalescer.drain_deadline + SHUTDOWN_GRACE).as_millis() as u64,
                         "shutdown drain overran its deadline; what was not acked returns to the queue"
                     );
                     cut(&abort, &intake);

@@ -1,6 +1,21 @@
 //! The worker's settings, validated: [`WorkerConfig`], its defaults, and what each shard's sessions get of it.
 
-use super::*;
+use super::error::WorkerError;
+use crate::amqp::topology::Names;
+use crate::config::apps::{AppConfig, Apps};
+use crate::config::shards::{Routing, ShardName};
+use crate::config::Credentials;
+use crate::console::ConsoleConfig;
+use crate::http_intake::IntakeConfig;
+use crate::job::Limits;
+use crate::outcome::plan::Budget;
+use crate::pipeline::coalescer::CoalescerConfig;
+use crate::pipeline::SessionConfig;
+use crate::secret::Secret;
+use crate::zego::client::ZegoClient;
+use crate::zego::clients::Clients;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Default unacked messages the broker may push to this worker. Coalescing
 /// can only fold users it can see: on a shuffled sweep over 1,000 rooms a
@@ -46,7 +61,7 @@ pub struct WorkerConfig {
     /// Validation limits.
     pub limits: Limits,
     /// Coalescer timings.
-    pub driver: CoalescerConfig,
+    pub coalescer: CoalescerConfig,
     /// Retry budget.
     pub budget: Budget,
     /// Most calls in flight.
@@ -105,7 +120,7 @@ impl WorkerConfig {
             bulk_prefetch: DEFAULT_BULK_PREFETCH,
             delivery_limit: crate::amqp::topology::DEFAULT_DELIVERY_LIMIT,
             limits: Limits::default(),
-            driver: CoalescerConfig::default(),
+            coalescer: CoalescerConfig::default(),
             budget: Budget::default(),
             max_in_flight: crate::pipeline::dispatch::DEFAULT_MAX_IN_FLIGHT,
             probe_interval: crate::ratelimit::DEFAULT_PROBE_INTERVAL,
@@ -157,7 +172,7 @@ impl WorkerConfig {
             bulk_prefetch: self.effective_bulk_prefetch(),
             delivery_limit: self.delivery_limit,
             limits: self.limits,
-            driver: self.driver,
+            coalescer: self.coalescer,
             budget: self.budget,
             max_in_flight: self.max_in_flight,
             probe_interval: self.probe_interval,

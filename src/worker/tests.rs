@@ -1,6 +1,7 @@
 //! Unit tests of `worker`.
 
 use super::*;
+use crate::config::Credentials;
 
 /// Whatever prints the whole validated configuration (a panic message, a
 /// debug log) shows no secret: not the ServerSecret, not the broker's or

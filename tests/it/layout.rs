@@ -1,6 +1,7 @@
 //! The layout rules, checked on the source tree (no service needed): every file of every crate's `src` opens with
 //! a `//!` line and stays within 700 lines, no `too_many_arguments` allow, no import circle between the files of
-//! the `kickq` crate, the front ends never import each other, and `lib.rs`'s `# Layout` names every top-level part.
+//! the `kickq` crate (a parent naming its child counts), the front ends never import each other, the pipeline's
+//! stages never import its composition root, and `lib.rs`'s `# Layout` names every top-level part.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -81,6 +82,8 @@ fn code_of(text: &str) -> String {
         Some(at) => &text[..at],
         None => text,
     };
+    // `pub(super)` is a visibility, not a path.
+    let text = text.replace("pub(super)", "pub");
     let mut code: String = text
         .lines()
         .map(|l| match l.find("//") {
@@ -187,6 +190,33 @@ fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
             if let Some(target) = resolve(&full) {
                 if &target != module {
                     uses.insert(target.join("::"));
+                }
+            }
+        }
+        // A parent naming its child by a relative path (`dead::page`,
+        // `pub use gate::*`) imports it too.
+        for (child, _) in modules
+            .iter()
+            .filter(|(c, _)| c.len() == module.len() + 1 && c.starts_with(module))
+        {
+            let name = child.last().unwrap();
+            let named = code
+                .match_indices(&format!("{name}::"))
+                .any(|(at, _)| !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':'));
+            if named {
+                uses.insert(child.join("::"));
+            }
+        }
+        // A bare `super` (what is left of `use super::{Item, ..}`) is the parent.
+        for (at, _) in code.match_indices("super") {
+            let before = code[..at].chars().next_back();
+            let after = code[at + 5..].chars().next();
+            let alone = !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                && !after.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+            if alone && !module.is_empty() {
+                let parent = &module[..module.len() - 1];
+                if modules.contains_key(parent) {
+                    uses.insert(parent.join("::"));
                 }
             }
         }
@@ -309,6 +339,13 @@ fn no_import_circles_and_front_ends_stay_apart() {
         }
     }
     assert!(crossings.is_empty(), "front ends import each other: {crossings:?}");
+    // The stages never import the pipeline's composition root (its mod.rs).
+    let back: Vec<&String> = graph
+        .iter()
+        .filter(|(from, to)| from.starts_with("pipeline::") && to.contains("pipeline"))
+        .map(|(from, _)| from)
+        .collect();
+    assert!(back.is_empty(), "stages importing pipeline/mod.rs: {back:?}");
 }
 
 #[test]

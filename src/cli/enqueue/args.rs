@@ -140,7 +140,7 @@ pub(crate) struct EnqueueArgs {
     /// Characters room_id and user ids may hold: vendor (ZEGOCLOUD's
     /// documented set: digits, letters and ~!@#$%^&*()_+=-`;',.<>/\) or any
     /// (every character but control characters); must match the worker's.
-    #[arg(long = "id-charset", env = "KICKQ_ID_CHARSET", value_name = "vendor|any", default_value = "vendor", value_parser = |s: &str| s.parse::<IdCharset>())]
+    #[arg(long = "id-charset", env = "KICKQ_ID_CHARSET", value_name = "vendor|any", default_value_t = IdCharset::default(), value_parser = |s: &str| s.parse::<IdCharset>())]
     pub id_charset: IdCharset,
 }
 

@@ -1,7 +1,16 @@
 //! What a bulk run of `kickq enqueue` tells its user: the summary (text or `--json`), the invalid lines, and the
 //! flags of a rerun that continues it.
 
-use super::*;
+use super::args::EnqueueArgs;
+use crate::bulk::checkpoint::Keeper;
+use crate::bulk::judge::{Judged, Start};
+use crate::bulk::load::{Scanned, MAX_KEPT_INVALID};
+use crate::bulk::send::{SendError, SendReport};
+use crate::cli::signals::Interrupted;
+use anyhow::bail;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 pub(super) fn finish(
     args: &EnqueueArgs,
@@ -246,3 +255,6 @@ impl EnqueueSummary {
         text
     }
 }
+
+/// Invalid lines printed before "... and N more".
+pub(crate) const MAX_REPORTED_INVALID: usize = 20;

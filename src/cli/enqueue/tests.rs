@@ -6,6 +6,7 @@ use crate::amqp::topology::Lane;
 use crate::bulk::parse::HeaderMode;
 use crate::job::{IdCharset, Limits, DEFAULT_MAX_USERS_PER_MESSAGE};
 use clap::Parser;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 struct Cli {

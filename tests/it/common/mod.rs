@@ -241,12 +241,24 @@ impl Broker {
             .unwrap();
     }
 
-    /// Publishes a raw body, persistent, confirmed.
+    /// Publishes a raw body, persistent, confirmed. A nack means the broker
+    /// did not store it (RabbitMQ 3.10 nacks now and then into a quorum queue
+    /// declared a moment ago): the message is sent again, as any producer
+    /// would, at most three times.
     pub(crate) async fn publish_raw(&self, queue: &str, body: &[u8]) {
-        self.publisher
-            .publish(queue, body, persistent_json(None, FieldTable::default()))
-            .await
-            .unwrap();
+        for attempt in 1..=3 {
+            match self
+                .publisher
+                .publish(queue, body, persistent_json(None, FieldTable::default()))
+                .await
+            {
+                Ok(()) => return,
+                Err(kickq::testkit::publish::PublishError::Nacked) if attempt < 3 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("publishing to {queue}: {e}"),
+            }
+        }
     }
 
     /// Publishes many bodies, pipelined, then waits for every confirm.
@@ -430,7 +442,7 @@ pub(crate) async fn next_message(channel: &Channel, queue: &str) -> Option<Vec<u
 pub(crate) fn worker_config(ns: &Ns, api_url: &str, rate: u32) -> kickq::worker::WorkerConfig {
     use kickq::worker::CoalescerConfig;
     kickq::worker::WorkerConfig {
-        driver: CoalescerConfig {
+        coalescer: CoalescerConfig {
             drain_deadline: Duration::from_secs(2),
             max_hold: Duration::from_secs(10),
             ..CoalescerConfig::default()

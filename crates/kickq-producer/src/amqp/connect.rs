@@ -98,10 +98,13 @@ pub async fn connect(url: &Secret, name: &str) -> Result<Connection, lapin::Erro
     connect_as(url, name, &[]).await
 }
 
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// Client property naming the namespace of a worker's session connection.
 pub const NAMESPACE_PROPERTY: &str = "kickq-namespace";
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// Client property naming the shard of a worker's session connection.
 pub const SHARD_PROPERTY: &str = "kickq-shard";
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// Client property naming the worker (its `KICKQ_CONNECTION_NAME`) on its
 /// session's lease connection.
 pub const WORKER_PROPERTY: &str = "kickq-worker";
@@ -113,6 +116,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// [`connect`] with extra client properties (`(name, value)`), which the
 /// management API shows with the connection: a worker session's lease
 /// connection carries its namespace, shard and name ([`NAMESPACE_PROPERTY`],

@@ -313,6 +313,7 @@ pub fn retry_args(names: &Names, lane: Lane, delay: Duration) -> FieldTable {
     t
 }
 
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// Arguments of `{ns}.leader.record` and `{ns}.dead.lock.record`: a quorum
 /// queue that keeps only the newest record (a new one pushes the old out at
 /// the head). Quorum, not classic: a durable classic queue is unusable while
@@ -344,12 +345,14 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// Deliveries of a lease token before the broker drops it: never reached,
-/// since a renewal replaces a token delivered
-/// the worker's takeover wait (`REPLACE_AFTER`) times, and set on purpose (RabbitMQ
-/// 4 would apply 20, and 3.x none).
+/// since a renewal replaces a token delivered `REPLACE_AFTER` times (the
+/// worker's leadership rules), and set on purpose (RabbitMQ 4 would apply
+/// 20, and 3.x none).
 pub const LEASE_DELIVERY_LIMIT: u32 = 1_000_000;
 
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// Arguments of `{ns}.leader.lease`: a quorum queue (Raft-replicated: the
 /// active consumer changes only as its leader decides) with single active
 /// consumer. `x-consumer-disconnected-timeout` (RabbitMQ 4.3+; earlier
@@ -482,6 +485,7 @@ pub async fn declare_routing(
     Ok(())
 }
 
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// What a passive declare says of an existing queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueState {
@@ -494,6 +498,7 @@ pub struct QueueState {
 /// AMQP's reply code for a queue that does not exist.
 const NOT_FOUND: u16 = 404;
 
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// Looks at `queue` without declaring it: a passive declare on a throwaway
 /// channel (a missing queue closes the channel it was asked on). `Ok(None)`
 /// when there is no such queue.
@@ -524,6 +529,7 @@ pub fn reply_code(e: &lapin::Error) -> Option<u16> {
     }
 }
 
+#[doc(hidden)] // The worker's, not the producer API's: it may change in any release.
 /// Deletes every queue of the namespace, and its events exchange (the demo,
 /// bench and tests clean up with this; deleting what does not exist is not
 /// an error). Returns how many messages went with the queues.
