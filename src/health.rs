@@ -26,6 +26,8 @@ const LEDGER_DOWN: u8 = 2;
 #[derive(Debug)]
 pub(crate) struct Health {
     ledger: AtomicU8,
+    /// What the worker is doing now (backlog, calls in flight, call rate).
+    live: live::Live,
     shards: Vec<Arc<ShardState>>,
     progress: Counts,
     gate: Gate,
@@ -282,6 +284,12 @@ impl Progress {
 }
 
 impl Health {
+    /// What the worker is doing now: the coalescer and the dispatcher report
+    /// to it; `/status` and the console read it.
+    pub(crate) fn live(&self) -> &live::Live {
+        &self.live
+    }
+
     /// A fresh state for a worker using `gate`, serving the default shard.
     #[cfg(test)]
     pub(crate) fn new(gate: Gate, ledger_on: bool) -> Self {
@@ -292,6 +300,7 @@ impl Health {
     pub(crate) fn for_shards(gate: Gate, ledger_on: bool, shards: &[&str]) -> Self {
         Self {
             ledger: AtomicU8::new(if ledger_on { LEDGER_DOWN } else { LEDGER_OFF }),
+            live: live::Live::default(),
             shards: shards
                 .iter()
                 .map(|name| {
@@ -366,6 +375,14 @@ impl Health {
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
             pending_users: c.pending_users.load(Ordering::Relaxed),
         }
+    }
+
+    /// Deliveries of `lane` this worker holds unacked now, over its shards.
+    pub(crate) fn unacked_of(&self, lane: Lane) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.unacked[lane_index(lane)].load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The progress counters now.
@@ -469,7 +486,7 @@ impl Health {
     pub(crate) fn status(&self) -> WorkerStatus {
         let now = tokio::time::Instant::now();
         let wall = chrono::Utc::now();
-        let m = crate::metrics::snapshot();
+        let m = self.live.snapshot();
         WorkerStatus {
             version: crate::VERSION.to_owned(),
             role: role(self.is_standby(), self.is_consuming()),
@@ -495,6 +512,8 @@ impl Health {
             pending_groups: m.pending_groups,
             calls_in_flight: m.calls_in_flight,
             deliveries_in_flight: self.in_flight(),
+            live_unacked: self.unacked_of(Lane::Live),
+            bulk_unacked: self.unacked_of(Lane::Bulk),
             calls_per_sec: m.calls_per_sec,
             not_ready: self.not_ready(),
             degraded: self.degraded(),
@@ -580,6 +599,13 @@ pub(crate) struct WorkerStatus {
     pub calls_in_flight: i64,
     /// Deliveries taken and not yet acked or returned.
     pub deliveries_in_flight: usize,
+    /// Live-lane deliveries this worker holds unacked now (the broker's
+    /// unacked count of `{ns}.requests` that is this worker's).
+    #[serde(default)]
+    pub live_unacked: u64,
+    /// Bulk-lane deliveries this worker holds unacked now.
+    #[serde(default)]
+    pub bulk_unacked: u64,
     /// API calls per second over the last minute.
     pub calls_per_sec: f64,
     /// Every reason `/readyz` fails; empty when ready.
@@ -651,6 +677,8 @@ pub(crate) async fn bind(
         crate::serve::serve(listener, app, crate::serve::Bounds::default(), "metrics", shutdown).await
     }))
 }
+
+mod live;
 
 #[cfg(test)]
 mod tests;

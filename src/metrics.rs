@@ -7,10 +7,7 @@
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Messages taken from the requests queue, by `result` (`valid`, `invalid`).
 pub const MESSAGES_CONSUMED: &str = "kickq_messages_consumed_total";
@@ -210,49 +207,18 @@ pub fn code_label(code: Option<i64>) -> String {
     }
 }
 
-/// What `/status` reports of this process from the metrics it keeps:
-/// the coalescer's backlog, calls in flight, and calls of the last minute.
-/// Process-wide, like the recorder.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Snapshot {
-    /// Users waiting in the coalescer.
-    pub pending_users: usize,
-    /// Groups waiting in the coalescer.
-    pub pending_groups: usize,
-    /// Calls started and not yet answered.
-    pub calls_in_flight: i64,
-    /// API calls answered (or failed) in the last [`CALL_RATE_WINDOW`], per second.
-    pub calls_per_sec: f64,
-}
-
 /// The span `/status`'s calls per second averages over: long enough to
 /// smooth bursts, short enough to show a halt or a stall within a minute.
 pub const CALL_RATE_WINDOW: Duration = Duration::from_secs(60);
 
-static PENDING_USERS_NOW: AtomicUsize = AtomicUsize::new(0);
-static PENDING_GROUPS_NOW: AtomicUsize = AtomicUsize::new(0);
-static CALLS_IN_FLIGHT_NOW: AtomicI64 = AtomicI64::new(0);
-static CALLS_WINDOW: Mutex<SecondBuckets> = Mutex::new(SecondBuckets::<WINDOW_SECS>::new());
-
-fn epoch() -> Instant {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_sec() -> u64 {
-    Instant::now().duration_since(epoch()).as_secs()
-}
-
-/// Events counted in one-second buckets over the last `N` seconds (by
-/// default [`CALL_RATE_WINDOW`]): pure (the caller says which second it is),
+/// Events counted in one-second buckets over the last `N` seconds (a
+/// worker's call rate and call series, `health::live`): pure (the caller says which second it is),
 /// fixed memory.
 #[derive(Debug, Clone)]
-pub struct SecondBuckets<const N: usize = WINDOW_SECS> {
+pub struct SecondBuckets<const N: usize> {
     /// `(second, count)`, indexed by `second % N`.
     buckets: [(u64, u64); N],
 }
-
-const WINDOW_SECS: usize = CALL_RATE_WINDOW.as_secs() as usize;
 
 impl<const N: usize> SecondBuckets<N> {
     /// No events.
@@ -305,35 +271,6 @@ impl<const N: usize> Default for SecondBuckets<N> {
 /// How far back the console's calls-per-second line reaches: five minutes
 /// show a sweep's start, a halt and a slow-down together, in 300 points.
 pub const CALL_SERIES_WINDOW: Duration = Duration::from_secs(300);
-const SERIES_SECS: usize = CALL_SERIES_WINDOW.as_secs() as usize;
-
-/// Each AppId's calls per second over the last [`CALL_SERIES_WINDOW`].
-static APP_CALLS: Mutex<BTreeMap<u32, SecondBuckets<SERIES_SECS>>> = Mutex::new(BTreeMap::new());
-
-/// An AppId's API calls answered in each second of the last
-/// [`CALL_SERIES_WINDOW`], oldest first (the current second last; every
-/// value 0 for an AppId that made none). In-process, like [`snapshot`].
-pub fn app_call_series(app_id: u32) -> Vec<u64> {
-    let now = now_sec();
-    APP_CALLS
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&app_id).map(|b| b.series(now)))
-        .unwrap_or_else(|| vec![0; SERIES_SECS])
-}
-
-/// This process's backlog, calls in flight and call rate now.
-pub fn snapshot() -> Snapshot {
-    let calls = CALLS_WINDOW.lock().map(|w| w.count(now_sec())).unwrap_or(0);
-    // Within the first minute, average over the time the process has run.
-    let span = epoch().elapsed().min(CALL_RATE_WINDOW).as_secs_f64().max(1.0);
-    Snapshot {
-        pending_users: PENDING_USERS_NOW.load(Ordering::Relaxed),
-        pending_groups: PENDING_GROUPS_NOW.load(Ordering::Relaxed),
-        calls_in_flight: CALLS_IN_FLIGHT_NOW.load(Ordering::Relaxed),
-        calls_per_sec: calls as f64 / span,
-    }
-}
 
 /// Registers an app's series at zero (users by outcome, calls by every known
 /// code) and its rate gauge: called for each configured app at start.
@@ -381,13 +318,6 @@ pub fn users(app_id: u32, outcome: &'static str, n: u64) {
 pub fn api_call(app_id: u32, disposition: &'static str, code: Option<i64>, latency: Duration, users: usize) {
     counter!(API_CALLS, "app" => app_label(app_id), "disposition" => disposition, "code" => code_label(code))
         .increment(1);
-    let sec = now_sec();
-    if let Ok(mut w) = CALLS_WINDOW.lock() {
-        w.record(sec);
-    }
-    if let Ok(mut m) = APP_CALLS.lock() {
-        m.entry(app_id).or_default().record(sec);
-    }
     histogram!(CALL_LATENCY).record(latency.as_secs_f64());
     histogram!(USERS_PER_CALL).record(users as f64);
 }
@@ -408,14 +338,11 @@ pub fn token_wait(waited: Duration) {
 pub fn pending(users: usize, groups: usize) {
     gauge!(PENDING_USERS).set(users as f64);
     gauge!(PENDING_GROUPS).set(groups as f64);
-    PENDING_USERS_NOW.store(users, Ordering::Relaxed);
-    PENDING_GROUPS_NOW.store(groups, Ordering::Relaxed);
 }
 
 /// Calls in flight changed by `delta`.
 pub fn calls_in_flight(delta: f64) {
     gauge!(CALLS_IN_FLIGHT).increment(delta);
-    CALLS_IN_FLIGHT_NOW.fetch_add(delta as i64, Ordering::Relaxed);
 }
 
 /// A dead letter was published.

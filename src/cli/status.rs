@@ -158,6 +158,7 @@ pub(crate) fn render(r: &StatusReport) -> String {
         "apps",
         "halted",
         "pending users",
+        "unacked live/bulk",
         "calls in flight",
         "calls/s (1m)",
     ]
@@ -182,12 +183,14 @@ pub(crate) fn render(r: &StatusReport) -> String {
                         .join(", ")
                 },
                 s.pending_users.to_string(),
+                format!("{}/{}", s.live_unacked, s.bulk_unacked),
                 s.calls_in_flight.to_string(),
                 format!("{:.1}", s.calls_per_sec),
             ],
             (None, e) => [
                 escape(&w.url),
                 format!("unreachable: {}", escape(e.as_deref().unwrap_or("no answer"))),
+                dash(),
                 dash(),
                 dash(),
                 dash(),
@@ -387,6 +390,8 @@ mod tests {
             pending_groups: 3,
             calls_in_flight: 2,
             deliveries_in_flight: 5,
+            live_unacked: 5,
+            bulk_unacked: 0,
             calls_per_sec: 48.04,
             not_ready: vec![],
             degraded: vec![],
@@ -435,9 +440,9 @@ queue       ready   consumers
 k.requests  10      2
 k.dead      absent  -
 
-worker      role                             apps  halted                    pending users  calls in flight  calls/s (1m)
-http://a:1  active                           7,9   9 code 100000004 for 42s  12             2                48.0
-http://b:2  unreachable: connection refused  -     -                         -              -                -
+worker      role                             apps  halted                    pending users  unacked live/bulk  calls in flight  calls/s (1m)
+http://a:1  active                           7,9   9 code 100000004 for 42s  12             5/0                2                48.0
+http://b:2  unreachable: connection refused  -     -                         -              -                  -                -
 ";
         assert_eq!(text, want);
         let json = serde_json::to_value(&r).unwrap();
@@ -499,6 +504,8 @@ http://b:2  unreachable: connection refused  -     -                         -  
             pending_groups: 0,
             calls_in_flight: 0,
             deliveries_in_flight: 0,
+            live_unacked: 0,
+            bulk_unacked: 0,
             calls_per_sec: 0.0,
             not_ready: vec![],
             degraded: vec![],

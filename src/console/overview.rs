@@ -122,7 +122,7 @@ pub(crate) async fn live_part(console: &Console) -> Markup {
                 h2 { "Apps" }
                 div.apps {
                     @for app in &console.source.apps {
-                        @let all = crate::metrics::app_call_series(app.app_id);
+                        @let all = console.source.health.live().app_call_series(app.app_id);
                         @let series = whole_seconds(&all);
                         @let rate = recent_rate(series);
                         @let state = state_of(console, app.app_id, app.served_here, now);
@@ -145,7 +145,7 @@ pub(crate) async fn live_part(console: &Console) -> Markup {
             section {
                 h2 { "Lanes" }
                 table {
-                    thead { tr { th { "lane" } th.n { "users kicked" } th.n { "users dead-lettered" } th.n { "users pending" } th.n { "messages waiting" } } }
+                    thead { tr { th { "lane" } th.n { "users kicked" } th.n { "users dead-lettered" } th.n { "users pending" } th.n { "messages waiting" } th.n { "messages held" } } }
                     tbody {
                         @for lane in Lane::ALL {
                             @let p = health.lane_progress(lane);
@@ -155,11 +155,12 @@ pub(crate) async fn live_part(console: &Console) -> Markup {
                                 td.n { (p.dead_lettered) }
                                 td.n { (p.pending_users) }
                                 td.n { @match &queues { Ok(q) => (ready(lane, q)), Err(_) => "?" } }
+                                td.n { (health.unacked_of(lane)) }
                             }
                         }
                     }
                 }
-                p.sub { "Users since this worker started; pending: in the coalescer now; waiting: messages ready in the lane's queues." }
+                p.sub { "Users since this worker started; pending: in the coalescer now; waiting: messages ready in the lane's queues; held: delivered to this worker, not yet acked." }
             }
             section {
                 h2 { "Queues" }

@@ -318,7 +318,7 @@ pub(crate) async fn run(cx: Context) {
         }
         let users = lanes[LIVE].core.pending_users() + lanes[BULK].core.pending_users();
         let groups = lanes[LIVE].core.pending_groups() + lanes[BULK].core.pending_groups();
-        crate::metrics::pending(users, groups);
+        health.live().set_pending(users, groups);
         health.set_pending_users(lanes[LIVE].core.pending_users(), lanes[BULK].core.pending_users());
 
         // Live is read while the live lane is under the cap; bulk only while
@@ -342,7 +342,7 @@ pub(crate) async fn run(cx: Context) {
             _ = sleep_until_opt(wake) => {}
         }
     }
-    crate::metrics::pending(0, 0);
+    health.live().set_pending(0, 0);
     health.set_pending_users(0, 0);
 }
 

@@ -78,6 +78,7 @@ pub(crate) async fn run<A: KickApi>(
     output: mpsc::Sender<RouterInput>,
     api: Arc<A>,
     gate: Gate,
+    health: Arc<crate::health::Health>,
     halt_log_interval: Duration,
     abort: CancellationToken,
 ) {
@@ -91,11 +92,20 @@ pub(crate) async fn run<A: KickApi>(
                 None => break,
             },
         };
-        let (api, gate, output, abort) = (api.clone(), gate.clone(), output.clone(), abort.clone());
+        let (api, gate, output, abort, health) =
+            (api.clone(), gate.clone(), output.clone(), abort.clone(), health.clone());
         tracker.spawn(async move {
             let work = async {
                 match d.mode {
-                    Mode::Call(granted) => execute(&*api, &gate, d.chunk, Some(granted), halt_log_interval).await,
+                    Mode::Call(granted) => {
+                        let app = d.chunk.key.app_id;
+                        // A chunk makes its calls one after another (after a
+                        // split or shrink): one call in flight at a time.
+                        let _in_flight = health.live().call_started();
+                        let out = execute(&*api, &gate, d.chunk, Some(granted), halt_log_interval).await;
+                        health.live().calls_answered(app, out.calls.len());
+                        out
+                    }
                     Mode::Defer => deferred(d.chunk),
                     Mode::Expired => expired(d.chunk),
                 }
@@ -218,9 +228,7 @@ pub(crate) async fn execute<A: KickApi>(
         }
         paid = false;
         let ids: Vec<String> = group.iter().map(|u| u.user_id.to_string()).collect();
-        crate::metrics::calls_in_flight(1.0);
         let call = api.kickout(key.app_id, &key.room_id, &ids, key.reason.as_deref()).await;
-        crate::metrics::calls_in_flight(-1.0);
         if let Some(granted) = token {
             let answered = answered_by_gateway(&call.result);
             gate.report(

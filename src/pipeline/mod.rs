@@ -360,6 +360,7 @@ async fn active_session<A: KickApi>(shared: &Shared<A>, n: u64, conns: Conns<'_>
         to_router,
         shared.api.clone(),
         shared.gate.clone(),
+        shared.health.clone(),
         cfg.halt_log_interval,
         abort.clone(),
     ));

@@ -670,7 +670,7 @@ async fn queue_depths_reach_the_metrics() {
 }
 
 /// The deliveries a worker holds unacked reach /metrics too
-/// (`state="unacked"`): at two calls a second, twelve jobs are taken at
+/// (`state="unacked"`), `/status` and `kickq status` (`live_unacked`): at two calls a second, twelve jobs are taken at
 /// once and wait, unacked, while the ready depth is 0; once they are all
 /// kicked the count is back to 0 (no count leaks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,6 +705,19 @@ async fn unacked_depth_reaches_the_metrics() {
         || async { matches!(read().await, (Some(n), true) if n >= 5) },
     )
     .await;
+    // /status and `kickq status` say the same (#27: the log, the metrics,
+    // the status and the console agree).
+    let status: serde_json::Value =
+        serde_json::from_str(&reqwest_get(&format!("http://{addr}/status")).await.1).unwrap();
+    assert!(status["live_unacked"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(status["bulk_unacked"], 0, "{status}");
+    let worker_url = format!("http://{addr}");
+    let out = kickq(&ns, &["status", "--worker", &worker_url, "--json"], &[], None).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["workers"][0]["status"]["live_unacked"].as_u64().unwrap() >= 1,
+        "{json}"
+    );
     wait_for(
         Duration::from_secs(30),
         "every job kicked and the count back to 0",
