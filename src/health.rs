@@ -679,6 +679,7 @@ pub(crate) async fn bind(
 }
 
 mod live;
+pub(crate) use live::Live;
 
 #[cfg(test)]
 mod tests;

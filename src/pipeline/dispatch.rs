@@ -98,13 +98,7 @@ pub(crate) async fn run<A: KickApi>(
             let work = async {
                 match d.mode {
                     Mode::Call(granted) => {
-                        let app = d.chunk.key.app_id;
-                        // A chunk makes its calls one after another (after a
-                        // split or shrink): one call in flight at a time.
-                        let _in_flight = health.live().call_started();
-                        let out = execute(&*api, &gate, d.chunk, Some(granted), halt_log_interval).await;
-                        health.live().calls_answered(app, out.calls.len());
-                        out
+                        execute(&*api, &gate, health.live(), d.chunk, Some(granted), halt_log_interval).await
                     }
                     Mode::Defer => deferred(d.chunk),
                     Mode::Expired => expired(d.chunk),
@@ -202,6 +196,7 @@ pub(crate) fn answered_by_gateway(result: &Result<crate::zego::ApiReply, crate::
 pub(crate) async fn execute<A: KickApi>(
     api: &A,
     gate: &Gate,
+    live: &crate::health::Live,
     chunk: Chunk<Arc<Job>>,
     granted: Option<Instant>,
     halt_log_interval: Duration,
@@ -228,7 +223,12 @@ pub(crate) async fn execute<A: KickApi>(
         }
         paid = false;
         let ids: Vec<String> = group.iter().map(|u| u.user_id.to_string()).collect();
+        // In flight from the request to its answer; counted in the call
+        // rate when the answer (or the transport failure) comes.
+        let in_flight = live.call_started();
         let call = api.kickout(key.app_id, &key.room_id, &ids, key.reason.as_deref()).await;
+        drop(in_flight);
+        live.calls_answered(key.app_id, 1);
         if let Some(granted) = token {
             let answered = answered_by_gateway(&call.result);
             gate.report(
@@ -463,6 +463,7 @@ mod tests {
         let out = execute(
             &api,
             &gate,
+            &crate::health::Live::default(),
             chunk(&["a", "ghost", "b"]),
             None,
             DEFAULT_HALT_LOG_INTERVAL,
@@ -507,7 +508,15 @@ mod tests {
             answer: |users| Ok(if users.iter().any(|u| u.contains(' ')) { 2 } else { 0 }),
         };
         let gate = Gate::new(50, Duration::from_secs(30));
-        let out = execute(&api, &gate, five_jobs_one_bad_id(), None, DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(
+            &api,
+            &gate,
+            &crate::health::Live::default(),
+            five_jobs_one_bad_id(),
+            None,
+            DEFAULT_HALT_LOG_INTERVAL,
+        )
+        .await;
         let sizes: Vec<usize> = api.seen.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![5, 1, 1, 1, 1, 1], "one call of five, then one call each");
         assert_eq!(
@@ -539,7 +548,15 @@ mod tests {
             answer: |_| Ok(2),
         };
         let gate = Gate::new(50, Duration::from_secs(30));
-        let out = execute(&api, &gate, chunk(&["a"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(
+            &api,
+            &gate,
+            &crate::health::Live::default(),
+            chunk(&["a"]),
+            None,
+            DEFAULT_HALT_LOG_INTERVAL,
+        )
+        .await;
         assert_eq!(api.seen.lock().unwrap().len(), 1);
         assert_eq!(dispositions(&out), vec![("a".into(), Disposition::DeadLetter)]);
     }
@@ -554,6 +571,7 @@ mod tests {
         let out = execute(
             &api,
             &gate,
+            &crate::health::Live::default(),
             chunk(&["a", "b", "c", "d", "e"]),
             None,
             DEFAULT_HALT_LOG_INTERVAL,
@@ -565,7 +583,15 @@ mod tests {
         assert!(out.users.iter().all(|u| u.disposition == Disposition::Kicked));
         // One stray 50011 is not a permanent halving: successes grow it back.
         for _ in 0..crate::ratelimit::GROW_AFTER_SUCCESSES * 3 {
-            execute(&api, &gate, chunk(&["a", "b"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
+            execute(
+                &api,
+                &gate,
+                &crate::health::Live::default(),
+                chunk(&["a", "b"]),
+                None,
+                DEFAULT_HALT_LOG_INTERVAL,
+            )
+            .await;
         }
         assert_eq!(gate.plan(1, Instant::now()).users_per_call, 5);
     }
@@ -577,20 +603,44 @@ mod tests {
             seen: Mutex::default(),
             answer: |_| Ok(100000005),
         };
-        let out = execute(&halting, &gate, chunk(&["a"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(
+            &halting,
+            &gate,
+            &crate::health::Live::default(),
+            chunk(&["a"]),
+            None,
+            DEFAULT_HALT_LOG_INTERVAL,
+        )
+        .await;
         assert_eq!(out.users[0].disposition, Disposition::Halt);
         assert_eq!(gate.halted_apps()[0].1.code, 100000005);
         let ok = Fake {
             seen: Mutex::default(),
             answer: |_| Ok(0),
         };
-        execute(&ok, &gate, chunk(&["a"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
+        execute(
+            &ok,
+            &gate,
+            &crate::health::Live::default(),
+            chunk(&["a"]),
+            None,
+            DEFAULT_HALT_LOG_INTERVAL,
+        )
+        .await;
         assert!(gate.halted_apps().is_empty(), "a success resumes");
         let limited = Fake {
             seen: Mutex::default(),
             answer: |_| Ok(206),
         };
-        let out = execute(&limited, &gate, chunk(&["a"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(
+            &limited,
+            &gate,
+            &crate::health::Live::default(),
+            chunk(&["a"]),
+            None,
+            DEFAULT_HALT_LOG_INTERVAL,
+        )
+        .await;
         assert_eq!(out.users[0].disposition, Disposition::RateLimited);
         assert!(gate.factors(Instant::now())[0].1 < 1.0);
     }
@@ -602,7 +652,15 @@ mod tests {
             seen: Mutex::default(),
             answer: |_| Err(TransportError::Timeout),
         };
-        let out = execute(&api, &gate, chunk(&["a", "b"]), None, DEFAULT_HALT_LOG_INTERVAL).await;
+        let out = execute(
+            &api,
+            &gate,
+            &crate::health::Live::default(),
+            chunk(&["a", "b"]),
+            None,
+            DEFAULT_HALT_LOG_INTERVAL,
+        )
+        .await;
         assert!(out
             .users
             .iter()

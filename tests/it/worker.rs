@@ -670,7 +670,7 @@ async fn queue_depths_reach_the_metrics() {
 }
 
 /// The deliveries a worker holds unacked reach /metrics too
-/// (`state="unacked"`), `/status` and `kickq status` (`live_unacked`): at two calls a second, twelve jobs are taken at
+/// (`state="unacked"`), `/status` and `kickq status` (`live_unacked`): at two calls a second, thirty jobs are taken at
 /// once and wait, unacked, while the ready depth is 0; once they are all
 /// kicked the count is back to 0 (no count leaks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -679,7 +679,7 @@ async fn unacked_depth_reaches_the_metrics() {
     let mock = mock(2).await;
     let broker = Broker::connect().await;
     broker.declare(&ns.names).await;
-    let jobs: Vec<Vec<u8>> = (0..12).map(|i| job(&format!("room-{i}"), &["u"], None)).collect();
+    let jobs: Vec<Vec<u8>> = (0..30).map(|i| job(&format!("room-{i}"), &["u"], None)).collect();
     broker.publish_many(&ns.names.requests, &jobs).await;
     let mut cfg = worker_config(&ns, &mock.base_url(), 2);
     cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
@@ -719,9 +719,9 @@ async fn unacked_depth_reaches_the_metrics() {
         "{json}"
     );
     wait_for(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "every job kicked and the count back to 0",
-        || async { mock.kicked().len() == 12 && read().await.0 == Some(0) },
+        || async { mock.kicked().len() == 30 && read().await.0 == Some(0) },
     )
     .await;
     worker.stop().await;
