@@ -1,5 +1,5 @@
 //! The layout rules, checked on the source tree (no service needed): every file of every crate's `src` opens with
-//! a `//!` line and stays within 700 lines, no `too_many_arguments` allow, no import circle between the files of
+//! a `//!` line and stays within 700 lines, no allow of clippy's too-many-arguments lint, no import circle between the files of
 //! the `kickq` crate (a parent naming its child counts), the front ends never import each other, the pipeline's
 //! stages never import its composition root, and `lib.rs`'s `# Layout` names every top-level part.
 
@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 /// Longest a source file may be.
 const MAX_LINES: usize = 700;
+/// Clippy's lint against long parameter lists, as an allow names it. Built
+/// from parts so that this checker's own source does not read as an allow
+/// to a line scan.
+const MANY_ARGUMENTS: &str = concat!("clippy::", "too_many", "_arguments");
 /// The front ends: they sit over the services and never import each other.
 const FRONT_ENDS: [&str; 3] = ["cli", "console", "http_intake"];
 
@@ -56,8 +60,8 @@ fn every_source_file_opens_with_its_purpose_and_stays_small() {
         if !text.starts_with("//!") {
             problems.push(format!("{shown}: does not open with a //! line"));
         }
-        if text.contains("too_many_arguments") {
-            problems.push(format!("{shown}: allows too_many_arguments (take a context struct)"));
+        if text.contains(MANY_ARGUMENTS) {
+            problems.push(format!("{shown}: allows {MANY_ARGUMENTS} (take a context struct)"));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
